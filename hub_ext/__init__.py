@@ -1,0 +1,1 @@
+"""Qustody hub extensions: run in the JupyterHub process and hub-managed services."""

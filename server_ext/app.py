@@ -1,0 +1,53 @@
+"""The jupyter-server extension that runs in every user's notebook server."""
+
+from __future__ import annotations
+
+from jupyter_server.extension.application import ExtensionApp
+
+from .contents import GuardedContents, guard_manager
+from .guard import SaveGuard
+from .handlers import HANDLERS, harden_contents_handler
+
+
+class QustodyApp(ExtensionApp):
+    """Guards saves against credentials and serves the Qustody REST API."""
+
+    name = "qustody"
+    description = "Qustody: keep credentials out of saved notebooks and files."
+    load_other_extensions = True
+
+    def initialize_settings(self) -> None:
+        serverapp = self.serverapp
+        assert serverapp is not None  # set by jupyter-server before settings are initialised
+        manager = serverapp.contents_manager
+        guard_manager(manager)
+        assert isinstance(manager, GuardedContents)
+        # Refuse saves until the guard is ready, and for good if it cannot start.
+        manager.qustody_install(None, "the Qustody credential guard is starting")
+        try:
+            guard = SaveGuard(config=serverapp.config, log=self.log)
+        except Exception as e:
+            reason = f"the Qustody credential guard could not start ({type(e).__name__}: {e})"
+            self.log.error(
+                "%s; every save will be refused until the configuration is fixed", reason
+            )
+            manager.qustody_install(None, reason + ". Ask an admin to fix the server configuration")
+            return
+        manager.qustody_install(guard)
+        self.settings["qustody_guard"] = guard
+        if not harden_contents_handler(serverapp.web_app):
+            self.log.warning(
+                "Qustody: contents API handler not found; request bodies use the default parser"
+            )
+        if not guard.enabled:
+            self.log.warning("Qustody credential guard is DISABLED (SaveGuard.enabled = False)")
+        else:
+            self.log.info(
+                "Qustody credential guard on %s: %d detectors, default mode %s",
+                type(manager).__name__,
+                len(guard.engine.detectors),
+                guard.default_mode,
+            )
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(HANDLERS)

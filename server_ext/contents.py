@@ -1,0 +1,241 @@
+"""Put the save guard in front of any jupyter-server contents manager.
+
+jupyter-server lets a save through when a pre-save hook raises anything but
+``HTTPError`` and runs hooks on the first chunk of an upload only, so the guard
+is not a hook: it overrides ``save`` itself, turns every failure into a refusal,
+stages chunked uploads outside the served directory and checks them whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from tornado.web import HTTPError
+
+from .guard import GuardReport, SaveGuard, SaveRefused
+
+_STALE_UPLOAD_SECONDS = 3600
+
+
+class _Staging:
+    """Chunks of uploads in progress, in a private directory outside the served root."""
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+
+    def _path(self, api_path: str) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="qustody-uploads-"))
+            os.chmod(self._dir, 0o700)
+        return self._dir / hashlib.sha256(api_path.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def add(self, api_path: str, chunk: int, data: bytes, limit: int) -> int:
+        """Append a chunk; returns the staged size. Chunk 1 starts over."""
+        target = self._path(api_path)
+        if chunk == 1:
+            self._sweep()
+        elif not target.exists():
+            raise SaveRefused(
+                400,
+                f"Upload of {api_path} was interrupted (chunk {chunk} arrived without the "
+                "ones before it). Nothing was written; upload the file again.",
+            )
+        with open(target, "wb" if chunk == 1 else "ab") as f:
+            f.write(data)
+            size = f.tell()
+        if size > limit:
+            self.discard(api_path)
+            raise SaveRefused(
+                413,
+                f"{api_path} was not uploaded: it is larger than the {limit:,} bytes the "
+                "credential guard checks (SaveGuard.max_file_size). Nothing was written.",
+            )
+        return size
+
+    def take(self, api_path: str) -> bytes:
+        target = self._path(api_path)
+        try:
+            return target.read_bytes()
+        finally:
+            target.unlink(missing_ok=True)
+
+    def discard(self, api_path: str) -> None:
+        self._path(api_path).unlink(missing_ok=True)
+
+    def _sweep(self) -> None:
+        # Uploads abandoned by a closed browser tab would otherwise stay forever.
+        assert self._dir is not None
+        cutoff = time.time() - _STALE_UPLOAD_SECONDS
+        for entry in self._dir.iterdir():
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _progress_model(path: str, size: int) -> dict[str, Any]:
+    """The model returned for a chunk that was staged, not yet written."""
+    now = datetime.now(UTC)
+    return {
+        "name": path.rsplit("/", 1)[-1],
+        "path": path,
+        "type": "file",
+        "format": None,
+        "mimetype": None,
+        "content": None,
+        "writable": True,
+        "created": now,
+        "last_modified": now,
+        "size": size,
+        "hash": None,
+        "hash_algorithm": None,
+    }
+
+
+class GuardedContents:
+    """Mixin overriding ``save``; works for sync and async managers alike."""
+
+    _qustody_guard: SaveGuard | None = None
+    _qustody_error: str | None = None
+    _qustody_staging: _Staging | None = None
+
+    def qustody_install(self, guard: SaveGuard | None, error: str | None = None) -> None:
+        """Set the guard; with ``error`` and no guard, every save is refused (fail closed)."""
+        self._qustody_guard = guard
+        self._qustody_error = error
+
+    def _guard(self) -> SaveGuard:
+        if self._qustody_error is not None:
+            raise HTTPError(503, f"Saving is disabled: {self._qustody_error}")
+        if self._qustody_guard is None:
+            self._qustody_guard = SaveGuard(parent=self)
+        return self._qustody_guard
+
+    def _prepare(
+        self, model: dict[str, Any], path: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Stage chunks; returns (model to check and save, early response for a staged chunk)."""
+        chunk = model.get("chunk")
+        if chunk is None:
+            return model, None
+        guard = self._guard()
+        if self._qustody_staging is None:
+            self._qustody_staging = _Staging()
+        staging = self._qustody_staging
+        if not isinstance(chunk, int) or chunk == 0 or chunk < -1:
+            raise SaveRefused(400, f"Upload of {path} sent an invalid chunk number.")
+        if model.get("format") != "base64" or not isinstance(model.get("content"), str):
+            staging.discard(path)
+            raise SaveRefused(400, f"Chunked upload of {path} must send base64 content.")
+        try:
+            data = base64.b64decode(model["content"].encode("ascii"), validate=True)
+        except ValueError:
+            staging.discard(path)
+            raise SaveRefused(400, f"Upload of {path} sent malformed base64 content.") from None
+        size = staging.add(path, 1 if chunk == 1 else 2, data, guard.max_file_size)
+        if chunk != -1:
+            return model, _progress_model(path, size)
+        whole = staging.take(path)
+        full = {k: v for k, v in model.items() if k != "chunk"}
+        full.update(type="file", format="base64", content=base64.b64encode(whole).decode("ascii"))
+        return full, None
+
+    def _check(self, model: dict[str, Any], path: str) -> GuardReport | None:
+        return self._guard().check(model, path)
+
+    def _refusal(self, error: BaseException, path: str) -> HTTPError:
+        if isinstance(error, SaveRefused):
+            log_findings(self, path, error)
+            return HTTPError(error.status, error.message)
+        if isinstance(error, HTTPError):
+            return error
+        # Type and place only: an exception's message may quote the content being saved.
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+        self.log.error("Qustody guard failed on %s: %s at %s", path, type(error).__name__, where)  # type: ignore[attr-defined]
+        return HTTPError(
+            500,
+            f"{path} was not saved: the credential check failed ({type(error).__name__}). "
+            "Nothing was written; your work is still open in the editor. "
+            "Ask an admin to check the server log.",
+        )
+
+
+def log_findings(manager: Any, path: str, refused: SaveRefused) -> None:
+    if refused.findings:
+        detectors = sorted({loc.finding.detector for loc in refused.findings})
+        manager.log.warning(
+            "Qustody refused saving %s: %d finding(s) by %s",
+            path,
+            len(refused.findings),
+            ", ".join(detectors),
+        )
+    else:
+        manager.log.warning("Qustody refused saving %s (status %d)", path, refused.status)
+
+
+class AsyncGuardedContents(GuardedContents):
+    async def save(self, model: dict[str, Any], path: str = "") -> dict[str, Any]:
+        path = path.strip("/")
+        try:
+            model, early = self._prepare(model, path)
+            if early is not None:
+                return early
+            report = await asyncio.to_thread(self._check, model, path)
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            raise self._refusal(e, path) from None
+        saved: dict[str, Any] = await super().save(model, path)  # type: ignore[misc]
+        return _annotate(saved, report)
+
+
+class SyncGuardedContents(GuardedContents):
+    def save(self, model: dict[str, Any], path: str = "") -> dict[str, Any]:
+        path = path.strip("/")
+        try:
+            model, early = self._prepare(model, path)
+            if early is not None:
+                return early
+            report = self._check(model, path)
+        except Exception as e:
+            raise self._refusal(e, path) from None
+        saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
+        return _annotate(saved, report)
+
+
+def _annotate(saved: dict[str, Any], report: GuardReport | None) -> dict[str, Any]:
+    if report is not None and (report.redacted or report.findings):
+        saved["qustody"] = report.public()
+    return saved
+
+
+class GuardedContentsManager(AsyncGuardedContents, AsyncLargeFileManager):  # type: ignore[misc]
+    """jupyter-server's default manager with the guard in front of every save."""
+
+
+def guard_manager(manager: Any) -> None:
+    """Give an existing manager instance the guard, whatever its class.
+
+    The class is swapped for a subclass so that calls from the manager's own
+    methods (``new``, ``copy``) go through the guard too.
+    """
+    cls = type(manager)
+    if isinstance(manager, GuardedContents):
+        return
+    mixin = AsyncGuardedContents if asyncio.iscoroutinefunction(cls.save) else SyncGuardedContents
+    manager.__class__ = type(f"Guarded{cls.__name__}", (mixin, cls), {"__module__": __name__})

@@ -1,0 +1,336 @@
+"""The save guard's policy: what to scan, and whether a finding refuses, redacts or warns.
+
+Pure traitlets and the scanner; the contents-manager glue lives in ``contents.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from traitlets import Bool, Dict, Float, Int, List, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from .scanner import rules
+from .scanner.documents import (
+    Located,
+    kind_for,
+    redact_segment,
+    redact_text,
+    scan_file,
+    scan_notebook,
+)
+from .scanner.engine import AllowList, Engine, SegmentKind
+from .scanner.fingerprint import Fingerprinter
+from .scanner.notebook import NotebookError, Zone
+
+MODES = ("block", "redact", "warn")
+
+
+class SaveRefused(Exception):
+    """The save must not happen. ``message`` is safe to show: it never holds a value."""
+
+    def __init__(self, status: int, message: str, findings: list[Located] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.findings = findings or []
+
+
+@dataclass
+class GuardReport:
+    """What the guard did to a save that went ahead."""
+
+    mode: str
+    redacted: int = 0
+    findings: list[Located] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "redacted": self.redacted,
+            "findings": [f.public() for f in self.findings],
+        }
+
+
+class SaveGuard(LoggingConfigurable):
+    """Checks every file and notebook saved through the contents API for credentials."""
+
+    enabled = Bool(
+        True,
+        config=True,
+        help="""Check saves for credentials. Turning this off lets keys reach disk; it
+        exists for break-glass recovery and is reported at start-up.""",
+    )
+    detectors = List(
+        Unicode(),
+        default_value=list(rules.DEFAULT_IDS),
+        config=True,
+        help="""Ids of the detectors to run (see ``qustody scan --list-detectors``).
+        Defaults to every detector except those that do not find credentials
+        (``public-ip``). Unknown ids stop the server at start-up.""",
+    )
+    disabled_detectors = List(
+        Unicode(),
+        config=True,
+        help="Detector ids to switch off, applied after ``detectors`` (for one noisy detector).",
+    )
+    keyword_entropy = Float(
+        rules.generic.KEYWORD_ENTROPY,
+        config=True,
+        help="""Minimum Shannon entropy (bits per character) of a quoted value assigned to a
+        secret-named variable (``password = "..."``) for it to be a finding. Bare
+        (unquoted) values need 0.5 more.""",
+    )
+    base64_entropy = Float(
+        rules.generic.BASE64_ENTROPY,
+        config=True,
+        help="Minimum entropy of a quoted base64 string to be a finding (detect-secrets: 4.5).",
+    )
+    hex_entropy = Float(
+        rules.generic.HEX_ENTROPY,
+        config=True,
+        help="Minimum entropy of a quoted hex string to be a finding (detect-secrets: 3.0).",
+    )
+    allowed_values = List(
+        Unicode(),
+        config=True,
+        help="""Exact values that are never findings (public demo keys, test fixtures).
+        Prefer an inline ``# pragma: allowlist secret`` next to the value.""",
+    )
+    allowed_patterns = List(
+        Unicode(),
+        config=True,
+        help="Python regular expressions; a value any of them matches is never a finding.",
+    )
+    default_mode = Unicode(
+        "block",
+        config=True,
+        help="""What a finding does to a save: ``block`` refuses a save whose sources,
+        metadata or file content hold a credential and redacts outputs; ``redact``
+        replaces every credential with ``[REDACTED:<detector>]`` and saves;
+        ``warn`` saves unchanged and reports the findings.""",
+    )
+    path_modes = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""Per-path modes: glob (matched against the API path, e.g.
+        ``scratch/**``) to ``block``, ``redact`` or ``warn``. The first matching
+        glob wins; unmatched paths use ``default_mode``.""",
+    )
+    max_file_size = Int(
+        100 * 1024 * 1024,
+        config=True,
+        help="""Largest file or notebook (bytes of text) the guard checks. A larger save is
+        refused with a message saying so: it is never written unchecked.""",
+    )
+    max_nesting_depth = Int(
+        64,
+        config=True,
+        help="Deepest JSON nesting accepted in a notebook; deeper documents are refused.",
+    )
+    fingerprint_key = Unicode(
+        "",
+        config=True,
+        help="""Key for finding fingerprints. Empty (default) uses a random key per server,
+        so a fingerprint in a log cannot be used to test password guesses.""",
+    )
+
+    @validate("default_mode")
+    def _valid_mode(self, proposal: Any) -> str:
+        return _check_mode(proposal["value"], "SaveGuard.default_mode")
+
+    @validate("path_modes")
+    def _valid_path_modes(self, proposal: Any) -> dict[str, str]:
+        for glob, mode in proposal["value"].items():
+            _check_mode(mode, f"SaveGuard.path_modes[{glob!r}]")
+        return dict(proposal["value"])
+
+    @validate("detectors", "disabled_detectors")
+    def _valid_ids(self, proposal: Any) -> list[str]:
+        unknown = sorted(set(proposal["value"]) - set(rules.BY_ID))
+        if unknown:
+            raise ValueError(
+                f"SaveGuard.{proposal['trait'].name}: unknown detector ids {unknown}; "
+                f"known ids: {', '.join(sorted(rules.BY_ID))}"
+            )
+        return list(proposal["value"])
+
+    @validate("allowed_patterns")
+    def _valid_patterns(self, proposal: Any) -> list[str]:
+        for i, pattern in enumerate(proposal["value"]):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                # The index, not the pattern: an allow-list may be built from a real value.
+                raise ValueError(
+                    f"SaveGuard.allowed_patterns[{i}] is not a valid regex: {e.msg}"
+                ) from None
+        return list(proposal["value"])
+
+    @validate("max_file_size", "max_nesting_depth")
+    def _positive(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise ValueError(f"SaveGuard.{proposal['trait'].name} must be at least 1")
+        return int(proposal["value"])
+
+    @validate("keyword_entropy", "base64_entropy", "hex_entropy")
+    def _entropy_range(self, proposal: Any) -> float:
+        if not 0.0 <= proposal["value"] <= 8.0:
+            raise ValueError(f"SaveGuard.{proposal['trait'].name} must be between 0 and 8 bits")
+        return float(proposal["value"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = self.build_engine()
+
+    def build_engine(self) -> Engine:
+        wanted = set(self.detectors) - set(self.disabled_detectors)
+        catalogue = rules.catalogue(self.keyword_entropy, self.base64_entropy, self.hex_entropy)
+        allow = AllowList(
+            values=frozenset(v.encode() for v in self.allowed_values),
+            patterns=tuple(re.compile(p.encode()) for p in self.allowed_patterns),
+        )
+        key = self.fingerprint_key.encode() or None
+        return Engine([d for d in catalogue if d.id in wanted], allow, Fingerprinter(key))
+
+    def mode_for(self, path: str) -> str:
+        for glob, mode in self.path_modes.items():
+            if fnmatch.fnmatchcase(path, glob):
+                return str(mode)
+        return str(self.default_mode)
+
+    # -- checking -------------------------------------------------------------------
+
+    def check(self, model: dict[str, Any], path: str) -> GuardReport | None:
+        """Check (and maybe redact, in place) a contents-API model about to be saved.
+
+        Returns None when there was nothing to check; raises SaveRefused to stop the save.
+        """
+        if not self.enabled or model.get("content") is None:
+            return None
+        mode = self.mode_for(path)
+        kind = model.get("type")
+        if kind == "notebook":
+            return self._check_notebook(model, path, mode)
+        if kind == "file":
+            return self._check_file(model, path, mode)
+        return None
+
+    def _check_notebook(self, model: dict[str, Any], path: str, mode: str) -> GuardReport:
+        try:
+            scan = scan_notebook(self.engine, model["content"], self.max_nesting_depth)
+        except NotebookError as e:
+            raise SaveRefused(
+                400, f"{path} was not saved: it is not a valid notebook ({e})."
+            ) from None
+        self._check_size(scan.size(), path)
+        report = GuardReport(mode)
+        blocking: list[Located] = []
+        for segment, found in zip(scan.segments, scan.findings, strict=True):
+            if not found:
+                continue
+            located = [
+                Located(f, segment.zone, segment.pointer, segment.cell, segment.cell_id)
+                for f in found
+            ]
+            if mode == "warn":
+                report.findings.extend(located)
+            elif mode == "block" and segment.zone is not Zone.OUTPUT:
+                blocking.extend(located)
+            else:
+                report.redacted += redact_segment(segment, found)
+                report.findings.extend(located)
+        if blocking:
+            raise SaveRefused(422, refusal_message(path, blocking), blocking)
+        return report
+
+    def _check_file(self, model: dict[str, Any], path: str, mode: str) -> GuardReport:
+        content = model["content"]
+        fmt = model.get("format") or "text"
+        if not isinstance(content, str):
+            raise SaveRefused(400, f"{path} was not saved: file content must be a string.")
+        if fmt == "base64":
+            try:
+                data = base64.b64decode(content.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raise SaveRefused(
+                    400, f"{path} was not saved: its base64 content is malformed."
+                ) from None
+        elif fmt == "text":
+            data = content.encode("utf-8", "surrogatepass")
+        else:
+            raise SaveRefused(400, f"{path} was not saved: unknown format {fmt!r}.")
+        self._check_size(len(data), path)
+        if PurePosixPath(path).suffix == ".ipynb":
+            as_notebook = _notebook_in(data)
+            if as_notebook is not None:
+                # An uploaded notebook gets the notebook policy (outputs redacted, not refused).
+                nb_model = {"type": "notebook", "content": as_notebook}
+                report = self._check_notebook(nb_model, path, mode)
+                if report.redacted:
+                    text = json.dumps(nb_model["content"], indent=1, ensure_ascii=False) + "\n"
+                    model["content"], model["format"] = text, "text"
+                return report
+        located = scan_file(self.engine, path, data)
+        report = GuardReport(mode)
+        if not located:
+            return report
+        if mode == "block":
+            raise SaveRefused(422, refusal_message(path, located), located)
+        report.findings = located
+        if mode == "redact":
+            if kind_for(path, data) is SegmentKind.BINARY:
+                raise SaveRefused(422, refusal_message(path, located, binary=True), located)
+            text, spans = redact_text(data.decode("utf-8"), [loc.finding for loc in located])
+            report.redacted = len(spans)
+            encoded = text.encode("utf-8")
+            model["content"] = (
+                base64.b64encode(encoded).decode("ascii") if fmt == "base64" else text
+            )
+        return report
+
+    def _check_size(self, size: int, path: str) -> None:
+        if size > self.max_file_size:
+            raise SaveRefused(
+                413,
+                f"{path} was not saved: it is {size:,} bytes, larger than the "
+                f"{self.max_file_size:,} bytes the credential guard checks "
+                "(SaveGuard.max_file_size). Nothing was written.",
+            )
+
+
+def _check_mode(mode: str, name: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"{name} is {mode!r}; use one of {', '.join(MODES)}")
+    return mode
+
+
+def _notebook_in(data: bytes) -> dict[str, Any] | None:
+    try:
+        nb = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return nb if isinstance(nb, dict) and isinstance(nb.get("cells"), list) else None
+
+
+def refusal_message(path: str, found: list[Located], binary: bool = False) -> str:
+    count = len(found)
+    noun = "credential" if count == 1 else "credentials"
+    lines = [
+        f"Save refused: {path} contains {count} {noun}. Nothing was written.",
+        "Keep keys out of notebooks: read them at run time (os.environ, qustody secrets) "
+        "or mark a false positive with '# pragma: allowlist secret' on its line.",
+    ]
+    if binary:
+        lines.append("The file is binary, so it cannot be redacted.")
+    lines.extend(f"- {loc.describe()}" for loc in found[:50])
+    if count > 50:
+        lines.append(f"- ... and {count - 50} more")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""REST endpoints of the server extension (all authenticated, none writes a file)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+
+from .guard import SaveGuard, SaveRefused
+from .scanner import rules
+
+
+class _GuardHandler(ExtensionHandlerMixin, APIHandler):
+    # Reading the guard's policy or dry-running it is as sensitive as reading files.
+    auth_resource = "contents"
+
+    @property
+    def guard(self) -> SaveGuard:
+        guard: SaveGuard | None = self.settings.get("qustody_guard")
+        if guard is None:
+            raise web.HTTPError(503, "The Qustody credential guard is not running on this server.")
+        return guard
+
+
+class GuardStatusHandler(_GuardHandler):
+    """``GET /qustody/api/guard``: the policy in force (never the allow-listed values)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        g = self.guard
+        self.finish(
+            json.dumps(
+                {
+                    "enabled": g.enabled,
+                    "default_mode": g.default_mode,
+                    "path_modes": g.path_modes,
+                    "max_file_size": g.max_file_size,
+                    "detectors": [{"id": d.id, "title": d.title} for d in g.engine.detectors],
+                    "available_detectors": sorted(rules.BY_ID),
+                }
+            )
+        )
+
+
+class ScanHandler(_GuardHandler):
+    """``POST /qustody/api/scan``: what saving this model would do, without saving it."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.get_json_body()
+        if not isinstance(body, dict) or "path" not in body or "content" not in body:
+            raise web.HTTPError(400, "Send a contents model: {path, type, content[, format]}.")
+        path = str(body["path"]).strip("/")
+        model = copy.deepcopy(body)
+        try:
+            report = await asyncio.to_thread(self.guard.check, model, path)
+        except SaveRefused as refused:
+            self.finish(
+                json.dumps(
+                    {
+                        "action": "refuse",
+                        "status": refused.status,
+                        "message": refused.message,
+                        "findings": [f.public() for f in refused.findings],
+                    }
+                )
+            )
+            return
+        result: dict[str, Any] = {"action": "save", "findings": [], "redacted": 0}
+        if report is not None:
+            result.update(report.public())
+            if report.redacted:
+                result["action"] = "redact"
+        self.finish(json.dumps(result))
+
+
+HANDLERS = [
+    (r"/qustody/api/guard", GuardStatusHandler),
+    (r"/qustody/api/scan", ScanHandler),
+]
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The request body as JSON, or a 400 that says what is wrong.
+
+    Replaces jupyter-server's parser, which answers non-UTF-8 bodies with a 500 and
+    logs unparseable bodies verbatim at debug level (a pasted key would reach the log).
+    """
+    if not body:
+        return None
+    try:
+        text = body.strip().decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPError(400, "The request body is not UTF-8 text; nothing was saved.") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise web.HTTPError(400, "Invalid JSON in body of request; nothing was saved.") from None
+
+
+def harden_contents_handler(web_app: web.Application) -> int:
+    """Route the contents API to a handler that parses bodies with ``parse_json_body``."""
+    from jupyter_server.services.contents.handlers import ContentsHandler
+
+    class QustodyContentsHandler(ContentsHandler):
+        def get_json_body(self) -> Any:
+            return parse_json_body(self.request.body)
+
+    replaced = 0
+    for rule in web_app.wildcard_router.rules:
+        if rule.target is ContentsHandler:
+            rule.target = QustodyContentsHandler
+            replaced += 1
+    return replaced

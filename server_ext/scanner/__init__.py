@@ -1,0 +1,1 @@
+"""Qustody credential scanner: detectors, engine, notebook walker."""

@@ -1,0 +1,75 @@
+"""The detector model: a cheap anchor found by hyperscan, confirmed by a bounded regex.
+
+Every detector has a stable ``id`` that appears in findings, redaction markers,
+configuration and audit events, so ids are never renamed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .filters import Candidate
+
+
+class Kind(Enum):
+    """How specific a detector is; decides where it runs and which wins on overlap."""
+
+    #: A documented credential format (``ghp_...``, ``AKIA...``).
+    FORMAT = 1
+    #: A value anchored on a vendor's keyword (``IONQ_API_KEY = ...``).
+    VENDOR = 2
+    #: A value anchored on a generic keyword (``password = ...``) behind an entropy gate.
+    KEYWORD = 3
+    #: A quoted high-entropy string. Never runs over binary payloads.
+    ENTROPY = 4
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One kind of credential.
+
+    ``anchor`` is a hyperscan expression that must report once per candidate
+    (end it on a fixed-width token, never on an open repeat) so a pathological
+    input cannot make it report at every byte. ``value`` is a Python regex run
+    with ``match`` at the anchor's start on at most ``window`` bytes; its
+    groups named ``secret`` (or ``secret2``, ``secret3``) hold the credential.
+    """
+
+    id: str
+    title: str
+    anchor: bytes
+    value: re.Pattern[bytes]
+    kind: Kind = Kind.FORMAT
+    caseless: bool = False
+    window: int = 512
+    #: How many leading bytes of the value are a public format prefix
+    #: (``ghp_``), safe to show in a fingerprint. Zero shows nothing.
+    public_prefix: int = 0
+    #: Minimum Shannon entropy (bits per byte) of the secret; None disables the gate.
+    min_entropy: float | None = None
+    #: Extra check on the candidate (a checksum, a JSON header, an entropy gate that
+    #: depends on whether the value was quoted). Returns True to keep the finding.
+    validate: Callable[[Candidate], bool] | None = None
+    #: Bytes before the anchor start where the value may begin (``search`` instead of ``match``).
+    back: int = 0
+    #: Safe to run over base64 payloads of images: the format has a character or
+    #: structure that random base64 cannot produce by chance.
+    in_binary: bool = False
+    #: Off unless an admin enables it (kinds that are not credentials).
+    default_enabled: bool = True
+    examples: tuple[str, ...] = field(default=(), compare=False)
+
+    def secret_of(self, match: re.Match[bytes]) -> tuple[int, int] | None:
+        """The span of the credential inside ``match``, or None."""
+        for name in ("secret", "secret2", "secret3"):
+            if name in self.value.groupindex and match.group(name) is not None:
+                return match.span(name)
+        return match.span() if not self.value.groupindex else None
+
+
+def rx(pattern: str, flags: int = 0) -> re.Pattern[bytes]:
+    """Compile a bytes regex; kept in one place so every detector uses the same flags."""
+    return re.compile(pattern.encode(), flags)

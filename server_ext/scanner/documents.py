@@ -1,0 +1,176 @@
+"""Scan whole documents (notebooks and files) and redact what was found.
+
+The save guard and ``qustody scan`` both go through here, so a notebook is read
+the same way whether it is being saved or checked in CI.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .engine import Engine, Finding, SegmentKind
+from .notebook import Segment, Zone, walk, write_back
+
+#: Source files whose bare assignments are expressions rather than literals.
+CODE_SUFFIXES = frozenset(
+    {
+        ".py",
+        ".ipy",
+        ".pyi",
+        ".r",
+        ".jl",
+        ".js",
+        ".mjs",
+        ".ts",
+        ".scala",
+        ".java",
+        ".go",
+        ".rs",
+        ".c",
+        ".h",
+        ".cc",
+        ".cpp",
+        ".hpp",
+        ".rb",
+        ".php",
+        ".cs",
+        ".swift",
+        ".kt",
+        ".m",
+        ".lua",
+    }
+)
+
+
+# Terminal colour codes, as in coloured tracebacks: "\x1b[1;32mAKIA..." would hide the
+# key's word boundary behind the "m". They are blanked (same length, so offsets hold)
+# for scanning only.
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def scannable(data: bytes) -> bytes:
+    if b"\x1b" not in data:
+        return data
+    return _ANSI.sub(lambda m: b" " * len(m.group()), data)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A finding and where it is in its document."""
+
+    finding: Finding
+    zone: Zone
+    pointer: str | None = None
+    cell: int | None = None
+    cell_id: str | None = None
+
+    def public(self) -> dict[str, object]:
+        """What may be shown to a user or written to a log: never the value."""
+        out: dict[str, object] = {"zone": self.zone.value, **self.finding.public()}
+        if self.pointer is not None:
+            out["pointer"] = self.pointer
+        if self.cell is not None:
+            out["cell"] = self.cell
+            out["cell_id"] = self.cell_id
+        return out
+
+    def describe(self) -> str:
+        f = self.finding
+        where = f"line {f.line}"
+        if self.cell is not None:
+            ident = f" (id {self.cell_id!r})" if self.cell_id else ""
+            part = (
+                self.pointer.split("/", 3)[3]
+                if self.pointer and self.pointer.count("/") >= 3
+                else ""
+            )
+            where = f"cell {self.cell}{ident}, {part or 'cell'}, line {f.line}"
+        elif self.pointer:
+            where = f"{self.pointer}, line {f.line}"
+        return f"{where}: {f.detector} {f.fingerprint}"
+
+
+@dataclass
+class NotebookScan:
+    segments: list[Segment]
+    findings: list[list[Finding]]
+
+    def located(self) -> list[Located]:
+        return [
+            Located(f, s.zone, s.pointer, s.cell, s.cell_id)
+            for s, found in zip(self.segments, self.findings, strict=True)
+            for f in found
+        ]
+
+    def size(self) -> int:
+        return sum(len(s.text) for s in self.segments)
+
+
+def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookScan:
+    segments = walk(nb, max_depth=max_depth)
+    data = [scannable(s.text.encode("utf-8", "surrogatepass")) for s in segments]
+    return NotebookScan(segments, engine.scan(data, [s.kind for s in segments]))
+
+
+def kind_for(path: str, data: bytes) -> SegmentKind:
+    """CODE for program sources, TEXT for other text, BINARY for anything that is not text."""
+    if b"\x00" in data[:8192]:
+        return SegmentKind.BINARY
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return SegmentKind.BINARY
+    return (
+        SegmentKind.CODE
+        if PurePosixPath(path).suffix.lower() in CODE_SUFFIXES
+        else SegmentKind.TEXT
+    )
+
+
+def scan_file(engine: Engine, path: str, data: bytes) -> list[Located]:
+    return [Located(f, Zone.SOURCE) for f in engine.scan_one(scannable(data), kind_for(path, data))]
+
+
+def marker(detector: str) -> str:
+    return f"[REDACTED:{detector}]"
+
+
+def redact_text(text: str, findings: Sequence[Finding]) -> tuple[str, list[tuple[int, int, str]]]:
+    """``text`` with each finding replaced by its marker, and the replaced character spans."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    ascii_only = len(encoded) == len(text)
+    spans: list[tuple[int, int, str]] = []
+    for f in sorted(findings, key=lambda f: f.start):
+        start, end = f.start, f.end
+        if not ascii_only:
+            # Byte offsets to character offsets, widened to whole characters.
+            while start > 0 and encoded[start] & 0xC0 == 0x80:
+                start -= 1
+            while end < len(encoded) and encoded[end] & 0xC0 == 0x80:
+                end += 1
+            chars = len(encoded[start:end].decode("utf-8", "surrogatepass"))
+            start = len(encoded[:start].decode("utf-8", "surrogatepass"))
+            end = start + chars
+        if spans and start < spans[-1][1]:
+            continue
+        spans.append((start, end, marker(f.detector)))
+    pieces: list[str] = []
+    cursor = 0
+    for start, end, mark in spans:
+        pieces.append(text[cursor:start])
+        pieces.append(mark)
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces), spans
+
+
+def redact_segment(segment: Segment, findings: Sequence[Finding]) -> int:
+    """Redact in place through the segment's refs; returns how many values were replaced."""
+    if not findings:
+        return 0
+    new_text, spans = redact_text(segment.text, findings)
+    write_back(segment, new_text, spans)
+    return len(spans)

@@ -1,0 +1,248 @@
+"""The scanning engine: one hyperscan pass over many segments, then bounded confirmation.
+
+Segments are concatenated into one buffer per database so a notebook costs one
+native scan however many cells it has. Anchors report the start of each
+candidate; each detector's Python regex then looks at no more than its window,
+so the total work is linear in the input whatever it contains.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import hyperscan
+
+from .detector import Detector, Kind
+from .entropy import shannon
+from .filters import Candidate, filtered_by
+from .fingerprint import Fingerprinter
+
+SEPARATOR = b"\n"
+_LINE_CONTEXT = 4096  # bytes either side of a match read for pragmas
+
+
+class SegmentKind(Enum):
+    """What a segment holds; decides which detectors run and how bare values read."""
+
+    CODE = "code"  # program source: a bare ``token = value`` is an expression
+    TEXT = "text"  # prose, outputs, config files: a bare value is a literal
+    BINARY = "binary"  # base64 of an image or other binary payload: binary-safe formats only
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A credential found in one segment. ``secret`` is never serialised or printed."""
+
+    detector: str
+    start: int
+    end: int
+    line: int
+    fingerprint: str
+    secret: bytes = field(repr=False, compare=False)
+
+    def public(self) -> dict[str, object]:
+        return {"detector": self.detector, "line": self.line, "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """Values and patterns an admin declared harmless (test fixtures, public demo keys)."""
+
+    values: frozenset[bytes] = frozenset()
+    patterns: tuple[re.Pattern[bytes], ...] = ()
+
+    def allows(self, secret: bytes) -> bool:
+        return secret in self.values or any(p.search(secret) for p in self.patterns)
+
+
+class _Database:
+    """A compiled hyperscan database with one scratch space per thread."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors = list(detectors)
+        self._local = threading.local()
+        self._db: hyperscan.Database | None = None
+        if not self.detectors:
+            return
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        flags = [
+            hyperscan.HS_FLAG_SOM_LEFTMOST | (hyperscan.HS_FLAG_CASELESS if d.caseless else 0)
+            for d in self.detectors
+        ]
+        db.compile(
+            expressions=[d.anchor for d in self.detectors],
+            ids=list(range(len(self.detectors))),
+            elements=len(self.detectors),
+            flags=flags,
+        )
+        self._db = db
+
+    def hits(self, buf: bytes) -> list[tuple[int, int]]:
+        """(detector index, anchor start) for every anchor in ``buf``."""
+        if self._db is None or not buf:
+            return []
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        found: list[tuple[int, int]] = []
+        add = found.append
+        self._db.scan(
+            buf, match_event_handler=lambda i, s, _e, _f, _c: add((i, s)), scratch=scratch
+        )
+        return found
+
+
+class Engine:
+    """Scans byte segments with a fixed set of detectors; thread-safe, reusable."""
+
+    def __init__(
+        self,
+        detectors: Iterable[Detector],
+        allow: AllowList | None = None,
+        fingerprinter: Fingerprinter | None = None,
+    ) -> None:
+        self.detectors = tuple(detectors)
+        ids = [d.id for d in self.detectors]
+        if len(ids) != len(set(ids)):
+            raise ValueError(
+                f"duplicate detector ids: {sorted(i for i in ids if ids.count(i) > 1)}"
+            )
+        self.allow = allow or AllowList()
+        self.fingerprint = fingerprinter or Fingerprinter()
+        self._text = _Database(self.detectors)
+        self._binary = _Database([d for d in self.detectors if d.in_binary])
+
+    def scan(
+        self, segments: Sequence[bytes], kinds: Sequence[SegmentKind] | None = None
+    ) -> list[list[Finding]]:
+        """Findings for each segment, in order (TEXT unless ``kinds`` says otherwise)."""
+        result: list[list[Finding]] = [[] for _ in segments]
+        kinds = kinds or [SegmentKind.TEXT] * len(segments)
+        for db, group in (
+            (self._text, (SegmentKind.CODE, SegmentKind.TEXT)),
+            (self._binary, (SegmentKind.BINARY,)),
+        ):
+            picked = [i for i, k in enumerate(kinds) if k in group]
+            if picked:
+                self._scan_joined(
+                    db,
+                    [segments[i] for i in picked],
+                    [kinds[i] is SegmentKind.CODE for i in picked],
+                    [result[i] for i in picked],
+                )
+        return result
+
+    def scan_one(self, data: bytes, kind: SegmentKind = SegmentKind.TEXT) -> list[Finding]:
+        return self.scan([data], [kind])[0]
+
+    def _scan_joined(
+        self, db: _Database, parts: list[bytes], code: list[bool], out: list[list[Finding]]
+    ) -> None:
+        buf = SEPARATOR.join(parts)
+        starts: list[int] = []
+        pos = 0
+        for p in parts:
+            starts.append(pos)
+            pos += len(p) + len(SEPARATOR)
+        hits = db.hits(buf)
+        if not hits:
+            return
+        hits.sort(key=lambda h: (h[1], h[0]))
+        consumed = [-1] * len(db.detectors)  # per detector: end of its last confirmed match
+        per_segment: dict[int, list[Finding]] = {}
+        lines = _LineCounter(buf)
+        for idx, start in hits:
+            if start < consumed[idx]:
+                continue
+            seg = bisect.bisect_right(starts, start) - 1
+            seg_start, seg_end = starts[seg], starts[seg] + len(parts[seg])
+            det = db.detectors[idx]
+            end = min(seg_end, start + det.window)
+            if det.back:
+                m = det.value.search(buf, max(seg_start, start - det.back), end)
+            else:
+                m = det.value.match(buf, start, end)
+            if m is None:
+                continue
+            span = det.secret_of(m)
+            if span is None or span[0] == span[1]:
+                continue
+            secret = buf[span[0] : span[1]]
+            if not self._passes(det, buf, span, seg_start, seg_end, code[seg]):
+                continue
+            consumed[idx] = m.end()
+            per_segment.setdefault(seg, []).append(
+                Finding(
+                    detector=det.id,
+                    start=span[0] - seg_start,
+                    end=span[1] - seg_start,
+                    line=lines.line_of(span[0], seg_start),
+                    fingerprint=self.fingerprint(secret, det.public_prefix),
+                    secret=secret,
+                )
+            )
+        rank = {d.id: d.kind.value for d in db.detectors}
+        for seg, found in per_segment.items():
+            out[seg].extend(_without_overlaps(found, rank))
+
+    def _passes(
+        self, det: Detector, buf: bytes, span: tuple[int, int], lo: int, hi: int, in_code: bool
+    ) -> bool:
+        secret = buf[span[0] : span[1]]
+        if det.min_entropy is not None and shannon(secret) < det.min_entropy:
+            return False
+        if self.allow.allows(secret):
+            return False
+        nl = buf.rfind(b"\n", max(lo, span[0] - _LINE_CONTEXT), span[0])
+        line_start = nl + 1 if nl >= 0 else max(lo, span[0] - _LINE_CONTEXT)
+        line_end = buf.find(b"\n", span[1], min(hi, span[1] + _LINE_CONTEXT))
+        line_end = min(hi, span[1] + _LINE_CONTEXT) if line_end < 0 else line_end
+        previous = b""
+        if nl >= 0:
+            prev_nl = buf.rfind(b"\n", max(lo, nl - _LINE_CONTEXT), nl)
+            previous = buf[prev_nl + 1 if prev_nl >= 0 else max(lo, nl - _LINE_CONTEXT) : nl]
+        quoted = span[0] > lo and buf[span[0] - 1 : span[0]] in (b'"', b"'", b"`")
+        candidate = Candidate(
+            secret=secret,
+            line=buf[line_start:line_end],
+            previous_line=previous,
+            quoted=quoted,
+            in_code=in_code,
+            assigned=det.kind in (Kind.VENDOR, Kind.KEYWORD),
+        )
+        if det.validate is not None and not det.validate(candidate):
+            return False
+        return filtered_by(candidate) is None
+
+
+def _without_overlaps(found: list[Finding], rank: dict[str, int]) -> list[Finding]:
+    """Where detectors overlap on one value, keep the most specific (then the longest)."""
+    found.sort(key=lambda f: (rank[f.detector], -(f.end - f.start), f.start))
+    kept: list[Finding] = []
+    for f in found:
+        if all(f.end <= k.start or f.start >= k.end for k in kept):
+            kept.append(f)
+    kept.sort(key=lambda f: f.start)
+    return kept
+
+
+class _LineCounter:
+    """Line numbers for increasing offsets without recounting from the segment start."""
+
+    def __init__(self, buf: bytes) -> None:
+        self._buf = buf
+        self._pos = 0
+        self._line = 1
+        self._seg_start = 0
+
+    def line_of(self, offset: int, seg_start: int) -> int:
+        if seg_start != self._seg_start or offset < self._pos:
+            self._seg_start, self._pos, self._line = seg_start, seg_start, 1
+        self._line += self._buf.count(b"\n", self._pos, offset)
+        self._pos = offset
+        return self._line

@@ -1,0 +1,100 @@
+"""Yes/no filters that turn a regex match into "not a finding".
+
+Each filter answers one question about a candidate and is listed in ``FILTERS``
+under a stable name, so a report can say which filter let a value through and
+tests can exercise each one in isolation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+INLINE_PRAGMAS = (b"pragma: allowlist secret", b"gitleaks:allow")
+NEXTLINE_PRAGMA = b"pragma: allowlist nextline secret"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A confirmed match waiting for the filters."""
+
+    secret: bytes
+    line: bytes
+    previous_line: bytes
+    quoted: bool
+    #: The segment is program source, where an unquoted value is an expression.
+    in_code: bool = False
+    #: The value was found on the right of an assignment (keyword and vendor detectors),
+    #: so it may be code rather than a literal; format detectors never set this.
+    assigned: bool = False
+
+
+_TEMPLATE = re.compile(
+    rb"^(?:<[^<>]*>|\$\{[^{}]*\}|\{\{.*\}\}|\{[A-Za-z_][A-Za-z0-9_]*\}|%\([^)]*\)s|"
+    rb"\$[A-Za-z_][A-Za-z0-9_]*|%[A-Z_]+%|\[[A-Z_ ]+\])$"
+)
+_PLACEHOLDER_WORDS = re.compile(
+    rb"(?i)(?:x{4,}|\*{3,}|\.{3,}|#{4,}|your[_-]?|my[_-]?(?:api|token|key|secret|pass)|"
+    rb"insert|replace[_-]?me|changeme|change[_-]me|example|sample|dummy|placeholder|"
+    rb"redacted|\bfake|\btodo\b|here\b|\bnone\b|\bnull\b|<[a-z_ -]+>|set[_-]?me|fill[_-]?in|"
+    rb"^(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key)$|"
+    # The NAME of a credential where its value belongs: token="MY_IBM_QUANTUM_TOKEN".
+    rb"(?-i:^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD|PWD)$))"
+)
+_CODE_EXPRESSION = re.compile(
+    rb"(?:os\.environ|os\.getenv|getenv\(|getpass|environ\[|secrets?\.(?:get|read)|"
+    rb"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(.*\)?|\[.*\]?)?$|"
+    rb"^(?:true|false|none|null|nil|undefined)$)",
+    re.IGNORECASE,
+)
+
+
+def has_pragma(c: Candidate) -> bool:
+    """The line carries ``pragma: allowlist secret`` / ``gitleaks:allow`` (or the line above
+    carries ``pragma: allowlist nextline secret``), the pragmas users know from
+    detect-secrets and gitleaks."""
+    return any(p in c.line for p in INLINE_PRAGMAS) or NEXTLINE_PRAGMA in c.previous_line
+
+
+def is_templated(c: Candidate) -> bool:
+    """``<YOUR_TOKEN>``, ``${TOKEN}``, ``{{ token }}``, ``%(token)s``, ``$TOKEN``."""
+    return bool(_TEMPLATE.match(c.secret))
+
+
+def is_placeholder(c: Candidate) -> bool:
+    """``xxxx``, ``****``, ``your_api_key``, ``changeme``, documentation examples."""
+    return bool(_PLACEHOLDER_WORDS.search(c.secret))
+
+
+def is_code_expression(c: Candidate) -> bool:
+    """An unquoted value that is code, not a literal: ``os.environ[...]``, ``getpass()``,
+    ``settings.token``. Only in program source: in ``.env`` or YAML a bare word is a literal."""
+    return c.assigned and c.in_code and not c.quoted and bool(_CODE_EXPRESSION.search(c.secret))
+
+
+def is_repetitive(c: Candidate) -> bool:
+    """One character repeated, or runs like ``abcdef...``/``123456...``, also joined into an
+    alphabet constant (``A..Za..z0..9+/``): at most one step in ten leaves the run."""
+    s = c.secret
+    if len(set(s)) <= 2:
+        return True
+    steps = [s[i + 1] - s[i] for i in range(len(s) - 1)]
+    return max(steps.count(1), steps.count(-1)) * 10 >= len(steps) * 9
+
+
+FILTERS: tuple[tuple[str, Callable[[Candidate], bool]], ...] = (
+    ("pragma", has_pragma),
+    ("templated", is_templated),
+    ("placeholder", is_placeholder),
+    ("code-expression", is_code_expression),
+    ("repetitive", is_repetitive),
+)
+
+
+def filtered_by(c: Candidate) -> str | None:
+    """The name of the first filter that lets ``c`` through, or None for a finding."""
+    for name, check in FILTERS:
+        if check(c):
+            return name
+    return None

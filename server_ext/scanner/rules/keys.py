@@ -1,0 +1,91 @@
+"""Private keys, tokens with a self-describing structure, credentials inside URLs and headers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from ..detector import Detector, Kind, rx
+from ..filters import Candidate
+
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=]{32}")
+
+
+def _pem_body(c: Candidate) -> bool:
+    """A real key block has key material after the header, not just the header in prose.
+
+    Key material comes in base64 lines of 64 (PEM) or 70 (OpenSSH) characters; words of
+    prose after a quoted header never make a 32-character run.
+    """
+    return _BASE64_RUN.search(c.secret) is not None
+
+
+def _jwt_header(c: Candidate) -> bool:
+    head = c.secret.split(b".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+DETECTORS = (
+    Detector(
+        id="private-key",
+        title="PEM/OpenSSH/PGP private key",
+        anchor=rb"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY",
+        value=rx(
+            # The secret is the key material from its first to its last base64 character,
+            # so a redaction keeps the BEGIN/END lines and the line breaks around them.
+            r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----(?:[\s\"':,]|\\[nr]){0,64}"
+            r"(?P<secret>[A-Za-z0-9+/=](?:[A-Za-z0-9+/=\s\"':,]|\\[nr]){30,16000}[A-Za-z0-9+/=])"
+        ),
+        window=16200,
+        validate=_pem_body,
+        in_binary=True,
+    ),
+    Detector(
+        id="putty-private-key",
+        title="PuTTY private key file",
+        anchor=rb"Private-Lines: [0-9]",
+        # The private lines, without the line break after the last one.
+        value=rx(
+            r"Private-Lines: \d+\r?\n"
+            r"(?P<secret>[A-Za-z0-9+/=]{16,}(?:\r?\n[A-Za-z0-9+/=]{16,}){0,63})"
+        ),
+        window=8000,
+    ),
+    Detector(
+        id="jwt",
+        title="JSON Web Token",
+        anchor=rb"\beyJ[A-Za-z0-9_-]{8}",
+        value=rx(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"),
+        window=8192,
+        validate=_jwt_header,
+        in_binary=True,
+    ),
+    Detector(
+        id="url-password",
+        title="Password in a URL (user:password@host)",
+        anchor=rb"://[^\s:/@\"'<>]{1,64}:",
+        value=rx(
+            r"://(?P<user>[^\s:/@\"'<>]{1,64}):(?P<secret>[^\s:/@\"'<>]{3,128})@[A-Za-z0-9\[]"
+        ),
+        in_binary=True,
+    ),
+    Detector(
+        id="authorization-header",
+        title="HTTP Authorization header value (Basic, Bearer, Token)",
+        anchor=rb"authorization[\"']?\s{0,4}[:=,]\s{0,4}[\"']?(?:basic|bearer|token) ",
+        value=rx(
+            r"(?i)authorization[\"']?\s{0,4}[:=,]\s{0,4}[\"']?(?:basic|bearer|token) "
+            r"(?P<secret>[A-Za-z0-9._~+/=-]{16,2048})"
+        ),
+        kind=Kind.VENDOR,
+        caseless=True,
+        window=2200,
+        min_entropy=3.0,
+    ),
+)

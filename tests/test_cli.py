@@ -1,0 +1,131 @@
+"""``qustody scan`` as CI jobs and pre-commit hooks run it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from qtest import GITHUB_TOKEN, code_cell, notebook, stream
+
+
+def qustody(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server_ext.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "clean.py").write_text("import os\ntoken = os.environ['TOKEN']\n")
+    (tmp_path / "leak.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\n")
+    nb = notebook(code_cell("print(t)", [stream(f"{GITHUB_TOKEN}\n")], cell_id="c1"))
+    (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "ignored.js").write_text(f"'{GITHUB_TOKEN}'")
+    return tmp_path
+
+
+def test_text_report_and_exit_status(tree):
+    result = qustody("scan", str(tree))
+    assert result.returncode == 1
+    assert "leak.env: line 1: github-token ghp_…" in result.stdout
+    assert "nb.ipynb: cell 0 (id 'c1'), outputs/0/text, line 1: github-token" in result.stdout
+    assert "ignored.js" not in result.stdout
+    assert "2 finding(s) in 3 file(s) scanned, 0 error(s)" in result.stdout
+    assert GITHUB_TOKEN not in result.stdout + result.stderr
+
+
+def test_clean_files_exit_zero(tree):
+    result = qustody("scan", str(tree / "clean.py"))
+    assert result.returncode == 0, result.stdout
+    assert "0 finding(s)" in result.stdout
+
+
+def test_json_report(tree):
+    result = qustody("scan", "--format", "json", str(tree))
+    doc = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert sorted((f["path"].rsplit("/", 1)[-1], f["detector"]) for f in doc["findings"]) == [
+        ("leak.env", "github-token"),
+        ("nb.ipynb", "github-token"),
+    ]
+    nb_finding = next(f for f in doc["findings"] if f["path"].endswith("nb.ipynb"))
+    assert nb_finding["pointer"] == "/cells/0/outputs/0/text"
+    assert nb_finding["zone"] == "output"
+    assert GITHUB_TOKEN not in result.stdout
+
+
+def test_sarif_report(tree, tmp_path):
+    out = tmp_path / "report.sarif"
+    result = qustody("scan", "--format", "sarif", "-o", str(out), str(tree))
+    assert result.returncode == 1
+    doc = json.loads(out.read_text())
+    assert doc["version"] == "2.1.0"
+    run = doc["runs"][0]
+    assert run["tool"]["driver"]["name"] == "qustody"
+    rule_ids = {r["id"] for r in run["tool"]["driver"]["rules"]}
+    assert {r["ruleId"] for r in run["results"]} == {"github-token"} <= rule_ids
+    env_result = next(
+        r
+        for r in run["results"]
+        if r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("leak.env")
+    )
+    assert env_result["locations"][0]["physicalLocation"]["region"]["startLine"] == 1
+    assert GITHUB_TOKEN not in out.read_text()
+
+
+def test_unreadable_and_invalid_inputs_are_errors_not_skips(tmp_path):
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    (tmp_path / "big.txt").write_text("a" * 2048)
+    result = qustody("scan", "--max-size", "1024", str(tmp_path), str(tmp_path / "missing.txt"))
+    assert result.returncode == 2
+    assert "broken.ipynb: ERROR not a valid notebook" in result.stdout
+    assert "big.txt: ERROR 2,048 bytes is over --max-size 1,024; not scanned" in result.stdout
+    assert "missing.txt: ERROR No such file or directory" in result.stdout
+
+
+def test_detector_switches(tree):
+    listed = qustody("scan", "--list-detectors")
+    assert listed.returncode == 0
+    assert "off public-ip" in listed.stdout
+    assert "on  github-token" in listed.stdout
+    # Without its format detector the token is still caught as a secret-named assignment.
+    result = qustody("scan", "--disable", "github-token", str(tree / "leak.env"))
+    assert result.returncode == 1
+    assert "generic-keyword" in result.stdout and "github-token" not in result.stdout
+    result = qustody(
+        "scan", "--disable", "github-token", "--disable", "generic-keyword", str(tree / "leak.env")
+    )
+    assert result.returncode == 0
+    bad = qustody("scan", "--disable", "nope", str(tree))
+    assert bad.returncode == 2 and "unknown detector ids ['nope']" in bad.stderr
+
+
+def test_usage():
+    assert qustody().returncode == 2
+    helped = qustody("--help")
+    assert helped.returncode == 0 and "scan" in helped.stdout
+    scan_help = qustody("scan", "--help")
+    assert scan_help.returncode == 0 and "Exit status: 0 clean, 1 findings" in scan_help.stdout
+    assert qustody("frobnicate").returncode == 2
+    assert qustody("scan").returncode == 2
+
+
+def test_scan_does_not_need_jupyter_server(tree):
+    code = (
+        "import sys; sys.modules['jupyter_server'] = None; sys.modules['jupyterhub'] = None\n"
+        "from server_ext.cli import main; raise SystemExit(main(['scan', sys.argv[1]]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tree / "leak.env")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr

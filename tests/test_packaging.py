@@ -1,0 +1,40 @@
+"""The installed distribution: extension enabled on install, import boundaries kept."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_server_extension_is_enabled_and_ok():
+    jupyter = Path(sys.executable).with_name("jupyter")
+    result = subprocess.run(
+        [str(jupyter), "server", "extension", "list"], capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert "server_ext enabled" in output.replace("\x1b[32m", "").replace("\x1b[0m", "")
+    assert "server_ext 0.1.0 OK" in output.replace("\x1b[32m", "").replace("\x1b[0m", "")
+
+
+def _imports(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"), [("hub_ext", "jupyter_server"), ("server_ext", "jupyterhub")]
+)
+def test_import_boundaries(package, forbidden):
+    assert forbidden not in _imports(package)
