@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ServerApp.open_browser=False",
         f"--ServerApp.root_dir={root}",
     ]
+    if os.geteuid() == 0:
+        argv_lab.append("--allow-root")  # CI and fresh machines run make as root
     os.execv(sys.executable, argv_lab)  # noqa: S606 - fixed argv, no shell
 
 

@@ -45,7 +45,7 @@ BINARY_MIMETYPES = frozenset(
 
 
 def is_binary_mimetype(mime: str) -> bool:
-    return mime in BINARY_MIMETYPES or mime.split("/", 1)[0] in {"audio", "video", "font"}
+    return mime in BINARY_MIMETYPES or mime.startswith(("audio/", "video/", "font/"))
 
 
 @dataclass
@@ -79,7 +79,8 @@ MIN_FINDING_LENGTH = 8
 
 
 def _escape(part: object) -> str:
-    return str(part).replace("~", "~0").replace("/", "~1")
+    text = str(part)
+    return text.replace("~", "~0").replace("/", "~1") if "/" in text or "~" in text else text
 
 
 def walk(nb: object, max_depth: int = 64) -> list[Segment]:
@@ -89,156 +90,136 @@ def walk(nb: object, max_depth: int = 64) -> list[Segment]:
     cells = nb.get("cells", [])
     if not isinstance(cells, list):
         raise NotebookError("'cells' is not a list")
-    segments: list[Segment] = []
+    out: list[Segment] = []
     for key, value in nb.items():
         if key != "cells":
-            segments.extend(
-                _strings(
-                    nb, key, value, f"/{_escape(key)}", Zone.METADATA, max_depth, None, None, 1
-                )
-            )
+            # Saved widget state is kernel output (redacted); other metadata is the user's.
+            zone = Zone.METADATA
+            if key == "metadata" and isinstance(value, dict) and "widgets" in value:
+                rest = {k: v for k, v in value.items() if k != "widgets"}
+                _strings(out, value, "widgets", value["widgets"], "/metadata/widgets", Zone.OUTPUT, max_depth, 2)
+                _strings(out, nb, key, rest, "/metadata", zone, max_depth, 1, refs_to=value)
+                continue
+            _strings(out, nb, key, value, "/" + _escape(key), zone, max_depth, 1)
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
             raise NotebookError(f"cell {index} is not a JSON object")
-        segments.extend(_cell(cell, index, max_depth))
-    _widget_state_is_output(segments)
-    return _merge_streams(segments)
+        _cell(out, cell, index, max_depth)
+    return out
 
 
-def _widget_state_is_output(segments: list[Segment]) -> None:
-    # Notebook metadata is the user's (refused); saved widget state is kernel output (redacted).
-    for s in segments:
-        if s.cell is None and s.pointer.startswith("/metadata/widgets"):
-            s.zone = Zone.OUTPUT
-
-
-def _cell(cell: dict[str, Any], index: int, max_depth: int) -> Iterator[Segment]:
+def _cell(out: list[Segment], cell: dict[str, Any], index: int, max_depth: int) -> None:
     cell_id = cell.get("id") if isinstance(cell.get("id"), str) else None
-    is_code = cell.get("cell_type") == "code"
+    kind = SegmentKind.CODE if cell.get("cell_type") == "code" else SegmentKind.TEXT
     base = f"/cells/{index}"
+    first = len(out)
     for key, value in cell.items():
         pointer = f"{base}/{_escape(key)}"
         if key == "source":
-            zone, kind = Zone.SOURCE, SegmentKind.CODE if is_code else SegmentKind.TEXT
-            yield from _strings(cell, key, value, pointer, zone, max_depth, index, cell_id, 1, kind)
-        elif key == "outputs":
-            yield from _strings(
-                cell, key, value, pointer, Zone.OUTPUT, max_depth, index, cell_id, 1
-            )
+            _strings(out, cell, key, value, pointer, Zone.SOURCE, max_depth, 2, kind)
+        elif key == "outputs" and isinstance(value, list):
+            _outputs(out, value, pointer, max_depth)
         elif key == "attachments":
-            yield from _strings(
-                cell, key, value, pointer, Zone.SOURCE, max_depth, index, cell_id, 1
-            )
+            _strings(out, cell, key, value, pointer, Zone.SOURCE, max_depth, 2)
         else:
-            yield from _strings(
-                cell, key, value, pointer, Zone.METADATA, max_depth, index, cell_id, 1
-            )
+            _strings(out, cell, key, value, pointer, Zone.METADATA, max_depth, 2)
+    for segment in out[first:]:
+        segment.cell, segment.cell_id = index, cell_id
+
+
+def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) -> None:
+    """Outputs, with consecutive stream outputs of one name joined into one segment."""
+    stream: Segment | None = None
+    stream_name: object = None
+    for j, output in enumerate(outputs):
+        pointer = f"{base}/{j}"
+        is_stream = isinstance(output, dict) and output.get("output_type") == "stream"
+        if not is_stream:
+            stream = None
+            _strings(out, outputs, j, output, pointer, Zone.OUTPUT, max_depth, 3)
+            continue
+        for key, value in output.items():
+            if key != "text":
+                _strings(out, output, key, value, f"{pointer}/{_escape(key)}", Zone.OUTPUT, max_depth, 4)
+        text = output.get("text")
+        if isinstance(text, list) and all(isinstance(x, str) for x in text):
+            ref, joined = Ref(output, "text", True, 0), "".join(text)
+        elif isinstance(text, str):
+            ref, joined = Ref(output, "text", False, 0), text
+        else:
+            stream = None
+            _strings(out, output, "text", text, f"{pointer}/text", Zone.OUTPUT, max_depth, 4)
+            continue
+        ref.length = len(joined)
+        if stream is not None and output.get("name") == stream_name:
+            stream.text += joined
+            stream.refs.append(ref)
+        else:
+            stream = Segment(f"{pointer}/text", joined, Zone.OUTPUT, SegmentKind.TEXT, refs=[ref])
+            stream_name = output.get("name")
+            out.append(stream)
 
 
 def _strings(
+    out: list[Segment],
     container: Any,
     key: Any,
     value: Any,
     pointer: str,
     zone: Zone,
     max_depth: int,
-    cell: int | None,
-    cell_id: str | None,
     depth: int,
     kind: SegmentKind = SegmentKind.TEXT,
-) -> Iterator[Segment]:
+    refs_to: Any = None,
+) -> None:
     """Every string below ``container[key]``, iteratively (no recursion limit to hit)."""
-    stack: list[tuple[Any, Any, Any, str, int, SegmentKind]] = [
-        (container, key, value, pointer, depth, kind)
-    ]
+    stack: list[tuple[Any, Any, Any, str, int]] = [(container, key, value, pointer, depth)]
+    push, pop = stack.append, stack.pop
     while stack:
-        parent, k, v, ptr, d, knd = stack.pop()
+        parent, k, v, ptr, d = pop()
         if d > max_depth:
-            raise NotebookError(
-                f"the notebook nests JSON deeper than {max_depth} levels at {ptr[:200]}"
-            )
-        leaf_kind = SegmentKind.BINARY if _binary_leaf(parent, k, ptr) else knd
+            raise NotebookError(f"the notebook nests JSON deeper than {max_depth} levels at {ptr[:200]}")
         if isinstance(v, str):
-            if len(v) >= MIN_FINDING_LENGTH or k == "text":
-                yield Segment(
-                    ptr, v, zone, leaf_kind, cell, cell_id, [Ref(parent, k, False, len(v))]
-                )
-        elif isinstance(v, list) and v and all(isinstance(x, str) for x in v) and _joinable(k, ptr):
-            joiner = "\n" if k == "traceback" else ""
-            text = joiner.join(v)
-            yield Segment(
-                ptr,
-                text,
-                zone,
-                leaf_kind,
-                cell,
-                cell_id,
-                [Ref(parent, k, True, len(text), joiner=joiner)],
-            )
-        elif isinstance(v, list):
-            for i in range(len(v) - 1, -1, -1):
-                stack.append((v, i, v[i], f"{ptr}/{i}", d + 1, knd))
+            if len(v) >= MIN_FINDING_LENGTH:
+                knd = SegmentKind.BINARY if _binary_leaf(k, ptr) else kind
+                out.append(Segment(ptr, v, zone, knd, refs=[Ref(parent, k, False, len(v))]))
         elif isinstance(v, dict):
-            for ck in reversed(list(v)):
+            if v is not value or refs_to is None:
+                parent_of_children = v
+            else:
+                parent_of_children = refs_to  # a filtered view: write back to the real dict
+            for ck, cv in v.items():
                 cptr = f"{ptr}/{_escape(ck)}"
                 if isinstance(ck, str) and len(ck) >= MIN_FINDING_LENGTH * 2:
                     # Long keys are data (e.g. a dict of tokens), so they are scanned too.
-                    key_ref = Ref(v, ck, False, len(ck), is_key=True)
-                    yield Segment(cptr, ck, zone, SegmentKind.TEXT, cell, cell_id, [key_ref])
-                stack.append((v, ck, v[ck], cptr, d + 1, knd))
+                    key_ref = Ref(parent_of_children, ck, False, len(ck), is_key=True)
+                    out.append(Segment(cptr, ck, zone, SegmentKind.TEXT, refs=[key_ref]))
+                push((parent_of_children, ck, cv, cptr, d + 1))
+        elif isinstance(v, list):
+            if v and _joinable(k, ptr) and all(isinstance(x, str) for x in v):
+                joiner = "\n" if k == "traceback" else ""
+                text = joiner.join(v)
+                knd = SegmentKind.BINARY if _binary_leaf(k, ptr) else kind
+                out.append(Segment(ptr, text, zone, knd, refs=[Ref(parent, k, True, len(text), joiner=joiner)]))
+            else:
+                for i, item in enumerate(v):
+                    push((v, i, item, f"{ptr}/{i}", d + 1))
 
 
 def _joinable(key: Any, pointer: str) -> bool:
     """nbformat stores these as lists of lines that read as one text (lists deeper
     inside JSON data are data, and are walked item by item)."""
-    parent = pointer.rsplit("/", 1)[0]
-    return (
-        key in _MULTILINE_LEAVES
-        or key == "traceback"
-        or parent.endswith("/data")
-        or "/attachments/" in parent
-    )
+    if key in _MULTILINE_LEAVES or key == "traceback":
+        return True
+    parent = pointer[: pointer.rfind("/")]
+    return parent.endswith("/data") or "/attachments/" in parent
 
 
-def _binary_leaf(parent: Any, key: Any, pointer: str) -> bool:
-    return (
-        isinstance(key, str)
-        and is_binary_mimetype(key)
-        and ("/data/" in pointer or "/attachments/" in pointer)
-    )
-
-
-def _merge_streams(segments: list[Segment]) -> list[Segment]:
-    """Join consecutive stream outputs of one cell and one stream name into one segment."""
-    merged: list[Segment] = []
-    last: Segment | None = None
-    previous: tuple[int, str, int] | None = None  # (cell, stream name, output index) of last
-    for seg in segments:
-        stream = _stream_position(seg)
-        if stream is not None and last is not None and previous is not None:
-            cell, name, out = stream
-            if (cell, name, out - 1) == previous:
-                last.text += seg.text
-                last.refs.extend(seg.refs)
-                previous = stream
-                continue
-        merged.append(seg)
-        if stream is not None:
-            last, previous = seg, stream
-    return merged
-
-
-def _stream_position(seg: Segment) -> tuple[int, str, int] | None:
-    if seg.cell is None or seg.zone is not Zone.OUTPUT:
-        return None
-    parts = seg.pointer.split("/")
-    # /cells/<i>/outputs/<j>/text
-    if len(parts) != 6 or parts[3] != "outputs" or parts[5] != "text":
-        return None
-    output = seg.refs[0].container
-    if not isinstance(output, dict) or output.get("output_type") != "stream":
-        return None
-    return seg.cell, str(output.get("name")), int(parts[4])
+def _binary_leaf(key: Any, pointer: str) -> bool:
+    if not (isinstance(key, str) and is_binary_mimetype(key)):
+        return False
+    parent = pointer[: pointer.rfind("/")]
+    return parent.endswith("/data") or "/attachments/" in parent
 
 
 def write_back(seg: Segment, new_text: str, spans: list[tuple[int, int, str]]) -> None:

@@ -1,0 +1,125 @@
+"""Save latency through a real jupyter-server with the guard on and off.
+
+    .venv/bin/python benchmarks/bench_save.py [--size-mb 2] [--runs 40]
+
+Starts two servers on 127.0.0.1 (the guard installed as on any Qustody server,
+and plain jupyter-server with the extension disabled), PUTs the same generated
+notebook ``--runs`` times to each, interleaved, and prints median and p95
+latency and the on/off ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebooks import generate  # noqa: E402
+
+PLAIN = {
+    "ServerApp": {
+        "jpserver_extensions": {"server_ext": False},
+        "contents_manager_class": "jupyter_server.services.contents.largefilemanager.AsyncLargeFileManager",
+    }
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, guard: bool, workdir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        root = workdir / name
+        root.mkdir()
+        args = [
+            sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+            f"--IdentityProvider.token={self.token}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={root}",
+            "--ServerApp.log_level=WARN",
+        ]
+        if os.geteuid() == 0:
+            args.append("--allow-root")
+        if not guard:
+            config = workdir / f"{name}.json"
+            config.write_text(json.dumps(PLAIN))
+            args.append(f"--config={config}")
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(workdir / f"{name}-config")}
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/api/contents/bench.ipynb"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {self.token}"
+        for _ in range(300):
+            try:
+                if self.session.get(f"http://127.0.0.1:{self.port}/api/status", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} server did not start")
+
+    def guarded(self) -> bool:
+        return self.session.get(f"http://127.0.0.1:{self.port}/qustody/api/guard", timeout=5).ok
+
+    def save(self, body: bytes) -> float:
+        start = time.perf_counter()
+        response = self.session.put(self.url, data=body, timeout=120)
+        elapsed = time.perf_counter() - start
+        response.raise_for_status()
+        return elapsed
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-mb", type=float, default=2.0)
+    p.add_argument("--runs", type=int, default=40)
+    args = p.parse_args()
+    nb = generate(int(args.size_mb * 1_000_000), image_share=0.3)
+    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
+        try:
+            assert on.guarded() and not off.guarded(), "server configuration is not what the benchmark assumes"
+            for server in (on, off):
+                for _ in range(3):
+                    server.save(body)
+            times: dict[str, list[float]] = {"on": [], "off": []}
+            for _ in range(args.runs):
+                times["on"].append(on.save(body))
+                times["off"].append(off.save(body))
+        finally:
+            on.stop()
+            off.stop()
+    print(f"notebook: {len(body) / 1e6:.2f} MB request body, {args.runs} saves each, interleaved")
+    for key in ("off", "on"):
+        print(f"  guard {key:<3}  median {statistics.median(times[key]) * 1000:7.1f} ms   p95 {p95(times[key]) * 1000:7.1f} ms")
+    ratio = statistics.median(times["on"]) / statistics.median(times["off"])
+    print(f"  guard adds {100 * (ratio - 1):+.1f}% to the median save (ratio {ratio:.3f})")
+
+
+if __name__ == "__main__":
+    main()
