@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from notebooks import generate  # noqa: E402
+from notebooks import generate
 
 PLAIN = {
     "ServerApp": {
@@ -49,8 +49,14 @@ class Server:
         root = workdir / name
         root.mkdir()
         args = [
-            sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
-            f"--IdentityProvider.token={self.token}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={root}",
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.open_browser=False",
+            f"--ServerApp.root_dir={root}",
             "--ServerApp.log_level=WARN",
         ]
         if os.geteuid() == 0:
@@ -60,7 +66,9 @@ class Server:
             config.write_text(json.dumps(PLAIN))
             args.append(f"--config={config}")
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(workdir / f"{name}-config")}
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.url = f"http://127.0.0.1:{self.port}/api/contents/bench.ipynb"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
@@ -90,11 +98,13 @@ class Server:
 
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--size-mb", type=float, default=2.0)
     p.add_argument("--runs", type=int, default=40)
     args = p.parse_args()
@@ -103,7 +113,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
         try:
-            assert on.guarded() and not off.guarded(), "server configuration is not what the benchmark assumes"
+            assert on.guarded() and not off.guarded(), (
+                "server configuration is not what the benchmark assumes"
+            )
             for server in (on, off):
                 for _ in range(3):
                     server.save(body)
@@ -116,7 +128,9 @@ def main() -> None:
             off.stop()
     print(f"notebook: {len(body) / 1e6:.2f} MB request body, {args.runs} saves each, interleaved")
     for key in ("off", "on"):
-        print(f"  guard {key:<3}  median {statistics.median(times[key]) * 1000:7.1f} ms   p95 {p95(times[key]) * 1000:7.1f} ms")
+        print(
+            f"  guard {key:<3}  median {statistics.median(times[key]) * 1000:7.1f} ms   p95 {p95(times[key]) * 1000:7.1f} ms"
+        )
     ratio = statistics.median(times["on"]) / statistics.median(times["off"])
     print(f"  guard adds {100 * (ratio - 1):+.1f}% to the median save (ratio {ratio:.3f})")
 

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from notebooks import generate  # noqa: E402
+from notebooks import generate
 
-from server_ext.scanner import rules  # noqa: E402
-from server_ext.scanner.documents import scan_notebook  # noqa: E402
-from server_ext.scanner.engine import Engine, SegmentKind  # noqa: E402
+from server_ext.scanner import rules
+from server_ext.scanner.documents import scan_notebook
+from server_ext.scanner.engine import Engine, SegmentKind
 
 MB = 1_000_000
 
@@ -54,13 +54,22 @@ def detect_secrets_seconds(text: str) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default="1,10,50", help="notebook sizes in MB")
-    p.add_argument("--baseline-max", type=float, default=10, help="largest size (MB) also run through detect-secrets")
+    p.add_argument(
+        "--baseline-max",
+        type=float,
+        default=10,
+        help="largest size (MB) also run through detect-secrets",
+    )
     args = p.parse_args()
     engine = Engine([d for d in rules.ALL if d.id in rules.DEFAULT_IDS])
     print(f"detectors: {len(engine.detectors)}")
-    print(f"{'size':>8} {'text MB':>8} {'qustody MB/s':>13} {'detect-secrets MB/s':>20} {'ratio':>8}")
+    print(
+        f"{'size':>8} {'text MB':>8} {'qustody MB/s':>13} {'detect-secrets MB/s':>20} {'ratio':>8}"
+    )
     for size in [float(s) for s in args.sizes.split(",")]:
         for share, label in ((0.0, "text"), (0.3, "mixed")):
             nb = generate(int(size * MB), image_share=share)

@@ -6,7 +6,7 @@ import base64
 import json
 import random
 
-CODE = '''import os
+CODE = """import os
 import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit_aer import AerSimulator
@@ -23,7 +23,7 @@ def ghz(n: int) -> QuantumCircuit:
 backend = AerSimulator()
 result = backend.run(transpile(ghz({n}), backend), shots=1024).result()
 print(result.get_counts())
-'''
+"""
 
 
 def _table(rng: random.Random, rows: int) -> str:
@@ -51,13 +51,21 @@ def generate(size_bytes: int, image_share: float = 0.3, seed: int = 1) -> dict:
                 "metadata": {},
                 "data": {
                     "text/plain": _table(rng, 40),
-                    "text/html": "<table>" + "".join(f"<tr><td>{rng.random():.5f}</td></tr>" for _ in range(80)) + "</table>",
+                    "text/html": "<table>"
+                    + "".join(f"<tr><td>{rng.random():.5f}</td></tr>" for _ in range(80))
+                    + "</table>",
                 },
             },
         ]
         if rng.random() < image_share:
             png = base64.b64encode(rng.randbytes(60_000)).decode()
-            outputs.append({"output_type": "display_data", "metadata": {}, "data": {"image/png": png, "text/plain": "<Figure>"}})
+            outputs.append(
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {"image/png": png, "text/plain": "<Figure>"},
+                }
+            )
         cell = {
             "cell_type": "code",
             "id": f"cell-{i}",
@@ -72,6 +80,8 @@ def generate(size_bytes: int, image_share: float = 0.3, seed: int = 1) -> dict:
     return {
         "nbformat": 4,
         "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
         "cells": cells,
     }

@@ -223,11 +223,17 @@ class Engine:
 def _without_overlaps(found: list[Finding], rank: dict[str, int]) -> list[Finding]:
     """Where detectors overlap on one value, keep the most specific (then the longest)."""
     found.sort(key=lambda f: (rank[f.detector], -(f.end - f.start), f.start))
+    # Kept spans are disjoint and sorted by start, so only the neighbours of a new span can
+    # overlap it: a bisection instead of a pass over all kept findings (thousands of
+    # findings in one segment would otherwise cost quadratic time).
     kept: list[Finding] = []
+    starts: list[int] = []
     for f in found:
-        if all(f.end <= k.start or f.start >= k.end for k in kept):
-            kept.append(f)
-    kept.sort(key=lambda f: f.start)
+        i = bisect.bisect_right(starts, f.start)
+        if (i and kept[i - 1].end > f.start) or (i < len(kept) and kept[i].start < f.end):
+            continue
+        kept.insert(i, f)
+        starts.insert(i, f.start)
     return kept
 
 

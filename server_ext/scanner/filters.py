@@ -49,6 +49,14 @@ _CODE_EXPRESSION = re.compile(
     re.IGNORECASE,
 )
 
+# Text in which every string that opens also closes: runs outside quotes, and quoted strings
+# with their backslash escapes. Possessive, so an unclosed string costs one pass, not a
+# backtracking search; the match stops at the quote that opens the unclosed string.
+_CLOSED_STRINGS = re.compile(
+    rb"""(?:[^"'`]++|"(?:[^"\\]++|\\.)*+"|'(?:[^'\\]++|\\.)*+'|`(?:[^`\\]++|\\.)*+`)*+""",
+    re.DOTALL,
+)
+
 
 def has_pragma(c: Candidate) -> bool:
     """The line carries ``pragma: allowlist secret`` / ``gitleaks:allow`` (or the line above
@@ -62,15 +70,41 @@ def is_templated(c: Candidate) -> bool:
     return bool(_TEMPLATE.match(c.secret))
 
 
+# In a value of a documented format only unmistakable markers count: a random 36-character
+# token contains "here" or "todo" by chance about once in 2,500, and must not pass.
+_FORMAT_PLACEHOLDER = re.compile(rb"EXAMPLE|[xX]{6,}|\*{4,}|\.{3,}|0{8,}")
+
+
 def is_placeholder(c: Candidate) -> bool:
-    """``xxxx``, ``****``, ``your_api_key``, ``changeme``, documentation examples."""
+    """``xxxx``, ``****``, ``your_api_key``, ``changeme``, documentation examples
+    (for a documented token format, only ``EXAMPLE``, runs of x, * or . and zeros)."""
+    if not c.assigned:
+        return bool(_FORMAT_PLACEHOLDER.search(c.secret))
     return bool(_PLACEHOLDER_WORDS.search(c.secret))
+
+
+def _inside_string_literal(c: Candidate) -> bool:
+    """The value starts inside a quoted string on its line (``"Bearer X"``, ``"...;ApiKey=X"``).
+
+    Only the line is seen, so a triple-quoted block opened on an earlier line is not known."""
+    end = c.line.find(c.secret)
+    if end < 0:
+        return False
+    closed = _CLOSED_STRINGS.match(c.line, 0, end)
+    return closed is not None and closed.end() < end
 
 
 def is_code_expression(c: Candidate) -> bool:
     """An unquoted value that is code, not a literal: ``os.environ[...]``, ``getpass()``,
-    ``settings.token``. Only in program source: in ``.env`` or YAML a bare word is a literal."""
-    return c.assigned and c.in_code and not c.quoted and bool(_CODE_EXPRESSION.search(c.secret))
+    ``settings.token``. Only in program source: in ``.env`` or YAML a bare word is a literal,
+    and so is one inside a string (``"Bearer X"``, ``"Server=db;Password=X"``)."""
+    return (
+        c.assigned
+        and c.in_code
+        and not c.quoted
+        and bool(_CODE_EXPRESSION.search(c.secret))
+        and not _inside_string_literal(c)
+    )
 
 
 def is_repetitive(c: Candidate) -> bool:

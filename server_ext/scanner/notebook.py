@@ -8,7 +8,6 @@ kernel may print a secret in two chunks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -97,7 +96,16 @@ def walk(nb: object, max_depth: int = 64) -> list[Segment]:
             zone = Zone.METADATA
             if key == "metadata" and isinstance(value, dict) and "widgets" in value:
                 rest = {k: v for k, v in value.items() if k != "widgets"}
-                _strings(out, value, "widgets", value["widgets"], "/metadata/widgets", Zone.OUTPUT, max_depth, 2)
+                _strings(
+                    out,
+                    value,
+                    "widgets",
+                    value["widgets"],
+                    "/metadata/widgets",
+                    Zone.OUTPUT,
+                    max_depth,
+                    2,
+                )
                 _strings(out, nb, key, rest, "/metadata", zone, max_depth, 1, refs_to=value)
                 continue
             _strings(out, nb, key, value, "/" + _escape(key), zone, max_depth, 1)
@@ -140,7 +148,9 @@ def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) 
             continue
         for key, value in output.items():
             if key != "text":
-                _strings(out, output, key, value, f"{pointer}/{_escape(key)}", Zone.OUTPUT, max_depth, 4)
+                _strings(
+                    out, output, key, value, f"{pointer}/{_escape(key)}", Zone.OUTPUT, max_depth, 4
+                )
         text = output.get("text")
         if isinstance(text, list) and all(isinstance(x, str) for x in text):
             ref, joined = Ref(output, "text", True, 0), "".join(text)
@@ -178,16 +188,16 @@ def _strings(
     while stack:
         parent, k, v, ptr, d = pop()
         if d > max_depth:
-            raise NotebookError(f"the notebook nests JSON deeper than {max_depth} levels at {ptr[:200]}")
+            raise NotebookError(
+                f"the notebook nests JSON deeper than {max_depth} levels at {ptr[:200]}"
+            )
         if isinstance(v, str):
             if len(v) >= MIN_FINDING_LENGTH:
                 knd = SegmentKind.BINARY if _binary_leaf(k, ptr) else kind
                 out.append(Segment(ptr, v, zone, knd, refs=[Ref(parent, k, False, len(v))]))
         elif isinstance(v, dict):
-            if v is not value or refs_to is None:
-                parent_of_children = v
-            else:
-                parent_of_children = refs_to  # a filtered view: write back to the real dict
+            # The root may be a filtered view of a dict: write back to the real one.
+            parent_of_children = refs_to if v is value and refs_to is not None else v
             for ck, cv in v.items():
                 cptr = f"{ptr}/{_escape(ck)}"
                 if isinstance(ck, str) and len(ck) >= MIN_FINDING_LENGTH * 2:
@@ -200,7 +210,11 @@ def _strings(
                 joiner = "\n" if k == "traceback" else ""
                 text = joiner.join(v)
                 knd = SegmentKind.BINARY if _binary_leaf(k, ptr) else kind
-                out.append(Segment(ptr, text, zone, knd, refs=[Ref(parent, k, True, len(text), joiner=joiner)]))
+                out.append(
+                    Segment(
+                        ptr, text, zone, knd, refs=[Ref(parent, k, True, len(text), joiner=joiner)]
+                    )
+                )
             else:
                 for i, item in enumerate(v):
                     push((v, i, item, f"{ptr}/{i}", d + 1))

@@ -8,9 +8,9 @@ async def test_extension_endpoints_require_authentication(
 ):
     """Every handler the extension adds refuses a request without a token."""
     assert (await jp_fetch("qustody", "api", "guard")).code == 200  # it is there, with a token
-    from server_ext.handlers import HANDLERS
-
     from tornado.web import RequestHandler
+
+    from server_ext.handlers import HANDLERS
 
     for pattern, handler in HANDLERS:
         served = [

@@ -399,3 +399,19 @@ async def test_scan_endpoint_is_a_dry_run(api, jp_root_dir):
     assert body["findings"][0]["cell"] == 0
     assert_no_secret(body)
     assert listing(jp_root_dir) == []
+
+
+async def test_scan_runs_off_the_event_loop(api, jp_serverapp, monkeypatch):
+    import threading
+
+    guard = jp_serverapp.web_app.settings["qustody_guard"]
+    threads = []
+    real_check = guard.check
+
+    def recording_check(model, path):
+        threads.append(threading.current_thread())
+        return real_check(model, path)
+
+    monkeypatch.setattr(guard, "check", recording_check)
+    assert (await api.save_notebook("t.ipynb", notebook(code_cell("x = 1"))))[0] in SAVED
+    assert threads and threads[0] is not threading.main_thread()

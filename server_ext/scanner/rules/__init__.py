@@ -23,4 +23,6 @@ def catalogue(
     """All detectors, with the catch-alls' entropy limits as configured."""
     tuned = {d.id: d for d in generic.detectors(keyword_entropy, base64_entropy, hex_entropy)}
     return tuple(tuned.get(d.id, d) for d in ALL)
+
+
 DEFAULT_IDS: tuple[str, ...] = tuple(d.id for d in ALL if d.default_enabled)

@@ -10,11 +10,17 @@ from ..filters import Candidate
 
 #: ``= value``, ``: value``, ``:= value``, ``=> value`` and ``name: str = value``.
 ASSIGN = r"""["'\]]{0,2}\s{0,8}(?::\s{0,4}[A-Za-z_][\w.\[\]| ]{0,30}?\s{0,4}=|:=|=>|=|:)\s{0,8}"""
-#: A quoted literal (string prefixes r/b/u/f allowed) or a bare token up to a delimiter.
+#: Python's r/b/u/f string prefixes, only where a quote follows: in ``KEY=f7k...`` the ``f``
+#: is the first character of a bare value.
+STRING_PREFIX = r"""(?:[rRbBuUfF]{1,2}(?=["'`]))?"""
+#: A quoted literal (string prefixes r/b/u/f allowed) or a bare token up to a delimiter,
+#: which may be the closing quote of a string it sits in (``"host=db password=..."``).
 # Possessive repeats: a value that is not followed by its delimiter fails at once
 # instead of backtracking through every shorter length.
 QUOTED = r"""[rRbBuUfF]{0,2}(?P<q>["'`])(?P<secret>[^"'`\s\\]{%d,256}+)(?P=q)"""
-BARE = r"""(?P<secret2>[^\s"'`,;()\[\]{}<>]{%d,256}+)(?=[\s,;)\]}]|$)"""
+# A bare value may end in base64 padding but holds no other "=": "password=password=..."
+# then fails after one word instead of after 256 bytes at every anchor.
+BARE = r"""(?P<secret2>[^\s"'`,;()\[\]{}<>=]{%d,256}+={0,2})(?=[\s,;)\]}"'`]|$)"""
 
 
 def assignment(keywords: str, min_len: int = 8, lead: str = "") -> re.Pattern[bytes]:
@@ -69,7 +75,7 @@ def vendor(
     value = rx(
         rf"(?i)(?:{vendor_words})[\s\S]{{0,{distance}}}?(?:{key_words}){_NOT_A_LOCATION}\w{{0,20}}"
         rf"{ASSIGN}"
-        rf"[rRbBuUfF]{{0,2}}(?P<q>[\"'`]?)(?P<secret>{secret_class}{{{min_len},256}})(?P=q)"
+        rf"{STRING_PREFIX}(?P<q>[\"'`]?)(?P<secret>{secret_class}{{{min_len},256}})(?P=q)"
         rf"(?![A-Za-z0-9_])"
     )
     return Detector(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..detector import Detector, Kind, rx
-from ._common import ASSIGN
+from ._common import ASSIGN, STRING_PREFIX
 
-_Q = r"""[rRbBuUfF]{0,2}["'`]?"""
+_Q = rf"""{STRING_PREFIX}["'`]?"""
 
 DETECTORS = (
     Detector(
@@ -70,7 +70,7 @@ DETECTORS = (
         id="azure-shared-access-key",
         title="Azure Service Bus / Event Hubs / IoT SharedAccessKey",
         anchor=rb"SharedAccessKey=",
-        value=rx(r"(?i)SharedAccessKey=(?P<secret>[A-Za-z0-9+/]{42,44}=?)"),
+        value=rx(r"(?i)SharedAccessKey=(?P<secret>[A-Za-z0-9+/]{42,44}=?)(?![A-Za-z0-9+/=])"),
         caseless=True,
         in_binary=True,
     ),

@@ -62,7 +62,7 @@ DETECTORS = (
         title="JSON Web Token",
         anchor=rb"\beyJ[A-Za-z0-9_-]{8}",
         value=rx(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"),
-        window=8192,
+        window=16384,  # the whole token must be redacted, and JWTs with many claims are long
         validate=_jwt_header,
         in_binary=True,
     ),

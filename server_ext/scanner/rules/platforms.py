@@ -53,8 +53,9 @@ DETECTORS = (
     _token(
         "slack-token",
         "Slack token",
-        rb"\bxox[abposr]-[A-Za-z0-9-]{10}",
-        r"xox[abposr]-[A-Za-z0-9-]{10,255}",
+        # Real tokens have numeric workspace/user ids after the prefix ("xoxb-123...-...").
+        rb"\bxox[abposr]-[0-9]{6}",
+        r"xox[abposr]-[0-9]{6,}-[A-Za-z0-9-]{8,255}",
         5,
     ),
     Detector(

@@ -35,7 +35,8 @@ DETECTORS = (
         id="dwave-leap-token",
         title="D-Wave Leap API token",
         anchor=rb"\b[A-Z]{2,4}-[0-9a-f]{40}",
-        value=rx(r"(?P<secret>[A-Z]{2,4}-[0-9a-f]{40})(?![0-9A-Za-z])"),
+        # "SHA-<40 hex>" is a digest label, not a Leap token.
+        value=rx(r"(?!SHA-)(?P<secret>[A-Z]{2,4}-[0-9a-f]{40})(?![0-9A-Za-z])"),
         public_prefix=4,
         min_entropy=3.0,
     ),
