@@ -88,3 +88,18 @@ def vendor(
         window=distance + 400,
         validate=literal_gate(2.5, 3.0),
     )
+
+
+def format_token(
+    id: str, title: str, anchor: bytes, value: str, prefix: int, in_binary: bool = True
+) -> Detector:
+    """A token with a documented shape (``ghp_...``, ``AIza...``), ended by a non-token
+    character; ``prefix`` bytes of it are the public format prefix."""
+    return Detector(
+        id=id,
+        title=title,
+        anchor=anchor,
+        value=rx(rf"(?P<secret>{value})(?![A-Za-z0-9_-])"),
+        public_prefix=prefix,
+        in_binary=in_binary,
+    )

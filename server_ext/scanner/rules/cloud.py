@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from ..detector import Detector, Kind, rx
-from ._common import ASSIGN, STRING_PREFIX
+from ._common import ASSIGN, STRING_PREFIX, format_token
 
 _Q = rf"""{STRING_PREFIX}["'`]?"""
 
 DETECTORS = (
-    Detector(
-        id="aws-access-key-id",
-        title="AWS access key id (also used by Amazon Braket)",
-        anchor=rb"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",
-        value=rx(r"(?P<secret>(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})(?![0-9A-Za-z])"),
-        public_prefix=4,
-        in_binary=True,
+    format_token(
+        "aws-access-key-id",
+        "AWS access key id (also used by Amazon Braket)",
+        rb"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",
+        r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",
+        4,
     ),
     Detector(
         id="aws-secret-access-key",
@@ -36,12 +35,13 @@ DETECTORS = (
         kind=Kind.VENDOR,
         caseless=True,
     ),
-    Detector(
-        id="gcp-api-key",
-        title="Google Cloud API key",
-        anchor=rb"\bAIza[0-9A-Za-z_-]{35}",
-        value=rx(r"(?P<secret>AIza[0-9A-Za-z_-]{35})(?![0-9A-Za-z_-])"),
-        public_prefix=4,
+    format_token(
+        "gcp-api-key",
+        "Google Cloud API key",
+        rb"\bAIza[0-9A-Za-z_-]{35}",
+        r"AIza[0-9A-Za-z_-]{35}",
+        4,
+        in_binary=False,
     ),
     Detector(
         id="gcp-service-account-key",
@@ -50,13 +50,12 @@ DETECTORS = (
         anchor=rb"[\"']private_key_id[\"']",
         value=rx(r"(?P<q>[\"'])private_key_id(?P=q)\s*:\s*(?P=q)(?P<secret>[0-9a-f]{40})(?P=q)"),
     ),
-    Detector(
-        id="gcp-oauth-client-secret",
-        title="Google OAuth client secret",
-        anchor=rb"\bGOCSPX-[A-Za-z0-9_-]{28}",
-        value=rx(r"(?P<secret>GOCSPX-[A-Za-z0-9_-]{28})(?![A-Za-z0-9_-])"),
-        public_prefix=7,
-        in_binary=True,
+    format_token(
+        "gcp-oauth-client-secret",
+        "Google OAuth client secret",
+        rb"\bGOCSPX-[A-Za-z0-9_-]{28}",
+        r"GOCSPX-[A-Za-z0-9_-]{28}",
+        7,
     ),
     Detector(
         id="azure-storage-key",

@@ -6,19 +6,7 @@ import ipaddress
 
 from ..detector import Detector, Kind, rx
 from ..filters import Candidate
-
-
-def _token(
-    id: str, title: str, anchor: bytes, value: str, prefix: int, in_binary: bool = True
-) -> Detector:
-    return Detector(
-        id=id,
-        title=title,
-        anchor=anchor,
-        value=rx(rf"(?P<secret>{value})(?![A-Za-z0-9_-])"),
-        public_prefix=prefix,
-        in_binary=in_binary,
-    )
+from ._common import format_token as _token
 
 
 def _public_ip(c: Candidate) -> bool:
