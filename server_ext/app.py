@@ -7,6 +7,7 @@ from jupyter_server.extension.application import ExtensionApp
 from .contents import GuardedContents, guard_manager
 from .guard import SaveGuard
 from .handlers import HANDLERS, harden_contents_handler
+from .session import start_backstop
 
 
 class QustodyApp(ExtensionApp):
@@ -19,6 +20,8 @@ class QustodyApp(ExtensionApp):
     def initialize_settings(self) -> None:
         serverapp = self.serverapp
         assert serverapp is not None  # set by jupyter-server before settings are initialised
+        # Time limits of the hardened container (no-op outside one), whatever the guard does.
+        start_backstop(serverapp, self.log)
         manager = serverapp.contents_manager
         guard_manager(manager)
         assert isinstance(manager, GuardedContents)

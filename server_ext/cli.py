@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "server_ext.scanner.cli",
         "Scan notebooks and files for credentials (exit 1 on findings).",
     ),
+    "audit": ("hub_ext.audit.cli", "Verify, query and export the audit log (read-only review)."),
 }
 
 USAGE = "usage: qustody <command> [options]   (qustody <command> --help for details)"

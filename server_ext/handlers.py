@@ -120,3 +120,9 @@ def harden_contents_handler(web_app: web.Application) -> int:
             rule.target = QustodyContentsHandler
             replaced += 1
     return replaced
+
+
+# -- session time limits (hardened containers) -----------------------------------------
+from .session import SessionStatusHandler  # noqa: E402 - appended section
+
+HANDLERS.append((r"/qustody/api/session", SessionStatusHandler))  # type: ignore[arg-type]

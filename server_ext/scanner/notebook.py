@@ -116,12 +116,21 @@ def walk(nb: object, max_depth: int = 64) -> list[Segment]:
     return out
 
 
+def _empty(value: Any) -> bool:
+    """Nothing below ``value`` can hold a finding: skip it before building its pointer."""
+    if isinstance(value, str):
+        return len(value) < MIN_FINDING_LENGTH
+    return not value or not isinstance(value, dict | list)
+
+
 def _cell(out: list[Segment], cell: dict[str, Any], index: int, max_depth: int) -> None:
     cell_id = cell.get("id") if isinstance(cell.get("id"), str) else None
     kind = SegmentKind.CODE if cell.get("cell_type") == "code" else SegmentKind.TEXT
     base = f"/cells/{index}"
     first = len(out)
     for key, value in cell.items():
+        if _empty(value):
+            continue
         pointer = f"{base}/{_escape(key)}"
         if key == "source":
             _strings(out, cell, key, value, pointer, Zone.SOURCE, max_depth, 2, kind)
@@ -147,7 +156,7 @@ def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) 
             _strings(out, outputs, j, output, pointer, Zone.OUTPUT, max_depth, 3)
             continue
         for key, value in output.items():
-            if key != "text":
+            if key != "text" and not _empty(value):
                 _strings(
                     out, output, key, value, f"{pointer}/{_escape(key)}", Zone.OUTPUT, max_depth, 4
                 )
