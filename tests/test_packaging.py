@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,37 @@ def _imports(package: str) -> set[str]:
 )
 def test_import_boundaries(package, forbidden):
     assert forbidden not in _imports(package)
+
+
+def test_wheel_carries_packages_and_enables_the_extension(tmp_path):
+    """What `pip install qustody` gets: both packages and the config that enables the extension."""
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("qustody-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    config = next(
+        n for n in names if n.endswith("etc/jupyter/jupyter_server_config.d/qustody.json")
+    )
+    assert ".data/data/" in config
+    enabled = json.loads(zipfile.ZipFile(wheel).read(config))
+    assert enabled["ServerApp"]["jpserver_extensions"] == {"server_ext": True}
+    assert "server_ext/scanner/rules/quantum.py" in names
+    assert "hub_ext/__init__.py" in names
+    assert not [n for n in names if n.startswith("tests/")]
