@@ -1,0 +1,173 @@
+"""No secret value ever enters the log: known secrets fed through every emitting path,
+then searched for in every file of the store, in every error and in the log output."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+
+import pytest
+from audit_helpers import example
+from qtest import AWS_KEY_ID, GITHUB_TOKEN, IBM_QUANTUM_TOKEN
+
+from hub_ext.audit import AuditError, SecretInEvent, schema
+from hub_ext.audit.verify import verify
+
+URL_PASSWORD = "hunter2-Qx7vK9mPz"
+URL_WITH_PASSWORD = f"https://alice:{URL_PASSWORD}@git.example.org/repo.git"
+# Format credentials the scanner finds by itself, and a bare value only the broker knows.
+FOUND_BY_SCANNER = {
+    "github-token": GITHUB_TOKEN,
+    "aws-access-key-id": AWS_KEY_ID,
+    "url-password": URL_WITH_PASSWORD,
+}
+BROKER_SECRET = IBM_QUANTUM_TOKEN  # 128 hex digits: no detector flags it on its own
+NEEDLES = [
+    GITHUB_TOKEN,
+    AWS_KEY_ID,
+    URL_PASSWORD,
+    BROKER_SECRET,
+    base64.b64encode(BROKER_SECRET.encode()).decode(),
+]
+
+
+def string_fields(node, path=()):
+    """Paths to every string in an event (values in dicts and lists)."""
+    if isinstance(node, str):
+        yield path
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from string_fields(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from string_fields(v, (*path, i))
+
+
+def put(event, path, value):
+    event = copy.deepcopy(event)
+    node = event
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return event
+
+
+def leak_cases():
+    for name in schema.names():
+        event = example(name)
+        if name in ("save-refused", "outputs-redacted"):
+            event = {k: v for k, v in event.items() if k not in ("user", "server")}
+        for path in string_fields(event):
+            for secret in [*FOUND_BY_SCANNER.values(), BROKER_SECRET]:
+                yield name, event, path, f"note {secret} end"
+                yield name, event, path, secret
+
+
+CASES = list(leak_cases())
+
+
+def assert_nowhere(log_path, *texts):
+    blob = b"".join(p.read_bytes() for p in log_path.parent.iterdir() if p.is_file())
+    for needle in NEEDLES:
+        assert needle.encode() not in blob, "a secret reached the audit store"
+        for text in texts:
+            assert needle not in text, "a secret reached an error or log message"
+
+
+@pytest.mark.parametrize("policy", ["redact", "refuse"])
+def test_secrets_in_any_field_of_any_event_never_reach_the_store(
+    make_log, log_path, key, caplog, records, policy
+):
+    caplog.set_level(logging.DEBUG)
+    audit = make_log(secret_policy=policy, fail_closed_types=["*"])
+    audit.add_known_secrets([BROKER_SECRET])
+    audit.emit("login", {"user": "before"})
+    outcomes = {"recorded": 0, "refused": 0}
+    errors: list[str] = []
+    for name, event, path, value in CASES:
+        tainted = put(event, path, value)
+        try:
+            if schema.get(name).origin == schema.USER_SERVER:
+                done = audit.record_user_event("alice", "", {"type": name, "data": tainted})
+            else:
+                done = audit.emit(name, tainted)
+        except AuditError as e:
+            outcomes["refused"] += 1
+            errors.append(str(e))
+            errors.append(repr(e))
+        else:
+            assert done is not None and done.redacted >= 1
+            outcomes["recorded"] += 1
+    assert len(CASES) > 400
+    if policy == "refuse":
+        assert outcomes["recorded"] == 0
+        assert [r["data"] for r in records()] == [{"user": "before"}]
+    else:  # free-text fields keep the event, redacted; pattern-bound fields refuse it
+        assert outcomes["recorded"] > 100 and outcomes["refused"] > 0
+    assert_nowhere(log_path, caplog.text, *errors)
+    assert verify(log_path, [key]).ok
+
+
+def test_redaction_marks_the_field_and_detector(audit, records):
+    event = {**example("break-glass"), "justification": f"rotating {GITHUB_TOKEN} after leak"}
+    done = audit.emit("break-glass", event)
+    (record,) = records()
+    assert done.redacted == 1
+    assert record["data"]["justification"] == "rotating [REDACTED:github-token] after leak"
+    assert record["redacted"] == [{"field": "/justification", "detector": "github-token"}]
+
+
+def test_known_secrets_are_redacted_in_their_encodings(audit, records):
+    audit.add_known_secrets([BROKER_SECRET])
+    encoded = base64.b64encode(BROKER_SECRET.encode()).decode()
+    as_hex = BROKER_SECRET.encode().hex()
+    for value in (BROKER_SECRET, encoded, encoded.rstrip("="), as_hex):
+        audit.emit("login", {"user": "a", "user_agent": f"x {value} y"[:512]})
+    for record in records():
+        assert record["data"]["user_agent"] == "x [REDACTED:known-secret] y"
+        assert record["redacted"] == [{"field": "/user_agent", "detector": "known-secret"}]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{GITHUB_TOKEN}  # pragma: allowlist secret",
+        f"gitleaks:allow {AWS_KEY_ID}",
+        f"# pragma: allowlist nextline secret\n{GITHUB_TOKEN}",
+    ],
+)
+def test_allowlist_pragmas_do_not_smuggle_secrets_into_the_log(audit, records, text):
+    audit.emit("login", {"user": "a", "user_agent": text})
+    stored = records()[0]["data"]["user_agent"]
+    assert "[REDACTED:" in stored
+    assert GITHUB_TOKEN not in stored and AWS_KEY_ID not in stored
+
+
+def test_secret_in_a_field_name_is_redacted_before_it_is_reported(audit, log_path, records):
+    with pytest.raises(AuditError) as info:
+        audit.emit("login", {"user": "a", GITHUB_TOKEN: "x"})
+    assert "[REDACTED:github-token]" in info.value.message
+    assert GITHUB_TOKEN not in str(info.value)
+    assert records() == []
+
+
+def test_refuse_policy_records_nothing(make_log, records):
+    audit = make_log(secret_policy="refuse")
+    with pytest.raises(SecretInEvent) as info:
+        audit.emit("login", {"user": "a", "user_agent": GITHUB_TOKEN})
+    assert "/user_agent (github-token)" in info.value.message
+    assert GITHUB_TOKEN not in str(info.value)
+    assert records() == []
+
+
+def test_known_secrets_must_be_long_enough_to_redact_safely(audit):
+    with pytest.raises(ValueError, match="#1 is not a string of at least 8 characters"):
+        audit.add_known_secrets(["long-enough-value", "short"])
+    assert audit.add_known_secrets([b"bytes-value-123"]) > 0
+
+
+def test_redaction_survives_in_the_chain(audit, log_path, key):
+    audit.emit("policy-changed", {**example("policy-changed"), "summary": f"key {AWS_KEY_ID}"})
+    report = verify(log_path, [key], deep=True)
+    assert report.ok, report.summary()
