@@ -1,0 +1,275 @@
+"""QPU gateway: admission throughput/latency, and end-to-end overhead on Aer.
+
+    .venv/bin/python benchmarks/bench_qpu.py [--clients 32,8] [--requests 4000]
+        [--db sqlite,sqlite-normal,postgresql] [--runs 30]
+
+Admission: starts the gateway (``python -m hub_ext.qpu``) on 127.0.0.1 against a stand-in
+hub (tests/qpu/fakehub.py), pauses its backend so jobs are admitted (validated, tag- and
+quota-checked, rate-limited, persisted) but not executed, then ``--clients`` concurrent
+keep-alive connections (spread over two load processes) submit a small QPY circuit each.
+Prints jobs/s and client-side p50/p99 latency, on SQLite (synchronous=FULL, the default)
+and on a throwaway PostgreSQL cluster (tests/pgserver.py; needs Debian's postgresql).
+
+End to end: a 5-qubit GHZ, 1024 shots, run directly on AerSimulator in this process and
+through the gateway with ``server_ext.qpu`` (``backend.run(...).result()``), median of
+``--runs``; the difference is what the gateway adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "qpu"), str(ROOT)]
+
+from fakehub import FakeHub  # noqa: E402
+
+POLICY = """
+[tags]
+purposes = ["benchmark"]
+[projects.bench]
+members = { alice = "member" }
+backends = ["*"]
+[quotas.user.simulator]
+day = { jobs = 100000000, shots = 100000000000 }
+month = { jobs = 1000000000 }
+[quotas.project.simulator]
+day = { jobs = 100000000, shots = 100000000000 }
+[rate_limits.simulator]
+rate = 1000000.0
+burst = 1000000
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def small_circuit_b64() -> str:
+    from qiskit import QuantumCircuit, qpy
+
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    buf = io.BytesIO()
+    qpy.dump(qc, buf)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Gateway:
+    def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        policy = workdir / "policy.toml"
+        policy.write_text(POLICY)
+        config = workdir / f"config_{self.port}.py"
+        settings = {
+            "hub_api_url": hub_url, "db_url": db_url, "policy_file": str(policy),
+            "backends": {"aer_simulator": {"driver": "aer", "lanes": 1}},
+            "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 600.0,
+            "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
+        }
+        config.write_text("c = get_config()  # noqa\n" + "".join(
+            f"c.QpuGateway.{k} = {v!r}\n" for k, v in settings.items()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        self.log = (workdir / f"gateway_{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub_ext.qpu", f"--config={config}", "--log-level=WARN"],
+            cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(self.url + "api/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"gateway did not start; see {self.log.name}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+# -- load generator -------------------------------------------------------------------------
+
+
+async def _client(host: str, port: int, request: bytes, n: int, out: list[float]) -> int:
+    reader, writer = await asyncio.open_connection(host, port)
+    errors = 0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        out.append(time.perf_counter() - t0)
+        if not head.startswith(b"HTTP/1.1 201"):
+            errors += 1
+    writer.close()
+    return errors
+
+
+def _load_process(port: int, request: bytes, clients: int, per_client: int, q: mp.Queue) -> None:
+    async def main() -> tuple[list[float], int]:
+        lat: list[float] = []
+        errs = await asyncio.gather(*[
+            _client("127.0.0.1", port, request, per_client, lat) for _ in range(clients)])
+        return lat, sum(errs)
+
+    q.put(asyncio.run(main()))
+
+
+def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, float]:
+    body = json.dumps({
+        "backend": "aer_simulator", "circuits": [{"qpy": small_circuit_b64()}], "shots": 100,
+        "tags": {"project": "bench", "purpose": "benchmark"},
+    }).encode()
+    request = (
+        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    procs = 2
+    per_client = max(1, total // clients)
+    # Warm-up (token cache, connection pools, code paths).
+    warm = mp.Queue()
+    _load_process(gw.port, request, 4, 25, warm)
+    warm.get()
+    q: mp.Queue = mp.Queue()
+    workers = [
+        mp.Process(target=_load_process, args=(gw.port, request, clients // procs, per_client, q))
+        for _ in range(procs)
+    ]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    results = [q.get() for _ in workers]
+    elapsed = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    lat = sorted(x for r in results for x in r[0])
+    errors = sum(r[1] for r in results)
+    return {
+        "jobs": len(lat), "errors": errors, "seconds": elapsed, "jobs_per_s": len(lat) / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+    }
+
+
+def end_to_end(gw: Gateway, token: str, runs: int) -> dict[str, float]:
+    from qiskit import QuantumCircuit, transpile
+    from qiskit_aer import AerSimulator
+
+    os.environ["QUSTODY_QPU_URL"] = gw.url
+    os.environ["JUPYTERHUB_API_TOKEN"] = token
+    from server_ext.qpu import gateway_backend
+
+    qc = QuantumCircuit(5)
+    qc.h(0)
+    for i in range(4):
+        qc.cx(i, i + 1)
+    qc.measure_all()
+    sim = AerSimulator()
+    isa = transpile(qc, sim)
+    backend = gateway_backend("aer_simulator", project="bench", purpose="benchmark")
+    direct, via = [], []
+    for i in range(runs + 3):  # the first 3 warm up both paths
+        t0 = time.perf_counter()
+        sim.run(isa, shots=1024, seed_simulator=i).result().get_counts()
+        t1 = time.perf_counter()
+        counts = backend.run(isa, shots=1024, seed_simulator=i).result().get_counts()
+        t2 = time.perf_counter()
+        assert sum(counts.values()) == 1024
+        if i >= 3:
+            direct.append(t1 - t0)
+            via.append(t2 - t1)
+    d, v = statistics.median(direct), statistics.median(via)
+    return {"direct_ms": d * 1000, "gateway_ms": v * 1000, "added_ms": (v - d) * 1000,
+            "ratio": v / d}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--clients", default="32,8",
+                        help="concurrent clients; one admission run per value")
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--db", default="sqlite,sqlite-normal,postgresql",
+                        help="sqlite (synchronous=FULL, the default), sqlite-normal, postgresql")
+    args = parser.parse_args()
+    hub = FakeHub()
+    hub_url = hub.start()
+    token = hub.add("alice", ["custom:qpu:submit"])
+    ops = hub.add("ops", ["custom:qpu:admin"])
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"requests per run {args.requests}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cluster = None
+        for db in args.db.split(","):
+            sync = "NORMAL" if db == "sqlite-normal" else "FULL"
+            if db.startswith("sqlite"):
+                url = f"sqlite:///{work / f'bench-{db}.sqlite'}"
+            else:
+                from pgserver import PgCluster
+
+                cluster = cluster or PgCluster().start()
+                url = cluster.create_database()
+            gw = Gateway(work, hub_url, url, sync)
+            try:
+                r = requests.post(gw.url + "api/admin/backends/aer_simulator/pause",
+                                  headers={"Authorization": f"token {ops}"},
+                                  json={"reason": "benchmark: admit only"}, timeout=30)
+                r.raise_for_status()
+                for clients in (int(c) for c in args.clients.split(",")):
+                    res = admission(gw, token, clients, args.requests)
+                    print(f"admission [{db}, {clients} clients]: {res['jobs']} jobs in "
+                          f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
+                          f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
+                          f"errors {res['errors']}")
+                requests.post(gw.url + "api/admin/backends/aer_simulator/drain",
+                              headers={"Authorization": f"token {ops}"},
+                              json={"reason": "benchmark done"}, timeout=600)
+                requests.post(gw.url + "api/admin/backends/aer_simulator/resume",
+                              headers={"Authorization": f"token {ops}"},
+                              json={"reason": "benchmark: e2e"}, timeout=30).raise_for_status()
+                e2e = end_to_end(gw, token, args.runs)
+                print(f"end-to-end [{db}] 5 qubits, 1024 shots: direct Aer "
+                      f"{e2e['direct_ms']:.2f} ms, through the gateway {e2e['gateway_ms']:.2f} ms"
+                      f" (+{e2e['added_ms']:.2f} ms, x{e2e['ratio']:.2f})")
+            finally:
+                gw.stop()
+        if cluster:
+            cluster.stop()
+    hub.stop()
+
+
+if __name__ == "__main__":
+    main()

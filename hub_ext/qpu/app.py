@@ -1,0 +1,556 @@
+"""The QPU gateway service: configuration, start-up checks and the Tornado server.
+
+Run as a hub-managed service (``python -m hub_ext.qpu``); see docs/qpu.md for the hub
+configuration (service, custom scopes, roles). Every security-relevant setting is a
+trait below, checked at start-up with a message saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tornado import httpserver, web
+from traitlets import Bool, Dict, Float, Int, Unicode, default, validate
+from traitlets import Callable as CallableTrait
+from traitlets.config import Application, catch_config_error
+
+from . import __version__, handlers
+from .auth import SCOPES, HubResolver, Identity, Resolver
+from .backends import BackendDriver, build
+from .config import PolicyHolder
+from .policy import Refused
+from .policyfile import CLASSES, PolicyError
+from .runner import Runner
+from .store import Admitted, Store, StoreError
+from .validation import Invalid, Limits
+
+SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _no_credentials(backend: str) -> dict[str, str]:
+    return {}
+
+
+class QpuGateway(Application):
+    name = "qustody-qpu-gateway"
+    version = __version__
+    description = """The Qustody QPU gateway: admits, schedules and runs Qiskit jobs for hub
+    users under project policy, holding the provider credentials itself."""
+
+    aliases = {  # noqa: RUF012 (traitlets reads it from the class)
+        "ip": "QpuGateway.ip",
+        "port": "QpuGateway.port",
+        "db-url": "QpuGateway.db_url",
+        "policy": "QpuGateway.policy_file",
+        "hub-api-url": "QpuGateway.hub_api_url",
+        "config": "QpuGateway.config_file",
+        "f": "QpuGateway.config_file",
+        "log-level": "Application.log_level",
+    }
+
+    config_file = Unicode(
+        "", config=True,
+        help="A Python traitlets config file (``c.QpuGateway.backends = {...}``) to load.",
+    )
+    ip = Unicode("127.0.0.1", config=True, help="Address to listen on (loopback by default).")
+    port = Int(
+        config=True,
+        help="""Port to listen on. Defaults to the port of JUPYTERHUB_SERVICE_URL (set by the
+        hub for a managed service), else 8765.""",
+    )
+
+    @default("port")
+    def _default_port(self) -> int:
+        url = os.environ.get("JUPYTERHUB_SERVICE_URL", "")
+        m = re.match(r"^https?://[^/:]+:(\d+)", url)
+        return int(m.group(1)) if m else 8765
+
+    base_url = Unicode(
+        config=True,
+        help="""URL prefix of the API (ends with '/'). Defaults to JUPYTERHUB_SERVICE_PREFIX,
+        the prefix the hub's proxy routes to this service, else '/'.""",
+    )
+
+    @default("base_url")
+    def _default_base_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    @validate("base_url")
+    def _valid_base_url(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if not value.startswith("/") or not value.endswith("/"):
+            raise ValueError("QpuGateway.base_url must start and end with '/'")
+        return value
+
+    hub_api_url = Unicode(
+        config=True,
+        help="""The hub's REST API (e.g. http://127.0.0.1:8081/hub/api), asked who each token
+        belongs to. Defaults to JUPYTERHUB_API_URL, set by the hub for a managed service.
+        Required: without it every request is refused.""",
+    )
+
+    @default("hub_api_url")
+    def _default_hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "")
+
+    auth_cache_seconds = Float(
+        30.0, config=True,
+        help="""How long a token's owner and scopes are cached. A token revoked at the hub
+        keeps working here for at most this long (use the gateway's user revoke for an
+        immediate stop). 0 asks the hub on every request.""",
+    )
+
+    db_url = Unicode(
+        config=True,
+        help="""SQLAlchemy URL of the gateway database: ``sqlite:////path/qpu.sqlite``
+        (default, one replica) or ``postgresql+psycopg://user@host/db`` (several
+        replicas). The default is qpu.sqlite in the working directory.""",
+    )
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return f"sqlite:///{Path.cwd() / 'qpu.sqlite'}"
+
+    @validate("db_url")
+    def _valid_db_url(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                "QpuGateway.db_url must be a sqlite:/// or postgresql+psycopg:// URL"
+            )
+        if value == "sqlite://" or value == "sqlite:///:memory:":
+            raise ValueError("QpuGateway.db_url: an in-memory database loses jobs; use a file")
+        return value
+
+    sqlite_synchronous = Unicode(
+        "FULL", config=True,
+        help="""SQLite ``synchronous`` mode. FULL (default): an acknowledged job survives a
+        power cut. NORMAL: it survives a crash of the gateway but maybe not of the machine.""",
+    )
+
+    @validate("sqlite_synchronous")
+    def _valid_sync(self, proposal: Any) -> str:
+        value = str(proposal["value"]).upper()
+        if value not in SYNC_MODES:
+            raise ValueError(f"QpuGateway.sqlite_synchronous must be one of {SYNC_MODES}")
+        if value == "OFF":
+            raise ValueError("QpuGateway.sqlite_synchronous=OFF can lose acknowledged jobs")
+        return value
+
+    db_threads = Int(
+        0, config=True,
+        help="""Database worker threads. 0 (default): 1 for SQLite (one writer), 4 for
+        PostgreSQL.""",
+    )
+
+    policy_file = Unicode(
+        config=True,
+        help="""The policy file (TOML): projects and members, tag schema, quotas, rate
+        limits, priority tiers, reservations, sensitivity routing. Required; the gateway
+        refuses to start without a valid one. Re-read when it changes.""",
+    )
+
+    policy_reload_seconds = Float(
+        2.0, config=True,
+        help="How often to check the policy file for changes (seconds; also on SIGHUP).",
+    )
+
+    backends = Dict(
+        config=True,
+        help="""Backends by name: ``{"aer_simulator": {"driver": "aer", "lanes": 2},
+        "fake_5q": {"driver": "emulated", "num_qubits": 5, "seed": 7}}``. ``driver`` is
+        ``aer``, ``emulated`` or ``package.module:Class`` (a ``BackendDriver``); common
+        keys: ``lanes``, ``max_shots``, ``description``. Empty: no backend (deny all).""",
+    )
+
+    @validate("backends")
+    def _valid_backends(self, proposal: Any) -> dict[str, Any]:
+        for name, spec in proposal["value"].items():
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", str(name)):
+                raise ValueError(f"QpuGateway.backends: {name!r} is not a valid backend name")
+            if not isinstance(spec, dict) or "driver" not in spec:
+                raise ValueError(
+                    f"QpuGateway.backends[{name!r}] must be a dict with a 'driver' "
+                    "(aer, emulated or package.module:Class)"
+                )
+        return dict(proposal["value"])
+
+    credentials = CallableTrait(
+        default_value=_no_credentials, config=True,
+        help="""Called with a backend name, returns that backend's provider credentials
+        (a dict) from the secret broker. Only provider drivers call it; values are never
+        logged or returned to users.""",
+    )
+
+    on_event = CallableTrait(
+        default_value=None, allow_none=True, config=True,
+        help="""Called as ``on_event(name, fields)`` after each action that matters to the
+        security team (job submitted/rejected/started/finished/cancelled/recovered,
+        operator actions, policy reloads). The audit log connects here. Its errors are
+        logged and do not undo the action.""",
+    )
+
+    max_payload_bytes = Int(
+        8 * 1024 * 1024, config=True,
+        help="Largest submission body in bytes; larger ones get 413 before being read.",
+    )
+    max_circuits = Int(300, config=True, help="Most circuits in one job.")
+    max_qubits = Int(127, config=True, help="Most qubits in one circuit (any backend).")
+    max_depth = Int(100_000, config=True, help="Greatest circuit depth accepted.")
+    max_instructions = Int(
+        1_000_000, config=True, help="Most instructions in one circuit (checked from the QPY "
+        "header before loading).",
+    )
+    max_shots = Int(
+        1_000_000, config=True,
+        help="Most shots per circuit on any backend (each backend may set a lower max_shots).",
+    )
+
+    @validate("max_payload_bytes", "max_circuits", "max_qubits", "max_depth",
+              "max_instructions", "max_shots")
+    def _positive(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise ValueError(f"QpuGateway.{proposal['trait'].name} must be at least 1")
+        return int(proposal["value"])
+
+    lease_seconds = Float(
+        30.0, config=True,
+        help="""A running job's lease. A replica renews it every third of this; if the
+        replica dies, the job is recovered this long after its last renewal.""",
+    )
+    max_attempts = Int(
+        3, config=True,
+        help="Runs a job may start before a lost run fails it (quota refunded).",
+    )
+    requeue_lost = Bool(
+        True, config=True,
+        help="""Requeue a job whose replica died while running it (True), or fail it and
+        refund its quota (False). Requeue suits simulators; a provider driver may prefer
+        False so a job is never run twice on hardware.""",
+    )
+    dispatch_poll_seconds = Float(
+        0.5, config=True,
+        help="How often the dispatcher looks for startable jobs without being woken.",
+    )
+    instance_name = Unicode(
+        config=True, help="This replica's name in leases (default: host, pid and a random tag)."
+    )
+
+    @default("instance_name")
+    def _default_instance(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    @validate("lease_seconds", "dispatch_poll_seconds", "policy_reload_seconds")
+    def _positive_float(self, proposal: Any) -> float:
+        if proposal["value"] <= 0:
+            raise ValueError(f"QpuGateway.{proposal['trait'].name} must be positive")
+        return float(proposal["value"])
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    @catch_config_error
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)  # the command line wins
+        self.check()
+
+    def check(self) -> None:
+        """Cross-setting checks; each failure says how to fix it."""
+        if not self.hub_api_url:
+            self.exit_with("QpuGateway.hub_api_url is not set (nor JUPYTERHUB_API_URL): the "
+                           "gateway cannot tell who is calling. Run it as a hub-managed service "
+                           "or set --hub-api-url.")
+        if not self.policy_file:
+            self.exit_with("QpuGateway.policy_file is not set: give --policy=FILE "
+                           "(see docs/qpu.md for an example).")
+        if not self.backends:
+            self.log.warning("QpuGateway.backends is empty: every job will be refused")
+        if self.max_payload_bytes > 1024**3:
+            self.exit_with("QpuGateway.max_payload_bytes above 1 GiB is not supported")
+
+    def exit_with(self, message: str) -> None:
+        self.log.critical(message)
+        self.exit(2)
+
+    def setup(self) -> None:
+        try:
+            self.drivers: dict[str, BackendDriver] = build(self.backends, self.credentials)
+        except ValueError as e:
+            self.exit_with(f"QpuGateway.backends: {e}")
+        try:
+            self.policies = PolicyHolder(
+                Path(self.policy_file),
+                {n: d.backend_class for n, d in self.drivers.items()},
+                self.log,
+            )
+        except PolicyError as e:
+            self.exit_with(f"QpuGateway.policy_file: {e}")
+        self.limits = Limits(
+            max_payload_bytes=self.max_payload_bytes, max_circuits=self.max_circuits,
+            max_qubits=self.max_qubits, max_depth=self.max_depth,
+            max_instructions=self.max_instructions, max_shots=self.max_shots,
+        )
+        self.store = Store(self.db_url, sqlite_synchronous=self.sqlite_synchronous)
+        try:
+            self.store.create(self.drivers)
+        except StoreError as e:
+            self.exit_with(str(e))
+        threads = self.db_threads or (1 if self.store.is_sqlite else 4)
+        self.db_executor = ThreadPoolExecutor(threads, thread_name_prefix="qpu-db")
+        self.resolver: Resolver = HubResolver(self.hub_api_url, self.auth_cache_seconds)
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._draining = False
+
+    def unknown_backend(self, name: str) -> str:
+        return (f"unknown backend {name[:64]!r}; backends: {', '.join(sorted(self.drivers))} "
+                "(GET /api/backends lists the ones your projects may use)")
+
+    def emit(self, name: str, fields: dict[str, Any]) -> None:
+        """The single hook point for audit events."""
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("QPU event %s %s", name, json.dumps(fields, default=str))
+        hook: Any = self.on_event
+        if hook is None:
+            return
+        try:
+            hook(name, fields)
+        except Exception as e:
+            self.log.error("QPU on_event hook failed for %s: %s", name, type(e).__name__)
+
+    # -- admission (group commit) -------------------------------------------------------------
+
+    async def submit(self, identity: Identity, body: dict[str, Any]) -> Admitted:
+        loop = asyncio.get_running_loop()
+        policy = self.policies.policy
+        try:
+            if len(json.dumps(body.get("circuits", ""))) > 65536:
+                sub = await loop.run_in_executor(None, handlers.parse, self, body)
+            else:
+                sub = handlers.parse(self, body)
+            ticket, ignored = handlers.build_ticket(self, identity, sub, policy)
+        except Invalid as e:
+            raise handlers.ApiError(e.status, e.code, e.message) from None
+        except Refused as e:
+            self.emit("qpu.job.rejected", {"user": identity.name, "code": e.code})
+            return Admitted("", "REJECTED", e.code, [], e)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((ticket, future))
+        if not self._draining:
+            self._draining = True
+            self._drain_task = loop.create_task(self._drain())
+        outcome: Admitted | Exception = await future
+        if isinstance(outcome, StoreError):
+            raise handlers.ApiError(503, "DATABASE",
+                                    f"{outcome}; the job was not stored, submit it again")
+        if isinstance(outcome, Refused):
+            self.emit("qpu.job.rejected", {"user": identity.name, "code": outcome.code})
+            return Admitted("", "REJECTED", outcome.code, [], outcome)
+        if isinstance(outcome, Exception):
+            raise outcome
+        outcome.ignored = ignored
+        if outcome.refused is not None:
+            self.emit("qpu.job.rejected", {"job_id": outcome.job_id, "user": identity.name,
+                                           "code": outcome.reason})
+        else:
+            self.emit("qpu.job.submitted", {"job_id": outcome.job_id, "user": identity.name,
+                                            "project": ticket.project,
+                                            "backend": ticket.backend,
+                                            "state": outcome.state})
+            if outcome.state == "QUEUED":  # a held job cannot start: no dispatch pass
+                self.runner.wake()
+        return outcome
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:256], self._pending[256:]
+                policy = self.policies.policy
+                try:
+                    results = await loop.run_in_executor(
+                        self.db_executor, self.store.admit_many, [t for t, _ in batch], policy
+                    )
+                except StoreError as e:
+                    results = [e] * len(batch)
+                except Exception as e:
+                    self.log.error("QPU admission failed: %s", type(e).__name__, exc_info=True)
+                    results = [StoreError("internal error")] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._draining = False
+
+    # -- cancel and operators ------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, actor: str, reason: str) -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        try:
+            state, what = await loop.run_in_executor(
+                self.db_executor, self.store.cancel, job_id, actor, reason
+            )
+        except StoreError as e:
+            raise handlers.ApiError(503, "DATABASE", f"{e}; try again") from None
+        if what == "requested":
+            self.runner.cancel_local(job_id)
+        if what in ("requested", "cancelled"):
+            self.emit("qpu.job.cancelled", {"job_id": job_id, "by": actor, "reason": reason})
+        self.runner.wake()
+        return state, what
+
+    async def operate(self, actor: str, kind: str, name: str, action: str,
+                      reason: str) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        allowed = {
+            "backends": ("pause", "resume", "drain"),
+            "projects": ("pause", "resume", "drain"),
+            "users": ("revoke", "restore"),
+            "jobs": ("cancel",),
+        }
+        if action not in allowed[kind]:
+            raise handlers.ApiError(400, "BAD_ACTION",
+                                    f"{kind} support {', '.join(allowed[kind])}")
+        policy = self.policies.policy
+        if kind == "backends" and name not in self.drivers:
+            raise handlers.ApiError(404, "UNKNOWN_BACKEND", self.unknown_backend(name))
+        if kind == "projects" and name not in policy.projects.projects:
+            raise handlers.ApiError(404, "UNKNOWN_PROJECT", f"no project {name!r} in the policy")
+
+        def db(fn: Callable[..., Any], *args: Any) -> Any:
+            return loop.run_in_executor(self.db_executor, fn, *args)
+
+        result: dict[str, Any] = {"kind": kind, "name": name, "action": action,
+                                  "by": actor, "reason": reason}
+        try:
+            if kind == "jobs":
+                if await db(self.store.job, name) is None:
+                    raise handlers.ApiError(404, "NO_SUCH_JOB", f"no job {name}")
+                await db(self.store.record_action, actor, "cancel-job", f"job:{name}", reason, {})
+                result["state"], _ = await self.cancel(name, actor, reason)
+            elif action in ("pause", "resume", "revoke", "restore"):
+                key = f"{kind[:-1]}:{name}"
+                await db(self.store.set_control, key, action in ("pause", "revoke"), actor,
+                         reason, f"{action}-{kind[:-1]}")
+            else:  # drain: cancel every waiting job of the backend or project
+                ids = await db(self.store.waiting_ids, name if kind == "backends" else None,
+                               name if kind == "projects" else None)
+                await db(self.store.record_action, actor, f"drain-{kind[:-1]}",
+                         f"{kind[:-1]}:{name}", reason, {"jobs": len(ids)})
+                for job_id in ids:
+                    await self.cancel(job_id, actor, f"drain: {reason}")
+                result["cancelled"] = len(ids)
+        except StoreError as e:
+            raise handlers.ApiError(503, "DATABASE", f"{e}; try again") from None
+        self.emit("qpu.operator.action", result)
+        self.runner.wake()
+        return result
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        return web.Application(
+            handlers.routes(self, self.base_url), xsrf_cookies=False, compress_response=False
+        )
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy_reload_seconds)
+            self._reload()
+
+    def _reload(self) -> None:
+        before = self.policies.policy.digest
+        changed = self.policies.maybe_reload()
+        if changed:
+            self.emit("qpu.policy.reloaded", {"from": before, "to": self.policies.policy.digest})
+            self.runner.wake()
+        elif self.policies.error:
+            self.emit("qpu.policy.reload_failed", {"kept": before})
+
+    async def run(self) -> None:
+        # The database thread hands the GIL back and forth with the event loop on every
+        # statement; the default 5 ms switch interval would make each hand-over a wait.
+        sys.setswitchinterval(0.0005)
+        self.setup()
+        self.runner = Runner(
+            self.store, self.drivers, lambda: self.policies.policy, self.db_executor,
+            instance=self.instance_name, lease_seconds=self.lease_seconds,
+            max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
+            poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
+            log=self.log,
+        )
+        server = httpserver.HTTPServer(
+            self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False
+        )
+        server.listen(self.port, self.ip)
+        self.runner.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        reload_task = loop.create_task(self._reload_loop())
+        self.log.info(
+            "QPU gateway %s listening on http://%s:%d%s (backends: %s; database: %s)",
+            self.instance_name, self.ip, self.port, self.base_url,
+            ", ".join(self.drivers) or "none",
+            "sqlite" if self.store.is_sqlite else "postgresql",
+        )
+        await stop.wait()
+        self.log.info("QPU gateway stopping")
+        reload_task.cancel()
+        server.stop()
+        await self.runner.stop()
+        self.db_executor.shutdown(wait=True)
+        self.store.dispose()
+
+    def start(self) -> None:
+        asyncio.run(self.run())
+
+
+def scopes_config() -> dict[str, dict[str, str]]:
+    """The custom scopes to put in ``c.JupyterHub.custom_scopes``."""
+    return {name: {"description": text} for name, text in SCOPES.items()}
+
+
+def export_main(argv: list[str]) -> int:
+    """``python -m hub_ext.qpu export --db-url URL [--since T]``: provenance as JSON lines."""
+    import argparse
+
+    from . import provenance
+
+    parser = argparse.ArgumentParser(prog="python -m hub_ext.qpu export")
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--since", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    store = Store(args.db_url)
+    for line in provenance.jsonl(store.export(args.since)):
+        sys.stdout.write(line)
+    store.dispose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        sys.exit(export_main(argv[1:]))
+    logging.basicConfig(level=logging.INFO)
+    app = QpuGateway.instance()
+    app.initialize(argv)
+    app.start()
+
+
+__all__ = ["CLASSES", "QpuGateway", "main", "scopes_config"]

@@ -1,0 +1,251 @@
+"""Execution lanes, leases and crash recovery.
+
+Each replica runs one dispatcher. For every backend with a free local lane it asks the
+store to claim the next job (a database transaction that locks the backend's dispatch
+row, so the backend's lane count holds across replicas), runs it in the backend's
+thread pool and records the outcome. While a job runs its lease is renewed; a replica
+that dies stops renewing, and once the lease expires any replica requeues the job (or
+fails it and refunds its quota after ``max_attempts``). Nothing acknowledged vanishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from qiskit import QuantumCircuit  # type: ignore[import-untyped]
+
+from .backends import BackendDriver, Cancelled, ExecutionError
+from .policyfile import Policy
+from .store import Claimed, Store, StoreError
+from .validation import load_qasm3, load_qpy
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+def encode_circuits(raw: list[dict[str, str]]) -> bytes:
+    return json.dumps(raw, separators=(",", ":")).encode()
+
+
+def decode_circuits(data: bytes, limits: Any) -> list[QuantumCircuit]:
+    out = []
+    for item in json.loads(data):
+        if "qpy" in item:
+            out.append(load_qpy(base64.b64decode(item["qpy"]), limits))
+        else:
+            out.append(load_qasm3(item["qasm3"]))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return str(value)
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        drivers: dict[str, BackendDriver],
+        policy: Callable[[], Policy],
+        db: Executor,
+        *,
+        instance: str,
+        lease_seconds: float,
+        max_attempts: int,
+        requeue_lost: bool,
+        poll_seconds: float,
+        limits: Any,
+        emit: Emit,
+        log: logging.Logger,
+    ) -> None:
+        self.store = store
+        self.drivers = drivers
+        self.policy = policy
+        self.db = db
+        self.instance = instance
+        self.lease = lease_seconds
+        self.max_attempts = max_attempts
+        self.requeue_lost = requeue_lost
+        self.poll = poll_seconds
+        self.limits = limits
+        self.emit = emit
+        self.log = log
+        self.pools = {
+            name: ThreadPoolExecutor(d.lanes, thread_name_prefix=f"qpu-{name}")
+            for name, d in drivers.items()
+        }
+        self.local = dict.fromkeys(drivers, 0)
+        self.cancel_events: dict[str, threading.Event] = {}
+        self.finished: dict[str, list[Any]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._settling: set[asyncio.Task[None]] = set()
+
+    # -- public ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._dispatch_loop()),
+            loop.create_task(self._lease_loop()),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for pool in self.pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel_local(self, job_id: str) -> bool:
+        event = self.cancel_events.get(job_id)
+        if event is not None:
+            event.set()
+            return True
+        return False
+
+    async def wait_finished(
+        self, job_id: str, timeout: float
+    ) -> tuple[dict[str, Any] | None, bytes | None] | None:
+        """Wait up to ``timeout`` for a job run here to finish. Returns (job as recorded,
+        result) when it finished here, else None (callers then read the store)."""
+        entry = self.finished.setdefault(job_id, [asyncio.Event(), 0, None])
+        entry[1] += 1
+        try:
+            await asyncio.wait_for(entry[0].wait(), timeout)
+            outcome: tuple[dict[str, Any] | None, bytes | None] | None = entry[2]
+            return outcome
+        except TimeoutError:
+            return None
+        finally:
+            entry[1] -= 1
+            if entry[1] <= 0 and self.finished.get(job_id) is entry:
+                del self.finished[job_id]
+
+    # -- loops ------------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.db, fn, *args)
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._dispatch_once()
+            except StoreError as e:
+                self.log.error("QPU dispatch: %s", e)
+            except Exception as e:
+                self.log.error("QPU dispatch failed: %s", type(e).__name__, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def _dispatch_once(self) -> None:
+        policy = self.policy()
+        for name, driver in self.drivers.items():
+            while self.local[name] < driver.lanes and not self._stopping:
+                claimed: Claimed | None = await self._db(
+                    self.store.claim_next, name, driver.lanes, self.instance, self.lease, policy
+                )
+                if claimed is None:
+                    break
+                self.local[name] += 1
+                self.emit("qpu.job.started", {"job_id": claimed.job_id, "backend": name,
+                                              "attempt": claimed.attempt})
+                self._launch(driver, claimed)
+
+    def _launch(self, driver: BackendDriver, claimed: Claimed) -> None:
+        cancel = self.cancel_events.setdefault(claimed.job_id, threading.Event())
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pools[driver.name], self._execute, driver, claimed,
+                                      cancel)
+
+        async def settle() -> None:
+            state, result, seconds, error = await future
+            try:
+                recorded = await self._db(
+                    lambda: self.store.finish(
+                        claimed.job_id, self.instance, state, result=result, seconds=seconds,
+                        error=error, policy=self.policy(),
+                    )
+                )
+            except StoreError as e:
+                # The lease lapses and another pass recovers the job: nothing is lost.
+                self.log.error("QPU job %s: could not record its outcome: %s", claimed.job_id, e)
+                recorded = None
+            self.local[driver.name] -= 1
+            self.cancel_events.pop(claimed.job_id, None)
+            if recorded is not None:
+                self.emit("qpu.job.finished", {"job_id": claimed.job_id,
+                                               "state": recorded["state"],
+                                               "backend": driver.name,
+                                               "backend_seconds": seconds})
+            entry = self.finished.get(claimed.job_id)
+            if entry is not None:
+                # Waiting requests answer from this, without reading the database again.
+                entry[2] = (recorded, result if recorded and recorded["state"] == "DONE"
+                            else None)
+                entry[0].set()
+            self._wake.set()
+
+        task = loop.create_task(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def _execute(
+        self, driver: BackendDriver, claimed: Claimed, cancel: threading.Event
+    ) -> tuple[str, bytes | None, float | None, str | None]:
+        try:
+            circuits = decode_circuits(claimed.circuits, self.limits)
+            if cancel.is_set():
+                raise Cancelled()
+            options = dict(claimed.options)
+            shots = int(options.pop("shots_per_circuit", claimed.shots))
+            execution = driver.execute(circuits, shots, options, cancel)
+        except Cancelled:
+            return "CANCELLED", None, None, "cancelled while running"
+        except ExecutionError as e:
+            return "FAILED", None, None, str(e)[:500]
+        except Exception as e:
+            self.log.error("QPU job %s failed on %s: %s", claimed.job_id, driver.name,
+                           type(e).__name__, exc_info=True)
+            return "FAILED", None, None, f"internal error in backend {driver.name!r}: " \
+                f"{type(e).__name__}"
+        execution.result["job_id"] = claimed.job_id
+        body = json.dumps(execution.result, default=_json_default, separators=(",", ":"))
+        return "DONE", body.encode(), execution.seconds, None
+
+    async def _lease_loop(self) -> None:
+        interval = max(0.05, self.lease / 3)
+        while not self._stopping:
+            try:
+                to_cancel = await self._db(self.store.renew_leases, self.instance, self.lease)
+                for job_id in to_cancel:
+                    self.cancel_local(job_id)
+                recovered = await self._db(self.store.recover, self.max_attempts,
+                                           self.requeue_lost)
+                for job_id, code in recovered:
+                    self.log.warning("QPU job %s: lease expired -> %s", job_id, code)
+                    self.emit("qpu.job.recovered", {"job_id": job_id, "outcome": code})
+                if recovered:
+                    self._wake.set()
+            except StoreError as e:
+                self.log.error("QPU lease renewal: %s", e)
+            except Exception as e:
+                self.log.error("QPU lease loop failed: %s", type(e).__name__, exc_info=True)
+            await asyncio.sleep(interval)

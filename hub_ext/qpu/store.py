@@ -1,0 +1,954 @@
+"""Persistence and the transactions that must be atomic: admission, dispatch, settlement.
+
+Every decision that depends on shared counters takes the database's locks, never a
+process lock, so several gateway replicas on one PostgreSQL database stay correct:
+
+- SQLite: every transaction starts with ``BEGIN IMMEDIATE`` (one writer at a time),
+  in WAL mode; ``synchronous`` is configurable (``FULL`` by default: a job acknowledged
+  survives power loss, not only a crash).
+- PostgreSQL: admission upserts and then ``SELECT ... FOR UPDATE`` the quota and rate
+  rows it touches, in sorted key order (no deadlock between admissions); dispatch locks
+  the backend's row in ``qpu_dispatch_locks``.
+
+Admissions are processed in batches (group commit): each one in its own savepoint, all
+committed together before any is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from . import models as m
+from .policy import (
+    Queued,
+    QuotaCheck,
+    Refused,
+    Request,
+    check_quota,
+    decayed,
+    period_keys,
+    rate_decision,
+    usage_key,
+)
+from .policyfile import PERIODS, Policy
+
+WAITING = tuple(m.WAITING_STATES)
+
+
+class StoreError(Exception):
+    """The database could not complete the operation; nothing was changed."""
+
+
+@dataclass
+class Ticket:
+    """An admission request that passed validation and the database-free policy checks."""
+
+    owner: str
+    project: str
+    backend: str
+    requested_backend: str
+    backend_class: str
+    tier: str
+    priority: int
+    sensitivity: str
+    n_circuits: int
+    shots: int
+    est_seconds: float
+    tags: dict[str, Any]
+    provenance: dict[str, Any]
+    circuits: bytes
+    options: dict[str, Any]
+    decisions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class Admitted:
+    job_id: str
+    state: str
+    reason: str
+    warnings: list[dict[str, Any]]
+    refused: Refused | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Claimed:
+    job_id: str
+    backend: str
+    shots: int
+    circuits: bytes
+    options: dict[str, Any]
+    attempt: int
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Store:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        pool_size: int = 5,
+        echo: bool = False,
+    ) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN IMMEDIATE", echo)
+            # Reads take no write lock (WAL readers never block the writer).
+            self.read_engine: Engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN", echo)
+        else:
+            kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+            if pool_size > 0:
+                kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            else:
+                kwargs["poolclass"] = NullPool
+            self.engine = create_engine(url, **kwargs)
+            self.read_engine = self.engine
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def create(self, backends: Iterable[str]) -> None:
+        m.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            version = conn.execute(
+                select(m.meta.c.value).where(m.meta.c.key == "schema_version")
+            ).scalar()
+            if version is None:
+                conn.execute(
+                    insert(m.meta).values(key="schema_version", value=str(m.SCHEMA_VERSION))
+                )
+            elif int(version) != m.SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database has QPU schema version {version}, this gateway needs "
+                    f"{m.SCHEMA_VERSION}; upgrade the gateway or restore a matching database"
+                )
+            locks = [{"backend": b, "seq": 0} for b in backends]
+            self._upsert_ignore(conn, m.dispatch_locks, locks,
+                                "backend")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.read_engine.dispose()
+
+    def _upsert_ignore(
+        self, conn: Connection, table: Any, rows: list[dict[str, Any]], key: str
+    ) -> None:
+        if not rows:
+            return
+        if self.is_sqlite:
+            conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=[key]), rows)
+        else:
+            conn.execute(
+                postgresql.insert(table).on_conflict_do_nothing(index_elements=[key]), rows
+            )
+
+    def _lock(self, stmt: Any) -> Any:
+        return stmt if self.is_sqlite else stmt.with_for_update()
+
+    def transaction(self, fn: Any, *args: Any, attempts: int = 5) -> Any:
+        """Run ``fn(conn, *args)`` in one transaction, retried on lock conflicts."""
+        last: Exception | None = None
+        for i in range(attempts):
+            try:
+                with self.engine.begin() as conn:
+                    return fn(conn, *args)
+            except (OperationalError, DBAPIError) as e:
+                if not _retryable(e):
+                    raise StoreError(f"database error: {type(e.orig).__name__}") from e
+                last = e
+                time.sleep(0.01 * (2**i))
+        raise StoreError("database busy: the operation was retried and gave up") from last
+
+    # -- admission --------------------------------------------------------------------------
+
+    def admit_many(self, tickets: Sequence[Ticket], policy: Policy) -> list[Admitted | Exception]:
+        """Admit a batch in one transaction (group commit), each ticket atomically.
+
+        The transaction locks every quota and rate row the batch touches (sorted, so
+        admissions never deadlock), decides ticket by ticket in order on those locked
+        values, then writes all jobs, decisions and new counter values at once. Nothing is
+        acknowledged before the commit."""
+
+        def run(conn: Connection, batch: Sequence[Ticket]) -> list[Admitted | Exception]:
+            return self._admit_batch(conn, batch, policy, _now())
+
+        try:
+            result: list[Admitted | Exception] = self.transaction(run, tickets)
+            return result
+        except StoreError:
+            if len(tickets) == 1:
+                raise
+        singles: list[Admitted | Exception] = []
+        for ticket in tickets:
+            try:
+                singles.extend(self.transaction(run, [ticket]))
+            except StoreError as e:
+                singles.append(e)
+        return singles
+
+    def _locked_rows(
+        self, conn: Connection, table: Any, keys: list[str], blank: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        """Lock (creating if needed) the rows of ``table`` with these keys; return them."""
+        if not keys:
+            return {}
+
+        def read() -> dict[str, dict[str, Any]]:
+            q = select(table).where(table.c.key.in_(keys)).order_by(table.c.key)
+            return {r.key: dict(r._mapping) for r in conn.execute(self._lock(q))}
+
+        rows = read()
+        missing = [k for k in keys if k not in rows]
+        if missing:
+            self._upsert_ignore(conn, table, [{"key": k, **blank} for k in missing], "key")
+            rows = read()
+        return rows
+
+    def _admit_batch(
+        self, conn: Connection, batch: Sequence[Ticket], policy: Policy, now: float
+    ) -> list[Admitted | Exception]:
+        control_keys = sorted({
+            k for t in batch
+            for k in (f"user:{t.owner}", f"backend:{t.backend}", f"project:{t.project}")
+        })
+        controls = self._controls(conn, control_keys)
+        rate_keys = sorted({
+            f"{t.owner}:{t.backend_class}" for t in batch if t.backend_class in policy.rate_limits
+        })
+        rates = self._locked_rows(conn, m.rate, rate_keys, {"tat": 0.0})
+        periods = period_keys(now)
+
+        def keys_of(t: Ticket) -> dict[tuple[str, str], str]:
+            return {
+                (kind, period): usage_key(kind, subject, t.backend_class, period, periods[period])
+                for kind, subject in (("user", t.owner), ("project", t.project))
+                for period in PERIODS
+            }
+
+        ticket_keys = [keys_of(t) for t in batch]
+        usage_keys = sorted({k for tk in ticket_keys for k in tk.values()})
+        usage = self._locked_rows(conn, m.usage, usage_keys,
+                                  {"jobs": 0, "shots": 0, "seconds": 0.0})
+        changed_usage: set[str] = set()
+        changed_rates: set[str] = set()
+        job_rows: list[dict[str, Any]] = []
+        data_rows: list[dict[str, Any]] = []
+        decision_rows: list[dict[str, Any]] = []
+        out: list[Admitted | Exception] = []
+
+        def record(job: dict[str, Any], decisions: list[tuple[str, dict[str, Any]]]) -> None:
+            job_rows.append(job)
+            decision_rows.extend(
+                {"job_id": job["id"], "at": now, "code": c, "detail": d} for c, d in decisions
+            )
+
+        for t, keys in zip(batch, ticket_keys, strict=True):
+            job_id = uuid.uuid4().hex
+            decisions = list(t.decisions)
+            if controls.get(f"user:{t.owner}"):
+                out.append(Refused(
+                    403, "USER_REVOKED",
+                    f"REJECTED:USER_REVOKED: QPU access of {t.owner!r} was revoked by an "
+                    "operator; contact your admin",
+                ))
+                continue
+            base = {
+                "id": job_id, "owner": t.owner, "project": t.project, "backend": t.backend,
+                "requested_backend": t.requested_backend, "backend_class": t.backend_class,
+                "tier": t.tier, "priority": t.priority, "sensitivity": t.sensitivity,
+                "n_circuits": t.n_circuits, "shots": t.shots, "est_seconds": t.est_seconds,
+                "submitted_at": now, "attempts": 0, "cancel_requested": False,
+                "tags": t.tags, "provenance": t.provenance, "started_at": None,
+                "finished_at": None, "start_seq": None, "lease_owner": None,
+                "lease_until": None, "used_seconds": None, "error": None,
+            }
+            rate_key = f"{t.owner}:{t.backend_class}"
+            limit = policy.rate_limits.get(t.backend_class)
+            try:
+                tat = rates[rate_key]["tat"] if limit is not None else None
+                new_tat, not_before = rate_decision(limit, tat or None, now)
+                request = Request(jobs=1, shots=t.shots, seconds=t.est_seconds)
+                check = QuotaCheck()
+                for kind, subject in (("user", t.owner), ("project", t.project)):
+                    used = {period: usage[keys[(kind, period)]] for period in PERIODS}
+                    check_quota(policy, kind, subject, t.backend_class, used, request, now,
+                                check)
+            except Refused as e:
+                record(
+                    {**base, "state": "REJECTED", "reason": e.code, "held_jobs": 0,
+                     "held_shots": 0, "held_seconds": 0.0, "usage_keys": [], "settled": True,
+                     "not_before": 0.0, "finished_at": now, "error": e.message},
+                    [*decisions, (f"REJECTED:{e.code}",
+                                  {"message": e.message, **_jsonable(e.detail)})],
+                )
+                out.append(Admitted(job_id, "REJECTED", e.code, [], e))
+                continue
+            for k in keys.values():
+                row = usage[k]
+                row["jobs"] += 1
+                row["shots"] += t.shots
+                row["seconds"] += t.est_seconds
+                changed_usage.add(k)
+            if limit is not None:
+                rates[rate_key]["tat"] = new_tat
+                changed_rates.add(rate_key)
+            if controls.get(f"backend:{t.backend}"):
+                state, reason = "HELD", "BACKEND_PAUSED"
+            elif controls.get(f"project:{t.project}"):
+                state, reason = "HELD", "PROJECT_PAUSED"
+            elif not_before > now:
+                state, reason = "QUEUED", "RATE_LIMIT"
+            else:
+                state, reason = "QUEUED", "PENDING"
+            decisions.append(
+                ("ADMITTED", {"held": {"jobs": 1, "shots": t.shots, "seconds": t.est_seconds},
+                              "policy": policy.digest})
+            )
+            decisions.extend((w["code"], w) for w in check.warnings)
+            if reason == "RATE_LIMIT":
+                decisions.append(("QUEUED:RATE_LIMIT", {"not_before": not_before}))
+            elif state == "HELD":
+                decisions.append((f"HELD:{reason}", {}))
+            record(
+                {**base, "state": state, "reason": reason, "held_jobs": 1,
+                 "held_shots": t.shots, "held_seconds": t.est_seconds,
+                 "usage_keys": sorted(keys.values()), "settled": False,
+                 "not_before": not_before},
+                decisions,
+            )
+            data_rows.append({"job_id": job_id, "circuits": t.circuits, "options": t.options,
+                              "result": None})
+            out.append(Admitted(job_id, state, reason, check.warnings))
+
+        if changed_usage:
+            conn.execute(_USAGE_SET, [
+                {"k": k, "v_jobs": usage[k]["jobs"], "v_shots": usage[k]["shots"],
+                 "v_seconds": usage[k]["seconds"]} for k in sorted(changed_usage)
+            ])
+        if changed_rates:
+            conn.execute(_RATE_SET, [{"k": k, "v_tat": rates[k]["tat"]}
+                                     for k in sorted(changed_rates)])
+        if job_rows:
+            conn.execute(_JOB_INSERT, job_rows)
+        if data_rows:
+            conn.execute(_DATA_INSERT, data_rows)
+        if decision_rows:
+            conn.execute(_DECISION_INSERT, decision_rows)
+        return out
+
+    def _decide(
+        self, conn: Connection, job_id: str, now: float, items: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        if items:
+            conn.execute(
+                _DECISION_INSERT,
+                [{"job_id": job_id, "at": now, "code": c, "detail": d} for c, d in items],
+            )
+
+    def _controls(self, conn: Connection, keys: list[str]) -> dict[str, bool]:
+        rows = conn.execute(
+            select(m.controls.c.key, m.controls.c.active).where(m.controls.c.key.in_(keys))
+        )
+        return {r.key: bool(r.active) for r in rows}
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        backend: str,
+        lanes: int,
+        instance: str,
+        lease: float,
+        policy: Policy,
+        scan_limit: int = 5000,
+    ) -> Claimed | None:
+        def run(conn: Connection) -> Claimed | None:
+            now = _now()
+            seq = conn.execute(
+                self._lock(
+                    select(m.dispatch_locks.c.seq).where(m.dispatch_locks.c.backend == backend)
+                )
+            ).scalar_one()
+            if self._controls(conn, [f"backend:{backend}"]).get(f"backend:{backend}"):
+                return None  # paused: nothing starts, no need to rank the queue
+            running = conn.execute(
+                select(func.count()).where(m.jobs.c.backend == backend,
+                                           m.jobs.c.state == "RUNNING")
+            ).scalar_one()
+            if running >= lanes:
+                return None
+            placements = self._placements(conn, backend, lanes, policy, now, scan_limit)
+            ready = next((p for p in placements if p.reason == "READY"), None)
+            if ready is None:
+                return None
+            conn.execute(
+                update(m.dispatch_locks)
+                .where(m.dispatch_locks.c.backend == backend)
+                .values(seq=seq + 1)
+            )
+            row = conn.execute(
+                select(m.jobs.c.attempts, m.jobs.c.shots).where(m.jobs.c.id == ready.id)
+            ).one()
+            conn.execute(
+                update(m.jobs)
+                .where(m.jobs.c.id == ready.id)
+                .values(
+                    state="RUNNING",
+                    reason="EXECUTING",
+                    started_at=now,
+                    start_seq=seq + 1,
+                    lease_owner=instance,
+                    lease_until=now + lease,
+                    attempts=row.attempts + 1,
+                )
+            )
+            self._decide(conn, ready.id, now, [("STARTED", {"instance": instance,
+                                                            "attempt": row.attempts + 1})])
+            data = conn.execute(
+                select(m.job_data.c.circuits, m.job_data.c.options).where(
+                    m.job_data.c.job_id == ready.id
+                )
+            ).one()
+            return Claimed(ready.id, backend, row.shots, data.circuits, dict(data.options),
+                           row.attempts + 1)
+
+        claimed: Claimed | None = self.transaction(run)
+        return claimed
+
+    def _placements(
+        self,
+        conn: Connection,
+        backend: str,
+        lanes: int,
+        policy: Policy,
+        now: float,
+        scan_limit: int,
+    ) -> list[Any]:
+        from .policy import order
+
+        controls = self._controls(conn, [f"backend:{backend}"])
+        running = conn.execute(
+            select(m.jobs.c.started_at, m.jobs.c.est_seconds).where(
+                m.jobs.c.backend == backend, m.jobs.c.state == "RUNNING"
+            )
+        ).all()
+        waiting = [
+            Queued(r.id, r.project, r.owner, r.priority, r.submitted_at, r.not_before,
+                   r.est_seconds, r.state)
+            for r in conn.execute(
+                select(
+                    m.jobs.c.id, m.jobs.c.project, m.jobs.c.owner, m.jobs.c.priority,
+                    m.jobs.c.submitted_at, m.jobs.c.not_before, m.jobs.c.est_seconds,
+                    m.jobs.c.state,
+                )
+                .where(m.jobs.c.backend == backend, m.jobs.c.state.in_(WAITING))
+                .order_by(m.jobs.c.priority.desc(), m.jobs.c.submitted_at)
+                .limit(scan_limit)
+            )
+        ]
+        if not waiting:
+            return []
+        projects = sorted({q.project for q in waiting})
+        paused = {
+            k.removeprefix("project:")
+            for k, v in self._controls(conn, [f"project:{p}" for p in projects]).items()
+            if v
+        }
+        fair = {
+            r.project: decayed(r.value, r.updated_at, now, policy.half_life)
+            for r in conn.execute(
+                select(m.fair_share).where(m.fair_share.c.project.in_(projects))
+            )
+        }
+        left = sorted(max(0.0, r.started_at + r.est_seconds - now) for r in running)
+        placed = order(
+            policy, backend, waiting, fair, bool(controls.get(f"backend:{backend}")), paused,
+            left[:lanes], lanes, now,
+        )
+        return _all_busy(placed) if len(running) >= lanes else placed
+
+    def placements(self, backend: str, lanes: int, policy: Policy) -> dict[str, Any]:
+        def run(conn: Connection) -> dict[str, Any]:
+            return {
+                p.id: p
+                for p in self._placements(conn, backend, lanes, policy, _now(), 100_000)
+            }
+
+        result: dict[str, Any] = self._read(run)
+        return result
+
+    def _read(self, fn: Any, *args: Any) -> Any:
+        """A read-only transaction (never takes SQLite's write lock)."""
+        with self.read_engine.connect() as conn:
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.rollback()
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    def finish(
+        self,
+        job_id: str,
+        instance: str,
+        state: str,
+        *,
+        result: bytes | None = None,
+        seconds: float | None = None,
+        error: str | None = None,
+        policy: Policy | None = None,
+    ) -> dict[str, Any] | None:
+        """Record the outcome of a run this instance holds; reconcile or refund its quota.
+
+        Returns the job as recorded, or None when the job was no longer this instance's."""
+
+        def run(conn: Connection) -> dict[str, Any] | None:
+            now = _now()
+            job = conn.execute(
+                self._lock(select(m.jobs).where(m.jobs.c.id == job_id))
+            ).one_or_none()
+            if job is None or job.state != "RUNNING" or job.lease_owner != instance:
+                return None  # recovered by another replica meanwhile: its outcome wins
+            final = "CANCELLED" if job.cancel_requested and state != "DONE" else state
+            self._settle(conn, job, final, seconds, now)
+            values = {
+                "state": final,
+                "reason": {"DONE": "COMPLETED", "FAILED": "EXECUTION_ERROR",
+                           "CANCELLED": "CANCELLED"}[final],
+                "finished_at": now,
+                "used_seconds": seconds if final == "DONE" else 0.0,
+                "lease_owner": None,
+                "lease_until": None,
+                "error": error,
+            }
+            conn.execute(update(m.jobs).where(m.jobs.c.id == job_id).values(**values))
+            if result is not None and final == "DONE":
+                conn.execute(
+                    update(m.job_data).where(m.job_data.c.job_id == job_id).values(result=result)
+                )
+            if final == "DONE" and seconds and policy is not None:
+                self._add_fair_share(conn, job.project, seconds, now, policy)
+            detail: dict[str, Any] = {"backend_seconds": seconds} if final == "DONE" else {}
+            if error:
+                detail["error"] = error
+            self._decide(conn, job_id, now, [(final, detail)])
+            return {**dict(job._mapping), **values, "settled": True}
+
+        done: dict[str, Any] | None = self.transaction(run)
+        return done
+
+    def _settle(
+        self, conn: Connection, job: Any, final: str, seconds: float | None, now: float
+    ) -> None:
+        """Reconcile held amounts: charge real seconds on success, refund all otherwise."""
+        if job.settled:
+            return
+        if final == "DONE":
+            delta = {"jobs": 0, "shots": 0, "seconds": (seconds or 0.0) - job.held_seconds}
+        else:
+            delta = {"jobs": -job.held_jobs, "shots": -job.held_shots,
+                     "seconds": -job.held_seconds}
+        for key in sorted(job.usage_keys):
+            conn.execute(
+                update(m.usage)
+                .where(m.usage.c.key == key)
+                .values(
+                    jobs=m.usage.c.jobs + delta["jobs"],
+                    shots=m.usage.c.shots + delta["shots"],
+                    seconds=m.usage.c.seconds + delta["seconds"],
+                )
+            )
+        conn.execute(update(m.jobs).where(m.jobs.c.id == job.id).values(settled=True))
+        if final != "DONE":
+            self._decide(conn, job.id, now, [("REFUNDED", {
+                "jobs": job.held_jobs, "shots": job.held_shots, "seconds": job.held_seconds})])
+
+    def _add_fair_share(
+        self, conn: Connection, project: str, seconds: float, now: float, policy: Policy
+    ) -> None:
+        self._upsert_ignore(
+            conn, m.fair_share, [{"project": project, "value": 0.0, "updated_at": now}], "project"
+        )
+        row = conn.execute(
+            self._lock(select(m.fair_share).where(m.fair_share.c.project == project))
+        ).one()
+        conn.execute(
+            update(m.fair_share)
+            .where(m.fair_share.c.project == project)
+            .values(
+                value=decayed(row.value, row.updated_at, now, policy.half_life) + seconds,
+                updated_at=now,
+            )
+        )
+
+    def renew_leases(self, instance: str, lease: float) -> list[str]:
+        """Extend this instance's leases; returns running jobs whose cancel was requested."""
+
+        def run(conn: Connection) -> list[str]:
+            now = _now()
+            conn.execute(
+                update(m.jobs)
+                .where(m.jobs.c.state == "RUNNING", m.jobs.c.lease_owner == instance)
+                .values(lease_until=now + lease)
+            )
+            return list(
+                conn.execute(
+                    select(m.jobs.c.id).where(
+                        m.jobs.c.state == "RUNNING",
+                        m.jobs.c.lease_owner == instance,
+                        m.jobs.c.cancel_requested.is_(True),
+                    )
+                ).scalars()
+            )
+
+        renewed: list[str] = self.transaction(run)
+        return renewed
+
+    def recover(self, max_attempts: int, requeue: bool) -> list[tuple[str, str]]:
+        """Jobs whose replica died (lease expired): requeue them or fail and refund."""
+
+        def run(conn: Connection) -> list[tuple[str, str]]:
+            now = _now()
+            lost = conn.execute(
+                self._lock(
+                    select(m.jobs).where(m.jobs.c.state == "RUNNING", m.jobs.c.lease_until < now)
+                )
+            ).all()
+            out = []
+            for job in lost:
+                detail = {"instance": job.lease_owner, "attempt": job.attempts}
+                if job.cancel_requested:
+                    self._settle(conn, job, "CANCELLED", None, now)
+                    values = {"state": "CANCELLED", "reason": "CANCELLED", "finished_at": now}
+                    code = "CANCELLED"
+                elif requeue and job.attempts < max_attempts:
+                    values = {"state": "QUEUED", "reason": "RECOVERED"}
+                    code = "QUEUED:RECOVERED"
+                else:
+                    self._settle(conn, job, "FAILED", None, now)
+                    values = {"state": "FAILED", "reason": "LOST", "finished_at": now,
+                              "error": "the gateway running the job stopped; quota refunded"}
+                    code = "FAILED:LOST"
+                conn.execute(
+                    update(m.jobs)
+                    .where(m.jobs.c.id == job.id)
+                    .values(lease_owner=None, lease_until=None, **values)
+                )
+                self._decide(conn, job.id, now, [(code, detail)])
+                out.append((job.id, code))
+            return out
+
+        recovered: list[tuple[str, str]] = self.transaction(run)
+        return recovered
+
+    # -- cancel and operators --------------------------------------------------------------
+
+    def cancel(self, job_id: str, actor: str, reason: str) -> tuple[str, str]:
+        """Cancel a job. Returns (state after, what happened)."""
+
+        def run(conn: Connection) -> tuple[str, str]:
+            now = _now()
+            job = conn.execute(self._lock(select(m.jobs).where(m.jobs.c.id == job_id))).one()
+            if job.state in m.FINAL_STATES:
+                return job.state, "final"
+            if job.state == "RUNNING":
+                conn.execute(
+                    update(m.jobs).where(m.jobs.c.id == job_id).values(cancel_requested=True)
+                )
+                self._decide(conn, job_id, now, [("CANCEL_REQUESTED",
+                                                  {"by": actor, "reason": reason})])
+                return "RUNNING", "requested"
+            self._settle(conn, job, "CANCELLED", None, now)
+            conn.execute(
+                update(m.jobs)
+                .where(m.jobs.c.id == job_id)
+                .values(state="CANCELLED", reason="CANCELLED", finished_at=now,
+                        cancel_requested=True)
+            )
+            self._decide(conn, job_id, now, [("CANCELLED", {"by": actor, "reason": reason})])
+            return "CANCELLED", "cancelled"
+
+        out: tuple[str, str] = self.transaction(run)
+        return out
+
+    def waiting_ids(self, backend: str | None = None, project: str | None = None) -> list[str]:
+        def run(conn: Connection) -> list[str]:
+            q = select(m.jobs.c.id).where(
+                m.jobs.c.state.in_((*WAITING, "RUNNING"))
+            )
+            if backend:
+                q = q.where(m.jobs.c.backend == backend)
+            if project:
+                q = q.where(m.jobs.c.project == project)
+            return list(conn.execute(q).scalars())
+
+        ids: list[str] = self._read(run)
+        return ids
+
+    def set_control(self, key: str, active: bool, actor: str, reason: str,
+                    action: str, detail: Mapping[str, Any] | None = None) -> None:
+        def run(conn: Connection) -> None:
+            now = _now()
+            self._upsert_ignore(
+                conn, m.controls,
+                [{"key": key, "active": False, "actor": actor, "reason": "", "at": now}], "key",
+            )
+            conn.execute(
+                update(m.controls)
+                .where(m.controls.c.key == key)
+                .values(active=active, actor=actor, reason=reason, at=now)
+            )
+            self._record(conn, actor, action, key, reason, detail or {}, now)
+            if key.startswith(("backend:", "project:")):
+                # Waiting jobs show the new state at once.
+                kind, _, name = key.partition(":")
+                col = m.jobs.c.backend if kind == "backend" else m.jobs.c.project
+                if active:
+                    conn.execute(
+                        update(m.jobs)
+                        .where(col == name, m.jobs.c.state == "QUEUED")
+                        .values(state="HELD", reason=f"{kind.upper()}_PAUSED")
+                    )
+                else:
+                    conn.execute(
+                        update(m.jobs)
+                        .where(col == name, m.jobs.c.state == "HELD",
+                               m.jobs.c.reason == f"{kind.upper()}_PAUSED")
+                        .values(state="QUEUED", reason="PENDING")
+                    )
+
+        self.transaction(run)
+
+    def record_action(self, actor: str, action: str, target: str, reason: str,
+                      detail: Mapping[str, Any]) -> None:
+        self.transaction(lambda conn: self._record(conn, actor, action, target, reason,
+                                                   detail, _now()))
+
+    def _record(self, conn: Connection, actor: str, action: str, target: str, reason: str,
+                detail: Mapping[str, Any], now: float) -> None:
+        conn.execute(
+            insert(m.operator_actions).values(
+                at=now, actor=actor, action=action, target=target, reason=reason,
+                detail=dict(detail),
+            )
+        )
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        def run(conn: Connection) -> dict[str, dict[str, Any]]:
+            return {
+                r.key: {"active": bool(r.active), "by": r.actor, "reason": r.reason, "at": r.at}
+                for r in conn.execute(select(m.controls))
+            }
+
+        out: dict[str, dict[str, Any]] = self._read(run)
+        return out
+
+    def actions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                select(m.operator_actions).order_by(m.operator_actions.c.id.desc()).limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+        out: list[dict[str, Any]] = self._read(run)
+        return out
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        def run(conn: Connection) -> dict[str, Any] | None:
+            row = conn.execute(select(m.jobs).where(m.jobs.c.id == job_id)).one_or_none()
+            return None if row is None else dict(row._mapping)
+
+        out: dict[str, Any] | None = self._read(run)
+        return out
+
+    def result(self, job_id: str) -> bytes | None:
+        def run(conn: Connection) -> bytes | None:
+            value: bytes | None = conn.execute(
+                select(m.job_data.c.result).where(m.job_data.c.job_id == job_id)
+            ).scalar()
+            return value
+
+        out: bytes | None = self._read(run)
+        return out
+
+    def decisions(self, job_id: str) -> list[dict[str, Any]]:
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                select(m.decisions.c.at, m.decisions.c.code, m.decisions.c.detail)
+                .where(m.decisions.c.job_id == job_id)
+                .order_by(m.decisions.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+        out: list[dict[str, Any]] = self._read(run)
+        return out
+
+    def jobs(
+        self,
+        *,
+        owner: str | None = None,
+        projects: Sequence[str] = (),
+        everyone: bool = False,
+        state: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            q = select(m.jobs)
+            if not everyone:
+                conds = []
+                if owner:
+                    conds.append(m.jobs.c.owner == owner)
+                if projects:
+                    conds.append(m.jobs.c.project.in_(list(projects)))
+                if not conds:
+                    return []
+                q = q.where(or_(*conds))
+            if state:
+                q = q.where(m.jobs.c.state == state)
+            q = q.order_by(m.jobs.c.submitted_at.desc()).limit(limit)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+        out: list[dict[str, Any]] = self._read(run)
+        return out
+
+    def usage(self, keys: Sequence[str]) -> dict[str, dict[str, float]]:
+        def run(conn: Connection) -> dict[str, dict[str, float]]:
+            rows = conn.execute(select(m.usage).where(m.usage.c.key.in_(list(keys))))
+            return {r.key: {"jobs": r.jobs, "shots": r.shots, "seconds": r.seconds}
+                    for r in rows}
+
+        out: dict[str, dict[str, float]] = self._read(run)
+        return out
+
+    def export(self, since: float = 0.0, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every job submitted at or after ``since`` with its decisions (provenance)."""
+        last = (since, "")
+        while True:
+            def run(conn: Connection, after: tuple[float, str] = last) -> list[dict[str, Any]]:
+                rows = conn.execute(
+                    select(m.jobs)
+                    .where(
+                        or_(
+                            m.jobs.c.submitted_at > after[0],
+                            and_(m.jobs.c.submitted_at == after[0], m.jobs.c.id > after[1]),
+                        )
+                    )
+                    .order_by(m.jobs.c.submitted_at, m.jobs.c.id)
+                    .limit(batch)
+                ).all()
+                out = []
+                for r in rows:
+                    job = dict(r._mapping)
+                    job["decisions"] = [
+                        dict(d._mapping)
+                        for d in conn.execute(
+                            select(m.decisions.c.at, m.decisions.c.code, m.decisions.c.detail)
+                            .where(m.decisions.c.job_id == r.id)
+                            .order_by(m.decisions.c.id)
+                        )
+                    ]
+                    out.append(job)
+                return out
+
+            rows = self._read(run)
+            if not rows:
+                return
+            yield from rows
+            last = (rows[-1]["submitted_at"], rows[-1]["id"])
+
+    def counts(self) -> dict[str, int]:
+        def run(conn: Connection) -> dict[str, int]:
+            rows = conn.execute(select(m.jobs.c.state, func.count()).group_by(m.jobs.c.state))
+            return {state: int(n) for state, n in rows}
+
+        out: dict[str, int] = self._read(run)
+        return out
+
+
+
+# Prebuilt statements for the admission path (built once; SQLAlchemy caches their SQL).
+_RATE_SET = update(m.rate).where(m.rate.c.key == bindparam("k")).values(tat=bindparam("v_tat"))
+_USAGE_SET = (
+    update(m.usage)
+    .where(m.usage.c.key == bindparam("k"))
+    .values(jobs=bindparam("v_jobs"), shots=bindparam("v_shots"),
+            seconds=bindparam("v_seconds"))
+)
+_JOB_INSERT = insert(m.jobs)
+_DATA_INSERT = insert(m.job_data)
+_DECISION_INSERT = insert(m.decisions)
+
+
+def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool) -> Engine:
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, echo=echo
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def _all_busy(placements: list[Any]) -> list[Any]:
+    """Every lane is taken: nothing is READY, whatever the order says."""
+    for p in placements:
+        if p.reason == "READY":
+            p.reason = "BACKEND_BUSY"
+    return placements
+
+
+def _retryable(e: Exception) -> bool:
+    orig = getattr(e, "orig", None)
+    text = str(orig or e).lower()
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return (
+        "locked" in text
+        or "busy" in text
+        or "deadlock" in text
+        or "could not serialize" in text
+        or code in {"40001", "40P01", "55P03"}
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,324 @@
+"""Checks on a submission before it reaches policy: format, size and shape.
+
+Every refusal is an ``Invalid`` with an HTTP status and a message naming the limit and
+its value. QPY payloads are checked in two steps: the file and circuit headers are read
+with ``struct`` first (so a payload claiming 10^9 qubits or instructions is refused
+before Qiskit allocates anything), then the circuit is loaded and measured.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import re
+import struct
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiskit import QuantumCircuit, qasm3, qpy  # type: ignore[import-untyped]
+from qiskit.exceptions import ExperimentalWarning  # type: ignore[import-untyped]
+from qiskit.qpy import formats  # type: ignore[import-untyped]
+from qiskit.qpy.common import QPY_COMPATIBILITY_VERSION, QPY_VERSION  # type: ignore[import-untyped]
+
+# Keys the gateway sets itself; a client sending them is ignored (and told so).
+RESERVED_TAGS = frozenset({"owner", "user", "server", "time", "submitted_at", "circuit_hashes"})
+TAG_KEYS = frozenset({"project", "purpose", "sensitivity", "labels", "priority"})
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}$")
+BODY_KEYS = frozenset({"backend", "circuits", "shots", "options", "tags", "client", "context"})
+OPTION_KEYS = frozenset({"seed_simulator", "memory", "transpile_seed"})
+CONTEXT_KEYS = frozenset({"notebook_path", "notebook_hash", "kernel_id", "server_name"})
+MAX_CONTEXT_VALUE = 1024
+_LOCK = threading.Lock()
+
+
+class Invalid(Exception):
+    """A submission refused before policy. ``message`` is safe to return to the client."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int
+    max_circuits: int
+    max_qubits: int
+    max_depth: int
+    max_instructions: int
+    max_shots: int
+
+
+@dataclass
+class Submission:
+    backend: str
+    circuits: list[QuantumCircuit]
+    raw: list[dict[str, str]]
+    hashes: list[str]
+    shots: int
+    options: dict[str, Any]
+    tags: dict[str, Any]
+    ignored: list[str] = field(default_factory=list)
+    client: dict[str, str] = field(default_factory=dict)
+    context: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_shots(self) -> int:
+        return self.shots * len(self.circuits)
+
+
+def _bad(code: str, message: str, status: int = 422) -> Invalid:
+    return Invalid(status, code, message)
+
+
+def check_qpy_header(data: bytes, limits: Limits) -> None:
+    """Refuse a QPY payload whose headers exceed the limits, without loading it."""
+    try:
+        head = formats.FILE_HEADER_V10._make(
+            struct.unpack_from(formats.FILE_HEADER_V10_PACK, data, 0)
+        )
+    except struct.error:
+        raise _bad("MALFORMED_QPY", "malformed QPY: shorter than a QPY file header") from None
+    if head.preface != b"QISKIT":
+        raise _bad("MALFORMED_QPY", "malformed QPY: the payload does not start with 'QISKIT'")
+    if not QPY_COMPATIBILITY_VERSION <= head.qpy_version <= QPY_VERSION:
+        raise _bad(
+            "QPY_VERSION",
+            f"QPY version {head.qpy_version} is not accepted; accepted versions are "
+            f"{QPY_COMPATIBILITY_VERSION} to {QPY_VERSION} (qpy.dump(..., version=N))",
+        )
+    if head.num_programs != 1:
+        raise _bad(
+            "MALFORMED_QPY",
+            f"each QPY payload must hold exactly 1 circuit, this one claims {head.num_programs}",
+        )
+    offset = formats.FILE_HEADER_V10_SIZE + 1  # the program type key
+    try:
+        if data[offset - 1 : offset] != b"q":
+            raise _bad("MALFORMED_QPY", "malformed QPY: the program is not a circuit")
+        if head.qpy_version >= 16:
+            (offset,) = struct.unpack_from(formats.CIRCUIT_TABLE_ENTRY_PACK, data, offset)
+        header = formats.CIRCUIT_HEADER_V12._make(
+            struct.unpack_from(formats.CIRCUIT_HEADER_V12_PACK, data, offset)
+        )
+    except struct.error:
+        raise _bad("MALFORMED_QPY", "malformed QPY: truncated circuit header") from None
+    if header.num_qubits > limits.max_qubits:
+        raise _bad(
+            "TOO_MANY_QUBITS",
+            f"a circuit has {header.num_qubits} qubits; the limit is {limits.max_qubits}",
+        )
+    if header.num_clbits > 4 * limits.max_qubits + 64:
+        raise _bad(
+            "TOO_MANY_CLBITS",
+            f"a circuit has {header.num_clbits} classical bits; the limit is "
+            f"{4 * limits.max_qubits + 64}",
+        )
+    if header.num_instructions > limits.max_instructions:
+        raise _bad(
+            "TOO_MANY_INSTRUCTIONS",
+            f"a circuit has {header.num_instructions} instructions; the limit is "
+            f"{limits.max_instructions}",
+        )
+    if header.metadata_size + header.name_size > len(data):
+        raise _bad("MALFORMED_QPY", "malformed QPY: a header claims more bytes than were sent")
+
+
+def load_qpy(data: bytes, limits: Limits) -> QuantumCircuit:
+    check_qpy_header(data, limits)
+    try:
+        with _LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            circuits = qpy.load(io.BytesIO(data))
+    except Exception as e:  # qpy raises many types on hostile input
+        raise _bad("MALFORMED_QPY", f"malformed QPY: {type(e).__name__}") from None
+    if len(circuits) != 1 or not isinstance(circuits[0], QuantumCircuit):
+        raise _bad("MALFORMED_QPY", "each QPY payload must hold exactly one circuit")
+    return circuits[0]
+
+
+def load_qasm3(text: str) -> QuantumCircuit:
+    try:
+        with _LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return qasm3.loads_experimental(text)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise _bad("MALFORMED_QASM3", f"invalid OpenQASM 3: {first}") from None
+
+
+def _int(value: Any, name: str, low: int, high: int, code: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad("BAD_FIELD", f"{name} must be an integer", 400)
+    if value < low or value > high:
+        raise _bad(code, f"{name} = {value} is outside the allowed range {low}..{high}")
+    return value
+
+
+def _strings(value: Any, name: str, keys: frozenset[str]) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad("BAD_FIELD", f"{name} must be an object", 400)
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise _bad("BAD_FIELD", f"{name}: unknown keys {unknown}; allowed: {sorted(keys)}", 400)
+    out = {}
+    for k, v in value.items():
+        if not isinstance(v, str) or len(v) > MAX_CONTEXT_VALUE:
+            raise _bad("BAD_FIELD", f"{name}.{k} must be a string of at most 1024 characters", 400)
+        out[k] = v
+    return out
+
+
+def parse_submission(body: Mapping[str, Any], limits: Limits, backend_shots: int) -> Submission:
+    """Check a decoded JSON submission. ``backend_shots`` is the backend's shot limit."""
+    unknown = sorted(set(body) - BODY_KEYS - {"owner"})
+    if unknown:
+        raise _bad("BAD_FIELD", f"unknown fields {unknown}; allowed: {sorted(BODY_KEYS)}", 400)
+    ignored = ["owner"] if "owner" in body else []
+    backend = body.get("backend")
+    if not isinstance(backend, str) or not backend:
+        raise _bad("BAD_FIELD", "backend must be a name (GET /api/backends lists them)", 400)
+
+    circuits_in = body.get("circuits")
+    if not isinstance(circuits_in, list) or not circuits_in:
+        raise _bad("BAD_FIELD", "circuits must be a non-empty list", 400)
+    if len(circuits_in) > limits.max_circuits:
+        raise _bad(
+            "TOO_MANY_CIRCUITS",
+            f"the job has {len(circuits_in)} circuits; the limit is {limits.max_circuits} "
+            "per job (split it into several jobs)",
+        )
+    shot_cap = min(limits.max_shots, backend_shots)
+    shots = _int(body.get("shots", 1024), "shots", 1, shot_cap, "TOO_MANY_SHOTS")
+
+    circuits: list[QuantumCircuit] = []
+    raw: list[dict[str, str]] = []
+    hashes: list[str] = []
+    for i, item in enumerate(circuits_in):
+        if not isinstance(item, dict) or len(item) != 1 or not ({"qpy", "qasm3"} & set(item)):
+            raise _bad("BAD_FIELD", f"circuits[{i}] must be {{'qpy': base64}} or {{'qasm3': text}}",
+                       400)
+        if "qpy" in item:
+            if not isinstance(item["qpy"], str):
+                raise _bad("MALFORMED_QPY", f"circuits[{i}].qpy must be a base64 string")
+            try:
+                data = base64.b64decode(item["qpy"], validate=True)
+            except (binascii.Error, ValueError):
+                raise _bad("MALFORMED_QPY", f"circuits[{i}].qpy is not valid base64") from None
+            circuit = load_qpy(data, limits)
+            hashes.append(hashlib.sha256(data).hexdigest())
+            raw.append({"qpy": item["qpy"]})
+        else:
+            text = item["qasm3"]
+            if not isinstance(text, str):
+                raise _bad("MALFORMED_QASM3", f"circuits[{i}].qasm3 must be a string")
+            circuit = load_qasm3(text)
+            hashes.append(hashlib.sha256(text.encode()).hexdigest())
+            raw.append({"qasm3": text})
+        if circuit.num_qubits > limits.max_qubits:
+            raise _bad(
+                "TOO_MANY_QUBITS",
+                f"circuits[{i}] has {circuit.num_qubits} qubits; the limit is {limits.max_qubits}",
+            )
+        if len(circuit.data) > limits.max_instructions:
+            raise _bad(
+                "TOO_MANY_INSTRUCTIONS",
+                f"circuits[{i}] has {len(circuit.data)} instructions; the limit is "
+                f"{limits.max_instructions}",
+            )
+        depth = circuit.depth()
+        if depth > limits.max_depth:
+            raise _bad(
+                "TOO_DEEP",
+                f"circuits[{i}] has depth {depth}; the limit is {limits.max_depth}",
+            )
+        circuits.append(circuit)
+
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise _bad("BAD_FIELD", "options must be an object", 400)
+    bad_opts = sorted(set(options) - OPTION_KEYS)
+    if bad_opts:
+        raise _bad("BAD_OPTION", f"unsupported run options {bad_opts}; supported: "
+                   f"{sorted(OPTION_KEYS)}", 400)
+    clean_opts: dict[str, Any] = {}
+    for key in ("seed_simulator", "transpile_seed"):
+        if options.get(key) is not None:
+            clean_opts[key] = _int(options[key], f"options.{key}", 0, 2**63 - 1, "BAD_OPTION")
+    if "memory" in options:
+        if not isinstance(options["memory"], bool):
+            raise _bad("BAD_OPTION", "options.memory must be true or false", 400)
+        clean_opts["memory"] = options["memory"]
+
+    tags_in = body.get("tags") or {}
+    if not isinstance(tags_in, dict):
+        raise _bad("BAD_FIELD", "tags must be an object", 400)
+    tags: dict[str, Any] = {}
+    for key, value in tags_in.items():
+        if key in RESERVED_TAGS:
+            ignored.append(f"tags.{key}")
+            continue
+        if key not in TAG_KEYS:
+            raise _bad(
+                "BAD_TAG",
+                f"unknown tag {key!r}; tags are {sorted(TAG_KEYS)} (put anything else in labels)",
+                400,
+            )
+        if key == "labels":
+            if not isinstance(value, dict):
+                raise _bad("BAD_TAG", "tags.labels must be an object of strings", 400)
+            tags["labels"] = dict(value)
+        else:
+            if not isinstance(value, str) or not value:
+                raise _bad("BAD_TAG", f"tags.{key} must be a non-empty string", 400)
+            tags[key] = value
+
+    return Submission(
+        backend=backend,
+        circuits=circuits,
+        raw=raw,
+        hashes=hashes,
+        shots=shots,
+        options=clean_opts,
+        tags=tags,
+        ignored=ignored,
+        client=_client(body.get("client")),
+        context=_strings(body.get("context"), "context", CONTEXT_KEYS),
+    )
+
+
+def _client(value: Any) -> dict[str, str]:
+    """Client-reported SDK versions: kept as reported, bounded, never trusted for policy."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > 16:
+        raise _bad("BAD_FIELD", "client must be an object of at most 16 name: version pairs", 400)
+    out = {}
+    for k, v in value.items():
+        if not (isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 64):
+            raise _bad("BAD_FIELD", "client entries must be short strings (name: version)", 400)
+        out[k] = v
+    return out
+
+
+def check_labels(labels: Mapping[str, Any], max_labels: int, max_length: int) -> dict[str, str]:
+    if len(labels) > max_labels:
+        raise _bad("BAD_TAG", f"{len(labels)} labels; the limit is {max_labels}", 400)
+    out = {}
+    for k, v in labels.items():
+        if not LABEL_KEY.match(k):
+            raise _bad("BAD_TAG", f"label key {k[:64]!r} must match {LABEL_KEY.pattern}", 400)
+        if not isinstance(v, str) or len(v) > max_length:
+            raise _bad("BAD_TAG", f"label {k!r} must be a string of at most {max_length} "
+                       "characters", 400)
+        out[k] = v
+    return out

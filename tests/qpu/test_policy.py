@@ -1,0 +1,191 @@
+"""Policy file checks and the pure policy decisions, as decision tables."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from hub_ext.qpu import policy as pol
+from hub_ext.qpu.policyfile import PolicyError, RateLimit, parse
+
+BACKENDS = {"aer_simulator": "simulator", "fake_hw": "hardware"}
+BASE = """
+[projects.qchem]
+members = { alice = "lead", bob = "member" }
+backends = ["*"]
+share = 1.0
+[projects.astro]
+members = { carol = "member" }
+groups = { stargazers = "lead" }
+backends = ["aer_simulator"]
+share = 2.0
+"""
+
+
+def policy(extra: str = "") -> pol.Policy:  # type: ignore[name-defined]
+    return parse(textwrap.dedent(BASE + extra), BACKENDS)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[projectz.x]\n", "unknown key(s) ['projectz']"),
+        ("[projects.p]\nbackends = ['quantum_magic']\n", "unknown backend 'quantum_magic'"),
+        ("[projects.p]\nmembers = { a = 'owner' }\n", "role 'owner'"),
+        ("[projects.p]\nsensitivity = 'secret'\n", "is not in"),
+        ("[quotas.user.gpu]\n", "unknown key(s) ['gpu']"),
+        ("[quotas.user.simulator]\nday = { jobs = -1 }\n", "must be an integer >= 0"),
+        ("[quotas.user.simulator]\nday = { job = 1 }\n", "unknown key(s) ['job']"),
+        ("[quotas.user.simulator]\nsoft = 1.5\n", "between 0 and 1"),
+        ("[quotas.projects.nope.simulator]\n", "no such project"),
+        ("[rate_limits.simulator]\nburst = 2\n", "rate must be a number"),
+        ("[priorities]\ndefault = 'urgent'\n", "is not one of the tiers"),
+        ("[[reservations]]\nbackend='fake_hw'\nproject='p'\nstart=2025-01-01T00:00:00Z\n"
+         "end=2025-01-01T01:00:00Z\n", "is not a project"),
+        ("[projects.p]\n[[reservations]]\nbackend='fake_hw'\nproject='p'\n"
+         "start=2025-01-01T00:00:00\nend=2025-01-01T01:00:00Z\n", "time zone"),
+        ("[projects.p]\n[[reservations]]\nbackend='fake_hw'\nproject='p'\n"
+         "start=2025-01-01T02:00:00Z\nend=2025-01-01T01:00:00Z\n", "end must be after start"),
+        ("[sensitivity.rules.confidential]\nbackends = ['aer_simulator']\nroute_to = 'fake_hw'\n",
+         "not in its own backends"),
+        ("[tags]\npurposes = []\n", "tags.purposes is empty"),
+        ("not toml = = 1", "not valid TOML"),
+    ],
+)
+def test_invalid_policies_name_the_key(text, message):
+    with pytest.raises(PolicyError) as e:
+        parse(text, BACKENDS)
+    assert message in str(e.value)
+
+
+def test_a_valid_policy_and_membership():
+    p = policy()
+    assert p.projects.projects_of("alice") == {"qchem": "lead"}
+    assert p.projects.projects_of("erin", ["stargazers"]) == {"astro": "lead"}
+    assert p.projects.projects_of("mallory") == {}  # deny by default
+    assert not p.projects.get("astro").allows_backend("fake_hw")
+
+
+@pytest.mark.parametrize(
+    ("used", "request_", "outcome"),
+    [
+        (0, 1, "ok"),
+        (7, 1, "ok"),
+        (8, 1, "warn"),  # 9 of 10 passes the soft limit (0.8)
+        (9, 1, "warn"),
+        (10, 1, "PROJECT_QUOTA"),
+        (0, 11, "PROJECT_QUOTA"),
+    ],
+)
+def test_quota_soft_and_hard(used, request_, outcome):
+    p = policy("[quotas.project.simulator]\nday = { jobs = 10 }\nsoft = 0.8\n")
+    check = pol.QuotaCheck()
+    req = pol.Request(jobs=request_, shots=1, seconds=0.1)
+    if outcome == "PROJECT_QUOTA":
+        with pytest.raises(pol.Refused) as e:
+            pol.check_quota(p, "project", "qchem", "simulator", {"day": {"jobs": used}}, req,
+                            0.0, check)
+        assert e.value.code == "PROJECT_QUOTA"
+        assert "used" in e.value.message and "of 10 jobs" in e.value.message
+        assert "quotas.projects.qchem.simulator.day.jobs" in e.value.message
+    else:
+        pol.check_quota(p, "project", "qchem", "simulator", {"day": {"jobs": used}}, req, 0.0,
+                        check)
+        assert bool(check.warnings) == (outcome == "warn")
+
+
+def test_user_override_replaces_the_default():
+    p = policy("[quotas.user.hardware]\nday = { shots = 100 }\n"
+               "[quotas.users.alice.hardware]\nday = { shots = 1000 }\n")
+    assert p.quota_for("user", "alice", "hardware").day.shots == 1000
+    assert p.quota_for("user", "bob", "hardware").day.shots == 100
+    assert p.quota_for("user", "bob", "simulator").day.shots is None
+
+
+def test_gcra_rate_limit():
+    limit = RateLimit(rate=1.0, burst=3, max_delay=2.0)
+    tat, now = None, 100.0
+    waits = []
+    for _ in range(5):
+        tat, not_before = pol.rate_decision(limit, tat, now)
+        waits.append(not_before - now)
+    assert waits == [0.0, 0.0, 0.0, 1.0, 2.0]  # burst of 3, then one per second
+    with pytest.raises(pol.Refused) as e:
+        pol.rate_decision(limit, tat, now)
+    assert e.value.code == "RATE_LIMIT" and "Retry in" in e.value.message
+    # Time passes: the bucket refills.
+    assert pol.rate_decision(limit, tat, now + 10)[1] == now + 10
+
+
+def q(id_, project, priority=10, at=0.0, not_before=0.0, est=1.0):
+    return pol.Queued(id_, project, "u", priority, at, not_before, est, "QUEUED")
+
+
+def test_order_priority_then_fair_share_then_time():
+    p = policy()
+    waiting = [q("a1", "qchem", at=1), q("b1", "astro", at=2), q("a2", "qchem", priority=20, at=3)]
+    # qchem used 10 s (share 1), astro 10 s (share 2): astro is further below its share.
+    placed = pol.order(p, "fake_hw", waiting, {"qchem": 10, "astro": 10}, False, [], [], 1, 50.0)
+    assert [x.id for x in placed] == ["a2", "b1", "a1"]
+    assert [x.reason for x in placed] == ["READY", "PRIORITY", "FAIR_SHARE"]
+    assert [x.position for x in placed] == [1, 2, 3]
+    assert placed[1].estimated_start == 51.0 and placed[2].estimated_start == 52.0
+
+
+def test_order_blockers():
+    p = policy(
+        "[[reservations]]\nbackend='fake_hw'\nproject='astro'\n"
+        "start=1970-01-01T00:01:00Z\nend=1970-01-01T00:02:00Z\n"
+    )
+    waiting = [q("a1", "qchem", est=30.0), q("b1", "astro", not_before=100.0), q("a2", "qchem", est=1)]
+    # At t=50: a1 (30 s) would overrun into astro's window at 60; a2 fits; b1 waits for its rate slot.
+    placed = {x.id: x for x in pol.order(p, "fake_hw", waiting, {}, False, [], [], 1, 50.0)}
+    assert placed["a1"].reason == "RESERVATION"
+    assert placed["b1"].reason == "RATE_LIMIT"
+    assert placed["a2"].reason == "READY"
+    # Inside the window only astro runs.
+    placed = {x.id: x for x in pol.order(p, "fake_hw", waiting, {}, False, [], [], 1, 90.0)}
+    assert placed["a2"].reason == "RESERVATION"
+    # Paused backend or project: HELD.
+    placed = {x.id: x for x in pol.order(p, "fake_hw", waiting, {}, True, [], [], 1, 0.0)}
+    assert {x.state for x in placed.values()} == {"HELD"}
+    placed = {x.id: x for x in pol.order(p, "fake_hw", waiting, {}, False, ["qchem"], [], 1, 0.0)}
+    assert placed["a1"].reason == "PROJECT_PAUSED" and placed["b1"].state == "QUEUED"
+
+
+@pytest.mark.parametrize(
+    ("project_level", "declared", "backend", "expected"),
+    [
+        ("internal", None, "fake_hw", ("internal", "fake_hw", False)),
+        ("internal", "confidential", "fake_hw", ("confidential", "aer_simulator", True)),
+        ("internal", "confidential", "aer_simulator", ("confidential", "aer_simulator", False)),
+        ("internal", "public", "fake_hw", "SENSITIVITY_TOO_LOW"),
+        ("internal", "topsecret", "fake_hw", "UNKNOWN_SENSITIVITY"),
+    ],
+)
+def test_sensitivity_routing(project_level, declared, backend, expected):
+    p = policy(
+        "[sensitivity]\nlevels = ['public', 'internal', 'confidential']\n"
+        "[sensitivity.rules.confidential]\nbackends = ['aer_simulator']\n"
+        "route_to = 'aer_simulator'\n"
+    )
+    from hub_ext.qpu.projects import Project
+
+    project = Project("x", sensitivity=project_level, backends=("*",), max_tier="normal")
+    if isinstance(expected, str):
+        with pytest.raises(pol.Refused) as e:
+            pol.route_sensitivity(p, project, declared, backend)
+        assert e.value.code == expected
+    else:
+        assert pol.route_sensitivity(p, project, declared, backend) == expected
+
+
+def test_sensitivity_without_route_refuses():
+    p = policy("[sensitivity.rules.confidential]\nbackends = ['aer_simulator']\n")
+    from hub_ext.qpu.projects import Project
+
+    project = Project("x", sensitivity="confidential", backends=("*",), max_tier="normal")
+    with pytest.raises(pol.Refused) as e:
+        pol.route_sensitivity(p, project, None, "fake_hw")
+    assert e.value.code == "SENSITIVITY" and "aer_simulator" in e.value.message
