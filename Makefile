@@ -26,21 +26,30 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 install: $(STAMP) ## create .venv and install everything (pinned by requirements/constraints.txt)
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check hub_ext server_ext tests benchmarks
+	$(BIN)/ruff check hub_ext server_ext tests benchmarks images jupyterhub_config.py
 
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck ## lint, type-check and run the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) lint typecheck system-deps proxy-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
+	@started=0; bash tools/dockerd.sh status || started=1; \
+	trap 'if [ $$started = 1 ]; then bash tools/dockerd.sh stop; fi' EXIT; \
+	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_ARGS)
 
-demo: $(STAMP) ## start Qustody on 127.0.0.1 and print the URL
+demo: $(STAMP) proxy-deps ## start the hub on 127.0.0.1 (hardened containers when Docker runs) and print the URL and logins
 	@mkdir -p $(DEMO_DIR)
-	@$(BIN)/python -m server_ext.demo --root $(DEMO_DIR) --port $(DEMO_PORT)
+	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+		$(MAKE) --no-print-directory image || echo "==> no Docker image: the demo falls back to local processes"; \
+	fi
+	@PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/python -m hub_ext.demo --state $(DEMO_DIR) --port $(DEMO_PORT)
 
-bench: $(STAMP) ## run the benchmarks (prints figures; not part of make test)
+bench: $(STAMP) system-deps ## run the benchmarks (prints figures; not part of make test)
 	$(BIN)/python benchmarks/bench_scanner.py
 	$(BIN)/python benchmarks/bench_save.py
+	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_qpu.py
+	$(MAKE) --no-print-directory bench-spawn
 
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
@@ -50,4 +59,49 @@ lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_DIR)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_DIR) build
+
+# -- hardened containers: system packages, proxy, Docker engine, single-user image --------
+# Debian's docker.io runs without a bridge or iptables (containers use host networking on
+# 127.0.0.1); its state (data root, socket, pidfile, log) is in QUSTODY_DOCKER_DIR.
+QUSTODY_DOCKER_DIR ?= /tmp/qustody-docker
+export QUSTODY_DOCKER_DIR
+export DOCKER_HOST ?= unix://$(QUSTODY_DOCKER_DIR)/docker.sock
+PROXY_DIR := tools/proxy
+PROXY_BIN := $(PROXY_DIR)/node_modules/.bin/configurable-http-proxy
+
+.PHONY: system-deps proxy-deps dockerd dockerd-stop image image-lock image-info bench-spawn
+
+system-deps: ## apt-get install docker.io, debootstrap and postgresql (as root; no-op when present)
+	@if command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
+		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "==> system-deps: docker.io, debootstrap and postgresql are installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap postgresql; \
+	else \
+		echo "system-deps: as root, run: apt-get install -y docker.io debootstrap postgresql" >&2; exit 1; \
+	fi
+
+proxy-deps: $(PROXY_BIN) ## npm ci configurable-http-proxy into tools/proxy/node_modules
+
+$(PROXY_BIN): $(PROXY_DIR)/package.json $(PROXY_DIR)/package-lock.json
+	cd $(PROXY_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+dockerd: system-deps ## start Qustody's Docker engine (no-op when one answers on DOCKER_HOST)
+	@bash tools/dockerd.sh start
+
+dockerd-stop: ## stop the Docker engine, if tools/dockerd.sh started it
+	@bash tools/dockerd.sh stop
+
+image: $(STAMP) dockerd ## build the single-user image offline (skipped when one with the same inputs exists)
+	$(BIN)/python images/build.py build
+
+image-lock: $(STAMP) ## re-resolve images/requirements.lock (hash-locked wheels for Python 3.11.2)
+	$(BIN)/python images/build.py lock
+
+image-info: $(STAMP) ## the current image's id and labels
+	@$(BIN)/python images/build.py info
+
+bench-spawn: $(STAMP) proxy-deps image ## spawn latency through the hub API, hardened vs not
+	PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/bench_spawn.py

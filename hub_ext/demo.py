@@ -1,0 +1,98 @@
+"""``make demo``: the full hub on 127.0.0.1 with the reference configuration.
+
+Uses hardened Docker containers when a Docker engine answers and the single-user image
+is built (``make demo`` as root on Debian starts the engine and builds it); otherwise the
+local-process spawner, with a loud warning that isolation is reduced. Prints the URL
+and the demo logins (JupyterHub's SharedPasswordAuthenticator with passwords generated
+for the run, until the identity issue brings OIDC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "qustody/singleuser:latest"
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def image_digest() -> str:
+    """Id of the locally built single-user image, or "" without an engine or image."""
+    if shutil.which("docker") is None:
+        return ""
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed argv
+            ["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Start the Qustody hub on 127.0.0.1.")
+    p.add_argument("--state", default=".demo", help="directory for the database and secrets")
+    p.add_argument("--port", type=int, default=8888, help="preferred public port")
+    args = p.parse_args(argv)
+    state = Path(args.state).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    docker_dir = os.environ.get("QUSTODY_DOCKER_DIR", "/tmp/qustody-docker")  # noqa: S108
+    os.environ.setdefault("DOCKER_HOST", f"unix://{docker_dir}/docker.sock")
+    digest = os.environ.get("QUSTODY_IMAGE_DIGEST") or image_digest()
+    port = free_port(args.port)
+    password = os.environ.get("QUSTODY_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+    admin_password = os.environ.get("QUSTODY_DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "QUSTODY_STATE_DIR": str(state),
+        "QUSTODY_HUB_PORT": str(port),
+        "QUSTODY_HUB_API_PORT": str(free_port(0)),
+        "QUSTODY_DEMO_PASSWORD": password,
+        "QUSTODY_DEMO_ADMIN_PASSWORD": admin_password,
+        "QUSTODY_IMAGE_DIGEST": digest,
+        "PATH": f"{ROOT / 'tools' / 'proxy' / 'node_modules' / '.bin'}:{os.environ['PATH']}",
+    }
+    mode = (
+        f"hardened Docker containers, image {digest[:19]}"
+        if digest
+        else "LOCAL PROCESSES, NO CONTAINER ISOLATION (no Docker engine or image)"
+    )
+    print(
+        f"\n  Qustody demo: http://127.0.0.1:{port}/\n"
+        f"  Servers: {mode}\n"
+        f"  Logins (demo passwords, generated for this run):\n"
+        f"    alice  student     password {password}   (1 CPU, 1 GiB, idle 30 min, at most 4 h)\n"
+        f"    bob    researcher  password {password}   (2 CPU, 4 GiB, idle 4 h, at most 12 h)\n"
+        f"    admin  admin       password {admin_password}\n"
+        "           (hub admin; researcher or admin profile)\n"
+        "  Stop with Ctrl-C.\n",
+        flush=True,
+    )
+    hub = str(Path(sys.executable).with_name("jupyterhub"))
+    config = str(ROOT / "jupyterhub_config.py")
+    os.chdir(state)
+    os.execve(hub, [hub, "-f", config], env)  # noqa: S606 - fixed argv, no shell
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

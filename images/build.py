@@ -1,0 +1,578 @@
+"""Build the Qustody single-user image, offline, from the hash-locked requirements.
+
+    python images/build.py build      # build (skipped when an image with the same inputs exists)
+    python images/build.py lock       # re-resolve images/requirements.lock (needs PyPI)
+    python images/build.py base       # make sure the Debian 12 base image exists, print its digest
+    python images/build.py info       # print the current image's id and labels as JSON
+    python images/build.py manifest IMAGE   # print the installed file set of IMAGE
+
+How it works: wheels are downloaded on the host (where the CA bundle and the registries
+are) into build/image/wheelhouse and checked against the lock's sha256 hashes; the
+Docker build then runs with ``--network none`` and installs with ``pip --require-hashes
+--no-index``. The base image is taken by digest: ``QUSTODY_BASE_IMAGE=repo@sha256:...``
+when a registry can serve one, otherwise a minimal Debian 12 root filesystem is
+bootstrapped with debootstrap and imported (``qustody/debian-base:bookworm``), and its
+content digest is what the build pins.
+
+Only the standard library is used, plus the ``docker`` and ``pip`` command-line tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "images"
+LOCK = HERE / "requirements.lock"
+REQUIREMENTS_IN = HERE / "requirements.in"
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
+BUILD = Path(os.environ.get("QUSTODY_BUILD_DIR") or ROOT / "build" / "image")
+WHEELHOUSE = BUILD / "wheelhouse"
+
+IMAGE_REPO = os.environ.get("QUSTODY_IMAGE_REPO", "qustody/singleuser")
+BASE_REPO = "qustody/debian-base"
+BASE_TAG = "bookworm"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("QUSTODY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+BASE_PACKAGES = "python3,python3-venv,ca-certificates"
+
+# Debian 12's python3 is 3.11.2 and its glibc 2.36: resolve wheels for exactly that.
+TARGET_PYTHON = "3.11.2"
+TARGET_PLATFORMS = [
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
+    "manylinux_2_12_x86_64",
+    "manylinux_2_5_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+]
+# Packages whose versions the image shares with the hub's environment (they talk to
+# each other); everything else resolves freely for Python 3.11.2.
+SHARED_PINS = {
+    "hyperscan",
+    "jupyter-server",
+    "jupyterhub",
+    "jupyterlab",
+    "nbformat",
+    "qiskit",
+    "qiskit-aer",
+    "tornado",
+    "traitlets",
+}
+
+# Resolved but deliberately not installed. jsonschema imports rfc3987-syntax when it is
+# present, and that builds a Lark grammar at import time: 1.5 s of every server start.
+# Without it jsonschema only skips its "iri"/"iri-reference" format checks; `pip check`
+# still passes (nothing requires it outside an optional extra).
+EXCLUDED = {"rfc3987-syntax", "lark"}
+
+LABEL = "io.qustody.image"
+OCI = "org.opencontainers.image"
+
+
+def log(message: str) -> None:
+    print(f"[image] {message}", file=sys.stderr, flush=True)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run(cmd: list[str], *, capture: bool = False, **kwargs: object) -> str:
+    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        cmd,
+        check=True,
+        text=True,
+        env=env,
+        stdout=subprocess.PIPE if capture else None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return result.stdout if capture else ""
+
+
+def docker(*args: str, capture: bool = True, check: bool = True) -> str:
+    try:
+        return run(["docker", *args], capture=capture)
+    except subprocess.CalledProcessError:
+        if check:
+            raise
+        return ""
+
+
+def image_inspect(ref: str) -> dict[str, object] | None:
+    out = subprocess.run(  # noqa: S603
+        ["docker", "image", "inspect", ref],  # noqa: S607
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        return None
+    data = json.loads(out.stdout)
+    return data[0] if data else None
+
+
+def pip_download_args() -> list[str]:
+    args = ["--only-binary=:all:", "--python-version", TARGET_PYTHON]
+    for platform in TARGET_PLATFORMS:
+        args += ["--platform", platform]
+    return args
+
+
+# -- our own wheel ----------------------------------------------------------------------
+
+
+def build_own_wheel(dest: Path) -> Path:
+    """The qustody wheel (hatchling builds it reproducibly: same source, same bytes)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dest), str(ROOT)],
+        capture=True,
+    )
+    wheels = sorted(dest.glob("qustody-*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"expected one qustody wheel in {dest}, found {wheels}")
+    return wheels[0]
+
+
+# -- the lock ---------------------------------------------------------------------------
+
+
+def wheel_name_version(filename: str) -> tuple[str, str]:
+    parts = filename[: -len(".whl")].split("-")
+    return canonical(parts[0]), parts[1]
+
+
+def lock() -> None:
+    """Resolve requirements.in (+ the qustody wheel's [server] deps) for the image."""
+    pins = []
+    for line in CONSTRAINTS.read_text().splitlines():
+        name = line.split("==")[0].strip()
+        if "==" in line and canonical(name) in SHARED_PINS:
+            pins.append(line.strip())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        own = build_own_wheel(tmpdir / "own")
+        (tmpdir / "constraints.txt").write_text("\n".join(pins) + "\n")
+        log(f"resolving for CPython {TARGET_PYTHON} manylinux x86_64 (shared pins: {len(pins)})")
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                *pip_download_args(),
+                "-c",
+                str(tmpdir / "constraints.txt"),
+                "-d",
+                str(tmpdir / "dl"),
+                "-r",
+                str(REQUIREMENTS_IN),
+                f"{own}[server]",
+            ]
+        )
+        lines = []
+        for wheel in sorted((tmpdir / "dl").glob("*.whl"), key=lambda p: p.name.lower()):
+            name, version = wheel_name_version(wheel.name)
+            if name == "qustody" or name in EXCLUDED:
+                continue
+            lines.append(f"{name}=={version} \\\n    --hash=sha256:{sha256_file(wheel)}")
+        others = [p.name for p in (tmpdir / "dl").iterdir() if not p.name.endswith(".whl")]
+        if others:
+            raise SystemExit(f"only wheels may be locked, got {others}")
+    header = (
+        "# The single-user image's Python packages, every one pinned by version and by the\n"
+        "# sha256 of its wheel for CPython 3.11.2 on manylinux x86_64 (Debian 12).\n"
+        "# Generated by `make image-lock` (images/build.py lock) from images/requirements.in\n"
+        "# and the qustody wheel's [server] extra. Do not edit by hand.\n"
+        f"# Left out on purpose (see EXCLUDED in images/build.py): {', '.join(sorted(EXCLUDED))}\n"
+    )
+    LOCK.write_text(header + "\n".join(lines) + "\n")
+    log(f"wrote {LOCK.relative_to(ROOT)} ({len(lines)} packages)")
+
+
+def locked_wheels() -> dict[str, tuple[str, str]]:
+    """name -> (version, sha256) from the lock file."""
+    text = LOCK.read_text().replace("\\\n", " ")
+    found = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)\s+--hash=sha256:([0-9a-f]{64})", line)
+        if not m:
+            raise SystemExit(f"{LOCK.name}: cannot parse {line!r}; re-run `make image-lock`")
+        found[canonical(m.group(1))] = (m.group(2), m.group(3))
+    return found
+
+
+def fetch_wheelhouse() -> None:
+    """Make build/image/wheelhouse hold exactly the locked wheels (download what is missing)."""
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    wanted = locked_wheels()
+    by_hash = {sha: name for name, (_, sha) in wanted.items()}
+    have = set()
+    for wheel in WHEELHOUSE.glob("*.whl"):
+        sha = sha256_file(wheel)
+        if sha in by_hash:
+            have.add(by_hash[sha])
+        else:
+            wheel.unlink()  # not in the lock (any more)
+    missing = sorted(set(wanted) - have)
+    if not missing:
+        log(f"wheelhouse: all {len(wanted)} locked wheels present")
+        return
+    log(f"wheelhouse: downloading {len(missing)} of {len(wanted)} locked wheels")
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "missing.txt"
+        req.write_text(
+            "".join(f"{n}=={wanted[n][0]} --hash=sha256:{wanted[n][1]}\n" for n in missing)
+        )
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--require-hashes",
+                *pip_download_args(),
+                "-d",
+                str(WHEELHOUSE),
+                "-r",
+                str(req),
+            ]
+        )
+
+
+# -- the base image ---------------------------------------------------------------------
+
+
+def ensure_base() -> tuple[str, str]:
+    """(reference to build FROM, human name) of a Debian 12 base, pinned by digest."""
+    configured = os.environ.get("QUSTODY_BASE_IMAGE", "").strip()
+    if configured:
+        if "@sha256:" not in configured:
+            raise SystemExit(
+                f"QUSTODY_BASE_IMAGE={configured!r} is not pinned: use repo@sha256:<digest>"
+            )
+        if image_inspect(configured) is None:
+            log(f"pulling base {configured}")
+            try:
+                docker("pull", configured, capture=False)
+            except subprocess.CalledProcessError:
+                log("no registry could serve the base image; bootstrapping Debian instead")
+                configured = ""
+        if configured:
+            return configured, configured
+    name = f"{BASE_REPO}:{BASE_TAG}"
+    found = image_inspect(name)
+    if found is None:
+        bootstrap_base(name)
+        found = image_inspect(name)
+        assert found is not None
+    return str(found["Id"]), name
+
+
+def bootstrap_base(name: str) -> None:
+    if shutil.which("debootstrap") is None:
+        raise SystemExit("debootstrap is not installed: run `make system-deps` (as root)")
+    if os.geteuid() != 0:
+        raise SystemExit("bootstrapping the Debian base needs root (debootstrap)")
+    rootfs = BUILD / "rootfs"
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    rootfs.parent.mkdir(parents=True, exist_ok=True)
+    log(f"bootstrapping Debian {DEBIAN_SUITE} (minbase + {BASE_PACKAGES}) from {DEBIAN_MIRROR}")
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={BASE_PACKAGES}",
+            DEBIAN_SUITE,
+            str(rootfs),
+            DEBIAN_MIRROR,
+        ],
+        capture=True,
+    )
+    # No package-manager caches, logs or documentation in the base.
+    for pattern in (
+        "var/cache/apt/*",
+        "var/lib/apt/lists/*",
+        "var/log/*",
+        "var/cache/debconf/*-old",
+        "var/lib/dpkg/*-old",
+        "usr/share/doc/*",
+        "usr/share/man/*",
+        "usr/share/info/*",
+        "tmp/*",
+        "root/.*",
+    ):
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
+    log(f"importing the root filesystem as {name}")
+    tar = subprocess.Popen(  # noqa: S603
+        [  # noqa: S607
+            "tar",
+            "-C",
+            str(rootfs),
+            "--sort=name",
+            "--numeric-owner",
+            f"--mtime=@{epoch}",
+            "--clamp-mtime",
+            "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+            "-c",
+            ".",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    subprocess.run(  # noqa: S603
+        [  # noqa: S607
+            "docker",
+            "import",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            'CMD ["/bin/bash"]',
+            "-",
+            name,
+        ],
+        stdin=tar.stdout,
+        check=True,
+        capture_output=True,
+    )
+    if tar.wait() != 0:
+        raise SystemExit("tar of the bootstrapped root filesystem failed")
+    shutil.rmtree(rootfs)
+
+
+# -- the build --------------------------------------------------------------------------
+
+
+def git_revision() -> str:
+    try:
+        rev = run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture=True).strip()
+        dirty = run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture=True,
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
+
+
+def find_image(inputs: str) -> str | None:
+    out = docker("images", "-q", "--no-trunc", "--filter", f"label={LABEL}.inputs-sha256={inputs}")
+    ids = sorted(set(out.split()))
+    return ids[0] if ids else None
+
+
+def build(*, force: bool, no_cache: bool, tag: str | None, latest: bool) -> str:
+    own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
+    try:
+        return _build(own_dir, force=force, no_cache=no_cache, tag=tag, latest=latest)
+    finally:
+        shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, latest: bool) -> str:
+    if not LOCK.exists():
+        raise SystemExit(f"{LOCK} is missing: run `make image-lock`")
+    lock_sha = sha256_file(LOCK)
+    own = build_own_wheel(own_dir)
+    own_sha = sha256_file(own)
+    base_ref, base_name = ensure_base()
+    base_digest = base_ref.split("@", 1)[-1]
+    inputs_doc = {
+        "lock": lock_sha,
+        "qustody-wheel": own_sha,
+        "base": base_digest,
+        **{f: sha256_file(HERE / f) for f in ("Dockerfile", "entrypoint.sh", "healthcheck.py")},
+    }
+    inputs = hashlib.sha256(json.dumps(inputs_doc, sort_keys=True).encode()).hexdigest()
+    tags = [tag] if tag else [f"{IMAGE_REPO}:{inputs[:12]}"]
+    if latest:
+        tags.append(f"{IMAGE_REPO}:latest")
+    existing = None if force else find_image(inputs)
+    if existing:
+        for t in tags:
+            docker("tag", existing, t)
+        log(f"up to date: {existing} (lock sha256 {lock_sha[:12]}, inputs {inputs[:12]})")
+        print(existing)
+        return existing
+    fetch_wheelhouse()
+    context = Path(tempfile.mkdtemp(prefix="context-", dir=BUILD))
+    (context / "wheelhouse").mkdir(parents=True)
+    for f in ("Dockerfile", "entrypoint.sh", "healthcheck.py"):
+        shutil.copy2(HERE / f, context / f)
+    for wheel in WHEELHOUSE.glob("*.whl"):
+        try:
+            os.link(wheel, context / "wheelhouse" / wheel.name)
+        except OSError:
+            shutil.copy2(wheel, context / "wheelhouse" / wheel.name)
+    shutil.copy2(own, context / "wheelhouse" / own.name)
+    (context / "requirements.txt").write_text(
+        LOCK.read_text()
+        + f"qustody[server] @ file:///tmp/wheelhouse/{own.name} \\\n    --hash=sha256:{own_sha}\n"
+    )
+    labels = {
+        f"{OCI}.title": "Qustody single-user server",
+        f"{OCI}.description": "JupyterLab + Qiskit with the Qustody credential guard",
+        f"{OCI}.source": "https://github.com/qustody/qustody",
+        f"{OCI}.licenses": "BSD-3-Clause",
+        f"{OCI}.version": own.name.split("-")[1],
+        f"{OCI}.revision": git_revision(),
+        f"{OCI}.base.name": base_name,
+        f"{OCI}.base.digest": base_digest,
+        f"{LABEL}.lock-sha256": lock_sha,
+        f"{LABEL}.qustody-wheel-sha256": own_sha,
+        f"{LABEL}.inputs-sha256": inputs,
+    }
+    cmd = ["build", "--network", "none", "--force-rm", "--build-arg", f"BASE_IMAGE={base_ref}"]
+    if no_cache:
+        cmd.append("--no-cache")
+    for key, value in labels.items():
+        cmd += ["--label", f"{key}={value}"]
+    for t in tags:
+        cmd += ["--tag", t]
+    log(f"building {', '.join(tags)} from {base_name} ({base_digest[:19]}), offline")
+    try:
+        docker(*cmd, str(context), capture=False)
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    image = image_inspect(tags[0])
+    assert image is not None
+    image_id = str(image["Id"])
+    if latest:
+        prune_old(image_id)
+    log(f"built {image_id}")
+    print(image_id)
+    return image_id
+
+
+def prune_old(keep: str) -> None:
+    """Untag earlier builds (qustody/singleuser:<inputs>); images still in use stay."""
+    out = docker("images", IMAGE_REPO, "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    for line in out.splitlines():
+        ref, _, image_id = line.partition(" ")
+        tag = ref.rsplit(":", 1)[-1]
+        if image_id != keep and re.fullmatch(r"[0-9a-f]{12}", tag):
+            docker("rmi", ref, check=False)
+
+
+MANIFEST_SCRIPT = r"""
+import hashlib, os, subprocess, sys
+root = "/opt/qustody/venv"
+for d, dirs, files in os.walk(root):
+    dirs.sort()
+    for f in sorted(files):
+        p = os.path.join(d, f)
+        if os.path.islink(p):
+            print("L", p, os.readlink(p))
+            continue
+        st = os.stat(p)
+        if p.endswith(".pyc"):
+            # CPython 3.11's marshal output is not byte-stable across runs (FLAG_REF
+            # depends on reference counts): bytecode is compared by path and size.
+            print("P", p, oct(st.st_mode & 0o7777), st.st_size)
+            continue
+        h = hashlib.sha256(open(p, "rb").read()).hexdigest()
+        print("F", p, oct(st.st_mode & 0o7777), st.st_size, h)
+for line in subprocess.run(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
+                           capture_output=True, text=True, check=True).stdout.split():
+    print("D", line)
+"""
+
+
+def manifest(image: str) -> str:
+    """The installed file set of IMAGE: every file under the venv with its hash, and dpkg."""
+    return docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--user",
+        "1000:1000",
+        "--entrypoint",
+        "/opt/qustody/venv/bin/python",
+        image,
+        "-c",
+        MANIFEST_SCRIPT,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+    b = sub.add_parser("build", help="build the image (cached by its inputs)")
+    b.add_argument("--force", action="store_true", help="build even if an image is up to date")
+    b.add_argument("--no-cache", action="store_true", help="docker build --no-cache")
+    b.add_argument("--tag", help="tag instead of qustody/singleuser:<inputs>")
+    b.add_argument("--no-latest", action="store_true", help="do not move the :latest tag")
+    sub.add_parser("lock", help="re-resolve images/requirements.lock")
+    sub.add_parser("base", help="make sure the base image exists; print its digest")
+    sub.add_parser("info", help="the current image as JSON")
+    m = sub.add_parser("manifest", help="print the installed file set of an image")
+    m.add_argument("image")
+    args = p.parse_args(argv)
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with (BUILD / ".lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # one build at a time in this checkout
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command in (None, "build"):
+        build(
+            force=getattr(args, "force", False),
+            no_cache=getattr(args, "no_cache", False),
+            tag=getattr(args, "tag", None),
+            latest=not getattr(args, "no_latest", False),
+        )
+    elif args.command == "lock":
+        lock()
+    elif args.command == "base":
+        print(ensure_base()[0])
+    elif args.command == "info":
+        image = image_inspect(f"{IMAGE_REPO}:latest")
+        if image is None:
+            raise SystemExit(f"no {IMAGE_REPO}:latest image: run `make image`")
+        config = image["Config"]
+        assert isinstance(config, dict)
+        print(json.dumps({"id": image["Id"], "labels": config.get("Labels")}, indent=1))
+    elif args.command == "manifest":
+        sys.stdout.write(manifest(args.image))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The reference JupyterHub configuration for Qustody, with the demo's defaults embedded.
+
+`make demo` runs it (through ``python -m hub_ext.demo``); the hub tests load it and
+override what they need. Everything listens on 127.0.0.1.
+
+Environment (all optional except the demo password):
+
+- ``QUSTODY_STATE_DIR``: where the SQLite database and cookie secret live (``.demo``)
+- ``QUSTODY_HUB_PORT`` / ``QUSTODY_HUB_API_PORT``: public and internal hub ports
+- ``QUSTODY_IMAGE_DIGEST``: ``sha256:<id>`` of the single-user image (``make image``
+  prints it); with a Docker engine this selects the hardened Docker spawner
+- ``QUSTODY_DEMO_PASSWORD``: the shared demo password for users (required: the demo login
+  is JupyterHub's SharedPasswordAuthenticator until the identity issue lands; without it
+  the hub refuses to start), and ``QUSTODY_DEMO_ADMIN_PASSWORD`` (32+ characters) for admins
+"""
+
+import os
+import sys
+
+from hub_ext.culling import culler_service
+from hub_ext.spawner import (
+    HardenedDockerSpawner,
+    QustodyLocalProcessSpawner,
+    kubespawner_settings,
+    validate_config,
+)
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - provided by JupyterHub
+
+STATE = os.path.abspath(os.environ.get("QUSTODY_STATE_DIR", ".demo"))
+os.makedirs(STATE, exist_ok=True)
+
+# -- network: loopback only --------------------------------------------------------------
+c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ.get('QUSTODY_HUB_PORT', '8000')}"
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{os.environ.get('QUSTODY_HUB_API_PORT', '8081')}"
+c.JupyterHub.db_url = f"sqlite:///{STATE}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = f"{STATE}/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = f"{STATE}/jupyterhub.pid"
+c.ConfigurableHTTPProxy.pid_file = f"{STATE}/jupyterhub-proxy.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.last_activity_interval = 60
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 2
+
+# -- identity (demo: shared passwords; replaced by OIDC when the identity issue lands) ----
+password = os.environ.get("QUSTODY_DEMO_PASSWORD", "")
+if not password:
+    raise SystemExit(
+        "jupyterhub_config.py: set QUSTODY_DEMO_PASSWORD (make demo does) or configure a real "
+        "authenticator; the demo login refuses to run without a password."
+    )
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = password
+if os.environ.get("QUSTODY_DEMO_ADMIN_PASSWORD"):
+    # at least 32 characters; without it, admins cannot log in with a password
+    c.SharedPasswordAuthenticator.admin_password = os.environ["QUSTODY_DEMO_ADMIN_PASSWORD"]
+DEMO_USERS = {"alice": "student", "bob": "researcher", "admin": "admin"}
+c.Authenticator.allowed_users = {u for u, r in DEMO_USERS.items() if r != "admin"}
+c.Authenticator.admin_users = {u for u, r in DEMO_USERS.items() if r == "admin"}
+
+# -- the spawn policy --------------------------------------------------------------------
+c.SpawnPolicy.profiles = {
+    "student": {
+        "display_name": "Student",
+        "description": "Course work and small simulations",
+        "roles": ["student"],
+        "images": ["qustody"],
+        "mem_limit": "1G",
+        "cpu_limit": 1.0,
+        "pids_limit": 256,
+        "idle_timeout": 30 * 60,
+        "max_age": 4 * 3600,
+        "kernel_idle_timeout": 15 * 60,
+    },
+    "researcher": {
+        "display_name": "Researcher",
+        "description": "Larger simulations on the Aer simulator",
+        "roles": ["researcher", "admin"],
+        "images": ["qustody"],
+        "mem_limit": "4G",
+        "cpu_limit": 2.0,
+        "pids_limit": 1024,
+        "idle_timeout": 4 * 3600,
+        "max_age": 12 * 3600,
+        "kernel_idle_timeout": 2 * 3600,
+    },
+    "admin": {
+        "display_name": "Admin",
+        "description": "Hub administration",
+        "roles": ["admin"],
+        "images": ["qustody"],
+        "mem_limit": "2G",
+        "cpu_limit": 1.0,
+        "pids_limit": 512,
+        "idle_timeout": 3600,
+        "max_age": 8 * 3600,
+        "kernel_idle_timeout": 3600,
+    },
+}
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 30
+c.Spawner.poll_interval = 10
+c.Spawner.default_url = "/lab"
+
+image = os.environ.get("QUSTODY_IMAGE_DIGEST", "")
+spawner = os.environ.get("QUSTODY_SPAWNER", "docker" if image else "local")
+if spawner == "docker":
+    c.JupyterHub.spawner_class = HardenedDockerSpawner
+    c.SpawnPolicy.allowed_images = {"qustody": image}
+elif spawner == "kubernetes":
+    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    c.SpawnPolicy.allowed_images = {"qustody": image}
+else:
+    c.JupyterHub.spawner_class = QustodyLocalProcessSpawner
+    # The local-process spawner runs no image; the entry only satisfies the policy's shape.
+    c.SpawnPolicy.allowed_images = {"qustody": "sha256:" + "0" * 64}
+    print(
+        "\n" + "!" * 78 + "\n"
+        "!! WARNING: no Docker engine or image: servers run as LOCAL PROCESSES with NO\n"
+        "!! container isolation (no read-only root, no capability drop, no limits).\n"
+        "!! Demo use only. Run `make demo` as root on Debian to get hardened containers.\n"
+        + "!" * 78 + "\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+# -- roles and the culler ------------------------------------------------------------------
+culler, culler_role = culler_service(cull_every=60, default_idle_timeout=3600)
+c.JupyterHub.services = [culler]
+c.JupyterHub.load_roles = [
+    {"name": "student", "description": "Qustody student profile", "scopes": ["self"],
+     "users": [u for u, r in DEMO_USERS.items() if r == "student"]},
+    {"name": "researcher", "description": "Qustody researcher profile", "scopes": ["self"],
+     "users": [u for u, r in DEMO_USERS.items() if r == "researcher"]},
+    culler_role,
+]
+
+policy = validate_config(c)
+if spawner == "kubernetes":
+    for key, value in kubespawner_settings(policy).items():
+        setattr(c.KubeSpawner, key, value)

@@ -1,0 +1,208 @@
+"""Helpers for the hub tests (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test using this fixture failed (set by pytest_runtest_makereport)."""
+    return any(
+        getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+
+
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+class HubError(Exception):
+    """The hub did not start; the message holds the end of its log."""
+
+
+@dataclass
+class Hub:
+    """A running hub: ``url`` is the public (proxy) URL, ``token`` an admin API token."""
+
+    url: str
+    api_url: str
+    token: str
+    dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float = 90,
+    ) -> tuple[int, Any]:
+        """Call the hub REST API; returns (status, parsed JSON or text). Never raises on status."""
+        response = self.session.request(
+            method,
+            self.api_url + path,
+            headers={"Authorization": f"token {token or self.token}"},
+            data=None if body is None else json.dumps(body),
+            timeout=timeout,
+        )
+        try:
+            return response.status_code, response.json() if response.content else None
+        except ValueError:
+            return response.status_code, response.text
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = ""
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+            time.sleep(interval)
+
+    def stop(self) -> None:
+        """SIGTERM (the hub stops its servers and the proxy), then SIGKILL after 60 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def user_token(self, user: str) -> str:
+        status, body = self.api("POST", f"/users/{user}/tokens", {"note": "test", "expires_in": 3600})
+        assert status == 201, body
+        return str(body["token"])
+
+
+def _admin_scopes() -> list[str]:
+    from jupyterhub.roles import get_default_roles
+
+    return next(r["scopes"] for r in get_default_roles() if r["name"] == "admin")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+NODE_BIN = ROOT / "tools" / "proxy" / "node_modules" / ".bin"
+
+
+def launch_hub(
+    hub_dir: Path,
+    config: Path | str | None = ROOT / "jupyterhub_config.py",
+    extra: str = "",
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    started: list[Hub] | None = None,
+) -> Hub:
+    """Start ``jupyterhub -f`` with ``config`` then ``extra`` on random loopback ports.
+
+    Adds an admin service token; returns when the API answers (HubError otherwise).
+    """
+    hub_dir.mkdir(parents=True)
+    port, hub_port, proxy_api = free_port(), free_port(), free_port()
+    token = secrets.token_hex(32)
+    proxy = shutil.which("configurable-http-proxy", path=f"{NODE_BIN}:{os.environ['PATH']}")
+    if proxy is None:
+        raise HubError("configurable-http-proxy is not installed: run `make proxy-deps`")
+    head = f"""
+        c = get_config()
+        import os
+        os.environ.setdefault("QUSTODY_STATE_DIR", {str(hub_dir)!r})
+        os.environ.setdefault("QUSTODY_DEMO_PASSWORD", "harness-{secrets.token_hex(8)}")
+        os.environ["QUSTODY_HUB_PORT"] = "{port}"
+        os.environ["QUSTODY_HUB_API_PORT"] = "{hub_port}"
+    """
+    load = f"load_subconfig({str(config)!r})\n" if config else ""
+    tail = f"""
+        c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
+        c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"
+        c.ConfigurableHTTPProxy.command = [{proxy!r}]
+        c.ConfigurableHTTPProxy.pid_file = {str(hub_dir / "proxy.pid")!r}
+        c.JupyterHub.db_url = "sqlite:///{hub_dir}/jupyterhub.sqlite"
+        c.JupyterHub.cookie_secret_file = {str(hub_dir / "cookie_secret")!r}
+        c.JupyterHub.pid_file = {str(hub_dir / "jupyterhub.pid")!r}
+        c.JupyterHub.log_level = "DEBUG"
+        services = c.JupyterHub.services if isinstance(c.JupyterHub.services, list) else []
+        c.JupyterHub.services = [*services, {{"name": "harness-admin", "api_token": {token!r}}}]
+        roles = c.JupyterHub.load_roles if isinstance(c.JupyterHub.load_roles, list) else []
+        c.JupyterHub.load_roles = [*roles, {{"name": "harness-admin", "scopes": {_admin_scopes()!r}, "services": ["harness-admin"]}}]
+    """
+    path = hub_dir / "jupyterhub_test_config.py"
+    path.write_text(
+        textwrap.dedent(head) + load + textwrap.dedent(extra) + "\n" + textwrap.dedent(tail)
+    )
+    log_path = hub_dir / "hub.log"
+    run_env = {
+        **os.environ,
+        "PATH": f"{NODE_BIN}:{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
+        **(env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "jupyterhub"), "-f", str(path)],
+            cwd=hub_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=run_env,
+            start_new_session=True,
+        )
+    hub = Hub(
+        url=f"http://127.0.0.1:{port}/",
+        api_url=f"http://127.0.0.1:{port}/hub/api",
+        token=token,
+        dir=hub_dir,
+        log_path=log_path,
+        process=process,
+    )
+    if started is not None:
+        started.append(hub)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise HubError(f"jupyterhub exited with {process.returncode}:\n{hub.log()[-6000:]}")
+        try:
+            if hub.api("GET", "/user", timeout=2)[0] == 200:
+                return hub
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            hub.stop()
+            raise HubError(f"jupyterhub did not answer within {timeout}s:\n{hub.log()[-6000:]}")
+        time.sleep(0.25)

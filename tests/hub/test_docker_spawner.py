@@ -1,0 +1,304 @@
+"""Hardened containers, through the hub REST API, against a real Docker engine.
+
+Each test starts the reference hub configuration (jupyterhub_config.py) with test
+profiles, spawns through the REST API, and inspects and execs into what Docker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from hubtest import docker, failed
+
+pytestmark = pytest.mark.docker
+
+MISSING = "sha256:" + "1" * 64
+
+
+def extra_config(prefix: str, image: str, cull_every: int = 2) -> str:
+    return f"""
+from hub_ext.culling import culler_service
+from hub_ext.spawner import validate_config
+c.Authenticator.allow_all = True
+c.SpawnPolicy.allowed_images = {{"qustody": {image!r}, "missing": {MISSING!r}}}
+base = {{"images": ["qustody"], "mem_limit": "768M", "cpu_limit": 0.5, "pids_limit": 300,
+         "idle_timeout": 3600, "max_age": 3600, "kernel_idle_timeout": 600}}
+c.SpawnPolicy.profiles = {{
+    "student": {{**base, "roles": ["student"], "display_name": "Student"}},
+    "researcher": {{**base, "roles": ["researcher"], "mem_limit": "1G", "cpu_limit": 1.0}},
+    "short-idle": {{**base, "roles": ["student"], "idle_timeout": 6}},
+    "short-age": {{**base, "roles": ["student"], "max_age": 20}},
+    "broken-image": {{**base, "roles": ["student"], "images": ["missing"]}},
+}}
+c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"
+c.HardenedDockerSpawner.prefix = "{prefix}"
+culler, culler_role = culler_service(cull_every={cull_every}, default_idle_timeout=3600)
+c.JupyterHub.services = [culler]
+c.JupyterHub.load_roles = [
+    {{"name": "student", "scopes": ["self"], "users": ["alice", "dave"]}},
+    {{"name": "researcher", "scopes": ["self"], "users": ["bob"]}},
+    culler_role,
+]
+validate_config(c)
+"""
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
+    """A name prefix for this test's containers and volumes; all removed at teardown."""
+    name = f"qtest{secrets.token_hex(3)}"
+    yield name
+
+    for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
+        if failed(request):
+            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
+        docker("rm", "-f", cid, check=False)
+    for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
+        docker("volume", "rm", "-f", vol, check=False)
+
+
+@pytest.fixture
+def hub(start_hub, prefix, singleuser_image):
+    return start_hub(
+        extra=extra_config(prefix, singleuser_image),
+        env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+    )
+
+
+def containers(prefix: str, user: str | None = None) -> list[str]:
+    args = ["ps", "-aq", "--filter", f"name={prefix}"]
+    if user:
+        args += ["--filter", f"label=io.qustody.user={user}"]
+    return docker(*args).split()
+
+
+def spawn(hub, user: str, options: dict | None = None, wait: bool = True) -> tuple[int, object]:
+    status, body = hub.api("POST", f"/users/{user}/server", {"user_options": options or {}})
+    if wait and status in (201, 202):
+        hub.wait_for(
+            lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get("", {}).get("ready"),
+            timeout=90,
+            what=f"{user}'s server to be ready",
+        )
+    return status, body
+
+
+def exec_in(cid: str, script: str) -> str:
+    return docker("exec", cid, "bash", "-c", script)
+
+
+def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
+    status, body = spawn(hub, "alice")
+    assert status in (201, 202), body
+    [cid] = containers(prefix, "alice")
+    info = json.loads(docker("inspect", cid))[0]
+    hc, cfg = info["HostConfig"], info["Config"]
+
+    # what Docker was told
+    assert hc["ReadonlyRootfs"] is True
+    assert hc["CapDrop"] == ["ALL"] and not hc["CapAdd"]
+    assert hc["Privileged"] is False
+    assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert not any("seccomp" in o for o in hc["SecurityOpt"])  # Docker's default profile
+    assert hc["PidsLimit"] == 300
+    assert hc["Memory"] == 768 * 1024**2 == hc["MemorySwap"]
+    assert hc["CpuQuota"] == 50_000 and hc["CpuPeriod"] == 100_000
+    assert set(hc["Tmpfs"]) == {"/tmp", "/run/jupyter"}
+    [bind] = hc["Binds"]
+    assert bind.startswith(f"{prefix}-home-alice-") and bind.endswith(":/home/jovyan:rw")
+    assert [m["Type"] for m in info["Mounts"]] == ["volume"]
+    assert not any("docker.sock" in json.dumps(m) for m in info["Mounts"])
+    assert cfg["User"] == "1000:1000"
+    assert info["Image"] == singleuser_image
+    labels = cfg["Labels"]
+    assert labels["io.qustody.user"] == "alice"
+    assert labels["io.qustody.server-name"] == ""
+    assert len(labels["io.qustody.session-id"]) == 32
+    assert labels["io.qustody.image-digest"] == singleuser_image
+    assert labels["io.qustody.profile"] == "student"
+
+    # environment: only what the hub and the policy put there, and no token
+    env = dict(e.split("=", 1) for e in cfg["Env"])
+    assert "JUPYTERHUB_API_TOKEN" not in env and "JPY_API_TOKEN" not in env
+    image_env = {"PATH", "HOME", "SHELL", "LANG", "PYTHONDONTWRITEBYTECODE", "JUPYTER_RUNTIME_DIR"}
+    ours = {k for k in env if k.startswith("QUSTODY_")}
+    assert ours == {
+        "QUSTODY_PROFILE", "QUSTODY_SESSION_ID", "QUSTODY_STARTED_AT",
+        "QUSTODY_IDLE_TIMEOUT_SECONDS", "QUSTODY_MAX_AGE_SECONDS",
+        "QUSTODY_KERNEL_IDLE_TIMEOUT_SECONDS", "QUSTODY_MAX_AGE_GRACE_SECONDS",
+        "QUSTODY_TOKEN_ON_STDIN",
+    }
+    others = set(env) - image_env - ours
+    assert all(k.startswith("JUPYTERHUB_") or k in {"JUPYTER_IMAGE_SPEC", "MEM_LIMIT", "CPU_LIMIT"} for k in others), others
+    for secretish in ("CONFIGPROXY_AUTH_TOKEN", "DOCKER_HOST", "QUSTODY_DEMO_PASSWORD"):
+        assert secretish not in env
+    assert hub.token not in json.dumps(info)
+
+    # what the server process actually gets
+    out = exec_in(
+        cid,
+        "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/1/status; "
+        "touch /probe 2>&1 || true; findmnt -no FSTYPE /tmp 2>/dev/null || awk '$2==\"/tmp\"{print $3}' /proc/mounts; "
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; "
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; "
+        "tr '\\0' '\\n' < /proc/1/environ | cut -d= -f1 | sort",
+    )
+    lines = out.splitlines()
+    assert lines[0] != "0" and lines[0] == "1000" and lines[1] == "1000"
+    status_lines = dict(line.split(":\t") for line in lines[2:7])
+    assert int(status_lines["CapEff"], 16) == 0 and int(status_lines["CapPrm"], 16) == 0
+    assert int(status_lines["CapBnd"], 16) == 0
+    assert status_lines["NoNewPrivs"] == "1" and status_lines["Seccomp"] == "2"
+    assert "Read-only file system" in lines[7]
+    assert lines[8] == "tmpfs"
+    assert int(lines[9]) == 768 * 1024**2
+    assert lines[10] == "300"
+    pid1_env = set(lines[11:])
+    # the token, handed over on stdin only, and the hostname Docker always sets
+    assert pid1_env - set(env) == {"JUPYTERHUB_API_TOKEN", "HOSTNAME"}
+    assert "QUSTODY_TOKEN_ON_STDIN" not in pid1_env
+
+    # no setuid/setgid files, no sudo, no compiler, no package caches in the image
+    out = exec_in(
+        cid,
+        "find / -xdev -perm /6000 -type f 2>/dev/null | wc -l; "
+        "command -v sudo gcc cc g++ clang | wc -l; ls /var/lib/apt/lists /var/cache/apt | wc -l",
+    )
+    assert out.split() == ["0", "0", "0"] or out.split()[:2] == ["0", "0"], out
+
+    # the server's hub token reached the server, and nothing else: not the container
+    # configuration, the container log or the hub log
+    server_token = exec_in(
+        cid, "tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^JUPYTERHUB_API_TOKEN=//p'"
+    ).strip()
+    assert len(server_token) >= 32
+    assert server_token not in json.dumps(info)
+    logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, timeout=60)
+    assert server_token not in logs.stdout + logs.stderr
+    assert server_token not in hub.log()
+
+    # kernels are culled inside the container, and the server stops itself as a backstop
+    cmdline = exec_in(cid, "tr '\\0' ' ' < /proc/1/cmdline")
+    assert "--MappingKernelManager.cull_idle_timeout=600" in cmdline
+    assert "--MappingKernelManager.cull_connected=True" in cmdline
+    assert "--ServerApp.shutdown_no_activity_timeout=3900" in cmdline
+
+    # the image's HEALTHCHECK passes against the running server
+    docker("exec", cid, "/opt/qustody/venv/bin/python", "/opt/qustody/bin/healthcheck")
+
+    # the server extension is there, and the session API tells how long is left
+    token = hub.user_token("alice")
+    r = requests.get(
+        f"{hub.url}user/alice/qustody/api/session",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    session = r.json()
+    assert session["profile"] == "student" and session["enforced"] is True
+    assert session["session_id"] == labels["io.qustody.session-id"]
+    assert 0 < session["idle"]["remaining_seconds"] <= 3600
+    assert 3500 < session["age"]["remaining_seconds"] <= 3600
+    assert session["kernel_idle_timeout_seconds"] == 600
+    r = requests.get(f"{hub.url}user/alice/qustody/api/session", timeout=30, allow_redirects=False)
+    assert r.status_code in (302, 401, 403)  # not without a login
+
+    # stop: the container is removed
+    status, _ = hub.api("DELETE", "/users/alice/server")
+    assert status in (202, 204)
+    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=60, what="container removal")
+
+
+@pytest.mark.parametrize(
+    ("user", "options", "status", "words"),
+    [
+        ("alice", {"image": "python:3.11"}, 400, ["not pinned by digest", "qustody (sha256:"]),
+        ("alice", {"image": "sha256:" + "2" * 64}, 400, ["not on the allow-list", "qustody (sha256:"]),
+        ("alice", {"image": "missing"}, 400, ["not allowed for this profile", "qustody (sha256:"]),
+        ("alice", {"profile": "researcher"}, 403, ["not allowed for your roles", "student"]),
+        ("alice", {"profile": "nope"}, 400, ["Unknown profile", "student"]),
+        ("alice", {"cmd": "sh"}, 400, ["Unknown server options"]),
+        ("carol", {}, 403, ["No server profile is available", "student"]),
+    ],
+)
+def test_refusals_leave_no_container(hub, prefix, user, options, status, words):
+    if user == "carol":
+        hub.api("POST", "/users/carol")
+    code, body = spawn(hub, user, options, wait=False)
+    assert code == status, body
+    message = body["message"] if isinstance(body, dict) else str(body)
+    for word in words:
+        assert word in message, message
+    assert not containers(prefix)
+    model = hub.api("GET", f"/users/{user}")[1]
+    assert not model["servers"].get("", {}).get("ready")
+
+
+def test_missing_image_is_reported(hub, prefix):
+    code, body = spawn(hub, "alice", {"profile": "broken-image"}, wait=False)
+    assert code == 500, body
+    assert "not present on the Docker engine" in body["message"]
+    assert not containers(prefix)
+
+
+def test_crashing_entrypoint_is_reported_with_reason(start_hub, prefix, singleuser_image):
+    hub = start_hub(
+        extra=extra_config(prefix, singleuser_image)
+        + '\nc.HardenedDockerSpawner.cmd = ["bash", "-c", "echo qustody-test-boom >&2; exit 3"]\n',
+        env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+    )
+    started = time.monotonic()
+    code, body = spawn(hub, "alice", wait=False)
+    assert code == 500, body
+    assert time.monotonic() - started < 30  # an answer, not a spinner until a timeout
+    assert "exit code 3" in body["message"] and "qustody-test-boom" in body["message"]
+    # the progress stream (the spawn page) says the same
+    r = requests.get(
+        f"{hub.api_url}/users/alice/server/progress",
+        headers={"Authorization": f"token {hub.token}"},
+        timeout=30,
+    )
+    events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+    assert events and events[-1].get("failed") is True
+    assert "exit code 3" in events[-1]["message"]
+    hub.wait_for(lambda: not containers(prefix), timeout=30, what="crashed container removal")
+
+
+def _server(hub, user):
+    return hub.api("GET", f"/users/{user}")[1]["servers"].get("")
+
+
+def test_idle_server_is_culled(hub, prefix):
+    code, body = spawn(hub, "alice", {"profile": "short-idle"})
+    assert code in (201, 202), body
+    assert containers(prefix, "alice")
+    hub.wait_for(lambda: _server(hub, "alice") is None, timeout=60, what="idle cull")
+    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30, what="container removal")
+    log = hub.log()
+    assert "qustody-cull server=alice/ profile=short-idle reason=idle" in log
+
+
+def test_busy_server_is_stopped_at_max_age(hub, prefix):
+    code, body = spawn(hub, "alice", {"profile": "short-age"})
+    assert code in (201, 202), body
+    started = time.monotonic()
+
+    def busy_until_culled():
+        # keep the server busy: fresh activity every half second
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        hub.api("POST", "/users/alice/activity", {"servers": {"": {"last_activity": now}}})
+        return _server(hub, "alice") is None
+
+    hub.wait_for(busy_until_culled, timeout=60, interval=0.5, what="max-age cull")
+    assert time.monotonic() - started >= 10
+    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30, what="container removal")
+    log = hub.log()
+    assert "qustody-cull server=alice/ profile=short-age reason=max-age" in log
+    assert "reason=idle" not in log

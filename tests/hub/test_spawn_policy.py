@@ -1,0 +1,297 @@
+"""The spawn policy as decision tables: images, profiles, roles, the container check,
+the KubeSpawner settings and start-up validation. No Docker needed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from traitlets import TraitError
+from traitlets.config import Config
+
+from hub_ext.images import ImageRefused, parse_pinned, resolve_requested
+from hub_ext.spawner import (
+    SpawnPolicy,
+    SpawnRefused,
+    kubespawner_settings,
+    parse_bytes,
+    validate_config,
+)
+
+IMG = "sha256:" + "a" * 64
+OTHER = "registry.example/qustody/singleuser@sha256:" + "b" * 64
+BASE = {"images": ["main"], "mem_limit": "1G", "cpu_limit": 1, "idle_timeout": 600, "max_age": 3600}
+PROFILES = {
+    "student": {**BASE, "roles": ["student"], "pids_limit": 128},
+    "researcher": {**BASE, "roles": ["researcher", "admin"], "images": ["main", "gpu"], "mem_limit": "4G"},
+    "admin": {**BASE, "roles": ["admin"]},
+}
+
+
+def policy(**overrides) -> SpawnPolicy:
+    c = Config()
+    c.SpawnPolicy.allowed_images = {"main": IMG, "gpu": OTHER}
+    c.SpawnPolicy.profiles = copy.deepcopy(PROFILES)
+    for key, value in overrides.items():
+        setattr(c.SpawnPolicy, key, value)
+    return SpawnPolicy(config=c)
+
+
+@pytest.mark.parametrize(
+    ("ref", "ok"),
+    [
+        (IMG, True),
+        (OTHER, True),
+        ("quay.io/jupyter/base-notebook@sha256:" + "c" * 64, True),
+        ("qustody/singleuser:latest", False),
+        ("qustody/singleuser", False),
+        ("python:3.11", False),
+        ("sha256:abc", False),
+        ("qustody/singleuser:1@sha256:" + "c" * 63, False),
+    ],
+)
+def test_only_digest_pinned_images_are_accepted(ref, ok):
+    if ok:
+        assert parse_pinned("x", ref).digest.startswith("sha256:")
+    else:
+        with pytest.raises(ValueError, match="not pinned by digest"):
+            parse_pinned("x", ref)
+
+
+def test_tag_in_allow_list_stops_the_hub_with_a_fix():
+    c = Config()
+    c.SpawnPolicy.allowed_images = {"main": "qustody/singleuser:latest"}
+    with pytest.raises((TraitError, ValueError), match=r"not pinned by digest.*docker image inspect"):
+        validate_config(c)
+
+
+def test_image_matches_by_id_or_repo_digest():
+    local = parse_pinned("main", IMG)
+    assert local.matches({"Id": IMG, "RepoDigests": []})
+    assert not local.matches({"Id": "sha256:" + "f" * 64, "RepoDigests": []})
+    remote = parse_pinned("gpu", OTHER)
+    assert remote.matches({"Id": "sha256:" + "f" * 64, "RepoDigests": [OTHER]})
+    assert not remote.matches({"Id": "x", "RepoDigests": ["evil/other@sha256:" + "b" * 64]})
+
+
+def test_requested_image_refusals_name_the_allowed_images():
+    allowed = {"main": parse_pinned("main", IMG), "gpu": parse_pinned("gpu", OTHER)}
+    assert resolve_requested("main", allowed, ["main"]).name == "main"
+    assert resolve_requested(IMG, allowed, ["main"]).name == "main"
+    for requested, words in [
+        ("python:3.11", "not pinned by digest"),
+        ("sha256:" + "0" * 64, "not on the allow-list"),
+        ("gpu", "not allowed for this profile"),
+    ]:
+        with pytest.raises(ImageRefused, match=words) as e:
+            resolve_requested(requested, allowed, ["main"])
+        assert f"main ({IMG})" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("roles", "options", "expected"),
+    [
+        ({"user", "student"}, {}, "student"),
+        ({"user", "researcher"}, {}, "researcher"),
+        ({"user", "admin"}, {}, "researcher"),  # first allowed profile, in config order
+        ({"user", "admin"}, {"profile": "admin"}, "admin"),
+        ({"user", "researcher"}, {"profile": "researcher", "image": "gpu"}, "researcher"),
+        ({"user", "student"}, {"profile": "researcher"}, 403),
+        ({"user", "student"}, {"profile": "student", "image": "gpu"}, 400),
+        ({"user", "student"}, {"image": "python:3.11"}, 400),
+        ({"user", "student"}, {"profile": "nope"}, 400),
+        ({"user", "student"}, {"mem_limit": "64G"}, 400),
+        ({"user"}, {}, 403),
+        (set(), {}, 403),
+    ],
+)
+def test_profile_decision_table(roles, options, expected):
+    p = policy()
+    if isinstance(expected, str):
+        assert p.decide(roles, options).profile.name == expected
+    else:
+        with pytest.raises(SpawnRefused) as e:
+            p.decide(roles, options)
+        assert e.value.status_code == expected
+        assert e.value.message
+
+
+def test_empty_policy_denies_everyone():
+    with pytest.raises(SpawnRefused, match="No server profile"):
+        SpawnPolicy().decide({"admin", "user"}, {})
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"student": {**BASE, "roles": ["student"], "memory": "1G"}}, "unknown keys"),
+        ({"student": {**BASE, "roles": []}}, "non-empty list of hub role"),
+        ({"student": {**BASE, "roles": ["student"], "images": ["nope"]}}, "not in SpawnPolicy.allowed_images"),
+        ({"student": {**BASE, "roles": ["student"], "mem_limit": "lots"}}, "not a size"),
+        ({"student": {**BASE, "roles": ["student"], "idle_timeout": 0}}, "whole number >= 1"),
+        ({"Bad Name": {**BASE, "roles": ["student"]}}, "profile names"),
+    ],
+)
+def test_invalid_profiles_stop_the_hub(change, words):
+    c = Config()
+    c.SpawnPolicy.allowed_images = {"main": IMG}
+    c.SpawnPolicy.profiles = change
+    with pytest.raises(ValueError, match=words):
+        validate_config(c)
+
+
+@pytest.mark.parametrize(
+    ("trait", "value", "words"),
+    [
+        ("run_as", "0:0", "must not be root"),
+        ("run_as", "root", "numeric"),
+        ("network_mode", "none", "dedicated network"),
+        ("seccomp_profile", "unconfined", "must not be 'unconfined'"),
+        ("home_volume_template", "/srv/home/{username}", "not a host path"),
+        ("tmpfs", {"/tmp": "rw"}, "size="),
+    ],
+)
+def test_insecure_settings_are_refused(trait, value, words):
+    with pytest.raises((TraitError, ValueError), match=words):
+        policy(**{trait: value})
+
+
+@pytest.mark.parametrize("key", ["volumes", "extra_host_config", "image", "allowed_images", "mem_limit"])
+def test_settings_the_policy_owns_are_refused(key):
+    c = Config()
+    setattr(c.DockerSpawner, key, {"/var/run/docker.sock": "/var/run/docker.sock"})
+    with pytest.raises(ValueError, match=f"c.DockerSpawner.{key} is set"):
+        validate_config(c)
+
+
+def test_sizes():
+    assert parse_bytes("512M") == 512 * 1024**2
+    assert parse_bytes("2G") == 2 * 1024**3
+    assert parse_bytes(1000) == 1000
+
+
+def _inspected(p: SpawnPolicy, decision, volume: str) -> dict:
+    prof = decision.profile
+    return {
+        "Image": IMG,
+        "Config": {"User": "1000:1000", "Env": ["PATH=/usr/bin", "QUSTODY_TOKEN_ON_STDIN=1"]},
+        "HostConfig": {
+            "ReadonlyRootfs": True,
+            "CapDrop": ["ALL"],
+            "CapAdd": None,
+            "Privileged": False,
+            "SecurityOpt": ["no-new-privileges:true"],
+            "PidsLimit": prof.pids_limit,
+            "Memory": prof.mem_limit,
+            "MemorySwap": prof.mem_limit,
+            "CpuQuota": int(prof.cpu_limit * 100_000),
+            "CpuPeriod": 100_000,
+            "NetworkMode": "host",
+            "PidMode": "",
+            "IpcMode": "private",
+            "UsernsMode": "",
+            "Devices": [],
+            "Tmpfs": dict.fromkeys(p.tmpfs, ""),
+            "Binds": [f"{volume}:/home/jovyan:rw"],
+            "Mounts": None,
+        },
+        "Mounts": [{"Type": "volume", "Name": volume, "Destination": "/home/jovyan"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        (None, None, None),
+        (("HostConfig", "ReadonlyRootfs"), False, "read-only"),
+        (("HostConfig", "CapAdd"), ["NET_ADMIN"], "capabilities added"),
+        (("HostConfig", "Privileged"), True, "privileged"),
+        (("HostConfig", "SecurityOpt"), ["no-new-privileges:true", "seccomp=unconfined"], "confinement"),
+        (("HostConfig", "SecurityOpt"), [], "no-new-privileges"),
+        (("HostConfig", "PidsLimit"), 0, "pids"),
+        (("HostConfig", "MemorySwap"), -1, "swap"),
+        (("HostConfig", "PidMode"), "host", "PID namespace"),
+        (("HostConfig", "Binds"), ["/var/run/docker.sock:/var/run/docker.sock:rw"], "binds"),
+        (("Config", "User"), "0:0", "runs as"),
+        (("Config", "Env"), ["JUPYTERHUB_API_TOKEN=x"], "API token"),
+        (("Image",), "sha256:" + "e" * 64, "image differs"),
+    ],
+)
+def test_created_container_is_checked_against_the_policy(path, value, problem):
+    p = policy()
+    decision = p.decide({"student"}, {})
+    volume = p.volume_name("alice")
+    info = _inspected(p, decision, volume)
+    if path:
+        target = info
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    problems = p.verify(info, decision, IMG, volume)
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in x for x in problems), problems
+
+
+def test_volume_names_are_per_user_and_safe():
+    p = policy()
+    a, b = p.volume_name("alice"), p.volume_name("Alice")
+    assert a != b and a.startswith("qustody-home-alice-")
+    assert "/" not in p.volume_name("../../etc")
+
+
+def test_host_config_is_the_hardening():
+    p = policy()
+    hc = p.host_config(p.decide({"student"}, {}).profile)
+    assert hc["read_only"] and hc["cap_drop"] == ["ALL"] and not hc["privileged"]
+    assert hc["security_opt"] == ["no-new-privileges:true"]
+    assert hc["pids_limit"] == 128 and hc["mem_limit"] == hc["memswap_limit"] == 1024**3
+    assert hc["cpu_quota"] == 100_000 and hc["auto_remove"] is False
+
+
+class _Role:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_kubespawner_settings(monkeypatch):
+    settings = kubespawner_settings(policy())
+    csc = settings["container_security_context"]
+    assert csc == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert settings["pod_security_context"]["runAsNonRoot"] is True
+    assert settings["pod_security_context"]["fsGroup"] == 1000
+    assert settings["automount_service_account_token"] is False
+    assert settings["env_keep"] == [] and settings["privileged"] is False
+    assert settings["extra_pod_config"]["hostNetwork"] is False
+    mounts = {m["mountPath"] for m in settings["volume_mounts"]}
+    assert mounts == {"/home/jovyan", "/tmp", "/run/jupyter"}
+    tmp = next(v for v in settings["volumes"] if v.get("emptyDir"))
+    assert tmp["emptyDir"]["medium"] == "Memory"
+
+    from jupyterhub import roles as hub_roles
+
+    monkeypatch.setattr(hub_roles, "get_roles_for", lambda orm_user: [_Role(r) for r in orm_user])
+
+    class FakeSpawner:
+        class user:
+            orm_user = ("user", "student")
+
+    [student] = settings["profile_list"](FakeSpawner)
+    assert student["slug"] == "student"
+    override = student["kubespawner_override"]
+    assert override["image"] == IMG
+    assert override["mem_limit"] == 1024**3 and override["cpu_limit"] == 1.0
+    assert override["environment"]["QUSTODY_MAX_AGE_SECONDS"] == "3600"
+    assert "--MappingKernelManager.cull_idle_timeout=600" in override["args"]
+    FakeSpawner.user.orm_user = ("user",)
+    assert settings["profile_list"](FakeSpawner) == []
