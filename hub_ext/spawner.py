@@ -601,7 +601,43 @@ class SpawnPolicy(LoggingConfigurable):
 # -- Docker -------------------------------------------------------------------------------
 
 
-class HardenedDockerSpawner(DockerSpawner):  # type: ignore[misc]
+class _PolicyState:
+    """What both spawners keep of a spawn: the policy decision, and the limits the culler
+    reads from the server's state (``admin:server_state``), handed to the server as env."""
+
+    policy: SpawnPolicy
+    user: Any
+    _decision: Decision | None = None
+    _limits: dict[str, Any] | None = None
+
+    def _user_roles(self) -> set[str]:
+        from jupyterhub import roles as hub_roles
+
+        return {role.name for role in hub_roles.get_roles_for(self.user.orm_user)}
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()  # type: ignore[misc]
+        if self._limits:
+            state["qustody"] = dict(self._limits)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)  # type: ignore[misc]
+        self._limits = dict(state.get("qustody") or {}) or None
+
+    def clear_state(self) -> None:
+        super().clear_state()  # type: ignore[misc]
+        self._limits = None
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()  # type: ignore[misc]
+        if self._decision is not None:
+            started = float((self._limits or {}).get("started_at", now()))
+            env.update(self.policy.environment(self._decision, started))
+        return env
+
+
+class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
     """DockerSpawner with the Qustody spawn policy (``SpawnPolicy``) applied to every server.
 
     Profiles replace free image choice; the container is created read-only, without
@@ -647,37 +683,11 @@ class HardenedDockerSpawner(DockerSpawner):  # type: ignore[misc]
     def _default_options_from_form(self) -> Any:
         return _options_from_form
 
-    # state the culler reads (admin:server_state) and the decision of this spawn
-    _decision: Decision | None = None
-    _limits: dict[str, Any] | None = None
-
-    def _user_roles(self) -> set[str]:
-        from jupyterhub import roles as hub_roles
-
-        return {role.name for role in hub_roles.get_roles_for(self.user.orm_user)}
-
     def _profile_form(self, spawner: Any) -> str:
         return profile_form(self.policy.available(self._user_roles()))
 
-    def get_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().get_state()
-        if self._limits:
-            state["qustody"] = dict(self._limits)
-        return state
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self._limits = dict(state.get("qustody") or {}) or None
-
-    def clear_state(self) -> None:
-        super().clear_state()
-        self._limits = None
-
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
-        if self._decision is not None:
-            started = float((self._limits or {}).get("started_at", now()))
-            env.update(self.policy.environment(self._decision, started))
         if self.policy.token_via_stdin:
             for key in TOKEN_KEYS:
                 env.pop(key, None)
@@ -911,7 +921,7 @@ def profile_form(profiles: list[Profile]) -> str:
 # -- local processes (demo without Docker) ----------------------------------------------
 
 
-class QustodyLocalProcessSpawner(SimpleLocalProcessSpawner):  # type: ignore[misc]
+class QustodyLocalProcessSpawner(_PolicyState, SimpleLocalProcessSpawner):  # type: ignore[misc]
     """The spawn policy's profiles, limits and time limits for local processes.
 
     For machines without a Docker engine (the demo on a laptop). There is NO container
@@ -937,35 +947,6 @@ class QustodyLocalProcessSpawner(SimpleLocalProcessSpawner):  # type: ignore[mis
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return _options_from_form
-
-    _decision: Decision | None = None
-    _limits: dict[str, Any] | None = None
-
-    def _user_roles(self) -> set[str]:
-        from jupyterhub import roles as hub_roles
-
-        return {role.name for role in hub_roles.get_roles_for(self.user.orm_user)}
-
-    def get_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().get_state()
-        if self._limits:
-            state["qustody"] = dict(self._limits)
-        return state
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self._limits = dict(state.get("qustody") or {}) or None
-
-    def clear_state(self) -> None:
-        super().clear_state()
-        self._limits = None
-
-    def get_env(self) -> dict[str, str]:
-        env: dict[str, str] = super().get_env()
-        if self._decision is not None:
-            started = float((self._limits or {}).get("started_at", now()))
-            env.update(self.policy.environment(self._decision, started))
-        return env
 
     def get_args(self) -> list[str]:
         args: list[str] = super().get_args()
