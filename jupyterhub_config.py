@@ -17,6 +17,7 @@ Environment (all optional except the demo password):
 import os
 import sys
 
+from hub_ext.audit.hub import hub_audit
 from hub_ext.culling import culler_service
 from hub_ext.spawner import (
     HardenedDockerSpawner,
@@ -41,6 +42,12 @@ c.JupyterHub.cleanup_servers = True
 c.JupyterHub.last_activity_interval = 60
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = 2
+
+# -- the audit log: one hash-chained, MAC'd JSON-lines file for the hub and its services --
+c.AuditLog.path = os.environ.get("QUSTODY_AUDIT_LOG", f"{STATE}/audit/audit.jsonl")
+c.AuditLog.key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", f"{STATE}/audit.key")
+# the demo creates its key; a production hub sets a key file it provisioned itself
+c.AuditLog.create_key_file = "QUSTODY_AUDIT_KEY_FILE" not in os.environ
 
 # -- identity (demo: shared passwords; replaced by OIDC when the identity issue lands) ----
 password = os.environ.get("QUSTODY_DEMO_PASSWORD", "")
@@ -136,6 +143,7 @@ c.JupyterHub.load_roles = [
 ]
 
 policy = validate_config(c)
+hub_audit(c)  # a bad c.AuditLog setting stops the hub here
 if spawner == "kubernetes":
     for key, value in kubespawner_settings(policy).items():
         setattr(c.KubeSpawner, key, value)

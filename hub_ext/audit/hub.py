@@ -1,0 +1,56 @@
+"""The audit log of the hub process, shared by every component that runs in it.
+
+The authenticator, the spawners, the culler hooks and the hub's API handlers all record
+into one :class:`AuditLog` (one store, one chain writer per process). It is created
+from the hub's configuration the first time it is asked for; ``jupyterhub_config.py``
+asks at start-up so a bad ``c.AuditLog`` setting stops the hub before it serves anyone.
+Services (the QPU gateway, the auditor page) are other processes with their own
+``AuditLog``; the file store's lock keeps their writes on one chain.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
+
+    from .log import AuditLog, Recorded
+
+_lock = threading.Lock()
+_log: AuditLog | None = None
+
+
+def hub_audit(config: Config | None = None) -> AuditLog:
+    """The process's audit log, created from ``config`` on first use.
+
+    Later calls return the same log whatever config they pass; call it with the hub's
+    config first (``jupyterhub_config.py`` does).
+    """
+    global _log
+    with _lock:
+        if _log is None:
+            if config is None:
+                raise RuntimeError(
+                    "the hub's audit log is not configured: call hub_audit(c) in "
+                    "jupyterhub_config.py with c.AuditLog.path (or db_url) and key_file set"
+                )
+            from .log import AuditLog
+
+            _log = AuditLog(config=config)
+        return _log
+
+
+def hub_emit(type_name: str, data: dict[str, Any]) -> Recorded | None:
+    """Record a hub-side event in the process's audit log (see ``AuditLog.emit``)."""
+    return hub_audit().emit(type_name, data)
+
+
+def reset_hub_audit() -> None:
+    """Close and forget the process's log (tests that build several in one process)."""
+    global _log
+    with _lock:
+        if _log is not None:
+            _log.close()
+        _log = None
