@@ -31,12 +31,12 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck system-deps proxy-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
+test: $(STAMP) lint typecheck system-deps proxy-deps idp-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
 	@started=0; bash tools/dockerd.sh status || started=1; \
 	trap 'if [ $$started = 1 ]; then bash tools/dockerd.sh stop; fi' EXIT; \
 	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_ARGS)
 
-demo: $(STAMP) proxy-deps ## start the hub on 127.0.0.1 (hardened containers when Docker runs) and print the URL and logins
+demo: $(STAMP) proxy-deps idp-deps ## start the hub on 127.0.0.1 (hardened containers when Docker runs) and print the URL and logins
 	@mkdir -p $(DEMO_DIR)
 	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
 		$(MAKE) --no-print-directory image || echo "==> no Docker image: the demo falls back to local processes"; \
@@ -105,3 +105,17 @@ image-info: $(STAMP) ## the current image's id and labels
 
 bench-spawn: $(STAMP) proxy-deps image ## spawn latency through the hub API, hardened vs not
 	PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/bench_spawn.py
+
+# -- identity: the real OpenID provider (npm oidc-provider) for tests and the demo --------
+IDP_DIR := tests/idp
+IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
+
+.PHONY: idp-deps
+
+idp-deps: $(IDP_STAMP) ## npm ci oidc-provider into tests/idp/node_modules (needs Node 20: apt-get install nodejs npm)
+
+$(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; } \
+		|| { echo "idp-deps: install Node.js 20 and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(IDP_DIR) && npm ci --no-audit --no-fund
+	touch $@

@@ -19,6 +19,7 @@ import sys
 
 from hub_ext.audit.hub import hub_audit
 from hub_ext.culling import culler_service
+from hub_ext.identity.hubconfig import configure_oidc
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
@@ -49,19 +50,22 @@ c.AuditLog.key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", f"{STATE}/audit.k
 # the demo creates its key; a production hub sets a key file it provisioned itself
 c.AuditLog.create_key_file = "QUSTODY_AUDIT_KEY_FILE" not in os.environ
 
-# -- identity (demo: shared passwords; replaced by OIDC when the identity issue lands) ----
+# -- identity: OIDC (QUSTODY_OIDC_*, docs/identity.md); else the tests' shared password ---
+oidc = configure_oidc(c)
 password = os.environ.get("QUSTODY_DEMO_PASSWORD", "")
-if not password:
+if not oidc and not password:
     raise SystemExit(
         "jupyterhub_config.py: set QUSTODY_DEMO_PASSWORD (make demo does) or configure a real "
         "authenticator; the demo login refuses to run without a password."
     )
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = password
-if os.environ.get("QUSTODY_DEMO_ADMIN_PASSWORD"):
+if not oidc:
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = password
+if os.environ.get("QUSTODY_DEMO_ADMIN_PASSWORD") and not oidc:
     # at least 32 characters; without it, admins cannot log in with a password
     c.SharedPasswordAuthenticator.admin_password = os.environ["QUSTODY_DEMO_ADMIN_PASSWORD"]
-DEMO_USERS = {"alice": "student", "bob": "researcher", "admin": "admin"}
+# with OIDC, roles come from the provider's groups (QustodyAuthenticator.group_roles)
+DEMO_USERS = {} if oidc else {"alice": "student", "bob": "researcher", "admin": "admin"}
 c.Authenticator.allowed_users = {u for u, r in DEMO_USERS.items() if r != "admin"}
 c.Authenticator.admin_users = {u for u, r in DEMO_USERS.items() if r == "admin"}
 
@@ -134,13 +138,16 @@ else:
 # -- roles and the culler ------------------------------------------------------------------
 culler, culler_role = culler_service(cull_every=60, default_idle_timeout=3600)
 c.JupyterHub.services = [culler]
-c.JupyterHub.load_roles = [
+# Custom scopes (declared by their components, merged by the lead) go to the roles via
+# c.QustodyAuthenticator.role_extra_scopes, e.g. {"auditor": ["custom:audit:read"],
+# "researcher": ["custom:qpu:submit"], "student": ["custom:qpu:submit"]}  <-- HERE
+c.JupyterHub.load_roles = [] if oidc else [
     {"name": "student", "description": "Qustody student profile", "scopes": ["self"],
      "users": [u for u, r in DEMO_USERS.items() if r == "student"]},
     {"name": "researcher", "description": "Qustody researcher profile", "scopes": ["self"],
      "users": [u for u, r in DEMO_USERS.items() if r == "researcher"]},
-    culler_role,
 ]
+c.JupyterHub.load_roles.append(culler_role)
 
 policy = validate_config(c)
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here

@@ -1,0 +1,580 @@
+"""``QustodyAuthenticator``: OpenID Connect login with enforced MFA, IdP-group roles,
+short sessions and revocation (entry point ``jupyterhub.authenticators: qustody``).
+
+The hub is the policy point and does not trust that the provider was configured well:
+it verifies every ID token itself (:mod:`hub_ext.identity.tokens`), decides roles and MFA
+(:mod:`hub_ext.identity.policy`), re-validates with the refresh token every
+``auth_refresh_age`` seconds and ends sessions the provider no longer vouches for
+(:mod:`hub_ext.identity.sessions`), also for users who make no requests (a sweep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import (
+    OAuthCallbackHandler,
+    OAuthLoginHandler,
+    _deserialize_state,
+    _serialize_state,
+)
+from tornado import web
+from tornado.httpclient import HTTPClientError
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, validate
+
+from hub_ext.audit.hub import hub_emit
+from hub_ext.identity.policy import (
+    Decision,
+    MfaRule,
+    claim_list,
+    decide,
+    validate_group_roles,
+    validate_mfa,
+)
+from hub_ext.identity.roles import managed_roles, roles_for
+from hub_ext.identity.sessions import end_session
+from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
+
+CRYPT_KEY_MESSAGE = (
+    "QustodyAuthenticator keeps identity tokens in auth_state, which must be encrypted: set "
+    "JUPYTERHUB_CRYPT_KEY (e.g. `openssl rand -hex 32`) in the hub's environment. Only a demo "
+    "may run without it (QustodyAuthenticator.demo_mode = True)."
+)
+
+
+def require_crypt_key(demo_mode: bool) -> None:
+    """Refuse to run without an auth_state encryption key, unless in demo mode."""
+    if not os.environ.get("JUPYTERHUB_CRYPT_KEY", "").strip() and not demo_mode:
+        raise ValueError(CRYPT_KEY_MESSAGE)
+
+
+class ProviderUnavailable(Exception):
+    """The identity provider did not answer (network error or 5xx)."""
+
+
+class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
+    """oauthenticator's redirect to the provider, plus a nonce bound to the state cookie
+    and provider discovery (a clear page when the provider is down)."""
+
+    async def get(self) -> None:
+        authenticator: QustodyAuthenticator = self.authenticator
+        await authenticator.discover_or_page(self)
+        state: dict[str, Any] = {
+            "state_id": self._generate_state_id(),
+            "next_url": self._get_next_url(),
+            "nonce": secrets.token_urlsafe(24),
+        }
+        code_verifier, code_challenge = self._generate_pkce_params()
+        state["code_verifier"] = code_verifier
+        params = {
+            **authenticator.extra_authorize_params,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+            "nonce": state["nonce"],
+            "state": _serialize_state({"state_id": state["state_id"]}),
+        }
+        self.set_state_cookie(_serialize_state(state))
+        self.authorize_redirect(
+            redirect_uri=authenticator.get_callback_url(self),
+            client_id=authenticator.client_id,
+            scope=authenticator.scope,
+            extra_params=params,
+            response_type="code",
+        )
+
+
+class QustodyCallbackHandler(OAuthCallbackHandler):  # type: ignore[misc]
+    """oauthenticator's callback; a refusal is logged without the URL's code and state."""
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, web.HTTPError):
+            self.log.warning(
+                "%d %s %s: %s", value.status_code, self.request.method, self.request.path,
+                value.log_message,
+            )
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
+    """OpenID Connect with PKCE; see docs/identity.md."""
+
+    login_handler = QustodyLoginHandler
+    callback_handler = QustodyCallbackHandler
+
+    issuer = Unicode(
+        "",
+        config=True,
+        help="""The OpenID provider's issuer URL (its discovery document lives under
+        `<issuer>/.well-known/openid-configuration`). ID tokens must name exactly this `iss`.
+        Required.""",
+    )
+    group_roles = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""Identity-provider group → hub role (student, researcher, instructor, admin,
+        auditor). A user gets the roles of all their mapped groups; a user in no mapped group
+        is refused. Group changes at the provider apply at the next refresh.""",
+    )
+    groups_claim = Unicode("groups", config=True, help="ID-token claim holding the user's groups.")
+    course_group_prefix = Unicode(
+        "course-",
+        config=True,
+        help="""Provider groups starting with this prefix become hub groups (course
+        membership); an instructor gets a role scoped to each of their course groups.
+        Empty: no course groups.""",
+    )
+    mfa_amr_values = Set(
+        Unicode(),
+        default_value={"mfa", "otp", "hwk"},
+        config=True,
+        help="""`amr` values (RFC 8176) that count as multi-factor: a login must present at
+        least one, or it is refused with a page saying MFA is required. Empty: amr is not
+        checked (then set `min_acr`).""",
+    )
+    acr_levels = List(
+        Unicode(),
+        config=True,
+        help="""The provider's `acr` values from weakest to strongest; `min_acr` and
+        `role_min_acr` name levels in this list.""",
+    )
+    min_acr = Unicode(
+        "", config=True, help="Minimum `acr` level for every login (empty: acr not checked)."
+    )
+    role_min_acr = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""Stricter minimum `acr` for chosen roles, e.g. `{"admin": "urn:...:phr"}`.
+        A login holding such a role without that level is refused.""",
+    )
+    allow_no_mfa = Bool(
+        False,
+        config=True,
+        help="""Allow logins without any MFA requirement. Off by default: start-up fails when
+        neither `mfa_amr_values` nor `min_acr` is set.""",
+    )
+    session_max_age = Integer(
+        8 * 3600,
+        config=True,
+        help="""Absolute session lifetime in seconds from the provider login: after it the
+        session ends (servers stopped, hub tokens revoked) and the user logs in again.
+        Between 300 s and 7 days.""",
+    )
+    id_token_max_age = Integer(
+        600,
+        config=True,
+        help="How old (seconds since `iat`) an ID token may be when the hub receives it.",
+    )
+    clock_leeway = Integer(
+        30, config=True, help="Seconds of clock skew tolerated on `exp`, `iat` and `nbf`."
+    )
+    provider_outage_policy = Enum(
+        ["logout", "grace"],
+        "logout",
+        config=True,
+        help="""What a refresh does when the provider cannot be reached: `logout` requires a
+        new login (servers keep running; new logins fail with a clear page until the
+        provider is back); `grace` keeps the session for `provider_outage_grace` seconds
+        after its last successful refresh.""",
+    )
+    provider_outage_grace = Integer(
+        900, config=True, help="Seconds a session survives a provider outage under `grace`."
+    )
+    sweep_interval = Integer(
+        60,
+        config=True,
+        help="""Seconds between sweeps that refresh users with running servers or hub
+        tokens but no requests, so revocation at the provider reaches them too. 0: off.""",
+    )
+    demo_mode = Bool(
+        False,
+        config=True,
+        help="""Demo only: allow starting without JUPYTERHUB_CRYPT_KEY (auth_state then is
+        not persisted encrypted). Never set it on a real hub.""",
+    )
+    role_extra_scopes = Dict(
+        key_trait=Unicode(),
+        value_trait=List(Unicode()),
+        config=True,
+        help="""Extra scopes per managed role, e.g. custom scopes other components declare
+        (`{"auditor": ["custom:audit:read"], "researcher": ["custom:qpu:submit"]}`).""",
+    )
+
+    @default("enable_auth_state")
+    def _enable_auth_state_default(self) -> bool:
+        return True
+
+    @default("manage_roles")
+    def _manage_roles_default(self) -> bool:
+        return True
+
+    @default("manage_groups")
+    def _manage_groups_default(self) -> bool:
+        return True
+
+    @default("scope")
+    def _scope_default(self) -> list[str]:
+        return ["openid", "profile", "email", "groups", "offline_access"]
+
+    @default("username_claim")
+    def _username_claim_default(self) -> str:
+        return "preferred_username"
+
+    @default("auth_refresh_age")
+    def _auth_refresh_age_default(self) -> int:
+        return 300
+
+    @default("refresh_pre_spawn")
+    def _refresh_pre_spawn_default(self) -> bool:
+        return True
+
+    @default("login_service")
+    def _login_service_default(self) -> str:
+        return "your organisation's sign-in"
+
+    @validate("session_max_age")
+    def _validate_session_max_age(self, proposal: Any) -> int:
+        value = int(proposal.value)
+        if not 300 <= value <= 7 * 86400:
+            raise ValueError(
+                f"QustodyAuthenticator.session_max_age = {value}: use 300 to 604800 seconds"
+            )
+        return value
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # cross-setting checks once, at start-up
+        require_crypt_key(self.demo_mode)
+        if not self.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError(
+                "QustodyAuthenticator.issuer must be an https:// URL (http only on loopback)"
+            )
+        if not self.client_id or not self.client_secret:
+            raise ValueError("QustodyAuthenticator needs client_id and client_secret")
+        if not self.enable_auth_state or not self.enable_pkce:
+            raise ValueError("QustodyAuthenticator needs enable_auth_state and enable_pkce on")
+        if not 0 < self.auth_refresh_age <= self.session_max_age:
+            raise ValueError("Authenticator.auth_refresh_age must be > 0 and <= session_max_age")
+        validate_group_roles(self.group_roles)
+        validate_mfa(self.mfa_rule, self.allow_no_mfa)
+        self._metadata: dict[str, Any] = {}
+        self._jwks: JwksCache | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._app: Any = None
+        self._sweeper: PeriodicCallback | None = None
+
+    @property
+    def mfa_rule(self) -> MfaRule:
+        return MfaRule(
+            amr_values=frozenset(self.mfa_amr_values),
+            acr_levels=tuple(self.acr_levels),
+            min_acr=self.min_acr,
+            role_min_acr=dict(self.role_min_acr),
+        )
+
+    # -- provider discovery ------------------------------------------------------------------
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            body = await self.httpfetch(url, label="identity provider", validate_cert=True)
+        except HTTPClientError as e:
+            if e.code >= 500 or e.code == 599:
+                raise ProviderUnavailable(f"{url}: HTTP {e.code}") from e
+            raise
+        except OSError as e:
+            raise ProviderUnavailable(f"{url}: {e.strerror or type(e).__name__}") from e
+        if not isinstance(body, dict):
+            raise ProviderUnavailable(f"{url}: not a JSON object")
+        return body
+
+    async def discover(self) -> None:
+        """Read the provider's endpoints and keys location (once; again after a failure)."""
+        if self._metadata:
+            return
+        meta = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
+        if meta.get("issuer") != self.issuer:
+            raise ProviderUnavailable("the discovery document names another issuer")
+        self.authorize_url = meta["authorization_endpoint"]
+        self.token_url = meta["token_endpoint"]
+        self._jwks = JwksCache(meta["jwks_uri"], self._get_json)
+        self._metadata = meta
+
+    async def discover_or_page(self, handler: Any) -> None:
+        try:
+            await self.discover()
+        except ProviderUnavailable as e:
+            self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
+            self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")
+            raise web.HTTPError(
+                503,
+                "The identity provider is not reachable right now, so you cannot sign in. "
+                "Try again in a few minutes; if it persists, tell your hub administrator.",
+            ) from e
+
+    # -- login -------------------------------------------------------------------------------
+    async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict[str, Any]:
+        await self.discover_or_page(handler)
+        cookie = handler.get_state_cookie()
+        nonce = _deserialize_state(cookie).get("nonce") if cookie else None
+        if not nonce:
+            self._emit_refusal(handler, None, "state-mismatch", "login state missing")
+            raise web.HTTPError(400, "The sign-in state is missing or expired. Start the login again.")
+        params = self.build_access_tokens_request_params(handler, data)
+        try:
+            token_info = await self.get_token_info(handler, params)
+        except (ProviderUnavailable, OSError) as e:
+            self._emit_refusal(handler, None, "idp-error", "token endpoint unreachable")
+            raise web.HTTPError(503, "The identity provider did not answer; try again later.") from e
+        except HTTPClientError as e:
+            self._emit_refusal(handler, None, "idp-error", f"token endpoint said HTTP {e.code}")
+            raise web.HTTPError(
+                403, "The identity provider refused the sign-in code. Start the login again."
+            ) from e
+        claims = await self._verified(handler, token_info, nonce)
+        decision = self._decide(handler, claims)
+        if not decision.allowed:
+            raise web.HTTPError(403, decision.message)
+        return self._auth_model(token_info, claims, decision, login_at=time.time())
+
+    async def _verified(self, handler: Any, token_info: dict[str, Any], nonce: str | None) -> dict[str, Any]:
+        assert self._jwks is not None
+        raw = token_info.get("id_token")
+        try:
+            if not isinstance(raw, str):
+                raise IdTokenError("invalid-token", "the provider returned no ID token")
+            expected = Expected(
+                issuer=self.issuer,
+                audience=self.client_id,
+                leeway=self.clock_leeway,
+                max_age=self.id_token_max_age,
+            )
+            return await verify_id_token(raw, self._jwks, expected, nonce)
+        except IdTokenError as e:
+            self.log.warning("identity: ID token refused: %s", e)
+            self._emit_refusal(handler, None, e.reason, str(e))
+            raise web.HTTPError(403, f"Sign-in refused: {e}. Start the login again.") from e
+
+    def _decide(self, handler: Any, claims: dict[str, Any]) -> Decision:
+        """The policy decision; refusals are logged and audited here."""
+        decision = decide(
+            claims, self.group_roles, self.mfa_rule, self.groups_claim, self.course_group_prefix
+        )
+        if decision.allowed:
+            return decision
+        user = self._username(claims)
+        self.log.warning("identity: login of %s refused: %s", user, decision.reason)
+        if decision.audit_type == "mfa-refused":
+            hub_emit(
+                "mfa-refused",
+                {
+                    "user": user,
+                    **self._ip(handler),
+                    "reason": decision.reason,
+                    "required_amr": sorted(self.mfa_amr_values),
+                    "presented_amr": claim_list(claims, "amr")[:16],
+                    **({"acr": claims["acr"]} if isinstance(claims.get("acr"), str) else {}),
+                },
+            )
+        else:
+            self._emit_refusal(handler, user, decision.reason, "not in any allowed group")
+        return decision
+
+    def _username(self, claims: dict[str, Any]) -> str:
+        name = claims.get(self.username_claim) or claims["sub"]
+        return str(self.normalize_username(str(name)))
+
+    def _auth_model(
+        self, token_info: dict[str, Any], claims: dict[str, Any], decision: Decision, login_at: float
+    ) -> dict[str, Any]:
+        now = time.time()
+        auth_state = {
+            "access_token": token_info["access_token"],
+            "refresh_token": token_info.get("refresh_token"),
+            "id_token": token_info["id_token"],  # raw, for Vault JWT login
+            "scope": str(token_info.get("scope", "")).split(),
+            self.user_auth_state_key: claims,
+            "qustody": {
+                "amr": claim_list(claims, "amr"),
+                "acr": str(claims.get("acr", "")),
+                "auth_time": float(claims.get("auth_time", claims["iat"])),
+                "roles": list(decision.roles),
+                "courses": list(decision.courses),
+                "login_at": login_at,
+                "refreshed_at": now,
+                "access_expires_at": now + float(token_info.get("expires_in", 60)),
+            },
+        }
+        return {
+            "name": self._username(claims),
+            "admin": "admin" in decision.roles,
+            "auth_state": auth_state,
+            "groups": list(decision.courses),
+            "roles": roles_for(decision.roles, decision.courses, self.role_extra_scopes),
+        }
+
+    async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
+        return set(auth_state.get("qustody", {}).get("courses", []))
+
+    async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
+        # the decision was made (and refusals explained) in authenticate; deny anything else
+        return bool(auth_model and auth_model.get("auth_state", {}).get("qustody", {}).get("roles"))
+
+    async def load_managed_roles(self) -> list[dict[str, Any]]:
+        return managed_roles(self.role_extra_scopes)
+
+    async def run_post_auth_hook(self, handler: Any, auth_model: dict[str, Any]) -> dict[str, Any]:
+        auth_model = await super().run_post_auth_hook(handler, auth_model)
+        record = auth_model["auth_state"]["qustody"]
+        user = handler.find_user(auth_model["name"])
+        self._emit_role_change(user, auth_model)
+        hub_emit(
+            "login",
+            {
+                "user": auth_model["name"],
+                **self._ip(handler),
+                "idp": self.issuer,
+                "amr": record["amr"][:16],
+                **({"acr": record["acr"]} if record["acr"] else {}),
+                "roles": [r["name"] for r in auth_model["roles"]],
+            },
+        )
+        return auth_model
+
+    def _emit_role_change(self, user: Any, auth_model: dict[str, Any]) -> None:
+        before = {r.name for r in user.roles} if user is not None else set()
+        after = {r["name"] for r in auth_model["roles"]}
+        if before != after:
+            hub_emit(
+                "role-changed",
+                {
+                    "user": auth_model["name"],
+                    "added": sorted(after - before),
+                    "removed": sorted(before - after),
+                    "source": "idp-groups",
+                },
+            )
+
+    @staticmethod
+    def _ip(handler: Any) -> dict[str, str]:
+        ip = getattr(getattr(handler, "request", None), "remote_ip", None)
+        return {"ip": ip} if ip else {}
+
+    def _emit_refusal(self, handler: Any, user: str | None, reason: str, detail: str) -> None:
+        hub_emit(
+            "login-refused",
+            {**({"user": user} if user else {}), **self._ip(handler), "reason": reason,
+             "detail": detail, "idp": self.issuer},
+        )
+
+    # -- refresh and revocation ----------------------------------------------------------
+    async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
+        """Re-validate with the refresh token: a fresh auth model, True (nothing to do) or
+        False (log in again; the session was ended when the provider withdrew it)."""
+        lock = self._locks.setdefault(user.name, asyncio.Lock())
+        async with lock:  # rotating refresh tokens must not be used twice concurrently
+            return await self._refresh(user, handler)
+
+    async def _refresh(self, user: Any, handler: Any) -> Any:
+        state = await user.get_auth_state()
+        record = (state or {}).get("qustody")
+        if not record:
+            return False
+        now = time.time()
+        if now - record["refreshed_at"] < 1:
+            return True  # refreshed by a concurrent request just now
+        if now - record["login_at"] > self.session_max_age:
+            await self._end(user, "expired")
+            return False
+        try:
+            await self.discover()
+            params = self.build_refresh_token_request_params(state["refresh_token"])
+            token_info = await self.get_token_info(handler, params)
+        except (ProviderUnavailable, OSError) as e:
+            return self._outage(user, record, e)
+        except HTTPClientError as e:
+            if e.code >= 500:
+                return self._outage(user, record, e)
+            await self._end(user, "idp-disabled")  # invalid_grant: disabled or revoked
+            return False
+        except web.HTTPError:  # the provider answered with an error_description
+            await self._end(user, "idp-disabled")
+            return False
+        try:
+            claims = await self._verified(handler, token_info, None)
+        except web.HTTPError:
+            await self._end(user, "refresh-failed")
+            return False
+        decision = self._decide(handler, claims)
+        if not decision.allowed:
+            await self._end(user, "group-removed" if decision.reason == "no-role" else "refresh-failed")
+            return False
+        model = self._auth_model(token_info, claims, decision, login_at=record["login_at"])
+        self._emit_role_change(user, model)
+        hub_emit(
+            "session-refreshed",
+            {
+                "user": user.name,
+                "roles": [r["name"] for r in model["roles"]],
+                "tokens_renewed": True,
+                "expires_at": datetime.fromtimestamp(now + self.auth_refresh_age, UTC)
+                .isoformat(timespec="seconds")
+                .replace("+00:00", "Z"),
+            },
+        )
+        return model
+
+    def _outage(self, user: Any, record: dict[str, Any], error: Exception) -> bool:
+        self.log.error("identity: provider unreachable refreshing %s: %s", user.name, error)
+        if self.provider_outage_policy == "grace":
+            return bool(time.time() - record["refreshed_at"] < self.provider_outage_grace)
+        return False
+
+    async def _end(self, user: Any, reason: str) -> None:
+        app = self._app
+        if app is None:
+            raise RuntimeError("QustodyAuthenticator: get_handlers was not called")
+        await end_session(app, user, reason, self.log)
+
+    # -- the sweep ---------------------------------------------------------------------------
+    def get_handlers(self, app: Any) -> list[Any]:
+        self._app = app
+        if self.sweep_interval and self._sweeper is None:
+            self._sweeper = PeriodicCallback(self.sweep, self.sweep_interval * 1000)
+            self._sweeper.start()
+        return list(super().get_handlers(app))
+
+    async def sweep(self) -> None:
+        """Refresh users who hold servers or tokens but make no requests."""
+        from jupyterhub import orm
+
+        app = self._app
+        for orm_user in app.db.query(orm.User).all():
+            if not orm_user.encrypted_auth_state:
+                continue
+            user = app.users[orm_user]
+            if not (user.active or orm_user.api_tokens):
+                continue
+            last = getattr(user, "_auth_refreshed", None)
+            if last and time.monotonic() - last < self.auth_refresh_age:
+                continue
+            try:
+                model = await self.refresh_user(user)
+            except Exception:
+                self.log.exception("identity: sweep could not refresh %s", user.name)
+                continue
+            user._auth_refreshed = time.monotonic()
+            if isinstance(model, dict):
+                user.sync_groups(model["groups"])
+                user.sync_roles(model["roles"])
+                await user.save_auth_state(model["auth_state"])
+
+
+__all__ = ["CRYPT_KEY_MESSAGE", "QustodyAuthenticator", "require_crypt_key"]

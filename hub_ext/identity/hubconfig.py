@@ -1,0 +1,66 @@
+"""Switch a hub configuration to OpenID Connect login from ``QUSTODY_OIDC_*`` variables.
+
+``jupyterhub_config.py`` calls :func:`configure_oidc`; when ``QUSTODY_OIDC_ISSUER`` is set
+the hub uses :class:`hub_ext.authenticator.QustodyAuthenticator` and bounded hub token
+lifetimes. Without it the caller keeps its fallback login (the hub tests' shared password).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from hub_ext.authenticator import require_crypt_key
+
+DEFAULT_GROUP_ROLES = {
+    "qustody-students": "student",
+    "qustody-researchers": "researcher",
+    "qustody-instructors": "instructor",
+    "qustody-admins": "admin",
+    "qustody-auditors": "auditor",
+}
+
+
+def configure_oidc(c: Any, environ: Mapping[str, str] | None = None) -> bool:
+    """Configure ``c`` for OIDC when ``QUSTODY_OIDC_ISSUER`` is set; True if it did.
+
+    Raises SystemExit with a clear message on a missing client secret or crypt key.
+    """
+    env = os.environ if environ is None else environ
+    issuer = env.get("QUSTODY_OIDC_ISSUER", "")
+    if not issuer:
+        return False
+    demo = env.get("QUSTODY_DEMO_MODE", "") == "1"
+    client_id = env.get("QUSTODY_OIDC_CLIENT_ID", "")
+    secret = env.get("QUSTODY_OIDC_CLIENT_SECRET", "")
+    if not client_id or not secret:
+        raise SystemExit(
+            "jupyterhub_config.py: QUSTODY_OIDC_ISSUER is set but QUSTODY_OIDC_CLIENT_ID or "
+            "QUSTODY_OIDC_CLIENT_SECRET is missing: set both (from the provider's client registration)."
+        )
+    try:
+        require_crypt_key(demo)
+    except ValueError as e:
+        raise SystemExit(f"jupyterhub_config.py: {e}") from None
+    try:
+        group_roles = json.loads(env.get("QUSTODY_OIDC_GROUP_ROLES", "") or "null")
+    except ValueError:
+        raise SystemExit("jupyterhub_config.py: QUSTODY_OIDC_GROUP_ROLES must be a JSON object") from None
+    a = c.QustodyAuthenticator
+    c.JupyterHub.authenticator_class = "qustody"
+    a.issuer = issuer
+    a.client_id = client_id
+    a.client_secret = secret
+    a.group_roles = group_roles or DEFAULT_GROUP_ROLES
+    a.demo_mode = demo
+    if env.get("QUSTODY_OIDC_ACR_LEVELS"):
+        a.acr_levels = env["QUSTODY_OIDC_ACR_LEVELS"].split()
+    # bounded hub-side lifetimes: browser cookie and server OAuth tokens no longer than a
+    # session; API tokens users create (CI robots) must expire within a week
+    c.JupyterHub.cookie_max_age_days = 0.5
+    c.JupyterHub.oauth_token_expires_in = 8 * 3600
+    c.JupyterHub.token_expires_in_max_seconds = 7 * 86400
+    c.JupyterHub.shutdown_on_logout = env.get("QUSTODY_SHUTDOWN_ON_LOGOUT", "1") == "1"
+    return True

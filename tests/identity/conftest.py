@@ -1,0 +1,80 @@
+"""Fixtures: a real OpenID provider (tests/idp) and a real hub logging in through it.
+
+``idp`` starts ``node tests/idp/provider.mjs`` with :data:`USERS` on a random loopback
+port; ``oidc_hub(extra=..., env=...)`` starts the repository's jupyterhub_config.py with
+``QUSTODY_OIDC_*`` pointing at it, registers the hub's callback with the provider and
+returns ``(hub, idp)``. Logs of both are printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hub.hubtest import Hub, HubError, failed, launch_hub
+from identity.idp import Idp, IdpError, start_idp
+
+PASSWORD = "correct horse battery staple"
+USERS: dict[str, dict[str, Any]] = {
+    "rita": {"password": PASSWORD, "groups": ["qustody-researchers"], "amr": ["pwd", "otp"]},
+    "nomfa": {"password": PASSWORD, "groups": ["qustody-researchers"], "amr": ["pwd"]},
+    "ivan": {"password": PASSWORD, "groups": ["qustody-instructors", "course-101"], "amr": ["pwd", "hwk"]},
+    "sam": {"password": PASSWORD, "groups": ["qustody-students", "course-101"], "amr": ["pwd", "otp"]},
+    "tess": {"password": PASSWORD, "groups": ["qustody-students", "course-202"], "amr": ["pwd", "otp"]},
+    "ada": {"password": PASSWORD, "groups": ["qustody-admins"], "amr": ["pwd", "hwk"]},
+    "audrey": {"password": PASSWORD, "groups": ["qustody-auditors"], "amr": ["pwd", "otp"]},
+    "outsider": {"password": PASSWORD, "groups": ["marketing"], "amr": ["pwd", "otp"]},
+}
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
+    try:
+        provider = start_idp(USERS, workdir=tmp_path / "idp", ttl={"AccessToken": 30, "IdToken": 60})
+    except IdpError as e:
+        pytest.fail(str(e))
+    yield provider
+    provider.stop()
+    if failed(request):
+        print("---- provider log ----\n" + provider.log()[-4000:])
+
+
+@pytest.fixture
+def oidc_hub(tmp_path: Path, idp: Idp, request: pytest.FixtureRequest) -> Iterator[Callable[..., Hub]]:
+    """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
+    started: list[Hub] = []
+
+    def start(extra: str = "", env: dict[str, str] | None = None) -> Hub:
+        client_id, client_secret = f"hub-{len(started)}", secrets.token_hex(24)
+        run_env = {
+            "QUSTODY_OIDC_ISSUER": idp.issuer,
+            "QUSTODY_OIDC_CLIENT_ID": client_id,
+            "QUSTODY_OIDC_CLIENT_SECRET": client_secret,
+            "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+            "QUSTODY_SPAWNER": "local",
+            **(env or {}),
+        }
+        try:
+            hub = launch_hub(
+                tmp_path / f"hub{len(started)}", extra=extra, env=run_env, started=started
+            )
+        except HubError as e:
+            pytest.fail(str(e))
+        idp.add_client(client_id, client_secret, f"{hub.url}hub/oauth_callback")
+        return hub
+
+    yield start
+    for hub in started:
+        hub.stop()
+        if failed(request):
+            print(f"---- hub log {hub.dir} ----\n" + hub.log()[-8000:])

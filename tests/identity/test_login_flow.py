@@ -1,0 +1,103 @@
+"""Browser-less logins through the real provider into a real hub: roles, scopes, refusals."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from identity.conftest import PASSWORD
+from identity.idp import login
+
+pytestmark = pytest.mark.slow
+
+
+def audit_events(hub: Any, type_name: str) -> list[dict[str, Any]]:
+    path = hub.dir / "audit" / "audit.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["data"] for r in records if r["type"] == type_name]
+
+
+def user_scopes(hub: Any, session: requests.Session) -> set[str]:
+    """The scopes the logged-in browser's user holds, as the hub reports them."""
+    xsrf = session.cookies.get("_xsrf", "")
+    response = session.get(f"{hub.url}hub/api/user", headers={"X-XSRFToken": xsrf}, timeout=30)
+    assert response.status_code == 200, response.text
+    return set(response.json()["scopes"])
+
+
+def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
+    hub = oidc_hub()
+    seen: dict[str, tuple[set[str], set[str]]] = {}
+    for name in ("rita", "ivan", "sam", "ada", "audrey"):
+        session = requests.Session()
+        page = login(session, hub.url, name, PASSWORD)
+        assert page.status_code == 200, page.text[:500]
+        assert "jupyterhub-session-id" in session.cookies or session.cookies.get("jupyterhub-hub-login")
+        status, model = hub.api("GET", f"/users/{name}")
+        assert status == 200
+        seen[name] = (set(model["roles"]), user_scopes(hub, session))
+
+    roles, scopes = seen["rita"]
+    assert "researcher" in roles and "admin" not in roles
+    assert "admin:users" not in scopes and "access:servers!user=rita" in scopes
+
+    roles, scopes = seen["ivan"]
+    assert "instructor-course-101" in roles
+    assert "servers!group=course-101" in scopes and "access:servers!group=course-101" in scopes
+    assert not any(s.startswith("servers") and "course-202" in s for s in scopes)
+    assert "admin:users" not in scopes
+
+    roles, scopes = seen["ada"]
+    assert "admin" in roles and "admin:users" in scopes
+
+    roles, scopes = seen["audrey"]
+    assert "auditor" in roles
+    assert "read:users:activity" in scopes
+    assert not any(s.startswith("access:servers") and "!user=audrey" not in s for s in scopes)
+    assert "admin:users" not in scopes and "tokens" not in scopes
+
+    # course membership became hub groups; an instructor reads only their course's users
+    status, group = hub.api("GET", "/groups/course-101")
+    assert status == 200 and set(group["users"]) == {"ivan", "sam"}
+
+    logins = audit_events(hub, "login")
+    assert {e["user"] for e in logins} == {"rita", "ivan", "sam", "ada", "audrey"}
+    assert all("access_token" not in json.dumps(e) for e in logins)
+
+
+def test_user_without_mfa_is_refused_with_a_clear_page(oidc_hub: Any) -> None:
+    hub = oidc_hub()
+    page = login(requests.Session(), hub.url, "nomfa", PASSWORD)
+    assert page.status_code == 403
+    assert "Multi-factor authentication is required" in page.text
+    assert "Traceback" not in page.text
+    assert hub.api("GET", "/users/nomfa")[0] == 404
+    assert [e["reason"] for e in audit_events(hub, "mfa-refused")] == ["mfa-missing"]
+
+
+def test_user_in_no_mapped_group_is_refused(oidc_hub: Any) -> None:
+    hub = oidc_hub()
+    page = login(requests.Session(), hub.url, "outsider", PASSWORD)
+    assert page.status_code == 403
+    assert "not in any group allowed" in page.text
+    assert hub.api("GET", "/users/outsider")[0] == 404
+    assert any(e.get("user") == "outsider" and e["reason"] == "no-role" for e in audit_events(hub, "login-refused"))
+
+
+def test_stricter_acr_for_admins(oidc_hub: Any, idp: Any) -> None:
+    idp.set_user("ada", acr="urn:qustody:acr:mfa")
+    idp.set_user("rita", acr="urn:qustody:acr:mfa")
+    hub = oidc_hub(extra="""
+        c.QustodyAuthenticator.acr_levels = ["urn:qustody:acr:pwd", "urn:qustody:acr:mfa", "urn:qustody:acr:phr"]
+        c.QustodyAuthenticator.role_min_acr = {"admin": "urn:qustody:acr:phr"}
+    """)
+    page = login(requests.Session(), hub.url, "ada", PASSWORD)
+    assert page.status_code == 403 and "stronger sign-in" in page.text
+    assert login(requests.Session(), hub.url, "rita", PASSWORD).status_code == 200
+    idp.set_user("ada", acr="urn:qustody:acr:phr")
+    assert login(requests.Session(), hub.url, "ada", PASSWORD).status_code == 200
+    assert [e["reason"] for e in audit_events(hub, "mfa-refused")] == ["acr-too-low"]
