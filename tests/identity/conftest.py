@@ -40,7 +40,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
 @pytest.fixture
 def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
     try:
-        provider = start_idp(USERS, workdir=tmp_path / "idp", ttl={"AccessToken": 30, "IdToken": 60})
+        provider = start_idp(USERS, workdir=tmp_path / "idp", ttl={"AccessToken": 4, "IdToken": 60})
     except IdpError as e:
         pytest.fail(str(e))
     yield provider

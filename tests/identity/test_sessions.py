@@ -1,0 +1,114 @@
+"""Short sessions and revocation through the real provider and a real hub.
+
+The hub re-validates every ``auth_refresh_age`` seconds with the refresh token (cookie
+requests) and in a sweep (users making no requests): a disabled user, a revoked grant or
+a user removed from every allowed group loses their session, hub tokens and servers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from identity.conftest import PASSWORD
+from identity.idp import login
+from identity.test_login_flow import audit_events
+
+pytestmark = pytest.mark.slow
+
+FAST = """
+c.Authenticator.auth_refresh_age = 2
+c.QustodyAuthenticator.sweep_interval = 2
+c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
+"""
+
+
+def whoami(hub: Any, session: requests.Session) -> requests.Response:
+    return session.get(f"{hub.url}hub/api/user", timeout=30)
+
+
+def auth_state(hub: Any, name: str) -> dict[str, Any]:
+    status, model = hub.api("GET", f"/users/{name}")
+    assert status == 200, model
+    return dict(model.get("auth_state") or {})
+
+
+def test_expired_access_token_is_refreshed(oidc_hub: Any, tmp_path: Path) -> None:
+    hub = oidc_hub(extra=FAST.format(home=tmp_path))
+    session = requests.Session()
+    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    before = auth_state(hub, "rita")
+    assert before["id_token"].count(".") == 2 and before["qustody"]["amr"] == ["pwd", "otp"]
+    time.sleep(5)  # the provider's access tokens live 4 s here
+    response = whoami(hub, session)
+    assert response.status_code == 200 and response.json()["name"] == "rita"
+    after = auth_state(hub, "rita")
+    assert after["access_token"] != before["access_token"]
+    assert after["refresh_token"] != before["refresh_token"]  # rotated
+    assert after["qustody"]["login_at"] == before["qustody"]["login_at"]
+    assert after["qustody"]["access_expires_at"] > time.time()
+    assert any(e["user"] == "rita" for e in audit_events(hub, "session-refreshed"))
+
+
+def test_disabled_user_loses_servers_tokens_and_session_without_requests(
+    oidc_hub: Any, idp: Any, tmp_path: Path
+) -> None:
+    hub = oidc_hub(extra=FAST.format(home=tmp_path))
+    session = requests.Session()
+    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    code, body = hub.api("POST", "/users/rita/server", {"user_options": {"profile": "researcher"}})
+    assert code in (201, 202), body
+    hub.wait_for(
+        lambda: hub.api("GET", "/users/rita")[1]["servers"].get("", {}).get("ready"),
+        timeout=90, what="rita's server",
+    )
+    token = hub.user_token("rita")
+    assert requests.get(f"{hub.api_url}/user", headers={"Authorization": f"token {token}"}, timeout=30).status_code == 200
+
+    idp.set_user("rita", disabled=True)
+    # no request from rita: the sweep must find it within a refresh interval or two
+    hub.wait_for(
+        lambda: not hub.api("GET", "/users/rita")[1]["servers"],
+        timeout=40, what="rita's server stopped by the sweep",
+    )
+    assert requests.get(f"{hub.api_url}/user", headers={"Authorization": f"token {token}"}, timeout=30).status_code == 403
+    assert whoami(hub, session).status_code == 403  # the browser's cookie is void too
+    ended = [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
+    assert ended and ended[0]["reason"] == "idp-disabled" and ended[0]["servers_stopped"] == [""]
+    assert any(e["reason"] == "idp-disabled" for e in audit_events(hub, "token-revoked"))
+    # and logging in again is refused by the provider itself
+    assert "Wrong username or password" in login(requests.Session(), hub.url, "rita", PASSWORD).text
+
+
+def test_revoked_grant_ends_session_at_next_request(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
+    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+    session = requests.Session()
+    assert login(session, hub.url, "sam", PASSWORD).status_code == 200
+    assert idp.revoke("sam") > 0
+    time.sleep(2.5)
+    assert whoami(hub, session).status_code == 403
+    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "sam"] == ["idp-disabled"]
+
+
+def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
+    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+    session = requests.Session()
+    assert login(session, hub.url, "ivan", PASSWORD).status_code == 200
+    assert "instructor-course-101" in hub.api("GET", "/users/ivan")[1]["roles"]
+
+    idp.set_user("ivan", groups=["qustody-researchers"])
+    time.sleep(2.5)
+    assert whoami(hub, session).status_code == 200
+    roles = set(hub.api("GET", "/users/ivan")[1]["roles"])
+    assert "researcher" in roles and not {"instructor", "instructor-course-101"} & roles
+    assert hub.api("GET", "/users/ivan")[1]["groups"] == []
+    changed = [e for e in audit_events(hub, "role-changed") if e["user"] == "ivan"]
+    assert any("instructor-course-101" in e["removed"] for e in changed)
+
+    idp.set_user("ivan", groups=["marketing"])  # no allowed group left
+    time.sleep(2.5)
+    assert whoami(hub, session).status_code == 403
+    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "ivan"] == ["group-removed"]
