@@ -51,7 +51,7 @@ c.AuditLog.key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", f"{STATE}/audit.k
 c.AuditLog.create_key_file = "QUSTODY_AUDIT_KEY_FILE" not in os.environ
 
 # -- identity: OIDC (QUSTODY_OIDC_*, docs/identity.md); else the tests' shared password ---
-oidc = configure_oidc(c)
+oidc = configure_oidc(c, state_dir=STATE)
 password = os.environ.get("QUSTODY_DEMO_PASSWORD", "")
 if not oidc and not password:
     raise SystemExit(

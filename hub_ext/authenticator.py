@@ -44,14 +44,14 @@ from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id
 
 CRYPT_KEY_MESSAGE = (
     "QustodyAuthenticator keeps identity tokens in auth_state, which must be encrypted: set "
-    "JUPYTERHUB_CRYPT_KEY (e.g. `openssl rand -hex 32`) in the hub's environment. Only a demo "
-    "may run without it (QustodyAuthenticator.demo_mode = True)."
+    "JUPYTERHUB_CRYPT_KEY (e.g. `openssl rand -hex 32`) in the hub's environment. Only the "
+    "demo (QUSTODY_DEMO_MODE=1) generates one for you."
 )
 
 
-def require_crypt_key(demo_mode: bool) -> None:
-    """Refuse to run without an auth_state encryption key, unless in demo mode."""
-    if not os.environ.get("JUPYTERHUB_CRYPT_KEY", "").strip() and not demo_mode:
+def require_crypt_key() -> None:
+    """Refuse to run without an auth_state encryption key."""
+    if not os.environ.get("JUPYTERHUB_CRYPT_KEY", "").strip():
         raise ValueError(CRYPT_KEY_MESSAGE)
 
 
@@ -65,7 +65,7 @@ class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
 
     async def get(self) -> None:
         authenticator: QustodyAuthenticator = self.authenticator
-        await authenticator.discover_or_page(self)
+        await authenticator.discover_or_page(self, force=True)
         state: dict[str, Any] = {
             "state_id": self._generate_state_id(),
             "next_url": self._get_next_url(),
@@ -195,12 +195,6 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         help="""Seconds between sweeps that refresh users with running servers or hub
         tokens but no requests, so revocation at the provider reaches them too. 0: off.""",
     )
-    demo_mode = Bool(
-        False,
-        config=True,
-        help="""Demo only: allow starting without JUPYTERHUB_CRYPT_KEY (auth_state then is
-        not persisted encrypted). Never set it on a real hub.""",
-    )
     role_extra_scopes = Dict(
         key_trait=Unicode(),
         value_trait=List(Unicode()),
@@ -253,7 +247,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # cross-setting checks once, at start-up
-        require_crypt_key(self.demo_mode)
+        require_crypt_key()
         if not self.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise ValueError(
                 "QustodyAuthenticator.issuer must be an https:// URL (http only on loopback)"
@@ -295,21 +289,23 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             raise ProviderUnavailable(f"{url}: not a JSON object")
         return body
 
-    async def discover(self) -> None:
-        """Read the provider's endpoints and keys location (once; again after a failure)."""
-        if self._metadata:
+    async def discover(self, force: bool = False) -> None:
+        """Read the provider's endpoints and keys location (cached; ``force``: fetch again,
+        which the login page does so a provider outage shows as a clear page)."""
+        if self._metadata and not force:
             return
         meta = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
         if meta.get("issuer") != self.issuer:
             raise ProviderUnavailable("the discovery document names another issuer")
         self.authorize_url = meta["authorization_endpoint"]
         self.token_url = meta["token_endpoint"]
-        self._jwks = JwksCache(meta["jwks_uri"], self._get_json)
+        if self._jwks is None or self._jwks.jwks_uri != meta["jwks_uri"]:
+            self._jwks = JwksCache(meta["jwks_uri"], self._get_json)
         self._metadata = meta
 
-    async def discover_or_page(self, handler: Any) -> None:
+    async def discover_or_page(self, handler: Any, force: bool = False) -> None:
         try:
-            await self.discover()
+            await self.discover(force)
         except ProviderUnavailable as e:
             self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
             self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hub_ext.authenticator import require_crypt_key
@@ -23,10 +25,21 @@ DEFAULT_GROUP_ROLES = {
 }
 
 
-def configure_oidc(c: Any, environ: Mapping[str, str] | None = None) -> bool:
+def demo_crypt_key(state_dir: Path) -> str:
+    """The demo's auth_state key: created once (0600) in the state directory."""
+    path = state_dir / "jupyterhub_crypt_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def configure_oidc(c: Any, environ: Mapping[str, str] | None = None, state_dir: str = ".demo") -> bool:
     """Configure ``c`` for OIDC when ``QUSTODY_OIDC_ISSUER`` is set; True if it did.
 
-    Raises SystemExit with a clear message on a missing client secret or crypt key.
+    Raises SystemExit with a clear message on a missing client secret or crypt key. In
+    demo mode (``QUSTODY_DEMO_MODE=1``) a missing crypt key is generated in ``state_dir``.
     """
     env = os.environ if environ is None else environ
     issuer = env.get("QUSTODY_OIDC_ISSUER", "")
@@ -40,8 +53,10 @@ def configure_oidc(c: Any, environ: Mapping[str, str] | None = None) -> bool:
             "jupyterhub_config.py: QUSTODY_OIDC_ISSUER is set but QUSTODY_OIDC_CLIENT_ID or "
             "QUSTODY_OIDC_CLIENT_SECRET is missing: set both (from the provider's client registration)."
         )
+    if demo and not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
+        os.environ["JUPYTERHUB_CRYPT_KEY"] = demo_crypt_key(Path(state_dir))
     try:
-        require_crypt_key(demo)
+        require_crypt_key()
     except ValueError as e:
         raise SystemExit(f"jupyterhub_config.py: {e}") from None
     try:
@@ -54,7 +69,6 @@ def configure_oidc(c: Any, environ: Mapping[str, str] | None = None) -> bool:
     a.client_id = client_id
     a.client_secret = secret
     a.group_roles = group_roles or DEFAULT_GROUP_ROLES
-    a.demo_mode = demo
     if env.get("QUSTODY_OIDC_ACR_LEVELS"):
         a.acr_levels = env["QUSTODY_OIDC_ACR_LEVELS"].split()
     # bounded hub-side lifetimes: browser cookie and server OAuth tokens no longer than a

@@ -1,0 +1,105 @@
+"""Decision table: (groups, amr/acr, configuration) → allowed? roles? refusal reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hub_ext.identity.policy import (
+    MfaRule,
+    assurance,
+    decide,
+    meets,
+    validate_group_roles,
+    validate_mfa,
+)
+from hub_ext.identity.roles import roles_for
+
+GROUPS = {
+    "qustody-students": "student",
+    "qustody-researchers": "researcher",
+    "qustody-instructors": "instructor",
+    "qustody-admins": "admin",
+    "qustody-auditors": "auditor",
+}
+LEVELS = ("urn:acr:pwd", "urn:acr:mfa", "urn:acr:phr")
+AMR = MfaRule(amr_values=frozenset({"mfa", "otp", "hwk"}))
+AMR_ADMIN_PHR = MfaRule(
+    amr_values=frozenset({"mfa", "otp", "hwk"}), acr_levels=LEVELS, role_min_acr={"admin": "urn:acr:phr"}
+)
+ACR_ONLY = MfaRule(acr_levels=LEVELS, min_acr="urn:acr:mfa")
+
+
+@pytest.mark.parametrize(
+    ("claims", "rule", "allowed", "roles", "reason"),
+    [
+        ({"groups": ["qustody-researchers"], "amr": ["pwd", "otp"]}, AMR, True, ("researcher",), ""),
+        ({"groups": ["qustody-researchers"], "amr": ["pwd"]}, AMR, False, ("researcher",), "mfa-missing"),
+        ({"groups": ["qustody-researchers"]}, AMR, False, ("researcher",), "mfa-missing"),
+        ({"groups": ["qustody-researchers"], "amr": "otp"}, AMR, True, ("researcher",), ""),
+        ({"groups": ["marketing"], "amr": ["mfa"]}, AMR, False, (), "no-role"),
+        ({"groups": [], "amr": ["mfa"]}, AMR, False, (), "no-role"),
+        ({"amr": ["mfa"]}, AMR, False, (), "no-role"),
+        ({"groups": "qustody-admins", "amr": ["hwk"]}, AMR, True, ("admin",), ""),
+        ({"groups": ["qustody-admins", "qustody-researchers"], "amr": ["hwk"]}, AMR, True, ("admin", "researcher"), ""),
+        ({"groups": ["qustody-admins"], "amr": ["hwk"], "acr": "urn:acr:mfa"}, AMR_ADMIN_PHR, False, ("admin",), "acr-too-low"),
+        ({"groups": ["qustody-admins"], "amr": ["hwk"]}, AMR_ADMIN_PHR, False, ("admin",), "acr-too-low"),
+        ({"groups": ["qustody-admins"], "amr": ["hwk"], "acr": "urn:acr:phr"}, AMR_ADMIN_PHR, True, ("admin",), ""),
+        ({"groups": ["qustody-researchers"], "amr": ["otp"], "acr": "urn:acr:pwd"}, AMR_ADMIN_PHR, True, ("researcher",), ""),
+        ({"groups": ["qustody-auditors"], "acr": "urn:acr:mfa"}, ACR_ONLY, True, ("auditor",), ""),
+        ({"groups": ["qustody-auditors"], "acr": "urn:acr:pwd"}, ACR_ONLY, False, ("auditor",), "acr-too-low"),
+        ({"groups": ["qustody-auditors"], "acr": "urn:acr:unknown"}, ACR_ONLY, False, ("auditor",), "acr-too-low"),
+        ({"groups": ["qustody-auditors"], "amr": ["mfa"]}, ACR_ONLY, False, ("auditor",), "acr-too-low"),
+    ],
+)
+def test_decision_table(claims: dict[str, Any], rule: MfaRule, allowed: bool, roles: tuple[str, ...], reason: str) -> None:
+    decision = decide(claims, GROUPS, rule)
+    assert (decision.allowed, decision.roles, decision.reason) == (allowed, roles, reason)
+    if not allowed:
+        assert decision.message and decision.audit_type in {"login-refused", "mfa-refused"}
+
+
+def test_course_groups_and_instructor_roles_are_scoped_to_the_course() -> None:
+    decision = decide(
+        {"groups": ["qustody-instructors", "course-101", "course-BAD!", "other"], "amr": ["otp"]}, GROUPS, AMR
+    )
+    assert decision.courses == ("course-101",)
+    specs = {r["name"]: r for r in roles_for(decision.roles, decision.courses, {})}
+    assert set(specs) == {"user", "instructor", "instructor-course-101"}
+    assert all(s.endswith("!group=course-101") for s in specs["instructor-course-101"]["scopes"])
+    # students get the course as a hub group but no instructor role
+    student = decide({"groups": ["qustody-students", "course-101"], "amr": ["otp"]}, GROUPS, AMR)
+    assert student.courses == ("course-101",)
+    assert {r["name"] for r in roles_for(student.roles, student.courses, {})} == {"user", "student"}
+
+
+def test_auditor_and_custom_scopes() -> None:
+    specs = {r["name"]: r for r in roles_for(("auditor",), (), {"auditor": ["custom:audit:read"]})}
+    scopes = set(specs["auditor"]["scopes"])
+    assert "custom:audit:read" in scopes and "read:users:activity" in scopes
+    assert not {s for s in scopes if s.startswith(("access:", "servers", "tokens", "admin"))}
+
+
+def test_assurance_is_readable_for_step_up() -> None:
+    state = {"qustody": {"amr": ["pwd", "hwk"], "acr": "urn:acr:mfa", "auth_time": 1.0, "roles": ["researcher"]}}
+    level = assurance(state)
+    assert level is not None and level.amr == ("pwd", "hwk") and level.roles == ("researcher",)
+    assert meets(state, AMR_ADMIN_PHR, "urn:acr:mfa")
+    assert not meets(state, AMR_ADMIN_PHR, "urn:acr:phr")
+    assert assurance(None) is None and not meets({}, AMR_ADMIN_PHR, "urn:acr:pwd")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: validate_group_roles({"g": "superuser"}), "unknown roles"),
+        (lambda: validate_mfa(MfaRule(), allow_no_mfa=False), "no MFA requirement"),
+        (lambda: validate_mfa(MfaRule(acr_levels=LEVELS, min_acr="urn:x"), False), "not in acr_levels"),
+        (lambda: validate_mfa(MfaRule(frozenset({"otp"}), LEVELS, role_min_acr={"root": "urn:acr:phr"}), False), "unknown roles"),
+    ],
+)
+def test_bad_configuration_is_refused(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+    validate_mfa(MfaRule(), allow_no_mfa=True)
