@@ -18,6 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hub_ext.identity.demo_idp import start_demo_idp
+from hub_ext.identity.provider_process import ProviderError
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "qustody/singleuser:latest"
 
@@ -72,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         "QUSTODY_IMAGE_DIGEST": digest,
         "PATH": f"{ROOT / 'tools' / 'proxy' / 'node_modules' / '.bin'}:{os.environ['PATH']}",
     }
+    try:  # OIDC login through the repository's provider (make idp-deps installs it)
+        idp = start_demo_idp(state, f"http://127.0.0.1:{port}/")
+    except ProviderError as e:
+        raise SystemExit(f"demo: {e}") from None
+    env.update(idp.env)
     mode = (
         f"hardened Docker containers, image {digest[:19]}"
         if digest
@@ -80,18 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n  Qustody demo: http://127.0.0.1:{port}/\n"
         f"  Servers: {mode}\n"
-        f"  Logins (demo passwords, generated for this run):\n"
-        f"    alice  student     password {password}   (1 CPU, 1 GiB, idle 30 min, at most 4 h)\n"
-        f"    bob    researcher  password {password}   (2 CPU, 4 GiB, idle 4 h, at most 12 h)\n"
-        f"    admin  admin       password {admin_password}\n"
-        "           (hub admin; researcher or admin profile)\n"
+        f"{idp.banner}\n"
         "  Stop with Ctrl-C.\n",
         flush=True,
     )
     hub = str(Path(sys.executable).with_name("jupyterhub"))
     config = str(ROOT / "jupyterhub_config.py")
-    os.chdir(state)
-    os.execve(hub, [hub, "-f", config], env)  # noqa: S606 - fixed argv, no shell
+    try:  # a child, not exec: the provider must stop with the hub
+        return subprocess.run([hub, "-f", config], env=env, cwd=state, check=False).returncode  # noqa: S603
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        idp.provider.stop()
 
 
 if __name__ == "__main__":
