@@ -49,7 +49,7 @@ bench: $(STAMP) system-deps ## run the benchmarks (prints figures; not part of m
 	$(BIN)/python benchmarks/bench_save.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_qpu.py
-	$(MAKE) --no-print-directory bench-spawn
+	$(MAKE) --no-print-directory bench-spawn bench-login
 
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
@@ -119,3 +119,7 @@ $(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
 		|| { echo "idp-deps: install Node.js 20 and npm (apt-get install nodejs npm)" >&2; exit 1; }
 	cd $(IDP_DIR) && npm ci --no-audit --no-fund
 	touch $@
+
+.PHONY: bench-login
+bench-login: $(STAMP) proxy-deps idp-deps ## OIDC login round trip and refresh overhead (real provider and hub)
+	PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/bench_login.py
