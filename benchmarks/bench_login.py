@@ -88,13 +88,21 @@ c.QustodyAuthenticator.sweep_interval = 0
         idp.stop()
 
     ms = 1000
-    print(f"login round trip over {args.n} logins: p50 {pct(logins, 50) * ms:.1f} ms, "
-          f"p95 {pct(logins, 95) * ms:.1f} ms, max {max(logins) * ms:.1f} ms")
+    print(
+        f"login round trip over {args.n} logins: p50 {pct(logins, 50) * ms:.1f} ms, "
+        f"p95 {pct(logins, 95) * ms:.1f} ms, max {max(logins) * ms:.1f} ms"
+    )
     r50, p50 = statistics.median(refreshed), statistics.median(plain)
-    print(f"request with refresh  ({args.m}): p50 {r50 * ms:.1f} ms, p95 {pct(refreshed, 95) * ms:.1f} ms")
-    print(f"request without refresh ({args.m}): p50 {p50 * ms:.1f} ms, p95 {pct(plain, 95) * ms:.1f} ms")
-    print(f"refresh overhead per refreshed request: +{(r50 - p50) * ms:.1f} ms (x{r50 / p50:.2f}); "
-          f"hub logged {refreshes} refreshes")
+    print(
+        f"request with refresh  ({args.m}): p50 {r50 * ms:.1f} ms, p95 {pct(refreshed, 95) * ms:.1f} ms"
+    )
+    print(
+        f"request without refresh ({args.m}): p50 {p50 * ms:.1f} ms, p95 {pct(plain, 95) * ms:.1f} ms"
+    )
+    print(
+        f"refresh overhead per refreshed request: +{(r50 - p50) * ms:.1f} ms (x{r50 / p50:.2f}); "
+        f"hub logged {refreshes} refreshes"
+    )
     return 0
 
 

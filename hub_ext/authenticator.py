@@ -96,7 +96,10 @@ class QustodyCallbackHandler(OAuthCallbackHandler):  # type: ignore[misc]
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
             self.log.warning(
-                "%d %s %s: %s", value.status_code, self.request.method, self.request.path,
+                "%d %s %s: %s",
+                value.status_code,
+                self.request.method,
+                self.request.path,
                 value.log_message,
             )
         else:
@@ -322,13 +325,17 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         nonce = _deserialize_state(cookie).get("nonce") if cookie else None
         if not nonce:
             self._emit_refusal(handler, None, "state-mismatch", "login state missing")
-            raise web.HTTPError(400, "The sign-in state is missing or expired. Start the login again.")
+            raise web.HTTPError(
+                400, "The sign-in state is missing or expired. Start the login again."
+            )
         params = self.build_access_tokens_request_params(handler, data)
         try:
             token_info = await self.get_token_info(handler, params)
         except (ProviderUnavailable, OSError) as e:
             self._emit_refusal(handler, None, "idp-error", "token endpoint unreachable")
-            raise web.HTTPError(503, "The identity provider did not answer; try again later.") from e
+            raise web.HTTPError(
+                503, "The identity provider did not answer; try again later."
+            ) from e
         except HTTPClientError as e:
             self._emit_refusal(handler, None, "idp-error", f"token endpoint said HTTP {e.code}")
             raise web.HTTPError(
@@ -340,7 +347,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             raise web.HTTPError(403, decision.message)
         return self._auth_model(token_info, claims, decision, login_at=time.time())
 
-    async def _verified(self, handler: Any, token_info: dict[str, Any], nonce: str | None) -> dict[str, Any]:
+    async def _verified(
+        self, handler: Any, token_info: dict[str, Any], nonce: str | None
+    ) -> dict[str, Any]:
         assert self._jwks is not None
         raw = token_info.get("id_token")
         try:
@@ -388,7 +397,11 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         return str(self.normalize_username(str(name)))
 
     def _auth_model(
-        self, token_info: dict[str, Any], claims: dict[str, Any], decision: Decision, login_at: float
+        self,
+        token_info: dict[str, Any],
+        claims: dict[str, Any],
+        decision: Decision,
+        login_at: float,
     ) -> dict[str, Any]:
         now = time.time()
         auth_state = {
@@ -466,8 +479,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     def _emit_refusal(self, handler: Any, user: str | None, reason: str, detail: str) -> None:
         hub_emit(
             "login-refused",
-            {**({"user": user} if user else {}), **self._ip(handler), "reason": reason,
-             "detail": detail, "idp": self.issuer},
+            {
+                **({"user": user} if user else {}),
+                **self._ip(handler),
+                "reason": reason,
+                "detail": detail,
+                "idp": self.issuer,
+            },
         )
 
     # -- refresh and revocation ----------------------------------------------------------
@@ -510,7 +528,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             return False
         decision = self._decide(handler, claims)
         if not decision.allowed:
-            await self._end(user, "group-removed" if decision.reason == "no-role" else "refresh-failed")
+            await self._end(
+                user, "group-removed" if decision.reason == "no-role" else "refresh-failed"
+            )
             return False
         model = self._auth_model(token_info, claims, decision, login_at=record["login_at"])
         self._emit_role_change(user, model)

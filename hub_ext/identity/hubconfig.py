@@ -35,7 +35,9 @@ def demo_crypt_key(state_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def configure_oidc(c: Any, environ: Mapping[str, str] | None = None, state_dir: str = ".demo") -> bool:
+def configure_oidc(
+    c: Any, environ: Mapping[str, str] | None = None, state_dir: str = ".demo"
+) -> bool:
     """Configure ``c`` for OIDC when ``QUSTODY_OIDC_ISSUER`` is set; True if it did.
 
     Raises SystemExit with a clear message on a missing client secret or crypt key. In
@@ -51,7 +53,8 @@ def configure_oidc(c: Any, environ: Mapping[str, str] | None = None, state_dir: 
     if not client_id or not secret:
         raise SystemExit(
             "jupyterhub_config.py: QUSTODY_OIDC_ISSUER is set but QUSTODY_OIDC_CLIENT_ID or "
-            "QUSTODY_OIDC_CLIENT_SECRET is missing: set both (from the provider's client registration)."
+            "QUSTODY_OIDC_CLIENT_SECRET is missing: set both (from the provider's client "
+            "registration)."
         )
     if demo and not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
         os.environ["JUPYTERHUB_CRYPT_KEY"] = demo_crypt_key(Path(state_dir))
@@ -62,7 +65,9 @@ def configure_oidc(c: Any, environ: Mapping[str, str] | None = None, state_dir: 
     try:
         group_roles = json.loads(env.get("QUSTODY_OIDC_GROUP_ROLES", "") or "null")
     except ValueError:
-        raise SystemExit("jupyterhub_config.py: QUSTODY_OIDC_GROUP_ROLES must be a JSON object") from None
+        raise SystemExit(
+            "jupyterhub_config.py: QUSTODY_OIDC_GROUP_ROLES must be a JSON object"
+        ) from None
     a = c.QustodyAuthenticator
     c.JupyterHub.authenticator_class = "qustody"
     a.issuer = issuer

@@ -66,7 +66,9 @@ def decide(
     groups = claim_list(claims, groups_claim)
     roles = tuple(sorted({group_roles[g] for g in groups if g in group_roles}))
     courses = tuple(
-        sorted(g for g in groups if course_prefix and g.startswith(course_prefix) and _COURSE.match(g))
+        sorted(
+            g for g in groups if course_prefix and g.startswith(course_prefix) and _COURSE.match(g)
+        )
     )
     if not roles:
         return Decision(

@@ -46,7 +46,9 @@ class ProviderProcess:
 def node() -> str:
     path = shutil.which("node")
     if path is None:
-        raise ProviderError("node is not installed: install Node.js 20 (`make idp-deps` as root does)")
+        raise ProviderError(
+            "node is not installed: install Node.js 20 (`make idp-deps` as root does)"
+        )
     if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
         raise ProviderError("oidc-provider is not installed: run `make idp-deps`")
     return path
@@ -62,8 +64,14 @@ def start_provider(
     """Start the provider; returns once it prints its ready line."""
     workdir.mkdir(parents=True, exist_ok=True)
     admin_token = secrets.token_hex(32)
-    config = {"host": "127.0.0.1", "port": 0, "admin_token": admin_token, "users": users,
-              "clients": clients or [], "ttl": ttl or {}}
+    config = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "admin_token": admin_token,
+        "users": users,
+        "clients": clients or [],
+        "ttl": ttl or {},
+    }
     config_path = workdir / "idp.json"
     config_path.unlink(missing_ok=True)
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -73,7 +81,10 @@ def start_provider(
     with log_path.open("w") as log:
         process = subprocess.Popen(  # noqa: S603 - fixed argv
             [node(), str(IDP_DIR / "provider.mjs"), str(config_path)],
-            cwd=IDP_DIR, stdout=subprocess.PIPE, stderr=log, text=True,
+            cwd=IDP_DIR,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
         )
     assert process.stdout is not None
     started = time.monotonic()

@@ -47,7 +47,10 @@ async def end_session(app: Any, user: Any, reason: str, log: logging.Logger) -> 
     await user.save_auth_state(None)
     log.warning(
         "identity: session of %s ended (%s): %d server(s) stopped, %d hub token(s) revoked",
-        user.name, reason, len(stopped), len(tokens),
+        user.name,
+        reason,
+        len(stopped),
+        len(tokens),
     )
     for token in tokens:
         hub_emit(

@@ -63,7 +63,9 @@ class JwksCache:
         ):
             await self.refresh()
         if kid not in self.keys:
-            raise IdTokenError("invalid-token", "the ID token is signed with a key the provider does not publish")
+            raise IdTokenError(
+                "invalid-token", "the ID token is signed with a key the provider does not publish"
+            )
         return self.keys[kid]
 
 
@@ -114,7 +116,9 @@ async def verify_id_token(
         raise IdTokenError("invalid-token", f"the ID token is invalid ({type(e).__name__})") from e
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     if len(audiences) > 1 and claims.get("azp") != expected.audience:
-        raise IdTokenError("audience-mismatch", "the ID token names several audiences but not us as azp")
+        raise IdTokenError(
+            "audience-mismatch", "the ID token names several audiences but not us as azp"
+        )
     if time.time() - float(claims["iat"]) > expected.max_age + expected.leeway:
         raise IdTokenError("token-expired", "the ID token was issued too long ago")
     if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):

@@ -21,9 +21,21 @@ PASSWORD = "correct horse battery staple"
 USERS: dict[str, dict[str, Any]] = {
     "rita": {"password": PASSWORD, "groups": ["qustody-researchers"], "amr": ["pwd", "otp"]},
     "nomfa": {"password": PASSWORD, "groups": ["qustody-researchers"], "amr": ["pwd"]},
-    "ivan": {"password": PASSWORD, "groups": ["qustody-instructors", "course-101"], "amr": ["pwd", "hwk"]},
-    "sam": {"password": PASSWORD, "groups": ["qustody-students", "course-101"], "amr": ["pwd", "otp"]},
-    "tess": {"password": PASSWORD, "groups": ["qustody-students", "course-202"], "amr": ["pwd", "otp"]},
+    "ivan": {
+        "password": PASSWORD,
+        "groups": ["qustody-instructors", "course-101"],
+        "amr": ["pwd", "hwk"],
+    },
+    "sam": {
+        "password": PASSWORD,
+        "groups": ["qustody-students", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
+    "tess": {
+        "password": PASSWORD,
+        "groups": ["qustody-students", "course-202"],
+        "amr": ["pwd", "otp"],
+    },
     "ada": {"password": PASSWORD, "groups": ["qustody-admins"], "amr": ["pwd", "hwk"]},
     "audrey": {"password": PASSWORD, "groups": ["qustody-auditors"], "amr": ["pwd", "otp"]},
     "outsider": {"password": PASSWORD, "groups": ["marketing"], "amr": ["pwd", "otp"]},
@@ -50,7 +62,9 @@ def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
 
 
 @pytest.fixture
-def oidc_hub(tmp_path: Path, idp: Idp, request: pytest.FixtureRequest) -> Iterator[Callable[..., Hub]]:
+def oidc_hub(
+    tmp_path: Path, idp: Idp, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Hub]]:
     """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
     started: list[Hub] = []
 

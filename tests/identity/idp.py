@@ -16,7 +16,6 @@ import requests
 
 from hub_ext.identity.provider_process import ProviderError, ProviderProcess, start_provider
 
-
 IdpError = ProviderError
 
 
@@ -50,7 +49,11 @@ class Idp:
     def add_client(self, client_id: str, client_secret: str, redirect_uri: str) -> None:
         self.admin(
             "clients",
-            {"client_id": client_id, "client_secret": client_secret, "redirect_uris": [redirect_uri]},
+            {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "redirect_uris": [redirect_uri],
+            },
         )
 
     def log(self) -> str:

@@ -25,8 +25,20 @@ def test_demo_prints_working_oidc_logins(tmp_path: Path) -> None:
     out = tmp_path / "demo.out"
     with out.open("w") as sink:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "hub_ext.demo", "--state", str(tmp_path / "state"), "--port", "0"],
-            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "hub_ext.demo",
+                "--state",
+                str(tmp_path / "state"),
+                "--port",
+                "0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 90

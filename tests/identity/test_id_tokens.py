@@ -41,7 +41,14 @@ class Keys:
 
     def sign(self, kid: str, **overrides: Any) -> str:
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": CLIENT, "sub": "rita", "iat": now, "exp": now + 60, "nonce": NONCE}
+        claims = {
+            "iss": ISSUER,
+            "aud": CLIENT,
+            "sub": "rita",
+            "iat": now,
+            "exp": now + 60,
+            "nonce": NONCE,
+        }
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
         key, alg = self.private[kid]
@@ -97,19 +104,66 @@ def test_valid_token_verifies(keys: tuple[Keys, str]) -> None:
     [
         (lambda s: s.sign("k1", aud="another-client"), "audience-mismatch"),
         (lambda s: s.sign("k1", iss="https://evil.example.test"), "issuer-mismatch"),
-        (lambda s: s.sign("k1", exp=int(time.time()) - 120, iat=int(time.time()) - 180), "token-expired"),
-        (lambda s: s.sign("k1", iat=int(time.time()) - 3600, exp=int(time.time()) + 60), "token-expired"),
+        (
+            lambda s: s.sign("k1", exp=int(time.time()) - 120, iat=int(time.time()) - 180),
+            "token-expired",
+        ),
+        (
+            lambda s: s.sign("k1", iat=int(time.time()) - 3600, exp=int(time.time()) + 60),
+            "token-expired",
+        ),
         (lambda s: s.sign("k1", nonce="replayed-nonce"), "invalid-token"),
         (lambda s: s.sign("k1", nonce=None), "invalid-token"),
         (lambda s: s.sign("k1", aud=[CLIENT, "other"]), "audience-mismatch"),
         (lambda s: s.sign("k1", exp=None), "invalid-token"),
         (lambda s: s.sign("k1")[:-8] + "AAAAAAAA", "invalid-token"),  # tampered signature
-        (lambda s: jwt.encode({"iss": ISSUER, "aud": CLIENT, "sub": "x", "iat": int(time.time()), "exp": int(time.time()) + 60, "nonce": NONCE}, None, algorithm="none"), "invalid-token"),
-        (lambda s: jwt.encode({"iss": ISSUER, "aud": CLIENT, "sub": "x", "iat": int(time.time()), "exp": int(time.time()) + 60, "nonce": NONCE}, "client-secret-guess-of-32-bytes!!", algorithm="HS256", headers={"kid": "k1"}), "invalid-token"),
+        (
+            lambda s: jwt.encode(
+                {
+                    "iss": ISSUER,
+                    "aud": CLIENT,
+                    "sub": "x",
+                    "iat": int(time.time()),
+                    "exp": int(time.time()) + 60,
+                    "nonce": NONCE,
+                },
+                None,
+                algorithm="none",
+            ),
+            "invalid-token",
+        ),
+        (
+            lambda s: jwt.encode(
+                {
+                    "iss": ISSUER,
+                    "aud": CLIENT,
+                    "sub": "x",
+                    "iat": int(time.time()),
+                    "exp": int(time.time()) + 60,
+                    "nonce": NONCE,
+                },
+                "client-secret-guess-of-32-bytes!!",
+                algorithm="HS256",
+                headers={"kid": "k1"},
+            ),
+            "invalid-token",
+        ),
         ("not a jwt", "invalid-token"),
     ],
-    ids=["wrong-aud", "wrong-iss", "expired", "issued-long-ago", "wrong-nonce", "no-nonce",
-         "multi-aud-no-azp", "no-exp", "tampered", "alg-none", "hs256-secret", "garbage"],
+    ids=[
+        "wrong-aud",
+        "wrong-iss",
+        "expired",
+        "issued-long-ago",
+        "wrong-nonce",
+        "no-nonce",
+        "multi-aud-no-azp",
+        "no-exp",
+        "tampered",
+        "alg-none",
+        "hs256-secret",
+        "garbage",
+    ],
 )
 def test_bad_tokens_are_refused(keys: tuple[Keys, str], make: Any, reason: str) -> None:
     store, url = keys
@@ -121,7 +175,7 @@ def test_bad_tokens_are_refused(keys: tuple[Keys, str], make: Any, reason: str) 
 
 
 def test_forged_token_signed_with_an_unpublished_key_is_refused(keys: tuple[Keys, str]) -> None:
-    store, url = keys
+    _, url = keys
     # the attacker reuses the provider's kid with their own key
     forger = Keys()
     forger.add("k1", rsa.generate_private_key(public_exponent=65537, key_size=2048), publish=False)
@@ -132,7 +186,9 @@ def test_forged_token_signed_with_an_unpublished_key_is_refused(keys: tuple[Keys
         verify(forger.sign("k-unknown"), JwksCache(url, fetch_json))
 
 
-def test_rotated_key_is_fetched_once_and_unknown_kids_are_rate_limited(keys: tuple[Keys, str]) -> None:
+def test_rotated_key_is_fetched_once_and_unknown_kids_are_rate_limited(
+    keys: tuple[Keys, str],
+) -> None:
     store, url = keys
     jwks = JwksCache(url, fetch_json, min_refetch_interval=0)
     verify(store.sign("k1"), jwks)
@@ -153,4 +209,15 @@ def test_rotated_key_is_fetched_once_and_unknown_kids_are_rate_limited(keys: tup
 
 def _unknown_kid(store: Keys) -> str:
     key, alg = store.private["k1"]
-    return jwt.encode({"iss": ISSUER, "aud": CLIENT, "sub": "x", "iat": int(time.time()), "exp": int(time.time()) + 60}, key, algorithm=alg, headers={"kid": "never-published"})
+    return jwt.encode(
+        {
+            "iss": ISSUER,
+            "aud": CLIENT,
+            "sub": "x",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+        },
+        key,
+        algorithm=alg,
+        headers={"kid": "never-published"},
+    )

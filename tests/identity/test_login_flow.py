@@ -36,7 +36,9 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
         session = requests.Session()
         page = login(session, hub.url, name, PASSWORD)
         assert page.status_code == 200, page.text[:500]
-        assert "jupyterhub-session-id" in session.cookies or session.cookies.get("jupyterhub-hub-login")
+        assert "jupyterhub-session-id" in session.cookies or session.cookies.get(
+            "jupyterhub-hub-login"
+        )
         status, model = hub.api("GET", f"/users/{name}")
         assert status == 200
         seen[name] = (set(model["roles"]), user_scopes(hub, session))
@@ -85,16 +87,21 @@ def test_user_in_no_mapped_group_is_refused(oidc_hub: Any) -> None:
     assert page.status_code == 403
     assert "not in any group allowed" in page.text
     assert hub.api("GET", "/users/outsider")[0] == 404
-    assert any(e.get("user") == "outsider" and e["reason"] == "no-role" for e in audit_events(hub, "login-refused"))
+    assert any(
+        e.get("user") == "outsider" and e["reason"] == "no-role"
+        for e in audit_events(hub, "login-refused")
+    )
 
 
 def test_stricter_acr_for_admins(oidc_hub: Any, idp: Any) -> None:
     idp.set_user("ada", acr="urn:qustody:acr:mfa")
     idp.set_user("rita", acr="urn:qustody:acr:mfa")
-    hub = oidc_hub(extra="""
+    hub = oidc_hub(
+        extra="""
         c.QustodyAuthenticator.acr_levels = ["urn:qustody:acr:pwd", "urn:qustody:acr:mfa", "urn:qustody:acr:phr"]
         c.QustodyAuthenticator.role_min_acr = {"admin": "urn:qustody:acr:phr"}
-    """)
+    """
+    )
     page = login(requests.Session(), hub.url, "ada", PASSWORD)
     assert page.status_code == 403 and "stronger sign-in" in page.text
     assert login(requests.Session(), hub.url, "rita", PASSWORD).status_code == 200

@@ -26,7 +26,9 @@ GROUPS = {
 LEVELS = ("urn:acr:pwd", "urn:acr:mfa", "urn:acr:phr")
 AMR = MfaRule(amr_values=frozenset({"mfa", "otp", "hwk"}))
 AMR_ADMIN_PHR = MfaRule(
-    amr_values=frozenset({"mfa", "otp", "hwk"}), acr_levels=LEVELS, role_min_acr={"admin": "urn:acr:phr"}
+    amr_values=frozenset({"mfa", "otp", "hwk"}),
+    acr_levels=LEVELS,
+    role_min_acr={"admin": "urn:acr:phr"},
 )
 ACR_ONLY = MfaRule(acr_levels=LEVELS, min_acr="urn:acr:mfa")
 
@@ -34,26 +36,88 @@ ACR_ONLY = MfaRule(acr_levels=LEVELS, min_acr="urn:acr:mfa")
 @pytest.mark.parametrize(
     ("claims", "rule", "allowed", "roles", "reason"),
     [
-        ({"groups": ["qustody-researchers"], "amr": ["pwd", "otp"]}, AMR, True, ("researcher",), ""),
-        ({"groups": ["qustody-researchers"], "amr": ["pwd"]}, AMR, False, ("researcher",), "mfa-missing"),
+        (
+            {"groups": ["qustody-researchers"], "amr": ["pwd", "otp"]},
+            AMR,
+            True,
+            ("researcher",),
+            "",
+        ),
+        (
+            {"groups": ["qustody-researchers"], "amr": ["pwd"]},
+            AMR,
+            False,
+            ("researcher",),
+            "mfa-missing",
+        ),
         ({"groups": ["qustody-researchers"]}, AMR, False, ("researcher",), "mfa-missing"),
         ({"groups": ["qustody-researchers"], "amr": "otp"}, AMR, True, ("researcher",), ""),
         ({"groups": ["marketing"], "amr": ["mfa"]}, AMR, False, (), "no-role"),
         ({"groups": [], "amr": ["mfa"]}, AMR, False, (), "no-role"),
         ({"amr": ["mfa"]}, AMR, False, (), "no-role"),
         ({"groups": "qustody-admins", "amr": ["hwk"]}, AMR, True, ("admin",), ""),
-        ({"groups": ["qustody-admins", "qustody-researchers"], "amr": ["hwk"]}, AMR, True, ("admin", "researcher"), ""),
-        ({"groups": ["qustody-admins"], "amr": ["hwk"], "acr": "urn:acr:mfa"}, AMR_ADMIN_PHR, False, ("admin",), "acr-too-low"),
-        ({"groups": ["qustody-admins"], "amr": ["hwk"]}, AMR_ADMIN_PHR, False, ("admin",), "acr-too-low"),
-        ({"groups": ["qustody-admins"], "amr": ["hwk"], "acr": "urn:acr:phr"}, AMR_ADMIN_PHR, True, ("admin",), ""),
-        ({"groups": ["qustody-researchers"], "amr": ["otp"], "acr": "urn:acr:pwd"}, AMR_ADMIN_PHR, True, ("researcher",), ""),
+        (
+            {"groups": ["qustody-admins", "qustody-researchers"], "amr": ["hwk"]},
+            AMR,
+            True,
+            ("admin", "researcher"),
+            "",
+        ),
+        (
+            {"groups": ["qustody-admins"], "amr": ["hwk"], "acr": "urn:acr:mfa"},
+            AMR_ADMIN_PHR,
+            False,
+            ("admin",),
+            "acr-too-low",
+        ),
+        (
+            {"groups": ["qustody-admins"], "amr": ["hwk"]},
+            AMR_ADMIN_PHR,
+            False,
+            ("admin",),
+            "acr-too-low",
+        ),
+        (
+            {"groups": ["qustody-admins"], "amr": ["hwk"], "acr": "urn:acr:phr"},
+            AMR_ADMIN_PHR,
+            True,
+            ("admin",),
+            "",
+        ),
+        (
+            {"groups": ["qustody-researchers"], "amr": ["otp"], "acr": "urn:acr:pwd"},
+            AMR_ADMIN_PHR,
+            True,
+            ("researcher",),
+            "",
+        ),
         ({"groups": ["qustody-auditors"], "acr": "urn:acr:mfa"}, ACR_ONLY, True, ("auditor",), ""),
-        ({"groups": ["qustody-auditors"], "acr": "urn:acr:pwd"}, ACR_ONLY, False, ("auditor",), "acr-too-low"),
-        ({"groups": ["qustody-auditors"], "acr": "urn:acr:unknown"}, ACR_ONLY, False, ("auditor",), "acr-too-low"),
-        ({"groups": ["qustody-auditors"], "amr": ["mfa"]}, ACR_ONLY, False, ("auditor",), "acr-too-low"),
+        (
+            {"groups": ["qustody-auditors"], "acr": "urn:acr:pwd"},
+            ACR_ONLY,
+            False,
+            ("auditor",),
+            "acr-too-low",
+        ),
+        (
+            {"groups": ["qustody-auditors"], "acr": "urn:acr:unknown"},
+            ACR_ONLY,
+            False,
+            ("auditor",),
+            "acr-too-low",
+        ),
+        (
+            {"groups": ["qustody-auditors"], "amr": ["mfa"]},
+            ACR_ONLY,
+            False,
+            ("auditor",),
+            "acr-too-low",
+        ),
     ],
 )
-def test_decision_table(claims: dict[str, Any], rule: MfaRule, allowed: bool, roles: tuple[str, ...], reason: str) -> None:
+def test_decision_table(
+    claims: dict[str, Any], rule: MfaRule, allowed: bool, roles: tuple[str, ...], reason: str
+) -> None:
     decision = decide(claims, GROUPS, rule)
     assert (decision.allowed, decision.roles, decision.reason) == (allowed, roles, reason)
     if not allowed:
@@ -62,7 +126,9 @@ def test_decision_table(claims: dict[str, Any], rule: MfaRule, allowed: bool, ro
 
 def test_course_groups_and_instructor_roles_are_scoped_to_the_course() -> None:
     decision = decide(
-        {"groups": ["qustody-instructors", "course-101", "course-BAD!", "other"], "amr": ["otp"]}, GROUPS, AMR
+        {"groups": ["qustody-instructors", "course-101", "course-BAD!", "other"], "amr": ["otp"]},
+        GROUPS,
+        AMR,
     )
     assert decision.courses == ("course-101",)
     specs = {r["name"]: r for r in roles_for(decision.roles, decision.courses, {})}
@@ -82,7 +148,14 @@ def test_auditor_and_custom_scopes() -> None:
 
 
 def test_assurance_is_readable_for_step_up() -> None:
-    state = {"qustody": {"amr": ["pwd", "hwk"], "acr": "urn:acr:mfa", "auth_time": 1.0, "roles": ["researcher"]}}
+    state = {
+        "qustody": {
+            "amr": ["pwd", "hwk"],
+            "acr": "urn:acr:mfa",
+            "auth_time": 1.0,
+            "roles": ["researcher"],
+        }
+    }
     level = assurance(state)
     assert level is not None and level.amr == ("pwd", "hwk") and level.roles == ("researcher",)
     assert meets(state, AMR_ADMIN_PHR, "urn:acr:mfa")
@@ -95,8 +168,16 @@ def test_assurance_is_readable_for_step_up() -> None:
     [
         (lambda: validate_group_roles({"g": "superuser"}), "unknown roles"),
         (lambda: validate_mfa(MfaRule(), allow_no_mfa=False), "no MFA requirement"),
-        (lambda: validate_mfa(MfaRule(acr_levels=LEVELS, min_acr="urn:x"), False), "not in acr_levels"),
-        (lambda: validate_mfa(MfaRule(frozenset({"otp"}), LEVELS, role_min_acr={"root": "urn:acr:phr"}), False), "unknown roles"),
+        (
+            lambda: validate_mfa(MfaRule(acr_levels=LEVELS, min_acr="urn:x"), False),
+            "not in acr_levels",
+        ),
+        (
+            lambda: validate_mfa(
+                MfaRule(frozenset({"otp"}), LEVELS, role_min_acr={"root": "urn:acr:phr"}), False
+            ),
+            "unknown roles",
+        ),
     ],
 )
 def test_bad_configuration_is_refused(call: Any, message: str) -> None:

@@ -63,18 +63,30 @@ def test_disabled_user_loses_servers_tokens_and_session_without_requests(
     assert code in (201, 202), body
     hub.wait_for(
         lambda: hub.api("GET", "/users/rita")[1]["servers"].get("", {}).get("ready"),
-        timeout=90, what="rita's server",
+        timeout=90,
+        what="rita's server",
     )
     token = hub.user_token("rita")
-    assert requests.get(f"{hub.api_url}/user", headers={"Authorization": f"token {token}"}, timeout=30).status_code == 200
+    assert (
+        requests.get(
+            f"{hub.api_url}/user", headers={"Authorization": f"token {token}"}, timeout=30
+        ).status_code
+        == 200
+    )
 
     idp.set_user("rita", disabled=True)
     # no request from rita: the sweep must find it within a refresh interval or two
     hub.wait_for(
         lambda: not hub.api("GET", "/users/rita")[1]["servers"],
-        timeout=40, what="rita's server stopped by the sweep",
+        timeout=40,
+        what="rita's server stopped by the sweep",
     )
-    assert requests.get(f"{hub.api_url}/user", headers={"Authorization": f"token {token}"}, timeout=30).status_code == 403
+    assert (
+        requests.get(
+            f"{hub.api_url}/user", headers={"Authorization": f"token {token}"}, timeout=30
+        ).status_code
+        == 403
+    )
     assert whoami(hub, session).status_code == 403  # the browser's cookie is void too
     ended = [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
     assert ended and ended[0]["reason"] == "idp-disabled" and ended[0]["servers_stopped"] == [""]
@@ -83,18 +95,26 @@ def test_disabled_user_loses_servers_tokens_and_session_without_requests(
     assert "Wrong username or password" in login(requests.Session(), hub.url, "rita", PASSWORD).text
 
 
-def test_revoked_grant_ends_session_at_next_request(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
-    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+def test_revoked_grant_ends_session_at_next_request(
+    oidc_hub: Any, idp: Any, tmp_path: Path
+) -> None:
+    hub = oidc_hub(
+        extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n"
+    )
     session = requests.Session()
     assert login(session, hub.url, "sam", PASSWORD).status_code == 200
     assert idp.revoke("sam") > 0
     time.sleep(2.5)
     assert whoami(hub, session).status_code == 403
-    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "sam"] == ["idp-disabled"]
+    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "sam"] == [
+        "idp-disabled"
+    ]
 
 
 def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
-    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+    hub = oidc_hub(
+        extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n"
+    )
     session = requests.Session()
     assert login(session, hub.url, "ivan", PASSWORD).status_code == 200
     assert "instructor-course-101" in hub.api("GET", "/users/ivan")[1]["roles"]
@@ -111,4 +131,6 @@ def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path)
     idp.set_user("ivan", groups=["marketing"])  # no allowed group left
     time.sleep(2.5)
     assert whoami(hub, session).status_code == 403
-    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "ivan"] == ["group-removed"]
+    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "ivan"] == [
+        "group-removed"
+    ]

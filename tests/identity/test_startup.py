@@ -39,9 +39,18 @@ def oidc_env(idp: Any, **changes: str) -> dict[str, str]:
         ({}, "c.QustodyAuthenticator.mfa_amr_values = set()", "no MFA requirement"),
         ({}, "c.QustodyAuthenticator.session_max_age = 30 * 86400", "use 300 to 604800 seconds"),
     ],
-    ids=["no-crypt-key", "no-crypt-key-in-authenticator", "no-client-secret", "bad-role", "no-mfa", "long-session"],
+    ids=[
+        "no-crypt-key",
+        "no-crypt-key-in-authenticator",
+        "no-client-secret",
+        "bad-role",
+        "no-mfa",
+        "long-session",
+    ],
 )
-def test_hub_refuses_to_start(idp: Any, tmp_path: Path, env_changes: dict[str, str], extra: str, message: str) -> None:
+def test_hub_refuses_to_start(
+    idp: Any, tmp_path: Path, env_changes: dict[str, str], extra: str, message: str
+) -> None:
     with pytest.raises(HubError) as refused:
         launch_hub(tmp_path / "hub", extra=extra, env=oidc_env(idp, **env_changes), timeout=60)
     assert message in str(refused.value)
@@ -49,7 +58,9 @@ def test_hub_refuses_to_start(idp: Any, tmp_path: Path, env_changes: dict[str, s
 
 
 def test_demo_mode_generates_a_private_crypt_key(idp: Any, tmp_path: Path) -> None:
-    hub = launch_hub(tmp_path / "hub", env=oidc_env(idp, JUPYTERHUB_CRYPT_KEY="", QUSTODY_DEMO_MODE="1"))
+    hub = launch_hub(
+        tmp_path / "hub", env=oidc_env(idp, JUPYTERHUB_CRYPT_KEY="", QUSTODY_DEMO_MODE="1")
+    )
     try:
         assert hub.api("GET", "/")[0] == 200
         key = tmp_path / "hub" / "jupyterhub_crypt_key"
@@ -61,11 +72,13 @@ def test_demo_mode_generates_a_private_crypt_key(idp: Any, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("policy", ["logout", "grace"])
 def test_provider_down(oidc_hub: Any, idp: Any, tmp_path: Path, policy: str) -> None:
-    hub = oidc_hub(extra=f"""
+    hub = oidc_hub(
+        extra=f"""
 c.Authenticator.auth_refresh_age = 2
 c.QustodyAuthenticator.sweep_interval = 0
 c.QustodyAuthenticator.provider_outage_policy = "{policy}"
-""")
+"""
+    )
     session = requests.Session()
     assert login(session, hub.url, "rita", PASSWORD).status_code == 200
     idp.stop()
