@@ -19,7 +19,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hubtest import Hub, HubError, docker, failed, launch_hub
@@ -27,13 +26,6 @@ from hubtest import Hub, HubError, docker, failed, launch_hub
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NODE_BIN = ROOT / "tools" / "proxy" / "node_modules" / ".bin"
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
 
 
 @pytest.fixture

@@ -42,13 +42,6 @@ USERS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
     try:

@@ -27,6 +27,18 @@ CLIENT = "qustody-hub"
 NONCE = "n-0S6_WzA2Mj"
 
 
+def good_claims() -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": ISSUER,
+        "aud": CLIENT,
+        "sub": "rita",
+        "iat": now,
+        "exp": now + 60,
+        "nonce": NONCE,
+    }
+
+
 class Keys:
     def __init__(self) -> None:
         self.private: dict[str, Any] = {}
@@ -40,16 +52,7 @@ class Keys:
             self.published.append({**jwk, "kid": kid, "use": "sig", "alg": alg})
 
     def sign(self, kid: str, **overrides: Any) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "aud": CLIENT,
-            "sub": "rita",
-            "iat": now,
-            "exp": now + 60,
-            "nonce": NONCE,
-        }
-        claims.update(overrides)
+        claims = {**good_claims(), **overrides}
         claims = {k: v for k, v in claims.items() if v is not None}
         key, alg = self.private[kid]
         return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
@@ -117,31 +120,10 @@ def test_valid_token_verifies(keys: tuple[Keys, str]) -> None:
         (lambda s: s.sign("k1", aud=[CLIENT, "other"]), "audience-mismatch"),
         (lambda s: s.sign("k1", exp=None), "invalid-token"),
         (lambda s: s.sign("k1")[:-8] + "AAAAAAAA", "invalid-token"),  # tampered signature
+        (lambda s: jwt.encode(good_claims(), None, algorithm="none"), "invalid-token"),
         (
             lambda s: jwt.encode(
-                {
-                    "iss": ISSUER,
-                    "aud": CLIENT,
-                    "sub": "x",
-                    "iat": int(time.time()),
-                    "exp": int(time.time()) + 60,
-                    "nonce": NONCE,
-                },
-                None,
-                algorithm="none",
-            ),
-            "invalid-token",
-        ),
-        (
-            lambda s: jwt.encode(
-                {
-                    "iss": ISSUER,
-                    "aud": CLIENT,
-                    "sub": "x",
-                    "iat": int(time.time()),
-                    "exp": int(time.time()) + 60,
-                    "nonce": NONCE,
-                },
+                good_claims(),
                 "client-secret-guess-of-32-bytes!!",
                 algorithm="HS256",
                 headers={"kid": "k1"},
@@ -209,15 +191,4 @@ def test_rotated_key_is_fetched_once_and_unknown_kids_are_rate_limited(
 
 def _unknown_kid(store: Keys) -> str:
     key, alg = store.private["k1"]
-    return jwt.encode(
-        {
-            "iss": ISSUER,
-            "aud": CLIENT,
-            "sub": "x",
-            "iat": int(time.time()),
-            "exp": int(time.time()) + 60,
-        },
-        key,
-        algorithm=alg,
-        headers={"kid": "never-published"},
-    )
+    return jwt.encode(good_claims(), key, algorithm=alg, headers={"kid": "never-published"})

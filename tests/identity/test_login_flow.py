@@ -66,6 +66,12 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     status, group = hub.api("GET", "/groups/course-101")
     assert status == 200 and set(group["users"]) == {"ivan", "sam"}
 
+    # machine access: API tokens for a user always expire, at most after 7 days
+    status, body = hub.api("POST", "/users/rita/tokens", {"note": "ci", "expires_in": 30 * 86400})
+    assert status == 400, body
+    status, body = hub.api("POST", "/users/rita/tokens", {"note": "ci"})
+    assert status == 201 and body["expires_at"], body
+
     logins = audit_events(hub, "login")
     assert {e["user"] for e in logins} == {"rita", "ivan", "sam", "ada", "audrey"}
     assert all("access_token" not in json.dumps(e) for e in logins)
