@@ -134,3 +134,39 @@ def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path)
     assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "ivan"] == [
         "group-removed"
     ]
+
+
+def test_absolute_session_lifetime_ends_the_session(oidc_hub: Any, tmp_path: Path) -> None:
+    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+    session = requests.Session()
+    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    state = auth_state(hub, "rita")
+    state["qustody"]["login_at"] -= 9 * 3600  # past the default 8 h session_max_age
+    assert hub.api("PATCH", "/users/rita", {"auth_state": state})[0] == 200
+    time.sleep(2.5)
+    assert whoami(hub, session).status_code == 403
+    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "rita"] == ["expired"]
+    # signing in again starts a new session
+    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+
+
+def test_logout_stops_servers_and_no_token_reaches_logs(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
+    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+    session = requests.Session()
+    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    time.sleep(2.5)
+    assert whoami(hub, session).status_code == 200  # one refresh, with rotated tokens
+    code, body = hub.api("POST", "/users/rita/server", {"user_options": {"profile": "researcher"}})
+    assert code in (201, 202), body
+    hub.wait_for(
+        lambda: hub.api("GET", "/users/rita")[1]["servers"].get("", {}).get("ready"),
+        timeout=90,
+        what="rita's server",
+    )
+    state = auth_state(hub, "rita")
+    session.get(f"{hub.url}hub/logout", timeout=60)
+    hub.wait_for(lambda: not hub.api("GET", "/users/rita")[1]["servers"], timeout=60, what="server stopped at logout")
+    logs = hub.log() + (hub.dir / "audit" / "audit.jsonl").read_text() + idp.log()
+    for secret in (state["access_token"], state["refresh_token"], state["id_token"]):
+        assert secret not in logs
+    assert hub.api("GET", "/users/rita")[0] == 200
