@@ -26,6 +26,9 @@ c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
 """
 
 
+NO_SWEEP = FAST + "c.QustodyAuthenticator.sweep_interval = 0\n"
+
+
 def whoami(hub: Any, session: requests.Session) -> requests.Response:
     return session.get(f"{hub.url}hub/api/user", timeout=30)
 
@@ -98,9 +101,7 @@ def test_disabled_user_loses_servers_tokens_and_session_without_requests(
 def test_revoked_grant_ends_session_at_next_request(
     oidc_hub: Any, idp: Any, tmp_path: Path
 ) -> None:
-    hub = oidc_hub(
-        extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n"
-    )
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
     session = requests.Session()
     assert login(session, hub.url, "sam", PASSWORD).status_code == 200
     assert idp.revoke("sam") > 0
@@ -112,9 +113,7 @@ def test_revoked_grant_ends_session_at_next_request(
 
 
 def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
-    hub = oidc_hub(
-        extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n"
-    )
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
     session = requests.Session()
     assert login(session, hub.url, "ivan", PASSWORD).status_code == 200
     assert "instructor-course-101" in hub.api("GET", "/users/ivan")[1]["roles"]
@@ -137,7 +136,7 @@ def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path)
 
 
 def test_absolute_session_lifetime_ends_the_session(oidc_hub: Any, tmp_path: Path) -> None:
-    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
     session = requests.Session()
     assert login(session, hub.url, "rita", PASSWORD).status_code == 200
     state = auth_state(hub, "rita")
@@ -145,13 +144,17 @@ def test_absolute_session_lifetime_ends_the_session(oidc_hub: Any, tmp_path: Pat
     assert hub.api("PATCH", "/users/rita", {"auth_state": state})[0] == 200
     time.sleep(2.5)
     assert whoami(hub, session).status_code == 403
-    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "rita"] == ["expired"]
+    assert [e["reason"] for e in audit_events(hub, "session-ended") if e["user"] == "rita"] == [
+        "expired"
+    ]
     # signing in again starts a new session
     assert login(session, hub.url, "rita", PASSWORD).status_code == 200
 
 
-def test_logout_stops_servers_and_no_token_reaches_logs(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
-    hub = oidc_hub(extra=FAST.format(home=tmp_path) + "\nc.QustodyAuthenticator.sweep_interval = 0\n")
+def test_logout_stops_servers_and_no_token_reaches_logs(
+    oidc_hub: Any, idp: Any, tmp_path: Path
+) -> None:
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
     session = requests.Session()
     assert login(session, hub.url, "rita", PASSWORD).status_code == 200
     time.sleep(2.5)
@@ -165,7 +168,11 @@ def test_logout_stops_servers_and_no_token_reaches_logs(oidc_hub: Any, idp: Any,
     )
     state = auth_state(hub, "rita")
     session.get(f"{hub.url}hub/logout", timeout=60)
-    hub.wait_for(lambda: not hub.api("GET", "/users/rita")[1]["servers"], timeout=60, what="server stopped at logout")
+    hub.wait_for(
+        lambda: not hub.api("GET", "/users/rita")[1]["servers"],
+        timeout=60,
+        what="server stopped at logout",
+    )
     logs = hub.log() + (hub.dir / "audit" / "audit.jsonl").read_text() + idp.log()
     for secret in (state["access_token"], state["refresh_token"], state["id_token"]):
         assert secret not in logs
