@@ -507,6 +507,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         if now - record["login_at"] > self.session_max_age:
             await self._end(user, "expired")
             return False
+        if not state.get("refresh_token"):
+            await self._end(user, "refresh-failed")  # the provider issued none: cannot re-check
+            return False
         try:
             await self.discover()
             params = self.build_refresh_token_request_params(state["refresh_token"])
@@ -526,6 +529,11 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         except web.HTTPError:
             await self._end(user, "refresh-failed")
             return False
+        # a refresh is not a new authentication: providers may omit amr/acr from refreshed
+        # ID tokens, and the login's (checked) values still describe this session
+        for key in ("amr", "acr"):
+            if key not in claims and record.get(key):
+                claims[key] = record[key]
         decision = self._decide(handler, claims)
         if not decision.allowed:
             await self._end(
