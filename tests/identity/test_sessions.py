@@ -33,6 +33,26 @@ def whoami(hub: Any, session: requests.Session) -> requests.Response:
     return session.get(f"{hub.url}hub/api/user", timeout=30)
 
 
+def signed_in(hub: Any, name: str) -> requests.Session:
+    """A client that went through the provider's login into the hub."""
+    session = requests.Session()
+    assert login(session, hub.url, name, PASSWORD).status_code == 200
+    return session
+
+
+def start_server(hub: Any, name: str) -> None:
+    """Start ``name``'s default server (researcher profile) and wait until it is ready."""
+    code, body = hub.api(
+        "POST", f"/users/{name}/server", {"user_options": {"profile": "researcher"}}
+    )
+    assert code in (201, 202), body
+    hub.wait_for(
+        lambda: hub.api("GET", f"/users/{name}")[1]["servers"].get("", {}).get("ready"),
+        timeout=90,
+        what=f"{name}'s server",
+    )
+
+
 def auth_state(hub: Any, name: str) -> dict[str, Any]:
     status, model = hub.api("GET", f"/users/{name}")
     assert status == 200, model
@@ -41,8 +61,7 @@ def auth_state(hub: Any, name: str) -> dict[str, Any]:
 
 def test_expired_access_token_is_refreshed(oidc_hub: Any, tmp_path: Path) -> None:
     hub = oidc_hub(extra=FAST.format(home=tmp_path))
-    session = requests.Session()
-    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    session = signed_in(hub, "rita")
     before = auth_state(hub, "rita")
     assert before["id_token"].count(".") == 2 and before["qustody"]["amr"] == ["pwd", "otp"]
     time.sleep(5)  # the provider's access tokens live 4 s here
@@ -60,15 +79,8 @@ def test_disabled_user_loses_servers_tokens_and_session_without_requests(
     oidc_hub: Any, idp: Any, tmp_path: Path
 ) -> None:
     hub = oidc_hub(extra=FAST.format(home=tmp_path))
-    session = requests.Session()
-    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
-    code, body = hub.api("POST", "/users/rita/server", {"user_options": {"profile": "researcher"}})
-    assert code in (201, 202), body
-    hub.wait_for(
-        lambda: hub.api("GET", "/users/rita")[1]["servers"].get("", {}).get("ready"),
-        timeout=90,
-        what="rita's server",
-    )
+    session = signed_in(hub, "rita")
+    start_server(hub, "rita")
     token = hub.user_token("rita")
     assert (
         requests.get(
@@ -102,8 +114,7 @@ def test_revoked_grant_ends_session_at_next_request(
     oidc_hub: Any, idp: Any, tmp_path: Path
 ) -> None:
     hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
-    session = requests.Session()
-    assert login(session, hub.url, "sam", PASSWORD).status_code == 200
+    session = signed_in(hub, "sam")
     assert idp.revoke("sam") > 0
     time.sleep(2.5)
     assert whoami(hub, session).status_code == 403
@@ -114,8 +125,7 @@ def test_revoked_grant_ends_session_at_next_request(
 
 def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
     hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
-    session = requests.Session()
-    assert login(session, hub.url, "ivan", PASSWORD).status_code == 200
+    session = signed_in(hub, "ivan")
     assert "instructor-course-101" in hub.api("GET", "/users/ivan")[1]["roles"]
 
     idp.set_user("ivan", groups=["qustody-researchers"])
@@ -137,8 +147,7 @@ def test_group_changes_apply_at_refresh(oidc_hub: Any, idp: Any, tmp_path: Path)
 
 def test_absolute_session_lifetime_ends_the_session(oidc_hub: Any, tmp_path: Path) -> None:
     hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
-    session = requests.Session()
-    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    session = signed_in(hub, "rita")
     state = auth_state(hub, "rita")
     state["qustody"]["login_at"] -= 9 * 3600  # past the default 8 h session_max_age
     assert hub.api("PATCH", "/users/rita", {"auth_state": state})[0] == 200
@@ -155,17 +164,10 @@ def test_logout_stops_servers_and_no_token_reaches_logs(
     oidc_hub: Any, idp: Any, tmp_path: Path
 ) -> None:
     hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
-    session = requests.Session()
-    assert login(session, hub.url, "rita", PASSWORD).status_code == 200
+    session = signed_in(hub, "rita")
     time.sleep(2.5)
     assert whoami(hub, session).status_code == 200  # one refresh, with rotated tokens
-    code, body = hub.api("POST", "/users/rita/server", {"user_options": {"profile": "researcher"}})
-    assert code in (201, 202), body
-    hub.wait_for(
-        lambda: hub.api("GET", "/users/rita")[1]["servers"].get("", {}).get("ready"),
-        timeout=90,
-        what="rita's server",
-    )
+    start_server(hub, "rita")
     state = auth_state(hub, "rita")
     session.get(f"{hub.url}hub/logout", timeout=60)
     hub.wait_for(
