@@ -282,10 +282,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
             body = await self.httpfetch(url, label="identity provider", validate_cert=True)
-        except HTTPClientError as e:
-            if e.code >= 500 or e.code == 599:
-                raise ProviderUnavailable(f"{url}: HTTP {e.code}") from e
-            raise
+        except HTTPClientError as e:  # any status: the provider cannot serve this document
+            raise ProviderUnavailable(f"{url}: HTTP {e.code}") from e
         except OSError as e:
             raise ProviderUnavailable(f"{url}: {e.strerror or type(e).__name__}") from e
         if not isinstance(body, dict):
@@ -341,7 +339,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             raise web.HTTPError(
                 403, "The identity provider refused the sign-in code. Start the login again."
             ) from e
-        claims = await self._verified(handler, token_info, nonce)
+        try:
+            claims = await self._verified(handler, token_info, nonce)
+        except ProviderUnavailable as e:  # its keys could not be fetched
+            self._emit_refusal(handler, None, "idp-error", "signing keys unavailable")
+            raise web.HTTPError(
+                503, "The identity provider did not answer; try again later."
+            ) from e
         decision = self._decide(handler, claims)
         if not decision.allowed:
             raise web.HTTPError(403, decision.message)
@@ -526,6 +530,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             return False
         try:
             claims = await self._verified(handler, token_info, None)
+        except ProviderUnavailable as e:
+            return self._outage(user, record, e)
         except web.HTTPError:
             await self._end(user, "refresh-failed")
             return False

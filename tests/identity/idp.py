@@ -46,6 +46,10 @@ class Idp:
     def revoke(self, name: str) -> int:
         return int(self.admin(f"users/{name}/revoke")["removed"])
 
+    def rotate_keys(self) -> str:
+        """A new signing key signs from now on; the old one stays published."""
+        return str(self.admin("rotate-keys")["kid"])
+
     def add_client(self, client_id: str, client_secret: str, redirect_uri: str) -> None:
         self.admin(
             "clients",

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 from identity.conftest import PASSWORD
@@ -179,3 +180,17 @@ def test_logout_stops_servers_and_no_token_reaches_logs(
     for secret in (state["access_token"], state["refresh_token"], state["id_token"]):
         assert secret not in logs
     assert hub.api("GET", "/users/rita")[0] == 200
+
+
+def test_provider_key_rotation_keeps_sessions(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
+    session = signed_in(hub, "rita")
+    old_kid = jwt.get_unverified_header(auth_state(hub, "rita")["id_token"])["kid"]
+    new_kid = idp.rotate_keys()
+    time.sleep(11)  # past the hub's JWKS refetch rate limit (10 s) and the refresh age
+    assert whoami(hub, session).status_code == 200
+    refreshed = auth_state(hub, "rita")
+    assert jwt.get_unverified_header(refreshed["id_token"])["kid"] == new_kid != old_kid
+    assert not [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
+    # and a fresh login verifies with the new key too
+    assert signed_in(hub, "sam").cookies.get("jupyterhub-hub-login")

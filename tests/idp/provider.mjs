@@ -91,8 +91,13 @@ async function findAccount(ctx, id) {
   };
 }
 
-const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
+function newSigningKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
+}
+// the first key signs; older ones stay published (key rotation via /admin/rotate-keys)
+let signingKeys = [newSigningKey()];
+const cookieKeys = [crypto.randomBytes(32).toString('hex')];
 const acrValues = [...new Set([...users.values()].map((u) => u.acr).filter(Boolean))];
 
 const host = config.host ?? '127.0.0.1';
@@ -100,7 +105,8 @@ const server = http.createServer();
 await new Promise((resolve) => { server.listen(config.port ?? 0, host, resolve); });
 const issuer = `http://${host}:${server.address().port}`;
 
-const provider = new Provider(issuer, {
+function build(keys) {
+  const built = new Provider(issuer, {
   adapter: MapAdapter,
   clients: (config.clients ?? []).map((c) => ({
     grant_types: ['authorization_code', 'refresh_token'],
@@ -109,8 +115,8 @@ const provider = new Provider(issuer, {
     ...c,
   })),
   findAccount,
-  jwks: { keys: [signingKey] },
-  cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+  jwks: { keys },
+  cookies: { keys: cookieKeys },
   claims: {
     // amr/acr/auth_time under openid: every ID token carries how the user signed in
     iss: null, sid: null,
@@ -149,7 +155,12 @@ const provider = new Provider(issuer, {
     ctx.type = 'html';
     ctx.body = `<!doctype html><title>Sign-in error</title><h1>Sign-in error</h1><p>${escape(out.error)}: ${escape(out.error_description ?? '')}</p>`;
   },
-});
+  });
+  built.on('server_error', (ctx, err) => console.error('server_error', err));
+  return built;
+}
+let provider = build(signingKeys);
+let callback = provider.callback();
 
 function escape(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -208,6 +219,13 @@ async function admin(req, res, path) {
   }
   m = path.match(/^\/admin\/users\/([^/]+)\/revoke$/);
   if (m) return send(res, 200, { removed: revokeAccount(decodeURIComponent(m[1])) });
+  if (path === '/admin/rotate-keys') {
+    // sessions, grants and tokens live in `store`, so they survive the rebuilt provider
+    signingKeys = [newSigningKey(), ...signingKeys];
+    provider = build(signingKeys);
+    callback = provider.callback();
+    return send(res, 200, { kid: signingKeys[0].kid });
+  }
   if (path === '/admin/clients') {
     const client = {
       grant_types: ['authorization_code', 'refresh_token'],
@@ -248,7 +266,6 @@ async function interaction(req, res, path) {
   return send(res, 405, 'method not allowed', 'text/plain');
 }
 
-const callback = provider.callback();
 server.on('request', async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
   try {
@@ -259,7 +276,6 @@ server.on('request', async (req, res) => {
   }
   return callback(req, res);
 });
-provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
 console.log(`READY ${issuer}`);
