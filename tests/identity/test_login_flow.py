@@ -32,8 +32,9 @@ def user_scopes(hub: Any, session: requests.Session) -> set[str]:
 def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     hub = oidc_hub()
     seen: dict[str, tuple[set[str], set[str]]] = {}
-    for name in ("rita", "ivan", "sam", "ada", "audrey"):
-        session = requests.Session()
+    sessions: dict[str, requests.Session] = {}
+    for name in ("rita", "ivan", "sam", "tess", "ada", "audrey"):
+        session = sessions[name] = requests.Session()
         page = login(session, hub.url, name, PASSWORD)
         assert page.status_code == 200, page.text[:500]
         assert "jupyterhub-session-id" in session.cookies or session.cookies.get(
@@ -66,6 +67,15 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     status, group = hub.api("GET", "/groups/course-101")
     assert status == 200 and set(group["users"]) == {"ivan", "sam"}
 
+    def sees(viewer: str, user: str) -> bool:
+        response = sessions[viewer].get(f"{hub.url}hub/api/users/{user}", timeout=30)
+        assert response.status_code in (200, 403, 404), response.text
+        return response.status_code == 200
+
+    assert sees("ivan", "sam") and not sees("ivan", "tess") and not sees("ivan", "rita")
+    assert not sees("rita", "sam") and not sees("sam", "tess")
+    assert sees("audrey", "rita") and sees("ada", "tess")
+
     # machine access: API tokens for a user always expire, at most after 7 days
     status, body = hub.api("POST", "/users/rita/tokens", {"note": "ci", "expires_in": 30 * 86400})
     assert status == 400, body
@@ -73,7 +83,7 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     assert status == 201 and body["expires_at"], body
 
     logins = audit_events(hub, "login")
-    assert {e["user"] for e in logins} == {"rita", "ivan", "sam", "ada", "audrey"}
+    assert {e["user"] for e in logins} == {"rita", "ivan", "sam", "tess", "ada", "audrey"}
     assert all("access_token" not in json.dumps(e) for e in logins)
 
 
