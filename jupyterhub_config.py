@@ -17,6 +17,7 @@ Environment (all optional except the demo password):
 import os
 import sys
 
+from hub_ext.audit.endpoint import audit_handlers
 from hub_ext.audit.hub import hub_audit
 from hub_ext.culling import culler_service
 from hub_ext.spawner import (
@@ -48,6 +49,8 @@ c.AuditLog.path = os.environ.get("QUSTODY_AUDIT_LOG", f"{STATE}/audit/audit.json
 c.AuditLog.key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", f"{STATE}/audit.key")
 # the demo creates its key; a production hub sets a key file it provisioned itself
 c.AuditLog.create_key_file = "QUSTODY_AUDIT_KEY_FILE" not in os.environ
+# user servers report save-refused / outputs-redacted here, with their own hub token
+c.JupyterHub.extra_handlers = audit_handlers()
 
 # -- identity (demo: shared passwords; replaced by OIDC when the identity issue lands) ----
 password = os.environ.get("QUSTODY_DEMO_PASSWORD", "")

@@ -1,0 +1,58 @@
+"""A real hub with local-process servers whose audit log the tests read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hubtest import Hub
+
+# alice and bob may spawn (student profile); carol has no profile.
+LOCAL_EXTRA = """
+c.Authenticator.allow_all = True
+c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
+c.JupyterHub.load_roles = [
+    {{"name": "student", "scopes": ["self"], "users": ["alice", "bob", "auditor"]}},
+]
+"""
+LOCAL_ENV = {"QUSTODY_SPAWNER": "local", "QUSTODY_IMAGE_DIGEST": ""}
+
+
+def records(hub: Hub, type_name: str | None = None) -> list[dict[str, Any]]:
+    """The hub's audit records (all files), oldest first."""
+    from hub_ext.audit.query import Filter, query
+
+    log = hub.dir / "audit" / "audit.jsonl"
+    if not log.exists():
+        return []
+    flt = Filter(types=frozenset({type_name}) if type_name else frozenset())
+    return [hit.record for hit in query(log, flt)]
+
+
+def spawn(hub: Hub, user: str, name: str = "") -> None:
+    """Start ``user``'s server (student profile) and wait until it is ready."""
+    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+    code, body = hub.api("POST", path, {})
+    assert code in (201, 202), body
+    hub.wait_for(
+        lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get(name, {}).get("ready"),
+        timeout=120,
+        what=f"{user}'s server {name!r}",
+    )
+
+
+def server_token(hub: Hub, user: str, name: str = "") -> str:
+    """The hub token the hub gave ``user``'s running local-process server (its environment)."""
+    code, body = hub.api("GET", f"/users/{user}")
+    assert code == 200, body
+    pid = body["servers"][name]["state"]["pid"]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for item in environ:
+        if item.startswith(b"JUPYTERHUB_API_TOKEN="):
+            return item.split(b"=", 1)[1].decode()
+    raise AssertionError(f"no JUPYTERHUB_API_TOKEN in the environment of {user}'s server")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value)
