@@ -117,3 +117,31 @@ def test_bad_events_get_a_clear_4xx_and_record_nothing(hub, body, headers, statu
     assert r.status_code == status, r.text
     assert message in r.json()["message"]
     assert len(records(hub)) == before
+
+
+def test_a_refused_save_in_a_users_server_reaches_the_hub_log(hub):
+    """End to end: alice's real server refuses a save and reports it; the hub stamps alice."""
+    from qtest import GITHUB_TOKEN
+
+    token = hub.user_token("alice")
+    r = requests.put(
+        f"{hub.url}user/alice/api/contents/leak.py",
+        json={"type": "file", "format": "text", "content": f'key = "{GITHUB_TOKEN}"\n'},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 422, r.text
+
+    def reported():
+        return [x for x in records(hub, "save-refused") if x["data"]["path"] == "leak.py"]
+
+    (rec,) = hub.wait_for(reported, timeout=30, what="the save-refused record")
+    assert rec["origin"] == "user-server"
+    assert rec["data"] == {
+        "user": "alice",
+        "server": "",
+        "path": "leak.py",
+        "detectors": ["github-token"],
+        "findings": 1,
+    }
+    assert GITHUB_TOKEN not in (hub.dir / "audit" / "audit.jsonl").read_text()
