@@ -14,7 +14,7 @@ from qtest import AWS_KEY_ID, GITHUB_TOKEN, code_cell, notebook, stream
 
 from server_ext import audit_report
 
-TOKEN = "server-own-token-0123456789abcdef"  # noqa: S105 - the fake server token
+TOKEN = "server-own-token-0123456789abcdef"
 
 
 class Endpoint:
@@ -25,7 +25,7 @@ class Endpoint:
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(delay)
                 endpoint.requests.append(
