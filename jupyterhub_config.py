@@ -19,6 +19,7 @@ import sys
 
 from hub_ext.audit.endpoint import audit_handlers
 from hub_ext.audit.hub import hub_audit
+from hub_ext.audit.web import audit_service
 from hub_ext.culling import culler_service
 from hub_ext.spawner import (
     HardenedDockerSpawner,
@@ -136,8 +137,13 @@ else:
 
 # -- roles and the culler ------------------------------------------------------------------
 culler, culler_role = culler_service(cull_every=60, default_idle_timeout=3600)
-c.JupyterHub.services = [culler]
+# the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
+audit_page, audit_roles, c.JupyterHub.custom_scopes = audit_service(
+    c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))
+)
+c.JupyterHub.services = [culler, audit_page]
 c.JupyterHub.load_roles = [
+    *audit_roles,
     {"name": "student", "description": "Qustody student profile", "scopes": ["self"],
      "users": [u for u, r in DEMO_USERS.items() if r == "student"]},
     {"name": "researcher", "description": "Qustody researcher profile", "scopes": ["self"],

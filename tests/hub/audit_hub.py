@@ -6,17 +6,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+import requests
 from hubtest import Hub
 
-# alice and bob may spawn (student profile); carol has no profile.
+# alice and bob may spawn (student profile); "auditor" has the auditor role. The
+# audit page listens on QUSTODY_AUDIT_PAGE_PORT (see local_env()).
 LOCAL_EXTRA = """
 c.Authenticator.allow_all = True
 c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
-c.JupyterHub.load_roles = [
-    {{"name": "student", "scopes": ["self"], "users": ["alice", "bob", "auditor"]}},
-]
+for role in c.JupyterHub.load_roles:
+    if role["name"] == "student":
+        role["users"] = ["alice", "bob"]
+    if role["name"] == "auditor":
+        role["users"] = ["auditor"]
 """
-LOCAL_ENV = {"QUSTODY_SPAWNER": "local", "QUSTODY_IMAGE_DIGEST": ""}
+PASSWORD = "audit-test-password"  # noqa: S105 - the test hub's shared demo password
+LOCAL_ENV = {
+    "QUSTODY_SPAWNER": "local",
+    "QUSTODY_IMAGE_DIGEST": "",
+    "QUSTODY_DEMO_PASSWORD": PASSWORD,
+}
 
 
 def records(hub: Hub, type_name: str | None = None) -> list[dict[str, Any]]:
@@ -56,3 +65,24 @@ def server_token(hub: Hub, user: str, name: str = "") -> str:
 
 def dumps(value: Any) -> str:
     return json.dumps(value)
+
+
+def local_env() -> dict[str, str]:
+    """Environment for a local-process hub with the audit page on a free port."""
+    from hubtest import free_port
+
+    return {**LOCAL_ENV, "QUSTODY_AUDIT_PAGE_PORT": str(free_port())}
+
+
+def login(hub: Hub, user: str, password: str = PASSWORD) -> requests.Session:
+    """A browser-like session logged in to the hub as ``user``."""
+    session = requests.Session()
+    r = session.get(f"{hub.url}hub/login", timeout=30)
+    xsrf = session.cookies.get("_xsrf", "")
+    r = session.post(
+        f"{hub.url}hub/login?next=",
+        data={"username": user, "password": password, "_xsrf": xsrf},
+        timeout=30,
+    )
+    assert r.status_code == 200 and "jupyterhub-session-id" in session.cookies, r.text[:500]
+    return session

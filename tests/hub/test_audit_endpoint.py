@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from audit_hub import LOCAL_ENV, LOCAL_EXTRA, records, server_token, spawn
+from audit_hub import LOCAL_EXTRA, local_env, records, server_token, spawn
 from hubtest import Hub, failed, launch_hub
 
 EVENT = {
@@ -23,7 +23,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     base = tmp_path_factory.mktemp("audit-endpoint")
     started: list[Hub] = []
     hub = launch_hub(
-        base / "hub", extra=LOCAL_EXTRA.format(home=base / "home"), env=LOCAL_ENV, started=started
+        base / "hub", extra=LOCAL_EXTRA.format(home=base / "home"), env=local_env(), started=started
     )
     spawn(hub, "alice")
     spawn(hub, "bob")
