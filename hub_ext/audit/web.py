@@ -21,6 +21,7 @@ recorded as an ``audit-verified`` event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -338,10 +339,8 @@ def main() -> None:
 
         ioloop.PeriodicCallback(periodic, every * 1000).start()
     print(f"audit page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT
         loop.start()
-    except KeyboardInterrupt:  # the hub stops its services with SIGINT
-        pass
 
 
 def audit_service(

@@ -20,7 +20,7 @@ for role in c.JupyterHub.load_roles:
     if role["name"] == "auditor":
         role["users"] = ["auditor"]
 """
-PASSWORD = "audit-test-password"  # noqa: S105 - the test hub's shared demo password
+PASSWORD = "audit-test-password"
 LOCAL_ENV = {
     "QUSTODY_SPAWNER": "local",
     "QUSTODY_IMAGE_DIGEST": "",
