@@ -18,7 +18,7 @@ import os
 import sys
 
 from hub_ext.audit.endpoint import audit_handlers
-from hub_ext.audit.hub import hub_audit
+from hub_ext.audit.hub import hub_audit, service_environment
 from hub_ext.audit.web import audit_service
 from hub_ext.culling import culler_service
 from hub_ext.spawner import (
@@ -136,7 +136,9 @@ else:
     )
 
 # -- roles and the culler ------------------------------------------------------------------
-culler, culler_role = culler_service(cull_every=60, default_idle_timeout=3600)
+culler, culler_role = culler_service(
+    cull_every=60, default_idle_timeout=3600, environment=service_environment(c)
+)
 # the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
 audit_page, audit_roles, c.JupyterHub.custom_scopes = audit_service(
     c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))

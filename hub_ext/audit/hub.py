@@ -54,3 +54,14 @@ def reset_hub_audit() -> None:
         if _log is not None:
             _log.close()
         _log = None
+
+
+def service_environment(config: Config) -> dict[str, str]:
+    """Environment naming the hub's log and key, for services that record or read it."""
+    audit = config.AuditLog
+    env = {"QUSTODY_AUDIT_KEY_FILE": str(audit.get("key_file", ""))}
+    if audit.get("db_url"):
+        env["QUSTODY_AUDIT_DB"] = str(audit.db_url)
+    else:
+        env["QUSTODY_AUDIT_LOG"] = str(audit.get("path", ""))
+    return env

@@ -39,6 +39,7 @@ from tornado import ioloop, web
 from . import clock, schema
 from .cli import Where, _hits
 from .export import export_hits
+from .hub import service_environment
 from .keys import load_key_file
 from .query import Filter, Hit, Stats
 from .timeline import sessions
@@ -356,15 +357,7 @@ def audit_service(
     The service reads the hub's log with the hub's key (``config.AuditLog``). The
     ``auditor`` role may use the page and read users' activity; it has no server access.
     """
-    audit = config.AuditLog
-    env = {
-        "QUSTODY_AUDIT_KEY_FILE": str(audit.key_file),
-        "QUSTODY_AUDIT_VERIFY_SECONDS": str(verify_seconds),
-    }
-    if audit.get("db_url"):
-        env["QUSTODY_AUDIT_DB"] = str(audit.db_url)
-    else:
-        env["QUSTODY_AUDIT_LOG"] = str(audit.path)
+    env = {**service_environment(config), "QUSTODY_AUDIT_VERIFY_SECONDS": str(verify_seconds)}
     service = {
         "name": name,
         "url": f"http://127.0.0.1:{port}",

@@ -39,10 +39,10 @@ def records(hub: Hub, type_name: str | None = None) -> list[dict[str, Any]]:
     return [hit.record for hit in query(log, flt)]
 
 
-def spawn(hub: Hub, user: str, name: str = "") -> None:
-    """Start ``user``'s server (student profile) and wait until it is ready."""
+def spawn(hub: Hub, user: str, name: str = "", profile: str | None = None) -> None:
+    """Start ``user``'s server (their first profile by default) and wait until it is ready."""
     path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    code, body = hub.api("POST", path, {})
+    code, body = hub.api("POST", path, {"profile": profile} if profile else {})
     assert code in (201, 202), body
     hub.wait_for(
         lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get(name, {}).get("ready"),
