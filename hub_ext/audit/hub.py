@@ -65,3 +65,16 @@ def service_environment(config: Config) -> dict[str, str]:
     else:
         env["QUSTODY_AUDIT_LOG"] = str(audit.get("path", ""))
     return env
+
+
+def service_settings() -> dict[str, str] | None:
+    """``AuditLog`` settings from the environment ``service_environment`` gives a service
+    (``path`` or ``db_url``, and ``key_file``), or None when it names no log or key."""
+    import os
+
+    path = os.environ.get("QUSTODY_AUDIT_LOG", "")
+    db = "" if path else os.environ.get("QUSTODY_AUDIT_DB", "")
+    key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", "")
+    if not (path or db) or not key_file:
+        return None
+    return {"db_url": db, "key_file": key_file} if db else {"path": path, "key_file": key_file}

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from .errors import AuditError
-from .hub import hub_emit
+from .hub import hub_emit, service_settings
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +151,14 @@ _service_log: Any = None
 def _service_audit() -> Any:
     """The audit log named by this service's environment (None when it names none)."""
     global _service_log
-    import os
-
     with _service_lock:
         if _service_log is None:
-            path = os.environ.get("QUSTODY_AUDIT_LOG", "")
-            db = os.environ.get("QUSTODY_AUDIT_DB", "")
-            key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", "")
-            if not ((path or db) and key_file):
+            settings = service_settings()
+            if settings is None:
                 return None
             from .log import AuditLog
 
-            settings = {"db_url": db} if db and not path else {"path": path}
-            _service_log = AuditLog(key_file=key_file, **settings)
+            _service_log = AuditLog(**settings)
         return _service_log
 
 

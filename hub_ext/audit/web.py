@@ -39,7 +39,7 @@ from tornado import ioloop, web
 from . import clock, schema
 from .cli import Where, _hits
 from .export import export_hits
-from .hub import service_environment
+from .hub import service_environment, service_settings
 from .keys import load_key_file
 from .query import Filter, Hit, Stats
 from .timeline import sessions
@@ -270,21 +270,24 @@ class ExportHandler(AuditHandler):
         self.finish(body)
 
 
-def where_from_env() -> Where:
-    """The log and key the hub passed in the environment; SystemExit saying what is missing."""
-    path = os.environ.get("QUSTODY_AUDIT_LOG", "")
-    db = "" if path else os.environ.get("QUSTODY_AUDIT_DB", "")
-    key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", "")
-    if not (path or db) or not key_file:
+def where_from_env() -> tuple[Where, dict[str, str]]:
+    """The log and key the hub passed in the environment (and the AuditLog settings for
+    them); SystemExit saying what is missing."""
+    settings = service_settings()
+    if settings is None:
         raise SystemExit(
             "hub_ext.audit.web: set QUSTODY_AUDIT_LOG (or QUSTODY_AUDIT_DB) and "
             "QUSTODY_AUDIT_KEY_FILE (audit_service() passes the hub's c.AuditLog settings)"
         )
     try:
-        keys = [load_key_file(key_file)]
+        keys = [load_key_file(settings["key_file"])]
     except ValueError as e:
         raise SystemExit(f"hub_ext.audit.web: {e}") from None
-    return Where(Path(path) if path else None, db or None, keys, [key_file])
+    path = settings.get("path")
+    where = Where(
+        Path(path) if path else None, settings.get("db_url"), keys, [settings["key_file"]]
+    )
+    return where, settings
 
 
 def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Application:
@@ -313,15 +316,10 @@ def main() -> None:
 
     from .log import AuditLog
 
-    where = where_from_env()
+    where, settings = where_from_env()
     name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "audit")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8082"))
-    settings: dict[str, Any] = {"key_file": where.key_files[0]}
-    if where.db:
-        settings["db_url"] = where.db
-    else:
-        settings["path"] = str(where.path)
     audit = AuditLog(**settings)
 
     def record(report: Any, actor: str) -> None:
