@@ -141,6 +141,13 @@ class AuditHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
                 "Log in to the hub as an auditor, or send a token with "
                 f"{READ_SCOPE}: Authorization: token <token>",
             )
+        if self.request.method not in ("GET", "HEAD"):
+            # HubOAuth ignores a login cookie on a form post without its XSRF token
+            raise web.HTTPError(
+                403,
+                "This form must be sent from the audit page (its XSRF token is missing or "
+                "wrong). Reload the page and try again.",
+            )
         self.redirect(self.get_login_url())
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

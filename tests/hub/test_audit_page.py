@@ -249,3 +249,26 @@ def test_non_auditor_gets_the_403_page_in_chromium(hub, tmp_path):
     assert out["status"] == 403
     assert "bob may not read the audit log" in out["text"]
     assert shot.stat().st_size > 1000
+
+
+def test_verify_now_button_needs_the_forms_xsrf_token(hub):
+    import re
+
+    session = login(hub, "auditor")
+    r = session.get(page(hub), timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', r.text)
+    assert xsrf, "the Verify now form carries an XSRF token"
+    r = session.post(page(hub) + "verify", data={}, timeout=30, allow_redirects=False)
+    assert r.status_code == 403 and "XSRF token is missing" in r.text
+    r = session.post(
+        page(hub) + "verify", data={"_xsrf": xsrf.group(1)}, timeout=30, allow_redirects=False
+    )
+    assert r.status_code == 302 and r.headers["Location"].endswith("/services/audit/")
+    headers = {"Authorization": f"token {hub.user_token('auditor')}"}
+
+    def finished() -> dict | None:
+        state = requests.get(page(hub) + "api/verify", headers=headers, timeout=30).json()
+        return state if state["status"] in ("ok", "failed") else None
+
+    state = hub.wait_for(finished, timeout=60, what="the verification the button started")
+    assert state["status"] == "ok"
