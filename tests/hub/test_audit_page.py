@@ -69,6 +69,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         timeout=60,
         what="the audit service",
     )
+    # the start-up run may have seen the log before the session: verify it as it is now
+    assert verified(hub, {"Authorization": f"token {hub.user_token('auditor')}"})["status"] == "ok"
     yield hub
     hub.stop()
     if failed(request):
