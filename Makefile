@@ -31,7 +31,7 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck system-deps proxy-deps idp-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
+test: $(STAMP) lint typecheck system-deps proxy-deps idp-deps ui-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
 	@started=0; bash tools/dockerd.sh status || started=1; \
 	trap 'if [ $$started = 1 ]; then bash tools/dockerd.sh stop; fi' EXIT; \
 	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_ARGS)
@@ -72,14 +72,14 @@ PROXY_BIN := $(PROXY_DIR)/node_modules/.bin/configurable-http-proxy
 
 .PHONY: system-deps proxy-deps dockerd dockerd-stop image image-lock image-info bench-spawn
 
-system-deps: ## apt-get install docker.io, debootstrap and postgresql (as root; no-op when present)
+system-deps: ## apt-get install docker.io, debootstrap, postgresql and chromium (as root; no-op when present)
 	@if command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
-		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		echo "==> system-deps: docker.io, debootstrap and postgresql are installed"; \
+		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -x /usr/bin/chromium ]; then \
+		echo "==> system-deps: docker.io, debootstrap, postgresql and chromium are installed"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap postgresql; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap postgresql chromium; \
 	else \
-		echo "system-deps: as root, run: apt-get install -y docker.io debootstrap postgresql" >&2; exit 1; \
+		echo "system-deps: as root, run: apt-get install -y docker.io debootstrap postgresql chromium" >&2; exit 1; \
 	fi
 
 proxy-deps: $(PROXY_BIN) ## npm ci configurable-http-proxy into tools/proxy/node_modules
@@ -123,3 +123,13 @@ $(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
 .PHONY: bench-login
 bench-login: $(STAMP) proxy-deps idp-deps ## OIDC login round trip and refresh overhead (real provider and hub)
 	PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/bench_login.py
+
+UI_DIR := tests/ui
+UI_LIB := $(UI_DIR)/node_modules/playwright-core/package.json
+
+.PHONY: ui-deps
+ui-deps: $(UI_LIB) ## npm ci playwright-core (drives Debian's /usr/bin/chromium; downloads no browser)
+
+$(UI_LIB): $(UI_DIR)/package.json $(UI_DIR)/package-lock.json
+	cd $(UI_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@

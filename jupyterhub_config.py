@@ -17,7 +17,9 @@ Environment (all optional except the demo password):
 import os
 import sys
 
-from hub_ext.audit.hub import hub_audit
+from hub_ext.audit.endpoint import audit_handlers
+from hub_ext.audit.hub import hub_audit, service_environment
+from hub_ext.audit.web import audit_service
 from hub_ext.culling import culler_service
 from hub_ext.identity.hubconfig import configure_oidc
 from hub_ext.spawner import (
@@ -49,6 +51,8 @@ c.AuditLog.path = os.environ.get("QUSTODY_AUDIT_LOG", f"{STATE}/audit/audit.json
 c.AuditLog.key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", f"{STATE}/audit.key")
 # the demo creates its key; a production hub sets a key file it provisioned itself
 c.AuditLog.create_key_file = "QUSTODY_AUDIT_KEY_FILE" not in os.environ
+# user servers report save-refused / outputs-redacted here, with their own hub token
+c.JupyterHub.extra_handlers = audit_handlers()
 
 # -- identity: OIDC (QUSTODY_OIDC_*, docs/identity.md); else the tests' shared password ---
 oidc = configure_oidc(c, state_dir=STATE)
@@ -136,12 +140,18 @@ else:
     )
 
 # -- roles and the culler ------------------------------------------------------------------
-culler, culler_role = culler_service(cull_every=60, default_idle_timeout=3600)
-c.JupyterHub.services = [culler]
-# Custom scopes (declared by their components, merged by the lead) go to the roles via
-# c.QustodyAuthenticator.role_extra_scopes, e.g. {"auditor": ["custom:audit:read"],
-# "researcher": ["custom:qpu:submit"], "student": ["custom:qpu:submit"]}  <-- HERE
-c.JupyterHub.load_roles = [] if oidc else [
+culler, culler_role = culler_service(
+    cull_every=60, default_idle_timeout=3600, environment=service_environment(c)
+)
+# the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
+audit_page, audit_roles, c.JupyterHub.custom_scopes = audit_service(
+    c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))
+)
+c.JupyterHub.services = [culler, audit_page]
+# Role scopes; users get roles from DEMO_USERS here, or from IdP groups under OIDC (where
+# hand_roles_to_authenticator moves these scopes to the authenticator's managed roles).
+c.JupyterHub.load_roles = [
+    *audit_roles,
     {"name": "student", "description": "Qustody student profile", "scopes": ["self"],
      "users": [u for u, r in DEMO_USERS.items() if r == "student"]},
     {"name": "researcher", "description": "Qustody researcher profile", "scopes": ["self"],

@@ -20,6 +20,7 @@ Run it as ``python -m hub_ext.culling --cull-every=60 --timeout=3600 --default-m
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from traitlets import Int, Unicode
+
+from .audit.lifecycle import record_cull
 
 #: Exactly what the culler needs; no admin. ``admin:server_state`` is read-only in the
 #: REST API and is how the culler sees the limits the spawner chose for each server.
@@ -125,6 +128,7 @@ class CullArbiter:
     ) -> None:
         self.log = log
         self.default_max_age = default_max_age
+        self.actor = os.environ.get("JUPYTERHUB_SERVICE_NAME", "qustody-culler")
 
     def __call__(
         self,
@@ -146,6 +150,7 @@ class CullArbiter:
         if decision is None:
             return False
         self.log.warning(decision.log_line())
+        record_cull(decision, server, self.actor)
         return True
 
 
@@ -198,9 +203,14 @@ def culler_service(
     default_idle_timeout: int = 3600,
     default_max_age: int = 86400,
     python: str = sys.executable,
+    environment: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(entry for ``c.JupyterHub.services``, entry for ``c.JupyterHub.load_roles``)."""
-    service = {
+    """(entry for ``c.JupyterHub.services``, entry for ``c.JupyterHub.load_roles``).
+
+    ``environment``: e.g. ``service_environment(c)``, so culls are recorded in the audit log.
+    """
+    service: dict[str, Any] = {
+        "environment": dict(environment or {}),
         "name": name,
         "command": [
             python,

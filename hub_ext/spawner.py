@@ -39,6 +39,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Dict, Instance, Int, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
+from .audit.lifecycle import audited
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
 
 LABEL = "io.qustody"
@@ -637,6 +638,7 @@ class _PolicyState:
         return env
 
 
+@audited
 class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
     """DockerSpawner with the Qustody spawn policy (``SpawnPolicy``) applied to every server.
 
@@ -921,6 +923,7 @@ def profile_form(profiles: list[Profile]) -> str:
 # -- local processes (demo without Docker) ----------------------------------------------
 
 
+@audited
 class QustodyLocalProcessSpawner(_PolicyState, SimpleLocalProcessSpawner):  # type: ignore[misc]
     """The spawn policy's profiles, limits and time limits for local processes.
 

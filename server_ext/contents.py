@@ -22,6 +22,7 @@ from typing import Any
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado.web import HTTPError
 
+from . import audit_report
 from .guard import GuardReport, SaveGuard, SaveRefused
 
 _STALE_UPLOAD_SECONDS = 3600
@@ -158,6 +159,7 @@ class GuardedContents:
     def _refusal(self, error: BaseException, path: str) -> HTTPError:
         if isinstance(error, SaveRefused):
             log_findings(self, path, error)
+            audit_report.save_refused(self.log, path, error)  # type: ignore[attr-defined]
             return HTTPError(error.status, error.message)
         if isinstance(error, HTTPError):
             return error
@@ -201,6 +203,7 @@ class AsyncGuardedContents(GuardedContents):
                 raise
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = await super().save(model, path)  # type: ignore[misc]
+        audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
 
 
@@ -215,6 +218,7 @@ class SyncGuardedContents(GuardedContents):
         except Exception as e:
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
+        audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
@@ -10,8 +11,19 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_system_now = now
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, reused within it
+
+
 def stamp(when: datetime | None = None) -> str:
     """Fixed-width UTC timestamp (``2025-03-01T12:00:00.000000Z``): sorts as text sorts."""
+    global _second
+    if when is None and now is _system_now:  # the hot path: one per record
+        seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        cached = _second
+        if cached[0] != seconds:
+            cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        return f"{cached[1]}.{micros:06d}Z"
     moment = now() if when is None else when
     offset = moment.utcoffset()
     if offset is None:

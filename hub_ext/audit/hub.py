@@ -54,3 +54,27 @@ def reset_hub_audit() -> None:
         if _log is not None:
             _log.close()
         _log = None
+
+
+def service_environment(config: Config) -> dict[str, str]:
+    """Environment naming the hub's log and key, for services that record or read it."""
+    audit = config.AuditLog
+    env = {"QUSTODY_AUDIT_KEY_FILE": str(audit.get("key_file", ""))}
+    if audit.get("db_url"):
+        env["QUSTODY_AUDIT_DB"] = str(audit.db_url)
+    else:
+        env["QUSTODY_AUDIT_LOG"] = str(audit.get("path", ""))
+    return env
+
+
+def service_settings() -> dict[str, str] | None:
+    """``AuditLog`` settings from the environment ``service_environment`` gives a service
+    (``path`` or ``db_url``, and ``key_file``), or None when it names no log or key."""
+    import os
+
+    path = os.environ.get("QUSTODY_AUDIT_LOG", "")
+    db = "" if path else os.environ.get("QUSTODY_AUDIT_DB", "")
+    key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", "")
+    if not (path or db) or not key_file:
+        return None
+    return {"db_url": db, "key_file": key_file} if db else {"path": path, "key_file": key_file}

@@ -42,6 +42,9 @@ class SecretScrubber:
         # Exact strings the scanner and the known values found nothing in. Cleared when a
         # known value is added; only ever holds strings that are safe to record.
         self._clean: set[str] = set()
+        # An ASCII string shorter than every detector's shortest match cannot hold a
+        # finding (matches never cross strings), so the scanner is not asked about it.
+        self._shortest = shortest_match(engine)
 
     def add_known(self, values: Iterable[str | bytes]) -> int:
         """Add exact secret values to redact (and their base64, hex, URL and JSON forms).
@@ -75,8 +78,12 @@ class SecretScrubber:
         if not fresh:
             return data, []
         known = self._known_re
-        findings = self.engine.scan(
-            [_defang(text.encode("utf-8", "surrogatepass")) for text in fresh]
+        shortest = self._shortest
+        scan = [t for t in fresh if len(t) >= shortest or not t.isascii()]
+        findings = (
+            self.engine.scan([_defang(text.encode("utf-8", "surrogatepass")) for text in scan])
+            if scan
+            else ()
         )
         if not any(findings) and (known is None or not known.search("\x00".join(fresh))):
             if len(clean) + len(fresh) > CLEAN_CACHE:
@@ -118,6 +125,22 @@ class SecretScrubber:
                 "Audit events carry names and fingerprints of secrets, never their values."
             )
         return cleaned_data, redactions
+
+
+def shortest_match(engine: Engine) -> int:
+    """Fewest bytes any of the engine's detectors can match (0 when unknown: scan all)."""
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        widths = []
+        for detector in engine.detectors:
+            raw: str | bytes = detector.value.pattern
+            # bytes patterns: one character per byte
+            pattern = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+            widths.append(int(_parser.parse(pattern, detector.value.flags).getwidth()[0]))
+    except Exception:  # a private parser changed shape: scan every string
+        return 0
+    return min(widths, default=0)
 
 
 def _defang(segment: bytes) -> bytes:

@@ -171,3 +171,22 @@ def test_redaction_survives_in_the_chain(audit, log_path, key):
     audit.emit("policy-changed", {**example("policy-changed"), "summary": f"key {AWS_KEY_ID}"})
     report = verify(log_path, [key], deep=True)
     assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "://u:x7Q@h",  # 10 ASCII characters: the shortest match of the default detectors
+        "://u:éQ@h",  # 9 characters but 10 bytes: still scanned
+    ],
+)
+def test_the_shortest_credentials_skip_no_scan(audit, records, value):
+    """Strings too short for any detector are not scanned; the boundary is exact."""
+    from hub_ext.audit.scrub import shortest_match
+
+    assert shortest_match(audit.scrubber.engine) == len("://u:x7Q@h")
+    done = audit.emit("login", {"user": "carol", "ip": "10.0.0.1", "idp": value})
+    assert done is not None and done.redacted == 1
+    (record,) = [r for r in records() if r["type"] == "login"]
+    assert record["data"]["idp"] == "://u:[REDACTED:url-password]@h"
+    assert record["redacted"] == [{"field": "/idp", "detector": "url-password"}]

@@ -58,7 +58,7 @@ def test_arbiter_logs_every_cull_with_its_reason(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, "test-culler"):
         assert arbiter(inactive=timedelta(0), inactive_limit=900, server=server(3700, 1, STUDENT))
         assert not arbiter(inactive=timedelta(0), inactive_limit=900, server=server(10, 1, STUDENT))
-    [line] = [r.getMessage() for r in caplog.records]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "test-culler"]
     assert line.startswith("qustody-cull server=alice/ profile=student reason=max-age")
     assert "age=1:01:40" in line and "limit=1:00:00" in line
 

@@ -1,0 +1,391 @@
+"""The auditor web page: a hub-managed service (``python -m hub_ext.audit.web``).
+
+Read-only. Users log in through the hub (HubOAuth); only those holding both
+``access:services!service=<name>`` and ``custom:audit:read`` (the ``auditor`` role)
+get in; anyone else gets a 403 page (or a JSON 403 on the API). Routes under the
+service prefix:
+
+- ``/``: per-user session timeline (filters ``user``, ``type``, ``since``, ``until``),
+  the verification status and the export link;
+- ``/api/events``: the same selection as JSON;
+- ``/api/verify``: the verification status (GET) or a new run (POST, XSRF-checked);
+- ``/export``: the selection as a JSON-lines download in the SIEM format
+  (``qustody-audit/1``, see ``export.py``).
+
+The log is the one of the hub (``QUSTODY_AUDIT_LOG`` or ``QUSTODY_AUDIT_DB``, and
+``QUSTODY_AUDIT_KEY_FILE``; ``audit_service`` passes them). Verification runs in the
+background at start-up, every ``QUSTODY_AUDIT_VERIFY_SECONDS`` and on request, and is
+recorded as an ``audit-verified`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import secrets
+import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.utils import url_path_join
+from tornado import ioloop, web
+
+from . import clock, schema
+from .cli import Where, _hits
+from .export import export_hits
+from .hub import service_environment, service_settings
+from .keys import load_key_file
+from .query import Filter, Hit, Stats
+from .timeline import sessions
+
+READ_SCOPE = "custom:audit:read"
+MAX_EVENTS = 5000
+TEMPLATES = Path(__file__).with_name("web_templates")
+
+
+def service_access_scope(name: str) -> str:
+    return f"access:services!service={name}"
+
+
+class Verifier:
+    """Runs ``verify`` in a worker thread and keeps the last result."""
+
+    def __init__(self, where: Where, record: Any) -> None:
+        self.where = where
+        self.record = record
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit-verify")
+        self.state: dict[str, Any] = {"status": "not run yet"}
+        self.running = False
+
+    def start(self, actor: str) -> bool:
+        """Start a run unless one is running; returns whether it started."""
+        if self.running:
+            return False
+        self.running = True
+        self.state = {**self.state, "status": "running", "started": clock.stamp()}
+        asyncio.get_running_loop().run_in_executor(self.pool, self._run, actor)
+        return True
+
+    def _run(self, actor: str) -> None:
+        from .verify import verify, verify_db
+
+        try:
+            if self.where.db:
+                report = verify_db(self.where.db, self.where.keys)
+            else:
+                assert self.where.path is not None
+                report = verify(self.where.path, self.where.keys)
+            public = report.public()
+            self.state = {
+                "status": "ok" if report.ok else "failed",
+                "finished": clock.stamp(),
+                "summary": report.summary(),
+                "report": public,
+                "first_bad": public["problem"],
+            }
+            try:
+                self.record(report, actor)
+            except Exception as e:  # the result stands even if recording it failed
+                self.state["note"] = f"not recorded in the log: {type(e).__name__}"
+        except Exception as e:
+            self.state = {
+                "status": "error",
+                "finished": clock.stamp(),
+                "summary": f"verification could not run: {type(e).__name__}: {e}",
+            }
+        finally:
+            self.running = False
+
+
+class AuditHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """Base: hub login, and the auditor check on every request."""
+
+    api = False
+    _denied: str | None = None
+
+    @property
+    def hub_scopes(self) -> set[str]:
+        return {self.settings["access_scope"]}
+
+    def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
+        # Both scopes, not either: the service's own access scope and the audit scope.
+        needed = {self.settings["access_scope"], READ_SCOPE}
+        have = {s for s in needed if self.hub_auth.check_scopes({s}, model)}
+        if have != needed:
+            self._denied = str(model.get("name", "?"))
+            raise UserNotAllowed(model)
+        return model
+
+    def prepare(self) -> None:
+        if self.current_user is not None:
+            # After authentication, so a token-authenticated POST needs no XSRF token
+            # (tornado's own early check would refuse it); cookie POSTs must carry one.
+            if self.request.method not in ("GET", "HEAD", "OPTIONS"):
+                self.check_xsrf_cookie()
+            return
+        if self._denied is not None:
+            raise web.HTTPError(
+                403,
+                f"{self._denied} may not read the audit log: it is for the auditor role "
+                f"({READ_SCOPE}). Ask a hub admin to grant you the auditor role.",
+            )
+        if self.api:
+            raise web.HTTPError(
+                403,
+                "Log in to the hub as an auditor, or send a token with "
+                f"{READ_SCOPE}: Authorization: token <token>",
+            )
+        if self.request.method not in ("GET", "HEAD"):
+            # HubOAuth ignores a login cookie on a form post without its XSRF token
+            raise web.HTTPError(
+                403,
+                "This form must be sent from the audit page (its XSRF token is missing or "
+                "wrong). Reload the page and try again.",
+            )
+        self.redirect(self.get_login_url())
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = (
+            error.log_message
+            if isinstance(error, web.HTTPError) and error.log_message
+            else self._reason
+        )
+        if self.api:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"status": status_code, "message": message}))
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            self.render_string(
+                "error.html", status=status_code, reason=self._reason, message=message
+            )
+        )
+
+    def selection(self) -> Filter:
+        """The filter from the query string; 400 with what is wrong."""
+        users = [u for u in self.get_arguments("user") if u.strip()]
+        types = [t for t in self.get_arguments("type") if t.strip()]
+        unknown = sorted(set(types) - set(schema.names()))
+        if unknown:
+            raise web.HTTPError(
+                400,
+                f"Unknown event type(s) {', '.join(unknown)}; known: {', '.join(schema.names())}",
+            )
+        times: dict[str, str | None] = {}
+        for name in ("since", "until"):
+            value = self.get_argument(name, "").strip()
+            try:
+                times[name] = clock.stamp(clock.parse(value)) if value else None
+            except ValueError as e:
+                raise web.HTTPError(400, f"{name}: {e}") from None
+        return Filter(
+            users=frozenset(u.strip() for u in users),
+            types=frozenset(types),
+            since=times["since"],
+            until=times["until"],
+        )
+
+    def records(self, flt: Filter) -> tuple[list[Hit], bool]:
+        """The newest ``MAX_EVENTS`` matching records (oldest first) and whether more matched."""
+        kept: deque[Hit] = deque(maxlen=MAX_EVENTS)
+        seen = 0
+        for hit in _hits(self.settings["where"], flt, None, Stats()):
+            kept.append(hit)
+            seen += 1
+        return list(kept), seen > MAX_EVENTS
+
+
+class PageHandler(AuditHandler):
+    async def get(self) -> None:
+        flt = self.selection()
+        hits, truncated = await asyncio.to_thread(self.records, flt)
+        query = self.request.query
+        self.render(
+            "audit.html",
+            user=self.current_user["name"],
+            sessions=sessions(h.record for h in hits),
+            count=len(hits),
+            truncated=truncated,
+            verification=self.settings["verifier"].state,
+            types=schema.names(),
+            chosen_types=set(flt.types),
+            form={k: self.get_argument(k, "") for k in ("user", "since", "until")},
+            export_url=url_path_join(self.settings["prefix"], "export")
+            + (f"?{query}" if query else ""),
+            verify_url=url_path_join(self.settings["prefix"], "verify"),
+        )
+
+
+class EventsAPIHandler(AuditHandler):
+    api = True
+
+    async def get(self) -> None:
+        flt = self.selection()
+        hits, truncated = await asyncio.to_thread(self.records, flt)
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "sessions": [s.public() for s in sessions(h.record for h in hits)],
+                    "count": len(hits),
+                    "truncated": truncated,
+                }
+            )
+        )
+
+
+class VerifyAPIHandler(AuditHandler):
+    api = True
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(self.settings["verifier"].state))
+
+    def post(self) -> None:
+        started = self.settings["verifier"].start(self.current_user["name"])
+        self.set_status(202 if started else 409)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"started": started, **self.settings["verifier"].state}))
+
+
+class VerifyFormHandler(AuditHandler):
+    def post(self) -> None:
+        self.settings["verifier"].start(self.current_user["name"])
+        self.redirect(self.settings["prefix"])
+
+
+class ExportHandler(AuditHandler):
+    async def get(self) -> None:
+        flt = self.selection()
+
+        def write() -> str:
+            out = io.StringIO()
+            export_hits(_hits(self.settings["where"], flt, None, Stats()), out)
+            return out.getvalue()
+
+        body = await asyncio.to_thread(write)
+        name = "qustody-audit-" + clock.stamp().replace(":", "")[:15] + ".jsonl"
+        self.set_header("Content-Type", "application/x-ndjson; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.finish(body)
+
+
+def where_from_env() -> tuple[Where, dict[str, str]]:
+    """The log and key the hub passed in the environment (and the AuditLog settings for
+    them); SystemExit saying what is missing."""
+    settings = service_settings()
+    if settings is None:
+        raise SystemExit(
+            "hub_ext.audit.web: set QUSTODY_AUDIT_LOG (or QUSTODY_AUDIT_DB) and "
+            "QUSTODY_AUDIT_KEY_FILE (audit_service() passes the hub's c.AuditLog settings)"
+        )
+    try:
+        keys = [load_key_file(settings["key_file"])]
+    except ValueError as e:
+        raise SystemExit(f"hub_ext.audit.web: {e}") from None
+    path = settings.get("path")
+    where = Where(
+        Path(path) if path else None, settings.get("db_url"), keys, [settings["key_file"]]
+    )
+    return where, settings
+
+
+def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Application:
+    verifier = Verifier(where, record)
+    routes: list[Any] = [
+        (prefix, PageHandler),
+        (url_path_join(prefix, "api/events"), EventsAPIHandler),
+        (url_path_join(prefix, "api/verify"), VerifyAPIHandler),
+        (url_path_join(prefix, "verify"), VerifyFormHandler),
+        (url_path_join(prefix, "export"), ExportHandler),
+        (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+    ]
+    return web.Application(
+        routes,
+        cookie_secret=secrets.token_bytes(32),
+        template_path=str(TEMPLATES),
+        where=where,
+        verifier=verifier,
+        prefix=prefix,
+        access_scope=service_access_scope(name),
+    )
+
+
+def main() -> None:
+    from urllib.parse import urlparse
+
+    from .log import AuditLog
+
+    where, settings = where_from_env()
+    name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "audit")
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8082"))
+    audit = AuditLog(**settings)
+
+    def record(report: Any, actor: str) -> None:
+        audit.record_verification(report, actor)
+
+    app = make_app(where, record, prefix, name)
+    app.listen(url.port or 8082, url.hostname or "127.0.0.1", xheaders=True)
+    every = int(os.environ.get("QUSTODY_AUDIT_VERIFY_SECONDS", "3600"))
+    verifier: Verifier = app.settings["verifier"]
+    loop = ioloop.IOLoop.current()
+    loop.add_callback(verifier.start, f"service-{name}")
+    if every > 0:
+
+        def periodic() -> None:
+            verifier.start(f"service-{name}")
+
+        ioloop.PeriodicCallback(periodic, every * 1000).start()
+    print(f"audit page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT
+        loop.start()
+
+
+def audit_service(
+    config: Any,
+    *,
+    name: str = "audit",
+    port: int = 8082,
+    verify_seconds: int = 3600,
+    python: str = sys.executable,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, str]]]:
+    """(service entry, ``auditor`` role, custom scopes) for the hub's config.
+
+    The service reads the hub's log with the hub's key (``config.AuditLog``). The
+    ``auditor`` role may use the page and read users' activity; it has no server access.
+    """
+    env = {**service_environment(config), "QUSTODY_AUDIT_VERIFY_SECONDS": str(verify_seconds)}
+    service = {
+        "name": name,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [python, "-m", "hub_ext.audit.web"],
+        "environment": env,
+        "oauth_client_allowed_scopes": [READ_SCOPE],
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+    role = {
+        "name": "auditor",
+        "description": "Read the audit log and users' activity (read-only; no server access)",
+        "scopes": [
+            READ_SCOPE,
+            service_access_scope(name),
+            "list:users",
+            "read:users:name",
+            "read:users:activity",
+        ],
+    }
+    scopes = {READ_SCOPE: {"description": "Read the Qustody audit log (the auditor page)"}}
+    return service, [role], scopes
+
+
+if __name__ == "__main__":
+    main()

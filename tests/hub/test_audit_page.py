@@ -1,0 +1,276 @@
+"""The auditor page: a hub service for the auditor role only, driven by requests and Chromium."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from audit_hub import LOCAL_EXTRA, PASSWORD, local_env, login, records
+from hubtest import ROOT, Hub, failed, launch_hub
+
+from hub_ext.audit import AuditLog, schema
+
+UI = ROOT / "tests" / "ui"
+# A known session of "dora" (a user name no other event uses), in the order it happened.
+SESSION = [
+    "login",
+    "server-spawn-requested",
+    "server-started",
+    "save-refused",
+    "qpu-job-submitted",
+    "qpu-job-finished",
+    "server-culled",
+]
+
+PAGE_EXTRA = """
+c.JupyterHub.load_roles.append(
+    {"name": "page-only", "scopes": ["access:services!service=audit"], "users": ["bob"]}
+)
+"""
+
+
+def write_session(hub: Hub, user: str) -> None:
+    """Record SESSION for ``user`` in the hub's log, as the hub's components would."""
+    audit = AuditLog(
+        path=str(hub.dir / "audit" / "audit.jsonl"), key_file=str(hub.dir / "audit.key")
+    )
+    try:
+        for name in SESSION:
+            data = schema.get(name).examples[0]
+            data["user"] = user
+            if data.get("actor") == user:
+                del data["actor"]
+            if schema.get(name).origin == schema.USER_SERVER:
+                del data["user"], data["server"]
+                audit.record_user_event(user, "", {"type": name, "data": data})
+            else:
+                audit.emit(name, data)
+    finally:
+        audit.close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    base = tmp_path_factory.mktemp("audit-page")
+    hub = launch_hub(
+        base / "hub", extra=LOCAL_EXTRA.format(home=base / "home") + PAGE_EXTRA, env=local_env()
+    )
+    write_session(hub, "dora")
+    hub.wait_for(
+        lambda: (
+            requests.get(f"{hub.url}services/audit/", timeout=10, allow_redirects=False).status_code
+            in (302, 403)
+        ),
+        timeout=60,
+        what="the audit service",
+    )
+    # the start-up run may have seen the log before the session: verify it as it is now
+    assert verified(hub, {"Authorization": f"token {hub.user_token('auditor')}"})["status"] == "ok"
+    yield hub
+    hub.stop()
+    if failed(request):
+        print(hub.log()[-20000:])
+
+
+def verified(hub: Hub, headers: dict[str, str]) -> dict:
+    """Start a verification run through the API and wait for its result."""
+    r = requests.post(page(hub) + "api/verify", headers=headers, timeout=30)
+    assert r.status_code in (202, 409), r.text
+
+    def done() -> dict | None:
+        state = requests.get(page(hub) + "api/verify", headers=headers, timeout=30).json()
+        return state if state["status"] in ("ok", "failed", "error") and r.status_code else None
+
+    return dict(hub.wait_for(done, timeout=60, what="the verification"))
+
+
+def page(hub: Hub) -> str:
+    return f"{hub.url}services/audit/"
+
+
+def test_auditor_reads_the_timeline_and_verification_as_json(hub):
+    token = hub.user_token("auditor")
+    headers = {"Authorization": f"token {token}"}
+    r = requests.get(page(hub) + "api/events", params={"user": "dora"}, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [e["type"] for s in body["sessions"] for e in s["events"]] == SESSION
+    assert {s["user"] for s in body["sessions"]} == {"dora"}
+    origins = {e["type"]: e["origin"] for s in body["sessions"] for e in s["events"]}
+    assert origins["save-refused"] == "user-server" and origins["login"] == "hub"
+
+    r = requests.get(
+        page(hub) + "api/events",
+        params={"user": "dora", "type": "save-refused"},
+        headers=headers,
+        timeout=30,
+    )
+    assert [e["type"] for s in r.json()["sessions"] for e in s["events"]] == ["save-refused"]
+
+    state = verified(hub, headers)
+    assert state["status"] == "ok", state
+    assert state["report"]["records"] >= len(SESSION)
+    assert state["first_bad"] is None
+    recorded = [x for x in records(hub, "audit-verified") if x["data"]["actor"] == "auditor"]
+    assert recorded and recorded[-1]["data"]["result"] == "ok"
+
+
+def test_verification_names_the_first_bad_record(hub, tmp_path):
+    """Edit one record: the page's verification fails and names it; restore it afterwards."""
+    headers = {"Authorization": f"token {hub.user_token('auditor')}"}
+    log = hub.dir / "audit" / "audit.jsonl"
+    original = log.read_bytes()
+    lines = original.splitlines(keepends=True)
+    bad = next(i for i, x in enumerate(lines) if b'"qpu-job-finished"' in x)
+    lines[bad] = lines[bad].replace(b'"dora"', b'"eve!"', 1)
+    log.write_bytes(b"".join(lines))
+    try:
+        state = verified(hub, headers)
+        assert state["status"] == "failed"
+        assert state["first_bad"]["seq"] == json.loads(original.splitlines()[bad])["seq"]
+        session = login(hub, "auditor")
+        r = session.get(page(hub), timeout=30)
+        assert 'data-status="failed"' in r.text and "First bad record: seq" in r.text
+    finally:
+        with log.open("r+b") as f:  # same length: put the original bytes back in place
+            f.write(original[: len(b"".join(lines))])
+    assert verified(hub, headers)["status"] == "ok"
+
+
+def test_export_is_the_documented_siem_format(hub):
+    headers = {"Authorization": f"token {hub.user_token('auditor')}"}
+    r = requests.get(page(hub) + "export", params={"user": "dora"}, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (
+        "attachment" in r.headers["Content-Disposition"]
+        and ".jsonl" in r.headers["Content-Disposition"]
+    )
+    lines = [json.loads(x) for x in r.text.splitlines()]
+    assert [x["type"] for x in lines] == SESSION
+    assert all(x["user"] == "dora" and x["integrity"]["hash"] for x in lines)
+    assert lines[0]["schema"] == "https://qustody.org/audit/login"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"type": "no-such-type"}, "Unknown event type(s) no-such-type"),
+        ({"since": "yesterday"}, "since: 'yesterday' is not an ISO 8601"),
+    ],
+)
+def test_bad_filters_get_a_clear_400(hub, params, message):
+    headers = {"Authorization": f"token {hub.user_token('auditor')}"}
+    r = requests.get(page(hub) + "api/events", params=params, headers=headers, timeout=30)
+    assert r.status_code == 400 and message in r.json()["message"], r.text
+    session = login(hub, "auditor")
+    r = session.get(page(hub), params=params, timeout=30)
+    assert r.status_code == 400 and "text/html" in r.headers["Content-Type"]
+    assert html.escape(message) in r.text and "Traceback" not in r.text
+
+
+def test_non_auditors_get_403_on_the_page_and_the_api(hub):
+    # alice: no access to the service at all (the hub refuses the login to it)
+    r = login(hub, "alice").get(page(hub), timeout=30)
+    assert r.status_code == 403 and "You do not have permission to access" in r.text
+    # bob may reach the service but lacks custom:audit:read: the page's own 403
+    r = login(hub, "bob").get(page(hub), timeout=30)
+    assert r.status_code == 403 and "text/html" in r.headers["Content-Type"]
+    assert "bob may not read the audit log" in r.text and "auditor role" in r.text
+    for user in ("alice", "bob"):
+        headers = {"Authorization": f"token {hub.user_token(user)}"}
+        for path in ("api/events", "api/verify", "export", ""):
+            r = requests.get(page(hub) + path, headers=headers, timeout=30, allow_redirects=False)
+            assert r.status_code == 403, (user, path, r.status_code)
+        r = requests.post(page(hub) + "api/verify", headers=headers, timeout=30)
+        assert r.status_code == 403
+    r = requests.get(page(hub) + "api/events", timeout=30)
+    assert r.status_code == 403 and "Log in to the hub as an auditor" in r.json()["message"]
+
+
+# -- Chromium --------------------------------------------------------------------------------
+
+
+def drive(hub: Hub, tmp_path: Path, **opts: object) -> dict:
+    node = shutil.which("node")
+    if node is None or not (UI / "node_modules" / "playwright-core").exists():
+        pytest.fail("playwright-core is not installed: run `make ui-deps`")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.fail("Chromium is not installed: run `make system-deps` (as root)")
+    args = {
+        "hub": hub.url,
+        "password": PASSWORD,
+        "userDataDir": str(tmp_path / "chromium-profile"),
+        **opts,
+    }
+    done = subprocess.run(
+        [node, str(UI / "audit_page.mjs"), json.dumps(args)],
+        cwd=UI,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_auditor_page_in_chromium_renders_the_known_session(hub, tmp_path):
+    from png_pixels import colours_in
+
+    shot = tmp_path / "audit-page.png"
+    out = drive(hub, tmp_path, user="auditor", filterUser="dora", screenshot=str(shot))
+    assert out["status"] == 200
+    assert "user=dora" in out["url"]
+    assert out["verifyStatus"] == "ok" and out["verifySummary"].startswith("OK:")
+    assert [s["user"] for s in out["sessions"]] == ["dora"]
+    assert out["sessions"][0]["types"] == SESSION
+    assert any("reason=idle" in s for s in out["sessions"][0]["summaries"])
+    assert "user=dora" in out["exportHref"]
+    assert out["exportName"].endswith(".jsonl")
+    assert [json.loads(x)["type"] for x in out["exportBody"].splitlines()] == SESSION
+
+    box = out["timelineBox"]
+    counts = colours_in(shot, (int(box["x"]), int(box["y"]), int(box["width"]), int(box["height"])))
+    background = max(counts, key=counts.__getitem__)
+    drawn = sum(n for colour, n in counts.items() if colour != background)
+    total = sum(counts.values())
+    assert total > 10000 and drawn / total > 0.02, (drawn, total)
+    # the badge colours of a refused save and of a QPU job are on screen
+    assert any(abs(r - 0xFB) < 8 and abs(g - 0xD5) < 8 and abs(b - 0xD1) < 8 for r, g, b in counts)
+    assert any(abs(r - 0xD8) < 8 and abs(g - 0xF0) < 8 and abs(b - 0xDD) < 8 for r, g, b in counts)
+    print(f"screenshot: {shot}")
+
+
+def test_non_auditor_gets_the_403_page_in_chromium(hub, tmp_path):
+    shot = tmp_path / "denied.png"
+    out = drive(hub, tmp_path, user="bob", expectDenied=True, screenshot=str(shot))
+    assert out["status"] == 403
+    assert "bob may not read the audit log" in out["text"]
+    assert shot.stat().st_size > 1000
+
+
+def test_verify_now_button_needs_the_forms_xsrf_token(hub):
+    import re
+
+    session = login(hub, "auditor")
+    r = session.get(page(hub), timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', r.text)
+    assert xsrf, "the Verify now form carries an XSRF token"
+    r = session.post(page(hub) + "verify", data={}, timeout=30, allow_redirects=False)
+    assert r.status_code == 403 and "XSRF token is missing" in r.text
+    r = session.post(
+        page(hub) + "verify", data={"_xsrf": xsrf.group(1)}, timeout=30, allow_redirects=False
+    )
+    assert r.status_code == 302 and r.headers["Location"].endswith("/services/audit/")
+    headers = {"Authorization": f"token {hub.user_token('auditor')}"}
+
+    def finished() -> dict | None:
+        state = requests.get(page(hub) + "api/verify", headers=headers, timeout=30).json()
+        return state if state["status"] in ("ok", "failed") else None
+
+    state = hub.wait_for(finished, timeout=60, what="the verification the button started")
+    assert state["status"] == "ok"
