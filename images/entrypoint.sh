@@ -16,7 +16,14 @@ if [[ "${QUSTODY_TOKEN_ON_STDIN:-0}" == "1" ]]; then
         exit 78
     fi
     export JUPYTERHUB_API_TOKEN
+    # A secrets claim ticket may follow (single use, short-lived); the server extension
+    # redeems it and removes it from its environment.
+    if [[ "${QUSTODY_TICKET_ON_STDIN:-0}" == "1" ]]; then
+        IFS= read -r -t 5 QUSTODY_SECRETS_TICKET || true
+        export QUSTODY_SECRETS_TICKET
+    fi
 fi
+unset QUSTODY_TICKET_ON_STDIN
 unset QUSTODY_TOKEN_WAIT_SECONDS
 
 # Kernel connection files (which hold kernel keys) go to the tmpfs, never to home.

@@ -28,6 +28,7 @@ from .scanner.documents import (
 )
 from .scanner.engine import AllowList, Engine, SegmentKind
 from .scanner.fingerprint import Fingerprinter
+from .scanner.known import known_detectors
 from .scanner.notebook import NotebookError, Zone
 
 MODES = ("block", "redact", "warn")
@@ -188,7 +189,17 @@ class SaveGuard(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._known: frozenset[str] = frozenset()
         self.engine = self.build_engine()
+
+    def set_known_values(self, values: Any) -> None:
+        """Also find these exact values (and their encodings) everywhere, whatever the
+        detectors say: outputs holding one are redacted, sources refused (in ``block``).
+        Values are added to those already known, so a rotated-out value stays covered."""
+        known = self._known | frozenset(str(v) for v in values)
+        if known != self._known:
+            self._known = known
+            self.engine = self.build_engine()  # swapped whole: scans in flight keep theirs
 
     def build_engine(self) -> Engine:
         wanted = set(self.detectors) - set(self.disabled_detectors)
@@ -198,7 +209,9 @@ class SaveGuard(LoggingConfigurable):
             patterns=tuple(re.compile(p.encode()) for p in self.allowed_patterns),
         )
         key = self.fingerprint_key.encode() or None
-        return Engine([d for d in catalogue if d.id in wanted], allow, Fingerprinter(key))
+        detectors = [d for d in catalogue if d.id in wanted]
+        detectors += known_detectors(getattr(self, "_known", ()))
+        return Engine(detectors, allow, Fingerprinter(key))
 
     def mode_for(self, path: str) -> str:
         for glob, mode in self.path_modes.items():
