@@ -28,6 +28,7 @@ from .scanner.documents import (
 )
 from .scanner.engine import AllowList, Engine, SegmentKind
 from .scanner.fingerprint import Fingerprinter
+from .scanner.known import DETECTOR_ID as KNOWN_ID
 from .scanner.known import known_detectors
 from .scanner.notebook import NotebookError, Zone
 
@@ -253,9 +254,10 @@ class SaveGuard(LoggingConfigurable):
                 Located(f, segment.zone, segment.pointer, segment.cell, segment.cell_id)
                 for f in found
             ]
-            if mode == "warn":
+            seg_mode = _known_mode(mode, found)
+            if seg_mode == "warn":
                 report.findings.extend(located)
-            elif mode == "block" and segment.zone is not Zone.OUTPUT:
+            elif seg_mode == "block" and segment.zone is not Zone.OUTPUT:
                 blocking.extend(located)
             else:
                 report.redacted += redact_segment(segment, found)
@@ -295,6 +297,7 @@ class SaveGuard(LoggingConfigurable):
         report = GuardReport(mode)
         if not located:
             return report
+        mode = _known_mode(mode, [loc.finding for loc in located])
         if mode == "block":
             raise SaveRefused(422, refusal_message(path, located), located)
         report.findings = located
@@ -317,6 +320,13 @@ class SaveGuard(LoggingConfigurable):
                 f"{self.max_file_size:,} bytes the credential guard checks "
                 "(SaveGuard.max_file_size). Nothing was written.",
             )
+
+
+def _known_mode(mode: str, found: list[Any]) -> str:
+    """A value delivered to this server is never saved, even where the mode is ``warn``."""
+    if mode == "warn" and any(f.detector == KNOWN_ID for f in found):
+        return "block"
+    return mode
 
 
 def _check_mode(mode: str, name: str) -> str:

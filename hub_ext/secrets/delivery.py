@@ -137,7 +137,7 @@ def setup_secrets(c: Config, profiles: list[str] | None = None) -> SecretDeliver
     with _setup_lock:
         _delivery = SecretDelivery(c, profiles)
     existing = c.JupyterHub.extra_handlers if isinstance(c.JupyterHub.extra_handlers, list) else []
-    c.JupyterHub.extra_handlers = [*existing, *HANDLERS]
+    c.JupyterHub.extra_handlers = [*existing, *(h for h in HANDLERS if h not in existing)]
     return _delivery
 
 

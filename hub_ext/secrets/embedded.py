@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -211,7 +212,15 @@ class EmbeddedStore:
                 return info
         raise SecretError(f"no secret {name} in {ns}: `qustody secrets list` shows what exists")
 
-    # -- delivery ----------------------------------------------------------------------
+    # -- delivery (the Broker interface) -----------------------------------------------
+
+    def secrets_for_spawn(
+        self, user: str, server: str, auth_state: dict[str, Any] | None
+    ) -> list[Secret]:
+        return self.secrets_for(user)
+
+    def release(self, user: str, server: str) -> None:
+        """Nothing to revoke: the embedded store hands out no tokens or leases."""
 
     def namespaces_of(self, user: str) -> list[Namespace]:
         """The user's own namespace, then the project and course namespaces granted to them."""
