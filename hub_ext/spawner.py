@@ -40,7 +40,7 @@ from traitlets import Bool, Dict, Instance, Int, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
-from .secrets.spawn import TICKET_ENV, spawn_ticket, spawn_stopped
+from .secrets.spawn import TICKET_ENV, spawn_stopped, spawn_ticket
 
 LABEL = "io.qustody"
 TOKEN_KEYS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")

@@ -5,7 +5,8 @@ never inherit it), redeems it at the hub with the server's own hub API token, an
 keeps what comes back in memory. For tools that read files, each secret is also
 written to ``<files_dir>/<NAME>`` (0600, in a 0700 directory on the container's tmpfs).
 Kernels read them with :mod:`server_ext.secrets`; ``POST /qustody/api/secrets/refresh``
-fetches current values again (no endpoint ever returns a value) (rotated values replace old ones; revoked ones vanish).
+fetches current values again (rotated values replace old ones; revoked ones vanish);
+no endpoint of the server ever returns a value.
 Every value ever delivered is handed to the save guard, which redacts it (and its
 encodings) from outputs and refuses sources holding it.
 """
@@ -184,9 +185,7 @@ class SecretClient(LoggingConfigurable):
         wanted = set(self.kernel_env)
         with self._lock:
             return {
-                n: str(s["value"])
-                for n, s in self._secrets.items()
-                if "*" in wanted or n in wanted
+                n: str(s["value"]) for n, s in self._secrets.items() if "*" in wanted or n in wanted
             }
 
 

@@ -52,8 +52,9 @@ def get_secret(name: str) -> str:
     try:
         return (_directory() / name).read_text(encoding="utf-8")
     except FileNotFoundError:
+        available = ", ".join(list_secrets()) or "none"
         raise KeyError(
-            f"no secret {name!r} on this server (available: {', '.join(list_secrets()) or 'none'}); "
+            f"no secret {name!r} on this server (available: {available}); "
             "ask an admin to grant it, then refresh() or restart the server"
         ) from None
 

@@ -109,12 +109,12 @@ def _run(store: EmbeddedStore, args: argparse.Namespace) -> int:
         verb = "no longer granted to" if args.remove else "granted to"
         print(f"{args.namespace}: {verb} {', '.join(args.users)}")
     else:
-        rows = store.list(args.namespace)
+        rows = store.entries(args.namespace)
         print(f"{'namespace':<24} {'name':<32} {'class':<12} {'version':>7}  state    updated")
         for r in rows:
             state = "revoked" if r.revoked else "active"
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.updated))
-            print(f"{str(r.namespace):<24} {r.name:<32} {r.cls:<12} {r.version:>7}  {state:<8} {when}")
+            print(f"{r.namespace!s:<24} {r.name:<32} {r.cls:<12} {r.version:>7}  {state:<8} {when}")
         for ns, user in store.grants():
             print(f"grant: {ns} -> {user}")
     return 0

@@ -155,12 +155,13 @@ class EmbeddedStore:
     def revoke(self, namespace: str, name: str) -> None:
         """Stop serving the secret at once and wipe every stored version."""
         ns = parse_namespace(namespace)
-        info = self._info(ns, check_name(name))
-        del info
+        self._info(ns, check_name(name))  # SecretError if there is no such secret
+        now = time.time()
         with self._tx() as db:
             db.execute(
-                "UPDATE secrets SET revoked_at=?, updated=? WHERE ns_kind=? AND ns_name=? AND name=?",
-                (time.time(), time.time(), ns.kind, ns.name, name),
+                "UPDATE secrets SET revoked_at=?, updated=? "
+                "WHERE ns_kind=? AND ns_name=? AND name=?",
+                (now, now, ns.kind, ns.name, name),
             )
             db.execute(
                 "DELETE FROM versions WHERE secret_id=(SELECT id FROM secrets "
@@ -185,7 +186,7 @@ class EmbeddedStore:
                         "INSERT OR IGNORE INTO grants VALUES (?, ?, ?)", (ns.kind, ns.name, user)
                     )
 
-    def list(self, namespace: str | None = None) -> list[SecretInfo]:
+    def entries(self, namespace: str | None = None) -> list[SecretInfo]:
         query = "SELECT ns_kind, ns_name, name, class, current, revoked_at, updated FROM secrets"
         args: tuple[str, ...] = ()
         if namespace:
@@ -207,7 +208,7 @@ class EmbeddedStore:
         return [(str(r[0]), str(r[1])) for r in rows]
 
     def _info(self, ns: Namespace, name: str) -> SecretInfo:
-        for info in self.list(str(ns)):
+        for info in self.entries(str(ns)):
             if info.name == name:
                 return info
         raise SecretError(f"no secret {name} in {ns}: `qustody secrets list` shows what exists")

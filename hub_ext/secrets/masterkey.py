@@ -18,7 +18,9 @@ def _decode(text: str, where: str) -> bytes:
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise SecretError(f"{where} is not base64 (generate one with `openssl rand -base64 32`)") from None
+        raise SecretError(
+            f"{where} is not base64 (generate one with `openssl rand -base64 32`)"
+        ) from None
     if len(key) != KEY_BYTES:
         raise SecretError(f"{where} must decode to {KEY_BYTES} bytes, not {len(key)}")
     return key

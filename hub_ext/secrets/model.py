@@ -97,8 +97,12 @@ class Secret:
     value: str = field(repr=False)
 
     def public(self) -> dict[str, str | int]:
-        return {"name": self.name, "class": self.cls, "version": self.version,
-                "namespace": str(self.namespace)}
+        return {
+            "name": self.name,
+            "class": self.cls,
+            "version": self.version,
+            "namespace": str(self.namespace),
+        }
 
     def delivered(self) -> dict[str, str | int]:
         return {**self.public(), "value": self.value}

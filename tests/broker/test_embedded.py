@@ -73,7 +73,7 @@ def test_revocation_stops_serving_and_wipes_values(store: EmbeddedStore, tmp_pat
     store.put("user:alice", "B_TOKEN", "dev", b"another-value-42")
     store.revoke("user:alice", "A_TOKEN")
     assert [s.name for s in store.secrets_for("alice")] == ["B_TOKEN"]
-    [info] = [i for i in store.list("user:alice") if i.name == "A_TOKEN"]
+    [info] = [i for i in store.entries("user:alice") if i.name == "A_TOKEN"]
     assert info.revoked
     db = sqlite3.connect(tmp_path / "s.sqlite")
     assert db.execute("SELECT count(*) FROM versions WHERE secret_id=1").fetchone()[0] == 0
@@ -125,7 +125,7 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     with pytest.raises(SecretError, match=message) as e:
         store.put(namespace, name, cls, value)
     assert "long-enough-value" not in str(e.value)
-    assert store.list() == []
+    assert store.entries() == []
 
 
 def test_unknown_secret_for_rotate_and_revoke(store: EmbeddedStore) -> None:

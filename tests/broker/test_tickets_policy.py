@@ -64,7 +64,9 @@ def test_expiry_and_stopped_servers(clock: list[float]) -> None:
     assert refused(book, text, "alice", "", TOKEN) == "server-stopped"
 
 
-@pytest.mark.parametrize("text", ["", "qtk_zz_abc", "nonsense", "qtk_" + "a" * 300, "qtk_0123456789ab_x" * 20])
+@pytest.mark.parametrize(
+    "text", ["", "qtk_zz_abc", "nonsense", "qtk_" + "a" * 300, "qtk_0123456789ab_x" * 20]
+)
 def test_malformed_and_unknown_tickets(clock: list[float], text: str) -> None:
     book = TicketBook(ttl=30)
     assert refused(book, text, "alice", "", TOKEN) == "malformed"
@@ -80,7 +82,10 @@ def policy(**traits: Any) -> SecretClassPolicy:
 
 TABLE = {
     "profile_classes": {"student": ["sandbox", "simulator"], "researcher": ["*"]},
-    "role_classes": {"student": ["sandbox", "simulator"], "researcher": ["sandbox", "prod", "hardware"]},
+    "role_classes": {
+        "student": ["sandbox", "simulator"],
+        "researcher": ["sandbox", "prod", "hardware"],
+    },
 }
 
 
@@ -97,7 +102,9 @@ TABLE = {
         ("sandbox", "researcher", [], False),  # no role: nothing
     ],
 )
-def test_class_policy_decision_table(cls: str, profile: str, roles: list[str], allowed: bool) -> None:
+def test_class_policy_decision_table(
+    cls: str, profile: str, roles: list[str], allowed: bool
+) -> None:
     assert policy(**TABLE).allows(cls, profile, roles) is allowed
 
 
@@ -128,5 +135,5 @@ def test_bad_tables_are_refused(traits: dict[str, Any], message: str) -> None:
 
 
 def test_unknown_profile_names_are_refused_at_start_up() -> None:
-    with pytest.raises(ValueError, match="not in SpawnPolicy.profiles"):
+    with pytest.raises(ValueError, match=r"not in SpawnPolicy\.profiles"):
         policy(profile_classes={"studnet": ["sandbox"]}).check(["student", "researcher"])

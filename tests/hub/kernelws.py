@@ -18,7 +18,9 @@ class Kernel:
     def __init__(self, server_url: str, token: str) -> None:
         self.server_url = server_url.rstrip("/") + "/"
         self.headers = {"Authorization": f"token {token}"}
-        r = requests.post(self.server_url + "api/kernels", json={}, headers=self.headers, timeout=60)
+        r = requests.post(
+            self.server_url + "api/kernels", json={}, headers=self.headers, timeout=60
+        )
         assert r.status_code == 201, r.text
         self.id = r.json()["id"]
 
@@ -85,4 +87,6 @@ class Kernel:
         return "".join(out)
 
     def shutdown(self) -> None:
-        requests.delete(self.server_url + f"api/kernels/{self.id}", headers=self.headers, timeout=30)
+        requests.delete(
+            self.server_url + f"api/kernels/{self.id}", headers=self.headers, timeout=30
+        )

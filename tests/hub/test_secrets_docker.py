@@ -38,12 +38,16 @@ def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
 
 @pytest.fixture
 def values() -> dict[str, str]:
-    return {k: f"qd-{k.lower()}-{secrets.token_hex(12)}" for k in ("BOB_PROD", "ALICE_PROD", "ALICE_SANDBOX")}
+    return {
+        k: f"qd-{k.lower()}-{secrets.token_hex(12)}"
+        for k in ("BOB_PROD", "ALICE_PROD", "ALICE_SANDBOX")
+    }
 
 
 @pytest.fixture
-def hub(start_hub: Any, prefix: str, singleuser_image: str, tmp_path: Path,
-        values: dict[str, str]) -> tuple[Hub, Path]:
+def hub(
+    start_hub: Any, prefix: str, singleuser_image: str, tmp_path: Path, values: dict[str, str]
+) -> tuple[Hub, Path]:
     state = tmp_path / "state"
     state.mkdir()
     put(state, "user:bob", "BOB_PROD", "prod", values["BOB_PROD"])
@@ -88,8 +92,9 @@ def start(hub: Hub, user: str) -> str:
 
 
 def container(prefix: str, user: str) -> str:
-    [cid] = docker("ps", "-q", "--filter", f"name={prefix}", "--filter",
-                   f"label=io.qustody.user={user}").split()
+    [cid] = docker(
+        "ps", "-q", "--filter", f"name={prefix}", "--filter", f"label=io.qustody.user={user}"
+    ).split()
     return cid
 
 
@@ -126,13 +131,26 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
     assert stat.split() == ["700", "1000", "600", "1000"]
 
     nb = {
-        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
-        "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": 1,
-                   "source": "print(get_secret('BOB_PROD'))",
-                   "outputs": [{"output_type": "stream", "name": "stdout", "text": out}]}],
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "c1",
+                "metadata": {},
+                "execution_count": 1,
+                "source": "print(get_secret('BOB_PROD'))",
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": out}],
+            }
+        ],
     }
-    r = requests.put(url + "api/contents/leak.ipynb", json={"type": "notebook", "content": nb},
-                     headers={"Authorization": f"token {token}"}, timeout=60)
+    r = requests.put(
+        url + "api/contents/leak.ipynb",
+        json={"type": "notebook", "content": nb},
+        headers={"Authorization": f"token {token}"},
+        timeout=60,
+    )
     assert r.status_code in (200, 201), r.text
     saved = docker("exec", cid, "cat", "/home/jovyan/leak.ipynb")
     assert "[REDACTED:known-secret]" in saved
@@ -142,7 +160,9 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
 
     inspect = docker("inspect", cid)
     environ = docker("exec", cid, "cat", "/proc/1/environ")
-    history = docker("history", "--no-trunc", singleuser_image) + docker("image", "inspect", singleuser_image)
+    history = docker("history", "--no-trunc", singleuser_image) + docker(
+        "image", "inspect", singleuser_image
+    )
     changed = docker("diff", cid)  # the container's writable layer (root fs is read-only)
     server_log = docker("logs", cid, check=False)
     kernel.shutdown()
@@ -150,16 +170,28 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
     assert code in (202, 204)
     h.wait_for(lambda: not h.api("GET", "/users/bob")[1]["servers"], timeout=60, what="stop")
     hub_log = all_text(h, state)
-    for where, text in [("docker inspect", inspect), ("/proc/1/environ", environ),
-                        ("image", history), ("container layer", changed),
-                        ("server log", server_log), ("hub log and audit log", hub_log)]:
+    for where, text in [
+        ("docker inspect", inspect),
+        ("/proc/1/environ", environ),
+        ("image", history),
+        ("container layer", changed),
+        ("server log", server_log),
+        ("hub log and audit log", hub_log),
+    ]:
         for form in forms:
             assert form not in text, f"a form of the secret is in the {where}"
     assert "QUSTODY_SECRETS_TICKET" not in inspect  # the ticket went over stdin
     assert json.loads(inspect)[0]["Config"]["OpenStdin"] is True
     delivered = [e["data"] for e in audit(state) if e["type"] == "secret-delivered"]
-    assert delivered == [{"user": "bob", "server": "", "ticket_id": delivered[0]["ticket_id"],
-                          "broker": "embedded", "secrets": [{"name": "BOB_PROD", "class": "prod"}]}]
+    assert delivered == [
+        {
+            "user": "bob",
+            "server": "",
+            "ticket_id": delivered[0]["ticket_id"],
+            "broker": "embedded",
+            "secrets": [{"name": "BOB_PROD", "class": "prod"}],
+        }
+    ]
 
 
 def test_student_container_never_gets_a_prod_secret(
@@ -172,5 +204,7 @@ def test_student_container_never_gets_a_prod_secret(
     )
     assert out.strip() == "['ALICE_SANDBOX']"
     cid = container(prefix, "alice")
-    listing = docker("exec", cid, "bash", "-c", "ls -A /run/jupyter/secrets; grep -rl . /run/jupyter/secrets")
+    listing = docker(
+        "exec", cid, "bash", "-c", "ls -A /run/jupyter/secrets; grep -rl . /run/jupyter/secrets"
+    )
     assert "ALICE_PROD" not in listing and values["ALICE_PROD"] not in listing

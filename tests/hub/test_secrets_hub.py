@@ -48,8 +48,10 @@ def cli(state: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 @pytest.fixture
 def values() -> dict[str, str]:
-    return {k: f"qv-{k.lower()}-{secrets.token_hex(12)}" for k in
-            ("ALICE_SANDBOX", "ALICE_PROD", "BOB_PROD", "SHARED_DEV", "BOB_NEW")}
+    return {
+        k: f"qv-{k.lower()}-{secrets.token_hex(12)}"
+        for k in ("ALICE_SANDBOX", "ALICE_PROD", "BOB_PROD", "SHARED_DEV", "BOB_NEW")
+    }
 
 
 @pytest.fixture
@@ -154,8 +156,9 @@ def test_kernel_reads_policy_filtered_secrets_and_refresh_follows_rotation(
 ) -> None:
     url = start(hub, "bob")
     token = hub.user_token("bob")
-    r = requests.get(url + "qustody/api/secrets", headers={"Authorization": f"token {token}"},
-                     timeout=30)
+    r = requests.get(
+        url + "qustody/api/secrets", headers={"Authorization": f"token {token}"}, timeout=30
+    )
     assert r.status_code == 200, r.text
     listed = r.json()
     assert sorted(s["name"] for s in listed["secrets"]) == ["BOB_PROD", "SHARED_DEV"]
@@ -204,17 +207,33 @@ def test_kernel_reads_policy_filtered_secrets_and_refresh_follows_rotation(
     assert new in printed
     old_forms = [values["BOB_PROD"], base64.b64encode(values["BOB_PROD"].encode()).decode()]
     nb = {
-        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
-        "cells": [{
-            "cell_type": "code", "id": "c1", "metadata": {}, "execution_count": 1,
-            "source": "print(get_secret('BOB_PROD'))",
-            "outputs": [{"output_type": "stream", "name": "stdout",
-                         "text": printed + "\n".join(old_forms)}],
-        }],
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "c1",
+                "metadata": {},
+                "execution_count": 1,
+                "source": "print(get_secret('BOB_PROD'))",
+                "outputs": [
+                    {
+                        "output_type": "stream",
+                        "name": "stdout",
+                        "text": printed + "\n".join(old_forms),
+                    }
+                ],
+            }
+        ],
     }
     headers = {"Authorization": f"token {token}"}
-    r = requests.put(url + "api/contents/leak.ipynb", headers=headers, timeout=60,
-                     json={"type": "notebook", "content": nb})
+    r = requests.put(
+        url + "api/contents/leak.ipynb",
+        headers=headers,
+        timeout=60,
+        json={"type": "notebook", "content": nb},
+    )
     assert r.status_code in (200, 201), r.text
     saved = (tmp_path / "home" / "bob" / "leak.ipynb").read_text()
     for form in (new, base64.b64encode(new.encode()).decode(), new.encode().hex(), *old_forms):
@@ -224,8 +243,12 @@ def test_kernel_reads_policy_filtered_secrets_and_refresh_follows_rotation(
     # a source cell holding the value is refused like a key, and nothing is written
     nb["cells"][0]["source"] = f"token = {new!r}"
     nb["cells"][0]["outputs"] = []
-    r = requests.put(url + "api/contents/src.ipynb", headers=headers, timeout=60,
-                     json={"type": "notebook", "content": nb})
+    r = requests.put(
+        url + "api/contents/src.ipynb",
+        headers=headers,
+        timeout=60,
+        json={"type": "notebook", "content": nb},
+    )
     assert r.status_code == 422, r.text
     assert new not in r.text and "known-secret" in r.text
     assert not (tmp_path / "home" / "bob" / "src.ipynb").exists()
@@ -239,12 +262,14 @@ def test_kernel_reads_policy_filtered_secrets_and_refresh_follows_rotation(
         assert value not in text
 
 
-def test_prod_secret_never_reaches_a_student_profile(hub: Hub, state: Path,
-                                                      values: dict[str, str]) -> None:
+def test_prod_secret_never_reaches_a_student_profile(
+    hub: Hub, state: Path, values: dict[str, str]
+) -> None:
     url = start(hub, "alice")
     token = hub.user_token("alice")
-    r = requests.get(url + "qustody/api/secrets", headers={"Authorization": f"token {token}"},
-                     timeout=30)
+    r = requests.get(
+        url + "qustody/api/secrets", headers={"Authorization": f"token {token}"}, timeout=30
+    )
     assert r.status_code == 200, r.text
     # alice holds a prod secret and a project dev secret; her student profile gets sandbox only
     assert [s["name"] for s in r.json()["secrets"]] == ["ALICE_SANDBOX"]
@@ -320,14 +345,26 @@ def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
     assert lines[5].startswith("413")
 
     # a user's own API token (not a server's) cannot claim anything
-    r = requests.post(hub.api_url + "/qustody/secrets/redeem", json={"ticket": ticket},
-                      headers={"Authorization": f"token {alice_token}"}, timeout=30)
+    r = requests.post(
+        hub.api_url + "/qustody/secrets/redeem",
+        json={"ticket": ticket},
+        headers={"Authorization": f"token {alice_token}"},
+        timeout=30,
+    )
     assert r.status_code == 403 and "not the API token of one of your running servers" in r.text
 
-    reasons = [(e["data"].get("user"), e["data"]["reason"])
-               for e in audit(state) if e["type"] == "ticket-refused"]
-    for expected in [("bob", "wrong-user"), ("alice", "already-redeemed"),
-                     ("alice", "server-stopped"), ("alice", "expired"), ("alice", "malformed")]:
+    reasons = [
+        (e["data"].get("user"), e["data"]["reason"])
+        for e in audit(state)
+        if e["type"] == "ticket-refused"
+    ]
+    for expected in [
+        ("bob", "wrong-user"),
+        ("alice", "already-redeemed"),
+        ("alice", "server-stopped"),
+        ("alice", "expired"),
+        ("alice", "malformed"),
+    ]:
         assert expected in reasons, reasons
     text = all_text(hub, state)
     assert ticket not in text

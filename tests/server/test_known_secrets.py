@@ -69,7 +69,9 @@ async def test_a_source_holding_a_delivered_value_is_refused(
     assert code == 422
     assert OTHER not in json.dumps(body) and "known-secret" in body["message"]
     assert not (jp_root_dir / "src.ipynb").exists()
-    code, body = await api.save_text("notes.txt", f"remember {base64.b64encode(OTHER.encode()).decode()}")
+    code, body = await api.save_text(
+        "notes.txt", f"remember {base64.b64encode(OTHER.encode()).decode()}"
+    )
     assert code == 422 and not (jp_root_dir / "notes.txt").exists()
 
 
