@@ -352,6 +352,14 @@ def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
         timeout=30,
     )
     assert r.status_code == 403 and "not the API token of one of your running servers" in r.text
+    # an unknown token (no such user or server) gets a clear 403 too
+    r = requests.post(
+        hub.api_url + "/qustody/secrets/redeem",
+        json={"ticket": ticket},
+        headers={"Authorization": "token not-a-hub-token"},
+        timeout=30,
+    )
+    assert r.status_code == 403 and "Only a user's server can claim secrets" in r.text
 
     reasons = [
         (e["data"].get("user"), e["data"]["reason"])
