@@ -13,6 +13,7 @@ encodings) from outputs and refuses sources holding it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -26,6 +27,8 @@ from traitlets import Bool, Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 TICKET_ENV = "QUSTODY_SECRETS_TICKET"
+#: Set by the image's entry point: a 0600 file on the tmpfs holding the ticket.
+TICKET_FILE_ENV = "QUSTODY_SECRETS_TICKET_FILE"
 DIR_ENV = "QUSTODY_SECRETS_DIR"
 
 
@@ -106,7 +109,7 @@ class SecretClient(LoggingConfigurable):
 
     def redeem(self) -> int:
         """Redeem the ticket from the environment (and remove it there). Returns the count."""
-        ticket = os.environ.pop(TICKET_ENV, "")
+        ticket = _take_ticket()
         if not self.claim_at_start:
             self.log.info("Qustody secrets: not claimed (SecretClient.claim_at_start is off)")
             return 0
@@ -187,6 +190,22 @@ class SecretClient(LoggingConfigurable):
             return {
                 n: str(s["value"]) for n, s in self._secrets.items() if "*" in wanted or n in wanted
             }
+
+
+def _take_ticket() -> str:
+    """The ticket from the environment or the entry point's file; both are removed."""
+    ticket = os.environ.pop(TICKET_ENV, "")
+    path = os.environ.pop(TICKET_FILE_ENV, "")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                ticket = f.read().strip()
+        except OSError:
+            pass  # no ticket: this server starts without secrets
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return ticket
 
 
 def start_secrets(serverapp: Any, guard: Any, log: Any) -> SecretClient:

@@ -165,6 +165,7 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
     )
     changed = docker("diff", cid)  # the container's writable layer (root fs is read-only)
     server_log = docker("logs", cid, check=False)
+    docker_ls = docker("exec", cid, "ls", "-A", "/run/jupyter")
     kernel.shutdown()
     code, _ = h.api("DELETE", "/users/bob/server")
     assert code in (202, 204)
@@ -180,7 +181,9 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
     ]:
         for form in forms:
             assert form not in text, f"a form of the secret is in the {where}"
-    assert "QUSTODY_SECRETS_TICKET" not in inspect  # the ticket went over stdin
+    assert "qtk_" not in inspect and "qtk_" not in environ  # the ticket went over stdin
+    assert "QUSTODY_SECRETS_TICKET_FILE" in environ  # ... into a file the server deleted
+    assert ".qustody-ticket" not in docker_ls
     assert json.loads(inspect)[0]["Config"]["OpenStdin"] is True
     delivered = [e["data"] for e in audit(state) if e["type"] == "secret-delivered"]
     assert delivered == [
