@@ -122,3 +122,25 @@ def test_configuration_errors_stop_start_up(vault: Vault) -> None:
         broker(vault, namespaces=["team:{username}"])
     with pytest.raises(SecretError, match="approle_secret_id_file is not set"):
         broker(vault, hub_auth="approle")
+
+
+def test_hub_delivery_from_vault_applies_the_class_policy(stocked: Vault) -> None:
+    from hub_ext.secrets.delivery import SecretDelivery
+
+    c = Config()
+    c.SecretBroker.backend = "vault"
+    c.VaultBroker.url = stocked.url
+    c.SecretClassPolicy.profile_classes = {"student": ["sandbox"], "researcher": ["*"]}
+    c.SecretClassPolicy.role_classes = {"student": ["sandbox"], "researcher": ["*"]}
+    d = SecretDelivery(c, ["student", "researcher"])
+    auth = {"id_token": stocked.id_token("alice")}
+    text = d.issue_ticket("alice", "", "tok", "student", ("researcher",))
+    _, got = d.redeem(text, "alice", "", "tok", auth)
+    assert [(s.name, s.cls) for s in got] == [("SANDBOX_KEY", "sandbox")]  # no hardware
+    text = d.issue_ticket("alice", "r", "tok2", "researcher", ("researcher",))
+    _, got = d.redeem(text, "alice", "r", "tok2", auth)
+    assert {s.name for s in got} == {"QISKIT_IBM_TOKEN", "SANDBOX_KEY"}
+    token = d.broker._tokens[("alice", "r")]  # type: ignore[attr-defined]
+    d.server_stopped("alice", "r")  # the user's Vault token dies with the server
+    with pytest.raises(vault_errors.Forbidden):
+        hvac.Client(url=stocked.url, token=token).auth.token.lookup_self()
