@@ -22,6 +22,7 @@ from hub_ext.audit.hub import hub_audit, service_environment
 from hub_ext.audit.web import audit_service
 from hub_ext.culling import culler_service
 from hub_ext.identity.hubconfig import configure_oidc
+from hub_ext.secrets.delivery import setup_secrets
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
@@ -159,8 +160,25 @@ c.JupyterHub.load_roles = [
 ]
 c.JupyterHub.load_roles.append(culler_role)
 
+# -- secrets: delivered at start through a single-use claim ticket (docs/secrets.md) --------
+c.SecretBroker.backend = "embedded"  # or "vault" (configure c.VaultBroker)
+c.SecretBroker.db_path = f"{STATE}/secrets.sqlite"
+c.SecretBroker.master_key_file = f"{STATE}/secrets.key"
+c.SecretBroker.create_master_key = True  # the demo creates its key; production provisions one
+c.SecretClassPolicy.profile_classes = {
+    "student": ["sandbox", "simulator"],
+    "researcher": ["sandbox", "dev", "prod", "simulator", "hardware"],
+    "admin": ["sandbox", "dev"],
+}
+c.SecretClassPolicy.role_classes = {
+    "student": ["sandbox", "simulator"],
+    "researcher": ["sandbox", "dev", "prod", "simulator", "hardware"],
+    "admin": ["sandbox", "dev"],
+}
+
 policy = validate_config(c)
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
+setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))  # a bad secrets setting stops it here
 if spawner == "kubernetes":
     for key, value in kubespawner_settings(policy).items():
         setattr(c.KubeSpawner, key, value)

@@ -41,6 +41,7 @@ from traitlets.config import Config, LoggingConfigurable
 
 from .audit.lifecycle import audited
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
+from .secrets.spawn import TICKET_ENV, spawn_stopped, spawn_ticket
 
 LABEL = "io.qustody"
 TOKEN_KEYS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
@@ -635,7 +636,16 @@ class _PolicyState:
         if self._decision is not None:
             started = float((self._limits or {}).get("started_at", now()))
             env.update(self.policy.environment(self._decision, started))
+            ticket = spawn_ticket(self, self._decision.profile.name, self._user_roles())
+            if ticket:
+                env[TICKET_ENV] = ticket
         return env
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)  # type: ignore[misc]
+        finally:
+            spawn_stopped(self)  # burn its tickets, revoke its leases
 
 
 @audited
@@ -694,7 +704,12 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
             for key in TOKEN_KEYS:
                 env.pop(key, None)
             env["QUSTODY_TOKEN_ON_STDIN"] = "1"  # noqa: S105 - a flag, not a token
+            self._ticket = env.pop(TICKET_ENV, "")  # sent after the token, not in the config
+            if self._ticket:
+                env["QUSTODY_TICKET_ON_STDIN"] = "1"
         return env
+
+    _ticket = ""
 
     def get_args(self) -> list[str]:
         args: list[str] = super().get_args()
@@ -815,7 +830,8 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         )
         try:
             await self.docker("start", self.container_id)
-            await asyncio.to_thread(_send_line, sock, self.api_token)
+            await asyncio.to_thread(_send_line, sock, self.api_token, ticket=self._ticket)
+            self._ticket = ""
         finally:
             with contextlib.suppress(Exception):
                 sock.close()
@@ -888,9 +904,9 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         self.object_id = ""
 
 
-def _send_line(sock: Any, token: str) -> None:
+def _send_line(sock: Any, token: str, ticket: str = "") -> None:
     raw = getattr(sock, "_sock", sock)
-    raw.sendall(token.encode() + b"\n")
+    raw.sendall(token.encode() + b"\n" + (ticket.encode() + b"\n" if ticket else b""))
     with contextlib.suppress(OSError):
         raw.shutdown(socket.SHUT_WR)
 

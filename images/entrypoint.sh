@@ -16,7 +16,21 @@ if [[ "${QUSTODY_TOKEN_ON_STDIN:-0}" == "1" ]]; then
         exit 78
     fi
     export JUPYTERHUB_API_TOKEN
+    # A secrets claim ticket may follow (single use, short-lived). It goes to a 0600 file
+    # on the tmpfs, not the environment (/proc/1/environ); the server extension reads and
+    # deletes it.
+    if [[ "${QUSTODY_TICKET_ON_STDIN:-0}" == "1" ]]; then
+        if IFS= read -r -t 5 ticket && [[ -n "${ticket}" ]]; then
+            runtime="${JUPYTER_RUNTIME_DIR:-/run/jupyter}"
+            mkdir -p "${runtime}"
+            chmod 0700 "${runtime}"
+            (umask 077 && printf '%s' "${ticket}" > "${runtime}/.qustody-ticket")
+            export QUSTODY_SECRETS_TICKET_FILE="${runtime}/.qustody-ticket"
+        fi
+        unset ticket runtime
+    fi
 fi
+unset QUSTODY_TICKET_ON_STDIN
 unset QUSTODY_TOKEN_WAIT_SECONDS
 
 # Kernel connection files (which hold kernel keys) go to the tmpfs, never to home.

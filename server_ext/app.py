@@ -7,6 +7,8 @@ from jupyter_server.extension.application import ExtensionApp
 from .contents import GuardedContents, guard_manager
 from .guard import SaveGuard
 from .handlers import HANDLERS, harden_contents_handler
+from .secret_handlers import SECRET_HANDLERS
+from .secret_store import start_secrets
 from .session import start_backstop
 
 
@@ -38,6 +40,8 @@ class QustodyApp(ExtensionApp):
             return
         manager.qustody_install(guard)
         self.settings["qustody_guard"] = guard
+        # Claim this server's secrets only now: the guard must know their values first.
+        self.settings["qustody_secrets"] = start_secrets(serverapp, guard, self.log)
         if not harden_contents_handler(serverapp.web_app):
             self.log.warning(
                 "Qustody: contents API handler not found; request bodies use the default parser"
@@ -54,3 +58,4 @@ class QustodyApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(HANDLERS)
+        self.handlers.extend(SECRET_HANDLERS)

@@ -28,6 +28,8 @@ from .scanner.documents import (
 )
 from .scanner.engine import AllowList, Engine, SegmentKind
 from .scanner.fingerprint import Fingerprinter
+from .scanner.known import DETECTOR_ID as KNOWN_ID
+from .scanner.known import known_detectors
 from .scanner.notebook import NotebookError, Zone
 
 MODES = ("block", "redact", "warn")
@@ -188,7 +190,17 @@ class SaveGuard(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._known: frozenset[str] = frozenset()
         self.engine = self.build_engine()
+
+    def set_known_values(self, values: Any) -> None:
+        """Also find these exact values (and their encodings) everywhere, whatever the
+        detectors say: outputs holding one are redacted, sources refused (in ``block``).
+        Values are added to those already known, so a rotated-out value stays covered."""
+        known = self._known | frozenset(str(v) for v in values)
+        if known != self._known:
+            self._known = known
+            self.engine = self.build_engine()  # swapped whole: scans in flight keep theirs
 
     def build_engine(self) -> Engine:
         wanted = set(self.detectors) - set(self.disabled_detectors)
@@ -198,7 +210,9 @@ class SaveGuard(LoggingConfigurable):
             patterns=tuple(re.compile(p.encode()) for p in self.allowed_patterns),
         )
         key = self.fingerprint_key.encode() or None
-        return Engine([d for d in catalogue if d.id in wanted], allow, Fingerprinter(key))
+        detectors = [d for d in catalogue if d.id in wanted]
+        detectors += known_detectors(getattr(self, "_known", ()))
+        return Engine(detectors, allow, Fingerprinter(key))
 
     def mode_for(self, path: str) -> str:
         for glob, mode in self.path_modes.items():
@@ -240,9 +254,10 @@ class SaveGuard(LoggingConfigurable):
                 Located(f, segment.zone, segment.pointer, segment.cell, segment.cell_id)
                 for f in found
             ]
-            if mode == "warn":
+            seg_mode = _known_mode(mode, found)
+            if seg_mode == "warn":
                 report.findings.extend(located)
-            elif mode == "block" and segment.zone is not Zone.OUTPUT:
+            elif seg_mode == "block" and segment.zone is not Zone.OUTPUT:
                 blocking.extend(located)
             else:
                 report.redacted += redact_segment(segment, found)
@@ -282,6 +297,7 @@ class SaveGuard(LoggingConfigurable):
         report = GuardReport(mode)
         if not located:
             return report
+        mode = _known_mode(mode, [loc.finding for loc in located])
         if mode == "block":
             raise SaveRefused(422, refusal_message(path, located), located)
         report.findings = located
@@ -304,6 +320,13 @@ class SaveGuard(LoggingConfigurable):
                 f"{self.max_file_size:,} bytes the credential guard checks "
                 "(SaveGuard.max_file_size). Nothing was written.",
             )
+
+
+def _known_mode(mode: str, found: list[Any]) -> str:
+    """A value delivered to this server is never saved, even where the mode is ``warn``."""
+    if mode == "warn" and any(f.detector == KNOWN_ID for f in found):
+        return "block"
+    return mode
 
 
 def _check_mode(mode: str, name: str) -> str:

@@ -60,6 +60,8 @@ class Detector:
     in_binary: bool = False
     #: Off unless an admin enables it (kinds that are not credentials).
     default_enabled: bool = True
+    #: A value known to be secret (delivered to this server): never filtered or allowed.
+    known: bool = False
     examples: tuple[str, ...] = field(default=(), compare=False)
 
     def secret_of(self, match: re.Match[bytes]) -> tuple[int, int] | None:

@@ -133,7 +133,7 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
         "QUSTODY_PROFILE", "QUSTODY_SESSION_ID", "QUSTODY_STARTED_AT",
         "QUSTODY_IDLE_TIMEOUT_SECONDS", "QUSTODY_MAX_AGE_SECONDS",
         "QUSTODY_KERNEL_IDLE_TIMEOUT_SECONDS", "QUSTODY_MAX_AGE_GRACE_SECONDS",
-        "QUSTODY_TOKEN_ON_STDIN",
+        "QUSTODY_TOKEN_ON_STDIN", "QUSTODY_TICKET_ON_STDIN",
     }
     others = set(env) - image_env - ours
     assert all(k.startswith("JUPYTERHUB_") or k in {"JUPYTER_IMAGE_SPEC", "MEM_LIMIT", "CPU_LIMIT"} for k in others), others
@@ -161,8 +161,9 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
     assert int(lines[9]) == 768 * 1024**2
     assert lines[10] == "300"
     pid1_env = set(lines[11:])
-    # the token, handed over on stdin only, and the hostname Docker always sets
-    assert pid1_env - set(env) == {"JUPYTERHUB_API_TOKEN", "HOSTNAME"}
+    # the token, handed over on stdin only, the path of the secrets claim ticket's file
+    # (the ticket came on stdin too), and the hostname Docker always sets
+    assert pid1_env - set(env) == {"JUPYTERHUB_API_TOKEN", "QUSTODY_SECRETS_TICKET_FILE", "HOSTNAME"}
     assert "QUSTODY_TOKEN_ON_STDIN" not in pid1_env
 
     # no setuid/setgid files, no sudo, no compiler, no package caches in the image

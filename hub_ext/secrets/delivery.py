@@ -1,0 +1,146 @@
+"""The hub side of secret delivery: tickets at spawn, secrets at redemption.
+
+One ``SecretDelivery`` per hub process (``setup_secrets(c)`` in jupyterhub_config.py
+creates it and validates its configuration). The spawners call ``issue_ticket`` and
+``server_stopped``; the API handlers call ``redeem`` and ``refresh``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from traitlets.config import Config
+
+from .broker import Broker, SecretBroker
+from .model import Secret
+from .policy import SecretClassPolicy
+from .tickets import Ticket, TicketBook
+
+
+@dataclass(frozen=True)
+class Session:
+    """A server that redeemed its ticket: what refresh is allowed to deliver again."""
+
+    token_hash: str
+    profile: str
+    roles: tuple[str, ...]
+    ticket_id: str
+
+
+class SecretDelivery:
+    def __init__(self, config: Config, profiles: list[str] | None = None) -> None:
+        self.settings = SecretBroker(config=config)
+        self.policy = SecretClassPolicy(config=config)
+        self.policy.check(profiles or [])
+        self.log = self.settings.log
+        self.broker: Broker = self._make_broker(config)
+        self.tickets = TicketBook(self.settings.ticket_ttl)
+        self._sessions: dict[tuple[str, str], Session] = {}
+        self._lock = threading.Lock()
+
+    def _make_broker(self, config: Config) -> Broker:
+        s = self.settings
+        if s.backend == "vault":
+            from .vault import VaultBroker
+
+            return VaultBroker(config=config)
+        from .embedded import EmbeddedStore
+        from .masterkey import load_master_key
+
+        key = load_master_key(
+            s.master_key_file or s.state_path("secrets.key"),
+            s.master_key_env,
+            s.create_master_key,
+        )
+        return EmbeddedStore(s.db_path or s.state_path("secrets.sqlite"), key)
+
+    # -- spawn -----------------------------------------------------------------------
+
+    def issue_ticket(
+        self, user: str, server: str, api_token: str, profile: str, roles: tuple[str, ...]
+    ) -> str:
+        self.server_stopped(user, server, release=False)
+        text, _ = self.tickets.issue(user, server, api_token, profile, roles)
+        return text
+
+    def server_stopped(self, user: str, server: str, release: bool = True) -> None:
+        """Burn the server's outstanding tickets, forget its session, revoke its leases."""
+        self.tickets.burn_server(user, server)
+        with self._lock:
+            self._sessions.pop((user, server), None)
+        if release:
+            try:
+                self.broker.release(user, server)
+            except Exception as e:  # the server is gone either way; say so loudly
+                self.log.error(
+                    "Could not release the secrets of %s/%s: %s", user, server, type(e).__name__
+                )
+
+    # -- delivery --------------------------------------------------------------------
+
+    def redeem(
+        self, text: str, user: str, server: str, api_token: str, auth_state: dict[str, Any] | None
+    ) -> tuple[Ticket, list[Secret]]:
+        """Burn the ticket (TicketRefused if it is not good) and load the secrets."""
+        ticket = self.tickets.redeem(text, user, server, api_token)
+        secrets = self._load(user, server, ticket.profile, ticket.roles, auth_state)
+        with self._lock:
+            self._sessions[(user, server)] = Session(
+                _hash(api_token), ticket.profile, ticket.roles, ticket.id
+            )
+        return ticket, secrets
+
+    def refresh(
+        self, user: str, server: str, api_token: str, auth_state: dict[str, Any] | None
+    ) -> tuple[Session, list[Secret]] | None:
+        """Current secrets for a server that redeemed its ticket (None if it did not)."""
+        with self._lock:
+            session = self._sessions.get((user, server))
+        if session is None or session.token_hash != _hash(api_token):
+            return None
+        return session, self._load(user, server, session.profile, session.roles, auth_state)
+
+    def _load(
+        self,
+        user: str,
+        server: str,
+        profile: str,
+        roles: tuple[str, ...],
+        auth_state: dict[str, Any] | None,
+    ) -> list[Secret]:
+        found = self.broker.secrets_for_spawn(user, server, auth_state)
+        return [s for s in found if self.policy.allows(s.cls, profile, roles)]
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_delivery: SecretDelivery | None = None
+_setup_lock = threading.Lock()
+
+
+def hub_secrets() -> SecretDelivery | None:
+    """The hub process's delivery, or None when secrets are not configured."""
+    return _delivery
+
+
+def setup_secrets(c: Config, profiles: list[str] | None = None) -> SecretDelivery:
+    """Create the hub's delivery from ``c`` (ValueError/SecretError stop the hub) and add
+    its API handlers to ``c.JupyterHub.extra_handlers``."""
+    global _delivery
+    from .handlers import HANDLERS
+
+    with _setup_lock:
+        _delivery = SecretDelivery(c, profiles)
+    existing = c.JupyterHub.extra_handlers if isinstance(c.JupyterHub.extra_handlers, list) else []
+    c.JupyterHub.extra_handlers = [*existing, *(h for h in HANDLERS if h not in existing)]
+    return _delivery
+
+
+def reset_secrets() -> None:
+    global _delivery
+    _delivery = None

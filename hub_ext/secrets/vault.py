@@ -1,0 +1,236 @@
+"""The Vault broker: HashiCorp Vault KV v2, read with each user's own Vault token.
+
+At a spawn the hub logs in to Vault's JWT auth method with the user's own OIDC ID
+token (``auth_state["id_token"]``, stored by the authenticator), so what a server
+receives is exactly what Vault's policies give that user: the hub holds no policy
+that can read everyone's secrets. The user's token is kept only while the server runs
+(for ``refresh``) and revoked when it stops.
+
+Layout in KV v2 (``kv_mount``): one secret per path
+``<base_path>/<kind>/<namespace>/<NAME>`` whose data is ``{"value": ..., "class": ...}``
+(what ``qustody secrets put`` stores in the embedded broker), e.g.
+``qustody/user/alice/QISKIT_IBM_TOKEN``. Namespaces a user can read are listed in
+``namespaces`` (templates); paths the user's policy denies are skipped.
+
+The hub's own login (``hub_auth``: AppRole, optionally with a response-wrapped
+secret id, or JWT) is used only to revoke leases a read returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import hvac
+from hvac import exceptions as vault_errors
+from traitlets import Bool, Float, List, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from .model import CLASS, MIN_VALUE_BYTES, NAME, Namespace, Secret, SecretError, parse_namespace
+
+
+class VaultBroker(LoggingConfigurable):
+    """Secrets from HashiCorp Vault, read with the user's identity."""
+
+    broker_name = "vault"
+
+    url = Unicode(
+        "",
+        config=True,
+        help="Vault address, e.g. ``https://vault.example.org:8200``. Required.",
+    )
+    ca_file = Unicode(
+        "",
+        config=True,
+        help="CA bundle that signed Vault's certificate (empty: the system's).",
+    )
+    kv_mount = Unicode("secret", config=True, help="Mount point of the KV version 2 engine.")
+    base_path = Unicode("qustody", config=True, help="Path under the KV mount holding namespaces.")
+    namespaces = List(
+        Unicode(),
+        default_value=["user:{username}"],
+        config=True,
+        help="""Namespaces read for a user (``{username}`` is replaced), first wins on a
+        name clash, e.g. ``["user:{username}", "project:qaoa"]``. A namespace the user's
+        Vault policy does not allow is skipped.""",
+    )
+    jwt_mount = Unicode("jwt", config=True, help="Mount point of Vault's JWT auth method.")
+    jwt_role = Unicode(
+        "qustody-user",
+        config=True,
+        help="""Vault JWT role users log in with. Give it a short ``token_ttl`` (minutes)
+        and policies templated on the identity (``{{identity.entity.aliases...name}}``).""",
+    )
+    id_token_key = Unicode(
+        "id_token",
+        config=True,
+        help="Key of the raw OIDC ID token in the user's ``auth_state``.",
+    )
+    hub_auth = Unicode(
+        "",
+        config=True,
+        help="""The hub's own Vault login, used only to revoke leases: ``approle``,
+        ``jwt`` or empty (none; leases then expire with their TTL).""",
+    )
+    approle_role_id = Unicode("", config=True, help="AppRole role id of the hub.")
+    approle_secret_id_file = Unicode(
+        "",
+        config=True,
+        help="File holding the hub's AppRole secret id (0600).",
+    )
+    approle_secret_id_wrapped = Bool(
+        False,
+        config=True,
+        help="""The file holds a response-wrapping token that wraps the secret id (Vault's
+        secure introduction); the hub unwraps it once at start-up.""",
+    )
+    hub_jwt_file = Unicode("", config=True, help="File with the hub's JWT for ``hub_auth='jwt'``.")
+    hub_jwt_role = Unicode("qustody-hub", config=True, help="Vault JWT role of the hub.")
+    timeout = Float(10.0, config=True, help="Seconds to wait for Vault.")
+
+    @validate("hub_auth")
+    def _valid_hub_auth(self, proposal: Any) -> str:
+        if proposal["value"] not in ("", "approle", "jwt"):
+            raise ValueError("VaultBroker.hub_auth must be 'approle', 'jwt' or empty")
+        return str(proposal["value"])
+
+    @validate("namespaces")
+    def _valid_namespaces(self, proposal: Any) -> list[str]:
+        for template in proposal["value"]:
+            try:
+                parse_namespace(template.replace("{username}", "x"))
+            except SecretError as e:
+                raise ValueError(f"VaultBroker.namespaces: {e}") from None
+        return list(proposal["value"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.url:
+            raise SecretError("SecretBroker.backend is 'vault' but VaultBroker.url is not set")
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._leases: dict[tuple[str, str], list[str]] = {}
+        self._lock = threading.Lock()
+        self._hub: hvac.Client | None = self._hub_login() if self.hub_auth else None
+
+    def _client(self, token: str | None = None) -> hvac.Client:
+        return hvac.Client(
+            url=self.url, token=token, verify=self.ca_file or True, timeout=self.timeout
+        )
+
+    def _hub_login(self) -> hvac.Client:
+        client = self._client()
+        try:
+            if self.hub_auth == "approle":
+                secret_id = _read(self.approle_secret_id_file, "VaultBroker.approle_secret_id_file")
+                if self.approle_secret_id_wrapped:
+                    unwrapped = client.sys.unwrap(token=secret_id)
+                    secret_id = str(unwrapped["data"]["secret_id"])
+                client.auth.approle.login(role_id=self.approle_role_id, secret_id=secret_id)
+            else:
+                jwt = _read(self.hub_jwt_file, "VaultBroker.hub_jwt_file")
+                client.auth.jwt.jwt_login(role=self.hub_jwt_role, jwt=jwt, path=self.jwt_mount)
+        except vault_errors.VaultError as e:
+            raise SecretError(f"the hub could not log in to Vault ({type(e).__name__})") from None
+        return client
+
+    # -- the Broker interface ----------------------------------------------------------
+
+    def secrets_for_spawn(
+        self, user: str, server: str, auth_state: dict[str, Any] | None
+    ) -> list[Secret]:
+        client = self._client(self._user_token(user, server, auth_state))
+        out: dict[str, Secret] = {}
+        leases: list[str] = []
+        for template in self.namespaces:
+            ns = parse_namespace(template.replace("{username}", user))
+            for secret, lease in self._read_namespace(client, ns):
+                if secret.name not in out:
+                    out[secret.name] = secret
+                if lease:
+                    leases.append(lease)
+        with self._lock:
+            self._leases.setdefault((user, server), []).extend(leases)
+        return list(out.values())
+
+    def release(self, user: str, server: str) -> None:
+        with self._lock:
+            token = self._tokens.pop((user, server), None)
+            leases = self._leases.pop((user, server), [])
+        if token:
+            with contextlib.suppress(vault_errors.Forbidden):  # already expired or revoked
+                self._client(token).auth.token.revoke_self()
+        if leases and self._hub is not None:
+            for lease in leases:
+                self._hub.sys.revoke_lease(lease_id=lease)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _user_token(self, user: str, server: str, auth_state: dict[str, Any] | None) -> str:
+        with self._lock:
+            token = self._tokens.get((user, server))
+        if token:
+            try:
+                self._client(token).auth.token.lookup_self()
+                return token
+            except vault_errors.VaultError:
+                pass  # expired: log in again with the current ID token
+        id_token = (auth_state or {}).get(self.id_token_key)
+        if not isinstance(id_token, str) or not id_token:
+            raise SecretError(
+                f"{user} has no OIDC ID token in auth_state[{self.id_token_key!r}]: Vault "
+                "secrets need an OIDC login with c.Authenticator.enable_auth_state = True"
+            )
+        client = self._client()
+        try:
+            result = client.auth.jwt.jwt_login(
+                role=self.jwt_role, jwt=id_token, path=self.jwt_mount
+            )
+        except vault_errors.VaultError as e:
+            raise SecretError(
+                f"Vault refused {user}'s login ({type(e).__name__}): check the JWT role "
+                f"{self.jwt_role!r} and that the ID token has not expired"
+            ) from None
+        token = str(result["auth"]["client_token"])
+        with self._lock:
+            self._tokens[(user, server)] = token
+        return token
+
+    def _read_namespace(self, client: hvac.Client, ns: Namespace) -> list[tuple[Secret, str]]:
+        base = f"{self.base_path}/{ns.kind}/{ns.name}"
+        kv = client.secrets.kv.v2
+        try:
+            keys = kv.list_secrets(path=base, mount_point=self.kv_mount)["data"]["keys"]
+        except (vault_errors.Forbidden, vault_errors.InvalidPath):
+            return []  # not this user's, or empty
+        out: list[tuple[Secret, str]] = []
+        for key in sorted(keys):
+            if key.endswith("/") or not NAME.fullmatch(key):
+                continue
+            try:
+                result = kv.read_secret_version(
+                    path=f"{base}/{key}", mount_point=self.kv_mount, raise_on_deleted_version=True
+                )
+            except (vault_errors.Forbidden, vault_errors.InvalidPath):
+                continue
+            data = result["data"]["data"] or {}
+            value, cls = data.get("value"), data.get("class")
+            if not isinstance(value, str) or len(value.encode()) < MIN_VALUE_BYTES:
+                self.log.warning("Vault secret %s/%s has no usable 'value'; skipped", ns, key)
+                continue
+            if not isinstance(cls, str) or not CLASS.fullmatch(cls):
+                self.log.warning("Vault secret %s/%s has no valid 'class'; skipped", ns, key)
+                continue
+            version = int(result["data"]["metadata"]["version"])
+            out.append((Secret(ns, key, cls, version, value), str(result.get("lease_id") or "")))
+        return out
+
+
+def _read(path: str, what: str) -> str:
+    if not path:
+        raise SecretError(f"{what} is not set")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise SecretError(f"cannot read {what} ({path}): {e.strerror}") from None

@@ -1,0 +1,381 @@
+"""Secret delivery through a real hub and real servers (local-process spawner).
+
+The hub runs the reference configuration with an embedded store prepared by the admin
+CLI; servers redeem their claim tickets at start, kernels read secrets through the
+documented API, and every refusal is checked at the hub endpoint and in the audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from hubtest import BIN, Hub
+from kernelws import Kernel
+
+TTL = 20
+
+
+def put(state: Path, namespace: str, name: str, cls: str, value: str, verb: str = "put") -> None:
+    args = [verb, namespace, name] + (["--class", cls] if verb == "put" else [])
+    result = subprocess.run(
+        [str(BIN / "qustody"), "secrets", *args],
+        input=value.encode(),
+        capture_output=True,
+        env={"QUSTODY_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert value.encode() not in result.stdout + result.stderr
+
+
+def cli(state: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(BIN / "qustody"), "secrets", *args],
+        capture_output=True,
+        env={"QUSTODY_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def values() -> dict[str, str]:
+    return {
+        k: f"qv-{k.lower()}-{secrets.token_hex(12)}"
+        for k in ("ALICE_SANDBOX", "ALICE_PROD", "BOB_PROD", "SHARED_DEV", "BOB_NEW")
+    }
+
+
+@pytest.fixture
+def state(tmp_path: Path, values: dict[str, str]) -> Path:
+    state = tmp_path / "state"
+    state.mkdir()
+    put(state, "user:alice", "ALICE_SANDBOX", "sandbox", values["ALICE_SANDBOX"])
+    put(state, "user:alice", "ALICE_PROD", "prod", values["ALICE_PROD"])
+    put(state, "user:bob", "BOB_PROD", "prod", values["BOB_PROD"])
+    put(state, "project:qaoa", "SHARED_DEV", "dev", values["SHARED_DEV"])
+    assert cli(state, "grant", "project:qaoa", "bob", "alice").returncode == 0
+    return state
+
+
+@pytest.fixture
+def hub(start_hub: Any, tmp_path: Path, state: Path) -> Hub:
+    return start_hub(
+        extra=f"""
+import os
+from hub_ext.secrets.delivery import setup_secrets
+c.Authenticator.allow_all = True
+c.SimpleLocalProcessSpawner.home_dir_template = "{tmp_path}/home/{{username}}"
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = [
+    {{"name": "student", "scopes": ["self"], "users": ["alice"]}},
+    {{"name": "researcher", "scopes": ["self"], "users": ["bob"]}},
+]
+c.SecretBroker.ticket_ttl = {TTL}
+
+def no_claim_for_flagged_users(spawner):
+    # a flag file makes this user's next server leave its ticket unredeemed
+    if os.path.exists(os.path.join({str(tmp_path)!r}, "noclaim-" + spawner.user.name)):
+        spawner.args = ["--SecretClient.claim_at_start=False"]
+    else:
+        spawner.args = []
+
+c.Spawner.pre_spawn_hook = no_claim_for_flagged_users
+setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
+""",
+        env={
+            "QUSTODY_SPAWNER": "local",
+            "QUSTODY_IMAGE_DIGEST": "",
+            "QUSTODY_STATE_DIR": str(state),
+        },
+    )
+
+
+def start(hub: Hub, user: str) -> str:
+    code, body = hub.api("POST", f"/users/{user}/server", {"user_options": {}})
+    assert code in (201, 202), body
+    hub.wait_for(
+        lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get("", {}).get("ready"),
+        timeout=90,
+        what=f"{user}'s server",
+    )
+    return f"{hub.url}user/{user}/"
+
+
+def stop(hub: Hub, user: str) -> None:
+    code, _ = hub.api("DELETE", f"/users/{user}/server")
+    assert code in (202, 204)
+    hub.wait_for(
+        lambda: not hub.api("GET", f"/users/{user}")[1]["servers"], timeout=60, what="stop"
+    )
+
+
+def audit(state: Path) -> list[dict[str, Any]]:
+    path = state / "audit" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def all_text(hub: Hub, state: Path) -> str:
+    return hub.log() + (state / "audit" / "audit.jsonl").read_text()
+
+
+REDEEM = """
+import json, os, urllib.request, urllib.error
+def redeem(ticket):
+    req = urllib.request.Request(
+        os.environ["JUPYTERHUB_API_URL"] + "/qustody/secrets/redeem",
+        data=json.dumps({"ticket": ticket}).encode(),
+        headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]},
+        method="POST")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, sorted(s["name"] for s in json.loads(r.read())["secrets"])
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["message"]
+"""
+
+# The ticket the hub handed this server, read from the server process's initial
+# environment (what an attacker inside the workspace could read too).
+READ_TICKET = """
+import os
+raw = open(f"/proc/{os.getppid()}/environ", "rb").read().split(b"\\0")
+print([v.split(b"=", 1)[1].decode() for v in raw if v.startswith(b"QUSTODY_SECRETS_TICKET=")][0])
+"""
+
+
+def test_kernel_reads_policy_filtered_secrets_and_refresh_follows_rotation(
+    hub: Hub, state: Path, values: dict[str, str], tmp_path: Path
+) -> None:
+    url = start(hub, "bob")
+    token = hub.user_token("bob")
+    r = requests.get(
+        url + "qustody/api/secrets", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    assert sorted(s["name"] for s in listed["secrets"]) == ["BOB_PROD", "SHARED_DEV"]
+    assert {s["class"] for s in listed["secrets"]} == {"prod", "dev"}
+    assert values["BOB_PROD"] not in r.text  # the server's API never returns a value
+
+    kernel = Kernel(url, token)
+    out = kernel.run(
+        "from server_ext.secrets import get_secret, list_secrets\n"
+        "import os, stat\n"
+        "print(list_secrets())\n"
+        "v = get_secret('BOB_PROD')\n"
+        f"print(v == {values['BOB_PROD']!r})\n"
+        "d = os.environ['QUSTODY_SECRETS_DIR']\n"
+        "print(oct(stat.S_IMODE(os.stat(d).st_mode)), oct(stat.S_IMODE(os.stat(d + '/BOB_PROD').st_mode)))\n"
+        "print('QUSTODY_SECRETS_TICKET' in os.environ, any(v in x for x in os.environ.values()))\n"
+        "try:\n    get_secret('ALICE_SANDBOX')\nexcept KeyError as e:\n    print('KeyError', e)\n"
+    )
+    lines = out.splitlines()
+    assert lines[0] == "['BOB_PROD', 'SHARED_DEV']"
+    assert lines[1] == "True"
+    assert lines[2] == "0o700 0o600"
+    assert lines[3] == "False False"  # no ticket and no value in the kernel's environment
+    assert lines[4].startswith("KeyError") and "available: BOB_PROD, SHARED_DEV" in lines[4]
+
+    # rotation and revocation reach the running server on refresh()
+    put(state, "user:bob", "BOB_PROD", "", values["BOB_NEW"], verb="rotate")
+    assert cli(state, "revoke", "project:qaoa", "SHARED_DEV").returncode == 0
+    out = kernel.run(
+        "from server_ext.secrets import get_secret, refresh\n"
+        "print(refresh())\n"
+        f"print(get_secret('BOB_PROD') == {values['BOB_NEW']!r})\n"
+        "try:\n    get_secret('SHARED_DEV')\nexcept KeyError:\n    print('revoked')\n"
+    )
+    assert out.splitlines() == ["['BOB_PROD']", "True", "revoked"]
+
+    # a value printed in an output (as is, base64, hex) never reaches the saved notebook
+    new = values["BOB_NEW"]
+    printed = kernel.run(
+        "import base64, binascii\n"
+        "v = get_secret('BOB_PROD')\n"
+        "print(v)\nprint(base64.b64encode(v.encode()).decode())\nprint(v.encode().hex())\n"
+        "print(base64.urlsafe_b64encode(v.encode()).decode().rstrip('='))\n"
+        "import urllib.parse, json; print(urllib.parse.quote(v)); print(json.dumps(v))\n"
+    )
+    assert new in printed
+    old_forms = [values["BOB_PROD"], base64.b64encode(values["BOB_PROD"].encode()).decode()]
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "c1",
+                "metadata": {},
+                "execution_count": 1,
+                "source": "print(get_secret('BOB_PROD'))",
+                "outputs": [
+                    {
+                        "output_type": "stream",
+                        "name": "stdout",
+                        "text": printed + "\n".join(old_forms),
+                    }
+                ],
+            }
+        ],
+    }
+    headers = {"Authorization": f"token {token}"}
+    r = requests.put(
+        url + "api/contents/leak.ipynb",
+        headers=headers,
+        timeout=60,
+        json={"type": "notebook", "content": nb},
+    )
+    assert r.status_code in (200, 201), r.text
+    saved = (tmp_path / "home" / "bob" / "leak.ipynb").read_text()
+    for form in (new, base64.b64encode(new.encode()).decode(), new.encode().hex(), *old_forms):
+        assert form not in saved
+    assert saved.count("[REDACTED:known-secret]") >= 7
+
+    # a source cell holding the value is refused like a key, and nothing is written
+    nb["cells"][0]["source"] = f"token = {new!r}"
+    nb["cells"][0]["outputs"] = []
+    r = requests.put(
+        url + "api/contents/src.ipynb",
+        headers=headers,
+        timeout=60,
+        json={"type": "notebook", "content": nb},
+    )
+    assert r.status_code == 422, r.text
+    assert new not in r.text and "known-secret" in r.text
+    assert not (tmp_path / "home" / "bob" / "src.ipynb").exists()
+    kernel.shutdown()
+
+    delivered = [e for e in audit(state) if e["type"] == "secret-delivered"]
+    assert delivered and delivered[0]["data"]["user"] == "bob"
+    assert {s["name"] for s in delivered[0]["data"]["secrets"]} == {"BOB_PROD", "SHARED_DEV"}
+    text = all_text(hub, state)
+    for value in values.values():
+        assert value not in text
+
+
+def test_prod_secret_never_reaches_a_student_profile(
+    hub: Hub, state: Path, values: dict[str, str]
+) -> None:
+    url = start(hub, "alice")
+    token = hub.user_token("alice")
+    r = requests.get(
+        url + "qustody/api/secrets", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    # alice holds a prod secret and a project dev secret; her student profile gets sandbox only
+    assert [s["name"] for s in r.json()["secrets"]] == ["ALICE_SANDBOX"]
+    out = Kernel(url, token).run(
+        "from server_ext.secrets import list_secrets; print(list_secrets())"
+    )
+    assert out.strip() == "['ALICE_SANDBOX']"
+    assert values["ALICE_PROD"] not in all_text(hub, state)
+
+
+def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
+    hub: Hub, state: Path, tmp_path: Path, values: dict[str, str]
+) -> None:
+    (tmp_path / "noclaim-alice").touch()
+    bob_url = start(hub, "bob")
+    bob = Kernel(bob_url, hub.user_token("bob"))
+    bob.run(REDEEM)
+    alice_token = hub.user_token("alice")
+
+    # another user's ticket: bob's server presents alice's unredeemed ticket
+    alice = Kernel(start(hub, "alice"), alice_token)
+    ticket = alice.run(READ_TICKET).strip()
+    assert ticket.startswith("qtk_")
+    out = bob.run(f"print(redeem({ticket!r}))")
+    assert "403" in out and "wrong-user" in out
+    # ... which burned it: alice's own server cannot use it afterwards
+    alice.run(REDEEM)
+    out = alice.run(f"print(redeem({ticket!r}))")
+    assert "403" in out and "already-redeemed" in out
+
+    # replay: alice's server redeems a fresh ticket once, then again
+    stop(hub, "alice")
+    alice = Kernel(start(hub, "alice"), alice_token)
+    ticket = alice.run(READ_TICKET).strip()
+    alice.run(REDEEM)
+    assert alice.run(f"print(redeem({ticket!r}))").strip() == "(200, ['ALICE_SANDBOX'])"
+    out = alice.run(f"print(redeem({ticket!r}))")
+    assert "403" in out and "already-redeemed" in out
+
+    # a stopped server's ticket, presented by the user's next server
+    stop(hub, "alice")
+    alice = Kernel(start(hub, "alice"), alice_token)
+    old = alice.run(READ_TICKET).strip()
+    stop(hub, "alice")
+    alice = Kernel(start(hub, "alice"), alice_token)
+    alice.run(REDEEM)
+    out = alice.run(f"print(redeem({old!r}))")
+    assert "403" in out and "server-stopped" in out
+
+    # expired: the current server's own ticket, after the TTL
+    ticket = alice.run(READ_TICKET).strip()
+    time.sleep(TTL + 1)
+    out = alice.run(f"print(redeem({ticket!r}))")
+    assert "403" in out and "expired" in out
+
+    # bad inputs get clear errors
+    out = alice.run(
+        "import urllib.request, urllib.error, os, json\n"
+        "def post(data):\n"
+        "    req = urllib.request.Request(os.environ['JUPYTERHUB_API_URL'] + '/qustody/secrets/redeem',"
+        " data=data, headers={'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']}, method='POST')\n"
+        "    try:\n        urllib.request.urlopen(req)\n    except urllib.error.HTTPError as e:\n"
+        "        print(e.code, json.loads(e.read())['message'])\n"
+        "post(b'{not json')\npost(b'\\xff\\xfe')\npost(b'[1]')\npost(b'{}')\npost(b'{\"ticket\": \"x\" }')\n"
+        "post(b'x' * 5000)\n"
+    )
+    lines = out.splitlines()
+    assert lines[0].startswith("400") and "not JSON" in lines[0]
+    assert lines[1].startswith("400") and "not UTF-8" in lines[1]
+    assert lines[2].startswith("400") and "JSON object" in lines[2]
+    assert lines[3].startswith("400") and "missing" in lines[3]
+    assert lines[4].startswith("403") and "malformed" in lines[4]
+    assert lines[5].startswith("413")
+
+    # a user's own API token (not a server's) cannot claim anything
+    r = requests.post(
+        hub.api_url + "/qustody/secrets/redeem",
+        json={"ticket": ticket},
+        headers={"Authorization": f"token {alice_token}"},
+        timeout=30,
+    )
+    assert r.status_code == 403 and "not the API token of one of your running servers" in r.text
+    # an unknown token (no such user or server) gets a clear 403 too
+    r = requests.post(
+        hub.api_url + "/qustody/secrets/redeem",
+        json={"ticket": ticket},
+        headers={"Authorization": "token not-a-hub-token"},
+        timeout=30,
+    )
+    assert r.status_code == 403 and "Only a user's server can claim secrets" in r.text
+
+    reasons = [
+        (e["data"].get("user"), e["data"]["reason"])
+        for e in audit(state)
+        if e["type"] == "ticket-refused"
+    ]
+    for expected in [
+        ("bob", "wrong-user"),
+        ("alice", "already-redeemed"),
+        ("alice", "server-stopped"),
+        ("alice", "expired"),
+        ("alice", "malformed"),
+    ]:
+        assert expected in reasons, reasons
+    text = all_text(hub, state)
+    assert ticket not in text
+    for value in values.values():
+        assert value not in text
+    assert sys.executable  # the harness python ran the CLI above

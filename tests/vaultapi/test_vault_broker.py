@@ -1,0 +1,146 @@
+"""The Vault broker against the Vault-API test server and, when installed, a real
+``vault server -dev``: users read with their own identity, rotation, revocation of the
+user's token when the server stops, bad ID tokens, and the hub's wrapped AppRole login."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hvac import exceptions as vault_errors
+from traitlets.config import Config
+from vaultapi import Vault
+
+from hub_ext.secrets.model import SecretError
+from hub_ext.secrets.vault import VaultBroker
+
+ALICE = "alice-ibm-token-0123456789"
+BOB = "bobs-own-token-9876543210"
+
+
+def broker(vault: Vault, **traits: Any) -> VaultBroker:
+    c = Config()
+    c.VaultBroker.url = vault.url
+    c.VaultBroker.namespaces = ["user:{username}", "user:bob"]
+    for k, v in traits.items():
+        setattr(c.VaultBroker, k, v)
+    return VaultBroker(config=c)
+
+
+@pytest.fixture
+def stocked(vault: Vault) -> Vault:
+    vault.put("qustody/user/alice/QISKIT_IBM_TOKEN", ALICE, "hardware")
+    vault.put("qustody/user/alice/SANDBOX_KEY", "alice-sandbox-key-42", "sandbox")
+    vault.put("qustody/user/bob/BOB_TOKEN", BOB, "prod")
+    return vault
+
+
+def test_user_reads_own_secrets_with_own_identity_only(stocked: Vault) -> None:
+    b = broker(stocked)
+    got = b.secrets_for_spawn("alice", "", {"id_token": stocked.id_token("alice")})
+    assert {(s.name, s.cls, s.value, s.version) for s in got} == {
+        ("QISKIT_IBM_TOKEN", "hardware", ALICE, 1),
+        ("SANDBOX_KEY", "sandbox", "alice-sandbox-key-42", 1),
+    }
+    # user:bob is configured for everyone, but alice's Vault token cannot read it
+    assert BOB not in [s.value for s in got]
+    assert [
+        s.value for s in b.secrets_for_spawn("bob", "", {"id_token": stocked.id_token("bob")})
+    ] == [BOB]
+
+
+def test_rotation_is_seen_and_release_revokes_the_users_token(stocked: Vault) -> None:
+    b = broker(stocked)
+    auth = {"id_token": stocked.id_token("alice")}
+    b.secrets_for_spawn("alice", "", auth)
+    stocked.put("qustody/user/alice/QISKIT_IBM_TOKEN", "alice-rotated-token-555", "hardware")
+    got = {s.name: s for s in b.secrets_for_spawn("alice", "", auth)}
+    assert (got["QISKIT_IBM_TOKEN"].value, got["QISKIT_IBM_TOKEN"].version) == (
+        "alice-rotated-token-555",
+        2,
+    )
+    token = b._tokens[("alice", "")]
+    assert hvac.Client(url=stocked.url, token=token).auth.token.lookup_self()["data"]["ttl"] <= 300
+    b.release("alice", "")
+    with pytest.raises(vault_errors.Forbidden):
+        hvac.Client(url=stocked.url, token=token).auth.token.lookup_self()
+    assert ("alice", "") not in b._tokens
+
+
+@pytest.mark.parametrize("case", ["other-key", "expired", "wrong-audience", "garbage"])
+def test_bad_id_tokens_are_refused_clearly(stocked: Vault, case: str) -> None:
+    if case == "other-key":
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        token = stocked.id_token("alice", key=other)
+    elif case == "expired":
+        token = stocked.id_token("alice", ttl=-60)
+    elif case == "wrong-audience":
+        token = stocked.id_token("alice", aud="someone-else")
+    else:
+        token = "not.a.jwt"
+    with pytest.raises(SecretError, match="Vault refused alice's login") as e:
+        broker(stocked).secrets_for_spawn("alice", "", {"id_token": token})
+    assert token not in str(e.value)
+
+
+def test_no_id_token_is_a_clear_error(stocked: Vault) -> None:
+    with pytest.raises(SecretError, match="no OIDC ID token"):
+        broker(stocked).secrets_for_spawn("alice", "", {})
+    with pytest.raises(SecretError, match="no OIDC ID token"):
+        broker(stocked).secrets_for_spawn("alice", "", None)
+
+
+def test_hub_logs_in_with_a_wrapped_approle_secret_id_once(stocked: Vault, tmp_path: Path) -> None:
+    root = stocked.root_client()
+    role_id = root.auth.approle.read_role_id("qustody-hub")["data"]["role_id"]
+    wrapped = root.auth.approle.generate_secret_id("qustody-hub", wrap_ttl="60s")
+    path = tmp_path / "secret-id"
+    path.write_text(wrapped["wrap_info"]["token"])
+    path.chmod(0o600)
+    traits = {
+        "hub_auth": "approle",
+        "approle_role_id": role_id,
+        "approle_secret_id_file": str(path),
+        "approle_secret_id_wrapped": True,
+    }
+    b = broker(stocked, **traits)
+    assert b._hub is not None and b._hub.auth.token.lookup_self()["data"]["ttl"] > 0
+    # the wrapping token was single-use: a copy of the file is worthless
+    with pytest.raises(SecretError, match="could not log in to Vault"):
+        broker(stocked, **traits)
+
+
+def test_configuration_errors_stop_start_up(vault: Vault) -> None:
+    with pytest.raises(SecretError, match=r"VaultBroker\.url is not set"):
+        VaultBroker(config=Config())
+    with pytest.raises(Exception, match="hub_auth must be"):
+        broker(vault, hub_auth="token")
+    with pytest.raises(Exception, match="not a namespace"):
+        broker(vault, namespaces=["team:{username}"])
+    with pytest.raises(SecretError, match="approle_secret_id_file is not set"):
+        broker(vault, hub_auth="approle")
+
+
+def test_hub_delivery_from_vault_applies_the_class_policy(stocked: Vault) -> None:
+    from hub_ext.secrets.delivery import SecretDelivery
+
+    c = Config()
+    c.SecretBroker.backend = "vault"
+    c.VaultBroker.url = stocked.url
+    c.SecretClassPolicy.profile_classes = {"student": ["sandbox"], "researcher": ["*"]}
+    c.SecretClassPolicy.role_classes = {"student": ["sandbox"], "researcher": ["*"]}
+    d = SecretDelivery(c, ["student", "researcher"])
+    auth = {"id_token": stocked.id_token("alice")}
+    text = d.issue_ticket("alice", "", "tok", "student", ("researcher",))
+    _, got = d.redeem(text, "alice", "", "tok", auth)
+    assert [(s.name, s.cls) for s in got] == [("SANDBOX_KEY", "sandbox")]  # no hardware
+    text = d.issue_ticket("alice", "r", "tok2", "researcher", ("researcher",))
+    _, got = d.redeem(text, "alice", "r", "tok2", auth)
+    assert {s.name for s in got} == {"QISKIT_IBM_TOKEN", "SANDBOX_KEY"}
+    token = d.broker._tokens[("alice", "r")]  # type: ignore[attr-defined]
+    d.server_stopped("alice", "r")  # the user's Vault token dies with the server
+    with pytest.raises(vault_errors.Forbidden):
+        hvac.Client(url=stocked.url, token=token).auth.token.lookup_self()
