@@ -38,7 +38,7 @@ from hub_ext.identity.policy import (
     validate_group_roles,
     validate_mfa,
 )
-from hub_ext.identity.roles import managed_roles, roles_for
+from hub_ext.identity.roles import BASE_SCOPES, managed_roles, roles_for
 from hub_ext.identity.sessions import end_session
 from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
 
@@ -262,6 +262,12 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         if not 0 < self.auth_refresh_age <= self.session_max_age:
             raise ValueError("Authenticator.auth_refresh_age must be > 0 and <= session_max_age")
         validate_group_roles(self.group_roles)
+        unknown = set(self.role_extra_scopes) - {*BASE_SCOPES, "admin"}
+        if unknown:
+            raise ValueError(
+                f"QustodyAuthenticator.role_extra_scopes names unknown roles {sorted(unknown)}; "
+                f"known: {sorted({*BASE_SCOPES, 'admin'})}"
+            )
         validate_mfa(self.mfa_rule, self.allow_no_mfa)
         self._metadata: dict[str, Any] = {}
         self._jwks: JwksCache | None = None

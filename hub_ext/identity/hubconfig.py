@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hub_ext.authenticator import require_crypt_key
+from hub_ext.identity.roles import BASE_SCOPES
 
 DEFAULT_GROUP_ROLES = {
     "qustody-students": "student",
@@ -83,3 +84,36 @@ def configure_oidc(
     c.JupyterHub.token_expires_in_max_seconds = 7 * 86400
     c.JupyterHub.shutdown_on_logout = env.get("QUSTODY_SHUTDOWN_ON_LOGOUT", "1") == "1"
     return True
+
+
+def hand_roles_to_authenticator(c: Any, admin_roles: Iterable[str] = ("qpu-operator",)) -> None:
+    """Move the user roles of ``c.JupyterHub.load_roles`` to the authenticator (OIDC).
+
+    Under OIDC the authenticator assigns every user role from IdP groups
+    (``manage_roles``), and JupyterHub refuses ``load_roles`` that assign users. The
+    scopes other components gave Qustody's roles there (the audit page's and the QPU
+    gateway's custom scopes) go to ``QustodyAuthenticator.role_extra_scopes``; the roles
+    in ``admin_roles`` (made for the hub's admins) go to its ``admin`` entry. Roles of
+    services stay. Any other role that assigns users stops the hub with a message.
+    """
+    a = c.QustodyAuthenticator
+    extra: dict[str, list[str]] = {
+        k: list(v) for k, v in (a.role_extra_scopes if "role_extra_scopes" in a else {}).items()
+    }
+    admins = set(admin_roles)
+    keep = []
+    for role in c.JupyterHub.load_roles:
+        name = role["name"]
+        target = "admin" if name in admins else name if name in BASE_SCOPES else ""
+        if not target:
+            if role.get("users") or role.get("groups"):
+                raise SystemExit(
+                    f"jupyterhub_config.py: role {name!r} gives users a role in load_roles, "
+                    "but under OIDC roles come from identity-provider groups: map a group to "
+                    "it with c.QustodyAuthenticator.group_roles instead"
+                )
+            keep.append(role)
+            continue
+        extra[target] = sorted({*extra.get(target, []), *role.get("scopes", [])})
+    a.role_extra_scopes = extra
+    c.JupyterHub.load_roles = keep

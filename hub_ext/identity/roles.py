@@ -3,7 +3,9 @@
 ``student``/``researcher``: their own servers (``self``); ``auditor``: reads who is
 active and their server models, no access to servers or tokens; ``instructor``: one
 ``instructor-<course>`` role per course group, whose scopes are filtered to that hub
-group; ``admin``: JupyterHub's admin flag (the built-in ``admin`` role).
+group; ``admin``: JupyterHub's admin flag (the built-in ``admin`` role), plus the role
+``qustody-admin`` holding the custom scopes Qustody's services give admins (e.g.
+``custom:qpu:admin``), which the built-in role does not include.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ BASE_SCOPES: dict[str, list[str]] = {
     ],
 }
 
+#: The managed role that carries admins' extra (custom) scopes.
+ADMIN_EXTRA = "qustody-admin"
+
 #: Scopes of an instructor over the users of one course (hub group ``course``).
 COURSE_SCOPES = (
     "read:users!group={g}",
@@ -38,7 +43,7 @@ COURSE_SCOPES = (
 def managed_roles(extra_scopes: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
     """The static role definitions (``load_managed_roles``), with ``extra_scopes`` added
     (custom scopes other components declare, e.g. ``custom:qpu:submit``)."""
-    return [
+    roles = [
         {
             "name": name,
             "description": f"Qustody {name} (from identity-provider groups)",
@@ -46,6 +51,15 @@ def managed_roles(extra_scopes: Mapping[str, Iterable[str]]) -> list[dict[str, A
         }
         for name, scopes in BASE_SCOPES.items()
     ]
+    if extra_scopes.get("admin"):
+        roles.append(
+            {
+                "name": ADMIN_EXTRA,
+                "description": "Qustody services' scopes for hub admins (from IdP groups)",
+                "scopes": sorted(set(extra_scopes["admin"])),
+            }
+        )
+    return roles
 
 
 def course_role(course: str) -> dict[str, Any]:
@@ -68,6 +82,8 @@ def roles_for(
     out = [defaults["user"]]
     if "admin" in wanted:
         out.append(defaults["admin"])
+        if ADMIN_EXTRA in specs:
+            out.append(specs[ADMIN_EXTRA])
     out += [specs[r] for r in sorted(wanted) if r in specs]
     if "instructor" in wanted:
         out += [course_role(c) for c in courses]

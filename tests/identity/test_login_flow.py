@@ -60,6 +60,9 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     roles, scopes = seen["audrey"]
     assert "auditor" in roles
     assert "read:users:activity" in scopes
+    # the auditor page's scopes reach the IdP-mapped role (and no one else)
+    assert {"custom:audit:read", "access:services!service=audit"} <= scopes
+    assert "custom:audit:read" not in seen["rita"][1] | seen["ada"][1]
     assert not any(s.startswith("access:servers") and "!user=audrey" not in s for s in scopes)
     assert "admin:users" not in scopes and "tokens" not in scopes
 
