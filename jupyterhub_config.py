@@ -19,6 +19,7 @@ import sys
 
 from hub_ext.audit.hub import hub_audit
 from hub_ext.culling import culler_service
+from hub_ext.qpu.hub import qpu_service
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
@@ -144,6 +145,7 @@ c.JupyterHub.load_roles = [
 
 policy = validate_config(c)
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
+qpu_service(c, STATE)  # the QPU gateway: service, custom scopes, roles, server token scopes
 if spawner == "kubernetes":
     for key, value in kubespawner_settings(policy).items():
         setattr(c.KubeSpawner, key, value)
