@@ -7,9 +7,10 @@ It adds, to the hub's config ``c``:
   key, the policy file, the backends; an operator's file can be loaded after it);
 - the custom scopes ``custom:qpu:submit``, ``custom:qpu:read-all`` and
   ``custom:qpu:admin`` with their descriptions;
-- the scopes to roles: ``submit`` (and access to the service) to the roles named in ``submit_roles`` (Qustody's
-  ``student`` and ``researcher``), ``admin`` to the role ``qpu-operator`` given to the
-  hub's admin users, ``read-all`` to the ``auditor`` role (created if absent);
+- the scopes to roles: ``submit`` (and access to the service) to the roles named in
+  ``submit_roles`` (Qustody's ``student`` and ``researcher``), ``admin`` to the role
+  ``qpu-operator`` given to the hub's admin users, ``read-all`` to the ``auditor``
+  role (created if absent);
 - ``Spawner.server_token_scopes``: the server role's scopes plus ``custom:qpu:submit``
   and ``access:services!service=qpu``, so the kernel's token can submit (the hub gives a
   server token only the subset its user holds);

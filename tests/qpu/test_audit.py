@@ -114,8 +114,9 @@ def test_a_gateway_without_an_audit_log_refuses_to_start(hub, tmp_path):
 
 def test_audit_records_share_one_chain_with_another_writer(start_gateway, tmp_path):
     """The hub (another process) and the gateway append to the same chain."""
-    from hub_ext.audit import AuditLog
     from traitlets.config import Config
+
+    from hub_ext.audit import AuditLog
 
     gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}")
     config = Config()

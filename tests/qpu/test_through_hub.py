@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import audit_records, qpy_b64
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "hub"))
-from hubtest import HubError, failed, free_port, launch_hub  # noqa: E402
+from hubtest import HubError, failed, free_port, launch_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,6 +167,7 @@ def _server_env(hub, user: str) -> dict[str, str]:
     """The environment of the user's running local-process server (its pid from the
     spawner state the hub keeps, read with the harness's admin token)."""
     status, model = hub.api("GET", f"/users/{user}")
+    assert status == 200, model
     pid = int(model["servers"][""]["state"]["pid"])
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
