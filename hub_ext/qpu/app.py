@@ -31,6 +31,7 @@ from .audit import AuditBridge
 from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
+from .credentials import CredentialBroker
 from .policy import Refused
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
@@ -190,9 +191,12 @@ class QpuGateway(Application):
 
     credentials = CallableTrait(
         default_value=_no_credentials, config=True,
-        help="""Called with a backend name, returns that backend's provider credentials
-        (a dict) from the secret broker. Only provider drivers call it; values are never
-        logged or returned to users.""",
+        help="""``credentials(backend_name) -> Mapping[str, str]``: that backend's provider
+        credentials, from the secret broker (set it in the gateway config, e.g.
+        ``c.QpuGateway.credentials = broker_client.qpu_credentials``). Drivers call it
+        through ``BackendDriver.credentials()`` each time they need them; the gateway
+        never stores them, and scrubs every value it handed out from driver errors,
+        results, logs and audit records. Default: no credentials (simulators only).""",
     )
 
     on_event = CallableTrait(
@@ -302,7 +306,8 @@ class QpuGateway(Application):
 
     def setup(self) -> None:
         try:
-            self.drivers: dict[str, BackendDriver] = build(self.backends, self.credentials)
+            self.broker = CredentialBroker(self.credentials, self._known_secrets)
+            self.drivers: dict[str, BackendDriver] = build(self.backends, self.broker)
         except ValueError as e:
             self.exit_with(f"QpuGateway.backends: {e}")
         try:
@@ -342,9 +347,16 @@ class QpuGateway(Application):
             log = AuditLog(config=self.config)
         except Exception as e:  # a bad AuditLog setting: say which, then stop
             self.exit_with(f"c.AuditLog: {e}")
+        log.add_known_secrets(sorted(self.broker.known))  # drivers may have asked already
         return AuditBridge(log, self.store.job, self.log,
                            service=os.environ.get("JUPYTERHUB_SERVICE_NAME", "qpu"),
                            policy_path=self.policy_file)
+
+    def _known_secrets(self, values: Any) -> None:
+        """Credential values a driver was given: the audit log redacts them wherever."""
+        bridge = getattr(self, "audit_bridge", None)
+        if bridge is not None:
+            bridge.audit.add_known_secrets(values)
 
     def unknown_backend(self, name: str) -> str:
         return (f"unknown backend {name[:64]!r}; backends: {', '.join(sorted(self.drivers))} "
@@ -443,6 +455,7 @@ class QpuGateway(Application):
 
     async def cancel(self, job_id: str, actor: str, reason: str) -> tuple[str, str]:
         loop = asyncio.get_running_loop()
+        reason = self.broker.scrub(reason)  # free text: someone may paste a key
         try:
             state, what = await loop.run_in_executor(
                 self.db_executor, self.store.cancel, job_id, actor, reason
@@ -459,6 +472,7 @@ class QpuGateway(Application):
     async def operate(self, actor: str, kind: str, name: str, action: str,
                       reason: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
+        reason = self.broker.scrub(reason)
         allowed = {
             "backends": ("pause", "resume", "drain"),
             "projects": ("pause", "resume", "drain"),
@@ -536,7 +550,7 @@ class QpuGateway(Application):
             instance=self.instance_name, lease_seconds=self.lease_seconds,
             max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
             poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
-            log=self.log,
+            log=self.log, scrub=self.broker,
         )
         server = httpserver.HTTPServer(
             self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False
