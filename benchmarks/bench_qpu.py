@@ -1,7 +1,7 @@
 """QPU gateway: admission throughput/latency, and end-to-end overhead on Aer.
 
     .venv/bin/python benchmarks/bench_qpu.py [--clients 32,8] [--requests 4000]
-        [--db sqlite,sqlite-normal,postgresql] [--runs 30]
+        [--db sqlite,sqlite-normal,postgresql] [--runs 30] [--no-audit] [--no-e2e]
 
 Admission: starts the gateway (``python -m hub_ext.qpu``) on 127.0.0.1 against a stand-in
 hub (tests/qpu/fakehub.py), pauses its backend so jobs are admitted (validated, tag- and
@@ -76,7 +76,8 @@ def small_circuit_b64() -> str:
 
 
 class Gateway:
-    def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL") -> None:
+    def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL",
+                 audit: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         policy = workdir / "policy.toml"
@@ -88,12 +89,20 @@ class Gateway:
             "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 600.0,
             "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
         }
+        if audit:  # as in production: every admission is recorded in the audit log
+            settings["AuditLog.path"] = str(workdir / f"audit_{self.port}" / "audit.jsonl")
+            settings["AuditLog.key_file"] = str(workdir / "audit.key")
+            settings["AuditLog.create_key_file"] = True
+        else:
+            settings["audit_log"] = False
         config.write_text("c = get_config()  # noqa\n" + "".join(
-            f"c.QpuGateway.{k} = {v!r}\n" for k, v in settings.items()))
+            f"c.{k if '.' in k else 'QpuGateway.' + k} = {v!r}\n" for k, v in settings.items()))
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
         self.log = (workdir / f"gateway_{self.port}.log").open("wb")
+        profile = os.environ.get("QUSTODY_BENCH_PROFILE")  # cProfile of the event loop
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub_ext.qpu", f"--config={config}", "--log-level=WARN"],
+            [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+             "-m", "hub_ext.qpu", f"--config={config}", "--log-level=WARN"],
             cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -144,6 +153,90 @@ def _load_process(port: int, request: bytes, clients: int, per_client: int, q: m
         return lat, sum(errs)
 
     q.put(asyncio.run(main()))
+
+
+async def _paced(host: str, port: int, request: bytes, rate: float, n: int, conns: int,
+                 out: list[float]) -> int:
+    """Open loop: request i is due at start + i / rate whatever the answers do; its latency
+    runs from when it was due (a late send counts against the gateway)."""
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await asyncio.open_connection(host, port))
+    errors = 0
+
+    async def one(due: float) -> None:
+        nonlocal errors
+        reader, writer = await pool.get()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        out.append(time.perf_counter() - due)
+        if not head.startswith(b"HTTP/1.1 201"):
+            errors += 1
+        pool.put_nowait((reader, writer))
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return errors
+
+
+def _paced_process(port: int, request: bytes, rate: float, n: int, conns: int,
+                   q: mp.Queue) -> None:
+    async def main() -> tuple[list[float], int]:
+        lat: list[float] = []
+        errs = await _paced("127.0.0.1", port, request, rate, n, conns, lat)
+        return lat, errs
+
+    q.put(asyncio.run(main()))
+
+
+def job_request(token: str) -> bytes:
+    body = json.dumps({
+        "backend": "aer_simulator", "circuits": [{"qpy": small_circuit_b64()}], "shots": 100,
+        "tags": {"project": "bench", "purpose": "benchmark"},
+    }).encode()
+    return (
+        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def paced(gw: Gateway, token: str, rate: float, total: int) -> dict[str, float]:
+    """``rate`` jobs/s offered (two load processes, 32 connections each) for ``total`` jobs."""
+    request = job_request(token)
+    warm = mp.Queue()
+    _load_process(gw.port, request, 4, 25, warm)
+    warm.get()
+    q: mp.Queue = mp.Queue()
+    procs = 2
+    workers = [mp.Process(target=_paced_process,
+                          args=(gw.port, request, rate / procs, total // procs, 32, q))
+               for _ in range(procs)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    results = [q.get() for _ in workers]
+    elapsed = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    lat = sorted(x for r in results for x in r[0])
+    return {
+        "jobs": len(lat), "errors": sum(r[1] for r in results), "seconds": elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+    }
 
 
 def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, float]:
@@ -223,6 +316,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--db", default="sqlite,sqlite-normal,postgresql",
                         help="sqlite (synchronous=FULL, the default), sqlite-normal, postgresql")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="run the gateway without its audit log (to see what it costs)")
+    parser.add_argument("--no-e2e", action="store_true", help="admission runs only")
+    parser.add_argument("--rates", default="1000",
+                        help="open-loop runs: offered jobs/s (comma-separated; '' for none)")
     args = parser.parse_args()
     hub = FakeHub()
     hub_url = hub.start()
@@ -242,7 +340,7 @@ def main() -> None:
 
                 cluster = cluster or PgCluster().start()
                 url = cluster.create_database()
-            gw = Gateway(work, hub_url, url, sync)
+            gw = Gateway(work, hub_url, url, sync, audit=not args.no_audit)
             try:
                 r = requests.post(gw.url + "api/admin/backends/aer_simulator/pause",
                                   headers={"Authorization": f"token {ops}"},
@@ -254,6 +352,14 @@ def main() -> None:
                           f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
                           f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
                           f"errors {res['errors']}")
+                for rate in (float(x) for x in args.rates.split(",") if x):
+                    res = paced(gw, token, rate, args.requests)
+                    print(f"admission [{db}, open loop {rate:.0f} jobs/s offered]: "
+                          f"{res['jobs']} jobs in {res['seconds']:.2f} s; latency from the "
+                          f"due time p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
+                          f"errors {res['errors']}")
+                if args.no_e2e:
+                    continue
                 requests.post(gw.url + "api/admin/backends/aer_simulator/drain",
                               headers={"Authorization": f"token {ops}"},
                               json={"reason": "benchmark done"}, timeout=600)
