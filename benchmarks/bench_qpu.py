@@ -96,7 +96,9 @@ class Gateway:
         else:
             settings["audit_log"] = False
         config.write_text("c = get_config()  # noqa\n" + "".join(
-            f"c.{k if '.' in k else 'QpuGateway.' + k} = {v!r}\n" for k, v in settings.items()))
+            f"c.{k if '.' in k else 'QpuGateway.' + k} = {v!r}\n" for k, v in settings.items())
+            # e.g. a profiler for the database thread
+            + os.environ.get("QUSTODY_BENCH_EXTRA_CONFIG", ""))
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
         self.log = (workdir / f"gateway_{self.port}.log").open("wb")
         profile = os.environ.get("QUSTODY_BENCH_PROFILE")  # cProfile of the event loop
@@ -225,18 +227,27 @@ def paced(gw: Gateway, token: str, rate: float, total: int) -> dict[str, float]:
     workers = [mp.Process(target=_paced_process,
                           args=(gw.port, request, rate / procs, total // procs, 32, q))
                for _ in range(procs)]
+    cpu0 = cpu_seconds(gw.proc.pid)
     t0 = time.perf_counter()
     for w in workers:
         w.start()
     results = [q.get() for _ in workers]
     elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(gw.proc.pid) - cpu0
     for w in workers:
         w.join()
     lat = sorted(x for r in results for x in r[0])
     return {
         "jobs": len(lat), "errors": sum(r[1] for r in results), "seconds": elapsed,
+        "cpu_ms": cpu * 1000 / max(1, len(lat)),
         "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, float]:
@@ -259,17 +270,20 @@ def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, fl
         mp.Process(target=_load_process, args=(gw.port, request, clients // procs, per_client, q))
         for _ in range(procs)
     ]
+    cpu0 = cpu_seconds(gw.proc.pid)
     t0 = time.perf_counter()
     for w in workers:
         w.start()
     results = [q.get() for _ in workers]
     elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(gw.proc.pid) - cpu0
     for w in workers:
         w.join()
     lat = sorted(x for r in results for x in r[0])
     errors = sum(r[1] for r in results)
     return {
         "jobs": len(lat), "errors": errors, "seconds": elapsed, "jobs_per_s": len(lat) / elapsed,
+        "cpu_ms": cpu * 1000 / max(1, len(lat)),
         "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
     }
 
@@ -346,18 +360,18 @@ def main() -> None:
                                   headers={"Authorization": f"token {ops}"},
                                   json={"reason": "benchmark: admit only"}, timeout=30)
                 r.raise_for_status()
-                for clients in (int(c) for c in args.clients.split(",")):
+                for clients in (int(c) for c in args.clients.split(",") if c):
                     res = admission(gw, token, clients, args.requests)
                     print(f"admission [{db}, {clients} clients]: {res['jobs']} jobs in "
                           f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
                           f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
-                          f"errors {res['errors']}")
+                          f"gateway CPU {res['cpu_ms']:.2f} ms/job; errors {res['errors']}")
                 for rate in (float(x) for x in args.rates.split(",") if x):
                     res = paced(gw, token, rate, args.requests)
                     print(f"admission [{db}, open loop {rate:.0f} jobs/s offered]: "
                           f"{res['jobs']} jobs in {res['seconds']:.2f} s; latency from the "
                           f"due time p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
-                          f"errors {res['errors']}")
+                          f"gateway CPU {res['cpu_ms']:.2f} ms/job; errors {res['errors']}")
                 if args.no_e2e:
                     continue
                 requests.post(gw.url + "api/admin/backends/aer_simulator/drain",

@@ -374,11 +374,14 @@ class QpuGateway(Application):
 
     # -- admission (group commit) -------------------------------------------------------------
 
-    async def submit(self, identity: Identity, body: dict[str, Any]) -> Admitted:
+    async def submit(self, identity: Identity, body: dict[str, Any],
+                     size: int | None = None) -> Admitted:
         loop = asyncio.get_running_loop()
         policy = self.policies.policy
+        if size is None:
+            size = len(json.dumps(body.get("circuits", "")))
         try:
-            if len(json.dumps(body.get("circuits", ""))) > 65536:
+            if size > 65536:  # decoding a large job would stall every other request
                 sub = await loop.run_in_executor(None, handlers.parse, self, body)
             else:
                 sub = handlers.parse(self, body)

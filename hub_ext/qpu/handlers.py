@@ -275,7 +275,7 @@ class JobsHandler(BaseHandler):
             raise ApiError(400, "BAD_JSON", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "BAD_JSON", "the body must be a JSON object")
-        admitted = await self.gateway.submit(self.identity, body)
+        admitted = await self.gateway.submit(self.identity, body, size=self._size)
         if admitted.refused is not None:
             r = admitted.refused
             self.write_json(r.status, {
