@@ -128,33 +128,30 @@ class Gateway:
 # -- load generator -------------------------------------------------------------------------
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> bool:
+    """Send one request on a keep-alive connection and read its answer; True if 201."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 201")
+
+
 async def _client(host: str, port: int, request: bytes, n: int, out: list[float]) -> int:
+    """Closed loop: one connection, the next request as soon as the answer is in."""
     reader, writer = await asyncio.open_connection(host, port)
     errors = 0
     for _ in range(n):
         t0 = time.perf_counter()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
+        ok = await _exchange(reader, writer, request)
         out.append(time.perf_counter() - t0)
-        if not head.startswith(b"HTTP/1.1 201"):
-            errors += 1
+        errors += not ok
     writer.close()
     return errors
-
-
-def _load_process(port: int, request: bytes, clients: int, per_client: int, q: mp.Queue) -> None:
-    async def main() -> tuple[list[float], int]:
-        lat: list[float] = []
-        errs = await asyncio.gather(*[
-            _client("127.0.0.1", port, request, per_client, lat) for _ in range(clients)])
-        return lat, sum(errs)
-
-    q.put(asyncio.run(main()))
 
 
 async def _paced(host: str, port: int, request: bytes, rate: float, n: int, conns: int,
@@ -169,16 +166,9 @@ async def _paced(host: str, port: int, request: bytes, rate: float, n: int, conn
     async def one(due: float) -> None:
         nonlocal errors
         reader, writer = await pool.get()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
+        ok = await _exchange(reader, writer, request)
         out.append(time.perf_counter() - due)
-        if not head.startswith(b"HTTP/1.1 201"):
-            errors += 1
+        errors += not ok
         pool.put_nowait((reader, writer))
 
     start = time.perf_counter() + 0.05
@@ -195,12 +185,17 @@ async def _paced(host: str, port: int, request: bytes, rate: float, n: int, conn
     return errors
 
 
-def _paced_process(port: int, request: bytes, rate: float, n: int, conns: int,
-                   q: mp.Queue) -> None:
+def _load_process(port: int, request: bytes, clients: int, per_client: int, q: mp.Queue,
+                  rate: float = 0.0) -> None:
+    """``clients`` closed-loop clients, or with ``rate`` one open-loop generator over
+    ``clients`` connections sending ``per_client`` requests in all."""
     async def main() -> tuple[list[float], int]:
         lat: list[float] = []
-        errs = await _paced("127.0.0.1", port, request, rate, n, conns, lat)
-        return lat, errs
+        if rate:
+            return lat, await _paced("127.0.0.1", port, request, rate, per_client, clients, lat)
+        errs = await asyncio.gather(*[
+            _client("127.0.0.1", port, request, per_client, lat) for _ in range(clients)])
+        return lat, sum(errs)
 
     q.put(asyncio.run(main()))
 
@@ -216,16 +211,24 @@ def job_request(token: str) -> bytes:
     ).encode() + body
 
 
-def paced(gw: Gateway, token: str, rate: float, total: int) -> dict[str, float]:
-    """``rate`` jobs/s offered (two load processes, 32 connections each) for ``total`` jobs."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(gw: Gateway, token: str, clients: int, per_client: int,
+         rate: float = 0.0) -> dict[str, float]:
+    """Two load processes (``clients`` and ``rate`` split between them) against ``gw``;
+    jobs/s, latency percentiles and the gateway's CPU time per job."""
     request = job_request(token)
-    warm = mp.Queue()
+    warm: mp.Queue = mp.Queue()  # token cache, connection pools, code paths
     _load_process(gw.port, request, 4, 25, warm)
     warm.get()
-    q: mp.Queue = mp.Queue()
     procs = 2
-    workers = [mp.Process(target=_paced_process,
-                          args=(gw.port, request, rate / procs, total // procs, 32, q))
+    q: mp.Queue = mp.Queue()
+    workers = [mp.Process(target=_load_process,
+                          args=(gw.port, request, clients // procs, per_client, q, rate / procs))
                for _ in range(procs)]
     cpu0 = cpu_seconds(gw.proc.pid)
     t0 = time.perf_counter()
@@ -239,53 +242,19 @@ def paced(gw: Gateway, token: str, rate: float, total: int) -> dict[str, float]:
     lat = sorted(x for r in results for x in r[0])
     return {
         "jobs": len(lat), "errors": sum(r[1] for r in results), "seconds": elapsed,
-        "cpu_ms": cpu * 1000 / max(1, len(lat)),
+        "jobs_per_s": len(lat) / elapsed, "cpu_ms": cpu * 1000 / max(1, len(lat)),
         "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc; Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, float]:
-    body = json.dumps({
-        "backend": "aer_simulator", "circuits": [{"qpy": small_circuit_b64()}], "shots": 100,
-        "tags": {"project": "bench", "purpose": "benchmark"},
-    }).encode()
-    request = (
-        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    procs = 2
-    per_client = max(1, total // clients)
-    # Warm-up (token cache, connection pools, code paths).
-    warm = mp.Queue()
-    _load_process(gw.port, request, 4, 25, warm)
-    warm.get()
-    q: mp.Queue = mp.Queue()
-    workers = [
-        mp.Process(target=_load_process, args=(gw.port, request, clients // procs, per_client, q))
-        for _ in range(procs)
-    ]
-    cpu0 = cpu_seconds(gw.proc.pid)
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    results = [q.get() for _ in workers]
-    elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(gw.proc.pid) - cpu0
-    for w in workers:
-        w.join()
-    lat = sorted(x for r in results for x in r[0])
-    errors = sum(r[1] for r in results)
-    return {
-        "jobs": len(lat), "errors": errors, "seconds": elapsed, "jobs_per_s": len(lat) / elapsed,
-        "cpu_ms": cpu * 1000 / max(1, len(lat)),
-        "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
-    }
+    """Closed loop: ``clients`` connections, each sending its next job on the answer."""
+    return load(gw, token, clients, max(1, total // clients))
+
+
+def paced(gw: Gateway, token: str, rate: float, total: int) -> dict[str, float]:
+    """Open loop: ``rate`` jobs/s offered over 64 connections, ``total`` jobs."""
+    return load(gw, token, 64, total // 2, rate)
 
 
 def end_to_end(gw: Gateway, token: str, runs: int) -> dict[str, float]:
@@ -360,17 +329,15 @@ def main() -> None:
                                   headers={"Authorization": f"token {ops}"},
                                   json={"reason": "benchmark: admit only"}, timeout=30)
                 r.raise_for_status()
-                for clients in (int(c) for c in args.clients.split(",") if c):
-                    res = admission(gw, token, clients, args.requests)
-                    print(f"admission [{db}, {clients} clients]: {res['jobs']} jobs in "
+                runs = [(f"{c} clients", admission, int(c)) for c in args.clients.split(",") if c]
+                runs += [(f"open loop {float(r):.0f} jobs/s offered", paced, float(r))
+                         for r in args.rates.split(",") if r]
+                for label, run, amount in runs:
+                    res = run(gw, token, amount, args.requests)  # type: ignore[operator]
+                    print(f"admission [{db}, {label}]: {res['jobs']} jobs in "
                           f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
-                          f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
-                          f"gateway CPU {res['cpu_ms']:.2f} ms/job; errors {res['errors']}")
-                for rate in (float(x) for x in args.rates.split(",") if x):
-                    res = paced(gw, token, rate, args.requests)
-                    print(f"admission [{db}, open loop {rate:.0f} jobs/s offered]: "
-                          f"{res['jobs']} jobs in {res['seconds']:.2f} s; latency from the "
-                          f"due time p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
+                          f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+                          f"{' (from the due time)' if run is paced else ''}; "
                           f"gateway CPU {res['cpu_ms']:.2f} ms/job; errors {res['errors']}")
                 if args.no_e2e:
                     continue

@@ -15,6 +15,7 @@ from kernel import run_in_kernel
 
 HUB_TESTS = Path(__file__).resolve().parents[1] / "hub"
 sys.path.append(str(HUB_TESTS))
+import test_docker_spawner  # noqa: E402
 from hubtest import HubError, docker, failed, free_port, launch_hub  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("hub_conftest", HUB_TESTS / "conftest.py")
@@ -23,6 +24,7 @@ hub_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hub_conftest)
 docker_engine = hub_conftest.docker_engine  # the hub tests' fixtures
 singleuser_image = hub_conftest.singleuser_image
+prefix = test_docker_spawner.prefix  # names this test's containers and removes them after
 
 pytestmark = pytest.mark.docker
 
@@ -69,8 +71,7 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def docker_hub(tmp_path, request, docker_engine, singleuser_image):
-    prefix = f"qtest{secrets.token_hex(3)}"
+def docker_hub(tmp_path, request, prefix, singleuser_image):
     (tmp_path / "qpu_operator.py").write_text(OPERATOR_CONFIG)
     (tmp_path / "policy.toml").write_text(POLICY)
     extra = f"""
@@ -92,12 +93,6 @@ c.HardenedDockerSpawner.prefix = "{prefix}"
     hub.prefix = prefix
     yield hub
     hub.stop()
-    for cid in docker("ps", "-aq", "--filter", f"name={prefix}").split():
-        if failed(request):
-            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
-        docker("rm", "-f", cid, check=False)
-    for vol in docker("volume", "ls", "-q", "--filter", f"name={prefix}").split():
-        docker("volume", "rm", "-f", vol, check=False)
     if failed(request):
         print(f"\n===== hub log =====\n{hub.log()[-20000:]}")
 
