@@ -203,8 +203,9 @@ class QpuGateway(Application):
         default_value=None, allow_none=True, config=True,
         help="""Called as ``on_event(name, fields)`` after each action that matters to the
         security team (job submitted/rejected/started/finished/cancelled/recovered,
-        operator actions, policy reloads). The audit log connects here. Its errors are
-        logged and do not undo the action.""",
+        operator actions, policy reloads), next to the built-in audit log
+        (``audit_log``): e.g. a metrics or SIEM forwarder. Its errors are logged and do not
+        undo the action.""",
     )
 
     audit_log = Bool(
