@@ -1,7 +1,7 @@
 """QPU gateway: admission throughput/latency, and end-to-end overhead on Aer.
 
     .venv/bin/python benchmarks/bench_qpu.py [--clients 32,8] [--requests 4000]
-        [--db sqlite,sqlite-normal,postgresql] [--runs 30]
+        [--db sqlite,sqlite-normal,postgresql] [--runs 30] [--no-audit] [--no-e2e]
 
 Admission: starts the gateway (``python -m hub_ext.qpu``) on 127.0.0.1 against a stand-in
 hub (tests/qpu/fakehub.py), pauses its backend so jobs are admitted (validated, tag- and
@@ -76,7 +76,8 @@ def small_circuit_b64() -> str:
 
 
 class Gateway:
-    def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL") -> None:
+    def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL",
+                 audit: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         policy = workdir / "policy.toml"
@@ -88,12 +89,22 @@ class Gateway:
             "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 600.0,
             "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
         }
+        if audit:  # as in production: every admission is recorded in the audit log
+            settings["AuditLog.path"] = str(workdir / f"audit_{self.port}" / "audit.jsonl")
+            settings["AuditLog.key_file"] = str(workdir / "audit.key")
+            settings["AuditLog.create_key_file"] = True
+        else:
+            settings["audit_log"] = False
         config.write_text("c = get_config()  # noqa\n" + "".join(
-            f"c.QpuGateway.{k} = {v!r}\n" for k, v in settings.items()))
+            f"c.{k if '.' in k else 'QpuGateway.' + k} = {v!r}\n" for k, v in settings.items())
+            # e.g. a profiler for the database thread
+            + os.environ.get("QUSTODY_BENCH_EXTRA_CONFIG", ""))
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
         self.log = (workdir / f"gateway_{self.port}.log").open("wb")
+        profile = os.environ.get("QUSTODY_BENCH_PROFILE")  # cProfile of the event loop
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub_ext.qpu", f"--config={config}", "--log-level=WARN"],
+            [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+             "-m", "hub_ext.qpu", f"--config={config}", "--log-level=WARN"],
             cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -117,28 +128,71 @@ class Gateway:
 # -- load generator -------------------------------------------------------------------------
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> bool:
+    """Send one request on a keep-alive connection and read its answer; True if 201."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 201")
+
+
 async def _client(host: str, port: int, request: bytes, n: int, out: list[float]) -> int:
+    """Closed loop: one connection, the next request as soon as the answer is in."""
     reader, writer = await asyncio.open_connection(host, port)
     errors = 0
     for _ in range(n):
         t0 = time.perf_counter()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
+        ok = await _exchange(reader, writer, request)
         out.append(time.perf_counter() - t0)
-        if not head.startswith(b"HTTP/1.1 201"):
-            errors += 1
+        errors += not ok
     writer.close()
     return errors
 
 
-def _load_process(port: int, request: bytes, clients: int, per_client: int, q: mp.Queue) -> None:
+async def _paced(host: str, port: int, request: bytes, rate: float, n: int, conns: int,
+                 out: list[float]) -> int:
+    """Open loop: request i is due at start + i / rate whatever the answers do; its latency
+    runs from when it was due (a late send counts against the gateway)."""
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await asyncio.open_connection(host, port))
+    errors = 0
+
+    async def one(due: float) -> None:
+        nonlocal errors
+        reader, writer = await pool.get()
+        ok = await _exchange(reader, writer, request)
+        out.append(time.perf_counter() - due)
+        errors += not ok
+        pool.put_nowait((reader, writer))
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return errors
+
+
+def _load_process(port: int, request: bytes, clients: int, per_client: int, q: mp.Queue,
+                  rate: float = 0.0) -> None:
+    """``clients`` closed-loop clients, or with ``rate`` one open-loop generator over
+    ``clients`` connections sending ``per_client`` requests in all."""
     async def main() -> tuple[list[float], int]:
         lat: list[float] = []
+        if rate:
+            return lat, await _paced("127.0.0.1", port, request, rate, per_client, clients, lat)
         errs = await asyncio.gather(*[
             _client("127.0.0.1", port, request, per_client, lat) for _ in range(clients)])
         return lat, sum(errs)
@@ -146,39 +200,61 @@ def _load_process(port: int, request: bytes, clients: int, per_client: int, q: m
     q.put(asyncio.run(main()))
 
 
-def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, float]:
+def job_request(token: str) -> bytes:
     body = json.dumps({
         "backend": "aer_simulator", "circuits": [{"qpy": small_circuit_b64()}], "shots": 100,
         "tags": {"project": "bench", "purpose": "benchmark"},
     }).encode()
-    request = (
+    return (
         f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    procs = 2
-    per_client = max(1, total // clients)
-    # Warm-up (token cache, connection pools, code paths).
-    warm = mp.Queue()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(gw: Gateway, token: str, clients: int, per_client: int,
+         rate: float = 0.0) -> dict[str, float]:
+    """Two load processes (``clients`` and ``rate`` split between them) against ``gw``;
+    jobs/s, latency percentiles and the gateway's CPU time per job."""
+    request = job_request(token)
+    warm: mp.Queue = mp.Queue()  # token cache, connection pools, code paths
     _load_process(gw.port, request, 4, 25, warm)
     warm.get()
+    procs = 2
     q: mp.Queue = mp.Queue()
-    workers = [
-        mp.Process(target=_load_process, args=(gw.port, request, clients // procs, per_client, q))
-        for _ in range(procs)
-    ]
+    workers = [mp.Process(target=_load_process,
+                          args=(gw.port, request, clients // procs, per_client, q, rate / procs))
+               for _ in range(procs)]
+    cpu0 = cpu_seconds(gw.proc.pid)
     t0 = time.perf_counter()
     for w in workers:
         w.start()
     results = [q.get() for _ in workers]
     elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(gw.proc.pid) - cpu0
     for w in workers:
         w.join()
     lat = sorted(x for r in results for x in r[0])
-    errors = sum(r[1] for r in results)
     return {
-        "jobs": len(lat), "errors": errors, "seconds": elapsed, "jobs_per_s": len(lat) / elapsed,
+        "jobs": len(lat), "errors": sum(r[1] for r in results), "seconds": elapsed,
+        "jobs_per_s": len(lat) / elapsed, "cpu_ms": cpu * 1000 / max(1, len(lat)),
         "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
     }
+
+
+def admission(gw: Gateway, token: str, clients: int, total: int) -> dict[str, float]:
+    """Closed loop: ``clients`` connections, each sending its next job on the answer."""
+    return load(gw, token, clients, max(1, total // clients))
+
+
+def paced(gw: Gateway, token: str, rate: float, total: int) -> dict[str, float]:
+    """Open loop: ``rate`` jobs/s offered over 64 connections, ``total`` jobs."""
+    return load(gw, token, 64, total // 2, rate)
 
 
 def end_to_end(gw: Gateway, token: str, runs: int) -> dict[str, float]:
@@ -223,6 +299,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--db", default="sqlite,sqlite-normal,postgresql",
                         help="sqlite (synchronous=FULL, the default), sqlite-normal, postgresql")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="run the gateway without its audit log (to see what it costs)")
+    parser.add_argument("--no-e2e", action="store_true", help="admission runs only")
+    parser.add_argument("--rates", default="1000",
+                        help="open-loop runs: offered jobs/s (comma-separated; '' for none)")
     args = parser.parse_args()
     hub = FakeHub()
     hub_url = hub.start()
@@ -242,18 +323,24 @@ def main() -> None:
 
                 cluster = cluster or PgCluster().start()
                 url = cluster.create_database()
-            gw = Gateway(work, hub_url, url, sync)
+            gw = Gateway(work, hub_url, url, sync, audit=not args.no_audit)
             try:
                 r = requests.post(gw.url + "api/admin/backends/aer_simulator/pause",
                                   headers={"Authorization": f"token {ops}"},
                                   json={"reason": "benchmark: admit only"}, timeout=30)
                 r.raise_for_status()
-                for clients in (int(c) for c in args.clients.split(",")):
-                    res = admission(gw, token, clients, args.requests)
-                    print(f"admission [{db}, {clients} clients]: {res['jobs']} jobs in "
+                runs = [(f"{c} clients", admission, int(c)) for c in args.clients.split(",") if c]
+                runs += [(f"open loop {float(r):.0f} jobs/s offered", paced, float(r))
+                         for r in args.rates.split(",") if r]
+                for label, run, amount in runs:
+                    res = run(gw, token, amount, args.requests)  # type: ignore[operator]
+                    print(f"admission [{db}, {label}]: {res['jobs']} jobs in "
                           f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
-                          f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms; "
-                          f"errors {res['errors']}")
+                          f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+                          f"{' (from the due time)' if run is paced else ''}; "
+                          f"gateway CPU {res['cpu_ms']:.2f} ms/job; errors {res['errors']}")
+                if args.no_e2e:
+                    continue
                 requests.post(gw.url + "api/admin/backends/aer_simulator/drain",
                               headers={"Authorization": f"token {ops}"},
                               json={"reason": "benchmark done"}, timeout=600)

@@ -72,4 +72,5 @@ def test_wheel_carries_packages_and_enables_the_extension(tmp_path):
     assert enabled["ServerApp"]["jpserver_extensions"] == {"server_ext": True}
     assert "server_ext/scanner/rules/quantum.py" in names
     assert "hub_ext/__init__.py" in names
+    assert "hub_ext/qpu/demo_policy.toml" in names  # copied into the hub state at start
     assert not [n for n in names if n.startswith("tests/")]

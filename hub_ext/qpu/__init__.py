@@ -10,6 +10,17 @@ resolution), ``handlers`` (REST API) and ``app`` (the service: ``python -m hub_e
 
 __version__ = "0.1.0"
 
-from .backends import BackendDriver, Cancelled, Execution, ExecutionError
+from typing import Any
+
+# Loaded on first use: the hub imports hub_ext.qpu.hub at start-up and needs no Qiskit.
+_LAZY = ("BackendDriver", "Cancelled", "Execution", "ExecutionError")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import backends
+
+        return getattr(backends, name)
+    raise AttributeError(f"module 'hub_ext.qpu' has no attribute {name!r}")
 
 __all__ = ["BackendDriver", "Cancelled", "Execution", "ExecutionError", "__version__"]

@@ -27,9 +27,11 @@ from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
 from . import __version__, handlers
+from .audit import AuditBridge
 from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
+from .credentials import CredentialBroker
 from .policy import Refused
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
@@ -189,17 +191,29 @@ class QpuGateway(Application):
 
     credentials = CallableTrait(
         default_value=_no_credentials, config=True,
-        help="""Called with a backend name, returns that backend's provider credentials
-        (a dict) from the secret broker. Only provider drivers call it; values are never
-        logged or returned to users.""",
+        help="""``credentials(backend_name) -> Mapping[str, str]``: that backend's provider
+        credentials, from the secret broker (set it in the gateway config, e.g.
+        ``c.QpuGateway.credentials = broker_client.qpu_credentials``). Drivers call it
+        through ``BackendDriver.credentials()`` each time they need them; the gateway
+        never stores them, and scrubs every value it handed out from driver errors,
+        results, logs and audit records. Default: no credentials (simulators only).""",
     )
 
     on_event = CallableTrait(
         default_value=None, allow_none=True, config=True,
         help="""Called as ``on_event(name, fields)`` after each action that matters to the
         security team (job submitted/rejected/started/finished/cancelled/recovered,
-        operator actions, policy reloads). The audit log connects here. Its errors are
-        logged and do not undo the action.""",
+        operator actions, policy reloads), next to the built-in audit log
+        (``audit_log``): e.g. a metrics or SIEM forwarder. Its errors are logged and do not
+        undo the action.""",
+    )
+
+    audit_log = Bool(
+        True, config=True,
+        help="""Record job, policy and operator events in the hub's audit log. Configure
+        ``c.AuditLog.path`` (or ``db_url``) and ``key_file`` in this config exactly as the
+        hub's (hub_ext.qpu.hub writes them for a hub-managed gateway); the gateway refuses
+        to start without them. False only for a gateway that is not part of a hub.""",
     )
 
     max_payload_bytes = Int(
@@ -279,6 +293,11 @@ class QpuGateway(Application):
                            "(see docs/qpu.md for an example).")
         if not self.backends:
             self.log.warning("QpuGateway.backends is empty: every job will be refused")
+        audit = self.config.get("AuditLog", {})
+        if self.audit_log and not (audit.get("path") or audit.get("db_url")):
+            self.exit_with("QpuGateway.audit_log is on but c.AuditLog.path (or db_url) is not "
+                           "set: give the hub's AuditLog.path and key_file in the gateway "
+                           "config, or set QpuGateway.audit_log = False outside a hub.")
         if self.max_payload_bytes > 1024**3:
             self.exit_with("QpuGateway.max_payload_bytes above 1 GiB is not supported")
 
@@ -288,7 +307,8 @@ class QpuGateway(Application):
 
     def setup(self) -> None:
         try:
-            self.drivers: dict[str, BackendDriver] = build(self.backends, self.credentials)
+            self.broker = CredentialBroker(self.credentials, self._known_secrets)
+            self.drivers: dict[str, BackendDriver] = build(self.backends, self.broker)
         except ValueError as e:
             self.exit_with(f"QpuGateway.backends: {e}")
         try:
@@ -312,8 +332,32 @@ class QpuGateway(Application):
         threads = self.db_threads or (1 if self.store.is_sqlite else 4)
         self.db_executor = ThreadPoolExecutor(threads, thread_name_prefix="qpu-db")
         self.resolver: Resolver = HubResolver(self.hub_api_url, self.auth_cache_seconds)
+        self.hooks: list[Callable[[str, dict[str, Any]], Any]] = []
+        if self.audit_log:
+            self.audit_bridge = self._audit_bridge()
+            self.hooks.append(self.audit_bridge)
+        if self.on_event is not None:
+            self.hooks.append(self.on_event)
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
+
+    def _audit_bridge(self) -> AuditBridge:
+        from hub_ext.audit import AuditLog
+
+        try:
+            log = AuditLog(config=self.config)
+        except Exception as e:  # a bad AuditLog setting: say which, then stop
+            self.exit_with(f"c.AuditLog: {e}")
+        log.add_known_secrets(sorted(self.broker.known))  # drivers may have asked already
+        return AuditBridge(log, self.store.job, self.log,
+                           service=os.environ.get("JUPYTERHUB_SERVICE_NAME", "qpu"),
+                           policy_path=self.policy_file)
+
+    def _known_secrets(self, values: Any) -> None:
+        """Credential values a driver was given: the audit log redacts them wherever."""
+        bridge = getattr(self, "audit_bridge", None)
+        if bridge is not None:
+            bridge.audit.add_known_secrets(values)
 
     def unknown_backend(self, name: str) -> str:
         return (f"unknown backend {name[:64]!r}; backends: {', '.join(sorted(self.drivers))} "
@@ -323,21 +367,22 @@ class QpuGateway(Application):
         """The single hook point for audit events."""
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("QPU event %s %s", name, json.dumps(fields, default=str))
-        hook: Any = self.on_event
-        if hook is None:
-            return
-        try:
-            hook(name, fields)
-        except Exception as e:
-            self.log.error("QPU on_event hook failed for %s: %s", name, type(e).__name__)
+        for hook in self.hooks:
+            try:
+                hook(name, fields)
+            except Exception as e:
+                self.log.error("QPU event hook failed for %s: %s", name, type(e).__name__)
 
     # -- admission (group commit) -------------------------------------------------------------
 
-    async def submit(self, identity: Identity, body: dict[str, Any]) -> Admitted:
+    async def submit(self, identity: Identity, body: dict[str, Any],
+                     size: int | None = None) -> Admitted:
         loop = asyncio.get_running_loop()
         policy = self.policies.policy
+        if size is None:
+            size = len(json.dumps(body.get("circuits", "")))
         try:
-            if len(json.dumps(body.get("circuits", ""))) > 65536:
+            if size > 65536:  # decoding a large job would stall every other request
                 sub = await loop.run_in_executor(None, handlers.parse, self, body)
             else:
                 sub = handlers.parse(self, body)
@@ -345,7 +390,11 @@ class QpuGateway(Application):
         except Invalid as e:
             raise handlers.ApiError(e.status, e.code, e.message) from None
         except Refused as e:
-            self.emit("qpu.job.rejected", {"user": identity.name, "code": e.code})
+            self.emit("qpu.job.rejected", {"user": identity.name, "code": e.code,
+                                           "message": e.message,
+                                           "backend": _name(body.get("backend")),
+                                           "project": _name((body.get("tags") or {})
+                                                            .get("project"))})
             return Admitted("", "REJECTED", e.code, [], e)
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((ticket, future))
@@ -357,19 +406,30 @@ class QpuGateway(Application):
             raise handlers.ApiError(503, "DATABASE",
                                     f"{outcome}; the job was not stored, submit it again")
         if isinstance(outcome, Refused):
-            self.emit("qpu.job.rejected", {"user": identity.name, "code": outcome.code})
+            self.emit("qpu.job.rejected", {"user": identity.name, "code": outcome.code,
+                                           "message": outcome.message,
+                                           "project": ticket.project,
+                                           "backend": ticket.backend})
             return Admitted("", "REJECTED", outcome.code, [], outcome)
         if isinstance(outcome, Exception):
             raise outcome
         outcome.ignored = ignored
         if outcome.refused is not None:
             self.emit("qpu.job.rejected", {"job_id": outcome.job_id, "user": identity.name,
-                                           "code": outcome.reason})
+                                           "code": outcome.refused.code,
+                                           "message": outcome.refused.message,
+                                           "project": ticket.project,
+                                           "backend": ticket.backend})
         else:
             self.emit("qpu.job.submitted", {"job_id": outcome.job_id, "user": identity.name,
                                             "project": ticket.project,
                                             "backend": ticket.backend,
-                                            "state": outcome.state})
+                                            "state": outcome.state,
+                                            "reason": outcome.reason,
+                                            "shots": ticket.shots,
+                                            "circuits": ticket.n_circuits,
+                                            "priority": ticket.priority,
+                                            "tags": ticket.tags})
             if outcome.state == "QUEUED":  # a held job cannot start: no dispatch pass
                 self.runner.wake()
         return outcome
@@ -399,6 +459,7 @@ class QpuGateway(Application):
 
     async def cancel(self, job_id: str, actor: str, reason: str) -> tuple[str, str]:
         loop = asyncio.get_running_loop()
+        reason = self.broker.scrub(reason)  # free text: someone may paste a key
         try:
             state, what = await loop.run_in_executor(
                 self.db_executor, self.store.cancel, job_id, actor, reason
@@ -415,6 +476,7 @@ class QpuGateway(Application):
     async def operate(self, actor: str, kind: str, name: str, action: str,
                       reason: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
+        reason = self.broker.scrub(reason)
         allowed = {
             "backends": ("pause", "resume", "drain"),
             "projects": ("pause", "resume", "drain"),
@@ -469,16 +531,18 @@ class QpuGateway(Application):
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(self.policy_reload_seconds)
-            self._reload()
+            self.reload_policy()
 
-    def _reload(self) -> None:
+    def reload_policy(self, force: bool = False, by: str | None = None) -> bool:
         before = self.policies.policy.digest
-        changed = self.policies.maybe_reload()
+        changed = self.policies.maybe_reload(force=force)
         if changed:
-            self.emit("qpu.policy.reloaded", {"from": before, "to": self.policies.policy.digest})
+            self.emit("qpu.policy.reloaded", {"from": before, "to": self.policies.policy.digest,
+                                              "by": by})
             self.runner.wake()
         elif self.policies.error:
             self.emit("qpu.policy.reload_failed", {"kept": before})
+        return changed
 
     async def run(self) -> None:
         # The database thread hands the GIL back and forth with the event loop on every
@@ -490,7 +554,7 @@ class QpuGateway(Application):
             instance=self.instance_name, lease_seconds=self.lease_seconds,
             max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
             poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
-            log=self.log,
+            log=self.log, scrub=self.broker,
         )
         server = httpserver.HTTPServer(
             self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False
@@ -501,7 +565,7 @@ class QpuGateway(Application):
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_policy, True)
         reload_task = loop.create_task(self._reload_loop())
         self.log.info(
             "QPU gateway %s listening on http://%s:%d%s (backends: %s; database: %s)",
@@ -515,10 +579,19 @@ class QpuGateway(Application):
         server.stop()
         await self.runner.stop()
         self.db_executor.shutdown(wait=True)
+        if self.audit_log:
+            self.audit_bridge.close()
         self.store.dispose()
 
     def start(self) -> None:
         asyncio.run(self.run())
+
+
+def _name(value: Any) -> str | None:
+    """A client-given backend or project name, only when it is a plain short name."""
+    if isinstance(value, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$", value):
+        return value
+    return None
 
 
 def scopes_config() -> dict[str, dict[str, str]]:

@@ -42,7 +42,25 @@ class Identity:
     groups: tuple[str, ...] = ()
 
     def has(self, scope: str) -> bool:
-        return scope in self.scopes
+        """Whether the token holds ``scope``, as JupyterHub reports it.
+
+        The hub lists a token's expanded scopes, with filters where a role granted a
+        filtered scope (``custom:qpu:submit!user=alice``, ``...!group=chem``). Submit
+        filtered to the caller (their user, a group of theirs, or their own server) counts,
+        since the gateway only ever acts for the caller; read-all and admin count only
+        unfiltered (a filtered operator power has no meaning here, so it is refused).
+        """
+        if scope in self.scopes:
+            return True
+        if scope != SCOPE_SUBMIT:
+            return False
+        own = {f"{scope}!{self.kind}={self.name}"}
+        own.update(f"{scope}!group={g}" for g in self.groups)
+        if self.kind == "user":
+            prefix = f"{scope}!server={self.name}/"
+            if any(s.startswith(prefix) for s in self.scopes):
+                return True
+        return bool(own & self.scopes)
 
 
 class Resolver(Protocol):

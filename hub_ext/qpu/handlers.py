@@ -275,7 +275,7 @@ class JobsHandler(BaseHandler):
             raise ApiError(400, "BAD_JSON", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "BAD_JSON", "the body must be a JSON object")
-        admitted = await self.gateway.submit(self.identity, body)
+        admitted = await self.gateway.submit(self.identity, body, size=self._size)
         if admitted.refused is not None:
             r = admitted.refused
             self.write_json(r.status, {
@@ -505,7 +505,7 @@ class AdminListHandler(BaseHandler):
         self.require(SCOPE_ADMIN)
         if what != "reload":
             raise ApiError(404, "NOT_FOUND", f"no admin action {what!r}")
-        changed = self.gateway.policies.maybe_reload(force=True)
+        changed = self.gateway.reload_policy(force=True, by=self.identity.name)
         status = self.gateway.policies.status()
         await self.db(self.gateway.store.record_action, self.identity.name, "reload-policy",
                       "policy", "manual reload", {"digest": status.digest,

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from qiskit import QuantumCircuit  # type: ignore[import-untyped]
 
 from .backends import BackendDriver, Cancelled, ExecutionError
+from .credentials import CredentialBroker
 from .policyfile import Policy
 from .store import Claimed, Store, StoreError
 from .validation import load_qasm3, load_qpy
@@ -68,7 +70,9 @@ class Runner:
         limits: Any,
         emit: Emit,
         log: logging.Logger,
+        scrub: CredentialBroker | None = None,
     ) -> None:
+        self.scrub = scrub or CredentialBroker(lambda name: {})
         self.store = store
         self.drivers = drivers
         self.policy = policy
@@ -220,15 +224,16 @@ class Runner:
         except Cancelled:
             return "CANCELLED", None, None, "cancelled while running"
         except ExecutionError as e:
-            return "FAILED", None, None, str(e)[:500]
+            # a provider SDK may quote the credential it was given: never pass it on
+            return "FAILED", None, None, self.scrub.scrub(str(e))[:500]
         except Exception as e:
-            self.log.error("QPU job %s failed on %s: %s", claimed.job_id, driver.name,
-                           type(e).__name__, exc_info=True)
+            self.log.error("QPU job %s failed on %s: %s\n%s", claimed.job_id, driver.name,
+                           type(e).__name__, self.scrub.scrub(traceback.format_exc()))
             return "FAILED", None, None, f"internal error in backend {driver.name!r}: " \
                 f"{type(e).__name__}"
         execution.result["job_id"] = claimed.job_id
         body = json.dumps(execution.result, default=_json_default, separators=(",", ":"))
-        return "DONE", body.encode(), execution.seconds, None
+        return "DONE", self.scrub.scrub_bytes(body.encode()), execution.seconds, None
 
     async def _lease_loop(self) -> None:
         interval = max(0.05, self.lease / 3)

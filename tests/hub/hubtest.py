@@ -146,6 +146,7 @@ def launch_hub(
         os.environ.setdefault("QUSTODY_DEMO_PASSWORD", "harness-{secrets.token_hex(8)}")
         os.environ["QUSTODY_HUB_PORT"] = "{port}"
         os.environ["QUSTODY_HUB_API_PORT"] = "{hub_port}"
+        os.environ.setdefault("QUSTODY_QPU_PORT", "{free_port()}")  # the QPU gateway service
     """
     load = f"load_subconfig({str(config)!r})\n" if config else ""
     tail = f"""

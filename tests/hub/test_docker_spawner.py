@@ -134,6 +134,7 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
         "QUSTODY_IDLE_TIMEOUT_SECONDS", "QUSTODY_MAX_AGE_SECONDS",
         "QUSTODY_KERNEL_IDLE_TIMEOUT_SECONDS", "QUSTODY_MAX_AGE_GRACE_SECONDS",
         "QUSTODY_TOKEN_ON_STDIN", "QUSTODY_TICKET_ON_STDIN",
+        "QUSTODY_QPU_URL",  # the QPU gateway (hub_ext.qpu.hub)
     }
     others = set(env) - image_env - ours
     assert all(k.startswith("JUPYTERHUB_") or k in {"JUPYTER_IMAGE_SPEC", "MEM_LIMIT", "CPU_LIMIT"} for k in others), others

@@ -63,6 +63,11 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     # the auditor page's scopes reach the IdP-mapped role (and no one else)
     assert {"custom:audit:read", "access:services!service=audit"} <= scopes
     assert "custom:audit:read" not in seen["rita"][1] | seen["ada"][1]
+    assert "custom:qpu:read-all" in scopes and "custom:qpu:submit" not in scopes
+    # the QPU gateway's scopes: researchers and students submit, admins operate
+    assert {"custom:qpu:submit", "access:services!service=qpu"} <= seen["rita"][1]
+    assert "custom:qpu:submit" in seen["sam"][1] and "custom:qpu:admin" in seen["ada"][1]
+    assert "custom:qpu:admin" not in seen["rita"][1]
     assert not any(s.startswith("access:servers") and "!user=audrey" not in s for s in scopes)
     assert "admin:users" not in scopes and "tokens" not in scopes
 

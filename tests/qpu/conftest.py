@@ -161,6 +161,10 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-20000:]
 
+    def audit_records(self) -> list[dict[str, Any]]:
+        """The audit log's records after verifying its chain and MACs."""
+        return audit_records(self.dir / "audit" / "audit.jsonl", self.dir / "audit.key")
+
     def token(self, user: str) -> str:
         return str(self.hub.tokens[user])  # type: ignore[attr-defined]
 
@@ -239,10 +243,13 @@ def launch(hub: FakeHub, d: Path, db_url: str, policy: str = POLICY,
         "sqlite_synchronous": "NORMAL",
         **traits,
     }
+    audit = {"path": str(d / "audit" / "audit.jsonl"), "key_file": str(d / "audit.key"),
+             "create_key_file": True}
     config = d / f"qpu_config_{port}.py"
     config.write_text(
         "c = get_config()  # noqa\n"
         + "".join(f"c.QpuGateway.{k} = {v!r}\n" for k, v in settings.items())
+        + "".join(f"c.AuditLog.{k} = {v!r}\n" for k, v in audit.items())
         + textwrap.dedent(extra_config)
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
@@ -298,6 +305,17 @@ def gateway(
     gw = launch(hub, d, url).start()
     yield gw
     gw.stop()
+
+
+def audit_records(path: Path, key_file: Path) -> list[dict[str, Any]]:
+    """Verify the audit log (hash chain, MACs, sealed head), then return its records."""
+    from hub_ext.audit import verify
+    from hub_ext.audit.keys import load_key_file
+
+    report = verify.verify(path, [load_key_file(key_file)])
+    assert report.ok, report.summary()
+    return [json.loads(line) for p in sorted(path.parent.glob("audit*.jsonl"))
+            if "checkpoints" not in p.name for line in p.read_text().splitlines()]
 
 
 def dump(obj: Any) -> str:

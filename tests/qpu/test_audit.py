@@ -1,0 +1,140 @@
+"""The gateway's security events land in the hub's audit log, on one verified chain."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import POLICY, audit_records
+
+
+def wait_records(gw, predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        exists = (gw.dir / "audit" / "audit.jsonl").exists()
+        records = gw.audit_records() if exists else []
+        if predicate(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def of(records, type_name, **match):
+    return [r["data"] for r in records if r["type"] == type_name
+            and all(r["data"].get(k) == v for k, v in match.items())]
+
+
+def test_jobs_refusals_operators_and_policy_changes_are_audited(start_gateway, tmp_path):
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}")
+    status, body = gw.submit("bob", tags={"project": "qchem", "purpose": "testing",
+                                          "labels": {"run": "a1"}})
+    assert status == 201, body
+    done_id = body["job_id"]
+    assert gw.wait_final("bob", done_id)["state"] == "DONE"
+
+    status, body = gw.submit("carol", tags={"project": "qchem", "purpose": "testing"})
+    assert (status, body["error"]) == (403, "NOT_A_MEMBER")
+
+    ok = gw.call("ops", "POST", "api/admin/backends/aer_simulator/pause",
+                 {"reason": "calibration INC-7"})
+    assert ok[0] == 200, ok
+    status, body = gw.submit("alice")
+    assert status == 201 and body["state"] == "HELD", body
+    held_id = body["job_id"]
+    assert gw.call("alice", "DELETE", f"api/jobs/{held_id}")[0] in (200, 202)
+    status, body = gw.submit("alice")
+    drained_id = body["job_id"]
+    assert gw.call("ops", "POST", "api/admin/backends/aer_simulator/drain",
+                   {"reason": "end of calibration"})[0] == 200
+    assert gw.call("ops", "POST", "api/admin/backends/aer_simulator/resume",
+                   {"reason": "calibration done"})[0] == 200
+
+    gw.policy_path.write_text(POLICY + "\n[projects.extra]\nmembers = { dave = 'member' }\n"
+                              "backends = ['aer_simulator']\n")
+    records = wait_records(gw, lambda rs: of(rs, "policy-changed")
+                           and len(of(rs, "break-glass")) >= 3)
+
+    submitted = of(records, "qpu-job-submitted", job_id=done_id)
+    assert submitted and submitted[0]["user"] == "bob" and submitted[0]["project"] == "qchem"
+    assert submitted[0]["backend"] == "aer_simulator" and submitted[0]["shots"] == 100
+    assert "purpose=testing" in submitted[0]["tags"] and "labels.run=a1" in submitted[0]["tags"]
+    assert of(records, "qpu-job-admitted", job_id=done_id)
+    finished = of(records, "qpu-job-finished", job_id=done_id)
+    assert finished and finished[0]["status"] == "done" and finished[0]["user"] == "bob"
+
+    rejected = of(records, "qpu-job-rejected", user="carol")
+    assert rejected and rejected[0]["reason"] == "not-member"
+    assert rejected[0]["code"] == "NOT_A_MEMBER" and "qchem" in rejected[0]["detail"]
+
+    queued = of(records, "qpu-job-queued", job_id=held_id)
+    assert queued and queued[0]["reason"] == "backend-offline"
+    own = of(records, "qpu-job-cancelled", job_id=held_id)
+    assert own and own[0]["reason"] == "user-request" and "actor" not in own[0]
+    drained = of(records, "qpu-job-cancelled", job_id=drained_id)
+    assert drained and drained[0]["reason"] == "admin" and drained[0]["actor"] == "ops"
+    assert drained[0]["user"] == "alice" and "end of calibration" in drained[0]["detail"]
+
+    glass = {(g["action"], g["target"]): g for g in of(records, "break-glass")}
+    pause = glass[("qpu-backend-pause", "backend:aer_simulator")]
+    assert pause["actor"] == "ops" and pause["justification"] == "calibration INC-7"
+    assert ("qpu-backend-drain", "backend:aer_simulator") in glass
+    assert ("qpu-backend-resume", "backend:aer_simulator") in glass
+
+    changed = of(records, "policy-changed", policy="qpu.policy")
+    assert changed and "file changed" in changed[0]["summary"]
+
+
+def test_revoke_and_manual_reload_name_the_operator(start_gateway, tmp_path):
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}")
+    assert gw.call("ops", "POST", "api/admin/users/bob/revoke", {"reason": "left the lab"})[0] == 200
+    status, body = gw.submit("bob")
+    assert body["error"] == "USER_REVOKED", body
+    gw.policy_path.write_text(POLICY.replace('max_tier = "high"', 'max_tier = "normal"'))
+    status, body = gw.call("ops", "POST", "api/admin/reload")
+    assert status == 200 and body["changed"] in (True, False)
+    records = wait_records(gw, lambda rs: of(rs, "qpu-job-rejected", user="bob")
+                           and of(rs, "policy-changed"))
+    revoke = of(records, "break-glass", action="qpu-user-revoke")
+    assert revoke and revoke[0]["user"] == "bob" and revoke[0]["justification"] == "left the lab"
+    assert of(records, "qpu-job-rejected", user="bob")[0]["reason"] == "access-revoked"
+    assert any(c["actor"] in ("ops", "qpu") for c in of(records, "policy-changed"))
+
+
+def test_a_gateway_without_an_audit_log_refuses_to_start(hub, tmp_path):
+    from conftest import launch
+
+    gw = launch(hub, tmp_path / "gw", f"sqlite:///{tmp_path / 'qpu.sqlite'}",
+                extra_config="c.AuditLog.path = ''\n")
+    try:
+        gw.start(timeout=30)
+        raise AssertionError("the gateway started without an audit log")
+    except AssertionError as e:
+        assert "c.AuditLog.path (or db_url) is not set" in str(e)
+    finally:
+        gw.stop()
+
+
+def test_audit_records_share_one_chain_with_another_writer(start_gateway, tmp_path):
+    """The hub (another process) and the gateway append to the same chain."""
+    from traitlets.config import Config
+
+    from hub_ext.audit import AuditLog
+
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}")
+    config = Config()
+    config.AuditLog.path = str(gw.dir / "audit" / "audit.jsonl")
+    config.AuditLog.key_file = str(gw.dir / "audit.key")
+    hub_log = AuditLog(config=config)
+    ids = []
+    for i in range(6):
+        if i % 2:
+            hub_log.emit("server-started", {"user": "alice", "server": "", "image": "qustody",
+                                            "image_digest": "sha256:" + "0" * 64})
+        status, body = gw.submit("alice")
+        assert status == 201, body
+        ids.append(body["job_id"])
+    hub_log.close()
+    records = wait_records(gw, lambda rs: all(of(rs, "qpu-job-submitted", job_id=j)
+                                               for j in ids))
+    assert {r["type"] for r in records} >= {"server-started", "qpu-job-submitted"}
+    assert [r["seq"] for r in records] == list(range(records[0]["seq"],
+                                                     records[0]["seq"] + len(records)))
+    assert audit_records(gw.dir / "audit" / "audit.jsonl", gw.dir / "audit.key")

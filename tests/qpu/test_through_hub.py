@@ -1,0 +1,232 @@
+"""The gateway as a hub-managed service of a real JupyterHub, with real users and scopes.
+
+The hub is the repository's jupyterhub_config.py (tests/hub/hubtest.py ``launch_hub``),
+which registers the gateway through hub_ext.qpu.hub: the service on a random loopback
+port, the custom scopes, the roles and the server token scopes. Users: alice (student,
+member of qc101), bob (researcher, lead of qc101), carol (student, in no project), dave
+(no role with a QPU scope), eve (auditor), admin (hub admin: qpu-operator). The module fixture ``hub`` (a real
+hub) replaces the stand-in of conftest.py here..
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import audit_records, qpy_b64
+from kernel import run_in_kernel
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "hub"))
+from hubtest import HubError, failed, free_port, launch_hub
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXTRA = """
+c.Authenticator.allowed_users = {{"alice", "bob", "carol", "dave", "eve"}}
+c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
+for role in c.JupyterHub.load_roles:
+    if role["name"] == "student":
+        role["users"] = [*role.get("users", []), "carol"]
+    if role["name"] == "auditor":
+        role["users"] = ["eve"]
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    d = tmp_path_factory.mktemp("qpuhub")
+    started: list = []
+    try:
+        hub = launch_hub(
+            d / "hub", extra=EXTRA.format(home=d / "home"),
+            env={"QUSTODY_SPAWNER": "local", "QUSTODY_IMAGE_DIGEST": "",
+                 "QUSTODY_QPU_PORT": str(free_port())},
+            started=started,
+        )
+    except HubError as e:
+        pytest.fail(str(e))
+    hub.qpu = f"{hub.url}services/qpu/"
+    hub.tokens = {u: hub.user_token(u) for u in ("alice", "bob", "carol", "dave", "eve", "admin")}
+    hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
+    yield hub
+    hub.stop()
+    if failed(request):
+        print(f"\n===== hub log =====\n{hub.log()[-20000:]}")
+        gw = hub.dir / "qpu"
+        print(f"\n===== gateway files: {sorted(p.name for p in gw.iterdir())}")
+
+
+def _health(url: str) -> bool:
+    try:
+        return requests.get(url + "api/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def call(hub, who, method, path, body=None, token=None, **params):
+    token = token or hub.tokens[who]
+    r = requests.request(method, hub.qpu + path, json=body, params=params or None,
+                         headers={"Authorization": f"token {token}"}, timeout=120)
+    return r.status_code, (r.json() if r.content else None)
+
+
+def bell_job(project="qc101", shots=256):
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    return {"backend": "aer_simulator", "circuits": [{"qpy": qpy_b64(qc)}], "shots": shots,
+            "tags": {"project": project, "purpose": "testing"}}
+
+
+def wait_final(hub, who, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, job = call(hub, who, "GET", f"api/jobs/{job_id}", wait=5)
+        assert status == 200, job
+        if job["state"] in ("DONE", "FAILED", "CANCELLED", "REJECTED"):
+            return job
+        assert time.monotonic() < deadline, job
+
+
+def test_hub_registers_the_service_scopes_and_roles(hub):
+    status, service = hub.api("GET", "/services/qpu")
+    assert status == 200, service
+    assert service["url"].startswith("http://127.0.0.1:") and service["prefix"] == "/services/qpu/"
+    status, alice = hub.api("GET", "/user", token=hub.tokens["alice"])
+    assert "custom:qpu:submit" in alice["scopes"]
+    status, admin = hub.api("GET", "/user", token=hub.tokens["admin"])
+    assert "custom:qpu:admin" in admin["scopes"]
+    status, eve = hub.api("GET", "/user", token=hub.tokens["eve"])
+    assert "custom:qpu:read-all" in eve["scopes"] and "custom:qpu:submit" not in eve["scopes"]
+
+
+def test_a_hub_users_token_submits_and_gets_aer_counts(hub):
+    status, body = call(hub, "alice", "POST", "api/jobs", bell_job())
+    assert status == 201, body
+    job = wait_final(hub, "alice", body["job_id"])
+    assert job["state"] == "DONE" and job["owner"] == "alice", job
+    status, result = call(hub, "alice", "GET", f"api/jobs/{body['job_id']}/result")
+    assert status == 200, result
+    counts = result["results"][0]["data"]["counts"]
+    assert sum(counts.values()) == 256
+    assert set(counts) <= {"0x0", "0x3"} and len(counts) == 2  # only |00> and |11>
+
+
+def test_a_token_without_the_submit_scope_gets_403(hub):
+    # dave holds no role with custom:qpu:submit; alice's own token restricted to a read
+    # scope lacks it too, although alice herself has it
+    status, body = call(hub, "dave", "POST", "api/jobs", bell_job())
+    assert (status, body["error"]) == (403, "MISSING_SCOPE"), body
+    code, narrow = hub.api("POST", "/users/alice/tokens",
+                           {"scopes": ["read:users:name!user"], "expires_in": 600})
+    assert code == 201, narrow
+    status, body = call(hub, "alice", "POST", "api/jobs", bell_job(), token=narrow["token"])
+    assert (status, body["error"]) == (403, "MISSING_SCOPE"), body
+    assert "custom:qpu:submit" in body["message"]
+    assert call(hub, "eve", "POST", "api/jobs", bell_job())[0] == 403  # read-all cannot submit
+
+
+def test_another_users_job_is_404_and_readers_and_operators_act(hub):
+    status, paused = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
+                          {"reason": "test: hold the queue"})
+    assert status == 200, paused
+    try:
+        status, body = call(hub, "alice", "POST", "api/jobs", bell_job())
+        assert status == 201 and body["state"] == "HELD", body
+        job_id = body["job_id"]
+        # carol is in no project: the job does not exist for her
+        for method, path in (("GET", f"api/jobs/{job_id}"), ("DELETE", f"api/jobs/{job_id}")):
+            status, body = call(hub, "carol", method, path)
+            assert (status, body["error"]) == (404, "NO_SUCH_JOB"), body
+        # bob leads alice's project; eve reads everything; neither is an operator
+        assert call(hub, "bob", "GET", f"api/jobs/{job_id}")[0] == 200
+        status, job = call(hub, "eve", "GET", f"api/jobs/{job_id}")
+        assert status == 200 and job["reason"] == "HELD:BACKEND_PAUSED", job
+        assert call(hub, "eve", "POST", f"api/admin/jobs/{job_id}/cancel",
+                    {"reason": "x"})[0] == 403
+        status, body = call(hub, "admin", "POST", f"api/admin/jobs/{job_id}/cancel",
+                            {"reason": "test: operator cancel"})
+        assert status == 200 and body["state"] == "CANCELLED", body
+        assert call(hub, "alice", "GET", f"api/jobs/{job_id}")[1]["state"] == "CANCELLED"
+    finally:
+        status, _ = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
+                         {"reason": "test: done"})
+        assert status == 200
+
+
+def _server_env(hub, user: str) -> dict[str, str]:
+    """The environment of the user's running local-process server (its pid from the
+    spawner state the hub keeps, read with the harness's admin token)."""
+    status, model = hub.api("GET", f"/users/{user}")
+    assert status == 200, model
+    pid = int(model["servers"][""]["state"]["pid"])
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+KERNEL_CODE = """
+import json
+from qiskit import QuantumCircuit, transpile
+from qiskit.primitives import BackendSamplerV2
+from server_ext.qpu import gateway_backend
+
+backend = gateway_backend("aer_simulator")
+qc = QuantumCircuit(3)
+qc.h(0); qc.cx(0, 1); qc.cx(1, 2); qc.measure_all()
+isa = transpile(qc, backend, seed_transpiler=1)
+counts = backend.run(isa, shots=512, seed_simulator=7, project="qc101",
+                     purpose="research").result(timeout=120).get_counts()
+sampled = BackendSamplerV2(backend=backend, options={"default_shots": 300})
+with __import__("server_ext.qpu", fromlist=["tags"]).tags(project="qc101", purpose="teaching"):
+    pub = sampled.run([isa]).result()[0]
+print(json.dumps({"counts": counts, "sampler": pub.data.meas.get_counts()}))
+"""
+
+
+def test_a_servers_own_token_submits_through_the_proxy_class(hub):
+    code, body = hub.api("POST", "/users/alice/server", {"user_options": {"profile": "student"}})
+    assert code in (201, 202), body
+    hub.wait_for(lambda: hub.api("GET", "/users/alice")[1]["servers"].get("", {}).get("ready"),
+                 timeout=120, what="alice's local server")
+    try:
+        env = _server_env(hub, "alice")
+        token = env["JUPYTERHUB_API_TOKEN"]
+        assert env["QUSTODY_QPU_URL"] == hub.qpu
+        status, me = hub.api("GET", "/user", token=token)
+        assert status == 200 and me["name"] == "alice"
+        assert {"custom:qpu:submit", "access:services!service=qpu"} <= set(me["scopes"]), me["scopes"]
+        # ordinary Qiskit in a kernel of that server (which holds the server's token)
+        out = run_in_kernel(f"{hub.url}user/alice/", hub.tokens["alice"], KERNEL_CODE)
+        got = json.loads(out.strip().splitlines()[-1])
+        assert set(got["counts"]) == {"000", "111"} and sum(got["counts"].values()) == 512
+        assert set(got["sampler"]) == {"000", "111"} and sum(got["sampler"].values()) == 300
+        status, listing = call(hub, "alice", "GET", "api/jobs")
+        assert status == 200
+        mine = [j for j in listing["jobs"] if j["tags"].get("purpose") == "teaching"]
+        assert mine and all(j["owner"] == "alice" for j in mine)
+    finally:
+        hub.api("DELETE", "/users/alice/server")
+
+
+def test_gateway_and_hub_share_one_verified_audit_chain(hub):
+    state = hub.dir
+    path, key = state / "audit" / "audit.jsonl", state / "audit.key"
+
+    def done():
+        types = {r["type"] for r in audit_records(path, key)}
+        return {"qpu-job-submitted", "qpu-job-finished", "break-glass"} <= types
+
+    hub.wait_for(done, timeout=60, what="gateway records in the hub's audit log")
+    records = audit_records(path, key)
+    glass = [r["data"] for r in records if r["type"] == "break-glass"]
+    assert any(g["actor"] == "admin" and g["action"] == "qpu-backend-pause"
+               and g["justification"] == "test: hold the queue" for g in glass)
+    assert any(r["data"].get("user") == "alice" for r in records
+               if r["type"] == "qpu-job-submitted")
