@@ -10,6 +10,9 @@ CONSTRAINTS := requirements/constraints.txt
 DEMO_DIR ?= .demo
 DEMO_PORT ?= 8888
 PYTEST_ARGS ?=
+# Most hub, identity and Docker tests wait on servers, not the CPU: three workers, each
+# running whole test files (module fixtures stay on one worker), fit a 2-core CI machine.
+PYTEST_XDIST ?= -n 3 --dist loadfile
 
 .PHONY: help install lint typecheck test demo bench lock clean
 
@@ -34,7 +37,7 @@ typecheck: $(STAMP) ## mypy --strict on the packages
 test: $(STAMP) lint typecheck system-deps proxy-deps idp-deps ui-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
 	@started=0; bash tools/dockerd.sh status || started=1; \
 	trap 'if [ $$started = 1 ]; then bash tools/dockerd.sh stop; fi' EXIT; \
-	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 demo: $(STAMP) proxy-deps idp-deps ## start the hub on 127.0.0.1 (hardened containers when Docker runs) and print the URL and logins
 	@mkdir -p $(DEMO_DIR)

@@ -2,16 +2,15 @@
 
 Uses hardened Docker containers when a Docker engine answers and the single-user image
 is built (``make demo`` as root on Debian starts the engine and builds it); otherwise the
-local-process spawner, with a loud warning that isolation is reduced. Prints the URL
-and the demo logins (JupyterHub's SharedPasswordAuthenticator with passwords generated
-for the run, until the identity issue brings OIDC).
+local-process spawner, with a loud warning that isolation is reduced. Sign-in goes
+through the repository's OpenID provider (tests/idp), started here with demo users whose
+passwords are generated for the run; prints the URL, the logins and the services.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -63,15 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DOCKER_HOST", f"unix://{docker_dir}/docker.sock")
     digest = os.environ.get("QUSTODY_IMAGE_DIGEST") or image_digest()
     port = free_port(args.port)
-    password = os.environ.get("QUSTODY_DEMO_PASSWORD") or secrets.token_urlsafe(12)
-    admin_password = os.environ.get("QUSTODY_DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(24)
     env = {
         **os.environ,
         "QUSTODY_STATE_DIR": str(state),
         "QUSTODY_HUB_PORT": str(port),
         "QUSTODY_HUB_API_PORT": str(free_port(0)),
-        "QUSTODY_DEMO_PASSWORD": password,
-        "QUSTODY_DEMO_ADMIN_PASSWORD": admin_password,
+        # the hub's services, each on a free loopback port
+        "QUSTODY_AUDIT_PAGE_PORT": str(free_port(0)),
+        "QUSTODY_QPU_PORT": str(free_port(0)),
         "QUSTODY_IMAGE_DIGEST": digest,
         "PATH": f"{ROOT / 'tools' / 'proxy' / 'node_modules' / '.bin'}:{os.environ['PATH']}",
     }
@@ -89,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\n  Qustody demo: http://127.0.0.1:{port}/\n"
         f"  Servers: {mode}\n"
         f"{idp.banner}\n"
+        f"  Auditor page: http://127.0.0.1:{port}/services/audit/ (sign in as audrey)\n"
+        f"  QPU gateway:  http://127.0.0.1:{port}/services/qpu/ (from notebooks:\n"
+        '    from server_ext.qpu import gateway_backend; gateway_backend("aer_simulator"))\n'
         "  Stop with Ctrl-C.\n",
         flush=True,
     )

@@ -147,6 +147,7 @@ def launch_hub(
         os.environ["QUSTODY_HUB_PORT"] = "{port}"
         os.environ["QUSTODY_HUB_API_PORT"] = "{hub_port}"
         os.environ.setdefault("QUSTODY_QPU_PORT", "{free_port()}")  # the QPU gateway service
+        os.environ.setdefault("QUSTODY_AUDIT_PAGE_PORT", "{free_port()}")  # the auditor page
     """
     load = f"load_subconfig({str(config)!r})\n" if config else ""
     tail = f"""

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 
 import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 300) -> str:
+    """Start a kernel in the server at ``server_url``, run ``code``, shut the kernel down."""
+    kernel = Kernel(server_url, token)
+    try:
+        return kernel.run(code, timeout)
+    finally:
+        kernel.shutdown()
 
 
 class Kernel:
@@ -71,7 +83,7 @@ class Kernel:
                 if kind == "stream":
                     out.append(msg["content"]["text"])
                 elif kind == "error":
-                    error = "\n".join(msg["content"]["traceback"])
+                    error = ANSI.sub("", "\n".join(msg["content"]["traceback"]))
                 elif kind == "status" and msg["content"]["execution_state"] == "idle":
                     break
         finally:

@@ -31,7 +31,12 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 
 
 def of(hub: Hub, user: str) -> list[dict]:
-    return [r for r in records(hub) if r["data"].get("user") == user]
+    """The user's server lifecycle records (not, e.g., the secrets delivered at start)."""
+    return [
+        r
+        for r in records(hub)
+        if r["data"].get("user") == user and r["type"].startswith("server-")
+    ]
 
 
 def test_spawn_and_stop_are_recorded_with_profile_image_and_limits(hub):

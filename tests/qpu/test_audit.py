@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import POLICY, audit_records
+from conftest import POLICY, audit_records, launch
 
 
 def wait_records(gw, predicate, timeout=30):
@@ -99,7 +99,6 @@ def test_revoke_and_manual_reload_name_the_operator(start_gateway, tmp_path):
 
 
 def test_a_gateway_without_an_audit_log_refuses_to_start(hub, tmp_path):
-    from conftest import launch
 
     gw = launch(hub, tmp_path / "gw", f"sqlite:///{tmp_path / 'qpu.sqlite'}",
                 extra_config="c.AuditLog.path = ''\n")

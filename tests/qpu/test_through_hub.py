@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import audit_records, qpy_b64
-from kernel import run_in_kernel
+from hub.kernelws import run_in_kernel
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "hub"))
 from hubtest import HubError, failed, free_port, launch_hub

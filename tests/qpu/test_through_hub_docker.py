@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BACKENDS
-from kernel import run_in_kernel
+from hub.kernelws import run_in_kernel
 
 HUB_TESTS = Path(__file__).resolve().parents[1] / "hub"
 sys.path.append(str(HUB_TESTS))
