@@ -6,7 +6,8 @@ override what they need. Everything listens on 127.0.0.1.
 Environment (all optional except the demo password):
 
 - ``QUSTODY_STATE_DIR``: where the SQLite database and cookie secret live (``.demo``)
-- ``QUSTODY_HUB_PORT`` / ``QUSTODY_HUB_API_PORT``: public and internal hub ports
+- ``QUSTODY_HUB_PORT`` / ``QUSTODY_HUB_API_PORT`` / ``QUSTODY_PROXY_API_PORT``: public and
+  internal hub ports, and the proxy's API port
 - ``QUSTODY_IMAGE_DIGEST``: ``sha256:<id>`` of the single-user image (``make image``
   prints it); with a Docker engine this selects the hardened Docker spawner
 - ``QUSTODY_DEMO_PASSWORD``: the shared demo password for users (required: the demo login
@@ -39,6 +40,9 @@ os.makedirs(STATE, exist_ok=True)
 # -- network: loopback only --------------------------------------------------------------
 c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ.get('QUSTODY_HUB_PORT', '8000')}"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{os.environ.get('QUSTODY_HUB_API_PORT', '8081')}"
+c.ConfigurableHTTPProxy.api_url = (
+    f"http://127.0.0.1:{os.environ.get('QUSTODY_PROXY_API_PORT', '8001')}"
+)
 c.JupyterHub.db_url = f"sqlite:///{STATE}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = f"{STATE}/jupyterhub_cookie_secret"
 c.JupyterHub.pid_file = f"{STATE}/jupyterhub.pid"

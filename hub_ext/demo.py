@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "QUSTODY_STATE_DIR": str(state),
         "QUSTODY_HUB_PORT": str(port),
         "QUSTODY_HUB_API_PORT": str(free_port(0)),
+        "QUSTODY_PROXY_API_PORT": str(free_port(0)),
         # the hub's services, each on a free loopback port
         "QUSTODY_AUDIT_PAGE_PORT": str(free_port(0)),
         "QUSTODY_QPU_PORT": str(free_port(0)),
@@ -95,12 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     hub = str(Path(sys.executable).with_name("jupyterhub"))
     config = str(ROOT / "jupyterhub_config.py")
-    try:  # a child, not exec: the provider must stop with the hub
-        return subprocess.run([hub, "-f", config], env=env, cwd=state, check=False).returncode  # noqa: S603
-    except KeyboardInterrupt:
-        return 0
+    # a child, not exec: the provider must stop with the hub
+    proc = subprocess.Popen([hub, "-f", config], env=env, cwd=state)  # noqa: S603
+    try:
+        return _wait(proc)
     finally:
         idp.provider.stop()
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
+    """The hub's exit status. On Ctrl-C (which the hub gets too) it is given time to stop
+    its proxy and services before it is terminated, so nothing is left listening."""
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        pass
+    try:
+        proc.wait(timeout=30)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.terminate()
+        proc.wait()
+    return 0
 
 
 if __name__ == "__main__":

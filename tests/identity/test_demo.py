@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,3 +72,7 @@ def test_demo_prints_working_oidc_logins(tmp_path: Path) -> None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
     assert "Traceback" not in out.read_text()
+    # Ctrl-C stops everything the demo started: nothing answers on its port any more
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the demo's proxy outlived it"
