@@ -41,14 +41,7 @@ def records(hub: Hub, type_name: str | None = None) -> list[dict[str, Any]]:
 
 def spawn(hub: Hub, user: str, name: str = "", profile: str | None = None) -> None:
     """Start ``user``'s server (their first profile by default) and wait until it is ready."""
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    code, body = hub.api("POST", path, {"profile": profile} if profile else {})
-    assert code in (201, 202), body
-    hub.wait_for(
-        lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get(name, {}).get("ready"),
-        timeout=120,
-        what=f"{user}'s server {name!r}",
-    )
+    hub.start_server(user, name, {"profile": profile} if profile else {})
 
 
 def server_token(hub: Hub, user: str, name: str = "") -> str:

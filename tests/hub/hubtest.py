@@ -104,6 +104,21 @@ class Hub:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
 
+    def start_server(
+        self, user: str, name: str = "", body: dict[str, Any] | None = None, timeout: float = 120
+    ) -> str:
+        """Start ``user``'s server ``name`` (request ``body``: user options), wait until it
+        is ready and return its URL behind the proxy."""
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        code, reply = self.api("POST", path, body or {})
+        assert code in (201, 202), reply
+        self.wait_for(
+            lambda: self.api("GET", f"/users/{user}")[1]["servers"].get(name, {}).get("ready"),
+            timeout=timeout,
+            what=f"{user}'s server {name!r}",
+        )
+        return f"{self.url}user/{user}/{name + '/' if name else ''}"
+
     def user_token(self, user: str) -> str:
         status, body = self.api("POST", f"/users/{user}/tokens", {"note": "test", "expires_in": 3600})
         assert status == 201, body

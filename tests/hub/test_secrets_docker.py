@@ -11,29 +11,20 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from hubtest import Hub, docker, failed
+import test_docker_spawner
+from hubtest import Hub, docker
 from kernelws import Kernel
 from test_secrets_hub import all_text, audit, cli, put
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
-    name = f"qsec{secrets.token_hex(3)}"
-    yield name
-    for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
-        if failed(request):
-            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
-        docker("rm", "-f", cid, check=False)
-    for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
-        docker("volume", "rm", "-f", vol, check=False)
+prefix = test_docker_spawner.prefix  # names this test's containers and removes them after
 
 
 @pytest.fixture
@@ -81,14 +72,7 @@ setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
 
 
 def start(hub: Hub, user: str) -> str:
-    code, body = hub.api("POST", f"/users/{user}/server", {"user_options": {}})
-    assert code in (201, 202), body
-    hub.wait_for(
-        lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get("", {}).get("ready"),
-        timeout=120,
-        what=f"{user}'s server",
-    )
-    return f"{hub.url}user/{user}/"
+    return hub.start_server(user, body={"user_options": {}}, timeout=120)
 
 
 def container(prefix: str, user: str) -> str:

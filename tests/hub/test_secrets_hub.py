@@ -100,14 +100,7 @@ setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
 
 
 def start(hub: Hub, user: str) -> str:
-    code, body = hub.api("POST", f"/users/{user}/server", {"user_options": {}})
-    assert code in (201, 202), body
-    hub.wait_for(
-        lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get("", {}).get("ready"),
-        timeout=90,
-        what=f"{user}'s server",
-    )
-    return f"{hub.url}user/{user}/"
+    return hub.start_server(user, body={"user_options": {}}, timeout=90)
 
 
 def stop(hub: Hub, user: str) -> None:

@@ -43,15 +43,7 @@ def signed_in(hub: Any, name: str) -> requests.Session:
 
 def start_server(hub: Any, name: str) -> None:
     """Start ``name``'s default server (researcher profile) and wait until it is ready."""
-    code, body = hub.api(
-        "POST", f"/users/{name}/server", {"user_options": {"profile": "researcher"}}
-    )
-    assert code in (201, 202), body
-    hub.wait_for(
-        lambda: hub.api("GET", f"/users/{name}")[1]["servers"].get("", {}).get("ready"),
-        timeout=90,
-        what=f"{name}'s server",
-    )
+    hub.start_server(name, body={"user_options": {"profile": "researcher"}}, timeout=90)
 
 
 def auth_state(hub: Any, name: str) -> dict[str, Any]:
