@@ -19,6 +19,7 @@ import requests
 import test_docker_spawner
 from hubtest import Hub, docker
 from kernelws import Kernel
+from qtest import code_cell, notebook, stream
 from test_secrets_hub import all_text, audit, cli, put
 
 pytestmark = pytest.mark.docker
@@ -114,21 +115,7 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
     stat = docker("exec", cid, "stat", "-c", "%a %u", secrets_dir, f"{secrets_dir}/BOB_PROD")
     assert stat.split() == ["700", "1000", "600", "1000"]
 
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {},
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": "c1",
-                "metadata": {},
-                "execution_count": 1,
-                "source": "print(get_secret('BOB_PROD'))",
-                "outputs": [{"output_type": "stream", "name": "stdout", "text": out}],
-            }
-        ],
-    }
+    nb = notebook(code_cell("print(get_secret('BOB_PROD'))", [stream(out)]))
     r = requests.put(
         url + "api/contents/leak.ipynb",
         json={"type": "notebook", "content": nb},

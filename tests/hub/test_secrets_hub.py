@@ -20,6 +20,7 @@ import pytest
 import requests
 from hubtest import BIN, Hub
 from kernelws import Kernel
+from qtest import code_cell, notebook, stream
 
 TTL = 20
 
@@ -199,27 +200,9 @@ def test_kernel_reads_policy_filtered_secrets_and_refresh_follows_rotation(
     )
     assert new in printed
     old_forms = [values["BOB_PROD"], base64.b64encode(values["BOB_PROD"].encode()).decode()]
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {},
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": "c1",
-                "metadata": {},
-                "execution_count": 1,
-                "source": "print(get_secret('BOB_PROD'))",
-                "outputs": [
-                    {
-                        "output_type": "stream",
-                        "name": "stdout",
-                        "text": printed + "\n".join(old_forms),
-                    }
-                ],
-            }
-        ],
-    }
+    nb = notebook(
+        code_cell("print(get_secret('BOB_PROD'))", [stream(printed + "\n".join(old_forms))])
+    )
     headers = {"Authorization": f"token {token}"}
     r = requests.put(
         url + "api/contents/leak.ipynb",
