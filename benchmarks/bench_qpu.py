@@ -77,7 +77,7 @@ def small_circuit_b64() -> str:
 
 class Gateway:
     def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL",
-                 audit: bool = True) -> None:
+                 audit: bool = True, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         policy = workdir / "policy.toml"
@@ -88,6 +88,7 @@ class Gateway:
             "backends": {"aer_simulator": {"driver": "aer", "lanes": 1}},
             "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 600.0,
             "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
+            "workers": workers,
         }
         if audit:  # as in production: every admission is recorded in the audit log
             settings["AuditLog.path"] = str(workdir / f"audit_{self.port}" / "audit.jsonl")
@@ -212,9 +213,12 @@ def job_request(token: str) -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc; Linux)."""
+    """User + system CPU time so far of a process and its live children (from /proc;
+    Linux): the gateway's supervisor and its workers."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(c)) for c in children)
 
 
 def load(gw: Gateway, token: str, clients: int, per_client: int,
@@ -302,6 +306,8 @@ def main() -> None:
     parser.add_argument("--no-audit", action="store_true",
                         help="run the gateway without its audit log (to see what it costs)")
     parser.add_argument("--no-e2e", action="store_true", help="admission runs only")
+    parser.add_argument("--workers", default="1,2",
+                        help="gateway processes (QpuGateway.workers); one set of runs per value")
     parser.add_argument("--rates", default="1000",
                         help="open-loop runs: offered jobs/s (comma-separated; '' for none)")
     args = parser.parse_args()
@@ -314,16 +320,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cluster = None
-        for db in args.db.split(","):
+        for db, workers in [(d, int(w)) for d in args.db.split(",")
+                            for w in args.workers.split(",")]:
             sync = "NORMAL" if db == "sqlite-normal" else "FULL"
             if db.startswith("sqlite"):
-                url = f"sqlite:///{work / f'bench-{db}.sqlite'}"
+                url = f"sqlite:///{work / f'bench-{db}-{workers}.sqlite'}"
             else:
                 from pgserver import PgCluster
 
                 cluster = cluster or PgCluster().start()
                 url = cluster.create_database()
-            gw = Gateway(work, hub_url, url, sync, audit=not args.no_audit)
+            gw = Gateway(work, hub_url, url, sync, audit=not args.no_audit, workers=workers)
+            where = f"{db}, {workers} worker{'s' if workers > 1 else ''}"
             try:
                 r = requests.post(gw.url + "api/admin/backends/aer_simulator/pause",
                                   headers={"Authorization": f"token {ops}"},
@@ -334,7 +342,7 @@ def main() -> None:
                          for r in args.rates.split(",") if r]
                 for label, run, amount in runs:
                     res = run(gw, token, amount, args.requests)  # type: ignore[operator]
-                    print(f"admission [{db}, {label}]: {res['jobs']} jobs in "
+                    print(f"admission [{where}, {label}]: {res['jobs']} jobs in "
                           f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
                           f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
                           f"{' (from the due time)' if run is paced else ''}; "
@@ -348,7 +356,7 @@ def main() -> None:
                               headers={"Authorization": f"token {ops}"},
                               json={"reason": "benchmark: e2e"}, timeout=30).raise_for_status()
                 e2e = end_to_end(gw, token, args.runs)
-                print(f"end-to-end [{db}] 5 qubits, 1024 shots: direct Aer "
+                print(f"end-to-end [{where}] 5 qubits, 1024 shots: direct Aer "
                       f"{e2e['direct_ms']:.2f} ms, through the gateway {e2e['gateway_ms']:.2f} ms"
                       f" (+{e2e['added_ms']:.2f} ms, x{e2e['ratio']:.2f})")
             finally:

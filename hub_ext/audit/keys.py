@@ -6,6 +6,7 @@ digest that identifies the key without revealing anything about it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -40,15 +41,20 @@ def load_key_file(path: str | os.PathLike[str], create: bool = False) -> bytes:
     forge records.
     """
     where = Path(path)
-    if create:
+    if create and not where.exists():
         where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Written aside, then linked into place: a process starting at the same moment
+        # (the hub and a service, or gateway workers) sees no file or the whole key, never
+        # an empty one; the first link wins and the others read that key.
+        tmp = where.with_name(f".{where.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
             with os.fdopen(fd, "w", encoding="ascii") as f:
                 f.write(secrets.token_hex(32) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, where)
+        finally:
+            tmp.unlink()
     try:
         fd = os.open(where, os.O_RDONLY)
     except FileNotFoundError:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tornado import httpserver, web
+from tornado import httpserver, netutil, web
 from traitlets import Bool, Dict, Float, Int, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
@@ -37,6 +37,7 @@ from .policyfile import CLASSES, PolicyError
 from .runner import Runner
 from .store import Admitted, Store, StoreError
 from .validation import Invalid, Limits
+from .workers import Supervisor
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -61,6 +62,10 @@ class QpuGateway(Application):
         "f": "QpuGateway.config_file",
         "log-level": "Application.log_level",
     }
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO  # as JupyterHub's own: start-up, reloads and refusals are shown
 
     config_file = Unicode(
         "", config=True,
@@ -149,6 +154,23 @@ class QpuGateway(Application):
             raise ValueError(f"QpuGateway.sqlite_synchronous must be one of {SYNC_MODES}")
         if value == "OFF":
             raise ValueError("QpuGateway.sqlite_synchronous=OFF can lose acknowledged jobs")
+        return value
+
+    workers = Int(
+        1, config=True,
+        help="""Processes serving the gateway on its one port. Admission (HTTP, JSON, QPY
+        decoding, policy) is Python work that uses one core per process, so set this to
+        the cores you can give the gateway (2 about doubles admissions per second on 2
+        cores). Each worker is a full replica (it admits, dispatches and runs jobs) and
+        shares the database like replicas on other hosts do; the first process
+        supervises them (see hub_ext/qpu/workers.py).""",
+    )
+
+    @validate("workers")
+    def _valid_workers(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 64:
+            raise ValueError("QpuGateway.workers must be between 1 and 64")
         return value
 
     db_threads = Int(
@@ -525,7 +547,8 @@ class QpuGateway(Application):
 
     def make_app(self) -> web.Application:
         return web.Application(
-            handlers.routes(self, self.base_url), xsrf_cookies=False, compress_response=False
+            handlers.routes(self, self.base_url), xsrf_cookies=False, compress_response=False,
+            log_function=handlers.log_request,
         )
 
     async def _reload_loop(self) -> None:
@@ -544,10 +567,13 @@ class QpuGateway(Application):
             self.emit("qpu.policy.reload_failed", {"kept": before})
         return changed
 
-    async def run(self) -> None:
+    async def run(self, sockets: list[socket.socket] | None = None) -> None:
         # The database thread hands the GIL back and forth with the event loop on every
         # statement; the default 5 ms switch interval would make each hand-over a wait.
         sys.setswitchinterval(0.0005)
+        # --log-level covers tornado's loggers (the access log) too
+        level = self.log_level
+        logging.getLogger("tornado").setLevel(level if isinstance(level, int | str) else "INFO")
         self.setup()
         self.runner = Runner(
             self.store, self.drivers, lambda: self.policies.policy, self.db_executor,
@@ -559,7 +585,10 @@ class QpuGateway(Application):
         server = httpserver.HTTPServer(
             self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False
         )
-        server.listen(self.port, self.ip)
+        if sockets is None:
+            server.listen(self.port, self.ip)
+        else:
+            server.add_sockets(sockets)
         self.runner.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -584,7 +613,38 @@ class QpuGateway(Application):
         self.store.dispose()
 
     def start(self) -> None:
-        asyncio.run(self.run())
+        if self.workers == 1:
+            asyncio.run(self.run())
+            return
+        # Before forking: the schema once (not raced by the workers), then the socket all
+        # workers accept on. No thread, engine or event loop exists yet in this process.
+        store = Store(self.db_url, sqlite_synchronous=self.sqlite_synchronous)
+        try:
+            store.create(self.backends)
+        except StoreError as e:
+            self.exit_with(str(e))
+        finally:
+            store.dispose()
+        # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
+        # connections evenly (one shared socket goes mostly to whichever worker is idle
+        # first). This bound, never-listening socket holds the port, and reports a port in
+        # use before any worker starts.
+        holder = socket.socket(socket.AF_INET6 if ":" in self.ip else socket.AF_INET)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            holder.bind((self.ip, self.port))
+        except OSError as e:
+            self.exit_with(f"cannot listen on {self.ip}:{self.port}: {e.strerror}")
+        port = holder.getsockname()[1]
+        base = self.instance_name
+
+        def serve(index: int) -> int:
+            self.instance_name = f"{base}/w{index}"
+            asyncio.run(self.run(netutil.bind_sockets(port, self.ip, reuse_port=True)))
+            return 0
+
+        self.log.info("QPU gateway: starting %d workers", self.workers)
+        sys.exit(Supervisor(self.workers, serve, self.log).run())
 
 
 def _name(value: Any) -> str | None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tornado import web
+from tornado.log import access_log
 
 from . import provenance
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, HubUnavailable, Identity
@@ -338,10 +340,13 @@ class JobHandler(BaseHandler):
             raise ApiError(400, "BAD_FIELD", "wait must be a number of seconds") from None
         deadline = time.monotonic() + wait
         result: bytes | None = None
+        poll = 0.02
         while job["state"] not in FINAL_STATES and time.monotonic() < deadline:
-            # Woken at once when this replica finishes it; otherwise re-read now and then.
+            # Woken at once when this process finishes it; another worker or replica may
+            # run it, so re-read soon, then less often.
             outcome = await self.gateway.runner.wait_finished(
-                job_id, min(0.5, deadline - time.monotonic()))
+                job_id, min(poll, deadline - time.monotonic()))
+            poll = min(0.5, poll * 2)
             recorded = outcome[0] if outcome is not None else None
             if outcome is not None and recorded is not None:
                 job, result = recorded, outcome[1]
@@ -497,7 +502,8 @@ class AdminListHandler(BaseHandler):
         elif what == "controls":
             self.write_json(200, {"controls": await self.db(self.gateway.store.controls)})
         elif what == "stats":
-            self.write_json(200, {"jobs": await self.db(self.gateway.store.counts)})
+            self.write_json(200, {"jobs": await self.db(self.gateway.store.counts),
+                                  "instance": self.gateway.instance_name})
         else:
             raise ApiError(404, "NOT_FOUND", f"no admin listing {what!r}")
 
@@ -513,6 +519,18 @@ class AdminListHandler(BaseHandler):
         self.write_json(200 if status.error is None else 422, {
             "policy": status.digest, "changed": changed, "error": status.error,
         })
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """Access log: answered requests at DEBUG (the audit log records every job, and a line
+    per submission would cost more than admitting it), refusals at INFO, failures at
+    ERROR."""
+    status = handler.get_status()
+    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path,
+                       request.remote_ip, 1000.0 * request.request_time())
 
 
 def routes(gateway: QpuGateway, base: str) -> list[Any]:

@@ -239,7 +239,8 @@ class Runner:
         interval = max(0.05, self.lease / 3)
         while not self._stopping:
             try:
-                to_cancel = await self._db(self.store.renew_leases, self.instance, self.lease)
+                to_cancel = await self._db(self.store.renew_leases, self.instance, self.lease,
+                                           list(self.cancel_events))
                 for job_id in to_cancel:
                     self.cancel_local(job_id)
                 recovered = await self._db(self.store.recover, self.max_attempts,

@@ -20,14 +20,15 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    bindparam,
     create_engine,
     event,
     func,
@@ -41,6 +42,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import models as m
+from .admission_io import AdmissionIO, CoreIO, SqliteIO
 from .policy import (
     Queued,
     QuotaCheck,
@@ -53,6 +55,7 @@ from .policy import (
     usage_key,
 )
 from .policyfile import PERIODS, Policy
+from .sqlite_writers import WriterQueue
 
 WAITING = tuple(m.WAITING_STATES)
 
@@ -120,6 +123,10 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine: Engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN IMMEDIATE", echo)
+            database = self.engine.url.database
+            self.writers: WriterQueue | None = (
+                WriterQueue(Path(database)) if database and database != ":memory:" else None
+            )
             # Reads take no write lock (WAL readers never block the writer).
             self.read_engine: Engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN", echo)
         else:
@@ -130,6 +137,7 @@ class Store:
                 kwargs["poolclass"] = NullPool
             self.engine = create_engine(url, **kwargs)
             self.read_engine = self.engine
+            self.writers = None
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -171,12 +179,15 @@ class Store:
     def _lock(self, stmt: Any) -> Any:
         return stmt if self.is_sqlite else stmt.with_for_update()
 
+    def _turn(self) -> AbstractContextManager[None]:
+        return self.writers.turn() if self.writers is not None else nullcontext()
+
     def transaction(self, fn: Any, *args: Any, attempts: int = 5) -> Any:
         """Run ``fn(conn, *args)`` in one transaction, retried on lock conflicts."""
         last: Exception | None = None
         for i in range(attempts):
             try:
-                with self.engine.begin() as conn:
+                with self._turn(), self.engine.begin() as conn:
                     return fn(conn, *args)
             except (OperationalError, DBAPIError) as e:
                 if not _retryable(e):
@@ -212,24 +223,6 @@ class Store:
                 singles.append(e)
         return singles
 
-    def _locked_rows(
-        self, conn: Connection, table: Any, keys: list[str], blank: dict[str, Any]
-    ) -> dict[str, dict[str, Any]]:
-        """Lock (creating if needed) the rows of ``table`` with these keys; return them."""
-        if not keys:
-            return {}
-
-        def read() -> dict[str, dict[str, Any]]:
-            q = select(table).where(table.c.key.in_(keys)).order_by(table.c.key)
-            return {r.key: dict(r._mapping) for r in conn.execute(self._lock(q))}
-
-        rows = read()
-        missing = [k for k in keys if k not in rows]
-        if missing:
-            self._upsert_ignore(conn, table, [{"key": k, **blank} for k in missing], "key")
-            rows = read()
-        return rows
-
     def _admit_batch(
         self, conn: Connection, batch: Sequence[Ticket], policy: Policy, now: float
     ) -> list[Admitted | Exception]:
@@ -237,11 +230,12 @@ class Store:
             k for t in batch
             for k in (f"user:{t.owner}", f"backend:{t.backend}", f"project:{t.project}")
         })
-        controls = self._controls(conn, control_keys)
+        io: AdmissionIO = SqliteIO(conn) if self.is_sqlite else CoreIO(conn)
+        controls = io.controls(control_keys)
         rate_keys = sorted({
             f"{t.owner}:{t.backend_class}" for t in batch if t.backend_class in policy.rate_limits
         })
-        rates = self._locked_rows(conn, m.rate, rate_keys, {"tat": 0.0})
+        rates = io.locked_rows(m.rate, rate_keys, {"tat": 0.0})
         periods = period_keys(now)
 
         def keys_of(t: Ticket) -> dict[tuple[str, str], str]:
@@ -253,8 +247,7 @@ class Store:
 
         ticket_keys = [keys_of(t) for t in batch]
         usage_keys = sorted({k for tk in ticket_keys for k in tk.values()})
-        usage = self._locked_rows(conn, m.usage, usage_keys,
-                                  {"jobs": 0, "shots": 0, "seconds": 0.0})
+        usage = io.locked_rows(m.usage, usage_keys, {"jobs": 0, "shots": 0, "seconds": 0.0})
         changed_usage: set[str] = set()
         changed_rates: set[str] = set()
         job_rows: list[dict[str, Any]] = []
@@ -347,19 +340,13 @@ class Store:
             out.append(Admitted(job_id, state, reason, check.warnings))
 
         if changed_usage:
-            conn.execute(_USAGE_SET, [
-                {"k": k, "v_jobs": usage[k]["jobs"], "v_shots": usage[k]["shots"],
-                 "v_seconds": usage[k]["seconds"]} for k in sorted(changed_usage)
-            ])
+            io.set_usage([usage[k] for k in sorted(changed_usage)])
         if changed_rates:
-            conn.execute(_RATE_SET, [{"k": k, "v_tat": rates[k]["tat"]}
-                                     for k in sorted(changed_rates)])
-        if job_rows:
-            conn.execute(_JOB_INSERT, job_rows)
-        if data_rows:
-            conn.execute(_DATA_INSERT, data_rows)
-        if decision_rows:
-            conn.execute(_DECISION_INSERT, decision_rows)
+            io.set_rates([rates[k] for k in sorted(changed_rates)])
+        for table, rows in ((m.jobs, job_rows), (m.job_data, data_rows),
+                            (m.decisions, decision_rows)):
+            if rows:
+                io.insert(table, rows)
         return out
 
     def _decide(
@@ -372,10 +359,7 @@ class Store:
             )
 
     def _controls(self, conn: Connection, keys: list[str]) -> dict[str, bool]:
-        rows = conn.execute(
-            select(m.controls.c.key, m.controls.c.active).where(m.controls.c.key.in_(keys))
-        )
-        return {r.key: bool(r.active) for r in rows}
+        return CoreIO(conn).controls(keys)
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -607,23 +591,22 @@ class Store:
             )
         )
 
-    def renew_leases(self, instance: str, lease: float) -> list[str]:
-        """Extend this instance's leases; returns running jobs whose cancel was requested."""
+    def renew_leases(self, instance: str, lease: float, job_ids: Sequence[str]) -> list[str]:
+        """Extend the leases of the jobs this process is running (``job_ids``); returns
+        those whose cancel was requested. Only jobs actually running here: a restarted
+        process under the same instance name must not keep a dead run's lease alive."""
+        if not job_ids:
+            return []
+        ids = sorted(job_ids)
 
         def run(conn: Connection) -> list[str]:
             now = _now()
-            conn.execute(
-                update(m.jobs)
-                .where(m.jobs.c.state == "RUNNING", m.jobs.c.lease_owner == instance)
-                .values(lease_until=now + lease)
-            )
+            mine = and_(m.jobs.c.state == "RUNNING", m.jobs.c.lease_owner == instance,
+                        m.jobs.c.id.in_(ids))
+            conn.execute(update(m.jobs).where(mine).values(lease_until=now + lease))
             return list(
                 conn.execute(
-                    select(m.jobs.c.id).where(
-                        m.jobs.c.state == "RUNNING",
-                        m.jobs.c.lease_owner == instance,
-                        m.jobs.c.cancel_requested.is_(True),
-                    )
+                    select(m.jobs.c.id).where(mine, m.jobs.c.cancel_requested.is_(True))
                 ).scalars()
             )
 
@@ -895,15 +878,6 @@ class Store:
 
 
 # Prebuilt statements for the admission path (built once; SQLAlchemy caches their SQL).
-_RATE_SET = update(m.rate).where(m.rate.c.key == bindparam("k")).values(tat=bindparam("v_tat"))
-_USAGE_SET = (
-    update(m.usage)
-    .where(m.usage.c.key == bindparam("k"))
-    .values(jobs=bindparam("v_jobs"), shots=bindparam("v_shots"),
-            seconds=bindparam("v_seconds"))
-)
-_JOB_INSERT = insert(m.jobs)
-_DATA_INSERT = insert(m.job_data)
 _DECISION_INSERT = insert(m.decisions)
 
 
