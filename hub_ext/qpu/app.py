@@ -480,20 +480,29 @@ class QpuGateway(Application):
     # -- cancel and operators ------------------------------------------------------------------
 
     async def cancel(self, job_id: str, actor: str, reason: str) -> tuple[str, str]:
+        _, state, what = (await self.cancel_jobs([job_id], actor, reason))[0]
+        return state, what
+
+    async def cancel_jobs(self, job_ids: list[str], actor: str,
+                          reason: str) -> list[tuple[str, str, str]]:
+        """Cancel jobs (few transactions); running ones here stop at once, elsewhere at
+        their replica's next lease renewal."""
         loop = asyncio.get_running_loop()
         reason = self.broker.scrub(reason)  # free text: someone may paste a key
         try:
-            state, what = await loop.run_in_executor(
-                self.db_executor, self.store.cancel, job_id, actor, reason
+            outcomes: list[tuple[str, str, str]] = await loop.run_in_executor(
+                self.db_executor, self.store.cancel_many, job_ids, actor, reason
             )
         except StoreError as e:
             raise handlers.ApiError(503, "DATABASE", f"{e}; try again") from None
-        if what == "requested":
-            self.runner.cancel_local(job_id)
-        if what in ("requested", "cancelled"):
-            self.emit("qpu.job.cancelled", {"job_id": job_id, "by": actor, "reason": reason})
+        for job_id, _state, what in outcomes:
+            if what == "requested":
+                self.runner.cancel_local(job_id)
+            if what in ("requested", "cancelled"):
+                self.emit("qpu.job.cancelled", {"job_id": job_id, "by": actor,
+                                                "reason": reason})
         self.runner.wake()
-        return state, what
+        return outcomes
 
     async def operate(self, actor: str, kind: str, name: str, action: str,
                       reason: str) -> dict[str, Any]:
@@ -534,8 +543,7 @@ class QpuGateway(Application):
                                name if kind == "projects" else None)
                 await db(self.store.record_action, actor, f"drain-{kind[:-1]}",
                          f"{kind[:-1]}:{name}", reason, {"jobs": len(ids)})
-                for job_id in ids:
-                    await self.cancel(job_id, actor, f"drain: {reason}")
+                await self.cancel_jobs(ids, actor, f"drain: {reason}")
                 result["cancelled"] = len(ids)
         except StoreError as e:
             raise handlers.ApiError(503, "DATABASE", f"{e}; try again") from None

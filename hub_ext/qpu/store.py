@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -381,13 +382,11 @@ class Store:
             ).scalar_one()
             if self._controls(conn, [f"backend:{backend}"]).get(f"backend:{backend}"):
                 return None  # paused: nothing starts, no need to rank the queue
-            running = conn.execute(
-                select(func.count()).where(m.jobs.c.backend == backend,
-                                           m.jobs.c.state == "RUNNING")
-            ).scalar_one()
-            if running >= lanes:
+            running = self._running(conn, backend)
+            if len(running) >= lanes:
                 return None
-            placements = self._placements(conn, backend, lanes, policy, now, scan_limit)
+            placements = self._placements(conn, backend, lanes, policy, now, scan_limit,
+                                          paused=False, running=running)
             ready = next((p for p in placements if p.reason == "READY"), None)
             if ready is None:
                 return None
@@ -433,15 +432,18 @@ class Store:
         policy: Policy,
         now: float,
         scan_limit: int,
+        *,
+        paused: bool | None = None,
+        running: list[Any] | None = None,
     ) -> list[Any]:
+        """The backend's queue in start order; ``paused`` and ``running`` when the caller
+        has read them already in this transaction."""
         from .policy import order
 
-        controls = self._controls(conn, [f"backend:{backend}"])
-        running = conn.execute(
-            select(m.jobs.c.started_at, m.jobs.c.est_seconds).where(
-                m.jobs.c.backend == backend, m.jobs.c.state == "RUNNING"
-            )
-        ).all()
+        if paused is None:
+            paused = bool(self._controls(conn, [f"backend:{backend}"]).get(f"backend:{backend}"))
+        if running is None:
+            running = self._running(conn, backend)
         waiting = [
             Queued(r.id, r.project, r.owner, r.priority, r.submitted_at, r.not_before,
                    r.est_seconds, r.state)
@@ -459,7 +461,7 @@ class Store:
         if not waiting:
             return []
         projects = sorted({q.project for q in waiting})
-        paused = {
+        paused_projects = {
             k.removeprefix("project:")
             for k, v in self._controls(conn, [f"project:{p}" for p in projects]).items()
             if v
@@ -472,10 +474,16 @@ class Store:
         }
         left = sorted(max(0.0, r.started_at + r.est_seconds - now) for r in running)
         placed = order(
-            policy, backend, waiting, fair, bool(controls.get(f"backend:{backend}")), paused,
-            left[:lanes], lanes, now,
+            policy, backend, waiting, fair, paused, paused_projects, left[:lanes], lanes, now,
         )
         return _all_busy(placed) if len(running) >= lanes else placed
+
+    def _running(self, conn: Connection, backend: str) -> list[Any]:
+        return list(conn.execute(
+            select(m.jobs.c.started_at, m.jobs.c.est_seconds).where(
+                m.jobs.c.backend == backend, m.jobs.c.state == "RUNNING"
+            )
+        ).all())
 
     def placements(self, backend: str, lanes: int, policy: Policy) -> dict[str, Any]:
         def run(conn: Connection) -> dict[str, Any]:
@@ -520,8 +528,8 @@ class Store:
             if job is None or job.state != "RUNNING" or job.lease_owner != instance:
                 return None  # recovered by another replica meanwhile: its outcome wins
             final = "CANCELLED" if job.cancel_requested and state != "DONE" else state
-            self._settle(conn, job, final, seconds, now)
             values = {
+                **self._settle(conn, job, final, seconds, now),
                 "state": final,
                 "reason": {"DONE": "COMPLETED", "FAILED": "EXECUTION_ERROR",
                            "CANCELLED": "CANCELLED"}[final],
@@ -549,39 +557,38 @@ class Store:
 
     def _settle(
         self, conn: Connection, job: Any, final: str, seconds: float | None, now: float
-    ) -> None:
-        """Reconcile held amounts: charge real seconds on success, refund all otherwise."""
+    ) -> dict[str, Any]:
+        """Reconcile held amounts: charge real seconds on success, refund all otherwise.
+        Returns the job's column values to write with the caller's update of the job."""
         if job.settled:
-            return
+            return {}
         if final == "DONE":
             delta = {"jobs": 0, "shots": 0, "seconds": (seconds or 0.0) - job.held_seconds}
         else:
             delta = {"jobs": -job.held_jobs, "shots": -job.held_shots,
                      "seconds": -job.held_seconds}
-        for key in sorted(job.usage_keys):
-            conn.execute(
-                update(m.usage)
-                .where(m.usage.c.key == key)
-                .values(
-                    jobs=m.usage.c.jobs + delta["jobs"],
-                    shots=m.usage.c.shots + delta["shots"],
-                    seconds=m.usage.c.seconds + delta["seconds"],
-                )
-            )
-        conn.execute(update(m.jobs).where(m.jobs.c.id == job.id).values(settled=True))
+        if job.usage_keys:
+            conn.execute(_USAGE_ADD, [{"k": key, "d_jobs": delta["jobs"], "d_shots": delta["shots"],
+                                       "d_seconds": delta["seconds"]}
+                                      for key in sorted(job.usage_keys)])
         if final != "DONE":
             self._decide(conn, job.id, now, [("REFUNDED", {
                 "jobs": job.held_jobs, "shots": job.held_shots, "seconds": job.held_seconds})])
+        return {"settled": True}
 
     def _add_fair_share(
         self, conn: Connection, project: str, seconds: float, now: float, policy: Policy
     ) -> None:
-        self._upsert_ignore(
-            conn, m.fair_share, [{"project": project, "value": 0.0, "updated_at": now}], "project"
-        )
         row = conn.execute(
             self._lock(select(m.fair_share).where(m.fair_share.c.project == project))
-        ).one()
+        ).one_or_none()
+        if row is None:  # the project's first usage (a racing replica's insert wins first)
+            self._upsert_ignore(conn, m.fair_share,
+                                [{"project": project, "value": 0.0, "updated_at": now}],
+                                "project")
+            row = conn.execute(
+                self._lock(select(m.fair_share).where(m.fair_share.c.project == project))
+            ).one()
         conn.execute(
             update(m.fair_share)
             .where(m.fair_share.c.project == project)
@@ -627,15 +634,15 @@ class Store:
             for job in lost:
                 detail = {"instance": job.lease_owner, "attempt": job.attempts}
                 if job.cancel_requested:
-                    self._settle(conn, job, "CANCELLED", None, now)
-                    values = {"state": "CANCELLED", "reason": "CANCELLED", "finished_at": now}
+                    values = {**self._settle(conn, job, "CANCELLED", None, now),
+                              "state": "CANCELLED", "reason": "CANCELLED", "finished_at": now}
                     code = "CANCELLED"
                 elif requeue and job.attempts < max_attempts:
                     values = {"state": "QUEUED", "reason": "RECOVERED"}
                     code = "QUEUED:RECOVERED"
                 else:
-                    self._settle(conn, job, "FAILED", None, now)
-                    values = {"state": "FAILED", "reason": "LOST", "finished_at": now,
+                    values = {**self._settle(conn, job, "FAILED", None, now),
+                              "state": "FAILED", "reason": "LOST", "finished_at": now,
                               "error": "the gateway running the job stopped; quota refunded"}
                     code = "FAILED:LOST"
                 conn.execute(
@@ -654,31 +661,49 @@ class Store:
 
     def cancel(self, job_id: str, actor: str, reason: str) -> tuple[str, str]:
         """Cancel a job. Returns (state after, what happened)."""
+        _, state, what = self.cancel_many([job_id], actor, reason)[0]
+        return state, what
 
-        def run(conn: Connection) -> tuple[str, str]:
+    def cancel_many(
+        self, job_ids: Sequence[str], actor: str, reason: str, chunk: int = 500
+    ) -> list[tuple[str, str, str]]:
+        """Cancel jobs, ``chunk`` per transaction (a drain of thousands stays quick, and no
+        transaction holds the write lock long). Returns (job id, state after, what
+        happened: ``cancelled``, ``requested`` for a running job, ``final`` or ``gone``)."""
+
+        def run(conn: Connection, ids: Sequence[str]) -> list[tuple[str, str, str]]:
             now = _now()
-            job = conn.execute(self._lock(select(m.jobs).where(m.jobs.c.id == job_id))).one()
-            if job.state in m.FINAL_STATES:
-                return job.state, "final"
-            if job.state == "RUNNING":
-                conn.execute(
-                    update(m.jobs).where(m.jobs.c.id == job_id).values(cancel_requested=True)
-                )
-                self._decide(conn, job_id, now, [("CANCEL_REQUESTED",
-                                                  {"by": actor, "reason": reason})])
-                return "RUNNING", "requested"
-            self._settle(conn, job, "CANCELLED", None, now)
-            conn.execute(
-                update(m.jobs)
-                .where(m.jobs.c.id == job_id)
-                .values(state="CANCELLED", reason="CANCELLED", finished_at=now,
-                        cancel_requested=True)
-            )
-            self._decide(conn, job_id, now, [("CANCELLED", {"by": actor, "reason": reason})])
-            return "CANCELLED", "cancelled"
+            return [(i, *self._cancel_one(conn, i, actor, reason, now)) for i in ids]
 
-        out: tuple[str, str] = self.transaction(run)
+        out: list[tuple[str, str, str]] = []
+        for start in range(0, len(job_ids), chunk):
+            out.extend(self.transaction(run, job_ids[start:start + chunk]))
         return out
+
+    def _cancel_one(
+        self, conn: Connection, job_id: str, actor: str, reason: str, now: float
+    ) -> tuple[str, str]:
+        job = conn.execute(self._lock(select(m.jobs).where(m.jobs.c.id == job_id))).one_or_none()
+        if job is None:
+            return "", "gone"
+        if job.state in m.FINAL_STATES:
+            return job.state, "final"
+        if job.state == "RUNNING":
+            conn.execute(
+                update(m.jobs).where(m.jobs.c.id == job_id).values(cancel_requested=True)
+            )
+            self._decide(conn, job_id, now, [("CANCEL_REQUESTED",
+                                              {"by": actor, "reason": reason})])
+            return "RUNNING", "requested"
+        settled = self._settle(conn, job, "CANCELLED", None, now)
+        conn.execute(
+            update(m.jobs)
+            .where(m.jobs.c.id == job_id)
+            .values(state="CANCELLED", reason="CANCELLED", finished_at=now,
+                    cancel_requested=True, **settled)
+        )
+        self._decide(conn, job_id, now, [("CANCELLED", {"by": actor, "reason": reason})])
+        return "CANCELLED", "cancelled"
 
     def waiting_ids(self, backend: str | None = None, project: str | None = None) -> list[str]:
         def run(conn: Connection) -> list[str]:
@@ -879,6 +904,12 @@ class Store:
 
 # Prebuilt statements for the admission path (built once; SQLAlchemy caches their SQL).
 _DECISION_INSERT = insert(m.decisions)
+_USAGE_ADD = (
+    update(m.usage)
+    .where(m.usage.c.key == bindparam("k"))
+    .values(jobs=m.usage.c.jobs + bindparam("d_jobs"), shots=m.usage.c.shots + bindparam("d_shots"),
+            seconds=m.usage.c.seconds + bindparam("d_seconds"))
+)
 
 
 def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool) -> Engine:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import POLICY, bell, launch, qpy_b64
@@ -306,3 +307,23 @@ def test_a_run_lost_in_a_crash_is_requeued_or_failed_and_refunded(db_url, hub, t
         gw2.stop()
     finally:
         gw.stop()
+
+
+def test_drain_of_a_long_queue_cancels_and_refunds_every_job(db_url, start_gateway):
+    # More jobs than one cancel transaction takes (500): the drain spans several.
+    gw = start_gateway(db_url)
+    op(gw, "backends/aer_simulator/pause", "hold for the drain")
+    payload = [{"qpy": qpy_b64(bell())}]
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: gw.submit("bob", circuits=payload, shots=10)[0],
+                              range(1100)))
+    assert codes.count(201) == 1100
+    _, used = gw.call("bob", "GET", "api/quota", project="qchem")
+    assert used["projects"]["qchem"]["quota"]["simulator"]["day"]["jobs"]["used"] == 1100
+    status, body = gw.call("ops", "POST", "api/admin/backends/aer_simulator/drain",
+                           {"reason": "end of the allocation"})
+    assert status == 200 and body["cancelled"] == 1100
+    _, stats = gw.call("ops", "GET", "api/admin/stats")
+    assert stats["jobs"] == {"CANCELLED": 1100}
+    _, quota = gw.call("bob", "GET", "api/quota", project="qchem")
+    assert quota["projects"]["qchem"]["quota"]["simulator"]["day"]["jobs"]["used"] == 0
