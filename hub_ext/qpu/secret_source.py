@@ -99,6 +99,10 @@ class SecretStoreCredentials(LoggingConfigurable):
         self._approle: Any = None
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretStoreCredentials:
+        """One source per gateway: traitlets copies config values, and this holds a lock."""
+        return self
+
     def where(self, backend: str) -> str:
         """Where ``backend``'s credentials are looked for (for messages)."""
         if self.store == "vault":
