@@ -177,6 +177,8 @@ class SecretStoreCredentials(LoggingConfigurable):
             raise SecretError(
                 f"Vault {where} must hold fields of text (field names: letters, digits, '_')"
             )
+        for k, v in data.items():
+            provider.check_field_value(k, v)
         return {str(k): str(v) for k, v in data.items()}
 
     def _vault_client(self, fresh: bool = False) -> Any:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 
 from .embedded import EmbeddedStore
-from .model import SecretError
+from .model import MIN_VALUE_BYTES, SecretError
 
 NAMESPACE = "service:qpu"
 #: The class of every provider-credential entry (classes only matter for user delivery).
@@ -64,9 +64,20 @@ def format_fields(fields: Mapping[str, str]) -> str:
     for key, value in fields.items():
         if not FIELD.fullmatch(key):
             raise SecretError(f"{key[:64]!r} is not a field name: letters, digits and '_'")
-        if not value or "\n" in value or "\r" in value:
-            raise SecretError(f"field {key}: the value must be one non-empty line")
+        if "\n" in value or "\r" in value:
+            raise SecretError(f"field {key}: the value must be one line")
+        check_field_value(key, value)
     return "".join(f"{k}={v}\n" for k, v in sorted(fields.items()))
+
+
+def check_field_value(key: str, value: str) -> None:
+    if len(value.encode()) < MIN_VALUE_BYTES:
+        raise SecretError(
+            f"field {key}: the value is shorter than {MIN_VALUE_BYTES} bytes, too short to be "
+            "a credential and to be scrubbed from what the gateway writes; put settings "
+            "that are not secret (a region, a channel) in the backend's QpuGateway.backends "
+            "entry"
+        )
 
 
 def read_fields(store: EmbeddedStore, backend: str) -> dict[str, str] | None:
