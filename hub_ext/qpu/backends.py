@@ -28,6 +28,7 @@ from typing import Any
 from qiskit import QuantumCircuit  # type: ignore[import-untyped]
 from qiskit.transpiler import Target  # type: ignore[import-untyped]
 
+from .credentials import CredentialError
 from .validation import Invalid
 
 CredentialSource = Callable[[str], Mapping[str, str]]
@@ -90,8 +91,14 @@ class BackendDriver(ABC):
         ).hexdigest()
 
     def credentials(self) -> Mapping[str, str]:
-        """This backend's credentials from the broker; never logged, never returned."""
-        return self._credentials(self.name)
+        """This backend's credentials from the broker; never logged, never returned.
+
+        ``ExecutionError`` (the job fails with the broker's message: which backend, what
+        is missing) when the broker has none or cannot be read."""
+        try:
+            return self._credentials(self.name)
+        except CredentialError as e:
+            raise ExecutionError(str(e)) from None
 
     @abstractmethod
     def build_target(self) -> Target: ...

@@ -23,7 +23,11 @@ MIN_SCRUB_LENGTH = 6  # shorter values (a region, "us-east") are not secrets wor
 
 
 class CredentialError(Exception):
-    """The credential source failed or answered something that is not a credential map."""
+    """The credential source failed or answered something that is not a credential map.
+
+    A source raises it with a message for the job's owner and the operator (which backend,
+    where its credentials were looked for, how to fix it), never a value; the broker
+    passes that message on, scrubbed. Any other exception's message is dropped."""
 
 
 class CredentialBroker:
@@ -40,6 +44,8 @@ class CredentialBroker:
     def __call__(self, backend: str) -> Mapping[str, str]:
         try:
             values = self.source(backend)
+        except CredentialError as e:
+            raise CredentialError(self.scrub(str(e))[:500]) from None
         except Exception as e:  # the broker's message might quote a value: do not keep it
             raise CredentialError(
                 f"the credential source failed for backend {backend!r} ({type(e).__name__})"

@@ -14,10 +14,12 @@ It adds, to the hub's config ``c``:
 - ``Spawner.server_token_scopes``: the server role's scopes plus ``custom:qpu:submit``
   and ``access:services!service=qpu``, so the kernel's token can submit (the hub gives a
   server token only the subset its user holds);
-- ``QUSTODY_QPU_URL`` in ``Spawner.environment``: the gateway behind the hub's proxy.
+- ``QUSTODY_QPU_URL`` in ``Spawner.environment``: the gateway behind the hub's proxy;
+- ``QpuGateway.credentials``: provider credentials read from the hub's secret broker
+  (``SecretStoreCredentials``, secret_source.py; ``qustody secrets qpu`` manages them).
 
 Call it after ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles`` are set and after
-``hub_audit(c)`` (which creates the demo's audit key).
+``hub_audit(c)`` (which creates the demo's audit key) and the ``SecretBroker`` settings.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, SCOPES
+from .secret_source import gateway_config_lines
 
 SERVICE = "qpu"
 DEMO_POLICY = Path(__file__).with_name("demo_policy.toml")
@@ -74,6 +77,8 @@ def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
     text = "# Written by hub_ext.qpu.hub at every hub start; edit the hub config instead.\n"
     text += "c = get_config()  # noqa: F821\n"
     text += "".join(f"c.{k} = {v!r}\n" for k, v in settings.items() if v != "")
+    # provider credentials from the hub's secret broker (paths and settings, no value)
+    text += gateway_config_lines(c)
     if extra_config:
         text += f"load_subconfig({extra_config!r})  # noqa: F821 - the operator's settings\n"
     path = d / "qpu_config.py"

@@ -1,7 +1,8 @@
 """``qustody secrets``: manage the embedded store (put, list, rotate, revoke, grant).
 
 Values are read from standard input or ``--file`` and are never printed, echoed or
-logged. The store is ``--db`` (default ``$QUSTODY_SECRETS_DB`` or
+logged. ``qustody secrets qpu ...`` manages the QPU gateway's provider credentials
+(provider.py). The store is ``--db`` (default ``$QUSTODY_SECRETS_DB`` or
 ``$QUSTODY_STATE_DIR/secrets.sqlite``) and the master key ``--key-file`` (default
 ``$QUSTODY_STATE_DIR/secrets.key``) or ``$QUSTODY_SECRETS_MASTER_KEY``. Vault users
 manage their secrets with Vault's own tools.
@@ -16,7 +17,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from . import provider
 from .embedded import EmbeddedStore
 from .masterkey import load_master_key
 from .model import MAX_VALUE_BYTES, SecretError
@@ -63,7 +66,37 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("namespace", help="project:<name> or course:<name>")
     gr.add_argument("users", nargs="+", help="hub user names")
     gr.add_argument("--remove", action="store_true", help="take the grant away instead")
+    qpu_parser(sub)
     return p
+
+
+def qpu_parser(sub: Any) -> None:
+    qpu = sub.add_parser(
+        "qpu",
+        help="provider credentials of the QPU gateway's backends (service:qpu)",
+        description="""Provider credentials the QPU gateway hands to a backend's driver
+        (self.credentials()). One entry per gateway backend, holding field=value lines;
+        users never receive them. Values come from standard input or --file, never the
+        command line, and are never printed.""",
+    )
+    qsub = qpu.add_subparsers(dest="qpu_command", required=True, metavar="ACTION")
+    put = qsub.add_parser(
+        "put",
+        help="set a backend's credentials (a new version; the gateway reads it at the next job)",
+        description="""Without --field the input is field=value lines (e.g. token=...,
+        instance=...) and replaces every field; with --field NAME the input is that one
+        field's value, merged into the existing fields.""",
+    )
+    put.add_argument("backend", help="the gateway backend name (QpuGateway.backends key)")
+    put.add_argument("--field", help="set only this field; the input is its raw value")
+    put.add_argument("--file", help="read the input from this file (default: standard input)")
+    ls = qsub.add_parser(
+        "list", help="backends with credentials: field names, versions (never values)"
+    )
+    ls.add_argument("backend", nargs="?", help="only this backend")
+    rm = qsub.add_parser("delete", help="stop serving a backend's credentials now and wipe them")
+    rm.add_argument("backend")
+    rm.add_argument("--field", help="remove only this field")
 
 
 def read_value(path: str | None) -> bytes:
@@ -95,7 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(store: EmbeddedStore, args: argparse.Namespace) -> int:
-    if args.command == "put":
+    if args.command == "qpu":
+        if args.qpu_command == "put":
+            print(provider.put(store, args.backend, read_value(args.file), args.field))
+        elif args.qpu_command == "delete":
+            print(provider.delete(store, args.backend, args.field))
+        else:
+            print("\n".join(provider.listing(store, args.backend)))
+    elif args.command in ("put", "rotate") and args.namespace.startswith("service:"):
+        raise SecretError(
+            f"{args.namespace} belongs to a hub service: use `qustody secrets qpu put` for "
+            "the QPU gateway's provider credentials"
+        )
+    elif args.command == "put":
         version = store.put(args.namespace, args.name, args.cls, read_value(args.file))
         print(f"{args.namespace}/{args.name}: version {version} stored (class {args.cls})")
     elif args.command == "rotate":

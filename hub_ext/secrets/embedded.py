@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .model import (
+    SERVICE_KINDS,
     Namespace,
     Secret,
     SecretError,
@@ -63,11 +64,21 @@ class EmbeddedStore:
 
     broker_name = "embedded"
 
-    def __init__(self, path: str, master_key: bytes) -> None:
+    def __init__(self, path: str, master_key: bytes, read_only: bool = False) -> None:
         self.path = path
         self._aes = AESGCM(master_key)
         self._key_id = hashlib.sha256(b"qustody-key-id|" + master_key).hexdigest()[:16]
         self._lock = threading.Lock()
+        if read_only:
+            self._db = _open_read_only(path)
+            row = self._db.execute("SELECT v FROM meta WHERE k='key_id'").fetchone()
+            if row is None or row[0] != self._key_id:
+                self._db.close()
+                raise SecretError(
+                    f"the master key does not match the secret store {path}: give the hub's "
+                    "master key file"
+                )
+            return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         new = not os.path.exists(path)
         if new:
@@ -115,7 +126,7 @@ class EmbeddedStore:
     def put(self, namespace: str, name: str, cls: str, value: bytes) -> int:
         """Store a new secret, or a new version of one (rotation). Returns the version."""
         ns = parse_namespace(namespace)
-        check_name(name)
+        check_name(name, ns)
         check_class(cls)
         text = check_value(value)
         now = time.time()
@@ -149,13 +160,14 @@ class EmbeddedStore:
 
     def rotate(self, namespace: str, name: str, value: bytes) -> int:
         """A new version of an existing secret (same class); the old one stops being served."""
-        info = self._info(parse_namespace(namespace), check_name(name))
+        ns = parse_namespace(namespace)
+        info = self._info(ns, check_name(name, ns))
         return self.put(namespace, name, info.cls, value)
 
     def revoke(self, namespace: str, name: str) -> None:
         """Stop serving the secret at once and wipe every stored version."""
         ns = parse_namespace(namespace)
-        self._info(ns, check_name(name))  # SecretError if there is no such secret
+        self._info(ns, check_name(name, ns))  # SecretError if there is no such secret
         now = time.time()
         with self._tx() as db:
             db.execute(
@@ -174,6 +186,8 @@ class EmbeddedStore:
         ns = parse_namespace(namespace)
         if ns.kind == "user":
             raise SecretError("user namespaces belong to their user: grant project: or course:")
+        if ns.kind in SERVICE_KINDS:
+            raise SecretError(f"{ns} belongs to a hub service and is never given to users")
         with self._tx() as db:
             for user in users:
                 if revoke:
@@ -206,6 +220,23 @@ class EmbeddedStore:
                 "SELECT ns_kind || ':' || ns_name, user FROM grants ORDER BY 1, 2"
             ).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
+
+    def current(self, namespace: str, name: str) -> Secret | None:
+        """The current version of one unrevoked secret, or None."""
+        ns = parse_namespace(namespace)
+        check_name(name, ns)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT s.class, s.current, v.nonce, v.sealed FROM secrets s "
+                "JOIN versions v ON v.secret_id=s.id AND v.version=s.current "
+                "WHERE s.ns_kind=? AND s.ns_name=? AND s.name=? AND s.revoked_at IS NULL",
+                (ns.kind, ns.name, name),
+            ).fetchone()
+        if row is None:
+            return None
+        cls, version, nonce, sealed = row
+        value = self._open(ns, name, int(version), nonce, sealed)
+        return Secret(ns, name, cls, int(version), value)
 
     def _info(self, ns: Namespace, name: str) -> SecretInfo:
         for info in self.entries(str(ns)):
@@ -252,3 +283,18 @@ class EmbeddedStore:
                     value = self._open(ns, name, int(version), nonce, sealed)
                     out[name] = Secret(ns, name, cls, int(version), value)
         return list(out.values())
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write: a service reading what the hub's admins stored."""
+    if not os.path.exists(path):
+        raise SecretError(f"the secret store {path} does not exist (the hub creates it)")
+    try:
+        db = sqlite3.connect(
+            f"file:{os.path.abspath(path)}?mode=ro", uri=True, check_same_thread=False,
+            isolation_level=None,
+        )
+        db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+    except sqlite3.Error as e:
+        raise SecretError(f"the secret store {path} cannot be read ({e})") from None
+    return db

@@ -11,11 +11,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-NAMESPACE_KINDS = ("user", "project", "course")
+NAMESPACE_KINDS = ("user", "project", "course", "service")
+#: Namespaces owned by a hub service (``service:qpu``: the QPU gateway's provider
+#: credentials). Never granted to users, never delivered to a server.
+SERVICE_KINDS = ("service",)
 #: A user-visible secret name: an environment-variable name, also a safe file name.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: A secret class (matches the audit schema's pattern).
 CLASS = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+#: An entry of a service namespace: named after what it serves (a gateway backend name).
+SERVICE_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _NS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,255}")
 #: Shorter values would be redacted everywhere they happen to occur in an output.
 MIN_VALUE_BYTES = 8
@@ -39,13 +44,20 @@ def parse_namespace(text: str) -> Namespace:
     kind, sep, name = str(text).partition(":")
     if not sep or kind not in NAMESPACE_KINDS or not _NS_NAME.fullmatch(name):
         raise SecretError(
-            f"{str(text)[:80]!r} is not a namespace: write user:<name>, project:<name> or "
-            "course:<name> (letters, digits, '.', '_', '@', '+', '-')"
+            f"{str(text)[:80]!r} is not a namespace: write user:<name>, project:<name>, "
+            "course:<name> or service:<name> (letters, digits, '.', '_', '@', '+', '-')"
         )
     return Namespace(kind, name)
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, ns: Namespace | None = None) -> str:
+    if ns is not None and ns.kind in SERVICE_KINDS:
+        if not isinstance(name, str) or not SERVICE_ENTRY.fullmatch(name):
+            raise SecretError(
+                f"{str(name)[:80]!r} is not an entry name in {ns}: use letters, digits, '_', "
+                "'.' and '-' (at most 64 characters), e.g. the gateway backend's name"
+            )
+        return name
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise SecretError(
             f"{str(name)[:80]!r} is not a secret name: use letters, digits and '_' "

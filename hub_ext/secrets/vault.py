@@ -27,7 +27,16 @@ from hvac import exceptions as vault_errors
 from traitlets import Bool, Float, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from .model import CLASS, MIN_VALUE_BYTES, NAME, Namespace, Secret, SecretError, parse_namespace
+from .model import (
+    CLASS,
+    MIN_VALUE_BYTES,
+    NAME,
+    SERVICE_KINDS,
+    Namespace,
+    Secret,
+    SecretError,
+    parse_namespace,
+)
 
 
 class VaultBroker(LoggingConfigurable):
@@ -99,9 +108,14 @@ class VaultBroker(LoggingConfigurable):
     def _valid_namespaces(self, proposal: Any) -> list[str]:
         for template in proposal["value"]:
             try:
-                parse_namespace(template.replace("{username}", "x"))
+                ns = parse_namespace(template.replace("{username}", "x"))
             except SecretError as e:
                 raise ValueError(f"VaultBroker.namespaces: {e}") from None
+            if ns.kind in SERVICE_KINDS:
+                raise ValueError(
+                    f"VaultBroker.namespaces: {template} belongs to a hub service; users "
+                    "never receive it"
+                )
         return list(proposal["value"])
 
     def __init__(self, **kwargs: Any) -> None:
@@ -114,19 +128,19 @@ class VaultBroker(LoggingConfigurable):
         self._hub: hvac.Client | None = self._hub_login() if self.hub_auth else None
 
     def _client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(
-            url=self.url, token=token, verify=self.ca_file or True, timeout=self.timeout
-        )
+        return vault_client(self.url, self.ca_file, self.timeout, token)
 
     def _hub_login(self) -> hvac.Client:
         client = self._client()
         try:
             if self.hub_auth == "approle":
-                secret_id = _read(self.approle_secret_id_file, "VaultBroker.approle_secret_id_file")
-                if self.approle_secret_id_wrapped:
-                    unwrapped = client.sys.unwrap(token=secret_id)
-                    secret_id = str(unwrapped["data"]["secret_id"])
-                client.auth.approle.login(role_id=self.approle_role_id, secret_id=secret_id)
+                approle_login(
+                    client,
+                    self.approle_role_id,
+                    self.approle_secret_id_file,
+                    self.approle_secret_id_wrapped,
+                    "VaultBroker.approle_secret_id_file",
+                )
             else:
                 jwt = _read(self.hub_jwt_file, "VaultBroker.hub_jwt_file")
                 client.auth.jwt.jwt_login(role=self.hub_jwt_role, jwt=jwt, path=self.jwt_mount)
@@ -224,6 +238,23 @@ class VaultBroker(LoggingConfigurable):
             version = int(result["data"]["metadata"]["version"])
             out.append((Secret(ns, key, cls, version, value), str(result.get("lease_id") or "")))
         return out
+
+
+def vault_client(url: str, ca_file: str, timeout: float, token: str | None = None) -> hvac.Client:
+    """A Vault client verifying TLS with ``ca_file`` (empty: the system's CAs)."""
+    return hvac.Client(url=url, token=token, verify=ca_file or True, timeout=timeout)
+
+
+def approle_login(
+    client: hvac.Client, role_id: str, secret_id_file: str, wrapped: bool, what: str
+) -> None:
+    """Log ``client`` in with AppRole; the secret id is read from ``secret_id_file``
+    (``what`` names the setting in errors), unwrapped first when ``wrapped``."""
+    secret_id = _read(secret_id_file, what)
+    if wrapped:
+        unwrapped = client.sys.unwrap(token=secret_id)
+        secret_id = str(unwrapped["data"]["secret_id"])
+    client.auth.approle.login(role_id=role_id, secret_id=secret_id)
 
 
 def _read(path: str, what: str) -> str:

@@ -1,0 +1,244 @@
+"""``QpuGateway.credentials`` backed by the secret broker's store (embedded or Vault).
+
+``qpu_service`` (hub.py) writes ``c.QpuGateway.credentials = SecretStoreCredentials(...)``
+into the generated gateway config with the hub's ``SecretBroker`` settings
+(``gateway_settings``): the embedded store opened read-only with the hub's master key
+file (same machine, same unix user), or Vault KV v2 read with the gateway's own token or
+AppRole. Each call reads the store again, so a rotation is seen by the next job; a
+missing entry or an unreadable store raises ``CredentialError`` naming the backend and
+where its credentials were looked for, never a value. Layout: hub_ext/secrets/provider.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from traitlets import Bool, Float, Unicode, default, validate
+from traitlets.config import Config, LoggingConfigurable
+
+from hub_ext.secrets import provider
+from hub_ext.secrets.embedded import EmbeddedStore
+from hub_ext.secrets.masterkey import load_master_key
+from hub_ext.secrets.model import SecretError, check_name, parse_namespace
+
+from .credentials import CredentialError
+
+STORES = ("embedded", "vault")
+
+
+class SecretStoreCredentials(LoggingConfigurable):
+    """Provider credentials of the gateway's backends, read from the secret broker."""
+
+    store = Unicode(
+        "embedded",
+        config=True,
+        help="""``embedded``: the hub's encrypted SQLite store, opened read-only (manage it
+        with ``qustody secrets qpu``). ``vault``: HashiCorp Vault KV v2 at
+        ``<vault_kv_mount>/<vault_base_path>/service/qpu/<backend>``.""",
+    )
+    db_path = Unicode("", config=True, help="The embedded store's SQLite file (the hub's).")
+    master_key_file = Unicode(
+        "",
+        config=True,
+        help="""The hub's master key file (mode 0600, owned by the unix user the hub and
+        the gateway run as). Read at each call; never copied.""",
+    )
+    master_key_env = Unicode(
+        "QUSTODY_SECRETS_MASTER_KEY",
+        config=True,
+        help="Environment variable holding the master key; wins over the file when set.",
+    )
+    vault_url = Unicode("", config=True, help="Vault address (``store='vault'``).")
+    vault_ca_file = Unicode("", config=True, help="CA bundle of Vault's certificate.")
+    vault_kv_mount = Unicode("secret", config=True, help="Mount point of the KV v2 engine.")
+    vault_base_path = Unicode("qustody", config=True, help="Path under the mount (as the hub's).")
+    vault_timeout = Float(10.0, config=True, help="Seconds to wait for Vault.")
+    vault_token_file = Unicode(
+        config=True,
+        help="""File holding the gateway's Vault token (0600), with read access to
+        ``<vault_kv_mount>/data/<vault_base_path>/service/qpu/*`` only. Read at each
+        call, so a renewed token is picked up. Default: ``$QUSTODY_QPU_VAULT_TOKEN_FILE``.""",
+    )
+    vault_approle_role_id = Unicode(
+        "", config=True, help="AppRole role id of the gateway (instead of a token file)."
+    )
+    vault_approle_secret_id_file = Unicode(
+        "", config=True, help="File holding the gateway's AppRole secret id (0600)."
+    )
+    vault_approle_secret_id_wrapped = Bool(
+        False, config=True, help="The secret id file holds a response-wrapping token."
+    )
+
+    @default("vault_token_file")
+    def _default_token_file(self) -> str:
+        return os.environ.get("QUSTODY_QPU_VAULT_TOKEN_FILE", "")
+
+    @validate("store")
+    def _valid_store(self, proposal: Any) -> str:
+        if proposal["value"] not in STORES:
+            raise ValueError("SecretStoreCredentials.store must be 'embedded' or 'vault'")
+        return str(proposal["value"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.store == "embedded" and not self.db_path:
+            raise ValueError("SecretStoreCredentials.db_path is not set (the hub's store)")
+        if self.store == "embedded" and not (self.master_key_file or self.master_key_env):
+            raise ValueError("SecretStoreCredentials: set master_key_file (the hub's key)")
+        if self.store == "vault" and not self.vault_url:
+            raise ValueError("SecretStoreCredentials.vault_url is not set")
+        if self.store == "vault" and not (self.vault_token_file or self.vault_approle_role_id):
+            raise ValueError(
+                "SecretStoreCredentials: give the gateway a Vault login: vault_token_file "
+                "(or $QUSTODY_QPU_VAULT_TOKEN_FILE) or vault_approle_role_id"
+            )
+        self._approle: Any = None
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretStoreCredentials:
+        """One source per gateway: traitlets copies config values, and this holds a lock."""
+        return self
+
+    def where(self, backend: str) -> str:
+        """Where ``backend``'s credentials are looked for (for messages)."""
+        if self.store == "vault":
+            return f"Vault {self.vault_kv_mount}/{self._vault_path(backend)}"
+        return f"{provider.entry(backend)} in the secret store {self.db_path}"
+
+    def __call__(self, backend: str) -> Mapping[str, str]:
+        try:
+            check_name(backend, parse_namespace(provider.NAMESPACE))
+            read = self._vault if self.store == "vault" else self._embedded
+            fields = read(backend)
+        except SecretError as e:
+            raise CredentialError(
+                f"provider credentials for backend {backend!r} are unavailable: {e}"
+            ) from None
+        if fields is None:
+            raise CredentialError(
+                f"backend {backend!r} has no provider credentials: {self.where(backend)} "
+                f"does not exist; an admin adds them with `qustody secrets qpu put {backend}`"
+            )
+        return fields
+
+    # -- embedded --------------------------------------------------------------------------
+
+    def _embedded(self, backend: str) -> dict[str, str] | None:
+        key = load_master_key(self.master_key_file, self.master_key_env, create=False)
+        store = EmbeddedStore(self.db_path, key, read_only=True)
+        try:
+            return provider.read_fields(store, backend)
+        except sqlite3.Error as e:
+            raise SecretError(f"the secret store {self.db_path} cannot be read ({e})") from None
+        finally:
+            store.close()
+
+    # -- Vault -----------------------------------------------------------------------------
+
+    def _vault_path(self, backend: str) -> str:
+        return f"{self.vault_base_path}/service/qpu/{backend}"
+
+    def _vault(self, backend: str) -> dict[str, str] | None:
+        from hvac import exceptions as vault_errors
+        from requests import RequestException
+
+        path = self._vault_path(backend)
+        where = f"{self.vault_kv_mount}/{path}"
+        for attempt in (1, 2):
+            try:
+                result = self._vault_client(fresh=attempt == 2).secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self.vault_kv_mount, raise_on_deleted_version=True
+                )
+                break
+            except vault_errors.InvalidPath:
+                return None
+            except vault_errors.Forbidden:
+                if attempt == 1 and self.vault_approle_role_id:
+                    continue  # the AppRole token may have expired: log in again once
+                raise SecretError(
+                    f"Vault refused the gateway's read of {where} (permission denied): check "
+                    "its token and policy"
+                ) from None
+            except vault_errors.VaultError as e:
+                raise SecretError(f"Vault failed reading {where} ({type(e).__name__})") from None
+            except RequestException as e:
+                raise SecretError(
+                    f"Vault at {self.vault_url} cannot be reached ({type(e).__name__})"
+                ) from None
+        data = (result.get("data") or {}).get("data") or {}
+        if not isinstance(data, dict) or not data or not all(
+            isinstance(k, str) and provider.FIELD.fullmatch(k) and isinstance(v, str) and v
+            for k, v in data.items()
+        ):
+            raise SecretError(
+                f"Vault {where} must hold fields of text (field names: letters, digits, '_')"
+            )
+        for k, v in data.items():
+            provider.check_field_value(k, v)
+        return {str(k): str(v) for k, v in data.items()}
+
+    def _vault_client(self, fresh: bool = False) -> Any:
+        from hub_ext.secrets.vault import _read, approle_login, vault_client
+
+        if not self.vault_approle_role_id:
+            token = _read(self.vault_token_file, "SecretStoreCredentials.vault_token_file")
+            return vault_client(self.vault_url, self.vault_ca_file, self.vault_timeout, token)
+        with self._lock:
+            if self._approle is None or fresh:
+                client = vault_client(self.vault_url, self.vault_ca_file, self.vault_timeout)
+                approle_login(
+                    client,
+                    self.vault_approle_role_id,
+                    self.vault_approle_secret_id_file,
+                    self.vault_approle_secret_id_wrapped,
+                    "SecretStoreCredentials.vault_approle_secret_id_file",
+                )
+                self._approle = client
+            return self._approle
+
+
+def gateway_settings(c: Config) -> dict[str, Any]:
+    """``SecretStoreCredentials`` settings for the gateway, from the hub's config ``c``:
+    its ``SecretBroker`` (and ``VaultBroker``) settings, then any
+    ``c.SecretStoreCredentials`` given in the hub config (e.g. the gateway's Vault login)."""
+    from hub_ext.secrets.broker import SecretBroker
+
+    broker = SecretBroker(config=c)
+    settings: dict[str, Any]
+    if broker.backend == "vault":
+        vault = c.VaultBroker if "VaultBroker" in c else {}
+        settings = {
+            "store": "vault",
+            "vault_url": vault.get("url", ""),
+            "vault_ca_file": vault.get("ca_file", ""),
+            "vault_kv_mount": vault.get("kv_mount", "secret"),
+            "vault_base_path": vault.get("base_path", "qustody"),
+        }
+    else:
+        settings = {
+            "store": "embedded",
+            "db_path": os.path.abspath(broker.db_path or broker.state_path("secrets.sqlite")),
+            "master_key_file": os.path.abspath(
+                broker.master_key_file or broker.state_path("secrets.key")
+            ),
+            "master_key_env": broker.master_key_env,
+        }
+    own = c.SecretStoreCredentials if "SecretStoreCredentials" in c else {}
+    settings.update({str(k): v for k, v in own.items()})
+    SecretStoreCredentials(**settings)  # a bad setting stops the hub here, not at a job
+    return settings
+
+
+def gateway_config_lines(c: Config) -> str:
+    """The lines of the generated gateway config that set ``QpuGateway.credentials``."""
+    return (
+        "from hub_ext.qpu.secret_source import SecretStoreCredentials  # noqa: E402\n"
+        f"c.QpuGateway.credentials = SecretStoreCredentials(**{gateway_settings(c)!r})\n"
+    )
+
+
+__all__ = ["SecretStoreCredentials", "gateway_config_lines", "gateway_settings"]

@@ -1,0 +1,223 @@
+"""Provider credentials put with ``qustody secrets qpu`` into a real hub's secret store reach
+the gateway's driver (tests/qpu/keyed_driver.py refuses to run without its key) and
+nothing else: not the job records, results or provenance, not the gateway's log (the hub
+log: the gateway is a hub-managed service), the audit log, the generated gateway config,
+the gateway's environment or any hub API answer. Rotation is seen by the next job;
+deleting the key fails the next job with a message naming the backend."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import BACKENDS, audit_records, qpy_b64
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "hub"))
+from hubtest import HubError, failed, free_port, launch_hub
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "qk-" + secrets.token_hex(20)
+ROTATED = "qk-" + secrets.token_hex(20)
+WRONG = "wrong-" + secrets.token_hex(20)  # the keyed provider refuses keys not "qk-..."
+
+OPERATOR_CONFIG = f"""
+c = get_config()  # noqa
+c.QpuGateway.backends = {{**{BACKENDS!r},
+    "keyed": {{"driver": "tests.qpu.keyed_driver:KeyedDriver"}}}}
+c.QpuGateway.log_level = "DEBUG"
+"""
+
+POLICY = """
+[tags]
+purposes = ["research"]
+[projects.qc101]
+members = { alice = "member" }
+backends = ["*"]
+"""
+
+
+EXTRA = """
+c.Authenticator.allowed_users = {"alice", "eve"}
+for role in c.JupyterHub.load_roles:
+    if role["name"] == "auditor":
+        role["users"] = ["eve"]
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    d = tmp_path_factory.mktemp("credhub")
+    (d / "qpu_operator.py").write_text(OPERATOR_CONFIG)
+    (d / "policy.toml").write_text(POLICY)
+    started: list = []
+    try:
+        hub = launch_hub(
+            d / "hub", extra=EXTRA,
+            env={"QUSTODY_SPAWNER": "local", "QUSTODY_IMAGE_DIGEST": "",
+                 "QUSTODY_QPU_PORT": str(free_port()),
+                 "QUSTODY_QPU_CONFIG": str(d / "qpu_operator.py"),
+                 "QUSTODY_QPU_POLICY": str(d / "policy.toml"),
+                 "PYTHONPATH": str(ROOT)},
+            started=started,
+        )
+    except HubError as e:
+        pytest.fail(str(e))
+    hub.qpu = f"{hub.url}services/qpu/"
+    hub.tokens = {u: hub.user_token(u) for u in ("alice", "eve")}
+    hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
+    yield hub
+    hub.stop()
+    if failed(request):
+        print(f"\n===== hub log =====\n{hub.log()[-20000:]}")
+
+
+def _health(url: str) -> bool:
+    try:
+        return requests.get(url + "api/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def cli(hub, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``qustody secrets`` on the hub's store and master key (as an admin would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "server_ext.cli", "secrets", "--db",
+         str(hub.dir / "secrets.sqlite"), "--key-file", str(hub.dir / "secrets.key"), *args],
+        input=stdin, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def job(shots: int = 200) -> dict:
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    return {"backend": "keyed", "circuits": [{"qpy": qpy_b64(qc)}], "shots": shots,
+            "tags": {"project": "qc101", "purpose": "research"}}
+
+
+class Seen:
+    """Every response body the test read, so it can check none holds a key."""
+
+    def __init__(self, hub) -> None:
+        self.hub, self.texts = hub, []
+
+    def qpu(self, who, method, path, body=None, **params):
+        r = requests.request(method, self.hub.qpu + path, json=body, params=params or None,
+                             headers={"Authorization": f"token {self.hub.tokens[who]}"},
+                             timeout=120)
+        self.texts.append(r.text)
+        return r.status_code, (r.json() if r.content else None)
+
+    def hub_api(self, path):
+        status, body = self.hub.api("GET", path)
+        assert status == 200, body
+        self.texts.append(json.dumps(body))
+
+    def run(self, who="alice", shots=200):
+        status, body = self.qpu(who, "POST", "api/jobs", job(shots))
+        assert status == 201, body
+        deadline = time.monotonic() + 120
+        while True:
+            status, got = self.qpu(who, "GET", f"api/jobs/{body['job_id']}", wait=5)
+            assert status == 200, got
+            if got["state"] in ("DONE", "FAILED", "CANCELLED", "REJECTED"):
+                return got
+            assert time.monotonic() < deadline, got
+
+
+def gateway_pid(hub) -> int:
+    config = str(hub.dir / "qpu" / "qpu_config.py")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"hub_ext.qpu" in cmd and f"--config={config}".encode() in cmd:
+            return int(proc.name)
+    raise AssertionError("the gateway process was not found")
+
+
+def test_the_stored_key_runs_the_job_rotates_and_leaks_nowhere(hub):
+    seen = Seen(hub)
+    put = cli(hub, "qpu", "put", "keyed", stdin=f"api_key={KEY}\nregion=eu-west-1\n")
+    assert put.returncode == 0, put.stderr
+    assert "service:qpu/keyed: version 1 stored (fields: api_key, region)" in put.stdout
+    listing = cli(hub, "qpu", "list")
+    assert "keyed" in listing.stdout and "api_key, region" in listing.stdout
+
+    done = seen.run()
+    assert done["state"] == "DONE", done  # the driver got the key from the hub's store
+    job_id = done["job_id"]
+    status, result = seen.qpu("alice", "GET", f"api/jobs/{job_id}/result")
+    assert status == 200 and sum(result["results"][0]["data"]["counts"].values()) == 200
+    assert "[REDACTED:provider-credential]" in json.dumps(result)  # the driver's echo
+    seen.qpu("alice", "GET", f"api/jobs/{job_id}", include="provenance")
+    seen.qpu("alice", "GET", "api/jobs")
+    assert seen.qpu("eve", "GET", "api/admin/export")[0] == 200
+    assert seen.qpu("alice", "GET", "api/backends")[0] == 200
+
+    # rotation without a restart: a key the provider refuses, then a good one again
+    assert cli(hub, "qpu", "put", "keyed", "--field", "api_key", stdin=WRONG).returncode == 0
+    refused = seen.run()
+    assert refused["state"] == "FAILED" and "no valid API key" in str(refused), refused
+    assert cli(hub, "qpu", "put", "keyed", "--field", "api_key", stdin=ROTATED).returncode == 0
+    assert seen.run()["state"] == "DONE"
+    # the provider quotes the key in its error: the gateway scrubs it
+    quoted = seen.run(shots=13)
+    assert quoted["state"] == "FAILED", quoted
+    assert "provider error 401 for key [REDACTED:provider-credential]" in str(quoted), quoted
+
+    for path in ("/users", "/users/alice", "/services", "/services/qpu", "/info"):
+        seen.hub_api(path)
+    env = Path(f"/proc/{gateway_pid(hub)}/environ").read_bytes()
+    for value in (KEY, ROTATED, WRONG):
+        assert all(value not in text for text in seen.texts), value
+        assert value.encode() not in env
+        assert value not in (hub.dir / "qpu" / "qpu_config.py").read_text()
+        for f in (hub.dir / "qpu").glob("qpu.sqlite*"):
+            assert value.encode() not in f.read_bytes(), f
+        for f in (hub.dir / "audit").iterdir():
+            assert value.encode() not in f.read_bytes(), f
+        for text in (put.stdout, put.stderr, listing.stdout):
+            assert value not in text
+    assert "SecretStoreCredentials" in (hub.dir / "qpu" / "qpu_config.py").read_text()
+    assert any(job_id in text for text in seen.texts)
+
+    records = audit_records(hub.dir / "audit" / "audit.jsonl", hub.dir / "audit.key")
+    assert any(r["type"] == "qpu-job-finished" and r["data"].get("job_id") == job_id
+               for r in records), [r["type"] for r in records]
+
+    log = hub.log()
+    assert "QPU event qpu.job.finished" in log  # the gateway's DEBUG lines are in this log
+    for value in (KEY, ROTATED, WRONG):
+        assert value not in log
+
+
+def test_deleting_the_key_fails_the_next_job_naming_the_backend(hub):
+    seen = Seen(hub)
+    assert cli(hub, "qpu", "put", "keyed", stdin=f"api_key={KEY}\n").returncode == 0
+    assert seen.run()["state"] == "DONE"
+    gone = cli(hub, "qpu", "delete", "keyed")
+    assert gone.returncode == 0 and "deleted" in gone.stdout, gone
+    failed_job = seen.run()
+    assert failed_job["state"] == "FAILED", failed_job
+    message = json.dumps(failed_job)
+    assert "backend 'keyed' has no provider credentials" in message, message
+    assert "service:qpu/keyed" in message and "qustody secrets qpu put keyed" in message
+    assert "deleted" in cli(hub, "qpu", "list", "keyed").stdout
+    assert all(KEY not in text for text in seen.texts)
+    assert KEY not in hub.log()
+    for f in (hub.dir / "audit").iterdir():
+        assert KEY.encode() not in f.read_bytes(), f
