@@ -4,7 +4,8 @@ Writers in any number of threads and processes append under one exclusive ``floc
 on the head file (plus a thread lock, because ``flock`` does not exclude threads
 sharing a descriptor). Under the lock a writer reads the head — the sealed pointer
 to the last record — so it always chains onto the true last record, whoever wrote
-it. One record costs one ``write`` to the live file and one ``pwrite`` of the head.
+it. A batch of records costs one ``write`` to the live file and one ``pwrite`` of the
+head, however many records it holds (it is split only where the live file rotates).
 
 The head also makes truncation detectable: a log that ends before the record the
 head names has lost records. Anything unexpected (a missing or damaged head, a live
@@ -23,6 +24,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -94,6 +96,17 @@ def _hex(value: object) -> str:
     return value
 
 
+class Pending(NamedTuple):
+    """A record to append: ``data_json`` is compact ASCII JSON of the event, ``extra_json``
+    envelope members (``,"name":value``) or empty (see chain.Sealer.seal_record)."""
+
+    type: str
+    version: int
+    origin: str
+    data_json: str
+    extra_json: str = ""
+
+
 class Appended(NamedTuple):
     """Where a record went."""
 
@@ -105,11 +118,16 @@ class Appended(NamedTuple):
 class Store(Protocol):
     """What AuditLog needs from a store (another backend implements the same)."""
 
-    def append(
-        self, type_: str, version: int, origin: str, data_json: str, extra_json: str = ""
-    ) -> Appended: ...
+    def append_many(self, records: Sequence[Pending]) -> list[Appended]: ...
 
     def close(self) -> None: ...
+
+
+def not_recorded(count: int, written: int) -> str:
+    """The end of a write error's message: what was lost."""
+    if count == 1:
+        return "The event was not recorded."
+    return f"{count - written} of {count} events were not recorded."
 
 
 class JsonlStore:
@@ -149,19 +167,32 @@ class JsonlStore:
         self, type_: str, version: int, origin: str, data_json: str, extra_json: str = ""
     ) -> Appended:
         """Seal and append one record; raises AuditWriteError (nothing was recorded)."""
+        return self.append_many([Pending(type_, version, origin, data_json, extra_json)])[0]
+
+    def append_many(self, records: Sequence[Pending]) -> list[Appended]:
+        """Seal and append records in order, consecutive in the chain, in one write.
+
+        Raises AuditWriteError, and then nothing of the batch is in the log, unless the
+        batch crossed a rotation: it is written as one part per live file, and
+        ``error.appended`` holds the leading records that were recorded.
+        """
+        if not records:
+            return []
+        done: list[Appended] = []
         with self._lock:
             try:
                 if self._head_fd is None:
                     self._head_fd = self._open_head()
                 fcntl.flock(self._head_fd, fcntl.LOCK_EX)
             except OSError as e:
-                raise self._error("cannot open or lock the log", e) from None
+                raise self._error("cannot open or lock the log", e, len(records), []) from None
             try:
-                return self._append_locked(type_, version, origin, data_json, extra_json)
+                self._append_locked(records, done)
             except OSError as e:
-                raise self._error("cannot write the log", e) from None
+                raise self._error("cannot write the log", e, len(records), done) from None
             finally:
                 fcntl.flock(self._head_fd, fcntl.LOCK_UN)
+        return done
 
     def close(self) -> None:
         with self._lock:
@@ -174,54 +205,82 @@ class JsonlStore:
 
     # -- under the lock ---------------------------------------------------------------
 
-    def _append_locked(
-        self, type_: str, version: int, origin: str, data_json: str, extra_json: str
-    ) -> Appended:
+    def _append_locked(self, records: Sequence[Pending], done: list[Appended]) -> None:
         head = self._live_for(self._current_head())
-        ts = clock.stamp()
+        ts = clock.stamp()  # one time for the batch: its records are written together
         if ts < head.ts:  # the clock went back: keep the log's time order
             ts = head.ts
-        seq = head.seq + 1
-        line = self.sealer.seal_record(
-            seq, head.hash, ts, type_, version, origin, data_json, extra_json
-        )
-        if self._rotation_due(head, ts, len(line) + 1):
-            head = self._rotate(head)
+        seal, digest = self.sealer.seal_record, chain.line_hash
+        start = head  # the head before the lines gathered for the current live file
+        lines: list[bytes] = []
+        heads: list[Head] = []  # the head after each gathered line
+        for record in records:
+            line = seal(head.seq + 1, head.hash, ts, *record)
+            size = len(line) + 1
+            if self._rotation_due(head, ts, size):  # write what goes in the old file first
+                if lines:
+                    head = self._commit(start, head, lines, heads, done)
+                    lines, heads = [], []
+                head = start = self._rotate(head)
+            lines.append(line)
+            head = Head(
+                head.seq + 1,
+                digest(line),
+                head.offset,
+                head.first,
+                head.offset + size,
+                head.opened or ts,
+                ts,
+                head.ck,
+                head.ck_seq,
+            )
+            heads.append(head)
+        self._commit(start, head, lines, heads, done)
+
+    def _commit(
+        self, start: Head, head: Head, lines: list[bytes], heads: list[Head], out: list[Appended]
+    ) -> Head:
+        """Write ``lines`` (following ``start``) and the head after them, then the
+        checkpoints they reach; returns the head. On an error nothing of them stays."""
         fd = self._live_fd
         assert fd is not None
-        data = line + b"\n"
+        data = b"\n".join(lines) + b"\n"
         try:
             written = os.write(fd, data)
             if written != len(data):
                 raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written")
             if self.fsync == "always":
                 os.fdatasync(fd)
-            new = Head(
-                seq,
-                chain.line_hash(line),
-                head.offset,
-                head.first,
-                head.offset + len(data),
-                head.opened or ts,
-                ts,
-                head.ck,
-                head.ck_seq,
-            )
-            self._write_head(new)
+            self._write_head(head)
         except OSError:
-            self._undo(fd, head.offset)
+            self._undo(fd, start.offset)
             raise
-        if self.checkpoint_every and (seq + 1) % self.checkpoint_every == 0:
+        out.extend(Appended(h.seq, h.ts, h.hash) for h in heads)
+        every = self.checkpoint_every
+        if every and (head.seq + 1) // every > (start.seq + 1) // every:
+            head = self._checkpoints(head, [h for h in heads if (h.seq + 1) % every == 0])
+        return head
+
+    def _checkpoints(self, head: Head, due: list[Head]) -> Head:
+        """Checkpoint each record in ``due`` (written, and covered by the head already)."""
+        last = head
+        for record in due:
             try:
-                self._write_head(self._checkpoint(new))
-            except OSError as e:  # the record is safe; only the shortcut for verifiers is lost
+                last = self._checkpoint(record._replace(ck=last.ck, ck_seq=last.ck_seq))
+            except OSError as e:  # the records are safe; only the shortcut for verifiers is lost
                 log.warning(
                     "audit log %s: checkpoint at seq %d not written: %s",
                     self.layout.live,
-                    seq,
+                    record.seq,
                     e.strerror,
                 )
-        return Appended(seq, ts, new.hash)
+        if last is head:
+            return head
+        try:
+            self._write_head(head._replace(ck=last.ck, ck_seq=last.ck_seq))
+        except OSError as e:
+            log.warning("audit log %s: head not updated: %s", self.layout.live, e.strerror)
+        return self._head  # the head as written
 
     def _current_head(self) -> Head:
         assert self._head_fd is not None
@@ -415,11 +474,13 @@ class JsonlStore:
         except OSError:
             log.error("audit log: could not remove a partial write; verify will report it")
 
-    def _error(self, what: str, e: OSError) -> AuditWriteError:
+    def _error(self, what: str, e: OSError, count: int, done: list[Appended]) -> AuditWriteError:
         name = errno.errorcode.get(e.errno or 0, "error")
         return AuditWriteError(
             f"audit log {self.layout.live}: {what} ({name}: {e.strerror or e}). "
-            "The event was not recorded."
+            + not_recorded(count, len(done)),
+            written=len(done),
+            appended=done,
         )
 
     def _reset_in_child(self) -> None:
