@@ -206,44 +206,57 @@ class JsonlStore:
     # -- under the lock ---------------------------------------------------------------
 
     def _append_locked(self, records: Sequence[Pending], done: list[Appended]) -> None:
-        head = self._live_for(self._current_head())
+        start = self._live_for(self._current_head())  # the head the gathered lines follow
         ts = clock.stamp()  # one time for the batch: its records are written together
-        if ts < head.ts:  # the clock went back: keep the log's time order
-            ts = head.ts
-        seal, digest = self.sealer.seal_record, chain.line_hash
-        start = head  # the head before the lines gathered for the current live file
+        if ts < start.ts:  # the clock went back: keep the log's time order
+            ts = start.ts
+        seal, digest, due = self.sealer.seal_record, chain.line_hash, self._rotation_due
+        seq, prev, offset, opened = start.seq, start.hash, start.offset, start.opened
         lines: list[bytes] = []
-        heads: list[Head] = []  # the head after each gathered line
+        run: list[Appended] = []  # where each gathered line goes
+        ats: list[int] = []  # and at which offset of the live file
         for record in records:
-            line = seal(head.seq + 1, head.hash, ts, *record)
+            line = seal(seq + 1, prev, ts, *record)
             size = len(line) + 1
-            if self._rotation_due(head, ts, size):  # write what goes in the old file first
+            if due(offset, opened, ts, size):  # write what goes in the old file first
                 if lines:
-                    head = self._commit(start, head, lines, heads, done)
-                    lines, heads = [], []
-                head = start = self._rotate(head)
+                    start = self._commit(start, lines, run, ats, done)
+                    lines, run, ats = [], [], []
+                start = self._rotate(start)
+                offset, opened = 0, ""
+            seq += 1
+            prev = digest(line)
             lines.append(line)
-            head = Head(
-                head.seq + 1,
-                digest(line),
-                head.offset,
-                head.first,
-                head.offset + size,
-                head.opened or ts,
-                ts,
-                head.ck,
-                head.ck_seq,
-            )
-            heads.append(head)
-        self._commit(start, head, lines, heads, done)
+            run.append(Appended(seq, ts, prev))
+            ats.append(offset)
+            offset += size
+            opened = opened or ts
+        self._commit(start, lines, run, ats, done)
 
     def _commit(
-        self, start: Head, head: Head, lines: list[bytes], heads: list[Head], out: list[Appended]
+        self,
+        start: Head,
+        lines: list[bytes],
+        run: list[Appended],
+        ats: list[int],
+        out: list[Appended],
     ) -> Head:
-        """Write ``lines`` (following ``start``) and the head after them, then the
+        """Write ``lines`` after ``start`` and then the head after them, then the
         checkpoints they reach; returns the head. On an error nothing of them stays."""
         fd = self._live_fd
         assert fd is not None
+        last = run[-1]
+        head = Head(
+            last.seq,
+            last.hash,
+            ats[-1],
+            start.first,
+            ats[-1] + len(lines[-1]) + 1,
+            start.opened or last.ts,
+            last.ts,
+            start.ck,
+            start.ck_seq,
+        )
         data = b"\n".join(lines) + b"\n"
         try:
             written = os.write(fd, data)
@@ -255,10 +268,15 @@ class JsonlStore:
         except OSError:
             self._undo(fd, start.offset)
             raise
-        out.extend(Appended(h.seq, h.ts, h.hash) for h in heads)
+        out += run
         every = self.checkpoint_every
         if every and (head.seq + 1) // every > (start.seq + 1) // every:
-            head = self._checkpoints(head, [h for h in heads if (h.seq + 1) % every == 0])
+            due = [
+                head._replace(seq=a.seq, hash=a.hash, at=at)
+                for a, at in zip(run, ats, strict=True)
+                if (a.seq + 1) % every == 0
+            ]
+            head = self._checkpoints(head, due)
         return head
 
     def _checkpoints(self, head: Head, due: list[Head]) -> Head:
@@ -391,15 +409,16 @@ class JsonlStore:
         self._write_head(adopted)
         return adopted
 
-    def _rotation_due(self, head: Head, ts: str, size: int) -> bool:
-        if head.offset == 0:
+    def _rotation_due(self, offset: int, opened: str, ts: str, size: int) -> bool:
+        """Whether a line of ``size`` bytes at ``ts`` goes in a new live file."""
+        if offset == 0:
             return False
-        if self.rotate_bytes and head.offset + size > self.rotate_bytes:
+        if self.rotate_bytes and offset + size > self.rotate_bytes:
             return True
-        if self.rotate_seconds and head.opened:
-            if self._deadline[0] != head.opened:
-                due = clock.parse(head.opened) + timedelta(seconds=self.rotate_seconds)
-                self._deadline = (head.opened, clock.stamp(due))
+        if self.rotate_seconds and opened:
+            if self._deadline[0] != opened:
+                due = clock.parse(opened) + timedelta(seconds=self.rotate_seconds)
+                self._deadline = (opened, clock.stamp(due))
             return ts >= self._deadline[1]
         return False
 
