@@ -21,7 +21,9 @@ allowed); ``AuditWriteError`` means the log could not be written (answer 503).
 from __future__ import annotations
 
 import json
+import json.encoder
 import os
+from collections.abc import Callable as Function
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -45,7 +47,32 @@ from .store import FSYNC_MODES, Appended, JsonlStore, Pending, Store
 
 SECRET_POLICIES = ("redact", "refuse")
 _COMPACT = (",", ":")
-_ENCODE = json.JSONEncoder(separators=_COMPACT, allow_nan=False).encode
+
+
+def _compact_encoder() -> Function[[Any], str]:
+    """Compact ASCII JSON that refuses NaN and infinities (ValueError) and non-JSON types
+    (TypeError): ``JSONEncoder.encode`` output, from json's C encoder built once instead
+    of once per call. It skips the cycle check, which never runs for events: the secret
+    scrubber and the schema check walk the event first and stop a cycle there."""
+    python = json.JSONEncoder(separators=_COMPACT, allow_nan=False)
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator in this Python
+        return python.encode
+    encode = make(
+        None,
+        python.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+_ENCODE = _compact_encoder()
 Redactions = list[dict[str, str]]
 
 
@@ -415,14 +442,15 @@ class AuditLog(LoggingConfigurable):
                     done.seq,
                     ", ".join(sorted({r["field"] for r in redactions})),
                 )
-        lost = placed[len(appended) :]
-        if failure is not None and any(self.fails_closed(name) for _, name, _ in lost):
-            written = lost[0][0]
-            self._dropped([r for r in refused if r[0] < written])
-            raise AuditWriteError(failure.message, written=written) from None
         if failure is not None:
+            lost = placed[len(appended) :]
+            if any(self.fails_closed(name) for _, name, _ in lost):
+                written = lost[0][0]
+                self._dropped([r for r in refused if r[0] < written])
+                raise AuditWriteError(failure.message, written=written) from None
             refused = sorted(refused + [(i, n, failure) for i, n, _ in lost], key=lambda r: r[0])
-        self._dropped(refused)
+        if refused:
+            self._dropped(refused)
         return results
 
     def _dropped(self, refused: list[tuple[int, str, AuditError]]) -> None:
