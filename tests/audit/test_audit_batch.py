@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from audit_helpers import example
+from audit_helpers import example, qustody, run_writer, start_writer, writer_result
 from qtest import GITHUB_TOKEN, IBM_QUANTUM_TOKEN
 
 from hub_ext.audit import AuditWriteError, SchemaViolation, SecretInEvent
 from hub_ext.audit.layout import Layout
 from hub_ext.audit.verify import verify
 
-WRITER = Path(__file__).with_name("audit_writer.py")
 TYPES = ["login", "server-started", "qpu-job-submitted", "break-glass", "secret-delivered"]
 
 
@@ -30,18 +26,6 @@ def job(tag: str, i: int) -> tuple[str, dict]:
         "job_id": f"{tag}-{i}",
         "backend": "aer",
     }
-
-
-def writer(log_path, key_file, tag, count, *extra, start=None):
-    args = [sys.executable, str(WRITER), str(log_path), str(key_file), tag, str(count), *extra]
-    if start is not None:
-        args += ["--start-file", str(start)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc):
-    out, err = proc.communicate(timeout=240)
-    return proc.returncode, json.loads(out) if out else err
 
 
 def file_bytes(log_path) -> bytes:
@@ -69,22 +53,7 @@ def test_a_batch_is_consecutive_chained_records_that_verify(
     assert ts == sorted(ts)
     assert verify(log_path, [key]).ok
     audit.emit("login", {"user": "after"})  # the chain goes on after a batch
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server_ext.cli",
-            "audit",
-            "verify",
-            "--log",
-            str(log_path),
-            "--key-file",
-            str(key_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cli = qustody("verify", "--log", str(log_path), "--key-file", str(key_file))
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert cli.stdout.startswith("OK: full verification: 102 records (seq 0..101)")
 
@@ -191,18 +160,13 @@ def test_batches_from_two_processes_keep_one_chain_and_stay_whole(
 ):
     start = tmp_path / "start"
     procs = [
-        writer(
+        start_writer(
             log_path,
             key_file,
-            tag,
             2400,
-            "--batch",
-            "16",
-            "--rotate-bytes",
-            "65536",
-            "--checkpoint-every",
-            "50",
-            start=start,
+            *("--batch", "16", "--rotate-bytes", "65536", "--checkpoint-every", "50"),
+            *("--start-file", str(start)),
+            tag=tag,
         )
         for tag in ("a", "b")
     ]
@@ -211,7 +175,7 @@ def test_batches_from_two_processes_keep_one_chain_and_stay_whole(
         time.sleep(0.01)
     start.touch()
     for proc in procs:
-        assert finish(proc) == (0, {"written": 2400})
+        assert writer_result(proc) == (0, {"written": 2400})
     report = verify(log_path, [key], jobs=2)
     assert report.ok and report.records == 4800, report.summary()
     found = records()
@@ -246,9 +210,7 @@ def test_a_failed_batch_write_leaves_nothing_behind(make_log, log_path):
 def test_a_batch_that_does_not_fit_is_removed_whole_and_writing_resumes(
     log_path, key_file, key, records
 ):
-    code, result = finish(
-        writer(log_path, key_file, "w", 10_000, "--batch", "16", "--fsize-limit", "50000")
-    )
+    code, result = run_writer(log_path, key_file, 10_000, "--batch", "16", "--fsize-limit", "50000")
     assert code == 3, result
     assert "cannot write the log (" in result["error"]
     assert result["error"].endswith("16 of 16 events were not recorded.")
@@ -257,7 +219,7 @@ def test_a_batch_that_does_not_fit_is_removed_whole_and_writing_resumes(
     report = verify(log_path, [key])
     assert report.ok and report.records == written, report.summary()
     assert log_path.read_bytes().endswith(b"\n")
-    code, result = finish(writer(log_path, key_file, "w2", 40, "--batch", "16"))
+    code, result = run_writer(log_path, key_file, 40, "--batch", "16", tag="w2")
     assert (code, result) == (0, {"written": 40})
     assert verify(log_path, [key]).ok and len(records()) == written + 40
 
