@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from audit_helpers import example
+from audit_helpers import example, start_writer, writer_result
 from pgserver import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from sqlalchemy import text
 
@@ -191,3 +191,41 @@ def test_cli_verify_and_query_the_database(db_log, key_file, pg_url):  # noqa: F
     assert "recorded as seq 30" in verified.stderr
     found = run("query", "--db", pg_url, "--job", "j-3", "--format", "json")
     assert [json.loads(x)["seq"] for x in found.stdout.splitlines()] == [3]
+
+
+def test_batches_from_two_processes_form_one_chain(pg_url, key_file, key, sql):  # noqa: F811
+    procs = [start_writer(pg_url, key_file, 160, "--batch", "8", tag=tag) for tag in ("a", "b")]
+    for proc in procs:
+        assert writer_result(proc) == (0, {"written": 160})
+    report = verify_db(pg_url, [key])
+    assert report.ok and report.records == 320, report.summary()
+    with sql.connect() as conn:
+        rows = conn.execute(
+            text("SELECT seq, job_id FROM qustody_audit_records ORDER BY seq")
+        ).all()
+    assert [r.seq for r in rows] == list(range(320))
+    position = {r.job_id: r.seq for r in rows}
+    for tag in ("a", "b"):
+        for b in range(20):  # each batch of 8 is contiguous
+            seqs = [position[f"{tag}-{i}"] for i in range(8 * b, 8 * b + 8)]
+            assert seqs == list(range(seqs[0], seqs[0] + 8))
+
+
+def test_a_batch_whose_head_update_fails_leaves_no_record(make_log, pg_url, sql, key):  # noqa: F811
+    make_log(path="", db_url=pg_url).emit("login", {"user": "a"})  # creates the tables
+    role = f"writer_{uuid.uuid4().hex[:8]}"
+    with sql.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT SELECT, INSERT ON qustody_audit_records TO {role}"))
+        # it may lock the head row but not change the head: the records go in, then fail
+        conn.execute(text(f"GRANT SELECT, UPDATE (id) ON qustody_audit_head TO {role}"))
+    audit = make_log(path="", db_url=pg_url.replace("postgres@", f"{role}@"))
+    with pytest.raises(AuditWriteError) as info:
+        audit.emit_many([("login", {"user": f"u{i}"}) for i in range(5)])
+    assert info.value.message == (
+        "audit log database: cannot write the log (InsufficientPrivilege). "
+        "5 of 5 events were not recorded."
+    )
+    with sql.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM qustody_audit_records")).scalar() == 1
+    assert verify_db(pg_url, [key]).ok
