@@ -150,15 +150,20 @@ def test_query_uses_the_same_filters(db_log, pg_url):  # noqa: F811
     assert len(list(query_db(pg_url, Filter(after_seq=25), limit=2))) == 2
 
 
-def test_a_database_that_refuses_writes_fails_closed(make_log, pg_cluster, pg_url, sql):  # noqa: F811
+def limited_log(make_log, pg_url, sql, grants, **config):  # noqa: F811
+    """An AuditLog connecting as a new role with only ``grants`` ("<privileges> ON <table>")."""
     make_log(path="", db_url=pg_url).emit("login", {"user": "a"})  # creates the tables
     role = f"writer_{uuid.uuid4().hex[:8]}"
     with sql.begin() as conn:
         conn.execute(text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(text(f"GRANT SELECT, UPDATE ON qustody_audit_head TO {role}"))
-        conn.execute(text(f"GRANT SELECT ON qustody_audit_records TO {role}"))  # no INSERT
-    limited = pg_url.replace("postgres@", f"{role}@")
-    audit = make_log(path="", db_url=limited, fail_closed_types=["login"])
+        for grant in grants:
+            conn.execute(text(f"GRANT {grant} TO {role}"))
+    return make_log(path="", db_url=pg_url.replace("postgres@", f"{role}@"), **config)
+
+
+def test_a_database_that_refuses_writes_fails_closed(make_log, pg_cluster, pg_url, sql):  # noqa: F811
+    grants = ["SELECT, UPDATE ON qustody_audit_head", "SELECT ON qustody_audit_records"]
+    audit = limited_log(make_log, pg_url, sql, grants, fail_closed_types=["login"])  # no INSERT
     with pytest.raises(AuditWriteError) as info:
         audit.emit("login", {"user": "b"})
     assert info.value.message == (
@@ -212,14 +217,12 @@ def test_batches_from_two_processes_form_one_chain(pg_url, key_file, key, sql): 
 
 
 def test_a_batch_whose_head_update_fails_leaves_no_record(make_log, pg_url, sql, key):  # noqa: F811
-    make_log(path="", db_url=pg_url).emit("login", {"user": "a"})  # creates the tables
-    role = f"writer_{uuid.uuid4().hex[:8]}"
-    with sql.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(text(f"GRANT SELECT, INSERT ON qustody_audit_records TO {role}"))
-        # it may lock the head row but not change the head: the records go in, then fail
-        conn.execute(text(f"GRANT SELECT, UPDATE (id) ON qustody_audit_head TO {role}"))
-    audit = make_log(path="", db_url=pg_url.replace("postgres@", f"{role}@"))
+    # it may lock the head row but not change the head: the records go in, then fail
+    grants = [
+        "SELECT, INSERT ON qustody_audit_records",
+        "SELECT, UPDATE (id) ON qustody_audit_head",
+    ]
+    audit = limited_log(make_log, pg_url, sql, grants)
     with pytest.raises(AuditWriteError) as info:
         audit.emit_many([("login", {"user": f"u{i}"}) for i in range(5)])
     assert info.value.message == (
