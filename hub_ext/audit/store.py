@@ -206,58 +206,57 @@ class JsonlStore:
     # -- under the lock ---------------------------------------------------------------
 
     def _append_locked(self, records: Sequence[Pending], done: list[Appended]) -> None:
-        start = self._live_for(self._current_head())  # the head the gathered lines follow
+        """Seal and write ``records`` as one part per live file (a batch has two parts only
+        when the live file rotates inside it): one write and one head update each."""
+        start = self._live_for(self._current_head())  # the head the part follows
         ts = clock.stamp()  # one time for the batch: its records are written together
         if ts < start.ts:  # the clock went back: keep the log's time order
             ts = start.ts
         seal, digest, due = self.sealer.seal_record, chain.line_hash, self._rotation_due
-        seq, prev, offset, opened = start.seq, start.hash, start.offset, start.opened
-        lines: list[bytes] = []
-        run: list[Appended] = []  # where each gathered line goes
-        ats: list[int] = []  # and at which offset of the live file
-        for record in records:
-            line = seal(seq + 1, prev, ts, *record)
-            size = len(line) + 1
-            if due(offset, opened, ts, size):  # write what goes in the old file first
-                if lines:
-                    start = self._commit(start, lines, run, ats, done)
-                    lines, run, ats = [], [], []
-                start = self._rotate(start)
-                offset, opened = 0, ""
-            seq += 1
-            prev = digest(line)
-            lines.append(line)
-            run.append(Appended(seq, ts, prev))
-            ats.append(offset)
-            offset += size
-            opened = opened or ts
-        self._commit(start, lines, run, ats, done)
+        seq, prev, count, i = start.seq, start.hash, len(records), 0
+        while True:
+            offset, opened = start.offset, start.opened
+            lines: list[bytes] = []
+            run: list[Appended] = []  # where each line goes
+            while i < count:
+                line = seal(seq + 1, prev, ts, *records[i])
+                size = len(line) + 1
+                if due(offset, opened, ts, size):
+                    break
+                seq += 1
+                prev = digest(line)
+                lines.append(line)
+                run.append(Appended(seq, ts, prev))
+                offset += size
+                opened = opened or ts
+                i += 1
+            if run:
+                start = self._write_part(start, lines, run, done)
+            if i == count:
+                return
+            start = self._rotate(start)  # and the rest goes in the next live file
 
-    def _commit(
-        self,
-        start: Head,
-        lines: list[bytes],
-        run: list[Appended],
-        ats: list[int],
-        out: list[Appended],
+    def _write_part(
+        self, start: Head, lines: list[bytes], run: list[Appended], out: list[Appended]
     ) -> Head:
         """Write ``lines`` after ``start`` and then the head after them, then the
         checkpoints they reach; returns the head. On an error nothing of them stays."""
         fd = self._live_fd
         assert fd is not None
+        data = b"\n".join(lines) + b"\n"
         last = run[-1]
+        end = start.offset + len(data)
         head = Head(
             last.seq,
             last.hash,
-            ats[-1],
+            end - len(lines[-1]) - 1,
             start.first,
-            ats[-1] + len(lines[-1]) + 1,
+            end,
             start.opened or last.ts,
             last.ts,
             start.ck,
             start.ck_seq,
         )
-        data = b"\n".join(lines) + b"\n"
         try:
             written = os.write(fd, data)
             if written != len(data):
@@ -271,11 +270,11 @@ class JsonlStore:
         out += run
         every = self.checkpoint_every
         if every and (head.seq + 1) // every > (start.seq + 1) // every:
-            due = [
-                head._replace(seq=a.seq, hash=a.hash, at=at)
-                for a, at in zip(run, ats, strict=True)
-                if (a.seq + 1) % every == 0
-            ]
+            due, at = [], start.offset
+            for line, where in zip(lines, run, strict=True):
+                if (where.seq + 1) % every == 0:
+                    due.append(head._replace(seq=where.seq, hash=where.hash, at=at))
+                at += len(line) + 1
             head = self._checkpoints(head, due)
         return head
 
