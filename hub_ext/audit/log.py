@@ -24,7 +24,7 @@ import json
 import json.encoder
 import os
 from collections.abc import Callable as Function
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from traitlets import Bool, Callable, Int, List, Unicode, default, validate
@@ -319,7 +319,7 @@ class AuditLog(LoggingConfigurable):
     def emit(self, type_name: str, data: dict[str, Any]) -> Recorded | None:
         """Record an event of a hub-side type. Returns None only when a failure was
         tolerated because the type is not in ``fail_closed_types``."""
-        return self.emit_many([(type_name, data)])[0]
+        return self._record([(_hub_type(type_name), data, None)], schema.HUB)[0]
 
     def emit_many(self, events: Iterable[tuple[str, dict[str, Any]]]) -> list[Recorded | None]:
         """Record hub-side events in order, with one write; a result per event, as emit.
@@ -331,14 +331,7 @@ class AuditLog(LoggingConfigurable):
         dealt with all the same (recorded or dropped; 0 unless the batch crossed a rotation
         of the live file). Otherwise the lost events' results are None.
         """
-        items: list[tuple[schema.EventType, Any, Redactions | None]] = []
-        for type_name, data in events:
-            event_type = schema.get(type_name)
-            if event_type.origin != schema.HUB:
-                raise AuditError(
-                    f"{type_name} events are reported by user servers: use record_user_event()"
-                )
-            items.append((event_type, data, None))
+        items = [(_hub_type(type_name), data, None) for type_name, data in events]
         return self._record(items, schema.HUB)
 
     def record_user_event(self, user: str, server: str, event: Any) -> Recorded | None:
@@ -398,7 +391,7 @@ class AuditLog(LoggingConfigurable):
         self.store.close()
 
     def _record(
-        self, items: list[tuple[schema.EventType, Any, Redactions | None]], origin: str
+        self, items: Sequence[tuple[schema.EventType, Any, Redactions | None]], origin: str
     ) -> list[Recorded | None]:
         """Check, scrub and serialise each event, then write them with one append."""
         results: list[Recorded | None] = [None] * len(items)
@@ -458,6 +451,15 @@ class AuditLog(LoggingConfigurable):
         for _, name, error in refused:
             self.dropped += 1
             self.log.error("audit event %s was not recorded: %s", name, error.message)
+
+
+def _hub_type(type_name: str) -> schema.EventType:
+    event_type = schema.get(type_name)
+    if event_type.origin != schema.HUB:
+        raise AuditError(
+            f"{type_name} events are reported by user servers: use record_user_event()"
+        )
+    return event_type
 
 
 def _serialise(name: str, data: Any, limit: int) -> str:
