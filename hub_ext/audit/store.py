@@ -206,8 +206,8 @@ class JsonlStore:
     # -- under the lock ---------------------------------------------------------------
 
     def _append_locked(self, records: Sequence[Pending], done: list[Appended]) -> None:
-        """Seal and write ``records`` as one part per live file (a batch has two parts only
-        when the live file rotates inside it): one write and one head update each."""
+        """Seal and write ``records`` as one part per live file (more than one part only
+        when the live file rotates inside the batch): one write and one head update each."""
         start = self._live_for(self._current_head())  # the head the part follows
         ts = clock.stamp()  # one time for the batch: its records are written together
         if ts < start.ts:  # the clock went back: keep the log's time order

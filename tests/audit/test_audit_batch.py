@@ -155,6 +155,33 @@ def test_a_batch_crossing_the_rotation_size_is_split_at_the_same_record(make_log
     assert verify(batched, [key]).records == 700
 
 
+def test_time_rotation_starts_the_next_batch_in_a_new_file(make_log, fake_clock, log_path, key):
+    audit = make_log(rotate_seconds=60)
+    audit.emit_many([job("t", i) for i in range(5)])
+    fake_clock.advance(61)  # the live file is due: the next batch starts a new one, whole
+    done = audit.emit_many([job("u", i) for i in range(5)])
+    ((first, rotated),) = Layout(log_path).rotated_files()
+    assert first == 0 and len(rotated.read_bytes().splitlines()) == 5
+    assert [json.loads(line)["seq"] for line in log_path.read_bytes().splitlines()] == [
+        d.seq for d in done
+    ]
+    assert verify(log_path, [key]).ok and verify(log_path, [key], quick=True).ok
+
+
+def test_a_batch_written_before_a_crash_is_taken_over(make_log, log_path, key, caplog):
+    audit = make_log()
+    audit.emit("login", {"user": "a"})
+    head = Layout(log_path).head
+    saved = head.read_bytes()
+    audit.emit_many([job("c", i) for i in range(20)])
+    head.write_bytes(saved)  # as if the writer died between its write and its head update
+    survivor = make_log()
+    assert [d.seq for d in survivor.emit_many([job("d", i) for i in range(3)])] == [21, 22, 23]
+    assert "took over 20 record(s)" in caplog.text
+    report = verify(log_path, [key])
+    assert report.ok and report.records == 24, report.summary()
+
+
 def test_batches_from_two_processes_keep_one_chain_and_stay_whole(
     log_path, key_file, key, records, tmp_path
 ):
