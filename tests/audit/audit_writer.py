@@ -1,8 +1,9 @@
 """A separate process that appends audit events (run as a script by the tests).
 
 usage: python audit_writer.py LOG-OR-DB-URL KEY_FILE TAG COUNT [--rotate-bytes N] [--checkpoint-every N]
-       [--fsize-limit N] [--start-file PATH] [--batch N]
-With --batch, events go through AuditLog.emit_many N at a time (else one emit each).
+       [--fsize-limit N] [--start-file PATH] [--batch N] [--pause SECONDS]
+With --batch, events go through AuditLog.emit_many N at a time (else one emit each);
+--pause sleeps after each write, so that other writers get the lock in between.
 Prints one JSON line: {"written": n} or {"written": n, "error": message}; exit 3 on error.
 """
 
@@ -30,6 +31,7 @@ def main() -> int:
     p.add_argument("--fsize-limit", type=int, default=0)
     p.add_argument("--start-file", help="create START.TAG when ready, then wait for START")
     p.add_argument("--batch", type=int, default=0)
+    p.add_argument("--pause", type=float, default=0)
     args = p.parse_args()
     where = {"db_url": args.log} if args.log.startswith("postgresql") else {"path": args.log}
     audit = AuditLog(
@@ -66,6 +68,8 @@ def main() -> int:
             print(json.dumps({"written": written, "error": e.message}))
             return 3
         written += len(batch)
+        if args.pause:
+            time.sleep(args.pause)
     print(json.dumps({"written": written}))
     return 0
 

@@ -190,8 +190,9 @@ def test_batches_from_two_processes_keep_one_chain_and_stay_whole(
         start_writer(
             log_path,
             key_file,
-            2400,
+            800,
             *("--batch", "16", "--rotate-bytes", "65536", "--checkpoint-every", "50"),
+            *("--pause", "0.002"),  # let the other writer in between batches
             *("--start-file", str(start)),
             tag=tag,
         )
@@ -202,23 +203,23 @@ def test_batches_from_two_processes_keep_one_chain_and_stay_whole(
         time.sleep(0.01)
     start.touch()
     for proc in procs:
-        assert writer_result(proc) == (0, {"written": 2400})
+        assert writer_result(proc) == (0, {"written": 800})
     report = verify(log_path, [key], jobs=2)
-    assert report.ok and report.records == 4800, report.summary()
+    assert report.ok and report.records == 1600, report.summary()
     found = records()
-    assert [r["seq"] for r in found] == list(range(4800))
+    assert [r["seq"] for r in found] == list(range(1600))
     jobs = Counter(r["data"]["job_id"] for r in found)
-    assert len(jobs) == 4800 and set(jobs.values()) == {1}
+    assert len(jobs) == 1600 and set(jobs.values()) == {1}
     # every batch of 16 is contiguous in the chain: no other writer got between its records
     position = {r["data"]["job_id"]: r["seq"] for r in found}
     for tag in ("a", "b"):
-        for b in range(150):
+        for b in range(50):
             seqs = [position[f"{tag}-{i}"] for i in range(16 * b, 16 * b + 16)]
             assert seqs == list(range(seqs[0], seqs[0] + 16))
     runs = 1 + sum(
         1 for x, y in itertools.pairwise(found) if x["data"]["user"] != y["data"]["user"]
     )
-    assert runs > 2  # the two writers really interleaved
+    assert runs > 10  # the two writers really interleaved
 
 
 def test_a_failed_batch_write_leaves_nothing_behind(make_log, log_path):
