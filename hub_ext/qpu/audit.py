@@ -91,7 +91,7 @@ class AuditBridge:
         self.log = log
         self.service = service
         self.policy_path = policy_path
-        self.failures = 0
+        self.failures = 0  # audit records lost (each also logged at CRITICAL)
         self.batches = 0  # emit_many calls that wrote a whole batch
         self._jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
