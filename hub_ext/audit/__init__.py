@@ -1,7 +1,8 @@
 """Tamper-evident audit log: event schemas, the hash-chained store and review tools.
 
-Components record events through :class:`AuditLog` (``emit`` for the hub's own
-events, ``record_user_event`` for events user servers report through the hub).
+Components record events through :class:`AuditLog` (``emit``, or ``emit_many`` for
+several at once, for the hub's own events; ``record_user_event`` for events user
+servers report through the hub).
 Auditors use ``qustody audit verify|query|export``, or :func:`verify.verify`,
 :func:`query.query` and :func:`export.export`.
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class AuditError(Exception):
     """Base class: the event was not recorded."""
@@ -35,4 +38,14 @@ class UserEventRefused(AuditError):
 
 
 class AuditWriteError(AuditError):
-    """The store could not write the record (disk full, permissions, a damaged log)."""
+    """The store could not write the record (disk full, permissions, a damaged log).
+
+    ``written`` counts the leading events of a batch that were dealt with all the same:
+    0, except when the batch crossed a rotation of the live file and failed after it.
+    From a store, ``appended`` holds where those records went.
+    """
+
+    def __init__(self, message: str, written: int = 0, appended: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.written = written
+        self.appended = list(appended)

@@ -4,10 +4,13 @@
 
     audit = AuditLog(config=config)          # checks the config, loads the key
     audit.emit("server-started", {"user": "alice", "server": "", ...})
+    audit.emit_many([("qpu-job-submitted", {...}), ("qpu-job-admitted", {...})])
     audit.record_user_event("alice", "", {"type": "save-refused", "data": {...}})
 
 Emit an event only after the action it describes has happened. Whether a failure to
-record fails the caller (``fail_closed_types``) is decided per event type.
+record fails the caller (``fail_closed_types``) is decided per event type. ``emit_many``
+records several events with one write to the store (one lock, one head update): busy
+writers such as the QPU gateway's audit thread batch what they have queued.
 
 For the hub endpoint that takes events from user servers: authenticate the server's
 token, then call ``record_user_event(user, server, body)`` with the identity the token
@@ -18,7 +21,10 @@ allowed); ``AuditWriteError`` means the log could not be written (answer 503).
 from __future__ import annotations
 
 import json
+import json.encoder
 import os
+from collections.abc import Callable as Function
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from traitlets import Bool, Callable, Int, List, Unicode, default, validate
@@ -29,13 +35,45 @@ from server_ext.scanner.engine import Engine
 
 from . import keys, schema
 from .chain import Sealer
-from .errors import AuditError, SchemaViolation, SecretInEvent, UserEventRefused
+from .errors import (
+    AuditError,
+    AuditWriteError,
+    SchemaViolation,
+    SecretInEvent,
+    UserEventRefused,
+)
 from .scrub import SecretScrubber
-from .store import FSYNC_MODES, JsonlStore, Store
+from .store import FSYNC_MODES, Appended, JsonlStore, Pending, Store
 
 SECRET_POLICIES = ("redact", "refuse")
 _COMPACT = (",", ":")
-_ENCODE = json.JSONEncoder(separators=_COMPACT, allow_nan=False).encode
+
+
+def _compact_encoder() -> Function[[Any], str]:
+    """Compact ASCII JSON that refuses NaN and infinities (ValueError) and non-JSON types
+    (TypeError): ``JSONEncoder.encode`` output, from json's C encoder built once instead
+    of once per call. It skips the cycle check, which never runs for events: the secret
+    scrubber and the schema check walk the event first and stop a cycle there."""
+    python = json.JSONEncoder(separators=_COMPACT, allow_nan=False)
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator in this Python
+        return python.encode
+    encode = make(
+        None,
+        python.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+_ENCODE = _compact_encoder()
+Redactions = list[dict[str, str]]
 
 
 class Recorded(NamedTuple):
@@ -281,12 +319,20 @@ class AuditLog(LoggingConfigurable):
     def emit(self, type_name: str, data: dict[str, Any]) -> Recorded | None:
         """Record an event of a hub-side type. Returns None only when a failure was
         tolerated because the type is not in ``fail_closed_types``."""
-        event_type = schema.get(type_name)
-        if event_type.origin != schema.HUB:
-            raise AuditError(
-                f"{type_name} events are reported by user servers: use record_user_event()"
-            )
-        return self._record(event_type, data, schema.HUB)
+        return self._record([(_hub_type(type_name), data, None)], schema.HUB)[0]
+
+    def emit_many(self, events: Iterable[tuple[str, dict[str, Any]]]) -> list[Recorded | None]:
+        """Record hub-side events in order, with one write; a result per event, as emit.
+
+        Every event is checked, scrubbed and sized as ``emit`` does. An event failing that
+        raises before anything is written if its type fails closed (then nothing was
+        recorded or counted); otherwise its result is None. A failed write raises if any
+        event it lost fails closed; ``AuditWriteError.written`` counts the leading events
+        dealt with all the same (recorded or dropped; 0 unless the batch crossed a rotation
+        of the live file). Otherwise the lost events' results are None.
+        """
+        items = [(_hub_type(type_name), data, None) for type_name, data in events]
+        return self._record(items, schema.HUB)
 
     def record_user_event(self, user: str, server: str, event: Any) -> Recorded | None:
         """Record an event a user's server reported, as that server.
@@ -328,7 +374,7 @@ class AuditLog(LoggingConfigurable):
             event_type.validate(clean)
         except (SchemaViolation, SecretInEvent) as e:
             raise UserEventRefused(400, e.message) from None
-        return self._record(event_type, clean, schema.USER_SERVER, redactions)
+        return self._record([(event_type, clean, redactions)], schema.USER_SERVER)[0]
 
     def add_known_secrets(self, values: Any) -> int:
         """Exact secret values (e.g. what the broker delivered) never to be recorded."""
@@ -345,46 +391,90 @@ class AuditLog(LoggingConfigurable):
         self.store.close()
 
     def _record(
-        self,
-        event_type: schema.EventType,
-        data: Any,
-        origin: str,
-        redactions: list[dict[str, str]] | None = None,
-    ) -> Recorded | None:
-        name = event_type.name
-        try:
-            if redactions is None:
-                data, redactions = self.scrubber.scrub(name, data)
-                event_type.validate(data)
+        self, items: Sequence[tuple[schema.EventType, Any, Redactions | None]], origin: str
+    ) -> list[Recorded | None]:
+        """Check, scrub and serialise each event, then write them with one append."""
+        results: list[Recorded | None] = [None] * len(items)
+        pending: list[Pending] = []
+        placed: list[tuple[int, str, Redactions]] = []  # (index, type, redactions) per record
+        refused: list[tuple[int, str, AuditError]] = []  # tolerated: counted once written
+        scrub, limit = self.scrubber.scrub, self.max_record_bytes
+        for i, (event_type, data, redactions) in enumerate(items):
+            name = event_type.name
             try:
-                data_json = _ENCODE(data)
-            except (ValueError, TypeError):
-                raise SchemaViolation(
-                    f"{name} event: holds a value JSON cannot carry (NaN, infinity or an object)"
-                ) from None
-            if len(data_json) > self.max_record_bytes:
-                raise SchemaViolation(
-                    f"{name} event: {len(data_json)} bytes is over AuditLog.max_record_bytes "
-                    f"({self.max_record_bytes})"
+                if redactions is None:
+                    data, redactions = scrub(name, data)
+                    event_type.validate(data)
+                pending.append(
+                    Pending(
+                        name,
+                        event_type.version,
+                        origin,
+                        _serialise(name, data, limit),
+                        ',"redacted":' + _ENCODE(redactions) if redactions else "",
+                    )
                 )
-            extra = (
-                ',"redacted":' + json.dumps(redactions, separators=_COMPACT) if redactions else ""
-            )
-            done = self.store.append(name, event_type.version, origin, data_json, extra)
-        except AuditError as e:
-            if self.fails_closed(name):
-                raise
+            except AuditError as e:
+                if self.fails_closed(name):
+                    raise
+                refused.append((i, name, e))
+                continue
+            placed.append((i, name, redactions))
+        failure: AuditWriteError | None = None
+        appended: list[Appended] = []
+        try:
+            appended = self.store.append_many(pending)
+        except AuditWriteError as e:
+            failure, appended = e, e.appended
+        for (i, name, redactions), done in zip(placed, appended, strict=False):
+            results[i] = Recorded(done.seq, done.ts, name, done.hash, len(redactions))
+            if redactions:
+                self.log.warning(
+                    "audit event %s (seq %d): credentials redacted from %s",
+                    name,
+                    done.seq,
+                    ", ".join(sorted({r["field"] for r in redactions})),
+                )
+        if failure is not None:
+            lost = placed[len(appended) :]
+            if any(self.fails_closed(name) for _, name, _ in lost):
+                written = lost[0][0]
+                self._dropped([r for r in refused if r[0] < written])
+                raise AuditWriteError(failure.message, written=written) from None
+            refused = sorted(refused + [(i, n, failure) for i, n, _ in lost], key=lambda r: r[0])
+        if refused:
+            self._dropped(refused)
+        return results
+
+    def _dropped(self, refused: list[tuple[int, str, AuditError]]) -> None:
+        """Count and log events of fail-open types that were not recorded."""
+        for _, name, error in refused:
             self.dropped += 1
-            self.log.error("audit event %s was not recorded: %s", name, e.message)
-            return None
-        if redactions:
-            self.log.warning(
-                "audit event %s (seq %d): credentials redacted from %s",
-                name,
-                done.seq,
-                ", ".join(sorted({r["field"] for r in redactions})),
-            )
-        return Recorded(done.seq, done.ts, name, done.hash, len(redactions))
+            self.log.error("audit event %s was not recorded: %s", name, error.message)
+
+
+def _hub_type(type_name: str) -> schema.EventType:
+    event_type = schema.get(type_name)
+    if event_type.origin != schema.HUB:
+        raise AuditError(
+            f"{type_name} events are reported by user servers: use record_user_event()"
+        )
+    return event_type
+
+
+def _serialise(name: str, data: Any, limit: int) -> str:
+    """Compact ASCII JSON of an event, or SchemaViolation (the value is never named)."""
+    try:
+        data_json = _ENCODE(data)
+    except (ValueError, TypeError):
+        raise SchemaViolation(
+            f"{name} event: holds a value JSON cannot carry (NaN, infinity or an object)"
+        ) from None
+    if len(data_json) > limit:
+        raise SchemaViolation(
+            f"{name} event: {len(data_json)} bytes is over AuditLog.max_record_bytes ({limit})"
+        )
+    return data_json
 
 
 def _one_of(value: str, allowed: tuple[str, ...], name: str) -> str:

@@ -4,7 +4,7 @@ Each row holds one record line exactly as the JSON-lines store writes it (so the
 chain, MAC and verifier apply) plus indexed copies of the fields auditors filter on.
 Writers serialise on a row lock of the one-row head table (``SELECT ... FOR UPDATE``),
 which also holds the sealed head, so appends from any number of processes and hosts
-form one chain and a removed tail is detectable.
+form one chain and a removed tail is detectable. A batch of records is one transaction.
 
 A trigger makes the records table append-only (UPDATE, DELETE and TRUNCATE raise).
 That is defence in depth: a database owner can drop the trigger, and then the chain
@@ -14,7 +14,7 @@ and the MACs are what reveal an edit.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy
@@ -25,7 +25,7 @@ from . import chain, clock
 from .chain import Sealer
 from .errors import AuditWriteError
 from .query import Filter, Hit
-from .store import EMPTY, Appended, Head, parse_head
+from .store import EMPTY, Appended, Head, Pending, not_recorded, parse_head
 
 # Table names: qustody_audit_records (one row per record), qustody_audit_head (one row).
 _DDL_LOCK = 0x5157_4155_4449_54  # pg_advisory_xact_lock key while creating the tables
@@ -99,7 +99,14 @@ class PgStore:
     def append(
         self, type_: str, version: int, origin: str, data_json: str, extra_json: str = ""
     ) -> Appended:
-        data = json.loads(data_json)
+        return self.append_many([Pending(type_, version, origin, data_json, extra_json)])[0]
+
+    def append_many(self, records: Sequence[Pending]) -> list[Appended]:
+        """Seal and append records in order in one transaction (all or nothing)."""
+        if not records:
+            return []
+        done: list[Appended] = []
+        rows: list[dict[str, Any]] = []
         try:
             with self.engine.begin() as conn:
                 doc = conn.execute(
@@ -107,37 +114,44 @@ class PgStore:
                 ).scalar()
                 head = self._head(conn, doc)
                 ts = max(clock.stamp(), head.ts)
-                seq = head.seq + 1
-                line = self.sealer.seal_record(
-                    seq, head.hash, ts, type_, version, origin, data_json, extra_json
-                )
-                digest = chain.line_hash(line)
+                for record in records:
+                    line = self.sealer.seal_record(head.seq + 1, head.hash, ts, *record)
+                    head = head._replace(
+                        seq=head.seq + 1,
+                        hash=chain.line_hash(line),
+                        ts=ts,
+                        opened=head.opened or ts,
+                    )
+                    data = json.loads(record.data_json)
+                    rows.append(
+                        {
+                            "seq": head.seq,
+                            "ts": ts,
+                            "type": record.type,
+                            "user": _text(data.get("user")),
+                            "actor": _text(data.get("actor")),
+                            "project": _text(data.get("project")),
+                            "job": _text(data.get("job_id")),
+                            "hash": head.hash,
+                            "line": line.decode("ascii"),
+                        }
+                    )
+                    done.append(Appended(head.seq, ts, head.hash))
                 conn.execute(
                     text(
                         "INSERT INTO qustody_audit_records (seq, ts, type, user_name, actor, "
                         "project, job_id, hash, line) VALUES (:seq, :ts, :type, :user, :actor, "
                         ":project, :job, :hash, :line)"
                     ),
-                    {
-                        "seq": seq,
-                        "ts": ts,
-                        "type": type_,
-                        "user": _text(data.get("user")),
-                        "actor": _text(data.get("actor")),
-                        "project": _text(data.get("project")),
-                        "job": _text(data.get("job_id")),
-                        "hash": digest,
-                        "line": line.decode("ascii"),
-                    },
+                    rows,
                 )
-                new = head._replace(seq=seq, hash=digest, ts=ts, opened=head.opened or ts)
                 conn.execute(
                     text("UPDATE qustody_audit_head SET doc = :doc WHERE id = 1"),
-                    {"doc": self.sealer.seal_document(new.members())},
+                    {"doc": self.sealer.seal_document(head.members())},
                 )
         except SQLAlchemyError as e:
-            raise database_error("cannot write the log", e, "The event was not recorded.") from None
-        return Appended(seq, ts, digest)
+            raise database_error("cannot write the log", e, not_recorded(len(records), 0)) from None
+        return done
 
     def _head(self, conn: sqlalchemy.Connection, doc: str | None) -> Head:
         if not doc:

@@ -4,7 +4,8 @@ Writers in any number of threads and processes append under one exclusive ``floc
 on the head file (plus a thread lock, because ``flock`` does not exclude threads
 sharing a descriptor). Under the lock a writer reads the head — the sealed pointer
 to the last record — so it always chains onto the true last record, whoever wrote
-it. One record costs one ``write`` to the live file and one ``pwrite`` of the head.
+it. A batch of records costs one ``write`` to the live file and one ``pwrite`` of the
+head, however many records it holds (it is split only where the live file rotates).
 
 The head also makes truncation detectable: a log that ends before the record the
 head names has lost records. Anything unexpected (a missing or damaged head, a live
@@ -23,6 +24,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -94,6 +96,17 @@ def _hex(value: object) -> str:
     return value
 
 
+class Pending(NamedTuple):
+    """A record to append: ``data_json`` is compact ASCII JSON of the event, ``extra_json``
+    envelope members (``,"name":value``) or empty (see chain.Sealer.seal_record)."""
+
+    type: str
+    version: int
+    origin: str
+    data_json: str
+    extra_json: str = ""
+
+
 class Appended(NamedTuple):
     """Where a record went."""
 
@@ -105,11 +118,16 @@ class Appended(NamedTuple):
 class Store(Protocol):
     """What AuditLog needs from a store (another backend implements the same)."""
 
-    def append(
-        self, type_: str, version: int, origin: str, data_json: str, extra_json: str = ""
-    ) -> Appended: ...
+    def append_many(self, records: Sequence[Pending]) -> list[Appended]: ...
 
     def close(self) -> None: ...
+
+
+def not_recorded(count: int, written: int) -> str:
+    """The end of a write error's message: what was lost."""
+    if count == 1:
+        return "The event was not recorded."
+    return f"{count - written} of {count} events were not recorded."
 
 
 class JsonlStore:
@@ -149,19 +167,32 @@ class JsonlStore:
         self, type_: str, version: int, origin: str, data_json: str, extra_json: str = ""
     ) -> Appended:
         """Seal and append one record; raises AuditWriteError (nothing was recorded)."""
+        return self.append_many([Pending(type_, version, origin, data_json, extra_json)])[0]
+
+    def append_many(self, records: Sequence[Pending]) -> list[Appended]:
+        """Seal and append records in order, consecutive in the chain, in one write.
+
+        Raises AuditWriteError, and then nothing of the batch is in the log, unless the
+        batch crossed a rotation: it is written as one part per live file, and
+        ``error.appended`` holds the leading records that were recorded.
+        """
+        if not records:
+            return []
+        done: list[Appended] = []
         with self._lock:
             try:
                 if self._head_fd is None:
                     self._head_fd = self._open_head()
                 fcntl.flock(self._head_fd, fcntl.LOCK_EX)
             except OSError as e:
-                raise self._error("cannot open or lock the log", e) from None
+                raise self._error("cannot open or lock the log", e, len(records), []) from None
             try:
-                return self._append_locked(type_, version, origin, data_json, extra_json)
+                self._append_locked(records, done)
             except OSError as e:
-                raise self._error("cannot write the log", e) from None
+                raise self._error("cannot write the log", e, len(records), done) from None
             finally:
                 fcntl.flock(self._head_fd, fcntl.LOCK_UN)
+        return done
 
     def close(self) -> None:
         with self._lock:
@@ -174,54 +205,99 @@ class JsonlStore:
 
     # -- under the lock ---------------------------------------------------------------
 
-    def _append_locked(
-        self, type_: str, version: int, origin: str, data_json: str, extra_json: str
-    ) -> Appended:
-        head = self._live_for(self._current_head())
-        ts = clock.stamp()
-        if ts < head.ts:  # the clock went back: keep the log's time order
-            ts = head.ts
-        seq = head.seq + 1
-        line = self.sealer.seal_record(
-            seq, head.hash, ts, type_, version, origin, data_json, extra_json
-        )
-        if self._rotation_due(head, ts, len(line) + 1):
-            head = self._rotate(head)
+    def _append_locked(self, records: Sequence[Pending], done: list[Appended]) -> None:
+        """Seal and write ``records`` as one part per live file (more than one part only
+        when the live file rotates inside the batch): one write and one head update each."""
+        start = self._live_for(self._current_head())  # the head the part follows
+        ts = clock.stamp()  # one time for the batch: its records are written together
+        if ts < start.ts:  # the clock went back: keep the log's time order
+            ts = start.ts
+        seal, digest, due = self.sealer.seal_record, chain.line_hash, self._rotation_due
+        seq, prev, count, i = start.seq, start.hash, len(records), 0
+        while True:
+            offset, opened = start.offset, start.opened
+            lines: list[bytes] = []
+            run: list[Appended] = []  # where each line goes
+            while i < count:
+                line = seal(seq + 1, prev, ts, *records[i])
+                size = len(line) + 1
+                if due(offset, opened, ts, size):
+                    break
+                seq += 1
+                prev = digest(line)
+                lines.append(line)
+                run.append(Appended(seq, ts, prev))
+                offset += size
+                opened = opened or ts
+                i += 1
+            if run:
+                start = self._write_part(start, lines, run, done)
+            if i == count:
+                return
+            start = self._rotate(start)  # and the rest goes in the next live file
+
+    def _write_part(
+        self, start: Head, lines: list[bytes], run: list[Appended], out: list[Appended]
+    ) -> Head:
+        """Write ``lines`` after ``start`` and then the head after them, then the
+        checkpoints they reach; returns the head. On an error nothing of them stays."""
         fd = self._live_fd
         assert fd is not None
-        data = line + b"\n"
+        data = b"\n".join(lines) + b"\n"
+        last = run[-1]
+        end = start.offset + len(data)
+        head = Head(
+            last.seq,
+            last.hash,
+            end - len(lines[-1]) - 1,
+            start.first,
+            end,
+            start.opened or last.ts,
+            last.ts,
+            start.ck,
+            start.ck_seq,
+        )
         try:
             written = os.write(fd, data)
             if written != len(data):
                 raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written")
             if self.fsync == "always":
                 os.fdatasync(fd)
-            new = Head(
-                seq,
-                chain.line_hash(line),
-                head.offset,
-                head.first,
-                head.offset + len(data),
-                head.opened or ts,
-                ts,
-                head.ck,
-                head.ck_seq,
-            )
-            self._write_head(new)
+            self._write_head(head)
         except OSError:
-            self._undo(fd, head.offset)
+            self._undo(fd, start.offset)
             raise
-        if self.checkpoint_every and (seq + 1) % self.checkpoint_every == 0:
+        out += run
+        every = self.checkpoint_every
+        if every and (head.seq + 1) // every > (start.seq + 1) // every:
+            due, at = [], start.offset
+            for line, where in zip(lines, run, strict=True):
+                if (where.seq + 1) % every == 0:
+                    due.append(head._replace(seq=where.seq, hash=where.hash, at=at))
+                at += len(line) + 1
+            head = self._checkpoints(head, due)
+        return head
+
+    def _checkpoints(self, head: Head, due: list[Head]) -> Head:
+        """Checkpoint each record in ``due`` (written, and covered by the head already)."""
+        last = head
+        for record in due:
             try:
-                self._write_head(self._checkpoint(new))
-            except OSError as e:  # the record is safe; only the shortcut for verifiers is lost
+                last = self._checkpoint(record._replace(ck=last.ck, ck_seq=last.ck_seq))
+            except OSError as e:  # the records are safe; only the shortcut for verifiers is lost
                 log.warning(
                     "audit log %s: checkpoint at seq %d not written: %s",
                     self.layout.live,
-                    seq,
+                    record.seq,
                     e.strerror,
                 )
-        return Appended(seq, ts, new.hash)
+        if last is head:
+            return head
+        try:
+            self._write_head(head._replace(ck=last.ck, ck_seq=last.ck_seq))
+        except OSError as e:
+            log.warning("audit log %s: head not updated: %s", self.layout.live, e.strerror)
+        return self._head  # the head as written
 
     def _current_head(self) -> Head:
         assert self._head_fd is not None
@@ -332,15 +408,16 @@ class JsonlStore:
         self._write_head(adopted)
         return adopted
 
-    def _rotation_due(self, head: Head, ts: str, size: int) -> bool:
-        if head.offset == 0:
+    def _rotation_due(self, offset: int, opened: str, ts: str, size: int) -> bool:
+        """Whether a line of ``size`` bytes at ``ts`` goes in a new live file."""
+        if offset == 0:
             return False
-        if self.rotate_bytes and head.offset + size > self.rotate_bytes:
+        if self.rotate_bytes and offset + size > self.rotate_bytes:
             return True
-        if self.rotate_seconds and head.opened:
-            if self._deadline[0] != head.opened:
-                due = clock.parse(head.opened) + timedelta(seconds=self.rotate_seconds)
-                self._deadline = (head.opened, clock.stamp(due))
+        if self.rotate_seconds and opened:
+            if self._deadline[0] != opened:
+                due = clock.parse(opened) + timedelta(seconds=self.rotate_seconds)
+                self._deadline = (opened, clock.stamp(due))
             return ts >= self._deadline[1]
         return False
 
@@ -415,11 +492,13 @@ class JsonlStore:
         except OSError:
             log.error("audit log: could not remove a partial write; verify will report it")
 
-    def _error(self, what: str, e: OSError) -> AuditWriteError:
+    def _error(self, what: str, e: OSError, count: int, done: list[Appended]) -> AuditWriteError:
         name = errno.errorcode.get(e.errno or 0, "error")
         return AuditWriteError(
             f"audit log {self.layout.live}: {what} ({name}: {e.strerror or e}). "
-            "The event was not recorded."
+            + not_recorded(count, len(done)),
+            written=len(done),
+            appended=done,
         )
 
     def _reset_in_child(self) -> None:

@@ -1,7 +1,9 @@
 """A separate process that appends audit events (run as a script by the tests).
 
 usage: python audit_writer.py LOG-OR-DB-URL KEY_FILE TAG COUNT [--rotate-bytes N] [--checkpoint-every N]
-       [--fsize-limit N] [--start-file PATH]
+       [--fsize-limit N] [--start-file PATH] [--batch N] [--pause SECONDS]
+With --batch, events go through AuditLog.emit_many N at a time (else one emit each);
+--pause sleeps after each write, so that other writers get the lock in between.
 Prints one JSON line: {"written": n} or {"written": n, "error": message}; exit 3 on error.
 """
 
@@ -28,6 +30,8 @@ def main() -> int:
     p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--fsize-limit", type=int, default=0)
     p.add_argument("--start-file", help="create START.TAG when ready, then wait for START")
+    p.add_argument("--batch", type=int, default=0)
+    p.add_argument("--pause", type=float, default=0)
     args = p.parse_args()
     where = {"db_url": args.log} if args.log.startswith("postgresql") else {"path": args.log}
     audit = AuditLog(
@@ -43,17 +47,29 @@ def main() -> int:
         deadline = time.monotonic() + 120
         while not os.path.exists(args.start_file) and time.monotonic() < deadline:
             time.sleep(0.001)
+    events = [
+        (
+            "qpu-job-submitted",
+            {"user": args.tag, "project": "p", "job_id": f"{args.tag}-{i}", "backend": "aer"},
+        )
+        for i in range(args.count)
+    ]
+    size = args.batch or 1
     written = 0
-    for i in range(args.count):
+    for start in range(0, args.count, size):
+        batch = events[start : start + size]
         try:
-            audit.emit(
-                "qpu-job-submitted",
-                {"user": args.tag, "project": "p", "job_id": f"{args.tag}-{i}", "backend": "aer"},
-            )
+            if args.batch:
+                audit.emit_many(batch)
+            else:
+                audit.emit(*batch[0])
         except AuditWriteError as e:
+            written += e.written
             print(json.dumps({"written": written, "error": e.message}))
             return 3
-        written += 1
+        written += len(batch)
+        if args.pause:
+            time.sleep(args.pause)
     print(json.dumps({"written": written}))
     return 0
 

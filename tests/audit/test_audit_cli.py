@@ -8,18 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from audit_helpers import qustody
 
 from hub_ext.audit.layout import Layout
-
-
-def qustody(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "server_ext.cli", "audit", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 @pytest.fixture

@@ -3,39 +3,15 @@ or, for types configured to fail open, is logged and counted — and never damag
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from audit_helpers import example
+from audit_helpers import run_writer as writer
 
 from hub_ext.audit import AuditWriteError
 from hub_ext.audit.verify import verify
-
-WRITER = Path(__file__).with_name("audit_writer.py")
-
-
-def writer(log_path, key_file, count, *extra, prefix=()):
-    result = subprocess.run(
-        [
-            *prefix,
-            sys.executable,
-            str(WRITER),
-            str(log_path),
-            str(key_file),
-            "w",
-            str(count),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return result.returncode, json.loads(result.stdout) if result.stdout else result.stderr
 
 
 def test_disk_full_fails_closed_with_a_clear_error(make_log, log_path):

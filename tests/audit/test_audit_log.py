@@ -10,7 +10,7 @@ import stat
 import pytest
 from audit_helpers import example
 
-from hub_ext.audit import AuditWriteError, UserEventRefused, chain, clock
+from hub_ext.audit import AuditWriteError, SchemaViolation, UserEventRefused, chain, clock
 from hub_ext.audit.keys import key_id
 
 
@@ -41,6 +41,32 @@ def test_the_callers_dict_is_not_changed(audit):
     before = json.dumps(event, sort_keys=True)
     audit.emit("secret-delivered", event)
     assert json.dumps(event, sort_keys=True) == before
+
+
+def test_event_json_is_compact_ascii_exactly_as_json_writes_it(audit, log_path):
+    data = {
+        "user": 'zoë ☃ \u2028 "quoted" \\ tab\t',
+        "ip": "10.0.0.1",
+        "user_agent": "Mözilla/5.0 (ünï; \u0000)",
+        "credential": {"kind": "api-token", "id": "t-1"},
+        "amr": ["pwd", "otp"],
+        "roles": [],
+    }
+    audit.emit("login", data)
+    line = log_path.read_bytes().splitlines()[0]
+    assert line.isascii()
+    assert b',"data":' + json.dumps(data, separators=(",", ":")).encode() + b',"kid":' in line
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_values_json_cannot_carry_are_refused(make_log, records, bad):
+    event = {**example("qpu-job-finished"), "usage_seconds": bad}  # a number to the schema
+    with pytest.raises(SchemaViolation, match="holds a value JSON cannot carry"):
+        make_log().emit("qpu-job-finished", event)
+    fail_open = make_log(fail_closed_types=["login"])
+    assert fail_open.emit_many([("login", {"user": "a"}), ("qpu-job-finished", event)])[1] is None
+    assert fail_open.dropped == 1
+    assert [r["type"] for r in records()] == ["login"]
 
 
 def test_time_never_goes_back_in_the_log(audit, fake_clock, records):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from audit_helpers import example
+from audit_helpers import example, start_writer, writer_result
 from pgserver import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from sqlalchemy import text
 
@@ -150,15 +150,20 @@ def test_query_uses_the_same_filters(db_log, pg_url):  # noqa: F811
     assert len(list(query_db(pg_url, Filter(after_seq=25), limit=2))) == 2
 
 
-def test_a_database_that_refuses_writes_fails_closed(make_log, pg_cluster, pg_url, sql):  # noqa: F811
+def limited_log(make_log, pg_url, sql, grants, **config):  # noqa: F811
+    """An AuditLog connecting as a new role with only ``grants`` ("<privileges> ON <table>")."""
     make_log(path="", db_url=pg_url).emit("login", {"user": "a"})  # creates the tables
     role = f"writer_{uuid.uuid4().hex[:8]}"
     with sql.begin() as conn:
         conn.execute(text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(text(f"GRANT SELECT, UPDATE ON qustody_audit_head TO {role}"))
-        conn.execute(text(f"GRANT SELECT ON qustody_audit_records TO {role}"))  # no INSERT
-    limited = pg_url.replace("postgres@", f"{role}@")
-    audit = make_log(path="", db_url=limited, fail_closed_types=["login"])
+        for grant in grants:
+            conn.execute(text(f"GRANT {grant} TO {role}"))
+    return make_log(path="", db_url=pg_url.replace("postgres@", f"{role}@"), **config)
+
+
+def test_a_database_that_refuses_writes_fails_closed(make_log, pg_cluster, pg_url, sql):  # noqa: F811
+    grants = ["SELECT, UPDATE ON qustody_audit_head", "SELECT ON qustody_audit_records"]
+    audit = limited_log(make_log, pg_url, sql, grants, fail_closed_types=["login"])  # no INSERT
     with pytest.raises(AuditWriteError) as info:
         audit.emit("login", {"user": "b"})
     assert info.value.message == (
@@ -191,3 +196,39 @@ def test_cli_verify_and_query_the_database(db_log, key_file, pg_url):  # noqa: F
     assert "recorded as seq 30" in verified.stderr
     found = run("query", "--db", pg_url, "--job", "j-3", "--format", "json")
     assert [json.loads(x)["seq"] for x in found.stdout.splitlines()] == [3]
+
+
+def test_batches_from_two_processes_form_one_chain(pg_url, key_file, key, sql):  # noqa: F811
+    procs = [start_writer(pg_url, key_file, 160, "--batch", "8", tag=tag) for tag in ("a", "b")]
+    for proc in procs:
+        assert writer_result(proc) == (0, {"written": 160})
+    report = verify_db(pg_url, [key])
+    assert report.ok and report.records == 320, report.summary()
+    with sql.connect() as conn:
+        rows = conn.execute(
+            text("SELECT seq, job_id FROM qustody_audit_records ORDER BY seq")
+        ).all()
+    assert [r.seq for r in rows] == list(range(320))
+    position = {r.job_id: r.seq for r in rows}
+    for tag in ("a", "b"):
+        for b in range(20):  # each batch of 8 is contiguous
+            seqs = [position[f"{tag}-{i}"] for i in range(8 * b, 8 * b + 8)]
+            assert seqs == list(range(seqs[0], seqs[0] + 8))
+
+
+def test_a_batch_whose_head_update_fails_leaves_no_record(make_log, pg_url, sql, key):  # noqa: F811
+    # it may lock the head row but not change the head: the records go in, then fail
+    grants = [
+        "SELECT, INSERT ON qustody_audit_records",
+        "SELECT, UPDATE (id) ON qustody_audit_head",
+    ]
+    audit = limited_log(make_log, pg_url, sql, grants)
+    with pytest.raises(AuditWriteError) as info:
+        audit.emit_many([("login", {"user": f"u{i}"}) for i in range(5)])
+    assert info.value.message == (
+        "audit log database: cannot write the log (InsufficientPrivilege). "
+        "5 of 5 events were not recorded."
+    )
+    with sql.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM qustody_audit_records")).scalar() == 1
+    assert verify_db(pg_url, [key]).ok

@@ -137,3 +137,121 @@ def test_audit_records_share_one_chain_with_another_writer(start_gateway, tmp_pa
     assert [r["seq"] for r in records] == list(range(records[0]["seq"],
                                                      records[0]["seq"] + len(records)))
     assert audit_records(gw.dir / "audit" / "audit.jsonl", gw.dir / "audit.key")
+
+
+# -- the writer thread, with a real AuditLog on real files ----------------------------------
+
+
+def bridge_log(tmp_path, **config):
+    import logging
+
+    from hub_ext.audit import AuditLog
+    from hub_ext.qpu.audit import AuditBridge
+
+    audit = AuditLog(path=str(tmp_path / "audit" / "audit.jsonl"),
+                     key_file=str(tmp_path / "audit.key"), create_key_file=True, **config)
+    audit.emit("login", {"user": "ops"})  # the head file exists: tests can hold its lock
+    logger = logging.getLogger(f"test-qpu-audit-{tmp_path.name}")
+    return AuditBridge(audit, lambda job_id: None, logger), tmp_path / "audit" / "audit.jsonl"
+
+
+class HeldLock:
+    """Hold the log's writer lock (the head file's flock) as another process would."""
+
+    def __init__(self, log_path):
+        import fcntl
+        import os
+
+        self.fd = os.open(log_path.with_name("audit.head"), os.O_RDWR)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self):
+        import fcntl
+        import os
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def submitted(i, **extra):
+    return ("qpu.job.submitted", {"job_id": f"j-{i}", "user": "alice", "project": "qchem",
+                                  "backend": "aer_simulator", "shots": 100, **extra})
+
+
+def wait_taken(bridge):
+    deadline = time.monotonic() + 30
+    while not bridge._queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)  # the writer thread is now waiting for the lock
+
+
+def test_a_burst_of_events_is_written_in_batches_on_one_chain(tmp_path):
+    bridge, log_path = bridge_log(tmp_path)
+    held = HeldLock(log_path)
+    bridge(*submitted(0))
+    wait_taken(bridge)
+    for i in range(1, 400):  # queued while the writer waits: it takes them as batches
+        bridge(*submitted(i, reason="RATE_LIMIT" if i % 4 == 0 else ""))
+    held.release()
+    bridge.close()
+    records = audit_records(log_path, tmp_path / "audit.key")
+    assert [r["seq"] for r in records] == list(range(len(records)))
+    for i in range(400):
+        assert of(records, "qpu-job-submitted", job_id=f"j-{i}")
+        assert of(records, "qpu-job-admitted", job_id=f"j-{i}")
+    assert len(of(records, "qpu-job-queued")) == 99
+    assert len(records) == 1 + 800 + 99 and bridge.failures == 0
+    assert 1 <= bridge.batches <= 5  # 899 records: not one write each
+
+
+def test_a_bad_record_in_a_batch_costs_only_itself(tmp_path, caplog):
+    bridge, log_path = bridge_log(tmp_path)
+    held = HeldLock(log_path)
+    bridge(*submitted(0))
+    wait_taken(bridge)
+    bridge(*submitted(1))
+    # no operator name: break-glass needs an actor, so this record fails its schema
+    bridge("qpu.operator.action", {"kind": "users", "action": "revoke", "name": "bob",
+                                   "by": "", "reason": "left the lab 4f9a"})
+    bridge(*submitted(2))
+    held.release()
+    bridge.close()
+    records = audit_records(log_path, tmp_path / "audit.key")
+    assert {r["data"]["job_id"] for r in records if "job_id" in r["data"]} == {"j-0", "j-1", "j-2"}
+    assert not of(records, "break-glass")
+    assert bridge.failures == 1
+    lost = [r for r in caplog.records if r.levelname == "CRITICAL"]
+    assert len(lost) == 1
+    assert "break-glass" in lost[0].getMessage() and "qpu.operator.action" in lost[0].getMessage()
+    assert "left the lab" not in caplog.text and "4f9a" not in caplog.text
+
+
+def test_a_log_that_cannot_be_written_is_loud_and_counted(tmp_path, caplog):
+    import os
+
+    bridge, log_path = bridge_log(tmp_path)
+    bridge.audit.close()
+    os.replace(log_path, tmp_path / "moved.jsonl")  # the live file vanished: writes refused
+    for i in range(3):
+        bridge(*submitted(i))
+    bridge.close()
+    assert bridge.failures == 6
+    lost = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert len(lost) == 6 and all("NOT written: AuditWriteError" in m for m in lost)
+    assert sum("qpu-job-submitted for qpu.job.submitted" in m for m in lost) == 3
+    assert "alice" not in "".join(lost)
+
+
+def test_a_burst_of_submissions_through_the_gateway_is_all_audited(start_gateway, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}")
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: gw.submit("alice" if i % 2 else "bob"), range(48)))
+    assert all(status == 201 for status, _ in results), results
+    ids = [body["job_id"] for _, body in results]
+    records = wait_records(gw, lambda rs: all(of(rs, "qpu-job-admitted", job_id=j) for j in ids))
+    for j in ids:
+        assert len(of(records, "qpu-job-submitted", job_id=j)) == 1
+        assert len(of(records, "qpu-job-admitted", job_id=j)) == 1
+    assert [r["seq"] for r in records] == list(range(len(records)))
