@@ -198,7 +198,8 @@ def _load_process(port: int, request: bytes, clients: int, per_client: int, q: m
             _client("127.0.0.1", port, request, per_client, lat) for _ in range(clients)])
         return lat, sum(errs)
 
-    q.put(asyncio.run(main()))
+    lat, errors = asyncio.run(main())
+    q.put((lat, errors, time.process_time()))
 
 
 def job_request(token: str) -> bytes:
@@ -247,6 +248,7 @@ def load(gw: Gateway, token: str, clients: int, per_client: int,
     return {
         "jobs": len(lat), "errors": sum(r[1] for r in results), "seconds": elapsed,
         "jobs_per_s": len(lat) / elapsed, "cpu_ms": cpu * 1000 / max(1, len(lat)),
+        "client_cpu_ms": sum(r[2] for r in results) * 1000 / max(1, len(lat)),
         "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
     }
 
@@ -346,7 +348,8 @@ def main() -> None:
                           f"{res['seconds']:.2f} s = {res['jobs_per_s']:.0f} jobs/s; "
                           f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
                           f"{' (from the due time)' if run is paced else ''}; "
-                          f"gateway CPU {res['cpu_ms']:.2f} ms/job; errors {res['errors']}")
+                          f"CPU per job: gateway {res['cpu_ms']:.2f} ms, load generator "
+                          f"{res['client_cpu_ms']:.2f} ms; errors {res['errors']}")
                 if args.no_e2e:
                     continue
                 requests.post(gw.url + "api/admin/backends/aer_simulator/drain",
