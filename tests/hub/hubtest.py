@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from waiting import wait_for
 
 
 def free_port() -> int:
@@ -85,14 +86,7 @@ class Hub:
     def wait_for(
         self, predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = ""
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-            time.sleep(interval)
+        return wait_for(predicate, timeout, interval, what)
 
     def stop(self) -> None:
         """SIGTERM (the hub stops its servers and the proxy), then SIGKILL after 60 s."""

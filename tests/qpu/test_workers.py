@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import requests
 from conftest import POLICY, Gateway, bell, launch, qpy_b64
 from test_admission import QUOTA_20
+from waiting import wait_for
 
 
 def children(pid: int) -> list[int]:
@@ -20,14 +20,7 @@ def children(pid: int) -> list[int]:
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = ""):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.1)
+    return wait_for(predicate, timeout, 0.1, what)
 
 
 def alive(pid: int) -> bool:
