@@ -66,6 +66,15 @@ backends = ["aer_simulator", "fake_hw"]
 sensitivity = "public"
 """
 
+# One course project for alice, every backend: the hub-level tests' policy.
+QC101_POLICY = """
+[tags]
+purposes = ["research"]
+[projects.qc101]
+members = { alice = "member" }
+backends = ["*"]
+"""
+
 BACKENDS = {
     "aer_simulator": {"driver": "aer", "lanes": 2, "max_shots": 100000},
     "aer_mps": {"driver": "aer", "method": "matrix_product_state"},

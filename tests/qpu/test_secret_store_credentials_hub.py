@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import BACKENDS, audit_records, qpy_b64
+from conftest import BACKENDS, QC101_POLICY, audit_records, qpy_b64
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "hub"))
 from hubtest import HubError, failed, free_port, launch_hub
@@ -33,13 +33,6 @@ c.QpuGateway.backends = {{**{BACKENDS!r},
 c.QpuGateway.log_level = "DEBUG"
 """
 
-POLICY = """
-[tags]
-purposes = ["research"]
-[projects.qc101]
-members = { alice = "member" }
-backends = ["*"]
-"""
 
 
 EXTRA = """
@@ -54,7 +47,7 @@ for role in c.JupyterHub.load_roles:
 def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     d = tmp_path_factory.mktemp("credhub")
     (d / "qpu_operator.py").write_text(OPERATOR_CONFIG)
-    (d / "policy.toml").write_text(POLICY)
+    (d / "policy.toml").write_text(QC101_POLICY)
     started: list = []
     try:
         hub = launch_hub(

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS
+from conftest import BACKENDS, QC101_POLICY
 from hub.kernelws import run_in_kernel
 
 HUB_TESTS = Path(__file__).resolve().parents[1] / "hub"
@@ -39,13 +39,6 @@ c.QpuGateway.backends = {{**{BACKENDS!r},
     "keyed": {{"driver": "tests.qpu.keyed_driver:KeyedDriver"}}}}
 """
 
-POLICY = """
-[tags]
-purposes = ["research"]
-[projects.qc101]
-members = { alice = "member" }
-backends = ["*"]
-"""
 
 KERNEL_CODE = f"""
 import json, os
@@ -73,7 +66,7 @@ print(json.dumps(out))
 @pytest.fixture
 def docker_hub(tmp_path, request, prefix, singleuser_image):
     (tmp_path / "qpu_operator.py").write_text(OPERATOR_CONFIG)
-    (tmp_path / "policy.toml").write_text(POLICY)
+    (tmp_path / "policy.toml").write_text(QC101_POLICY)
     extra = f"""
 c.Authenticator.allowed_users = {{"alice"}}
 c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"
