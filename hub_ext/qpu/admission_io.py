@@ -1,7 +1,7 @@
 """The reads and writes of one admission batch, behind one small interface.
 
 ``Store._admit_batch`` decides; an ``AdmissionIO`` fetches the locked counters it decides
-on and writes the outcome. Two implementations run the same SQL:
+on and writes the outcome. Two implementations of the same statements:
 
 - ``CoreIO`` (PostgreSQL): SQLAlchemy Core, locking rows with ``SELECT ... FOR UPDATE``.
 - ``SqliteIO``: the same statements on the sqlite3 cursor of the transaction ``Store``

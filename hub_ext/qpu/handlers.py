@@ -338,9 +338,9 @@ class JobHandler(BaseHandler):
             wait = min(MAX_WAIT, max(0.0, float(self.get_argument("wait", "0"))))
         except ValueError:
             raise ApiError(400, "BAD_FIELD", "wait must be a number of seconds") from None
-        deadline = time.monotonic() + wait
-        result: bytes | None = None
         start = time.monotonic()
+        deadline = start + wait
+        result: bytes | None = None
         while job["state"] not in FINAL_STATES and time.monotonic() < deadline:
             # Woken at once when this process finishes it; another worker or replica may
             # run it, so re-read at a quarter of the time waited so far (5 ms to 0.25 s):

@@ -9,7 +9,6 @@ moment the previous one commits.
 
 The lock only orders writers; SQLite's own locking still guarantees correctness, so a
 writer that does not take it (the export tool, an older gateway) is merely slower.
-``flock`` excludes open file descriptions, not threads, so each thread opens its own.
 """
 
 from __future__ import annotations
@@ -25,21 +24,25 @@ from pathlib import Path
 class WriterQueue:
     def __init__(self, database: Path) -> None:
         self.path = database.with_name(database.name + "-writers.lock")
-        self._local = threading.local()
-
-    def _fd(self) -> int:
-        fd: int | None = getattr(self._local, "fd", None)
-        if fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._local.fd = fd
-        return fd
+        # flock excludes open files, not threads: the thread lock orders this process's
+        # writers, the flock orders processes.
+        self._threads = threading.Lock()
+        self._fd: int | None = None
 
     @contextmanager
     def turn(self) -> Iterator[None]:
         """Hold the writers' lock for the duration of one write transaction."""
-        fd = self._fd()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        with self._threads:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._threads:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

@@ -164,6 +164,8 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
+        if self.writers is not None:
+            self.writers.close()
 
     def _upsert_ignore(
         self, conn: Connection, table: Any, rows: list[dict[str, Any]], key: str
