@@ -247,7 +247,7 @@ def bench_query(path: Path) -> None:
 
 
 def bench_postgres(folder: Path, key: Path, n: int, workers: int) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import harness  # noqa: F401 - puts tests/ on sys.path
     from pgserver import PgCluster
 
     from hub_ext.audit.verify import verify_db

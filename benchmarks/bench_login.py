@@ -17,19 +17,14 @@ from __future__ import annotations
 import argparse
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import harness  # noqa: F401 - puts tests/ and its harness folders on sys.path
 import requests
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "hub"))
-
-from hubtest import launch_hub  # noqa: E402
-from identity.idp import login, start_idp  # noqa: E402
+from hubtest import launch_hub
+from identity.idp import login, start_idp
 
 
 def pct(values: list[float], p: float) -> float:

@@ -31,12 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import requests
+from fakehub import FakeHub
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "qpu"), str(ROOT)]
-
-from fakehub import FakeHub  # noqa: E402
+ROOT = harness.ROOT
 
 POLICY = """
 [tags]

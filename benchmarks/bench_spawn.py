@@ -25,10 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "hub"))
-
-from hubtest import Hub, launch_hub  # noqa: E402
+import harness  # noqa: F401 - puts tests/ and its harness folders on sys.path
+from hubtest import Hub, launch_hub
 
 PLAIN = '''
 from dockerspawner import DockerSpawner
