@@ -69,7 +69,8 @@ class OpenBao:
     log_path: Path
 
     def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.url, token=token or self.root)
+        """A client with ``token`` (None: the root token; "": none)."""
+        return hvac.Client(url=self.url, token=self.root if token is None else token)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
