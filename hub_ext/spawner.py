@@ -647,6 +647,15 @@ class _PolicyState:
         finally:
             spawn_stopped(self)  # burn its tickets, revoke its leases
 
+    async def poll(self) -> int | str | None:
+        status: int | str | None = await super().poll()  # type: ignore[misc]
+        if status is not None:
+            # Stopped by itself (crash, idle or max-age exit): the hub will not call
+            # stop(), so release here what stop() releases. Idempotent; nothing left is
+            # a no-op, so repeated polls of a stopped server cost nothing.
+            spawn_stopped(self)
+        return status
+
 
 @audited
 class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]

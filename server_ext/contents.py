@@ -26,6 +26,8 @@ from . import audit_report
 from .guard import GuardReport, SaveGuard, SaveRefused
 
 _STALE_UPLOAD_SECONDS = 3600
+#: How strictly each path mode treats a credential (a rename into a stricter one is checked).
+_STRICTNESS = {"warn": 0, "redact": 1, "block": 2}
 
 
 class _Staging:
@@ -156,6 +158,71 @@ class GuardedContents:
     def _check(self, model: dict[str, Any], path: str) -> GuardReport | None:
         return self._guard().check(model, path)
 
+    def _rename_plan(self, old: str, new: str) -> list[tuple[str, dict[str, Any], GuardReport]]:
+        """Check what a rename moves into a stricter path (``warn`` -> ``redact``/``block``)
+        as if it were saved there; SaveRefused stops the rename. Returns the files whose
+        content the check changed (redactions), to be written at their new paths.
+
+        A file in a ``warn`` path may hold a credential the guard reported and let through;
+        renaming must not turn it into a file that a ``block`` path holds unchecked.
+        """
+        guard = self._guard()  # a guard that could not start refuses renames too
+        if not guard.enabled:
+            return []
+        moves = [
+            (src, dst)
+            for src, dst in self._renamed_files(old, new)
+            if _STRICTNESS[guard.mode_for(dst)] > _STRICTNESS[guard.mode_for(src)]
+        ]
+        if not moves:
+            return []
+        root = getattr(self, "_get_os_path", None)
+        if root is None:
+            raise SaveRefused(
+                422,
+                f"{old} was not renamed to {new}: {new} is checked more strictly than {old}, "
+                "and this contents manager is not file-backed, so the credential guard cannot "
+                "check what the rename would move. Save a copy there instead.",
+            )
+        rewrites = []
+        for src, dst in moves:
+            os_path = root(src)
+            if not os.path.isfile(os_path):
+                continue  # a dangling link moves nothing readable
+            try:
+                with open(os_path, "rb") as f:
+                    data = f.read(guard.max_file_size + 1)  # one byte over: refused as too big
+                content = base64.b64encode(data).decode("ascii")
+                model = {"type": "file", "format": "base64", "content": content}
+                report = self._check(model, dst)
+            except SaveRefused as e:
+                raise SaveRefused(
+                    e.status,
+                    f"{old} was not renamed to {new} ({dst} is a '{guard.mode_for(dst)}' "
+                    f"path; the guard checks what moves there): {e.message}",
+                    e.findings,
+                ) from None
+            if report is not None and report.redacted:
+                rewrites.append((dst, {k: model[k] for k in ("type", "format", "content")}, report))
+        return rewrites
+
+    def _renamed_files(self, old: str, new: str) -> list[tuple[str, str]]:
+        """(old path, new path) of every file a rename of ``old`` to ``new`` moves,
+        hidden ones included."""
+        root = getattr(self, "_get_os_path", None)
+        if root is None:
+            return [(old, new)]
+        os_old = root(old)
+        if not os.path.isdir(os_old):
+            return [(old, new)]
+        pairs = []
+        for dirpath, _dirs, files in os.walk(os_old):
+            rel = os.path.relpath(dirpath, os_old)
+            for name in files:
+                tail = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                pairs.append((f"{old}/{tail}", f"{new}/{tail}"))
+        return pairs
+
     def _refusal(self, error: BaseException, path: str) -> HTTPError:
         if isinstance(error, SaveRefused):
             log_findings(self, path, error)
@@ -207,6 +274,20 @@ class AsyncGuardedContents(GuardedContents):
         return _annotate(saved, report)
 
 
+    async def rename(self, old_path: str, new_path: str) -> None:
+        old, new = old_path.strip("/"), new_path.strip("/")
+        try:
+            rewrites = await asyncio.to_thread(self._rename_plan, old, new)
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            raise self._refusal(e, new) from None
+        await super().rename(old_path, new_path)  # type: ignore[misc]
+        for path, model, report in rewrites:  # already checked: written as redacted
+            await super().save(model, path)  # type: ignore[misc]
+            audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+
+
 class SyncGuardedContents(GuardedContents):
     def save(self, model: dict[str, Any], path: str = "") -> dict[str, Any]:
         path = path.strip("/")
@@ -220,6 +301,17 @@ class SyncGuardedContents(GuardedContents):
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
+
+    def rename(self, old_path: str, new_path: str) -> None:
+        old, new = old_path.strip("/"), new_path.strip("/")
+        try:
+            rewrites = self._rename_plan(old, new)
+        except Exception as e:
+            raise self._refusal(e, new) from None
+        super().rename(old_path, new_path)  # type: ignore[misc]
+        for path, model, report in rewrites:
+            super().save(model, path)  # type: ignore[misc]
+            audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
 
 
 def _annotate(saved: dict[str, Any], report: GuardReport | None) -> dict[str, Any]:

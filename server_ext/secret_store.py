@@ -13,9 +13,11 @@ encodings) from outputs and refuses sources holding it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import urllib.error
@@ -50,7 +52,8 @@ class SecretClient(LoggingConfigurable):
         config=True,
         help="""Directory for the secret files, created 0700. Keep it on a tmpfs (the
         Qustody image's ``/run/jupyter`` is one) so values never reach a disk or the
-        home volume. Empty: ``$JUPYTER_RUNTIME_DIR/secrets``.""",
+        home volume. Empty: ``$JUPYTER_RUNTIME_DIR/secrets``, or without that variable a
+        new private directory (``mkdtemp``) of this server's own.""",
     )
     kernel_env = List(
         Unicode(),
@@ -151,12 +154,22 @@ class SecretClient(LoggingConfigurable):
 
     # -- what kernels see ------------------------------------------------------------
 
+    _private_dir: Path | None = None
+
     @property
     def directory(self) -> Path:
-        base = self.files_dir or os.path.join(
-            os.environ.get("JUPYTER_RUNTIME_DIR") or tempfile.gettempdir(), "secrets"
-        )
-        return Path(base)
+        if self.files_dir:
+            return Path(self.files_dir)
+        runtime = os.environ.get("JUPYTER_RUNTIME_DIR")
+        if runtime:
+            return Path(runtime) / "secrets"
+        # No runtime directory (a local process): a fresh private one for this server. A
+        # fixed path such as /tmp/secrets would be shared by every server of the same Unix
+        # user, each overwriting the others' secrets.
+        if self._private_dir is None:
+            self._private_dir = Path(tempfile.mkdtemp(prefix="qustody-secrets-"))
+            atexit.register(shutil.rmtree, self._private_dir, True)  # values leave with us
+        return self._private_dir
 
     def _write_files(self, fresh: dict[str, dict[str, Any]]) -> None:
         d = self.directory

@@ -1,4 +1,4 @@
-"""``qustody secrets``: manage the embedded store (put, list, rotate, revoke, grant).
+"""``qustody secrets``: manage the embedded store (put, list, rotate, revoke, grant, migrate).
 
 Values are read from standard input or ``--file`` and are never printed, echoed or
 logged. ``qustody secrets qpu ...`` manages the QPU gateway's provider credentials
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import provider
-from .embedded import EmbeddedStore
+from .embedded import EmbeddedStore, migrate
 from .masterkey import load_master_key
 from .model import MAX_VALUE_BYTES, SecretError
 
@@ -66,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("namespace", help="project:<name> or course:<name>")
     gr.add_argument("users", nargs="+", help="hub user names")
     gr.add_argument("--remove", action="store_true", help="take the grant away instead")
+    sub.add_parser(
+        "migrate",
+        help="convert a store written before class binding and row MACs (format 1); once, "
+        "with the hub stopped, after backing the file up",
+    )
     qpu_parser(sub)
     return p
 
@@ -114,6 +119,10 @@ def read_value(path: str | None) -> bytes:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == "migrate":
+            key = load_master_key(args.key_file, "QUSTODY_SECRETS_MASTER_KEY", create=False)
+            print(f"migrated {args.db}: {migrate(args.db, key)} values re-sealed, rows signed")
+            return 0
         key = load_master_key(
             args.key_file, "QUSTODY_SECRETS_MASTER_KEY", create=not Path(args.db).exists()
         )

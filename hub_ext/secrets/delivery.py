@@ -55,7 +55,9 @@ class SecretDelivery:
             s.master_key_env,
             s.create_master_key,
         )
-        return EmbeddedStore(s.db_path or s.state_path("secrets.sqlite"), key)
+        return EmbeddedStore(
+            s.db_path or s.state_path("secrets.sqlite"), key, on_tamper=_audit_tamper
+        )
 
     # -- spawn -----------------------------------------------------------------------
 
@@ -113,6 +115,13 @@ class SecretDelivery:
     ) -> list[Secret]:
         found = self.broker.secrets_for_spawn(user, server, auth_state)
         return [s for s in found if self.policy.allows(s.cls, profile, roles)]
+
+
+def _audit_tamper(path: str, detail: str) -> None:
+    """Record that the embedded store refused altered rows (names and places, no values)."""
+    from ..audit.hub import hub_emit
+
+    hub_emit("secret-store-tampered", {"store": path[:1024], "detail": detail[:512]})
 
 
 def _hash(token: str) -> str:

@@ -1,25 +1,40 @@
 """The embedded broker: secrets encrypted with AES-GCM in one SQLite file.
 
 Each version's value is sealed with the master key, a random 96-bit nonce and, as
-associated data, the namespace, name and version it belongs to, so a ciphertext moved
-to another row (or another secret) fails to open. The file holds no value in clear;
-the master key never enters it (only a key id, to say "wrong key" clearly).
+associated data, the namespace, name, version and class it belongs to, so a ciphertext
+moved to another row, another secret or another class fails to open. Rows and grants
+carry keyed MACs and the store a MAC'd head over all of them (integrity.py): a database
+writer without the key cannot relabel a class, roll a secret back to an older version,
+replay, add or delete a row or a grant. Every read checks them first and fails closed,
+naming what was altered, with an audit event (``on_tamper``). The file holds no value in
+clear; the master key never enters it (only a key id, to say "wrong key" clearly).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .integrity import (
+    FORMAT,
+    derive_key,
+    grant_mac,
+    has_column,
+    head_mac,
+    row_mac,
+    store_format,
+)
 from .model import (
     SERVICE_KINDS,
     Namespace,
@@ -38,7 +53,7 @@ CREATE TABLE IF NOT EXISTS secrets (
     id INTEGER PRIMARY KEY,
     ns_kind TEXT NOT NULL, ns_name TEXT NOT NULL, name TEXT NOT NULL,
     class TEXT NOT NULL, current INTEGER NOT NULL,
-    revoked_at REAL, updated REAL NOT NULL,
+    revoked_at REAL, updated REAL NOT NULL, mac BLOB,
     UNIQUE (ns_kind, ns_name, name)
 );
 CREATE TABLE IF NOT EXISTS versions (
@@ -47,7 +62,7 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (secret_id, version)
 );
 CREATE TABLE IF NOT EXISTS grants (
-    ns_kind TEXT NOT NULL, ns_name TEXT NOT NULL, user TEXT NOT NULL,
+    ns_kind TEXT NOT NULL, ns_name TEXT NOT NULL, user TEXT NOT NULL, mac BLOB,
     PRIMARY KEY (ns_kind, ns_name, user)
 );
 """
@@ -55,8 +70,24 @@ CREATE TABLE IF NOT EXISTS grants (
 KEEP_VERSIONS = 5
 
 
-def _aad(ns: Namespace, name: str, version: int) -> bytes:
+def _aad(ns: Namespace, name: str, version: int, cls: str) -> bytes:
+    return f"qustody-secret/2|{ns}|{name}|{version}|{cls}".encode()
+
+
+def _aad_v1(ns: Namespace, name: str, version: int) -> bytes:
+    """Associated data of format 1 stores (no class), read only by ``migrate``."""
     return f"qustody-secret/1|{ns}|{name}|{version}".encode()
+
+
+class StoreTampered(SecretError):
+    """The store's rows do not match their MACs: it was changed without the key."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(
+            f"the secret store {path} was altered outside Qustody ({what}); nothing is served "
+            "from it until an admin restores it from a backup (docs/secrets.md, Integrity)"
+        )
+        self.what = what
 
 
 class EmbeddedStore:
@@ -64,11 +95,21 @@ class EmbeddedStore:
 
     broker_name = "embedded"
 
-    def __init__(self, path: str, master_key: bytes, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        master_key: bytes,
+        read_only: bool = False,
+        on_tamper: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.path = path
         self._aes = AESGCM(master_key)
+        self._mac_key = derive_key(master_key, "row-mac/2")
         self._key_id = hashlib.sha256(b"qustody-key-id|" + master_key).hexdigest()[:16]
         self._lock = threading.Lock()
+        #: Called with (path, what) before a read or write fails on altered rows.
+        self.on_tamper = on_tamper
+        self._seen_generation = 0
         if read_only:
             self._db = _open_read_only(path)
             row = self._db.execute("SELECT v FROM meta WHERE k='key_id'").fetchone()
@@ -78,6 +119,9 @@ class EmbeddedStore:
                     f"the master key does not match the secret store {path}: give the hub's "
                     "master key file"
                 )
+            if store_format(self._db) != FORMAT:
+                self._db.close()
+                raise _needs_migration(path)
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         new = not os.path.exists(path)
@@ -90,10 +134,21 @@ class EmbeddedStore:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('key_id', ?)", (self._key_id,))
         elif row[0] != self._key_id:
+            self._db.close()
             raise SecretError(
                 f"the master key does not match the secret store {path} (it was created "
                 "with another key): restore the original key file"
             )
+        if store_format(self._db) != FORMAT:
+            if self._db.execute(
+                "SELECT (SELECT count(*) FROM secrets) + (SELECT count(*) FROM grants)"
+            ).fetchone()[0]:
+                self._db.close()
+                raise _needs_migration(path)
+            with self._tx() as db:  # an empty store: nothing to migrate, start signed
+                _add_mac_columns(db)
+                _set_meta(db, "format", FORMAT)
+                self._seal_head(db, 1)
 
     def close(self) -> None:
         self._db.close()
@@ -109,16 +164,105 @@ class EmbeddedStore:
                 raise
             self._db.execute("COMMIT")
 
-    def _seal(self, ns: Namespace, name: str, version: int, value: str) -> tuple[bytes, bytes]:
-        nonce = os.urandom(12)
-        return nonce, self._aes.encrypt(nonce, value.encode(), _aad(ns, name, version))
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on a verified store; the head is re-sealed at the end."""
+        with self._tx() as db:
+            generation = self._verify(db)
+            yield db
+            self._seal_head(db, generation + 1)
 
-    def _open(self, ns: Namespace, name: str, version: int, nonce: bytes, sealed: bytes) -> str:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read snapshot (one transaction) of a verified store."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._verify(self._db)
+                yield self._db
+            finally:
+                self._db.execute("ROLLBACK")
+
+    # -- integrity -----------------------------------------------------------------------
+
+    def _tampered(self, what: str) -> StoreTampered:
+        if self.on_tamper is not None:
+            with contextlib.suppress(Exception):  # reporting must not hide the refusal
+                self.on_tamper(self.path, what)
+        return StoreTampered(self.path, what)
+
+    def _verify(self, db: sqlite3.Connection) -> int:
+        """Check every row and grant MAC and the head; returns the store's generation."""
+        key = self._mac_key
+        row_macs, grant_macs = [], []
+        for kind, ns_name, name, cls, current, revoked_at, mac in db.execute(
+            "SELECT ns_kind, ns_name, name, class, current, revoked_at, mac FROM secrets"
+        ):
+            want = row_mac(key, kind, ns_name, name, cls, current, revoked_at)
+            if not isinstance(mac, bytes) or not hmac.compare_digest(mac, want):
+                raise self._tampered(f"the row of {kind}:{ns_name}/{name} does not match its MAC")
+            row_macs.append(want)
+        for kind, ns_name, user, mac in db.execute(
+            "SELECT ns_kind, ns_name, user, mac FROM grants"
+        ):
+            want = grant_mac(key, kind, ns_name, user)
+            if not isinstance(mac, bytes) or not hmac.compare_digest(mac, want):
+                raise self._tampered(f"the grant of {kind}:{ns_name} to {user} is not genuine")
+            grant_macs.append(want)
+        meta = dict(db.execute("SELECT k, v FROM meta WHERE k IN ('generation', 'head')"))
         try:
-            return self._aes.decrypt(nonce, sealed, _aad(ns, name, version)).decode()
+            generation = int(meta.get("generation", ""))
+        except ValueError:
+            raise self._tampered("its generation counter is missing") from None
+        if not hmac.compare_digest(
+            str(meta.get("head", "")), head_mac(key, generation, row_macs, grant_macs)
+        ):
+            raise self._tampered(
+                "rows were added, deleted or replaced by older copies of themselves"
+            )
+        if generation < self._seen_generation:
+            raise self._tampered(
+                f"it was rolled back to generation {generation}; this process has seen "
+                f"{self._seen_generation}"
+            )
+        self._seen_generation = generation
+        return generation
+
+    def _seal_head(self, db: sqlite3.Connection, generation: int) -> None:
+        rows = [r[0] for r in db.execute("SELECT mac FROM secrets")]
+        grants = [r[0] for r in db.execute("SELECT mac FROM grants")]
+        _set_meta(db, "generation", str(generation))
+        _set_meta(db, "head", head_mac(self._mac_key, generation, rows, grants))
+        self._seen_generation = generation
+
+    def _sign_row(self, db: sqlite3.Connection, ns: Namespace, name: str) -> None:
+        cls, current, revoked_at = db.execute(
+            "SELECT class, current, revoked_at FROM secrets "
+            "WHERE ns_kind=? AND ns_name=? AND name=?",
+            (ns.kind, ns.name, name),
+        ).fetchone()
+        db.execute(
+            "UPDATE secrets SET mac=? WHERE ns_kind=? AND ns_name=? AND name=?",
+            (
+                row_mac(self._mac_key, ns.kind, ns.name, name, cls, current, revoked_at),
+                ns.kind, ns.name, name,
+            ),
+        )
+
+    def _seal(
+        self, ns: Namespace, name: str, version: int, cls: str, value: str
+    ) -> tuple[bytes, bytes]:
+        nonce = os.urandom(12)
+        return nonce, self._aes.encrypt(nonce, value.encode(), _aad(ns, name, version, cls))
+
+    def _open(
+        self, ns: Namespace, name: str, version: int, cls: str, nonce: bytes, sealed: bytes
+    ) -> str:
+        try:
+            return self._aes.decrypt(nonce, sealed, _aad(ns, name, version, cls)).decode()
         except InvalidTag:
-            raise SecretError(
-                f"{ns}/{name} v{version} does not decrypt: the store was altered"
+            raise self._tampered(
+                f"{ns}/{name} v{version} does not decrypt as class {cls}"
             ) from None
 
     # -- admin -------------------------------------------------------------------------
@@ -130,7 +274,7 @@ class EmbeddedStore:
         check_class(cls)
         text = check_value(value)
         now = time.time()
-        with self._tx() as db:
+        with self._write() as db:
             row = db.execute(
                 "SELECT id, current, class FROM secrets WHERE ns_kind=? AND ns_name=? AND name=?",
                 (ns.kind, ns.name, name),
@@ -148,10 +292,11 @@ class EmbeddedStore:
                     "UPDATE secrets SET current=?, class=?, revoked_at=NULL, updated=? WHERE id=?",
                     (version, cls, now, sid),
                 )
-            nonce, sealed = self._seal(ns, name, version, text)
+            nonce, sealed = self._seal(ns, name, version, cls, text)
             db.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?)", (sid, version, nonce, sealed, now)
             )
+            self._sign_row(db, ns, name)
             db.execute(
                 "DELETE FROM versions WHERE secret_id=? AND version<=?",
                 (sid, version - KEEP_VERSIONS),
@@ -169,7 +314,7 @@ class EmbeddedStore:
         ns = parse_namespace(namespace)
         self._info(ns, check_name(name, ns))  # SecretError if there is no such secret
         now = time.time()
-        with self._tx() as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE secrets SET revoked_at=?, updated=? "
                 "WHERE ns_kind=? AND ns_name=? AND name=?",
@@ -180,6 +325,7 @@ class EmbeddedStore:
                 "WHERE ns_kind=? AND ns_name=? AND name=?)",
                 (ns.kind, ns.name, name),
             )
+            self._sign_row(db, ns, name)
 
     def grant(self, namespace: str, users: Iterable[str], revoke: bool = False) -> None:
         """Give users (or take from them) the secrets of a project or course namespace."""
@@ -188,7 +334,7 @@ class EmbeddedStore:
             raise SecretError("user namespaces belong to their user: grant project: or course:")
         if ns.kind in SERVICE_KINDS:
             raise SecretError(f"{ns} belongs to a hub service and is never given to users")
-        with self._tx() as db:
+        with self._write() as db:
             for user in users:
                 if revoke:
                     db.execute(
@@ -197,7 +343,8 @@ class EmbeddedStore:
                     )
                 else:
                     db.execute(
-                        "INSERT OR IGNORE INTO grants VALUES (?, ?, ?)", (ns.kind, ns.name, user)
+                        "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?)",
+                        (ns.kind, ns.name, user, grant_mac(self._mac_key, ns.kind, ns.name, user)),
                     )
 
     def entries(self, namespace: str | None = None) -> list[SecretInfo]:
@@ -207,16 +354,16 @@ class EmbeddedStore:
             ns = parse_namespace(namespace)
             query += " WHERE ns_kind=? AND ns_name=?"
             args = (ns.kind, ns.name)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY ns_kind, ns_name, name", args).fetchall()
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY ns_kind, ns_name, name", args).fetchall()
         return [
             SecretInfo(Namespace(r[0], r[1]), r[2], r[3], int(r[4]), r[5] is not None, r[6])
             for r in rows
         ]
 
     def grants(self) -> list[tuple[str, str]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT ns_kind || ':' || ns_name, user FROM grants ORDER BY 1, 2"
             ).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
@@ -225,8 +372,8 @@ class EmbeddedStore:
         """The current version of one unrevoked secret, or None."""
         ns = parse_namespace(namespace)
         check_name(name, ns)
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as db:
+            row = db.execute(
                 "SELECT s.class, s.current, v.nonce, v.sealed FROM secrets s "
                 "JOIN versions v ON v.secret_id=s.id AND v.version=s.current "
                 "WHERE s.ns_kind=? AND s.ns_name=? AND s.name=? AND s.revoked_at IS NULL",
@@ -235,7 +382,7 @@ class EmbeddedStore:
         if row is None:
             return None
         cls, version, nonce, sealed = row
-        value = self._open(ns, name, int(version), nonce, sealed)
+        value = self._open(ns, name, int(version), cls, nonce, sealed)
         return Secret(ns, name, cls, int(version), value)
 
     def _info(self, ns: Namespace, name: str) -> SecretInfo:
@@ -256,33 +403,125 @@ class EmbeddedStore:
 
     def namespaces_of(self, user: str) -> list[Namespace]:
         """The user's own namespace, then the project and course namespaces granted to them."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT ns_kind, ns_name FROM grants WHERE user=? ORDER BY ns_kind DESC, ns_name",
-                (user,),
-            ).fetchall()
+        with self._read() as db:
+            return self._namespaces_of(db, user)
+
+    @staticmethod
+    def _namespaces_of(db: sqlite3.Connection, user: str) -> list[Namespace]:
+        rows = db.execute(
+            "SELECT ns_kind, ns_name FROM grants WHERE user=? ORDER BY ns_kind DESC, ns_name",
+            (user,),
+        ).fetchall()
         return [Namespace("user", user), *(Namespace(r[0], r[1]) for r in rows)]
 
     def secrets_for(self, user: str) -> list[Secret]:
         """Current versions of every unrevoked secret the user may receive.
 
         A name defined in several namespaces is taken from the first: the user's own,
-        then projects, then courses (each in name order).
+        then projects, then courses (each in name order). One verified snapshot.
         """
-        out: dict[str, Secret] = {}
-        for ns in self.namespaces_of(user):
-            with self._lock:
-                rows = self._db.execute(
+        found: list[tuple[Namespace, tuple[Any, ...]]] = []
+        with self._read() as db:
+            for ns in self._namespaces_of(db, user):
+                rows = db.execute(
                     "SELECT s.name, s.class, s.current, v.nonce, v.sealed FROM secrets s "
                     "JOIN versions v ON v.secret_id=s.id AND v.version=s.current "
                     "WHERE s.ns_kind=? AND s.ns_name=? AND s.revoked_at IS NULL ORDER BY s.name",
                     (ns.kind, ns.name),
                 ).fetchall()
-            for name, cls, version, nonce, sealed in rows:
-                if name not in out:
-                    value = self._open(ns, name, int(version), nonce, sealed)
-                    out[name] = Secret(ns, name, cls, int(version), value)
+                found.extend((ns, tuple(r)) for r in rows)
+        out: dict[str, Secret] = {}
+        for ns, (name, cls, version, nonce, sealed) in found:
+            if name not in out:
+                value = self._open(ns, name, int(version), cls, nonce, sealed)
+                out[name] = Secret(ns, name, cls, int(version), value)
         return list(out.values())
+
+
+def migrate(path: str, master_key: bytes) -> int:
+    """Convert a format 1 store (values not bound to their class, rows without MACs) to
+    the current format, in one transaction; returns how many values were re-sealed.
+
+    It trusts what the file holds: run it once, right after upgrading, on a store no one
+    else could write (restore a backup first if in doubt).
+    """
+    if not os.path.exists(path):
+        raise SecretError(f"the secret store {path} does not exist")
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        row = db.execute("SELECT v FROM meta WHERE k='key_id'").fetchone()
+        key_id = hashlib.sha256(b"qustody-key-id|" + master_key).hexdigest()[:16]
+        if row is None or row[0] != key_id:
+            raise SecretError(f"the master key does not match the secret store {path}")
+        if store_format(db) == FORMAT:
+            raise SecretError(f"the secret store {path} is already in format {FORMAT}")
+        aes, mac_key = AESGCM(master_key), derive_key(master_key, "row-mac/2")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _add_mac_columns(db)
+            count = 0
+            for sid, kind, ns_name, name, cls, current, revoked_at in db.execute(
+                "SELECT id, ns_kind, ns_name, name, class, current, revoked_at FROM secrets"
+            ).fetchall():
+                ns = Namespace(kind, ns_name)
+                for version, nonce, sealed in db.execute(
+                    "SELECT version, nonce, sealed FROM versions WHERE secret_id=?", (sid,)
+                ).fetchall():
+                    try:
+                        value = aes.decrypt(nonce, sealed, _aad_v1(ns, name, int(version)))
+                    except InvalidTag:
+                        raise SecretError(
+                            f"{ns}/{name} v{version} does not decrypt: the store was altered; "
+                            "restore a backup before migrating"
+                        ) from None
+                    fresh = os.urandom(12)
+                    db.execute(
+                        "UPDATE versions SET nonce=?, sealed=? WHERE secret_id=? AND version=?",
+                        (fresh, aes.encrypt(fresh, value, _aad(ns, name, int(version), cls)),
+                         sid, version),
+                    )
+                    count += 1
+                db.execute(
+                    "UPDATE secrets SET mac=? WHERE id=?",
+                    (row_mac(mac_key, kind, ns_name, name, cls, current, revoked_at), sid),
+                )
+            for kind, ns_name, user in db.execute(
+                "SELECT ns_kind, ns_name, user FROM grants"
+            ).fetchall():
+                db.execute(
+                    "UPDATE grants SET mac=? WHERE ns_kind=? AND ns_name=? AND user=?",
+                    (grant_mac(mac_key, kind, ns_name, user), kind, ns_name, user),
+                )
+            rows = [r[0] for r in db.execute("SELECT mac FROM secrets")]
+            grants = [r[0] for r in db.execute("SELECT mac FROM grants")]
+            _set_meta(db, "format", FORMAT)
+            _set_meta(db, "generation", "1")
+            _set_meta(db, "head", head_mac(mac_key, 1, rows, grants))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return count
+    finally:
+        db.close()
+
+
+def _needs_migration(path: str) -> SecretError:
+    return SecretError(
+        f"the secret store {path} is in format 1 (values not bound to their class, rows "
+        "without MACs): stop the hub, back the file up and run `qustody secrets migrate` "
+        "once (docs/secrets.md, Integrity)"
+    )
+
+
+def _add_mac_columns(db: sqlite3.Connection) -> None:
+    for table in ("secrets", "grants"):
+        if not has_column(db, table, "mac"):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN mac BLOB")
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
 def _open_read_only(path: str) -> sqlite3.Connection:

@@ -252,7 +252,13 @@ def approle_login(
     (``what`` names the setting in errors), unwrapped first when ``wrapped``."""
     secret_id = _read(secret_id_file, what)
     if wrapped:
-        unwrapped = client.sys.unwrap(token=secret_id)
+        # The wrapping token authenticates its own unwrap (X-Vault-Token); passing it in
+        # the body instead needs a caller that is already logged in, which we are not.
+        client.token = secret_id
+        try:
+            unwrapped = client.sys.unwrap()
+        finally:
+            client.token = None
         secret_id = str(unwrapped["data"]["secret_id"])
     client.auth.approle.login(role_id=role_id, secret_id=secret_id)
 

@@ -35,6 +35,7 @@ REQUIRED_TYPES = {
     "server-culled",
     "secret-delivered",
     "ticket-refused",
+    "secret-store-tampered",
     "save-refused",
     "outputs-redacted",
     "qpu-job-submitted",

@@ -61,7 +61,7 @@ def oidc_hub(
     """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
     started: list[Hub] = []
 
-    def start(extra: str = "", env: dict[str, str] | None = None) -> Hub:
+    def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 60) -> Hub:
         client_id, client_secret = f"hub-{len(started)}", secrets.token_hex(24)
         run_env = {
             "QUSTODY_OIDC_ISSUER": idp.issuer,
@@ -73,7 +73,8 @@ def oidc_hub(
         }
         try:
             hub = launch_hub(
-                tmp_path / f"hub{len(started)}", extra=extra, env=run_env, started=started
+                tmp_path / f"hub{len(started)}", extra=extra, env=run_env, started=started,
+                timeout=timeout,
             )
         except HubError as e:
             pytest.fail(str(e))

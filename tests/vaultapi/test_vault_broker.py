@@ -1,6 +1,6 @@
-"""The Vault broker against the Vault-API test server and, when installed, a real
-``vault server -dev``: users read with their own identity, rotation, revocation of the
-user's token when the server stops, bad ID tokens, and the hub's wrapped AppRole login."""
+"""The Vault broker against a real OpenBao: users read with their own identity, rotation,
+revocation of the user's token when the server stops, bad ID tokens, and the hub's
+wrapped AppRole login."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import hvac
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hvac import exceptions as vault_errors
+from localjwt import Vault
+from standin_leases import LeasingProxy
 from traitlets.config import Config
-from vaultapi import Vault
 
 from hub_ext.secrets.model import SecretError
 from hub_ext.secrets.vault import VaultBroker
@@ -144,3 +145,28 @@ def test_hub_delivery_from_vault_applies_the_class_policy(stocked: Vault) -> Non
     d.server_stopped("alice", "r")  # the user's Vault token dies with the server
     with pytest.raises(vault_errors.Forbidden):
         hvac.Client(url=stocked.url, token=token).auth.token.lookup_self()
+
+
+def test_release_revokes_leases_with_the_hubs_own_token(stocked: Vault, tmp_path: Path) -> None:
+    """Leased reads come from the stand-in proxy (KV v2 never leases); the revocation
+    itself is answered by the real OpenBao, which checks the hub's AppRole policy."""
+    root = stocked.root_client()
+    role_id = root.auth.approle.read_role_id("qustody-hub")["data"]["role_id"]
+    path = tmp_path / "secret-id"
+    path.write_text(root.auth.approle.generate_secret_id("qustody-hub")["data"]["secret_id"])
+    proxy = LeasingProxy(stocked.url).start()
+    try:
+        b = broker(
+            stocked, url=proxy.url, hub_auth="approle", approle_role_id=role_id,
+            approle_secret_id_file=str(path),
+        )
+        got = b.secrets_for_spawn("alice", "", {"id_token": stocked.id_token("alice")})
+        assert len(got) == 2 and len(proxy.issued) == 2
+        assert b._hub is not None
+        b.release("alice", "")
+        assert sorted(r.lease_id for r in proxy.revoked) == sorted(proxy.issued)
+        assert {(r.token, r.status) for r in proxy.revoked} == {(b._hub.token, 204)}
+        b.release("alice", "")  # nothing left: a second release revokes nothing
+        assert len(proxy.revoked) == 2
+    finally:
+        proxy.stop()

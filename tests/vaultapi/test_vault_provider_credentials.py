@@ -1,6 +1,5 @@
 """The QPU gateway's provider credentials from Vault KV v2 (``SecretStoreCredentials`` with
-``store='vault'``), read with the gateway's own token or AppRole, against the Vault-API
-test server and, when installed, a real ``vault server -dev``."""
+``store='vault'``), read with the gateway's own token or AppRole, against a real OpenBao."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from vaultapi import Vault
+from localjwt import Vault
 
 from hub_ext.qpu.credentials import CredentialError
 from hub_ext.qpu.secret_source import SecretStoreCredentials
@@ -28,8 +27,6 @@ def put(vault: Vault, path: str, fields: dict[str, object]) -> None:
 
 def gateway_token(vault: Vault, prefix: str = "secret/data/qustody/service/qpu/") -> str:
     """A token that may read ``prefix`` only, as an operator would give the gateway."""
-    if vault.state is not None:
-        return vault.state.issue(["qustody-qpu"], [(prefix, {"read"})], 600, "qpu").id
     name = "qpu-" + os.urandom(3).hex()
     vault.root_client().sys.create_or_update_policy(
         name, f'path "{prefix}*" {{ capabilities = ["read"] }}\n'
@@ -108,14 +105,8 @@ def test_deleting_the_vault_secret_fails_the_next_call(vault: Vault, tmp_path: P
 def test_the_gateway_logs_in_with_approle(vault: Vault, tmp_path: Path) -> None:
     put(vault, PATH, {"token": TOKEN})
     root = vault.root_client()
-    if vault.state is not None:
-        vault.state.approle["qustody-qpu"] = {
-            "role_id": "role-" + os.urandom(4).hex(), "policies": ["qustody-qpu"],
-            "acl": [("secret/data/qustody/service/qpu/", {"read"})], "ttl": 600,
-        }
-    else:
-        root.sys.create_or_update_policy("qustody-qpu", ACL)
-        root.write_data("auth/approle/role/qustody-qpu", data={"token_policies": ["qustody-qpu"]})
+    root.sys.create_or_update_policy("qustody-qpu", ACL)
+    root.write_data("auth/approle/role/qustody-qpu", data={"token_policies": ["qustody-qpu"]})
     role_id = root.auth.approle.read_role_id("qustody-qpu")["data"]["role_id"]
     secret_id = tmp_path / "secret-id"
     secret_id.write_text(root.auth.approle.generate_secret_id("qustody-qpu")["data"]["secret_id"])

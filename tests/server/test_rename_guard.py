@@ -1,0 +1,114 @@
+"""Renaming (PATCH) through the contents REST API of a real jupyter-server: what moves
+from a ``warn`` path into a stricter one is checked as if it were saved there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from qtest import GITHUB_TOKEN, code_cell, notebook, stream
+
+SAVED = (200, 201)
+
+
+@pytest.fixture
+def jp_server_config():
+    return {
+        "ServerApp": {"jpserver_extensions": {"server_ext": True}},
+        "SaveGuard": {
+            "path_modes": {"scratch/*": "warn", "redacted/*": "redact"},
+            "max_file_size": 4096,
+        },
+    }
+
+
+@pytest.fixture
+def scratch(jp_root_dir):
+    for d in ("scratch", "redacted", "work"):
+        (jp_root_dir / d).mkdir()
+    return jp_root_dir / "scratch"
+
+
+async def rename(api, old: str, new: str):
+    return await api.call("PATCH", "api", "contents", old, body={"path": new})
+
+
+async def test_file_with_a_credential_cannot_move_into_a_block_path(api, scratch, jp_root_dir):
+    code, body = await api.save_text("scratch/keys.txt", f"t = {GITHUB_TOKEN}\n")
+    assert code in SAVED and body["qustody"]["mode"] == "warn"  # warn lets it be saved
+
+    code, body = await rename(api, "scratch/keys.txt", "work/keys.txt")
+    assert code == 422
+    assert "scratch/keys.txt was not renamed to work/keys.txt" in body["message"]
+    assert "'block' path" in body["message"] and "github-token" in body["message"]
+    assert GITHUB_TOKEN not in json.dumps(body)
+    assert (scratch / "keys.txt").exists() and not (jp_root_dir / "work" / "keys.txt").exists()
+    # nor to the top level, which is a block path too (SaveGuard.default_mode)
+    code, _ = await rename(api, "scratch/keys.txt", "keys.txt")
+    assert code == 422 and not (jp_root_dir / "keys.txt").exists()
+
+
+async def test_renames_that_do_not_tighten_the_mode_are_not_checked(api, scratch, jp_root_dir):
+    await api.save_text("scratch/keys.txt", f"t = {GITHUB_TOKEN}\n")
+    code, body = await rename(api, "scratch/keys.txt", "scratch/old-keys.txt")
+    assert code == 200, body
+    assert (scratch / "old-keys.txt").read_text() == f"t = {GITHUB_TOKEN}\n"
+    # a clean file moves into a block path unchanged
+    await api.save_text("scratch/notes.txt", "nothing secret\n")
+    code, body = await rename(api, "scratch/notes.txt", "work/notes.txt")
+    assert code == 200, body
+    assert (jp_root_dir / "work" / "notes.txt").read_text() == "nothing secret\n"
+
+
+async def test_a_directory_rename_checks_every_file_hidden_ones_too(api, scratch, jp_root_dir):
+    (scratch / "proj" / "deep").mkdir(parents=True)
+    (scratch / "proj" / "clean.py").write_text("x = 1\n")
+    # written by a kernel, not through the contents API: never checked so far
+    (scratch / "proj" / "deep" / ".env").write_text(f"GITHUB_TOKEN={GITHUB_TOKEN}\n")
+    code, body = await rename(api, "scratch/proj", "work/proj")
+    assert code == 422, body
+    assert "work/proj/deep/.env" in body["message"]
+    assert (scratch / "proj" / "deep" / ".env").exists()
+    assert not (jp_root_dir / "work" / "proj").exists()
+
+    (scratch / "proj" / "deep" / ".env").write_text("DEBUG=1\n")
+    code, body = await rename(api, "scratch/proj", "work/proj")
+    assert code == 200, body
+    assert (jp_root_dir / "work" / "proj" / "deep" / ".env").read_text() == "DEBUG=1\n"
+
+
+async def test_notebook_sources_refuse_and_outputs_are_redacted_on_the_way(
+    api, scratch, jp_root_dir
+):
+    code, _ = await api.save_notebook(
+        "scratch/src.ipynb", notebook(code_cell(f"t = '{GITHUB_TOKEN}'"))
+    )
+    assert code in SAVED
+    code, body = await rename(api, "scratch/src.ipynb", "work/src.ipynb")
+    assert code == 422, body
+    assert not (jp_root_dir / "work" / "src.ipynb").exists()
+
+    nb = notebook(code_cell("print(token)", [stream(f"{GITHUB_TOKEN}\n")]))
+    code, _ = await api.save_notebook("scratch/out.ipynb", nb)
+    assert code in SAVED and GITHUB_TOKEN in (scratch / "out.ipynb").read_text()
+    code, body = await rename(api, "scratch/out.ipynb", "work/out.ipynb")
+    assert code == 200, body
+    moved = (jp_root_dir / "work" / "out.ipynb").read_text()
+    assert GITHUB_TOKEN not in moved and "[REDACTED:github-token]" in moved
+    assert json.loads(moved)["cells"][0]["source"] in ("print(token)", ["print(token)"])
+    assert not (scratch / "out.ipynb").exists()
+
+
+async def test_a_redact_path_redacts_what_moves_in(api, scratch, jp_root_dir):
+    await api.save_text("scratch/keys.txt", f"t = {GITHUB_TOKEN}\n")
+    code, body = await rename(api, "scratch/keys.txt", "redacted/keys.txt")
+    assert code == 200, body
+    assert (jp_root_dir / "redacted" / "keys.txt").read_text() == "t = [REDACTED:github-token]\n"
+
+
+async def test_too_big_to_check_is_refused_not_moved_unchecked(api, scratch, jp_root_dir):
+    (scratch / "big.txt").write_text("a" * 5000)
+    code, body = await rename(api, "scratch/big.txt", "work/big.txt")
+    assert code == 413, body
+    assert "larger than the 4,096 bytes" in body["message"]
+    assert (scratch / "big.txt").exists() and not (jp_root_dir / "work" / "big.txt").exists()
