@@ -24,6 +24,7 @@ from hub_ext.audit.web import audit_service
 from hub_ext.culling import culler_service
 from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticator
 from hub_ext.qpu.hub import qpu_service
+from hub_ext.ratelimit import setup_limits
 from hub_ext.secrets.delivery import setup_secrets
 from hub_ext.spawner import (
     HardenedDockerSpawner,
@@ -183,6 +184,7 @@ c.SecretClassPolicy.role_classes = {
 
 policy = validate_config(c)
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
+setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
 setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))  # a bad secrets setting stops it here
 qpu_service(c, STATE)  # the QPU gateway: service, custom scopes, roles, server token scopes
 if oidc:  # roles come from IdP groups: the roles' scopes go to the authenticator

@@ -22,6 +22,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.utils import compare_token
 from tornado import web
 
+from ..ratelimit import LimitedHandler
 from .errors import AuditError, UserEventRefused
 from .hub import hub_audit
 
@@ -46,8 +47,11 @@ def server_of_token(user: Any, token: str) -> str | None:
     return None
 
 
-class AuditEventHandler(APIHandler):  # type: ignore[misc]
-    """Records one event from a user server, stamped with the server's identity."""
+class AuditEventHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
+    """Records one event from a user server, stamped with the server's identity.
+
+    Rate-limited per token and per address, and the record is written by the write
+    threads, not on the hub's event loop (``hub_ext.ratelimit``)."""
 
     def _refuse(self, status: int, message: str) -> NoReturn:
         raise web.HTTPError(status, message)
@@ -70,9 +74,10 @@ class AuditEventHandler(APIHandler):  # type: ignore[misc]
                 "This token is not the hub token of a running server: only a user's server "
                 "may report audit events, with its own JUPYTERHUB_API_TOKEN.",
             )
+        self.authenticated(token)
         event = self._event()
         try:
-            recorded = hub_audit().record_user_event(user.name, server, event)
+            recorded = await self.offload(hub_audit().record_user_event, user.name, server, event)
         except UserEventRefused as e:
             self._refuse(e.status, e.message)
         except ValueError as e:

@@ -78,6 +78,10 @@ class VerifyReport:
     problem: Problem | None = None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # no record, and nothing (head, checkpoint, data) says there ever was one: a log not
+    # written yet. Still a failure here (a mistyped path looks the same); callers that
+    # know the log is new, like the auditor page, show it as such.
+    empty: bool = False
 
     def summary(self) -> str:
         span = (
@@ -383,7 +387,11 @@ def verify(
                         f"{head.seq}: they were deleted"
                     )
                 )
+            report.empty = not checkpoints
             raise _Failed(Problem(f"there is no audit log at {layout.live}"))
+        if head is None and not checkpoints and all(p.stat().st_size == 0 for _, p in files):
+            report.empty = True  # created, but its first write never finished
+            raise _Failed(Problem("the audit log holds no records"))
         if quick:
             _walk_quick(layout, files, head, checkpoints, key_map, report, deep, allow_pruned)
         else:
@@ -809,6 +817,7 @@ def verify_db(url: str, keys: Iterable[bytes], *, deep: bool = False) -> VerifyR
                 chunk.problem.file = chunk.problem.offset = None
                 raise _Failed(chunk.problem)
         if head is None and report.records == 0:
+            report.empty = True
             raise _Failed(Problem("the audit database holds no records"))
         _check_head(head, report, hashes.get(head.seq) if head else None)
         report.ok = True

@@ -53,8 +53,20 @@ def service_access_scope(name: str) -> str:
     return f"access:services!service={name}"
 
 
+EMPTY_SUMMARY = (
+    "No records yet: the log is created with its first event (a login, a spawn). "
+    "There is nothing to verify."
+)
+
+
 class Verifier:
-    """Runs ``verify`` in a worker thread and keeps the last result."""
+    """Runs ``verify`` in a worker thread and keeps the last result.
+
+    What it keeps is shown to auditors, so it holds no server paths: files by name only,
+    the log's directory cut from every message. A log with no record yet is shown as
+    ``empty`` (not a failure) and not recorded, unless a run of this service saw records
+    before: then the log was deleted and that is a failure.
+    """
 
     def __init__(self, where: Where, record: Any) -> None:
         self.where = where
@@ -62,6 +74,7 @@ class Verifier:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit-verify")
         self.state: dict[str, Any] = {"status": "not run yet"}
         self.running = False
+        self.seen: tuple[int, str] | None = None  # (last seq, when) of the last run with records
 
     def start(self, actor: str) -> bool:
         """Start a run unless one is running; returns whether it started."""
@@ -73,7 +86,7 @@ class Verifier:
         return True
 
     def _run(self, actor: str) -> None:
-        from .verify import verify, verify_db
+        from .verify import Problem, verify, verify_db
 
         try:
             if self.where.db:
@@ -81,11 +94,26 @@ class Verifier:
             else:
                 assert self.where.path is not None
                 report = verify(self.where.path, self.where.keys)
+            finished = clock.stamp()
+            if report.empty and self.seen is None:
+                self.state = {"status": "empty", "finished": finished, "summary": EMPTY_SUMMARY}
+                return
+            if report.empty and self.seen is not None:
+                seq, when = self.seen
+                report.empty = False
+                report.problem = Problem(
+                    f"the log held records up to seq {seq} when verified at {when}; now it "
+                    "holds none: it was deleted or moved"
+                )
+            if report.last_seq is not None:
+                self.seen = (report.last_seq, finished)
             public = report.public()
+            public["problem"] = self.hide_problem_paths(public["problem"])
+            public["warnings"] = [self.hide_paths(str(w)) for w in public["warnings"]]
             self.state = {
                 "status": "ok" if report.ok else "failed",
-                "finished": clock.stamp(),
-                "summary": report.summary(),
+                "finished": finished,
+                "summary": self.hide_paths(report.summary()),
                 "report": public,
                 "first_bad": public["problem"],
             }
@@ -97,10 +125,28 @@ class Verifier:
             self.state = {
                 "status": "error",
                 "finished": clock.stamp(),
-                "summary": f"verification could not run: {type(e).__name__}: {e}",
+                "summary": self.hide_paths(f"verification could not run: {type(e).__name__}: {e}"),
             }
         finally:
             self.running = False
+
+    def hide_paths(self, text: str) -> str:
+        """``text`` without the log's directory, the database URL or the key files' locations."""
+        if self.where.db:
+            text = text.replace(self.where.db, "the audit database")
+        if self.where.path is not None:
+            text = text.replace(str(self.where.path.parent) + os.sep, "")
+        for key_file in self.where.key_files:
+            text = text.replace(str(key_file), "the key file")
+        return text
+
+    def hide_problem_paths(self, problem: dict[str, Any] | None) -> dict[str, Any] | None:
+        if problem is None:
+            return None
+        out = {**problem, "reason": self.hide_paths(str(problem["reason"]))}
+        if out.get("file"):
+            out["file"] = Path(str(out["file"])).name
+        return out
 
 
 class AuditHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]

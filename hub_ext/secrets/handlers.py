@@ -20,6 +20,7 @@ from jupyterhub.user import User
 from tornado import web
 
 from ..audit.hub import hub_audit, hub_emit
+from ..ratelimit import LimitedHandler
 from .delivery import SecretDelivery, hub_secrets
 from .model import Secret
 from .tickets import TicketRefused
@@ -28,7 +29,10 @@ MAX_BODY = 4096
 _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 
-class _SecretsHandler(APIHandler):  # type: ignore[misc]
+class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
+    """Rate-limited per token and per address; broker reads and audit writes run in the
+    write threads, off the hub's event loop (``hub_ext.ratelimit``)."""
+
     def check_xsrf_cookie(self) -> None:
         """Token-only endpoints: a browser session never reaches them (see ``_caller``)."""
 
@@ -69,6 +73,7 @@ class _SecretsHandler(APIHandler):  # type: ignore[misc]
             if own and hmac.compare_digest(own.encode(), token.encode()):
                 if not spawner.active:
                     raise web.HTTPError(409, "This server is not running.")
+                self.authenticated(token)
                 return user, name, token
         raise web.HTTPError(
             403,
@@ -76,26 +81,33 @@ class _SecretsHandler(APIHandler):  # type: ignore[misc]
             "delivered only to the server the hub started.",
         )
 
-    def _deliver(self, user: User, server: str, ticket_id: str, secrets: list[Secret]) -> None:
-        delivery = self._delivery()
+    def _record_delivery(
+        self, user: str, server: str, ticket_id: str, secrets: list[Secret]
+    ) -> None:
+        """Record the delivery (in a write thread; an AuditError means nothing is sent)."""
         values = [s.value for s in secrets]
         if values:
             hub_audit().add_known_secrets(values)
         hub_emit(
             "secret-delivered",
             {
-                "user": user.name,
+                "user": user,
                 "server": server,
                 "ticket_id": ticket_id,
-                "broker": delivery.broker.broker_name,
+                "broker": self._delivery().broker.broker_name,
                 "secrets": [{"name": s.name, "class": s.cls} for s in secrets],
             },
         )
+
+    def _send(self, secrets: list[Secret]) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "application/json")
         self.finish(
             json.dumps(
-                {"broker": delivery.broker.broker_name, "secrets": [s.delivered() for s in secrets]}
+                {
+                    "broker": self._delivery().broker.broker_name,
+                    "secrets": [s.delivered() for s in secrets],
+                }
             )
         )
 
@@ -107,22 +119,29 @@ class RedeemHandler(_SecretsHandler):
         user, server, token = self._caller()
         text = body.get("ticket")
         if not isinstance(text, str) or not text:
-            self._refused(user, server, None, "malformed")
+            await self._refused(user, server, None, "malformed")
             raise web.HTTPError(400, 'Send {"ticket": "<claim ticket>"}; the ticket is missing.')
         auth_state = await user.get_auth_state()
-        try:
+
+        def redeem_and_record() -> list[Secret]:
+            # one queue slot for both: a full queue refuses before the ticket is burned
             ticket, secrets = delivery.redeem(text, user.name, server, token, auth_state)
+            self._record_delivery(user.name, server, ticket.id, secrets)
+            return secrets
+
+        try:
+            secrets = await self.offload(redeem_and_record)
         except TicketRefused as e:
-            self._refused(user, server, delivery.tickets.ticket_id(text), e.reason)
+            await self._refused(user, server, delivery.tickets.ticket_id(text), e.reason)
             raise web.HTTPError(
                 403,
                 f"Claim ticket refused ({e.reason}): tickets are single-use, valid for "
                 f"{delivery.settings.ticket_ttl:g} s after the spawn, and only for the server "
                 "they were issued to. Restart the server to get a new one.",
             ) from None
-        self._deliver(user, server, ticket.id, secrets)
+        self._send(secrets)
 
-    def _refused(self, user: User, server: str, ticket_id: str | None, reason: str) -> None:
+    async def _refused(self, user: User, server: str, ticket_id: str | None, reason: str) -> None:
         data: dict[str, Any] = {
             "user": user.name,
             "server": server,
@@ -131,10 +150,10 @@ class RedeemHandler(_SecretsHandler):
         }
         if ticket_id:
             data["ticket_id"] = ticket_id
-        ip = self.request.remote_ip or ""
+        ip = self.limits().client_ip(self.request)  # not X-Real-Ip, which any caller sets
         if _IP.fullmatch(ip):
             data["ip"] = ip
-        hub_emit("ticket-refused", data)
+        await self.offload(hub_emit, "ticket-refused", data)
         self.log.warning("Claim ticket refused for %s/%s: %s", user.name, server, reason)
 
 
@@ -143,13 +162,22 @@ class RefreshHandler(_SecretsHandler):
         delivery = self._delivery()
         self._body()
         user, server, token = self._caller()
-        result = delivery.refresh(user.name, server, token, await user.get_auth_state())
-        if result is None:
+        auth_state = await user.get_auth_state()
+
+        def refresh_and_record() -> list[Secret] | None:
+            result = delivery.refresh(user.name, server, token, auth_state)
+            if result is None:
+                return None
+            session, secrets = result
+            self._record_delivery(user.name, server, session.ticket_id, secrets)
+            return secrets
+
+        secrets = await self.offload(refresh_and_record)
+        if secrets is None:
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to get secrets."
             )
-        session, secrets = result
-        self._deliver(user, server, session.ticket_id, secrets)
+        self._send(secrets)
 
 
 HANDLERS: list[tuple[str, type[APIHandler]]] = [

@@ -84,7 +84,8 @@ def verified(hub: Hub, headers: dict[str, str]) -> dict:
 
     def done() -> dict | None:
         state = requests.get(page(hub) + "api/verify", headers=headers, timeout=30).json()
-        return state if state["status"] in ("ok", "failed", "error") and r.status_code else None
+        done = ("ok", "failed", "error", "empty")
+        return state if state["status"] in done and r.status_code else None
 
     return dict(hub.wait_for(done, timeout=60, what="the verification"))
 
@@ -133,9 +134,12 @@ def test_verification_names_the_first_bad_record(hub, tmp_path):
         state = verified(hub, headers)
         assert state["status"] == "failed"
         assert state["first_bad"]["seq"] == json.loads(original.splitlines()[bad])["seq"]
+        assert state["first_bad"]["file"] == "audit.jsonl"  # its name: no server paths
+        assert str(hub.dir) not in json.dumps(state)
         session = login(hub, "auditor")
         r = session.get(page(hub), timeout=30)
         assert 'data-status="failed"' in r.text and "First bad record: seq" in r.text
+        assert "in audit.jsonl line" in r.text and str(hub.dir) not in r.text
     finally:
         with log.open("r+b") as f:  # same length: put the original bytes back in place
             f.write(original[: len(b"".join(lines))])
@@ -274,3 +278,57 @@ def test_verify_now_button_needs_the_forms_xsrf_token(hub):
 
     state = hub.wait_for(finished, timeout=60, what="the verification the button started")
     assert state["status"] == "ok"
+
+
+# -- a fresh hub: no records yet -------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_hub(tmp_path: Path, request: pytest.FixtureRequest):
+    slow = 'for s in c.JupyterHub.services:\n    s["timeout"] = 300\n'  # a loaded machine
+    hub = launch_hub(
+        tmp_path / "hub",
+        extra=LOCAL_EXTRA.format(home=tmp_path / "home") + slow,
+        env=local_env(),
+        timeout=300,
+    )
+    yield hub
+    hub.stop()
+    if failed(request):
+        print(hub.log()[-20000:])
+
+
+def test_a_fresh_hub_shows_no_records_yet_then_a_deleted_log_fails(fresh_hub, tmp_path):
+    hub = fresh_hub
+    headers = {"Authorization": f"token {hub.user_token('auditor')}"}
+    log = hub.dir / "audit" / "audit.jsonl"
+    assert not log.exists()
+
+    def settled() -> dict | None:
+        r = requests.get(page(hub) + "api/verify", headers=headers, timeout=30)
+        state = r.json() if r.status_code == 200 else {}
+        return state if state.get("status") not in (None, "running", "not run yet") else None
+
+    state = hub.wait_for(settled, timeout=90, what="the start-up verification")
+    assert state["status"] == "empty", state
+    assert "No records yet" in state["summary"] and str(hub.dir) not in json.dumps(state)
+    assert not log.exists(), "verifying an empty log wrote to it"
+    assert verified(hub, headers)["status"] == "empty"
+    # the page says so, in words, in the browser
+    out = drive(
+        hub, tmp_path, user="auditor", filterUser="nobody", screenshot=str(tmp_path / "e.png")
+    )
+    assert out["status"] == 200 and out["verifyStatus"] == "no records yet", out
+    assert "failed" not in out["verifySummary"] and str(hub.dir) not in json.dumps(out)
+
+    # once records exist they are verified; if the log then vanishes, that is a failure
+    write_session(hub, "dora")
+    assert verified(hub, headers)["status"] == "ok"
+    for path in log.parent.iterdir():
+        path.unlink()
+    state = verified(hub, headers)
+    assert state["status"] == "failed", state
+    assert "deleted or moved" in state["summary"] and str(hub.dir) not in json.dumps(state)
+    r = login(hub, "auditor").get(page(hub), timeout=30)
+    assert 'data-status="failed"' in r.text and "deleted or moved" in r.text
+    assert str(hub.dir) not in r.text

@@ -1,0 +1,367 @@
+"""Rate limits and a bounded write queue for the hub endpoints user servers call.
+
+User servers call the audit endpoint (``/hub/api/qustody/audit/events``) and secret
+delivery (``/hub/api/qustody/secrets/redeem|refresh``) with their own hub token. Each call
+writes to the audit log and reads the secret broker: blocking work the hub used to do on
+its one event loop, where a server flooding either endpoint delayed every login and spawn.
+
+Both endpoints go through one ``RequestLimits`` (``hub_limits()``):
+
+* a token bucket per server token (keyed by a hash of the token; created when the token
+  first authenticates) and one per client address (for every token without a bucket:
+  unknown, made-up or new), checked in ``prepare`` before any database work; an empty
+  bucket answers ``429`` with ``Retry-After``;
+* a bounded queue of blocking work (``offload``) run by a small thread pool off the event
+  loop; when it is full the request is refused with ``503`` and ``Retry-After``, and
+  nothing is written (fail closed), instead of queueing without bound.
+
+Memory is bounded: at most ``RequestLimits.max_tracked`` buckets of each kind (least
+recently used dropped first; a dropped bucket comes back full, so dropping one is at worst
+a fresh burst) and at most ``RequestLimits.queue_size`` waiting calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
+
+from tornado import web
+from traitlets import Float, Int, List, Unicode, validate
+from traitlets.config import Config, LoggingConfigurable
+
+T = TypeVar("T")
+
+
+class Limited(NamedTuple):
+    """Why a request is refused, and when to come back."""
+
+    status: int
+    retry_after: int
+    message: str
+
+
+class Buckets:
+    """Token buckets by key: ``rate`` tokens a second up to ``burst``; LRU-bounded."""
+
+    def __init__(
+        self, rate: float, burst: int, max_keys: int, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.max_keys, self.now = rate, float(burst), max_keys, now
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # key -> [tokens, at]
+        self._lock = threading.Lock()
+
+    def take(self, key: str, create: bool = True) -> float | None:
+        """Take a token for ``key``: 0 if there was one, else seconds until there is one;
+        None (nothing taken) when ``key`` has no bucket and ``create`` is false."""
+        now = self.now()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if not create:
+                    return None
+                bucket = self._buckets[key] = [self.burst, now]
+                if len(self._buckets) > self.max_keys:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+                bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+                bucket[1] = now
+            if bucket[0] >= 1.0:
+                bucket[0] -= 1.0
+                return 0.0
+            return (1.0 - bucket[0]) / self.rate
+
+    def ensure(self, key: str) -> None:
+        """Give ``key`` a full bucket unless it has one (nothing taken)."""
+        with self._lock:
+            if key in self._buckets:
+                self._buckets.move_to_end(key)
+                return
+            self._buckets[key] = [self.burst, self.now()]
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class RequestLimits(LoggingConfigurable):
+    """Rate limits and the write queue of the endpoints user servers call."""
+
+    per_token_rate = Float(
+        0.5,
+        config=True,
+        help="""Sustained requests a second one hub token may make to the audit endpoint and
+        secret delivery together (0.5: 30 a minute). A user server reports a few audit events
+        a minute and refreshes its secrets rarely; a server over the limit gets 429 with
+        ``Retry-After`` and nothing is recorded or delivered. Protects the hub (and the audit
+        log) from a server that floods it.""",
+    )
+    per_token_burst = Int(
+        30,
+        config=True,
+        help="""Requests one token may make at once before ``per_token_rate`` applies
+        (the bucket size).""",
+    )
+    per_ip_rate = Float(
+        10.0,
+        config=True,
+        help="""Sustained requests a second from one client address whose token has no
+        bucket of its own yet (no token, a made-up one, or a server's first call): this is
+        what limits floods of random tokens, which would otherwise each cost a database
+        lookup. A server's later calls count against its token only.""",
+    )
+    per_ip_burst = Int(
+        300,
+        config=True,
+        help="Requests one address may make at once before ``per_ip_rate`` applies.",
+    )
+    max_tracked = Int(
+        10000,
+        config=True,
+        help="""Most tokens (and, separately, addresses) whose buckets are kept; the least
+        recently seen is dropped first (it comes back as a full bucket). Bounds the
+        memory a flood of made-up tokens can take.""",
+    )
+    queue_size = Int(
+        256,
+        config=True,
+        help="""Most calls waiting for the write threads (audit records, secret loads). When
+        the queue is full, a request is refused with 503 and ``Retry-After`` and nothing is
+        written: the hub fails closed instead of queueing without bound.""",
+    )
+    write_threads = Int(
+        1,
+        config=True,
+        help="""Threads that run the endpoints' blocking work (audit writes, broker reads)
+        off the hub's event loop. One keeps the writes from competing with the event loop
+        for the interpreter; raise it only for a slow (network) secret broker.""",
+    )
+    trusted_proxy_ips = List(
+        Unicode(),
+        default_value=["127.0.0.1", "::1"],
+        config=True,
+        help="""Addresses of the proxies in front of the hub (configurable-http-proxy). For a
+        connection from one of them the client's address is the last ``X-Forwarded-For``
+        entry (the one the proxy added); for any other connection it is the connection's
+        own address, whatever its headers say (``X-Real-Ip`` is never used), so a client
+        that reaches the hub directly cannot pick the address it is limited by.""",
+    )
+
+    @validate("per_token_rate", "per_ip_rate")
+    def _valid_rate(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(
+                f"RequestLimits.{proposal['trait'].name} must be a positive number of requests "
+                f"a second (e.g. 0.5), not {value!r}"
+            )
+        return value
+
+    @validate("per_token_burst", "per_ip_burst", "max_tracked", "queue_size")
+    def _valid_size(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 1:
+            raise ValueError(f"RequestLimits.{proposal['trait'].name} must be at least 1")
+        return value
+
+    @validate("write_threads")
+    def _valid_threads(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 16:
+            raise ValueError("RequestLimits.write_threads must be between 1 and 16")
+        return value
+
+    @validate("trusted_proxy_ips")
+    def _valid_proxies(self, proposal: Any) -> list[str]:
+        for i, text in enumerate(proposal["value"]):
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise ValueError(
+                    f"RequestLimits.trusted_proxy_ips[{i}] is not an IP address; list the "
+                    "proxies' addresses, e.g. ['127.0.0.1', '::1']"
+                ) from None
+        return list(proposal["value"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tokens = Buckets(self.per_token_rate, self.per_token_burst, self.max_tracked)
+        self.ips = Buckets(self.per_ip_rate, self.per_ip_burst, self.max_tracked)
+        self._pool = ThreadPoolExecutor(self.write_threads, thread_name_prefix="qustody-write")
+        self._pending = 0  # calls queued or running; changed on the event loop only
+        self._logged: OrderedDict[str, None] = OrderedDict()  # keys refused since last admitted
+        self.refused = 0
+
+    # -- limits ----------------------------------------------------------------------
+
+    def check(self, ip: str, token: str) -> Limited | None:
+        """Charge a call to its token's bucket if the token authenticated before, else to
+        its address's; None when the bucket had room, else the refusal.
+
+        So one server flooding with its own token slows down only itself, even where
+        servers share an address, and made-up tokens (which never get a bucket, so cannot
+        push real ones out) are limited by where they come from."""
+        wait = self.tokens.take(_token_key(token), create=False) if token else None
+        what = "this token"
+        if wait is None:
+            wait = self.ips.take(ip) or 0.0
+            what = f"address {ip}"
+        if not wait:
+            self._logged.pop(ip, None)
+            return None
+        self.refused += 1
+        if ip not in self._logged:  # one log line per streak of refusals, not per request
+            self._logged[ip] = None
+            if len(self._logged) > 1000:
+                self._logged.popitem(last=False)
+            self.log.warning("rate limit: refusing requests of %s (from %s)", what, ip)
+        seconds = max(1, math.ceil(wait))
+        return Limited(
+            429,
+            seconds,
+            f"Too many requests from {what}: the hub takes at most "
+            f"{self.per_token_rate:g}/s per server token and {self.per_ip_rate:g}/s per address "
+            f"(RequestLimits). Retry after {seconds} s.",
+        )
+
+    def authenticated(self, token: str) -> None:
+        """The token belongs to a running server: from now on it has its own bucket (this
+        call was charged to the address)."""
+        self.tokens.ensure(_token_key(token))
+
+    def client_ip(self, request: Any) -> str:
+        """The caller's address: the connection's, or the proxy's last X-Forwarded-For entry."""
+        context = getattr(request.connection, "context", None)
+        address = getattr(context, "address", None)
+        peer = address[0] if isinstance(address, tuple) and address else str(request.remote_ip)
+        if peer in self.trusted_proxy_ips:
+            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            try:
+                return str(ipaddress.ip_address(forwarded))
+            except ValueError:
+                return peer
+        return str(peer)
+
+    # -- the write queue -------------------------------------------------------------
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a write thread; ``QueueFull`` (nothing run) when it is full."""
+        if self._pending >= self.queue_size:
+            self.refused += 1
+            raise QueueFull(
+                Limited(
+                    503,
+                    1,
+                    f"The hub is busy writing ({self._pending} calls waiting, "
+                    "RequestLimits.queue_size); nothing was recorded. Retry after 1 s.",
+                )
+            )
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._pending -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class QueueFull(Exception):
+    def __init__(self, limited: Limited) -> None:
+        super().__init__(limited.message)
+        self.limited = limited
+
+
+def _token_key(token: str) -> str:
+    # a digest, so the bucket table holds no usable credential
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+_lock = threading.Lock()
+_limits: RequestLimits | None = None
+
+
+def setup_limits(config: Config) -> RequestLimits:
+    """(Re)create the hub's limits from ``config``; ``jupyterhub_config.py`` calls it after
+    the ``c.RequestLimits`` settings, so a bad one stops the hub at start-up."""
+    global _limits
+    limits = RequestLimits(config=config)
+    with _lock:
+        old, _limits = _limits, limits
+    if old is not None:
+        old.close()
+    return limits
+
+
+def hub_limits(config: Config | None = None) -> RequestLimits:
+    """The hub process's limits: those ``setup_limits`` made, else made from ``config`` (the
+    hub's) on first use."""
+    global _limits
+    with _lock:
+        if _limits is None:
+            _limits = RequestLimits(config=config) if config is not None else RequestLimits()
+        return _limits
+
+
+def reset_hub_limits() -> None:
+    global _limits
+    with _lock:
+        if _limits is not None:
+            _limits.close()
+        _limits = None
+
+
+def refuse(handler: web.RequestHandler, limited: Limited) -> None:
+    """Answer ``limited`` as JSON with ``Retry-After`` and end the request.
+
+    Written directly: tornado's ``send_error`` clears the headers, ``Retry-After`` included.
+    """
+    handler.clear()
+    handler.set_status(limited.status)
+    handler.set_header("Retry-After", str(limited.retry_after))
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(json.dumps({"status": limited.status, "message": limited.message}))
+    raise web.Finish()
+
+
+class LimitedHandler(web.RequestHandler):
+    """Mixin for the hub API handlers user servers call: limits first, then the hub's own
+    ``prepare`` (authentication); ``self.offload(fn, ...)`` for blocking work."""
+
+    def limits(self) -> RequestLimits:
+        return hub_limits(self.settings.get("config"))
+
+    def authenticated(self, token: str) -> None:
+        """Call once the token proved to be a running server's."""
+        self.limits().authenticated(token)
+
+    async def prepare(self) -> None:
+        limits = self.limits()
+        token = ""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("token", "bearer"):
+            token = value.strip()
+        limited = limits.check(limits.client_ip(self.request), token)
+        if limited is not None:
+            refuse(self, limited)
+        parent: Any = super().prepare()
+        if asyncio.iscoroutine(parent) or isinstance(parent, asyncio.Future):
+            await parent
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self.limits().offload(fn, *args)
+        except QueueFull as e:
+            refuse(self, e.limited)
+            raise  # not reached: refuse raised Finish

@@ -1,0 +1,76 @@
+"""The token buckets and the limits' settings, as tables (the hub endpoints are tested
+against a real hub in tests/hub/test_rate_limits.py)."""
+
+from __future__ import annotations
+
+import pytest
+from traitlets.config import Config
+
+from hub_ext.ratelimit import Buckets, RequestLimits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_bucket_gives_its_burst_then_refills_at_its_rate():
+    clock = Clock()
+    buckets = Buckets(rate=2.0, burst=3, max_keys=10, now=clock)
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a") == pytest.approx(0.5)  # one token comes in 1/rate seconds
+    assert buckets.take("b") == 0.0  # other keys are not affected
+    clock.t += 0.5
+    assert buckets.take("a") == 0.0
+    clock.t += 100  # never more than the burst
+    assert [buckets.take("a") for _ in range(4)][-1] > 0
+
+
+def test_unknown_keys_are_not_created_on_request_and_the_table_is_bounded():
+    buckets = Buckets(rate=1.0, burst=1, max_keys=3, now=Clock())
+    assert buckets.take("x", create=False) is None and len(buckets) == 0
+    for key in "abcde":
+        buckets.take(key)
+    assert len(buckets) == 3
+    assert buckets.take("a", create=False) is None  # the least recently used went first
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("per_token_rate", 0, "per_token_rate must be a positive number"),
+        ("per_ip_rate", float("nan"), "per_ip_rate must be a positive number"),
+        ("per_token_burst", 0, "per_token_burst must be at least 1"),
+        ("max_tracked", -5, "max_tracked must be at least 1"),
+        ("write_threads", 64, "write_threads must be between 1 and 16"),
+        ("trusted_proxy_ips", ["127.0.0.1", "proxy.local"], "trusted_proxy_ips[1] is not an IP"),
+    ],
+)
+def test_bad_settings_are_refused_with_what_to_set(setting, value, message):
+    config = Config()
+    config.RequestLimits[setting] = value
+    with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
+        RequestLimits(config=config)
+
+
+def test_a_token_gets_its_own_bucket_only_once_it_authenticated():
+    limits = RequestLimits(per_token_burst=2, per_ip_burst=3, per_ip_rate=0.001)
+    try:
+        # made-up tokens are charged to the address
+        assert [limits.check("10.0.0.1", f"t{i}") for i in range(3)] == [None] * 3
+        refused = limits.check("10.0.0.1", "t3")
+        assert refused is not None and refused.status == 429 and refused.retry_after >= 1
+        assert "address 10.0.0.1" in refused.message
+        # a server token that authenticated is charged to itself, whatever its address
+        limits.authenticated("server-token")
+        limits.authenticated("server-token")  # again: nothing taken
+        assert limits.check("10.0.0.1", "server-token") is None
+        assert limits.check("10.0.0.1", "server-token") is None
+        refused = limits.check("10.0.0.1", "server-token")
+        assert refused is not None and "this token" in refused.message
+        assert "server-token" not in refused.message
+    finally:
+        limits.close()
