@@ -35,7 +35,7 @@ ALPHABETS = {
     "w": string.ascii_letters + string.digits + "_",
     "z": "abcdefghijklmnopqrstuvwxyz234567",  # base32, lower case
     "Z": "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",  # base32, upper case
-    "c": "023456789acdefghjklmnpqrstuvwxyz",  # bech32 data characters
+    "C": "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L",  # bech32 data characters, upper case
     "p": string.ascii_letters + string.digits + "!%*-_",  # passwords safe in URLs
 }
 _FIELD = re.compile(r"\{(uuid|[A-Za-z]\d+)\}")
@@ -147,7 +147,7 @@ K("bitbucket-client-secret", "vcs", "Bitbucket", "BITBUCKET_CLIENT_SECRET", "{u6
 T("bitbucket-app-password", "vcs", "Bitbucket", "BITBUCKET_APP_PASSWORD", "ATBB{a32}{H8}")
 T("atlassian-api-token", "vcs", "Atlassian", "JIRA_API_TOKEN", "ATATT3xFfGF0{u170}={H8}")
 K("atlassian-legacy-token", "vcs", "Atlassian", "CONFLUENCE_API_TOKEN", "{a24}")
-T("azure-devops-pat", "vcs", "Azure DevOps", "AZURE_DEVOPS_EXT_PAT", "{z52}")
+K("azure-devops-pat", "vcs", "Azure DevOps", "AZURE_DEVOPS_EXT_PAT", "{z52}")
 T("azure-devops-pat-v2", "vcs", "Azure DevOps", "AZURE_DEVOPS_PAT", "{a52}AZDO{a24}")
 T("circleci-pat", "ci", "CircleCI", "CIRCLECI_TOKEN", "CCIPAT_{a22}_{h40}")
 K("circleci-token", "ci", "CircleCI", "CIRCLE_TOKEN", "{h40}")
@@ -173,7 +173,7 @@ T("rubygems-token", "packages", "RubyGems", "GEM_HOST_API_KEY", "rubygems_{h48}"
 T("clojars-token", "packages", "Clojars", "CLOJARS_TOKEN", "CLOJARS_{l60}")
 T("nuget-api-key", "packages", "NuGet", "NUGET_API_KEY", "oy2{l43}")
 T("cratesio-token", "packages", "crates.io", "CARGO_REGISTRY_TOKEN", "cio{a32}")
-T("anaconda-token", "packages", "Anaconda", "ANACONDA_TOKEN", "{l2}-{uuid}")
+K("anaconda-token", "packages", "Anaconda", "ANACONDA_TOKEN", "{l2}-{uuid}")
 T("pulumi-token", "ci", "Pulumi", "PULUMI_ACCESS_TOKEN", "pul-{h40}")
 T("terraform-cloud-token", "ci", "HashiCorp", "TFE_TOKEN", "{l14}.atlasv1.{u67}")
 T("octopus-api-key", "ci", "Octopus Deploy", "OCTOPUS_API_KEY", "API-{A26}")
@@ -213,7 +213,7 @@ T("gcp-oauth-access-token", "cloud", "Google Cloud", "GOOGLE_OAUTH_TOKEN", "ya29
 T("gcp-oauth-refresh-token", "cloud", "Google Cloud", "GOOGLE_REFRESH_TOKEN", "1//0{u60}")
 T("azure-entra-client-secret", "cloud", "Azure", "AZURE_CLIENT_SECRET", "{a3}8Q~{u34}")
 K("azure-openai-key", "ai", "Azure OpenAI", "AZURE_OPENAI_API_KEY", "{h32}")
-T("azure-openai-key-v2", "ai", "Azure OpenAI", "AZURE_OPENAI_API_KEY", "{a76}JQQJ99B{a3}")
+T("azure-openai-key-v2", "ai", "Azure OpenAI", "AZURE_OPENAI_API_KEY", "{a76}JQQJ99{a2}")
 T("azure-apim-key", "cloud", "Azure", "APIM_SUBSCRIPTION_KEY", "{h32}", keyword=True)
 T("azure-function-key", "cloud", "Azure", "AZURE_FUNCTION_KEY", "{u54}==", keyword=True)
 K("alibaba-secret", "cloud", "Alibaba Cloud", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "{a30}")
@@ -374,7 +374,7 @@ K("twilio-auth-token", "messaging", "Twilio", "TWILIO_AUTH_TOKEN", "{h32}")
 T("sendgrid-key", "messaging", "SendGrid", "SENDGRID_API_KEY", "SG.{u22}.{u43}")
 T("brevo-key", "messaging", "Brevo (Sendinblue)", "BREVO_API_KEY", "xkeysib-{h64}-{a16}")
 T("mailgun-key", "messaging", "Mailgun", "MAILGUN_API_KEY", "key-{h32}")
-T("mailgun-private", "messaging", "Mailgun", "MAILGUN_PRIVATE_KEY", "{h32}-{h8}-{h8}")
+K("mailgun-private", "messaging", "Mailgun", "MAILGUN_PRIVATE_KEY", "{h32}-{h8}-{h8}")
 T("mailchimp-key", "messaging", "Mailchimp", "MAILCHIMP_API_KEY", "{h32}-us14")
 T("mandrill-key", "messaging", "Mailchimp Transactional", "MANDRILL_API_KEY", "md-{u22}")
 K("postmark-token", "messaging", "Postmark", "POSTMARK_SERVER_TOKEN", "{uuid}")
@@ -427,14 +427,6 @@ T(
     "Sentry",
     "SENTRY_AUTH_TOKEN",
     "sntrys_eyJpYXQiOjE3{a60}_{u43}",
-)
-T(
-    "sentry-dsn",
-    "observability",
-    "Sentry",
-    "SENTRY_DSN",
-    "https://{h32}@o{d6}.ingest.sentry.io/{d7}",
-    keyword=True,
 )
 T("grafana-cloud-token", "observability", "Grafana", "GRAFANA_CLOUD_TOKEN", "glc_{b120}=")
 T("grafana-sa-token", "observability", "Grafana", "GRAFANA_SA_TOKEN", "glsa_{a32}_{h8}")
@@ -492,7 +484,7 @@ T(
     "OP_SERVICE_ACCOUNT_TOKEN",
     "ops_eyJzaWduSW5BZGRyZXNzIjoi{a200}",
 )
-T("age-secret-key", "identity", "age", "SOPS_AGE_KEY", "AGE-SECRET-KEY-1{c58}")
+T("age-secret-key", "identity", "age", "SOPS_AGE_KEY", "AGE-SECRET-KEY-1{C58}")
 T("authress-key", "identity", "Authress", "AUTHRESS_KEY", "sc_{l10}.{l5}.acc_{l20}.{u64}")
 T("settlemint-pat", "identity", "SettleMint", "SETTLEMINT_TOKEN", "sm_pat_{a16}")
 T("intra42-secret", "identity", "42", "FT_CLIENT_SECRET", "s-s4t2ud-{h64}")

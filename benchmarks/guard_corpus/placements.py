@@ -71,13 +71,10 @@ def _slug(provider: str) -> str:
 
 
 def _yaml_key(name: str) -> str:
+    """API_KEY -> api_key, APP_ID -> app_id, ACCESS_TOKEN -> access_token, TOKEN -> token."""
     parts = name.lower().split("_")
-    tail = (
-        parts[-2:]
-        if parts[-2:-1] in (["api"], ["access"], ["client"], ["secret"], ["auth"])
-        else parts[-1:]
-    )
-    return "_".join(tail)
+    last_two = parts[-1] in ("key", "id", "secret", "token") and len(parts) > 2
+    return "_".join(parts[-2:] if last_two else parts[-1:])
 
 
 def _quoted_py(s: Sample) -> str:
@@ -150,7 +147,7 @@ def repr_result(f: Format, s: Sample) -> tuple[str, dict[str, Any]]:
 
 
 def html_table(f: Format, s: Sample) -> tuple[str, dict[str, Any]]:
-    cell = html.escape(s.text).replace("\n", "<br>")
+    cell = html.escape(s.text)  # pandas keeps line breaks inside a cell as they are
     table = (
         '<div>\n<table border="1" class="dataframe">\n  <thead>\n    <tr style="text-align: right;">\n'
         "      <th></th>\n      <th>service</th>\n      <th>region</th>\n      <th>value</th>\n"
