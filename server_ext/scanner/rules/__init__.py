@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from ..detector import Detector
-from . import cloud, generic, keys, platforms, quantum
+from . import cloud, generic, keys, named, platforms, quantum, vendors
 
 ALL: tuple[Detector, ...] = (
     *keys.DETECTORS,
     *cloud.DETECTORS,
     *platforms.DETECTORS,
+    *vendors.DETECTORS,
     *quantum.DETECTORS,
+    *named.DETECTORS,
     *generic.DETECTORS,
 )
 BY_ID: dict[str, Detector] = {d.id: d for d in ALL}

@@ -26,9 +26,23 @@ _ID_WORDS = re.compile(
 _ENTROPY_ANCHOR = rb"[\"'`][A-Za-z0-9+/=_-]{20}"
 
 
+#: How far around a quoted string its name is looked for (``"sha256": "..."``). Lines of
+#: minified data are megabytes long: searching all of it for every quoted string would
+#: cost quadratic time.
+_NAME_REACH = 80
+
+
+def _named_as_id(c: Candidate) -> bool:
+    at = c.line.find(c.secret)
+    if at < 0:
+        return bool(_ID_WORDS.search(c.line, 0, _NAME_REACH))
+    lo, hi = max(0, at - _NAME_REACH), at + len(c.secret) + _NAME_REACH // 2
+    return bool(_ID_WORDS.search(c.line[lo:hi]))
+
+
 def _entropy_gate(minimum: float, hex_only: bool) -> Callable[[Candidate], bool]:
     def gate(c: Candidate) -> bool:
-        if hex_only != is_hex(c.secret) or _ID_WORDS.search(c.line):
+        if hex_only != is_hex(c.secret) or _named_as_id(c):
             return False
         return shannon(c.secret) >= minimum
 

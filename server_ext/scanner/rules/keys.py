@@ -11,6 +11,8 @@ from ..detector import Detector, Kind, rx
 from ..filters import Candidate
 
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=]{32}")
+#: A line break: real, or escaped once (a JSON string) or twice (the repr of one).
+_NL = r"(?:\r?\n|\\{1,2}(?:r\\{1,2})?n)"
 
 
 def _pem_body(c: Candidate) -> bool:
@@ -39,8 +41,12 @@ DETECTORS = (
         value=rx(
             # The secret is the key material from its first to its last base64 character,
             # so a redaction keeps the BEGIN/END lines and the line breaks around them.
-            r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----(?:[\s\"':,]|\\[nr]){0,64}"
-            r"(?P<secret>[A-Za-z0-9+/=](?:[A-Za-z0-9+/=\s\"':,]|\\[nr]){30,16000}[A-Za-z0-9+/=])"
+            r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+            r"(?:[\s\"':,]|\\{1,2}[nr]){0,64}"
+            # An encrypted legacy PEM key (RFC 1421) has Proc-Type and DEK-Info headers.
+            rf"(?:Proc-Type:[ -~]{{1,40}}?{_NL}[ \t]*DEK-Info:[ -~]{{1,100}}?{_NL}"
+            r"(?:[\s\"':,]|\\{1,2}[nr]){0,16})?"
+            r"(?P<secret>[A-Za-z0-9+/=](?:[A-Za-z0-9+/=\s\"':,]|\\{1,2}[nr]){30,16000}[A-Za-z0-9+/=])"
         ),
         window=16200,
         validate=_pem_body,
@@ -52,8 +58,9 @@ DETECTORS = (
         anchor=rb"Private-Lines: [0-9]",
         # The private lines, without the line break after the last one.
         value=rx(
-            r"Private-Lines: \d+\r?\n"
-            r"(?P<secret>[A-Za-z0-9+/=]{16,}(?:\r?\n[A-Za-z0-9+/=]{16,}){0,63})"
+            # Lines may be indented (a YAML block) or joined by escaped newlines (a repr).
+            rf"Private-Lines: \d+{_NL}[ \t]*"
+            rf"(?P<secret>[A-Za-z0-9+/=]{{16,}}(?:{_NL}[ \t]*[A-Za-z0-9+/=]{{16,}}){{0,63}})"
         ),
         window=8000,
     ),

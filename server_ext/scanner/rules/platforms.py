@@ -34,8 +34,8 @@ DETECTORS = (
     _token(
         "gitlab-token",
         "GitLab token",
-        rb"\bgl(?:pat|dt|rt|ptt|ft|imt|oas|soat|cbt|agent)-[A-Za-z0-9_-]{20}",
-        r"gl(?:pat|dt|rt|ptt|ft|imt|oas|soat|cbt|agent)-[A-Za-z0-9_.-]{20,255}",
+        rb"\bgl(?:pat|dt|rt|ptt|ft|imt|oas|soat|cbt|agent|ffct)-[A-Za-z0-9_-]{20}",
+        r"gl(?:pat|dt|rt|ptt|ft|imt|oas|soat|cbt|agent|ffct)-[A-Za-z0-9_.-]{20,255}",
         6,
     ),
     _token(
