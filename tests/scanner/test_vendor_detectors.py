@@ -266,6 +266,16 @@ NAMED: list[tuple[str, str, str]] = [
         "curl --user 'ci:{S}' -X POST https://ci.qlab.org/hook\n",
     ),
     ("netrc-password", fake("netrc", 20), "machine api.qlab.org login runner password {S}\n"),
+    (
+        "kubernetes-secret-data",
+        fake("k8s", 32, B64),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: qpu\ntype: Opaque\ndata:\n  api-token: {S}\n",
+    ),
+    (
+        "kubernetes-secret-data",
+        fake("k8s2", 24),
+        'MANIFEST = """\nkind: Secret\nstringData:\n  password: "{S}"\n"""\n',
+    ),
 ]
 
 #: Look-alikes no detector may flag (detector the case is about, payload).
@@ -295,6 +305,8 @@ LOOKALIKES: list[tuple[str, str]] = [
     ("curl-user-password", 'curl -u "$API_USER:$API_TOKEN" https://api.qlab.org/v1/jobs\n'),
     ("netrc-password", "machine ftp.qlab.org login anonymous password changeme\n"),
     ("wolfram-alpha-appid", 'client = wolframalpha.Client(os.environ["WOLFRAM_APP_ID"])\n'),
+    ("kubernetes-secret-data", "kind: Secret\ndata:\n  password: <base64-encoded-password>\n"),
+    ("kubernetes-secret-data", "kind: ConfigMap\ndata:\n  region: eu-de-2-zone-a\n"),
 ]
 
 

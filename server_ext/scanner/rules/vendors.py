@@ -880,6 +880,19 @@ DETECTORS: tuple[Detector, ...] = (
         value=rx(r"machine\s+\S+\s+login\s+\S+\s+password\s+(?P<secret>[^\s\"']{4,128})"),
         validate=_typed_password,
     ),
+    Detector(
+        id="kubernetes-secret-data",
+        title="Value in the data: block of a Kubernetes Secret manifest",
+        anchor=rb"\bkind:[ \t]{0,4}Secret\b",
+        # The first value under data:/stringData: (base64 or plain); a manifest in a
+        # triple-quoted string is text, so the value is read as a literal.
+        value=rx(
+            r"kind:[ \t]{0,4}Secret\b[\s\S]{0,800}?\n[ \t]*(?:data|stringData):[ \t]*\r?\n"
+            r"[ \t]+[\w.-]{1,64}:[ \t]*[\"']?(?P<secret>[A-Za-z0-9+/=_.-]{8,512})"
+        ),
+        window=1500,
+        validate=_typed_password,
+    ),
     # --- identity and secrets managers -------------------------------------------------------
     format_token(
         "onepassword-secret-key",
