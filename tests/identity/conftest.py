@@ -73,7 +73,11 @@ def oidc_hub(
         }
         try:
             hub = launch_hub(
-                tmp_path / f"hub{len(started)}", extra=extra, env=run_env, started=started
+                tmp_path / f"hub{len(started)}",
+                extra=extra,
+                env=run_env,
+                started=started,
+                timeout=180,  # a loaded build machine starts the hub's services slowly
             )
         except HubError as e:
             pytest.fail(str(e))

@@ -46,6 +46,10 @@ class Idp:
     def revoke(self, name: str) -> int:
         return int(self.admin(f"users/{name}/revoke")["removed"])
 
+    def served(self) -> dict[str, int]:
+        """How many requests the provider served, per path (its control API excluded)."""
+        return {str(k): int(v) for k, v in self.admin("requests").items()}
+
     def rotate_keys(self) -> str:
         """A new signing key signs from now on; the old one stays published."""
         return str(self.admin("rotate-keys")["kid"])
