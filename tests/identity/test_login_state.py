@@ -4,56 +4,29 @@ provider request and recorded once. The provider counts the requests it serves."
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
-from html import unescape
 from typing import Any
-from urllib.parse import urljoin
 
 import pytest
 import requests
 from identity.conftest import PASSWORD
+from identity.idp import captured_callback, send_callback
 from identity.test_login_flow import audit_events
 
 from hub_ext.identity.login_state import LoginStates, Outcome
 
 DISCOVERY = "/.well-known/openid-configuration"
-_FORM = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
-
-
-def captured_callback(hub: Any, name: str) -> tuple[str, str]:
-    """Sign in at the provider but stop before the hub: the callback URL and the state
-    cookie a browser would send (what an attacker who captured them could replay)."""
-    browser = requests.Session()
-    form = browser.get(f"{hub.url}hub/oauth_login", timeout=30)
-    action = urljoin(form.url, unescape(_FORM.search(form.text).group(1)))  # type: ignore[union-attr]
-    response = browser.post(
-        action, data={"username": name, "password": PASSWORD}, allow_redirects=False, timeout=30
-    )
-    while not response.headers["Location"].startswith(f"{hub.url}hub/oauth_callback"):
-        location = urljoin(response.url, response.headers["Location"])
-        response = browser.get(location, allow_redirects=False, timeout=30)
-    return response.headers["Location"], browser.cookies["oauthenticator-state"]
-
-
-def callback(url: str, state_cookie: str) -> requests.Response:
-    return requests.get(
-        url,
-        cookies={"oauthenticator-state": state_cookie},
-        allow_redirects=False,
-        timeout=30,
-    )
 
 
 @pytest.mark.slow
 def test_replayed_callback_is_refused_without_asking_the_provider(oidc_hub: Any, idp: Any) -> None:
     hub = oidc_hub()
-    url, state_cookie = captured_callback(hub, "rita")
-    first = callback(url, state_cookie)
+    url, state_cookie = captured_callback(requests.Session(), hub.url, "rita", PASSWORD)
+    first = send_callback(url, state_cookie)
     assert first.status_code == 302 and "jupyterhub-session-id" in first.cookies
     served = idp.served()
 
-    replays = [callback(url, state_cookie) for _ in range(20)]
+    replays = [send_callback(url, state_cookie) for _ in range(20)]
     assert {r.status_code for r in replays} == {400}
     assert "already used or has expired" in replays[0].text
     assert "Traceback" not in replays[0].text
@@ -64,9 +37,9 @@ def test_replayed_callback_is_refused_without_asking_the_provider(oidc_hub: Any,
     assert [e["user"] for e in audit_events(hub, "login")] == ["rita"]
 
     # a second captured login has its own state: used once, then refused and recorded once
-    url2, cookie2 = captured_callback(hub, "sam")
-    assert callback(url2, cookie2).status_code == 302
-    assert {callback(url2, cookie2).status_code for _ in range(5)} == {400}
+    url2, cookie2 = captured_callback(requests.Session(), hub.url, "sam", PASSWORD)
+    assert send_callback(url2, cookie2).status_code == 302
+    assert {send_callback(url2, cookie2).status_code for _ in range(5)} == {400}
     refused = [e for e in audit_events(hub, "login-refused") if e["reason"] == "state-replayed"]
     assert len(refused) == 2
 
