@@ -65,7 +65,15 @@ def require_crypt_key() -> None:
 
 
 class ProviderUnavailable(Exception):
-    """The identity provider did not answer (network error or 5xx)."""
+    """The identity provider did not answer (network error or 5xx). ``repeated``: the
+    remembered failure of a recent attempt, no new request made (and nothing to audit)."""
+
+    repeated = False
+
+
+#: After a failed discovery, seconds before the next attempt: an outage is neither
+#: hammered nor written to the audit log once per visit to the login page.
+DISCOVERY_RETRY = 10
 
 
 class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
@@ -318,6 +326,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         self._metadata: dict[str, Any] = {}
         self._metadata_at = 0.0  # time.monotonic() of the last successful discovery
         self._discovery: asyncio.Future[None] | None = None
+        self._discovery_failed_at = -float("inf")
         self._jwks: JwksCache | None = None
         self._states = LoginStates(ttl=self.login_state_ttl)
         self._bindings: BindingStore | None = None
@@ -350,13 +359,20 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         """Read the provider's endpoints and keys location, cached for ``discovery_ttl``;
         concurrent callers share one fetch. When a refetch fails, ``allow_stale`` keeps
         the last good document (the login page passes False so an outage shows a page)."""
-        if self._metadata and time.monotonic() - self._metadata_at < self.discovery_ttl:
+        now = time.monotonic()
+        if self._metadata and now - self._metadata_at < self.discovery_ttl:
             return
-        if self._discovery is None or self._discovery.done():
-            self._discovery = asyncio.ensure_future(self._fetch_metadata())
         try:
+            if now - self._discovery_failed_at < DISCOVERY_RETRY:
+                repeat = ProviderUnavailable("the last discovery attempt failed")
+                repeat.repeated = True
+                raise repeat
+            if self._discovery is None or self._discovery.done():
+                self._discovery = asyncio.ensure_future(self._fetch_metadata())
             await asyncio.shield(self._discovery)
         except ProviderUnavailable as e:
+            if not e.repeated:
+                self._discovery_failed_at = time.monotonic()
             if not (allow_stale and self._metadata):
                 raise
             self.log.warning("identity: discovery failed, using the cached document: %s", e)
@@ -376,8 +392,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         try:
             await self.discover(allow_stale)
         except ProviderUnavailable as e:
-            self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
-            self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")
+            if not e.repeated:
+                self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
+                self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")
             raise web.HTTPError(
                 503,
                 "The identity provider is not reachable right now, so you cannot sign in. "

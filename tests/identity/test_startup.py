@@ -92,6 +92,12 @@ c.QustodyAuthenticator.discovery_ttl = 2
     page = requests.get(f"{hub.url}hub/oauth_login", timeout=30)
     assert page.status_code == 503
     assert "identity provider is not reachable" in page.text and "Traceback" not in page.text
+    # more visits during the outage: the same page, no new attempt and no new record
+    assert {
+        requests.get(f"{hub.url}hub/oauth_login", timeout=30).status_code for _ in range(10)
+    } == {503}
+    audit = hub.dir / "audit" / "audit.jsonl"
+    assert audit.read_text().count('"idp-error"') == 1
 
     status = session.get(f"{hub.url}hub/api/user", timeout=30).status_code
     assert status == (200 if policy == "grace" else 403)
