@@ -6,6 +6,13 @@ it verifies every ID token itself (:mod:`hub_ext.identity.tokens`), decides role
 (:mod:`hub_ext.identity.policy`), re-validates with the refresh token every
 ``auth_refresh_age`` seconds and ends sessions the provider no longer vouches for
 (:mod:`hub_ext.identity.sessions`), also for users who make no requests (a sweep).
+Each hub name is bound to the provider's immutable ``(iss, sub)`` at its first login
+(:mod:`hub_ext.identity.bindings`), OAuth state is single-use
+(:mod:`hub_ext.identity.login_state`) and the discovery document is cached.
+
+oauthenticator internals this module relies on (a later change replaces them; add no
+more): ``_serialize_state``/``_deserialize_state`` (the state cookie's encoding) and the
+login handler's ``_generate_state_id``, ``_get_next_url`` and ``_generate_pkce_params``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, validate
 
 from hub_ext.audit.hub import hub_emit
+from hub_ext.identity.bindings import BindingStore
+from hub_ext.identity.login_state import LoginStates, Outcome
 from hub_ext.identity.policy import (
     Decision,
     MfaRule,
@@ -56,7 +65,15 @@ def require_crypt_key() -> None:
 
 
 class ProviderUnavailable(Exception):
-    """The identity provider did not answer (network error or 5xx)."""
+    """The identity provider did not answer (network error or 5xx). ``repeated``: the
+    remembered failure of a recent attempt, no new request made (and nothing to audit)."""
+
+    repeated = False
+
+
+#: After a failed discovery, seconds before the next attempt: an outage is neither
+#: hammered nor written to the audit log once per visit to the login page.
+DISCOVERY_RETRY = 10
 
 
 class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
@@ -65,11 +82,12 @@ class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
 
     async def get(self) -> None:
         authenticator: QustodyAuthenticator = self.authenticator
-        await authenticator.discover_or_page(self, force=True)
+        await authenticator.discover_or_page(self, allow_stale=False)
         state: dict[str, Any] = {
             "state_id": self._generate_state_id(),
             "next_url": self._get_next_url(),
             "nonce": secrets.token_urlsafe(24),
+            "issued_at": time.time(),  # signed with the cookie: the callback's freshness check
         }
         code_verifier, code_challenge = self._generate_pkce_params()
         state["code_verifier"] = code_verifier
@@ -198,6 +216,22 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         help="""Seconds between sweeps that refresh users with running servers or hub
         tokens but no requests, so revocation at the provider reaches them too. 0: off.""",
     )
+    discovery_ttl = Integer(
+        300,
+        config=True,
+        help="""Seconds the provider's discovery document is reused before the login page
+        fetches it again. Protects the provider (and the hub) from a request per visit to
+        the login page; concurrent fetches are shared. A provider outage shows as a clear
+        login page once the cached document is this old. 1 s to 1 day.""",
+    )
+    login_state_ttl = Integer(
+        600,
+        config=True,
+        help="""Seconds a login may take between the hub's login page and the provider's
+        callback. Each OAuth state is accepted once within this time; a replayed or older
+        callback is refused before any provider request, with one `login-refused` record
+        per state and period. 60 s to 1 hour.""",
+    )
     role_extra_scopes = Dict(
         key_trait=Unicode(),
         value_trait=List(Unicode()),
@@ -247,6 +281,26 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             )
         return value
 
+    @validate("discovery_ttl")
+    def _validate_discovery_ttl(self, proposal: Any) -> int:
+        value = int(proposal.value)
+        if not 1 <= value <= 86400:
+            raise ValueError(
+                f"QustodyAuthenticator.discovery_ttl = {value}: use 1 to 86400 seconds "
+                "(300 is a good default)"
+            )
+        return value
+
+    @validate("login_state_ttl")
+    def _validate_login_state_ttl(self, proposal: Any) -> int:
+        value = int(proposal.value)
+        if not 60 <= value <= 3600:
+            raise ValueError(
+                f"QustodyAuthenticator.login_state_ttl = {value}: use 60 to 3600 seconds "
+                "(long enough to sign in at the provider)"
+            )
+        return value
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # cross-setting checks once, at start-up
@@ -270,7 +324,12 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             )
         validate_mfa(self.mfa_rule, self.allow_no_mfa)
         self._metadata: dict[str, Any] = {}
+        self._metadata_at = 0.0  # time.monotonic() of the last successful discovery
+        self._discovery: asyncio.Future[None] | None = None
+        self._discovery_failed_at = -float("inf")
         self._jwks: JwksCache | None = None
+        self._states = LoginStates(ttl=self.login_state_ttl)
+        self._bindings: BindingStore | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._app: Any = None
         self._sweeper: PeriodicCallback | None = None
@@ -296,11 +355,29 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             raise ProviderUnavailable(f"{url}: not a JSON object")
         return body
 
-    async def discover(self, force: bool = False) -> None:
-        """Read the provider's endpoints and keys location (cached; ``force``: fetch again,
-        which the login page does so a provider outage shows as a clear page)."""
-        if self._metadata and not force:
+    async def discover(self, allow_stale: bool = True) -> None:
+        """Read the provider's endpoints and keys location, cached for ``discovery_ttl``;
+        concurrent callers share one fetch. When a refetch fails, ``allow_stale`` keeps
+        the last good document (the login page passes False so an outage shows a page)."""
+        now = time.monotonic()
+        if self._metadata and now - self._metadata_at < self.discovery_ttl:
             return
+        try:
+            if now - self._discovery_failed_at < DISCOVERY_RETRY:
+                repeat = ProviderUnavailable("the last discovery attempt failed")
+                repeat.repeated = True
+                raise repeat
+            if self._discovery is None or self._discovery.done():
+                self._discovery = asyncio.ensure_future(self._fetch_metadata())
+            await asyncio.shield(self._discovery)
+        except ProviderUnavailable as e:
+            if not e.repeated:
+                self._discovery_failed_at = time.monotonic()
+            if not (allow_stale and self._metadata):
+                raise
+            self.log.warning("identity: discovery failed, using the cached document: %s", e)
+
+    async def _fetch_metadata(self) -> None:
         meta = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
         if meta.get("issuer") != self.issuer:
             raise ProviderUnavailable("the discovery document names another issuer")
@@ -309,13 +386,15 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         if self._jwks is None or self._jwks.jwks_uri != meta["jwks_uri"]:
             self._jwks = JwksCache(meta["jwks_uri"], self._get_json)
         self._metadata = meta
+        self._metadata_at = time.monotonic()
 
-    async def discover_or_page(self, handler: Any, force: bool = False) -> None:
+    async def discover_or_page(self, handler: Any, allow_stale: bool = True) -> None:
         try:
-            await self.discover(force)
+            await self.discover(allow_stale)
         except ProviderUnavailable as e:
-            self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
-            self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")
+            if not e.repeated:
+                self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
+                self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")
             raise web.HTTPError(
                 503,
                 "The identity provider is not reachable right now, so you cannot sign in. "
@@ -324,14 +403,16 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
 
     # -- login -------------------------------------------------------------------------------
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict[str, Any]:
-        await self.discover_or_page(handler)
         cookie = handler.get_state_cookie()
-        nonce = _deserialize_state(cookie).get("nonce") if cookie else None
-        if not nonce:
+        state = _deserialize_state(cookie) if cookie else {}
+        nonce = state.get("nonce")
+        if not nonce or not isinstance(state.get("state_id"), str):
             self._emit_refusal(handler, None, "state-mismatch", "login state missing")
             raise web.HTTPError(
                 400, "The sign-in state is missing or expired. Start the login again."
             )
+        self._consume_state(handler, state)
+        await self.discover_or_page(handler)
         params = self.build_access_tokens_request_params(handler, data)
         try:
             token_info = await self.get_token_info(handler, params)
@@ -355,7 +436,54 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         decision = self._decide(handler, claims)
         if not decision.allowed:
             raise web.HTTPError(403, decision.message)
+        name = self._username(claims)
+        if not self._bound(handler, name, claims):
+            raise web.HTTPError(
+                403,
+                f"Sign-in refused: the account you signed in with is not the one the hub user "
+                f"{name!r} belongs to. If your user name changed at {self.login_service}, ask "
+                "your hub administrator to move your hub account to it.",
+            )
         return self._auth_model(token_info, claims, decision, login_at=time.time())
+
+    def _consume_state(self, handler: Any, state: dict[str, Any]) -> None:
+        """Accept each login state once within ``login_state_ttl``; refuse replays and
+        stale states before any provider request, reporting each state once per period."""
+        state_id = state["state_id"]
+        outcome = self._states.consume(state_id, state.get("issued_at"))
+        if outcome is Outcome.FRESH:
+            return
+        if self._states.first_refusal(state_id):
+            what = "replayed" if outcome is Outcome.REPLAYED else "expired"
+            self.log.warning("identity: OAuth callback with a %s login state refused", what)
+            self._emit_refusal(
+                handler, None, f"state-{what}", f"sign-in state {what}; no provider request made"
+            )
+        raise web.HTTPError(
+            400, "This sign-in link was already used or has expired. Start the login again."
+        )
+
+    def _binding_store(self) -> BindingStore:
+        if self._bindings is None:
+            raise RuntimeError("QustodyAuthenticator: get_handlers was not called")
+        return self._bindings
+
+    def _bound(self, handler: Any, name: str, claims: dict[str, Any]) -> bool:
+        """Whether ``name`` is this provider subject's hub user, binding it at first
+        login; a refusal is logged and audited here."""
+        subject = str(claims["sub"])
+        verdict = self._binding_store().check_or_bind(name, self.issuer, subject)
+        if verdict.new:
+            self.log.info("identity: hub user %s bound to subject %s", name, subject)
+        if verdict.ok:
+            return True
+        if verdict.reason == "subject-in-use":
+            detail = f"subject {subject} is already the hub user {verdict.other}"
+        else:
+            detail = f"subject {subject} is not the one bound to this hub user"
+        self.log.warning("identity: login of %s refused: %s", name, detail)
+        self._emit_refusal(handler, name, "subject-mismatch", detail)
+        return False
 
     async def _verified(
         self, handler: Any, token_info: dict[str, Any], nonce: str | None
@@ -546,6 +674,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         for key in ("amr", "acr"):
             if key not in claims and record.get(key):
                 claims[key] = record[key]
+        if not self._bound(handler, user.name, claims):
+            await self._end(user, "refresh-failed")
+            return False
         decision = self._decide(handler, claims)
         if not decision.allowed:
             await self._end(
@@ -582,6 +713,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     # -- the sweep ---------------------------------------------------------------------------
     def get_handlers(self, app: Any) -> list[Any]:
         self._app = app
+        if self._bindings is None:
+            self._bindings = BindingStore(lambda: app.db)
+            self._bindings.create()
         if self.sweep_interval and self._sweeper is None:
             self._sweeper = PeriodicCallback(self.sweep, self.sweep_interval * 1000)
             self._sweeper.start()

@@ -61,7 +61,8 @@ def oidc_hub(
     """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
     started: list[Hub] = []
 
-    def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 60) -> Hub:
+    def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 180) -> Hub:
+        # 180 s: a loaded build machine starts the hub's services slowly
         client_id, client_secret = f"hub-{len(started)}", secrets.token_hex(24)
         run_env = {
             "QUSTODY_OIDC_ISSUER": idp.issuer,

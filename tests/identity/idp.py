@@ -46,6 +46,10 @@ class Idp:
     def revoke(self, name: str) -> int:
         return int(self.admin(f"users/{name}/revoke")["removed"])
 
+    def served(self) -> dict[str, int]:
+        """How many requests the provider served, per path (its control API excluded)."""
+        return {str(k): int(v) for k, v in self.admin("requests").items()}
+
     def rotate_keys(self) -> str:
         """A new signing key signs from now on; the old one stays published."""
         return str(self.admin("rotate-keys")["kid"])
@@ -96,3 +100,34 @@ def login(
         return page  # the hub answered without the provider (e.g. provider down)
     action = requests.compat.urljoin(page.url, unescape(match.group(1)))
     return session.post(action, data={"username": username, "password": password}, timeout=30)
+
+
+def captured_callback(
+    session: requests.Session, hub_url: str, username: str, password: str
+) -> tuple[str, str]:
+    """Sign in at the provider but stop before the hub: the callback URL and the state
+    cookie a browser would send (what an attacker who captured them could replay)."""
+    form = session.get(f"{hub_url}hub/oauth_login", timeout=30)
+    match = _FORM.search(form.text)
+    if match is None:
+        raise IdpError(f"no login form at the provider: HTTP {form.status_code}")
+    action = requests.compat.urljoin(form.url, unescape(match.group(1)))
+    response = session.post(
+        action,
+        data={"username": username, "password": password},
+        allow_redirects=False,
+        timeout=30,
+    )
+    while not response.headers.get("Location", "").startswith(f"{hub_url}hub/oauth_callback"):
+        if not response.is_redirect:
+            raise IdpError(f"the provider did not redirect to the hub: HTTP {response.status_code}")
+        location = requests.compat.urljoin(response.url, response.headers["Location"])
+        response = session.get(location, allow_redirects=False, timeout=30)
+    return response.headers["Location"], session.cookies["oauthenticator-state"]
+
+
+def send_callback(url: str, state_cookie: str) -> requests.Response:
+    """The hub's OAuth callback as a (possibly replaying) client sends it."""
+    return requests.get(
+        url, cookies={"oauthenticator-state": state_cookie}, allow_redirects=False, timeout=30
+    )

@@ -38,6 +38,8 @@ def oidc_env(idp: Any, **changes: str) -> dict[str, str]:
         ({}, "c.QustodyAuthenticator.group_roles = {'staff': 'superuser'}", "unknown roles"),
         ({}, "c.QustodyAuthenticator.mfa_amr_values = set()", "no MFA requirement"),
         ({}, "c.QustodyAuthenticator.session_max_age = 30 * 86400", "use 300 to 604800 seconds"),
+        ({}, "c.QustodyAuthenticator.discovery_ttl = 0", "use 1 to 86400 seconds"),
+        ({}, "c.QustodyAuthenticator.login_state_ttl = 5", "use 60 to 3600 seconds"),
     ],
     ids=[
         "no-crypt-key",
@@ -46,6 +48,8 @@ def oidc_env(idp: Any, **changes: str) -> dict[str, str]:
         "bad-role",
         "no-mfa",
         "long-session",
+        "no-discovery-cache",
+        "short-login-state",
     ],
 )
 def test_hub_refuses_to_start(
@@ -77,17 +81,24 @@ def test_provider_down(oidc_hub: Any, idp: Any, tmp_path: Path, policy: str) -> 
 c.Authenticator.auth_refresh_age = 2
 c.QustodyAuthenticator.sweep_interval = 0
 c.QustodyAuthenticator.provider_outage_policy = "{policy}"
+c.QustodyAuthenticator.discovery_ttl = 2
 """
     )
     session = requests.Session()
     assert login(session, hub.url, "rita", PASSWORD).status_code == 200
     idp.stop()
 
+    time.sleep(2.5)  # past auth_refresh_age and the discovery document's lifetime
     page = requests.get(f"{hub.url}hub/oauth_login", timeout=30)
     assert page.status_code == 503
     assert "identity provider is not reachable" in page.text and "Traceback" not in page.text
+    # more visits during the outage: the same page, no new attempt and no new record
+    assert {
+        requests.get(f"{hub.url}hub/oauth_login", timeout=30).status_code for _ in range(10)
+    } == {503}
+    audit = hub.dir / "audit" / "audit.jsonl"
+    assert audit.read_text().count('"idp-error"') == 1
 
-    time.sleep(2.5)
     status = session.get(f"{hub.url}hub/api/user", timeout=30).status_code
     assert status == (200 if policy == "grace" else 403)
     # an outage is not a revocation: nothing was ended

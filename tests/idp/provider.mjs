@@ -5,12 +5,14 @@
 // CONFIG.json: {"host": "127.0.0.1", "port": 0, "admin_token": "...",
 //   "clients": [{"client_id", "client_secret", "redirect_uris": [...]}],
 //   "users": {"alice": {"password", "groups": [...], "amr": ["pwd","otp"], "acr": "...",
-//             "name", "email", "disabled": false}},
+//             "name", "email", "preferred_username" (default: the account id, also `sub`),
+//             "disabled": false}},
 //   "ttl": {"AccessToken": 60, "IdToken": 60, "RefreshToken": 3600, "Session": 3600}}
 //
 // Prints one line `READY <issuer-url>` on stdout once it listens. Login is our own plain
 // HTML form (POST username + password) so an HTTP client can drive it without a browser.
-// /admin/* (Bearer admin_token) lets tests change users and revoke their grants.
+// /admin/* (Bearer admin_token) lets tests change users and revoke their grants;
+// /admin/requests counts the requests served per path.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -82,7 +84,7 @@ async function findAccount(ctx, id) {
     async claims() {
       return {
         sub: id,
-        preferred_username: id,
+        preferred_username: user.preferred_username ?? id,
         name: user.name ?? id,
         email: user.email ?? `${id}@example.org`,
         groups: user.groups ?? [],
@@ -211,7 +213,7 @@ async function admin(req, res, path) {
   if (m) {
     const name = decodeURIComponent(m[1]);
     const user = users.get(name) ?? {};
-    for (const key of ['password', 'groups', 'amr', 'acr', 'disabled', 'name', 'email']) {
+    for (const key of ['password', 'groups', 'amr', 'acr', 'disabled', 'name', 'email', 'preferred_username']) {
       if (key in body) user[key] = body[key];
     }
     users.set(name, user);
@@ -219,6 +221,7 @@ async function admin(req, res, path) {
   }
   m = path.match(/^\/admin\/users\/([^/]+)\/revoke$/);
   if (m) return send(res, 200, { removed: revokeAccount(decodeURIComponent(m[1])) });
+  if (path === '/admin/requests') return send(res, 200, Object.fromEntries(requests));
   if (path === '/admin/rotate-keys') {
     // sessions, grants and tokens live in `store`, so they survive the rebuilt provider
     signingKeys = [newSigningKey(), ...signingKeys];
@@ -266,8 +269,12 @@ async function interaction(req, res, path) {
   return send(res, 405, 'method not allowed', 'text/plain');
 }
 
+// requests served per path (not /admin/*), so tests can count what the hub asked for
+const requests = new Map();
+
 server.on('request', async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
+  if (!path.startsWith('/admin/')) requests.set(path, (requests.get(path) ?? 0) + 1);
   try {
     if (path.startsWith('/admin/')) return await admin(req, res, path);
     if (path.startsWith('/interaction/')) return await interaction(req, res, path);

@@ -1,0 +1,135 @@
+"""Hub names bound to the provider's subject: a user who renames themselves at the provider
+to another user's name is refused, audited, and reaches nothing of the victim's.
+
+The provider's ``sub`` is its account id; ``preferred_username`` (the hub's default
+``username_claim``) is changed through its control API, as a user could at an IdP that
+lets users edit their user name.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from identity.conftest import PASSWORD
+from identity.idp import login
+from identity.test_login_flow import audit_events
+from identity.test_sessions import NO_SWEEP, auth_state, signed_in, start_server, whoami
+
+pytestmark = pytest.mark.slow
+
+
+def bindings_cli(hub: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """The admin CLI against the hub's database."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub_ext.identity.bindings",
+            "--db-url",
+            f"sqlite:///{hub.dir}/jupyterhub.sqlite",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def refusals(hub: Any, reason: str) -> list[dict[str, Any]]:
+    return [e for e in audit_events(hub, "login-refused") if e["reason"] == reason]
+
+
+def test_renamed_account_cannot_take_over_another_user(
+    oidc_hub: Any, idp: Any, tmp_path: Path
+) -> None:
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
+    victim = signed_in(hub, "rita")
+    start_server(hub, "rita")
+    before_state = auth_state(hub, "rita")
+    before_server = hub.api("GET", "/users/rita")[1]["servers"][""]
+
+    # sam (student) renames himself to "rita" at the provider and signs in
+    idp.set_user("sam", preferred_username="rita")
+    attacker = requests.Session()
+    page = login(attacker, hub.url, "sam", PASSWORD)
+    assert page.status_code == 403, page.text[:500]
+    assert "is not the one the hub user 'rita' belongs to" in unescape(page.text)
+    assert "Traceback" not in page.text
+    assert whoami(hub, attacker).status_code == 403  # no hub session for the attacker
+    files = attacker.get(f"{hub.url}user/rita/api/contents", timeout=30)
+    assert files.status_code == 403 and "content" not in files.text  # her files stay hers
+    refused = refusals(hub, "subject-mismatch")
+    assert len(refused) == 1 and refused[0]["user"] == "rita"
+    assert "subject sam" in refused[0]["detail"] and refused[0]["idp"] == idp.issuer
+
+    # the victim's session, server, tokens and auth_state are exactly as before
+    assert whoami(hub, victim).json()["name"] == "rita"
+    after_server = hub.api("GET", "/users/rita")[1]["servers"][""]
+    assert after_server["ready"] and after_server["started"] == before_server["started"]
+    after_state = auth_state(hub, "rita")
+    assert after_state["id_token"] == before_state["id_token"]
+    assert after_state["refresh_token"] == before_state["refresh_token"]
+    assert after_state["oauth_user"]["sub"] == "rita"
+    assert not [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
+    assert hub.api("GET", "/users/sam")[0] == 404  # no hub user for the attacker either
+    assert [e["user"] for e in audit_events(hub, "login")] == ["rita"]
+
+    # sam, back to his own name, is sam; renamed to a free name, he is refused too: one
+    # subject is one hub user (a second name would double his quota and split his trail)
+    idp.set_user("sam", preferred_username="sam")
+    assert login(requests.Session(), hub.url, "sam", PASSWORD).status_code == 200
+    idp.set_user("sam", preferred_username="samuel")
+    page = login(requests.Session(), hub.url, "sam", PASSWORD)
+    assert page.status_code == 403 and "Traceback" not in page.text
+    assert hub.api("GET", "/users/samuel")[0] == 404
+    assert refusals(hub, "subject-mismatch")[-1]["detail"] == (
+        "subject sam is already the hub user sam"
+    )
+
+    # the bindings are in the hub's database, where the admin CLI reads them
+    listed = bindings_cli(hub, "list")
+    assert listed.returncode == 0 and "rita\t" in listed.stdout and "sam\t" in listed.stdout
+
+
+def test_admin_moves_a_user_to_a_new_account(oidc_hub: Any, idp: Any, tmp_path: Path) -> None:
+    """rita's account is re-created at the provider (new subject): refused until an admin
+    re-binds; then the old account's live session ends at its next refresh."""
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
+    old = signed_in(hub, "rita")
+    idp.set_user(
+        "rita-new",
+        password=PASSWORD,
+        groups=["qustody-researchers"],
+        amr=["pwd", "otp"],
+        preferred_username="rita",
+    )
+    assert login(requests.Session(), hub.url, "rita-new", PASSWORD).status_code == 403
+    assert "subject rita-new" in refusals(hub, "subject-mismatch")[-1]["detail"]
+
+    missing = bindings_cli(hub, "set", "rita", "rita-new")
+    assert missing.returncode == 2 and "--issuer" in missing.stderr  # a clear usage error
+    moved = bindings_cli(hub, "set", "rita", "rita-new", "--issuer", idp.issuer)
+    assert moved.returncode == 0, moved.stderr
+
+    time.sleep(2.5)  # past auth_refresh_age: the old account's session refreshes and ends
+    assert whoami(hub, old).status_code == 403
+    assert refusals(hub, "subject-mismatch")[-1]["detail"] == (
+        "subject rita is not the one bound to this hub user"
+    )
+    ended = [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
+    assert [e["reason"] for e in ended] == ["refresh-failed"]
+
+    new = requests.Session()
+    assert login(new, hub.url, "rita-new", PASSWORD).status_code == 200
+    assert whoami(hub, new).json()["name"] == "rita"
+
+    # releasing a name that has no binding says so
+    result = bindings_cli(hub, "release", "nobody")
+    assert result.returncode == 1 and "'nobody' has no binding" in result.stderr
