@@ -38,7 +38,7 @@ from hub_ext.identity.policy import (
     validate_group_roles,
     validate_mfa,
 )
-from hub_ext.identity.roles import BASE_SCOPES, managed_roles, roles_for
+from hub_ext.identity.roles import BASE_SCOPES, hub_groups, managed_roles, roles_for
 from hub_ext.identity.sessions import end_session
 from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
 
@@ -435,12 +435,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             "name": self._username(claims),
             "admin": "admin" in decision.roles,
             "auth_state": auth_state,
-            "groups": list(decision.courses),
+            "groups": hub_groups(decision.roles, decision.courses),
             "roles": roles_for(decision.roles, decision.courses, self.role_extra_scopes),
         }
 
     async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
-        return set(auth_state.get("qustody", {}).get("courses", []))
+        record = auth_state.get("qustody", {})
+        return set(hub_groups(record.get("roles", []), record.get("courses", [])))
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
         # the decision was made (and refusals explained) in authenticate; deny anything else

@@ -36,6 +36,18 @@ USERS: dict[str, dict[str, Any]] = {
         "groups": ["qustody-students", "course-202"],
         "amr": ["pwd", "otp"],
     },
+    # researchers and admins who also take course-101 (never reachable by its instructors)
+    "rhea": {
+        "password": PASSWORD,
+        "groups": ["qustody-researchers", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
+    "remy": {
+        "password": PASSWORD,
+        "groups": ["qustody-students", "qustody-researchers", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
+    "cora": {"password": PASSWORD, "groups": ["qustody-admins", "course-101"], "amr": ["hwk"]},
     "ada": {"password": PASSWORD, "groups": ["qustody-admins"], "amr": ["pwd", "hwk"]},
     "audrey": {"password": PASSWORD, "groups": ["qustody-auditors"], "amr": ["pwd", "otp"]},
     "outsider": {"password": PASSWORD, "groups": ["marketing"], "amr": ["pwd", "otp"]},
@@ -61,7 +73,7 @@ def oidc_hub(
     """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
     started: list[Hub] = []
 
-    def start(extra: str = "", env: dict[str, str] | None = None) -> Hub:
+    def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 60) -> Hub:
         client_id, client_secret = f"hub-{len(started)}", secrets.token_hex(24)
         run_env = {
             "QUSTODY_OIDC_ISSUER": idp.issuer,
@@ -73,7 +85,11 @@ def oidc_hub(
         }
         try:
             hub = launch_hub(
-                tmp_path / f"hub{len(started)}", extra=extra, env=run_env, started=started
+                tmp_path / f"hub{len(started)}",
+                extra=extra,
+                env=run_env,
+                started=started,
+                timeout=timeout,
             )
         except HubError as e:
             pytest.fail(str(e))
