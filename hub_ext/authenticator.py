@@ -30,6 +30,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, validate
 
 from hub_ext.audit.hub import hub_emit
+from hub_ext.identity.demotion import stop_servers_beyond
 from hub_ext.identity.policy import (
     Decision,
     MfaRule,
@@ -455,6 +456,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         record = auth_model["auth_state"]["qustody"]
         user = handler.find_user(auth_model["name"])
         self._emit_role_change(user, auth_model)
+        if user is not None:
+            await self._stop_servers_beyond(user, auth_model)
         hub_emit(
             "login",
             {
@@ -481,6 +484,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
                     "source": "idp-groups",
                 },
             )
+
+    async def _stop_servers_beyond(self, user: Any, auth_model: dict[str, Any]) -> None:
+        """Servers whose profile the new roles no longer allow stop before the roles (and
+        course groups) are applied."""
+        if self._app is not None:
+            roles = {r["name"] for r in auth_model["roles"]}
+            await stop_servers_beyond(self._app, user, roles, self.log)
 
     @staticmethod
     def _ip(handler: Any) -> dict[str, str]:
@@ -555,6 +565,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             return False
         model = self._auth_model(token_info, claims, decision, login_at=record["login_at"])
         self._emit_role_change(user, model)
+        await self._stop_servers_beyond(user, model)
         hub_emit(
             "session-refreshed",
             {

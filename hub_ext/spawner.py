@@ -725,6 +725,13 @@ class _PolicyState:
             ),
         )
 
+    def profile_allowed_for(self, roles: Iterable[str]) -> bool:
+        """Whether one of ``roles`` may use the profile this server was started with (False
+        when that profile is unknown or gone from the policy)."""
+        name = (self._limits or {}).get("profile")
+        profile = self.policy.parsed_profiles().get(name) if isinstance(name, str) else None
+        return profile is not None and bool(set(roles) & set(profile.roles))
+
     def _decide(self) -> Decision:
         """The policy's decision for this start: who asked, then the owner's roles."""
         options = self.policy.on_behalf(
@@ -751,7 +758,8 @@ class _PolicyState:
         if self._decision is not None:
             started = float((self._limits or {}).get("started_at", now()))
             env.update(self.policy.environment(self._decision, started))
-            ticket = spawn_ticket(self, self._decision.profile.name, self._user_roles())
+            profile = self._decision.profile
+            ticket = spawn_ticket(self, profile.name, profile.roles)
             if ticket:
                 env[TICKET_ENV] = ticket
         return env

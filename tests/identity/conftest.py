@@ -73,7 +73,7 @@ def oidc_hub(
     """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
     started: list[Hub] = []
 
-    def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 60) -> Hub:
+    def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 180) -> Hub:
         client_id, client_secret = f"hub-{len(started)}", secrets.token_hex(24)
         run_env = {
             "QUSTODY_OIDC_ISSUER": idp.issuer,
