@@ -119,6 +119,8 @@ c.SpawnPolicy.profiles = {
         "kernel_idle_timeout": 3600,
     },
 }
+# instructors may start their course's students' servers with the student profile only
+c.SpawnPolicy.course_profiles = {"*": "student"}
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 30
 c.Spawner.poll_interval = 10

@@ -63,7 +63,7 @@ def delivery(n: int, runs: int, workdir: Path) -> dict[str, list[float]]:
         token = secrets.token_hex(16)
         t0 = time.perf_counter()
         text = hub.issue_ticket("bench", "", token, "researcher", ("researcher",))
-        ticket, found = hub.redeem(text, "bench", "", token, None)
+        ticket, found = hub.redeem(text, "bench", "", token, None, ("researcher",))
         answer = json.dumps({"broker": "embedded", "secrets": [s.delivered() for s in found]})
         t1 = time.perf_counter()
         client._apply(json.loads(answer))

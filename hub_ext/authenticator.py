@@ -38,6 +38,7 @@ from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, va
 
 from hub_ext.audit.hub import hub_emit
 from hub_ext.identity.bindings import BindingStore
+from hub_ext.identity.demotion import stop_servers_beyond
 from hub_ext.identity.login_state import LoginStates, Outcome
 from hub_ext.identity.policy import (
     Decision,
@@ -47,7 +48,7 @@ from hub_ext.identity.policy import (
     validate_group_roles,
     validate_mfa,
 )
-from hub_ext.identity.roles import BASE_SCOPES, managed_roles, roles_for
+from hub_ext.identity.roles import BASE_SCOPES, hub_groups, managed_roles, roles_for
 from hub_ext.identity.sessions import end_session
 from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
 
@@ -563,12 +564,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             "name": self._username(claims),
             "admin": "admin" in decision.roles,
             "auth_state": auth_state,
-            "groups": list(decision.courses),
+            "groups": hub_groups(decision.roles, decision.courses),
             "roles": roles_for(decision.roles, decision.courses, self.role_extra_scopes),
         }
 
     async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
-        return set(auth_state.get("qustody", {}).get("courses", []))
+        record = auth_state.get("qustody", {})
+        return set(hub_groups(record.get("roles", []), record.get("courses", [])))
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
         # the decision was made (and refusals explained) in authenticate; deny anything else
@@ -582,6 +584,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         record = auth_model["auth_state"]["qustody"]
         user = handler.find_user(auth_model["name"])
         self._emit_role_change(user, auth_model)
+        if user is not None:
+            await self._stop_servers_beyond(user, auth_model)
         hub_emit(
             "login",
             {
@@ -608,6 +612,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
                     "source": "idp-groups",
                 },
             )
+
+    async def _stop_servers_beyond(self, user: Any, auth_model: dict[str, Any]) -> None:
+        """Servers whose profile the new roles no longer allow stop before the roles (and
+        course groups) are applied."""
+        if self._app is not None:
+            roles = {r["name"] for r in auth_model["roles"]}
+            await stop_servers_beyond(self._app, user, roles, self.log)
 
     @staticmethod
     def _ip(handler: Any) -> dict[str, str]:
@@ -685,6 +696,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             return False
         model = self._auth_model(token_info, claims, decision, login_at=record["login_at"])
         self._emit_role_change(user, model)
+        await self._stop_servers_beyond(user, model)
         hub_emit(
             "session-refreshed",
             {

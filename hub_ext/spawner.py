@@ -40,6 +40,7 @@ from traitlets import Bool, Dict, Instance, Int, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from .audit.lifecycle import audited
+from .identity.roles import INSTRUCTOR_PREFIX, students_group
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
 from .secrets.spawn import TICKET_ENV, spawn_stopped, spawn_ticket
 
@@ -202,6 +203,17 @@ def parse_profile(name: str, spec: Mapping[str, Any], allowed_images: Iterable[s
 # -- the policy -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Requester:
+    """Who asked for a spawn: the server's owner, an admin (holds unfiltered
+    ``admin:servers``), or someone else with the courses they instruct."""
+
+    name: str
+    is_owner: bool
+    admin: bool
+    instructs: frozenset[str] = frozenset()
+
+
 @dataclass
 class Decision:
     """What the policy decided for one spawn."""
@@ -237,6 +249,23 @@ class SpawnPolicy(LoggingConfigurable):
         ``description``. Unknown keys are refused. A user may start only a profile one of
         their roles allows; without a choice, the first such profile (in this order) is
         used. Empty (default): nobody can start a server.""",
+    )
+    course_profiles = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""The one profile an instructor may start for a student of their course:
+        course group (e.g. ``course-101``) to a profile name; ``"*"`` stands for every
+        course not listed. When anyone but the owner or an admin (a caller holding
+        ``admin:servers``) starts a server, the owner must be a student of a course the
+        caller instructs (hub group ``<course>:students``, which researchers, instructors
+        and admins who take the course never join) and the profile must be that course's:
+        this keeps instructors from starting a researcher's server, or a student's server
+        with another profile. The profile must allow the ``student`` role. Empty
+        (default): only owners and admins can start a server.
+
+        .. versionadded:: 0.2
+        """,
     )
     run_as = Unicode(
         "1000:1000",
@@ -390,6 +419,19 @@ class SpawnPolicy(LoggingConfigurable):
             self.log.warning("SpawnPolicy.allowed_images is empty: no server can start")
         if not profiles:
             self.log.warning("SpawnPolicy.profiles is empty: no server can start")
+        for course, name in self.course_profiles.items():
+            where = f"SpawnPolicy.course_profiles[{course!r}]"
+            if name not in profiles:
+                raise ValueError(
+                    f"{where} = {name!r} is not in SpawnPolicy.profiles "
+                    f"({', '.join(profiles) or 'empty'}): name one of them"
+                )
+            if "student" not in profiles[name].roles:
+                raise ValueError(
+                    f"{where} = {name!r}, but that profile does not allow the 'student' role, "
+                    "so no instructor could start it for a student: add 'student' to its "
+                    "roles or name a student profile"
+                )
         uid = int(self.run_as.split(":")[0])
         for path, options in self.tmpfs.items():
             m = re.search(r"(?:^|,)uid=(\d+)", options)
@@ -402,6 +444,48 @@ class SpawnPolicy(LoggingConfigurable):
     def available(self, roles: Iterable[str]) -> list[Profile]:
         have = set(roles)
         return [p for p in self.parsed_profiles().values() if have & set(p.roles)]
+
+    def on_behalf(
+        self, requester: Requester, owner_groups: Iterable[str], user_options: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """The options a spawn requested by ``requester`` may use, or SpawnRefused.
+
+        The owner and admins choose freely (``decide`` still applies the owner's roles).
+        Anyone else must instruct a course the owner is a student of, and gets only that
+        course's profile (``course_profiles``), whatever the scopes they hold say.
+        """
+        if requester.is_owner or requester.admin:
+            return user_options
+        groups = set(owner_groups)
+        courses = sorted(c for c in requester.instructs if students_group(c) in groups)
+        if not courses:
+            raise SpawnRefused(
+                403,
+                "Only the owner, an admin, or an instructor of a course the owner takes as "
+                "a student may start this server profile; this user is not a student of a "
+                "course you instruct.",
+            )
+        table = self.course_profiles
+        allowed = sorted({p for c in courses if (p := table.get(c, table.get("*")))})
+        if not allowed:
+            raise SpawnRefused(
+                403,
+                f"No course profile is configured for {', '.join(courses)}, so only the "
+                "student can start their server. Ask an admin to set "
+                "SpawnPolicy.course_profiles.",
+            )
+        if not isinstance(user_options, Mapping):
+            raise SpawnRefused(400, "Server options must be an object.")
+        requested = user_options.get("profile")
+        if requested in (None, ""):
+            return {**user_options, "profile": allowed[0]}
+        if requested not in allowed:
+            raise SpawnRefused(
+                403,
+                f"Profile {str(requested)[:64]!r} is not allowed: an instructor may start a "
+                f"student's server only with the course profile ({', '.join(allowed)}).",
+            )
+        return user_options
 
     def decide(self, roles: Iterable[str], user_options: Mapping[str, Any]) -> Decision:
         """Which profile and image this spawn gets, or SpawnRefused saying why not."""
@@ -609,6 +693,7 @@ class _PolicyState:
 
     policy: SpawnPolicy
     user: Any
+    user_options: Any
     _decision: Decision | None = None
     _limits: dict[str, Any] | None = None
 
@@ -616,6 +701,43 @@ class _PolicyState:
         from jupyterhub import roles as hub_roles
 
         return {role.name for role in hub_roles.get_roles_for(self.user.orm_user)}
+
+    def _requester(self) -> Requester:
+        """Who asked for this start, from the hub's request handler (JupyterHub passes
+        it to ``spawn``). No handler or no user: an unknown caller, refused for anyone's
+        server but an admin's request."""
+        from jupyterhub import roles as hub_roles
+
+        handler = getattr(self, "handler", None)
+        caller = getattr(handler, "current_user", None) if handler is not None else None
+        name = str(getattr(caller, "name", "") or "")
+        kind = getattr(caller, "kind", None)
+        admin = "admin:servers" in (getattr(handler, "expanded_scopes", None) or ())
+        if kind != "user" or caller is None:
+            return Requester(name, is_owner=False, admin=admin)
+        roles = {r.name for r in hub_roles.get_roles_for(caller.orm_user)}
+        return Requester(
+            name,
+            is_owner=name == self.user.name,
+            admin=admin,
+            instructs=frozenset(
+                r[len(INSTRUCTOR_PREFIX) :] for r in roles if r.startswith(INSTRUCTOR_PREFIX)
+            ),
+        )
+
+    def profile_allowed_for(self, roles: Iterable[str]) -> bool:
+        """Whether one of ``roles`` may use the profile this server was started with (False
+        when that profile is unknown or gone from the policy)."""
+        name = (self._limits or {}).get("profile")
+        profile = self.policy.parsed_profiles().get(name) if isinstance(name, str) else None
+        return profile is not None and bool(set(roles) & set(profile.roles))
+
+    def _decide(self) -> Decision:
+        """The policy's decision for this start: who asked, then the owner's roles."""
+        options = self.policy.on_behalf(
+            self._requester(), {g.name for g in self.user.groups}, self.user_options or {}
+        )
+        return self.policy.decide(self._user_roles(), options)
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()  # type: ignore[misc]
@@ -636,7 +758,8 @@ class _PolicyState:
         if self._decision is not None:
             started = float((self._limits or {}).get("started_at", now()))
             env.update(self.policy.environment(self._decision, started))
-            ticket = spawn_ticket(self, self._decision.profile.name, self._user_roles())
+            profile = self._decision.profile
+            ticket = spawn_ticket(self, profile.name, profile.roles)
             if ticket:
                 env[TICKET_ENV] = ticket
         return env
@@ -762,8 +885,7 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
     _image_id = ""
 
     async def start(self) -> tuple[str, int]:
-        user_options = self.user_options or {}
-        decision = self.policy.decide(self._user_roles(), user_options)
+        decision = self._decide()
         profile = decision.profile
         started = (
             self.orm_spawner.started.replace(tzinfo=UTC).timestamp()
@@ -985,7 +1107,7 @@ class QustodyLocalProcessSpawner(_PolicyState, SimpleLocalProcessSpawner):  # ty
         return args
 
     async def start(self) -> Any:
-        decision = self.policy.decide(self._user_roles(), self.user_options or {})
+        decision = self._decide()
         started = now()
         self._decision = decision
         self._limits = {

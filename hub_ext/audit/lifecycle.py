@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 _MAX_DETAIL = 1024
 
+#: Spawner attribute a hub component sets before stopping a server, to record why
+#: (a ``server-stopped`` reason, e.g. ``role-lost``); cleared by the stop.
+STOP_REASON = "qustody_stop_reason"
+
 
 def _who(spawner: Any) -> dict[str, Any]:
     return {"user": spawner.user.name, "server": spawner.name or ""}
@@ -129,7 +133,10 @@ def audited(cls: _T) -> _T:
     @functools.wraps(inner_stop)
     async def stop(self: Any, now: bool = False) -> Any:
         result = await inner_stop(self, now=now)
-        data: dict[str, Any] = {**_who(self), "reason": "requested"}
+        # a hub component that stops a server for a reason of its own names it first
+        reason = getattr(self, STOP_REASON, None) or "requested"
+        setattr(self, STOP_REASON, None)
+        data: dict[str, Any] = {**_who(self), "reason": reason}
         began = getattr(self, "_qustody_spawn_at", None)
         if began is not None:
             data["duration_seconds"] = round(max(0.0, time.time() - began), 3)

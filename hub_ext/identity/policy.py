@@ -15,7 +15,8 @@ from typing import Any
 #: The hub roles an IdP group can map to.
 ROLES = ("student", "researcher", "instructor", "admin", "auditor")
 
-_COURSE = re.compile(r"^[a-z0-9][a-z0-9\-_.]{0,60}[a-z0-9]$")
+#: What an IdP course group name may look like (never a ``:``, see roles.students_group).
+COURSE_NAME = re.compile(r"^[a-z0-9][a-z0-9\-_.]{0,60}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ def decide(
     roles = tuple(sorted({group_roles[g] for g in groups if g in group_roles}))
     courses = tuple(
         sorted(
-            g for g in groups if course_prefix and g.startswith(course_prefix) and _COURSE.match(g)
+            g
+            for g in groups
+            if course_prefix and g.startswith(course_prefix) and COURSE_NAME.match(g)
         )
     )
     if not roles:

@@ -2,10 +2,18 @@
 
 ``student``/``researcher``: their own servers (``self``); ``auditor``: reads who is
 active and their server models, no access to servers or tokens; ``instructor``: one
-``instructor-<course>`` role per course group, whose scopes are filtered to that hub
-group; ``admin``: JupyterHub's admin flag (the built-in ``admin`` role), plus the role
-``qustody-admin`` holding the custom scopes Qustody's services give admins (e.g.
-``custom:qpu:admin``), which the built-in role does not include.
+``instructor-<course>`` role per course group, whose scopes are filtered to the hub
+group of that course's *students* (``<course>:students``); ``admin``: JupyterHub's
+admin flag (the built-in ``admin`` role), plus the role ``qustody-admin`` holding the
+custom scopes Qustody's services give admins (e.g. ``custom:qpu:admin``), which the
+built-in role does not include.
+
+Why a group of its own: JupyterHub filters scopes by user, server or group, never by a
+member's role. Every IdP member of a course joins the course's hub group, researchers
+and admins who take the course included, so scopes filtered to that group would let an
+instructor start and open a researcher's server. Only users whose sole role is
+``student`` join ``<course>:students``; the ``:`` cannot occur in a course group name
+(:data:`hub_ext.identity.policy.COURSE_NAME`), so no IdP group can be mapped onto it.
 """
 
 from __future__ import annotations
@@ -29,7 +37,11 @@ BASE_SCOPES: dict[str, list[str]] = {
 #: The managed role that carries admins' extra (custom) scopes.
 ADMIN_EXTRA = "qustody-admin"
 
-#: Scopes of an instructor over the users of one course (hub group ``course``).
+#: Roles that make a course member a student whom the course's instructors may reach.
+STUDENT_ONLY = frozenset({"student"})
+
+#: Scopes of an instructor over the students of one course (hub group ``g``, from
+#: :func:`students_group`).
 COURSE_SCOPES = (
     "read:users!group={g}",
     "read:users:activity!group={g}",
@@ -62,11 +74,33 @@ def managed_roles(extra_scopes: Mapping[str, Iterable[str]]) -> list[dict[str, A
     return roles
 
 
+def students_group(course: str) -> str:
+    """The hub group of ``course``'s students (the only users its instructors reach)."""
+    return f"{course}:students"
+
+
+#: Name prefix of the per-course instructor roles (``instructor-<course>``).
+INSTRUCTOR_PREFIX = "instructor-"
+
+
+def instructor_role_name(course: str) -> str:
+    return f"{INSTRUCTOR_PREFIX}{course}"
+
+
+def hub_groups(roles: Iterable[str], courses: Iterable[str]) -> list[str]:
+    """The hub groups of a login decision: every course, plus ``<course>:students`` for
+    each course when the user's only role is student (a researcher, instructor, admin or
+    auditor who also takes a course is not reachable through it)."""
+    courses = sorted(set(courses))
+    student = set(roles) == STUDENT_ONLY
+    return courses + ([students_group(c) for c in courses] if student else [])
+
+
 def course_role(course: str) -> dict[str, Any]:
     return {
-        "name": f"instructor-{course}",
-        "description": f"Instructor of {course}: their course's users and servers only",
-        "scopes": [s.format(g=course) for s in COURSE_SCOPES],
+        "name": instructor_role_name(course),
+        "description": f"Instructor of {course}: the servers of its students only",
+        "scopes": [s.format(g=students_group(course)) for s in COURSE_SCOPES],
     }
 
 

@@ -22,12 +22,23 @@ from .tickets import Ticket, TicketBook
 
 @dataclass(frozen=True)
 class Session:
-    """A server that redeemed its ticket: what refresh is allowed to deliver again."""
+    """A server that redeemed its ticket: its profile and the roles that profile admits
+    (the spawn policy's, not the user's: the user's roles are read anew at each call)."""
 
     token_hash: str
     profile: str
-    roles: tuple[str, ...]
+    profile_roles: tuple[str, ...]
     ticket_id: str
+
+
+class RoleLost(Exception):
+    """The user's current roles no longer allow the server's profile: deliver nothing,
+    stop the server."""
+
+    def __init__(self, profile: str, ticket_id: str) -> None:
+        super().__init__(f"no current role allows profile {profile!r}")
+        self.profile = profile
+        self.ticket_id = ticket_id
 
 
 class SecretDelivery:
@@ -62,10 +73,11 @@ class SecretDelivery:
     # -- spawn -----------------------------------------------------------------------
 
     def issue_ticket(
-        self, user: str, server: str, api_token: str, profile: str, roles: tuple[str, ...]
+        self, user: str, server: str, api_token: str, profile: str, profile_roles: tuple[str, ...]
     ) -> str:
+        """A ticket for a start with ``profile``, which the roles ``profile_roles`` may use."""
         self.server_stopped(user, server, release=False)
-        text, _ = self.tickets.issue(user, server, api_token, profile, roles)
+        text, _ = self.tickets.issue(user, server, api_token, profile, profile_roles)
         return text
 
     def server_stopped(self, user: str, server: str, release: bool = True) -> None:
@@ -84,35 +96,78 @@ class SecretDelivery:
     # -- delivery --------------------------------------------------------------------
 
     def redeem(
-        self, text: str, user: str, server: str, api_token: str, auth_state: dict[str, Any] | None
+        self,
+        text: str,
+        user: str,
+        server: str,
+        api_token: str,
+        auth_state: dict[str, Any] | None,
+        roles: tuple[str, ...],
     ) -> tuple[Ticket, list[Secret]]:
-        """Burn the ticket (TicketRefused if it is not good) and load the secrets."""
+        """Burn the ticket (TicketRefused if it is not good) and load the secrets the
+        user's current ``roles`` allow (RoleLost if none of them admits the profile)."""
         ticket = self.tickets.redeem(text, user, server, api_token)
-        secrets = self._load(user, server, ticket.profile, ticket.roles, auth_state)
+        secrets = self._load(
+            user, server, ticket.profile, ticket.roles, roles, auth_state, ticket.id
+        )
         with self._lock:
             self._sessions[(user, server)] = Session(
                 _hash(api_token), ticket.profile, ticket.roles, ticket.id
             )
         return ticket, secrets
 
-    def refresh(
-        self, user: str, server: str, api_token: str, auth_state: dict[str, Any] | None
-    ) -> tuple[Session, list[Secret]] | None:
-        """Current secrets for a server that redeemed its ticket (None if it did not)."""
+    def session(self, user: str, server: str, api_token: str) -> Session | None:
+        """The session of a server that redeemed its ticket with this token (or None)."""
         with self._lock:
             session = self._sessions.get((user, server))
         if session is None or session.token_hash != _hash(api_token):
             return None
-        return session, self._load(user, server, session.profile, session.roles, auth_state)
+        return session
+
+    @staticmethod
+    def profile_allowed(session: Session, roles: tuple[str, ...]) -> bool:
+        """Whether one of the user's current ``roles`` may still use the server's profile."""
+        return bool(set(roles) & set(session.profile_roles))
+
+    def refresh(
+        self,
+        user: str,
+        server: str,
+        api_token: str,
+        auth_state: dict[str, Any] | None,
+        roles: tuple[str, ...],
+    ) -> tuple[Session, list[Secret]] | None:
+        """Current secrets for a server that redeemed its ticket (None if it did not),
+        filtered by the user's current ``roles``; RoleLost (and the session forgotten)
+        when none of them admits the server's profile any more."""
+        session = self.session(user, server, api_token)
+        if session is None:
+            return None
+        secrets = self._load(
+            user,
+            server,
+            session.profile,
+            session.profile_roles,
+            roles,
+            auth_state,
+            session.ticket_id,
+        )
+        return session, secrets
 
     def _load(
         self,
         user: str,
         server: str,
         profile: str,
+        profile_roles: tuple[str, ...],
         roles: tuple[str, ...],
         auth_state: dict[str, Any] | None,
+        ticket_id: str,
     ) -> list[Secret]:
+        if not set(roles) & set(profile_roles):
+            with self._lock:  # nothing more for this server, whatever it asks
+                self._sessions.pop((user, server), None)
+            raise RoleLost(profile, ticket_id)
         found = self.broker.secrets_for_spawn(user, server, auth_state)
         return [s for s in found if self.policy.allows(s.cls, profile, roles)]
 

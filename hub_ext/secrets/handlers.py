@@ -6,26 +6,35 @@ current values for a server that already redeemed its ticket (rotated values arr
 revoked ones are gone). The server is identified by the token itself: it must be the
 API token the hub gave one of the caller's servers at its start, so a user's own API
 token, another server's token or a service token cannot claim anything.
+
+Both re-validate the user with the identity provider and read their hub roles anew: a
+user demoted since the start gets nothing (classes follow the current roles), and a user
+whose roles no longer allow the server's profile has the server stopped
+(``secret-withheld``, then ``server-stopped`` with reason ``role-lost``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.roles import get_roles_for
 from jupyterhub.user import User
 from tornado import web
 
 from ..audit.hub import hub_audit, hub_emit
+from ..audit.lifecycle import STOP_REASON
 from ..ratelimit import LimitedHandler
-from .delivery import SecretDelivery, hub_secrets
+from .delivery import RoleLost, SecretDelivery, hub_secrets
 from .model import Secret
 from .tickets import TicketRefused
 
 MAX_BODY = 4096
+_STOPPING: set[asyncio.Future[None]] = set()
 _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 
@@ -81,6 +90,65 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             "delivered only to the server the hub started.",
         )
 
+    async def _current_roles(self, user: User) -> tuple[str, ...]:
+        """The user's hub roles now: re-validated with the identity provider for this
+        request, so a demotion there counts before anything is delivered. (That refresh
+        may stop servers whose profile the new roles do not allow.)"""
+        await self.refresh_auth(user, force=True)
+        return tuple(sorted(r.name for r in get_roles_for(user.orm_user)))
+
+    @staticmethod
+    def _still_running(user: User, server: str) -> None:
+        spawner = user.spawners.get(server)
+        if spawner is None or not spawner.active or spawner.pending == "stop":
+            raise web.HTTPError(409, "This server is not running (or is being stopped).")
+
+    async def _withhold(
+        self, user: User, server: str, stage: str, lost: RoleLost, roles: tuple[str, ...]
+    ) -> NoReturn:
+        """Deliver nothing, record it, stop the server (once its start has finished)."""
+        await self.offload(
+            hub_emit,
+            "secret-withheld",
+            {
+                "user": user.name,
+                "server": server,
+                "ticket_id": lost.ticket_id,
+                "stage": stage,
+                "reason": "role-lost",
+                "profile": lost.profile,
+                "roles": list(roles),
+            },
+        )
+        self.log.warning(
+            "Secrets withheld from %s/%s: no current role allows profile %s; stopping it",
+            user.name,
+            server,
+            lost.profile,
+        )
+        task = asyncio.ensure_future(self._stop_when_started(user, server))
+        _STOPPING.add(task)  # keep a reference until it is done
+        task.add_done_callback(_STOPPING.discard)
+        raise web.HTTPError(
+            403,
+            f"Your current roles no longer allow the {lost.profile!r} profile, so this "
+            "server receives no secrets and is being stopped. Start a new server with a "
+            "profile your roles allow.",
+        )
+
+    async def _stop_when_started(self, user: User, server: str) -> None:
+        spawner = user.spawners[server]
+        for _ in range(int(spawner.start_timeout * 2) + 1):  # a redeem comes during the start
+            if spawner.pending != "spawn":
+                break
+            await asyncio.sleep(0.5)
+        try:
+            if spawner.active and spawner.pending is None:  # else already stopped or stopping
+                setattr(spawner, STOP_REASON, "role-lost")
+                await self.stop_single_user(user, server)
+        except Exception:
+            self.log.exception("Could not stop %s/%s after its role was lost", user.name, server)
+
     def _record_delivery(
         self, user: str, server: str, ticket_id: str, secrets: list[Secret]
     ) -> None:
@@ -121,16 +189,23 @@ class RedeemHandler(_SecretsHandler):
         if not isinstance(text, str) or not text:
             await self._refused(user, server, None, "malformed")
             raise web.HTTPError(400, 'Send {"ticket": "<claim ticket>"}; the ticket is missing.')
+        roles = await self._current_roles(user)
+        self._still_running(user, server)
+        auth_state = await user.get_auth_state()
+        roles = await self._current_roles(user)
+        self._still_running(user, server)
         auth_state = await user.get_auth_state()
 
         def redeem_and_record() -> list[Secret]:
             # one queue slot for both: a full queue refuses before the ticket is burned
-            ticket, secrets = delivery.redeem(text, user.name, server, token, auth_state)
+            ticket, secrets = delivery.redeem(text, user.name, server, token, auth_state, roles)
             self._record_delivery(user.name, server, ticket.id, secrets)
             return secrets
 
         try:
             secrets = await self.offload(redeem_and_record)
+        except RoleLost as e:
+            await self._withhold(user, server, "redeem", e, roles)
         except TicketRefused as e:
             await self._refused(user, server, delivery.tickets.ticket_id(text), e.reason)
             raise web.HTTPError(
@@ -162,17 +237,26 @@ class RefreshHandler(_SecretsHandler):
         delivery = self._delivery()
         self._body()
         user, server, token = self._caller()
+        session = delivery.session(user.name, server, token)
+        roles = await self._current_roles(user)
+        if session is not None and not delivery.profile_allowed(session, roles):
+            lost = RoleLost(session.profile, session.ticket_id)
+            await self._withhold(user, server, "refresh", lost, roles)
+        self._still_running(user, server)
         auth_state = await user.get_auth_state()
 
         def refresh_and_record() -> list[Secret] | None:
-            result = delivery.refresh(user.name, server, token, auth_state)
+            result = delivery.refresh(user.name, server, token, auth_state, roles)
             if result is None:
                 return None
             session, secrets = result
             self._record_delivery(user.name, server, session.ticket_id, secrets)
             return secrets
 
-        secrets = await self.offload(refresh_and_record)
+        try:
+            secrets = await self.offload(refresh_and_record)
+        except RoleLost as e:  # demoted between the two reads
+            await self._withhold(user, server, "refresh", e, roles)
         if secrets is None:
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to get secrets."

@@ -13,13 +13,14 @@ from .delivery import hub_secrets
 TICKET_ENV = "QUSTODY_SECRETS_TICKET"
 
 
-def spawn_ticket(spawner: Any, profile: str, roles: set[str]) -> str | None:
-    """A claim ticket for this start of ``spawner``, or None when secrets are off."""
+def spawn_ticket(spawner: Any, profile: str, profile_roles: tuple[str, ...]) -> str | None:
+    """A claim ticket for this start of ``spawner`` with ``profile`` (which the hub roles
+    ``profile_roles`` may use), or None when secrets are off."""
     delivery = hub_secrets()
     if delivery is None or not getattr(spawner, "api_token", ""):
         return None
     return delivery.issue_ticket(
-        spawner.user.name, spawner.name, spawner.api_token, profile, tuple(sorted(roles))
+        spawner.user.name, spawner.name, spawner.api_token, profile, tuple(sorted(profile_roles))
     )
 
 

@@ -34,6 +34,7 @@ class Ticket:
     server: str
     token_hash: str
     profile: str
+    #: the roles the spawn policy lets use ``profile`` (not the user's roles)
     roles: tuple[str, ...]
     expires: float
     used: bool = False

@@ -34,6 +34,7 @@ REQUIRED_TYPES = {
     "server-stopped",
     "server-culled",
     "secret-delivered",
+    "secret-withheld",
     "ticket-refused",
     "secret-store-tampered",
     "save-refused",

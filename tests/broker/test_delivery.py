@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-from hub_ext.secrets.delivery import SecretDelivery
+from hub_ext.secrets.delivery import RoleLost, SecretDelivery
 from hub_ext.secrets.model import SecretError
 from hub_ext.secrets.tickets import TicketRefused
 
@@ -30,15 +30,56 @@ def test_redeem_filters_by_class_and_refresh_follows_the_store(tmp_path: Path) -
     store = d.broker
     store.put("user:alice", "SANDBOX", "sandbox", b"sandbox-value-1")  # type: ignore[attr-defined]
     store.put("user:alice", "PROD", "prod", b"prod-value-0001")  # type: ignore[attr-defined]
-    text = d.issue_ticket("alice", "", "tok-a", "student", ("researcher", "student"))
-    _, got = d.redeem(text, "alice", "", "tok-a", None)
+    both = ("researcher", "student")
+    text = d.issue_ticket("alice", "", "tok-a", "student", ("student", "researcher"))
+    _, got = d.redeem(text, "alice", "", "tok-a", None, both)
     assert [s.name for s in got] == ["SANDBOX"]  # a student profile never gets prod
     store.rotate("user:alice", "SANDBOX", b"sandbox-value-2")  # type: ignore[attr-defined]
-    result = d.refresh("alice", "", "tok-a", None)
+    result = d.refresh("alice", "", "tok-a", None, both)
     assert result is not None and [s.value for s in result[1]] == ["sandbox-value-2"]
-    assert d.refresh("alice", "", "another-token", None) is None
+    assert d.refresh("alice", "", "another-token", None, both) is None
     d.server_stopped("alice", "")
-    assert d.refresh("alice", "", "tok-a", None) is None
+    assert d.refresh("alice", "", "tok-a", None, both) is None
+
+
+def test_refresh_follows_the_current_roles_not_those_at_spawn(tmp_path: Path) -> None:
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    store = d.broker
+    store.put("user:rita", "SANDBOX", "sandbox", b"sandbox-value-1")  # type: ignore[attr-defined]
+    store.put("user:rita", "PROD", "prod", b"prod-value-0001")  # type: ignore[attr-defined]
+    text = d.issue_ticket("rita", "", "tok", "researcher", ("researcher", "admin"))
+    _, got = d.redeem(text, "rita", "", "tok", None, ("researcher", "student"))
+    assert sorted(s.name for s in got) == ["PROD", "SANDBOX"]
+    # demoted to student: the researcher profile is no longer hers; a rotated value
+    # of a class she lost never reaches the server, and the session is gone
+    store.rotate("user:rita", "PROD", b"prod-value-0002")  # type: ignore[attr-defined]
+    with pytest.raises(RoleLost) as e:
+        d.refresh("rita", "", "tok", None, ("student", "user"))
+    assert (e.value.profile, str(e.value)) == (
+        "researcher",
+        "no current role allows profile 'researcher'",
+    )
+    assert d.refresh("rita", "", "tok", None, ("researcher",)) is None  # promoted back: restart
+    # the same at redeem: roles lost between the spawn and the claim
+    text = d.issue_ticket("rita", "", "tok2", "researcher", ("researcher",))
+    with pytest.raises(RoleLost):
+        d.redeem(text, "rita", "", "tok2", None, ("student",))
+    assert d.refresh("rita", "", "tok2", None, ("researcher",)) is None
+
+
+def test_classes_follow_the_current_roles(tmp_path: Path) -> None:
+    c = config(tmp_path)
+    c.SecretClassPolicy.profile_classes = {"researcher": ["*"]}
+    c.SecretClassPolicy.role_classes = {"researcher": ["*"], "instructor": ["sandbox"]}
+    d = SecretDelivery(c, ["researcher"])
+    d.broker.put("user:ivan", "SANDBOX", "sandbox", b"sandbox-value-1")  # type: ignore[attr-defined]
+    d.broker.put("user:ivan", "DEV", "dev", b"dev-value-00001")  # type: ignore[attr-defined]
+    text = d.issue_ticket("ivan", "", "tok", "researcher", ("researcher", "instructor"))
+    _, got = d.redeem(text, "ivan", "", "tok", None, ("instructor", "researcher"))
+    assert sorted(s.name for s in got) == ["DEV", "SANDBOX"]
+    # the profile is still allowed (instructor), but the dev class came with researcher
+    result = d.refresh("ivan", "", "tok", None, ("instructor",))
+    assert result is not None and [s.name for s in result[1]] == ["SANDBOX"]
 
 
 def test_a_new_spawn_burns_the_previous_ticket(tmp_path: Path) -> None:
@@ -46,7 +87,7 @@ def test_a_new_spawn_burns_the_previous_ticket(tmp_path: Path) -> None:
     old = d.issue_ticket("alice", "", "tok-1", "student", ("student",))
     d.issue_ticket("alice", "", "tok-2", "student", ("student",))
     with pytest.raises(TicketRefused) as e:
-        d.redeem(old, "alice", "", "tok-1", None)
+        d.redeem(old, "alice", "", "tok-1", None, ("student",))
     assert e.value.reason == "server-stopped"
 
 

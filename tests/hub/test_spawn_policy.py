@@ -11,6 +11,7 @@ from traitlets.config import Config
 
 from hub_ext.images import ImageRefused, parse_pinned, resolve_requested
 from hub_ext.spawner import (
+    Requester,
     SpawnPolicy,
     SpawnRefused,
     kubespawner_settings,
@@ -295,3 +296,64 @@ def test_kubespawner_settings(monkeypatch):
     assert "--MappingKernelManager.cull_idle_timeout=600" in override["args"]
     FakeSpawner.user.orm_user = ("user",)
     assert settings["profile_list"](FakeSpawner) == []
+
+
+# -- spawns requested by someone other than the owner (instructors) --------------------------
+
+OWNER = Requester("sam", is_owner=True, admin=False)
+ADMIN = Requester("ada", is_owner=False, admin=True)
+IVAN = Requester("ivan", is_owner=False, admin=False, instructs=frozenset({"course-101"}))
+IVAN_202 = Requester("ivan", is_owner=False, admin=False, instructs=frozenset({"course-202"}))
+PEER = Requester("tess", is_owner=False, admin=False)
+SERVICE = Requester("some-service", is_owner=False, admin=False)
+STUDENT_OF_101 = {"course-101", "course-101:students"}
+MEMBER_OF_101 = {"course-101"}  # a researcher (or anyone beyond student) taking the course
+
+
+@pytest.mark.parametrize(
+    ("requester", "groups", "options", "expected"),
+    [
+        (OWNER, set(), {"profile": "researcher"}, "researcher"),  # decide() checks the roles
+        (ADMIN, MEMBER_OF_101, {"profile": "researcher"}, "researcher"),
+        (IVAN, STUDENT_OF_101, {}, "student"),
+        (IVAN, STUDENT_OF_101, {"profile": "student"}, "student"),
+        (IVAN, STUDENT_OF_101, {"profile": "researcher"}, "course profile"),
+        (IVAN, STUDENT_OF_101, {"profile": "admin"}, "course profile"),
+        (IVAN, MEMBER_OF_101, {}, "not a student of a course you instruct"),
+        (IVAN, MEMBER_OF_101, {"profile": "student"}, "not a student of a course you instruct"),
+        (IVAN_202, STUDENT_OF_101, {}, "not a student of a course you instruct"),
+        (PEER, STUDENT_OF_101, {}, "not a student of a course you instruct"),
+        (SERVICE, STUDENT_OF_101, {}, "not a student of a course you instruct"),
+        (IVAN, STUDENT_OF_101, ["student"], "must be an object"),
+    ],
+)
+def test_who_may_start_a_server_for_its_owner(requester, groups, options, expected):
+    p = policy(course_profiles={"*": "student"})
+    if expected in PROFILES:
+        chosen = p.on_behalf(requester, groups, options)
+        assert chosen.get("profile") == expected
+    else:
+        with pytest.raises(SpawnRefused, match=expected) as e:
+            p.on_behalf(requester, groups, options)
+        assert e.value.status_code in (400, 403)
+
+
+def test_course_profiles_per_course_and_deny_by_default():
+    p = policy(course_profiles={"course-101": "student"})
+    assert p.on_behalf(IVAN, STUDENT_OF_101, {})["profile"] == "student"
+    with pytest.raises(SpawnRefused, match="No course profile is configured for course-202"):
+        p.on_behalf(IVAN_202, {"course-202", "course-202:students"}, {})
+    with pytest.raises(SpawnRefused, match=r"SpawnPolicy\.course_profiles"):
+        policy().on_behalf(IVAN, STUDENT_OF_101, {})  # empty: only owners and admins
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ({"*": "nope"}, "is not in SpawnPolicy.profiles"),
+        ({"course-101": "researcher"}, "does not allow the 'student' role"),
+    ],
+)
+def test_bad_course_profiles_stop_the_hub(table, words):
+    with pytest.raises(ValueError, match=words):
+        policy(course_profiles=table).check()

@@ -36,6 +36,18 @@ USERS: dict[str, dict[str, Any]] = {
         "groups": ["qustody-students", "course-202"],
         "amr": ["pwd", "otp"],
     },
+    # researchers and admins who also take course-101 (never reachable by its instructors)
+    "rhea": {
+        "password": PASSWORD,
+        "groups": ["qustody-researchers", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
+    "remy": {
+        "password": PASSWORD,
+        "groups": ["qustody-students", "qustody-researchers", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
+    "cora": {"password": PASSWORD, "groups": ["qustody-admins", "course-101"], "amr": ["hwk"]},
     "ada": {"password": PASSWORD, "groups": ["qustody-admins"], "amr": ["pwd", "hwk"]},
     "audrey": {"password": PASSWORD, "groups": ["qustody-auditors"], "amr": ["pwd", "otp"]},
     "outsider": {"password": PASSWORD, "groups": ["marketing"], "amr": ["pwd", "otp"]},
@@ -74,7 +86,10 @@ def oidc_hub(
         }
         try:
             hub = launch_hub(
-                tmp_path / f"hub{len(started)}", extra=extra, env=run_env, started=started,
+                tmp_path / f"hub{len(started)}",
+                extra=extra,
+                env=run_env,
+                started=started,
                 timeout=timeout,
             )
         except HubError as e:

@@ -50,7 +50,10 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
 
     roles, scopes = seen["ivan"]
     assert "instructor-course-101" in roles
-    assert "servers!group=course-101" in scopes and "access:servers!group=course-101" in scopes
+    assert {"servers!group=course-101:students", "access:servers!group=course-101:students"} <= (
+        scopes
+    )
+    assert not any(s.endswith("!group=course-101") for s in scopes)  # not every member
     assert not any(s.startswith("servers") and "course-202" in s for s in scopes)
     assert "admin:users" not in scopes
 

@@ -14,7 +14,7 @@ from hub_ext.identity.policy import (
     validate_group_roles,
     validate_mfa,
 )
-from hub_ext.identity.roles import roles_for
+from hub_ext.identity.roles import hub_groups, roles_for
 
 GROUPS = {
     "qustody-students": "student",
@@ -133,11 +133,40 @@ def test_course_groups_and_instructor_roles_are_scoped_to_the_course() -> None:
     assert decision.courses == ("course-101",)
     specs = {r["name"]: r for r in roles_for(decision.roles, decision.courses, {})}
     assert set(specs) == {"user", "instructor", "instructor-course-101"}
-    assert all(s.endswith("!group=course-101") for s in specs["instructor-course-101"]["scopes"])
+    # the instructor's scopes reach the course's students, not every member of the course
+    scopes = specs["instructor-course-101"]["scopes"]
+    assert all(s.endswith("!group=course-101:students") for s in scopes)
     # students get the course as a hub group but no instructor role
     student = decide({"groups": ["qustody-students", "course-101"], "amr": ["otp"]}, GROUPS, AMR)
     assert student.courses == ("course-101",)
     assert {r["name"] for r in roles_for(student.roles, student.courses, {})} == {"user", "student"}
+
+
+@pytest.mark.parametrize(
+    ("groups", "hub"),
+    [
+        (["qustody-students", "course-101"], ["course-101", "course-101:students"]),
+        (
+            ["qustody-students", "course-101", "course-202"],
+            ["course-101", "course-202", "course-101:students", "course-202:students"],
+        ),
+        # anyone with a role beyond student is a member of the course, never reachable
+        (["qustody-researchers", "course-101"], ["course-101"]),
+        (["qustody-students", "qustody-researchers", "course-101"], ["course-101"]),
+        (["qustody-students", "qustody-auditors", "course-101"], ["course-101"]),
+        (["qustody-students", "qustody-admins", "course-101"], ["course-101"]),
+        (["qustody-instructors", "course-101"], ["course-101"]),
+        # an IdP group cannot pose as the students' hub group
+        (["qustody-researchers", "course-101:students"], []),
+        (["qustody-students"], []),
+    ],
+)
+def test_only_student_only_members_join_the_students_group(
+    groups: list[str], hub: list[str]
+) -> None:
+    decision = decide({"groups": groups, "amr": ["otp"]}, GROUPS, AMR)
+    assert decision.allowed
+    assert hub_groups(decision.roles, decision.courses) == hub
 
 
 def test_auditor_and_custom_scopes() -> None:

@@ -136,10 +136,10 @@ def test_hub_delivery_from_vault_applies_the_class_policy(stocked: Vault) -> Non
     d = SecretDelivery(c, ["student", "researcher"])
     auth = {"id_token": stocked.id_token("alice")}
     text = d.issue_ticket("alice", "", "tok", "student", ("researcher",))
-    _, got = d.redeem(text, "alice", "", "tok", auth)
+    _, got = d.redeem(text, "alice", "", "tok", auth, ("researcher",))
     assert [(s.name, s.cls) for s in got] == [("SANDBOX_KEY", "sandbox")]  # no hardware
     text = d.issue_ticket("alice", "r", "tok2", "researcher", ("researcher",))
-    _, got = d.redeem(text, "alice", "r", "tok2", auth)
+    _, got = d.redeem(text, "alice", "r", "tok2", auth, ("researcher",))
     assert {s.name for s in got} == {"QISKIT_IBM_TOKEN", "SANDBOX_KEY"}
     token = d.broker._tokens[("alice", "r")]  # type: ignore[attr-defined]
     d.server_stopped("alice", "r")  # the user's Vault token dies with the server

@@ -1,0 +1,236 @@
+"""Who can start, open, stop and choose the profile of whose server: a decision table run
+against one real hub with users logged in through the real provider.
+
+Instructors reach the servers of their course's students only (hub group
+``course-101:students``), and only with the course profile; a researcher, a student who
+is also a researcher, or an admin who takes the same course is out of their reach, as
+are other courses' students. Each refusal is the attack tried with the caller's own
+credentials (an API token for start and stop, their browser session to open a server).
+There is no TA role.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from hub.hubtest import Hub, launch_hub
+from identity.conftest import PASSWORD, USERS
+from identity.idp import login, start_idp
+from identity.test_login_flow import audit_events
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
+# local servers start slowly on a loaded 2-core machine
+c.Spawner.http_timeout = 180
+c.Spawner.start_timeout = 180
+"""
+
+#: ivan instructs course-101; sam is its student, tess course-202's; rhea (researcher),
+#: remy (student and researcher) and cora (admin) take course-101 too; rita is a
+#: researcher, ada an admin, audrey an auditor.
+LOGINS = ("ivan", "sam", "tess", "rhea", "remy", "cora", "rita", "ada", "audrey")
+
+#: Each owner's own profile (what they start), and a profile their roles do not allow.
+OWN_PROFILE = {
+    "sam": "student",
+    "tess": "student",
+    "rhea": "researcher",
+    "remy": "researcher",
+    "cora": "admin",
+    "rita": "researcher",
+}
+NOT_THEIRS = {"sam": "researcher", "remy": "admin", "rita": "student", "tess": "admin"}
+
+#: (caller, owner) pairs allowed to start, open and stop the owner's server; every other
+#: pair of a caller and someone else's server is refused all three.
+ALLOWED = {("ivan", "sam")} | {("ada", owner) for owner in OWN_PROFILE}
+CALLERS = ("ivan", "sam", "tess", "rhea", "remy", "rita", "audrey", "ada")
+
+_FORM_INPUT = re.compile(r'<input type="hidden" name="(_xsrf|scopes)" value="([^"]*)"')
+
+
+class Reach:
+    """The hub and each user's credentials: a browser session and an API token."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.browsers: dict[str, requests.Session] = {}
+        self.tokens: dict[str, str] = {}
+
+    def start(self, caller: str, owner: str, profile: str | None = None) -> tuple[int, Any]:
+        options = {} if profile is None else {"profile": profile}
+        return self.hub.api(
+            "POST", f"/users/{owner}/server", {"user_options": options}, token=self.tokens[caller]
+        )
+
+    def stop(self, caller: str, owner: str) -> int:
+        return int(self.hub.api("DELETE", f"/users/{owner}/server", token=self.tokens[caller])[0])
+
+    def open(self, caller: str, owner: str) -> bool:
+        """Open the owner's server in the caller's browser: the server sends the browser
+        to the hub's OAuth authorization, which asks to confirm access to another user's
+        server (confirmed here) or refuses (then the hub itself said 403). True: the
+        server's API answers the browser afterwards."""
+        browser = self.browsers[caller]
+        page = browser.get(f"{self.hub.url}user/{owner}/", timeout=60)
+        if page.status_code == 200 and "oauth2/authorize" in page.url:
+            fields = _FORM_INPUT.findall(page.text)
+            assert fields, page.text[:500]
+            page = browser.post(page.url, data=fields, timeout=60)
+        api = browser.get(f"{self.hub.url}user/{owner}/api/status", timeout=60)
+        if api.status_code == 200:
+            assert page.status_code == 200 and "started" in api.json()
+            return True
+        # refused by the hub's authorization (the attack path), not merely unauthenticated
+        assert page.status_code == 403 and "oauth2/authorize" in page.url, (caller, owner, page.url)
+        return False
+
+    def servers(self, owner: str) -> dict[str, Any]:
+        return dict(self.hub.api("GET", f"/users/{owner}")[1]["servers"])
+
+    def wait_ready(self, *owners: str) -> None:
+        for owner in owners:
+            self.hub.wait_for(
+                lambda o=owner: self.servers(o).get("", {}).get("ready"),
+                timeout=240,
+                what=f"{owner}'s server",
+            )
+
+    def wait_stopped(self, *owners: str) -> None:
+        for owner in owners:
+            self.hub.wait_for(
+                lambda o=owner: not self.servers(o), timeout=120, what=f"{owner}'s server stopped"
+            )
+
+    def profile_of(self, owner: str) -> str:
+        started = [e for e in audit_events(self.hub, "server-started") if e["user"] == owner]
+        return str(started[-1]["profile"])
+
+
+@pytest.fixture(scope="module")
+def reach(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reach]:
+    base = tmp_path_factory.mktemp("reach")
+    idp = start_idp(USERS, workdir=base / "idp", ttl={"AccessToken": 60, "IdToken": 60})
+    client_id, client_secret = "hub-reach", secrets.token_hex(24)
+    hub = launch_hub(
+        base / "hub",
+        extra=CONFIG.format(home=base / "home"),
+        env={
+            "QUSTODY_OIDC_ISSUER": idp.issuer,
+            "QUSTODY_OIDC_CLIENT_ID": client_id,
+            "QUSTODY_OIDC_CLIENT_SECRET": client_secret,
+            "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+            "QUSTODY_SPAWNER": "local",
+        },
+        timeout=180,
+    )
+    try:
+        idp.add_client(client_id, client_secret, f"{hub.url}hub/oauth_callback")
+        r = Reach(hub)
+        for name in LOGINS:
+            r.browsers[name] = requests.Session()
+            page = login(r.browsers[name], hub.url, name, PASSWORD)
+            assert page.status_code == 200, (name, page.text[:300])
+            r.tokens[name] = hub.user_token(name)
+        yield r
+    except BaseException:
+        print(
+            f"---- hub log ----\n{hub.log()[-8000:]}\n---- provider log ----\n{idp.log()[-3000:]}"
+        )
+        raise
+    finally:
+        hub.stop()
+        idp.stop()
+
+
+def test_only_student_only_members_join_the_students_group(reach: Reach) -> None:
+    status, group = reach.hub.api("GET", "/groups/course-101:students")
+    assert status == 200 and set(group["users"]) == {"sam"}
+    status, group = reach.hub.api("GET", "/groups/course-101")
+    assert status == 200 and set(group["users"]) == {"ivan", "sam", "rhea", "remy", "cora"}
+
+
+def test_decision_table_start_open_stop(reach: Reach) -> None:
+    wrong: list[str] = []
+
+    def expect(case: str, ok: bool, allowed: bool) -> None:
+        if ok is not allowed:
+            wrong.append(f"{case}: {'allowed' if ok else 'refused'}, expected the opposite")
+
+    # start, while every server is down: nobody but ALLOWED may start another's server
+    for caller in CALLERS:
+        for owner in OWN_PROFILE:
+            if caller == owner or (caller, owner) in ALLOWED:
+                continue
+            for profile in (None, "student", OWN_PROFILE[owner]):
+                status, body = reach.start(caller, owner, profile)
+                expect(f"{caller} starts {owner} ({profile})", status in (201, 202), False)
+                assert status in (403, 404), (caller, owner, profile, status, body)
+    assert not [o for o in OWN_PROFILE if reach.servers(o)], "a refused start left a server"
+
+    # open and stop the owners' own servers
+    for owner, profile in OWN_PROFILE.items():
+        status, body = reach.start(owner, owner, profile)
+        assert status in (201, 202), (owner, body)
+    reach.wait_ready(*OWN_PROFILE)
+    for caller in CALLERS:
+        for owner in OWN_PROFILE:
+            if caller == owner or (caller, owner) in ALLOWED:
+                continue
+            expect(f"{caller} opens {owner}", reach.open(caller, owner), False)
+            expect(f"{caller} stops {owner}", reach.stop(caller, owner) in (202, 204), False)
+    still = [o for o in OWN_PROFILE if not reach.servers(o).get("", {}).get("ready")]
+    assert not still, f"refused stops stopped {still}"
+    expect("ivan opens sam", reach.open("ivan", "sam"), True)
+    expect("ada opens rhea", reach.open("ada", "rhea"), True)
+    expect("ivan stops sam", reach.stop("ivan", "sam") in (202, 204), True)
+    for owner in OWN_PROFILE:
+        if owner != "sam":
+            expect(f"ada stops {owner}", reach.stop("ada", owner) in (202, 204), True)
+    reach.wait_stopped(*OWN_PROFILE)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_instructor_starts_a_student_with_the_course_profile_only(reach: Reach) -> None:
+    for profile in ("researcher", "admin"):
+        status, body = reach.start("ivan", "sam", profile)
+        assert status == 403 and "course profile" in str(body), (profile, status, body)
+        assert not reach.servers("sam")
+    status, body = reach.start("ivan", "sam")  # no choice: the course profile
+    assert status in (201, 202), body
+    reach.wait_ready("sam")
+    assert reach.profile_of("sam") == "student"
+    assert reach.open("ivan", "sam")
+    assert reach.stop("ivan", "sam") in (202, 204)
+    reach.wait_stopped("sam")
+    refused = [
+        e
+        for e in audit_events(reach.hub, "server-spawn-failed")
+        if e["user"] == "sam" and "course profile" in e["detail"]
+    ]
+    assert [e["reason"] for e in refused] == ["profile-not-allowed"] * 2
+    requested = [e for e in audit_events(reach.hub, "server-spawn-requested") if e["user"] == "sam"]
+    assert requested[-1].get("actor") == "ivan"
+
+
+def test_choosing_a_profile_follows_the_owners_roles(reach: Reach) -> None:
+    # the owner, and an admin on the owner's behalf, choose only what the owner's roles allow
+    for caller in ("owner", "ada"):
+        for owner, profile in NOT_THEIRS.items():
+            who = owner if caller == "owner" else caller
+            status, body = reach.start(who, owner, profile)
+            assert status in (400, 403), (who, owner, profile, status, body)
+            assert not reach.servers(owner)
+    status, body = reach.start("ada", "sam")
+    assert status in (201, 202), body
+    reach.wait_ready("sam")
+    assert reach.profile_of("sam") == "student"
+    assert reach.stop("sam", "sam") in (202, 204)
+    reach.wait_stopped("sam")
