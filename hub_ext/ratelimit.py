@@ -146,6 +146,21 @@ class RequestLimits(LoggingConfigurable):
         off the hub's event loop. One keeps the writes from competing with the event loop
         for the interpreter; raise it only for a slow (network) secret broker.""",
     )
+    refusal_delay = Float(
+        1.0,
+        config=True,
+        help="""Seconds a call over its rate limit waits before its 429 is sent (at most
+        ``max_delayed`` calls wait at once; beyond that the 429 goes out at once). A client
+        that floods one request after another then makes one a second per connection
+        instead of thousands: each refusal costs the hub a sleeping coroutine instead of
+        event-loop time. A server that respects ``Retry-After`` loses nothing.""",
+    )
+    max_delayed = Int(
+        256,
+        config=True,
+        help="""Most refused calls held back by ``refusal_delay`` at once (bounds the
+        memory and sockets a flood over many connections can hold).""",
+    )
     trusted_proxy_ips = List(
         Unicode(),
         default_value=["127.0.0.1", "::1"],
@@ -167,7 +182,14 @@ class RequestLimits(LoggingConfigurable):
             )
         return value
 
-    @validate("per_token_burst", "per_ip_burst", "max_tracked", "queue_size")
+    @validate("refusal_delay")
+    def _valid_delay(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 10:
+            raise ValueError("RequestLimits.refusal_delay must be between 0 and 10 seconds")
+        return value
+
+    @validate("per_token_burst", "per_ip_burst", "max_tracked", "queue_size", "max_delayed")
     def _valid_size(self, proposal: Any) -> int:
         value = int(proposal["value"])
         if value < 1:
@@ -199,6 +221,7 @@ class RequestLimits(LoggingConfigurable):
         self.ips = Buckets(self.per_ip_rate, self.per_ip_burst, self.max_tracked)
         self._pool = ThreadPoolExecutor(self.write_threads, thread_name_prefix="qustody-write")
         self._pending = 0  # calls queued or running; changed on the event loop only
+        self._delayed = 0  # refusals waiting out refusal_delay; ditto
         self._logged: OrderedDict[str, None] = OrderedDict()  # keys refused since last admitted
         self.refused = 0
 
@@ -251,6 +274,16 @@ class RequestLimits(LoggingConfigurable):
             except ValueError:
                 return peer
         return str(peer)
+
+    async def hold_back(self) -> None:
+        """Wait ``refusal_delay`` before a refusal goes out, unless too many already wait."""
+        if not self.refusal_delay or self._delayed >= self.max_delayed:
+            return
+        self._delayed += 1
+        try:
+            await asyncio.sleep(self.refusal_delay)
+        finally:
+            self._delayed -= 1
 
     # -- the write queue -------------------------------------------------------------
 
@@ -354,6 +387,7 @@ class LimitedHandler(web.RequestHandler):
             token = value.strip()
         limited = limits.check(limits.client_ip(self.request), token)
         if limited is not None:
+            await limits.hold_back()
             refuse(self, limited)
         parent: Any = super().prepare()
         if asyncio.iscoroutine(parent) or isinstance(parent, asyncio.Future):

@@ -46,6 +46,8 @@ def test_unknown_keys_are_not_created_on_request_and_the_table_is_bounded():
         ("per_token_burst", 0, "per_token_burst must be at least 1"),
         ("max_tracked", -5, "max_tracked must be at least 1"),
         ("write_threads", 64, "write_threads must be between 1 and 16"),
+        ("refusal_delay", 60, "refusal_delay must be between 0 and 10"),
+        ("max_delayed", 0, "max_delayed must be at least 1"),
         ("trusted_proxy_ips", ["127.0.0.1", "proxy.local"], "trusted_proxy_ips[1] is not an IP"),
     ],
 )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import (
         AuditError,
+        AuditSpaceLow,
         AuditWriteError,
         SchemaViolation,
         SecretInEvent,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "AuditError": "errors",
+    "AuditSpaceLow": "errors",
     "AuditWriteError": "errors",
     "SchemaViolation": "errors",
     "SecretInEvent": "errors",
@@ -40,6 +42,7 @@ _EXPORTS = {
 __all__ = [
     "AuditError",
     "AuditLog",
+    "AuditSpaceLow",
     "AuditWriteError",
     "Recorded",
     "SchemaViolation",

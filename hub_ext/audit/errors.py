@@ -49,3 +49,9 @@ class AuditWriteError(AuditError):
         super().__init__(message)
         self.written = written
         self.appended = list(appended)
+
+
+class AuditSpaceLow(AuditWriteError):
+    """The log's disk has less free space than ``AuditLog.min_free_bytes``: the event (and
+    the action that emits it) is refused before anything is written. The message tells
+    the user what happened and the admin what to do; it names no path."""

@@ -43,8 +43,20 @@ def hub_audit(config: Config | None = None) -> AuditLog:
 
 
 def hub_emit(type_name: str, data: dict[str, Any]) -> Recorded | None:
-    """Record a hub-side event in the process's audit log (see ``AuditLog.emit``)."""
-    return hub_audit().emit(type_name, data)
+    """Record a hub-side event in the process's audit log (see ``AuditLog.emit``).
+
+    A refusal because the audit disk is nearly full becomes a 503 whose message (shown
+    on the hub's error page or in the API's JSON) tells the admin what to do, instead of
+    an unexplained 500 from the login or spawn that emitted it.
+    """
+    from .errors import AuditSpaceLow
+
+    try:
+        return hub_audit().emit(type_name, data)
+    except AuditSpaceLow as e:
+        from tornado import web
+
+        raise web.HTTPError(503, e.message.replace("%", "%%")) from None
 
 
 def reset_hub_audit() -> None:

@@ -25,6 +25,7 @@ import json.encoder
 import os
 from collections.abc import Callable as Function
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from traitlets import Bool, Callable, Int, List, Unicode, default, validate
@@ -33,10 +34,11 @@ from traitlets.config import LoggingConfigurable
 from server_ext.scanner import rules
 from server_ext.scanner.engine import Engine
 
-from . import keys, schema
+from . import keys, schema, space
 from .chain import Sealer
 from .errors import (
     AuditError,
+    AuditSpaceLow,
     AuditWriteError,
     SchemaViolation,
     SecretInEvent,
@@ -192,6 +194,49 @@ class AuditLog(LoggingConfigurable):
         help="Largest event (bytes of JSON) accepted; larger events are refused.",
     )
 
+    min_free_bytes = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="""Free space (bytes) the filesystem holding ``path`` must keep. Below it the
+        log records only ``low_space_types``; any other event is refused before anything
+        is written, and so is the action that emits it (logins, spawns, secret deliveries,
+        QPU submissions, reports from user servers), with a message telling the admin to
+        free space. The refusals are recorded (``audit-space-low``, at most once a minute).
+        Protects against a disk that fills up and then fails every login with an opaque
+        error, or tears the last records. 0 turns the check off (not recommended). Not
+        checked for ``db_url`` (the database's disk is not visible here).""",
+    )
+    low_space_types = List(
+        Unicode(),
+        default_value=list(space.LOW_SPACE_TYPES),
+        config=True,
+        help="""Event types still recorded when free space is below ``min_free_bytes``: by
+        default those that end access (server stopped or culled, session ended, token
+        revoked), outcomes of work already recorded, refusals (login, MFA, ticket, QPU)
+        and break-glass. Everything else is refused until there is room. See
+        ``hub_ext/audit/space.py`` for why.""",
+    )
+
+    @validate("min_free_bytes")
+    def _valid_min_free(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 0 or value > 1 << 50:
+            raise ValueError(
+                "AuditLog.min_free_bytes must be 0 (off) or a number of bytes, e.g. "
+                "64 * 1024 * 1024 for 64 MiB"
+            )
+        return value
+
+    @validate("low_space_types")
+    def _valid_low_space_types(self, proposal: Any) -> list[str]:
+        unknown = sorted(set(proposal["value"]) - set(schema.names()))
+        if unknown:
+            raise ValueError(
+                f"AuditLog.low_space_types: unknown event types {unknown}; use some of: "
+                f"{', '.join(schema.names())}"
+            )
+        return list(proposal["value"])
+
     @default("user_server_types")
     def _default_user_types(self) -> list[str]:
         return schema.names(schema.USER_SERVER)
@@ -286,6 +331,11 @@ class AuditLog(LoggingConfigurable):
                 checkpoint_every=self.checkpoint_every,
                 fsync=self.fsync,
             )
+        self.space = (
+            space.SpaceGuard(Path(self.path).parent, self.min_free_bytes, self.low_space_types)
+            if self.path and self.min_free_bytes
+            else None
+        )
         wanted = set(self.detectors)
         engine = Engine([d for d in rules.catalogue() if d.id in wanted])
         self.scrubber = SecretScrubber(engine, refuse=self.secret_policy == "refuse")  # noqa: S105
@@ -420,6 +470,8 @@ class AuditLog(LoggingConfigurable):
                 refused.append((i, name, e))
                 continue
             placed.append((i, name, redactions))
+        if self.space is not None and pending:
+            pending, placed = self._check_space(pending, placed, items, refused)
         failure: AuditWriteError | None = None
         appended: list[Appended] = []
         try:
@@ -445,6 +497,47 @@ class AuditLog(LoggingConfigurable):
         if refused:
             self._dropped(refused)
         return results
+
+    def _check_space(
+        self,
+        pending: list[Pending],
+        placed: list[tuple[int, str, Redactions]],
+        items: Sequence[tuple[schema.EventType, Any, Redactions | None]],
+        refused: list[tuple[int, str, AuditError]],
+    ) -> tuple[list[Pending], list[tuple[int, str, Redactions]]]:
+        """Below ``min_free_bytes``: refuse what is not in ``low_space_types`` (raise if any
+        of it fails closed, before anything is written; drop the rest) and record the
+        refusal. Returns what may still be written."""
+        guard = self.space
+        assert guard is not None
+        free = guard.low()
+        if free is None:
+            if guard.resolved_due():
+                self._record_space(guard.summary(space.free_bytes(guard.directory), True))
+            return pending, placed
+        out = [k for k, (_, name, _) in enumerate(placed) if name not in guard.kept]
+        if not out:
+            return pending, placed
+        names = [placed[k][1] for k in out]
+        users = [items[placed[k][0]][1].get("user") for k in out]
+        guard.refuse(names, [u for u in users if isinstance(u, str) and u])
+        self._record_space(guard.summary(free))
+        error = AuditSpaceLow(space.message(free, guard.threshold, ", ".join(sorted(set(names)))))
+        if any(self.fails_closed(name) for name in names):
+            self.log.error("audit log: %s (free space on %s)", error.message, guard.directory)
+            raise error
+        refused.extend((placed[k][0], placed[k][1], error) for k in out)
+        keep = [k for k in range(len(placed)) if k not in set(out)]
+        return [pending[k] for k in keep], [placed[k] for k in keep]
+
+    def _record_space(self, data: dict[str, Any] | None) -> None:
+        """Record an audit-space-low event (its failure is logged, never raised)."""
+        if data is None:
+            return
+        try:
+            self._record([(schema.get(space.RECORD_TYPE), data, None)], schema.HUB)
+        except AuditError as e:
+            self.log.error("audit log: the refusal could not be recorded: %s", e.message)
 
     def _dropped(self, refused: list[tuple[int, str, AuditError]]) -> None:
         """Count and log events of fail-open types that were not recorded."""

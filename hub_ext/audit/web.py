@@ -65,7 +65,8 @@ class Verifier:
     What it keeps is shown to auditors, so it holds no server paths: files by name only,
     the log's directory cut from every message. A log with no record yet is shown as
     ``empty`` (not a failure) and not recorded, unless a run of this service saw records
-    before: then the log was deleted and that is a failure.
+    before: then the log was deleted and that is a failure; so is a log that ends before
+    the last record an earlier run saw (deleted and started again).
     """
 
     def __init__(self, where: Where, record: Any) -> None:
@@ -105,7 +106,14 @@ class Verifier:
                     f"the log held records up to seq {seq} when verified at {when}; now it "
                     "holds none: it was deleted or moved"
                 )
-            if report.last_seq is not None:
+            elif self.seen is not None and report.ok and (report.last_seq or 0) < self.seen[0]:
+                seq, when = self.seen  # an append-only log never goes back
+                report.ok = False
+                report.problem = Problem(
+                    f"the log held records up to seq {seq} when verified at {when}; now it "
+                    f"ends at seq {report.last_seq}: records were deleted or the log replaced"
+                )
+            if report.ok and report.last_seq is not None:
                 self.seen = (report.last_seq, finished)
             public = report.public()
             public["problem"] = self.hide_problem_paths(public["problem"])

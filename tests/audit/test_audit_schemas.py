@@ -48,6 +48,7 @@ REQUIRED_TYPES = {
     "policy-changed",
     "break-glass",
     "audit-verified",
+    "audit-space-low",  # issue 12: the audited refusal when the audit disk is nearly full
 }
 
 

@@ -23,7 +23,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     base = tmp_path_factory.mktemp("audit-endpoint")
     started: list[Hub] = []
     hub = launch_hub(
-        base / "hub", extra=LOCAL_EXTRA.format(home=base / "home"), env=local_env(), started=started
+        base / "hub",
+        extra=LOCAL_EXTRA.format(home=base / "home"),
+        env=local_env(),
+        started=started,
+        timeout=180,  # the hub waits for its services, slow to start on a loaded machine
     )
     spawn(hub, "alice")
     spawn(hub, "bob")

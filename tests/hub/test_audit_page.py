@@ -58,7 +58,10 @@ def write_session(hub: Hub, user: str) -> None:
 def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     base = tmp_path_factory.mktemp("audit-page")
     hub = launch_hub(
-        base / "hub", extra=LOCAL_EXTRA.format(home=base / "home") + PAGE_EXTRA, env=local_env()
+        base / "hub",
+        extra=LOCAL_EXTRA.format(home=base / "home") + PAGE_EXTRA,
+        env=local_env(),
+        timeout=180,  # the hub waits for its services, slow to start on a loaded machine
     )
     write_session(hub, "dora")
     hub.wait_for(
@@ -326,9 +329,10 @@ def test_a_fresh_hub_shows_no_records_yet_then_a_deleted_log_fails(fresh_hub, tm
     assert verified(hub, headers)["status"] == "ok"
     for path in log.parent.iterdir():
         path.unlink()
+    # (the page may record its last run just after: the log then starts again at seq 0)
     state = verified(hub, headers)
     assert state["status"] == "failed", state
-    assert "deleted or moved" in state["summary"] and str(hub.dir) not in json.dumps(state)
+    assert "deleted" in state["summary"] and str(hub.dir) not in json.dumps(state)
     r = login(hub, "auditor").get(page(hub), timeout=30)
-    assert 'data-status="failed"' in r.text and "deleted or moved" in r.text
+    assert 'data-status="failed"' in r.text and "deleted" in r.text
     assert str(hub.dir) not in r.text
