@@ -133,6 +133,7 @@ def hub(user_network, start_hub, prefix, singleuser_image, services) -> Hub:
             "QUSTODY_QPU_PORT": str(services["QPU gateway"]),
             "QUSTODY_AUDIT_PAGE_PORT": str(services["auditor page"]),
         },
+        timeout=180,  # the machine is shared: starting the gateway can take a while
     )
 
 
@@ -245,6 +246,7 @@ def test_spawn_is_refused_when_the_network_is_no_longer_internal(
         extra=user_network.config() + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n'
         + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n',
         env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+        timeout=180,
     )
     docker("network", "rm", user_network.name)
     docker("network", "create", "--subnet", user_network.subnet, user_network.name)
@@ -280,7 +282,7 @@ def test_hub_refuses_to_start_on_a_network_that_is_not_its_own(
     started: list[Hub] = []
     with pytest.raises(HubError) as refused:
         launch_hub(tmp_path / "hub", extra=user_network.config(), started=started,
-                   env={"QUSTODY_IMAGE_DIGEST": "sha256:" + "1" * 64})
+                   env={"QUSTODY_IMAGE_DIGEST": "sha256:" + "1" * 64}, timeout=180)
     for hub in started:
         hub.stop()
     message = str(refused.value)
