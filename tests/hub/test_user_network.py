@@ -353,3 +353,53 @@ def test_demo_mode_may_use_them(tmp_path: Path, case: str) -> None:
             assert "Network proxy for user containers" not in log
     finally:
         hub.stop()
+
+
+@pytest.mark.docker
+def test_make_demo_uses_the_internal_network(
+    user_network: UserNetwork, singleuser_image: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUSTODY_", "JUPYTERHUB_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+        QUSTODY_IMAGE_DIGEST=singleuser_image,
+        QUSTODY_USER_NETWORK=user_network.name,
+        QUSTODY_USER_SUBNET=user_network.subnet,
+    )
+    out = tmp_path / "demo.out"
+    with out.open("w") as sink:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "hub_ext.demo", "--state", str(tmp_path / "state"),
+             "--port", "0"],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    proxy = f"http://{user_network.host_ip}:8000/hub/api/"
+    try:
+        deadline = time.monotonic() + 240
+        answered = False
+        while time.monotonic() < deadline and demo.poll() is None and not answered:
+            try:
+                answered = requests.get(proxy, timeout=2).status_code == 200
+            except requests.RequestException:
+                time.sleep(0.5)
+        text = out.read_text()
+        assert answered, text[-4000:]
+        assert f"on the internal network {user_network.name} ({user_network.subnet})" in text
+        [info] = json.loads(docker("network", "inspect", user_network.name))
+        assert info["Internal"] is True
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    # Ctrl-C stops the network proxy with the hub
+    with socket.socket() as probe:
+        assert probe.connect_ex((user_network.host_ip, 8000)) != 0, "the network proxy outlived it"
