@@ -13,10 +13,12 @@ with other properties; ``network_problems`` is the check, on what Docker reports
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 LABEL = "io.qustody.network"
@@ -73,7 +75,8 @@ def network_problems(info: Mapping[str, Any], subnet: str) -> list[str]:
 
 
 def ensure_network(client: Any, name: str, subnet: str) -> None:
-    """Create the network ``name`` when missing; refuse one with other properties.
+    """Create the network ``name`` when missing; refuse one with other properties; stop
+    the host from forwarding what containers send off the subnet.
 
     ``client`` is a docker-py ``APIClient``. Raises NetworkRefused saying how to fix it.
     """
@@ -111,6 +114,43 @@ def ensure_network(client: Any, name: str, subnet: str) -> None:
             "SpawnPolicy.network_mode / network_subnet."
         )
     check_host_address(subnet, name)
+    stop_forwarding(bridge_of(info or {}), name)
+
+
+def bridge_of(info: Mapping[str, Any]) -> str:
+    """The host's bridge interface of an inspected network."""
+    options = info.get("Options") or {}
+    return str(options.get("com.docker.network.bridge.name") or f"br-{str(info.get('Id'))[:12]}")
+
+
+def forwarding_path(bridge: str) -> Path:
+    return Path("/proc/sys/net/ipv4/conf") / bridge / "forwarding"
+
+
+def forwarding_off(bridge: str) -> bool:
+    """Whether the host refuses to route packets that arrive on ``bridge`` elsewhere."""
+    try:
+        return forwarding_path(bridge).read_text().strip() == "0"
+    except OSError:
+        return False
+
+
+def stop_forwarding(bridge: str, name: str) -> None:
+    """Docker gives containers a default route via the bridge even on an internal network;
+    an engine without iptables (``--iptables=false``) then leaves the host forwarding
+    their packets to any other network it reaches. Turning IPv4 forwarding off for packets
+    that arrive on this bridge keeps them on the subnet (the host itself and the other
+    containers are not forwarded to, so nothing else changes)."""
+    if forwarding_off(bridge):
+        return
+    with contextlib.suppress(OSError):
+        forwarding_path(bridge).write_text("0\n")
+    if not forwarding_off(bridge):
+        raise NetworkRefused(
+            f"The host forwards packets from the user network {name!r} (bridge {bridge}) to "
+            "other networks, and the hub could not turn that off (it needs root). Run "
+            f"`sysctl -w net.ipv4.conf.{bridge}.forwarding=0` as root, then start the hub."
+        )
 
 
 def check_host_address(subnet: str, name: str) -> None:

@@ -905,6 +905,8 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
             if info
             else ["it does not exist"]
         )
+        if info and not network.forwarding_off(network.bridge_of(info)):
+            problems.append("the host forwards its packets to other networks")
         if not problems:
             try:
                 host, port = self.policy.network_proxy_url.rsplit(":", 1)

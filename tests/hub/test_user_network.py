@@ -75,6 +75,12 @@ print(json.dumps(out))
 """
 
 
+def _answers(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(3)
+        return s.connect_ex((host, port)) == 0
+
+
 def in_container(cid: str, script: str, *args: str) -> dict:
     return json.loads(docker("exec", cid, PYTHON, "-c", script, *args).strip().splitlines()[-1])
 
@@ -147,9 +153,32 @@ def prefix(docker_engine: str) -> Iterator[str]:
         docker("volume", "rm", "-f", vol, check=False)
 
 
+class _OtherNetwork:
+    """A second network of this test's own with a listener container on it."""
+
+    def __init__(self, name: str, container: str, ip: str) -> None:
+        self.name, self.container, self.ip = name, container, ip
+
+    @classmethod
+    def start(cls, net: UserNetwork, prefix: str, image: str) -> _OtherNetwork:
+        name = f"{net.name}-other"
+        docker("network", "create", "--subnet", _other_subnet(net.subnet), name)
+        cid = docker(
+            "run", "-d", "--name", f"{prefix}-other", "--network", name, "--user", "1000:1000",
+            "--entrypoint", PYTHON, image, "-c", SQUATTER, "9000",
+        ).strip()
+        [info] = json.loads(docker("inspect", cid))
+        return cls(name, cid, info["NetworkSettings"]["Networks"][name]["IPAddress"])
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.container, check=False)
+        docker("network", "rm", self.name, check=False)
+
+
 @pytest.mark.docker
 def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
-    hub: Hub, user_network: UserNetwork, prefix: str, services: dict[str, int]
+    hub: Hub, user_network: UserNetwork, prefix: str, services: dict[str, int],
+    singleuser_image: str,
 ) -> None:
     # the hub created its network: internal, with the configured subnet
     [info] = json.loads(docker("network", "inspect", user_network.name))
@@ -173,11 +202,17 @@ def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
         for host in (bridge, "127.0.0.1"):
             assert seen[f"{host}:{port}"] == "ConnectionRefusedError", (name, host, seen)
 
-    # no route off the subnet: no default route, nothing but the network's own prefix
-    routes = docker("exec", cid, "cat", "/proc/net/route").splitlines()[1:]
-    destinations = {line.split()[1] for line in routes if line.strip()}
-    assert "00000000" not in destinations, routes
-    assert len(destinations) == 1, routes
+    # nothing off the subnet: a server on another network this host reaches (a container
+    # of this test's own) answers the host, but not alice's container (no forwarding)
+    other = _OtherNetwork.start(user_network, prefix, singleuser_image)
+    try:
+        hub.wait_for(lambda: _answers(other.ip, 9000), timeout=60, what="the other listener")
+        seen = in_container(cid, PROBE, json.dumps([[other.ip, 9000]]))
+        assert seen[f"{other.ip}:9000"] != "open", seen
+    finally:
+        other.remove()
+    bridge_name = f"br-{info['Id'][:12]}"
+    assert Path(f"/proc/sys/net/ipv4/conf/{bridge_name}/forwarding").read_text().strip() == "0"
 
     # the server got hub URLs on the network proxy, and they work
     env = dict(e.split("=", 1) for e in json.loads(docker("inspect", cid))[0]["Config"]["Env"])
