@@ -9,7 +9,14 @@ Environment (all optional except the demo password):
 - ``QUSTODY_HUB_PORT`` / ``QUSTODY_HUB_API_PORT`` / ``QUSTODY_PROXY_API_PORT``: public and
   internal hub ports, and the proxy's API port
 - ``QUSTODY_IMAGE_DIGEST``: ``sha256:<id>`` of the single-user image (``make image``
-  prints it); with a Docker engine this selects the hardened Docker spawner
+  prints it); with a Docker engine this selects the hardened Docker spawner. Without it
+  the hub refuses to start outside demo mode (servers would run as local processes);
+  ``QUSTODY_SPAWNER=local`` chooses them explicitly
+- ``QUSTODY_USER_NETWORK`` / ``QUSTODY_USER_SUBNET``: name and subnet of the internal
+  Docker network user containers run on (``SpawnPolicy.network_mode`` / ``network_subnet``);
+  ``QUSTODY_USER_NETWORK=host`` with ``QUSTODY_ALLOW_HOST_NETWORK=1`` shares the host's
+  network instead, in demo mode only
+- ``QUSTODY_DEMO_MODE=1`` (``make demo`` sets it): demo mode; so is the shared-password login
 - ``QUSTODY_DEMO_PASSWORD``: the shared demo password for users (required: the demo login
   is JupyterHub's SharedPasswordAuthenticator until the identity issue lands; without it
   the hub refuses to start), and ``QUSTODY_DEMO_ADMIN_PASSWORD`` (32+ characters) for admins
@@ -23,6 +30,7 @@ from hub_ext.audit.hub import hub_audit, service_environment
 from hub_ext.audit.web import audit_service
 from hub_ext.culling import culler_service
 from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticator
+from hub_ext.proxy import QustodyProxy
 from hub_ext.qpu.hub import qpu_service
 from hub_ext.ratelimit import setup_limits
 from hub_ext.secrets.delivery import setup_secrets
@@ -126,11 +134,33 @@ c.Spawner.http_timeout = 30
 c.Spawner.poll_interval = 10
 c.Spawner.default_url = "/lab"
 
+# Demo mode: `make demo` (QUSTODY_DEMO_MODE=1), or the shared-password login above, which
+# has no real users. Only a demo may run servers as local processes or on the host network.
+DEMO = os.environ.get("QUSTODY_DEMO_MODE", "") == "1" or not oidc
+
 image = os.environ.get("QUSTODY_IMAGE_DIGEST", "")
-spawner = os.environ.get("QUSTODY_SPAWNER", "docker" if image else "local")
+spawner = os.environ.get("QUSTODY_SPAWNER", "") or ("docker" if image else "")
+if not spawner and not DEMO:
+    raise SystemExit(
+        "jupyterhub_config.py: QUSTODY_IMAGE_DIGEST is not set, so servers would run as local "
+        "processes under the hub's own Unix user, able to read every user's files and the "
+        "hub's keys. Refusing to start outside demo mode. Build the single-user image "
+        "(`make image`) and set QUSTODY_IMAGE_DIGEST to the sha256:<id> it prints (or "
+        "QUSTODY_SPAWNER=kubernetes with the image digest)."
+    )
+spawner = spawner or "local"
 if spawner == "docker":
     c.JupyterHub.spawner_class = HardenedDockerSpawner
     c.SpawnPolicy.allowed_images = {"qustody": image}
+    # user containers run on Qustody's internal network (created at start if missing) and
+    # reach the hub only through the network proxy this proxy class runs on its bridge
+    c.JupyterHub.proxy_class = QustodyProxy
+    if os.environ.get("QUSTODY_USER_NETWORK"):
+        c.SpawnPolicy.network_mode = os.environ["QUSTODY_USER_NETWORK"]
+    if os.environ.get("QUSTODY_USER_SUBNET"):
+        c.SpawnPolicy.network_subnet = os.environ["QUSTODY_USER_SUBNET"]
+    # the host network (demo only: refused by validate_config outside demo mode)
+    c.SpawnPolicy.allow_host_network = os.environ.get("QUSTODY_ALLOW_HOST_NETWORK", "") == "1"
 elif spawner == "kubernetes":
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
     c.SpawnPolicy.allowed_images = {"qustody": image}
@@ -184,7 +214,7 @@ c.SecretClassPolicy.role_classes = {
     "admin": ["sandbox", "dev"],
 }
 
-policy = validate_config(c)
+policy = validate_config(c, demo=DEMO)  # host network only in demo mode
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
 setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))  # a bad secrets setting stops it here

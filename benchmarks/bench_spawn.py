@@ -2,8 +2,8 @@
 
 Two hubs from the reference configuration, the same image and the same profile:
 ``hardened`` (HardenedDockerSpawner: the whole policy, container verification, token on
-stdin, readiness wait) and ``plain`` (DockerSpawner on the same host network with none of
-the hardening options). For each: N sequential spawns, then N concurrent spawns; p50 and
+stdin, readiness wait, on its own internal network behind the network proxy) and ``plain``
+(DockerSpawner on the host network with none of the hardening options). For each: N sequential spawns, then N concurrent spawns; p50 and
 p95 of the time from the POST to the hub's server model saying ``ready``.
 
     python benchmarks/bench_spawn.py [-n 10] [--cpu 1.0] [--json out.json]
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import harness  # noqa: F401 - puts tests/ and its harness folders on sys.path
-from hubtest import Hub, launch_hub
+from hubtest import Hub, UserNetwork, launch_hub, subnets_in_use
 
 PLAIN = '''
 from dockerspawner import DockerSpawner
@@ -125,13 +125,26 @@ def pct(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def bench_network(prefix: str) -> UserNetwork:
+    """A network name and a free subnet of its own (other runs may share the engine)."""
+    import ipaddress
+
+    used = subnets_in_use()
+    for net in ipaddress.IPv4Network("198.19.0.0/16").subnets(new_prefix=24):
+        if not any(net.overlaps(u) for u in used):
+            return UserNetwork(f"{prefix}-net", str(net))
+    raise RuntimeError("no free /24 in 198.19.0.0/16 for the benchmark's network")
+
+
 def run(kind: str, image: str, n: int, cpu: float, workdir: Path) -> dict[str, list[float]]:
     prefix = f"qbench{kind}{os.getpid()}"
     users = [f"bench{i}" for i in range(n)]
+    network = bench_network(prefix)
     hub = launch_hub(
         workdir / kind,
-        extra=extra(kind, image, prefix, users, cpu),
+        extra=extra(kind, image, prefix, users, cpu) + network.config(),
         env={"QUSTODY_IMAGE_DIGEST": image},
+        timeout=180,
     )
     try:
         spawn_time(hub, users[0])  # warm-up: page cache, first container
@@ -175,6 +188,7 @@ def run(kind: str, image: str, n: int, cpu: float, workdir: Path) -> dict[str, l
         ).stdout.split()
         if vols:
             subprocess.run(["docker", "volume", "rm", "-f", *vols], capture_output=True)
+        subprocess.run(["docker", "network", "rm", network.name], capture_output=True)
 
 
 def main() -> int:

@@ -1,8 +1,11 @@
 """``make demo``: the full hub on 127.0.0.1 with the reference configuration.
 
 Uses hardened Docker containers when a Docker engine answers and the single-user image
-is built (``make demo`` as root on Debian starts the engine and builds it); otherwise the
-local-process spawner, with a loud warning that isolation is reduced. Sign-in goes
+is built (``make demo`` as root on Debian starts the engine and builds it), on Qustody's
+internal network (``qustody-users``, 198.18.7.0/24; ``QUSTODY_USER_NETWORK`` /
+``QUSTODY_USER_SUBNET`` choose others), which the hub creates; otherwise the
+local-process spawner, with a loud warning that isolation is reduced (demo mode:
+``QUSTODY_DEMO_MODE=1``, which a production hub refuses). Sign-in goes
 through the repository's OpenID provider (tests/idp), started here with demo users whose
 passwords are generated for the run; prints the URL, the logins and the services.
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from hub_ext.identity.demo_idp import start_demo_idp
 from hub_ext.identity.provider_process import ProviderError
+from hub_ext.network import host_address
+from hub_ext.spawner import SpawnPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "qustody/singleuser:latest"
@@ -79,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     except ProviderError as e:
         raise SystemExit(f"demo: {e}") from None
     env.update(idp.env)
+    network = os.environ.get("QUSTODY_USER_NETWORK") or SpawnPolicy().network_mode
+    subnet = os.environ.get("QUSTODY_USER_SUBNET") or SpawnPolicy().network_subnet
     mode = (
-        f"hardened Docker containers, image {digest[:19]}"
+        f"hardened Docker containers, image {digest[:19]},\n"
+        f"           on the internal network {network} ({subnet}): no way to the host\n"
+        f"           but the network proxy on {host_address(subnet)}"
         if digest
         else "LOCAL PROCESSES, NO CONTAINER ISOLATION (no Docker engine or image)"
     )

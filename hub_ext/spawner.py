@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
+from urllib.parse import urlsplit
 
 from dockerspawner import DockerSpawner
 from jupyterhub.spawner import SimpleLocalProcessSpawner
@@ -39,6 +40,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Dict, Instance, Int, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
+from . import network
 from .audit.lifecycle import audited
 from .identity.roles import INSTRUCTOR_PREFIX, students_group
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
@@ -298,12 +300,51 @@ class SpawnPolicy(LoggingConfigurable):
         volume.""",
     )
     network_mode = Unicode(
-        "host",
+        "qustody-users",
         config=True,
-        help="""Docker network of the containers. ``host`` (default) is what works on a
-        machine without a bridge (Qustody's CI): each server then listens on its own random
-        port on 127.0.0.1 only. Elsewhere use a dedicated network that reaches only the hub
-        and the proxy. ``none`` is refused (the hub could not reach the server).""",
+        help="""Docker network of the containers: the name of Qustody's internal user
+        network (default ``qustody-users``). The hub creates it at start-up when it is
+        missing (a user-defined bridge with ``internal=True`` and the subnet
+        ``network_subnet``) and refuses to start when a network of that name exists with
+        other properties. Containers on it have no route off the subnet: they reach the hub
+        and its services only through the network proxy on the bridge's host address
+        (``network_proxy_port``), never the host's loopback (hub API, QPU gateway, auditor
+        page, IdP, databases, Vault) and never another host.
+
+        ``host`` shares the host's network with every kernel (a kernel can then reach every
+        loopback service and squat a port a hub service needs after a restart): it needs
+        ``allow_host_network`` and is refused outside demo mode. ``none``, ``bridge`` and
+        ``container:...`` are refused.
+
+        .. versionchanged:: 0.2
+           The default was ``host``.
+        """,
+    )
+    network_subnet = Unicode(
+        "198.18.7.0/24",
+        config=True,
+        help="""IPv4 subnet of the user network (``/16`` to ``/28``). The host gets its
+        first address on the bridge (``198.18.7.1`` by default); the network proxy listens
+        there and nothing else of Qustody's does. The default lies in 198.18.0.0/15,
+        reserved for network benchmarks, so it does not collide with a site's networks;
+        choose another if it does. Must match an existing network of the same name.""",
+    )
+    network_proxy_port = Int(
+        8000,
+        config=True,
+        help="""Port of the network proxy on the user network's host address: the one
+        place containers reach the hub from. It forwards to the hub's public proxy, so a
+        container sees exactly what a browser sees (the hub API under ``/hub/api``, the QPU
+        gateway under ``/services/qpu/``), with the same authentication. Servers get their
+        hub URLs (``JUPYTERHUB_API_URL``, ``QUSTODY_QPU_URL``) pointing here. Started by
+        ``hub_ext.proxy.QustodyProxy`` (``c.JupyterHub.proxy_class``).""",
+    )
+    allow_host_network = Bool(
+        False,
+        config=True,
+        help="""Allow ``network_mode = "host"``: containers share the host's network, its
+        loopback services and its ports. For a demo on a machine whose Docker engine cannot
+        create bridge networks; refused at start-up outside demo mode. Off by default.""",
     )
     seccomp_profile = Unicode(
         "",
@@ -363,10 +404,28 @@ class SpawnPolicy(LoggingConfigurable):
     @validate("network_mode")
     def _valid_network(self, proposal: Any) -> str:
         value = str(proposal["value"])
-        if not value or value == "none" or value.startswith("container:"):
+        if value != "host" and (value in network.RESERVED or not network.NAME.fullmatch(value)):
             raise ValueError(
-                f"SpawnPolicy.network_mode={value!r}: use 'host' or the name of a dedicated network"
+                f"SpawnPolicy.network_mode={value!r}: use the name of Qustody's internal user "
+                "network (letters, digits, '_', '.', '-'; e.g. 'qustody-users'), which the hub "
+                "creates; 'none', 'bridge' and 'container:...' are refused"
             )
+        return value
+
+    @validate("network_subnet")
+    def _valid_subnet(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        try:
+            network.parse_subnet(value)
+        except ValueError as e:
+            raise ValueError(f"SpawnPolicy.network_subnet: {e}") from None
+        return value
+
+    @validate("network_proxy_port")
+    def _valid_proxy_port(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 65535:
+            raise ValueError("SpawnPolicy.network_proxy_port must be a TCP port, 1-65535")
         return value
 
     @validate("seccomp_profile")
@@ -412,8 +471,25 @@ class SpawnPolicy(LoggingConfigurable):
         allowed = list(self.allowed_images)
         return {name: parse_profile(name, spec, allowed) for name, spec in self.profiles.items()}
 
+    @property
+    def host_network(self) -> bool:
+        """Whether containers share the host's network (the demo-only opt-in)."""
+        return self.network_mode == "host"
+
+    @property
+    def network_proxy_url(self) -> str:
+        """Where containers reach the hub: the network proxy on the bridge's host address."""
+        return f"http://{network.host_address(self.network_subnet)}:{self.network_proxy_port}"
+
     def check(self) -> None:
         """Cross-setting checks, run once at start-up; ValueError says how to fix it."""
+        if self.host_network and not self.allow_host_network:
+            raise ValueError(
+                "SpawnPolicy.network_mode = 'host' shares the host's network and loopback "
+                "services with every kernel. Remove the setting to use Qustody's internal "
+                "network (the default), or, for a demo only, also set "
+                "SpawnPolicy.allow_host_network = True."
+            )
         profiles = self.parsed_profiles()
         if not self.allowed_images:
             self.log.warning("SpawnPolicy.allowed_images is empty: no server can start")
@@ -655,6 +731,10 @@ class SpawnPolicy(LoggingConfigurable):
             "CPU limit differs",
         )
         expect(hc.get("NetworkMode") == self.network_mode, "network differs")
+        if not self.host_network:
+            attached = set(((container.get("NetworkSettings") or {}).get("Networks")) or {})
+            expect(attached == {self.network_mode}, f"attached to networks {sorted(attached)}")
+        expect(not hc.get("PortBindings"), "ports published on the host")
         expect(hc.get("PidMode") in ("", None), "shares a PID namespace")
         expect(hc.get("IpcMode") in ("private", "", None), "shares an IPC namespace")
         expect(hc.get("UsernsMode") in ("", None), "user namespace mode changed")
@@ -831,7 +911,7 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         return profile_form(self.policy.available(self._user_roles()))
 
     def get_env(self) -> dict[str, str]:
-        env: dict[str, str] = super().get_env()
+        env: dict[str, str] = self._on_network(super().get_env())
         if self.policy.token_via_stdin:
             for key in TOKEN_KEYS:
                 env.pop(key, None)
@@ -908,10 +988,18 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         self.mounts: list[Any] = []
         self.links: dict[str, str] = {}
         self.network_name = self.policy.network_mode
-        if self.policy.network_mode == "host":
-            self.use_internal_ip = True  # no port publishing on the host network
+        self.use_internal_ip = True  # reached on its own address: no port published on the host
+        if self.policy.host_network:
+            if not self.policy.allow_host_network:
+                raise SpawnRefused(500, "Servers cannot start: the host network is not allowed "
+                                   "(SpawnPolicy.allow_host_network). An admin must fix the "
+                                   "hub's configuration.")
             self.ip = "127.0.0.1"
             self.port = random_port()
+            self.hub_connect_url = None
+        else:
+            await self._check_network()
+            self.hub_connect_url = self.policy.network_proxy_url
         self.extra_host_config = self.policy.host_config(profile)
         self.extra_create_kwargs = {
             "user": self.policy.run_as,
@@ -935,6 +1023,63 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         return ip, port
 
     _volume = ""
+
+    async def _check_network(self) -> None:
+        """Fail closed unless the user network is still Qustody's, with the proxy on it."""
+        name = self.policy.network_mode
+        try:
+            info = await self.docker("inspect_network", name)
+        except Exception:
+            info = None
+        problems = (
+            network.network_problems(info, self.policy.network_subnet)
+            if info
+            else ["it does not exist"]
+        )
+        if info and not network.forwarding_off(network.bridge_of(info)):
+            problems.append("the host forwards its packets to other networks")
+        if not problems:
+            try:
+                host, port = self.policy.network_proxy_url.rsplit(":", 1)
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host.removeprefix("http://"), int(port)), 5
+                )
+                writer.close()
+            except (OSError, TimeoutError):
+                problems = [
+                    f"nothing listens on {self.policy.network_proxy_url} (set "
+                    "c.JupyterHub.proxy_class = hub_ext.proxy.QustodyProxy)"
+                ]
+        if problems:
+            self.log.error("Refusing to start %s: user network %r: %s", self._log_name, name,
+                           "; ".join(problems))
+            raise SpawnRefused(
+                500,
+                "Your server was not started: the network for servers is not as the security "
+                "policy requires. An admin has been told in the hub log.",
+            )
+
+    def _on_network(self, env: dict[str, str]) -> dict[str, str]:
+        """Point the hub URLs in a server's environment at the network proxy.
+
+        The hub's public and API addresses are on the host's loopback, which a container
+        on the internal network cannot reach; the proxy on the bridge forwards to the
+        public one (JUPYTERHUB_API_URL itself comes from ``hub_connect_url``).
+        """
+        if self.policy.host_network:
+            return env
+        proxy = (self.user.settings or {}).get("proxy")
+        public = str(getattr(proxy, "public_url", "") or "")
+        if not public:
+            return env
+        parts = urlsplit(public)
+        base = f"{parts.scheme}://{parts.netloc}"
+        target = self.policy.network_proxy_url
+        return {
+            key: target + value[len(base):] if value == base or value.startswith(base + "/")
+            else value
+            for key, value in env.items()
+        }
 
     async def create_object(self) -> dict[str, Any]:
         obj: dict[str, Any] = await super().create_object()
@@ -968,7 +1113,7 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
                 sock.close()
 
     async def get_ip_and_port(self) -> tuple[str, int]:
-        if self.network_name == "host":
+        if self.policy.host_network:
             return "127.0.0.1", int(self.port)
         result: tuple[str, int] = await super().get_ip_and_port()
         return result
@@ -1251,16 +1396,21 @@ _OWNED = {
     "mem_limit": "SpawnPolicy.profiles[...]['mem_limit']",
     "cpu_limit": "SpawnPolicy.profiles[...]['cpu_limit']",
     "network_name": "SpawnPolicy.network_mode",
+    "use_internal_ip": "SpawnPolicy.network_mode",
+    "hub_connect_url": "SpawnPolicy.network_proxy_port (servers reach the hub there)",
+    "host_ip": "SpawnPolicy.network_mode (no port is published on the host)",
     "links": "SpawnPolicy",
     "env_keep": "nothing: servers inherit no environment from the hub",
 }
 
 
-def validate_config(config: Config) -> SpawnPolicy:
+def validate_config(config: Config, *, demo: bool = False) -> SpawnPolicy:
     """Check the spawn policy in a hub config once, at start-up.
 
     Raises ValueError with a message that says what to change. Call it at the end of
-    ``jupyterhub_config.py``: ``validate_config(c)``.
+    ``jupyterhub_config.py``: ``validate_config(c)``. ``demo`` says the hub runs in demo
+    mode (``make demo``, or the shared-password demo login): only then may containers
+    share the host's network (``SpawnPolicy.allow_host_network``).
     """
     for section in ("Spawner", "DockerSpawner", "HardenedDockerSpawner"):
         if section not in config:
@@ -1273,4 +1423,10 @@ def validate_config(config: Config) -> SpawnPolicy:
                 )
     policy = SpawnPolicy(config=config)
     policy.check()
+    if policy.host_network and not demo:
+        raise ValueError(
+            "SpawnPolicy.network_mode = 'host' (with allow_host_network) is for demos only, "
+            "and this hub is not in demo mode: every kernel would share the host's loopback "
+            "services and ports. Remove both settings to use Qustody's internal network."
+        )
     return policy

@@ -5,7 +5,9 @@
 #   tools/dockerd.sh stop     stop it, only if this script started it (by its pidfile)
 #   tools/dockerd.sh status   exit 0 when an engine answers
 #
-# No bridge and no iptables (containers use host networking on 127.0.0.1). State lives
+# No default bridge and no iptables: user containers run on an internal bridge network
+# the hub creates (SpawnPolicy.network_mode/network_subnet; user-defined bridges work
+# without the default one), with no route off their subnet. State lives
 # in QUSTODY_DOCKER_DIR (default /tmp/qustody-docker): data root, exec root, socket,
 # pidfile and log, so images survive a restart of the engine.
 set -euo pipefail

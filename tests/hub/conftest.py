@@ -8,12 +8,18 @@ until the API answers. It returns a ``Hub`` with the base URL and the token, sto
 (and so its servers) at teardown, and prints the hub log when the test failed.
 
 Docker fixtures: ``docker_engine`` (a reachable Docker engine, started with
-tools/dockerd.sh if needed) and ``singleuser_image`` (the image id, built if missing).
+tools/dockerd.sh if needed), ``singleuser_image`` (the image id, built if missing) and
+``user_network`` (a unique name and free subnet for the hub's internal user network, which
+the hub creates; the network and anything left on it are removed at teardown). Request
+``user_network`` before ``start_hub`` so it is removed after the hub stopped.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hubtest import Hub, HubError, docker, failed, launch_hub
+from hubtest import Hub, HubError, UserNetwork, docker, failed, launch_hub, subnets_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -107,3 +113,23 @@ def singleuser_image(docker_engine: str) -> str:
         check=True,
     )
     return out.stdout.strip()
+
+
+@pytest.fixture
+def user_network(docker_engine: str, request: pytest.FixtureRequest) -> Iterator[UserNetwork]:
+    """A unique network name and a /24 in 198.18.0.0/15 no other network uses (other test
+    runs share this engine). The hub creates the network; teardown removes it and any
+    container still attached to it (only this test's containers can be)."""
+    used = subnets_in_use()
+    candidates = [n for n in ipaddress.IPv4Network("198.18.0.0/15").subnets(new_prefix=24)
+                  if n != ipaddress.IPv4Network("198.18.7.0/24")  # the default's
+                  and not any(n.overlaps(u) for u in used)]
+    subnet = random.choice(candidates)
+    net = UserNetwork(f"qtestnet-{secrets.token_hex(3)}", str(subnet))
+    yield net
+
+    for cid in docker("ps", "-aq", "--filter", f"network={net.name}").split():
+        if failed(request):
+            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
+        docker("rm", "-f", cid, check=False)
+    docker("network", "rm", net.name, check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -217,3 +218,34 @@ def launch_hub(
             hub.stop()
             raise HubError(f"jupyterhub did not answer within {timeout}s:\n{hub.log()[-6000:]}")
         time.sleep(0.25)
+
+
+@dataclass(frozen=True)
+class UserNetwork:
+    """The internal network one test's hub creates: its name, subnet and bridge address."""
+
+    name: str
+    subnet: str
+
+    @property
+    def host_ip(self) -> str:
+        return str(next(ipaddress.IPv4Network(self.subnet).hosts()))
+
+    def config(self) -> str:
+        """Hub config lines that put the servers on this network."""
+        return (
+            f"c.SpawnPolicy.network_mode = {self.name!r}\n"
+            f"c.SpawnPolicy.network_subnet = {self.subnet!r}\n"
+        )
+
+
+def subnets_in_use() -> list[ipaddress.IPv4Network]:
+    ids = docker("network", "ls", "-q").split()
+    used = []
+    for info in json.loads(docker("network", "inspect", *ids)) if ids else []:
+        for cfg in (info.get("IPAM") or {}).get("Config") or []:
+            try:
+                used.append(ipaddress.IPv4Network(cfg.get("Subnet", ""), strict=False))
+            except ValueError:
+                continue
+    return used

@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from hubtest import docker, failed
+from hubtest import UserNetwork, docker, failed
 
 pytestmark = pytest.mark.docker
 
 MISSING = "sha256:" + "1" * 64
 
 
-def extra_config(prefix: str, image: str, cull_every: int = 2) -> str:
-    return f"""
+def extra_config(prefix: str, image: str, network: UserNetwork, cull_every: int = 2) -> str:
+    return network.config() + f"""
 from hub_ext.culling import culler_service
 from hub_ext.spawner import validate_config
 c.Authenticator.allow_all = True
@@ -65,9 +65,9 @@ def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def hub(start_hub, prefix, singleuser_image):
+def hub(user_network, start_hub, prefix, singleuser_image):
     return start_hub(
-        extra=extra_config(prefix, singleuser_image),
+        extra=extra_config(prefix, singleuser_image, user_network),
         env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
     )
 
@@ -250,9 +250,11 @@ def test_missing_image_is_reported(hub, prefix):
     assert not containers(prefix)
 
 
-def test_crashing_entrypoint_is_reported_with_reason(start_hub, prefix, singleuser_image):
+def test_crashing_entrypoint_is_reported_with_reason(
+    user_network, start_hub, prefix, singleuser_image
+):
     hub = start_hub(
-        extra=extra_config(prefix, singleuser_image)
+        extra=extra_config(prefix, singleuser_image, user_network)
         + '\nc.HardenedDockerSpawner.cmd = ["bash", "-c", "echo qustody-test-boom >&2; exit 3"]\n',
         env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
     )

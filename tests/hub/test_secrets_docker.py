@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 import test_docker_spawner
-from hubtest import Hub, docker
+from hubtest import Hub, UserNetwork, docker
 from kernelws import Kernel
 from qtest import code_cell, notebook, stream
 from test_secrets_hub import all_text, audit, cli, put
@@ -38,7 +38,12 @@ def values() -> dict[str, str]:
 
 @pytest.fixture
 def hub(
-    start_hub: Any, prefix: str, singleuser_image: str, tmp_path: Path, values: dict[str, str]
+    user_network: UserNetwork,
+    start_hub: Any,
+    prefix: str,
+    singleuser_image: str,
+    tmp_path: Path,
+    values: dict[str, str],
 ) -> tuple[Hub, Path]:
     state = tmp_path / "state"
     state.mkdir()
@@ -47,7 +52,7 @@ def hub(
     put(state, "user:alice", "ALICE_SANDBOX", "sandbox", values["ALICE_SANDBOX"])
     assert cli(state, "list").returncode == 0
     hub = start_hub(
-        extra=f"""
+        extra=user_network.config() + f"""
 from hub_ext.secrets.delivery import setup_secrets
 c.Authenticator.allow_all = True
 c.SpawnPolicy.allowed_images = {{"qustody": {singleuser_image!r}}}

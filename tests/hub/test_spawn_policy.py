@@ -146,7 +146,13 @@ def test_invalid_profiles_stop_the_hub(change, words):
     [
         ("run_as", "0:0", "must not be root"),
         ("run_as", "root", "numeric"),
-        ("network_mode", "none", "dedicated network"),
+        ("network_mode", "none", "internal user network"),
+        ("network_mode", "bridge", "internal user network"),
+        ("network_mode", "container:abc", "internal user network"),
+        ("network_subnet", "10.0.0.0/8", "between /16 and /28"),
+        ("network_subnet", "127.0.0.0/24", "loopback"),
+        ("network_subnet", "198.18.7.1/24", "host bits zero"),
+        ("network_proxy_port", 0, "TCP port"),
         ("seccomp_profile", "unconfined", "must not be 'unconfined'"),
         ("home_volume_template", "/srv/home/{username}", "not a host path"),
         ("tmpfs", {"/tmp": "rw"}, "size="),
@@ -187,7 +193,7 @@ def _inspected(p: SpawnPolicy, decision, volume: str) -> dict:
             "MemorySwap": prof.mem_limit,
             "CpuQuota": int(prof.cpu_limit * 100_000),
             "CpuPeriod": 100_000,
-            "NetworkMode": "host",
+            "NetworkMode": p.network_mode,
             "PidMode": "",
             "IpcMode": "private",
             "UsernsMode": "",
@@ -197,6 +203,7 @@ def _inspected(p: SpawnPolicy, decision, volume: str) -> dict:
             "Mounts": None,
         },
         "Mounts": [{"Type": "volume", "Name": volume, "Destination": "/home/jovyan"}],
+        "NetworkSettings": {"Networks": {p.network_mode: {"IPAddress": "198.18.7.2"}}},
     }
 
 
@@ -216,6 +223,9 @@ def _inspected(p: SpawnPolicy, decision, volume: str) -> dict:
         (("Config", "User"), "0:0", "runs as"),
         (("Config", "Env"), ["JUPYTERHUB_API_TOKEN=x"], "API token"),
         (("Image",), "sha256:" + "e" * 64, "image differs"),
+        (("HostConfig", "NetworkMode"), "host", "network differs"),
+        (("NetworkSettings", "Networks"), {"qustody-users": {}, "other": {}}, "attached to"),
+        (("HostConfig", "PortBindings"), {"8888/tcp": [{"HostIp": "0.0.0.0"}]}, "published"),
     ],
 )
 def test_created_container_is_checked_against_the_policy(path, value, problem):
@@ -357,3 +367,67 @@ def test_course_profiles_per_course_and_deny_by_default():
 def test_bad_course_profiles_stop_the_hub(table, words):
     with pytest.raises(ValueError, match=words):
         policy(course_profiles=table).check()
+
+
+# -- the network ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "demo", "words"),
+    [
+        ({}, False, None),  # the internal network, the default
+        ({"network_mode": "host"}, True, "allow_host_network = True"),
+        ({"network_mode": "host", "allow_host_network": True}, False, "for demos only"),
+        ({"network_mode": "host", "allow_host_network": True}, True, None),
+        ({"allow_host_network": True}, False, None),  # the opt-in alone changes nothing
+    ],
+)
+def test_host_network_only_by_opt_in_in_demo_mode(settings, demo, words):
+    c = Config()
+    for key, value in settings.items():
+        setattr(c.SpawnPolicy, key, value)
+    if words is None:
+        p = validate_config(c, demo=demo)
+        assert p.host_network == (settings.get("network_mode") == "host")
+    else:
+        with pytest.raises(ValueError, match=words):
+            validate_config(c, demo=demo)
+
+
+def test_default_network_is_internal_with_the_proxy_on_its_bridge():
+    p = SpawnPolicy()
+    assert p.network_mode == "qustody-users" and not p.host_network
+    assert p.network_proxy_url == "http://198.18.7.1:8000"
+    assert p.host_config(policy().decide({"student"}, {}).profile)["network_mode"] == "qustody-users"
+
+
+GOOD_NETWORK = {
+    "Name": "qustody-users",
+    "Driver": "bridge",
+    "Internal": True,
+    "EnableIPv6": False,
+    "IPAM": {"Config": [{"Subnet": "198.18.7.0/24", "Gateway": "198.18.7.1"}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, None),
+        ({"IPAM": {"Config": [{"Subnet": "198.18.7.0/24"}]}}, None),  # gateway implied
+        ({"Internal": False}, "not internal"),
+        ({"Driver": "macvlan"}, "driver"),
+        ({"EnableIPv6": True}, "IPv6"),
+        ({"IPAM": {"Config": [{"Subnet": "198.18.8.0/24"}]}}, "subnets"),
+        ({"IPAM": {"Config": [{"Subnet": "198.18.7.0/24"}, {"Subnet": "10.9.0.0/24"}]}}, "subnets"),
+        ({"IPAM": {"Config": [{"Subnet": "198.18.7.0/24", "Gateway": "198.18.7.9"}]}}, "gateway"),
+    ],
+)
+def test_an_existing_network_must_be_qustodys_internal_one(change, problem):
+    from hub_ext.network import network_problems
+
+    problems = network_problems({**GOOD_NETWORK, **change}, "198.18.7.0/24")
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in x for x in problems), problems

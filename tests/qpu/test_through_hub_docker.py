@@ -24,6 +24,7 @@ hub_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hub_conftest)
 docker_engine = hub_conftest.docker_engine  # the hub tests' fixtures
 singleuser_image = hub_conftest.singleuser_image
+user_network = hub_conftest.user_network
 prefix = test_docker_spawner.prefix  # names this test's containers and removes them after
 
 pytestmark = pytest.mark.docker
@@ -64,10 +65,10 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def docker_hub(tmp_path, request, prefix, singleuser_image):
+def docker_hub(tmp_path, request, user_network, prefix, singleuser_image):
     (tmp_path / "qpu_operator.py").write_text(OPERATOR_CONFIG)
     (tmp_path / "policy.toml").write_text(QC101_POLICY)
-    extra = f"""
+    extra = user_network.config() + f"""
 c.Authenticator.allowed_users = {{"alice"}}
 c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"
 c.HardenedDockerSpawner.prefix = "{prefix}"

@@ -1,0 +1,440 @@
+"""User containers on Qustody's internal network, tried the way a hostile student would.
+
+Against a real hub (the reference configuration), the real proxy, a real Docker engine,
+the real OpenID provider and a real PostgreSQL cluster, all on the host's loopback: from
+inside a student's container none of their ports can be reached, the container has no
+route off its subnet, and only the network proxy on the bridge answers; ports bound
+inside a container change nothing for the hub, its services or another user. Start-up
+refuses the host network outside demo mode, a network of the right name with the wrong
+properties, and a silent fallback to local processes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from hubtest import Hub, HubError, UserNetwork, docker, free_port, launch_hub, subnets_in_use
+from identity.idp import Idp, start_idp
+from pgserver import PgCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = "/opt/qustody/venv/bin/python"
+
+PROBE = """
+import json, socket, sys
+out = {}
+for host, port in json.loads(sys.argv[1]):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, port))
+        out[f"{host}:{port}"] = "open"
+    except OSError as e:
+        out[f"{host}:{port}"] = type(e).__name__
+    finally:
+        s.close()
+print(json.dumps(out))
+"""
+
+SQUATTER = """
+import socket, sys, threading
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen()
+    while True:
+        c, _ = s.accept()
+        c.recv(65536)
+        c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nSQUAT")
+        c.close()
+for p in sys.argv[1:]:
+    threading.Thread(target=serve, args=(int(p),), daemon=True).start()
+threading.Event().wait()
+"""
+
+FETCH = """
+import json, sys, urllib.request, urllib.error
+out = {}
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            out[url] = [r.status, r.read(300).decode("utf-8", "replace")]
+    except urllib.error.HTTPError as e:
+        out[url] = [e.code, e.read(300).decode("utf-8", "replace")]
+    except OSError as e:
+        out[url] = [0, type(e).__name__]
+print(json.dumps(out))
+"""
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(3)
+        return s.connect_ex((host, port)) == 0
+
+
+def in_container(cid: str, script: str, *args: str) -> dict:
+    return json.loads(docker("exec", cid, PYTHON, "-c", script, *args).strip().splitlines()[-1])
+
+
+def container_of(prefix: str, user: str) -> str:
+    [cid] = docker(
+        "ps", "-q", "--filter", f"name={prefix}", "--filter", f"label=io.qustody.user={user}"
+    ).split()
+    return cid
+
+
+def hub_ports(hub: Hub) -> dict[str, int]:
+    """The loopback ports of this hub's own listeners, from the config the harness wrote."""
+    text = (hub.dir / "jupyterhub_test_config.py").read_text()
+
+    def port(pattern: str) -> int:
+        match = re.search(pattern, text)
+        assert match, pattern
+        return int(match.group(1))
+
+    return {
+        "hub API": port(r'hub_bind_url = "http://127\.0\.0\.1:(\d+)"'),
+        "proxy API": port(r'ConfigurableHTTPProxy\.api_url = "http://127\.0\.0\.1:(\d+)"'),
+        "public proxy": int(hub.url.rstrip("/").rsplit(":", 1)[1]),
+    }
+
+
+@pytest.fixture
+def services() -> Iterator[dict[str, int]]:
+    """A real OpenID provider and a real PostgreSQL cluster on the host's loopback, and
+    free ports for the hub's QPU gateway and auditor page."""
+    idp: Idp = start_idp({"probe": {"password": secrets.token_hex(8), "groups": [], "amr": ["pwd"]}})
+    pg = PgCluster().start()
+    try:
+        yield {
+            "QPU gateway": free_port(),
+            "auditor page": free_port(),
+            "IdP": int(idp.issuer.rstrip("/").rsplit(":", 1)[1]),
+            "PostgreSQL": pg.port,
+        }
+    finally:
+        idp.stop()
+        pg.stop()
+
+
+@pytest.fixture
+def hub(user_network, start_hub, prefix, singleuser_image, services) -> Hub:
+    """The reference configuration with Docker, its gateway and auditor page on the
+    ``services`` ports, on this test's own internal network."""
+    return start_hub(
+        extra=user_network.config()
+        + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n'
+        + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n',
+        env={
+            "QUSTODY_IMAGE_DIGEST": singleuser_image,
+            "QUSTODY_QPU_PORT": str(services["QPU gateway"]),
+            "QUSTODY_AUDIT_PAGE_PORT": str(services["auditor page"]),
+        },
+        timeout=180,  # the machine is shared: starting the gateway can take a while
+    )
+
+
+@pytest.fixture
+def prefix(docker_engine: str) -> Iterator[str]:
+    name = f"qtest{secrets.token_hex(3)}"
+    yield name
+    for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
+        docker("rm", "-f", cid, check=False)
+    for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
+        docker("volume", "rm", "-f", vol, check=False)
+
+
+class _OtherNetwork:
+    """A second network of this test's own with a listener container on it."""
+
+    def __init__(self, name: str, container: str, ip: str) -> None:
+        self.name, self.container, self.ip = name, container, ip
+
+    @classmethod
+    def start(cls, net: UserNetwork, prefix: str, image: str) -> _OtherNetwork:
+        name = f"{net.name}-other"
+        docker("network", "create", "--subnet", _other_subnet(net.subnet), name)
+        cid = docker(
+            "run", "-d", "--name", f"{prefix}-other", "--network", name, "--user", "1000:1000",
+            "--entrypoint", PYTHON, image, "-c", SQUATTER, "9000",
+        ).strip()
+        [info] = json.loads(docker("inspect", cid))
+        return cls(name, cid, info["NetworkSettings"]["Networks"][name]["IPAddress"])
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.container, check=False)
+        docker("network", "rm", self.name, check=False)
+
+
+@pytest.mark.docker
+def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
+    hub: Hub, user_network: UserNetwork, prefix: str, services: dict[str, int],
+    singleuser_image: str,
+) -> None:
+    # the hub created its network: internal, with the configured subnet
+    [info] = json.loads(docker("network", "inspect", user_network.name))
+    assert info["Internal"] is True and info["Driver"] == "bridge"
+    assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [user_network.subnet]
+
+    hub.start_server("alice")
+    cid = container_of(prefix, "alice")
+    targets = {**services, **hub_ports(hub)}
+    # the listeners are real and answer on the host's loopback (so the probe can fail)
+    for port in targets.values():
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+
+    bridge = user_network.host_ip
+    probes = [[host, port] for port in targets.values() for host in (bridge, "127.0.0.1")]
+    proxy = f"{bridge}:8000"
+    seen = in_container(cid, PROBE, json.dumps([*probes, [bridge, 8000]]))
+    assert seen.pop(proxy) == "open"  # the one way to the hub
+    for name, port in targets.items():
+        for host in (bridge, "127.0.0.1"):
+            assert seen[f"{host}:{port}"] == "ConnectionRefusedError", (name, host, seen)
+
+    # nothing off the subnet: a server on another network this host reaches (a container
+    # of this test's own) answers the host, but not alice's container (no forwarding)
+    other = _OtherNetwork.start(user_network, prefix, singleuser_image)
+    try:
+        hub.wait_for(lambda: _answers(other.ip, 9000), timeout=60, what="the other listener")
+        seen = in_container(cid, PROBE, json.dumps([[other.ip, 9000]]))
+        assert seen[f"{other.ip}:9000"] != "open", seen
+    finally:
+        other.remove()
+    bridge_name = f"br-{info['Id'][:12]}"
+    assert Path(f"/proc/sys/net/ipv4/conf/{bridge_name}/forwarding").read_text().strip() == "0"
+
+    # the server got hub URLs on the network proxy, and they work
+    env = dict(e.split("=", 1) for e in json.loads(docker("inspect", cid))[0]["Config"]["Env"])
+    assert env["JUPYTERHUB_API_URL"] == f"http://{proxy}/hub/api"
+    assert env["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://{proxy}/hub/api/users/alice/")
+    assert env["QUSTODY_QPU_URL"] == f"http://{proxy}/services/qpu/"
+    got = in_container(cid, FETCH, f"http://{proxy}/hub/api/")
+    status, body = got[f"http://{proxy}/hub/api/"]
+    assert status == 200 and "version" in json.loads(body), got
+
+    # and through the public proxy, the server itself works
+    token = hub.user_token("alice")
+    r = requests.get(f"{hub.url}user/alice/api/status",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.docker
+def test_ports_bound_in_a_container_change_nothing_for_others(
+    hub: Hub, user_network: UserNetwork, prefix: str, services: dict[str, int]
+) -> None:
+    hub.start_server("alice")
+    hub.start_server("bob")
+    alice, bob = container_of(prefix, "alice"), container_of(prefix, "bob")
+    ports = {**services, **hub_ports(hub)}
+    spare = free_port()  # free on the host now; a hub service restarting would want it
+    squatted = [ports["QPU gateway"], ports["auditor page"], ports["hub API"],
+                ports["public proxy"], 8000, spare]
+    docker("exec", "-d", alice, PYTHON, "-c", SQUATTER, *map(str, squatted))
+
+    # the squatter is up inside alice's container (the attack runs)
+    local = [f"http://127.0.0.1:{p}/" for p in squatted]
+    hub.wait_for(
+        lambda: all(v == [200, "SQUAT"] for v in in_container(alice, FETCH, *local).values()),
+        timeout=30, what="the squatter in alice's container",
+    )
+
+    # the host's services still answer on loopback, themselves
+    for port in squatted[:-2]:
+        r = requests.get(f"http://127.0.0.1:{port}/", timeout=10, allow_redirects=False)
+        assert r.text != "SQUAT", port
+    assert hub.api("GET", "/")[0] == 200
+    # a hub service restarting could still bind its port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", spare))
+
+    # bob's server still reaches the real hub and gateway through the network proxy
+    proxy = f"http://{user_network.host_ip}:8000"
+    got = in_container(bob, FETCH, f"{proxy}/hub/api/", f"{proxy}/services/qpu/")
+    status, body = got[f"{proxy}/hub/api/"]
+    assert status == 200 and "version" in json.loads(body), got
+    status, body = got[f"{proxy}/services/qpu/"]
+    assert status != 0 and body != "SQUAT", got
+    # and alice's own server is still reached by the proxy, as before
+    token = hub.user_token("bob")
+    r = requests.get(f"{hub.url}user/bob/api/status",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.docker
+def test_spawn_is_refused_when_the_network_is_no_longer_internal(
+    user_network: UserNetwork, start_hub, prefix: str, singleuser_image: str
+) -> None:
+    hub = start_hub(
+        extra=user_network.config() + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n'
+        + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n',
+        env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+        timeout=180,
+    )
+    docker("network", "rm", user_network.name)
+    docker("network", "create", "--subnet", user_network.subnet, user_network.name)
+    code, body = hub.api("POST", "/users/alice/server", {})
+    assert code == 500, body
+    assert "network for servers is not as the security policy requires" in body["message"]
+    assert not docker("ps", "-aq", "--filter", f"name={prefix}").split()
+    assert "it is not internal" in hub.log()
+
+
+def _other_subnet(taken: str) -> str:
+    import ipaddress
+
+    used = [*subnets_in_use(), ipaddress.IPv4Network(taken)]
+    for net in ipaddress.IPv4Network("198.19.0.0/16").subnets(new_prefix=24):
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise AssertionError("no free subnet")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("kind", ["not internal", "other subnet"])
+def test_hub_refuses_to_start_on_a_network_that_is_not_its_own(
+    user_network: UserNetwork, tmp_path: Path, kind: str
+) -> None:
+    if kind == "not internal":
+        docker("network", "create", "--subnet", user_network.subnet, user_network.name)
+        expected = "it is not internal"
+    else:
+        docker("network", "create", "--internal", "--subnet", _other_subnet(user_network.subnet),
+               user_network.name)
+        expected = f"not [{user_network.subnet!r}]"
+    started: list[Hub] = []
+    with pytest.raises(HubError) as refused:
+        launch_hub(tmp_path / "hub", extra=user_network.config(), started=started,
+                   env={"QUSTODY_IMAGE_DIGEST": "sha256:" + "1" * 64}, timeout=180)
+    for hub in started:
+        hub.stop()
+    message = str(refused.value)
+    assert "is not Qustody's internal user network" in message and expected in message, message
+
+
+# -- start-up refusals: host network and local processes outside demo mode ----------------
+
+OIDC = {
+    "QUSTODY_OIDC_CLIENT_ID": "hub",
+    "QUSTODY_OIDC_CLIENT_SECRET": "s-" + secrets.token_hex(16),
+    "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+    "QUSTODY_DEMO_MODE": "",
+    "QUSTODY_SPAWNER": "",
+}
+
+
+def oidc_env(**changes: str) -> dict[str, str]:
+    # never contacted: these hubs refuse at start-up, or are only asked for their API
+    return {"QUSTODY_OIDC_ISSUER": f"http://127.0.0.1:{free_port()}", **OIDC, **changes}
+
+
+HOST_NETWORK = {
+    "QUSTODY_IMAGE_DIGEST": "sha256:" + "1" * 64,
+    "QUSTODY_USER_NETWORK": "host",
+    "QUSTODY_ALLOW_HOST_NETWORK": "1",
+}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (HOST_NETWORK, "for demos only, and this hub is not in demo mode"),
+        (
+            {**HOST_NETWORK, "QUSTODY_ALLOW_HOST_NETWORK": ""},
+            "network_mode = 'host' shares the host's network",
+        ),
+        (
+            {"QUSTODY_IMAGE_DIGEST": ""},
+            "QUSTODY_IMAGE_DIGEST is not set, so servers would run as local processes",
+        ),
+    ],
+    ids=["host-network", "host-network-without-opt-in", "local-fallback"],
+)
+def test_start_up_refuses_outside_demo_mode(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    started: list[Hub] = []
+    with pytest.raises(HubError) as refused:
+        launch_hub(tmp_path / "hub", env=oidc_env(**env), started=started, timeout=120)
+    for hub in started:
+        hub.stop()
+    assert message in str(refused.value), str(refused.value)[-3000:]
+
+
+@pytest.mark.parametrize("case", ["host-network", "local-fallback"])
+def test_demo_mode_may_use_them(tmp_path: Path, case: str) -> None:
+    env = oidc_env(QUSTODY_DEMO_MODE="1", QUSTODY_IMAGE_DIGEST="")
+    if case == "host-network":
+        env.update(HOST_NETWORK)
+    hub = launch_hub(tmp_path / "hub", env=env, timeout=120)
+    try:
+        assert hub.api("GET", "/")[0] == 200
+        log = hub.log()
+        if case == "local-fallback":
+            assert "LOCAL PROCESSES" in log
+        else:
+            assert "Network proxy for user containers" not in log
+    finally:
+        hub.stop()
+
+
+@pytest.mark.docker
+def test_make_demo_uses_the_internal_network(
+    user_network: UserNetwork, singleuser_image: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUSTODY_", "JUPYTERHUB_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+        QUSTODY_IMAGE_DIGEST=singleuser_image,
+        QUSTODY_USER_NETWORK=user_network.name,
+        QUSTODY_USER_SUBNET=user_network.subnet,
+    )
+    out = tmp_path / "demo.out"
+    with out.open("w") as sink:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "hub_ext.demo", "--state", str(tmp_path / "state"),
+             "--port", "0"],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    proxy = f"http://{user_network.host_ip}:8000/hub/api/"
+    try:
+        deadline = time.monotonic() + 240
+        answered = False
+        while time.monotonic() < deadline and demo.poll() is None and not answered:
+            try:
+                answered = requests.get(proxy, timeout=2).status_code == 200
+            except requests.RequestException:
+                time.sleep(0.5)
+        text = out.read_text()
+        assert answered, text[-4000:]
+        assert f"on the internal network {user_network.name} ({user_network.subnet})" in text
+        [info] = json.loads(docker("network", "inspect", user_network.name))
+        assert info["Internal"] is True
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    # Ctrl-C stops the network proxy with the hub
+    with socket.socket() as probe:
+        assert probe.connect_ex((user_network.host_ip, 8000)) != 0, "the network proxy outlived it"
