@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -22,3 +23,17 @@ def is_hex(data: bytes) -> bool:
 
 def has_digit_and_letter(data: bytes) -> bool:
     return any(48 <= b <= 57 for b in data) and any(65 <= (b & 0xDF) <= 90 for b in data)
+
+
+# A word inside an identifier: "Password" in "addPassword", "layer" in "layer1.weight".
+_WORD = re.compile(rb"[A-Z]?[a-z]{3,}|[A-Z]{4,}(?![a-z])")
+
+
+def word_share(data: bytes) -> float:
+    """The share of ``data`` in runs of three or more lowercase letters (optionally
+    capitalised): high for names made of words (``model_state_dict_v2``,
+    ``/home/user/.cache``), low for random tokens, whose letters change case every
+    character or two."""
+    if not data:
+        return 0.0
+    return sum(m.end() - m.start() for m in _WORD.finditer(data)) / len(data)
