@@ -112,7 +112,8 @@ def detectors(
             "token printed or returned by a cell)",
             anchor=rb"(?:^|\n)[ \t]{0,8}[\"'][A-Za-z0-9_+/~][A-Za-z0-9_+/~.-]{11}",
             value=rx(
-                rf"\n?[ \t]{{0,8}}(?P<q>[\"'])(?P<secret>{_CONTEXT_VALUE})(?P=q)[ \t]{{0,8}}(?:\n|$)"
+                rf"\n?[ \t]{{0,8}}(?P<q>[\"'])(?P<secret>{_CONTEXT_VALUE})(?P=q)"
+                r"[ \t]{0,8}(?:\n|$)"
             ),
             kind=Kind.KEYWORD,
             window=600,
