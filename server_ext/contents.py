@@ -86,6 +86,18 @@ class _Staging:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class GuardRefusal(HTTPError):
+    """A refused save; the contents handler adds ``findings`` to the JSON error body.
+
+    Each finding is ``Located.public()``: zone, pointer, cell index and id, line, detector
+    (the rule), masked value and fingerprint; never the value itself.
+    """
+
+    def __init__(self, status: int, message: str, findings: list[dict[str, Any]]) -> None:
+        super().__init__(status, message)
+        self.findings = findings
+
+
 def _progress_model(path: str, size: int) -> dict[str, Any]:
     """The model returned for a chunk that was staged, not yet written."""
     now = datetime.now(UTC)
@@ -160,7 +172,9 @@ class GuardedContents:
         if isinstance(error, SaveRefused):
             log_findings(self, path, error)
             audit_report.save_refused(self.log, path, error)  # type: ignore[attr-defined]
-            return HTTPError(error.status, error.message)
+            return GuardRefusal(
+                error.status, error.message, [loc.public() for loc in error.findings]
+            )
         if isinstance(error, HTTPError):
             return error
         # Type and place only: an exception's message may quote the content being saved.
