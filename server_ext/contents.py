@@ -123,6 +123,16 @@ class GuardedContents:
     _qustody_guard: SaveGuard | None = None
     _qustody_error: str | None = None
     _qustody_staging: _Staging | None = None
+    _qustody_watcher: Any = None
+
+    def qustody_watch(self, watcher: Any) -> None:
+        """Tell ``watcher`` about each file a save wrote, so it does not scan it again."""
+        self._qustody_watcher = watcher
+
+    def _note_saved(self, path: str) -> None:
+        os_path = getattr(self, "_get_os_path", None)
+        if self._qustody_watcher is not None and os_path is not None:
+            self._qustody_watcher.note_own_write(Path(os_path(path)))
 
     def qustody_install(self, guard: SaveGuard | None, error: str | None = None) -> None:
         """Set the guard; with ``error`` and no guard, every save is refused (fail closed)."""
@@ -217,6 +227,7 @@ class AsyncGuardedContents(GuardedContents):
                 raise
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = await super().save(model, path)  # type: ignore[misc]
+        self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
 
@@ -232,6 +243,7 @@ class SyncGuardedContents(GuardedContents):
         except Exception as e:
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
+        self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
 

@@ -83,8 +83,30 @@ class ScanHandler(_GuardHandler):
         self.finish(json.dumps(result))
 
 
+class WatcherHandler(_GuardHandler):
+    """``GET /qustody/api/watcher``: what the file watcher found in files written outside
+    the editor (newest last; masked values and fingerprints only)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        watcher = self.settings.get("qustody_watcher")
+        if watcher is None:
+            raise web.HTTPError(503, "The Qustody file watcher is not running on this server.")
+        self.finish(
+            json.dumps(
+                {
+                    "enabled": watcher.enabled,
+                    "scanned": watcher.scanned,
+                    "reports": list(watcher.reports),
+                }
+            )
+        )
+
+
 HANDLERS = [
     (r"/qustody/api/guard", GuardStatusHandler),
+    (r"/qustody/api/watcher", WatcherHandler),
     (r"/qustody/api/scan", ScanHandler),
 ]
 

@@ -37,6 +37,7 @@ REQUIRED_TYPES = {
     "ticket-refused",
     "save-refused",
     "outputs-redacted",
+    "file-finding",  # issue 13: the file watcher's findings
     "qpu-job-submitted",
     "qpu-job-admitted",
     "qpu-job-queued",
