@@ -182,6 +182,10 @@ class Engine:
             if start < consumed[idx]:
                 continue
             seg = bisect.bisect_right(starts, start) - 1
+            if start == starts[seg] + len(parts[seg]) and seg + 1 < len(parts):
+                # An anchor on a line start (``\n'token'``) that begins on the separator
+                # belongs to the next segment.
+                seg, start = seg + 1, start + 1
             seg_start, seg_end = starts[seg], starts[seg] + len(parts[seg])
             det = db.detectors[idx]
             end = min(seg_end, start + det.window)

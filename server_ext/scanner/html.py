@@ -23,8 +23,9 @@ def _text(fragment: bytes) -> bytes:
 
 
 def table_view(html: bytes) -> bytes:
-    """One line per row (``name: value`` for two cells) and one per cell under a header
-    row (``header: cell``); empty when ``html`` has no table."""
+    """One line per row (``name: value`` for two cells), one per cell under a header row
+    (``header: cell``) and one per single-token cell (``'cell'``); empty when ``html``
+    has no table."""
     if b"<table" not in html and b"<TABLE" not in html:
         return b""
     lines: list[bytes] = []
@@ -36,6 +37,9 @@ def table_view(html: bytes) -> bytes:
             if not texts:
                 continue
             lines.append(b": ".join(texts))
+            # A cell holding one long token is also a line of its own, quoted as a repr is:
+            # the ``quoted-line`` detector then asks whether it reads as a random token.
+            lines.extend(b"'" + t + b"'" for t in texts if len(t) >= 16 and b" " not in t)
             if header is None and all(kind.lower() == b"h" for kind, _ in cells):
                 header = texts
             elif header is not None:

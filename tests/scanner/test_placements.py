@@ -28,6 +28,7 @@ def fake(label: str, n: int, alphabet: str = ALNUM) -> str:
 
 # One value of each shape a credential takes when no format prefix gives it away.
 CREDENTIALS = {
+    "random-24": fake("r24", 24),
     "random-32": fake("r32", 32),
     "lowercase-40": fake("l40", 40, string.ascii_lowercase + string.digits),
     "ibm-quantum-hex-128": fake("ibmq", 128, "0123456789abcdef"),
@@ -91,6 +92,14 @@ def html_dataframe(v: str) -> dict[str, Any]:
     )
 
 
+def html_value_column(v: str) -> dict[str, Any]:
+    return result(
+        "text/html",
+        "<table>\n<thead><tr><th></th><th>service</th><th>value</th></tr></thead>\n"
+        f"<tbody><tr><th>0</th><td>qlab</td><td>{v}</td></tr></tbody>\n</table>",
+    )
+
+
 def traceback(v: str) -> dict[str, Any]:
     return {
         "output_type": "error",
@@ -113,6 +122,12 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
     ),
     "stream-bearer": lambda v: code("show()", stream(f"sending Bearer {v}\n")),
     "execute-result-repr": lambda v: code("token", result("text/plain", repr(v))),
+    # The output is scanned right after the source in one buffer: the repr's line start
+    # is the separator between the two.
+    "execute-result-repr-after-source": lambda v: code(
+        "import os\nos.environ['SERVICE_TOKEN']\n", result("text/plain", repr(v))
+    ),
+    "html-cell-without-a-credential-word": lambda v: code("df", html_value_column(v)),
     "execute-result-dict-repr": lambda v: code("cfg", result("text/plain", repr({"token": v}))),
     "html-key-value-table": lambda v: code("show()", html_vertical(v)),
     "html-dataframe": lambda v: code("df", html_dataframe(v)),
