@@ -30,10 +30,20 @@ _WORD = re.compile(rb"[A-Z]?[a-z]{3,}|[A-Z]{4,}(?![a-z])")
 
 
 def word_share(data: bytes) -> float:
-    """The share of ``data`` in runs of three or more lowercase letters (optionally
-    capitalised): high for names made of words (``model_state_dict_v2``,
+    """The share of ``data`` in pronounceable runs of three or more lowercase letters
+    (optionally capitalised): high for names made of words (``model_state_dict_v2``,
     ``/home/user/.cache``), low for random tokens, whose letters change case every
     character or two."""
     if not data:
         return 0.0
-    return sum(m.end() - m.start() for m in _WORD.finditer(data)) / len(data)
+    words = (m.group() for m in _WORD.finditer(data))
+    return sum(len(w) for w in words if _pronounceable(w)) / len(data)
+
+
+_VOWEL = re.compile(rb"[aeiouyAEIOUY]")
+_CONSONANTS = re.compile(rb"[^aeiouyAEIOUY]{4}")
+
+
+def _pronounceable(run: bytes) -> bool:
+    """Words have vowels and no four consonants in a row; "zmzjzp" in a token does not."""
+    return _VOWEL.search(run) is not None and _CONSONANTS.search(run) is None

@@ -34,6 +34,8 @@ CREDENTIALS = {
     "ibm-quantum-hex-128": fake("ibmq", 128, "0123456789abcdef"),
     "ibm-cloud-44": fake("ibmc", 44, ALNUM + "_-"),
     "ionq-32": fake("ionq", 32),
+    "password-with-punctuation": "*Ke6-cEJ!iUH%qHmZht",
+    "lowercase-runs-20": "punfi9qqraoyzmzjzpzn",
     "heroku-hrku": "HRKU-" + fake("hrku", 36, ALNUM + "_-"),
     "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
     + "eyJzdWIiOiJhbGljZSIsImV4cCI6MTkwMDAwMDAwMH0."

@@ -47,7 +47,9 @@ _BLANKS = r"""[\s"'`:=|>(\[,-]{1,8}"""
 _CONTEXT_LINK = rf"{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}"
 # No "=" inside (only base64 padding at the end): "password=password=..." then fails
 # after one word instead of reading 500 bytes at every anchor.
-_CONTEXT_VALUE = r"[A-Za-z0-9_+/~][A-Za-z0-9_+/~.-]{14,510}(?<![.-])={0,2}"
+# Passwords carry punctuation (``*Ke6-cEJ...``, ``i8%1!U6...``); a sentence's final "." or
+# ":" is not part of the value.
+_CONTEXT_VALUE = r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{14,510}(?<![.:-])={0,2}"
 CONTEXT_ENTROPY = 3.5
 
 
@@ -95,11 +97,12 @@ def detectors(
             "(credential X, token: X, Bearer X)",
             anchor=(
                 rf"\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
-                r"[A-Za-z0-9_+/~][A-Za-z0-9_+/~.-]{11}"
+                r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{11}"
             ).encode(),
             value=rx(
-                rf"(?i)\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
-                rf"(?P<secret>{_CONTEXT_VALUE})(?![A-Za-z0-9_+/~=])"
+                # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...".
+                rf"(?i)(?<!public )(?<!public_)\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
+                rf"(?P<secret>{_CONTEXT_VALUE})(?![A-Za-z0-9_+/~=!#$%^&*@])"
             ),
             kind=Kind.KEYWORD,
             caseless=True,
@@ -110,7 +113,7 @@ def detectors(
             id="quoted-line",
             title="A line that is only a quoted random-looking string (the repr of a "
             "token printed or returned by a cell)",
-            anchor=rb"(?:^|\n)[ \t]{0,8}[\"'][A-Za-z0-9_+/~][A-Za-z0-9_+/~.-]{11}",
+            anchor=rb"(?:^|\n)[ \t]{0,8}[\"'][A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{11}",
             value=rx(
                 rf"\n?[ \t]{{0,8}}(?P<q>[\"'])(?P<secret>{_CONTEXT_VALUE})(?P=q)"
                 r"[ \t]{0,8}(?:\n|$)"
