@@ -62,7 +62,11 @@ def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
         s = c.secret
         # Hex has 16 symbols, so its entropy tops out at 4 bits: it gets the hex gate.
         gate = min(minimum, HEX_ENTROPY) if is_hex(s) else minimum
-        if not has_digit_and_letter(s) or shannon(s) < gate or _ID_WORDS.search(c.line):
+        if not has_digit_and_letter(s) or shannon(s) < gate:
+            return False
+        # Only near the value: a minified line may be megabytes long.
+        at = max(0, c.line.find(s))
+        if _ID_WORDS.search(c.line, max(0, at - 80), at + len(s) + 40):
             return False
         digits = sum(48 <= b <= 57 for b in s) / len(s)
         return word_share(s) < 0.5 or digits >= 0.15
