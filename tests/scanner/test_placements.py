@@ -192,6 +192,9 @@ NOT_CREDENTIALS = [
     ('aws_access_key_id = "AKIAIOSFODNN7EXAMPLE"\n', "aws-documentation-example"),
     ('password = "EXAMPLE-PASSWORD-123"\n', "example-word"),
     ("token: ${GITHUB_TOKEN}\n", "template"),
+    ('DB = "postgresql://user:password@localhost:5432/mydb"\n', "url-with-password-word"),
+    ("engine = create_engine('postgres://postgres:postgres@localhost/db')\n", "url-user-repeated"),
+    ("mongodb+srv://<username>:<password>@cluster0.example.mongodb.net/\n", "url-placeholders"),
     # truncated values, as docs and logs show them
     (
         "```\n[I 10:00:01 NotebookApp] http://localhost:8888/?token=dd852649\n```\n",
