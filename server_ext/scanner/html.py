@@ -10,6 +10,9 @@ it occurs in the original text.
 from __future__ import annotations
 
 import re
+import threading
+
+import hyperscan
 
 _TABLE = re.compile(rb"(?is)<table\b.*?(?:</table\s*>|\Z)")
 _ROW = re.compile(rb"(?is)<tr\b[^>]*>(.*?)(?=<tr\b|</table|\Z)")
@@ -24,10 +27,47 @@ def _text(fragment: bytes) -> bytes:
 
 # A cell holding one long token, and a table that mentions a credential at all: most
 # tables (DataFrames of numbers) need neither the per-row pairing nor any Python per cell.
-_LONG_CELL = re.compile(rb"(?i)<t[hd]\b[^<>]{0,512}>\s*([^<>\s]{16,512})\s*</t[hd]")
-# Plain substring tests on the lower-cased text: a case-insensitive regex alternation is
-# an order of magnitude slower over large outputs.
-_CREDENTIAL_WORDS = (b"credential", b"token", b"key", b"secret", b"pass", b"pwd", b"bearer")
+# Case-sensitive first: the literal "<t" lets the regex engine skip ahead (renderers write
+# lower-case tags); HTML with upper-case tags gets the slower case-insensitive pattern.
+_LONG_CELL_PATTERN = rb"<t[hd]\b[^<>]{0,512}>\s*([^<>\s]{16,512})\s*</t[hd]"
+_LONG_CELL = re.compile(_LONG_CELL_PATTERN)
+_LONG_CELL_ANY_CASE = re.compile(_LONG_CELL_PATTERN, re.IGNORECASE)
+
+_LONG_TEXT, _CREDENTIAL_WORD = 0, 1
+
+
+class _Probe:
+    """One native pass that says whether a table has a long token after a tag and whether
+    it mentions a credential word, so that tables of numbers cost no Python regex."""
+
+    def __init__(self) -> None:
+        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._db.compile(
+            expressions=[
+                rb">\s{0,64}[^<>\s]{16}",
+                rb"credential|token|key|secret|pass|pwd|bearer",
+            ],
+            ids=[_LONG_TEXT, _CREDENTIAL_WORD],
+            elements=2,
+            flags=[
+                hyperscan.HS_FLAG_SINGLEMATCH,
+                hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS,
+            ],
+        )
+        self._local = threading.local()
+
+    def __call__(self, html: bytes) -> set[int]:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        found: set[int] = set()
+        self._db.scan(
+            html, match_event_handler=lambda i, _s, _e, _f, _c: found.add(i), scratch=scratch
+        )
+        return found
+
+
+_probe = _Probe()
 
 
 def table_view(html: bytes) -> bytes:
@@ -37,9 +77,12 @@ def table_view(html: bytes) -> bytes:
     row (``header: cell``); empty when ``html`` has no table."""
     if b"<table" not in html and b"<TABLE" not in html:
         return b""
-    lines = [b"'" + m.group(1) + b"'" for m in _LONG_CELL.finditer(html)]
-    lowered = html.lower()
-    if any(word in lowered for word in _CREDENTIAL_WORDS):
+    found = _probe(html)
+    lines: list[bytes] = []
+    if _LONG_TEXT in found:
+        cells = _LONG_CELL_ANY_CASE if b"<T" in html else _LONG_CELL
+        lines = [b"'" + m.group(1) + b"'" for m in cells.finditer(html)]
+    if _CREDENTIAL_WORD in found:
         for table in _TABLE.finditer(html):
             lines.extend(_paired(table.group()))
     return b"\n".join(lines)
