@@ -10,6 +10,7 @@ from .handlers import HANDLERS, harden_contents_handler
 from .secret_handlers import SECRET_HANDLERS
 from .secret_store import start_secrets
 from .session import start_backstop
+from .watcher import FileWatcher
 
 
 class QustodyApp(ExtensionApp):
@@ -40,6 +41,9 @@ class QustodyApp(ExtensionApp):
             return
         manager.qustody_install(guard)
         self.settings["qustody_guard"] = guard
+        self.watcher = FileWatcher(serverapp.root_dir, guard, config=serverapp.config, log=self.log)
+        manager.qustody_watch(self.watcher)
+        self.settings["qustody_watcher"] = self.watcher
         # Claim this server's secrets only now: the guard must know their values first.
         self.settings["qustody_secrets"] = start_secrets(serverapp, guard, self.log)
         if not harden_contents_handler(serverapp.web_app):
@@ -55,6 +59,21 @@ class QustodyApp(ExtensionApp):
                 len(guard.engine.detectors),
                 guard.default_mode,
             )
+
+    async def _start_jupyter_server_extension(self, serverapp: object) -> None:
+        watcher: FileWatcher | None = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.start()
+            if not watcher.enabled:
+                self.log.warning(
+                    "Qustody file watcher is off (FileWatcher.enabled = False): files written "
+                    "by kernels and terminals are not checked"
+                )
+
+    async def stop_extension(self) -> None:
+        watcher: FileWatcher | None = getattr(self, "watcher", None)
+        if watcher is not None:
+            await watcher.stop()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(HANDLERS)

@@ -156,3 +156,20 @@ def outputs_redacted(log: Any, path: str, report: Any) -> None:
     if report.mode in ("block", "redact"):
         data["mode"] = report.mode
     sink.report("outputs-redacted", data)
+
+
+def file_finding(log: Any, path: str, action: str, located: Any, redacted: int) -> None:
+    """Report credentials found in a file written outside the contents API (the watcher)."""
+    sink = reporter(log)
+    if sink is None:
+        return
+    sink.report(
+        "file-finding",
+        {
+            "path": path[:MAX_PATH],
+            "action": action,
+            "detectors": _detectors(located),
+            "findings": len(located),
+            "redacted": int(redacted),
+        },
+    )

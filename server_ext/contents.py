@@ -88,6 +88,18 @@ class _Staging:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class GuardRefusal(HTTPError):
+    """A refused save; the contents handler adds ``findings`` to the JSON error body.
+
+    Each finding is ``Located.public()``: zone, pointer, cell index and id, line, detector
+    (the rule), masked value and fingerprint; never the value itself.
+    """
+
+    def __init__(self, status: int, message: str, findings: list[dict[str, Any]]) -> None:
+        super().__init__(status, message)
+        self.findings = findings
+
+
 def _progress_model(path: str, size: int) -> dict[str, Any]:
     """The model returned for a chunk that was staged, not yet written."""
     now = datetime.now(UTC)
@@ -113,6 +125,16 @@ class GuardedContents:
     _qustody_guard: SaveGuard | None = None
     _qustody_error: str | None = None
     _qustody_staging: _Staging | None = None
+    _qustody_watcher: Any = None
+
+    def qustody_watch(self, watcher: Any) -> None:
+        """Tell ``watcher`` about each file a save wrote, so it does not scan it again."""
+        self._qustody_watcher = watcher
+
+    def _note_saved(self, path: str) -> None:
+        os_path = getattr(self, "_get_os_path", None)
+        if self._qustody_watcher is not None and os_path is not None:
+            self._qustody_watcher.note_own_write(Path(os_path(path)))
 
     def qustody_install(self, guard: SaveGuard | None, error: str | None = None) -> None:
         """Set the guard; with ``error`` and no guard, every save is refused (fail closed)."""
@@ -227,7 +249,9 @@ class GuardedContents:
         if isinstance(error, SaveRefused):
             log_findings(self, path, error)
             audit_report.save_refused(self.log, path, error)  # type: ignore[attr-defined]
-            return HTTPError(error.status, error.message)
+            return GuardRefusal(
+                error.status, error.message, [loc.public() for loc in error.findings]
+            )
         if isinstance(error, HTTPError):
             return error
         # Type and place only: an exception's message may quote the content being saved.
@@ -270,6 +294,7 @@ class AsyncGuardedContents(GuardedContents):
                 raise
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = await super().save(model, path)  # type: ignore[misc]
+        self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
 
@@ -299,6 +324,7 @@ class SyncGuardedContents(GuardedContents):
         except Exception as e:
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
+        self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return _annotate(saved, report)
 

@@ -12,6 +12,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from .contents import GuardRefusal
 from .guard import SaveGuard, SaveRefused
 from .scanner import rules
 
@@ -82,8 +83,30 @@ class ScanHandler(_GuardHandler):
         self.finish(json.dumps(result))
 
 
+class WatcherHandler(_GuardHandler):
+    """``GET /qustody/api/watcher``: what the file watcher found in files written outside
+    the editor (newest last; masked values and fingerprints only)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        watcher = self.settings.get("qustody_watcher")
+        if watcher is None:
+            raise web.HTTPError(503, "The Qustody file watcher is not running on this server.")
+        self.finish(
+            json.dumps(
+                {
+                    "enabled": watcher.enabled,
+                    "scanned": watcher.scanned,
+                    "reports": list(watcher.reports),
+                }
+            )
+        )
+
+
 HANDLERS = [
     (r"/qustody/api/guard", GuardStatusHandler),
+    (r"/qustody/api/watcher", WatcherHandler),
     (r"/qustody/api/scan", ScanHandler),
 ]
 
@@ -113,6 +136,19 @@ def harden_contents_handler(web_app: web.Application) -> int:
     class QustodyContentsHandler(ContentsHandler):
         def get_json_body(self) -> Any:
             return parse_json_body(self.request.body)
+
+        def write_error(self, status_code: int, **kwargs: Any) -> None:
+            # A refused save answers {message, reason, findings}: the findings say where each
+            # credential is (for the JupyterLab extension), with masked values only.
+            error = kwargs.get("exc_info", (None, None))[1]
+            if not isinstance(error, GuardRefusal):
+                super().write_error(status_code, **kwargs)
+                return
+            self.set_header("Content-Type", "application/json")
+            reply = {"message": error.log_message, "reason": error.reason}
+            reply["findings"] = error.findings
+            self.log.warning("Qustody refused a save (%d findings)", len(error.findings))
+            self.finish(json.dumps(reply))
 
     replaced = 0
     for rule in web_app.wildcard_router.rules:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -129,3 +130,86 @@ def test_scan_does_not_need_jupyter_server(tree):
         timeout=60,
     )
     assert result.returncode == 1, result.stderr
+
+
+# --- --baseline: adopt in CI on a repository that already has findings -----------------------
+
+
+def test_baseline_reports_only_new_findings(tree, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ci") / "qustody-baseline.json"
+    recorded = qustody("scan", "--write-baseline", str(base), str(tree))
+    assert recorded.returncode == 0, recorded.stderr
+    assert "2 finding(s) recorded" in recorded.stdout
+    text = base.read_text()
+    assert GITHUB_TOKEN not in text and GITHUB_TOKEN[4:12] not in text
+
+    # The same tree on a later run (another process, so another fingerprint key unless the
+    # baseline's is used): nothing new, exit 0.
+    again = qustody("scan", "--baseline", str(base), str(tree))
+    assert again.returncode == 0, again.stdout
+    assert "0 finding(s) in 3 file(s)" in again.stdout
+
+    # A new credential in a new file, and a second one in a known file, are reported.
+    other = "ghp_" + "Qz7" * 12
+    (tree / "new.py").write_text(f"token = '{other}'\n")
+    (tree / "leak.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\nOTHER={other}\n")
+    later = qustody("scan", "--baseline", str(base), "--format", "json", str(tree))
+    assert later.returncode == 1
+    found = sorted(
+        (f["path"].rsplit("/", 1)[-1], f["line"]) for f in json.loads(later.stdout)["findings"]
+    )
+    assert found == [("leak.env", 2), ("new.py", 1)]
+    assert other not in later.stdout
+
+
+def test_baseline_with_a_key_from_the_environment(tree, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ci") / "base.json"
+    env = {"QUSTODY_FP_KEY": "ci-secret-key"}
+    first = qustody_env(
+        env,
+        "scan",
+        "--fingerprint-key-env",
+        "QUSTODY_FP_KEY",
+        "--write-baseline",
+        str(base),
+        str(tree),
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(base.read_text())["key"] is None  # the key stays in CI's secrets
+    # Without the key the baseline cannot be used: an error, not every finding accepted.
+    keyless = qustody("scan", "--baseline", str(base), str(tree))
+    assert keyless.returncode == 2
+    assert "--fingerprint-key-env" in keyless.stderr
+    keyed = qustody_env(
+        env, "scan", "--fingerprint-key-env", "QUSTODY_FP_KEY", "--baseline", str(base), str(tree)
+    )
+    assert keyed.returncode == 0, keyed.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "does not exist; record one with --write-baseline"),
+        ("not json", "cannot be read"),
+        ('{"version": 99, "findings": []}', "not a qustody baseline of version 1"),
+        ('{"version": 1, "key": "zz", "findings": []}', "damaged"),
+    ],
+)
+def test_bad_baseline_is_an_error_not_a_pass(tree, tmp_path_factory, content, says):
+    base = tmp_path_factory.mktemp("ci") / "base.json"
+    if content is not None:
+        base.write_text(content)
+    result = qustody("scan", "--baseline", str(base), str(tree))
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert result.stdout == ""
+
+
+def qustody_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server_ext.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )

@@ -185,8 +185,8 @@ class AuditLog(LoggingConfigurable):
         config=True,
         help="""Event types user servers may report through the hub
         (``record_user_event``). Defaults to every type declared with origin
-        ``user-server`` (``save-refused``, ``outputs-redacted``); only those can be
-        listed; an empty list allows none.""",
+        ``user-server`` (``save-refused``, ``outputs-redacted``, ``file-finding``); only
+        those can be listed; an empty list allows none.""",
     )
     max_record_bytes = Int(
         16384,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._version import __version__
-from . import rules
+from . import baseline, rules
 from .documents import Located, scan_file, scan_notebook
 from .engine import Engine
 from .fingerprint import Fingerprinter
@@ -55,6 +55,17 @@ def parser() -> argparse.ArgumentParser:
         default=100 * 1024 * 1024,
         metavar="BYTES",
         help="largest file scanned",
+    )
+    record = p.add_mutually_exclusive_group()
+    record.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="report only findings not recorded in FILE (for repositories with old findings)",
+    )
+    record.add_argument(
+        "--write-baseline",
+        metavar="FILE",
+        help="record every current finding in FILE (fingerprints only) and exit 0",
     )
     p.add_argument("--list-detectors", action="store_true", help="print the detector ids and exit")
     p.add_argument(
@@ -114,6 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("qustody scan: give at least one PATH (see --help)", file=sys.stderr)
         return 2
     key = os.environ.get(args.fingerprint_key_env, "").encode() if args.fingerprint_key_env else b""
+    if args.fingerprint_key_env and not key:
+        print(f"qustody scan: ${args.fingerprint_key_env} is empty or unset", file=sys.stderr)
+        return 2
+    known: baseline.Baseline | None = None
+    if args.baseline:
+        try:
+            known = baseline.load(args.baseline)
+        except baseline.BaselineError as e:
+            print(f"qustody scan: {e}", file=sys.stderr)
+            return 2
+        if known.key is None and not key:
+            print(
+                f"qustody scan: baseline {args.baseline} was written with --fingerprint-key-env;"
+                " give the same option",
+                file=sys.stderr,
+            )
+            return 2
+        key = key or (known.key or b"")
+    elif args.write_baseline and not key:
+        key = baseline.new_key()  # kept in the baseline file for later runs
     engine = Engine(
         [d for d in rules.ALL if d.id in wanted], fingerprinter=Fingerprinter(key or None)
     )
@@ -126,6 +157,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors.append(
                 (str(path), str(e) if isinstance(e, ValueError) else e.strerror or type(e).__name__)
             )
+    if args.write_baseline:
+        if errors:
+            for where, message in errors:
+                print(f"{where}: ERROR {message}", file=sys.stderr)
+            print(
+                "qustody scan: baseline not written: some files could not be scanned",
+                file=sys.stderr,
+            )
+            return 2
+        written_key = None if args.fingerprint_key_env else key
+        count = baseline.write(args.write_baseline, written_key, results)
+        print(f"{count} finding(s) recorded in {args.write_baseline}")
+        return 0
+    if known is not None:
+        results = [
+            (name, [loc for loc in found if not known.known(name, loc)]) for name, found in results
+        ]
     out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         {"text": write_text, "json": write_json, "sarif": write_sarif}[args.format](

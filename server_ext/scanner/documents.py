@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .engine import Engine, Finding, SegmentKind
+from .html import table_view
 from .notebook import Segment, Zone, walk, write_back
 
 #: Source files whose bare assignments are expressions rather than literals.
@@ -112,7 +113,42 @@ class NotebookScan:
 def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookScan:
     segments = walk(nb, max_depth=max_depth)
     data = [scannable(s.text.encode("utf-8", "surrogatepass")) for s in segments]
-    return NotebookScan(segments, engine.scan(data, [s.kind for s in segments]))
+    kinds = [s.kind for s in segments]
+    # HTML tables are also read as "column: value" lines (see html.py), in the same pass.
+    views: list[int] = []
+    for i, s in enumerate(segments):
+        if s.zone is Zone.OUTPUT and s.pointer.endswith("/text~1html"):
+            view = table_view(data[i])
+            if view:
+                views.append(i)
+                data.append(view)
+                kinds.append(SegmentKind.TEXT)
+    found = engine.scan(data, kinds)
+    for extra, i in enumerate(views, start=len(segments)):
+        found[i] = _merge(found[i], _occurrences(data[i], found[extra]))
+    return NotebookScan(segments, found[: len(segments)])
+
+
+def _occurrences(text: bytes, found: Sequence[Finding]) -> list[Finding]:
+    """Each value found in a derived view, at every place it occurs in ``text``."""
+    out: list[Finding] = []
+    for f in found:
+        start = text.find(f.secret)
+        while start >= 0:
+            end = start + len(f.secret)
+            line = text.count(b"\n", 0, start) + 1
+            out.append(Finding(f.detector, start, end, line, f.fingerprint, f.secret, f.masked))
+            start = text.find(f.secret, end)
+    return out
+
+
+def _merge(own: list[Finding], more: list[Finding]) -> list[Finding]:
+    """``own`` plus the findings of ``more`` that overlap none of them (or each other)."""
+    merged = list(own)
+    for f in sorted(more, key=lambda f: f.start):
+        if not any(g.start < f.end and f.start < g.end for g in merged):
+            merged.append(f)
+    return sorted(merged, key=lambda f: f.start)
 
 
 def kind_for(path: str, data: bytes) -> SegmentKind:

@@ -44,9 +44,31 @@ class Finding:
     line: int
     fingerprint: str
     secret: bytes = field(repr=False, compare=False)
+    #: The public format prefix and at most the last few characters (see ``mask``).
+    masked: str = ""
 
     def public(self) -> dict[str, object]:
-        return {"detector": self.detector, "line": self.line, "fingerprint": self.fingerprint}
+        return {
+            "detector": self.detector,
+            "line": self.line,
+            "fingerprint": self.fingerprint,
+            "masked": self.masked,
+        }
+
+
+#: A value at least this long may show its last ``MASK_TAIL`` characters when masked.
+MASK_TAIL_FROM = 24
+MASK_TAIL = 3
+
+
+def mask(secret: bytes, public_prefix: int = 0, show_tail: bool = True) -> str:
+    """``ghp_********x9Z``: the public format prefix (at most a third of the value), a fixed
+    run of stars (the length is not told) and, for values of 24 or more characters, the
+    last 3 characters, so a user can tell which of their keys it is. Shorter values
+    (passwords) show nothing of their own."""
+    prefix = secret[: min(public_prefix, len(secret) // 3)]
+    tail = secret[-MASK_TAIL:] if show_tail and len(secret) >= MASK_TAIL_FROM else b""
+    return (prefix + b"********" + tail).decode("ascii", "replace")
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,10 @@ class Engine:
             if start < consumed[idx]:
                 continue
             seg = bisect.bisect_right(starts, start) - 1
+            if start == starts[seg] + len(parts[seg]) and seg + 1 < len(parts):
+                # An anchor on a line start (``\n'token'``) that begins on the separator
+                # belongs to the next segment.
+                seg, start = seg + 1, start + 1
             seg_start, seg_end = starts[seg], starts[seg] + len(parts[seg])
             det = db.detectors[idx]
             end = min(seg_end, start + det.window)
@@ -184,6 +210,7 @@ class Engine:
                     line=lines.line_of(span[0], seg_start),
                     fingerprint=self.fingerprint(secret, det.public_prefix),
                     secret=secret,
+                    masked=mask(secret, det.public_prefix, show_tail=not det.known),
                 )
             )
         rank = {d.id: d.kind.value for d in db.detectors}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -22,3 +23,27 @@ def is_hex(data: bytes) -> bool:
 
 def has_digit_and_letter(data: bytes) -> bool:
     return any(48 <= b <= 57 for b in data) and any(65 <= (b & 0xDF) <= 90 for b in data)
+
+
+# A word inside an identifier: "Password" in "addPassword", "layer" in "layer1.weight".
+_WORD = re.compile(rb"[A-Z]?[a-z]{3,}|[A-Z]{4,}(?![a-z])")
+
+
+def word_share(data: bytes) -> float:
+    """The share of ``data`` in pronounceable runs of three or more lowercase letters
+    (optionally capitalised): high for names made of words (``model_state_dict_v2``,
+    ``/home/user/.cache``), low for random tokens, whose letters change case every
+    character or two."""
+    if not data:
+        return 0.0
+    words = (m.group() for m in _WORD.finditer(data))
+    return sum(len(w) for w in words if _pronounceable(w)) / len(data)
+
+
+_VOWEL = re.compile(rb"[aeiouyAEIOUY]")
+_CONSONANTS = re.compile(rb"[^aeiouyAEIOUY]{4}")
+
+
+def _pronounceable(run: bytes) -> bool:
+    """Words have vowels and no four consonants in a row; "zmzjzp" in a token does not."""
+    return _VOWEL.search(run) is not None and _CONSONANTS.search(run) is None

@@ -107,6 +107,58 @@ def is_code_expression(c: Candidate) -> bool:
     )
 
 
+# The value names what it stands for (a form label, a CSS selector, a message key):
+# ``this.addPassword = "#add-password"``, ``passwordLabel: "Password:"``.
+_NAMES_ITSELF = re.compile(rb"(?i)pass(?:word|wd|phrase)|secret|token|credential|api[_-]?key")
+# A reference to where something is, not the thing: an AWS resource name, a CSS selector,
+# a file path, a URL without a password (``url-password`` looks inside URLs).
+_REFERENCE = re.compile(
+    rb"^(?:arn:(?:aws|aws-cn|aws-us-gov):|[#.][A-Za-z][\w-]*$|~?/[\w.-]+/|"
+    rb"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^@\s]*$)"
+)
+
+
+def is_label_or_reference(c: Candidate) -> bool:
+    """A value assigned to a secret-named variable that is a label, selector, resource name,
+    path or URL: ``"#add-password"``, ``"Password:"``, ``"arn:aws:iam::aws:policy/..."``.
+    Format detectors never ask: a documented token is a token whatever it contains."""
+    if not c.assigned:
+        return False
+    s = c.secret
+    return bool(s.endswith(b":") or _NAMES_ITSELF.search(s) or _REFERENCE.match(s))
+
+
+_HEX_OR_DIGITS = re.compile(rb"^[0-9a-fA-F]+$")
+_CUT_OFF = (b"...", "\u2026".encode())
+
+
+def is_fragment(c: Candidate) -> bool:
+    """A truncated value, as logs and docs show them: at most 10 hex digits
+    (``?token=dd852649``) or a value followed by an ellipsis (``ghp_abc...``)."""
+    if not c.assigned:
+        return False
+    if len(c.secret) <= 10 and _HEX_OR_DIGITS.match(c.secret):
+        return True
+    at = c.line.find(c.secret)
+    return at >= 0 and c.line.startswith(_CUT_OFF, at + len(c.secret))
+
+
+def closes_a_string(c: Candidate) -> bool:
+    """The quote before a quoted value closes a string opened earlier on the line, so the
+    "value" is the code between two strings: ``{passwordLabel:"Password:",user:"x"}``.
+    Outside program source an apostrophe is mostly prose ("don't"), so it opens nothing."""
+    if not c.quoted:
+        return False
+    quote_at = c.line.find(c.secret) - 1
+    if quote_at < 0:
+        return False
+    closed = _CLOSED_STRINGS.match(c.line, 0, quote_at)
+    if closed is None or closed.end() >= quote_at:
+        return False
+    opener = c.line[closed.end()]
+    return opener == c.line[quote_at] and (c.in_code or opener != ord("'"))
+
+
 def is_repetitive(c: Candidate) -> bool:
     """One character repeated, or runs like ``abcdef...``/``123456...``, also joined into an
     alphabet constant (``A..Za..z0..9+/``): at most one step in ten leaves the run."""
@@ -122,6 +174,9 @@ FILTERS: tuple[tuple[str, Callable[[Candidate], bool]], ...] = (
     ("templated", is_templated),
     ("placeholder", is_placeholder),
     ("code-expression", is_code_expression),
+    ("label-or-reference", is_label_or_reference),
+    ("fragment", is_fragment),
+    ("between-strings", closes_a_string),
     ("repetitive", is_repetitive),
 )
 

@@ -39,6 +39,7 @@ REQUIRED_TYPES = {
     "secret-store-tampered",
     "save-refused",
     "outputs-redacted",
+    "file-finding",  # issue 13: the file watcher's findings
     "qpu-job-submitted",
     "qpu-job-admitted",
     "qpu-job-queued",

@@ -723,6 +723,10 @@ FLAGS = [
     flag("base64-high-entropy", 'signing: "{S}"\n', BASE64_BLOB, "base64-blob-in-yaml"),
     flag("hex-high-entropy", 'HMAC_KEY_HEX = "{S}"\n', HEX_64, "hex-hmac-key-in-code", CODE),
     flag("hex-high-entropy", '{"webhook_signing": "{S}"}\n', HEX_40, "hex-signing-value-in-json"),
+    flag("keyword-context", "connecting with credential {S}\n", fake("kc1", 40), "prose-credential"),
+    flag("keyword-context", "Your API key is: {S}\n", fake("kc2", 32), "prose-api-key-is"),
+    flag("quoted-line", "'{S}'\n", fake("ql1", 40), "repr-of-a-token"),
+    flag("quoted-line", 'Out[3]:\n"{S}"\n', fake("ql2", 32, HEX), "repr-of-a-hex-token"),
 ]
 
 # --- should not flag --------------------------------------------------------------------------
@@ -1112,6 +1116,8 @@ CLEAN = [
         "hex-git-commit-in-json",
     ),
     clean("hex-high-entropy", f'"ETag": "{fake("etag", 32, HEX)}"\n', "hex-etag"),
+    clean("keyword-context", "tokens model_state_dict_v2_checkpoint\n", "prose-identifier"),
+    clean("quoted-line", "'distilbert-base-uncased-finetuned'\n", "repr-of-a-model-name"),
 ]
 
 

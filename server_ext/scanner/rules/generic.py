@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 
 from ..detector import Detector, Kind, rx
-from ..entropy import is_hex, shannon
+from ..entropy import has_digit_and_letter, is_hex, shannon, word_share
 from ..filters import Candidate
 from ._common import ASSIGN, assignment, literal_gate
 
@@ -49,6 +49,45 @@ def _entropy_gate(minimum: float, hex_only: bool) -> Callable[[Candidate], bool]
     return gate
 
 
+# Credentials named in prose and printed output: "connecting with credential X",
+# "token: X", "Bearer X", "your API key is X", and a tracebacks' "bad secret key X".
+_CONTEXT_WORDS = (
+    r"credentials?|tokens?|(?:api|access|secret|private|auth|account|service)[ _-]?keys?|"
+    r"keys?|secrets?|pass(?:words?|wd|phrase)|pwd|bearer|apikey"
+)
+# Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, and
+# at most two linking words ("is", "was set to").
+_BLANKS = r"""[\s"'`:=|>(\[,-]{1,8}"""
+_CONTEXT_LINK = rf"{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}"
+# No "=" inside (only base64 padding at the end): "password=password=..." then fails
+# after one word instead of reading 500 bytes at every anchor.
+# Passwords carry punctuation (``*Ke6-cEJ...``, ``i8%1!U6...``); a sentence's final "." or
+# ":" is not part of the value.
+_CONTEXT_VALUE = r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{14,510}(?<![.:-])={0,2}"
+CONTEXT_ENTROPY = 3.5
+
+
+def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
+    """Prose is a weak context, so the value must read as a random token: letters and
+    digits mixed, high entropy, and not a name made of words (``model_state_dict_v2``,
+    ``/home/user/.cache/token``), nor an id next to a hash word (``commit``, ``sha``)."""
+
+    def gate(c: Candidate) -> bool:
+        s = c.secret
+        # Hex has 16 symbols, so its entropy tops out at 4 bits: it gets the hex gate.
+        gate = min(minimum, HEX_ENTROPY) if is_hex(s) else minimum
+        if not has_digit_and_letter(s) or shannon(s) < gate:
+            return False
+        # Only near the value: a minified line may be megabytes long.
+        at = max(0, c.line.find(s))
+        if _ID_WORDS.search(c.line, max(0, at - 80), at + len(s) + 40):
+            return False
+        digits = sum(48 <= b <= 57 for b in s) / len(s)
+        return word_share(s) < 0.5 or digits >= 0.15
+
+    return gate
+
+
 KEYWORD_ENTROPY = 2.5
 BASE64_ENTROPY = 4.5
 HEX_ENTROPY = 3.0
@@ -69,6 +108,37 @@ def detectors(
             kind=Kind.KEYWORD,
             caseless=True,
             validate=literal_gate(keyword_entropy, keyword_entropy + 0.5),
+        ),
+        Detector(
+            id="keyword-context",
+            title="Random-looking value next to a credential word in prose or output "
+            "(credential X, token: X, Bearer X)",
+            anchor=(
+                rf"\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
+                r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{11}"
+            ).encode(),
+            value=rx(
+                # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...".
+                rf"(?i)(?<!public )(?<!public_)\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
+                rf"(?P<secret>{_CONTEXT_VALUE})(?![A-Za-z0-9_+/~=!#$%^&*@])"
+            ),
+            kind=Kind.KEYWORD,
+            caseless=True,
+            window=600,
+            validate=_context_gate(CONTEXT_ENTROPY),
+        ),
+        Detector(
+            id="quoted-line",
+            title="A line that is only a quoted random-looking string (the repr of a "
+            "token printed or returned by a cell)",
+            anchor=rb"(?:^|\n)[ \t]{0,8}[\"'][A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{11}",
+            value=rx(
+                rf"\n?[ \t]{{0,8}}(?P<q>[\"'])(?P<secret>{_CONTEXT_VALUE})(?P=q)"
+                r"[ \t]{0,8}(?:\n|$)"
+            ),
+            kind=Kind.KEYWORD,
+            window=600,
+            validate=_context_gate(CONTEXT_ENTROPY),
         ),
         Detector(
             id="base64-high-entropy",

@@ -33,6 +33,21 @@ def _jwt_header(c: Candidate) -> bool:
     return isinstance(decoded, dict) and "alg" in decoded
 
 
+# Documentation's stand-ins for a password in a URL: "postgresql://user:password@localhost".
+_URL_PLACEHOLDER = re.compile(
+    rb"(?i)^(?:pass(?:word|wd)?|pwd|secret|changeme|(?:my|your)_?pass(?:word)?|<[^<>]*>|"
+    rb"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|x{3,}|\*{3,})$"
+)
+
+
+def _url_password(c: Candidate) -> bool:
+    """Not a stand-in (``password``, ``<password>``, ``${DB_PASS}``, ``***``), nor the user
+    name repeated (``postgres:postgres@``)."""
+    if _URL_PLACEHOLDER.match(c.secret):
+        return False
+    return c.line.find(b"//" + c.secret + b":" + c.secret + b"@") < 0
+
+
 DETECTORS = (
     Detector(
         id="private-key",
@@ -68,7 +83,7 @@ DETECTORS = (
         id="jwt",
         title="JSON Web Token",
         anchor=rb"\beyJ[A-Za-z0-9_-]{8}",
-        value=rx(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"),
+        value=rx(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"),
         window=16384,  # the whole token must be redacted, and JWTs with many claims are long
         validate=_jwt_header,
         in_binary=True,
@@ -80,6 +95,7 @@ DETECTORS = (
         value=rx(
             r"://(?P<user>[^\s:/@\"'<>]{1,64}):(?P<secret>[^\s:/@\"'<>]{3,128})@[A-Za-z0-9\[]"
         ),
+        validate=_url_password,
         in_binary=True,
     ),
     Detector(

@@ -1,0 +1,105 @@
+"""A reading of HTML tables that puts each value next to its column or row name.
+
+``<tr><th>api_key</th>...</tr><tr><td>abc...</td></tr>`` has the credential word and the
+value far apart in the markup; the keyword detectors see them as ``api_key: abc...`` in
+this view. The view is scanned besides the HTML itself (never instead of it: attributes
+such as ``href`` keep their own findings), and a value found in it is redacted wherever
+it occurs in the original text.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import hyperscan
+
+_TABLE = re.compile(rb"(?is)<table\b.*?(?:</table\s*>|\Z)")
+_ROW = re.compile(rb"(?is)<tr\b[^>]*>(.*?)(?=<tr\b|</table|\Z)")
+_CELL = re.compile(rb"(?is)<t([hd])\b[^>]*>(.*?)(?=<t[hd]\b|</tr|\Z)")
+_TAG = re.compile(rb"<[^<>]{0,4096}>")
+_BLANKS = re.compile(rb"\s+")
+
+
+def _text(fragment: bytes) -> bytes:
+    return _BLANKS.sub(b" ", _TAG.sub(b" ", fragment)).strip()
+
+
+# A cell holding one long token, and a table that mentions a credential at all: most
+# tables (DataFrames of numbers) need neither the per-row pairing nor any Python per cell.
+# Case-sensitive first: the literal "<t" lets the regex engine skip ahead (renderers write
+# lower-case tags); HTML with upper-case tags gets the slower case-insensitive pattern.
+_LONG_CELL_PATTERN = rb"<t[hd]\b[^<>]{0,512}>\s*([^<>\s]{16,512})\s*</t[hd]"
+_LONG_CELL = re.compile(_LONG_CELL_PATTERN)
+_LONG_CELL_ANY_CASE = re.compile(_LONG_CELL_PATTERN, re.IGNORECASE)
+
+_LONG_TEXT, _CREDENTIAL_WORD = 0, 1
+
+
+class _Probe:
+    """One native pass that says whether a table has a long token after a tag and whether
+    it mentions a credential word, so that tables of numbers cost no Python regex."""
+
+    def __init__(self) -> None:
+        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._db.compile(
+            expressions=[
+                rb">\s{0,64}[^<>\s]{16}",
+                rb"credential|token|key|secret|pass|pwd|bearer",
+            ],
+            ids=[_LONG_TEXT, _CREDENTIAL_WORD],
+            elements=2,
+            flags=[
+                hyperscan.HS_FLAG_SINGLEMATCH,
+                hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS,
+            ],
+        )
+        self._local = threading.local()
+
+    def __call__(self, html: bytes) -> set[int]:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        found: set[int] = set()
+        self._db.scan(
+            html, match_event_handler=lambda i, _s, _e, _f, _c: found.add(i), scratch=scratch
+        )
+        return found
+
+
+_probe = _Probe()
+
+
+def table_view(html: bytes) -> bytes:
+    """One line per single-token cell (``'cell'``, quoted as a repr is: the ``quoted-line``
+    detector then asks whether it reads as a random token) and, for tables that mention a
+    credential word, one line per row (``name: value``) and one per cell under a header
+    row (``header: cell``); empty when ``html`` has no table."""
+    if b"<table" not in html and b"<TABLE" not in html:
+        return b""
+    found = _probe(html)
+    lines: list[bytes] = []
+    if _LONG_TEXT in found:
+        cells = _LONG_CELL_ANY_CASE if b"<T" in html else _LONG_CELL
+        lines = [b"'" + m.group(1) + b"'" for m in cells.finditer(html)]
+    if _CREDENTIAL_WORD in found:
+        for table in _TABLE.finditer(html):
+            lines.extend(_paired(table.group()))
+    return b"\n".join(lines)
+
+
+def _paired(table: bytes) -> list[bytes]:
+    lines: list[bytes] = []
+    header: list[bytes] | None = None
+    for row in _ROW.finditer(table):
+        cells = _CELL.findall(row.group(1))
+        texts = [_text(body) for _, body in cells]
+        if not texts:
+            continue
+        lines.append(b": ".join(texts))
+        if header is None and all(kind.lower() == b"h" for kind, _ in cells):
+            header = texts
+        elif header is not None:
+            # pandas puts the index in a <th> of each row: it lines up with the header's.
+            lines.extend(h + b": " + t for h, t in zip(header, texts, strict=False) if h and t)
+    return lines

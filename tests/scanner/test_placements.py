@@ -1,0 +1,237 @@
+"""Where a credential sits in a notebook: the guard must keep it off disk in every placement,
+and must leave placeholders, truncated values and identifiers alone.
+
+The guard runs as it does on a save (``SaveGuard.check`` on a contents model): sources with a
+credential are refused, outputs are redacted. Values are our own seeded fakes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import string
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from server_ext.guard import SaveGuard, SaveRefused
+
+ALNUM = string.ascii_letters + string.digits
+
+
+def fake(label: str, n: int, alphabet: str = ALNUM) -> str:
+    rng = random.Random(label)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+# One value of each shape a credential takes when no format prefix gives it away.
+CREDENTIALS = {
+    "random-24": fake("r24", 24),
+    "random-32": fake("r32", 32),
+    "lowercase-40": fake("l40", 40, string.ascii_lowercase + string.digits),
+    "ibm-quantum-hex-128": fake("ibmq", 128, "0123456789abcdef"),
+    "ibm-cloud-44": fake("ibmc", 44, ALNUM + "_-"),
+    "ionq-32": fake("ionq", 32),
+    "password-with-punctuation": "*Ke6-cEJ!iUH%qHmZht",
+    "lowercase-runs-20": "punfi9qqraoyzmzjzpzn",
+    "heroku-hrku": "HRKU-" + fake("hrku", 36, ALNUM + "_-"),
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    + "eyJzdWIiOiJhbGljZSIsImV4cCI6MTkwMDAwMDAwMH0."
+    + fake("jwtsig", 43, ALNUM + "_-"),
+}
+
+
+def notebook(*cells: dict[str, Any]) -> dict[str, Any]:
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": list(cells)}
+
+
+def code(source: str, *outputs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "id": "cell-a",
+        "metadata": {},
+        "execution_count": 1,
+        "source": source,
+        "outputs": list(outputs),
+    }
+
+
+def markdown(source: str) -> dict[str, Any]:
+    return {"cell_type": "markdown", "id": "cell-m", "metadata": {}, "source": source}
+
+
+def stream(text: str | list[str]) -> dict[str, Any]:
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def result(mime: str, text: str) -> dict[str, Any]:
+    return {
+        "output_type": "execute_result",
+        "execution_count": 1,
+        "metadata": {},
+        "data": {mime: text, **({} if mime == "text/plain" else {"text/plain": "<table>"})},
+    }
+
+
+def html_vertical(v: str) -> dict[str, Any]:
+    return result(
+        "text/html",
+        f"<table>\n<tr><th>user</th><td>alice</td></tr>\n<tr><th>api_key</th><td>{v}</td></tr>"
+        "\n</table>",
+    )
+
+
+def html_dataframe(v: str) -> dict[str, Any]:
+    # As pandas renders a DataFrame: a blank index header, the index in a <th> of each row.
+    return result(
+        "text/html",
+        '<table border="1" class="dataframe">\n  <thead>\n    <tr style="text-align: right;">\n'
+        "      <th></th>\n      <th>service</th>\n      <th>token</th>\n    </tr>\n  </thead>\n"
+        "  <tbody>\n    <tr>\n      <th>0</th>\n      <td>ibm</td>\n"
+        f"      <td>{v}</td>\n    </tr>\n  </tbody>\n</table>",
+    )
+
+
+def html_value_column(v: str) -> dict[str, Any]:
+    return result(
+        "text/html",
+        "<table>\n<thead><tr><th></th><th>service</th><th>value</th></tr></thead>\n"
+        f"<tbody><tr><th>0</th><td>qlab</td><td>{v}</td></tr></tbody>\n</table>",
+    )
+
+
+def traceback(v: str) -> dict[str, Any]:
+    return {
+        "output_type": "error",
+        "ename": "PermissionError",
+        "evalue": "denied",
+        "traceback": [
+            "\x1b[0;31m---------------------------------------------------------------\x1b[0m",
+            "\x1b[0;31mPermissionError\x1b[0m: invalid credential "
+            f"\x1b[1;32m'{v}'\x1b[0m for account alice",
+        ],
+    }
+
+
+# Outputs: the save goes ahead with the value replaced.
+OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "stream-prose": lambda v: code("connect()", stream(f"connecting with credential {v}\n")),
+    "stream-token-colon": lambda v: code("show()", stream(f"Token: {v}\n")),
+    "stream-split-in-two-outputs": lambda v: code(
+        "show()", stream(f"token = {v[:9]}"), stream([f"{v[9:]}\n", "done\n"])
+    ),
+    "stream-bearer": lambda v: code("show()", stream(f"sending Bearer {v}\n")),
+    "execute-result-repr": lambda v: code("token", result("text/plain", repr(v))),
+    # The output is scanned right after the source in one buffer: the repr's line start
+    # is the separator between the two.
+    "execute-result-repr-after-source": lambda v: code(
+        "import os\nos.environ['SERVICE_TOKEN']\n", result("text/plain", repr(v))
+    ),
+    "html-cell-without-a-credential-word": lambda v: code("df", html_value_column(v)),
+    "execute-result-dict-repr": lambda v: code("cfg", result("text/plain", repr({"token": v}))),
+    "html-key-value-table": lambda v: code("show()", html_vertical(v)),
+    "html-dataframe": lambda v: code("df", html_dataframe(v)),
+    "traceback-with-ansi": lambda v: code("connect()", traceback(v)),
+}
+
+# Sources: the save is refused.
+SOURCE_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "code-assignment": lambda v: code(f'TOKEN = "{v}"\n'),
+    "code-bearer-header": lambda v: code(
+        f'requests.get(url, headers={{"Authorization": "Bearer {v}"}})\n'
+    ),
+    "markdown-prose": lambda v: markdown(f"My API key is `{v}`, keep it safe.\n"),
+}
+
+
+GUARD = SaveGuard()  # the server's defaults: block mode, every default detector
+
+
+def check(nb: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+    model = {"type": "notebook", "content": copy.deepcopy(nb)}
+    try:
+        report = GUARD.check(model, "probe.ipynb")
+    except SaveRefused as refused:
+        return None, refused
+    return model["content"], report
+
+
+@pytest.mark.parametrize("placement", sorted(OUTPUT_PLACEMENTS))
+@pytest.mark.parametrize("name", sorted(CREDENTIALS))
+def test_credential_in_an_output_is_redacted(name: str, placement: str) -> None:
+    value = CREDENTIALS[name]
+    saved, report = check(notebook(OUTPUT_PLACEMENTS[placement](value)))
+    assert saved is not None, "an output alone must not refuse the save"
+    assert report.redacted >= 1
+    text = json.dumps(saved)
+    # Neither the value nor a large piece of it (a split stream keeps no half).
+    assert value not in text
+    assert value[:9] not in text and value[-9:] not in text
+    assert "[REDACTED:" in text
+
+
+@pytest.mark.parametrize("placement", sorted(SOURCE_PLACEMENTS))
+@pytest.mark.parametrize("name", sorted(CREDENTIALS))
+def test_credential_in_a_source_refuses_the_save(name: str, placement: str) -> None:
+    value = CREDENTIALS[name]
+    saved, refused = check(notebook(SOURCE_PLACEMENTS[placement](value)))
+    assert saved is None
+    assert refused.status == 422
+    assert value not in refused.message
+
+
+# --- should not flag: our own samples of what real notebooks hold -------------------------------
+
+NOT_CREDENTIALS = [
+    # placeholders and documentation values
+    ('token = "xxxxxxxxxxxxxxxxxxxx"\n', "x-run"),
+    ('api_key = "<your-token>"\n', "angle-placeholder"),
+    ('IBM_TOKEN = "YOUR_IBM_QUANTUM_TOKEN"\n', "name-as-placeholder"),
+    ('aws_access_key_id = "AKIAIOSFODNN7EXAMPLE"\n', "aws-documentation-example"),
+    ('password = "EXAMPLE-PASSWORD-123"\n', "example-word"),
+    ("token: ${GITHUB_TOKEN}\n", "template"),
+    ('DB = "postgresql://user:password@localhost:5432/mydb"\n', "url-with-password-word"),
+    ("engine = create_engine('postgres://postgres:postgres@localhost/db')\n", "url-user-repeated"),
+    ("mongodb+srv://<username>:<password>@cluster0.example.mongodb.net/\n", "url-placeholders"),
+    # truncated values, as docs and logs show them
+    (
+        "```\n[I 10:00:01 NotebookApp] http://localhost:8888/?token=dd852649\n```\n",
+        "eight-hex-fragment-in-a-log",
+    ),
+    ("Use the token printed in the log (`?token=dd852649...`).\n", "fragment-with-ellipsis"),
+    ("token = ghp_abc...\n", "cut-off-token"),
+    # identifiers: names, selectors, labels, resource names
+    ('this.addPassword = "#add-password";\n', "css-selector"),
+    (
+        'IAMUserChangePassword = "arn:aws:iam::aws:policy/IAMUserChangePassword"\n',
+        "aws-arn",
+    ),
+    ('{passwordLabel:"Password:",usernameLabel:"Username:"}\n', "form-labels"),
+    ('const resetPasswordUrl = "https://example.org/account/reset"\n', "url-without-password"),
+    ('secret_file = "/run/secrets/db_password"\n', "path"),
+    ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
+    # prose and outputs of machine-learning notebooks
+    ("tokens model_state_dict_v2_checkpoint\n", "identifier-after-token"),
+    ("The key distilbert-base-uncased-finetuned-sst-2 is a model name.\n", "model-name"),
+    ("Token indices sequence length is longer than 512 for this model\n", "tokenizer-warning"),
+    ("KeyError: 'layer1.0.conv1.weight'\n", "key-error"),
+    ("'bert-base-multilingual-uncased'\n", "repr-of-a-model-name"),
+    ("commit token 3f2a9c1d7e8b6a5f4c3d2e1f0a9b8c7d6e5f4a3b\n", "commit-hash"),
+    ("secret sauce: 1234567890123456789\n", "digits-only"),
+]
+
+
+@pytest.mark.parametrize(("text", "case"), NOT_CREDENTIALS, ids=[c for _, c in NOT_CREDENTIALS])
+@pytest.mark.parametrize("where", ["code", "markdown", "stream-output"])
+def test_not_a_credential(text: str, case: str, where: str) -> None:
+    cell = {
+        "code": lambda: code(text),
+        "markdown": lambda: markdown(text),
+        "stream-output": lambda: code("run()", stream(text)),
+    }[where]()
+    nb = notebook(cell)
+    saved, report = check(nb)
+    assert saved == nb, f"{case} in {where} was refused or altered"
+    assert report.findings == []
