@@ -86,7 +86,7 @@ class Gateway:
         settings = {
             "hub_api_url": hub_url, "db_url": db_url, "policy_file": str(policy),
             "backends": {"aer_simulator": {"driver": "aer", "lanes": 1}},
-            "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 600.0,
+            "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 5.0,
             "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
             "workers": workers,
         }

@@ -40,6 +40,8 @@ from .validation import Invalid, Limits
 from .workers import Supervisor
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The longest a revoked hub token may keep working at the gateway (issue 12).
+MAX_AUTH_CACHE_SECONDS = 5.0
 
 
 def _no_credentials(backend: str) -> dict[str, str]:
@@ -113,11 +115,23 @@ class QpuGateway(Application):
         return os.environ.get("JUPYTERHUB_API_URL", "")
 
     auth_cache_seconds = Float(
-        30.0, config=True,
-        help="""How long a token's owner and scopes are cached. A token revoked at the hub
-        keeps working here for at most this long (use the gateway's user revoke for an
-        immediate stop). 0 asks the hub on every request.""",
+        3.0, config=True,
+        help="""How long the hub's answer about a token (its owner, groups and scopes) is
+        reused. A token revoked at the hub (or a user removed from a role or group) keeps
+        working here for at most this long, so it is capped at 5 seconds. 0 asks the hub on
+        every request. (The gateway's own user revoke, POST api/admin/users/NAME/revoke,
+        takes effect at once.)""",
     )
+
+    @validate("auth_cache_seconds")
+    def _valid_auth_cache(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= MAX_AUTH_CACHE_SECONDS:
+            raise ValueError(
+                f"QpuGateway.auth_cache_seconds = {value:g}: give 0 to {MAX_AUTH_CACHE_SECONDS:g}"
+                " seconds; a longer cache lets a token revoked at the hub keep submitting"
+            )
+        return value
 
     db_url = Unicode(
         config=True,
@@ -588,7 +602,7 @@ class QpuGateway(Application):
             instance=self.instance_name, lease_seconds=self.lease_seconds,
             max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
             poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
-            log=self.log, scrub=self.broker,
+            log=self.log, scrub=self.broker, specs=dict(self.backends),
         )
         server = httpserver.HTTPServer(
             self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False

@@ -19,7 +19,15 @@ from tornado.log import access_log
 from . import provenance
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, HubUnavailable, Identity
 from .models import FINAL_STATES
-from .policy import Refused, check_tier, period_keys, remaining, route_sensitivity, usage_key
+from .policy import (
+    Refused,
+    check_run_limits,
+    check_tier,
+    period_keys,
+    remaining,
+    route_sensitivity,
+    usage_key,
+)
 from .policyfile import CLASSES, PERIODS, Policy
 from .runner import encode_circuits
 from .store import StoreError, Ticket
@@ -609,6 +617,9 @@ def build_ticket(
     if sub.shots > driver.max_shots:
         raise Invalid(422, "TOO_MANY_SHOTS", f"shots = {sub.shots} is over {backend!r}'s limit "
                       f"of {driver.max_shots}")
+    est_seconds = driver.estimate_seconds(sub.circuits, sub.shots)
+    check_run_limits(policy, backend, driver.backend_class,
+                     max((c.num_qubits for c in sub.circuits), default=0), est_seconds)
     now = time.time()
     if sub.ignored:
         decisions.append(("IGNORED:CLIENT_FIELDS", {"fields": sub.ignored}))
@@ -623,7 +634,7 @@ def build_ticket(
         owner=identity.name, project=project.name, backend=backend,
         requested_backend=sub.backend, backend_class=driver.backend_class, tier=tier,
         priority=priority, sensitivity=level, n_circuits=len(sub.circuits),
-        shots=sub.total_shots, est_seconds=driver.estimate_seconds(sub.circuits, sub.shots),
+        shots=sub.total_shots, est_seconds=est_seconds,
         tags=tags, provenance=prov, circuits=encode_circuits(sub.raw),
         options={**{k: v for k, v in sub.options.items() if k != "transpile_seed"},
                  "shots_per_circuit": sub.shots},
