@@ -32,11 +32,12 @@ from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
 from .credentials import CredentialBroker
+from .parsing import BadSubmission, ParsePool, Prepared, prepare
 from .policy import Refused
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
 from .store import Admitted, Store, StoreError
-from .validation import Invalid, Limits
+from .validation import Limits
 from .workers import Supervisor
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -275,6 +276,47 @@ class QpuGateway(Application):
             raise ValueError(f"QpuGateway.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
 
+    inline_parse_bytes = Int(
+        65536, config=True,
+        help="""Submissions up to this size (bytes) are decoded on the event loop, where a
+        small one costs less than a hand-over to a process; larger ones are decoded in
+        the parse pool (``parse_processes``) so that megabytes of JSON and QPY never stall
+        the other requests. At most 1 MiB.""",
+    )
+    parse_processes = Int(
+        1, config=True,
+        help="""Processes that decode large submissions (1-16); each holds a copy of
+        Qiskit (about 150 MB).""",
+    )
+    parse_memory_mb = Int(
+        2048, config=True,
+        help="""Memory (MiB, on top of its own start-up size) a parse process may use for
+        one submission; a payload that needs more is refused (413 PAYLOAD_TOO_COMPLEX)
+        instead of exhausting the host (64-65536).""",
+    )
+    max_parse_queue = Int(
+        32, config=True,
+        help="""Large submissions being decoded or waiting for a parse thread, all users
+        together; beyond it a submission is answered 503 PARSE_BUSY (retry shortly), so a
+        flood of large payloads holds bounded memory.""",
+    )
+    max_parse_per_user = Int(
+        4, config=True,
+        help="""Large submissions of one user being decoded or waiting at once; beyond it
+        that user gets 503 PARSE_BUSY, so one user cannot fill the parse pool.""",
+    )
+
+    @validate("inline_parse_bytes", "parse_processes", "parse_memory_mb", "max_parse_queue",
+              "max_parse_per_user")
+    def _valid_parse(self, proposal: Any) -> int:
+        name, value = proposal["trait"].name, int(proposal["value"])
+        low, high = {"inline_parse_bytes": (0, 1024**2), "parse_processes": (1, 16),
+                     "parse_memory_mb": (64, 65536),
+                     "max_parse_queue": (1, 10_000), "max_parse_per_user": (1, 10_000)}[name]
+        if not low <= value <= high:
+            raise ValueError(f"QpuGateway.{name} must be between {low} and {high}")
+        return value
+
     lease_seconds = Float(
         30.0, config=True,
         help="""A running job's lease. A replica renews it every third of this; if the
@@ -376,6 +418,11 @@ class QpuGateway(Application):
             self.hooks.append(self.on_event)
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
+        self.parse_pool = ParsePool(self.parse_processes, self.backends, self.limits,
+                                    self.parse_memory_mb, self.log)
+        self._parsing: dict[str, int] = {}
+        self._parsing_total = 0
+        self._last_of: dict[str, asyncio.Future[None]] = {}
 
     def _audit_bridge(self) -> AuditBridge:
         from hub_ext.audit import AuditLog
@@ -411,29 +458,69 @@ class QpuGateway(Application):
 
     # -- admission (group commit) -------------------------------------------------------------
 
-    async def submit(self, identity: Identity, body: dict[str, Any],
-                     size: int | None = None) -> Admitted:
+    @property
+    def decoding(self) -> int:
+        """Large submissions in the parse pool now (decoding or waiting)."""
+        return self._parsing_total
+
+    async def _prepare_large(self, identity: Identity, data: bytes, policy: Any) -> Prepared:
+        """A large body in the bounded parse pool (processes: see parsing.py)."""
+        mine = self._parsing.get(identity.name, 0)
+        if self._parsing_total >= self.max_parse_queue or mine >= self.max_parse_per_user:
+            who = "yours" if mine >= self.max_parse_per_user else "all users'"
+            raise handlers.ApiError(
+                503, "PARSE_BUSY",
+                f"too many large submissions ({who}) are being decoded; submit again in a "
+                "moment (QpuGateway.max_parse_queue / max_parse_per_user)",
+                retry_after=1,
+            )
+        self._parsing[identity.name] = mine + 1
+        self._parsing_total += 1
+        try:
+            return await self.parse_pool.prepare(identity, data, policy)
+        finally:
+            self._parsing_total -= 1
+            left = self._parsing[identity.name] - 1
+            if left:
+                self._parsing[identity.name] = left
+            else:
+                del self._parsing[identity.name]
+
+    async def submit(self, identity: Identity, data: bytes) -> Admitted:
+        """Admit one submission (the raw JSON body). A user's submissions are admitted in
+        the order they arrived, even when a large one is decoded off the event loop."""
         loop = asyncio.get_running_loop()
         policy = self.policies.policy
-        if size is None:
-            size = len(json.dumps(body.get("circuits", "")))
+        before = self._last_of.get(identity.name)
+        turn: asyncio.Future[None] | None = None
+        if len(data) > self.inline_parse_bytes or before is not None:
+            turn = loop.create_future()
+            self._last_of[identity.name] = turn
         try:
-            if size > 65536:  # decoding a large job would stall every other request
-                sub = await loop.run_in_executor(None, handlers.parse, self, body)
-            else:
-                sub = handlers.parse(self, body)
-            ticket, ignored = handlers.build_ticket(self, identity, sub, policy)
-        except Invalid as e:
-            raise handlers.ApiError(e.status, e.code, e.message) from None
-        except Refused as e:
-            self.emit("qpu.job.rejected", {"user": identity.name, "code": e.code,
-                                           "message": e.message,
-                                           "backend": _name(body.get("backend")),
-                                           "project": _name((body.get("tags") or {})
-                                                            .get("project"))})
-            return Admitted("", "REJECTED", e.code, [], e)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((ticket, future))
+            try:
+                if len(data) > self.inline_parse_bytes:
+                    prepared = await self._prepare_large(identity, data, policy)
+                else:
+                    prepared = prepare(self, identity, data, policy)
+            except BadSubmission as e:
+                raise handlers.ApiError(e.status, e.code, e.message) from None
+            if before is not None and not before.done():
+                await asyncio.shield(before)  # the user's earlier submission goes first
+            refused = prepared.refused
+            if refused is not None:
+                self.emit("qpu.job.rejected", {"user": identity.name, "code": refused.code,
+                                               "message": refused.message,
+                                               "backend": _name(prepared.backend),
+                                               "project": _name(prepared.project)})
+                return Admitted("", "REJECTED", refused.code, [], refused)
+            ticket, ignored = prepared.ticket, prepared.ignored
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((ticket, future))
+        finally:
+            if turn is not None:
+                turn.set_result(None)
+                if self._last_of.get(identity.name) is turn:
+                    del self._last_of[identity.name]
         if not self._draining:
             self._draining = True
             self._drain_task = loop.create_task(self._drain())
@@ -612,6 +699,7 @@ class QpuGateway(Application):
         else:
             server.add_sockets(sockets)
         self.runner.start()
+        self.parse_pool.warm()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -629,6 +717,7 @@ class QpuGateway(Application):
         reload_task.cancel()
         server.stop()
         await self.runner.stop()
+        self.parse_pool.close()
         self.db_executor.shutdown(wait=True)
         if self.audit_log:
             self.audit_bridge.close()

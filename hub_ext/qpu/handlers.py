@@ -72,6 +72,8 @@ class BaseHandler(web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             body = {"error": exc.code, "message": exc.message, **exc.extra}
+            if "retry_after" in exc.extra:
+                self.set_header("Retry-After", str(exc.extra["retry_after"]))
         elif isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
             body = {"error": "HTTP_ERROR", "message": exc.log_message % exc.args}
         elif status_code >= 500:
@@ -279,13 +281,8 @@ class JobsHandler(BaseHandler):
         self.require(SCOPE_SUBMIT)
         if not self.request.headers.get("Content-Type", "").startswith("application/json"):
             raise ApiError(415, "BAD_CONTENT_TYPE", "send the job as application/json")
-        try:
-            body = json.loads(b"".join(self._chunks) or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "BAD_JSON", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "BAD_JSON", "the body must be a JSON object")
-        admitted = await self.gateway.submit(self.identity, body, size=self._size)
+        data, self._chunks = b"".join(self._chunks), []
+        admitted = await self.gateway.submit(self.identity, data)
         if admitted.refused is not None:
             r = admitted.refused
             self.write_json(r.status, {
@@ -512,7 +509,8 @@ class AdminListHandler(BaseHandler):
             self.write_json(200, {"controls": await self.db(self.gateway.store.controls)})
         elif what == "stats":
             self.write_json(200, {"jobs": await self.db(self.gateway.store.counts),
-                                  "instance": self.gateway.instance_name})
+                                  "instance": self.gateway.instance_name,
+                                  "decoding": self.gateway.decoding})
         else:
             raise ApiError(404, "NOT_FOUND", f"no admin listing {what!r}")
 

@@ -47,6 +47,10 @@ RECYCLE_MB = 256
 START_SECONDS = 120.0
 _MB = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
+#: What the fork server imports once for every sandbox and parse worker (one fork server
+#: per gateway process: whichever pool starts first starts it).
+FORKSERVER_PRELOAD = ["hub_ext.qpu.sandbox", "hub_ext.qpu.parsing", "hub_ext.qpu.handlers",
+                      "qiskit_aer"]
 MEMORY_MARKERS = ("insufficient memory", "cannot allocate memory", "bad_alloc",
                   "std::bad_alloc", "out of memory")
 
@@ -214,7 +218,7 @@ class SandboxPool:
         self.log = log
         self._ctx = multiprocessing.get_context("forkserver")
         # the fork server imports Qiskit and Aer once; every worker forks from it
-        self._ctx.set_forkserver_preload([__name__, "qiskit_aer"])
+        self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         self._idle: list[_Worker] = []
         self._cond = threading.Condition()
         self._closed = False
