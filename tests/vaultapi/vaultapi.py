@@ -4,7 +4,7 @@ Implements (https://developer.hashicorp.com/vault/api-docs): KV v2 ``data`` (rea
 write) and ``metadata`` (list, read, delete); token ``lookup-self``, ``revoke-self``,
 ``create``; JWT auth ``login`` (RS256 signature checked against the configured public
 key, ``exp`` and ``aud`` checked); AppRole ``login``, ``role-id`` and ``secret-id``;
-``sys/leases/revoke``; response wrapping (``X-Vault-Wrap-TTL`` on any request,
+``sys/leases/revoke``; ``sys/capabilities-self``; response wrapping (``X-Vault-Wrap-TTL`` on any request,
 ``sys/wrapping/wrap`` and ``sys/wrapping/unwrap``, single use). ACLs are path prefixes
 with capabilities; a JWT login gets read/list on ``<mount>/*/qustody/user/<user>`` and
 on ``project/<group>`` for each group claim, the way a templated Vault policy would.
@@ -261,6 +261,15 @@ class Handler(web.RequestHandler):
                 self.fail(400, "wrapping token is not valid or does not exist")
             self.set_status(200)
             return self.finish(body)
+        if path == "sys/capabilities-self" and method in ("POST", "PUT"):
+            # every token may ask (Vault's default policy); answers per path, prefix ACLs
+            token = self.token()
+            assert token is not None
+            paths = self.body().get("paths") or []
+            caps = {p: sorted({c for prefix, cs in token.acl if p.startswith(prefix)
+                               for c in cs} or {"deny"}) for p in paths}
+            self.set_status(200)
+            return self.finish({**caps, "data": caps})
         if path == "sys/leases/revoke" and method in ("POST", "PUT"):
             self.allowed(path, "update")
             s.revoked_leases.append(str(self.body().get("lease_id", "")))
