@@ -486,6 +486,22 @@ class QpuGateway(Application):
             else:
                 del self._parsing[identity.name]
 
+    def _end_turn(self, user: str, turn: asyncio.Future[None],
+                  before: asyncio.Future[None] | None) -> None:
+        """This submission is queued (or refused): the user's next may go. One that
+        failed before its predecessor was queued passes its turn on only after it, so
+        the chain holds."""
+        def done(_: object = None) -> None:
+            if not turn.done():
+                turn.set_result(None)
+            if self._last_of.get(user) is turn:
+                del self._last_of[user]
+
+        if before is not None and not before.done():
+            before.add_done_callback(done)
+        else:
+            done()
+
     async def submit(self, identity: Identity, data: bytes) -> Admitted:
         """Admit one submission (the raw JSON body). A user's submissions are admitted in
         the order they arrived, even when a large one is decoded off the event loop."""
@@ -518,9 +534,7 @@ class QpuGateway(Application):
             self._pending.append((ticket, future))
         finally:
             if turn is not None:
-                turn.set_result(None)
-                if self._last_of.get(identity.name) is turn:
-                    del self._last_of[identity.name]
+                self._end_turn(identity.name, turn, before)
         if not self._draining:
             self._draining = True
             self._drain_task = loop.create_task(self._drain())
@@ -699,8 +713,9 @@ class QpuGateway(Application):
         else:
             server.add_sockets(sockets)
         self.runner.start()
-        self.parse_pool.warm()
         loop = asyncio.get_running_loop()
+        # starting the fork server waits for its imports: not on the event loop
+        loop.run_in_executor(None, self.parse_pool.warm)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
