@@ -69,7 +69,8 @@ class BackendDriver(ABC):
     #: True: the driver simulates on this host, so its runs go to a sandbox process
     #: (sandbox.py) through ``simulate``, under the policy's memory and time caps;
     #: ``execute`` is then not called. False (provider drivers): ``execute`` runs in a
-    #: gateway thread and is cancelled when the time cap passes.
+    #: gateway thread and is cancelled when the time cap passes. A provider driver built
+    #: on ``AerDriver`` sets it back to False: a sandbox has no credentials.
     sandboxed = False
 
     def __init__(
