@@ -32,7 +32,7 @@ from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
 from .credentials import CredentialBroker
-from .parsing import BadSubmission, ParsePool, Prepared, prepare
+from .parsing import BadSubmission, ParsePool, Prepared, Unavailable, prepare
 from .policy import Refused
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
@@ -477,7 +477,10 @@ class QpuGateway(Application):
         self._parsing[identity.name] = mine + 1
         self._parsing_total += 1
         try:
-            return await self.parse_pool.prepare(identity, data, policy)
+            try:
+                return await self.parse_pool.prepare(identity, data, policy)
+            except Unavailable:  # a provider backend the workers cannot build: decode here
+                return prepare(self, identity, data, policy)
         finally:
             self._parsing_total -= 1
             left = self._parsing[identity.name] - 1

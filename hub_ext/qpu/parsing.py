@@ -58,12 +58,19 @@ class Prepared:
     ignored: list[str] = field(default_factory=list)
 
 
+class Unavailable(Exception):
+    """A parse worker has no driver for the backend (its constructor needs credentials,
+    which workers never get): the gateway decodes this submission itself."""
+
+
 class Context:
     """What ``handlers.parse`` and ``build_ticket`` read of the gateway."""
 
-    def __init__(self, drivers: Mapping[str, BackendDriver], limits: Limits) -> None:
+    def __init__(self, drivers: Mapping[str, BackendDriver], limits: Limits,
+                 unbuilt: frozenset[str] = frozenset()) -> None:
         self.drivers = drivers
         self.limits = limits
+        self.unbuilt = unbuilt
 
     def unknown_backend(self, name: str) -> str:
         return (f"unknown backend {name[:64]!r}; backends: {', '.join(sorted(self.drivers))} "
@@ -102,7 +109,13 @@ def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int) -> No
     with contextlib.suppress(OSError, AttributeError):  # die with the gateway (Linux)
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker["ctx"] = Context(build(specs, lambda name: {}), limits)
+    drivers: dict[str, BackendDriver] = {}
+    for name, spec in specs.items():
+        # a provider whose Target needs its credentials cannot be built here: the
+        # gateway decodes that backend's submissions itself (``Unavailable``)
+        with contextlib.suppress(Exception):
+            drivers.update(build({name: spec}, lambda backend: {}))
+    _worker["ctx"] = Context(drivers, limits, frozenset(set(specs) - set(drivers)))
     with open("/proc/self/statm") as f:
         base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -114,9 +127,16 @@ def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int) -> No
 
 def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple[Any, ...]:
     """Exceptions with keyword-only state do not pickle: answer with plain tuples."""
+    ctx: Context = _worker["ctx"]
     try:
-        p = prepare(_worker["ctx"], identity, data, policy)
+        p = prepare(ctx, identity, data, policy)
+    except KeyError:  # routed to a backend this worker could not build
+        if ctx.unbuilt:
+            return ("fallback",)
+        raise
     except BadSubmission as e:
+        if e.code == "UNKNOWN_BACKEND" and ctx.unbuilt:
+            return ("fallback",)
         return ("bad", e.status, e.code, e.message)
     except MemoryError:
         return ("bad", 413, "PAYLOAD_TOO_COMPLEX",
@@ -162,6 +182,8 @@ class ParsePool:
             raise BadSubmission(422, "MALFORMED_QPY", "the submission could not be decoded "
                                 "(the decoder stopped); check the payload") from None
         kind = answer[0]
+        if kind == "fallback":
+            raise Unavailable()
         if kind == "bad":
             raise BadSubmission(*answer[1:])
         if kind == "refused":
@@ -174,4 +196,4 @@ class ParsePool:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["BadSubmission", "Context", "ParsePool", "Prepared", "prepare"]
+__all__ = ["BadSubmission", "Context", "ParsePool", "Prepared", "Unavailable", "prepare"]
