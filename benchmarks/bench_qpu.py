@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_qpu.py [--clients 32,8] [--requests 4000]
         [--db sqlite,sqlite-normal,postgresql] [--runs 30] [--no-audit] [--no-e2e]
+        [--large 200]
 
 Admission: starts the gateway (``python -m hub_ext.qpu``) on 127.0.0.1 against a stand-in
 hub (tests/qpu/fakehub.py), pauses its backend so jobs are admitted (validated, tag- and
@@ -9,6 +10,10 @@ quota-checked, rate-limited, persisted) but not executed, then ``--clients`` con
 keep-alive connections (spread over two load processes) submit a small QPY circuit each.
 Prints jobs/s and client-side p50/p99 latency, on SQLite (synchronous=FULL, the default)
 and on a throwaway PostgreSQL cluster (tests/pgserver.py; needs Debian's postgresql).
+
+Large payloads (``--large N``): N health checks while the gateway is idle, then N while
+one client sends ~6 MB QPY submissions back to back: how long the event loop stalls
+behind decoding.
 
 End to end: a 5-qubit GHZ, 1024 shots, run directly on AerSimulator in this process and
 through the gateway with ``server_ext.qpu`` (``backend.run(...).result()``), median of
@@ -85,7 +90,7 @@ class Gateway:
         settings = {
             "hub_api_url": hub_url, "db_url": db_url, "policy_file": str(policy),
             "backends": {"aer_simulator": {"driver": "aer", "lanes": 1}},
-            "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 600.0,
+            "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 5.0,
             "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
             "workers": workers,
         }
@@ -294,6 +299,56 @@ def end_to_end(gw: Gateway, token: str, runs: int) -> dict[str, float]:
             "ratio": v / d}
 
 
+def large_payload_stall(gw: Gateway, token: str, runs: int) -> dict[str, float]:
+    """How long other requests wait while large submissions are decoded: ``runs`` health
+    checks, first idle, then while one client sends ~6 MB QPY jobs back to back (the
+    backend is paused, so they are only admitted)."""
+    import threading
+
+    from qiskit import QuantumCircuit, qpy
+
+    qc = QuantumCircuit(5)
+    for i in range(60_000):
+        qc.rz(0.001 * i, i % 5)
+    qc.measure_all()
+    buf = io.BytesIO()
+    qpy.dump(qc, buf)
+    body = json.dumps({"backend": "aer_simulator", "shots": 10,
+                       "circuits": [{"qpy": base64.b64encode(buf.getvalue()).decode()}],
+                       "tags": {"project": "bench", "purpose": "benchmark"}})
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    session = requests.Session()
+
+    def probe() -> list[float]:
+        out = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            session.get(gw.url + "api/health", timeout=60).raise_for_status()
+            out.append(time.perf_counter() - t0)
+            time.sleep(0.01)
+        return sorted(out)
+
+    idle = probe()
+    stop, sent = threading.Event(), [0]
+
+    def flood() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                s.post(gw.url + "api/jobs", data=body, headers=headers, timeout=300)
+                sent[0] += 1
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    time.sleep(0.5)
+    busy = probe()
+    stop.set()
+    thread.join()
+    return {"idle_p50": idle[len(idle) // 2] * 1000, "idle_max": idle[-1] * 1000,
+            "busy_p50": busy[len(busy) // 2] * 1000,
+            "busy_p99": busy[int(len(busy) * 0.99)] * 1000, "busy_max": busy[-1] * 1000,
+            "large_sent": sent[0], "mb": len(body) / 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -307,6 +362,9 @@ def main() -> None:
     parser.add_argument("--no-audit", action="store_true",
                         help="run the gateway without its audit log (to see what it costs)")
     parser.add_argument("--no-e2e", action="store_true", help="admission runs only")
+    parser.add_argument("--large", type=int, default=0,
+                        help="health checks measured idle and while ~6 MB jobs are decoded "
+                        "(0: skip)")
     parser.add_argument("--workers", default="1,2",
                         help="gateway processes (QpuGateway.workers); one set of runs per value")
     parser.add_argument("--rates", default="1000",
@@ -341,6 +399,13 @@ def main() -> None:
                 runs = [(f"{c} clients", admission, int(c)) for c in args.clients.split(",") if c]
                 runs += [(f"open loop {float(r):.0f} jobs/s offered", paced, float(r))
                          for r in args.rates.split(",") if r]
+                if args.large:
+                    st = large_payload_stall(gw, token, args.large)
+                    print(f"large payloads [{where}]: health check idle p50 "
+                          f"{st['idle_p50']:.2f} ms (max {st['idle_max']:.1f}); while "
+                          f"{st['mb']:.1f} MB jobs are decoded ({st['large_sent']} sent): p50 "
+                          f"{st['busy_p50']:.2f} ms, p99 {st['busy_p99']:.1f} ms, max "
+                          f"{st['busy_max']:.1f} ms")
                 for label, run, amount in runs:
                     res = run(gw, token, amount, args.requests)  # type: ignore[operator]
                     print(f"admission [{where}, {label}]: {res['jobs']} jobs in "

@@ -32,14 +32,17 @@ from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
 from .credentials import CredentialBroker
+from .parsing import BadSubmission, ParsePool, Prepared, Unavailable, prepare
 from .policy import Refused
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
 from .store import Admitted, Store, StoreError
-from .validation import Invalid, Limits
+from .validation import Limits
 from .workers import Supervisor
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The longest a revoked hub token may keep working at the gateway (issue 12).
+MAX_AUTH_CACHE_SECONDS = 5.0
 
 
 def _no_credentials(backend: str) -> dict[str, str]:
@@ -113,11 +116,23 @@ class QpuGateway(Application):
         return os.environ.get("JUPYTERHUB_API_URL", "")
 
     auth_cache_seconds = Float(
-        30.0, config=True,
-        help="""How long a token's owner and scopes are cached. A token revoked at the hub
-        keeps working here for at most this long (use the gateway's user revoke for an
-        immediate stop). 0 asks the hub on every request.""",
+        3.0, config=True,
+        help="""How long the hub's answer about a token (its owner, groups and scopes) is
+        reused. A token revoked at the hub (or a user removed from a role or group) keeps
+        working here for at most this long, so it is capped at 5 seconds. 0 asks the hub on
+        every request. (The gateway's own user revoke, POST api/admin/users/NAME/revoke,
+        takes effect at once.)""",
     )
+
+    @validate("auth_cache_seconds")
+    def _valid_auth_cache(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= MAX_AUTH_CACHE_SECONDS:
+            raise ValueError(
+                f"QpuGateway.auth_cache_seconds = {value:g}: give 0 to {MAX_AUTH_CACHE_SECONDS:g}"
+                " seconds; a longer cache lets a token revoked at the hub keep submitting"
+            )
+        return value
 
     db_url = Unicode(
         config=True,
@@ -261,6 +276,47 @@ class QpuGateway(Application):
             raise ValueError(f"QpuGateway.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
 
+    inline_parse_bytes = Int(
+        65536, config=True,
+        help="""Submissions up to this size (bytes) are decoded on the event loop, where a
+        small one costs less than a hand-over to a process; larger ones are decoded in
+        the parse pool (``parse_processes``) so that megabytes of JSON and QPY never stall
+        the other requests. At most 1 MiB.""",
+    )
+    parse_processes = Int(
+        1, config=True,
+        help="""Processes that decode large submissions (1-16); each holds a copy of
+        Qiskit (about 150 MB).""",
+    )
+    parse_memory_mb = Int(
+        2048, config=True,
+        help="""Memory (MiB, on top of its own start-up size) a parse process may use for
+        one submission; a payload that needs more is refused (413 PAYLOAD_TOO_COMPLEX)
+        instead of exhausting the host (64-65536).""",
+    )
+    max_parse_queue = Int(
+        32, config=True,
+        help="""Large submissions being decoded or waiting for a parse thread, all users
+        together; beyond it a submission is answered 503 PARSE_BUSY (retry shortly), so a
+        flood of large payloads holds bounded memory.""",
+    )
+    max_parse_per_user = Int(
+        4, config=True,
+        help="""Large submissions of one user being decoded or waiting at once; beyond it
+        that user gets 503 PARSE_BUSY, so one user cannot fill the parse pool.""",
+    )
+
+    @validate("inline_parse_bytes", "parse_processes", "parse_memory_mb", "max_parse_queue",
+              "max_parse_per_user")
+    def _valid_parse(self, proposal: Any) -> int:
+        name, value = proposal["trait"].name, int(proposal["value"])
+        low, high = {"inline_parse_bytes": (0, 1024**2), "parse_processes": (1, 16),
+                     "parse_memory_mb": (64, 65536),
+                     "max_parse_queue": (1, 10_000), "max_parse_per_user": (1, 10_000)}[name]
+        if not low <= value <= high:
+            raise ValueError(f"QpuGateway.{name} must be between {low} and {high}")
+        return value
+
     lease_seconds = Float(
         30.0, config=True,
         help="""A running job's lease. A replica renews it every third of this; if the
@@ -362,6 +418,11 @@ class QpuGateway(Application):
             self.hooks.append(self.on_event)
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
+        self.parse_pool = ParsePool(self.parse_processes, self.backends, self.limits,
+                                    self.parse_memory_mb, self.log)
+        self._parsing: dict[str, int] = {}
+        self._parsing_total = 0
+        self._last_of: dict[str, asyncio.Future[None]] = {}
 
     def _audit_bridge(self) -> AuditBridge:
         from hub_ext.audit import AuditLog
@@ -397,29 +458,86 @@ class QpuGateway(Application):
 
     # -- admission (group commit) -------------------------------------------------------------
 
-    async def submit(self, identity: Identity, body: dict[str, Any],
-                     size: int | None = None) -> Admitted:
+    @property
+    def decoding(self) -> int:
+        """Large submissions in the parse pool now (decoding or waiting)."""
+        return self._parsing_total
+
+    async def _prepare_large(self, identity: Identity, data: bytes, policy: Any) -> Prepared:
+        """A large body in the bounded parse pool (processes: see parsing.py)."""
+        mine = self._parsing.get(identity.name, 0)
+        if self._parsing_total >= self.max_parse_queue or mine >= self.max_parse_per_user:
+            who = "yours" if mine >= self.max_parse_per_user else "all users'"
+            raise handlers.ApiError(
+                503, "PARSE_BUSY",
+                f"too many large submissions ({who}) are being decoded; submit again in a "
+                "moment (QpuGateway.max_parse_queue / max_parse_per_user)",
+                retry_after=1,
+            )
+        self._parsing[identity.name] = mine + 1
+        self._parsing_total += 1
+        try:
+            try:
+                return await self.parse_pool.prepare(identity, data, policy)
+            except Unavailable:  # a provider backend the workers cannot build: decode here
+                return prepare(self, identity, data, policy)
+        finally:
+            self._parsing_total -= 1
+            left = self._parsing[identity.name] - 1
+            if left:
+                self._parsing[identity.name] = left
+            else:
+                del self._parsing[identity.name]
+
+    def _end_turn(self, user: str, turn: asyncio.Future[None],
+                  before: asyncio.Future[None] | None) -> None:
+        """This submission is queued (or refused): the user's next may go. One that
+        failed before its predecessor was queued passes its turn on only after it, so
+        the chain holds."""
+        def done(_: object = None) -> None:
+            if not turn.done():
+                turn.set_result(None)
+            if self._last_of.get(user) is turn:
+                del self._last_of[user]
+
+        if before is not None and not before.done():
+            before.add_done_callback(done)
+        else:
+            done()
+
+    async def submit(self, identity: Identity, data: bytes) -> Admitted:
+        """Admit one submission (the raw JSON body). A user's submissions are admitted in
+        the order they arrived, even when a large one is decoded off the event loop."""
         loop = asyncio.get_running_loop()
         policy = self.policies.policy
-        if size is None:
-            size = len(json.dumps(body.get("circuits", "")))
+        before = self._last_of.get(identity.name)
+        turn: asyncio.Future[None] | None = None
+        if len(data) > self.inline_parse_bytes or before is not None:
+            turn = loop.create_future()
+            self._last_of[identity.name] = turn
         try:
-            if size > 65536:  # decoding a large job would stall every other request
-                sub = await loop.run_in_executor(None, handlers.parse, self, body)
-            else:
-                sub = handlers.parse(self, body)
-            ticket, ignored = handlers.build_ticket(self, identity, sub, policy)
-        except Invalid as e:
-            raise handlers.ApiError(e.status, e.code, e.message) from None
-        except Refused as e:
-            self.emit("qpu.job.rejected", {"user": identity.name, "code": e.code,
-                                           "message": e.message,
-                                           "backend": _name(body.get("backend")),
-                                           "project": _name((body.get("tags") or {})
-                                                            .get("project"))})
-            return Admitted("", "REJECTED", e.code, [], e)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((ticket, future))
+            try:
+                if len(data) > self.inline_parse_bytes:
+                    prepared = await self._prepare_large(identity, data, policy)
+                else:
+                    prepared = prepare(self, identity, data, policy)
+            except BadSubmission as e:
+                raise handlers.ApiError(e.status, e.code, e.message) from None
+            if before is not None and not before.done():
+                await asyncio.shield(before)  # the user's earlier submission goes first
+            refused = prepared.refused
+            if refused is not None:
+                self.emit("qpu.job.rejected", {"user": identity.name, "code": refused.code,
+                                               "message": refused.message,
+                                               "backend": _name(prepared.backend),
+                                               "project": _name(prepared.project)})
+                return Admitted("", "REJECTED", refused.code, [], refused)
+            ticket, ignored = prepared.ticket, prepared.ignored
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((ticket, future))
+        finally:
+            if turn is not None:
+                self._end_turn(identity.name, turn, before)
         if not self._draining:
             self._draining = True
             self._drain_task = loop.create_task(self._drain())
@@ -588,7 +706,7 @@ class QpuGateway(Application):
             instance=self.instance_name, lease_seconds=self.lease_seconds,
             max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
             poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
-            log=self.log, scrub=self.broker,
+            log=self.log, scrub=self.broker, specs=dict(self.backends),
         )
         server = httpserver.HTTPServer(
             self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False
@@ -599,6 +717,8 @@ class QpuGateway(Application):
             server.add_sockets(sockets)
         self.runner.start()
         loop = asyncio.get_running_loop()
+        # starting the fork server waits for its imports: not on the event loop
+        loop.run_in_executor(None, self.parse_pool.warm)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -615,6 +735,7 @@ class QpuGateway(Application):
         reload_task.cancel()
         server.stop()
         await self.runner.stop()
+        self.parse_pool.close()
         self.db_executor.shutdown(wait=True)
         if self.audit_log:
             self.audit_bridge.close()

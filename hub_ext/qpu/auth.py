@@ -71,7 +71,7 @@ class HubResolver:
     """Resolves tokens through the JupyterHub REST API, with a bounded TTL cache."""
 
     def __init__(
-        self, hub_api_url: str, cache_seconds: float = 60.0, max_entries: int = 10_000,
+        self, hub_api_url: str, cache_seconds: float = 3.0, max_entries: int = 10_000,
         timeout: float = 10.0,
     ) -> None:
         self.url = hub_api_url.rstrip("/") + "/user"

@@ -66,6 +66,12 @@ class BackendDriver(ABC):
     backend_class = "simulator"
     #: options a driver accepts from users; the gateway passes nothing else through.
     kind = ""
+    #: True: the driver simulates on this host, so its runs go to a sandbox process
+    #: (sandbox.py) through ``simulate``, under the policy's memory and time caps;
+    #: ``execute`` is then not called. False (provider drivers): ``execute`` runs in a
+    #: gateway thread and is cancelled when the time cap passes. A provider driver built
+    #: on ``AerDriver`` sets it back to False: a sandbox has no credentials.
+    sandboxed = False
 
     def __init__(
         self, name: str, params: Mapping[str, Any], credentials: CredentialSource
@@ -111,6 +117,19 @@ class BackendDriver(ABC):
         options: Mapping[str, Any],
         cancel: threading.Event,
     ) -> Execution: ...
+
+    def simulate(
+        self, circuits: Sequence[QuantumCircuit], shots: int, options: Mapping[str, Any],
+        memory_mb: int,
+    ) -> Execution:
+        """Run in a sandbox process (``sandboxed`` drivers): no cancel event, the sandbox
+        is killed instead. ``memory_mb`` is the cap the process is held to."""
+        raise NotImplementedError(f"backend {self.name!r} does not simulate")
+
+    def hold(self, execution: Execution, elapsed: float, cancel: threading.Event) -> Execution:
+        """After a sandboxed run, in the gateway: hold the lane if the device would be
+        busy longer (emulated devices); the default holds nothing."""
+        return execution
 
     def estimate_seconds(self, circuits: Sequence[QuantumCircuit], shots: int) -> float:
         """Backend-seconds held against quotas at admission (reconciled after the run)."""
@@ -186,6 +205,7 @@ class AerDriver(BackendDriver):
 
     kind = "aer"
     backend_class = "simulator"
+    sandboxed = True
 
     def build_target(self) -> Target:
         from qiskit_aer import AerSimulator  # type: ignore[import-untyped]
@@ -212,6 +232,15 @@ class AerDriver(BackendDriver):
         width = max((c.num_qubits for c in circuits), default=1)
         return float(len(circuits) * (0.002 + shots * 2e-6 * max(1.0, 2.0 ** max(0, width - 20))))
 
+    def simulate(
+        self, circuits: Sequence[QuantumCircuit], shots: int, options: Mapping[str, Any],
+        memory_mb: int,
+    ) -> Execution:
+        # Aer's own memory check refuses a too-wide statevector with a clear message; the
+        # sandbox's address-space cap stops everything else (e.g. a density matrix).
+        return self.execute(circuits, shots, {**options, "max_memory_mb": memory_mb},
+                            threading.Event())
+
     def execute(
         self,
         circuits: Sequence[QuantumCircuit],
@@ -219,7 +248,8 @@ class AerDriver(BackendDriver):
         options: Mapping[str, Any],
         cancel: threading.Event,
     ) -> Execution:
-        run_opts = {k: v for k, v in options.items() if k in ("seed_simulator", "memory")}
+        run_opts = {k: v for k, v in options.items()
+                    if k in ("seed_simulator", "memory", "max_memory_mb")}
         started = time.perf_counter()
         result = self._simulator().run(list(circuits), shots=shots, **run_opts).result()
         if cancel.is_set():
@@ -241,6 +271,7 @@ class EmulatedDevice(BackendDriver):
 
     kind = "emulated"
     backend_class = "hardware"
+    sandboxed = True
 
     def build_target(self) -> Target:
         from qiskit.providers.fake_provider import GenericBackendV2  # type: ignore[import-untyped]
@@ -299,6 +330,25 @@ class EmulatedDevice(BackendDriver):
                         f"{self.name!r}; transpile for the backend first "
                         "(transpile(circuit, backend) or generate_preset_pass_manager)",
                     )
+
+    def simulate(
+        self, circuits: Sequence[QuantumCircuit], shots: int, options: Mapping[str, Any],
+        memory_mb: int,
+    ) -> Execution:
+        run_opts = {k: v for k, v in options.items() if k in ("seed_simulator", "memory")}
+        result = self._sim.run(list(circuits), shots=shots, max_memory_mb=memory_mb,
+                               **run_opts).result()
+        if not result.success:
+            raise ExecutionError(f"the device emulation failed: {str(result.status)[:200]}")
+        return Execution(_result_dict(result, self.name), self.estimate_seconds(circuits, shots))
+
+    def hold(self, execution: Execution, elapsed: float, cancel: threading.Event) -> Execution:
+        # One lane, held for the modelled device time, waking early on cancel.
+        with self._run_lock:
+            remaining = execution.seconds * self.time_scale - elapsed
+            if remaining > 0 and cancel.wait(remaining):
+                raise Cancelled()
+        return execution
 
     def execute(
         self,

@@ -19,7 +19,15 @@ from tornado.log import access_log
 from . import provenance
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, HubUnavailable, Identity
 from .models import FINAL_STATES
-from .policy import Refused, check_tier, period_keys, remaining, route_sensitivity, usage_key
+from .policy import (
+    Refused,
+    check_run_limits,
+    check_tier,
+    period_keys,
+    remaining,
+    route_sensitivity,
+    usage_key,
+)
 from .policyfile import CLASSES, PERIODS, Policy
 from .runner import encode_circuits
 from .store import StoreError, Ticket
@@ -64,6 +72,8 @@ class BaseHandler(web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             body = {"error": exc.code, "message": exc.message, **exc.extra}
+            if "retry_after" in exc.extra:
+                self.set_header("Retry-After", str(exc.extra["retry_after"]))
         elif isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
             body = {"error": "HTTP_ERROR", "message": exc.log_message % exc.args}
         elif status_code >= 500:
@@ -271,13 +281,8 @@ class JobsHandler(BaseHandler):
         self.require(SCOPE_SUBMIT)
         if not self.request.headers.get("Content-Type", "").startswith("application/json"):
             raise ApiError(415, "BAD_CONTENT_TYPE", "send the job as application/json")
-        try:
-            body = json.loads(b"".join(self._chunks) or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "BAD_JSON", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "BAD_JSON", "the body must be a JSON object")
-        admitted = await self.gateway.submit(self.identity, body, size=self._size)
+        data, self._chunks = b"".join(self._chunks), []
+        admitted = await self.gateway.submit(self.identity, data)
         if admitted.refused is not None:
             r = admitted.refused
             self.write_json(r.status, {
@@ -504,7 +509,8 @@ class AdminListHandler(BaseHandler):
             self.write_json(200, {"controls": await self.db(self.gateway.store.controls)})
         elif what == "stats":
             self.write_json(200, {"jobs": await self.db(self.gateway.store.counts),
-                                  "instance": self.gateway.instance_name})
+                                  "instance": self.gateway.instance_name,
+                                  "decoding": self.gateway.decoding})
         else:
             raise ApiError(404, "NOT_FOUND", f"no admin listing {what!r}")
 
@@ -609,6 +615,9 @@ def build_ticket(
     if sub.shots > driver.max_shots:
         raise Invalid(422, "TOO_MANY_SHOTS", f"shots = {sub.shots} is over {backend!r}'s limit "
                       f"of {driver.max_shots}")
+    est_seconds = driver.estimate_seconds(sub.circuits, sub.shots)
+    check_run_limits(policy, backend, driver.backend_class,
+                     max((c.num_qubits for c in sub.circuits), default=0), est_seconds)
     now = time.time()
     if sub.ignored:
         decisions.append(("IGNORED:CLIENT_FIELDS", {"fields": sub.ignored}))
@@ -623,7 +632,7 @@ def build_ticket(
         owner=identity.name, project=project.name, backend=backend,
         requested_backend=sub.backend, backend_class=driver.backend_class, tier=tier,
         priority=priority, sensitivity=level, n_circuits=len(sub.circuits),
-        shots=sub.total_shots, est_seconds=driver.estimate_seconds(sub.circuits, sub.shots),
+        shots=sub.total_shots, est_seconds=est_seconds,
         tags=tags, provenance=prov, circuits=encode_circuits(sub.raw),
         options={**{k: v for k, v in sub.options.items() if k != "transpile_seed"},
                  "shots_per_circuit": sub.shots},

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .policyfile import DIMENSIONS, PERIODS, Policy, Quota, RateLimit
+from .policyfile import DIMENSIONS, PERIODS, Policy, Quota, RateLimit, RunLimits
 from .projects import Project
 
 UNITS = {"jobs": "jobs", "shots": "shots", "seconds": "backend-seconds"}
@@ -176,6 +176,40 @@ def rate_decision(limit: RateLimit | None, tat: float | None, now: float) -> tup
             burst=limit.burst,
         )
     return current + interval, now + max(0.0, wait)
+
+
+def run_limits_key(policy: Policy, backend: str, backend_class: str) -> str:
+    """The policy key an admin raises: the backend's own entry, else its class's."""
+    if backend in policy.backend_run_limits:
+        return f"run_limits.backends.{backend}"
+    return f"run_limits.{backend_class}"
+
+
+def check_run_limits(
+    policy: Policy, backend: str, backend_class: str, width: int, est_seconds: float
+) -> RunLimits:
+    """Refuse at admission what the run limits would stop anyway: a circuit wider than
+    ``max_qubits`` (a statevector doubles with each qubit) or a job whose estimated
+    backend-seconds exceed ``seconds``. Returns the limits the run is held to."""
+    limits = policy.run_limits_for(backend, backend_class)
+    key = run_limits_key(policy, backend, backend_class)
+    if width > limits.max_qubits:
+        raise Refused(
+            422, "WIDTH_LIMIT",
+            f"REJECTED:WIDTH_LIMIT: a circuit has {width} qubits; jobs on {backend!r} may use "
+            f"at most {limits.max_qubits} ({key}.max_qubits). Use fewer qubits, a "
+            "matrix-product-state backend, or ask an admin.",
+            width=width, limit=limits.max_qubits,
+        )
+    if est_seconds > limits.seconds:
+        raise Refused(
+            422, "TIME_LIMIT",
+            f"REJECTED:TIME_LIMIT: the job is estimated at {_fmt(est_seconds)} backend-seconds;"
+            f" runs on {backend!r} may take at most {_fmt(limits.seconds)} s "
+            f"({key}.seconds). Use fewer shots or circuits per job.",
+            estimate=est_seconds, limit=limits.seconds,
+        )
+    return limits
 
 
 def check_tier(policy: Policy, project: Project, tier: str | None) -> tuple[str, int]:

@@ -74,6 +74,29 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class RunLimits:
+    """Caps on one job's run: circuit width, the simulation's memory, wall-clock time.
+
+    ``memory_mb`` binds jobs that are simulated here (Aer, emulated devices: they run in
+    a sandbox process whose address space is capped at its start-up size plus this);
+    ``seconds`` binds every run (a simulation is killed, a provider driver is cancelled).
+    """
+
+    max_qubits: int
+    memory_mb: int
+    seconds: float
+
+
+#: Run limits when the policy gives none: small enough that one job cannot take a
+#: shared host down (a 24-qubit statevector is 256 MiB), large enough for teaching.
+DEFAULT_RUN_LIMITS = {
+    "simulator": RunLimits(max_qubits=24, memory_mb=1024, seconds=120.0),
+    "hardware": RunLimits(max_qubits=1000, memory_mb=1024, seconds=3600.0),
+}
+RUN_LIMIT_KEYS = ("max_qubits", "memory_mb", "seconds")
+
+
+@dataclass(frozen=True)
 class SensitivityRule:
     backends: tuple[str, ...]
     route_to: str | None = None
@@ -100,6 +123,17 @@ class Policy:
     reservations: tuple[Reservation, ...]
     half_life: float
     digest: str
+    #: by backend class, then per backend (a backend's entry is complete: the class's
+    #: values with the backend's overrides applied)
+    run_limits: Mapping[str, RunLimits] = field(
+        default_factory=lambda: dict(DEFAULT_RUN_LIMITS)
+    )
+    backend_run_limits: Mapping[str, RunLimits] = field(default_factory=dict)
+
+    def run_limits_for(self, backend: str, backend_class: str) -> RunLimits:
+        if backend in self.backend_run_limits:
+            return self.backend_run_limits[backend]
+        return self.run_limits.get(backend_class, DEFAULT_RUN_LIMITS["simulator"])
 
     def quota_for(self, kind: str, subject: str, backend_class: str) -> Quota:
         overrides = self.user_overrides if kind == "user" else self.project_overrides
@@ -210,7 +244,7 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         doc,
         (
             "tags", "priorities", "sensitivity", "projects", "quotas", "rate_limits",
-            "reservations", "fair_share",
+            "reservations", "fair_share", "run_limits",
         ),
         source,
     )
@@ -352,6 +386,8 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
     half_life = float(_number(fs.get("half_life_hours", 168), "fair_share.half_life_hours",
                               minimum=1e-6)) * 3600
 
+    class_limits, backend_limits = _run_limits(doc.get("run_limits", {}), backends)
+
     return Policy(
         projects=Registry(projects),
         purposes=purposes,
@@ -371,7 +407,45 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         reservations=tuple(reservations),
         half_life=half_life,
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        run_limits=class_limits,
+        backend_run_limits=backend_limits,
     )
+
+
+def _run_limit_values(value: Any, where: str, base: RunLimits) -> RunLimits:
+    t = _table(value, where)
+    _keys(t, RUN_LIMIT_KEYS, where)
+    return RunLimits(
+        max_qubits=_number(t.get("max_qubits", base.max_qubits), f"{where}.max_qubits",
+                           integer=True, minimum=1),
+        memory_mb=_number(t.get("memory_mb", base.memory_mb), f"{where}.memory_mb",
+                          integer=True, minimum=16),
+        seconds=float(_number(t.get("seconds", base.seconds), f"{where}.seconds",
+                              minimum=0.1)),
+    )
+
+
+def _run_limits(
+    value: Any, backends: Mapping[str, str]
+) -> tuple[dict[str, RunLimits], dict[str, RunLimits]]:
+    """``[run_limits.simulator]``, ``[run_limits.hardware]`` and
+    ``[run_limits.backends.NAME]`` (overrides on top of the backend's class)."""
+    t = _table(value, "run_limits")
+    _keys(t, (*CLASSES, "backends"), "run_limits")
+    by_class = {
+        c: _run_limit_values(t.get(c, {}), f"run_limits.{c}", DEFAULT_RUN_LIMITS[c])
+        for c in CLASSES
+    }
+    by_backend: dict[str, RunLimits] = {}
+    for name, entry in _table(t.get("backends", {}), "run_limits.backends").items():
+        where = f"run_limits.backends.{name}"
+        if name not in backends:
+            raise PolicyError(
+                f"{where}: unknown backend {name!r}; configured backends: "
+                f"{', '.join(sorted(backends)) or 'none'} (QpuGateway.backends)"
+            )
+        by_backend[name] = _run_limit_values(entry, where, by_class[backends[name]])
+    return by_class, by_backend
 
 
 def load(path: Path, backends: Mapping[str, str]) -> Policy:

@@ -23,9 +23,10 @@ from typing import Any
 
 from qiskit import QuantumCircuit  # type: ignore[import-untyped]
 
-from .backends import BackendDriver, Cancelled, ExecutionError
+from .backends import BackendDriver, Cancelled, Execution, ExecutionError
 from .credentials import CredentialBroker
 from .policyfile import Policy
+from .sandbox import Outcome, SandboxPool, Task
 from .store import Claimed, Store, StoreError
 from .validation import load_qasm3, load_qpy
 
@@ -71,8 +72,13 @@ class Runner:
         emit: Emit,
         log: logging.Logger,
         scrub: CredentialBroker | None = None,
+        specs: dict[str, Any] | None = None,
     ) -> None:
         self.scrub = scrub or CredentialBroker(lambda name: {})
+        # each lane of a sandboxed backend has a warm sandbox worker
+        self.specs = specs or {}
+        sandboxed = sum(d.lanes for d in drivers.values() if d.sandboxed)
+        self.sandbox = SandboxPool(sandboxed, log) if sandboxed else None
         self.store = store
         self.drivers = drivers
         self.policy = policy
@@ -100,6 +106,8 @@ class Runner:
     # -- public ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._dispatch_loop()),
@@ -113,6 +121,8 @@ class Runner:
             task.cancel()
         for pool in self.pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
+        if self.sandbox is not None:
+            self.sandbox.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -180,12 +190,13 @@ class Runner:
                                       cancel)
 
         async def settle() -> None:
-            state, result, seconds, error = await future
+            outcome = await future
+            state, result, seconds = outcome.state, outcome.result, outcome.seconds
             try:
                 recorded = await self._db(
                     lambda: self.store.finish(
                         claimed.job_id, self.instance, state, result=result, seconds=seconds,
-                        error=error, policy=self.policy(),
+                        error=outcome.error, policy=self.policy(), reason=outcome.reason,
                     )
                 )
             except StoreError as e:
@@ -213,27 +224,70 @@ class Runner:
 
     def _execute(
         self, driver: BackendDriver, claimed: Claimed, cancel: threading.Event
-    ) -> tuple[str, bytes | None, float | None, str | None]:
+    ) -> Outcome:
+        limits = self.policy().run_limits_for(driver.name, driver.backend_class)
+        options = dict(claimed.options)
+        shots = int(options.pop("shots_per_circuit", claimed.shots))
         try:
-            circuits = decode_circuits(claimed.circuits, self.limits)
             if cancel.is_set():
                 raise Cancelled()
-            options = dict(claimed.options)
-            shots = int(options.pop("shots_per_circuit", claimed.shots))
-            execution = driver.execute(circuits, shots, options, cancel)
+            if driver.sandboxed and self.sandbox is not None:
+                outcome = self.sandbox.run(Task(
+                    backend=driver.name, spec=self.specs.get(driver.name, {}),
+                    job_id=claimed.job_id, circuits=claimed.circuits, shots=shots,
+                    options=options, memory_mb=limits.memory_mb,
+                    max_qubits=limits.max_qubits, limits=self.limits,
+                ), limits.seconds, cancel)
+                if outcome.state != "DONE" or outcome.seconds is None:
+                    return outcome
+                held = driver.hold(Execution({}, outcome.seconds), outcome.elapsed, cancel)
+                return Outcome("DONE", "COMPLETED", self.scrub.scrub_bytes(outcome.result or b""),
+                               held.seconds)
+            return self._execute_here(driver, claimed, shots, options, limits.seconds, cancel)
         except Cancelled:
-            return "CANCELLED", None, None, "cancelled while running"
+            return Outcome("CANCELLED", "CANCELLED", error="cancelled while running")
         except ExecutionError as e:
             # a provider SDK may quote the credential it was given: never pass it on
-            return "FAILED", None, None, self.scrub.scrub(str(e))[:500]
+            return Outcome("FAILED", "EXECUTION_ERROR", error=self.scrub.scrub(str(e))[:500])
         except Exception as e:
             self.log.error("QPU job %s failed on %s: %s\n%s", claimed.job_id, driver.name,
                            type(e).__name__, self.scrub.scrub(traceback.format_exc()))
-            return "FAILED", None, None, f"internal error in backend {driver.name!r}: " \
-                f"{type(e).__name__}"
+            return Outcome("FAILED", "EXECUTION_ERROR", error=(
+                f"internal error in backend {driver.name!r}: {type(e).__name__}"))
+
+    def _execute_here(
+        self, driver: BackendDriver, claimed: Claimed, shots: int, options: dict[str, Any],
+        seconds: float, cancel: threading.Event,
+    ) -> Outcome:
+        """A provider driver, in this thread; cancelled (it polls ``cancel``) when the run
+        passes the policy's time cap."""
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            cancel.set()
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            circuits = decode_circuits(claimed.circuits, self.limits)
+            execution = driver.execute(circuits, shots, options, cancel)
+        except Cancelled:
+            if not timed_out.is_set():
+                raise
+            execution = None
+        finally:
+            timer.cancel()
+        if timed_out.is_set():
+            return Outcome("FAILED", "TIME_LIMIT", error=(
+                f"FAILED:TIME_LIMIT: the run took longer than the {seconds:g} s the policy "
+                f"allows on {driver.name!r} and was cancelled (quota refunded)"))
+        assert execution is not None
         execution.result["job_id"] = claimed.job_id
         body = json.dumps(execution.result, default=_json_default, separators=(",", ":"))
-        return "DONE", self.scrub.scrub_bytes(body.encode()), execution.seconds, None
+        return Outcome("DONE", "COMPLETED", self.scrub.scrub_bytes(body.encode()),
+                       execution.seconds)
 
     async def _lease_loop(self) -> None:
         interval = max(0.05, self.lease / 3)

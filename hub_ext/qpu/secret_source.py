@@ -7,11 +7,27 @@ file (same machine, same unix user), or Vault KV v2 read with the gateway's own 
 AppRole. Each call reads the store again, so a rotation is seen by the next job; a
 missing entry or an unreadable store raises ``CredentialError`` naming the backend and
 where its credentials were looked for, never a value. Layout: hub_ext/secrets/provider.py.
+
+The gateway reads the ``service:qpu`` namespace and nothing else, enforced on both paths:
+
+- embedded: the only input is a backend name, checked as a service entry name (no
+  ``/``, no ``:``), and the namespace is the constant ``service:qpu``; a row relabelled
+  into that namespace by a database writer fails to open (its value is sealed with the
+  namespace it was written in) and is reported, never returned.
+- Vault: the read path is ``<mount>/data/<base>/service/qpu/<backend>`` with every part
+  checked, and before the first read with a token (each new token, each AppRole login)
+  the gateway asks Vault what that token may do on users', projects', courses' and other
+  services' paths (``sys/capabilities-self``, allowed to every token by Vault's default
+  policy). A token that could read any of them is refused: the gateway's policy must be
+  ``vault_policy()``, read on ``service/qpu/*`` only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import secrets
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -28,6 +44,27 @@ from hub_ext.secrets.model import SecretError, check_name, parse_namespace
 from .credentials import CredentialError
 
 STORES = ("embedded", "vault")
+#: one segment of a Vault mount or base path: no empty segment, no "." or ".."
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+#: namespaces the gateway must not be able to read (probed with random names)
+_FOREIGN = ("user", "project", "course")
+
+
+def _checked_path(value: str, what: str) -> str:
+    parts = value.split("/")
+    if not value or not all(_SEGMENT.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise ValueError(
+            f"SecretStoreCredentials.{what} = {value!r}: give '/'-separated names of letters, "
+            "digits, '_', '.', '-' (no empty part, no '..'), as the hub's VaultBroker setting"
+        )
+    return value
+
+
+def vault_policy(kv_mount: str = "secret", base_path: str = "qustody") -> str:
+    """The Vault policy (HCL) to give the gateway's token or AppRole: read on the
+    ``service/qpu`` entries, nothing else."""
+    return (f'path "{kv_mount}/data/{base_path}/service/qpu/*" '
+            '{ capabilities = ["read"] }\n')
 
 
 class SecretStoreCredentials(LoggingConfigurable):
@@ -77,6 +114,10 @@ class SecretStoreCredentials(LoggingConfigurable):
     def _default_token_file(self) -> str:
         return os.environ.get("QUSTODY_QPU_VAULT_TOKEN_FILE", "")
 
+    @validate("vault_kv_mount", "vault_base_path")
+    def _valid_vault_path(self, proposal: Any) -> str:
+        return _checked_path(str(proposal["value"]), proposal["trait"].name)
+
     @validate("store")
     def _valid_store(self, proposal: Any) -> str:
         if proposal["value"] not in STORES:
@@ -98,6 +139,7 @@ class SecretStoreCredentials(LoggingConfigurable):
             )
         self._approle: Any = None
         self._lock = threading.Lock()
+        self._scoped: set[str] = set()  # hashes of the tokens found limited to service:qpu
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SecretStoreCredentials:
         """One source per gateway: traitlets copies config values, and this holds a lock."""
@@ -186,7 +228,9 @@ class SecretStoreCredentials(LoggingConfigurable):
 
         if not self.vault_approle_role_id:
             token = _read(self.vault_token_file, "SecretStoreCredentials.vault_token_file")
-            return vault_client(self.vault_url, self.vault_ca_file, self.vault_timeout, token)
+            client = vault_client(self.vault_url, self.vault_ca_file, self.vault_timeout, token)
+            self._check_scope(client)
+            return client
         with self._lock:
             if self._approle is None or fresh:
                 client = vault_client(self.vault_url, self.vault_ca_file, self.vault_timeout)
@@ -197,8 +241,57 @@ class SecretStoreCredentials(LoggingConfigurable):
                     self.vault_approle_secret_id_wrapped,
                     "SecretStoreCredentials.vault_approle_secret_id_file",
                 )
+                self._check_scope(client)
                 self._approle = client
             return self._approle
+
+    def foreign_paths(self) -> list[str]:
+        """Paths the gateway's token must not read: another user's, project's and
+        course's entries and another service's, under random names."""
+        probe = "qpu-probe-" + secrets.token_hex(4)
+        base = f"{self.vault_kv_mount}/data/{self.vault_base_path}"
+        return [*(f"{base}/{kind}/{probe}/{probe.upper().replace('-', '_')}"
+                  for kind in _FOREIGN),
+                f"{base}/service/{probe}/entry", f"{base}/{probe}",
+                f"{self.vault_kv_mount}/data/{probe}"]
+
+    def _check_scope(self, client: Any) -> None:
+        """Refuse a token that could read anything outside ``service/qpu`` (once per
+        token: its hash is remembered, never the token)."""
+        from requests import RequestException
+
+        mark = hashlib.sha256(str(client.token).encode()).hexdigest()
+        if mark in self._scoped:
+            return
+        paths = self.foreign_paths()
+        try:
+            answer = client.adapter.post("/v1/sys/capabilities-self", json={"paths": paths})
+            body = answer.json() if hasattr(answer, "json") else answer
+        except RequestException as e:
+            raise SecretError(
+                f"Vault at {self.vault_url} cannot be reached ({type(e).__name__})"
+            ) from None
+        except Exception as e:
+            raise SecretError(
+                "Vault did not say what the gateway's token may read (sys/capabilities-self: "
+                f"{type(e).__name__}); the gateway reads nothing with a token it cannot check"
+            ) from None
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        for path in paths:
+            caps = data.get(path) if isinstance(data, dict) else None
+            if not isinstance(caps, list):
+                raise SecretError(
+                    "Vault did not say what the gateway's token may do on "
+                    f"{path} (sys/capabilities-self); the gateway reads nothing with a token "
+                    "it cannot check"
+                )
+            if set(caps) - {"deny"}:
+                raise SecretError(
+                    f"the gateway's Vault token may {'/'.join(sorted(caps))} {path}, outside "
+                    "service/qpu: give it only the policy "
+                    f"{vault_policy(self.vault_kv_mount, self.vault_base_path).strip()}"
+                )
+        self._scoped.add(mark)
 
 
 def gateway_settings(c: Config) -> dict[str, Any]:
@@ -241,4 +334,4 @@ def gateway_config_lines(c: Config) -> str:
     )
 
 
-__all__ = ["SecretStoreCredentials", "gateway_config_lines", "gateway_settings"]
+__all__ = ["SecretStoreCredentials", "gateway_config_lines", "gateway_settings", "vault_policy"]

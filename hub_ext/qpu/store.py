@@ -517,8 +517,10 @@ class Store:
         seconds: float | None = None,
         error: str | None = None,
         policy: Policy | None = None,
+        reason: str | None = None,
     ) -> dict[str, Any] | None:
         """Record the outcome of a run this instance holds; reconcile or refund its quota.
+        ``reason`` refines a failure (``MEMORY_LIMIT``, ``TIME_LIMIT``, ...).
 
         Returns the job as recorded, or None when the job was no longer this instance's."""
 
@@ -533,8 +535,9 @@ class Store:
             values = {
                 **self._settle(conn, job, final, seconds, now),
                 "state": final,
-                "reason": {"DONE": "COMPLETED", "FAILED": "EXECUTION_ERROR",
-                           "CANCELLED": "CANCELLED"}[final],
+                "reason": (reason if final == "FAILED" and reason else
+                           {"DONE": "COMPLETED", "FAILED": "EXECUTION_ERROR",
+                            "CANCELLED": "CANCELLED"}[final]),
                 "finished_at": now,
                 "used_seconds": seconds if final == "DONE" else 0.0,
                 "lease_owner": None,

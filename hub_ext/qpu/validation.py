@@ -14,7 +14,6 @@ import hashlib
 import io
 import re
 import struct
-import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,20 @@ BODY_KEYS = frozenset({"backend", "circuits", "shots", "options", "tags", "clien
 OPTION_KEYS = frozenset({"seed_simulator", "memory", "transpile_seed"})
 CONTEXT_KEYS = frozenset({"notebook_path", "notebook_hash", "kernel_id", "server_name"})
 MAX_CONTEXT_VALUE = 1024
-_LOCK = threading.Lock()
+
+
+def _quiet_loaders() -> None:
+    """Silence the loaders' warnings (a payload written by a newer Qiskit, OpenQASM 3
+    being experimental) once for the process. ``warnings.catch_warnings`` around each
+    call would swap the process-wide filters, which is unsafe from several threads and
+    used to need a global lock that the event loop then waited on behind a large
+    payload decoded in a thread."""
+    warnings.filterwarnings("ignore", module=r"qiskit\.qpy(\.|$)")
+    warnings.filterwarnings("ignore", module=re.escape(__name__) + "$")
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+_quiet_loaders()
 
 
 class Invalid(Exception):
@@ -134,9 +146,7 @@ def check_qpy_header(data: bytes, limits: Limits) -> None:
 def load_qpy(data: bytes, limits: Limits) -> QuantumCircuit:
     check_qpy_header(data, limits)
     try:
-        with _LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            circuits = qpy.load(io.BytesIO(data))
+        circuits = qpy.load(io.BytesIO(data))
     except Exception as e:  # qpy raises many types on hostile input
         raise _bad("MALFORMED_QPY", f"malformed QPY: {type(e).__name__}") from None
     if len(circuits) != 1 or not isinstance(circuits[0], QuantumCircuit):
@@ -146,9 +156,8 @@ def load_qpy(data: bytes, limits: Limits) -> QuantumCircuit:
 
 def load_qasm3(text: str) -> QuantumCircuit:
     try:
-        with _LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return qasm3.loads_experimental(text)
+        circuit: QuantumCircuit = qasm3.loads_experimental(text)
+        return circuit
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise _bad("MALFORMED_QASM3", f"invalid OpenQASM 3: {first}") from None

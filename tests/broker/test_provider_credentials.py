@@ -158,6 +158,52 @@ def test_provider_credentials_are_never_given_to_users(state: Path) -> None:
         VaultBroker(config=c)
 
 
+ALICE = "alice-own-provider-token-9f8e7d6c5b4a"
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["ALICE_KEY", "../user:alice/ALICE_KEY", "user:alice/ALICE_KEY", "alice/ALICE_KEY",
+     "ibm_brisbane/../../user/alice/ALICE_KEY", "user:alice", ".ALICE_KEY", "ALICE_KEY\0",
+     "ALICE_KEY%2f..", ""],
+)
+def test_the_gateways_source_cannot_read_a_users_secret(state: Path, backend: str) -> None:
+    """alice keeps a provider token of her own; every name the gateway could be asked for
+    resolves inside service:qpu or is refused, and no answer or error carries her value."""
+    key = load_master_key(str(state / "secrets.key"), "", create=False)
+    store = EmbeddedStore(str(state / "secrets.sqlite"), key)
+    try:
+        store.put("user:alice", "ALICE_KEY", "dev", ALICE.encode())
+    finally:
+        store.close()
+    with pytest.raises(CredentialError) as e:
+        CredentialBroker(source(state))(backend)
+    assert ALICE not in str(e.value)
+    assert "service:qpu" in str(e.value) or "unavailable" in str(e.value)
+
+
+def test_a_users_row_relabelled_into_service_qpu_is_refused_not_served(state: Path) -> None:
+    """A database writer (no master key) moves alice's secret into service:qpu under a
+    backend's name: the value was sealed for user:alice, so it fails to open there."""
+    key = load_master_key(str(state / "secrets.key"), "", create=False)
+    store = EmbeddedStore(str(state / "secrets.sqlite"), key)
+    try:
+        store.put("user:alice", "ALICE_KEY", "dev", f"token={ALICE}".encode())
+    finally:
+        store.close()
+    db = sqlite3.connect(state / "secrets.sqlite")
+    with db:
+        db.execute("DELETE FROM versions WHERE secret_id IN (SELECT id FROM secrets WHERE "
+                   "ns_kind='service' AND name='ibm_brisbane')")
+        db.execute("DELETE FROM secrets WHERE ns_kind='service' AND name='ibm_brisbane'")
+        db.execute("UPDATE secrets SET ns_kind='service', ns_name='qpu', name='ibm_brisbane', "
+                   "class='provider' WHERE ns_kind='user' AND name='ALICE_KEY'")
+    db.close()
+    with pytest.raises(CredentialError) as e:
+        CredentialBroker(source(state))("ibm_brisbane")
+    assert ALICE not in str(e.value) and "ibm_brisbane" in str(e.value)
+
+
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [

@@ -248,7 +248,7 @@ def launch(hub: FakeHub, d: Path, db_url: str, policy: str = POLICY,
         "lease_seconds": 2.0,
         "dispatch_poll_seconds": 0.2,
         "policy_reload_seconds": 0.2,
-        "auth_cache_seconds": 30.0,
+        "auth_cache_seconds": 5.0,
         "sqlite_synchronous": "NORMAL",
         **traits,
     }

@@ -15,6 +15,7 @@ from hub_ext.qpu.backends import AerDriver, Execution, ExecutionError
 
 class KeyedDriver(AerDriver):
     kind = "keyed-provider"
+    sandboxed = False  # a provider: execute() in the gateway, with its credentials
 
     def execute(self, circuits: Sequence[Any], shots: int, options: Mapping[str, Any],
                 cancel: threading.Event) -> Execution:

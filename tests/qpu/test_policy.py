@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -189,3 +190,36 @@ def test_sensitivity_without_route_refuses():
     with pytest.raises(pol.Refused) as e:
         pol.route_sensitivity(p, project, None, "fake_hw")
     assert e.value.code == "SENSITIVITY" and "aer_simulator" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[run_limits.simulator]\nmemory = 1\n", "run_limits.simulator: unknown key"),
+        ("[run_limits.quantum]\nseconds = 1\n", "run_limits: unknown key(s) ['quantum']"),
+        ("[run_limits.simulator]\nmemory_mb = 8\n", "run_limits.simulator.memory_mb must be"),
+        ("[run_limits.simulator]\nmax_qubits = 0\n", "run_limits.simulator.max_qubits must be"),
+        ("[run_limits.hardware]\nseconds = -1\n", "run_limits.hardware.seconds must be"),
+        ("[run_limits.backends.nope]\nseconds = 5\n", "unknown backend 'nope'"),
+    ],
+)
+def test_bad_run_limits_name_the_key(extra, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        policy(extra)
+
+
+def test_run_limits_default_per_class_and_a_backend_overrides_its_class():
+    p = policy("[run_limits.simulator]\nmemory_mb = 512\n"
+               "[run_limits.backends.aer_simulator]\nmax_qubits = 20\n")
+    own = p.run_limits_for("aer_simulator", "simulator")
+    assert (own.max_qubits, own.memory_mb, own.seconds) == (20, 512, 120.0)
+    other = p.run_limits_for("aer_mps", "simulator")
+    assert (other.max_qubits, other.memory_mb) == (24, 512)
+    with pytest.raises(pol.Refused) as wide:
+        pol.check_run_limits(p, "aer_simulator", "simulator", 21, 0.1)
+    assert wide.value.code == "WIDTH_LIMIT"
+    assert "run_limits.backends.aer_simulator.max_qubits" in wide.value.message
+    with pytest.raises(pol.Refused) as slow:
+        pol.check_run_limits(p, "aer_mps", "simulator", 2, 121.0)
+    assert slow.value.code == "TIME_LIMIT" and "run_limits.simulator.seconds" in slow.value.message
+    assert pol.check_run_limits(p, "aer_mps", "simulator", 24, 120.0) == other

@@ -57,7 +57,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
                  "QUSTODY_QPU_CONFIG": str(d / "qpu_operator.py"),
                  "QUSTODY_QPU_POLICY": str(d / "policy.toml"),
                  "PYTHONPATH": str(ROOT)},
-            started=started,
+            started=started, timeout=240,  # the hub waits for its services one by one
         )
     except HubError as e:
         pytest.fail(str(e))

@@ -45,7 +45,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             d / "hub", extra=EXTRA.format(home=d / "home"),
             env={"QUSTODY_SPAWNER": "local", "QUSTODY_IMAGE_DIGEST": "",
                  "QUSTODY_QPU_PORT": str(free_port())},
-            started=started,
+            started=started, timeout=240,  # the hub waits for its services one by one
         )
     except HubError as e:
         pytest.fail(str(e))

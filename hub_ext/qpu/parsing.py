@@ -1,0 +1,199 @@
+"""Decoding a submission: inline for small bodies, in a bounded process pool for large ones.
+
+A submission's JSON, base64 and QPY decoding, its validation and the policy decisions that
+need no database (``handlers.parse`` then ``handlers.build_ticket``) are one function,
+``prepare``. For a small body it runs on the event loop: a hand-over would cost more than
+the work. A large body goes to ``ParsePool``, worker *processes*: ``json.loads`` (C) and
+Qiskit's QPY reader (Rust) hold the GIL for their whole call, hundreds of milliseconds for
+megabytes, so a thread would stall the event loop just the same. Workers get the backends'
+configuration once and the policy with each job, build their own drivers (without
+credentials: admission needs none), and cap their address space so a hostile payload
+cannot exhaust the host's memory; the answer is the finished ``Ticket``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from .auth import Identity
+from .backends import BackendDriver, build
+from .policy import Refused
+from .policyfile import Policy
+from .sandbox import FORKSERVER_PRELOAD
+from .validation import Invalid, Limits
+
+_MB = 1024 * 1024
+
+
+class BadSubmission(Exception):
+    """The body cannot be admitted: an HTTP status, a code and a message for the client."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Prepared:
+    """A decoded submission: the ticket to admit, or the policy's refusal."""
+
+    backend: Any
+    project: Any
+    ticket: Any = None
+    refused: Refused | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+class Unavailable(Exception):
+    """A parse worker has no driver for the backend (its constructor needs credentials,
+    which workers never get): the gateway decodes this submission itself."""
+
+
+class Context:
+    """What ``handlers.parse`` and ``build_ticket`` read of the gateway."""
+
+    def __init__(self, drivers: Mapping[str, BackendDriver], limits: Limits,
+                 unbuilt: frozenset[str] = frozenset()) -> None:
+        self.drivers = drivers
+        self.limits = limits
+        self.unbuilt = unbuilt
+
+    def unknown_backend(self, name: str) -> str:
+        return (f"unknown backend {name[:64]!r}; backends: {', '.join(sorted(self.drivers))} "
+                "(GET /api/backends lists the ones your projects may use)")
+
+
+def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy) -> Prepared:
+    """Decode, validate and decide what needs no database. ``BadSubmission`` for a body
+    that is not a valid submission."""
+    from . import handlers
+
+    try:
+        body = json.loads(data or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise BadSubmission(400, "BAD_JSON", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadSubmission(400, "BAD_JSON", "the body must be a JSON object")
+    tags = body.get("tags")
+    project = tags.get("project") if isinstance(tags, dict) else None
+    try:
+        sub = handlers.parse(ctx, body)
+        ticket, ignored = handlers.build_ticket(ctx, identity, sub, policy)
+    except Invalid as e:
+        raise BadSubmission(e.status, e.code, e.message) from None
+    except Refused as e:
+        return Prepared(body.get("backend"), project, refused=e)
+    return Prepared(body.get("backend"), project, ticket, None, ignored)
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # die with the gateway (Linux)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    drivers: dict[str, BackendDriver] = {}
+    for name, spec in specs.items():
+        # a provider whose Target needs its credentials cannot be built here: the
+        # gateway decodes that backend's submissions itself (``Unavailable``)
+        with contextlib.suppress(Exception):
+            drivers.update(build({name: spec}, lambda backend: {}))
+    _worker["ctx"] = Context(drivers, limits, frozenset(set(specs) - set(drivers)))
+    with open("/proc/self/statm") as f:
+        base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = base + memory_mb * _MB
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple[Any, ...]:
+    """Exceptions with keyword-only state do not pickle: answer with plain tuples."""
+    ctx: Context = _worker["ctx"]
+    try:
+        p = prepare(ctx, identity, data, policy)
+    except KeyError:  # routed to a backend this worker could not build
+        if ctx.unbuilt:
+            return ("fallback",)
+        raise
+    except BadSubmission as e:
+        if e.code == "UNKNOWN_BACKEND" and ctx.unbuilt:
+            return ("fallback",)
+        return ("bad", e.status, e.code, e.message)
+    except MemoryError:
+        return ("bad", 413, "PAYLOAD_TOO_COMPLEX",
+                "decoding this submission needs more memory than the gateway allows "
+                "(QpuGateway.parse_memory_mb): split the job")
+    if p.refused is not None:
+        r = p.refused
+        return ("refused", p.backend, p.project, r.status, r.code, r.message, r.detail)
+    return ("ok", p.backend, p.project, p.ticket, p.ignored)
+
+
+class ParsePool:
+    """``processes`` worker processes; ``prepare`` awaits one without blocking the loop."""
+
+    def __init__(self, processes: int, specs: Mapping[str, Any], limits: Limits,
+                 memory_mb: int, log: logging.Logger) -> None:
+        self.processes = processes
+        self.args = (dict(specs), limits, memory_mb)
+        self.log = log
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+        return concurrent.futures.ProcessPoolExecutor(
+            self.processes, mp_context=ctx, initializer=_init_worker, initargs=self.args)
+
+    def warm(self) -> None:
+        """Start the workers now rather than at the first large submission."""
+        for _ in range(self.processes):
+            self._pool.submit(os.getpid)
+
+    async def prepare(self, identity: Identity, data: bytes, policy: Policy) -> Prepared:
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(self._pool, _prepare_in_worker, identity,
+                                                data, policy)
+        except concurrent.futures.process.BrokenProcessPool:
+            # a worker died (killed, or crashed on this payload): refuse, start afresh
+            self.log.error("QPU parse pool: a worker died; starting new workers")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            raise BadSubmission(422, "MALFORMED_QPY", "the submission could not be decoded "
+                                "(the decoder stopped); check the payload") from None
+        kind = answer[0]
+        if kind == "fallback":
+            raise Unavailable()
+        if kind == "bad":
+            raise BadSubmission(*answer[1:])
+        if kind == "refused":
+            _, backend, project, status, code, message, detail = answer
+            return Prepared(backend, project, refused=Refused(status, code, message, **detail))
+        _, backend, project, ticket, ignored = answer
+        return Prepared(backend, project, ticket, None, cast(list[str], ignored))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["BadSubmission", "Context", "ParsePool", "Prepared", "Unavailable", "prepare"]
