@@ -438,7 +438,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         if not decision.allowed:
             raise web.HTTPError(403, decision.message)
         name = self._username(claims)
-        if not self._bound(handler, name, claims):
+        if not await self._bound(handler, name, claims):
             raise web.HTTPError(
                 403,
                 f"Sign-in refused: the account you signed in with is not the one the hub user "
@@ -469,11 +469,22 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             raise RuntimeError("QustodyAuthenticator: get_handlers was not called")
         return self._bindings
 
-    def _bound(self, handler: Any, name: str, claims: dict[str, Any]) -> bool:
+    async def _bound(
+        self, handler: Any, name: str, claims: dict[str, Any], user: Any = None
+    ) -> bool:
         """Whether ``name`` is this provider subject's hub user, binding it at first
         login; a refusal is logged and audited here."""
         subject = str(claims["sub"])
-        verdict = self._binding_store().check_or_bind(name, self.issuer, subject)
+        store = self._binding_store()
+        if store.check(name, self.issuer, subject).new:
+            if user is None and handler is not None:
+                user = handler.find_user(name)
+            unproven = await self._unproven_owner(user, subject)
+            if unproven:
+                self.log.warning("identity: login of %s refused: %s", name, unproven)
+                self._emit_refusal(handler, name, "subject-mismatch", unproven)
+                return False
+        verdict = store.check_or_bind(name, self.issuer, subject)
         if verdict.new:
             self.log.info("identity: hub user %s bound to subject %s", name, subject)
         if verdict.ok:
@@ -485,6 +496,28 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         self.log.warning("identity: login of %s refused: %s", name, detail)
         self._emit_refusal(handler, name, "subject-mismatch", detail)
         return False
+
+    async def _unproven_owner(self, user: Any, subject: str) -> str:
+        """Why an unbound but existing hub user may not be bound to ``subject`` ("" if it
+        may). Hub users older than subject binding have no row: binding them to whoever
+        signs in first with their name would hand their home, secrets and quota to anyone
+        who can rename themselves at the provider. They are bound only to the subject
+        their stored session shows, or, never used, to the first sign-in (an admin
+        created them); anything else waits for an admin's ``bindings set``."""
+        if user is None:
+            return ""  # a new hub user: this is its first login
+        state = await user.get_auth_state()
+        stored = (state or {}).get(self.user_auth_state_key) or {}
+        if "sub" in stored:
+            if str(stored["sub"]) == subject and stored.get("iss", self.issuer) == self.issuer:
+                return ""
+            return f"subject {subject} is not the one that last signed in as this hub user"
+        if getattr(user.orm_user, "last_activity", None) is None:
+            return ""  # created by an admin and never used
+        return (
+            "this hub user was used before subject binding and its subject is not known; "
+            "an administrator binds it (python -m hub_ext.identity.bindings set)"
+        )
 
     async def _verified(
         self, handler: Any, token_info: dict[str, Any], nonce: str | None
@@ -685,7 +718,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         for key in ("amr", "acr"):
             if key not in claims and record.get(key):
                 claims[key] = record[key]
-        if not self._bound(handler, user.name, claims):
+        if not await self._bound(handler, user.name, claims, user):
             await self._end(user, "refresh-failed")
             return False
         decision = self._decide(handler, claims)

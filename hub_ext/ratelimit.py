@@ -27,6 +27,7 @@ import hashlib
 import ipaddress
 import json
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -39,6 +40,8 @@ from traitlets import Float, Int, List, Unicode, validate
 from traitlets.config import Config, LoggingConfigurable
 
 T = TypeVar("T")
+# as jupyterhub.utils reads it: scheme, any white space, the token
+_AUTH_HEADER = re.compile(r"(?:token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 
 
 class Limited(NamedTuple):
@@ -263,17 +266,25 @@ class RequestLimits(LoggingConfigurable):
         self.tokens.ensure(_token_key(token))
 
     def client_ip(self, request: Any) -> str:
-        """The caller's address: the connection's, or the proxy's last X-Forwarded-For entry."""
+        """The caller's address: the connection's, or, through trusted proxies, the nearest
+        ``X-Forwarded-For`` entry that is not one of them. Entries are read from the right
+        (each proxy appends its peer), so what a client writes into the header itself is
+        never reached; a container's request passes two proxies (the network proxy, then
+        the public one on loopback) and is limited by the container's own address."""
         context = getattr(request.connection, "context", None)
         address = getattr(context, "address", None)
         peer = address[0] if isinstance(address, tuple) and address else str(request.remote_ip)
-        if peer in self.trusted_proxy_ips:
-            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        client = str(peer)
+        if client not in self.trusted_proxy_ips:
+            return client
+        for entry in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
             try:
-                return str(ipaddress.ip_address(forwarded))
+                client = str(ipaddress.ip_address(entry.strip()))
             except ValueError:
-                return peer
-        return str(peer)
+                return client  # a malformed entry: the last proxy that added a real one
+            if client not in self.trusted_proxy_ips:
+                return client
+        return client
 
     async def hold_back(self) -> None:
         """Wait ``refusal_delay`` before a refusal goes out, unless too many already wait."""
@@ -381,10 +392,9 @@ class LimitedHandler(web.RequestHandler):
     async def prepare(self) -> None:
         limits = self.limits()
         token = ""
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() in ("token", "bearer"):
-            token = value.strip()
+        match = _AUTH_HEADER.match(self.request.headers.get("Authorization", ""))
+        if match:  # JupyterHub's own reading of the header (any white space)
+            token = match.group(1)
         limited = limits.check(limits.client_ip(self.request), token)
         if limited is not None:
             await limits.hold_back()

@@ -76,3 +76,67 @@ def test_a_token_gets_its_own_bucket_only_once_it_authenticated():
         assert "server-token" not in refused.message
     finally:
         limits.close()
+
+
+class _Context:
+    """What tornado's connection context gives a request: the peer's address."""
+
+    protocol = "http"
+
+    def __init__(self, address: str) -> None:
+        self.address = (address, 40000)
+        self.remote_ip = address
+
+
+class _Connection:
+    def __init__(self, address: str) -> None:
+        self.context = _Context(address)
+
+
+def _request(peer: str, forwarded: str | None):
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    headers = HTTPHeaders({"Host": "hub.example"})
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    return HTTPServerRequest(
+        start_line=RequestStartLine("POST", "/", "HTTP/1.1"),
+        headers=headers,
+        connection=_Connection(peer),
+    )
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("10.9.9.9", "1.2.3.4", "10.9.9.9"),  # not through a proxy: the header is ignored
+        ("127.0.0.1", "198.18.7.5", "198.18.7.5"),  # the public proxy's entry
+        # a container through the network proxy and the public proxy: its own address,
+        # not the loopback hop every container shares
+        ("127.0.0.1", "198.18.7.5, 127.0.0.1", "198.18.7.5"),
+        # what the client wrote itself stays left of the entries the proxies appended
+        ("127.0.0.1", "127.0.0.1, 6.6.6.6, 198.18.7.5, 127.0.0.1", "198.18.7.5"),
+        ("127.0.0.1", "not-an-address, 127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1", None, "127.0.0.1"),
+    ],
+)
+def test_the_client_address_is_the_nearest_untrusted_hop(peer, forwarded, expected):
+    assert RequestLimits().client_ip(_request(peer, forwarded)) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("token abc123", "abc123"),
+        ("Bearer abc123", "abc123"),
+        ("token\tabc123", "abc123"),  # JupyterHub accepts any white space: so do the limits
+        ("token   abc123  ", "abc123"),
+        ("basic abc123", None),
+        ("tokenabc123", None),
+    ],
+)
+def test_the_limits_read_the_authorization_header_as_jupyterhub_does(header, token):
+    from hub_ext.ratelimit import _AUTH_HEADER
+
+    match = _AUTH_HEADER.match(header)
+    assert (match.group(1) if match else None) == token

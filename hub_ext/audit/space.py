@@ -12,8 +12,9 @@ Which actions still work, and why (the default ``low_space_types``):
   ``token-revoked``, ``qpu-job-cancelled`` — refusing them would keep access alive;
 * outcomes of work already recorded as started: ``server-spawn-failed``,
   ``qpu-job-finished`` — each follows a record written while there was room;
-* refusals: ``login-refused``, ``mfa-refused``, ``ticket-refused``, ``qpu-job-rejected``
-  — the security team needs to see attacks most when the hub is degraded;
+* refusals: ``login-refused``, ``mfa-refused``, ``ticket-refused``, ``qpu-job-rejected``,
+  ``secret-withheld``, ``secret-store-tampered`` — the security team needs to see
+  attacks most when the hub is degraded (and a withheld delivery stops a server);
 * ``break-glass`` (an admin's emergency action must not be blocked by the disk, and is
   recorded) and ``audit-verified``;
 * ``audit-space-low`` itself: the audited refusal (see its schema), at most once a minute.
@@ -47,6 +48,8 @@ LOW_SPACE_TYPES = (
     "mfa-refused",
     "ticket-refused",
     "qpu-job-rejected",
+    "secret-withheld",
+    "secret-store-tampered",
     "break-glass",
     "audit-verified",
 )

@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import json
 import re
+import time
 from typing import Any, NoReturn
 
 from jupyterhub.apihandlers.base import APIHandler
@@ -94,7 +95,18 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
         """The user's hub roles now: re-validated with the identity provider for this
         request, so a demotion there counts before anything is delivered. (That refresh
         may stop servers whose profile the new roles do not allow.)"""
+        asked = time.time()
         await self.refresh_auth(user, force=True)
+        record = ((await user.get_auth_state()) or {}).get("qustody")
+        # JupyterHub keeps a token request's stale roles when the refresh fails (it cannot
+        # send an API caller to the login page): deliver nothing on roles not re-checked.
+        # The 1 s mirrors the authenticator's "refreshed by a concurrent request just now".
+        if record is not None and float(record.get("refreshed_at", 0)) < asked - 1:
+            raise web.HTTPError(
+                503,
+                "Your roles could not be re-checked with the identity provider just now, so "
+                "no secrets are delivered; the server retries. If this persists, sign in again.",
+            )
         return tuple(sorted(r.name for r in get_roles_for(user.orm_user)))
 
     @staticmethod
@@ -106,7 +118,12 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
     async def _withhold(
         self, user: User, server: str, stage: str, lost: RoleLost, roles: tuple[str, ...]
     ) -> NoReturn:
-        """Deliver nothing, record it, stop the server (once its start has finished)."""
+        """Deliver nothing, stop the server (once its start has finished), record it. The
+        stop is scheduled first, so a full write queue or a low audit disk cannot keep a
+        demoted user's server running."""
+        task = asyncio.ensure_future(self._stop_when_started(user, server))
+        _STOPPING.add(task)  # keep a reference until it is done
+        task.add_done_callback(_STOPPING.discard)
         await self.offload(
             hub_emit,
             "secret-withheld",
@@ -126,9 +143,6 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             server,
             lost.profile,
         )
-        task = asyncio.ensure_future(self._stop_when_started(user, server))
-        _STOPPING.add(task)  # keep a reference until it is done
-        task.add_done_callback(_STOPPING.discard)
         raise web.HTTPError(
             403,
             f"Your current roles no longer allow the {lost.profile!r} profile, so this "
@@ -189,9 +203,6 @@ class RedeemHandler(_SecretsHandler):
         if not isinstance(text, str) or not text:
             await self._refused(user, server, None, "malformed")
             raise web.HTTPError(400, 'Send {"ticket": "<claim ticket>"}; the ticket is missing.')
-        roles = await self._current_roles(user)
-        self._still_running(user, server)
-        auth_state = await user.get_auth_state()
         roles = await self._current_roles(user)
         self._still_running(user, server)
         auth_state = await user.get_auth_state()

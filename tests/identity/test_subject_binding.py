@@ -133,3 +133,37 @@ def test_admin_moves_a_user_to_a_new_account(oidc_hub: Any, idp: Any, tmp_path: 
     # releasing a name that has no binding says so
     result = bindings_cli(hub, "release", "nobody")
     assert result.returncode == 1 and "'nobody' has no binding" in result.stderr
+
+
+def test_hub_users_older_than_binding_are_not_handed_to_the_first_claimant(
+    oidc_hub: Any, idp: Any, tmp_path: Path
+) -> None:
+    """A hub user with no binding row (as every user of a hub upgraded to subject binding)
+    is bound only to the subject its stored session shows; a never-used user an admin
+    created is bound at its first sign-in."""
+    hub = oidc_hub(extra=NO_SWEEP.format(home=tmp_path))
+    signed_in(hub, "rita")
+    assert bindings_cli(hub, "release", "rita").returncode == 0  # as before the upgrade
+
+    idp.set_user("sam", preferred_username="rita")
+    page = login(requests.Session(), hub.url, "sam", PASSWORD)
+    assert page.status_code == 403 and "Traceback" not in page.text
+    assert refusals(hub, "subject-mismatch")[-1]["detail"] == (
+        "subject sam is not the one that last signed in as this hub user"
+    )
+    assert "rita\t" not in bindings_cli(hub, "list").stdout  # nothing bound to the attacker
+
+    own = requests.Session()  # rita herself is bound again by her own sign-in
+    assert login(own, hub.url, "rita", PASSWORD).status_code == 200
+    assert whoami(hub, own).json()["name"] == "rita"
+    assert "rita\t" in bindings_cli(hub, "list").stdout
+
+    # an account an admin created and nobody used yet binds at its first sign-in
+    idp.set_user("sam", preferred_username="sam")
+    assert hub.api("POST", "/users/tess")[0] == 201
+    idp.set_user(
+        "tess", password=PASSWORD, groups=["qustody-researchers"], amr=["pwd", "otp"]
+    )
+    first = requests.Session()
+    assert login(first, hub.url, "tess", PASSWORD).status_code == 200
+    assert whoami(hub, first).json()["name"] == "tess"
