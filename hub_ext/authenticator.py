@@ -51,6 +51,7 @@ from hub_ext.identity.policy import (
 from hub_ext.identity.roles import BASE_SCOPES, hub_groups, managed_roles, roles_for
 from hub_ext.identity.sessions import end_session
 from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
+from hub_ext.ratelimit import request_ip
 
 CRYPT_KEY_MESSAGE = (
     "QustodyAuthenticator keeps identity tokens in auth_state, which must be encrypted: set "
@@ -655,7 +656,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
 
     @staticmethod
     def _ip(handler: Any) -> dict[str, str]:
-        ip = getattr(getattr(handler, "request", None), "remote_ip", None)
+        ip = request_ip(handler)
         return {"ip": ip} if ip else {}
 
     def _emit_refusal(self, handler: Any, user: str | None, reason: str, detail: str) -> None:

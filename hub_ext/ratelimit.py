@@ -357,6 +357,16 @@ def hub_limits(config: Config | None = None) -> RequestLimits:
         return _limits
 
 
+def request_ip(handler: Any) -> str:
+    """The address a hub request came from, for audit records: the limits' reading
+    (connection, then trusted proxies' entries), never ``X-Real-Ip``, which JupyterHub's
+    ``xheaders`` would take from any caller. "" outside a request."""
+    request = getattr(handler, "request", None)
+    if request is None or getattr(request, "connection", None) is None:
+        return ""
+    return hub_limits().client_ip(request)
+
+
 def reset_hub_limits() -> None:
     global _limits
     with _lock:

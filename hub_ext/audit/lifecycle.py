@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from ..ratelimit import request_ip
 from .errors import AuditError
 from .hub import hub_emit, service_settings
 
@@ -40,8 +41,8 @@ def _request(spawner: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if handler is None:
         return out
-    ip = getattr(getattr(handler, "request", None), "remote_ip", None)
-    if isinstance(ip, str) and ip:
+    ip = request_ip(handler)
+    if ip:
         out["ip"] = ip
     current = getattr(handler, "current_user", None)
     name = getattr(current, "name", None)
