@@ -6,6 +6,7 @@ the same way whether it is being saved or checked in CI.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,25 +131,42 @@ def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookSc
 
 
 def _occurrences(text: bytes, found: Sequence[Finding]) -> list[Finding]:
-    """Each value found in a derived view, at every place it occurs in ``text``."""
-    out: list[Finding] = []
+    """Each value found in a derived view, at every place it occurs in ``text``, by start.
+
+    A value repeated in many rows is searched for once (not once per row), and line
+    numbers come from one running count: work grows with the text, not with its square.
+    """
+    first: dict[bytes, Finding] = {}
     for f in found:
-        start = text.find(f.secret)
+        first.setdefault(f.secret, f)
+    spans: list[tuple[int, int, Finding]] = []
+    for secret, f in first.items():
+        start = text.find(secret)
         while start >= 0:
-            end = start + len(f.secret)
-            line = text.count(b"\n", 0, start) + 1
-            out.append(Finding(f.detector, start, end, line, f.fingerprint, f.secret, f.masked))
-            start = text.find(f.secret, end)
+            spans.append((start, start + len(secret), f))
+            start = text.find(secret, start + len(secret))
+    spans.sort(key=lambda s: s[0])
+    out: list[Finding] = []
+    line, counted = 1, 0
+    for start, end, f in spans:
+        line += text.count(b"\n", counted, start)
+        counted = start
+        out.append(Finding(f.detector, start, end, line, f.fingerprint, f.secret, f.masked))
     return out
 
 
 def _merge(own: list[Finding], more: list[Finding]) -> list[Finding]:
     """``own`` plus the findings of ``more`` that overlap none of them (or each other)."""
-    merged = list(own)
+    merged = sorted(own, key=lambda f: f.start)
+    starts = [f.start for f in merged]
+    # Kept spans are disjoint and sorted, so only a new span's neighbours can overlap it.
     for f in sorted(more, key=lambda f: f.start):
-        if not any(g.start < f.end and f.start < g.end for g in merged):
-            merged.append(f)
-    return sorted(merged, key=lambda f: f.start)
+        i = bisect.bisect_right(starts, f.start)
+        if (i and merged[i - 1].end > f.start) or (i < len(merged) and merged[i].start < f.end):
+            continue
+        merged.insert(i, f)
+        starts.insert(i, f.start)
+    return merged
 
 
 def kind_for(path: str, data: bytes) -> SegmentKind:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner.html import table_view
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -235,3 +236,50 @@ def test_not_a_credential(text: str, case: str, where: str) -> None:
     saved, report = check(nb)
     assert saved == nb, f"{case} in {where} was refused or altered"
     assert report.findings == []
+
+
+# --- large outputs: the same token in thousands of rows, thousands of distinct ids,
+# malformed markup. Each input is large enough that the quadratic (or cubic) handling the
+# guard once had would run for many minutes and hit pytest's timeout; the assertions are
+# about what is saved, never about time.
+
+LARGE_T = "Xk29aQ7LmP0vB3nR5tY8Wq2Z"
+
+
+def test_one_token_in_thousands_of_table_rows_is_redacted_in_every_row() -> None:
+    rows = 3000  # the cubic handling took 98 s at 1000 rows
+    html = (
+        "<table>\n<tr><th>service</th><th>api_key</th></tr>\n"
+        + "".join(f"<tr><td>svc{i}</td><td>{LARGE_T}</td></tr>\n" for i in range(rows))
+        + "</table>"
+    )
+    saved, report = check(notebook(code("df", result("text/html", html))))
+    assert saved is not None
+    text = json.dumps(saved)
+    assert LARGE_T not in text
+    assert report.redacted >= rows
+    assert text.count("[REDACTED:") >= rows
+    assert "svc2999" in text  # the rest of the table is kept
+
+
+def test_thousands_of_distinct_ids_in_a_table_keep_their_line_numbers() -> None:
+    rng = random.Random("run-ids")
+    ids = ["".join(rng.choice("0123456789abcdef") for _ in range(40)) for _ in range(8000)]
+    html = (
+        "<table>\n<tr><th>run</th><th>token</th></tr>\n"
+        + "".join(f"<tr><td>{i}</td><td>{v}</td></tr>\n" for i, v in enumerate(ids))
+        + "</table>"
+    )
+    saved, report = check(notebook(code("runs", result("text/html", html))))
+    assert saved is not None
+    out = saved["cells"][0]["outputs"][0]["data"]["text/html"]
+    assert not any(v in out for v in ids)
+    # Each redacted row is reported on its own line of the output (rows start at line 3).
+    lines = sorted(loc.finding.line for loc in report.findings)
+    assert lines[:3] == [3, 4, 5] and lines[-1] == len(ids) + 2
+
+
+def test_an_unclosed_row_tag_repeated_is_read_in_linear_time() -> None:
+    html = b"<table token>" + b"<tr " * 200_000 + b"<tr><td>api_key</td><td>" + LARGE_T.encode()
+    view = table_view(html)
+    assert b"api_key: " + LARGE_T.encode() in view
