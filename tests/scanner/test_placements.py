@@ -135,6 +135,13 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
     "html-key-value-table": lambda v: code("show()", html_vertical(v)),
     "html-dataframe": lambda v: code("df", html_dataframe(v)),
     "traceback-with-ansi": lambda v: code("connect()", traceback(v)),
+    # An ellipsis that ends a log line does not make a whole value a fragment.
+    "stream-log-ending-in-ellipsis": lambda v: code(
+        "login()", stream(f"Logging in with token {v}...\n")
+    ),
+    "stream-log-ending-in-unicode-ellipsis": lambda v: code(
+        "login()", stream(f"Loading account with token {v}\u2026\n")
+    ),
 }
 
 # Sources: the save is refused.
@@ -144,6 +151,7 @@ SOURCE_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
         f'requests.get(url, headers={{"Authorization": "Bearer {v}"}})\n'
     ),
     "markdown-prose": lambda v: markdown(f"My API key is `{v}`, keep it safe.\n"),
+    "code-print-ending-in-ellipsis": lambda v: code(f'print("Logging in with token {v}...")\n'),
 }
 
 
