@@ -291,3 +291,72 @@ def test_an_unclosed_row_tag_repeated_is_read_in_linear_time() -> None:
     html = b"<table token>" + b"<tr " * 200_000 + b"<tr><td>api_key</td><td>" + LARGE_T.encode()
     view = table_view(html)
     assert b"api_key: " + LARGE_T.encode() in view
+
+
+# --- one value in several forms of one output: found in one form, redacted in all ---------
+
+CROSS_T = "Xk29aQ7LmP0vB3nR5tY8Wq2Z"
+
+
+def test_a_value_found_in_text_plain_is_redacted_in_html_and_json_too() -> None:
+    bundle = {
+        "output_type": "execute_result",
+        "execution_count": 1,
+        "metadata": {},
+        "data": {
+            "text/plain": f"'{CROSS_T}'",
+            "text/html": f"<pre>{CROSS_T}</pre>",
+            "application/json": {"v": CROSS_T},
+        },
+    }
+    saved, report = check(notebook(code("token", bundle)))
+    assert saved is not None
+    assert CROSS_T not in json.dumps(saved)
+    data = saved["cells"][0]["outputs"][0]["data"]
+    assert data["text/html"].startswith("<pre>[REDACTED:")
+    assert data["application/json"]["v"].startswith("[REDACTED:")
+    assert report.redacted == 3
+
+
+def test_a_dataframe_token_column_is_redacted_in_its_text_plain_copy() -> None:
+    html = (
+        '<table border="1" class="dataframe">\n<thead><tr><th></th><th>service</th>'
+        f"<th>api_key</th></tr></thead>\n<tbody><tr><th>0</th><td>qlab</td><td>{CROSS_T}</td>"
+        "</tr></tbody>\n</table>"
+    )
+    plain = f"  service                   api_key\n0    qlab  {CROSS_T}"
+    bundle = {
+        "output_type": "execute_result",
+        "execution_count": 1,
+        "metadata": {},
+        "data": {"text/plain": plain, "text/html": html},
+    }
+    saved, _ = check(notebook(code("df", bundle)))
+    assert saved is not None
+    assert CROSS_T not in json.dumps(saved)
+    assert "qlab" in saved["cells"][0]["outputs"][0]["data"]["text/plain"]
+
+
+def test_an_html_escaped_copy_of_a_password_is_redacted_with_the_plain_one() -> None:
+    password = "Kx9&mQ2vLp8Rt3Zw7"
+    bundle = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {
+            "text/plain": f"password: {password}",
+            "text/html": f"<p>password: {password.replace('&', '&amp;')}</p>",
+        },
+    }
+    saved, _ = check(notebook(code("show()", bundle)))
+    assert saved is not None
+    text = json.dumps(saved)
+    assert password not in text and "Kx9&amp;mQ2vLp8Rt3Zw7" not in text
+    assert "Kx9" not in text
+
+
+def test_a_value_in_one_cell_does_not_redact_another_cells_output() -> None:
+    first = code("token", result("text/plain", repr(CROSS_T)))
+    second = dict(code("n", result("text/plain", "42")), id="cell-b")
+    saved, _ = check(notebook(first, second))
+    assert saved is not None
+    assert saved["cells"][1]["outputs"][0]["data"]["text/plain"] == "42"
