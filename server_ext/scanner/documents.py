@@ -117,24 +117,35 @@ def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookSc
     segments = walk(nb, max_depth=max_depth)
     data = [scannable(s.text.encode("utf-8", "surrogatepass")) for s in segments]
     kinds = [s.kind for s in segments]
-    # HTML tables are also read as "column: value" lines (see html.py), in the same pass.
+    # HTML tables are also read as "column: value" lines (see html.py), and HTML with
+    # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     views: list[int] = []
     for i, s in enumerate(segments):
         if s.zone is Zone.OUTPUT and s.pointer.endswith("/text~1html"):
-            view = table_view(data[i])
-            if view:
-                views.append(i)
-                data.append(view)
-                kinds.append(SegmentKind.TEXT)
+            for view in (table_view(data[i]), _entity_decoded(data[i])):
+                if view:
+                    views.append(i)
+                    data.append(view)
+                    kinds.append(SegmentKind.TEXT)
     found = engine.scan(data, kinds)
     for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}
         for f in found[extra]:
-            wanted.setdefault(f.secret, f)
+            for form in _written_forms(f.secret):
+                wanted.setdefault(form, f)
         found[i] = _merge(found[i], _occurrences(data[i], wanted))
     found = found[: len(segments)]
     _across_outputs(segments, data, found)
     return NotebookScan(segments, found)
+
+
+def _entity_decoded(markup: bytes) -> bytes:
+    """``markup`` with its character references decoded; empty when it has none."""
+    if b"&" not in markup:
+        return b""
+    text = markup.decode("utf-8", "surrogatepass")
+    decoded = html.unescape(text)
+    return decoded.encode("utf-8", "surrogatepass") if decoded != text else b""
 
 
 def _across_outputs(segments: list[Segment], data: list[bytes], found: list[list[Finding]]) -> None:

@@ -360,3 +360,15 @@ def test_a_value_in_one_cell_does_not_redact_another_cells_output() -> None:
     saved, _ = check(notebook(first, second))
     assert saved is not None
     assert saved["cells"][1]["outputs"][0]["data"]["text/plain"] == "42"
+
+
+def test_an_html_escaped_password_is_found_in_html_alone() -> None:
+    bundle = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"text/html": "<p>password: Kx9&amp;mQ2vLp8Rt3Zw7</p>"},
+    }
+    saved, report = check(notebook(code("show()", bundle)))
+    assert saved is not None
+    assert report.redacted == 1
+    assert saved["cells"][0]["outputs"][0]["data"]["text/html"].startswith("<p>password: [REDA")
