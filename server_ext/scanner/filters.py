@@ -159,6 +159,11 @@ def closes_a_string(c: Candidate) -> bool:
     quote_at = c.line.find(c.secret) - 1
     if quote_at < 0:
         return False
+    # An escaped quote (``\"``) closes nothing: the value is inside the string it is in,
+    # as in ``body = "{\"password\": \"X\"}"``.
+    backslashes = quote_at - len(c.line[:quote_at].rstrip(b"\\"))
+    if backslashes % 2:
+        return False
     closed = _CLOSED_STRINGS.match(c.line, 0, quote_at)
     if closed is None or closed.end() >= quote_at:
         return False
