@@ -166,13 +166,28 @@ class FileWatcher(LoggingConfigurable):
         """A file, or a new directory: files written into a directory before its inotify
         watch was added (``mkdir -p d && cp key d/``, a ``git pull``) send no event."""
         if not path.is_dir() or path.is_symlink():
-            self.check_file(path)
+            self._check_one(path)
             return
         for top, dirs, files in os.walk(path):
             dirs[:] = [d for d in dirs if d not in self.ignored_dirs]
             for name in files:
                 if not name.startswith(".~"):
-                    self.check_file(Path(top) / name)
+                    self._check_one(Path(top) / name)
+
+    def _check_one(self, path: Path) -> None:
+        """``check_file``, and a file it could not check is reported as such: one file's
+        surprise must not stop the watcher for every file after it."""
+        try:
+            self.check_file(path)
+        except Exception as e:  # reported (its type only: no value), then the next file
+            api_path = path.relative_to(self.root).as_posix()
+            self._report(
+                api_path,
+                "not-checked",
+                [],
+                reason=f"the check failed ({type(e).__name__}); save it through the editor "
+                "to check it",
+            )
 
     def check_file(self, path: Path) -> dict[str, Any] | None:
         """Scan one file; redact a notebook's outputs; report. Returns the report, if any."""
@@ -228,11 +243,15 @@ class FileWatcher(LoggingConfigurable):
 
     def _replace(self, path: Path, st: os.stat_result, nb: Any) -> bool:
         """Write the redacted notebook atomically, unless the file changed since it was read."""
-        text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        try:
+            data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate ("\ud800" in the file) has no UTF-8 form; JSON escapes keep it.
+            data = (json.dumps(nb, indent=1) + "\n").encode("ascii")
         fd, tmp = tempfile.mkstemp(prefix=".~qustody-", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.chmod(tmp, stat.S_IMODE(st.st_mode))
             now = path.stat()
             if (now.st_mtime_ns, now.st_size) != (st.st_mtime_ns, st.st_size):

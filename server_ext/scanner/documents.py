@@ -6,6 +6,9 @@ the same way whether it is being saved or checked in CI.
 
 from __future__ import annotations
 
+import bisect
+import html
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +16,7 @@ from pathlib import PurePosixPath
 
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
-from .notebook import Segment, Zone, walk, write_back
+from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
 
 #: Source files whose bare assignments are expressions rather than literals.
 CODE_SUFFIXES = frozenset(
@@ -114,41 +117,110 @@ def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookSc
     segments = walk(nb, max_depth=max_depth)
     data = [scannable(s.text.encode("utf-8", "surrogatepass")) for s in segments]
     kinds = [s.kind for s in segments]
-    # HTML tables are also read as "column: value" lines (see html.py), in the same pass.
+    # HTML tables are also read as "column: value" lines (see html.py), and HTML with
+    # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     views: list[int] = []
     for i, s in enumerate(segments):
         if s.zone is Zone.OUTPUT and s.pointer.endswith("/text~1html"):
-            view = table_view(data[i])
-            if view:
-                views.append(i)
-                data.append(view)
-                kinds.append(SegmentKind.TEXT)
+            for view in (table_view(data[i]), _entity_decoded(data[i])):
+                if view:
+                    views.append(i)
+                    data.append(view)
+                    kinds.append(SegmentKind.TEXT)
     found = engine.scan(data, kinds)
     for extra, i in enumerate(views, start=len(segments)):
-        found[i] = _merge(found[i], _occurrences(data[i], found[extra]))
-    return NotebookScan(segments, found[: len(segments)])
+        wanted: dict[bytes, Finding] = {}
+        for f in found[extra]:
+            for form in _written_forms(f.secret):
+                wanted.setdefault(form, f)
+        found[i] = _merge(found[i], _occurrences(data[i], wanted))
+    found = found[: len(segments)]
+    _across_outputs(segments, data, found)
+    return NotebookScan(segments, found)
 
 
-def _occurrences(text: bytes, found: Sequence[Finding]) -> list[Finding]:
-    """Each value found in a derived view, at every place it occurs in ``text``."""
-    out: list[Finding] = []
-    for f in found:
-        start = text.find(f.secret)
+def _entity_decoded(markup: bytes) -> bytes:
+    """``markup`` with its character references decoded; empty when it has none."""
+    if b"&" not in markup:
+        return b""
+    text = markup.decode("utf-8", "surrogatepass")
+    decoded = html.unescape(text)
+    return decoded.encode("utf-8", "surrogatepass") if decoded != text else b""
+
+
+def _across_outputs(segments: list[Segment], data: list[bytes], found: list[list[Finding]]) -> None:
+    """A value found in one output of a cell is redacted in all of them.
+
+    An execute_result carries the same value as text/plain, text/html and JSON, and a
+    form may show it with no context (``<pre>T</pre>``, ``{"v": T}``): the context found
+    in one form is enough for every form, as written there (HTML-escaped, JSON-escaped).
+    """
+    by_cell: dict[int, list[int]] = {}
+    for i, s in enumerate(segments):
+        if s.zone is Zone.OUTPUT and s.cell is not None:
+            by_cell.setdefault(s.cell, []).append(i)
+    for outputs in by_cell.values():
+        wanted: dict[bytes, Finding] = {}
+        for i in outputs:
+            for f in found[i]:
+                for form in _written_forms(f.secret):
+                    wanted.setdefault(form, f)
+        if wanted:
+            for i in outputs:
+                found[i] = _merge(found[i], _occurrences(data[i], wanted))
+
+
+def _written_forms(secret: bytes) -> set[bytes]:
+    """``secret`` as an output may hold it: itself, HTML-escaped or -unescaped, and
+    JSON-escaped; forms shorter than any detector's match are left out."""
+    value = secret.decode("utf-8", "surrogatepass")
+    forms = {
+        value,
+        html.escape(value),
+        html.escape(value, quote=False),
+        html.unescape(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    encoded = {f.encode("utf-8", "surrogatepass") for f in forms}
+    return {f for f in encoded if len(f) >= MIN_FINDING_LENGTH}
+
+
+def _occurrences(text: bytes, wanted: dict[bytes, Finding]) -> list[Finding]:
+    """Every place each byte string of ``wanted`` occurs in ``text``, as a finding like the
+    one it maps to, by start.
+
+    Each value is searched for once (a value repeated in many rows is one key), and line
+    numbers come from one running count: work grows with the text, not with its square.
+    """
+    spans: list[tuple[int, int, Finding]] = []
+    for form, f in wanted.items():
+        start = text.find(form)
         while start >= 0:
-            end = start + len(f.secret)
-            line = text.count(b"\n", 0, start) + 1
-            out.append(Finding(f.detector, start, end, line, f.fingerprint, f.secret, f.masked))
-            start = text.find(f.secret, end)
+            spans.append((start, start + len(form), f))
+            start = text.find(form, start + len(form))
+    spans.sort(key=lambda s: s[0])
+    out: list[Finding] = []
+    line, counted = 1, 0
+    for start, end, f in spans:
+        line += text.count(b"\n", counted, start)
+        counted = start
+        out.append(Finding(f.detector, start, end, line, f.fingerprint, text[start:end], f.masked))
     return out
 
 
 def _merge(own: list[Finding], more: list[Finding]) -> list[Finding]:
     """``own`` plus the findings of ``more`` that overlap none of them (or each other)."""
-    merged = list(own)
+    merged = sorted(own, key=lambda f: f.start)
+    starts = [f.start for f in merged]
+    # Kept spans are disjoint and sorted, so only a new span's neighbours can overlap it.
     for f in sorted(more, key=lambda f: f.start):
-        if not any(g.start < f.end and f.start < g.end for g in merged):
-            merged.append(f)
-    return sorted(merged, key=lambda f: f.start)
+        i = bisect.bisect_right(starts, f.start)
+        if (i and merged[i - 1].end > f.start) or (i < len(merged) and merged[i].start < f.end):
+            continue
+        merged.insert(i, f)
+        starts.insert(i, f.start)
+    return merged
 
 
 def kind_for(path: str, data: bytes) -> SegmentKind:

@@ -132,13 +132,20 @@ _HEX_OR_DIGITS = re.compile(rb"^[0-9a-fA-F]+$")
 _CUT_OFF = (b"...", "\u2026".encode())
 
 
+#: An ellipsis after a longer value ends a sentence ("Logging in with token X..."): the
+#: value is whole, so only a short one reads as cut off.
+_CUT_OFF_MAX = 12
+
+
 def is_fragment(c: Candidate) -> bool:
     """A truncated value, as logs and docs show them: at most 10 hex digits
-    (``?token=dd852649``) or a value followed by an ellipsis (``ghp_abc...``)."""
+    (``?token=dd852649``) or a short value followed by an ellipsis (``ghp_abc...``)."""
     if not c.assigned:
         return False
     if len(c.secret) <= 10 and _HEX_OR_DIGITS.match(c.secret):
         return True
+    if len(c.secret) > _CUT_OFF_MAX:
+        return False
     at = c.line.find(c.secret)
     return at >= 0 and c.line.startswith(_CUT_OFF, at + len(c.secret))
 
@@ -151,6 +158,11 @@ def closes_a_string(c: Candidate) -> bool:
         return False
     quote_at = c.line.find(c.secret) - 1
     if quote_at < 0:
+        return False
+    # An escaped quote (``\"``) closes nothing: the value is inside the string it is in,
+    # as in ``body = "{\"password\": \"X\"}"``.
+    backslashes = quote_at - len(c.line[:quote_at].rstrip(b"\\"))
+    if backslashes % 2:
         return False
     closed = _CLOSED_STRINGS.match(c.line, 0, quote_at)
     if closed is None or closed.end() >= quote_at:

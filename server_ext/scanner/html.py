@@ -15,8 +15,8 @@ import threading
 import hyperscan
 
 _TABLE = re.compile(rb"(?is)<table\b.*?(?:</table\s*>|\Z)")
-_ROW = re.compile(rb"(?is)<tr\b[^>]*>(.*?)(?=<tr\b|</table|\Z)")
-_CELL = re.compile(rb"(?is)<t([hd])\b[^>]*>(.*?)(?=<t[hd]\b|</tr|\Z)")
+_ROW = re.compile(rb"(?is)<tr\b[^<>]{0,4096}>(.*?)(?=<tr\b|</table|\Z)")
+_CELL = re.compile(rb"(?is)<t([hd])\b[^<>]{0,4096}>(.*?)(?=<t[hd]\b|</tr|\Z)")
 _TAG = re.compile(rb"<[^<>]{0,4096}>")
 _BLANKS = re.compile(rb"\s+")
 

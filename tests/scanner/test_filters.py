@@ -41,3 +41,22 @@ def test_placeholder_words_in_assigned_values_are_not_findings(value):
 def test_digest_label_is_not_a_dwave_token():
     digest = "SHA-" + "0123456789abcdef" * 2 + "01234567"
     assert ENGINE.scan_one(f"checksum {digest}".encode()) == []
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "ghp_Xk29aQ7LmP0vB3nR5tY8Wq2ZXk29aQ7LmP0v",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJYazI5YVE3TG1QMHZCM25SIn0.Xk29aQ7LmP0vB3nR5tY8Wq2Z",
+    ],
+)
+def test_a_token_between_escaped_quotes_is_inside_one_string(token):
+    # The \" before the token does not close the string that opened at body = ".
+    line = f'body = "{{\\"password\\": \\"{token}\\"}}"\n'
+    found = ENGINE.scan_one(line.encode(), SegmentKind.CODE)
+    assert [f.secret.decode() for f in found] == [token]
+
+
+def test_a_value_between_two_strings_is_still_code():
+    line = b'{passwordLabel:"Password:",usernameLabel:"Username:"}\n'
+    assert ENGINE.scan_one(line, SegmentKind.CODE) == []

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner.html import table_view
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -134,6 +135,13 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
     "html-key-value-table": lambda v: code("show()", html_vertical(v)),
     "html-dataframe": lambda v: code("df", html_dataframe(v)),
     "traceback-with-ansi": lambda v: code("connect()", traceback(v)),
+    # An ellipsis that ends a log line does not make a whole value a fragment.
+    "stream-log-ending-in-ellipsis": lambda v: code(
+        "login()", stream(f"Logging in with token {v}...\n")
+    ),
+    "stream-log-ending-in-unicode-ellipsis": lambda v: code(
+        "login()", stream(f"Loading account with token {v}\u2026\n")
+    ),
 }
 
 # Sources: the save is refused.
@@ -143,6 +151,7 @@ SOURCE_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
         f'requests.get(url, headers={{"Authorization": "Bearer {v}"}})\n'
     ),
     "markdown-prose": lambda v: markdown(f"My API key is `{v}`, keep it safe.\n"),
+    "code-print-ending-in-ellipsis": lambda v: code(f'print("Logging in with token {v}...")\n'),
 }
 
 
@@ -235,3 +244,131 @@ def test_not_a_credential(text: str, case: str, where: str) -> None:
     saved, report = check(nb)
     assert saved == nb, f"{case} in {where} was refused or altered"
     assert report.findings == []
+
+
+# --- large outputs: the same token in thousands of rows, thousands of distinct ids,
+# malformed markup. Each input is large enough that the quadratic (or cubic) handling the
+# guard once had would run for many minutes and hit pytest's timeout; the assertions are
+# about what is saved, never about time.
+
+LARGE_T = "Xk29aQ7LmP0vB3nR5tY8Wq2Z"
+
+
+def test_one_token_in_thousands_of_table_rows_is_redacted_in_every_row() -> None:
+    rows = 3000  # the cubic handling took 98 s at 1000 rows
+    html = (
+        "<table>\n<tr><th>service</th><th>api_key</th></tr>\n"
+        + "".join(f"<tr><td>svc{i}</td><td>{LARGE_T}</td></tr>\n" for i in range(rows))
+        + "</table>"
+    )
+    saved, report = check(notebook(code("df", result("text/html", html))))
+    assert saved is not None
+    text = json.dumps(saved)
+    assert LARGE_T not in text
+    assert report.redacted >= rows
+    assert text.count("[REDACTED:") >= rows
+    assert "svc2999" in text  # the rest of the table is kept
+
+
+def test_thousands_of_distinct_ids_in_a_table_keep_their_line_numbers() -> None:
+    rng = random.Random("run-ids")
+    ids = ["".join(rng.choice("0123456789abcdef") for _ in range(40)) for _ in range(8000)]
+    html = (
+        "<table>\n<tr><th>run</th><th>token</th></tr>\n"
+        + "".join(f"<tr><td>{i}</td><td>{v}</td></tr>\n" for i, v in enumerate(ids))
+        + "</table>"
+    )
+    saved, report = check(notebook(code("runs", result("text/html", html))))
+    assert saved is not None
+    out = saved["cells"][0]["outputs"][0]["data"]["text/html"]
+    assert not any(v in out for v in ids)
+    # Each redacted row is reported on its own line of the output (rows start at line 3).
+    lines = sorted(loc.finding.line for loc in report.findings)
+    assert lines[:3] == [3, 4, 5] and lines[-1] == len(ids) + 2
+
+
+def test_an_unclosed_row_tag_repeated_is_read_in_linear_time() -> None:
+    html = b"<table token>" + b"<tr " * 200_000 + b"<tr><td>api_key</td><td>" + LARGE_T.encode()
+    view = table_view(html)
+    assert b"api_key: " + LARGE_T.encode() in view
+
+
+# --- one value in several forms of one output: found in one form, redacted in all ---------
+
+CROSS_T = "Xk29aQ7LmP0vB3nR5tY8Wq2Z"
+
+
+def test_a_value_found_in_text_plain_is_redacted_in_html_and_json_too() -> None:
+    bundle = {
+        "output_type": "execute_result",
+        "execution_count": 1,
+        "metadata": {},
+        "data": {
+            "text/plain": f"'{CROSS_T}'",
+            "text/html": f"<pre>{CROSS_T}</pre>",
+            "application/json": {"v": CROSS_T},
+        },
+    }
+    saved, report = check(notebook(code("token", bundle)))
+    assert saved is not None
+    assert CROSS_T not in json.dumps(saved)
+    data = saved["cells"][0]["outputs"][0]["data"]
+    assert data["text/html"].startswith("<pre>[REDACTED:")
+    assert data["application/json"]["v"].startswith("[REDACTED:")
+    assert report.redacted == 3
+
+
+def test_a_dataframe_token_column_is_redacted_in_its_text_plain_copy() -> None:
+    html = (
+        '<table border="1" class="dataframe">\n<thead><tr><th></th><th>service</th>'
+        f"<th>api_key</th></tr></thead>\n<tbody><tr><th>0</th><td>qlab</td><td>{CROSS_T}</td>"
+        "</tr></tbody>\n</table>"
+    )
+    plain = f"  service                   api_key\n0    qlab  {CROSS_T}"
+    bundle = {
+        "output_type": "execute_result",
+        "execution_count": 1,
+        "metadata": {},
+        "data": {"text/plain": plain, "text/html": html},
+    }
+    saved, _ = check(notebook(code("df", bundle)))
+    assert saved is not None
+    assert CROSS_T not in json.dumps(saved)
+    assert "qlab" in saved["cells"][0]["outputs"][0]["data"]["text/plain"]
+
+
+def test_an_html_escaped_copy_of_a_password_is_redacted_with_the_plain_one() -> None:
+    password = "Kx9&mQ2vLp8Rt3Zw7"
+    bundle = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {
+            "text/plain": f"password: {password}",
+            "text/html": f"<p>password: {password.replace('&', '&amp;')}</p>",
+        },
+    }
+    saved, _ = check(notebook(code("show()", bundle)))
+    assert saved is not None
+    text = json.dumps(saved)
+    assert password not in text and "Kx9&amp;mQ2vLp8Rt3Zw7" not in text
+    assert "Kx9" not in text
+
+
+def test_a_value_in_one_cell_does_not_redact_another_cells_output() -> None:
+    first = code("token", result("text/plain", repr(CROSS_T)))
+    second = dict(code("n", result("text/plain", "42")), id="cell-b")
+    saved, _ = check(notebook(first, second))
+    assert saved is not None
+    assert saved["cells"][1]["outputs"][0]["data"]["text/plain"] == "42"
+
+
+def test_an_html_escaped_password_is_found_in_html_alone() -> None:
+    bundle = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"text/html": "<p>password: Kx9&amp;mQ2vLp8Rt3Zw7</p>"},
+    }
+    saved, report = check(notebook(code("show()", bundle)))
+    assert saved is not None
+    assert report.redacted == 1
+    assert saved["cells"][0]["outputs"][0]["data"]["text/html"].startswith("<p>password: [REDA")

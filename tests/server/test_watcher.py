@@ -146,3 +146,24 @@ async def test_findings_are_audited(api, jp_root_dir, watching, under_hub, jp_se
             },
         }
     ]
+
+
+async def test_a_notebook_with_a_lone_surrogate_is_redacted_and_watching_goes_on(
+    api, jp_root_dir, watching, jp_serverapp
+):
+    # "\ud800" is valid JSON but has no UTF-8 form: rewriting the notebook once stopped the
+    # watcher for good, so every file written after it went unchecked.
+    await start_watching(jp_serverapp)
+    nb = notebook(
+        code_cell("show()", [stream(f"token: {IBM_QUANTUM_TOKEN}\n"), stream("odd \ud800\n")])
+    )
+    (jp_root_dir / "odd.ipynb").write_text(json.dumps(nb))  # ASCII: the surrogate escaped
+    [report] = await reports_for(api, "odd.ipynb")
+    assert report["action"] == "outputs-redacted"
+    on_disk = (jp_root_dir / "odd.ipynb").read_text()
+    assert IBM_QUANTUM_TOKEN not in on_disk
+    assert json.loads(on_disk)["cells"][0]["outputs"][-1]["text"] == "odd \ud800\n"
+
+    (jp_root_dir / "after.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\n")
+    [later] = await reports_for(api, "after.env")
+    assert later["action"] == "reported"
