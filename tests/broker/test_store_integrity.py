@@ -273,7 +273,7 @@ def test_the_hub_records_the_tampering_in_its_audit_log(tmp_path: Path) -> None:
         sql(tmp_path / "s.sqlite", "UPDATE secrets SET class='sandbox'")
         text = d.issue_ticket("alice", "", "tok", "researcher", ("researcher",))
         with pytest.raises(StoreTampered):
-            d.redeem(text, "alice", "", "tok", None)
+            d.redeem(text, "alice", "", "tok", None, ("researcher",))
     finally:
         reset_hub_audit()
     log = (tmp_path / "audit" / "audit.jsonl").read_text()
