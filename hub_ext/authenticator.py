@@ -36,7 +36,7 @@ from tornado.httpclient import HTTPClientError
 from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, validate
 
-from hub_ext.audit.hub import hub_emit
+from hub_ext.audit.hub import hub_can_record, hub_emit
 from hub_ext.identity.bindings import BindingStore
 from hub_ext.identity.demotion import stop_servers_beyond
 from hub_ext.identity.login_state import LoginStates, Outcome
@@ -675,24 +675,28 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
         """Re-validate with the refresh token: a fresh auth model, True (nothing to do) or
         False (log in again; the session was ended when the provider withdrew it)."""
+        asked = time.time()
         lock = self._locks.setdefault(user.name, asyncio.Lock())
         async with lock:  # rotating refresh tokens must not be used twice concurrently
-            return await self._refresh(user, handler)
+            return await self._refresh(user, handler, asked)
 
-    async def _refresh(self, user: Any, handler: Any) -> Any:
+    async def _refresh(self, user: Any, handler: Any, asked: float) -> Any:
         state = await user.get_auth_state()
         record = (state or {}).get("qustody")
         if not record:
             return False
         now = time.time()
-        if now - record["refreshed_at"] < 1:
-            return True  # refreshed by a concurrent request just now
+        if record["refreshed_at"] >= asked:
+            return True  # refreshed by a concurrent request while this one waited
         if now - record["login_at"] > self.session_max_age:
             await self._end(user, "expired")
             return False
         if not state.get("refresh_token"):
             await self._end(user, "refresh-failed")  # the provider issued none: cannot re-check
             return False
+        # refused for want of audit space before the provider rotates the refresh token:
+        # refused after, the new token would be lost and the session with it
+        hub_can_record("session-refreshed")
         try:
             await self.discover()
             params = self.build_refresh_token_request_params(state["refresh_token"])

@@ -59,6 +59,16 @@ def hub_emit(type_name: str, data: dict[str, Any]) -> Recorded | None:
         raise web.HTTPError(503, e.message.replace("%", "%%")) from None
 
 
+def hub_can_record(type_name: str) -> None:
+    """Raise the 503 ``hub_emit`` would raise for this type when the audit disk is nearly
+    full, before the action that would record it runs."""
+    refusal = hub_audit().space_refusal(type_name)
+    if refusal is not None:
+        from tornado import web
+
+        raise web.HTTPError(503, refusal.message.replace("%", "%%"))
+
+
 def reset_hub_audit() -> None:
     """Close and forget the process's log (tests that build several in one process)."""
     global _log

@@ -498,6 +498,18 @@ class AuditLog(LoggingConfigurable):
             self._dropped(refused)
         return results
 
+    def space_refusal(self, type_name: str) -> AuditSpaceLow | None:
+        """The refusal an event of this type would get now for want of disk space, if
+        any; lets an action that cannot be undone (a refresh token spent at the provider)
+        stop before it starts instead of after."""
+        guard = self.space
+        if guard is None or type_name in guard.kept:
+            return None
+        free = guard.low()
+        if free is None:
+            return None
+        return AuditSpaceLow(space.message(free, guard.threshold, type_name))
+
     def _check_space(
         self,
         pending: list[Pending],

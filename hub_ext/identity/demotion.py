@@ -10,6 +10,7 @@ reason ``role-lost``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -30,16 +31,31 @@ async def stop_servers_beyond(
             continue
         setattr(spawner, STOP_REASON, "role-lost")
         try:
-            if spawner.ready:
+            if spawner.ready:  # unreachable from now on, for the owner and for staff
                 await app.proxy.delete_user(user, name)
-            await user.stop(name)
-            stopped.append(name)
         except Exception:  # the others must still go
-            log.exception("identity: stopping %s's server %r (role lost) failed", user.name, name)
+            log.exception("identity: unrouting %s's server %r (role lost) failed", user.name, name)
+        # The stop itself runs on: the refresh may be a request of this very server (its
+        # secret refresh), which could not finish while its server waits to shut down.
+        task = asyncio.ensure_future(_stop(user, name, log))
+        _STOPPING.add(task)
+        task.add_done_callback(_STOPPING.discard)
+        stopped.append(name)
     if stopped:
+        await asyncio.sleep(0)  # the stops have begun: the spawners say "stop" pending
         log.warning(
-            "identity: %s's roles no longer allow the profile of %s: stopped",
+            "identity: %s's roles no longer allow the profile of %s: stopping",
             user.name,
             ", ".join(repr(n) for n in stopped),
         )
     return stopped
+
+
+_STOPPING: set[asyncio.Future[None]] = set()
+
+
+async def _stop(user: Any, name: str, log: logging.Logger) -> None:
+    try:
+        await user.stop(name)
+    except Exception:
+        log.exception("identity: stopping %s's server %r (role lost) failed", user.name, name)

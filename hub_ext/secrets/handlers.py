@@ -100,8 +100,8 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
         record = ((await user.get_auth_state()) or {}).get("qustody")
         # JupyterHub keeps a token request's stale roles when the refresh fails (it cannot
         # send an API caller to the login page): deliver nothing on roles not re-checked.
-        # The 1 s mirrors the authenticator's "refreshed by a concurrent request just now".
-        if record is not None and float(record.get("refreshed_at", 0)) < asked - 1:
+        # (A refresh that finished while this one waited for it counts: it is newer.)
+        if record is not None and float(record.get("refreshed_at", 0)) < asked:
             raise web.HTTPError(
                 503,
                 "Your roles could not be re-checked with the identity provider just now, so "
