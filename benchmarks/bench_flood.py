@@ -39,6 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from harness import pct
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -179,11 +180,6 @@ def measure(hub: Hub, password: str, logins: int, spawners: list[str]) -> tuple[
     login_s = [login_time(hub, f"user{i % 8}", password) for i in range(logins)]
     spawn_s = [spawn_time(hub, user) for user in spawners]
     return login_s, spawn_s
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> int:

@@ -23,13 +23,9 @@ from pathlib import Path
 
 import harness  # noqa: F401 - puts tests/ and its harness folders on sys.path
 import requests
+from harness import pct
 from hubtest import launch_hub
 from identity.idp import login, start_idp
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from harness import pct
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -30,11 +31,6 @@ sys.path.insert(0, str(ROOT / "tests" / "hub"))
 
 from hubtest import launch_hub  # noqa: E402
 from identity.idp import captured_callback, send_callback, start_idp  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def timed(call: Callable[..., object], *args: object, **kwargs: object) -> float:

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import pct
 from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,11 +34,6 @@ from notebooks import generate
 from hub_ext.secrets.delivery import SecretDelivery
 from server_ext.guard import SaveGuard
 from server_ext.secret_store import SecretClient
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def delivery(n: int, runs: int, workdir: Path) -> dict[str, list[float]]:

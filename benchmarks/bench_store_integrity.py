@@ -18,13 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import pct
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hub_ext.secrets.embedded import EmbeddedStore
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def bench(n: int, runs: int, workdir: Path) -> tuple[list[float], list[float], int]:

@@ -17,3 +17,9 @@ TESTS = ROOT / "tests"
 for _folder in (ROOT, TESTS, TESTS / "hub", TESTS / "qpu"):
     if str(_folder) not in sys.path:
         sys.path.insert(1, str(_folder))
+
+
+def pct(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) by nearest rank, as every benchmark prints it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
