@@ -2,8 +2,8 @@
 
 A kernel (``df.to_csv``, ``nb.write``), a terminal (``echo KEY=... > .env``) or ``git pull``
 writes files the save guard never sees. The watcher follows the root with inotify
-(``watchfiles``: a maintained Rust watcher with built-in debounce, driven from the event
-loop) and scans each new or changed file off the loop:
+(``watchfiles``: a maintained Rust watcher with built-in debounce) in one daemon thread,
+which scans each new or changed file off the event loop:
 
 - a finding is reported: server log (detectors and fingerprints only), the audit log
   (``file-finding``), and ``GET /qustody/api/watcher`` for the JupyterLab extension;
@@ -23,6 +23,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,8 @@ class FileWatcher(LoggingConfigurable):
             maxlen=self.max_reports
         )
         self._own: dict[str, _Stamp] = {}  # absolute path -> stamp of the guard's own write
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
         self.scanned = 0  # files scanned since start (for the status endpoint)
 
     # -- the guard's own writes -------------------------------------------------------
@@ -109,27 +110,28 @@ class FileWatcher(LoggingConfigurable):
     # -- running ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self.enabled or self._task is not None:
+        if not self.enabled or self._thread is not None:
             return
-        self._stop = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._stop = threading.Event()
+        # A daemon thread: when jupyter-server exits without running the extensions' stop
+        # step (SIGINT ends its loop with KeyboardInterrupt), a watcher still blocked in
+        # inotify must not keep the process alive past the spawner's stop.
+        self._thread = threading.Thread(target=self._run, name="qustody-watcher", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is None or self._stop is None:
+        if self._thread is None or self._stop is None:
             return
         self._stop.set()
-        try:
-            await asyncio.wait_for(self._task, 5)
-        except (TimeoutError, asyncio.CancelledError):
-            self._task.cancel()
-        self._task = None
+        await asyncio.to_thread(self._thread.join, 5)
+        self._thread = None
 
-    async def _run(self) -> None:
-        from watchfiles import Change, awatch
+    def _run(self) -> None:
+        from watchfiles import Change, watch
 
         assert self._stop is not None
         try:
-            async for changes in awatch(
+            for changes in watch(
                 self.root,
                 debounce=self.debounce_ms,
                 step=50,
@@ -137,12 +139,13 @@ class FileWatcher(LoggingConfigurable):
                 watch_filter=None,
                 recursive=True,
                 ignore_permission_denied=True,
+                raise_interrupt=False,
             ):
                 paths = sorted({p for change, p in changes if change is not Change.deleted})
                 for raw in paths:
                     path = Path(raw)
                     if self._wanted(path):
-                        await asyncio.to_thread(self._check_path, path)
+                        self._check_path(path)
         except Exception as e:  # the server keeps running; the hole is logged loudly
             self.log.error(
                 "Qustody file watcher stopped (%s): files written outside the editor are "

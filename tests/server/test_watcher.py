@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from qtest import GITHUB_TOKEN, IBM_QUANTUM_TOKEN, code_cell, notebook, stream
 from test_audit_report import Endpoint, under_hub  # noqa: F401 - a fixture
+from waiting import wait_for
 
 from server_ext.app import QustodyApp
 
@@ -167,3 +173,50 @@ async def test_a_notebook_with_a_lone_surrogate_is_redacted_and_watching_goes_on
     (jp_root_dir / "after.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\n")
     [later] = await reports_for(api, "after.env")
     assert later["action"] == "reported"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_server_whose_watcher_is_busy_exits_on_the_spawners_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # JupyterHub's local spawner stops a server with SIGINT, then SIGTERM. A watcher thread
+    # still blocked in inotify once kept the process alive after its loop had ended, so a
+    # culled or revoked server stayed up until SIGKILL, 60 s later.
+    root, env = tmp_path / "root", dict(os.environ)
+    root.mkdir()
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        env[name] = str(tmp_path / name.lower())
+    log = (tmp_path / "server.log").open("w+")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--ServerApp.jpserver_extensions={'server_ext': True}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.port=0",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.open_browser=False",
+            "--FileWatcher.debounce_ms=50",
+            "--allow-root",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "is running at" in Path(log.name).read_text(), 60, what="the server")
+        (root / "keys.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\n")
+        wait_for(
+            lambda: "credential(s) in keys.env" in Path(log.name).read_text(),
+            30,
+            what="the watcher's finding",
+        )
+        server.send_signal(sig)
+        assert server.wait(timeout=20) is not None
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log.close()
