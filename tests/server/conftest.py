@@ -61,7 +61,8 @@ class Api:
     async def call(
         self, method: str, *path: str, body: Any = None, raw: bytes | None = None, **params: str
     ) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
+        # tornado's 20 s default is too short for the 100 MB saves on a loaded 2-core runner.
+        kwargs: dict[str, Any] = {"method": method, "raise_error": False, "request_timeout": 240}
         if raw is not None:
             kwargs["body"] = raw
         elif body is not None:
