@@ -26,6 +26,14 @@ from hub_ext.network import host_address
 from hub_ext.spawner import SpawnPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What the banner shows; a user of the demo runs it as it is (tests/qpu/test_through_hub.py).
+QPU_EXAMPLE = """\
+    from qiskit import QuantumCircuit, transpile
+    from server_ext.qpu import gateway_backend
+    backend = gateway_backend("aer_simulator")
+    qc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()
+    backend.run(transpile(qc, backend), shots=100).result().get_counts()
+"""
 IMAGE = "qustody/singleuser:latest"
 
 
@@ -98,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  Servers: {mode}\n"
         f"{idp.banner}\n"
         f"  Auditor page: http://127.0.0.1:{port}/services/audit/ (sign in as audrey)\n"
-        f"  QPU gateway:  http://127.0.0.1:{port}/services/qpu/ (from notebooks:\n"
-        '    from server_ext.qpu import gateway_backend; gateway_backend("aer_simulator"))\n'
+        f"  QPU gateway:  http://127.0.0.1:{port}/services/qpu/ ; in a notebook:\n"
+        f"{QPU_EXAMPLE}"
+        "    (sam runs it on course-101's budget, rita in her personal sandbox)\n"
         "  Stop with Ctrl-C.\n",
         flush=True,
     )

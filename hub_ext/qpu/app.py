@@ -638,7 +638,7 @@ class QpuGateway(Application):
         policy = self.policies.policy
         if kind == "backends" and name not in self.drivers:
             raise handlers.ApiError(404, "UNKNOWN_BACKEND", self.unknown_backend(name))
-        if kind == "projects" and name not in policy.projects.projects:
+        if kind == "projects" and policy.projects.find(name) is None:
             raise handlers.ApiError(404, "UNKNOWN_PROJECT", f"no project {name!r} in the policy")
 
         def db(fn: Callable[..., Any], *args: Any) -> Any:

@@ -142,9 +142,9 @@ class BaseHandler(web.RequestHandler):
             return True
         if self.identity.has(SCOPE_ADMIN):
             return True
-        project = self.policy().projects.projects.get(job["project"])
-        return bool(project and project.role_of(self.identity.name, self.identity.groups)
-                    == "lead")
+        project = self.policy().projects.find(job["project"])
+        return bool(project and project.role_of(
+            self.identity.name, self.identity.groups, self.identity.scopes) == "lead")
 
     async def visible_job(self, job_id: str, *, cancel: bool = False) -> dict[str, Any]:
         job = await self.db(self.gateway.store.job, job_id)
@@ -173,7 +173,8 @@ class BackendsHandler(BaseHandler):
     async def get(self, name: str | None = None) -> None:
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         policy = self.policy()
-        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
+        mine = policy.projects.projects_of(
+            self.identity.name, self.identity.groups, self.identity.scopes)
         controls = await self.db(self.gateway.store.controls)
 
         def info(driver_name: str) -> dict[str, Any]:
@@ -263,7 +264,8 @@ class JobsHandler(BaseHandler):
         else:
             led = [
                 p for p, role in policy.projects.projects_of(
-                    self.identity.name, self.identity.groups).items() if role == "lead"
+                    self.identity.name, self.identity.groups, self.identity.scopes
+                ).items() if role == "lead"
             ]
             if project:
                 if project not in led and not self.identity.has(SCOPE_READ_ALL):
@@ -405,7 +407,8 @@ class QuotaHandler(BaseHandler):
     async def get(self) -> None:
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         policy = self.policy()
-        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
+        mine = policy.projects.projects_of(
+            self.identity.name, self.identity.groups, self.identity.scopes)
         project = self.get_argument("project", None)
         user = self.get_argument("user", self.identity.name)
         if user != self.identity.name:
@@ -448,7 +451,8 @@ class ProjectsHandler(BaseHandler):
     async def get(self) -> None:
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         policy = self.policy()
-        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
+        mine = policy.projects.projects_of(
+            self.identity.name, self.identity.groups, self.identity.scopes)
         self.write_json(200, {
             "user": self.identity.name,
             "projects": {
@@ -457,6 +461,7 @@ class ProjectsHandler(BaseHandler):
                     "backends": list(policy.projects.get(name).backends),
                     "sensitivity": policy.projects.get(name).sensitivity,
                     "max_tier": policy.projects.get(name).max_tier,
+                    "purpose": policy.projects.get(name).purpose or None,
                 }
                 for name, role in mine.items()
             },
@@ -565,7 +570,7 @@ def build_ticket(
     gateway: QpuGateway, identity: Identity, sub: Submission, policy: Policy
 ) -> tuple[Ticket, list[str]]:
     """Apply every decision that needs no database; raise ``Refused``/``Invalid``."""
-    mine = policy.projects.projects_of(identity.name, identity.groups)
+    mine = policy.projects.projects_of(identity.name, identity.groups, identity.scopes)
     project_name = sub.tags.get("project")
     if project_name is None:
         if len(mine) == 1:
@@ -582,7 +587,7 @@ def build_ticket(
             "you to it in the policy file",
         )
     project = policy.projects.get(project_name)
-    purpose = sub.tags.get("purpose")
+    purpose = sub.tags.get("purpose") or project.purpose or None
     if purpose is None or purpose not in policy.purposes:
         raise Invalid(
             422, "TAG_REQUIRED" if purpose is None else "BAD_TAG",

@@ -312,7 +312,7 @@ def order(
     upcoming = policy.next_reservation(backend, now)
 
     def share_of(project: str) -> float:
-        p = policy.projects.projects.get(project)
+        p = policy.projects.find(project)
         return fair.get(project, 0.0) / (p.share if p else 1.0)
 
     def key(q: Queued) -> tuple[int, float, float, str]:

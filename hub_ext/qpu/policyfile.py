@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .projects import ROLES, Project, Registry
+from .projects import ROLES, IdentityProjects, Project, Registry
 
 CLASSES = ("simulator", "hardware")
 PERIODS = ("day", "month")
@@ -244,7 +244,7 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         doc,
         (
             "tags", "priorities", "sensitivity", "projects", "quotas", "rate_limits",
-            "reservations", "fair_share", "run_limits",
+            "reservations", "fair_share", "run_limits", "identity",
         ),
         source,
     )
@@ -305,7 +305,11 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         where = f"projects.{pname}"
         _name(pname, where)
         p = _table(ptable, where)
-        _keys(p, ("members", "groups", "backends", "sensitivity", "share", "max_tier"), where)
+        _keys(
+            p,
+            ("members", "groups", "backends", "sensitivity", "share", "max_tier", "purpose"),
+            where,
+        )
         members = _table(p.get("members", {}), f"{where}.members")
         groups = _table(p.get("groups", {}), f"{where}.groups")
         for who, role in [*members.items(), *groups.items()]:
@@ -328,7 +332,11 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
             sensitivity=level,
             share=float(_number(p.get("share", 1.0), f"{where}.share", minimum=1e-9)),
             max_tier=max_tier,
+            purpose=_purpose(p.get("purpose", ""), f"{where}.purpose", purposes),
         )
+
+    identity = _identity(doc.get("identity", {}), known_backend, purposes, levels[0],
+                         default_tier)
 
     quotas = _table(doc.get("quotas", {}), "quotas")
     _keys(quotas, ("user", "project", "users", "projects"), "quotas")
@@ -338,8 +346,11 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
     }
     project_overrides: dict[str, dict[str, Quota]] = {}
     for pname, q in _table(quotas.get("projects", {}), "quotas.projects").items():
-        if pname not in projects:
-            raise PolicyError(f"quotas.projects.{pname}: no such project in [projects]")
+        if pname not in projects and not identity.is_course(pname):
+            raise PolicyError(
+                f"quotas.projects.{pname}: no such project in [projects] and not a course "
+                "(identity.course_prefix)"
+            )
         project_overrides[pname] = _by_class(q, f"quotas.projects.{pname}")
 
     rate_limits: dict[str, RateLimit] = {}
@@ -363,8 +374,13 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         where = f"reservations[{i}]"
         r = _table(item, where)
         _keys(r, ("backend", "project", "start", "end", "note"), where)
-        if r.get("project") not in projects:
-            raise PolicyError(f"{where}.project = {r.get('project')!r} is not a project")
+        if r.get("project") not in projects and not (
+            isinstance(r.get("project"), str) and identity.is_course(r["project"])
+        ):
+            raise PolicyError(
+                f"{where}.project = {r.get('project')!r} is neither in [projects] nor a "
+                "course (identity.course_prefix)"
+            )
         res = Reservation(
             backend=known_backend(r.get("backend"), f"{where}.backend"),
             project=str(r["project"]),
@@ -389,7 +405,7 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
     class_limits, backend_limits = _run_limits(doc.get("run_limits", {}), backends)
 
     return Policy(
-        projects=Registry(projects),
+        projects=Registry(projects, identity),
         purposes=purposes,
         max_labels=_number(tags.get("max_labels", 16), "tags.max_labels", integer=True),
         max_label_length=_number(
@@ -409,6 +425,49 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
         run_limits=class_limits,
         backend_run_limits=backend_limits,
+    )
+
+
+def _purpose(value: Any, where: str, purposes: Sequence[str]) -> str:
+    if value != "" and value not in purposes:
+        raise PolicyError(f"{where} = {value!r} is not one of tags.purposes {list(purposes)}")
+    return str(value)
+
+
+def _identity(
+    value: Any, known_backend: Any, purposes: Sequence[str], level: str, tier: str
+) -> IdentityProjects:
+    """``[identity]``: course groups as projects, and personal sandboxes."""
+    t = _table(value, "identity")
+    _keys(
+        t,
+        ("course_prefix", "course_backends", "course_purpose", "personal_backends",
+         "personal_purpose"),
+        "identity",
+    )
+    prefix = t.get("course_prefix", "")
+    if not isinstance(prefix, str) or ":" in prefix:
+        raise PolicyError(
+            "identity.course_prefix must be a string without ':' (the hub's course group "
+            "prefix, e.g. \"course-\"; \"\" turns course projects off)"
+        )
+
+    def backends(key: str) -> tuple[str, ...]:
+        return tuple(
+            known_backend(b, f"identity.{key}")
+            for b in _str_list(t.get(key, []), f"identity.{key}")
+        )
+
+    return IdentityProjects(
+        course_prefix=prefix,
+        course_backends=backends("course_backends"),
+        course_purpose=_purpose(t.get("course_purpose", ""), "identity.course_purpose",
+                                purposes),
+        personal_backends=backends("personal_backends"),
+        personal_purpose=_purpose(t.get("personal_purpose", ""), "identity.personal_purpose",
+                                  purposes),
+        sensitivity=level,
+        max_tier=tier,
     )
 
 

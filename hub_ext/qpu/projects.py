@@ -1,17 +1,29 @@
 """The project registry: who is in which project, in which role, and what it may use.
 
-Projects come from the policy file (``[projects.NAME]``). Membership is by hub user name
-or hub group; a user in no project can submit nothing (deny by default).
+Projects come from two places:
+
+- the policy file (``[projects.NAME]``), membership by hub user name or hub group;
+- identity (``[identity]`` in the policy file): every course hub group is a project of its
+  own name (its members are members; its instructors, who hold the course's
+  ``servers!group=<course>:students`` scope, are leads), and a user who belongs to no
+  project gets a personal sandbox, ``personal:<user>``, under the user quota.
+
+A file entry for a course adds limits (backends, share, tiers, quotas, reservations) to
+the course's project and may add members; it never removes the course's own. A user in
+no project, with no personal sandbox configured, can submit nothing (deny by default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 ROLES = ("member", "lead")
 """``member`` submits and sees their own jobs; ``lead`` also sees and cancels every job
 of the project and reads its usage."""
+
+#: Name prefix of personal sandboxes; ``:`` occurs in no file project or course name.
+PERSONAL_PREFIX = "personal:"
 
 
 @dataclass(frozen=True)
@@ -23,9 +35,17 @@ class Project:
     sensitivity: str = "internal"
     share: float = 1.0
     max_tier: str = ""
+    #: the purpose of a job that declares none ("" = the job must declare one)
+    purpose: str = ""
+    #: a caller holding any of these (expanded hub) scopes is a lead: a course's instructor
+    lead_scopes: frozenset[str] = frozenset()
 
-    def role_of(self, user: str, groups: Iterable[str] = ()) -> str | None:
-        """The strongest role the user holds in the project (directly or by group)."""
+    def role_of(
+        self, user: str, groups: Iterable[str] = (), scopes: Iterable[str] = ()
+    ) -> str | None:
+        """The strongest role the user holds in the project (directly, by group or scope)."""
+        if self.lead_scopes and not self.lead_scopes.isdisjoint(scopes):
+            return "lead"
         roles = {self.members.get(user)} | {self.groups.get(g) for g in groups}
         for role in reversed(ROLES):
             if role in roles:
@@ -36,28 +56,98 @@ class Project:
         return "*" in self.backends or backend in self.backends
 
 
+@dataclass(frozen=True)
+class IdentityProjects:
+    """Projects that follow identity (``[identity]``); empty settings turn each part off."""
+
+    #: hub groups with this prefix (courses: ``hub_ext.identity.policy.decide``) are projects
+    course_prefix: str = ""
+    course_backends: tuple[str, ...] = ()
+    course_purpose: str = ""
+    #: backends of the personal sandbox of a user in no other project (() = no sandbox)
+    personal_backends: tuple[str, ...] = ()
+    personal_purpose: str = ""
+    #: what a derived project without a file entry gets
+    sensitivity: str = "internal"
+    max_tier: str = ""
+
+    def is_course(self, name: str) -> bool:
+        return bool(self.course_prefix) and name.startswith(self.course_prefix) and (
+            ":" not in name
+        )
+
+    def course(self, name: str, base: Project | None = None) -> Project:
+        """The course's project: its file entry (if any) plus the course's own members."""
+        base = base or Project(
+            name=name,
+            backends=self.course_backends,
+            sensitivity=self.sensitivity,
+            max_tier=self.max_tier,
+        )
+        return replace(
+            base,
+            groups={**base.groups, name: "member"},
+            purpose=base.purpose or self.course_purpose,
+            lead_scopes=frozenset({f"servers!group={name}:students"}),
+        )
+
+    def personal(self, user: str) -> Project:
+        return Project(
+            name=PERSONAL_PREFIX + user,
+            members={user: "lead"},
+            backends=self.personal_backends,
+            sensitivity=self.sensitivity,
+            max_tier=self.max_tier,
+            purpose=self.personal_purpose,
+        )
+
+
 class UnknownProject(LookupError):
     pass
 
 
 class Registry:
-    """Read-only view of the configured projects."""
+    """Read-only view of the projects: the policy file's and those that follow identity."""
 
-    def __init__(self, projects: Mapping[str, Project]) -> None:
-        self.projects = dict(projects)
+    def __init__(
+        self, projects: Mapping[str, Project], identity: IdentityProjects | None = None
+    ) -> None:
+        self.identity = identity or IdentityProjects()
+        self.projects = {
+            name: self.identity.course(name, p) if self.identity.is_course(name) else p
+            for name, p in projects.items()
+        }
+
+    def find(self, name: str) -> Project | None:
+        """The project called ``name``, from the file or from identity; None if none."""
+        if name in self.projects:
+            return self.projects[name]
+        if self.identity.is_course(name):
+            return self.identity.course(name)
+        if name.startswith(PERSONAL_PREFIX) and self.identity.personal_backends:
+            return self.identity.personal(name[len(PERSONAL_PREFIX):])
+        return None
 
     def get(self, name: str) -> Project:
-        try:
-            return self.projects[name]
-        except KeyError:
-            raise UnknownProject(name) from None
+        project = self.find(name)
+        if project is None:
+            raise UnknownProject(name)
+        return project
 
-    def projects_of(self, user: str, groups: Iterable[str] = ()) -> dict[str, str]:
+    def projects_of(
+        self, user: str, groups: Iterable[str] = (), scopes: Iterable[str] = ()
+    ) -> dict[str, str]:
         """Project name -> role for every project the user belongs to."""
-        groups = tuple(groups)
+        groups, scopes = tuple(groups), frozenset(scopes)
         found = {}
-        for name, project in self.projects.items():
-            role = project.role_of(user, groups)
+        candidates = dict(self.projects)
+        for g in groups:
+            if g not in candidates and self.identity.is_course(g):
+                candidates[g] = self.identity.course(g)
+        for name, project in candidates.items():
+            role = project.role_of(user, groups, scopes)
             if role:
                 found[name] = role
+        if not found and self.identity.personal_backends:
+            found[PERSONAL_PREFIX + user] = "lead"
         return found

@@ -43,7 +43,12 @@ def policy(extra: str = "") -> pol.Policy:  # type: ignore[name-defined]
         ("[rate_limits.simulator]\nburst = 2\n", "rate must be a number"),
         ("[priorities]\ndefault = 'urgent'\n", "is not one of the tiers"),
         ("[[reservations]]\nbackend='fake_hw'\nproject='p'\nstart=2025-01-01T00:00:00Z\n"
-         "end=2025-01-01T01:00:00Z\n", "is not a project"),
+         "end=2025-01-01T01:00:00Z\n", "is neither in [projects] nor a course"),
+        ("[identity]\ncourse_prefix = 'c:'\n", "without ':'"),
+        ("[identity]\npersonal_backends = ['warp']\n", "identity.personal_backends: unknown"),
+        ("[identity]\ncourse_purpose = 'fun'\n", "identity.course_purpose = 'fun'"),
+        ("[identity]\npersonl_backends = []\n", "unknown key(s) ['personl_backends']"),
+        ("[projects.p]\npurpose = 'fun'\n", "projects.p.purpose = 'fun'"),
         ("[projects.p]\n[[reservations]]\nbackend='fake_hw'\nproject='p'\n"
          "start=2025-01-01T00:00:00\nend=2025-01-01T01:00:00Z\n", "time zone"),
         ("[projects.p]\n[[reservations]]\nbackend='fake_hw'\nproject='p'\n"
@@ -66,6 +71,58 @@ def test_a_valid_policy_and_membership():
     assert p.projects.projects_of("erin", ["stargazers"]) == {"astro": "lead"}
     assert p.projects.projects_of("mallory") == {}  # deny by default
     assert not p.projects.get("astro").allows_backend("fake_hw")
+
+
+IDENTITY = """
+[identity]
+course_prefix = "course-"
+course_backends = ["aer_simulator"]
+course_purpose = "teaching"
+personal_backends = ["aer_simulator"]
+[projects.course-101]
+backends = ["*"]
+share = 3.0
+[quotas.projects.course-101.hardware]
+day = { jobs = 2 }
+[[reservations]]
+backend = "fake_hw"
+project = "course-202"
+start = 2025-01-01T00:00:00Z
+end = 2025-01-01T01:00:00Z
+"""
+LEADS = {"servers!group=course-101:students", "read:servers!group=course-101:students"}
+
+
+def test_projects_follow_identity_courses_and_personal_sandboxes():
+    p = parse("[tags]\npurposes = ['research', 'teaching']\n" + BASE + IDENTITY, BACKENDS)
+    reg = p.projects
+    # a course group is a project: its members are members, its instructors lead it
+    assert reg.projects_of("sam", ["course-202", "course-202:students"]) == {
+        "course-202": "member"
+    }
+    assert reg.projects_of("ivan", ["course-101"], LEADS) == {"course-101": "lead"}
+    assert reg.projects_of("rex", ["course-101"], {"servers!group=course-202:students"}) == {
+        "course-101": "member"
+    }
+    # the file's entry adds limits to the course's own project
+    c101 = reg.get("course-101")
+    assert c101.allows_backend("fake_hw") and c101.share == 3.0 and c101.purpose == "teaching"
+    assert p.quota_for("project", "course-101", "hardware").day.jobs == 2
+    derived = reg.get("course-202")
+    assert derived.backends == ("aer_simulator",) and derived.purpose == "teaching"
+    # a student group is not a course of its own; nor is another prefix
+    assert reg.find("course-101:students") is None and reg.find("chem-101") is None
+    # someone in no project gets a personal sandbox; someone in one does not
+    assert reg.projects_of("rita") == {"personal:rita": "lead"}
+    assert reg.get("personal:rita").backends == ("aer_simulator",)
+    assert reg.get("personal:rita").role_of("mallory") is None
+    assert reg.projects_of("alice") == {"qchem": "lead"}
+
+
+def test_without_identity_settings_nothing_is_derived():
+    reg = policy().projects
+    assert reg.projects_of("sam", ["course-101"]) == {}
+    assert reg.find("course-101") is None and reg.find("personal:sam") is None
 
 
 @pytest.mark.parametrize(

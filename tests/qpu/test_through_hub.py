@@ -4,14 +4,17 @@ The hub is the repository's jupyterhub_config.py (tests/hub/hubtest.py ``launch_
 which registers the gateway through hub_ext.qpu.hub: the service on a random loopback
 port, the custom scopes, the roles and the server token scopes. Users: alice (student,
 member of qc101), bob (researcher, lead of qc101), carol (student, in no project), dave
-(no role with a QPU scope), eve (auditor), admin (hub admin: qpu-operator). The module fixture ``hub`` (a real
+(no role with a QPU scope), eve (auditor), admin (hub admin: qpu-operator), sam (student
+of course-101) and ivan (its instructor; the hub groups the authenticator would make). The module fixture ``hub`` (a real
 hub) replaces the stand-in of conftest.py here..
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -20,17 +23,21 @@ import requests
 from conftest import audit_records, qpy_b64
 from hub.kernelws import run_in_kernel
 
+from hub_ext.demo import QPU_EXAMPLE
+
 sys.path.append(str(Path(__file__).resolve().parents[1] / "hub"))
 from hubtest import HubError, failed, free_port, launch_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 
 EXTRA = """
-c.Authenticator.allowed_users = {{"alice", "bob", "carol", "dave", "eve"}}
+c.Authenticator.allowed_users = {{"alice", "bob", "carol", "dave", "eve", "sam", "ivan"}}
 c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
+from hub_ext.identity.roles import course_role
+c.JupyterHub.load_roles.append({{**course_role("course-101"), "users": ["ivan"]}})
 for role in c.JupyterHub.load_roles:
     if role["name"] == "student":
-        role["users"] = [*role.get("users", []), "carol"]
+        role["users"] = [*role.get("users", []), "carol", "sam", "ivan"]
     if role["name"] == "auditor":
         role["users"] = ["eve"]
 """
@@ -50,7 +57,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     except HubError as e:
         pytest.fail(str(e))
     hub.qpu = f"{hub.url}services/qpu/"
-    hub.tokens = {u: hub.user_token(u) for u in ("alice", "bob", "carol", "dave", "eve", "admin")}
+    hub.tokens = {
+        u: hub.user_token(u) for u in ("alice", "bob", "carol", "dave", "eve", "admin", "sam",
+                                       "ivan")
+    }
+    for group, users in (("course-101", ["sam", "ivan"]), ("course-101:students", ["sam"])):
+        code, body = hub.api("POST", f"/groups/{group}", {"users": users})
+        assert code == 201, body
     hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
     yield hub
     hub.stop()
@@ -230,3 +243,56 @@ def test_gateway_and_hub_share_one_verified_audit_chain(hub):
                and g["justification"] == "test: hold the queue" for g in glass)
     assert any(r["data"].get("user") == "alice" for r in records
                if r["type"] == "qpu-job-submitted")
+
+
+def banner_example() -> str:
+    """The QPU example ``make demo`` prints, as a user pastes it (its last line printed)."""
+    *lines, last = textwrap.dedent(QPU_EXAMPLE).strip().splitlines()
+    return "\n".join([*lines, f"print({last.replace('.result()', '.result(timeout=120)')})"])
+
+
+def test_a_user_in_no_project_runs_the_banners_example_in_a_personal_sandbox(hub):
+    # The demo policy's projects follow identity: carol, in no project, gets her own
+    # sandbox on the simulator; nobody names a project or a purpose.
+    code, body = hub.api("POST", "/users/carol/server", {"user_options": {"profile": "student"}})
+    assert code in (201, 202), body
+    hub.wait_for(lambda: hub.api("GET", "/users/carol")[1]["servers"].get("", {}).get("ready"),
+                 timeout=120, what="carol's local server")
+    try:
+        out = run_in_kernel(f"{hub.url}user/carol/", hub.tokens["carol"], banner_example())
+        counts = ast.literal_eval(out.strip().splitlines()[-1])  # the dict the kernel printed
+        assert set(counts) == {"00", "11"} and sum(counts.values()) == 100
+        status, listing = call(hub, "carol", "GET", "api/jobs")
+        assert status == 200
+        assert {(j["project"], j["tags"]["purpose"]) for j in listing["jobs"]} == {
+            ("personal:carol", "research")
+        }
+        # the sandbox is carol's alone, and only on the simulator
+        status, body = call(hub, "dave", "POST", "api/jobs",
+                            {**bell_job("personal:carol")})
+        assert status == 403
+        status, body = call(hub, "alice", "POST", "api/jobs", bell_job("personal:carol"))
+        assert (status, body["error"]) == (403, "NOT_A_MEMBER"), body
+    finally:
+        hub.api("DELETE", "/users/carol/server")
+
+
+def test_a_course_is_a_project_its_students_use_and_its_instructor_leads(hub):
+    status, projects = call(hub, "sam", "GET", "api/projects")
+    assert status == 200 and list(projects["projects"]) == ["course-101"], projects
+    assert projects["projects"]["course-101"]["role"] == "member"
+    job = bell_job()
+    del job["tags"]  # no project, no purpose: the course's
+    status, body = call(hub, "sam", "POST", "api/jobs", job)
+    assert status == 201, body
+    done = wait_final(hub, "sam", body["job_id"])
+    assert done["state"] == "DONE" and done["project"] == "course-101", done
+    assert done["tags"]["purpose"] == "teaching"
+    # the instructor (the hub's expanded instructor-course-101 scopes) leads it: sees
+    # sam's job and the course's jobs; a fellow student does not
+    status, ivan = call(hub, "ivan", "GET", "api/projects")
+    assert ivan["projects"]["course-101"]["role"] == "lead", ivan
+    assert call(hub, "ivan", "GET", f"api/jobs/{body['job_id']}")[0] == 200
+    status, listing = call(hub, "ivan", "GET", "api/jobs", project="course-101")
+    assert status == 200 and [j["owner"] for j in listing["jobs"]] == ["sam"]
+    assert call(hub, "carol", "GET", f"api/jobs/{body['job_id']}")[0] == 404
