@@ -16,9 +16,7 @@ the hub creates; the network and anything left on it are removed at teardown). R
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import random
 import secrets
 import shutil
 import subprocess
@@ -27,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hubtest import Hub, HubError, UserNetwork, docker, failed, launch_hub, subnets_in_use
+from hubtest import Hub, HubError, UserNetwork, docker, failed, free_test_subnet, launch_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -120,12 +118,7 @@ def user_network(docker_engine: str, request: pytest.FixtureRequest) -> Iterator
     """A unique network name and a /24 in 198.18.0.0/15 no other network uses (other test
     runs share this engine). The hub creates the network; teardown removes it and any
     container still attached to it (only this test's containers can be)."""
-    used = subnets_in_use()
-    candidates = [n for n in ipaddress.IPv4Network("198.18.0.0/15").subnets(new_prefix=24)
-                  if n != ipaddress.IPv4Network("198.18.7.0/24")  # the default's
-                  and not any(n.overlaps(u) for u in used)]
-    subnet = random.choice(candidates)
-    net = UserNetwork(f"qtestnet-{secrets.token_hex(3)}", str(subnet))
+    net = UserNetwork(f"qtestnet-{secrets.token_hex(3)}", free_test_subnet())
     yield net
 
     for cid in docker("ps", "-aq", "--filter", f"network={net.name}").split():

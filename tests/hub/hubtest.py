@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -237,6 +238,27 @@ class UserNetwork:
             f"c.SpawnPolicy.network_mode = {self.name!r}\n"
             f"c.SpawnPolicy.network_subnet = {self.subnet!r}\n"
         )
+
+
+#: Test networks come from here; the reference default (198.18.7.0/24) is never used.
+TEST_SUBNETS = ipaddress.IPv4Network("198.18.0.0/15")
+_DEFAULT_SUBNET = ipaddress.IPv4Network("198.18.7.0/24")
+
+
+def free_test_subnet(also_taken: list[ipaddress.IPv4Network] | None = None) -> str:
+    """A /24 no Docker network uses now. Each pytest-xdist worker draws from its own
+    share of the range: workers choose long before their hubs create the networks, so
+    two of them drawing from one pool could pick the same subnet."""
+    used = [*subnets_in_use(), *(also_taken or [])]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    share = int(worker[2:]) % 8 if worker[2:].isdigit() else 0
+    candidates = [
+        n for i, n in enumerate(TEST_SUBNETS.subnets(new_prefix=24))
+        if i % 8 == share and n != _DEFAULT_SUBNET and not any(n.overlaps(u) for u in used)
+    ]
+    if not candidates:
+        raise AssertionError(f"no free /24 left in {TEST_SUBNETS} for worker {worker}")
+    return str(random.choice(candidates))
 
 
 def subnets_in_use() -> list[ipaddress.IPv4Network]:

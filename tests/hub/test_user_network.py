@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubtest import Hub, HubError, UserNetwork, docker, free_port, launch_hub, subnets_in_use
+from hubtest import Hub, HubError, UserNetwork, docker, free_port, free_test_subnet, launch_hub
 from identity.idp import Idp, start_idp
 from pgserver import PgCluster
 
@@ -295,11 +295,7 @@ def test_spawn_is_refused_when_the_network_is_no_longer_internal(
 def _other_subnet(taken: str) -> str:
     import ipaddress
 
-    used = [*subnets_in_use(), ipaddress.IPv4Network(taken)]
-    for net in ipaddress.IPv4Network("198.19.0.0/16").subnets(new_prefix=24):
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
-    raise AssertionError("no free subnet")
+    return free_test_subnet([ipaddress.IPv4Network(taken)])
 
 
 @pytest.mark.docker

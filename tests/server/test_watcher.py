@@ -207,12 +207,17 @@ def test_a_server_whose_watcher_is_busy_exits_on_the_spawners_signal(
     )
     try:
         wait_for(lambda: "is running at" in Path(log.name).read_text(), 60, what="the server")
-        (root / "keys.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\n")
-        wait_for(
-            lambda: "credential(s) in keys.env" in Path(log.name).read_text(),
-            30,
-            what="the watcher's finding",
-        )
+        written = [0]
+
+        def found() -> bool:
+            # "is running" can come before inotify watches the root: write again until seen
+            if "credential(s) in keys.env" in Path(log.name).read_text():
+                return True
+            written[0] += 1
+            (root / "keys.env").write_text(f"GH_TOKEN={GITHUB_TOKEN}\n# {written[0]}\n")
+            return False
+
+        wait_for(found, 60, interval=1, what="the watcher's finding")
         server.send_signal(sig)
         assert server.wait(timeout=20) is not None
     finally:
