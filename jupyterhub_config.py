@@ -93,7 +93,8 @@ c.SpawnPolicy.profiles = {
     "student": {
         "display_name": "Student",
         "description": "Course work and small simulations",
-        "roles": ["student"],
+        # instructors prepare and try course work in the environment their students get
+        "roles": ["student", "instructor"],
         "images": ["qustody"],
         "mem_limit": "1G",
         "cpu_limit": 1.0,

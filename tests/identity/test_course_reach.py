@@ -219,6 +219,14 @@ def test_instructor_starts_a_student_with_the_course_profile_only(reach: Reach) 
     requested = [e for e in audit_events(reach.hub, "server-spawn-requested") if e["user"] == "sam"]
     assert requested[-1].get("actor") == "ivan"
 
+    # the instructor's own server is the course's environment (the demo's ivan had none)
+    status, body = reach.start("ivan", "ivan")
+    assert status in (201, 202), body
+    reach.wait_ready("ivan")
+    assert reach.profile_of("ivan") == "student"
+    assert reach.stop("ivan", "ivan") in (202, 204)
+    reach.wait_stopped("ivan")
+
 
 def test_choosing_a_profile_follows_the_owners_roles(reach: Reach) -> None:
     # the owner, and an admin on the owner's behalf, choose only what the owner's roles allow
