@@ -8,9 +8,9 @@ It adds, to the hub's config ``c``:
 - the custom scopes ``custom:qpu:submit``, ``custom:qpu:read-all`` and
   ``custom:qpu:admin`` with their descriptions;
 - the scopes to roles: ``submit`` (and access to the service) to the roles named in
-  ``submit_roles`` (Qustody's ``student`` and ``researcher``), ``admin`` to the role
-  ``qpu-operator`` given to the hub's admin users, ``read-all`` to the ``auditor``
-  role (created if absent);
+  ``submit_roles`` (Qustody's ``student``, ``researcher`` and ``instructor``), ``admin``
+  and ``submit`` to the role ``qpu-operator`` given to the hub's admin users,
+  ``read-all`` to the ``auditor`` role (created if absent);
 - ``Spawner.server_token_scopes``: the server role's scopes plus ``custom:qpu:submit``
   and ``access:services!service=qpu``, so the kernel's token can submit (the hub gives a
   server token only the subset its user holds);
@@ -92,7 +92,7 @@ def qpu_service(
     state_dir: str | os.PathLike[str],
     *,
     port: int | None = None,
-    submit_roles: tuple[str, ...] = ("student", "researcher"),
+    submit_roles: tuple[str, ...] = ("student", "researcher", "instructor"),
     policy_file: str | None = None,
     backends: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -130,7 +130,9 @@ def qpu_service(
         # a server token gets only the scopes its user holds: the role must grant both
         _add_scopes(roles, name, [SCOPE_SUBMIT, access])
     admins = sorted(c.Authenticator.admin_users) if "admin_users" in c.Authenticator else []
-    _add_scopes(roles, "qpu-operator", [SCOPE_ADMIN], users=admins)
+    # admins have servers too: they also submit, as any user (their server token cannot
+    # operate: server_token_scopes below holds submit only)
+    _add_scopes(roles, "qpu-operator", [SCOPE_ADMIN, SCOPE_SUBMIT, access], users=admins)
     _add_scopes(roles, "auditor", [SCOPE_READ_ALL])
     for role in roles:
         if role["name"] == "qpu-operator":

@@ -67,9 +67,13 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     assert {"custom:audit:read", "access:services!service=audit"} <= scopes
     assert "custom:audit:read" not in seen["rita"][1] | seen["ada"][1]
     assert "custom:qpu:read-all" in scopes and "custom:qpu:submit" not in scopes
-    # the QPU gateway's scopes: researchers and students submit, admins operate
-    assert {"custom:qpu:submit", "access:services!service=qpu"} <= seen["rita"][1]
-    assert "custom:qpu:submit" in seen["sam"][1] and "custom:qpu:admin" in seen["ada"][1]
+    # the QPU gateway's scopes: everyone with a server submits (the banner's example), and
+    # admins also operate
+    for user in ("rita", "sam", "ivan", "ada"):
+        have = seen[user][1]
+        assert "custom:qpu:submit" in have, user
+        assert {"access:services!service=qpu", "access:services"} & have, user  # admin: all
+    assert "custom:qpu:admin" in seen["ada"][1]
     assert "custom:qpu:admin" not in seen["rita"][1]
     assert not any(s.startswith("access:servers") and "!user=audrey" not in s for s in scopes)
     assert "admin:users" not in scopes and "tokens" not in scopes
