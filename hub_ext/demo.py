@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from hub_ext.identity.demo_idp import start_demo_idp
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if digest
         else "LOCAL PROCESSES, NO CONTAINER ISOLATION (no Docker engine or image)"
     )
-    print(
+    banner = (
         f"\n  Qustody demo: http://127.0.0.1:{port}/\n"
         f"  Servers: {mode}\n"
         f"{idp.banner}\n"
@@ -109,17 +112,44 @@ def main(argv: list[str] | None = None) -> int:
         f"  QPU gateway:  http://127.0.0.1:{port}/services/qpu/ ; in a notebook:\n"
         f"{QPU_EXAMPLE}"
         "    (sam runs it on course-101's budget, rita in her personal sandbox)\n"
-        "  Stop with Ctrl-C.\n",
-        flush=True,
+        "  Stop with Ctrl-C.\n"
     )
     hub = str(Path(sys.executable).with_name("jupyterhub"))
     config = str(ROOT / "jupyterhub_config.py")
+    print(f"==> starting the hub on http://127.0.0.1:{port}/ ...", flush=True)
     # a child, not exec: the provider must stop with the hub
     proc = subprocess.Popen([hub, "-f", config], env=env, cwd=state)  # noqa: S603
+    # `kill <demo>` reaches only this process: pass it on, so the hub stops its proxy,
+    # services and servers (it shuts down cleanly on SIGTERM) and nothing is orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
+        # The URL is printed once the hub answers through its proxy: before that the
+        # proxy already listens and shows an unstyled "404 : Not Found" to a first visitor.
+        if _ready(proc, f"http://127.0.0.1:{port}/hub/login"):
+            print(banner, flush=True)
         return _wait(proc)
     finally:
         idp.provider.stop()
+
+
+def _ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 300) -> bool:
+    """Whether the hub's login page answers (False: the hub exited first, or Ctrl-C)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as page:  # noqa: S310 - loopback
+                    if page.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return False
+    if proc.poll() is None:
+        print(f"demo: the hub did not answer on {url} within {timeout:.0f} s; still "
+              "waiting (see its log above)", flush=True)
+    return False
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
