@@ -15,6 +15,11 @@ Both endpoints go through one ``RequestLimits`` (``hub_limits()``):
   loop; when it is full the request is refused with ``503`` and ``Retry-After``, and
   nothing is written (fail closed), instead of queueing without bound.
 
+The login endpoints (``/hub/oauth_login``, ``/hub/oauth_callback``), which anyone may
+call, have a bucket per client address of their own (``check_login``; the handlers are in
+:mod:`hub_ext.identity.login_limits`), and ``Reports`` keeps their refusals to one audit
+record per address and ``login_audit_every``.
+
 Memory is bounded: at most ``RequestLimits.max_tracked`` buckets of each kind (least
 recently used dropped first; a dropped bucket comes back full, so dropping one is at worst
 a fresh burst) and at most ``RequestLimits.queue_size`` waiting calls.

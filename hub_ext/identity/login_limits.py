@@ -27,8 +27,7 @@ class LoginRateLimited(web.HTTPError):
     """The 429 of a login request over its address's limit."""
 
     def __init__(self, limited: Limited) -> None:
-        message = limited.message.replace("%", "%%")  # HTTPError formats its message
-        super().__init__(limited.status, message, reason="Too Many Requests")
+        super().__init__(limited.status, limited.message, reason="Too Many Requests")
         self.limited = limited
         # JupyterHub's error page re-applies these (tornado's send_error clears the headers)
         self.headers = {"Retry-After": str(limited.retry_after)}
