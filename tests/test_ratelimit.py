@@ -168,3 +168,24 @@ def test_refusals_are_reported_once_per_period_with_a_count():
     assert reports.refused("a") == 0
     assert reports.refused("b") == 1 and reports.refused("c") == 1  # "a" dropped (LRU)
     assert reports.refused("a") == 1
+
+
+def test_default_login_limits_let_a_class_behind_one_nat_in_and_cut_a_flood_down():
+    defaults = RequestLimits()
+    defaults.close()
+    clock = Clock()
+    logins = Buckets(defaults.login_rate, defaults.login_burst, defaults.max_tracked, now=clock)
+    # 100 people sign in within a minute from one address: a login and a callback each,
+    # half of them in the first second
+    admitted = 0
+    for person in range(100):
+        clock.t = 1000.0 + (person * 0.02 if person < 50 else 1 + (person - 50) * 1.2)
+        admitted += logins.take("nat") == 0.0
+        admitted += logins.take("nat") == 0.0
+    assert admitted == 200
+    # a flood of 10,000 requests in the next ten seconds from one address
+    flood = 0
+    for i in range(10_000):
+        clock.t = 1100.0 + i / 1000
+        flood += logins.take("flooder") == 0.0
+    assert flood <= defaults.login_burst + 10 * defaults.login_rate + 1
