@@ -39,6 +39,7 @@ from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, va
 from hub_ext.audit.hub import hub_can_record, hub_emit
 from hub_ext.identity.bindings import BindingStore
 from hub_ext.identity.demotion import stop_servers_beyond
+from hub_ext.identity.login_limits import LoginLimited
 from hub_ext.identity.login_state import LoginStates, Outcome
 from hub_ext.identity.policy import (
     Decision,
@@ -78,9 +79,10 @@ class ProviderUnavailable(Exception):
 DISCOVERY_RETRY = 10
 
 
-class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
+class QustodyLoginHandler(LoginLimited, OAuthLoginHandler):  # type: ignore[misc]
     """oauthenticator's redirect to the provider, plus a nonce bound to the state cookie
-    and provider discovery (a clear page when the provider is down)."""
+    and provider discovery (a clear page when the provider is down); rate-limited per
+    address (:mod:`hub_ext.identity.login_limits`)."""
 
     async def get(self) -> None:
         authenticator: QustodyAuthenticator = self.authenticator
@@ -110,8 +112,9 @@ class QustodyLoginHandler(OAuthLoginHandler):  # type: ignore[misc]
         )
 
 
-class QustodyCallbackHandler(OAuthCallbackHandler):  # type: ignore[misc]
-    """oauthenticator's callback; a refusal is logged without the URL's code and state."""
+class QustodyCallbackHandler(LoginLimited, OAuthCallbackHandler):  # type: ignore[misc]
+    """oauthenticator's callback, rate-limited per address before the state is read or
+    the provider asked; a refusal is logged without the URL's code and state."""
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):

@@ -15,6 +15,11 @@ Both endpoints go through one ``RequestLimits`` (``hub_limits()``):
   loop; when it is full the request is refused with ``503`` and ``Retry-After``, and
   nothing is written (fail closed), instead of queueing without bound.
 
+The login endpoints (``/hub/oauth_login``, ``/hub/oauth_callback``), which anyone may
+call, have a bucket per client address of their own (``check_login``; the handlers are in
+:mod:`hub_ext.identity.login_limits`), and ``Reports`` keeps their refusals to one audit
+record per address and ``login_audit_every``.
+
 Memory is bounded: at most ``RequestLimits.max_tracked`` buckets of each kind (least
 recently used dropped first; a dropped bucket comes back full, so dropping one is at worst
 a fresh burst) and at most ``RequestLimits.queue_size`` waiting calls.
@@ -164,6 +169,31 @@ class RequestLimits(LoggingConfigurable):
         help="""Most refused calls held back by ``refusal_delay`` at once (bounds the
         memory and sockets a flood over many connections can hold).""",
     )
+    login_rate = Float(
+        2.0,
+        config=True,
+        help="""Sustained requests a second one client address may make to the login
+        endpoints (``/hub/oauth_login`` and ``/hub/oauth_callback`` together; a sign-in is
+        one of each). Each login request creates OAuth state and each callback costs a token
+        exchange with the identity provider: a flood from one address gets 429 with
+        ``Retry-After`` instead, before any state is created or the provider is asked.
+        2/s lets 60 more people a minute sign in from one address once the burst is used.""",
+    )
+    login_burst = Int(
+        240,
+        config=True,
+        help="""Login requests one address may make at once before ``login_rate`` applies.
+        240 lets a class of 100 sign in together behind one NAT (200 requests) with room for
+        retries; raise it if more people share one public address.""",
+    )
+    login_audit_every = Int(
+        60,
+        config=True,
+        help="""Seconds between ``login-refused`` (``rate-limited``) audit records, and hub
+        log lines, for one address whose login requests keep being refused: the first
+        refusal is recorded at once, later ones are counted into the next record. A flood
+        cannot grow the audit log faster than one record per address and period.""",
+    )
     trusted_proxy_ips = List(
         Unicode(),
         default_value=["127.0.0.1", "::1"],
@@ -175,7 +205,7 @@ class RequestLimits(LoggingConfigurable):
         that reaches the hub directly cannot pick the address it is limited by.""",
     )
 
-    @validate("per_token_rate", "per_ip_rate")
+    @validate("per_token_rate", "per_ip_rate", "login_rate")
     def _valid_rate(self, proposal: Any) -> float:
         value = float(proposal["value"])
         if not (value > 0 and math.isfinite(value)):
@@ -192,11 +222,23 @@ class RequestLimits(LoggingConfigurable):
             raise ValueError("RequestLimits.refusal_delay must be between 0 and 10 seconds")
         return value
 
-    @validate("per_token_burst", "per_ip_burst", "max_tracked", "queue_size", "max_delayed")
+    @validate(
+        "per_token_burst", "per_ip_burst", "login_burst", "max_tracked", "queue_size", "max_delayed"
+    )
     def _valid_size(self, proposal: Any) -> int:
         value = int(proposal["value"])
         if value < 1:
             raise ValueError(f"RequestLimits.{proposal['trait'].name} must be at least 1")
+        return value
+
+    @validate("login_audit_every")
+    def _valid_audit_every(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 86400:
+            raise ValueError(
+                f"RequestLimits.login_audit_every = {value}: use 1 to 86400 seconds (60 is a "
+                "good default)"
+            )
         return value
 
     @validate("write_threads")
@@ -222,6 +264,8 @@ class RequestLimits(LoggingConfigurable):
         super().__init__(**kwargs)
         self.tokens = Buckets(self.per_token_rate, self.per_token_burst, self.max_tracked)
         self.ips = Buckets(self.per_ip_rate, self.per_ip_burst, self.max_tracked)
+        self.logins = Buckets(self.login_rate, self.login_burst, self.max_tracked)
+        self.login_reports = Reports(self.login_audit_every, self.max_tracked)
         self._pool = ThreadPoolExecutor(self.write_threads, thread_name_prefix="qustody-write")
         self._pending = 0  # calls queued or running; changed on the event loop only
         self._delayed = 0  # refusals waiting out refusal_delay; ditto
@@ -258,6 +302,22 @@ class RequestLimits(LoggingConfigurable):
             f"Too many requests from {what}: the hub takes at most "
             f"{self.per_token_rate:g}/s per server token and {self.per_ip_rate:g}/s per address "
             f"(RequestLimits). Retry after {seconds} s.",
+        )
+
+    def check_login(self, ip: str) -> Limited | None:
+        """Charge a login request (``oauth_login`` or ``oauth_callback``) to its address's
+        login bucket, kept apart from the endpoints servers call; None when it had room."""
+        wait = self.logins.take(ip)
+        if not wait:
+            return None
+        self.refused += 1
+        seconds = max(1, math.ceil(wait))
+        return Limited(
+            429,
+            seconds,
+            f"Too many sign-in attempts from your network address ({ip}). Wait {seconds} "
+            "seconds and sign in again. If many people sign in together from one address, "
+            "ask your hub administrator to raise RequestLimits.login_burst.",
         )
 
     def authenticated(self, token: str) -> None:
@@ -318,6 +378,36 @@ class RequestLimits(LoggingConfigurable):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class Reports:
+    """When to report refusals by key: the first at once, then at most one report per
+    ``every`` seconds counting the refusals since the last; LRU-bounded to ``max_keys``."""
+
+    def __init__(
+        self, every: float, max_keys: int, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every, self.max_keys, self.now = every, max_keys, now
+        self._keys: OrderedDict[str, list[float]] = OrderedDict()  # key -> [count, last report]
+        self._lock = threading.Lock()
+
+    def refused(self, key: str) -> int:
+        """Count a refusal of ``key``: the refusals to report now (this one included), or
+        0 when the last report of ``key`` is more recent than ``every`` seconds."""
+        now = self.now()
+        with self._lock:
+            entry = self._keys.get(key)
+            if entry is None:
+                self._keys[key] = [0, now]
+                if len(self._keys) > self.max_keys:
+                    self._keys.popitem(last=False)
+                return 1
+            self._keys.move_to_end(key)
+            entry[0] += 1
+            if now - entry[1] < self.every:
+                return 0
+            count, entry[0], entry[1] = int(entry[0]), 0, now
+            return count
 
 
 class QueueFull(Exception):

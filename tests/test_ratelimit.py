@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from traitlets.config import Config
 
-from hub_ext.ratelimit import Buckets, RequestLimits
+from hub_ext.ratelimit import Buckets, Reports, RequestLimits
 
 
 class Clock:
@@ -48,6 +48,9 @@ def test_unknown_keys_are_not_created_on_request_and_the_table_is_bounded():
         ("write_threads", 64, "write_threads must be between 1 and 16"),
         ("refusal_delay", 60, "refusal_delay must be between 0 and 10"),
         ("max_delayed", 0, "max_delayed must be at least 1"),
+        ("login_rate", -1, "login_rate must be a positive number"),
+        ("login_burst", 0, "login_burst must be at least 1"),
+        ("login_audit_every", 0, "login_audit_every = 0: use 1 to 86400 seconds"),
         ("trusted_proxy_ips", ["127.0.0.1", "proxy.local"], "trusted_proxy_ips[1] is not an IP"),
     ],
 )
@@ -140,3 +143,49 @@ def test_the_limits_read_the_authorization_header_as_jupyterhub_does(header, tok
 
     match = _AUTH_HEADER.match(header)
     assert (match.group(1) if match else None) == token
+
+
+def test_login_requests_have_their_own_buckets_per_address():
+    limits = RequestLimits(login_burst=2, login_rate=0.001, per_ip_burst=1, per_ip_rate=0.001)
+    try:
+        assert [limits.check_login("10.0.0.1") for _ in range(2)] == [None, None]
+        refused = limits.check_login("10.0.0.1")
+        assert refused is not None and refused.status == 429 and refused.retry_after >= 1
+        assert "(10.0.0.1)" in refused.message and "login_burst" in refused.message
+        assert limits.check_login("10.0.0.2") is None  # another address
+        assert limits.check("10.0.0.1", "") is None  # the server endpoints' bucket is apart
+    finally:
+        limits.close()
+
+
+def test_refusals_are_reported_once_per_period_with_a_count():
+    clock = Clock()
+    reports = Reports(every=60, max_keys=2, now=clock)
+    assert reports.refused("a") == 1  # the first at once
+    assert [reports.refused("a") for _ in range(5)] == [0] * 5
+    clock.t += 60
+    assert reports.refused("a") == 6  # the five counted, and this one
+    assert reports.refused("a") == 0
+    assert reports.refused("b") == 1 and reports.refused("c") == 1  # "a" dropped (LRU)
+    assert reports.refused("a") == 1
+
+
+def test_default_login_limits_let_a_class_behind_one_nat_in_and_cut_a_flood_down():
+    defaults = RequestLimits()
+    defaults.close()
+    clock = Clock()
+    logins = Buckets(defaults.login_rate, defaults.login_burst, defaults.max_tracked, now=clock)
+    # 100 people sign in within a minute from one address: a login and a callback each,
+    # half of them in the first second
+    admitted = 0
+    for person in range(100):
+        clock.t = 1000.0 + (person * 0.02 if person < 50 else 1 + (person - 50) * 1.2)
+        admitted += logins.take("nat") == 0.0
+        admitted += logins.take("nat") == 0.0
+    assert admitted == 200
+    # a flood of 10,000 requests in the next ten seconds from one address
+    flood = 0
+    for i in range(10_000):
+        clock.t = 1100.0 + i / 1000
+        flood += logins.take("flooder") == 0.0
+    assert flood <= defaults.login_burst + 10 * defaults.login_rate + 1

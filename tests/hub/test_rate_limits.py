@@ -167,6 +167,8 @@ def test_bad_limits_stop_the_hub_with_a_message(tmp_path):
     for setting, message in (
         ("c.RequestLimits.per_token_rate = 0", "per_token_rate must be a positive number"),
         ("c.RequestLimits.queue_size = 0", "queue_size must be at least 1"),
+        ("c.RequestLimits.login_rate = -2", "login_rate must be a positive number"),
+        ("c.RequestLimits.login_burst = 0", "login_burst must be at least 1"),
         ("c.RequestLimits.trusted_proxy_ips = ['proxy']", "trusted_proxy_ips[0] is not an IP"),
     ):
         with pytest.raises(HubError) as e:
