@@ -87,13 +87,25 @@ def instructor_role_name(course: str) -> str:
     return f"{INSTRUCTOR_PREFIX}{course}"
 
 
+def instructors_group(course: str) -> str:
+    """The hub group of ``course``'s instructors (the QPU gateway's course leads: a
+    server's token shows its user's groups, not their roles)."""
+    return f"{course}:instructors"
+
+
 def hub_groups(roles: Iterable[str], courses: Iterable[str]) -> list[str]:
     """The hub groups of a login decision: every course, plus ``<course>:students`` for
     each course when the user's only role is student (a researcher, instructor, admin or
-    auditor who also takes a course is not reachable through it)."""
+    auditor who also takes a course is not reachable through it), and
+    ``<course>:instructors`` for each course of an instructor."""
     courses = sorted(set(courses))
-    student = set(roles) == STUDENT_ONLY
-    return courses + ([students_group(c) for c in courses] if student else [])
+    roles = set(roles)
+    student = roles == STUDENT_ONLY
+    return (
+        courses
+        + ([students_group(c) for c in courses] if student else [])
+        + ([instructors_group(c) for c in courses] if "instructor" in roles else [])
+    )
 
 
 def course_role(course: str) -> dict[str, Any]:

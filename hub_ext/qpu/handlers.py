@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .app import QpuGateway
 
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
-NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,254})"
+NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254})"  # ':' for personal:<user>
 MAX_WAIT = 60.0
 
 
@@ -143,8 +143,8 @@ class BaseHandler(web.RequestHandler):
         if self.identity.has(SCOPE_ADMIN):
             return True
         project = self.policy().projects.find(job["project"])
-        return bool(project and project.role_of(
-            self.identity.name, self.identity.groups, self.identity.scopes) == "lead")
+        return bool(project and project.role_of(self.identity.name, self.identity.groups)
+                    == "lead")
 
     async def visible_job(self, job_id: str, *, cancel: bool = False) -> dict[str, Any]:
         job = await self.db(self.gateway.store.job, job_id)
@@ -173,8 +173,7 @@ class BackendsHandler(BaseHandler):
     async def get(self, name: str | None = None) -> None:
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         policy = self.policy()
-        mine = policy.projects.projects_of(
-            self.identity.name, self.identity.groups, self.identity.scopes)
+        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
         controls = await self.db(self.gateway.store.controls)
 
         def info(driver_name: str) -> dict[str, Any]:
@@ -264,8 +263,7 @@ class JobsHandler(BaseHandler):
         else:
             led = [
                 p for p, role in policy.projects.projects_of(
-                    self.identity.name, self.identity.groups, self.identity.scopes
-                ).items() if role == "lead"
+                    self.identity.name, self.identity.groups).items() if role == "lead"
             ]
             if project:
                 if project not in led and not self.identity.has(SCOPE_READ_ALL):
@@ -407,8 +405,7 @@ class QuotaHandler(BaseHandler):
     async def get(self) -> None:
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         policy = self.policy()
-        mine = policy.projects.projects_of(
-            self.identity.name, self.identity.groups, self.identity.scopes)
+        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
         project = self.get_argument("project", None)
         user = self.get_argument("user", self.identity.name)
         if user != self.identity.name:
@@ -451,8 +448,7 @@ class ProjectsHandler(BaseHandler):
     async def get(self) -> None:
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         policy = self.policy()
-        mine = policy.projects.projects_of(
-            self.identity.name, self.identity.groups, self.identity.scopes)
+        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
         self.write_json(200, {
             "user": self.identity.name,
             "projects": {
@@ -570,7 +566,7 @@ def build_ticket(
     gateway: QpuGateway, identity: Identity, sub: Submission, policy: Policy
 ) -> tuple[Ticket, list[str]]:
     """Apply every decision that needs no database; raise ``Refused``/``Invalid``."""
-    mine = policy.projects.projects_of(identity.name, identity.groups, identity.scopes)
+    mine = policy.projects.projects_of(identity.name, identity.groups)
     project_name = sub.tags.get("project")
     if project_name is None:
         if len(mine) == 1:

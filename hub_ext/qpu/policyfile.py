@@ -300,6 +300,8 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
     for level in levels:
         rules.setdefault(level, SensitivityRule(backends=("*",)))
 
+    identity = _identity(doc.get("identity", {}), known_backend, purposes, levels[0],
+                         default_tier)
     projects: dict[str, Project] = {}
     for pname, ptable in _table(doc.get("projects", {}), "projects").items():
         where = f"projects.{pname}"
@@ -325,18 +327,19 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
             name=pname,
             members=dict(members),
             groups=dict(groups),
+            # a course's entry that names no backends keeps the course's own
             backends=tuple(
                 known_backend(b, f"{where}.backends")
                 for b in _str_list(p.get("backends", []), f"{where}.backends")
-            ),
+            )
+            if "backends" in p or not identity.is_course(pname)
+            else identity.course_backends,
             sensitivity=level,
             share=float(_number(p.get("share", 1.0), f"{where}.share", minimum=1e-9)),
             max_tier=max_tier,
             purpose=_purpose(p.get("purpose", ""), f"{where}.purpose", purposes),
         )
 
-    identity = _identity(doc.get("identity", {}), known_backend, purposes, levels[0],
-                         default_tier)
 
     quotas = _table(doc.get("quotas", {}), "quotas")
     _keys(quotas, ("user", "project", "users", "projects"), "quotas")

@@ -3,14 +3,18 @@
 Projects come from two places:
 
 - the policy file (``[projects.NAME]``), membership by hub user name or hub group;
-- identity (``[identity]`` in the policy file): every course hub group is a project of its
-  own name (its members are members; its instructors, who hold the course's
-  ``servers!group=<course>:students`` scope, are leads), and a user who belongs to no
-  project gets a personal sandbox, ``personal:<user>``, under the user quota.
+- identity (``[identity]`` in the policy file): every course is a project of its own name
+  (``course-101``) whose members are the course's students (hub group
+  ``course-101:students``) and whose leads are its instructors (``course-101:instructors``;
+  both groups are the authenticator's, see hub_ext.identity.roles.hub_groups). A
+  researcher or admin who also takes the course is not a member: their jobs are not the
+  course's, and the instructors cannot read them. A user who belongs to no project gets a
+  personal sandbox, ``personal:<user>``, under the user quota.
 
-A file entry for a course adds limits (backends, share, tiers, quotas, reservations) to
-the course's project and may add members; it never removes the course's own. A user in
-no project, with no personal sandbox configured, can submit nothing (deny by default).
+A file entry for a course adds to the course's project: limits (share, tiers, quotas,
+reservations, backends when it names them) and members; it never removes the course's
+own. A user in no project, with no personal sandbox configured, can submit nothing (deny
+by default).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ of the project and reads its usage."""
 #: Name prefix of personal sandboxes; ``:`` occurs in no file project or course name.
 PERSONAL_PREFIX = "personal:"
 
+#: A course's hub groups (hub_ext.identity.roles) and the role each gives in its project.
+COURSE_GROUPS = {":students": "member", ":instructors": "lead"}
+
 
 @dataclass(frozen=True)
 class Project:
@@ -37,15 +44,9 @@ class Project:
     max_tier: str = ""
     #: the purpose of a job that declares none ("" = the job must declare one)
     purpose: str = ""
-    #: a caller holding any of these (expanded hub) scopes is a lead: a course's instructor
-    lead_scopes: frozenset[str] = frozenset()
 
-    def role_of(
-        self, user: str, groups: Iterable[str] = (), scopes: Iterable[str] = ()
-    ) -> str | None:
-        """The strongest role the user holds in the project (directly, by group or scope)."""
-        if self.lead_scopes and not self.lead_scopes.isdisjoint(scopes):
-            return "lead"
+    def role_of(self, user: str, groups: Iterable[str] = ()) -> str | None:
+        """The strongest role the user holds in the project (directly or by group)."""
         roles = {self.members.get(user)} | {self.groups.get(g) for g in groups}
         for role in reversed(ROLES):
             if role in roles:
@@ -76,6 +77,13 @@ class IdentityProjects:
             ":" not in name
         )
 
+    def course_of(self, group: str) -> str | None:
+        """The course whose students' or instructors' hub group ``group`` is."""
+        for suffix in COURSE_GROUPS:
+            if group.endswith(suffix) and self.is_course(group[: -len(suffix)]):
+                return group[: -len(suffix)]
+        return None
+
     def course(self, name: str, base: Project | None = None) -> Project:
         """The course's project: its file entry (if any) plus the course's own members."""
         base = base or Project(
@@ -86,9 +94,8 @@ class IdentityProjects:
         )
         return replace(
             base,
-            groups={**base.groups, name: "member"},
+            groups={**base.groups, **{name + s: role for s, role in COURSE_GROUPS.items()}},
             purpose=base.purpose or self.course_purpose,
-            lead_scopes=frozenset({f"servers!group={name}:students"}),
         )
 
     def personal(self, user: str) -> Project:
@@ -134,18 +141,17 @@ class Registry:
             raise UnknownProject(name)
         return project
 
-    def projects_of(
-        self, user: str, groups: Iterable[str] = (), scopes: Iterable[str] = ()
-    ) -> dict[str, str]:
+    def projects_of(self, user: str, groups: Iterable[str] = ()) -> dict[str, str]:
         """Project name -> role for every project the user belongs to."""
-        groups, scopes = tuple(groups), frozenset(scopes)
+        groups = tuple(groups)
         found = {}
         candidates = dict(self.projects)
         for g in groups:
-            if g not in candidates and self.identity.is_course(g):
-                candidates[g] = self.identity.course(g)
+            course = self.identity.course_of(g)
+            if course and course not in candidates:
+                candidates[course] = self.identity.course(course)
         for name, project in candidates.items():
-            role = project.role_of(user, groups, scopes)
+            role = project.role_of(user, groups)
             if role:
                 found[name] = role
         if not found and self.identity.personal_backends:

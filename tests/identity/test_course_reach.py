@@ -109,6 +109,16 @@ class Reach:
                 lambda o=owner: not self.servers(o), timeout=120, what=f"{owner}'s server stopped"
             )
 
+    def round_trip(self, caller: str, owner: str, profile: str, stopper: str = "") -> None:
+        """``caller`` starts the owner's server without choosing; it runs ``profile``; then
+        ``stopper`` (default: the caller) stops it."""
+        status, body = self.start(caller, owner)
+        assert status in (201, 202), body
+        self.wait_ready(owner)
+        assert self.profile_of(owner) == profile
+        assert self.stop(stopper or caller, owner) in (202, 204)
+        self.wait_stopped(owner)
+
     def profile_of(self, owner: str) -> str:
         started = [e for e in audit_events(self.hub, "server-started") if e["user"] == owner]
         return str(started[-1]["profile"])
@@ -150,11 +160,13 @@ def reach(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reach]:
         idp.stop()
 
 
-def test_only_student_only_members_join_the_students_group(reach: Reach) -> None:
+def test_only_student_only_members_join_the_students_group_and_instructors_theirs(reach: Reach) -> None:
     status, group = reach.hub.api("GET", "/groups/course-101:students")
     assert status == 200 and set(group["users"]) == {"sam"}
     status, group = reach.hub.api("GET", "/groups/course-101")
     assert status == 200 and set(group["users"]) == {"ivan", "sam", "rhea", "remy", "cora"}
+    status, group = reach.hub.api("GET", "/groups/course-101:instructors")
+    assert status == 200 and set(group["users"]) == {"ivan"}
 
 
 def test_decision_table_start_open_stop(reach: Reach) -> None:
@@ -220,12 +232,7 @@ def test_instructor_starts_a_student_with_the_course_profile_only(reach: Reach) 
     assert requested[-1].get("actor") == "ivan"
 
     # the instructor's own server is the course's environment (the demo's ivan had none)
-    status, body = reach.start("ivan", "ivan")
-    assert status in (201, 202), body
-    reach.wait_ready("ivan")
-    assert reach.profile_of("ivan") == "student"
-    assert reach.stop("ivan", "ivan") in (202, 204)
-    reach.wait_stopped("ivan")
+    reach.round_trip("ivan", "ivan", "student")
 
 
 def test_choosing_a_profile_follows_the_owners_roles(reach: Reach) -> None:
@@ -236,9 +243,4 @@ def test_choosing_a_profile_follows_the_owners_roles(reach: Reach) -> None:
             status, body = reach.start(who, owner, profile)
             assert status in (400, 403), (who, owner, profile, status, body)
             assert not reach.servers(owner)
-    status, body = reach.start("ada", "sam")
-    assert status in (201, 202), body
-    reach.wait_ready("sam")
-    assert reach.profile_of("sam") == "student"
-    assert reach.stop("sam", "sam") in (202, 204)
-    reach.wait_stopped("sam")
+    reach.round_trip("ada", "sam", "student", stopper="sam")

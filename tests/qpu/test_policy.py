@@ -90,20 +90,23 @@ project = "course-202"
 start = 2025-01-01T00:00:00Z
 end = 2025-01-01T01:00:00Z
 """
-LEADS = {"servers!group=course-101:students", "read:servers!group=course-101:students"}
 
 
 def test_projects_follow_identity_courses_and_personal_sandboxes():
     p = parse("[tags]\npurposes = ['research', 'teaching']\n" + BASE + IDENTITY, BACKENDS)
     reg = p.projects
-    # a course group is a project: its members are members, its instructors lead it
+    # a course is a project: its students are members, its instructors lead it
     assert reg.projects_of("sam", ["course-202", "course-202:students"]) == {
         "course-202": "member"
     }
-    assert reg.projects_of("ivan", ["course-101"], LEADS) == {"course-101": "lead"}
-    assert reg.projects_of("rex", ["course-101"], {"servers!group=course-202:students"}) == {
-        "course-101": "member"
+    assert reg.projects_of("ivan", ["course-101", "course-101:instructors"]) == {
+        "course-101": "lead"
     }
+    # a researcher who takes the course is not in its project (the instructors would read
+    # their jobs, the course would pay for them): their own sandbox instead
+    assert reg.projects_of("rhea", ["course-101"]) == {"personal:rhea": "lead"}
+    # another course's instructor is nobody here
+    assert "course-101" not in reg.projects_of("tess", ["course-202:instructors"])
     # the file's entry adds limits to the course's own project
     c101 = reg.get("course-101")
     assert c101.allows_backend("fake_hw") and c101.share == 3.0 and c101.purpose == "teaching"
@@ -117,6 +120,20 @@ def test_projects_follow_identity_courses_and_personal_sandboxes():
     assert reg.get("personal:rita").backends == ("aer_simulator",)
     assert reg.get("personal:rita").role_of("mallory") is None
     assert reg.projects_of("alice") == {"qchem": "lead"}
+
+
+def test_a_course_entry_adds_to_the_course_and_keeps_its_backends():
+    # an entry that only adds a teaching assistant or a share keeps the course's backends
+    # and members (it used to leave the course with no backend at all)
+    p = parse(
+        "[tags]\npurposes = ['research', 'teaching']\n" + IDENTITY.split("[projects")[0]
+        + "[projects.course-303]\nmembers = { tina = 'lead' }\nshare = 2.0\n",
+        BACKENDS,
+    )
+    c303 = p.projects.get("course-303")
+    assert c303.backends == ("aer_simulator",) and c303.share == 2.0
+    assert p.projects.projects_of("tina") == {"course-303": "lead"}
+    assert p.projects.projects_of("sam", ["course-303:students"]) == {"course-303": "member"}
 
 
 def test_without_identity_settings_nothing_is_derived():

@@ -37,7 +37,9 @@ from hub_ext.identity.roles import course_role
 c.JupyterHub.load_roles.append({{**course_role("course-101"), "users": ["ivan"]}})
 for role in c.JupyterHub.load_roles:
     if role["name"] == "student":
-        role["users"] = [*role.get("users", []), "carol", "sam", "ivan"]
+        role["users"] = [*role.get("users", []), "carol", "sam"]
+    if role["name"] == "instructor":
+        role["users"] = ["ivan"]
     if role["name"] == "auditor":
         role["users"] = ["eve"]
 """
@@ -61,7 +63,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         u: hub.user_token(u) for u in ("alice", "bob", "carol", "dave", "eve", "admin", "sam",
                                        "ivan")
     }
-    for group, users in (("course-101", ["sam", "ivan"]), ("course-101:students", ["sam"])):
+    for group, users in (
+        ("course-101", ["sam", "ivan", "bob"]),  # bob, a researcher, takes the course
+        ("course-101:students", ["sam"]),
+        ("course-101:instructors", ["ivan"]),
+    ):
         code, body = hub.api("POST", f"/groups/{group}", {"users": users})
         assert code == 201, body
     hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
@@ -174,6 +180,13 @@ def test_another_users_job_is_404_and_readers_and_operators_act(hub):
         assert status == 200
 
 
+def start_student_server(hub, user: str) -> None:
+    code, body = hub.api("POST", f"/users/{user}/server", {"user_options": {"profile": "student"}})
+    assert code in (201, 202), body
+    hub.wait_for(lambda: hub.api("GET", f"/users/{user}")[1]["servers"].get("", {}).get("ready"),
+                 timeout=120, what=f"{user}'s local server")
+
+
 def _server_env(hub, user: str) -> dict[str, str]:
     """The environment of the user's running local-process server (its pid from the
     spawner state the hub keeps, read with the harness's admin token)."""
@@ -204,10 +217,7 @@ print(json.dumps({"counts": counts, "sampler": pub.data.meas.get_counts()}))
 
 
 def test_a_servers_own_token_submits_through_the_proxy_class(hub):
-    code, body = hub.api("POST", "/users/alice/server", {"user_options": {"profile": "student"}})
-    assert code in (201, 202), body
-    hub.wait_for(lambda: hub.api("GET", "/users/alice")[1]["servers"].get("", {}).get("ready"),
-                 timeout=120, what="alice's local server")
+    start_student_server(hub, "alice")
     try:
         env = _server_env(hub, "alice")
         token = env["JUPYTERHUB_API_TOKEN"]
@@ -254,10 +264,7 @@ def banner_example() -> str:
 def test_a_user_in_no_project_runs_the_banners_example_in_a_personal_sandbox(hub):
     # The demo policy's projects follow identity: carol, in no project, gets her own
     # sandbox on the simulator; nobody names a project or a purpose.
-    code, body = hub.api("POST", "/users/carol/server", {"user_options": {"profile": "student"}})
-    assert code in (201, 202), body
-    hub.wait_for(lambda: hub.api("GET", "/users/carol")[1]["servers"].get("", {}).get("ready"),
-                 timeout=120, what="carol's local server")
+    start_student_server(hub, "carol")
     try:
         out = run_in_kernel(f"{hub.url}user/carol/", hub.tokens["carol"], banner_example())
         counts = ast.literal_eval(out.strip().splitlines()[-1])  # the dict the kernel printed
@@ -268,11 +275,9 @@ def test_a_user_in_no_project_runs_the_banners_example_in_a_personal_sandbox(hub
             ("personal:carol", "research")
         }
         # the sandbox is carol's alone, and only on the simulator
-        status, body = call(hub, "dave", "POST", "api/jobs",
-                            {**bell_job("personal:carol")})
-        assert status == 403
-        status, body = call(hub, "alice", "POST", "api/jobs", bell_job("personal:carol"))
-        assert (status, body["error"]) == (403, "NOT_A_MEMBER"), body
+        for other in ("alice", "sam"):
+            status, body = call(hub, other, "POST", "api/jobs", bell_job("personal:carol"))
+            assert (status, body["error"]) == (403, "NOT_A_MEMBER"), body
     finally:
         hub.api("DELETE", "/users/carol/server")
 
@@ -288,11 +293,22 @@ def test_a_course_is_a_project_its_students_use_and_its_instructor_leads(hub):
     done = wait_final(hub, "sam", body["job_id"])
     assert done["state"] == "DONE" and done["project"] == "course-101", done
     assert done["tags"]["purpose"] == "teaching"
-    # the instructor (the hub's expanded instructor-course-101 scopes) leads it: sees
-    # sam's job and the course's jobs; a fellow student does not
-    status, ivan = call(hub, "ivan", "GET", "api/projects")
+    # the instructor leads it, also with the narrow scopes of his server's token (a
+    # kernel's): sees sam's job and the course's jobs; others do not
+    code, narrow = hub.api("POST", "/users/ivan/tokens", {
+        "scopes": ["users:activity!user", "access:servers!server=ivan/", "custom:qpu:submit",
+                   "access:services!service=qpu"],
+        "expires_in": 600,
+    })
+    assert code == 201, narrow
+    status, ivan = call(hub, "ivan", "GET", "api/projects", token=narrow["token"])
+    assert status == 200 and ivan["projects"] == {"course-101": ivan["projects"]["course-101"]}
     assert ivan["projects"]["course-101"]["role"] == "lead", ivan
-    assert call(hub, "ivan", "GET", f"api/jobs/{body['job_id']}")[0] == 200
+    assert call(hub, "ivan", "GET", f"api/jobs/{body['job_id']}", token=narrow["token"])[0] == 200
     status, listing = call(hub, "ivan", "GET", "api/jobs", project="course-101")
     assert status == 200 and [j["owner"] for j in listing["jobs"]] == ["sam"]
     assert call(hub, "carol", "GET", f"api/jobs/{body['job_id']}")[0] == 404
+    # bob takes the course as a researcher: not in its project, his jobs not the course's
+    status, bob = call(hub, "bob", "GET", "api/projects")
+    assert status == 200 and "course-101" not in bob["projects"], bob
+    assert call(hub, "bob", "GET", f"api/jobs/{body['job_id']}")[0] == 404
