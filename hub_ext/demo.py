@@ -132,23 +132,25 @@ def main(argv: list[str] | None = None) -> int:
         idp.provider.stop()
 
 
-def _ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 300) -> bool:
-    """Whether the hub's login page answers (False: the hub exited first, or Ctrl-C)."""
-    deadline = time.monotonic() + timeout
+def _ready(proc: subprocess.Popen[bytes], url: str, remind: float = 60) -> bool:
+    """Whether the hub's login page answers (False: the hub exited first, or Ctrl-C).
+    A slow first start (an image build, a loaded machine) is waited for, with a reminder."""
+    start = next_note = time.monotonic()
     try:
-        while proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None:
             try:
                 with urllib.request.urlopen(url, timeout=5) as page:  # noqa: S310 - loopback
                     if page.status == 200:
                         return True
             except OSError:
                 pass
+            if time.monotonic() - next_note > remind:
+                next_note = time.monotonic()
+                print(f"==> the hub is still starting ({next_note - start:.0f} s; its log "
+                      "is above)", flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
         return False
-    if proc.poll() is None:
-        print(f"demo: the hub did not answer on {url} within {timeout:.0f} s; still "
-              "waiting (see its log above)", flush=True)
     return False
 
 

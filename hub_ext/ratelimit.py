@@ -307,7 +307,7 @@ class RequestLimits(LoggingConfigurable):
     def check_login(self, ip: str) -> Limited | None:
         """Charge a login request (``oauth_login`` or ``oauth_callback``) to its address's
         login bucket, kept apart from the endpoints servers call; None when it had room."""
-        wait = self.logins.take(ip)
+        wait = self.logins.take(_login_key(ip))
         if not wait:
             return None
         self.refused += 1
@@ -414,6 +414,20 @@ class QueueFull(Exception):
     def __init__(self, limited: Limited) -> None:
         super().__init__(limited.message)
         self.limited = limited
+
+
+def _login_key(ip: str) -> str:
+    """The login bucket of an address: an IPv6 client is charged by its /64, which one
+    host or site holds whole (a bucket per address would give an attacker 2**64)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
 
 
 def _token_key(token: str) -> str:

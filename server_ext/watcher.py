@@ -88,6 +88,7 @@ class FileWatcher(LoggingConfigurable):
             maxlen=self.max_reports
         )
         self._own: dict[str, _Stamp] = {}  # absolute path -> stamp of the guard's own write
+        self._own_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
         self.scanned = 0  # files scanned since start (for the status endpoint)
@@ -100,12 +101,15 @@ class FileWatcher(LoggingConfigurable):
             st = path.stat()
         except OSError:
             return
-        self._own[str(path)] = (st.st_mtime_ns, st.st_size)
-        if len(self._own) > 4096:  # bounded: forget the oldest
-            self._own.pop(next(iter(self._own)))
+        # saves (event loop) and redactions (watcher thread) both write here
+        with self._own_lock:
+            self._own[str(path)] = (st.st_mtime_ns, st.st_size)
+            if len(self._own) > 4096:  # bounded: forget the oldest
+                self._own.pop(next(iter(self._own)))
 
     def _is_own(self, path: Path, st: os.stat_result) -> bool:
-        return self._own.get(str(path)) == (st.st_mtime_ns, st.st_size)
+        with self._own_lock:
+            return self._own.get(str(path)) == (st.st_mtime_ns, st.st_size)
 
     # -- running ----------------------------------------------------------------------
 

@@ -158,6 +158,19 @@ def test_login_requests_have_their_own_buckets_per_address():
         limits.close()
 
 
+def test_an_ipv6_client_is_charged_by_its_slash_64():
+    # one host holds a whole /64: a bucket per address would give it 2**64 bursts
+    limits = RequestLimits(login_burst=1, login_rate=0.001)
+    try:
+        assert limits.check_login("2001:db8:1:2::1") is None
+        assert limits.check_login("2001:db8:1:2:ffff::9") is not None  # same /64
+        assert limits.check_login("2001:db8:1:3::1") is None  # the next /64
+        assert limits.check_login("::ffff:10.0.0.7") is None
+        assert limits.check_login("10.0.0.7") is not None  # the same IPv4 client
+    finally:
+        limits.close()
+
+
 def test_refusals_are_reported_once_per_period_with_a_count():
     clock = Clock()
     reports = Reports(every=60, max_keys=2, now=clock)
