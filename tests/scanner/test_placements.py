@@ -124,6 +124,20 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
         "show()", stream(f"token = {v[:9]}"), stream([f"{v[9:]}\n", "done\n"])
     ),
     "stream-bearer": lambda v: code("show()", stream(f"sending Bearer {v}\n")),
+    # stdout is one stream: a stderr warning or a display between its chunks splits the
+    # printed value across outputs that are not next to each other.
+    "stream-split-around-stderr": lambda v: code(
+        "show()",
+        stream(f"token = {v[:9]}"),
+        {"output_type": "stream", "name": "stderr", "text": "WARNING: slow network\n"},
+        stream(f"{v[9:]}\n"),
+    ),
+    "stream-split-around-a-display": lambda v: code(
+        "show()",
+        stream(f"connecting with credential {v[:12]}"),
+        result("text/plain", "<Figure size 640x480 with 1 Axes>"),
+        stream(f"{v[12:]}\nconnected.\n"),
+    ),
     "execute-result-repr": lambda v: code("token", result("text/plain", repr(v))),
     # The output is scanned right after the source in one buffer: the repr's line start
     # is the separator between the two.
