@@ -707,6 +707,24 @@ FLAGS = [
         "generic-password-in-connection-string-in-code",
         CODE,
     ),
+    # A JSON body written inside a string literal: the quotes around name and value are escaped.
+    flag(
+        "generic-keyword",
+        'body = "{\\"username\\": \\"ada\\", \\"password\\": \\"{S}\\"}"\n',
+        "Kx9fQ2mZ7pLw",
+        "generic-password-in-escaped-json-body",
+        CODE,
+    ),
+    # Passwords with ";", "(" and "," are not cut at them when the part before is too short.
+    flag("generic-keyword", "DB_PASSWORD={S}\n", "Kx9;fQ2mZ7pLw", "generic-password-semicolon-env"),
+    flag("generic-keyword", "password: {S}\n", "Kx9;fQ2m(Z7p,Lw", "generic-password-punctuated-out"),
+    flag(
+        "generic-keyword",
+        'conn = "host=db;user=sa;password={S}"\n',
+        "Kx9;fQ2mZ7pLw",
+        "generic-password-with-semicolon-ending-a-connection-string",
+        CODE,
+    ),
     flag(
         "base64-high-entropy",
         'fernet = Fernet(b"{S}")\n',
@@ -1088,6 +1106,12 @@ CLEAN = [
         "generic-password-prompt-prose",
     ),
     clean("generic-keyword", 'token = "<YOUR_TOKEN>"\n', "generic-token-angle-placeholder", CODE),
+    # A short password ends at ";" in a connection string: the rest is the next field.
+    clean(
+        "generic-keyword",
+        "Server=db;Password=ab1;Database=analytics2024;\n",
+        "generic-connection-string-short-field-is-not-extended",
+    ),
     clean("generic-keyword", 'password = "changeme"\n', "generic-password-changeme", CODE),
     clean("generic-keyword", 'password = "abc12"\n', "generic-password-too-short", CODE),
     clean(
