@@ -715,6 +715,10 @@ FLAGS = [
         "generic-password-in-escaped-json-body",
         CODE,
     ),
+    # A credential that contains a credential word, or starts like a CSS selector, is no label.
+    flag("generic-keyword", 'password = "{S}"\n', "SuperSecret!2024x", "generic-password-has-secret", CODE),
+    flag("generic-keyword", 'api_key = "{S}"\n', "tokenA8fK2mQ9xZ3pL7wR", "generic-key-has-token", CODE),
+    flag("generic-keyword", 'password = "{S}"\n', "#Kx9fQ2mZ7pLw", "generic-password-hash-sign", CODE),
     # Passwords with ";", "(" and "," are not cut at them when the part before is too short.
     flag("generic-keyword", "DB_PASSWORD={S}\n", "Kx9;fQ2mZ7pLw", "generic-password-semicolon-env"),
     flag("generic-keyword", "password: {S}\n", "Kx9;fQ2m(Z7p,Lw", "generic-password-punctuated-out"),

@@ -232,6 +232,8 @@ NOT_CREDENTIALS = [
         "aws-arn",
     ),
     ('{passwordLabel:"Password:",usernameLabel:"Username:"}\n', "form-labels"),
+    ('password_field = "#passwordInput-2"\n', "camel-case-selector"),
+    ('PASSWORD_PROMPT = "Enter your password / secret key:"\n', "prompt-label"),
     ('const resetPasswordUrl = "https://example.org/account/reset"\n', "url-without-password"),
     ('secret_file = "/run/secrets/db_password"\n', "path"),
     ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
