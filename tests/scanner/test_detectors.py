@@ -747,6 +747,23 @@ FLAGS = [
     flag("hex-high-entropy", '{"webhook_signing": "{S}"}\n', HEX_40, "hex-signing-value-in-json"),
     flag("keyword-context", "connecting with credential {S}\n", fake("kc1", 40), "prose-credential"),
     flag("keyword-context", "Your API key is: {S}\n", fake("kc2", 32), "prose-api-key-is"),
+    # An id word in another clause of the line does not make the value an id.
+    flag(
+        "keyword-context",
+        "user_id=42 connecting with credential {S}\n",
+        "A8fK2mQ9xZ3pL7wRt5Yb",
+        "prose-credential-after-an-id-elsewhere-on-the-line",
+    ),
+    flag(
+        "keyword-context",
+        "commit 3f2a1b checked out; your api key is {S}\n",
+        fake("kc4", 24),
+        "prose-key-after-a-commit-clause",
+    ),
+    # Random letters without digits, upper-case-and-digit keys, and passwords with ; and ,.
+    flag("keyword-context", "sending Bearer {S}\n", "JrEKyKYJDPnd_rYavAeoTucE", "prose-no-digits"),
+    flag("keyword-context", "using api key {S}\n", "9WE0DPY0GGAA0D1E", "prose-upper-alnum-key"),
+    flag("keyword-context", "logged in with password {S}\n", "Kx9;fQ2m,Z7pLw!x", "prose-pw-semicolon"),
     flag("quoted-line", "'{S}'\n", fake("ql1", 40), "repr-of-a-token"),
     flag("quoted-line", 'Out[3]:\n"{S}"\n', fake("ql2", 32, HEX), "repr-of-a-hex-token"),
 ]
@@ -1116,6 +1133,14 @@ CLEAN = [
         "Server=db;Password=ab1;Database=analytics2024;\n",
         "generic-connection-string-short-field-is-not-extended",
     ),
+    clean(
+        "keyword-context",
+        "The fingerprint of key: 3f2a9c1d7e8b6a5f4c3d2e1f0a9b8c7d\n",
+        "context-fingerprint-of-key",
+    ),
+    clean("keyword-context", "api key id: A8fK2mQ9xZ3pL7wRt5Yb\n", "context-key-id"),
+    clean("keyword-context", "using token ModelCheckpointCallbackHandler\n", "context-camel-case-name"),
+    clean("keyword-context", "secret key: SECRETKEYBASEVALUE\n", "context-upper-words-no-digits"),
     clean("generic-keyword", 'password = "changeme"\n', "generic-password-changeme", CODE),
     clean("generic-keyword", 'password = "abc12"\n', "generic-password-too-short", CODE),
     clean(
