@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .entropy import has_digit_and_letter, shannon, word_share
+
 INLINE_PRAGMAS = (b"pragma: allowlist secret", b"gitleaks:allow")
 NEXTLINE_PRAGMA = b"pragma: allowlist nextline secret"
 
@@ -94,16 +96,30 @@ def _inside_string_literal(c: Candidate) -> bool:
     return closed is not None and closed.end() < end
 
 
+def _random_name(s: bytes) -> bool:
+    """A bare word no one names a variable: letters and digits mixed at random, as in a
+    ``.pypirc`` kept in a triple-quoted string (``password = bMgOhM9s1voFoufU3D0W``)."""
+    return (
+        len(s) >= 16
+        and s.isalnum()
+        and has_digit_and_letter(s)
+        and shannon(s) >= 3.5
+        and word_share(s) < 0.3
+    )
+
+
 def is_code_expression(c: Candidate) -> bool:
     """An unquoted value that is code, not a literal: ``os.environ[...]``, ``getpass()``,
     ``settings.token``. Only in program source: in ``.env`` or YAML a bare word is a literal,
-    and so is one inside a string (``"Bearer X"``, ``"Server=db;Password=X"``)."""
+    and so is one inside a string (``"Bearer X"``, ``"Server=db;Password=X"``) or a random
+    one (the line may sit in a triple-quoted string opened lines above)."""
     return (
         c.assigned
         and c.in_code
         and not c.quoted
         and bool(_CODE_EXPRESSION.search(c.secret))
         and not _inside_string_literal(c)
+        and not _random_name(c.secret)
     )
 
 

@@ -719,6 +719,14 @@ FLAGS = [
     flag("generic-keyword", 'password = "{S}"\n', "SuperSecret!2024x", "generic-password-has-secret", CODE),
     flag("generic-keyword", 'api_key = "{S}"\n', "tokenA8fK2mQ9xZ3pL7wR", "generic-key-has-token", CODE),
     flag("generic-keyword", 'password = "{S}"\n', "#Kx9fQ2mZ7pLw", "generic-password-hash-sign", CODE),
+    # A .pypirc in a triple-quoted string: the line alone looks like code, the value does not.
+    flag(
+        "generic-keyword",
+        'PYPIRC = """\n[pypi]\nusername = runner\npassword = {S}\n"""\n',
+        "bMgOhM9s1voFoufU3D0W",
+        "generic-password-bare-in-a-triple-quoted-config",
+        CODE,
+    ),
     # Passwords with ";", "(" and "," are not cut at them when the part before is too short.
     flag("generic-keyword", "DB_PASSWORD={S}\n", "Kx9;fQ2mZ7pLw", "generic-password-semicolon-env"),
     flag("generic-keyword", "password: {S}\n", "Kx9;fQ2m(Z7p,Lw", "generic-password-punctuated-out"),
@@ -1127,6 +1135,7 @@ CLEAN = [
         "generic-password-prompt-prose",
     ),
     clean("generic-keyword", 'token = "<YOUR_TOKEN>"\n', "generic-token-angle-placeholder", CODE),
+    clean("generic-keyword", "password = password_from_vault2\n", "generic-bare-name-with-digit", CODE),
     # A short password ends at ";" in a connection string: the rest is the next field.
     clean(
         "generic-keyword",
