@@ -1387,3 +1387,21 @@ def test_many_findings_in_one_segment() -> None:
     found = DEFAULT.scan_one(data)
     assert [f.secret.decode() for f in found] == tokens
     assert [f.line for f in found] == list(range(1, len(tokens) + 1))
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("glpat-" + fake("glpat", 20, ALNUM), "glpat-"),
+        ("gldt-" + fake("gldt", 20, ALNUM), "gldt-"),  # the detector counts 6 for glpat-
+        ("sk-" + fake("oa", 20, ALNUM) + "T3BlbkFJ" + fake("oa2", 20, ALNUM), "sk-"),
+        ("pscale_pw_" + fake("ps", 32, ALNUM), "pscale_pw_"),
+    ],
+)
+def test_the_mask_shows_the_format_prefix_and_nothing_of_the_random_part(
+    value: str, shown: str
+) -> None:
+    findings = DEFAULT.scan_one(f"x = '{value}'\n".encode(), CODE)
+    assert len(findings) == 1
+    assert findings[0].masked == shown + "********" + value[-3:]
+    assert findings[0].fingerprint.startswith(shown + "…")
