@@ -138,6 +138,15 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
         result("text/plain", "<Figure size 640x480 with 1 Axes>"),
         stream(f"{v[12:]}\nconnected.\n"),
     ),
+    # Plain-text tables: the credential word heads a column, the value is lines below.
+    "stream-printed-dataframe": lambda v: code(
+        "print(df)",
+        stream(f"  service  region{' ' * (len(v) - 7)}api_key\n0    qlab   eu-de  {v}\n"),
+    ),
+    "text-plain-markdown-table": lambda v: code(
+        "show()",
+        result("text/plain", f"| service | api_key |\n|---|---|\n| qlab | {v} |\n"),
+    ),
     "execute-result-repr": lambda v: code("token", result("text/plain", repr(v))),
     # The output is scanned right after the source in one buffer: the repr's line start
     # is the separator between the two.
@@ -238,6 +247,9 @@ NOT_CREDENTIALS = [
     ('secret_file = "/run/secrets/db_password"\n', "path"),
     ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
     # prose and outputs of machine-learning notebooks
+    ("token       id\nhello      101\nworld      102\n", "tokenizer-table"),
+    ("IBM QE password > \u00b7\u00b7\u00b7\u00b7\n- Running code:\nqreg q[3];\n", "password-prompt"),
+    ("| key | value |\n|---|---|\n| learning_rate | 0.001 |\n", "hyperparameter-table"),
     ("tokens model_state_dict_v2_checkpoint\n", "identifier-after-token"),
     ("The key distilbert-base-uncased-finetuned-sst-2 is a model name.\n", "model-name"),
     ("Token indices sequence length is longer than 512 for this model\n", "tokenizer-warning"),
