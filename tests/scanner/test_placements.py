@@ -147,6 +147,14 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
         "show()",
         result("text/plain", f"| service | api_key |\n|---|---|\n| qlab | {v} |\n"),
     ),
+    # A pandas Series pads the name to the value's column.
+    "text-plain-series": lambda v: code(
+        "s",
+        result("text/plain", f"service{' ' * 18}qlab\napi_key{' ' * 18}{v}\nName: 0, dtype: object"),
+    ),
+    "stream-url-query": lambda v: code(
+        "fetch()", stream(f"GET https://api.qlab.org/v1/jobs?api_key={v}&limit=10\n")
+    ),
     "execute-result-repr": lambda v: code("token", result("text/plain", repr(v))),
     # The output is scanned right after the source in one buffer: the repr's line start
     # is the separator between the two.

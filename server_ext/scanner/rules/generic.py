@@ -55,10 +55,14 @@ _CONTEXT_WORDS = (
     r"credentials?|tokens?|(?:api|access|secret|private|auth|account|service)[ _-]?keys?|"
     r"keys?|secrets?|pass(?:words?|wd|phrase)|pwd|bearer|apikey"
 )
-# Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, and
+# Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, the
+# padding of a pandas Series or an aligned listing (``api_key                  X``), and
 # at most two linking words ("is", "was set to").
 _BLANKS = r"""[\s"'`:=|>(\[,-]{1,8}"""
-_CONTEXT_LINK = rf"{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}"
+_PADDING = r"[ \t:=]{9,48}"
+_CONTEXT_LINK = (
+    rf"(?:{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}|{_PADDING})"
+)
 # No "=" inside (only base64 padding at the end): "password=password=..." then fails
 # after one word instead of reading 500 bytes at every anchor.
 # Passwords carry punctuation (``*Ke6-cEJ...``, ``i8%1!U6...``, ``Kx9;fQ2m,Z7``); a sentence's
