@@ -8,7 +8,8 @@ script measures, on the same formats (``benchmarks/guard_corpus``):
 
 - the ten placements with ``--variants`` random samples of each format instead of one;
 - a stdout stream with other wordings (``Using token: X``, ``INFO ... key X``, a dict or
-  JSON line, ``Authorization: Bearer X``, a Markdown table with a key column, ...);
+  JSON line, ``Authorization: Bearer X``, a Markdown table with a key column, a pandas
+  Series, a URL query, ...);
 - ``interleaved``: a value printed across two stdout chunks with a stderr warning between.
 
 A case is protected when the save is refused or no needle (the value, or either half of a
@@ -44,6 +45,8 @@ PHRASINGS = {
     "dict-repr": "{{'api_key': '{v}', 'region': 'eu-de'}}\n",
     "json-line": '{{"token": "{v}", "expires": 3600}}\n',
     "markdown-table": "| service | key |\n|---|---|\n| qlab | {v} |\n",
+    "series-padded": "service                  qlab\napi_key                  {v}\nName: 0, dtype: object\n",
+    "url-query": "GET https://api.qlab.org/v1/jobs?api_key={v}&limit=10\n",
 }
 
 
