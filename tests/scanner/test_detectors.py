@@ -729,6 +729,8 @@ FLAGS = [
     ),
     # Passwords with ";", "(" and "," are not cut at them when the part before is too short.
     flag("generic-keyword", "DB_PASSWORD={S}\n", "Kx9;fQ2mZ7pLw", "generic-password-semicolon-env"),
+    flag("generic-keyword", "DB_PASSWORD={S}\n", "abcd1234&xyz9", "generic-password-ampersand-env"),
+    flag("generic-keyword", "GET /v1/jobs?api_key={S}&limit=10\n", "A8fK2mQ9xZ3pL7wRt5Yb", "generic-url-query"),
     flag("generic-keyword", "password: {S}\n", "Kx9;fQ2m(Z7p,Lw", "generic-password-punctuated-out"),
     flag(
         "generic-keyword",

@@ -25,8 +25,12 @@ STRING_PREFIX = r"""(?:[rRbBuUfF]{1,2}(?=["'`]))?"""
 QUOTED = r"""[rRbBuUfF]{0,2}\\?(?P<q>["'`])(?P<secret>[^"'`\s\\]{%d,256}+)\\?(?P=q)"""
 # A bare value may end in base64 padding but holds no other "=": "password=password=..."
 # then fails after one word instead of after 256 bytes at every anchor.
-# "&" ends it too, as in a URL's query (``?api_key=X&limit=10``).
-BARE = r"""(?P<secret2>[^\s"'`,;()\[\]{}<>=&]{%d,256}+={0,2})(?=[\s,;)\]}"'`&]|$)"""
+# "&" ends it where the next query parameter follows (``?api_key=X&limit=10``); a password
+# with "&" in it (``abcd1234&xyz``) is read whole by BARE_PUNCT below.
+BARE = (
+    r"""(?P<secret2>[^\s"'`,;()\[\]{}<>=&]{%d,256}+={0,2})"""
+    r"""(?=[\s,;)\]}"'`]|&[\w.-]{1,40}=|$)"""
+)
 # Passwords carry ``;``, ``,`` and parentheses (``Kx9;fQ2m(Z7``): where the bare value up
 # to the first of them is too short to be one, it runs to a blank, a quote or the end of
 # the line. A connection string (``password=ab;database=x``) ends at the next "=": no match.
