@@ -23,9 +23,7 @@ _MAX_HEADER = 512
 #: Rows read under one header: a table printed whole is longer, but its head is where
 #: ``print(df)`` and ``df.head()`` put the first values, and the view stays linear.
 _MAX_ROWS = 200
-_WORD = re.compile(
-    rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey"
-)
+_WORD = re.compile(rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey")
 _TOKEN = re.compile(rb"[^\s|]+")
 _RULE = re.compile(rb"^[\s|:+=-]*$")
 #: A column name: a word or identifier, as DataFrame columns and table headings are.

@@ -150,7 +150,9 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
     # A pandas Series pads the name to the value's column.
     "text-plain-series": lambda v: code(
         "s",
-        result("text/plain", f"service{' ' * 18}qlab\napi_key{' ' * 18}{v}\nName: 0, dtype: object"),
+        result(
+            "text/plain", f"service{' ' * 18}qlab\napi_key{' ' * 18}{v}\nName: 0, dtype: object"
+        ),
     ),
     "stream-url-query": lambda v: code(
         "fetch()", stream(f"GET https://api.qlab.org/v1/jobs?api_key={v}&limit=10\n")
@@ -256,7 +258,10 @@ NOT_CREDENTIALS = [
     ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
     # prose and outputs of machine-learning notebooks
     ("token       id\nhello      101\nworld      102\n", "tokenizer-table"),
-    ("IBM QE password > \u00b7\u00b7\u00b7\u00b7\n- Running code:\nqreg q[3];\n", "password-prompt"),
+    (
+        "IBM QE password > \u00b7\u00b7\u00b7\u00b7\n- Running code:\nqreg q[3];\n",
+        "password-prompt",
+    ),
     ("| key | value |\n|---|---|\n| learning_rate | 0.001 |\n", "hyperparameter-table"),
     ("tokens model_state_dict_v2_checkpoint\n", "identifier-after-token"),
     ("The key distilbert-base-uncased-finetuned-sst-2 is a model name.\n", "model-name"),

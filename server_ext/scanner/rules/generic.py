@@ -67,9 +67,7 @@ _CONTEXT_LINK = (
 # after one word instead of reading 500 bytes at every anchor.
 # Passwords carry punctuation (``*Ke6-cEJ...``, ``i8%1!U6...``, ``Kx9;fQ2m,Z7``); a sentence's
 # final "." ":" "," ";" is not part of the value.
-_CONTEXT_VALUE = (
-    r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{14,510}(?<![.:;,-])={0,2}"
-)
+_CONTEXT_VALUE = r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{14,510}(?<![.:;,-])={0,2}"
 CONTEXT_ENTROPY = 3.5
 
 
