@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
 from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
+from .texttable import text_table_view
 
 #: Source files whose bare assignments are expressions rather than literals.
 CODE_SUFFIXES = frozenset(
@@ -119,14 +120,22 @@ def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookSc
     kinds = [s.kind for s in segments]
     # HTML tables are also read as "column: value" lines (see html.py), and HTML with
     # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
+    # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
     views: list[int] = []
     for i, s in enumerate(segments):
-        if s.zone is Zone.OUTPUT and s.pointer.endswith("/text~1html"):
-            for view in (table_view(data[i]), _entity_decoded(data[i])):
-                if view:
-                    views.append(i)
-                    data.append(view)
-                    kinds.append(SegmentKind.TEXT)
+        if s.zone is not Zone.OUTPUT or s.kind is not SegmentKind.TEXT:
+            continue
+        if s.pointer.endswith("/text~1html"):
+            more: tuple[bytes, ...] = (table_view(data[i]), _entity_decoded(data[i]))
+        elif s.pointer.endswith(("/text", "/text~1plain", "/text~1markdown")):
+            more = (text_table_view(data[i]),)
+        else:
+            continue
+        for view in more:
+            if view:
+                views.append(i)
+                data.append(view)
+                kinds.append(SegmentKind.TEXT)
     found = engine.scan(data, kinds)
     for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}

@@ -20,7 +20,7 @@ import hyperscan
 from .detector import Detector, Kind
 from .entropy import shannon
 from .filters import Candidate, filtered_by
-from .fingerprint import Fingerprinter
+from .fingerprint import Fingerprinter, public_part
 
 SEPARATOR = b"\n"
 _LINE_CONTEXT = 4096  # bytes either side of a match read for pragmas
@@ -66,7 +66,7 @@ def mask(secret: bytes, public_prefix: int = 0, show_tail: bool = True) -> str:
     run of stars (the length is not told) and, for values of 24 or more characters, the
     last 3 characters, so a user can tell which of their keys it is. Shorter values
     (passwords) show nothing of their own."""
-    prefix = secret[: min(public_prefix, len(secret) // 3)]
+    prefix = public_part(secret, public_prefix)
     tail = secret[-MASK_TAIL:] if show_tail and len(secret) >= MASK_TAIL_FROM else b""
     return (prefix + b"********" + tail).decode("ascii", "replace")
 

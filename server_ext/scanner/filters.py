@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .entropy import has_digit_and_letter, shannon, word_share
+
 INLINE_PRAGMAS = (b"pragma: allowlist secret", b"gitleaks:allow")
 NEXTLINE_PRAGMA = b"pragma: allowlist nextline secret"
 
@@ -94,28 +96,47 @@ def _inside_string_literal(c: Candidate) -> bool:
     return closed is not None and closed.end() < end
 
 
+def _random_name(s: bytes) -> bool:
+    """A bare word no one names a variable: letters and digits mixed at random, as in a
+    ``.pypirc`` kept in a triple-quoted string (``password = bMgOhM9s1voFoufU3D0W``)."""
+    return (
+        len(s) >= 16
+        and s.isalnum()
+        and has_digit_and_letter(s)
+        and shannon(s) >= 3.5
+        and word_share(s) < 0.3
+    )
+
+
 def is_code_expression(c: Candidate) -> bool:
     """An unquoted value that is code, not a literal: ``os.environ[...]``, ``getpass()``,
     ``settings.token``. Only in program source: in ``.env`` or YAML a bare word is a literal,
-    and so is one inside a string (``"Bearer X"``, ``"Server=db;Password=X"``)."""
+    and so is one inside a string (``"Bearer X"``, ``"Server=db;Password=X"``) or a random
+    one (the line may sit in a triple-quoted string opened lines above)."""
     return (
         c.assigned
         and c.in_code
         and not c.quoted
         and bool(_CODE_EXPRESSION.search(c.secret))
         and not _inside_string_literal(c)
+        and not _random_name(c.secret)
     )
 
 
 # The value names what it stands for (a form label, a CSS selector, a message key):
-# ``this.addPassword = "#add-password"``, ``passwordLabel: "Password:"``.
+# ``this.addPassword = "#add-password"``, ``passwordLabel: "Password:"``. Labels are words
+# and separators; a value with a digit or other punctuation (``SuperSecret!2024x``,
+# ``tokenA8fK2mQ9``) is a credential that happens to contain the word.
 _NAMES_ITSELF = re.compile(rb"(?i)pass(?:word|wd|phrase)|secret|token|credential|api[_-]?key")
-# A reference to where something is, not the thing: an AWS resource name, a CSS selector,
-# a file path, a URL without a password (``url-password`` looks inside URLs).
+_LABEL = re.compile(rb"^[A-Za-z_ .#:/-]+$")
+# A reference to where something is, not the thing: an AWS resource name, a CSS selector
+# (words: ``#add-password``, ``.btn-primary``, not ``#Kx9fQ2mZ``), a file path, a URL without
+# a password (``url-password`` looks inside URLs).
 _REFERENCE = re.compile(
-    rb"^(?:arn:(?:aws|aws-cn|aws-us-gov):|[#.][A-Za-z][\w-]*$|~?/[\w.-]+/|"
+    rb"^(?:arn:(?:aws|aws-cn|aws-us-gov):|~?/[\w.-]+/|"
     rb"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^@\s]*$)"
 )
+_SELECTOR = re.compile(rb"^[#.][a-z]+(?:[A-Z][a-z0-9]*)*(?:[-_][A-Za-z0-9]+)*$")
 
 
 def is_label_or_reference(c: Candidate) -> bool:
@@ -125,7 +146,9 @@ def is_label_or_reference(c: Candidate) -> bool:
     if not c.assigned:
         return False
     s = c.secret
-    return bool(s.endswith(b":") or _NAMES_ITSELF.search(s) or _REFERENCE.match(s))
+    if s.endswith(b":") or _REFERENCE.match(s) or _SELECTOR.match(s):
+        return True
+    return bool(_LABEL.match(s) and _NAMES_ITSELF.search(s))
 
 
 _HEX_OR_DIGITS = re.compile(rb"^[0-9a-fA-F]+$")

@@ -20,5 +20,16 @@ class Fingerprinter:
 
     def __call__(self, secret: bytes, public_prefix: int = 0) -> str:
         digest = hashlib.blake2b(secret, key=self._key[:64], digest_size=5).hexdigest()
-        prefix = secret[: min(public_prefix, len(secret) // 3)].decode("ascii", "replace")
+        prefix = public_part(secret, public_prefix).decode("ascii", "replace")
         return f"{prefix}…{digest}"
+
+
+def public_part(secret: bytes, public_prefix: int) -> bytes:
+    """The detector's public format prefix of ``secret``, at most a third of it.
+
+    One detector may know prefixes of several lengths (``glpat-`` and ``gldt-``, ``sk-proj-``
+    and ``sk-``) and counts for the longest: the count is cut after its last separator, so
+    a shorter prefix never shows characters of the random part that follows it."""
+    head = secret[: min(public_prefix, len(secret) // 3)]
+    cut = max(head.rfind(sep) for sep in (b"-", b"_", b"."))
+    return head[: cut + 1] if cut >= 0 else head

@@ -70,6 +70,11 @@ class _Probe:
 _probe = _Probe()
 
 
+def has_credential_word(text: bytes) -> bool:
+    """Whether ``text`` mentions a credential word at all (one native pass)."""
+    return _CREDENTIAL_WORD in _probe(text)
+
+
 def table_view(html: bytes) -> bytes:
     """One line per single-token cell (``'cell'``, quoted as a repr is: the ``quoted-line``
     detector then asks whether it reads as a random token) and, for tables that mention a

@@ -2,8 +2,8 @@
 
 Every string in the document is visited exactly once, with its location, so a
 finding can be reported as "cell 3, outputs[0] text/plain, line 2" and an output
-can be redacted in place. Consecutive stream outputs are one segment, because a
-kernel may print a secret in two chunks.
+can be redacted in place. A cell's stream outputs of one name are one segment, because a
+kernel may print a secret in two chunks with other outputs between them.
 """
 
 from __future__ import annotations
@@ -145,14 +145,18 @@ def _cell(out: list[Segment], cell: dict[str, Any], index: int, max_depth: int) 
 
 
 def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) -> None:
-    """Outputs, with consecutive stream outputs of one name joined into one segment."""
-    stream: Segment | None = None
-    stream_name: object = None
+    """Outputs, with every stream output of one name joined into one segment.
+
+    A cell's stdout is one byte stream whatever lands between its chunks: a kernel
+    flushes stdout and stderr separately (a warning splits a printed line in two outputs)
+    and a display between two ``print(..., end="")`` calls splits it too. The segment
+    reads the chunks of one name in order, as the process wrote them.
+    """
+    streams: dict[object, Segment] = {}
     for j, output in enumerate(outputs):
         pointer = f"{base}/{j}"
         is_stream = isinstance(output, dict) and output.get("output_type") == "stream"
         if not is_stream:
-            stream = None
             _strings(out, outputs, j, output, pointer, Zone.OUTPUT, max_depth, 3)
             continue
         for key, value in output.items():
@@ -166,16 +170,18 @@ def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) 
         elif isinstance(text, str):
             ref, joined = Ref(output, "text", False, 0), text
         else:
-            stream = None
             _strings(out, output, "text", text, f"{pointer}/text", Zone.OUTPUT, max_depth, 4)
             continue
         ref.length = len(joined)
-        if stream is not None and output.get("name") == stream_name:
+        name = output.get("name")
+        name = name if isinstance(name, str) else None
+        stream = streams.get(name)
+        if stream is not None:
             stream.text += joined
             stream.refs.append(ref)
         else:
             stream = Segment(f"{pointer}/text", joined, Zone.OUTPUT, SegmentKind.TEXT, refs=[ref])
-            stream_name = output.get("name")
+            streams[name] = stream
             out.append(stream)
 
 

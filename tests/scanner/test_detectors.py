@@ -707,6 +707,38 @@ FLAGS = [
         "generic-password-in-connection-string-in-code",
         CODE,
     ),
+    # A JSON body written inside a string literal: the quotes around name and value are escaped.
+    flag(
+        "generic-keyword",
+        'body = "{\\"username\\": \\"ada\\", \\"password\\": \\"{S}\\"}"\n',
+        "Kx9fQ2mZ7pLw",
+        "generic-password-in-escaped-json-body",
+        CODE,
+    ),
+    # A credential that contains a credential word, or starts like a CSS selector, is no label.
+    flag("generic-keyword", 'password = "{S}"\n', "SuperSecret!2024x", "generic-password-has-secret", CODE),
+    flag("generic-keyword", 'api_key = "{S}"\n', "tokenA8fK2mQ9xZ3pL7wR", "generic-key-has-token", CODE),
+    flag("generic-keyword", 'password = "{S}"\n', "#Kx9fQ2mZ7pLw", "generic-password-hash-sign", CODE),
+    # A .pypirc in a triple-quoted string: the line alone looks like code, the value does not.
+    flag(
+        "generic-keyword",
+        'PYPIRC = """\n[pypi]\nusername = runner\npassword = {S}\n"""\n',
+        "bMgOhM9s1voFoufU3D0W",
+        "generic-password-bare-in-a-triple-quoted-config",
+        CODE,
+    ),
+    # Passwords with ";", "(" and "," are not cut at them when the part before is too short.
+    flag("generic-keyword", "DB_PASSWORD={S}\n", "Kx9;fQ2mZ7pLw", "generic-password-semicolon-env"),
+    flag("generic-keyword", "DB_PASSWORD={S}\n", "abcd1234&xyz9", "generic-password-ampersand-env"),
+    flag("generic-keyword", "GET /v1/jobs?api_key={S}&limit=10\n", "A8fK2mQ9xZ3pL7wRt5Yb", "generic-url-query"),
+    flag("generic-keyword", "password: {S}\n", "Kx9;fQ2m(Z7p,Lw", "generic-password-punctuated-out"),
+    flag(
+        "generic-keyword",
+        'conn = "host=db;user=sa;password={S}"\n',
+        "Kx9;fQ2mZ7pLw",
+        "generic-password-with-semicolon-ending-a-connection-string",
+        CODE,
+    ),
     flag(
         "base64-high-entropy",
         'fernet = Fernet(b"{S}")\n',
@@ -725,6 +757,23 @@ FLAGS = [
     flag("hex-high-entropy", '{"webhook_signing": "{S}"}\n', HEX_40, "hex-signing-value-in-json"),
     flag("keyword-context", "connecting with credential {S}\n", fake("kc1", 40), "prose-credential"),
     flag("keyword-context", "Your API key is: {S}\n", fake("kc2", 32), "prose-api-key-is"),
+    # An id word in another clause of the line does not make the value an id.
+    flag(
+        "keyword-context",
+        "user_id=42 connecting with credential {S}\n",
+        "A8fK2mQ9xZ3pL7wRt5Yb",
+        "prose-credential-after-an-id-elsewhere-on-the-line",
+    ),
+    flag(
+        "keyword-context",
+        "commit 3f2a1b checked out; your api key is {S}\n",
+        fake("kc4", 24),
+        "prose-key-after-a-commit-clause",
+    ),
+    # Random letters without digits, upper-case-and-digit keys, and passwords with ; and ,.
+    flag("keyword-context", "sending Bearer {S}\n", "JrEKyKYJDPnd_rYavAeoTucE", "prose-no-digits"),
+    flag("keyword-context", "using api key {S}\n", "9WE0DPY0GGAA0D1E", "prose-upper-alnum-key"),
+    flag("keyword-context", "logged in with password {S}\n", "Kx9;fQ2m,Z7pLw!x", "prose-pw-semicolon"),
     flag("quoted-line", "'{S}'\n", fake("ql1", 40), "repr-of-a-token"),
     flag("quoted-line", 'Out[3]:\n"{S}"\n', fake("ql2", 32, HEX), "repr-of-a-hex-token"),
 ]
@@ -1088,6 +1137,21 @@ CLEAN = [
         "generic-password-prompt-prose",
     ),
     clean("generic-keyword", 'token = "<YOUR_TOKEN>"\n', "generic-token-angle-placeholder", CODE),
+    clean("generic-keyword", "password = password_from_vault2\n", "generic-bare-name-with-digit", CODE),
+    # A short password ends at ";" in a connection string: the rest is the next field.
+    clean(
+        "generic-keyword",
+        "Server=db;Password=ab1;Database=analytics2024;\n",
+        "generic-connection-string-short-field-is-not-extended",
+    ),
+    clean(
+        "keyword-context",
+        "The fingerprint of key: 3f2a9c1d7e8b6a5f4c3d2e1f0a9b8c7d\n",
+        "context-fingerprint-of-key",
+    ),
+    clean("keyword-context", "api key id: A8fK2mQ9xZ3pL7wRt5Yb\n", "context-key-id"),
+    clean("keyword-context", "using token ModelCheckpointCallbackHandler\n", "context-camel-case-name"),
+    clean("keyword-context", "secret key: SECRETKEYBASEVALUE\n", "context-upper-words-no-digits"),
     clean("generic-keyword", 'password = "changeme"\n', "generic-password-changeme", CODE),
     clean("generic-keyword", 'password = "abc12"\n', "generic-password-too-short", CODE),
     clean(
@@ -1325,3 +1389,21 @@ def test_many_findings_in_one_segment() -> None:
     found = DEFAULT.scan_one(data)
     assert [f.secret.decode() for f in found] == tokens
     assert [f.line for f in found] == list(range(1, len(tokens) + 1))
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("glpat-" + fake("glpat", 20, ALNUM), "glpat-"),
+        ("gldt-" + fake("gldt", 20, ALNUM), "gldt-"),  # the detector counts 6 for glpat-
+        ("sk-" + fake("oa", 20, ALNUM) + "T3BlbkFJ" + fake("oa2", 20, ALNUM), "sk-"),
+        ("pscale_pw_" + fake("ps", 32, ALNUM), "pscale_pw_"),
+    ],
+)
+def test_the_mask_shows_the_format_prefix_and_nothing_of_the_random_part(
+    value: str, shown: str
+) -> None:
+    findings = DEFAULT.scan_one(f"x = '{value}'\n".encode(), CODE)
+    assert len(findings) == 1
+    assert findings[0].masked == shown + "********" + value[-3:]
+    assert findings[0].fingerprint.startswith(shown + "…")

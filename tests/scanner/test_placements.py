@@ -124,6 +124,39 @@ OUTPUT_PLACEMENTS: dict[str, Callable[[str], dict[str, Any]]] = {
         "show()", stream(f"token = {v[:9]}"), stream([f"{v[9:]}\n", "done\n"])
     ),
     "stream-bearer": lambda v: code("show()", stream(f"sending Bearer {v}\n")),
+    # stdout is one stream: a stderr warning or a display between its chunks splits the
+    # printed value across outputs that are not next to each other.
+    "stream-split-around-stderr": lambda v: code(
+        "show()",
+        stream(f"token = {v[:9]}"),
+        {"output_type": "stream", "name": "stderr", "text": "WARNING: slow network\n"},
+        stream(f"{v[9:]}\n"),
+    ),
+    "stream-split-around-a-display": lambda v: code(
+        "show()",
+        stream(f"connecting with credential {v[:12]}"),
+        result("text/plain", "<Figure size 640x480 with 1 Axes>"),
+        stream(f"{v[12:]}\nconnected.\n"),
+    ),
+    # Plain-text tables: the credential word heads a column, the value is lines below.
+    "stream-printed-dataframe": lambda v: code(
+        "print(df)",
+        stream(f"  service  region{' ' * (len(v) - 7)}api_key\n0    qlab   eu-de  {v}\n"),
+    ),
+    "text-plain-markdown-table": lambda v: code(
+        "show()",
+        result("text/plain", f"| service | api_key |\n|---|---|\n| qlab | {v} |\n"),
+    ),
+    # A pandas Series pads the name to the value's column.
+    "text-plain-series": lambda v: code(
+        "s",
+        result(
+            "text/plain", f"service{' ' * 18}qlab\napi_key{' ' * 18}{v}\nName: 0, dtype: object"
+        ),
+    ),
+    "stream-url-query": lambda v: code(
+        "fetch()", stream(f"GET https://api.qlab.org/v1/jobs?api_key={v}&limit=10\n")
+    ),
     "execute-result-repr": lambda v: code("token", result("text/plain", repr(v))),
     # The output is scanned right after the source in one buffer: the repr's line start
     # is the separator between the two.
@@ -218,10 +251,18 @@ NOT_CREDENTIALS = [
         "aws-arn",
     ),
     ('{passwordLabel:"Password:",usernameLabel:"Username:"}\n', "form-labels"),
+    ('password_field = "#passwordInput-2"\n', "camel-case-selector"),
+    ('PASSWORD_PROMPT = "Enter your password / secret key:"\n', "prompt-label"),
     ('const resetPasswordUrl = "https://example.org/account/reset"\n', "url-without-password"),
     ('secret_file = "/run/secrets/db_password"\n', "path"),
     ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
     # prose and outputs of machine-learning notebooks
+    ("token       id\nhello      101\nworld      102\n", "tokenizer-table"),
+    (
+        "IBM QE password > \u00b7\u00b7\u00b7\u00b7\n- Running code:\nqreg q[3];\n",
+        "password-prompt",
+    ),
+    ("| key | value |\n|---|---|\n| learning_rate | 0.001 |\n", "hyperparameter-table"),
     ("tokens model_state_dict_v2_checkpoint\n", "identifier-after-token"),
     ("The key distilbert-base-uncased-finetuned-sst-2 is a model name.\n", "model-name"),
     ("Token indices sequence length is longer than 512 for this model\n", "tokenizer-warning"),

@@ -8,25 +8,40 @@ from ..detector import Detector, Kind, rx
 from ..entropy import has_digit_and_letter, shannon
 from ..filters import Candidate
 
-#: ``= value``, ``: value``, ``:= value``, ``=> value`` and ``name: str = value``.
-ASSIGN = r"""["'\]]{0,2}\s{0,8}(?::\s{0,4}[A-Za-z_][\w.\[\]| ]{0,30}?\s{0,4}=|:=|=>|=|:)\s{0,8}"""
+#: ``= value``, ``: value``, ``:= value``, ``=> value`` and ``name: str = value``; the name's
+#: closing quote may be escaped (``"{\"password\": \"...\"}"``, a JSON body in a string).
+ASSIGN = (
+    r"""(?:\\?["'\]]){0,2}\s{0,8}"""
+    r"""(?::\s{0,4}[A-Za-z_][\w.\[\]| ]{0,30}?\s{0,4}=|:=|=>|=|:)\s{0,8}"""
+)
 #: Python's r/b/u/f string prefixes, only where a quote follows: in ``KEY=f7k...`` the ``f``
 #: is the first character of a bare value.
 STRING_PREFIX = r"""(?:[rRbBuUfF]{1,2}(?=["'`]))?"""
 #: A quoted literal (string prefixes r/b/u/f allowed) or a bare token up to a delimiter,
 #: which may be the closing quote of a string it sits in (``"host=db password=..."``).
+# Quotes may be escaped, as in a JSON body written inside a string literal.
 # Possessive repeats: a value that is not followed by its delimiter fails at once
 # instead of backtracking through every shorter length.
-QUOTED = r"""[rRbBuUfF]{0,2}(?P<q>["'`])(?P<secret>[^"'`\s\\]{%d,256}+)(?P=q)"""
+QUOTED = r"""[rRbBuUfF]{0,2}\\?(?P<q>["'`])(?P<secret>[^"'`\s\\]{%d,256}+)\\?(?P=q)"""
 # A bare value may end in base64 padding but holds no other "=": "password=password=..."
 # then fails after one word instead of after 256 bytes at every anchor.
-BARE = r"""(?P<secret2>[^\s"'`,;()\[\]{}<>=]{%d,256}+={0,2})(?=[\s,;)\]}"'`]|$)"""
+# "&" ends it where the next query parameter follows (``?api_key=X&limit=10``); a password
+# with "&" in it (``abcd1234&xyz``) is read whole by BARE_PUNCT below.
+BARE = (
+    r"""(?P<secret2>[^\s"'`,;()\[\]{}<>=&]{%d,256}+={0,2})"""
+    r"""(?=[\s,;)\]}"'`]|&[\w.-]{1,40}=|$)"""
+)
+# Passwords carry ``;``, ``,`` and parentheses (``Kx9;fQ2m(Z7``): where the bare value up
+# to the first of them is too short to be one, it runs to a blank, a quote or the end of
+# the line. A connection string (``password=ab;database=x``) ends at the next "=": no match.
+BARE_PUNCT = r"""(?P<secret3>[^\s"'`\[\]{}<>=\\]{%d,256}+)(?=[\s"'`]|$)"""
 
 
 def assignment(keywords: str, min_len: int = 8, lead: str = "") -> re.Pattern[bytes]:
     """``<lead><keyword> = value`` with the value quoted or bare."""
     return rx(
-        rf"(?i){lead}(?:{keywords}){ASSIGN}(?:{QUOTED % min_len}|{BARE % min_len})",
+        rf"(?i){lead}(?:{keywords}){ASSIGN}"
+        rf"(?:{QUOTED % min_len}|{BARE % min_len}|{BARE_PUNCT % min_len})",
     )
 
 

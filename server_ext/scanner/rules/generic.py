@@ -55,32 +55,65 @@ _CONTEXT_WORDS = (
     r"credentials?|tokens?|(?:api|access|secret|private|auth|account|service)[ _-]?keys?|"
     r"keys?|secrets?|pass(?:words?|wd|phrase)|pwd|bearer|apikey"
 )
-# Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, and
+# Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, the
+# padding of a pandas Series or an aligned listing (``api_key                  X``), and
 # at most two linking words ("is", "was set to").
 _BLANKS = r"""[\s"'`:=|>(\[,-]{1,8}"""
-_CONTEXT_LINK = rf"{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}"
+_PADDING = r"[ \t:=]{9,48}"
+_CONTEXT_LINK = (
+    rf"(?:{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}|{_PADDING})"
+)
 # No "=" inside (only base64 padding at the end): "password=password=..." then fails
 # after one word instead of reading 500 bytes at every anchor.
-# Passwords carry punctuation (``*Ke6-cEJ...``, ``i8%1!U6...``); a sentence's final "." or
-# ":" is not part of the value.
-_CONTEXT_VALUE = r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{14,510}(?<![.:-])={0,2}"
+# Passwords carry punctuation (``*Ke6-cEJ...``, ``i8%1!U6...``, ``Kx9;fQ2m,Z7``); a sentence's
+# final "." ":" "," ";" is not part of the value.
+_CONTEXT_VALUE = r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{14,510}(?<![.:;,-])={0,2}"
 CONTEXT_ENTROPY = 3.5
 
 
+_CONTEXT_WORD = re.compile(rf"(?i)\b(?:{_CONTEXT_WORDS})".encode())
+_UPPER_ALNUM = re.compile(rb"^[A-Z0-9-]+$")
+_UPPER, _LOWER = re.compile(rb"[A-Z]"), re.compile(rb"[a-z]")
+
+
+def _name_around(line: bytes, at: int, end: int) -> bytes:
+    """The words that name a value in prose: the credential word before it with the two
+    words before that (``commit token``, ``fingerprint of key``), the link up to the value
+    (``key id:``), and the word after it. The rest of the line is other clauses:
+    ``user_id=42 connecting with credential X`` names X a credential, not an id."""
+    lo = max(0, at - 80)
+    words = list(_CONTEXT_WORD.finditer(line, lo, at))
+    start = words[-1].start() if words else lo
+    for _ in range(2):
+        blank = line.rfind(b" ", lo, max(lo, start - 1))
+        start = blank + 1 if blank >= 0 else lo
+    after = line[end : end + 40].lstrip()
+    return line[start:at] + b" " + after.split(None, 1)[0] if after else line[start:at]
+
+
+def _looks_random(s: bytes, minimum: float) -> bool:
+    """Letters and digits mixed, or (without digits) letters whose case changes throughout,
+    at a high entropy. Upper-case-and-digit keys (``9WE0DPY0GGAA0D1E``) have 36 symbols, so
+    their entropy tops out lower: they get the hex gate, as hex does."""
+    if has_digit_and_letter(s):
+        gate = min(minimum, HEX_ENTROPY) if is_hex(s) or _UPPER_ALNUM.match(s) else minimum
+        return shannon(s) >= gate
+    upper, lower = len(_UPPER.findall(s)), len(_LOWER.findall(s))
+    return min(upper, lower) >= 4 and shannon(s) >= minimum and word_share(s) < 0.3
+
+
 def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
-    """Prose is a weak context, so the value must read as a random token: letters and
-    digits mixed, high entropy, and not a name made of words (``model_state_dict_v2``,
-    ``/home/user/.cache/token``), nor an id next to a hash word (``commit``, ``sha``)."""
+    """Prose is a weak context, so the value must read as a random token (see
+    ``_looks_random``), not a name made of words (``model_state_dict_v2``,
+    ``/home/user/.cache/token``), nor an id named by a hash word (``commit``, ``sha``)."""
 
     def gate(c: Candidate) -> bool:
         s = c.secret
-        # Hex has 16 symbols, so its entropy tops out at 4 bits: it gets the hex gate.
-        gate = min(minimum, HEX_ENTROPY) if is_hex(s) else minimum
-        if not has_digit_and_letter(s) or shannon(s) < gate:
+        if not _looks_random(s, minimum):
             return False
         # Only near the value: a minified line may be megabytes long.
         at = max(0, c.line.find(s))
-        if _ID_WORDS.search(c.line, max(0, at - 80), at + len(s) + 40):
+        if _ID_WORDS.search(_name_around(c.line, at, at + len(s))):
             return False
         digits = sum(48 <= b <= 57 for b in s) / len(s)
         return word_share(s) < 0.5 or digits >= 0.15
@@ -115,7 +148,7 @@ def detectors(
             "(credential X, token: X, Bearer X)",
             anchor=(
                 rf"\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
-                r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@-]{11}"
+                r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{11}"
             ).encode(),
             value=rx(
                 # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...".

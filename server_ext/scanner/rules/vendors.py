@@ -814,7 +814,7 @@ DETECTORS: tuple[Detector, ...] = (
         "Dropbox short- or long-lived access token",
         rb"\b(?:sl\.[A-Za-z0-9_=-]{100}|[a-z0-9]{11}AAAAAAAAAA[A-Za-z0-9_=-]{20})",
         r"(?:sl\.(?:u\.)?[A-Za-z0-9_=-]{130,1500}|[a-z0-9]{11}AAAAAAAAAA[A-Za-z0-9_=-]{43})",
-        3,
+        0,  # a long-lived token starts with random characters: no public prefix
     ),
     format_token(
         "hubspot-pat",

@@ -1,0 +1,94 @@
+"""A reading of plain-text tables that puts each value next to its column name.
+
+``print(df)`` and Markdown-style tables put the credential word in a header line and the
+value lines below it::
+
+      service                  api_key          | service | api_key |
+    0    qlab  A8fK2mQ9xZ3pL7wRt5Yb             |---------|---------|
+                                                | qlab    | A8fK... |
+
+The keyword detectors see them as ``api_key: A8fK...`` in this view; it is scanned
+besides the text (never instead of it), and a value found in it is redacted wherever it
+occurs in the original, as for HTML tables (html.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .html import has_credential_word
+
+#: A header is a line of at most this many bytes; longer lines are data, not a table.
+_MAX_HEADER = 512
+#: Rows read under one header: a table printed whole is longer, but its head is where
+#: ``print(df)`` and ``df.head()`` put the first values, and the view stays linear.
+_MAX_ROWS = 200
+_WORD = re.compile(rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey")
+_TOKEN = re.compile(rb"[^\s|]+")
+_RULE = re.compile(rb"^[\s|:+=-]*$")
+#: A column name: a word or identifier, as DataFrame columns and table headings are.
+_NAME = re.compile(rb"^[A-Za-z_][\w .()/-]{0,63}$")
+
+
+def text_table_view(text: bytes) -> bytes:
+    """``header: value`` lines for the columns of plain-text tables whose header names a
+    credential; empty when there is none (most outputs: one native pass decides).
+
+    A header is a line of two or more column names (``IBM password > ****`` is a prompt, not
+    a header); the table is the rows below it with as many cells (or one more, pandas' index)
+    up to the first that has not."""
+    if not has_credential_word(text):
+        return b""
+    lines = text.split(b"\n")
+    out: list[bytes] = []
+    i = 0
+    while i < len(lines):
+        header = lines[i]
+        i += 1
+        if len(header) > _MAX_HEADER or not _WORD.search(header):
+            continue
+        piped = b"|" in header
+        names = _cells(header, piped)
+        if len(names) < 2 or not all(_NAME.match(n) for n in names):
+            continue
+        columns = _columns(header, names, piped)
+        for row in lines[i : i + _MAX_ROWS]:
+            if _RULE.match(row) and row.strip():
+                continue  # |---|---| or ====
+            cells = _cells(row, piped)
+            if not len(names) <= len(cells) <= len(names) + (0 if piped else 1):
+                break
+            out.extend(_pairs(columns, row, cells, piped))
+    return b"\n".join(out)
+
+
+def _cells(line: bytes, piped: bool) -> list[bytes]:
+    if piped:
+        return [c.strip() for c in line.strip().strip(b"|").split(b"|")]
+    return line.split()
+
+
+def _columns(header: bytes, names: list[bytes], piped: bool) -> list[tuple[int, int, bytes]]:
+    """(start, end, name) of the header's columns that name a credential; for a piped
+    table, start is the column's index."""
+    if piped:
+        return [(j, j, n) for j, n in enumerate(names) if _WORD.search(n)]
+    tokens = _TOKEN.finditer(header)
+    return [(m.start(), m.end(), m.group()) for m in tokens if _WORD.search(m.group())]
+
+
+def _pairs(
+    columns: list[tuple[int, int, bytes]], row: bytes, cells: list[bytes], piped: bool
+) -> list[bytes]:
+    if piped:
+        return [name + b": " + cells[j] for j, _, name in columns if j < len(cells) and cells[j]]
+    found = []
+    tokens = list(_TOKEN.finditer(row))
+    for start, end, name in columns:
+        # pandas aligns a column's values with its name: right for text and numbers, left
+        # when justified so; a value under the name's span is that column's.
+        for t in tokens:
+            if t.start() < end and t.end() > start:
+                found.append(name + b": " + t.group())
+                break
+    return found
