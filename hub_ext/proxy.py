@@ -10,7 +10,9 @@ authentication, and nothing else of the host: the hub API, the QPU gateway, the 
 page and every other service keep listening on loopback only.
 
 At start it creates the network when missing and refuses to start the hub when a network
-of that name has other properties (``ensure_network``)::
+of that name has other properties (``ensure_network``), then installs the host firewall
+for its bridge (``hub_ext.firewall``, ``SpawnPolicy.host_firewall``) or refuses to start
+when it cannot::
 
     c.JupyterHub.proxy_class = "hub_ext.proxy.QustodyProxy"
 """
@@ -30,8 +32,9 @@ from urllib.parse import urlsplit
 from jupyterhub.proxy import ConfigurableHTTPProxy
 from jupyterhub.utils import random_port
 
+from . import firewall
 from .network import NetworkRefused, ensure_network, host_address
-from .spawner import HardenedDockerSpawner, SpawnPolicy
+from .spawner import FIREWALL_OFF, HardenedDockerSpawner, SpawnPolicy
 
 
 class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
@@ -66,9 +69,24 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
                 f"No Docker engine answers ({e}): start it, or point DOCKER_HOST at it."
             ) from None
         try:
-            ensure_network(client, policy.network_mode, policy.network_subnet)
+            bridge = ensure_network(client, policy.network_mode, policy.network_subnet)
         finally:
             client.close()
+        if policy.host_firewall == "nftables":
+            address = host_address(policy.network_subnet)
+            try:
+                firewall.install(bridge, policy.network_subnet, address,
+                                 policy.network_proxy_port)
+            except firewall.FirewallRefused as e:
+                raise NetworkRefused(str(e)) from None
+            self.log.info(
+                "Host firewall for bridge %s: containers reach only %s:%s (`nft list table "
+                "inet %s`, `nft list table bridge %s`)",
+                bridge, address, policy.network_proxy_port,
+                firewall.table_name(bridge), firewall.table_name(bridge),
+            )
+        else:
+            self.log.warning(FIREWALL_OFF)
         self.log.info(
             "User network %s (%s, internal): containers reach the hub at %s only",
             policy.network_mode,
