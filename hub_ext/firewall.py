@@ -17,8 +17,10 @@ transaction, two tables named after the bridge:
   match; containers hold no capability to forge frames (``cap_drop=ALL``) and have IPv6
   disabled (the network has none).
 
-The hub never removes these tables: while it is down, its containers may still run.
-``remove`` is for tests and for an admin who removes the network (``nft delete table``).
+The hub checks with the proxy (every few seconds) that both tables are still there and
+installs them again when something removed them. It never removes them itself: while it
+is down, its containers may still run. ``remove`` is for tests and for an admin who
+removes the network (``nft delete table``).
 """
 
 from __future__ import annotations
@@ -107,6 +109,21 @@ def install(bridge: str, subnet: str, host_ip: str, port: int) -> None:
             f"nft refused the firewall for the user network's bridge {bridge}: "
             f"{done.stderr.strip()[-500:]}. {how}"
         )
+
+
+def present(bridge: str) -> bool:
+    """Whether both tables for ``bridge`` are installed (a ``flush ruleset``, e.g. by the
+    nftables service loading its own configuration, removes them)."""
+    nft = nft_command()
+    if nft is None:
+        return False
+    table = table_name(bridge)
+    return all(
+        subprocess.run(  # noqa: S603 - fixed argv
+            [nft, "list", "table", family, table], capture_output=True, timeout=30, check=False
+        ).returncode == 0
+        for family in ("inet", "bridge")
+    )
 
 
 def remove(bridge: str) -> None:

@@ -41,6 +41,8 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
     """configurable-http-proxy, and its forwarder on the user network's host address."""
 
     _network_process: subprocess.Popen[bytes] | None = None
+    #: The user network's bridge once the host firewall is installed on it.
+    _firewalled_bridge: str | None = None
 
     def _policy(self) -> SpawnPolicy | None:
         """The spawn policy when servers run on the internal network, else None."""
@@ -79,6 +81,7 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
                                  policy.network_proxy_port)
             except firewall.FirewallRefused as e:
                 raise NetworkRefused(str(e)) from None
+            self._firewalled_bridge = bridge
             self.log.info(
                 "Host firewall for bridge %s: containers reach only %s:%s (`nft list table "
                 "inet %s`, `nft list table bridge %s`)",
@@ -175,6 +178,16 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
         if policy is not None and not self._network_running():
             self.log.error("The network proxy for user containers stopped; restarting it")
             await self._start_network_proxy(policy)
+        bridge = self._firewalled_bridge
+        if policy is not None and bridge and not await asyncio.to_thread(firewall.present, bridge):
+            self.log.error(
+                "The host firewall for bridge %s was removed (nft flush ruleset?); "
+                "installing it again", bridge,
+            )
+            await asyncio.to_thread(
+                firewall.install, bridge, policy.network_subnet,
+                host_address(policy.network_subnet), policy.network_proxy_port,
+            )
 
 
 __all__ = ["QustodyProxy"]

@@ -501,6 +501,16 @@ def test_the_host_firewall_lets_containers_reach_only_the_network_proxy(
             capture_output=True, text=True, check=True,
         ).stdout
         assert f"ip daddr {bridge} tcp dport 8000" in listed, listed
+
+        # tables removed behind the hub's back (a `nft flush ruleset` when the nftables
+        # service reloads its config) come back: the hub notices and installs them again
+        br = f"br-{net_id[:12]}"
+        firewall.remove(br)
+        assert not firewall.present(br)
+        hub.wait_for(lambda: firewall.present(br), timeout=60, what="the firewall back")
+        seen = in_container(alice, PROBE, json.dumps(targets))
+        assert "open" not in seen.values(), seen
+        assert "The host firewall for bridge" in hub.log()
     finally:
         anywhere.close()
         on_bridge.close()
