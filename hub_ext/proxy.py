@@ -179,7 +179,11 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
             self.log.error("The network proxy for user containers stopped; restarting it")
             await self._start_network_proxy(policy)
         bridge = self._firewalled_bridge
-        if policy is not None and bridge and not await asyncio.to_thread(firewall.present, bridge):
+        # a bridge that is gone (network removed) needs no rules: spawns re-check the network
+        if (
+            policy is not None and bridge and Path("/sys/class/net", bridge).exists()
+            and not await asyncio.to_thread(firewall.present, bridge)
+        ):
             self.log.error(
                 "The host firewall for bridge %s was removed (nft flush ruleset?); "
                 "installing it again", bridge,
