@@ -74,9 +74,9 @@ def network_problems(info: Mapping[str, Any], subnet: str) -> list[str]:
     return problems
 
 
-def ensure_network(client: Any, name: str, subnet: str) -> None:
+def ensure_network(client: Any, name: str, subnet: str) -> str:
     """Create the network ``name`` when missing; refuse one with other properties; stop
-    the host from forwarding what containers send off the subnet.
+    the host from forwarding what containers send off the subnet. Returns its bridge.
 
     ``client`` is a docker-py ``APIClient``. Raises NetworkRefused saying how to fix it.
     """
@@ -114,7 +114,9 @@ def ensure_network(client: Any, name: str, subnet: str) -> None:
             "SpawnPolicy.network_mode / network_subnet."
         )
     check_host_address(subnet, name)
-    stop_forwarding(bridge_of(info or {}), name)
+    bridge = bridge_of(info or {})
+    stop_forwarding(bridge, name)
+    return bridge
 
 
 def bridge_of(info: Mapping[str, Any]) -> str:

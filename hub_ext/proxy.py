@@ -10,7 +10,9 @@ authentication, and nothing else of the host: the hub API, the QPU gateway, the 
 page and every other service keep listening on loopback only.
 
 At start it creates the network when missing and refuses to start the hub when a network
-of that name has other properties (``ensure_network``)::
+of that name has other properties (``ensure_network``), then installs the host firewall
+for its bridge (``hub_ext.firewall``, ``SpawnPolicy.host_firewall``) or refuses to start
+when it cannot::
 
     c.JupyterHub.proxy_class = "hub_ext.proxy.QustodyProxy"
 """
@@ -30,14 +32,17 @@ from urllib.parse import urlsplit
 from jupyterhub.proxy import ConfigurableHTTPProxy
 from jupyterhub.utils import random_port
 
+from . import firewall
 from .network import NetworkRefused, ensure_network, host_address
-from .spawner import HardenedDockerSpawner, SpawnPolicy
+from .spawner import FIREWALL_OFF, HardenedDockerSpawner, SpawnPolicy
 
 
 class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
     """configurable-http-proxy, and its forwarder on the user network's host address."""
 
     _network_process: subprocess.Popen[bytes] | None = None
+    #: The user network's bridge once the host firewall is installed on it.
+    _firewalled_bridge: str | None = None
 
     def _policy(self) -> SpawnPolicy | None:
         """The spawn policy when servers run on the internal network, else None."""
@@ -66,9 +71,25 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
                 f"No Docker engine answers ({e}): start it, or point DOCKER_HOST at it."
             ) from None
         try:
-            ensure_network(client, policy.network_mode, policy.network_subnet)
+            bridge = ensure_network(client, policy.network_mode, policy.network_subnet)
         finally:
             client.close()
+        if policy.host_firewall == "nftables":
+            address = host_address(policy.network_subnet)
+            try:
+                firewall.install(bridge, policy.network_subnet, address,
+                                 policy.network_proxy_port)
+            except firewall.FirewallRefused as e:
+                raise NetworkRefused(str(e)) from None
+            self._firewalled_bridge = bridge
+            self.log.info(
+                "Host firewall for bridge %s: containers reach only %s:%s (`nft list table "
+                "inet %s`, `nft list table bridge %s`)",
+                bridge, address, policy.network_proxy_port,
+                firewall.table_name(bridge), firewall.table_name(bridge),
+            )
+        else:
+            self.log.warning(FIREWALL_OFF)
         self.log.info(
             "User network %s (%s, internal): containers reach the hub at %s only",
             policy.network_mode,
@@ -157,6 +178,20 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
         if policy is not None and not self._network_running():
             self.log.error("The network proxy for user containers stopped; restarting it")
             await self._start_network_proxy(policy)
+        bridge = self._firewalled_bridge
+        # a bridge that is gone (network removed) needs no rules: spawns re-check the network
+        if (
+            policy is not None and bridge and Path("/sys/class/net", bridge).exists()
+            and not await asyncio.to_thread(firewall.present, bridge)
+        ):
+            self.log.error(
+                "The host firewall for bridge %s was removed (nft flush ruleset?); "
+                "installing it again", bridge,
+            )
+            await asyncio.to_thread(
+                firewall.install, bridge, policy.network_subnet,
+                host_address(policy.network_subnet), policy.network_proxy_port,
+            )
 
 
 __all__ = ["QustodyProxy"]

@@ -339,6 +339,23 @@ class SpawnPolicy(LoggingConfigurable):
         hub URLs (``JUPYTERHUB_API_URL``, ``QUSTODY_QPU_URL``) pointing here. Started by
         ``hub_ext.proxy.QustodyProxy`` (``c.JupyterHub.proxy_class``).""",
     )
+    host_firewall = Unicode(
+        "nftables",
+        config=True,
+        help="""Firewall on the host for the user network. ``nftables`` (default): at
+        start-up the hub installs (and on every start replaces) the nftables tables
+        ``inet qustody_<bridge>`` and ``bridge qustody_<bridge>``, so what containers send
+        to the host is dropped unless it goes to the network proxy
+        (``network_proxy_port`` on the bridge address) or answers a connection the proxy
+        opened, and containers cannot reach each other. Without it a container reaches
+        every host service listening on all addresses (sshd, a database, ...) and every
+        other user's server. Needs ``nft`` (the ``nftables`` package) and root; the hub
+        refuses to start when the tables cannot be installed.
+
+        ``off`` installs nothing (the Docker engine runs with ``--iptables=false`` and adds
+        no filtering either): only where another firewall does the same. Outside demo mode
+        the hub logs a warning at every start.""",
+    )
     allow_host_network = Bool(
         False,
         config=True,
@@ -426,6 +443,17 @@ class SpawnPolicy(LoggingConfigurable):
         value = int(proposal["value"])
         if not 1 <= value <= 65535:
             raise ValueError("SpawnPolicy.network_proxy_port must be a TCP port, 1-65535")
+        return value
+
+    @validate("host_firewall")
+    def _valid_firewall(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value not in ("nftables", "off"):
+            raise ValueError(
+                f"SpawnPolicy.host_firewall={value!r}: use 'nftables' (the default: the hub "
+                "installs nftables rules so containers reach only the network proxy) or "
+                "'off' (no filtering on the host: only behind a firewall of your own)"
+            )
         return value
 
     @validate("seccomp_profile")
@@ -1429,4 +1457,15 @@ def validate_config(config: Config, *, demo: bool = False) -> SpawnPolicy:
             "and this hub is not in demo mode: every kernel would share the host's loopback "
             "services and ports. Remove both settings to use Qustody's internal network."
         )
+    if policy.host_firewall == "off" and not policy.host_network and not demo:
+        policy.log.warning(FIREWALL_OFF)
     return policy
+
+
+#: The warning for ``SpawnPolicy.host_firewall = "off"`` outside demo mode.
+FIREWALL_OFF = (
+    "SECURITY: SpawnPolicy.host_firewall = 'off': no firewall on the host for the user "
+    "network. Every container can reach any host service listening on all addresses or on "
+    "the bridge (sshd, databases, ...) and every other user's server. Set it back to "
+    "'nftables' unless a firewall of your own does the same."
+)

@@ -10,7 +10,8 @@ until the API answers. It returns a ``Hub`` with the base URL and the token, sto
 Docker fixtures: ``docker_engine`` (a reachable Docker engine, started with
 tools/dockerd.sh if needed), ``singleuser_image`` (the image id, built if missing) and
 ``user_network`` (a unique name and free subnet for the hub's internal user network, which
-the hub creates; the network and anything left on it are removed at teardown). Request
+the hub creates; the network, anything left on it and the host firewall tables the hub
+installed for its bridge are removed at teardown). Request
 ``user_network`` before ``start_hub`` so it is removed after the hub stopped.
 """
 
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import pytest
 from hubtest import Hub, HubError, UserNetwork, docker, failed, free_test_subnet, launch_hub
+
+from hub_ext import firewall
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -121,6 +124,10 @@ def user_network(docker_engine: str, request: pytest.FixtureRequest) -> Iterator
     net = UserNetwork(f"qtestnet-{secrets.token_hex(3)}", free_test_subnet())
     yield net
 
+    # the host firewall the hub installed for the network's bridge (hubs never remove it)
+    net_id = docker("network", "inspect", "--format", "{{.Id}}", net.name, check=False).strip()
+    if net_id:
+        firewall.remove(f"br-{net_id[:12]}")
     for cid in docker("ps", "-aq", "--filter", f"network={net.name}").split():
         if failed(request):
             print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")

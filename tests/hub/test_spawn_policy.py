@@ -431,3 +431,20 @@ def test_an_existing_network_must_be_qustodys_internal_one(change, problem):
         assert problems == []
     else:
         assert any(problem in x for x in problems), problems
+
+
+@pytest.mark.parametrize(("value", "demo", "warned"), [
+    ("nftables", False, False), ("off", True, False), ("off", False, True),
+])
+def test_host_firewall_off_is_reported_outside_demo_mode(value, demo, warned, caplog):
+    c = Config()
+    c.SpawnPolicy.host_firewall = value
+    with caplog.at_level("WARNING"):
+        assert validate_config(c, demo=demo).host_firewall == value
+    assert ("SECURITY: SpawnPolicy.host_firewall = 'off'" in caplog.text) == warned, caplog.text
+
+
+@pytest.mark.parametrize("value", ["iptables", "", "OFF", "none"])
+def test_host_firewall_accepts_only_nftables_or_off(value):
+    with pytest.raises(ValueError, match=r"use 'nftables' .* or 'off'"):
+        policy(host_firewall=value)

@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import requests
 from hubtest import Hub, HubError, UserNetwork, docker, free_port, free_test_subnet, launch_hub
 from identity.idp import Idp, start_idp
 from pgserver import PgCluster
+
+from hub_ext import firewall
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/opt/qustody/venv/bin/python"
@@ -199,8 +202,10 @@ def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
     seen = in_container(cid, PROBE, json.dumps([*probes, [bridge, 8000]]))
     assert seen.pop(proxy) == "open"  # the one way to the hub
     for name, port in targets.items():
-        for host in (bridge, "127.0.0.1"):
-            assert seen[f"{host}:{port}"] == "ConnectionRefusedError", (name, host, seen)
+        # the host firewall drops what is not for the network proxy; in the container's
+        # own namespace, its loopback has nothing there
+        assert seen[f"{bridge}:{port}"] == "TimeoutError", (name, seen)
+        assert seen[f"127.0.0.1:{port}"] == "ConnectionRefusedError", (name, seen)
 
     # nothing off the subnet: a server on another network this host reaches (a container
     # of this test's own) answers the host, but not alice's container (no forwarding)
@@ -283,7 +288,9 @@ def test_spawn_is_refused_when_the_network_is_no_longer_internal(
         env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
         timeout=180,
     )
+    old_id = docker("network", "inspect", "--format", "{{.Id}}", user_network.name).strip()
     docker("network", "rm", user_network.name)
+    firewall.remove(f"br-{old_id[:12]}")  # the fixture removes only the new network's
     docker("network", "create", "--subnet", user_network.subnet, user_network.name)
     code, body = hub.api("POST", "/users/alice/server", {})
     assert code == 500, body
@@ -434,3 +441,88 @@ def test_make_demo_uses_the_internal_network(
     # Ctrl-C stops the network proxy with the hub
     with socket.socket() as probe:
         assert probe.connect_ex((user_network.host_ip, 8000)) != 0, "the network proxy outlived it"
+
+
+# -- the host firewall (SpawnPolicy.host_firewall) ----------------------------------------
+
+
+def _listener(host: str) -> socket.socket:
+    """A TCP listener on the host (connections complete in its backlog, no accept)."""
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen(16)
+    return s
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("setting", ["nftables", "off"])
+def test_the_host_firewall_lets_containers_reach_only_the_network_proxy(
+    user_network: UserNetwork, start_hub, prefix: str, singleuser_image: str, setting: str
+) -> None:
+    hub = start_hub(
+        extra=user_network.config() + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n'
+        + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n'
+        + f'c.SpawnPolicy.host_firewall = "{setting}"\n',
+        env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+        timeout=180,
+    )
+    bridge = user_network.host_ip
+    # host services the way a careless admin runs them: on every address, on the bridge
+    anywhere, on_bridge = _listener("0.0.0.0"), _listener(bridge)
+    try:
+        hub.start_server("alice")
+        hub.start_server("bob")
+        alice, bob = container_of(prefix, "alice"), container_of(prefix, "bob")
+        docker("exec", "-d", bob, PYTHON, "-c", SQUATTER, "9000")
+        [info] = json.loads(docker("inspect", bob))
+        bob_ip = info["NetworkSettings"]["Networks"][user_network.name]["IPAddress"]
+        # the listeners are real: the host reaches all three
+        hub.wait_for(lambda: _answers(bob_ip, 9000), timeout=60, what="bob's listener")
+        host_ports = [anywhere.getsockname()[1], on_bridge.getsockname()[1]]
+        for port in host_ports:
+            assert _answers(bridge, port)
+
+        targets = [[bridge, p] for p in host_ports] + [[bob_ip, 9000]]
+        seen = in_container(alice, PROBE, json.dumps([*targets, [bridge, 8000]]))
+        assert seen.pop(f"{bridge}:8000") == "open", seen  # the one way to the hub
+        if setting == "off":  # the attack works without the firewall
+            assert set(seen.values()) == {"open"}, seen
+            assert "SECURITY: SpawnPolicy.host_firewall = 'off'" in hub.log()
+            return
+        assert "open" not in seen.values(), seen
+        # and the network proxy still serves the hub API
+        proxy = f"http://{bridge}:8000/hub/api/"
+        status, body = in_container(alice, FETCH, proxy)[proxy]
+        assert status == 200 and "version" in json.loads(body), body
+        # the tables are there for an admin to inspect
+        net_id = docker("network", "inspect", "--format", "{{.Id}}", user_network.name).strip()
+        listed = subprocess.run(
+            ["nft", "list", "table", "inet", f"qustody_br_{net_id[:12]}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert f"ip daddr {bridge} tcp dport 8000" in listed, listed
+
+        # tables removed behind the hub's back (a `nft flush ruleset` when the nftables
+        # service reloads its config) come back: the hub notices and installs them again
+        br = f"br-{net_id[:12]}"
+        firewall.remove(br)
+        assert not firewall.present(br)
+        hub.wait_for(lambda: firewall.present(br), timeout=60, what="the firewall back")
+        seen = in_container(alice, PROBE, json.dumps(targets))
+        assert "open" not in seen.values(), seen
+        assert "The host firewall for bridge" in hub.log()
+    finally:
+        anywhere.close()
+        on_bridge.close()
+
+
+def test_an_unknown_host_firewall_stops_the_hub(tmp_path: Path) -> None:
+    started: list[Hub] = []
+    with pytest.raises(HubError) as refused:
+        launch_hub(tmp_path / "hub", env=oidc_env(QUSTODY_IMAGE_DIGEST="sha256:" + "1" * 64),
+                   extra='c.SpawnPolicy.host_firewall = "iptables"\n', started=started,
+                   timeout=120)
+    for hub in started:
+        hub.stop()
+    message = str(refused.value)
+    assert "SpawnPolicy.host_firewall='iptables': use 'nftables'" in message, message[-3000:]
