@@ -11,6 +11,7 @@ properties, and a silent fallback to local processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -421,11 +422,13 @@ def test_make_demo_uses_the_internal_network(
     try:
         deadline = time.monotonic() + 240
         answered = False
-        while time.monotonic() < deadline and demo.poll() is None and not answered:
-            try:
-                answered = requests.get(proxy, timeout=2).status_code == 200
-            except requests.RequestException:
-                time.sleep(0.5)
+        # the banner comes once the hub answers on its public port, a moment after this
+        while time.monotonic() < deadline and demo.poll() is None and not (
+            answered and "Stop with Ctrl-C" in out.read_text()
+        ):
+            with contextlib.suppress(requests.RequestException):
+                answered = answered or requests.get(proxy, timeout=2).status_code == 200
+            time.sleep(0.5)
         text = out.read_text()
         assert answered, text[-4000:]
         assert f"on the internal network {user_network.name} ({user_network.subnet})" in text
