@@ -58,19 +58,24 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         )
     except HubError as e:
         pytest.fail(str(e))
-    hub.qpu = f"{hub.url}services/qpu/"
-    hub.tokens = {
-        u: hub.user_token(u) for u in ("alice", "bob", "carol", "dave", "eve", "admin", "sam",
-                                       "ivan")
-    }
-    for group, users in (
-        ("course-101", ["sam", "ivan", "bob"]),  # bob, a researcher, takes the course
-        ("course-101:students", ["sam"]),
-        ("course-101:instructors", ["ivan"]),
-    ):
-        code, body = hub.api("POST", f"/groups/{group}", {"users": users})
-        assert code == 201, body
-    hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
+    try:  # a failed set-up must not leave the hub running
+        hub.qpu = f"{hub.url}services/qpu/"
+        hub.tokens = {
+            u: hub.user_token(u)
+            for u in ("alice", "bob", "carol", "dave", "eve", "admin", "sam", "ivan")
+        }
+        for group, users in (
+            ("course-101", ["sam", "ivan", "bob"]),  # bob, a researcher, takes the course
+            ("course-101:students", ["sam"]),
+            ("course-101:instructors", ["ivan"]),
+        ):
+            code, body = hub.api("POST", f"/groups/{group}", {"users": users})
+            assert code == 201, body
+        hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
+    except BaseException:
+        print(f"\n===== hub log =====\n{hub.log()[-20000:]}")
+        hub.stop()
+        raise
     yield hub
     hub.stop()
     if failed(request):
