@@ -155,13 +155,14 @@ def test_course_groups_and_instructor_roles_are_scoped_to_the_course() -> None:
         (["qustody-students", "qustody-researchers", "course-101"], ["course-101"]),
         (["qustody-students", "qustody-auditors", "course-101"], ["course-101"]),
         (["qustody-students", "qustody-admins", "course-101"], ["course-101"]),
-        (["qustody-instructors", "course-101"], ["course-101"]),
+        (["qustody-instructors", "course-101"], ["course-101", "course-101:instructors"]),
         # an IdP group cannot pose as the students' hub group
         (["qustody-researchers", "course-101:students"], []),
+        (["qustody-students", "course-101:instructors"], []),
         (["qustody-students"], []),
     ],
 )
-def test_only_student_only_members_join_the_students_group(
+def test_students_and_instructors_join_their_course_groups(
     groups: list[str], hub: list[str]
 ) -> None:
     decision = decide({"groups": groups, "amr": ["otp"]}, GROUPS, AMR)
