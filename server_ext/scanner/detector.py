@@ -55,6 +55,10 @@ class Detector:
     validate: Callable[[Candidate], bool] | None = None
     #: Bytes before the anchor start where the value may begin (``search`` instead of ``match``).
     back: int = 0
+    #: Where the anchor's match starts, given the buffer and the match's end. With this the
+    #: anchor is compiled without start-of-match tracking, which hyperscan pays for on
+    #: every candidate; for anchors whose start is plain to see (an opening quote).
+    anchor_start: Callable[[bytes, int], int] | None = None
     #: Safe to run over base64 payloads of images: the format has a character or
     #: structure that random base64 cannot produce by chance.
     in_binary: bool = False

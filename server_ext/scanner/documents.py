@@ -7,10 +7,13 @@ the same way whether it is being saved or checked in CI.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import html
+import html.entities
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -114,20 +117,47 @@ class NotebookScan:
         return sum(len(s.text) for s in self.segments)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a notebook is scanned.
+
+    A scan allocates tens of thousands of short-lived, acyclic objects (segments, paths,
+    byte strings) that reference counting frees; each allocation burst would otherwise
+    start collections that traverse the young notebook objects again and again (a third of
+    the walk's time). The previous state is restored; another thread's scan at the same
+    time at worst re-enables the collector early."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookScan:
+    with collector_paused():
+        return _scan_notebook(engine, nb, max_depth)
+
+
+def _scan_notebook(engine: Engine, nb: object, max_depth: int) -> NotebookScan:
     segments = walk(nb, max_depth=max_depth)
-    data = [scannable(s.text.encode("utf-8", "surrogatepass")) for s in segments]
+    data = [s.text.encode("utf-8", "surrogatepass") for s in segments]
+    data = [d if b"\x1b" not in d else scannable(d) for d in data]
     kinds = [s.kind for s in segments]
     # HTML tables are also read as "column: value" lines (see html.py), and HTML with
     # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
     views: list[int] = []
+    output, text = Zone.OUTPUT, SegmentKind.TEXT
     for i, s in enumerate(segments):
-        if s.zone is not Zone.OUTPUT or s.kind is not SegmentKind.TEXT:
+        if s.zone is not output or s.kind is not text:
             continue
-        if s.pointer.endswith("/text~1html"):
+        key = s.key
+        if key == "text/html":
             more: tuple[bytes, ...] = (table_view(data[i]), _entity_decoded(data[i]))
-        elif s.pointer.endswith(("/text", "/text~1plain", "/text~1markdown")):
+        elif key in _TEXT_KEYS:
             more = (text_table_view(data[i]),)
         else:
             continue
@@ -142,19 +172,74 @@ def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookSc
         for f in found[extra]:
             for form in _written_forms(f.secret):
                 wanted.setdefault(form, f)
-        found[i] = _merge(found[i], _occurrences(data[i], wanted))
+        placed = _occurrences(data[i], wanted)
+        seen = {p.fingerprint for p in placed}
+        for f in found[extra]:
+            if f.fingerprint not in seen:  # written with character references
+                placed += _referenced_occurrences(data[i], f)
+        found[i] = _merge(found[i], placed)
     found = found[: len(segments)]
     _across_outputs(segments, data, found)
     return NotebookScan(segments, found)
 
 
+_TEXT_KEYS = frozenset({"text", "text/plain", "text/markdown"})
+
+
+#: The references HTML renderers write (pandas, IPython.display), and what they stand for;
+#: ``&amp;`` last, so that ``&amp;lt;`` reads ``&lt;`` as it does in one pass.
+_COMMON_REFERENCES = (
+    (b"&lt;", b"<"),
+    (b"&gt;", b">"),
+    (b"&quot;", b'"'),
+    (b"&#39;", b"'"),
+    (b"&#x27;", b"'"),
+    (b"&amp;", b"&"),
+)
+
+
+# Where html.unescape could change anything: a numeric reference, a name it knows without
+# ";" (``&not`` in ``&notin``), or a name with ";". Anything else it leaves as it is.
+_MAYBE_REFERENCE = re.compile(
+    rb"&(?:#|"
+    + b"|".join(
+        re.escape(name.encode())
+        for name in sorted(html.entities.html5, key=len, reverse=True)
+        if not name.endswith(";")
+    )
+    + rb"|[A-Za-z][A-Za-z0-9]{0,31};)"
+)
+
+
 def _entity_decoded(markup: bytes) -> bytes:
     """``markup`` with its character references decoded; empty when it has none."""
-    if b"&" not in markup:
+    ampersands = markup.count(b"&")
+    if not ampersands:
         return b""
-    text = markup.decode("utf-8", "surrogatepass")
-    decoded = html.unescape(text)
-    return decoded.encode("utf-8", "surrogatepass") if decoded != text else b""
+    if ampersands == sum(markup.count(ref) for ref, _ in _COMMON_REFERENCES):
+        # Every "&" opens one of these: the same text as html.unescape, without a
+        # Python call per reference.
+        for ref, char in _COMMON_REFERENCES:
+            markup = markup.replace(ref, char)
+        return markup
+    # Minified scripts are full of "&&": html.unescape would look at each of them in Python.
+    # A reference never spans an "&", so only the stretches from an "&" that may open one
+    # to the next "&" are handed to it; the rest stays as it is.
+    pieces: list[bytes] = []
+    done = 0
+    for m in _MAYBE_REFERENCE.finditer(markup):
+        at = m.start()
+        end = markup.find(b"&", at + 1)
+        end = len(markup) if end < 0 else end
+        pieces.append(markup[done:at])
+        part = markup[at:end].decode("utf-8", "surrogatepass")
+        pieces.append(html.unescape(part).encode("utf-8", "surrogatepass"))
+        done = end
+    if not pieces:
+        return b""
+    pieces.append(markup[done:])
+    decoded = b"".join(pieces)
+    return decoded if decoded != markup else b""
 
 
 def _across_outputs(segments: list[Segment], data: list[bytes], found: list[list[Finding]]) -> None:
@@ -164,10 +249,17 @@ def _across_outputs(segments: list[Segment], data: list[bytes], found: list[list
     form may show it with no context (``<pre>T</pre>``, ``{"v": T}``): the context found
     in one form is enough for every form, as written there (HTML-escaped, JSON-escaped).
     """
+    output = Zone.OUTPUT
+    # Only cells with a finding in an output can change: most have none.
+    hit = {segments[i].cell for i, f in enumerate(found) if f and segments[i].zone is output}
+    hit.discard(None)
+    if not hit:
+        return
     by_cell: dict[int, list[int]] = {}
     for i, s in enumerate(segments):
-        if s.zone is Zone.OUTPUT and s.cell is not None:
-            by_cell.setdefault(s.cell, []).append(i)
+        cell = s.cell
+        if cell is not None and s.zone is output and cell in hit:
+            by_cell.setdefault(cell, []).append(i)
     for outputs in by_cell.values():
         wanted: dict[bytes, Finding] = {}
         for i in outputs:
@@ -215,6 +307,40 @@ def _occurrences(text: bytes, wanted: dict[bytes, Finding]) -> list[Finding]:
         line += text.count(b"\n", counted, start)
         counted = start
         out.append(Finding(f.detector, start, end, line, f.fingerprint, text[start:end], f.masked))
+    return out
+
+
+#: Longer values (a key file) are not looked for in referenced form: the pattern grows
+#: with the value.
+_MAX_REFERENCED = 8192
+
+#: Each character's HTML5 names (``_`` -> ``lowbar;``), for values written as references.
+_NAMES: dict[str, list[str]] = {}
+for _name, _char in html.entities.html5.items():
+    if len(_char) == 1:
+        _NAMES.setdefault(_char, []).append(_name)
+
+
+def _referenced_occurrences(text: bytes, f: Finding) -> list[Finding]:
+    """Where ``f``'s value is written with any of its characters as an HTML character
+    reference (``&#x67;hp_…``, ``ghp&#95;…``, ``ghp&lowbar;…``): the view that decoded
+    them found it, and redaction needs the span as written."""
+    value = f.secret.decode("utf-8", "surrogatepass")
+    if len(value) > _MAX_REFERENCED:
+        return []
+    parts = []
+    for ch in value:
+        o = ord(ch)
+        alternatives = [re.escape(ch).encode("utf-8", "surrogatepass"),
+                        b"&#0*%d;?" % o, b"(?i:&#x0*%x;?)" % o]
+        alternatives += [b"&" + re.escape(n).encode() for n in _NAMES.get(ch, ())]
+        parts.append(b"(?:" + b"|".join(alternatives) + b")")
+    pattern = re.compile(b"".join(parts))
+    out = []
+    for m in pattern.finditer(text):
+        line = text.count(b"\n", 0, m.start()) + 1
+        out.append(Finding(f.detector, m.start(), m.end(), line, f.fingerprint, m.group(),
+                           f.masked))
     return out
 
 

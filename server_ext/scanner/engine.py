@@ -11,9 +11,11 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import accumulate
+from operator import add
 
 import hyperscan
 
@@ -22,7 +24,7 @@ from .entropy import shannon
 from .filters import Candidate, filtered_by
 from .fingerprint import Fingerprinter, public_part
 
-SEPARATOR = b"\n"
+SEPARATOR = b"\n"  # one byte: _scan_joined counts one per part
 _LINE_CONTEXT = 4096  # bytes either side of a match read for pragmas
 
 
@@ -83,23 +85,36 @@ class AllowList:
 
 
 class _Database:
-    """A compiled hyperscan database with one scratch space per thread."""
+    """A compiled hyperscan database with one scratch space per thread.
+
+    Detectors with the same anchor share one expression: hyperscan then finds each
+    candidate once, and every detector of the group confirms it.
+    """
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors = list(detectors)
         self._local = threading.local()
         self._db: hyperscan.Database | None = None
+        groups: dict[tuple[bytes, bool, Callable[[bytes, int], int] | None], list[int]] = {}
+        for i, d in enumerate(self.detectors):
+            groups.setdefault((d.anchor, d.caseless, d.anchor_start), []).append(i)
+        #: per expression id: the detectors it stands for, and how to find its start
+        #: when it is compiled without start-of-match tracking
+        self._groups = [tuple(members) for members in groups.values()]
+        self.rank = {d.id: d.kind.value for d in self.detectors}
+        self._starts = [key[2] for key in groups]
         if not self.detectors:
             return
         db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         flags = [
-            hyperscan.HS_FLAG_SOM_LEFTMOST | (hyperscan.HS_FLAG_CASELESS if d.caseless else 0)
-            for d in self.detectors
+            (0 if start else hyperscan.HS_FLAG_SOM_LEFTMOST)
+            | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
+            for _, caseless, start in groups
         ]
         db.compile(
-            expressions=[d.anchor for d in self.detectors],
-            ids=list(range(len(self.detectors))),
-            elements=len(self.detectors),
+            expressions=[anchor for anchor, _, _ in groups],
+            ids=list(range(len(groups))),
+            elements=len(groups),
             flags=flags,
         )
         self._db = db
@@ -111,12 +126,18 @@ class _Database:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found: list[tuple[int, int]] = []
+        found: list[tuple[int, int, int]] = []
         add = found.append
         self._db.scan(
-            buf, match_event_handler=lambda i, s, _e, _f, _c: add((i, s)), scratch=scratch
+            buf, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch
         )
-        return found
+        out: list[tuple[int, int]] = []
+        for i, start, end in found:
+            start_of = self._starts[i]
+            if start_of is not None:
+                start = start_of(buf, end)
+            out.extend((member, start) for member in self._groups[i])
+        return out
 
 
 class Engine:
@@ -145,32 +166,36 @@ class Engine:
         """Findings for each segment, in order (TEXT unless ``kinds`` says otherwise)."""
         result: list[list[Finding]] = [[] for _ in segments]
         kinds = kinds or [SegmentKind.TEXT] * len(segments)
-        for db, group in (
-            (self._text, (SegmentKind.CODE, SegmentKind.TEXT)),
-            (self._binary, (SegmentKind.BINARY,)),
-        ):
-            picked = [i for i, k in enumerate(kinds) if k in group]
-            if picked:
-                self._scan_joined(
-                    db,
-                    [segments[i] for i in picked],
-                    [kinds[i] is SegmentKind.CODE for i in picked],
-                    [result[i] for i in picked],
-                )
+        code, binary = SegmentKind.CODE, SegmentKind.BINARY
+        picked = [i for i, k in enumerate(kinds) if k is binary]
+        if picked:
+            self._scan_joined(
+                self._binary,
+                [segments[i] for i in picked],
+                [False] * len(picked),
+                [result[i] for i in picked],
+            )
+        if not picked:
+            self._scan_joined(self._text, segments, [k is code for k in kinds], result)
+        elif len(picked) < len(segments):
+            picked = [i for i, k in enumerate(kinds) if k is not binary]
+            self._scan_joined(
+                self._text,
+                [segments[i] for i in picked],
+                [kinds[i] is code for i in picked],
+                [result[i] for i in picked],
+            )
         return result
 
     def scan_one(self, data: bytes, kind: SegmentKind = SegmentKind.TEXT) -> list[Finding]:
         return self.scan([data], [kind])[0]
 
     def _scan_joined(
-        self, db: _Database, parts: list[bytes], code: list[bool], out: list[list[Finding]]
+        self, db: _Database, parts: Sequence[bytes], code: list[bool], out: list[list[Finding]]
     ) -> None:
         buf = SEPARATOR.join(parts)
-        starts: list[int] = []
-        pos = 0
-        for p in parts:
-            starts.append(pos)
-            pos += len(p) + len(SEPARATOR)
+        # Where each part starts: the lengths before it plus one separator byte each, in C.
+        starts = list(map(add, accumulate(map(len, parts), initial=0), range(len(parts))))
         hits = db.hits(buf)
         if not hits:
             return
@@ -213,9 +238,8 @@ class Engine:
                     masked=mask(secret, det.public_prefix, show_tail=not det.known),
                 )
             )
-        rank = {d.id: d.kind.value for d in db.detectors}
         for seg, found in per_segment.items():
-            out[seg].extend(_without_overlaps(found, rank))
+            out[seg].extend(_without_overlaps(found, db.rank))
 
     def _passes(
         self, det: Detector, buf: bytes, span: tuple[int, int], lo: int, hi: int, in_code: bool

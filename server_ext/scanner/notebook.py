@@ -8,7 +8,7 @@ kernel may print a secret in two chunks with other outputs between them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -59,18 +59,71 @@ class Ref:
     joiner: str = ""
 
 
-@dataclass
+#: Where a value sits: ``(parent path, key)``, None at the root. Pointers are spelled out
+#: only for the few segments that are reported, not for the thousands that are scanned.
+Path = tuple[Any, Any] | None
+
+
+def pointer_of(path: Path) -> str:
+    """The RFC 6901 JSON pointer of ``path``."""
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(_escape(key))
+    return "/" + "/".join(reversed(parts))
+
+
 class Segment:
-    pointer: str  # RFC 6901 JSON pointer of the (first) string
-    text: str
-    zone: Zone
-    kind: SegmentKind
-    cell: int | None = None
-    cell_id: str | None = None
-    refs: list[Ref] = field(default_factory=list)
+    """One string (or the joined lines of one) with where it came from."""
+
+    __slots__ = ("_one", "_refs", "cell", "cell_id", "kind", "path", "text", "zone")
+
+    def __init__(
+        self,
+        path: Path,
+        text: str,
+        zone: Zone,
+        kind: SegmentKind,
+        container: Any = None,
+        lines: bool = False,
+        joiner: str = "",
+        is_key: bool = False,
+    ) -> None:
+        self.path = path
+        self.text = text
+        self.zone = zone
+        self.kind = kind
+        self.cell: int | None = None
+        self.cell_id: str | None = None
+        self._refs: list[Ref] | None = None
+        # The one ref of a plain string, built only if the segment is redacted.
+        self._one = (container, lines, joiner, is_key)
+
+    @property
+    def key(self) -> Any:
+        """The key (or list index) of the (first) string: ``text/html``, ``source``."""
+        return self.path[1] if self.path is not None else None
+
+    @property
+    def pointer(self) -> str:
+        """RFC 6901 JSON pointer of the (first) string."""
+        return pointer_of(self.path)
+
+    @property
+    def refs(self) -> list[Ref]:
+        if self._refs is None:
+            container, lines, joiner, is_key = self._one
+            self._refs = [Ref(container, self.key, lines, len(self.text), is_key, joiner)]
+        return self._refs
+
+    def __repr__(self) -> str:
+        where = f"{self.pointer!r}, {self.zone.value}, {self.kind.value}"
+        return f"Segment({where}, {len(self.text)} chars)"
 
 
-_MULTILINE_LEAVES = {"source", "text"}
+#: A tuple, not ``dict | list``: the union would be built anew at every isinstance call.
+_CONTAINERS = (dict, list)
+_MULTILINE_LEAVES = frozenset({"source", "text", "traceback"})
 #: No detector can match fewer bytes than this, so shorter strings (output types,
 #: stream names, short ids) are not worth a segment. Stream text is always kept:
 #: a secret may arrive one character per chunk.
@@ -96,55 +149,60 @@ def walk(nb: object, max_depth: int = 64) -> list[Segment]:
             zone = Zone.METADATA
             if key == "metadata" and isinstance(value, dict) and "widgets" in value:
                 rest = {k: v for k, v in value.items() if k != "widgets"}
+                path = (None, "metadata")
                 _strings(
-                    out,
-                    value,
-                    "widgets",
-                    value["widgets"],
-                    "/metadata/widgets",
-                    Zone.OUTPUT,
-                    max_depth,
-                    2,
-                )
-                _strings(out, nb, key, rest, "/metadata", zone, max_depth, 1, refs_to=value)
+                    out, value, "widgets", value["widgets"], (path, "widgets"), Zone.OUTPUT,
+                    max_depth, 2,
+                )  # fmt: skip
+                _strings(out, nb, key, rest, path, zone, max_depth, 1, refs_to=value)
                 continue
-            _strings(out, nb, key, value, "/" + _escape(key), zone, max_depth, 1)
+            _strings(out, nb, key, value, (None, key), zone, max_depth, 1)
+    cells_path = (None, "cells")
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
             raise NotebookError(f"cell {index} is not a JSON object")
-        _cell(out, cell, index, max_depth)
+        _cell(out, cell, index, (cells_path, index), max_depth)
     return out
 
 
-def _empty(value: Any) -> bool:
-    """Nothing below ``value`` can hold a finding: skip it before building its pointer."""
-    if isinstance(value, str):
-        return len(value) < MIN_FINDING_LENGTH
-    return not value or not isinstance(value, dict | list)
-
-
-def _cell(out: list[Segment], cell: dict[str, Any], index: int, max_depth: int) -> None:
-    cell_id = cell.get("id") if isinstance(cell.get("id"), str) else None
+def _cell(out: list[Segment], cell: dict[str, Any], index: int, base: Path, max_depth: int) -> None:
+    cell_id = cell.get("id")
+    cell_id = cell_id if isinstance(cell_id, str) else None
     kind = SegmentKind.CODE if cell.get("cell_type") == "code" else SegmentKind.TEXT
-    base = f"/cells/{index}"
     first = len(out)
     for key, value in cell.items():
-        if _empty(value):
+        # Nothing below an empty value, a short string or a scalar can hold a finding.
+        if isinstance(value, str):
+            if len(value) < MIN_FINDING_LENGTH:
+                continue
+        elif not value or not isinstance(value, _CONTAINERS):
             continue
-        pointer = f"{base}/{_escape(key)}"
+        path = (base, key)
         if key == "source":
-            _strings(out, cell, key, value, pointer, Zone.SOURCE, max_depth, 2, kind)
+            if max_depth >= 2:  # the common shapes, without the generic walk's set-up
+                if isinstance(value, str):
+                    out.append(Segment(path, value, Zone.SOURCE, kind, cell))
+                    continue
+                if isinstance(value, list):
+                    try:
+                        text = "".join(value)
+                    except TypeError:
+                        pass  # not all lines are strings: walked as JSON
+                    else:
+                        out.append(Segment(path, text, Zone.SOURCE, kind, cell, True))
+                        continue
+            _strings(out, cell, key, value, path, Zone.SOURCE, max_depth, 2, kind)
         elif key == "outputs" and isinstance(value, list):
-            _outputs(out, value, pointer, max_depth)
+            _outputs(out, value, path, max_depth)
         elif key == "attachments":
-            _strings(out, cell, key, value, pointer, Zone.SOURCE, max_depth, 2)
+            _strings(out, cell, key, value, path, Zone.SOURCE, max_depth, 2)
         else:
-            _strings(out, cell, key, value, pointer, Zone.METADATA, max_depth, 2)
+            _strings(out, cell, key, value, path, Zone.METADATA, max_depth, 2)
     for segment in out[first:]:
         segment.cell, segment.cell_id = index, cell_id
 
 
-def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) -> None:
+def _outputs(out: list[Segment], outputs: list[Any], base: Path, max_depth: int) -> None:
     """Outputs, with every stream output of one name joined into one segment.
 
     A cell's stdout is one byte stream whatever lands between its chunks: a kernel
@@ -154,25 +212,31 @@ def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) 
     """
     streams: dict[object, Segment] = {}
     for j, output in enumerate(outputs):
-        pointer = f"{base}/{j}"
-        is_stream = isinstance(output, dict) and output.get("output_type") == "stream"
-        if not is_stream:
-            _strings(out, outputs, j, output, pointer, Zone.OUTPUT, max_depth, 3)
+        path = (base, j)
+        if not (isinstance(output, dict) and output.get("output_type") == "stream"):
+            _strings(out, outputs, j, output, path, Zone.OUTPUT, max_depth, 3)
             continue
         for key, value in output.items():
-            if key != "text" and not _empty(value):
-                _strings(
-                    out, output, key, value, f"{pointer}/{_escape(key)}", Zone.OUTPUT, max_depth, 4
-                )
+            if key != "text" and (
+                len(value) >= MIN_FINDING_LENGTH
+                if isinstance(value, str)
+                else value and isinstance(value, _CONTAINERS)
+            ):
+                _strings(out, output, key, value, (path, key), Zone.OUTPUT, max_depth, 4)
         text = output.get("text")
-        if isinstance(text, list) and all(isinstance(x, str) for x in text):
-            ref, joined = Ref(output, "text", True, 0), "".join(text)
+        lines = isinstance(text, list)
+        if isinstance(text, list):
+            try:
+                joined = "".join(text)
+            except TypeError:  # not all lines are strings: walked as JSON
+                _strings(out, output, "text", text, (path, "text"), Zone.OUTPUT, max_depth, 4)
+                continue
         elif isinstance(text, str):
-            ref, joined = Ref(output, "text", False, 0), text
+            joined = text
         else:
-            _strings(out, output, "text", text, f"{pointer}/text", Zone.OUTPUT, max_depth, 4)
+            _strings(out, output, "text", text, (path, "text"), Zone.OUTPUT, max_depth, 4)
             continue
-        ref.length = len(joined)
+        ref = Ref(output, "text", lines, len(joined))
         name = output.get("name")
         name = name if isinstance(name, str) else None
         stream = streams.get(name)
@@ -180,7 +244,8 @@ def _outputs(out: list[Segment], outputs: list[Any], base: str, max_depth: int) 
             stream.text += joined
             stream.refs.append(ref)
         else:
-            stream = Segment(f"{pointer}/text", joined, Zone.OUTPUT, SegmentKind.TEXT, refs=[ref])
+            stream = Segment((path, "text"), joined, Zone.OUTPUT, SegmentKind.TEXT)
+            stream._refs = [ref]
             streams[name] = stream
             out.append(stream)
 
@@ -190,65 +255,96 @@ def _strings(
     container: Any,
     key: Any,
     value: Any,
-    pointer: str,
+    path: Path,
     zone: Zone,
     max_depth: int,
     depth: int,
     kind: SegmentKind = SegmentKind.TEXT,
     refs_to: Any = None,
 ) -> None:
-    """Every string below ``container[key]``, iteratively (no recursion limit to hit)."""
-    stack: list[tuple[Any, Any, Any, str, int]] = [(container, key, value, pointer, depth)]
+    """Every string below ``container[key]``, iteratively (no recursion limit to hit).
+
+    Values are visited depth first from the last key of each object (a stack), and a
+    container at the depth limit refuses the notebook as its first child would."""
+    if depth > max_depth:
+        raise _too_deep(path, max_depth)
+    stack: list[tuple[Any, Any, Any, Path, int]] = [(container, key, value, path, depth)]
     push, pop = stack.append, stack.pop
+    add = out.append
     while stack:
-        parent, k, v, ptr, d = pop()
-        if d > max_depth:
-            raise NotebookError(
-                f"the notebook nests JSON deeper than {max_depth} levels at {ptr[:200]}"
-            )
+        parent, k, v, p, d = pop()
         if isinstance(v, str):
             if len(v) >= MIN_FINDING_LENGTH:
-                knd = SegmentKind.BINARY if _binary_leaf(k, ptr) else kind
-                out.append(Segment(ptr, v, zone, knd, refs=[Ref(parent, k, False, len(v))]))
+                knd = SegmentKind.BINARY if _binary_leaf(k, p) else kind
+                add(Segment(p, v, zone, knd, parent))
         elif isinstance(v, dict):
+            if not v:
+                continue
+            if d >= max_depth:
+                raise _too_deep((p, list(v)[-1]), max_depth)
             # The root may be a filtered view of a dict: write back to the real one.
-            parent_of_children = refs_to if v is value and refs_to is not None else v
+            holder = refs_to if v is value and refs_to is not None else v
+            d += 1
             for ck, cv in v.items():
-                cptr = f"{ptr}/{_escape(ck)}"
                 if isinstance(ck, str) and len(ck) >= MIN_FINDING_LENGTH * 2:
                     # Long keys are data (e.g. a dict of tokens), so they are scanned too.
-                    key_ref = Ref(parent_of_children, ck, False, len(ck), is_key=True)
-                    out.append(Segment(cptr, ck, zone, SegmentKind.TEXT, refs=[key_ref]))
-                push((parent_of_children, ck, cv, cptr, d + 1))
+                    add(Segment((p, ck), ck, zone, SegmentKind.TEXT, holder, is_key=True))
+                if isinstance(cv, str):
+                    if len(cv) >= MIN_FINDING_LENGTH:
+                        push((holder, ck, cv, (p, ck), d))
+                elif isinstance(cv, _CONTAINERS):
+                    push((holder, ck, cv, (p, ck), d))
         elif isinstance(v, list):
-            if v and _joinable(k, ptr) and all(isinstance(x, str) for x in v):
+            if not v:
+                continue
+            if k in _MULTILINE_LEAVES or _lines_of_data(p):
+                # nbformat stores these as lists of lines that read as one text
                 joiner = "\n" if k == "traceback" else ""
-                text = joiner.join(v)
-                knd = SegmentKind.BINARY if _binary_leaf(k, ptr) else kind
-                out.append(
-                    Segment(
-                        ptr, text, zone, knd, refs=[Ref(parent, k, True, len(text), joiner=joiner)]
-                    )
-                )
-            else:
-                for i, item in enumerate(v):
-                    push((v, i, item, f"{ptr}/{i}", d + 1))
+                try:
+                    text = joiner.join(v)
+                except TypeError:
+                    pass  # not all strings: walked item by item
+                else:
+                    knd = SegmentKind.BINARY if _binary_leaf(k, p) else kind
+                    add(Segment(p, text, zone, knd, parent, True, joiner))
+                    continue
+            if d >= max_depth:
+                raise _too_deep((p, len(v) - 1), max_depth)
+            d += 1
+            for i, item in enumerate(v):
+                if isinstance(item, str):
+                    if len(item) >= MIN_FINDING_LENGTH:
+                        push((v, i, item, (p, i), d))
+                elif isinstance(item, _CONTAINERS):
+                    push((v, i, item, (p, i), d))
 
 
-def _joinable(key: Any, pointer: str) -> bool:
-    """nbformat stores these as lists of lines that read as one text (lists deeper
-    inside JSON data are data, and are walked item by item)."""
-    if key in _MULTILINE_LEAVES or key == "traceback":
-        return True
-    parent = pointer[: pointer.rfind("/")]
-    return parent.endswith("/data") or "/attachments/" in parent
+def _too_deep(path: Path, max_depth: int) -> NotebookError:
+    return NotebookError(
+        f"the notebook nests JSON deeper than {max_depth} levels at {pointer_of(path)[:200]}"
+    )
 
 
-def _binary_leaf(key: Any, pointer: str) -> bool:
+def _lines_of_data(path: Path) -> bool:
+    """Lists of strings in a mime bundle (``data``) or an attachment are lists of lines
+    (lists deeper inside JSON data are data, and are walked item by item)."""
+    assert path is not None
+    parent = path[0]
+    return parent is not None and (parent[1] == "data" or _under_attachments(parent[0]))
+
+
+def _under_attachments(path: Path) -> bool:
+    while path is not None:
+        path, key = path
+        if key == "attachments":
+            return True
+    return False
+
+
+def _binary_leaf(key: Any, path: Path) -> bool:
     if not (isinstance(key, str) and is_binary_mimetype(key)):
         return False
-    parent = pointer[: pointer.rfind("/")]
-    return parent.endswith("/data") or "/attachments/" in parent
+    return _lines_of_data(path)
 
 
 def write_back(seg: Segment, new_text: str, spans: list[tuple[int, int, str]]) -> None:

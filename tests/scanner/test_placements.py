@@ -413,3 +413,46 @@ def test_an_html_escaped_password_is_found_in_html_alone() -> None:
     assert saved is not None
     assert report.redacted == 1
     assert saved["cells"][0]["outputs"][0]["data"]["text/html"].startswith("<p>password: [REDA")
+
+
+def _references(value: str, how: str) -> str:
+    """``value`` with some characters written as HTML character references."""
+    if how == "decimal":
+        return "".join(f"&#{ord(c)};" if i % 3 == 0 else c for i, c in enumerate(value))
+    if how == "hex":
+        return "".join(f"&#X{ord(c):X};" if i % 4 == 1 else c for i, c in enumerate(value))
+    if how == "named":
+        return value.replace("_", "&lowbar;").replace("-", "&hyphen;")
+    return "".join(f"&#x{ord(c):x}" if i == 0 else c for i, c in enumerate(value))  # no ";"
+
+
+REFERENCED = {
+    "jwt": CREDENTIALS["jwt"],
+    "github": "ghp_" + fake("ghp", 36),
+}
+
+
+@pytest.mark.parametrize("how", ["decimal", "hex", "named", "unterminated"])
+@pytest.mark.parametrize("name", sorted(REFERENCED))
+def test_a_credential_written_with_character_references_in_html_is_redacted(
+    name: str, how: str
+) -> None:
+    """No keyword around it: only the view that decodes the references finds it, and the
+    span as written must still be redacted."""
+    value = REFERENCED[name]
+    written = _references(value, how)
+    if written == value:  # "named" changes only values with "_" or "-"
+        written = value.replace(value[0], f"&#{ord(value[0])};", 1)
+    html = f"<div>output</div><pre>{written}</pre>"
+    saved, report = check(notebook(code("show()", result("text/html", html))))
+    assert saved is not None and report.redacted >= 1
+    kept = saved["cells"][0]["outputs"][0]["data"]["text/html"]
+    assert written not in kept and "[REDACTED:" in kept, kept
+    assert kept.startswith("<div>output</div><pre>")  # the rest stays
+
+
+def test_references_around_non_secrets_are_left_alone() -> None:
+    html = "<p>Tom &amp; Jerry &#8212; a &lt;b&gt;bold&lt;/b&gt; claim, &#x41;BC&lowbar;123</p>"
+    saved, report = check(notebook(code("show()", result("text/html", html))))
+    assert saved is not None and not report.redacted
+    assert saved["cells"][0]["outputs"][0]["data"]["text/html"] == html

@@ -1,0 +1,98 @@
+"""The shortcuts the scanner takes for speed give the answers the long way gives.
+
+The entropy anchor is found without start-of-match tracking (its start is recovered from
+the closing quote), HTML entity views skip ``html.unescape`` where no reference can be,
+and the walker spells out JSON pointers only for reported segments. Each test below would
+fail if a shortcut lost a credential or misplaced one.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+
+import pytest
+
+from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner.documents import _entity_decoded
+from server_ext.scanner.notebook import walk
+
+GUARD = SaveGuard()
+#: A random-looking base64 string that only the entropy detector knows (our own fake).
+BLOB = "q8ZkP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuWoI"
+
+
+def refused_detectors(source: str) -> list[str]:
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": source, "outputs": []}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    try:
+        GUARD.check({"type": "notebook", "content": nb}, "probe.ipynb")
+    except SaveRefused as refused:
+        return sorted({loc.finding.detector for loc in refused.findings})
+    return []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f'blob = "{BLOB}"\n',
+        f"pair = ['ab', '{BLOB}']\n",  # the opening quote follows another string's closing one
+        f'blob = "x" "{BLOB}"\n',
+        f"blob = `{BLOB}`\n",
+        f"{{'{BLOB}': 1}}\n",
+    ],
+)
+def test_a_quoted_high_entropy_string_is_found_wherever_its_quote_opens(source: str) -> None:
+    assert refused_detectors(source) == ["base64-high-entropy"]
+
+
+def test_a_quoted_string_longer_than_the_entropy_window_is_not_a_candidate() -> None:
+    # 512 characters is the detector's limit; the anchor now spans the whole string.
+    long = (BLOB * 20)[:600]
+    assert refused_detectors(f'blob = "{long}"\n') == []
+
+
+def _unescaped(markup: bytes) -> bytes:
+    text = markup.decode("utf-8", "surrogatepass")
+    decoded = html.unescape(text)
+    return decoded.encode("utf-8", "surrogatepass") if decoded != text else b""
+
+
+PIECES = [
+    b"&lt;", b"&gt;", b"&amp;", b"&quot;", b"&#39;", b"&#x27;", b"&", b"&&", b"&#",
+    b"&#95;", b"&#x67;", b"&not", b"&notin;", b"&copy", b"&foo;", b"&amp", b"lt;", b";",
+    b"e&&t", b"&void 0", b"\xc3\xa9", b"<td>", b"x", b" ",
+]  # fmt: skip
+
+
+def test_the_entity_view_reads_html_as_html_unescape_does() -> None:
+    rng = random.Random(13)
+    samples = [b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 10))) for _ in range(5000)]
+    samples += [b"<script>a&&b&&c</script><p>k&#x67;hp&#95;x&amp;y</p>", b"&&&&", b"no refs"]
+    for markup in samples:
+        assert _entity_decoded(markup) == _unescaped(markup), markup
+
+
+def test_segments_carry_escaped_json_pointers_and_their_cell() -> None:
+    key = "a/b~c" + "k" * 12  # a long key is scanned too, and "/" and "~" are escaped
+    nb = {
+        "metadata": {},
+        "cells": [
+            {"cell_type": "raw", "id": "m", "metadata": {}, "source": "a short note"},
+            {
+                "cell_type": "code",
+                "id": "c2",
+                "metadata": {key: {"v": ["first line", "second line"]}},
+                "source": ["x = 1\n", "y = 2\n"],
+                "outputs": [],
+            },
+        ],
+    }
+    got = [(s.pointer, s.cell, s.cell_id, s.text) for s in walk(nb)]
+    assert got == [
+        ("/cells/0/source", 0, "m", "a short note"),
+        ("/cells/1/metadata/a~1b~0ckkkkkkkkkkkk", 1, "c2", key),
+        ("/cells/1/metadata/a~1b~0ckkkkkkkkkkkk/v/1", 1, "c2", "second line"),
+        ("/cells/1/metadata/a~1b~0ckkkkkkkkkkkk/v/0", 1, "c2", "first line"),
+        ("/cells/1/source", 1, "c2", "x = 1\ny = 2\n"),
+    ]
