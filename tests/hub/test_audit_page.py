@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
+import chromium
 import pytest
 import requests
 from audit_hub import LOCAL_EXTRA, PASSWORD, local_env, login, records
-from hubtest import ROOT, Hub, failed, launch_hub
+from hubtest import Hub, failed, launch_hub
 
 from hub_ext.audit import AuditLog, schema
 
-UI = ROOT / "tests" / "ui"
 # A known session of "dora" (a user name no other event uses), in the order it happened.
 SESSION = [
     "login",
@@ -203,26 +201,13 @@ def test_non_auditors_get_403_on_the_page_and_the_api(hub):
 
 
 def drive(hub: Hub, tmp_path: Path, **opts: object) -> dict:
-    node = shutil.which("node")
-    if node is None or not (UI / "node_modules" / "playwright-core").exists():
-        pytest.fail("playwright-core is not installed: run `make ui-deps`")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.fail("Chromium is not installed: run `make system-deps` (as root)")
     args = {
         "hub": hub.url,
         "password": PASSWORD,
         "userDataDir": str(tmp_path / "chromium-profile"),
         **opts,
     }
-    done = subprocess.run(
-        [node, str(UI / "audit_page.mjs"), json.dumps(args)],
-        cwd=UI,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return chromium.drive("audit_page.mjs", args)
 
 
 def test_auditor_page_in_chromium_renders_the_known_session(hub, tmp_path):

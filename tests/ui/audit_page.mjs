@@ -1,23 +1,14 @@
 // Drives the auditor page in Debian's headless Chromium (playwright-core; never downloads a
 // browser). Input: one JSON argument {hub, user, password, filterUser, screenshot, userDataDir,
 // expectDenied}. Output: one JSON line on stdout with what the page showed.
-import { chromium } from "playwright-core";
+import { launch, loopbackOnly } from "./browser.mjs";
 
 const opts = JSON.parse(process.argv[2]);
-const browser = await chromium.launchPersistentContext(opts.userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 900 },
-});
+const browser = await launch(opts.userDataDir);
 const out = {};
 try {
   const page = browser.pages()[0] ?? (await browser.newPage());
-  // Only loopback: anything else is a bug in the page.
-  await page.route(/^https?:\/\/(?!127\.0\.0\.1[:/])/, (route) => route.abort());
+  await loopbackOnly(page);
   await page.goto(`${opts.hub}hub/login`);
   await page.fill("#username_input", opts.user);
   await page.fill("#password_input", opts.password);

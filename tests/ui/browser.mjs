@@ -1,0 +1,20 @@
+// Debian's headless Chromium for the UI tests (playwright-core; never downloads a browser),
+// started with the flags this machine needs: no background connections, no sandbox (root).
+import { chromium } from "playwright-core";
+
+export async function launch(userDataDir) {
+  return chromium.launchPersistentContext(userDataDir, {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+    viewport: { width: 1280, height: 900 },
+  });
+}
+
+// Only loopback may be reached: a request anywhere else is a bug in the page (aborted).
+export async function loopbackOnly(page) {
+  await page.route(/^https?:\/\/(?!127\.0\.0\.1[:/])/, (route) => route.abort());
+}
