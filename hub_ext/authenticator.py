@@ -24,6 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import (
     OAuthCallbackHandler,
@@ -49,6 +50,7 @@ from hub_ext.identity.policy import (
     validate_group_roles,
     validate_mfa,
 )
+from hub_ext.identity.refusal import SignInRefused
 from hub_ext.identity.roles import BASE_SCOPES, hub_groups, managed_roles, roles_for
 from hub_ext.identity.sessions import end_session
 from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
@@ -102,6 +104,10 @@ class QustodyLoginHandler(LoginLimited, OAuthLoginHandler):  # type: ignore[misc
             "nonce": state["nonce"],
             "state": _serialize_state({"state_id": state["state_id"]}),
         }
+        if self.get_argument("reauth", "") == "1":
+            # "Sign in again" after a refusal for a missing second factor: an SSO session
+            # at the provider must not answer for the user without asking
+            params["prompt"] = "login"
         self.set_state_cookie(_serialize_state(state))
         self.authorize_redirect(
             redirect_uri=authenticator.get_callback_url(self),
@@ -123,16 +129,55 @@ class QustodyCallbackHandler(LoginLimited, OAuthCallbackHandler):  # type: ignor
                 value.status_code,
                 self.request.method,
                 self.request.path,
-                value.log_message,
+                value.get_message(),
             )
         else:
             super().log_exception(typ, value, tb)
+
+
+#: Page headings of the login policy's refusals (hub_ext/identity/policy.py reasons).
+REFUSAL_TITLES = {
+    "no-role": "Not allowed on this hub",
+    "mfa-missing": "A second sign-in factor is required",
+    "acr-too-low": "A stronger sign-in is required",
+}
 
 
 class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     """OpenID Connect with PKCE; see docs/identity.md."""
 
     login_handler = QustodyLoginHandler
+
+    support_contact = Unicode(
+        "your hub administrator",
+        config=True,
+        help="""Whom a refused user should ask, shown on every sign-in refusal page after
+        "If this keeps happening, ask ...", e.g. ``"research-it@example.org"`` or
+        ``"the Qustody team (#qustody-help)"``. Plain text.""",
+    )
+
+    def refusal(
+        self,
+        handler: Any,
+        status: int,
+        title: str,
+        message: str,
+        *,
+        retry: bool = True,
+        reauth: bool = False,
+        retry_label: str = "Sign in again",
+    ) -> SignInRefused:
+        """The error for a refused sign-in: its page offers to sign in again (``reauth``:
+        the provider must ask for credentials again, OIDC ``prompt=login``) and says whom
+        to ask."""
+        url = ""
+        if retry:
+            url = url_path_join(handler.hub.base_url, "oauth_login")
+            url += "?reauth=1" if reauth else ""
+        return SignInRefused(
+            status, title, message, retry_url=url, retry_label=retry_label,
+            contact=self.support_contact,
+        )
     callback_handler = QustodyCallbackHandler
 
     issuer = Unicode(
@@ -400,10 +445,10 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             if not e.repeated:
                 self.log.error("identity: provider %s unreachable: %s", self.issuer, e)
                 self._emit_refusal(handler, None, "idp-error", "identity provider unreachable")
-            raise web.HTTPError(
-                503,
+            raise self.refusal(
+                handler, 503, "Sign-in is unavailable",
                 "The identity provider is not reachable right now, so you cannot sign in. "
-                "Try again in a few minutes; if it persists, tell your hub administrator.",
+                "Try again in a few minutes.", retry_label="Try again",
             ) from e
 
     # -- login -------------------------------------------------------------------------------
@@ -413,8 +458,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         nonce = state.get("nonce")
         if not nonce or not isinstance(state.get("state_id"), str):
             self._emit_refusal(handler, None, "state-mismatch", "login state missing")
-            raise web.HTTPError(
-                400, "The sign-in state is missing or expired. Start the login again."
+            raise self.refusal(
+                handler, 400, "Sign-in expired",
+                "The sign-in state is missing or expired. Start the login again.",
             )
         self._consume_state(handler, state)
         await self.discover_or_page(handler)
@@ -423,31 +469,41 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             token_info = await self.get_token_info(handler, params)
         except (ProviderUnavailable, OSError) as e:
             self._emit_refusal(handler, None, "idp-error", "token endpoint unreachable")
-            raise web.HTTPError(
-                503, "The identity provider did not answer; try again later."
+            raise self.refusal(
+                handler, 503, "Sign-in is unavailable",
+                "The identity provider did not answer; try again later.", retry_label="Try again",
             ) from e
         except HTTPClientError as e:
             self._emit_refusal(handler, None, "idp-error", f"token endpoint said HTTP {e.code}")
-            raise web.HTTPError(
-                403, "The identity provider refused the sign-in code. Start the login again."
+            raise self.refusal(
+                handler, 403, "Sign-in refused",
+                "The identity provider refused the sign-in code. Start the login again.",
             ) from e
         try:
             claims = await self._verified(handler, token_info, nonce)
         except ProviderUnavailable as e:  # its keys could not be fetched
             self._emit_refusal(handler, None, "idp-error", "signing keys unavailable")
-            raise web.HTTPError(
-                503, "The identity provider did not answer; try again later."
+            raise self.refusal(
+                handler, 503, "Sign-in is unavailable",
+                "The identity provider did not answer; try again later.", retry_label="Try again",
             ) from e
         decision = self._decide(handler, claims)
         if not decision.allowed:
-            raise web.HTTPError(403, decision.message)
+            raise self.refusal(
+                handler, 403, REFUSAL_TITLES.get(decision.reason, "Sign-in refused"),
+                decision.message,
+                # a second factor or a stronger method: the provider must ask again
+                reauth=decision.reason in ("mfa-missing", "acr-too-low"),
+                retry=decision.reason != "no-role",
+            )
         name = self._username(claims)
         if not await self._bound(handler, name, claims):
-            raise web.HTTPError(
-                403,
-                f"Sign-in refused: the account you signed in with is not the one the hub user "
-                f"{name!r} belongs to. If your user name changed at {self.login_service}, ask "
-                "your hub administrator to move your hub account to it.",
+            raise self.refusal(
+                handler, 403, "Sign-in refused",
+                f"The account you signed in with is not the one the hub user {name!r} "
+                f"belongs to. If your user name changed at {self.login_service}, ask your hub "
+                "administrator to move your hub account to it.",
+                retry=False,
             )
         return self._auth_model(token_info, claims, decision, login_at=time.time())
 
@@ -464,8 +520,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             self._emit_refusal(
                 handler, None, f"state-{what}", f"sign-in state {what}; no provider request made"
             )
-        raise web.HTTPError(
-            400, "This sign-in link was already used or has expired. Start the login again."
+        raise self.refusal(
+            handler, 400, "Sign-in expired",
+            "This sign-in link was already used or has expired. Start the login again.",
         )
 
     def _binding_store(self) -> BindingStore:
@@ -541,7 +598,10 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         except IdTokenError as e:
             self.log.warning("identity: ID token refused: %s", e)
             self._emit_refusal(handler, None, e.reason, str(e))
-            raise web.HTTPError(403, f"Sign-in refused: {e}. Start the login again.") from e
+            raise self.refusal(
+                handler, 403, "Sign-in refused", f"The sign-in could not be verified: {e}. "
+                "Start the login again."
+            ) from e
 
     def _decide(self, handler: Any, claims: dict[str, Any]) -> Decision:
         """The policy decision; refusals are logged and audited here."""
@@ -736,6 +796,11 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             )
             return False
         model = self._auth_model(token_info, claims, decision, login_at=record["login_at"])
+        # Saved before the lock is released: JupyterHub saves what refresh_user returns only
+        # afterwards, and a refresh waiting on the lock would otherwise read the old state and
+        # present the refresh token the provider has just rotated (invalid_grant: the session
+        # ended as if the account were disabled).
+        await user.save_auth_state(model["auth_state"])
         self._emit_role_change(user, model)
         await self._stop_servers_beyond(user, model)
         hub_emit(

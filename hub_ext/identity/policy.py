@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .factors import factors_in_words
+
 #: The hub roles an IdP group can map to.
 ROLES = ("student", "researcher", "instructor", "admin", "auditor")
 
@@ -89,7 +91,7 @@ def decide(
             audit_type="mfa-refused",
             reason="mfa-missing",
             message="Multi-factor authentication is required. Sign in again at the identity "
-            "provider with a second factor (one of: " + ", ".join(sorted(mfa.amr_values)) + ").",
+            "provider with " + factors_in_words(mfa.amr_values) + ".",
         )
     needed = [mfa.min_acr, *(mfa.role_min_acr.get(r, "") for r in roles)]
     needed = [level for level in needed if level]

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import chromium
 import pytest
 import requests
 from identity.conftest import PASSWORD
@@ -102,21 +107,57 @@ def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
     assert all("access_token" not in json.dumps(e) for e in logins)
 
 
+def refusal_page(page: requests.Response) -> dict[str, Any]:
+    """What the hub's error page shows: heading, message, the way forward, whom to ask."""
+    text = page.text
+    heading = re.search(r"<h1>\s*(.*?)\s*</h1>", text, re.S)
+    message = re.search(r'<span class="qustody-refusal">(.*?)</span>', text, re.S)
+    retry = re.search(r'<a class="btn btn-primary qustody-retry" href="([^"]*)">(.*?)</a>', text)
+    contact = re.search(r'<span class="qustody-contact">(.*?)</span>', text, re.S)
+    return {
+        "heading": unescape(heading.group(1)) if heading else None,
+        "message": unescape(message.group(1)) if message else None,
+        "retry": (unescape(retry.group(1)), retry.group(2)) if retry else None,
+        "contact": unescape(contact.group(1)) if contact else None,
+        "text": text,
+    }
+
+
 def test_user_without_mfa_is_refused_with_a_clear_page(oidc_hub: Any) -> None:
-    hub = oidc_hub()
-    page = login(requests.Session(), hub.url, "nomfa", PASSWORD)
+    hub = oidc_hub(extra='c.QustodyAuthenticator.support_contact = "research-it@example.org"\n')
+    session = requests.Session()
+    page = login(session, hub.url, "nomfa", PASSWORD)
     assert page.status_code == 403
-    assert "Multi-factor authentication is required" in page.text
+    shown = refusal_page(page)
+    assert shown["heading"] == "403 : A second sign-in factor is required"
+    assert shown["message"].startswith("Multi-factor authentication is required.")
+    # the factors in words, not RFC 8176 codes
+    assert "a hardware security key" in shown["message"], shown["message"]
+    assert "hwk" not in shown["message"]
+    assert shown["text"].count("Multi-factor authentication is required") == 1
+    assert shown["retry"] == ("/hub/oauth_login?reauth=1", "Sign in again")
+    assert shown["contact"] == "If this keeps happening, ask research-it@example.org."
     assert "Traceback" not in page.text
     assert hub.api("GET", "/users/nomfa")[0] == 404
     assert [e["reason"] for e in audit_events(hub, "mfa-refused")] == ["mfa-missing"]
+    # "Sign in again" makes the provider ask again (prompt=login), even with its session
+    again = session.get(f"{hub.url.rstrip('/')}{shown['retry'][0]}", allow_redirects=False)
+    assert again.status_code == 302
+    query = parse_qs(urlsplit(again.headers["Location"]).query)
+    assert query["prompt"] == ["login"]
+    plain = session.get(f"{hub.url}hub/oauth_login", allow_redirects=False)
+    assert "prompt" not in parse_qs(urlsplit(plain.headers["Location"]).query)
 
 
 def test_user_in_no_mapped_group_is_refused(oidc_hub: Any) -> None:
     hub = oidc_hub()
     page = login(requests.Session(), hub.url, "outsider", PASSWORD)
     assert page.status_code == 403
-    assert "not in any group allowed" in page.text
+    shown = refusal_page(page)
+    assert shown["heading"] == "403 : Not allowed on this hub"
+    assert "not in any group allowed" in shown["message"]
+    assert shown["retry"] is None  # signing in again changes nothing: ask someone
+    assert shown["contact"] == "If this keeps happening, ask your hub administrator."
     assert hub.api("GET", "/users/outsider")[0] == 404
     assert any(
         e.get("user") == "outsider" and e["reason"] == "no-role"
@@ -139,3 +180,23 @@ def test_stricter_acr_for_admins(oidc_hub: Any, idp: Any) -> None:
     idp.set_user("ada", acr="urn:qustody:acr:phr")
     assert login(requests.Session(), hub.url, "ada", PASSWORD).status_code == 200
     assert [e["reason"] for e in audit_events(hub, "mfa-refused")] == ["acr-too-low"]
+
+
+def test_the_mfa_refusal_page_in_chromium_offers_a_way_forward(
+    oidc_hub: Any, tmp_path: Path
+) -> None:
+    hub = oidc_hub()
+    shot = tmp_path / "mfa-refused.png"
+    out = chromium.drive("refusal_page.mjs", {
+        "hub": hub.url, "user": "nomfa", "password": PASSWORD,
+        "screenshot": str(shot), "userDataDir": str(tmp_path / "chromium-profile"),
+    })
+    assert out["status"] == 403
+    assert out["heading"] == "403 : A second sign-in factor is required"
+    assert "a hardware security key" in out["message"]
+    assert out["bodyText"].count("Multi-factor authentication is required") == 1
+    assert out["contact"] == "If this keeps happening, ask your hub administrator."
+    assert out["retryVisible"] and out["retryLabel"] == "Sign in again"
+    # the provider shows its form again instead of answering from its session
+    assert "/interaction/" in out["afterRetryUrl"], out["afterRetryUrl"]
+    assert shot.stat().st_size > 1000

@@ -8,6 +8,7 @@ a user removed from every allowed group loses their session, hub tokens and serv
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,18 @@ def test_provider_key_rotation_keeps_sessions(oidc_hub: Any, idp: Any, tmp_path:
     assert not [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
     # and a fresh login verifies with the new key too
     assert signed_in(hub, "sam").cookies.get("jupyterhub-hub-login")
+
+
+def test_concurrent_refreshes_keep_the_session(oidc_hub: Any, tmp_path: Path) -> None:
+    """Requests that all find the session due for a refresh (and the sweep) refresh one
+    after another; none may present a refresh token the provider has already rotated,
+    or the provider refuses it and the session ends as if the account were disabled."""
+    hub = oidc_hub(extra=FAST.format(home=tmp_path))
+    session = signed_in(hub, "rita")
+    for _ in range(4):
+        time.sleep(2.5)  # past auth_refresh_age: every request below wants a refresh
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(lambda _: whoami(hub, session).status_code, range(12)))
+        assert codes == [200] * 12, codes
+    assert not [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
+    assert whoami(hub, session).status_code == 200

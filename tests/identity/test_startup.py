@@ -92,6 +92,10 @@ c.QustodyAuthenticator.discovery_ttl = 2
     page = requests.get(f"{hub.url}hub/oauth_login", timeout=30)
     assert page.status_code == 503
     assert "identity provider is not reachable" in page.text and "Traceback" not in page.text
+    assert "<h1>503 : Sign-in is unavailable</h1>" in page.text
+    assert '<a class="btn btn-primary qustody-retry" href="/hub/oauth_login">Try again</a>' in (
+        page.text
+    )
     # more visits during the outage: the same page, no new attempt and no new record
     assert {
         requests.get(f"{hub.url}hub/oauth_login", timeout=30).status_code for _ in range(10)
