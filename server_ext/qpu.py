@@ -53,6 +53,8 @@ from qiskit.providers import BackendV2, JobError, JobStatus, JobV1, Options  # t
 from qiskit.result import Result  # type: ignore[import-untyped]
 from qiskit.transpiler import InstructionProperties, Target  # type: ignore[import-untyped]
 
+from .kernel_errors import QustodyRefusal
+
 TAG_OPTIONS = ("project", "purpose", "sensitivity", "priority", "labels")
 RUN_OPTIONS = ("shots", "memory", "seed_simulator", "transpile_seed")
 CONTROL_FLOW = {
@@ -82,8 +84,10 @@ _TAGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 _OPEN: list[dict[str, Any]] = []
 
 
-class GatewayError(QiskitError):  # type: ignore[misc]
+class GatewayError(QiskitError, QustodyRefusal):  # type: ignore[misc]
     """The gateway refused a request. ``code`` is its reason code; the message says why."""
+
+    kind = "QPU gateway"
 
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
         super().__init__(message)

@@ -24,7 +24,23 @@ import os
 import urllib.request
 from pathlib import Path
 
+from .kernel_errors import QustodyRefusal
+
 DIR_ENV = "QUSTODY_SECRETS_DIR"
+
+
+class SecretNotFound(KeyError, QustodyRefusal):
+    """No secret of that name on this server (a ``KeyError``, so ``except KeyError`` works)."""
+
+    code = "NO_SUCH_SECRET"
+    kind = "Secrets"
+
+    def __init__(self, message: str, code: str = "NO_SUCH_SECRET") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message
+        return str(self.args[0]) if self.args else ""
 
 
 def _directory() -> Path:
@@ -48,12 +64,12 @@ def list_secrets() -> list[str]:
 def get_secret(name: str) -> str:
     """The current value of secret ``name``; KeyError (naming what exists) if absent."""
     if not name or "/" in name or name.startswith("."):
-        raise KeyError(f"{name!r} is not a secret name")
+        raise SecretNotFound(f"{name!r} is not a secret name", code="BAD_SECRET_NAME")
     try:
         return (_directory() / name).read_text(encoding="utf-8")
     except FileNotFoundError:
         available = ", ".join(list_secrets()) or "none"
-        raise KeyError(
+        raise SecretNotFound(
             f"no secret {name!r} on this server (available: {available}); "
             "ask an admin to grant it, then refresh() or restart the server"
         ) from None
