@@ -13,7 +13,10 @@ and on a throwaway PostgreSQL cluster (tests/pgserver.py; needs Debian's postgre
 
 Large payloads (``--large N``): N health checks while the gateway is idle, then N while
 one client sends ~6 MB QPY submissions back to back: how long the event loop stalls
-behind decoding.
+behind decoding. Then the same for a provider backend whose driver needs its
+credentials to build (tests/qpu/keyed_driver.py ``KeyedTargetDriver``), whose large
+bodies the parse processes check against a stand-in of the driver, and, as the baseline,
+with the stand-ins switched off (such bodies then decoded on the event loop, as before).
 
 End to end: a 5-qubit GHZ, 1024 shots, run directly on AerSimulator in this process and
 through the gateway with ``server_ext.qpu`` (``backend.run(...).result()``), median of
@@ -81,7 +84,7 @@ def small_circuit_b64() -> str:
 
 class Gateway:
     def __init__(self, workdir: Path, hub_url: str, db_url: str, sync: str = "FULL",
-                 audit: bool = True, workers: int = 1) -> None:
+                 audit: bool = True, workers: int = 1, extra: str = "") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         policy = workdir / "policy.toml"
@@ -89,7 +92,10 @@ class Gateway:
         config = workdir / f"config_{self.port}.py"
         settings = {
             "hub_api_url": hub_url, "db_url": db_url, "policy_file": str(policy),
-            "backends": {"aer_simulator": {"driver": "aer", "lanes": 1}},
+            "backends": {"aer_simulator": {"driver": "aer", "lanes": 1},
+                         # a provider whose driver needs its key to build
+                         "keyed_target": {"driver": "tests.qpu.keyed_driver:KeyedTargetDriver",
+                                          "lanes": 1}},
             "ip": "127.0.0.1", "port": self.port, "auth_cache_seconds": 5.0,
             "dispatch_poll_seconds": 1.0, "sqlite_synchronous": sync,
             "workers": workers,
@@ -102,6 +108,8 @@ class Gateway:
             settings["audit_log"] = False
         config.write_text("c = get_config()  # noqa\n" + "".join(
             f"c.{k if '.' in k else 'QpuGateway.' + k} = {v!r}\n" for k, v in settings.items())
+            + "c.QpuGateway.credentials = lambda backend: {'api_key': 'qk-bench-0123456789'}\n"
+            + extra
             # e.g. a profiler for the database thread
             + os.environ.get("QUSTODY_BENCH_EXTRA_CONFIG", ""))
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
@@ -299,7 +307,8 @@ def end_to_end(gw: Gateway, token: str, runs: int) -> dict[str, float]:
             "ratio": v / d}
 
 
-def large_payload_stall(gw: Gateway, token: str, runs: int) -> dict[str, float]:
+def large_payload_stall(gw: Gateway, token: str, runs: int,
+                        backend: str = "aer_simulator") -> dict[str, float]:
     """How long other requests wait while large submissions are decoded: ``runs`` health
     checks, first idle, then while one client sends ~6 MB QPY jobs back to back (the
     backend is paused, so they are only admitted)."""
@@ -313,7 +322,7 @@ def large_payload_stall(gw: Gateway, token: str, runs: int) -> dict[str, float]:
     qc.measure_all()
     buf = io.BytesIO()
     qpy.dump(qc, buf)
-    body = json.dumps({"backend": "aer_simulator", "shots": 10,
+    body = json.dumps({"backend": backend, "shots": 10,
                        "circuits": [{"qpy": base64.b64encode(buf.getvalue()).decode()}],
                        "tags": {"project": "bench", "purpose": "benchmark"}})
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
@@ -328,6 +337,8 @@ def large_payload_stall(gw: Gateway, token: str, runs: int) -> dict[str, float]:
             time.sleep(0.01)
         return sorted(out)
 
+    # one large body first: the parse processes are started and warm before measuring
+    session.post(gw.url + "api/jobs", data=body, headers=headers, timeout=300)
     idle = probe()
     stop, sent = threading.Event(), [0]
 
@@ -345,8 +356,36 @@ def large_payload_stall(gw: Gateway, token: str, runs: int) -> dict[str, float]:
     thread.join()
     return {"idle_p50": idle[len(idle) // 2] * 1000, "idle_max": idle[-1] * 1000,
             "busy_p50": busy[len(busy) // 2] * 1000,
+            "busy_p90": busy[int(len(busy) * 0.9)] * 1000,
             "busy_p99": busy[int(len(busy) * 0.99)] * 1000, "busy_max": busy[-1] * 1000,
             "large_sent": sent[0], "mb": len(body) / 1e6}
+
+
+#: Benchmark-only: the gateway without stand-ins, as before they existed (the baseline).
+NO_STAND_INS = "import hub_ext.qpu.app\nhub_ext.qpu.app.stand_ins = lambda drivers: {}\n"
+
+
+def credentialed_stall(work: Path, hub_url: str, token: str, ops: str, runs: int) -> None:
+    """Event-loop stalls behind large bodies for a backend whose driver needs credentials
+    to build: with the stand-ins, then without (the baseline)."""
+    for label, extra in (("stand-in in the parse processes", ""),
+                         ("baseline: no stand-in, decoded on the event loop", NO_STAND_INS)):
+        gw = Gateway(work, hub_url, f"sqlite:///{work / f'bench-keyed-{len(extra)}.sqlite'}",
+                     audit=False, extra=extra)
+        try:
+            requests.post(gw.url + "api/admin/backends/keyed_target/pause",
+                          headers={"Authorization": f"token {ops}"},
+                          json={"reason": "benchmark: admit only"},
+                          timeout=30).raise_for_status()
+            st = large_payload_stall(gw, token, runs, "keyed_target")
+            print(f"large payloads [credentialed backend, {label}]: health check idle p50 "
+                  f"{st['idle_p50']:.2f} ms (max {st['idle_max']:.1f}); while "
+                  f"{st['mb']:.1f} MB jobs are decoded ({st['large_sent']} sent): p50 "
+                  f"{st['busy_p50']:.2f} ms, p90 {st['busy_p90']:.1f} ms, "
+                  f"p99 {st['busy_p99']:.1f} ms, max "
+                  f"{st['busy_max']:.1f} ms")
+        finally:
+            gw.stop()
 
 
 def main() -> None:
@@ -379,6 +418,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cluster = None
+        if args.large:
+            credentialed_stall(work, hub_url, token, ops, args.large)
         for db, workers in [(d, int(w)) for d in args.db.split(",")
                             for w in args.workers.split(",")]:
             sync = "NORMAL" if db == "sqlite-normal" else "FULL"

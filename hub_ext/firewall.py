@@ -112,18 +112,48 @@ def install(bridge: str, subnet: str, host_ip: str, port: int) -> None:
 
 
 def present(bridge: str) -> bool:
-    """Whether both tables for ``bridge`` are installed (a ``flush ruleset``, e.g. by the
-    nftables service loading its own configuration, removes them)."""
+    """Whether both tables for ``bridge`` are installed with exactly Qustody's rules (a
+    ``flush ruleset`` removes them; a ``flush table`` empties them; an inserted rule,
+    say an ``accept`` before the ``drop``, changes them)."""
     nft = nft_command()
     if nft is None:
         return False
     table = table_name(bridge)
-    return all(
-        subprocess.run(  # noqa: S603 - fixed argv
-            [nft, "list", "table", family, table], capture_output=True, timeout=30, check=False
-        ).returncode == 0
-        for family in ("inet", "bridge")
+    listed = {}
+    for family in ("inet", "bridge"):
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [nft, "list", "table", family, table], capture_output=True, text=True,
+            timeout=30, check=False,
+        )
+        if done.returncode != 0:
+            return False
+        listed[family] = _rules(done.stdout)
+    inet, bridged = listed["inet"], listed["bridge"]
+    return (
+        len(inet) == 3
+        and inet[0] == f'iifname "{bridge}" ct state established,related accept'
+        and inet[1].startswith(f'iifname "{bridge}" ')
+        and inet[1].endswith(" ct state new accept") and " tcp dport " in inet[1]
+        and inet[2] == f'iifname "{bridge}" drop'
+        and len(bridged) == 3 and all(r.endswith(" drop") for r in bridged)
     )
+
+
+def _rules(listing: str) -> list[str]:
+    """The rule lines of an ``nft list table`` output (not the table, chain or hook)."""
+    return [
+        line.strip() for line in listing.splitlines()
+        if line.strip() and not line.strip().startswith(("table ", "chain ", "type ", "}"))
+    ]
+
+
+def ensure(bridge: str, subnet: str, host_ip: str, port: int) -> bool:
+    """Install the tables for ``bridge`` if they are missing; True when they were (the
+    caller logs it). FirewallRefused when they cannot be installed."""
+    if present(bridge):
+        return False
+    install(bridge, subnet, host_ip, port)
+    return True
 
 
 def remove(bridge: str) -> None:

@@ -180,17 +180,15 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
             await self._start_network_proxy(policy)
         bridge = self._firewalled_bridge
         # a bridge that is gone (network removed) needs no rules: spawns re-check the network
-        if (
-            policy is not None and bridge and Path("/sys/class/net", bridge).exists()
-            and not await asyncio.to_thread(firewall.present, bridge)
+        if policy is not None and bridge and Path("/sys/class/net", bridge).exists() and (
+            await asyncio.to_thread(
+                firewall.ensure, bridge, policy.network_subnet,
+                host_address(policy.network_subnet), policy.network_proxy_port,
+            )
         ):
             self.log.error(
                 "The host firewall for bridge %s was removed (nft flush ruleset?); "
-                "installing it again", bridge,
-            )
-            await asyncio.to_thread(
-                firewall.install, bridge, policy.network_subnet,
-                host_address(policy.network_subnet), policy.network_proxy_port,
+                "installed it again", bridge,
             )
 
 

@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -40,7 +41,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Dict, Instance, Int, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
-from . import network
+from . import firewall, network
 from .audit.lifecycle import audited
 from .identity.roles import INSTRUCTOR_PREFIX, students_group
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
@@ -1078,6 +1079,8 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
                     f"nothing listens on {self.policy.network_proxy_url} (set "
                     "c.JupyterHub.proxy_class = hub_ext.proxy.QustodyProxy)"
                 ]
+        if not problems and info and self.policy.host_firewall == "nftables":
+            problems += await self._check_firewall(network.bridge_of(info))
         if problems:
             self.log.error("Refusing to start %s: user network %r: %s", self._log_name, name,
                            "; ".join(problems))
@@ -1086,6 +1089,22 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
                 "Your server was not started: the network for servers is not as the security "
                 "policy requires. An admin has been told in the hub log.",
             )
+
+    async def _check_firewall(self, bridge: str) -> list[str]:
+        """The host firewall must be in place before a container joins the bridge: tables
+        removed since the proxy's last check (``nft flush ruleset``) are installed again,
+        and a spawn is refused when they cannot be (fail closed)."""
+        try:
+            installed = await asyncio.to_thread(
+                firewall.ensure, bridge, self.policy.network_subnet,
+                network.host_address(self.policy.network_subnet), self.policy.network_proxy_port,
+            )
+        except (firewall.FirewallRefused, OSError, subprocess.TimeoutExpired) as e:
+            return [f"the host firewall for bridge {bridge} is missing: {e}"]
+        if installed:
+            self.log.warning("The host firewall for bridge %s was missing; installed it again",
+                             bridge)
+        return []
 
     def _on_network(self, env: dict[str, str]) -> dict[str, str]:
         """Point the hub URLs in a server's environment at the network proxy.

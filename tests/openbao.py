@@ -5,7 +5,7 @@
 ``secret/`` by dev mode); ``provision_qustody(...)`` sets it up the way docs/secrets.md
 tells an operator to: JWT auth at ``jwt/`` with a role ``qustody-user`` whose token reads
 only ``secret/qustody/user/<its user>/*``, and an AppRole ``qustody-hub`` that may only
-revoke leases. Dev mode is for tests only: it is unsealed, in memory, with a known root
+revoke leases and tokens by accessor. Dev mode is for tests only: it is unsealed, in memory, with a known root
 token.
 """
 
@@ -23,6 +23,8 @@ from typing import Any
 import hvac
 import requests
 from hvac import exceptions as vault_errors
+
+from hub_ext.secrets.vault import hub_policy
 
 #: The JWT role users log in with (VaultBroker.jwt_role's default).
 USER_ROLE = "qustody-user"
@@ -157,9 +159,7 @@ def provision_qustody(bao: OpenBao, jwt_config: dict[str, Any], audience: str) -
         },
     )
     root.sys.enable_auth_method("approle", path="approle")
-    root.sys.create_or_update_policy(
-        "qustody-hub", 'path "sys/leases/revoke" { capabilities = ["update"] }\n'
-    )
+    root.sys.create_or_update_policy("qustody-hub", hub_policy())
     root.write_data("auth/approle/role/qustody-hub", data={"token_policies": ["qustody-hub"]})
 
 

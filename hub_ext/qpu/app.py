@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
 from .credentials import CredentialBroker
-from .parsing import BadSubmission, ParsePool, Prepared, Unavailable, prepare
+from .parsing import BadSubmission, ParsePool, Prepared, Unavailable, prepare, stand_ins
 from .policy import Refused
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
@@ -378,6 +379,18 @@ class QpuGateway(Application):
                            "config, or set QpuGateway.audit_log = False outside a hub.")
         if self.max_payload_bytes > 1024**3:
             self.exit_with("QpuGateway.max_payload_bytes above 1 GiB is not supported")
+        # the gateway decodes hostile input from every user: it must not hold the key
+        # that opens their secrets (it asks the hub for its own, secret_source.py)
+        holds_key = getattr(self.credentials, "holds_master_key", None)
+        if callable(holds_key) and holds_key():
+            self.exit_with("QpuGateway.credentials reads the secret store with the hub's "
+                           "master key, which decrypts every user's secret: use "
+                           "SecretStoreCredentials(store='hub') (the hub answers the "
+                           "service:qpu entries) or store='vault'")
+        if os.environ.get("QUSTODY_SECRETS_MASTER_KEY"):
+            self.exit_with("the gateway's environment holds QUSTODY_SECRETS_MASTER_KEY, the "
+                           "key to every user's secret: remove it from the service's "
+                           "environment (the gateway asks the hub for its credentials)")
 
     def exit_with(self, message: str) -> None:
         self.log.critical(message)
@@ -419,7 +432,7 @@ class QpuGateway(Application):
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
         self.parse_pool = ParsePool(self.parse_processes, self.backends, self.limits,
-                                    self.parse_memory_mb, self.log)
+                                    self.parse_memory_mb, self.log, stand_ins(self.drivers))
         self._parsing: dict[str, int] = {}
         self._parsing_total = 0
         self._last_of: dict[str, asyncio.Future[None]] = {}
@@ -480,6 +493,9 @@ class QpuGateway(Application):
             try:
                 return await self.parse_pool.prepare(identity, data, policy)
             except Unavailable:  # a provider backend the workers cannot build: decode here
+                self.log.warning("QPU parse pool: a large submission was decoded on the "
+                                 "event loop (its backend's driver has no stand-in in the "
+                                 "parse workers; see docs/qpu.md)")
                 return prepare(self, identity, data, policy)
         finally:
             self._parsing_total -= 1
@@ -717,8 +733,9 @@ class QpuGateway(Application):
             server.add_sockets(sockets)
         self.runner.start()
         loop = asyncio.get_running_loop()
-        # starting the fork server waits for its imports: not on the event loop
-        loop.run_in_executor(None, self.parse_pool.warm)
+        # starting the fork server waits for its imports: not on the event loop, and not
+        # in the loop's executor, which a stop during start-up would wait for
+        threading.Thread(target=self.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -812,7 +829,20 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     app = QpuGateway.instance()
     app.initialize(argv)
-    app.start()
+    try:
+        app.start()
+        status: int = 0
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        status = e.code if isinstance(e.code, int) else int(e.code is not None)
+    # What must reach disk is closed (the store, the audit log). The interpreter's own
+    # teardown of Qiskit, SciPy and SQLAlchemy takes seconds and protects nothing; every
+    # hub stop waits for it. Workers end with the gateway (lifeline.py).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 __all__ = ["CLASSES", "QpuGateway", "main", "scopes_config"]

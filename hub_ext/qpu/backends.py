@@ -72,6 +72,12 @@ class BackendDriver(ABC):
     #: gateway thread and is cancelled when the time cap passes. A provider driver built
     #: on ``AerDriver`` sets it back to False: a sandbox has no credentials.
     sandboxed = False
+    #: Attributes of this driver, beyond those every driver has (name, params, limits,
+    #: ``target``, ``config_hash``), that its ``check_circuits`` and ``estimate_seconds``
+    #: read. They are copied to the parse workers' credential-free stand-in of a driver
+    #: that needs credentials to build (parsing.py): never list one that holds or
+    #: derives from a credential.
+    stand_in_attrs: tuple[str, ...] = ()
 
     def __init__(
         self, name: str, params: Mapping[str, Any], credentials: CredentialSource
@@ -275,7 +281,6 @@ class EmulatedDevice(BackendDriver):
 
     def build_target(self) -> Target:
         from qiskit.providers.fake_provider import GenericBackendV2  # type: ignore[import-untyped]
-        from qiskit_aer import AerSimulator
 
         allowed = {
             "num_qubits", "seed", "basis_gates", "shot_seconds", "job_seconds",
@@ -303,10 +308,21 @@ class EmulatedDevice(BackendDriver):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"backend {self.name!r}: {field} must be >= 0")
         self.device = GenericBackendV2(**kwargs)
-        self._sim = AerSimulator.from_backend(self.device)
+        self._sim: Any = None
+        self._sim_lock = threading.Lock()
         self._run_lock = threading.Lock()
         target: Target = self.device.target
         return target
+
+    def _simulator(self) -> Any:
+        """The noisy simulator, made at the first run: its noise model takes a second or
+        more to compute, and the gateway and parse workers, which only admit, never run."""
+        with self._sim_lock:
+            if self._sim is None:
+                from qiskit_aer import AerSimulator
+
+                self._sim = AerSimulator.from_backend(self.device)
+            return self._sim
 
     def estimate_seconds(self, circuits: Sequence[QuantumCircuit], shots: int) -> float:
         return (
@@ -336,7 +352,7 @@ class EmulatedDevice(BackendDriver):
         memory_mb: int,
     ) -> Execution:
         run_opts = {k: v for k, v in options.items() if k in ("seed_simulator", "memory")}
-        result = self._sim.run(list(circuits), shots=shots, max_memory_mb=memory_mb,
+        result = self._simulator().run(list(circuits), shots=shots, max_memory_mb=memory_mb,
                                **run_opts).result()
         if not result.success:
             raise ExecutionError(f"the device emulation failed: {str(result.status)[:200]}")
@@ -361,7 +377,7 @@ class EmulatedDevice(BackendDriver):
         run_opts = {k: v for k, v in options.items() if k in ("seed_simulator", "memory")}
         with self._run_lock:
             started = time.monotonic()
-            result = self._sim.run(list(circuits), shots=shots, **run_opts).result()
+            result = self._simulator().run(list(circuits), shots=shots, **run_opts).result()
             # Hold the lane for the modelled device time, waking early on cancel.
             remaining = modelled * self.time_scale - (time.monotonic() - started)
             if remaining > 0 and cancel.wait(remaining):

@@ -16,7 +16,9 @@ It adds, to the hub's config ``c``:
   server token only the subset its user holds);
 - ``QUSTODY_QPU_URL`` in ``Spawner.environment``: the gateway behind the hub's proxy;
 - ``QpuGateway.credentials``: provider credentials read from the hub's secret broker
-  (``SecretStoreCredentials``, secret_source.py; ``qustody secrets qpu`` manages them).
+  (``SecretStoreCredentials``, secret_source.py; ``qustody secrets qpu`` manages them):
+  with the embedded store, the hub's endpoint that answers them to the gateway's own
+  token (hub_credentials.py), so the gateway never holds the master key.
 
 Call it after ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles`` are set and after
 ``hub_audit(c)`` (which creates the demo's audit key) and the ``SecretBroker`` settings.
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, SCOPES
-from .secret_source import gateway_config_lines
+from .secret_source import gateway_config_lines, hub_reader_settings
 
 SERVICE = "qpu"
 DEMO_POLICY = Path(__file__).with_name("demo_policy.toml")
@@ -120,6 +122,11 @@ def qpu_service(
         "cwd": str(state / SERVICE),
     }
     c.JupyterHub.services = [*_list(c.JupyterHub.services), service]
+    reader = hub_reader_settings(c)
+    if reader is not None:  # the embedded store: the hub reads it for the gateway
+        from .hub_credentials import install
+
+        install(c, reader, SERVICE)
     custom = c.JupyterHub.custom_scopes if isinstance(c.JupyterHub.custom_scopes, dict) else {}
     c.JupyterHub.custom_scopes = {
         **custom, **{name: {"description": text} for name, text in SCOPES.items()},

@@ -9,6 +9,16 @@ megabytes, so a thread would stall the event loop just the same. Workers get the
 configuration once and the policy with each job, build their own drivers (without
 credentials: admission needs none), and cap their address space so a hostile payload
 cannot exhaust the host's memory; the answer is the finished ``Ticket``.
+
+A provider driver that needs its credentials to build (its SDK fetches the device's
+Target with the token) cannot be built in a worker, which never holds credentials. The
+gateway then gives the workers a **stand-in** of the driver it built (``stand_in``): the
+same class, with the attributes every driver has (name, parameters, limits, Target,
+configuration hash) and any the class lists in ``BackendDriver.stand_in_attrs``, but a
+credential source that refuses. Workers check circuits against it with the driver's own
+code, so large submissions to credentialed backends are decoded off the event loop too.
+Only when the stand-in cannot be made (its Target does not pickle) or its code asks for
+credentials during the check does the gateway decode the body itself (``Unavailable``).
 """
 
 from __future__ import annotations
@@ -21,14 +31,18 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
 import signal
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from . import lifeline
 from .auth import Identity
-from .backends import BackendDriver, build
+from .backends import BUILTIN, BackendDriver, build, load_driver_class
+from .credentials import CredentialError
 from .policy import Refused
 from .policyfile import Policy
 from .sandbox import FORKSERVER_PRELOAD
@@ -63,14 +77,63 @@ class Unavailable(Exception):
     which workers never get): the gateway decodes this submission itself."""
 
 
+#: What every driver's constructor sets, copied to a stand-in (never ``_credentials``).
+STAND_IN_ATTRS = ("name", "params", "lanes", "max_shots", "description", "target", "public",
+                  "config_hash")
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A credential-free copy of a built driver, for parse workers: its class and the
+    attributes its admission checks read (``Target`` included), never its credentials."""
+
+    driver: str  # "package.module:ClassName"
+    attrs: Mapping[str, Any]
+
+
+def stand_in(driver: BackendDriver) -> StandIn | None:
+    """A stand-in of ``driver`` for parse workers, or None when it cannot be sent."""
+    cls = type(driver)
+    names = (*STAND_IN_ATTRS, *getattr(cls, "stand_in_attrs", ()))
+    try:
+        attrs = {n: getattr(driver, n) for n in names if n != "_credentials"}
+        pickle.dumps(attrs)  # a Target an SDK cannot pickle: the loop decodes instead
+    except Exception:
+        return None
+    return StandIn(f"{cls.__module__}:{cls.__qualname__}", attrs)
+
+
+def stand_ins(drivers: Mapping[str, BackendDriver]) -> dict[str, StandIn]:
+    """Stand-ins of the configured (not built-in) drivers: the ones a worker may fail
+    to build without credentials."""
+    builtin = tuple(BUILTIN.values())
+    return {name: s for name, d in drivers.items()
+            if type(d) not in builtin and (s := stand_in(d)) is not None}
+
+
+def _refuse_credentials(backend: str) -> dict[str, str]:
+    raise CredentialError(f"parse workers hold no credentials (backend {backend!r})")
+
+
+def _from_stand_in(s: StandIn) -> BackendDriver:
+    cls = load_driver_class(s.driver)
+    driver = cls.__new__(cls)  # no constructor: it would ask for credentials
+    driver.__dict__.update(s.attrs)
+    driver._credentials = _refuse_credentials
+    return driver
+
+
 class Context:
     """What ``handlers.parse`` and ``build_ticket`` read of the gateway."""
 
     def __init__(self, drivers: Mapping[str, BackendDriver], limits: Limits,
-                 unbuilt: frozenset[str] = frozenset()) -> None:
+                 unbuilt: frozenset[str] = frozenset(),
+                 standing_in: frozenset[str] = frozenset()) -> None:
         self.drivers = drivers
         self.limits = limits
         self.unbuilt = unbuilt
+        #: backends whose driver here is a stand-in (a failure there falls back)
+        self.standing_in = standing_in
 
     def unknown_backend(self, name: str) -> str:
         return (f"unknown backend {name[:64]!r}; backends: {', '.join(sorted(self.drivers))} "
@@ -105,17 +168,25 @@ def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy) -> Prepar
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # die with the gateway (Linux)
+def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int,
+                 standins: Mapping[str, StandIn] | None, gateway_pid: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # die with the fork server (Linux)
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    lifeline.follow(gateway_pid)  # and with the gateway, which the fork server outlives
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     drivers: dict[str, BackendDriver] = {}
+    standing_in: set[str] = set()
     for name, spec in specs.items():
-        # a provider whose Target needs its credentials cannot be built here: the
-        # gateway decodes that backend's submissions itself (``Unavailable``)
         with contextlib.suppress(Exception):
             drivers.update(build({name: spec}, lambda backend: {}))
-    _worker["ctx"] = Context(drivers, limits, frozenset(set(specs) - set(drivers)))
+        if name not in drivers and name in (standins or {}):
+            # a provider whose Target needs its credentials: the gateway's stand-in
+            with contextlib.suppress(Exception):
+                drivers[name] = _from_stand_in((standins or {})[name])
+                standing_in.add(name)
+    # what is left is decoded by the gateway itself (``Unavailable``)
+    _worker["ctx"] = Context(drivers, limits, frozenset(set(specs) - set(drivers)),
+                             frozenset(standing_in))
     with open("/proc/self/statm") as f:
         base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -142,6 +213,13 @@ def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple
         return ("bad", 413, "PAYLOAD_TOO_COMPLEX",
                 "decoding this submission needs more memory than the gateway allows "
                 "(QpuGateway.parse_memory_mb): split the job")
+    except (CredentialError, AttributeError):
+        # a stand-in's check asked for credentials, or for state it does not carry: the
+        # gateway's own driver decides. Any other error is the submission's (a 422 from
+        # the caller), never a reason to decode it again on the gateway's event loop.
+        if ctx.standing_in:
+            return ("fallback",)
+        raise
     if p.refused is not None:
         r = p.refused
         return ("refused", p.backend, p.project, r.status, r.code, r.message, r.detail)
@@ -152,9 +230,10 @@ class ParsePool:
     """``processes`` worker processes; ``prepare`` awaits one without blocking the loop."""
 
     def __init__(self, processes: int, specs: Mapping[str, Any], limits: Limits,
-                 memory_mb: int, log: logging.Logger) -> None:
+                 memory_mb: int, log: logging.Logger,
+                 standins: Mapping[str, StandIn] | None = None) -> None:
         self.processes = processes
-        self.args = (dict(specs), limits, memory_mb)
+        self.args = (dict(specs), limits, memory_mb, dict(standins or {}))
         self.log = log
         self._pool = self._new_pool()
 
@@ -162,7 +241,8 @@ class ParsePool:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         return concurrent.futures.ProcessPoolExecutor(
-            self.processes, mp_context=ctx, initializer=_init_worker, initargs=self.args)
+            self.processes, mp_context=ctx, initializer=_init_worker,
+            initargs=(*self.args, os.getpid()))
 
     def warm(self) -> None:
         """Start the workers now rather than at the first large submission."""
@@ -193,7 +273,11 @@ class ParsePool:
         return Prepared(backend, project, ticket, None, cast(list[str], ignored))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # A worker still starting holds the pool's lock until the fork server has imported
+        # Qiskit: a stop during start-up must not wait for that (lifeline.py ends workers).
+        threading.Thread(target=self._pool.shutdown, kwargs={"wait": False,
+                         "cancel_futures": True}, name="qpu-parse-close", daemon=True).start()
 
 
-__all__ = ["BadSubmission", "Context", "ParsePool", "Prepared", "Unavailable", "prepare"]
+__all__ = ["BadSubmission", "Context", "ParsePool", "Prepared", "StandIn", "Unavailable",
+           "prepare", "stand_in", "stand_ins"]

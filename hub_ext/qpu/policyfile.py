@@ -445,7 +445,7 @@ def _identity(
     _keys(
         t,
         ("course_prefix", "course_backends", "course_purpose", "personal_backends",
-         "personal_purpose"),
+         "personal_purpose", "personal_share"),
         "identity",
     )
     prefix = t.get("course_prefix", "")
@@ -469,6 +469,8 @@ def _identity(
         personal_backends=backends("personal_backends"),
         personal_purpose=_purpose(t.get("personal_purpose", ""), "identity.personal_purpose",
                                   purposes),
+        personal_share=float(_number(t.get("personal_share", 0.1), "identity.personal_share",
+                                     minimum=1e-9)),
         sensitivity=level,
         max_tier=tier,
     )

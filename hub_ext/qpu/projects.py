@@ -68,6 +68,8 @@ class IdentityProjects:
     #: backends of the personal sandbox of a user in no other project (() = no sandbox)
     personal_backends: tuple[str, ...] = ()
     personal_purpose: str = ""
+    #: fair-share weight of each sandbox: one person, against a course's or team's 1.0
+    personal_share: float = 0.1
     #: what a derived project without a file entry gets
     sensitivity: str = "internal"
     max_tier: str = ""
@@ -106,6 +108,7 @@ class IdentityProjects:
             sensitivity=self.sensitivity,
             max_tier=self.max_tier,
             purpose=self.personal_purpose,
+            share=self.personal_share,
         )
 
 

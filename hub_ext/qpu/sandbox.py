@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from . import lifeline
 from .backends import BackendDriver, Cancelled, ExecutionError, load_driver_class
 from .validation import Invalid, Limits
 
@@ -158,9 +159,10 @@ def _run(task: Task, drivers: dict[str, BackendDriver]) -> Outcome:
                    elapsed=time.perf_counter() - started)
 
 
-def serve(conn: Connection) -> None:
+def serve(conn: Connection, gateway_pid: int) -> None:
     """The worker's loop: one task at a time, each under its own address-space cap."""
-    _die_with_parent()
+    _die_with_parent()  # the fork server
+    lifeline.follow(gateway_pid)  # and the gateway, which the fork server outlives
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when workers stop
     _warm_up()
     base = _address_space_mb()
@@ -229,7 +231,7 @@ class SandboxPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=serve, args=(child,), daemon=True,
+        process = self._ctx.Process(target=serve, args=(child, os.getpid()), daemon=True,
                                     name="qpu-sandbox")
         process.start()
         child.close()

@@ -1,15 +1,28 @@
 """``QpuGateway.credentials`` backed by the secret broker's store (embedded or Vault).
 
 ``qpu_service`` (hub.py) writes ``c.QpuGateway.credentials = SecretStoreCredentials(...)``
-into the generated gateway config with the hub's ``SecretBroker`` settings
-(``gateway_settings``): the embedded store opened read-only with the hub's master key
-file (same machine, same unix user), or Vault KV v2 read with the gateway's own token or
-AppRole. Each call reads the store again, so a rotation is seen by the next job; a
-missing entry or an unreadable store raises ``CredentialError`` naming the backend and
-where its credentials were looked for, never a value. Layout: hub_ext/secrets/provider.py.
+into the generated gateway config from the hub's ``SecretBroker`` settings
+(``gateway_settings``):
 
-The gateway reads the ``service:qpu`` namespace and nothing else, enforced on both paths:
+- embedded store: ``store="hub"``. The gateway asks the hub
+  (``GET /hub/api/qustody/qpu/credentials/<backend>``, with the API token the hub gave
+  the ``qpu`` service); the hub reads its store with its master key and answers that
+  backend's ``service:qpu`` entry only (hub_credentials.py). The gateway holds no key:
+  its config and environment name neither the master key nor its file, so nothing it is
+  given decrypts a user's secret (run as the hub's own unix user, the default, it could
+  still read the key file from disk: docs/qpu.md says how to separate them).
+  ``store="embedded"`` (the store opened read-only with the master key) is the hub's
+  own reader behind that endpoint; the gateway refuses to start with it.
+- Vault: KV v2 read with the gateway's own token or AppRole.
 
+Each call reads the store again, so a rotation is seen by the next job; a missing entry
+or an unreadable store raises ``CredentialError`` naming the backend and where its
+credentials were looked for, never a value. Layout: hub_ext/secrets/provider.py.
+
+The gateway reads the ``service:qpu`` namespace and nothing else, enforced on every path:
+
+- hub: the hub serves only ``service:qpu`` entries and only to the ``qpu`` service's
+  token; the backend name is checked on both sides.
 - embedded: the only input is a backend name, checked as a service entry name (no
   ``/``, no ``:``), and the namespace is the constant ``service:qpu``; a row relabelled
   into that namespace by a database writer fails to open (its value is sealed with the
@@ -25,11 +38,15 @@ The gateway reads the ``service:qpu`` namespace and nothing else, enforced on bo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import secrets
 import sqlite3
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +60,7 @@ from hub_ext.secrets.model import SecretError, check_name, parse_namespace
 
 from .credentials import CredentialError
 
-STORES = ("embedded", "vault")
+STORES = ("hub", "embedded", "vault")
 #: one segment of a Vault mount or base path: no empty segment, no "." or ".."
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 #: namespaces the gateway must not be able to read (probed with random names)
@@ -71,23 +88,35 @@ class SecretStoreCredentials(LoggingConfigurable):
     """Provider credentials of the gateway's backends, read from the secret broker."""
 
     store = Unicode(
-        "embedded",
+        "hub",
         config=True,
-        help="""``embedded``: the hub's encrypted SQLite store, opened read-only (manage it
-        with ``qustody secrets qpu``). ``vault``: HashiCorp Vault KV v2 at
-        ``<vault_kv_mount>/<vault_base_path>/service/qpu/<backend>``.""",
+        help="""``hub``: ask the hub, which reads its embedded store (manage it with
+        ``qustody secrets qpu``) and answers the ``service:qpu`` entries to the gateway's
+        own token only; the gateway holds no key. ``vault``: HashiCorp Vault KV v2 at
+        ``<vault_kv_mount>/<vault_base_path>/service/qpu/<backend>``, read with the
+        gateway's own token. ``embedded``: the store opened read-only with the hub's
+        master key, for the hub's own use (the gateway refuses it: whoever holds the
+        master key can decrypt every user's secret).""",
     )
+    hub_api_url = Unicode(
+        config=True,
+        help="""The hub's API (``store='hub'``). Default: ``$JUPYTERHUB_API_URL``, which
+        the hub gives its managed services. The token is always the service's own
+        ``$JUPYTERHUB_API_TOKEN``, read from the environment, never from a config file.""",
+    )
+    hub_timeout = Float(10.0, config=True, help="Seconds to wait for the hub's answer.")
     db_path = Unicode("", config=True, help="The embedded store's SQLite file (the hub's).")
     master_key_file = Unicode(
         "",
         config=True,
-        help="""The hub's master key file (mode 0600, owned by the unix user the hub and
-        the gateway run as). Read at each call; never copied.""",
+        help="""``store='embedded'`` only (the hub's reader): the hub's master key file
+        (mode 0600). Read at each call; never copied. Never give it to the gateway.""",
     )
     master_key_env = Unicode(
         "QUSTODY_SECRETS_MASTER_KEY",
         config=True,
-        help="Environment variable holding the master key; wins over the file when set.",
+        help="""``store='embedded'`` only: environment variable holding the master key;
+        wins over the file when set.""",
     )
     vault_url = Unicode("", config=True, help="Vault address (``store='vault'``).")
     vault_ca_file = Unicode("", config=True, help="CA bundle of Vault's certificate.")
@@ -110,6 +139,10 @@ class SecretStoreCredentials(LoggingConfigurable):
         False, config=True, help="The secret id file holds a response-wrapping token."
     )
 
+    @default("hub_api_url")
+    def _default_hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "")
+
     @default("vault_token_file")
     def _default_token_file(self) -> str:
         return os.environ.get("QUSTODY_QPU_VAULT_TOKEN_FILE", "")
@@ -121,7 +154,7 @@ class SecretStoreCredentials(LoggingConfigurable):
     @validate("store")
     def _valid_store(self, proposal: Any) -> str:
         if proposal["value"] not in STORES:
-            raise ValueError("SecretStoreCredentials.store must be 'embedded' or 'vault'")
+            raise ValueError("SecretStoreCredentials.store must be 'hub', 'vault' or 'embedded'")
         return str(proposal["value"])
 
     def __init__(self, **kwargs: Any) -> None:
@@ -130,6 +163,11 @@ class SecretStoreCredentials(LoggingConfigurable):
             raise ValueError("SecretStoreCredentials.db_path is not set (the hub's store)")
         if self.store == "embedded" and not (self.master_key_file or self.master_key_env):
             raise ValueError("SecretStoreCredentials: set master_key_file (the hub's key)")
+        if self.store == "hub" and not self.hub_api_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "SecretStoreCredentials.hub_api_url is not an http(s) URL: run the gateway "
+                "as a hub-managed service (the hub sets $JUPYTERHUB_API_URL) or set it"
+            )
         if self.store == "vault" and not self.vault_url:
             raise ValueError("SecretStoreCredentials.vault_url is not set")
         if self.store == "vault" and not (self.vault_token_file or self.vault_approle_role_id):
@@ -145,17 +183,28 @@ class SecretStoreCredentials(LoggingConfigurable):
         """One source per gateway: traitlets copies config values, and this holds a lock."""
         return self
 
+    def holds_master_key(self) -> bool:
+        """Whether this source decrypts the store itself (the hub's reader, never the
+        gateway's: the master key opens every user's secret too)."""
+        return self.store == "embedded"
+
     def where(self, backend: str) -> str:
         """Where ``backend``'s credentials are looked for (for messages)."""
         if self.store == "vault":
             return f"Vault {self.vault_kv_mount}/{self._vault_path(backend)}"
+        if self.store == "hub":
+            return f"{provider.entry(backend)} in the hub's secret store"
         return f"{provider.entry(backend)} in the secret store {self.db_path}"
+
+    def read(self, backend: str) -> dict[str, str] | None:
+        """The backend's fields, or None when it has none; ``SecretError`` otherwise."""
+        check_name(backend, parse_namespace(provider.NAMESPACE))
+        return {"hub": self._hub, "vault": self._vault, "embedded": self._embedded}[
+            self.store](backend)
 
     def __call__(self, backend: str) -> Mapping[str, str]:
         try:
-            check_name(backend, parse_namespace(provider.NAMESPACE))
-            read = self._vault if self.store == "vault" else self._embedded
-            fields = read(backend)
+            fields = self.read(backend)
         except SecretError as e:
             raise CredentialError(
                 f"provider credentials for backend {backend!r} are unavailable: {e}"
@@ -166,6 +215,41 @@ class SecretStoreCredentials(LoggingConfigurable):
                 f"does not exist; an admin adds them with `qustody secrets qpu put {backend}`"
             )
         return fields
+
+    # -- hub -------------------------------------------------------------------------------
+
+    def _hub(self, backend: str) -> dict[str, str] | None:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            raise SecretError(
+                "the gateway has no hub API token ($JUPYTERHUB_API_TOKEN): run it as the "
+                "hub's managed service"
+            )
+        url = (self.hub_api_url.rstrip("/") + "/qustody/qpu/credentials/"
+               + urllib.parse.quote(backend, safe=""))
+        # the scheme was checked (http/https) in __init__; no proxy from the environment
+        # ever sees the token
+        request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=self.hub_timeout) as answer:
+                body = json.loads(answer.read(1024 * 1024))
+        except urllib.error.HTTPError as e:
+            raise SecretError(f"the hub refused the gateway's read ({e.code}: "
+                              f"{_hub_message(e)})") from None
+        except (OSError, ValueError) as e:
+            raise SecretError(
+                f"the hub at {self.hub_api_url} cannot be asked ({type(e).__name__})"
+            ) from None
+        fields = body.get("fields") if isinstance(body, dict) else None
+        if fields is None:
+            return None
+        if not isinstance(fields, dict) or not fields or not all(
+            isinstance(k, str) and provider.FIELD.fullmatch(k) and isinstance(v, str) and v
+            for k, v in fields.items()
+        ):
+            raise SecretError("the hub's answer is not a map of field names to text")
+        return {str(k): str(v) for k, v in fields.items()}
 
     # -- embedded --------------------------------------------------------------------------
 
@@ -294,10 +378,38 @@ class SecretStoreCredentials(LoggingConfigurable):
         self._scoped.add(mark)
 
 
+def _hub_message(error: urllib.error.HTTPError) -> str:
+    """The hub's JSON error message (it names no value), shortened."""
+    try:
+        body = json.loads(error.read(4096) or b"{}")
+    except (OSError, ValueError):
+        return str(error.reason)[:200]
+    return str(body.get("message") if isinstance(body, dict) else error.reason)[:300]
+
+
+def hub_reader_settings(c: Config) -> dict[str, Any] | None:
+    """Settings of the hub's own reader of its embedded store (``store='embedded'``,
+    behind the credentials endpoint), or None with the Vault broker."""
+    from hub_ext.secrets.broker import SecretBroker
+
+    broker = SecretBroker(config=c)
+    if broker.backend == "vault":
+        return None
+    return {
+        "store": "embedded",
+        "db_path": os.path.abspath(broker.db_path or broker.state_path("secrets.sqlite")),
+        "master_key_file": os.path.abspath(
+            broker.master_key_file or broker.state_path("secrets.key")
+        ),
+        "master_key_env": broker.master_key_env,
+    }
+
+
 def gateway_settings(c: Config) -> dict[str, Any]:
     """``SecretStoreCredentials`` settings for the gateway, from the hub's config ``c``:
-    its ``SecretBroker`` (and ``VaultBroker``) settings, then any
-    ``c.SecretStoreCredentials`` given in the hub config (e.g. the gateway's Vault login)."""
+    ``store='hub'`` with the embedded broker, Vault's place with the Vault broker, then
+    any ``c.SecretStoreCredentials`` given in the hub config (e.g. the gateway's Vault
+    login). Never the master key nor its file."""
     from hub_ext.secrets.broker import SecretBroker
 
     broker = SecretBroker(config=c)
@@ -312,17 +424,17 @@ def gateway_settings(c: Config) -> dict[str, Any]:
             "vault_base_path": vault.get("base_path", "qustody"),
         }
     else:
-        settings = {
-            "store": "embedded",
-            "db_path": os.path.abspath(broker.db_path or broker.state_path("secrets.sqlite")),
-            "master_key_file": os.path.abspath(
-                broker.master_key_file or broker.state_path("secrets.key")
-            ),
-            "master_key_env": broker.master_key_env,
-        }
+        settings = {"store": "hub"}
     own = c.SecretStoreCredentials if "SecretStoreCredentials" in c else {}
     settings.update({str(k): v for k, v in own.items()})
-    SecretStoreCredentials(**settings)  # a bad setting stops the hub here, not at a job
+    if settings.get("store") == "embedded":
+        raise ValueError(
+            "c.SecretStoreCredentials.store = 'embedded' would give the QPU gateway the "
+            "hub's master key, which decrypts every user's secret: leave it unset (the "
+            "gateway asks the hub) or use 'vault'"
+        )
+    # a bad setting stops the hub here, not at a job (the URL is the gateway's own)
+    SecretStoreCredentials(**{"hub_api_url": "http://127.0.0.1/hub/api", **settings})
     return settings
 
 
@@ -334,4 +446,5 @@ def gateway_config_lines(c: Config) -> str:
     )
 
 
-__all__ = ["SecretStoreCredentials", "gateway_config_lines", "gateway_settings", "vault_policy"]
+__all__ = ["SecretStoreCredentials", "gateway_config_lines", "gateway_settings",
+           "hub_reader_settings", "vault_policy"]

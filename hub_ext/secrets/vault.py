@@ -13,12 +13,18 @@ Layout in KV v2 (``kv_mount``): one secret per path
 ``namespaces`` (templates); paths the user's policy denies are skipped.
 
 The hub's own login (``hub_auth``: AppRole, optionally with a response-wrapped
-secret id, or JWT) is used only to revoke leases a read returned.
+secret id, or JWT) is used only to revoke leases a read returned, and the tokens of
+servers that were running when the hub restarted: what each running server obtained (the
+token's *accessor*, never the token, and lease ids) is kept in ``release_file``, so a
+restarted hub still revokes them when those servers stop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import tempfile
 import threading
 from typing import Any
 
@@ -37,6 +43,15 @@ from .model import (
     SecretError,
     parse_namespace,
 )
+
+
+def hub_policy() -> str:
+    """The Vault policy of the hub's own login (``hub_auth``): revoke leases, and revoke
+    users' tokens by accessor after a hub restart. It reads nothing."""
+    return (
+        'path "sys/leases/revoke" { capabilities = ["update"] }\n'
+        'path "auth/token/revoke-accessor" { capabilities = ["update"] }\n'
+    )
 
 
 class VaultBroker(LoggingConfigurable):
@@ -97,6 +112,16 @@ class VaultBroker(LoggingConfigurable):
     hub_jwt_file = Unicode("", config=True, help="File with the hub's JWT for ``hub_auth='jwt'``.")
     hub_jwt_role = Unicode("qustody-hub", config=True, help="Vault JWT role of the hub.")
     timeout = Float(10.0, config=True, help="Seconds to wait for Vault.")
+    release_file = Unicode(
+        "",
+        config=True,
+        help="""JSON file (0600) recording, per running server, the accessor of the user's
+        Vault token and the lease ids its reads returned, so that a restarted hub revokes
+        them when the server stops. Accessors can only look up or revoke a token, never
+        read with it. Revoking by accessor needs ``hub_auth`` and ``update`` on
+        ``auth/token/revoke-accessor`` in the hub's policy. Empty: ``vault-release.json``
+        in ``$QUSTODY_STATE_DIR``.""",
+    )
 
     @validate("hub_auth")
     def _valid_hub_auth(self, proposal: Any) -> str:
@@ -123,9 +148,60 @@ class VaultBroker(LoggingConfigurable):
         if not self.url:
             raise SecretError("SecretBroker.backend is 'vault' but VaultBroker.url is not set")
         self._tokens: dict[tuple[str, str], str] = {}
-        self._leases: dict[tuple[str, str], list[str]] = {}
         self._lock = threading.Lock()
+        self._release_path = self.release_file or os.path.join(
+            os.path.abspath(os.environ.get("QUSTODY_STATE_DIR", ".demo")), "vault-release.json"
+        )
+        # per server: {"accessor": ..., "leases": [...]}, this hub's and a previous one's
+        self._obtained: dict[tuple[str, str], dict[str, Any]] = self._load_release()
         self._hub: hvac.Client | None = self._hub_login() if self.hub_auth else None
+        if self._obtained and self._hub is None:
+            self.log.warning(
+                "Vault tokens of %d server(s) that ran before this hub started cannot be "
+                "revoked when they stop (VaultBroker.hub_auth is not set): they expire "
+                "with the JWT role's token_ttl", len(self._obtained),
+            )
+
+    # -- what a running server obtained, kept across hub restarts ------------------------
+
+    def _load_release(self) -> dict[tuple[str, str], dict[str, Any]]:
+        try:
+            with open(self._release_path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise SecretError(
+                f"VaultBroker.release_file {self._release_path} is unreadable ({e}): fix or "
+                "remove it (tokens it listed then expire with their TTL)"
+            ) from None
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, entry in (raw if isinstance(raw, dict) else {}).items():
+            user, _, server = str(key).rpartition("/")  # server names hold no '/'
+            leases = entry.get("leases") if isinstance(entry, dict) else None
+            if isinstance(entry, dict):
+                out[(user, server)] = {
+                    "accessor": str(entry.get("accessor") or ""),
+                    "leases": [str(x) for x in leases] if isinstance(leases, list) else [],
+                }
+        return out
+
+    def _save_release(self) -> None:
+        """Atomically rewrite the file (callers hold ``_lock``)."""
+        data = {f"{u}/{s}": entry for (u, s), entry in self._obtained.items()}
+        folder = os.path.dirname(self._release_path) or "."
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vault-release.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())  # a crash leaves the old file or the new, never empty
+            os.replace(tmp, self._release_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def _client(self, token: str | None = None) -> hvac.Client:
         return vault_client(self.url, self.ca_file, self.timeout, token)
@@ -163,19 +239,43 @@ class VaultBroker(LoggingConfigurable):
                     out[secret.name] = secret
                 if lease:
                     leases.append(lease)
-        with self._lock:
-            self._leases.setdefault((user, server), []).extend(leases)
+        if leases:
+            with self._lock:
+                entry = self._obtained.setdefault((user, server), {"accessor": "", "leases": []})
+                entry["leases"].extend(leases)
+                self._save_release()
         return list(out.values())
 
     def release(self, user: str, server: str) -> None:
         with self._lock:
             token = self._tokens.pop((user, server), None)
-            leases = self._leases.pop((user, server), [])
+            entry = self._obtained.pop((user, server), None)
+        entry = entry or {"accessor": "", "leases": []}
+        self._revoke(user, server, token, entry)
+        # forgotten only after revoking: a failed write must not skip the revocation
+        with self._lock:
+            try:
+                self._save_release()
+            except OSError as e:
+                self.log.error("Could not update VaultBroker.release_file %s: %s",
+                               self._release_path, e)
+
+    def _revoke(self, user: str, server: str, token: str | None, entry: dict[str, Any]) -> None:
         if token:
             with contextlib.suppress(vault_errors.Forbidden):  # already expired or revoked
                 self._client(token).auth.token.revoke_self()
-        if leases and self._hub is not None:
-            for lease in leases:
+        elif entry["accessor"]:  # obtained before this hub started
+            if self._hub is None:
+                self.log.warning(
+                    "%s's Vault token (server %r) from before the hub restarted is left to "
+                    "expire: set VaultBroker.hub_auth to revoke it", user, server,
+                )
+            else:
+                # an accessor that no longer exists (token expired) is a 400: nothing to do
+                with contextlib.suppress(vault_errors.InvalidRequest, vault_errors.Forbidden):
+                    self._hub.auth.token.revoke_accessor(entry["accessor"])
+        if entry["leases"] and self._hub is not None:
+            for lease in entry["leases"]:
                 self._hub.sys.revoke_lease(lease_id=lease)
 
     # -- helpers -------------------------------------------------------------------------
@@ -207,7 +307,15 @@ class VaultBroker(LoggingConfigurable):
             ) from None
         token = str(result["auth"]["client_token"])
         with self._lock:
+            stale = self._obtained.get((user, server), {}).get("accessor", "")
             self._tokens[(user, server)] = token
+            entry = self._obtained.setdefault((user, server), {"accessor": "", "leases": []})
+            entry["accessor"] = str(result["auth"].get("accessor") or "")
+            self._save_release()
+        if stale and stale != entry["accessor"] and self._hub is not None:
+            # a token from before a hub restart that no stop released: revoke it now
+            with contextlib.suppress(vault_errors.InvalidRequest, vault_errors.Forbidden):
+                self._hub.auth.token.revoke_accessor(stale)
         return token
 
     def _read_namespace(self, client: hvac.Client, ns: Namespace) -> list[tuple[Secret, str]]:

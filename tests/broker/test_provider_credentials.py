@@ -1,7 +1,8 @@
 """The QPU gateway's provider credentials in the embedded store: put with
-``qustody secrets qpu``, read fresh at each call by ``SecretStoreCredentials`` (read-only,
-with the hub's master key), never granted to users, and every error names the backend
-and the place looked at, never a value."""
+``qustody secrets qpu``, read fresh at each call by the hub's ``SecretStoreCredentials``
+(``store='embedded'``: read-only, with the master key; the hub answers them to the
+gateway, tests/qpu/test_secret_store_credentials_hub.py), never granted to users, and
+every error names the backend and the place looked at, never a value."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ import pytest
 from traitlets.config import Config
 
 from hub_ext.qpu.credentials import REDACTED, CredentialBroker, CredentialError
-from hub_ext.qpu.secret_source import SecretStoreCredentials, gateway_settings
+from hub_ext.qpu.secret_source import (
+    SecretStoreCredentials,
+    gateway_settings,
+    hub_reader_settings,
+)
 from hub_ext.secrets.embedded import EmbeddedStore
 from hub_ext.secrets.masterkey import load_master_key
 from hub_ext.secrets.model import SecretError
@@ -38,7 +43,8 @@ def cli(state: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess
 
 def source(state: Path) -> SecretStoreCredentials:
     return SecretStoreCredentials(
-        db_path=str(state / "secrets.sqlite"), master_key_file=str(state / "secrets.key")
+        store="embedded", db_path=str(state / "secrets.sqlite"),
+        master_key_file=str(state / "secrets.key"),
     )
 
 
@@ -267,17 +273,54 @@ def test_gateway_settings_follow_the_hubs_broker(tmp_path: Path) -> None:
     c = Config()
     c.SecretBroker.db_path = str(tmp_path / "s.sqlite")
     c.SecretBroker.master_key_file = str(tmp_path / "k")
-    assert gateway_settings(c) == {
+    # the gateway asks the hub: neither the master key's file nor its variable
+    assert gateway_settings(c) == {"store": "hub"}
+    assert hub_reader_settings(c) == {
         "store": "embedded", "db_path": str(tmp_path / "s.sqlite"),
         "master_key_file": str(tmp_path / "k"), "master_key_env": "QUSTODY_SECRETS_MASTER_KEY",
     }
+    c.SecretStoreCredentials.store = "embedded"
+    with pytest.raises(ValueError, match="would give the QPU gateway the hub's master key"):
+        gateway_settings(c)
+    del c.SecretStoreCredentials["store"]
     c.SecretBroker.backend = "vault"
     c.VaultBroker.url = "https://vault.example.org:8200"
     with pytest.raises(ValueError, match="give the gateway a Vault login"):
         gateway_settings(c)
     c.SecretStoreCredentials.vault_token_file = str(tmp_path / "gateway.token")
+    assert hub_reader_settings(c) is None
     assert gateway_settings(c) == {
         "store": "vault", "vault_url": "https://vault.example.org:8200", "vault_ca_file": "",
         "vault_kv_mount": "secret", "vault_base_path": "qustody",
         "vault_token_file": str(tmp_path / "gateway.token"),
     }
+
+
+@pytest.mark.parametrize("how", ["embedded source", "key in the environment"])
+def test_the_gateway_refuses_to_start_holding_the_master_key(
+    state: Path, tmp_path: Path, how: str
+) -> None:
+    """The gateway decodes hostile QPY from every user: it must not hold the key that
+    decrypts their secrets, whichever way an operator tries to give it."""
+    config = tmp_path / "gateway_config.py"
+    text = ("c = get_config()  # noqa\n"
+            "c.QpuGateway.hub_api_url = 'http://127.0.0.1:1/hub/api'\n"
+            f"c.QpuGateway.policy_file = {str(tmp_path / 'policy.toml')!r}\n"
+            "c.QpuGateway.audit_log = False\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    if how == "embedded source":
+        text += ("from hub_ext.qpu.secret_source import SecretStoreCredentials\n"
+                 "c.QpuGateway.credentials = SecretStoreCredentials(store='embedded', "
+                 f"db_path={str(state / 'secrets.sqlite')!r}, "
+                 f"master_key_file={str(state / 'secrets.key')!r})\n")
+        message = "master key, which decrypts every user's secret"
+    else:
+        env["QUSTODY_SECRETS_MASTER_KEY"] = (state / "secrets.key").read_text().strip()
+        message = "environment holds QUSTODY_SECRETS_MASTER_KEY"
+    config.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "hub_ext.qpu", f"--config={config}"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out
+    assert message in out.stderr + out.stdout
+    no_value(out.stderr, out.stdout)
+    assert env.get("QUSTODY_SECRETS_MASTER_KEY", "\0") not in out.stderr + out.stdout

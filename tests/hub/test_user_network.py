@@ -529,3 +529,77 @@ def test_an_unknown_host_firewall_stops_the_hub(tmp_path: Path) -> None:
         hub.stop()
     message = str(refused.value)
     assert "SpawnPolicy.host_firewall='iptables': use 'nftables'" in message, message[-3000:]
+
+
+def test_without_nft_the_firewall_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host where nftables is not installed: `nft` is on neither PATH nor sbin."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(firewall, "SBIN", str(tmp_path))
+    assert firewall.nft_command() is None
+    with pytest.raises(firewall.FirewallRefused) as refused:
+        firewall.install("br-0123456789ab", "198.18.0.0/24", "198.18.0.1", 8000)
+    message = str(refused.value)
+    assert "`nft` is not installed" in message
+    assert "apt-get install nftables" in message
+    assert "SpawnPolicy.host_firewall = 'off'" in message
+    # the periodic re-check and the network's removal do not fail on such a host
+    assert firewall.present("br-0123456789ab") is False
+    firewall.remove("br-0123456789ab")
+
+
+@pytest.mark.docker
+def test_a_spawn_puts_back_a_removed_firewall_before_the_container_joins(
+    user_network: UserNetwork, start_hub, prefix: str, singleuser_image: str
+) -> None:
+    """The proxy re-checks the tables only every few seconds: a container started in that
+    gap must not run unprotected. The periodic check is switched off here, so only the
+    spawn's own check can put the tables back."""
+    hub = start_hub(
+        extra=user_network.config() + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n'
+        + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n'
+        + "c.ConfigurableHTTPProxy.check_running_interval = 3600\n",
+        env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+        timeout=180,
+    )
+    net_id = docker("network", "inspect", "--format", "{{.Id}}", user_network.name).strip()
+    br = f"br-{net_id[:12]}"
+    assert firewall.present(br)
+    host_service = _listener(user_network.host_ip)
+    try:
+        firewall.remove(br)
+        assert not firewall.present(br)
+        hub.start_server("alice")
+        assert firewall.present(br)
+        assert f"The host firewall for bridge {br} was missing; installed it again" in hub.log()
+        target = [user_network.host_ip, host_service.getsockname()[1]]
+        seen = in_container(container_of(prefix, "alice"), PROBE, json.dumps([target]))
+        assert "open" not in seen.values(), seen
+    finally:
+        host_service.close()
+
+
+def test_emptied_or_loosened_tables_count_as_missing_and_go_back() -> None:
+    """`present` checks the rules, not only the tables: `nft flush table` leaves empty
+    tables, and a rule inserted before the drop (an `accept`) loosens them."""
+    bridge = f"qt{secrets.token_hex(4)}"  # nft filters on the name; no such link is needed
+    table = firewall.table_name(bridge)
+    firewall.install(bridge, "198.18.250.0/24", "198.18.250.1", 8000)
+    try:
+        assert firewall.present(bridge)
+        assert firewall.ensure(bridge, "198.18.250.0/24", "198.18.250.1", 8000) is False
+        subprocess.run(["nft", "flush", "table", "inet", table], check=True)
+        assert not firewall.present(bridge)
+        assert firewall.ensure(bridge, "198.18.250.0/24", "198.18.250.1", 8000) is True
+        assert firewall.present(bridge)
+        subprocess.run(["nft", "insert", "rule", "inet", table, "input", "iifname", bridge,
+                        "tcp", "dport", "5432", "accept"], check=True)
+        assert not firewall.present(bridge)
+        assert firewall.ensure(bridge, "198.18.250.0/24", "198.18.250.1", 8000) is True
+        listed = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True,
+                                text=True, check=True).stdout
+        assert "5432" not in listed and firewall.present(bridge)
+    finally:
+        firewall.remove(bridge)
+    assert not firewall.present(bridge)

@@ -6,6 +6,7 @@ into the result's metadata, so the tests show the gateway removes it wherever it
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,3 +28,33 @@ class KeyedDriver(AerDriver):
         execution = super().execute(circuits, shots, options, cancel)
         execution.result["header"] = {"provider_echo": f"authorised with {key}"}
         return execution
+
+
+class KeyedTargetDriver(KeyedDriver):
+    """A provider whose SDK needs the key to describe its device: built without
+    credentials (as a parse worker would), it fails. It writes the pid of the process
+    that checks a submission's circuits to the file ``trace`` (a parameter), so a test
+    can tell whether a submission was decoded by a parse worker or by the gateway."""
+
+    kind = "keyed-target-provider"
+    stand_in_attrs = ("trace",)
+
+    def __init__(self, name: str, params: Mapping[str, Any], credentials: Any) -> None:
+        rest = dict(params)
+        self.trace = str(rest.pop("trace", ""))
+        super().__init__(name, rest, credentials)
+
+    def build_target(self) -> Any:
+        try:
+            fields = dict(self.credentials())
+        except ExecutionError:  # the gateway starts before the admin stores the key
+            fields = {"api_key": "not stored yet"}
+        if "api_key" not in fields:
+            raise KeyError("api_key")  # as the SDK does, given no key
+        return super().build_target()
+
+    def check_circuits(self, circuits: Sequence[Any]) -> None:
+        if self.trace:
+            with open(self.trace, "a") as f:
+                f.write(f"{os.getpid()}\n")
+        super().check_circuits(circuits)

@@ -120,6 +120,14 @@ def test_projects_follow_identity_courses_and_personal_sandboxes():
     assert reg.get("personal:rita").backends == ("aer_simulator",)
     assert reg.get("personal:rita").role_of("mallory") is None
     assert reg.projects_of("alice") == {"qchem": "lead"}
+    # one person's sandbox weighs a tenth of a course or team in fair share, unless set
+    assert reg.get("personal:rita").share == 0.1
+    p = parse("[tags]\npurposes = ['research', 'teaching']\n" + BASE
+              + IDENTITY.replace("[identity]\n", "[identity]\npersonal_share = 0.5\n"), BACKENDS)
+    assert p.projects.get("personal:rita").share == 0.5
+    with pytest.raises(PolicyError, match=r"identity.personal_share must be a number >= 1e-09"):
+        parse("[tags]\npurposes = ['research', 'teaching']\n" + BASE
+              + IDENTITY.replace("[identity]\n", "[identity]\npersonal_share = 0\n"), BACKENDS)
 
 
 def test_a_course_entry_adds_to_the_course_and_keeps_its_backends():

@@ -3,12 +3,22 @@ the gateway's driver (tests/qpu/keyed_driver.py refuses to run without its key) 
 nothing else: not the job records, results or provenance, not the gateway's log (the hub
 log: the gateway is a hub-managed service), the audit log, the generated gateway config,
 the gateway's environment or any hub API answer. Rotation is seen by the next job;
-deleting the key fails the next job with a message naming the backend."""
+deleting the key fails the next job with a message naming the backend.
+
+The gateway holds no key to users' secrets: the hub answers it the ``service:qpu``
+entries (to its own token only), and nothing in its config or environment decrypts a
+user's row of the store."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import hashlib
 import json
+import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,7 +56,10 @@ for role in c.JupyterHub.load_roles:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     d = tmp_path_factory.mktemp("credhub")
-    (d / "qpu_operator.py").write_text(OPERATOR_CONFIG)
+    keyed_target = {"driver": "tests.qpu.keyed_driver:KeyedTargetDriver",
+                    "trace": str(d / "decoded_by")}
+    (d / "qpu_operator.py").write_text(
+        OPERATOR_CONFIG + f"c.QpuGateway.backends['keyed_target'] = {keyed_target!r}\n")
     (d / "policy.toml").write_text(QC101_POLICY)
     started: list = []
     try:
@@ -62,6 +75,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     except HubError as e:
         pytest.fail(str(e))
     hub.qpu = f"{hub.url}services/qpu/"
+    hub.decoded_by = d / "decoded_by"
     hub.tokens = {u: hub.user_token(u) for u in ("alice", "eve")}
     hub.wait_for(lambda: _health(hub.qpu), timeout=90, what="the gateway behind the proxy")
     yield hub
@@ -214,3 +228,146 @@ def test_deleting_the_key_fails_the_next_job_naming_the_backend(hub):
     assert KEY not in hub.log()
     for f in (hub.dir / "audit").iterdir():
         assert KEY.encode() not in f.read_bytes(), f
+
+
+ALICE_OWN = "alice-own-" + secrets.token_hex(20)
+
+
+def gateway_env(hub) -> dict[str, str]:
+    raw = Path(f"/proc/{gateway_pid(hub)}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def opens(key: bytes, row: tuple) -> bool:
+    """Whether ``key`` decrypts alice's row as the store seals it."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from hub_ext.secrets.embedded import _aad
+    from hub_ext.secrets.model import Namespace
+
+    cls, version, nonce, sealed = row
+    try:
+        AESGCM(key).decrypt(nonce, sealed, _aad(Namespace("user", "alice"), "ALICE_KEY",
+                                                int(version), cls))
+    except (InvalidTag, ValueError):
+        return False
+    return True
+
+
+def keys_in(texts: list[str]) -> set[bytes]:
+    """Every AES key a value the gateway holds could be: raw, base64, hashed."""
+    found: set[bytes] = set()
+    for text in texts:
+        for word in re.findall(r"[A-Za-z0-9+/=_\-]{16,}", text):
+            raw = word.encode()
+            found |= {raw[:16], raw[:24], raw[:32], hashlib.sha256(raw).digest()}
+            with contextlib.suppress(binascii.Error, ValueError):
+                found.add(base64.b64decode(word, validate=True))
+    return {k for k in found if len(k) in (16, 24, 32)}
+
+
+def test_the_gateway_holds_no_key_that_opens_a_users_secret(hub):
+    out = cli(hub, "put", "user:alice", "ALICE_KEY", "--class", "dev", stdin=ALICE_OWN)
+    assert out.returncode == 0, out.stderr
+    master = (hub.dir / "secrets.key").read_text().strip()
+    config = (hub.dir / "qpu" / "qpu_config.py").read_text()
+    env = gateway_env(hub)
+    held = [config, *env.values(), *env]
+    for path in re.findall(r"'(/[^']+)'", config):  # files it reads: audit key, policy
+        f = Path(path)
+        if f.is_file() and f.stat().st_size < 65536:
+            held.append(f.read_text(errors="replace"))
+    assert any("audit.key" in p for p in re.findall(r"'(/[^']+)'", config))
+    assert "QUSTODY_SECRETS_MASTER_KEY" not in env
+    assert "secrets.key" not in config and "master_key" not in config
+    assert all(master not in text for text in held)
+
+    # try it: alice's sealed row, opened with every key the gateway's values could be
+    db = sqlite3.connect(f"file:{hub.dir / 'secrets.sqlite'}?mode=ro", uri=True)
+    row = db.execute(
+        "SELECT s.class, s.current, v.nonce, v.sealed FROM secrets s JOIN versions v ON "
+        "v.secret_id=s.id AND v.version=s.current WHERE s.ns_kind='user' AND "
+        "s.ns_name='alice' AND s.name='ALICE_KEY'").fetchone()
+    db.close()
+    assert opens(base64.b64decode(master), row)  # the attempt works with the right key
+    candidates = keys_in(held)
+    assert len(candidates) > 10
+    assert not any(opens(key, row) for key in candidates)
+
+    # the gateway's hub token reaches service:qpu entries and nothing of alice's
+    api, token = env["JUPYTERHUB_API_URL"].rstrip("/"), env["JUPYTERHUB_API_TOKEN"]
+    as_gateway = {"Authorization": f"token {token}"}
+    answers = []
+    for name in ("ALICE_KEY", "..%2Fuser%3Aalice%2FALICE_KEY", "user:alice",
+                 "user%3Aalice%2FALICE_KEY", "..", "ALICE_KEY%00"):
+        r = requests.get(f"{api}/qustody/qpu/credentials/{name}", headers=as_gateway,
+                         timeout=30)
+        answers.append(r.text)
+        assert r.status_code in (200, 400, 404), (name, r.status_code, r.text)
+        assert r.status_code != 200 or r.json() == {"fields": None}, (name, r.text)
+    for method, path in (("POST", "/qustody/secrets/refresh"),
+                         ("POST", "/qustody/secrets/redeem"), ("GET", "/users/alice"),
+                         ("GET", "/users")):
+        r = requests.request(method, api + path, headers=as_gateway, json={}, timeout=30)
+        answers.append(r.text)
+        assert r.status_code in (403, 404), (path, r.status_code, r.text)
+    assert all(ALICE_OWN not in text for text in answers)
+
+    # and only the gateway's token is answered: not a user's, not an admin service's
+    assert cli(hub, "qpu", "put", "keyed", stdin=f"api_key={KEY}\n").returncode == 0
+    r = requests.get(f"{api}/qustody/qpu/credentials/keyed", headers=as_gateway, timeout=30)
+    assert r.status_code == 200 and r.json() == {"fields": {"api_key": KEY}}, r.status_code
+    for who, tok in (("alice", hub.tokens["alice"]), ("eve", hub.tokens["eve"]),
+                     ("the admin service", hub.token)):
+        r = requests.get(f"{api}/qustody/qpu/credentials/keyed",
+                         headers={"Authorization": f"token {tok}"}, timeout=30)
+        assert r.status_code == 403 and KEY not in r.text, (who, r.status_code)
+    assert ALICE_OWN not in hub.log() and KEY not in hub.log()
+
+
+def ancestors(pid: int) -> list[int]:
+    found = []
+    while pid > 1:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(re.search(r"^PPid:\s*(\d+)", status, re.M).group(1))
+        found.append(pid)
+    return found
+
+
+def test_a_large_submission_to_a_credentialed_backend_is_decoded_in_a_parse_worker(hub):
+    """keyed_target's driver needs its key to build, so parse workers (no credentials)
+    cannot build it: they get the gateway's credential-free stand-in of it, and a large
+    body is decoded and checked there, not on the gateway's event loop."""
+    from qiskit import QuantumCircuit
+
+    gateway, seen = gateway_pid(hub), Seen(hub)
+    small = {**job(), "backend": "keyed_target"}
+    status, body = seen.qpu("alice", "POST", "api/jobs", small)
+    assert status == 201, body
+    pids = [int(x) for x in hub.decoded_by.read_text().split()]
+    assert pids[-1] == gateway  # a small body: decoded inline by the gateway's driver
+
+    qc = QuantumCircuit(2)
+    for i in range(4000):
+        qc.rz(0.001 * i, i % 2)
+    qc.measure_all()
+    large = {**small, "circuits": [{"qpy": qpy_b64(qc)}]}
+    assert len(json.dumps(large)) > 65536  # over QpuGateway.inline_parse_bytes
+    status, body = seen.qpu("alice", "POST", "api/jobs", large)
+    assert status == 201, body
+    worker = int(hub.decoded_by.read_text().split()[-1])
+    assert worker != gateway, "the large body was decoded on the gateway's event loop"
+    assert gateway in ancestors(worker)  # one of the gateway's parse workers
+    assert "decoded on the event loop" not in hub.log()
+
+    wide = QuantumCircuit(40)  # the stand-in's Target refuses what the driver refuses
+    for i in range(4000):
+        wide.rz(0.001 * i, i % 40)
+    checked = len(hub.decoded_by.read_text().split())
+    status, body = seen.qpu("alice", "POST", "api/jobs",
+                            {**small, "circuits": [{"qpy": qpy_b64(wide)}]})
+    assert (status, body["error"]) == (422, "TOO_MANY_QUBITS"), body
+    assert "backend 'keyed_target' has 30" in body["message"], body
+    pids = [int(x) for x in hub.decoded_by.read_text().split()]
+    assert len(pids) == checked + 1 and pids[-1] != gateway

@@ -5,7 +5,7 @@ port; its log is printed when a test fails.
 It is provisioned through the HTTP API with the root token the way docs/secrets.md says:
 KV v2 at ``secret/``, JWT auth at ``jwt/`` trusting the test's RSA key, a role
 ``qustody-user`` whose token may read ``secret/qustody/user/<its user>/*``, and an AppRole
-``qustody-hub`` that may only revoke leases.
+``qustody-hub`` that may only revoke leases and tokens by accessor.
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hub.hubtest import failed
 from localjwt import AUDIENCE, Vault, public_pem
 from openbao import OpenBaoError, provision_qustody, start_openbao
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Brokers keep their release file in the hub's state directory: one per test."""
+    monkeypatch.setenv("QUSTODY_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ wrapped AppRole login."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,67 @@ def test_release_revokes_leases_with_the_hubs_own_token(stocked: Vault, tmp_path
         assert len(proxy.revoked) == 2
     finally:
         proxy.stop()
+
+
+def _hub_approle(vault: Vault, tmp_path: Path) -> dict[str, Any]:
+    root = vault.root_client()
+    path = tmp_path / "hub-secret-id"
+    path.write_text(root.auth.approle.generate_secret_id("qustody-hub")["data"]["secret_id"])
+    path.chmod(0o600)
+    return {
+        "hub_auth": "approle",
+        "approle_role_id": root.auth.approle.read_role_id("qustody-hub")["data"]["role_id"],
+        "approle_secret_id_file": str(path),
+    }
+
+
+def test_a_restarted_hub_revokes_the_tokens_of_servers_started_before(
+    stocked: Vault, tmp_path: Path, state_dir: Path
+) -> None:
+    """The user's token lives only in the hub's memory; a hub that restarts while servers
+    run must still revoke those tokens when the servers stop, from what it recorded: the
+    accessor (which cannot read), never the token."""
+    hub_login = _hub_approle(stocked, tmp_path)
+    before = broker(stocked, **hub_login)
+    before.secrets_for_spawn("alice", "", {"id_token": stocked.id_token("alice")})
+    before.secrets_for_spawn("bob", "lab", {"id_token": stocked.id_token("bob")})
+    alice_token, bob_token = before._tokens[("alice", "")], before._tokens[("bob", "lab")]
+    record = (state_dir / "vault-release.json").read_text()
+    assert oct((state_dir / "vault-release.json").stat().st_mode & 0o777) == "0o600"
+    assert alice_token not in record and bob_token not in record
+    assert set(json.loads(record)) == {"alice/", "bob/lab"}
+
+    after = broker(stocked, **hub_login)  # the hub restarted: no tokens in memory
+    assert not after._tokens
+    after.release("alice", "")
+    with pytest.raises(vault_errors.Forbidden):
+        hvac.Client(url=stocked.url, token=alice_token).auth.token.lookup_self()
+    # bob's server still runs: his token is untouched, and still known to a third start
+    assert hvac.Client(url=stocked.url, token=bob_token).auth.token.lookup_self()
+    assert set(json.loads((state_dir / "vault-release.json").read_text())) == {"bob/lab"}
+    broker(stocked, **hub_login).release("bob", "lab")
+    with pytest.raises(vault_errors.Forbidden):
+        hvac.Client(url=stocked.url, token=bob_token).auth.token.lookup_self()
+    assert json.loads((state_dir / "vault-release.json").read_text()) == {}
+
+
+def test_without_a_hub_login_a_restart_leaves_old_tokens_to_expire_and_says_so(
+    stocked: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = broker(stocked)
+    before.secrets_for_spawn("alice", "", {"id_token": stocked.id_token("alice")})
+    token = before._tokens[("alice", "")]
+    with caplog.at_level("WARNING"):
+        after = broker(stocked)
+        after.release("alice", "")
+    assert "cannot be revoked when they stop (VaultBroker.hub_auth is not set)" in caplog.text
+    assert "left to expire: set VaultBroker.hub_auth" in caplog.text
+    # the token's TTL (the JWT role's token_ttl) is what limits it
+    assert 0 < hvac.Client(url=stocked.url, token=token).auth.token.lookup_self()["data"]["ttl"] <= 300
+
+
+def test_an_unreadable_release_file_stops_start_up_clearly(stocked: Vault, state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "vault-release.json").write_bytes(b"\xff{not json")
+    with pytest.raises(SecretError, match=r"release_file .* is unreadable"):
+        broker(stocked)

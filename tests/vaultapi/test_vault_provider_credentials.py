@@ -124,5 +124,5 @@ def test_a_vault_source_needs_a_login() -> None:
                                vault_token_file="")
     with pytest.raises(ValueError, match="vault_url is not set"):
         SecretStoreCredentials(store="vault", vault_token_file="/x")
-    with pytest.raises(Exception, match="must be 'embedded' or 'vault'"):
+    with pytest.raises(Exception, match="must be 'hub', 'vault' or 'embedded'"):
         SecretStoreCredentials(store="s3")
