@@ -13,6 +13,8 @@ PYTEST_ARGS ?=
 # Most hub, identity and Docker tests wait on servers, not the CPU: three workers, each
 # running whole test files (module fixtures stay on one worker), fit a 2-core CI machine.
 PYTEST_XDIST ?= -n 3 --dist loadfile
+# Every run prints its slowest set-ups, calls and teardowns: where the suite's time goes.
+PYTEST_DURATIONS ?= --durations=40 --durations-min=5
 
 .PHONY: help install lint typecheck test demo bench lock clean
 
@@ -24,6 +26,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[server,hub,test]"
+	@# As in the image (images/build.py EXCLUDED): with rfc3987-syntax present, jsonschema
+	@# builds a Lark grammar at import, 1.5-4 s of every hub, server and test-worker start.
+	$(BIN)/pip uninstall --quiet --yes rfc3987-syntax lark
 	touch $@
 
 install: $(STAMP) ## create .venv and install everything (pinned by requirements/constraints.txt)
@@ -34,12 +39,12 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck system-deps proxy-deps idp-deps ui-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
+test: $(STAMP) lint typecheck labext labext-check system-deps proxy-deps idp-deps ui-deps ## lint, type-check and run the whole test suite (starts dockerd, builds the image)
 	@started=0; bash tools/dockerd.sh status || started=1; \
 	trap 'if [ $$started = 1 ]; then bash tools/dockerd.sh stop; fi' EXIT; \
-	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory image && $(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_DURATIONS) $(PYTEST_ARGS)
 
-demo: $(STAMP) proxy-deps idp-deps ## start the hub on 127.0.0.1 (hardened containers when Docker runs) and print the URL and logins
+demo: $(STAMP) labext proxy-deps idp-deps ## start the hub on 127.0.0.1 (hardened containers when Docker runs) and print the URL and logins
 	@mkdir -p $(DEMO_DIR)
 	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
 		$(MAKE) --no-print-directory image || echo "==> no Docker image: the demo falls back to local processes"; \
@@ -47,11 +52,12 @@ demo: $(STAMP) proxy-deps idp-deps ## start the hub on 127.0.0.1 (hardened conta
 	@PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$(CURDIR)/$(BIN):$$PATH" \
 		$(BIN)/python -m hub_ext.demo --state $(DEMO_DIR) --port $(DEMO_PORT)
 
-bench: $(STAMP) system-deps ## run the benchmarks (prints figures; not part of make test)
+bench: $(STAMP) system-deps labext ui-deps ## run the benchmarks (prints figures; not part of make test)
 	$(BIN)/python benchmarks/bench_scanner.py
 	$(BIN)/python benchmarks/bench_save.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_qpu.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/bench_labext.py
 	$(MAKE) --no-print-directory bench-spawn bench-login
 
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
@@ -62,7 +68,8 @@ lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_DIR) build
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_DIR) build \
+		labextension/prebuilt labextension/lib labextension/build-test labextension/tsconfig.tsbuildinfo
 
 # -- hardened containers: system packages, proxy, Docker engine, single-user image --------
 # Debian's docker.io runs without a bridge or iptables (containers use host networking on
@@ -98,7 +105,7 @@ dockerd: system-deps ## start Qustody's Docker engine (no-op when one answers on
 dockerd-stop: ## stop the Docker engine, if tools/dockerd.sh started it
 	@bash tools/dockerd.sh stop
 
-image: $(STAMP) dockerd ## build the single-user image offline (skipped when one with the same inputs exists)
+image: $(STAMP) labext dockerd ## build the single-user image offline (skipped when one with the same inputs exists)
 	$(BIN)/python images/build.py build
 
 image-lock: $(STAMP) ## re-resolve images/requirements.lock (hash-locked wheels for Python 3.11.2)
@@ -137,3 +144,20 @@ ui-deps: $(UI_LIB) ## npm ci playwright-core (drives Debian's /usr/bin/chromium;
 $(UI_LIB): $(UI_DIR)/package.json $(UI_DIR)/package-lock.json
 	cd $(UI_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	touch $@
+
+# -- the JupyterLab extension (labextension/): prebuilt, shipped in the wheel --------------
+LABEXT_DIR := labextension
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/@qustody/jupyterlab
+
+.PHONY: labext labext-check
+
+labext: $(STAMP) ## build the JupyterLab extension (npm ci + tsc + jupyter-builder; skipped when its sources are unchanged) and link it into .venv
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; } \
+		|| { echo "labext: install Node.js 20 and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $(LABEXT_DIR)/build.py
+	@# what `pip install qustody` puts in share/jupyter; a link, so a rebuild shows at once
+	@rm -rf $(LABEXT_LINK) && mkdir -p $(dir $(LABEXT_LINK)) \
+		&& ln -s $(CURDIR)/$(LABEXT_DIR)/prebuilt/@qustody/jupyterlab $(LABEXT_LINK)
+
+labext-check: labext ## eslint, and the extension's unit tests (node --test on the compiled TypeScript)
+	cd $(LABEXT_DIR) && npm run --silent lint && npm test --silent

@@ -76,6 +76,15 @@ SHARED_PINS = {
 # still passes (nothing requires it outside an optional extra).
 EXCLUDED = {"rfc3987-syntax", "lark"}
 
+# Files of images/ copied into the build context (and hashed into the image's inputs).
+CONTEXT_FILES = (
+    "Dockerfile",
+    "entrypoint.sh",
+    "healthcheck.py",
+    "overrides.json",
+    "jupyter_lab_config.json",
+)
+
 LABEL = "io.qustody.image"
 OCI = "org.opencontainers.image"
 
@@ -141,7 +150,10 @@ def pip_download_args() -> list[str]:
 
 
 def build_own_wheel(dest: Path) -> Path:
-    """The qustody wheel (hatchling builds it reproducibly: same source, same bytes)."""
+    """The qustody wheel (hatchling builds it reproducibly: same source, same bytes), with
+    the prebuilt JupyterLab extension: built here on the host (Node is not in the image),
+    skipped when its sources are unchanged."""
+    run([sys.executable, str(ROOT / "labextension" / "build.py")])
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -393,15 +405,18 @@ def find_image(inputs: str) -> str | None:
     return ids[0] if ids else None
 
 
-def build(*, force: bool, no_cache: bool, tag: str | None, latest: bool) -> str:
+def build(*, force: bool, no_cache: bool, tag: str | None, latest: bool,
+          venv_only: bool = False) -> str:
     own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
     try:
-        return _build(own_dir, force=force, no_cache=no_cache, tag=tag, latest=latest)
+        return _build(own_dir, force=force, no_cache=no_cache, tag=tag, latest=latest,
+                      venv_only=venv_only)
     finally:
         shutil.rmtree(own_dir, ignore_errors=True)
 
 
-def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, latest: bool) -> str:
+def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, latest: bool,
+           venv_only: bool) -> str:
     if not LOCK.exists():
         raise SystemExit(f"{LOCK} is missing: run `make image-lock`")
     lock_sha = sha256_file(LOCK)
@@ -413,9 +428,15 @@ def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, lates
         "lock": lock_sha,
         "qustody-wheel": own_sha,
         "base": base_digest,
-        **{f: sha256_file(HERE / f) for f in ("Dockerfile", "entrypoint.sh", "healthcheck.py")},
+        **{f: sha256_file(HERE / f) for f in CONTEXT_FILES},
     }
     inputs = hashlib.sha256(json.dumps(inputs_doc, sort_keys=True).encode()).hexdigest()
+    if venv_only:
+        # the install stage alone (base + locked venv), to check the install reproduces; it
+        # is never the image users run: no :latest, and a label find_image does not match
+        if not tag:
+            raise SystemExit("build --venv-only needs --tag")
+        force, latest = True, False
     tags = [tag] if tag else [f"{IMAGE_REPO}:{inputs[:12]}"]
     if latest:
         tags.append(f"{IMAGE_REPO}:latest")
@@ -429,7 +450,7 @@ def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, lates
     fetch_wheelhouse()
     context = Path(tempfile.mkdtemp(prefix="context-", dir=BUILD))
     (context / "wheelhouse").mkdir(parents=True)
-    for f in ("Dockerfile", "entrypoint.sh", "healthcheck.py"):
+    for f in CONTEXT_FILES:
         shutil.copy2(HERE / f, context / f)
     for wheel in WHEELHOUSE.glob("*.whl"):
         try:
@@ -452,11 +473,13 @@ def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, lates
         f"{OCI}.base.digest": base_digest,
         f"{LABEL}.lock-sha256": lock_sha,
         f"{LABEL}.qustody-wheel-sha256": own_sha,
-        f"{LABEL}.inputs-sha256": inputs,
+        f"{LABEL}.{'venv-' if venv_only else ''}inputs-sha256": inputs,
     }
     cmd = ["build", "--network", "none", "--force-rm", "--build-arg", f"BASE_IMAGE={base_ref}"]
     if no_cache:
         cmd.append("--no-cache")
+    if venv_only:
+        cmd += ["--target", "venv"]
     for key, value in labels.items():
         cmd += ["--label", f"{key}={value}"]
     for t in tags:
@@ -538,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-cache", action="store_true", help="docker build --no-cache")
     b.add_argument("--tag", help="tag instead of qustody/singleuser:<inputs>")
     b.add_argument("--no-latest", action="store_true", help="do not move the :latest tag")
+    b.add_argument("--venv-only", action="store_true",
+                   help="build only the install stage (base + venv; needs --tag): what the "
+                   "reproducibility test rebuilds")
     sub.add_parser("lock", help="re-resolve images/requirements.lock")
     sub.add_parser("base", help="make sure the base image exists; print its digest")
     sub.add_parser("info", help="the current image as JSON")
@@ -557,6 +583,7 @@ def _run(args: argparse.Namespace) -> int:
             no_cache=getattr(args, "no_cache", False),
             tag=getattr(args, "tag", None),
             latest=not getattr(args, "no_latest", False),
+            venv_only=getattr(args, "venv_only", False),
         )
     elif args.command == "lock":
         lock()

@@ -159,6 +159,7 @@ def harden_contents_handler(web_app: web.Application) -> int:
 
 
 # -- session time limits (hardened containers) -----------------------------------------
-from .session import SessionStatusHandler  # noqa: E402 - appended section
+from .session import SessionKeepAliveHandler, SessionStatusHandler  # noqa: E402 - appended section
 
 HANDLERS.append((r"/qustody/api/session", SessionStatusHandler))  # type: ignore[arg-type]
+HANDLERS.append((r"/qustody/api/session/keepalive", SessionKeepAliveHandler))  # type: ignore[arg-type]

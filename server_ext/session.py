@@ -7,7 +7,9 @@ The hub's spawner passes the limits of the user's profile in environment variabl
 ``JUPYTERHUB_ACTIVITY_INTERVAL``.
 
 ``GET /qustody/api/session`` tells the user (and the labextension) how long is left;
-polling it does not count as activity. The hub's culler enforces the limits; as a
+polling it does not count as activity. ``POST /qustody/api/session/keepalive`` is the
+user's "keep working": it counts as activity (the idle limit only; the maximum age is a
+hard limit) and reports it to the hub at once. The hub's culler enforces the limits; as a
 backstop the server stops itself when it is ``grace`` seconds past its maximum age.
 """
 
@@ -137,6 +139,50 @@ class SessionStatusHandler(APIHandler):
     async def get(self) -> None:
         limits: SessionLimits = self.settings.get("qustody_session") or SessionLimits.from_env()
         body = limits.status(_last_activity(self.application, self.settings))
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
+
+
+def _hub_activity_notifier(serverapp: Any) -> Any:
+    """jupyterhub-singleuser's ``notify_activity`` coroutine function, or None outside a hub.
+
+    Found by duck typing among the server's extension apps: server_ext does not import
+    jupyterhub.
+    """
+    manager = getattr(serverapp, "extension_manager", None)
+    for apps in getattr(manager, "extension_apps", {}).values():
+        for app in apps:
+            notify = getattr(app, "notify_activity", None)
+            if callable(notify):
+                return notify
+    return None
+
+
+class SessionKeepAliveHandler(APIHandler):
+    """``POST /qustody/api/session/keepalive``: count as activity now, tell the hub now.
+
+    The single-user server reports activity to the hub only every
+    ``JUPYTERHUB_ACTIVITY_INTERVAL`` seconds (5 minutes by default), later than a 2-minute
+    warning; this reports it at once so the culler sees it. Returns the new status.
+    """
+
+    auth_resource = "server"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.update_api_activity()
+        notify = _hub_activity_notifier(self.serverapp)
+        reported = False
+        if notify is not None:
+            try:
+                await notify()
+                reported = True
+            except Exception as e:  # the hub being down must not fail the user's request
+                self.log.warning("Qustody keep-alive: the hub was not told (%s)", type(e).__name__)
+        limits: SessionLimits = self.settings.get("qustody_session") or SessionLimits.from_env()
+        body = limits.status(_last_activity(self.application, self.settings))
+        body["hub_notified"] = reported
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(body))
 

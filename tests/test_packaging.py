@@ -41,28 +41,23 @@ def test_import_boundaries(package, forbidden):
     assert forbidden not in _imports(package)
 
 
-def test_wheel_carries_packages_and_enables_the_extension(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `pip wheel` builds from this checkout (once for the module's tests)."""
+    dest = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(dest), str(ROOT)],
+        check=True, timeout=600, capture_output=True,
+    )
+    (built,) = dest.glob("qustody-*.whl")
+    return built
+
+
+def test_wheel_carries_packages_and_enables_the_extension(wheel):
     """What `pip install qustody` gets: both packages and the config that enables the extension."""
     import zipfile
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("qustody-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     config = next(
         n for n in names if n.endswith("etc/jupyter/jupyter_server_config.d/qustody.json")
@@ -74,3 +69,28 @@ def test_wheel_carries_packages_and_enables_the_extension(tmp_path):
     assert "hub_ext/__init__.py" in names
     assert "hub_ext/qpu/demo_policy.toml" in names  # copied into the hub state at start
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_wheel_ships_the_prebuilt_labextension_enabled_and_ok(wheel, tmp_path):
+    """`pip install qustody` gives JupyterLab the extension: the template's layout in the
+    wheel's shared data, and `jupyter labextension list` reports it enabled and OK."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    (data,) = (tmp_path / "unpacked").glob("qustody-*.data")
+    ext = data / "data" / "share" / "jupyter" / "labextensions" / "@qustody" / "jupyterlab"
+    assert json.loads((ext / "install.json").read_text())["packageName"] == "qustody"
+    meta = json.loads((ext / "package.json").read_text())
+    assert meta["name"] == "@qustody/jupyterlab"
+    assert (ext / meta["jupyterlab"]["_build"]["load"]).is_file()
+    # no source maps or TypeScript sources shipped
+    assert not [p for p in ext.rglob("*") if p.suffix in {".map", ".ts"}]
+
+    jupyter = Path(sys.executable).with_name("jupyter")
+    env = {**__import__("os").environ, "JUPYTER_PATH": str(data / "data" / "share" / "jupyter")}
+    result = subprocess.run(
+        [str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=120, env=env
+    )
+    plain = (result.stdout + result.stderr).replace("\x1b[32m", "").replace("\x1b[0m", "")
+    assert "@qustody/jupyterlab v0.1.0 enabled OK (python, qustody)" in plain, plain

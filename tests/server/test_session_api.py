@@ -66,3 +66,43 @@ async def test_session_endpoint_reports_and_does_not_count_as_activity(
     assert body["age"]["remaining_seconds"] == 3500
     assert body["kernel_idle_timeout_seconds"] == 300
     assert jp_serverapp.web_app.settings.get("api_last_activity") == before
+
+
+async def test_keep_working_counts_as_activity_and_resets_the_idle_time(jp_fetch, jp_serverapp):
+    """The clock's "keep working": the idle time starts again; the maximum age does not."""
+    import time
+    from datetime import UTC, datetime
+
+    started = int(time.time()) - 100
+    limits = SessionLimits.from_env({**ENV, "QUSTODY_STARTED_AT": str(started)})
+    jp_serverapp.web_app.settings["qustody_session"] = limits
+    # idle for 590 of its 600 seconds: the culler is due in 10 s
+    idle_since = datetime.fromtimestamp(time.time() - 590, UTC)
+    settings = jp_serverapp.web_app.settings  # every source web_app.last_activity() reads
+    for key in [k for k in settings if k.endswith("_last_activity")] + ["started"]:
+        settings[key] = idle_since
+    settings["last_activity_times"] = {}
+    settings["kernel_manager"].last_kernel_activity = idle_since
+    before = json.loads((await jp_fetch("qustody", "api", "session")).body)
+    assert before["stop_reason"] == "idle" and 5 <= before["stops_in_seconds"] <= 10
+
+    response = await jp_fetch("qustody", "api", "session", "keepalive", method="POST", body=b"")
+    assert response.code == 200
+    after = json.loads(response.body)
+    assert after["hub_notified"] is False  # no hub here: nothing to tell
+    assert after["idle"]["idle_seconds"] <= 1 and after["idle"]["remaining_seconds"] >= 599
+    assert jp_serverapp.web_app.settings["api_last_activity"] > idle_since
+    # the maximum age is a hard limit: keep-alive does not move it
+    assert abs(after["age"]["remaining_seconds"] - (3600 - 100)) <= 5
+    assert after["stop_reason"] == "idle" and after["stops_in_seconds"] >= 599
+
+
+async def test_keep_alive_needs_a_login(jp_fetch):
+    from tornado.httpclient import HTTPClientError
+
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch(
+            "qustody", "api", "session", "keepalive", method="POST", body=b"",
+            headers={"Authorization": "token wrong"},
+        )  # fmt: skip
+    assert e.value.code == 403
