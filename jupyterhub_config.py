@@ -33,7 +33,7 @@ from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticat
 from hub_ext.proxy import QustodyProxy
 from hub_ext.qpu.hub import qpu_service
 from hub_ext.ratelimit import setup_limits
-from hub_ext.secrets.delivery import setup_secrets
+from hub_ext.secrets.setup import setup_secrets
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,

@@ -1,7 +1,7 @@
 """Switch a hub configuration to OpenID Connect login from ``QUSTODY_OIDC_*`` variables.
 
 ``jupyterhub_config.py`` calls :func:`configure_oidc`; when ``QUSTODY_OIDC_ISSUER`` is set
-the hub uses :class:`hub_ext.authenticator.QustodyAuthenticator` and bounded hub token
+the hub uses :class:`hub_ext.identity.authenticator.QustodyAuthenticator` and bounded hub token
 lifetimes. Without it the caller keeps its fallback login (the hub tests' shared password).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hub_ext.authenticator import require_crypt_key
+from hub_ext.identity.authenticator import require_crypt_key
 from hub_ext.identity.roles import BASE_SCOPES
 
 DEFAULT_GROUP_ROLES = {

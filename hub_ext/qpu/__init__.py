@@ -5,7 +5,9 @@ Modules: ``policyfile`` (the policy file), ``projects`` (the project registry),
 fair-share and sensitivity decisions), ``models``/``store`` (the database and its atomic
 transactions), ``backends`` (Aer, emulated devices, the provider plugin interface),
 ``runner`` (execution lanes, leases, crash recovery), ``provenance``, ``auth`` (hub token
-resolution), ``handlers`` (REST API) and ``app`` (the service: ``python -m hub_ext.qpu``).
+resolution), ``errors`` (the one error type), ``submission`` (admission without a database),
+``handlers`` (REST API), ``app`` (the gateway: configuration and operations) and
+``server`` (HTTP serving: ``python -m hub_ext.qpu``).
 """
 
 __version__ = "0.1.0"

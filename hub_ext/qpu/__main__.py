@@ -1,5 +1,5 @@
 """``python -m hub_ext.qpu``: run the gateway (``--help-all`` lists every setting)."""
 
-from .app import main
+from .server import main
 
 main()

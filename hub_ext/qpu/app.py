@@ -1,8 +1,10 @@
-"""The QPU gateway service: configuration, start-up checks and the Tornado server.
+"""The QPU gateway: its configuration, start-up checks and operations (admit, cancel,
+operate, reload the policy), free of HTTP.
 
-Run as a hub-managed service (``python -m hub_ext.qpu``); see docs/qpu.md for the hub
-configuration (service, custom scopes, roles). Every security-relevant setting is a
-trait below, checked at start-up with a message saying how to fix it.
+Run as a hub-managed service (``python -m hub_ext.qpu``, ``server.py`` serves it over
+HTTP with ``handlers.py``); see docs/qpu.md for the hub configuration (service, custom
+scopes, roles). Every security-relevant setting is a trait below, checked at start-up
+with a message saying how to fix it.
 """
 
 from __future__ import annotations
@@ -12,34 +14,30 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import sys
-import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tornado import httpserver, netutil, web
 from traitlets import Bool, Dict, Float, Int, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
-from . import __version__, handlers
+from . import __version__
 from .audit import AuditBridge
 from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
 from .config import PolicyHolder
 from .credentials import CredentialBroker
-from .parsing import BadSubmission, ParsePool, Prepared, Unavailable, prepare, stand_ins
-from .policy import Refused
+from .errors import GatewayError, Refused
+from .parsing import ParsePool, Prepared, Unavailable, prepare, stand_ins
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
 from .store import Admitted, Store, StoreError
 from .validation import Limits
-from .workers import Supervisor
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: The longest a revoked hub token may keep working at the gateway (issue 12).
@@ -481,7 +479,7 @@ class QpuGateway(Application):
         mine = self._parsing.get(identity.name, 0)
         if self._parsing_total >= self.max_parse_queue or mine >= self.max_parse_per_user:
             who = "yours" if mine >= self.max_parse_per_user else "all users'"
-            raise handlers.ApiError(
+            raise GatewayError(
                 503, "PARSE_BUSY",
                 f"too many large submissions ({who}) are being decoded; submit again in a "
                 "moment (QpuGateway.max_parse_queue / max_parse_per_user)",
@@ -532,13 +530,10 @@ class QpuGateway(Application):
             turn = loop.create_future()
             self._last_of[identity.name] = turn
         try:
-            try:
-                if len(data) > self.inline_parse_bytes:
-                    prepared = await self._prepare_large(identity, data, policy)
-                else:
-                    prepared = prepare(self, identity, data, policy)
-            except BadSubmission as e:
-                raise handlers.ApiError(e.status, e.code, e.message) from None
+            if len(data) > self.inline_parse_bytes:
+                prepared = await self._prepare_large(identity, data, policy)
+            else:
+                prepared = prepare(self, identity, data, policy)
             if before is not None and not before.done():
                 await asyncio.shield(before)  # the user's earlier submission goes first
             refused = prepared.refused
@@ -559,7 +554,7 @@ class QpuGateway(Application):
             self._drain_task = loop.create_task(self._drain())
         outcome: Admitted | Exception = await future
         if isinstance(outcome, StoreError):
-            raise handlers.ApiError(503, "DATABASE",
+            raise GatewayError(503, "DATABASE",
                                     f"{outcome}; the job was not stored, submit it again")
         if isinstance(outcome, Refused):
             self.emit("qpu.job.rejected", {"user": identity.name, "code": outcome.code,
@@ -628,7 +623,7 @@ class QpuGateway(Application):
                 self.db_executor, self.store.cancel_many, job_ids, actor, reason
             )
         except StoreError as e:
-            raise handlers.ApiError(503, "DATABASE", f"{e}; try again") from None
+            raise GatewayError(503, "DATABASE", f"{e}; try again") from None
         for job_id, _state, what in outcomes:
             if what == "requested":
                 self.runner.cancel_local(job_id)
@@ -649,13 +644,13 @@ class QpuGateway(Application):
             "jobs": ("cancel",),
         }
         if action not in allowed[kind]:
-            raise handlers.ApiError(400, "BAD_ACTION",
+            raise GatewayError(400, "BAD_ACTION",
                                     f"{kind} support {', '.join(allowed[kind])}")
         policy = self.policies.policy
         if kind == "backends" and name not in self.drivers:
-            raise handlers.ApiError(404, "UNKNOWN_BACKEND", self.unknown_backend(name))
+            raise GatewayError(404, "UNKNOWN_BACKEND", self.unknown_backend(name))
         if kind == "projects" and policy.projects.find(name) is None:
-            raise handlers.ApiError(404, "UNKNOWN_PROJECT", f"no project {name!r} in the policy")
+            raise GatewayError(404, "UNKNOWN_PROJECT", f"no project {name!r} in the policy")
 
         def db(fn: Callable[..., Any], *args: Any) -> Any:
             return loop.run_in_executor(self.db_executor, fn, *args)
@@ -665,7 +660,7 @@ class QpuGateway(Application):
         try:
             if kind == "jobs":
                 if await db(self.store.job, name) is None:
-                    raise handlers.ApiError(404, "NO_SUCH_JOB", f"no job {name}")
+                    raise GatewayError(404, "NO_SUCH_JOB", f"no job {name}")
                 await db(self.store.record_action, actor, "cancel-job", f"job:{name}", reason, {})
                 result["state"], _ = await self.cancel(name, actor, reason)
             elif action in ("pause", "resume", "revoke", "restore"):
@@ -680,20 +675,42 @@ class QpuGateway(Application):
                 await self.cancel_jobs(ids, actor, f"drain: {reason}")
                 result["cancelled"] = len(ids)
         except StoreError as e:
-            raise handlers.ApiError(503, "DATABASE", f"{e}; try again") from None
+            raise GatewayError(503, "DATABASE", f"{e}; try again") from None
         self.emit("qpu.operator.action", result)
         self.runner.wake()
         return result
 
     # -- run -----------------------------------------------------------------------------------
 
-    def make_app(self) -> web.Application:
-        return web.Application(
-            handlers.routes(self, self.base_url), xsrf_cookies=False, compress_response=False,
-            log_function=handlers.log_request,
+    def open(self) -> None:
+        """Check the configuration and open the store, drivers, pools and runner (the
+        runner starts with ``runner.start()`` once the server listens)."""
+        # The database thread hands the GIL back and forth with the event loop on every
+        # statement; the default 5 ms switch interval would make each hand-over a wait.
+        sys.setswitchinterval(0.0005)
+        # --log-level covers tornado's loggers (the access log) too
+        level = self.log_level
+        logging.getLogger("tornado").setLevel(level if isinstance(level, int | str) else "INFO")
+        self.setup()
+        self.runner = Runner(
+            self.store, self.drivers, lambda: self.policies.policy, self.db_executor,
+            instance=self.instance_name, lease_seconds=self.lease_seconds,
+            max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
+            poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
+            log=self.log, scrub=self.broker, specs=dict(self.backends),
         )
 
-    async def _reload_loop(self) -> None:
+    async def close(self) -> None:
+        """Stop running jobs' lanes and close what must reach disk (store, audit log)."""
+        await self.runner.stop()
+        self.parse_pool.close()
+        self.db_executor.shutdown(wait=True)
+        if self.audit_log:
+            self.audit_bridge.close()
+        self.store.dispose()
+
+    async def reload_loop(self) -> None:
+        """Re-read the policy file every ``policy_reload_seconds`` (a changed file applies)."""
         while True:
             await asyncio.sleep(self.policy_reload_seconds)
             self.reload_policy()
@@ -709,89 +726,6 @@ class QpuGateway(Application):
             self.emit("qpu.policy.reload_failed", {"kept": before})
         return changed
 
-    async def run(self, sockets: list[socket.socket] | None = None) -> None:
-        # The database thread hands the GIL back and forth with the event loop on every
-        # statement; the default 5 ms switch interval would make each hand-over a wait.
-        sys.setswitchinterval(0.0005)
-        # --log-level covers tornado's loggers (the access log) too
-        level = self.log_level
-        logging.getLogger("tornado").setLevel(level if isinstance(level, int | str) else "INFO")
-        self.setup()
-        self.runner = Runner(
-            self.store, self.drivers, lambda: self.policies.policy, self.db_executor,
-            instance=self.instance_name, lease_seconds=self.lease_seconds,
-            max_attempts=self.max_attempts, requeue_lost=self.requeue_lost,
-            poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
-            log=self.log, scrub=self.broker, specs=dict(self.backends),
-        )
-        server = httpserver.HTTPServer(
-            self.make_app(), max_body_size=self.max_payload_bytes, xheaders=False
-        )
-        if sockets is None:
-            server.listen(self.port, self.ip)
-        else:
-            server.add_sockets(sockets)
-        self.runner.start()
-        loop = asyncio.get_running_loop()
-        # starting the fork server waits for its imports: not on the event loop, and not
-        # in the loop's executor, which a stop during start-up would wait for
-        threading.Thread(target=self.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_policy, True)
-        reload_task = loop.create_task(self._reload_loop())
-        self.log.info(
-            "QPU gateway %s listening on http://%s:%d%s (backends: %s; database: %s)",
-            self.instance_name, self.ip, self.port, self.base_url,
-            ", ".join(self.drivers) or "none",
-            "sqlite" if self.store.is_sqlite else "postgresql",
-        )
-        await stop.wait()
-        self.log.info("QPU gateway stopping")
-        reload_task.cancel()
-        server.stop()
-        await self.runner.stop()
-        self.parse_pool.close()
-        self.db_executor.shutdown(wait=True)
-        if self.audit_log:
-            self.audit_bridge.close()
-        self.store.dispose()
-
-    def start(self) -> None:
-        if self.workers == 1:
-            asyncio.run(self.run())
-            return
-        # Before forking: the schema once (not raced by the workers), then the socket all
-        # workers accept on. No thread, engine or event loop exists yet in this process.
-        store = Store(self.db_url, sqlite_synchronous=self.sqlite_synchronous)
-        try:
-            store.create(self.backends)
-        except StoreError as e:
-            self.exit_with(str(e))
-        finally:
-            store.dispose()
-        # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
-        # connections evenly (one shared socket goes mostly to whichever worker is idle
-        # first). This bound, never-listening socket holds the port, and reports a port in
-        # use before any worker starts.
-        holder = socket.socket(socket.AF_INET6 if ":" in self.ip else socket.AF_INET)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            holder.bind((self.ip, self.port))
-        except OSError as e:
-            self.exit_with(f"cannot listen on {self.ip}:{self.port}: {e.strerror}")
-        port = holder.getsockname()[1]
-        base = self.instance_name
-
-        def serve(index: int) -> int:
-            self.instance_name = f"{base}/w{index}"
-            asyncio.run(self.run(netutil.bind_sockets(port, self.ip, reuse_port=True)))
-            return 0
-
-        self.log.info("QPU gateway: starting %d workers", self.workers)
-        sys.exit(Supervisor(self.workers, serve, self.log).run())
-
 
 def _name(value: Any) -> str | None:
     """A client-given backend or project name, only when it is a plain short name."""
@@ -805,44 +739,4 @@ def scopes_config() -> dict[str, dict[str, str]]:
     return {name: {"description": text} for name, text in SCOPES.items()}
 
 
-def export_main(argv: list[str]) -> int:
-    """``python -m hub_ext.qpu export --db-url URL [--since T]``: provenance as JSON lines."""
-    import argparse
-
-    from . import provenance
-
-    parser = argparse.ArgumentParser(prog="python -m hub_ext.qpu export")
-    parser.add_argument("--db-url", required=True)
-    parser.add_argument("--since", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    store = Store(args.db_url)
-    for line in provenance.jsonl(store.export(args.since)):
-        sys.stdout.write(line)
-    store.dispose()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["export"]:
-        sys.exit(export_main(argv[1:]))
-    logging.basicConfig(level=logging.INFO)
-    app = QpuGateway.instance()
-    app.initialize(argv)
-    try:
-        app.start()
-        status: int = 0
-    except SystemExit as e:
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-        status = e.code if isinstance(e.code, int) else int(e.code is not None)
-    # What must reach disk is closed (the store, the audit log). The interpreter's own
-    # teardown of Qiskit, SciPy and SQLAlchemy takes seconds and protects nothing; every
-    # hub stop waits for it. Workers end with the gateway (lifeline.py).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
-__all__ = ["CLASSES", "QpuGateway", "main", "scopes_config"]
+__all__ = ["CLASSES", "QpuGateway", "scopes_config"]

@@ -29,7 +29,7 @@ from qiskit import QuantumCircuit  # type: ignore[import-untyped]
 from qiskit.transpiler import Target  # type: ignore[import-untyped]
 
 from .credentials import CredentialError
-from .validation import Invalid
+from .errors import Invalid
 
 CredentialSource = Callable[[str], Mapping[str, str]]
 """Called with a backend name; returns that backend's credentials (from the secret broker)."""

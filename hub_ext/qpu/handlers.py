@@ -18,20 +18,15 @@ from tornado.log import access_log
 
 from . import provenance
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, HubUnavailable, Identity
+from .errors import GatewayError
 from .models import FINAL_STATES
 from .policy import (
-    Refused,
-    check_run_limits,
-    check_tier,
     period_keys,
     remaining,
-    route_sensitivity,
     usage_key,
 )
 from .policyfile import CLASSES, PERIODS, Policy
-from .runner import encode_circuits
-from .store import StoreError, Ticket
-from .validation import Invalid, Submission, check_labels, parse_submission
+from .store import StoreError
 
 if TYPE_CHECKING:
     from .app import QpuGateway
@@ -39,14 +34,6 @@ if TYPE_CHECKING:
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254})"  # ':' for personal:<user>
 MAX_WAIT = 60.0
-
-
-class ApiError(web.HTTPError):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(status, reason=None)
-        self.code = code
-        self.message = message
-        self.extra = extra
 
 
 class BaseHandler(web.RequestHandler):
@@ -70,10 +57,13 @@ class BaseHandler(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            body = {"error": exc.code, "message": exc.message, **exc.extra}
-            if "retry_after" in exc.extra:
-                self.set_header("Retry-After", str(exc.extra["retry_after"]))
+        if isinstance(exc, GatewayError):
+            # tornado answers 500 for any exception that is not its HTTPError
+            self.set_status(exc.status)
+            body = {"error": exc.code, "message": exc.message,
+                    **json.loads(json.dumps(exc.detail, default=str))}
+            if "retry_after" in exc.detail:
+                self.set_header("Retry-After", str(exc.detail["retry_after"]))
         elif isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
             body = {"error": "HTTP_ERROR", "message": exc.log_message % exc.args}
         elif status_code >= 500:
@@ -84,7 +74,7 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, web.HTTPError):
+        if isinstance(value, GatewayError | web.HTTPError):  # answered, not a fault
             return
         self.gateway.log.error(
             "QPU %s %s failed: %s", self.request.method, self.request.path, typ.__name__,
@@ -95,7 +85,7 @@ class BaseHandler(web.RequestHandler):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() not in ("token", "bearer") or not token.strip():
-            raise ApiError(
+            raise GatewayError(
                 401, "NO_TOKEN",
                 "send your hub API token as 'Authorization: token <token>' (in a notebook, "
                 "JUPYTERHUB_API_TOKEN; server_ext.qpu does this)",
@@ -103,16 +93,16 @@ class BaseHandler(web.RequestHandler):
         try:
             identity = await self.gateway.resolver.resolve(token.strip())
         except HubUnavailable:
-            raise ApiError(503, "HUB_UNAVAILABLE",
+            raise GatewayError(503, "HUB_UNAVAILABLE",
                            "the hub could not confirm your token; try again shortly") from None
         if identity is None:
-            raise ApiError(403, "BAD_TOKEN", "the hub does not know this token (expired or "
+            raise GatewayError(403, "BAD_TOKEN", "the hub does not know this token (expired or "
                            "revoked?); get a new one from the hub's token page")
         self.identity = identity
 
     def require(self, *scopes: str) -> None:
         if not any(self.identity.has(s) for s in scopes):
-            raise ApiError(
+            raise GatewayError(
                 403, "MISSING_SCOPE",
                 f"this needs the scope {' or '.join(scopes)}; ask an admin for a role that "
                 "grants it (and, for a server token, add it to Spawner.server_token_scopes)",
@@ -122,7 +112,7 @@ class BaseHandler(web.RequestHandler):
         try:
             return json.loads(self.request.body or b"{}")
         except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "BAD_JSON", "the body is not valid JSON") from None
+            raise GatewayError(400, "BAD_JSON", "the body is not valid JSON") from None
 
     def policy(self) -> Policy:
         return self.gateway.policies.policy
@@ -133,7 +123,7 @@ class BaseHandler(web.RequestHandler):
                 self.gateway.db_executor, fn, *args
             )
         except StoreError as e:
-            raise ApiError(503, "DATABASE", f"{e}; nothing was changed, try again") from None
+            raise GatewayError(503, "DATABASE", f"{e}; nothing was changed, try again") from None
 
     def can_see(self, job: Mapping[str, Any], *, cancel: bool = False) -> bool:
         if job["owner"] == self.identity.name:
@@ -150,7 +140,7 @@ class BaseHandler(web.RequestHandler):
         job = await self.db(self.gateway.store.job, job_id)
         if job is None or not self.can_see(job, cancel=cancel):
             # The same answer for "no such job" and "not yours": ids are not probed.
-            raise ApiError(404, "NO_SUCH_JOB", f"no job {job_id} among the jobs you can see")
+            raise GatewayError(404, "NO_SUCH_JOB", f"no job {job_id} among the jobs you can see")
         visible: dict[str, Any] = job
         return visible
 
@@ -195,7 +185,7 @@ class BackendsHandler(BaseHandler):
             self.write_json(200, {"backends": [info(n) for n in usable]})
             return
         if name not in self.gateway.drivers:
-            raise ApiError(404, "UNKNOWN_BACKEND", self.gateway.unknown_backend(name))
+            raise GatewayError(404, "UNKNOWN_BACKEND", self.gateway.unknown_backend(name))
         body = info(name)
         body["target"] = self.gateway.drivers[name].public
         self.write_json(200, body)
@@ -215,9 +205,10 @@ class JobsHandler(BaseHandler):
                 try:
                     size = int(claimed)
                 except ValueError:
-                    raise ApiError(400, "BAD_LENGTH", "Content-Length is not a number") from None
+                    raise GatewayError(400, "BAD_LENGTH",
+                                       "Content-Length is not a number") from None
                 if size > limit:
-                    raise ApiError(
+                    raise GatewayError(
                         413, "PAYLOAD_TOO_LARGE",
                         f"the request claims {size} bytes; the limit is {limit} bytes "
                         "(QpuGateway.max_payload_bytes): split the job",
@@ -255,7 +246,7 @@ class JobsHandler(BaseHandler):
         try:
             limit = min(1000, max(1, int(self.get_argument("limit", "100"))))
         except ValueError:
-            raise ApiError(400, "BAD_FIELD", "limit must be a number") from None
+            raise GatewayError(400, "BAD_FIELD", "limit must be a number") from None
         if everyone:
             self.require(SCOPE_READ_ALL, SCOPE_ADMIN)
             rows = await self.db(lambda: self.gateway.store.jobs(everyone=True, state=state,
@@ -267,7 +258,7 @@ class JobsHandler(BaseHandler):
             ]
             if project:
                 if project not in led and not self.identity.has(SCOPE_READ_ALL):
-                    raise ApiError(403, "NOT_PROJECT_LEAD",
+                    raise GatewayError(403, "NOT_PROJECT_LEAD",
                                    f"only leads of {project!r} list its jobs")
                 led = [project]
             rows = await self.db(lambda: self.gateway.store.jobs(
@@ -280,7 +271,7 @@ class JobsHandler(BaseHandler):
             return
         self.require(SCOPE_SUBMIT)
         if not self.request.headers.get("Content-Type", "").startswith("application/json"):
-            raise ApiError(415, "BAD_CONTENT_TYPE", "send the job as application/json")
+            raise GatewayError(415, "BAD_CONTENT_TYPE", "send the job as application/json")
         data, self._chunks = b"".join(self._chunks), []
         admitted = await self.gateway.submit(self.identity, data)
         if admitted.refused is not None:
@@ -342,7 +333,7 @@ class JobHandler(BaseHandler):
         try:
             wait = min(MAX_WAIT, max(0.0, float(self.get_argument("wait", "0"))))
         except ValueError:
-            raise ApiError(400, "BAD_FIELD", "wait must be a number of seconds") from None
+            raise GatewayError(400, "BAD_FIELD", "wait must be a number of seconds") from None
         start = time.monotonic()
         deadline = start + wait
         result: bytes | None = None
@@ -394,7 +385,7 @@ class ResultHandler(BaseHandler):
         self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
         job = await self.visible_job(job_id)
         if job["state"] != "DONE":
-            raise ApiError(409, "NOT_DONE", f"job {job_id} is {job['state']}:{job['reason']}; "
+            raise GatewayError(409, "NOT_DONE", f"job {job_id} is {job['state']}:{job['reason']}; "
                            "results exist only for DONE jobs", state=job["state"])
         data = await self.db(self.gateway.store.result, job_id)
         self.set_status(200)
@@ -413,12 +404,12 @@ class QuotaHandler(BaseHandler):
         projects = [project] if project else sorted(mine)
         for p in projects:
             if p not in mine and not self.identity.has(SCOPE_READ_ALL):
-                raise ApiError(403, "NOT_A_MEMBER", f"{p!r} is not one of your projects "
+                raise GatewayError(403, "NOT_A_MEMBER", f"{p!r} is not one of your projects "
                                f"({', '.join(sorted(mine)) or 'none'})")
         classes = [self.get_argument("backend_class")] if self.get_argument(
             "backend_class", None) else list(CLASSES)
         if any(c not in CLASSES for c in classes):
-            raise ApiError(400, "BAD_FIELD", f"backend_class is one of {CLASSES}")
+            raise GatewayError(400, "BAD_FIELD", f"backend_class is one of {CLASSES}")
         periods = period_keys(time.time())
         keys = [
             usage_key(kind, subject, c, period, periods[period])
@@ -479,13 +470,13 @@ class AdminHandler(BaseHandler):
         body = self.json_body()
         reason = body.get("reason") if isinstance(body, dict) else None
         if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000:
-            raise ApiError(400, "REASON_REQUIRED",
+            raise GatewayError(400, "REASON_REQUIRED",
                            "give a 'reason' (1-1000 characters): it goes into the record")
         result = await self.gateway.operate(self.identity.name, kind, name, action, reason)
         self.write_json(200, result)
 
     async def get(self, kind: str, name: str, action: str) -> None:
-        raise ApiError(405, "METHOD", "use POST")
+        raise GatewayError(405, "METHOD", "use POST")
 
 
 class AdminListHandler(BaseHandler):
@@ -495,7 +486,7 @@ class AdminListHandler(BaseHandler):
             try:
                 since = float(self.get_argument("since", "0"))
             except ValueError:
-                raise ApiError(400, "BAD_FIELD", "since is a UNIX time") from None
+                raise GatewayError(400, "BAD_FIELD", "since is a UNIX time") from None
             self.set_header("Content-Type", "application/x-ndjson")
             lines = await self.db(lambda: list(provenance.jsonl(
                 self.gateway.store.export(since))))
@@ -513,12 +504,12 @@ class AdminListHandler(BaseHandler):
                                   "instance": self.gateway.instance_name,
                                   "decoding": self.gateway.decoding})
         else:
-            raise ApiError(404, "NOT_FOUND", f"no admin listing {what!r}")
+            raise GatewayError(404, "NOT_FOUND", f"no admin listing {what!r}")
 
     async def post(self, what: str) -> None:
         self.require(SCOPE_ADMIN)
         if what != "reload":
-            raise ApiError(404, "NOT_FOUND", f"no admin action {what!r}")
+            raise GatewayError(404, "NOT_FOUND", f"no admin action {what!r}")
         changed = self.gateway.reload_policy(force=True, by=self.identity.name)
         status = self.gateway.policies.status()
         await self.db(self.gateway.store.record_action, self.identity.name, "reload-policy",
@@ -557,94 +548,3 @@ def routes(gateway: QpuGateway, base: str) -> list[Any]:
         (rf"{base}api/admin/(?P<kind>backends|projects|users|jobs)/{NAME}/"
          r"(?P<action>pause|resume|drain|revoke|restore|cancel)", AdminHandler, kw),
     ]
-
-
-# -- submission (database-free policy, then the store) ----------------------------------------
-
-
-def build_ticket(
-    gateway: QpuGateway, identity: Identity, sub: Submission, policy: Policy
-) -> tuple[Ticket, list[str]]:
-    """Apply every decision that needs no database; raise ``Refused``/``Invalid``."""
-    mine = policy.projects.projects_of(identity.name, identity.groups)
-    project_name = sub.tags.get("project")
-    if project_name is None:
-        if len(mine) == 1:
-            project_name = next(iter(mine))
-        else:
-            raise Invalid(422, "TAG_REQUIRED",
-                          "tag 'project' is required; your projects: "
-                          f"{', '.join(sorted(mine)) or 'none (ask an admin to add you)'}")
-    if project_name not in mine:
-        raise Refused(
-            403, "NOT_A_MEMBER",
-            f"REJECTED:NOT_A_MEMBER: {project_name!r} is not one of your projects "
-            f"({', '.join(sorted(mine)) or 'none'}); ask the project lead or an admin to add "
-            "you to it in the policy file",
-        )
-    project = policy.projects.get(project_name)
-    purpose = sub.tags.get("purpose") or project.purpose or None
-    if purpose is None or purpose not in policy.purposes:
-        raise Invalid(
-            422, "TAG_REQUIRED" if purpose is None else "BAD_TAG",
-            f"tag 'purpose' must be one of {', '.join(policy.purposes)}"
-            + ("" if purpose is None else f" (got {purpose[:64]!r})"),
-        )
-    labels = check_labels(sub.tags.get("labels", {}), policy.max_labels,
-                          policy.max_label_length)
-    if not project.allows_backend(sub.backend):
-        allowed = [b for b in gateway.drivers if project.allows_backend(b)]
-        raise Refused(
-            403, "BACKEND_NOT_ALLOWED",
-            f"REJECTED:BACKEND_NOT_ALLOWED: project {project.name!r} may use "
-            f"{', '.join(allowed) or 'no backend'}; ask an admin to add {sub.backend!r} to "
-            f"projects.{project.name}.backends",
-        )
-    level, backend, rerouted = route_sensitivity(policy, project, sub.tags.get("sensitivity"),
-                                                 sub.backend)
-    decisions: list[tuple[str, dict[str, Any]]] = []
-    if rerouted:
-        if not project.allows_backend(backend):
-            raise Refused(403, "SENSITIVITY",
-                          f"REJECTED:SENSITIVITY: {level!r} jobs are routed to {backend!r}, "
-                          f"which project {project.name!r} may not use")
-        decisions.append(("ROUTED:SENSITIVITY", {"from": sub.backend, "to": backend,
-                                                 "sensitivity": level}))
-    tier, priority = check_tier(policy, project, sub.tags.get("priority"))
-    driver = gateway.drivers[backend]
-    driver.check_circuits(sub.circuits)
-    if sub.shots > driver.max_shots:
-        raise Invalid(422, "TOO_MANY_SHOTS", f"shots = {sub.shots} is over {backend!r}'s limit "
-                      f"of {driver.max_shots}")
-    est_seconds = driver.estimate_seconds(sub.circuits, sub.shots)
-    check_run_limits(policy, backend, driver.backend_class,
-                     max((c.num_qubits for c in sub.circuits), default=0), est_seconds)
-    now = time.time()
-    if sub.ignored:
-        decisions.append(("IGNORED:CLIENT_FIELDS", {"fields": sub.ignored}))
-    tags = {"project": project.name, "purpose": purpose, "sensitivity": level,
-            "priority": tier, "labels": labels}
-    prov = provenance.build(
-        owner=identity.name, backend=backend, config_hash=driver.config_hash,
-        hashes=sub.hashes, policy_digest=policy.digest, client=sub.client,
-        context=sub.context, options=sub.options, submitted_at=now,
-    )
-    ticket = Ticket(
-        owner=identity.name, project=project.name, backend=backend,
-        requested_backend=sub.backend, backend_class=driver.backend_class, tier=tier,
-        priority=priority, sensitivity=level, n_circuits=len(sub.circuits),
-        shots=sub.total_shots, est_seconds=est_seconds,
-        tags=tags, provenance=prov, circuits=encode_circuits(sub.raw),
-        options={**{k: v for k, v in sub.options.items() if k != "transpile_seed"},
-                 "shots_per_circuit": sub.shots},
-        decisions=decisions,
-    )
-    return ticket, sub.ignored
-
-
-def parse(gateway: QpuGateway, body: Mapping[str, Any]) -> Submission:
-    backend = body.get("backend")
-    driver = gateway.drivers.get(backend) if isinstance(backend, str) else None
-    if isinstance(backend, str) and driver is None:
-        raise Invalid(422, "UNKNOWN_BACKEND", gateway.unknown_backend(backend))
-    return parse_submission(body, gateway.limits, driver.max_shots if driver else 1)

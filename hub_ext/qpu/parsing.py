@@ -1,7 +1,7 @@
 """Decoding a submission: inline for small bodies, in a bounded process pool for large ones.
 
 A submission's JSON, base64 and QPY decoding, its validation and the policy decisions that
-need no database (``handlers.parse`` then ``handlers.build_ticket``) are one function,
+need no database (``submission.parse`` then ``submission.build_ticket``) are one function,
 ``prepare``. For a small body it runs on the event loop: a hand-over would cost more than
 the work. A large body goes to ``ParsePool``, worker *processes*: ``json.loads`` (C) and
 Qiskit's QPY reader (Rust) hold the GIL for their whole call, hundreds of milliseconds for
@@ -43,22 +43,13 @@ from . import lifeline
 from .auth import Identity
 from .backends import BUILTIN, BackendDriver, build, load_driver_class
 from .credentials import CredentialError
-from .policy import Refused
+from .errors import Invalid, Refused
 from .policyfile import Policy
 from .sandbox import FORKSERVER_PRELOAD
-from .validation import Invalid, Limits
+from .submission import build_ticket, parse
+from .validation import Limits
 
 _MB = 1024 * 1024
-
-
-class BadSubmission(Exception):
-    """The body cannot be admitted: an HTTP status, a code and a message for the client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(status, code, message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -124,7 +115,7 @@ def _from_stand_in(s: StandIn) -> BackendDriver:
 
 
 class Context:
-    """What ``handlers.parse`` and ``build_ticket`` read of the gateway."""
+    """What ``submission.parse`` and ``build_ticket`` read of the gateway, in a worker."""
 
     def __init__(self, drivers: Mapping[str, BackendDriver], limits: Limits,
                  unbuilt: frozenset[str] = frozenset(),
@@ -141,23 +132,19 @@ class Context:
 
 
 def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy) -> Prepared:
-    """Decode, validate and decide what needs no database. ``BadSubmission`` for a body
+    """Decode, validate and decide what needs no database. ``Invalid`` for a body
     that is not a valid submission."""
-    from . import handlers
-
     try:
         body = json.loads(data or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise BadSubmission(400, "BAD_JSON", "the body is not valid JSON") from None
+        raise Invalid(400, "BAD_JSON", "the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise BadSubmission(400, "BAD_JSON", "the body must be a JSON object")
+        raise Invalid(400, "BAD_JSON", "the body must be a JSON object")
     tags = body.get("tags")
     project = tags.get("project") if isinstance(tags, dict) else None
     try:
-        sub = handlers.parse(ctx, body)
-        ticket, ignored = handlers.build_ticket(ctx, identity, sub, policy)
-    except Invalid as e:
-        raise BadSubmission(e.status, e.code, e.message) from None
+        sub = parse(ctx, body)
+        ticket, ignored = build_ticket(ctx, identity, sub, policy)
     except Refused as e:
         return Prepared(body.get("backend"), project, refused=e)
     return Prepared(body.get("backend"), project, ticket, None, ignored)
@@ -205,7 +192,7 @@ def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple
         if ctx.unbuilt:
             return ("fallback",)
         raise
-    except BadSubmission as e:
+    except Invalid as e:
         if e.code == "UNKNOWN_BACKEND" and ctx.unbuilt:
             return ("fallback",)
         return ("bad", e.status, e.code, e.message)
@@ -259,13 +246,13 @@ class ParsePool:
             self.log.error("QPU parse pool: a worker died; starting new workers")
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            raise BadSubmission(422, "MALFORMED_QPY", "the submission could not be decoded "
+            raise Invalid(422, "MALFORMED_QPY", "the submission could not be decoded "
                                 "(the decoder stopped); check the payload") from None
         kind = answer[0]
         if kind == "fallback":
             raise Unavailable()
         if kind == "bad":
-            raise BadSubmission(*answer[1:])
+            raise Invalid(*answer[1:])
         if kind == "refused":
             _, backend, project, status, code, message, detail = answer
             return Prepared(backend, project, refused=Refused(status, code, message, **detail))
@@ -279,5 +266,5 @@ class ParsePool:
                          "cancel_futures": True}, name="qpu-parse-close", daemon=True).start()
 
 
-__all__ = ["BadSubmission", "Context", "ParsePool", "Prepared", "StandIn", "Unavailable",
+__all__ = ["Context", "ParsePool", "Prepared", "StandIn", "Unavailable",
            "prepare", "stand_in", "stand_ins"]

@@ -13,21 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import Refused
 from .policyfile import DIMENSIONS, PERIODS, Policy, Quota, RateLimit, RunLimits
 from .projects import Project
 
 UNITS = {"jobs": "jobs", "shots": "shots", "seconds": "backend-seconds"}
-
-
-class Refused(Exception):
-    """A policy refusal: ``code`` like ``PROJECT_QUOTA``; ``message`` says what to do."""
-
-    def __init__(self, status: int, code: str, message: str, **detail: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.detail = detail
 
 
 @dataclass(frozen=True)

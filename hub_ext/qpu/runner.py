@@ -11,9 +11,7 @@ fails it and refunds its quota after ``max_attempts``). Nothing acknowledged van
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import threading
 import traceback
@@ -21,38 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from qiskit import QuantumCircuit  # type: ignore[import-untyped]
-
 from .backends import BackendDriver, Cancelled, Execution, ExecutionError
+from .circuits import decode_circuits, result_json
 from .credentials import CredentialBroker
 from .policyfile import Policy
 from .sandbox import Outcome, SandboxPool, Task
 from .store import Claimed, Store, StoreError
-from .validation import load_qasm3, load_qpy
 
 Emit = Callable[[str, dict[str, Any]], None]
-
-
-def encode_circuits(raw: list[dict[str, str]]) -> bytes:
-    return json.dumps(raw, separators=(",", ":")).encode()
-
-
-def decode_circuits(data: bytes, limits: Any) -> list[QuantumCircuit]:
-    out = []
-    for item in json.loads(data):
-        if "qpy" in item:
-            out.append(load_qpy(base64.b64decode(item["qpy"]), limits))
-        else:
-            out.append(load_qasm3(item["qasm3"]))
-    return out
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, complex):
-        return [value.real, value.imag]
-    return str(value)
 
 
 class Runner:
@@ -285,7 +259,7 @@ class Runner:
                 f"allows on {driver.name!r} and was cancelled (quota refunded)"))
         assert execution is not None
         execution.result["job_id"] = claimed.job_id
-        body = json.dumps(execution.result, default=_json_default, separators=(",", ":"))
+        body = result_json(execution.result)
         return Outcome("DONE", "COMPLETED", self.scrub.scrub_bytes(body.encode()),
                        execution.seconds)
 

@@ -40,7 +40,9 @@ from typing import Any
 
 from . import lifeline
 from .backends import BackendDriver, Cancelled, ExecutionError, load_driver_class
-from .validation import Invalid, Limits
+from .circuits import decode_circuits, result_json
+from .errors import Invalid
+from .validation import Limits
 
 #: A worker whose address space grew by more than this over a job is replaced.
 RECYCLE_MB = 256
@@ -51,7 +53,7 @@ _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # glibc mallopt parameter
 #: What the fork server imports once for every sandbox and parse worker (one fork server
 #: per gateway process: whichever pool starts first starts it).
-FORKSERVER_PRELOAD = ["hub_ext.qpu.sandbox", "hub_ext.qpu.parsing", "hub_ext.qpu.handlers",
+FORKSERVER_PRELOAD = ["hub_ext.qpu.sandbox", "hub_ext.qpu.parsing", "hub_ext.qpu.submission",
                       "qiskit_aer"]
 MEMORY_MARKERS = ("insufficient memory", "cannot allocate memory", "bad_alloc",
                   "std::bad_alloc", "out of memory")
@@ -64,7 +66,7 @@ class Task:
     backend: str
     spec: Mapping[str, Any]  # the backend's QpuGateway.backends entry
     job_id: str
-    circuits: bytes  # as stored (runner.encode_circuits)
+    circuits: bytes  # as stored (circuits.encode_circuits)
     shots: int
     options: Mapping[str, Any]
     memory_mb: int
@@ -128,8 +130,6 @@ def _memory_failure(task: Task, detail: str = "") -> Outcome:
 
 
 def _run(task: Task, drivers: dict[str, BackendDriver]) -> Outcome:
-    from .runner import _json_default, decode_circuits  # runner imports this module
-
     key = json.dumps([task.backend, task.spec], sort_keys=True, default=str)
     driver = drivers.get(key)
     if driver is None:
@@ -146,7 +146,7 @@ def _run(task: Task, drivers: dict[str, BackendDriver]) -> Outcome:
                 f"may now use at most {task.max_qubits} (quota refunded)"))
         execution = driver.simulate(circuits, task.shots, dict(task.options), task.memory_mb)
         execution.result["job_id"] = task.job_id
-        body = json.dumps(execution.result, default=_json_default, separators=(",", ":"))
+        body = result_json(execution.result)
     except MemoryError:
         return _memory_failure(task)
     except ExecutionError as e:

@@ -44,10 +44,10 @@ from sqlalchemy.pool import NullPool
 
 from . import models as m
 from .admission_io import AdmissionIO, CoreIO, SqliteIO
+from .errors import Refused
 from .policy import (
     Queued,
     QuotaCheck,
-    Refused,
     Request,
     check_quota,
     decayed,

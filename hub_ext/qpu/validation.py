@@ -24,6 +24,8 @@ from qiskit.exceptions import ExperimentalWarning  # type: ignore[import-untyped
 from qiskit.qpy import formats  # type: ignore[import-untyped]
 from qiskit.qpy.common import QPY_COMPATIBILITY_VERSION, QPY_VERSION  # type: ignore[import-untyped]
 
+from .errors import Invalid
+
 # Keys the gateway sets itself; a client sending them is ignored (and told so).
 RESERVED_TAGS = frozenset({"owner", "user", "server", "time", "submitted_at", "circuit_hashes"})
 TAG_KEYS = frozenset({"project", "purpose", "sensitivity", "labels", "priority"})
@@ -46,16 +48,6 @@ def _quiet_loaders() -> None:
 
 
 _quiet_loaders()
-
-
-class Invalid(Exception):
-    """A submission refused before policy. ``message`` is safe to return to the client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The hub side of secret delivery: tickets at spawn, secrets at redemption.
 
-One ``SecretDelivery`` per hub process (``setup_secrets(c)`` in jupyterhub_config.py
+One ``SecretDelivery`` per hub process (``setup.setup_secrets(c)`` in jupyterhub_config.py
 creates it and validates its configuration). The spawners call ``issue_ticket`` and
 ``server_stopped``; the API handlers call ``redeem`` and ``refresh``.
 """
@@ -192,16 +192,11 @@ def hub_secrets() -> SecretDelivery | None:
     return _delivery
 
 
-def setup_secrets(c: Config, profiles: list[str] | None = None) -> SecretDelivery:
-    """Create the hub's delivery from ``c`` (ValueError/SecretError stop the hub) and add
-    its API handlers to ``c.JupyterHub.extra_handlers``."""
+def start_delivery(c: Config, profiles: list[str] | None = None) -> SecretDelivery:
+    """Create the hub's delivery from ``c`` (ValueError/SecretError stop the hub)."""
     global _delivery
-    from .handlers import HANDLERS
-
     with _setup_lock:
         _delivery = SecretDelivery(c, profiles)
-    existing = c.JupyterHub.extra_handlers if isinstance(c.JupyterHub.extra_handlers, list) else []
-    c.JupyterHub.extra_handlers = [*existing, *(h for h in HANDLERS if h not in existing)]
     return _delivery
 
 

@@ -53,7 +53,7 @@ def hub(
     assert cli(state, "list").returncode == 0
     hub = start_hub(
         extra=user_network.config() + f"""
-from hub_ext.secrets.delivery import setup_secrets
+from hub_ext.secrets.setup import setup_secrets
 c.Authenticator.allow_all = True
 c.SpawnPolicy.allowed_images = {{"qustody": {singleuser_image!r}}}
 base = {{"images": ["qustody"], "mem_limit": "768M", "cpu_limit": 0.5, "pids_limit": 300,

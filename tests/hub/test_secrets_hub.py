@@ -72,7 +72,7 @@ def hub(start_hub: Any, tmp_path: Path, state: Path) -> Hub:
     return start_hub(
         extra=f"""
 import os
-from hub_ext.secrets.delivery import setup_secrets
+from hub_ext.secrets.setup import setup_secrets
 c.Authenticator.allow_all = True
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp_path}/home/{{username}}"
 c.JupyterHub.services = []

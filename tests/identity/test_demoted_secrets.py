@@ -29,7 +29,7 @@ CONFIG = """
 c.QustodyAuthenticator.sweep_interval = 0
 # local servers start slowly on a loaded machine: the longest ticket life (set again
 # after the reference configuration created the delivery)
-from hub_ext.secrets.delivery import setup_secrets
+from hub_ext.secrets.setup import setup_secrets
 c.SecretBroker.ticket_ttl = 60
 setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
 c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"

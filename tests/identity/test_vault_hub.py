@@ -97,7 +97,7 @@ def test_users_get_their_own_vault_secrets_rotated_revoked_and_released(
     put(bao, "qustody/user/sam/SAM_PROD", values["SAM_PROD"], "prod")
     hub = oidc_hub(
         extra=f"""
-from hub_ext.secrets.delivery import setup_secrets
+from hub_ext.secrets.setup import setup_secrets
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp_path}/home/{{username}}"
 c.Spawner.poll_interval = 1
 c.Spawner.http_timeout = 240  # a busy test machine starts servers slowly

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from hub_ext.qpu import policy as pol
+from hub_ext.qpu.errors import Refused
 from hub_ext.qpu.policyfile import PolicyError, RateLimit, parse
 
 BACKENDS = {"aer_simulator": "simulator", "fake_hw": "hardware"}
@@ -166,7 +167,7 @@ def test_quota_soft_and_hard(used, request_, outcome):
     check = pol.QuotaCheck()
     req = pol.Request(jobs=request_, shots=1, seconds=0.1)
     if outcome == "PROJECT_QUOTA":
-        with pytest.raises(pol.Refused) as e:
+        with pytest.raises(Refused) as e:
             pol.check_quota(p, "project", "qchem", "simulator", {"day": {"jobs": used}}, req,
                             0.0, check)
         assert e.value.code == "PROJECT_QUOTA"
@@ -194,7 +195,7 @@ def test_gcra_rate_limit():
         tat, not_before = pol.rate_decision(limit, tat, now)
         waits.append(not_before - now)
     assert waits == [0.0, 0.0, 0.0, 1.0, 2.0]  # burst of 3, then one per second
-    with pytest.raises(pol.Refused) as e:
+    with pytest.raises(Refused) as e:
         pol.rate_decision(limit, tat, now)
     assert e.value.code == "RATE_LIMIT" and "Retry in" in e.value.message
     # Time passes: the bucket refills.
@@ -257,7 +258,7 @@ def test_sensitivity_routing(project_level, declared, backend, expected):
 
     project = Project("x", sensitivity=project_level, backends=("*",), max_tier="normal")
     if isinstance(expected, str):
-        with pytest.raises(pol.Refused) as e:
+        with pytest.raises(Refused) as e:
             pol.route_sensitivity(p, project, declared, backend)
         assert e.value.code == expected
     else:
@@ -269,7 +270,7 @@ def test_sensitivity_without_route_refuses():
     from hub_ext.qpu.projects import Project
 
     project = Project("x", sensitivity="confidential", backends=("*",), max_tier="normal")
-    with pytest.raises(pol.Refused) as e:
+    with pytest.raises(Refused) as e:
         pol.route_sensitivity(p, project, None, "fake_hw")
     assert e.value.code == "SENSITIVITY" and "aer_simulator" in e.value.message
 
@@ -297,11 +298,11 @@ def test_run_limits_default_per_class_and_a_backend_overrides_its_class():
     assert (own.max_qubits, own.memory_mb, own.seconds) == (20, 512, 120.0)
     other = p.run_limits_for("aer_mps", "simulator")
     assert (other.max_qubits, other.memory_mb) == (24, 512)
-    with pytest.raises(pol.Refused) as wide:
+    with pytest.raises(Refused) as wide:
         pol.check_run_limits(p, "aer_simulator", "simulator", 21, 0.1)
     assert wide.value.code == "WIDTH_LIMIT"
     assert "run_limits.backends.aer_simulator.max_qubits" in wide.value.message
-    with pytest.raises(pol.Refused) as slow:
+    with pytest.raises(Refused) as slow:
         pol.check_run_limits(p, "aer_mps", "simulator", 2, 121.0)
     assert slow.value.code == "TIME_LIMIT" and "run_limits.simulator.seconds" in slow.value.message
     assert pol.check_run_limits(p, "aer_mps", "simulator", 24, 120.0) == other
