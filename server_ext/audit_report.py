@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import threading
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ from typing import Any
 QUEUE_SIZE = 256
 TIMEOUT_SECONDS = 5.0
 MAX_PATH = 1024
+REF_BYTES = 6  # 12 hex digits: unique among a hub's refusals, short enough to read out
 
 _lock = threading.Lock()
 _reporter: AuditReporter | None = None
@@ -128,19 +130,29 @@ def _detectors(findings: Any) -> list[str]:
     return sorted({loc.finding.detector for loc in findings})[:64]
 
 
-def save_refused(log: Any, path: str, refused: Any) -> None:
-    """Report a save the guard refused because it found credentials."""
+def new_ref() -> str:
+    """A reference for one reported event, random so that it says nothing of the event:
+    the user sees it with the refusal, the security team finds the record by it."""
+    return secrets.token_hex(REF_BYTES)
+
+
+def save_refused(log: Any, path: str, refused: Any) -> str | None:
+    """Report a save the guard refused because it found credentials; the record's
+    ``ref``, or None when nothing is reported (no hub)."""
     sink = reporter(log)
     if sink is None or not refused.findings:
-        return
+        return None
+    ref = new_ref()
     sink.report(
         "save-refused",
         {
             "path": path[:MAX_PATH],
             "detectors": _detectors(refused.findings),
             "findings": len(refused.findings),
+            "ref": ref,
         },
     )
+    return ref
 
 
 def outputs_redacted(log: Any, path: str, report: Any) -> None:

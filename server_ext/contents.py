@@ -95,9 +95,13 @@ class GuardRefusal(HTTPError):
     (the rule), masked value and fingerprint; never the value itself.
     """
 
-    def __init__(self, status: int, message: str, findings: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, status: int, message: str, findings: list[dict[str, Any]], audit_ref: str | None
+    ) -> None:
         super().__init__(status, message)
         self.findings = findings
+        #: the ``ref`` of the ``save-refused`` audit record (None when nothing is audited)
+        self.audit_ref = audit_ref
 
 
 def _progress_model(path: str, size: int) -> dict[str, Any]:
@@ -248,9 +252,9 @@ class GuardedContents:
     def _refusal(self, error: BaseException, path: str) -> HTTPError:
         if isinstance(error, SaveRefused):
             log_findings(self, path, error)
-            audit_report.save_refused(self.log, path, error)  # type: ignore[attr-defined]
+            ref = audit_report.save_refused(self.log, path, error)  # type: ignore[attr-defined]
             return GuardRefusal(
-                error.status, error.message, [loc.public() for loc in error.findings]
+                error.status, error.message, [loc.public() for loc in error.findings], ref
             )
         if isinstance(error, HTTPError):
             return error

@@ -145,8 +145,10 @@ def harden_contents_handler(web_app: web.Application) -> int:
                 super().write_error(status_code, **kwargs)
                 return
             self.set_header("Content-Type", "application/json")
-            reply = {"message": error.log_message, "reason": error.reason}
+            reply: dict[str, Any] = {"message": error.log_message, "reason": error.reason}
             reply["findings"] = error.findings
+            if error.audit_ref is not None:
+                reply["audit_ref"] = error.audit_ref
             self.log.warning("Qustody refused a save (%d findings)", len(error.findings))
             self.finish(json.dumps(reply))
 

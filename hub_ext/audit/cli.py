@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from . import clock
 from .keys import load_key_file
-from .query import Filter, Hit, Stats, query
+from .query import REF, Filter, Hit, Stats, query
 
 TABLE_FIELDS_SKIPPED = ("user", "actor")
 
@@ -58,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--until", help="before this time")
         sp.add_argument("--project", action="append", default=[], help="QPU project")
         sp.add_argument("--job", action="append", default=[], help="QPU job id")
+        sp.add_argument(
+            "--ref", action="append", default=[],
+            help="the reference a user was shown with a refused save (12 hex digits)",
+        )
 
     v = sub.add_parser(
         "verify",
@@ -212,7 +216,15 @@ def _filter(args: argparse.Namespace) -> Filter:
         projects=frozenset(args.project),
         jobs=frozenset(args.job),
         after_seq=getattr(args, "after_seq", None),
+        refs=frozenset(_refs(args.ref)),
     )
+
+
+def _refs(values: Sequence[str]) -> list[str]:
+    bad = [v for v in values if not REF.fullmatch(v)]
+    if bad:
+        raise UsageError(f"--ref {bad[0][:40]!r}: a reference is 12 hex digits, e.g. 3f9a0c12b7e4")
+    return list(values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

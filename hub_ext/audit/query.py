@@ -15,12 +15,16 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .layout import Layout
+
+#: The reference a user's server shows with a refused save (``save-refused`` ``data.ref``).
+REF = re.compile(r"[0-9a-f]{12}")
 
 _TS = b'"ts":"'
 _TS_LEN = len("2025-01-01T00:00:00.000000Z")
@@ -37,9 +41,12 @@ class Filter:
     projects: frozenset[str] = frozenset()
     jobs: frozenset[str] = frozenset()
     after_seq: int | None = None  # seq > after_seq
+    refs: frozenset[str] = frozenset()  # data.ref: the reference a user was shown
 
     def needle(self) -> bytes | None:
         """Bytes every matching line contains, as selective as the filter allows."""
+        if len(self.refs) == 1:
+            return b'"ref":' + _json(next(iter(self.refs)))
         if len(self.jobs) == 1:
             return b'"job_id":' + _json(next(iter(self.jobs)))
         if len(self.users) == 1:
@@ -65,6 +72,8 @@ class Filter:
         if self.projects and data.get("project") not in self.projects:
             return False
         if self.jobs and data.get("job_id") not in self.jobs:
+            return False
+        if self.refs and data.get("ref") not in self.refs:
             return False
         ts = record.get("ts")
         if not isinstance(ts, str):

@@ -41,7 +41,7 @@ from .cli import Where, _hits
 from .export import export_hits
 from .hub import service_environment, service_settings
 from .keys import load_key_file
-from .query import Filter, Hit, Stats
+from .query import REF, Filter, Hit, Stats
 from .timeline import sessions
 
 READ_SCOPE = "custom:audit:read"
@@ -239,11 +239,18 @@ class AuditHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
                 times[name] = clock.stamp(clock.parse(value)) if value else None
             except ValueError as e:
                 raise web.HTTPError(400, f"{name}: {e}") from None
+        refs = [r.strip().lower() for r in self.get_arguments("ref") if r.strip()]
+        bad = [r for r in refs if not REF.fullmatch(r)]
+        if bad:
+            raise web.HTTPError(
+                400, "A reference is the 12 hex digits a user was shown, e.g. 3f9a0c12b7e4"
+            )
         return Filter(
             users=frozenset(u.strip() for u in users),
             types=frozenset(types),
             since=times["since"],
             until=times["until"],
+            refs=frozenset(refs),
         )
 
     def records(self, flt: Filter) -> tuple[list[Hit], bool]:
@@ -270,7 +277,7 @@ class PageHandler(AuditHandler):
             verification=self.settings["verifier"].state,
             types=schema.names(),
             chosen_types=set(flt.types),
-            form={k: self.get_argument(k, "") for k in ("user", "since", "until")},
+            form={k: self.get_argument(k, "") for k in ("user", "since", "until", "ref")},
             export_url=url_path_join(self.settings["prefix"], "export")
             + (f"?{query}" if query else ""),
             verify_url=url_path_join(self.settings["prefix"], "verify"),

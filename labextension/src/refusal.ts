@@ -25,8 +25,9 @@ export interface IFinding {
 export interface IRefusal {
   message: string;
   findings: IFinding[];
-  /** The audit record of the refusal, when the server names it. */
-  auditEventId?: string;
+  /** The reference of the refusal's audit record (``save-refused`` ``ref``), when the
+   * server reported one: the user quotes it, the security team searches by it. */
+  auditRef?: string;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -83,9 +84,8 @@ export function parseRefusal(body: unknown): IRefusal | null {
     message: typeof body.message === 'string' ? body.message : 'The save was refused.',
     findings
   };
-  const audit = body.audit_event_id ?? body.event_id;
-  if (typeof audit === 'string' && audit !== '') {
-    refusal.auditEventId = audit;
+  if (typeof body.audit_ref === 'string' && /^[0-9a-f]{12}$/.test(body.audit_ref)) {
+    refusal.auditRef = body.audit_ref;
   }
   return refusal;
 }

@@ -37,10 +37,12 @@ class FindingsBody extends Widget {
       list.appendChild(this._row(target, finding));
     }
     this.node.appendChild(list);
-    if (refusal.auditEventId !== undefined) {
+    if (refusal.auditRef !== undefined) {
       const audit = doc.createElement('p');
       audit.className = 'jp-qustody-audit-id';
-      audit.textContent = `Audit record: ${refusal.auditEventId} (quote it to your security team).`;
+      audit.textContent =
+        `Audit reference: ${refusal.auditRef} (quote it when you ask your security team ` +
+        'about this refusal).';
       this.node.appendChild(audit);
     }
   }

@@ -55,11 +55,17 @@ describe('parseRefusal', () => {
       fingerprint: 'fp1',
       masked: '********a1b'
     });
-    assert.equal(refusal.auditEventId, undefined);
+    assert.equal(refusal.auditRef, undefined);
   });
 
-  it('carries the audit event id when the server names it', () => {
-    assert.equal(parseRefusal({ ...body, audit_event_id: 'ev-42' })?.auditEventId, 'ev-42');
+  it('carries the audit reference when the server reported the refusal', () => {
+    assert.equal(parseRefusal({ ...body, audit_ref: '3f9a0c12b7e4' })?.auditRef, '3f9a0c12b7e4');
+  });
+
+  it('ignores an audit reference that is not 12 hex digits', () => {
+    for (const ref of ['', 'ev-42', '3F9A0C12B7E4', '<b>3f9a0c12b7e4</b>', 42]) {
+      assert.equal(parseRefusal({ ...body, audit_ref: ref })?.auditRef, undefined);
+    }
   });
 
   it('is null for other errors, so JupyterLab shows its own dialog', () => {

@@ -108,6 +108,13 @@ def test_other_credentials_cannot_write_as_a_server(hub):
         (b'["save-refused"]', {}, 400, "JSON object"),
         (b'{"type": "save-refused", "data": {"path": "a"}}', {}, 400, "detectors"),
         (
+            b'{"type": "save-refused", "data": {"path": "a", "detectors": [], "findings": 1,'
+            b' "ref": "<b>not-a-ref</b>"}}',
+            {},
+            400,
+            "ref",
+        ),
+        (
             b'{"type": "save-refused", "data": {}}',
             {"Content-Type": "text/plain"},
             415,
@@ -135,6 +142,7 @@ def test_a_refused_save_in_a_users_server_reaches_the_hub_log(hub):
         timeout=30,
     )
     assert r.status_code == 422, r.text
+    shown = r.json()["audit_ref"]  # what the user is shown with the refusal
 
     def reported():
         return [x for x in records(hub, "save-refused") if x["data"]["path"] == "leak.py"]
@@ -147,5 +155,6 @@ def test_a_refused_save_in_a_users_server_reaches_the_hub_log(hub):
         "path": "leak.py",
         "detectors": ["github-token"],
         "findings": 1,
+        "ref": shown,
     }
     assert GITHUB_TOKEN not in (hub.dir / "audit" / "audit.jsonl").read_text()

@@ -114,6 +114,17 @@ def test_auditor_reads_the_timeline_and_verification_as_json(hub):
     )
     assert [e["type"] for s in r.json()["sessions"] for e in s["events"]] == ["save-refused"]
 
+    # the reference a user was shown with a refused save finds that record alone
+    ref = schema.get("save-refused").examples[0]["ref"]
+    r = requests.get(page(hub) + "api/events", params={"ref": ref.upper()}, headers=headers,
+                     timeout=30)
+    found = [(s["user"], e) for s in r.json()["sessions"] for e in s["events"]]
+    assert [(user, e["type"]) for user, e in found] == [("dora", "save-refused")]
+    assert f"ref={ref}" in found[0][1]["summary"]  # the auditor sees which reference
+    r = requests.get(page(hub) + "api/events", params={"ref": "0" * 12}, headers=headers,
+                     timeout=30)
+    assert r.json()["sessions"] == []
+
     state = verified(hub, headers)
     assert state["status"] == "ok", state
     assert state["report"]["records"] >= len(SESSION)
@@ -166,6 +177,8 @@ def test_export_is_the_documented_siem_format(hub):
     [
         ({"type": "no-such-type"}, "Unknown event type(s) no-such-type"),
         ({"since": "yesterday"}, "since: 'yesterday' is not an ISO 8601"),
+        ({"ref": "3f9a0c12b7e"}, "A reference is the 12 hex digits a user was shown"),
+        ({"ref": '"ref":"3f9a0c12b7e4"'}, "A reference is the 12 hex digits a user was shown"),
     ],
 )
 def test_bad_filters_get_a_clear_400(hub, params, message):

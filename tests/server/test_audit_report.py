@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -70,17 +71,24 @@ def under_hub(monkeypatch: pytest.MonkeyPatch):
 async def test_refused_save_and_redacted_outputs_are_reported(api, under_hub):
     endpoint = Endpoint()
     under_hub(endpoint.url)
-    code, body = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
-    assert code == 422, body
+    code, refusal = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
+    assert code == 422, refusal
     nb = notebook(code_cell("print(k)", outputs=[stream(f"{AWS_KEY_ID}\n{GITHUB_TOKEN}\n")]))
     code, body = await api.save_notebook("run.ipynb", nb)
     assert code in (200, 201), body
     events = endpoint.events(2)
     endpoint.close()
+    # the user is shown the reference the audit record carries: random, 12 hex digits
+    assert re.fullmatch(r"[0-9a-f]{12}", refusal["audit_ref"]), refusal
     assert events == [
         {
             "type": "save-refused",
-            "data": {"path": "keys.py", "detectors": ["github-token"], "findings": 1},
+            "data": {
+                "path": "keys.py",
+                "detectors": ["github-token"],
+                "findings": 1,
+                "ref": refusal["audit_ref"],
+            },
         },
         {
             "type": "outputs-redacted",
@@ -107,8 +115,9 @@ async def test_clean_saves_report_nothing_and_nothing_is_sent_outside_a_hub(
     assert code in (200, 201)
     monkeypatch.delenv("JUPYTERHUB_API_URL")
     audit_report.reset()
-    code, _ = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
+    code, refusal = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
     assert code == 422
+    assert "audit_ref" not in refusal  # no record: no reference that leads nowhere
     time.sleep(0.5)
     endpoint.close()
     assert endpoint.requests == []
