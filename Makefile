@@ -82,15 +82,17 @@ PROXY_BIN := $(PROXY_DIR)/node_modules/.bin/configurable-http-proxy
 
 .PHONY: system-deps proxy-deps dockerd dockerd-stop image image-lock image-info bench-spawn
 
-system-deps: ## apt-get install docker.io, debootstrap, postgresql, chromium and nftables (as root; no-op when present)
+system-deps: ## apt-get install docker.io, debootstrap, postgresql, chromium, nftables and prometheus (as root; no-op when present)
 	@if command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
 		&& { command -v nft >/dev/null || [ -x /usr/sbin/nft ]; } \
-		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -x /usr/bin/chromium ]; then \
-		echo "==> system-deps: docker.io, debootstrap, postgresql, chromium and nftables are installed"; \
+		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -x /usr/bin/chromium ] \
+		&& [ -x /usr/bin/prometheus ]; then \
+		echo "==> system-deps: docker.io, debootstrap, postgresql, chromium, nftables and prometheus are installed"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap postgresql chromium nftables; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	else \
-		echo "system-deps: as root, run: apt-get install -y docker.io debootstrap postgresql chromium nftables" >&2; exit 1; \
+		echo "system-deps: as root, run: apt-get install -y docker.io debootstrap postgresql chromium nftables && apt-get install -y --no-install-recommends prometheus" >&2; exit 1; \
 	fi
 
 proxy-deps: $(PROXY_BIN) ## npm ci configurable-http-proxy into tools/proxy/node_modules

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import os
+import time
 from collections.abc import Callable as Function
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from traitlets.config import LoggingConfigurable
 from server_ext.scanner import rules
 from server_ext.scanner.engine import Engine
 
-from . import keys, schema, space
+from . import keys, metrics, schema, space
 from .chain import Sealer
 from .errors import (
     AuditError,
@@ -474,10 +475,15 @@ class AuditLog(LoggingConfigurable):
             pending, placed = self._check_space(pending, placed, items, refused)
         failure: AuditWriteError | None = None
         appended: list[Appended] = []
+        started = time.perf_counter()
         try:
             appended = self.store.append_many(pending)
         except AuditWriteError as e:
             failure, appended = e, e.appended
+        if pending:
+            metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+        metrics.written((name, items[i][1]) for (i, name, _), _ in zip(placed, appended,
+                                                                        strict=False))
         for (i, name, redactions), done in zip(placed, appended, strict=False):
             results[i] = Recorded(done.seq, done.ts, name, done.hash, len(redactions))
             if redactions:
@@ -553,6 +559,7 @@ class AuditLog(LoggingConfigurable):
 
     def _dropped(self, refused: list[tuple[int, str, AuditError]]) -> None:
         """Count and log events of fail-open types that were not recorded."""
+        metrics.dropped(name for _, name, _ in refused)
         for _, name, error in refused:
             self.dropped += 1
             self.log.error("audit event %s was not recorded: %s", name, error.message)

@@ -1,0 +1,93 @@
+"""Prometheus metrics derived from the audit records a process writes.
+
+Every security-relevant action of the hub already passes through the audit log (logins
+and their refusals, spawns, secret deliveries, the guard's reports from user servers), so
+counting records as they are written gives the metrics without a second hook in each
+component. In the hub process they are served by JupyterHub's own ``/hub/metrics``
+(``prometheus_client``'s default registry, protected by the ``read:metrics`` scope).
+
+Labels stay low-cardinality and say nothing of a person or a secret: the event type (from
+the schemas), the ``reason`` only where the schema makes it an enum, and the guard's
+detector ids, of which at most ``MAX_DETECTORS`` distinct values are kept (a user's server
+reports them, so a hostile one could invent many; the rest count as ``other``). Never a
+user name, path, server name, job id or value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from . import schema
+
+MAX_DETECTORS = 256
+#: Events whose ``detectors`` list says which guard rules matched.
+GUARD_EVENTS = ("save-refused", "outputs-redacted", "file-finding")
+
+RECORDS = Counter(
+    "qustody_audit_records",
+    "Audit records written by this process, by event type and (where the schema fixes "
+    "its values) reason",
+    ["type", "reason"],
+)
+DROPPED = Counter(
+    "qustody_audit_dropped",
+    "Audit events that could not be written (a tolerated failure: the event type does "
+    "not fail closed)",
+    ["type"],
+)
+WRITE_SECONDS = Histogram(
+    "qustody_audit_write_seconds",
+    "Time to append one batch of audit records to the store",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+DETECTIONS = Counter(
+    "qustody_guard_detections",
+    "Credentials the save guard reported (refused saves, redacted outputs, files written "
+    "outside the editor), by event and detector rule",
+    ["event", "detector"],
+)
+
+_lock = threading.Lock()
+_detectors: set[str] = set()
+_reason_enums: dict[str, frozenset[str]] = {}
+
+
+def _reasons(type_name: str) -> frozenset[str]:
+    """The values the schema allows for ``reason`` (empty when it is free text)."""
+    known = _reason_enums.get(type_name)
+    if known is None:
+        prop = schema.get(type_name).schema.get("properties", {}).get("reason", {})
+        known = frozenset(str(v) for v in prop.get("enum", ()))
+        _reason_enums[type_name] = known
+    return known
+
+
+def _detector(name: Any) -> str:
+    value = str(name)
+    with _lock:
+        if value in _detectors:
+            return value
+        if len(_detectors) < MAX_DETECTORS:
+            _detectors.add(value)
+            return value
+    return "other"
+
+
+def written(events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Count records that reached the store: ``(type, data)`` each."""
+    for type_name, data in events:
+        reason = data.get("reason")
+        label = reason if isinstance(reason, str) and reason in _reasons(type_name) else ""
+        RECORDS.labels(type_name, label).inc()
+        if type_name in GUARD_EVENTS:
+            for name in data.get("detectors") or ():
+                DETECTIONS.labels(type_name, _detector(name)).inc()
+
+
+def dropped(type_names: Iterable[str]) -> None:
+    for type_name in type_names:
+        DROPPED.labels(type_name).inc()
