@@ -355,3 +355,39 @@ def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
     for value in values.values():
         assert value not in text
     assert sys.executable  # the harness python ran the CLI above
+
+
+def test_the_lab_secrets_panel_lists_names_and_inserts_the_call(
+    hub: Hub, state: Path, values: dict[str, str], tmp_path: Path
+) -> None:
+    """JupyterLab's secrets panel, in Chromium on alice's server: the names her profile
+    gets (never a value), and "Insert" writes the import and the call into the cell."""
+    import chromium
+
+    url = start(hub, "alice")
+    token = hub.user_token("alice")
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None,
+                   "source": "token = ", "outputs": []}],
+    }
+    r = requests.put(url + "api/contents/secrets.ipynb", timeout=30,
+                     json={"type": "notebook", "format": "json", "content": nb},
+                     headers={"Authorization": f"token {token}"})
+    assert r.status_code == 201, r.text
+    out = chromium.drive("secrets_panel.mjs", {
+        "server": url, "token": token, "userDataDir": str(tmp_path / "chromium-profile"),
+        "screenshot": str(tmp_path / "secrets-panel.png"),
+    })
+    assert [item["name"] for item in out["listed"]] == ["ALICE_SANDBOX"]
+    assert "sandbox" in out["listed"][0]["text"]
+    assert out["cellText"] == (
+        'from server_ext.secrets import get_secret\ntoken = get_secret("ALICE_SANDBOX")'
+    )
+    assert out["refreshStatus"] == 200
+    seen = "".join(out["secretsResponses"]) + out["pageText"]
+    assert "ALICE_SANDBOX" in seen
+    assert not [name for name, value in values.items() if value in seen]
+    assert out["errors"] == []

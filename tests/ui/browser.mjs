@@ -2,7 +2,8 @@
 // started with the flags this machine needs: no background connections, no sandbox (root).
 import { chromium } from "playwright-core";
 
-export async function launch(userDataDir) {
+// ``extra``: more context options, e.g. {extraHTTPHeaders: {Authorization: "token ..."}}.
+export async function launch(userDataDir, extra = {}) {
   return chromium.launchPersistentContext(userDataDir, {
     executablePath: "/usr/bin/chromium",
     headless: true,
@@ -11,6 +12,7 @@ export async function launch(userDataDir) {
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
     ],
     viewport: { width: 1280, height: 900 },
+    ...extra,
   });
 }
 

@@ -43,6 +43,13 @@ try {
   out.warning = await page.getByText("reaches its maximum age").first().textContent();
   out.newsPrompt = await page.getByText("official Jupyter news").count();
 
+  // The secrets panel: this server (outside a hub) holds none, and says what to do.
+  const secretsTab = '.jp-SideBar [title="Secrets on this server"]';
+  await page.click(secretsTab);
+  await page.waitForSelector(".jp-qustody-secrets-note", { timeout: 30000 });
+  out.secretsNote = await page.textContent(".jp-qustody-secrets-note");
+  await page.click(secretsTab); // closed again
+
   // Make it dirty (the key is already in cell 2), then save twice at once, as an
   // autosave racing Ctrl+S does: one findings dialog, and no "File Save Error".
   out.cellCount = await page.evaluate(async () => {

@@ -227,6 +227,9 @@ def test_refused_save_dialog_clock_and_locked_down_lab(lab, tmp_path):
     on_disk = (lab["dir"] / "outputs.ipynb").read_text()
     assert GITHUB_TOKEN not in on_disk and "print('again')" in on_disk
 
+    # the secrets panel, on a server that holds none
+    assert out["secretsNote"].startswith("No secrets were delivered to this server.")
+
     # locked down: no news prompt, and every request stayed on this machine
     assert out["newsPrompt"] == 0
     outside = [u for u in out["requests"] if not u.startswith("http://127.0.0.1:")]

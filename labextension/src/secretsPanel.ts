@@ -1,0 +1,146 @@
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Notification } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { ISecretName, parseSecrets, snippet } from './secrets';
+
+const keyIcon = new LabIcon({
+  name: '@qustody/jupyterlab:key',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path class="jp-icon3" ' +
+    'fill="#616161" d="M7 14a2 2 0 1 1 0-4 2 2 0 0 1 0 4zm5.65-4A6 6 0 1 0 12.65 14H17v4h4v-4h2v-4z"/></svg>'
+});
+
+type Answer = { state: 'ok'; secrets: ISecretName[] } | { state: 'off' | 'error'; message: string };
+
+async function request(settings: ServerConnection.ISettings, refresh: boolean): Promise<Answer> {
+  const parts = refresh ? ['secrets', 'refresh'] : ['secrets'];
+  const url = URLExt.join(settings.baseUrl, 'qustody', 'api', ...parts);
+  const response = await ServerConnection.makeRequest(url, { method: refresh ? 'POST' : 'GET' }, settings);
+  if (response.status === 503) {
+    return { state: 'off', message: 'Secret delivery is not running on this server.' };
+  }
+  if (!response.ok) {
+    let message = `The server answered ${response.status}.`;
+    try {
+      const body = (await response.json()) as { message?: unknown };
+      if (typeof body.message === 'string') {
+        message = body.message;
+      }
+    } catch {
+      // not JSON
+    }
+    return { state: 'error', message };
+  }
+  return { state: 'ok', secrets: parseSecrets(await response.json()) };
+}
+
+/** The names of the secrets delivered to this server, with a button that inserts the call. */
+class SecretsPanel extends Widget {
+  constructor(
+    private _settings: ServerConnection.ISettings,
+    private _insert: (name: string) => void
+  ) {
+    super();
+    this.id = 'jp-qustody-secrets';
+    this.addClass('jp-qustody-secrets');
+    this.title.icon = keyIcon;
+    this.title.caption = 'Secrets on this server';
+  }
+
+  async load(refresh = false): Promise<void> {
+    let answer: Answer;
+    try {
+      answer = await request(this._settings, refresh);
+    } catch {
+      answer = { state: 'error', message: 'The server did not answer.' };
+    }
+    this._render(answer);
+    if (refresh && answer.state === 'error') {
+      Notification.error(`Secrets were not refreshed: ${answer.message}`);
+    }
+  }
+
+  private _render(answer: Answer): void {
+    const doc = this.node.ownerDocument;
+    this.node.replaceChildren();
+    const heading = doc.createElement('h3');
+    heading.textContent = 'Secrets';
+    const refresh = doc.createElement('button');
+    refresh.className = 'jp-mod-styled jp-qustody-secrets-refresh';
+    refresh.textContent = 'Refresh';
+    refresh.title = 'Fetch current values from the hub (rotated values replace old ones; revoked ones go)';
+    refresh.onclick = () => void this.load(true);
+    heading.appendChild(refresh);
+    this.node.appendChild(heading);
+    const note = doc.createElement('p');
+    note.className = 'jp-qustody-secrets-note';
+    if (answer.state !== 'ok') {
+      note.textContent = answer.message;
+      this.node.appendChild(note);
+      return;
+    }
+    if (answer.secrets.length === 0) {
+      note.textContent =
+        'No secrets were delivered to this server. Ask an admin to grant one to you ' +
+        '(qustody secrets grant), then Refresh.';
+      this.node.appendChild(note);
+      return;
+    }
+    note.textContent = 'Names only: values stay on the server. Insert puts get_secret("NAME") at the cursor.';
+    this.node.appendChild(note);
+    const list = doc.createElement('ul');
+    list.className = 'jp-qustody-secrets-list';
+    for (const secret of answer.secrets) {
+      const item = doc.createElement('li');
+      item.className = 'jp-qustody-secret';
+      item.dataset.name = secret.name;
+      const name = doc.createElement('code');
+      name.textContent = secret.name;
+      const cls = doc.createElement('span');
+      cls.className = 'jp-qustody-secret-class';
+      cls.textContent = ` ${secret.cls}${secret.version === null ? '' : ` v${secret.version}`} `;
+      const insert = doc.createElement('button');
+      insert.className = 'jp-mod-styled jp-qustody-secret-insert';
+      insert.textContent = 'Insert';
+      insert.title = `Insert get_secret("${secret.name}") into the active cell`;
+      insert.onclick = () => this._insert(secret.name);
+      item.append(name, cls, insert);
+      list.appendChild(item);
+    }
+    this.node.appendChild(list);
+  }
+}
+
+/** A left-sidebar panel: which secrets this server holds, and how to use one. */
+export const secretsPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@qustody/jupyterlab:secrets',
+  description: 'Names and classes of the secrets delivered to this server (never values).',
+  autoStart: true,
+  optional: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, notebooks: INotebookTracker | null) => {
+    const insert = (name: string): void => {
+      const cell = notebooks?.activeCell;
+      const editor = cell?.editor;
+      const text = cell ? snippet(name, cell.model.sharedModel.getSource()) : null;
+      if (!cell || !editor || text === null) {
+        Notification.info(`Open a notebook and select a cell to insert get_secret("${name}").`);
+        return;
+      }
+      const source = cell.model.sharedModel;
+      const at = editor.getOffsetAt(editor.getCursorPosition());
+      source.updateSource(at, at, text.call); // first: the import shifts every offset
+      if (text.prefix) {
+        source.updateSource(0, 0, text.prefix);
+      }
+      editor.focus();
+    };
+    const panel = new SecretsPanel(app.serviceManager.serverSettings, insert);
+    app.shell.add(panel, 'left', { rank: 900 });
+    void panel.load();
+  }
+};
