@@ -1,8 +1,9 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { clockPlugin } from './clock';
+import { qpuPlugin } from './qpuPanel';
 import { saveGuardPlugin } from './saveGuard';
 import { secretsPlugin } from './secretsPanel';
 
-const plugins: JupyterFrontEndPlugin<void>[] = [saveGuardPlugin, clockPlugin, secretsPlugin];
+const plugins: JupyterFrontEndPlugin<void>[] = [saveGuardPlugin, clockPlugin, secretsPlugin, qpuPlugin];
 export default plugins;

@@ -317,3 +317,41 @@ def test_a_course_is_a_project_its_students_use_and_its_instructor_leads(hub):
     status, bob = call(hub, "bob", "GET", "api/projects")
     assert status == 200 and "course-101" not in bob["projects"], bob
     assert call(hub, "bob", "GET", f"api/jobs/{body['job_id']}")[0] == 404
+
+
+def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
+    """JupyterLab's QPU panel in Chromium on alice's server: a held job with its reason in
+    words, cancelled from the panel; then a job followed to DONE; the backends and quota.
+    The page talks only to alice's server, which asks the gateway with its own token."""
+    import chromium
+
+    models = hub.api("GET", "/users/alice")[1]["servers"]
+    if not models.get("", {}).get("ready"):
+        start_student_server(hub, "alice")
+    status, paused = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
+                          {"reason": "test: hold for the panel"})
+    assert status == 200, paused
+    try:
+        status, held = call(hub, "alice", "POST", "api/jobs", bell_job())
+        assert status == 201 and held["state"] == "HELD", held
+        out = chromium.drive("qpu_panel.mjs", {
+            "server": f"{hub.url}user/alice/", "token": hub.tokens["alice"], "qpu": hub.qpu,
+            "adminToken": hub.tokens["admin"], "heldJob": held["job_id"], "job": bell_job(),
+            "userDataDir": str(tmp_path / "chromium-profile"),
+            "screenshot": str(tmp_path / "qpu-panel.png"),
+        }, timeout=300)
+    finally:
+        call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
+             {"reason": "test: done"})
+    assert "HELD" in out["held"] and "an operator paused the backend" in out["held"]
+    assert any(b.startswith("aer_simulator") and "paused" in b for b in out["backends"])
+    # the demo policy limits users (not qc101): alice's own simulator quota, as used
+    assert any(q.startswith("you, simulator: today:") and "of 500 jobs" in q
+               for q in out["quota"]), out["quota"]
+    assert "CANCELLED" in out["cancelled"] and "quota refunded" in out["cancelled"]
+    assert call(hub, "alice", "GET", f"api/jobs/{held['job_id']}")[1]["state"] == "CANCELLED"
+    assert (out["resume"], out["submitted"]) == (200, 201)
+    assert "DONE" in out["done"] and "results available" in out["done"]
+    # the page never talked to the gateway itself: only to alice's server
+    assert not [u for u in out["pageRequests"] if "/services/qpu/" in u]
+    assert out["errors"] == []

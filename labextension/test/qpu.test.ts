@@ -1,0 +1,77 @@
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+
+import { jobStatusText, parseOverview, quotaLines, reasonInWords } from '../src/qpu';
+
+const JOB = 'a'.repeat(32);
+
+describe('parseOverview', () => {
+  it('reads backends and jobs, leaving out malformed entries', () => {
+    const overview = parseOverview({
+      backends: [
+        { name: 'aer_simulator', backend_class: 'simulator', num_qubits: 30, paused: false, reserved_for: null },
+        { nope: 1 }
+      ],
+      jobs: [
+        { job_id: JOB, backend: 'aer_simulator', project: 'personal:rita', state: 'QUEUED', reason: 'QUEUED:FAIR_SHARE', queue_position: 2 },
+        { job_id: '../../etc/passwd', state: 'DONE' }
+      ],
+      quota: {}
+    });
+    assert.ok(overview);
+    assert.deepEqual(overview.backends.map(b => [b.name, b.qubits, b.paused]), [['aer_simulator', 30, false]]);
+    assert.deepEqual(overview.jobs.map(j => [j.id, j.queuePosition]), [[JOB, 2]]);
+  });
+
+  it('is null for a body that is not the answer', () => {
+    for (const body of [null, [], { backends: [] }, 'x']) {
+      assert.equal(parseOverview(body), null);
+    }
+  });
+});
+
+describe('quotaLines', () => {
+  const limited = (jobs: number, used: number) => ({
+    day: { jobs: { limit: jobs, used, remaining: jobs - used }, shots: { limit: null, used: 0 }, seconds: { limit: null, used: 0 } },
+    month: { jobs: { limit: null, used }, shots: { limit: null, used: 0 }, seconds: { limit: null, used: 0 } },
+    soft: false
+  });
+
+  it('says what is used of each limit, for the user and each project', () => {
+    const lines = quotaLines({
+      user: { name: 'sam', quota: { simulator: limited(20, 3) } },
+      projects: { 'course-101': { role: 'member', quota: { simulator: limited(100, 95), hardware: limited(0, 0) } } }
+    });
+    assert.deepEqual(
+      lines.map(l => [l.who, l.backendClass, l.text]),
+      [
+        ['you', 'simulator', 'today: 3 of 20 jobs'],
+        ['project course-101', 'simulator', 'today: 95 of 100 jobs'],
+        ['project course-101', 'hardware', 'today: 0 of 0 jobs']
+      ]
+    );
+    assert.equal(lines[1].left, 0.05);
+    assert.equal(lines[2].left, 0);
+  });
+
+  it('leaves out what has no limit', () => {
+    const open = { day: { jobs: { limit: null, used: 4 } }, month: {} };
+    assert.deepEqual(quotaLines({ user: { quota: { simulator: open } }, projects: {} }), []);
+  });
+});
+
+describe('job words', () => {
+  it('turns reason codes into words and keeps unknown ones', () => {
+    assert.equal(reasonInWords('HELD:BACKEND_PAUSED'), 'an operator paused the backend');
+    assert.equal(reasonInWords('QUEUED:SOMETHING_NEW'), 'QUEUED:SOMETHING_NEW');
+  });
+
+  it('says the queue position and the estimated start of a waiting job only', () => {
+    const job = {
+      id: JOB, backend: 'b', project: 'p', state: 'QUEUED', reason: 'QUEUED:PRIORITY',
+      queuePosition: 3, estimatedStart: 1000 + 120, submittedAt: 990, error: null
+    };
+    assert.equal(jobStatusText(job, 1000), 'QUEUED, position 3 in the queue, starts in about 2 min');
+    assert.equal(jobStatusText({ ...job, state: 'DONE' }, 1000), 'DONE');
+  });
+});
