@@ -45,12 +45,14 @@ class AuditReporter:
         self._thread = threading.Thread(target=self._run, name="qustody-audit", daemon=True)
         self._thread.start()
 
-    def report(self, type_name: str, data: dict[str, Any]) -> None:
-        """Queue an event; never blocks."""
+    def report(self, type_name: str, data: dict[str, Any]) -> bool:
+        """Queue an event; never blocks. False when it was dropped at once."""
         try:
             self.queue.put_nowait({"type": type_name, "data": data})
         except queue.Full:
             self._drop(type_name, data, "the report queue is full")
+            return False
+        return True
 
     def close(self, timeout: float = TIMEOUT_SECONDS) -> None:
         """Send what is queued (up to ``timeout``) and stop the thread."""
@@ -89,10 +91,12 @@ class AuditReporter:
 
     def _drop(self, type_name: str, data: dict[str, Any], why: str) -> None:
         self.dropped += 1
+        ref = data.get("ref")
         self.log.warning(
-            "Qustody audit event %s for %s not sent to the hub (%s); it is not in the audit log",
+            "Qustody audit event %s for %s%s not sent to the hub (%s); it is not in the audit log",
             type_name,
             data.get("path", "?"),
+            f" (reference {ref}, shown to the user)" if ref else "",
             why,
         )
 
@@ -143,7 +147,7 @@ def save_refused(log: Any, path: str, refused: Any) -> str | None:
     if sink is None or not refused.findings:
         return None
     ref = new_ref()
-    sink.report(
+    queued = sink.report(
         "save-refused",
         {
             "path": path[:MAX_PATH],
@@ -152,7 +156,8 @@ def save_refused(log: Any, path: str, refused: Any) -> str | None:
             "ref": ref,
         },
     )
-    return ref
+    # dropped at once: no reference that leads nowhere (a later drop logs the reference)
+    return ref if queued else None
 
 
 def outputs_redacted(log: Any, path: str, report: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +23,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 TIMEOUT = 15.0
 MAX_JOBS = 50
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+MAX_PLACED = 5  # waiting jobs whose queue position is asked for on each poll
 
 
 class GatewayUnavailable(Exception):
@@ -32,7 +35,9 @@ class GatewayUnavailable(Exception):
         self.status, self.body = status, {"error": code, "message": message}
 
 
-async def _gateway(method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+async def _gateway(
+    method: str, path: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     url = os.environ.get("QUSTODY_QPU_URL", "")
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not url or not token:
@@ -40,14 +45,14 @@ async def _gateway(method: str, path: str, params: dict[str, Any] | None = None)
             503, "NO_GATEWAY", "This server has no QPU gateway (it is not running under a "
             "hub with Qustody's gateway).")
     target = url.rstrip("/") + "/" + path + (f"?{urlencode(params)}" if params else "")
-    request = HTTPRequest(
-        target, method=method, headers={"Authorization": f"token {token}"},
-        request_timeout=TIMEOUT, connect_timeout=TIMEOUT, follow_redirects=False,
-        allow_nonstandard_methods=True,
-    )
     try:
+        request = HTTPRequest(
+            target, method=method, headers={"Authorization": f"token {token}"},
+            request_timeout=TIMEOUT, connect_timeout=TIMEOUT, follow_redirects=False,
+            allow_nonstandard_methods=True,
+        )
         response = await AsyncHTTPClient().fetch(request, raise_error=False)
-    except (OSError, HTTPClientError) as e:
+    except (OSError, ValueError, HTTPClientError) as e:
         raise GatewayUnavailable(502, "UNREACHABLE",
                                  f"The QPU gateway did not answer ({type(e).__name__}).") from None
     try:
@@ -59,6 +64,10 @@ async def _gateway(method: str, path: str, params: dict[str, Any] | None = None)
             body = {"error": "HTTP_ERROR", "message": f"The QPU gateway answered {response.code}."}
         raise GatewayUnavailable(response.code if response.code != 599 else 502,
                                  str(body.get("error", "HTTP_ERROR"))[:64], body["message"][:1000])
+    if not isinstance(body, dict):  # a redirect or page from something else at that URL
+        raise GatewayUnavailable(502, "BAD_ANSWER",
+                                 f"The QPU gateway's URL answered {response.code} without a "
+                                 "gateway answer (is QUSTODY_QPU_URL right?).")
     return body
 
 
@@ -81,16 +90,32 @@ class QpuOverviewHandler(_QpuHandler):
             backends, quota, jobs = await asyncio.gather(
                 _gateway("GET", "api/backends"),
                 _gateway("GET", "api/quota"),
-                _gateway("GET", "api/jobs", {"limit": MAX_JOBS}),
+                _gateway("GET", "api/jobs", {"limit": MAX_JOBS, "mine": 1}),
             )
         except GatewayUnavailable as e:
             self.fail(e)
             return
+        listed = jobs.get("jobs", [])
+        await _placed(listed)
         self.finish(json.dumps({
             "backends": backends.get("backends", []),
             "quota": quota,
-            "jobs": jobs.get("jobs", []),
+            "jobs": listed,
         }))
+
+
+async def _placed(jobs: list[Any]) -> None:
+    """Queue position and estimated start of the first waiting jobs: the listing has no
+    placement, one job's own answer has (a few requests, not one per job)."""
+    waiting = [j for j in jobs if isinstance(j, dict) and j.get("state") == "QUEUED"
+               and JOB_ID.fullmatch(str(j.get("job_id")))][:MAX_PLACED]
+    answers = await asyncio.gather(
+        *(_gateway("GET", f"api/jobs/{j['job_id']}") for j in waiting), return_exceptions=True
+    )
+    for job, answer in zip(waiting, answers, strict=True):
+        if isinstance(answer, dict):
+            for key in ("state", "reason", "queue_position", "estimated_start"):
+                job[key] = answer.get(key)
 
 
 class QpuCancelHandler(_QpuHandler):
@@ -109,5 +134,5 @@ class QpuCancelHandler(_QpuHandler):
 
 QPU_HANDLERS = [
     (r"/qustody/api/qpu", QpuOverviewHandler),
-    (r"/qustody/api/qpu/jobs/(?P<job_id>[0-9a-f]{32})/cancel", QpuCancelHandler),
+    (rf"/qustody/api/qpu/jobs/(?P<job_id>{JOB_ID.pattern})/cancel", QpuCancelHandler),
 ]

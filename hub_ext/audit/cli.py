@@ -221,10 +221,11 @@ def _filter(args: argparse.Namespace) -> Filter:
 
 
 def _refs(values: Sequence[str]) -> list[str]:
-    bad = [v for v in values if not REF.fullmatch(v)]
+    refs = [v.strip().lower() for v in values]
+    bad = [v for v in refs if not REF.fullmatch(v)]
     if bad:
         raise UsageError(f"--ref {bad[0][:40]!r}: a reference is 12 hex digits, e.g. 3f9a0c12b7e4")
-    return list(values)
+    return refs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -481,9 +481,9 @@ class AuditLog(LoggingConfigurable):
         except AuditWriteError as e:
             failure, appended = e, e.appended
         if pending:
-            metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
-        metrics.written((name, items[i][1]) for (i, name, _), _ in zip(placed, appended,
-                                                                        strict=False))
+            metrics.timed(time.perf_counter() - started, self.log)
+        done_items = zip(placed, appended, strict=False)
+        metrics.written(((name, items[i][1]) for (i, name, _), _ in done_items), self.log)
         for (i, name, redactions), done in zip(placed, appended, strict=False):
             results[i] = Recorded(done.seq, done.ts, name, done.hash, len(redactions))
             if redactions:
@@ -559,7 +559,7 @@ class AuditLog(LoggingConfigurable):
 
     def _dropped(self, refused: list[tuple[int, str, AuditError]]) -> None:
         """Count and log events of fail-open types that were not recorded."""
-        metrics.dropped(name for _, name, _ in refused)
+        metrics.dropped((name for _, name, _ in refused), self.log)
         for _, name, error in refused:
             self.dropped += 1
             self.log.error("audit event %s was not recorded: %s", name, error.message)

@@ -8,24 +8,29 @@ component. In the hub process they are served by JupyterHub's own ``/hub/metrics
 
 Labels stay low-cardinality and say nothing of a person or a secret: the event type (from
 the schemas), the ``reason`` only where the schema makes it an enum, and the guard's
-detector ids, of which at most ``MAX_DETECTORS`` distinct values are kept (a user's server
-reports them, so a hostile one could invent many; the rest count as ``other``). Never a
-user name, path, server name, job id or value.
+detector ids only where they name one of the guard's own rules (a user's server reports
+them, so a hostile one could invent names, or put a word of its choosing in them: those
+count as ``other``, once per report). Never a user name, path, server name, job id or
+value. Counting never stands in the way of the audit record: a failure here is logged
+and the write goes on.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from server_ext.scanner import rules
+from server_ext.scanner.known import DETECTOR_ID as KNOWN_SECRET
+
 from . import schema
 
-MAX_DETECTORS = 256
 #: Events whose ``detectors`` list says which guard rules matched.
 GUARD_EVENTS = ("save-refused", "outputs-redacted", "file-finding")
+#: The guard's rules, and the id of a value delivered to the server (``get_secret``).
+KNOWN_DETECTORS = frozenset(rules.BY_ID) | {KNOWN_SECRET}
 
 RECORDS = Counter(
     "qustody_audit_records",
@@ -51,8 +56,6 @@ DETECTIONS = Counter(
     ["event", "detector"],
 )
 
-_lock = threading.Lock()
-_detectors: set[str] = set()
 _reason_enums: dict[str, frozenset[str]] = {}
 
 
@@ -66,28 +69,37 @@ def _reasons(type_name: str) -> frozenset[str]:
     return known
 
 
-def _detector(name: Any) -> str:
-    value = str(name)
-    with _lock:
-        if value in _detectors:
-            return value
-        if len(_detectors) < MAX_DETECTORS:
-            _detectors.add(value)
-            return value
-    return "other"
+def _detectors(names: Any) -> set[str]:
+    """The guard's own rule ids among ``names`` (each once); anything else is ``other``."""
+    if not isinstance(names, list):
+        return set()
+    return {n if isinstance(n, str) and n in KNOWN_DETECTORS else "other" for n in names}
 
 
-def written(events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+def written(events: Iterable[tuple[str, Mapping[str, Any]]], log: Any) -> None:
     """Count records that reached the store: ``(type, data)`` each."""
-    for type_name, data in events:
-        reason = data.get("reason")
-        label = reason if isinstance(reason, str) and reason in _reasons(type_name) else ""
-        RECORDS.labels(type_name, label).inc()
-        if type_name in GUARD_EVENTS:
-            for name in data.get("detectors") or ():
-                DETECTIONS.labels(type_name, _detector(name)).inc()
+    try:
+        for type_name, data in events:
+            reason = data.get("reason")
+            label = reason if isinstance(reason, str) and reason in _reasons(type_name) else ""
+            RECORDS.labels(type_name, label).inc()
+            if type_name in GUARD_EVENTS:
+                for name in _detectors(data.get("detectors")):
+                    DETECTIONS.labels(type_name, name).inc()
+    except Exception as e:  # never in the way of the record that was written
+        log.error("audit metrics: not counted (%s)", type(e).__name__)
 
 
-def dropped(type_names: Iterable[str]) -> None:
-    for type_name in type_names:
-        DROPPED.labels(type_name).inc()
+def timed(seconds: float, log: Any) -> None:
+    try:
+        WRITE_SECONDS.observe(seconds)
+    except Exception as e:
+        log.error("audit metrics: write time not observed (%s)", type(e).__name__)
+
+
+def dropped(type_names: Iterable[str], log: Any) -> None:
+    try:
+        for type_name in type_names:
+            DROPPED.labels(type_name).inc()
+    except Exception as e:
+        log.error("audit metrics: drop not counted (%s)", type(e).__name__)

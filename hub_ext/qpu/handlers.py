@@ -243,6 +243,7 @@ class JobsHandler(BaseHandler):
         project = self.get_argument("project", None)
         state = self.get_argument("state", None)
         everyone = self.get_argument("all", "") == "1"
+        mine = self.get_argument("mine", "") == "1"  # the caller's own, even as a lead
         try:
             limit = min(1000, max(1, int(self.get_argument("limit", "100"))))
         except ValueError:
@@ -252,7 +253,7 @@ class JobsHandler(BaseHandler):
             rows = await self.db(lambda: self.gateway.store.jobs(everyone=True, state=state,
                                                                   limit=limit))
         else:
-            led = [
+            led = [] if mine else [
                 p for p, role in policy.projects.projects_of(
                     self.identity.name, self.identity.groups).items() if role == "lead"
             ]

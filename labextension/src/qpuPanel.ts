@@ -36,6 +36,7 @@ async function fetchOverview(settings: ServerConnection.ISettings): Promise<Answ
 /** Backends, quota left and the user's jobs, updating while jobs run; cancel a job. */
 class QpuPanel extends Widget {
   private _timer: number | undefined;
+  private _loading: Promise<void> | null = null;
 
   constructor(private _settings: ServerConnection.ISettings) {
     super();
@@ -46,7 +47,20 @@ class QpuPanel extends Widget {
   }
 
   async refresh(): Promise<void> {
+    // one request at a time, and one timer: a click while a poll is out asks again after it
     window.clearTimeout(this._timer);
+    while (this._loading !== null) {
+      await this._loading;
+    }
+    this._loading = this._load();
+    try {
+      await this._loading;
+    } finally {
+      this._loading = null;
+    }
+  }
+
+  private async _load(): Promise<void> {
     let answer: Answer;
     try {
       answer = await fetchOverview(this._settings);
@@ -54,10 +68,14 @@ class QpuPanel extends Widget {
       answer = { ok: false, message: 'The server did not answer.' };
     }
     this._render(answer);
-    const busy = answer.ok && answer.overview.jobs.some(j => !FINAL_STATES.has(j.state));
-    // only while the panel is open: a closed panel costs the gateway nothing
+    // fast only while a job is moving (a held job waits for an operator, not seconds)
+    const busy =
+      answer.ok && answer.overview.jobs.some(j => !FINAL_STATES.has(j.state) && j.state !== 'HELD');
+    // only while the panel is open and the tab seen: otherwise it costs the gateway nothing
+    window.clearTimeout(this._timer);
     if (this.isVisible) {
-      this._timer = window.setTimeout(() => void this.refresh(), busy ? BUSY_MS : IDLE_MS);
+      const wait = busy && !document.hidden ? BUSY_MS : IDLE_MS;
+      this._timer = window.setTimeout(() => void this.refresh(), wait);
     }
   }
 

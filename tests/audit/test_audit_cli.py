@@ -123,7 +123,7 @@ def test_query_by_the_reference_a_user_was_shown(make_log, log_path):
         event = {"path": f"n{i}.ipynb", "detectors": ["github-token"], "findings": 1, "ref": ref}
         audit.record_user_event("u0", "", {"type": "save-refused", "data": event})
     audit.close()
-    found = qustody("query", "--log", str(log_path), "--ref", "3f9a0c12b7e4", "--format", "json")
+    found = qustody("query", "--log", str(log_path), "--ref", "3F9A0C12B7E4", "--format", "json")
     assert found.returncode == 0, found.stderr
     (line,) = found.stdout.splitlines()
     assert json.loads(line)["data"]["path"] == "n0.ipynb"
@@ -181,6 +181,7 @@ def test_environment_names_the_log(filled, key_file):
         (["query", "--log", "x.jsonl", "--type", "loggedin"], "unknown event types ['loggedin']"),
         (["query", "--log", "x.jsonl", "--since", "last tuesday"], "not an ISO 8601"),
         (["query", "--log", "x.jsonl", "--ref", "3F9A"], "a reference is 12 hex digits"),
+        (["query", "--log", "x.jsonl", "--ref", "3f9a0c12b7eg"], "a reference is 12 hex digits"),
         (["verify", "--config", "/nonexistent/jupyterhub_config.py"], "not found"),
     ],
 )

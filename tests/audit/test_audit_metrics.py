@@ -41,3 +41,30 @@ def test_guard_reports_count_each_detector(make_log):
     audit.close()
     assert _value("qustody_guard_detections_total", event="outputs-redacted",
                   detector="ibm-quantum-token") == before + 1
+
+
+def test_a_failure_to_count_never_stops_the_record(make_log, monkeypatch, caplog):
+    from hub_ext.audit import metrics
+
+    def broken(*labels: str) -> None:
+        raise RuntimeError("registry broken")
+
+    monkeypatch.setattr(metrics.RECORDS, "labels", broken)
+    audit = make_log()
+    recorded = audit.emit("login-refused", {"user": "mallory", "reason": "not-allowed"})
+    audit.close()
+    assert recorded is not None and recorded.type == "login-refused"
+    assert "audit metrics: not counted (RuntimeError)" in caplog.text
+
+
+def test_made_up_detector_names_count_as_other_once_per_report(make_log):
+    before = _value("qustody_guard_detections_total", event="save-refused", detector="other")
+    audit = make_log()
+    audit.record_user_event("alice", "", {"type": "save-refused", "data": {
+        "path": "a.py", "detectors": ["alice-home-dir", "ghp-made-up", "github-token"],
+        "findings": 3}})
+    audit.close()
+    assert _value("qustody_guard_detections_total", event="save-refused",
+                  detector="other") == before + 1
+    assert REGISTRY.get_sample_value("qustody_guard_detections_total",
+                                     {"event": "save-refused", "detector": "alice-home-dir"}) is None

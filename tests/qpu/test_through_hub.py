@@ -352,6 +352,12 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
     assert call(hub, "alice", "GET", f"api/jobs/{held['job_id']}")[1]["state"] == "CANCELLED"
     assert (out["resume"], out["submitted"]) == (200, 201)
     assert "DONE" in out["done"] and "results available" in out["done"]
+    # bob leads qc101: the gateway lists alice's job to him, but not among his own (mine=1),
+    # which is what his panel shows
+    status, led = call(hub, "bob", "GET", "api/jobs")
+    assert status == 200 and held["job_id"] in {j["job_id"] for j in led["jobs"]}
+    status, own = call(hub, "bob", "GET", "api/jobs", mine=1)
+    assert status == 200 and {j["owner"] for j in own["jobs"]} <= {"bob"}
     # the page never talked to the gateway itself: only to alice's server
     assert not [u for u in out["pageRequests"] if "/services/qpu/" in u]
     assert out["errors"] == []

@@ -142,7 +142,7 @@ async def test_unreachable_or_refusing_hub_drops_and_logs(api, under_hub, server
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     under_hub(f"http://127.0.0.1:{port}/hub/api")
-    code, _ = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
+    code, refusal = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
     assert code == 422
     sink = audit_report.reporter(None)
     assert sink is not None
@@ -150,7 +150,12 @@ async def test_unreachable_or_refusing_hub_drops_and_logs(api, under_hub, server
     while sink.dropped < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sink.dropped == 1
-    assert "save-refused for keys.py not sent to the hub (URLError)" in server_logs.text
+    # the reference the user was shown is in the log, so the lost record can be traced
+    ref = refusal["audit_ref"]
+    assert (
+        f"save-refused for keys.py (reference {ref}, shown to the user) not sent to the hub "
+        "(URLError)" in server_logs.text
+    )
 
     endpoint = Endpoint(status=403)
     under_hub(endpoint.url)
@@ -182,9 +187,12 @@ def test_a_full_queue_drops_without_blocking():
     endpoint = Endpoint(delay=1.0)
     sink = audit_report.AuditReporter(endpoint.url, TOKEN, log)
     started = time.monotonic()
-    for i in range(audit_report.QUEUE_SIZE + 10):
+    queued = [
         sink.report("save-refused", {"path": f"f{i}", "detectors": [], "findings": 0})
+        for i in range(audit_report.QUEUE_SIZE + 10)
+    ]
     assert time.monotonic() - started < 1.0
     assert sink.dropped >= 9
+    assert queued.count(False) == sink.dropped  # the caller knows: no reference is shown
     assert any("the report queue is full" in line for line in log.lines)
     endpoint.close()

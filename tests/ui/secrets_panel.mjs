@@ -13,9 +13,10 @@ try {
   const page = browser.pages()[0] ?? (await browser.newPage());
   await loopbackOnly(page);
   page.on("pageerror", (e) => out.errors.push(String(e)));
-  page.on("response", async (r) => {
+  const bodies = [];
+  page.on("response", (r) => {
     if (r.url().includes("/qustody/api/secrets")) {
-      out.secretsResponses.push(await r.text().catch(() => ""));
+      bodies.push(r.text().catch(() => ""));
     }
   });
   await page.goto(`${opts.server}lab/tree/secrets.ipynb`);
@@ -44,6 +45,7 @@ try {
   out.refreshStatus = refreshed.status();
   await page.screenshot({ path: opts.screenshot });
   out.pageText = await page.textContent("body");
+  out.secretsResponses = await Promise.all(bodies);
 } finally {
   await browser.close();
 }
