@@ -49,6 +49,12 @@ WRITE_SECONDS = Histogram(
     "Time to append one batch of audit records to the store",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+QPU_JOB_SECONDS = Histogram(
+    "qustody_qpu_job_backend_seconds",
+    "Backend-seconds used by finished QPU jobs, by backend and outcome (done or error)",
+    ["backend", "status"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
 DETECTIONS = Counter(
     "qustody_guard_detections",
     "Credentials the save guard reported (refused saves, redacted outputs, files written "
@@ -83,6 +89,11 @@ def written(events: Iterable[tuple[str, Mapping[str, Any]]], log: Any) -> None:
             reason = data.get("reason")
             label = reason if isinstance(reason, str) and reason in _reasons(type_name) else ""
             RECORDS.labels(type_name, label).inc()
+            if type_name == "qpu-job-finished":  # written by the gateway: its own backends
+                seconds = data.get("usage_seconds")
+                if isinstance(seconds, int | float):
+                    QPU_JOB_SECONDS.labels(str(data.get("backend", "")),
+                                           str(data.get("status", ""))).observe(seconds)
             if type_name in GUARD_EVENTS:
                 for name in _detectors(data.get("detectors")):
                     DETECTIONS.labels(type_name, name).inc()

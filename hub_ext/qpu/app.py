@@ -26,7 +26,7 @@ from traitlets import Bool, Dict, Float, Int, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
-from . import __version__
+from . import __version__, metrics
 from .audit import AuditBridge
 from .auth import SCOPES, HubResolver, Identity, Resolver
 from .backends import BackendDriver, build
@@ -692,6 +692,7 @@ class QpuGateway(Application):
         level = self.log_level
         logging.getLogger("tornado").setLevel(level if isinstance(level, int | str) else "INFO")
         self.setup()
+        metrics.install(self)
         self.runner = Runner(
             self.store, self.drivers, lambda: self.policies.policy, self.db_executor,
             instance=self.instance_name, lease_seconds=self.lease_seconds,

@@ -13,10 +13,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import web
 from tornado.log import access_log
 
-from . import provenance
+from . import metrics, provenance
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, HubUnavailable, Identity
 from .errors import GatewayError
 from .models import FINAL_STATES
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254})"  # ':' for personal:<user>
 MAX_WAIT = 60.0
+SCOPE_METRICS = "read:metrics"  # JupyterHub's scope for /hub/metrics
 
 
 class BaseHandler(web.RequestHandler):
@@ -533,10 +535,21 @@ def log_request(handler: web.RequestHandler) -> None:
                        request.remote_ip, 1000.0 * request.request_time())
 
 
+class MetricsHandler(BaseHandler):
+    """``GET metrics``: Prometheus text format, for a token with ``read:metrics``."""
+
+    async def get(self) -> None:
+        self.require(SCOPE_METRICS)
+        body = await self.db(metrics.exposition)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(body)
+
+
 def routes(gateway: QpuGateway, base: str) -> list[Any]:
     kw = {"gateway": gateway}
     return [
         (rf"{base}api/health", HealthHandler, kw),
+        (rf"{base}metrics", MetricsHandler, kw),
         (rf"{base}api/backends", BackendsHandler, kw),
         (rf"{base}api/backends/{NAME}", BackendsHandler, kw),
         (rf"{base}api/jobs", JobsHandler, kw),

@@ -897,6 +897,19 @@ class Store:
             yield from rows
             last = (rows[-1]["submitted_at"], rows[-1]["id"])
 
+    def active_counts(self) -> dict[tuple[str, str], int]:
+        """Jobs not yet final, by (backend, state): the queue as the metrics show it."""
+        def run(conn: Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute(
+                select(m.jobs.c.backend, m.jobs.c.state, func.count())
+                .where(m.jobs.c.state.in_(("QUEUED", "HELD", "RUNNING")))
+                .group_by(m.jobs.c.backend, m.jobs.c.state)
+            )
+            return {(str(b), str(st)): int(n) for b, st, n in rows}
+
+        out: dict[tuple[str, str], int] = self._read(run)
+        return out
+
     def counts(self) -> dict[str, int]:
         def run(conn: Connection) -> dict[str, int]:
             rows = conn.execute(select(m.jobs.c.state, func.count()).group_by(m.jobs.c.state))

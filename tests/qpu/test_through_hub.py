@@ -361,3 +361,33 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
     # the page never talked to the gateway itself: only to alice's server
     assert not [u for u in out["pageRequests"] if "/services/qpu/" in u]
     assert out["errors"] == []
+
+
+def test_the_gateways_metrics_need_read_metrics_and_show_the_queue(hub):
+    """``/services/qpu/metrics`` as Prometheus scrapes it: the queue by backend and state,
+    jobs by outcome from the gateway's audit records; ``read:metrics`` only (the hub's
+    admin has it, a student does not); no user or job in any label."""
+    status, _ = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
+                     {"reason": "test: metrics"})
+    assert status == 200
+    try:
+        status, held = call(hub, "alice", "POST", "api/jobs", bell_job())
+        assert status == 201 and held["state"] == "HELD", held
+        r = requests.get(hub.qpu + "metrics", timeout=30,
+                         headers={"Authorization": f"token {hub.tokens['admin']}"})
+        assert call(hub, "alice", "DELETE", f"api/jobs/{held['job_id']}")[0] == 200
+    finally:
+        call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
+             {"reason": "test: done"})
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/plain")
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in r.text.splitlines() if line.startswith("qustody_")}
+    assert samples['qustody_qpu_jobs{backend="aer_simulator",state="HELD"}'] >= 1
+    assert samples['qustody_audit_records_total{reason="",type="qpu-job-submitted"}'] >= 1
+    assert any(k.startswith('qustody_qpu_job_backend_seconds_count{backend="aer_simulator"')
+               for k in samples), sorted(samples)
+    for word in ("alice", held["job_id"], "qc101"):
+        assert not [k for k in samples if word in k], word
+    status, body = call(hub, "alice", "GET", "metrics")
+    assert (status, body["error"]) == (403, "MISSING_SCOPE"), body
