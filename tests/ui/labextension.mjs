@@ -48,6 +48,18 @@ try {
   await page.click(secretsTab);
   await page.waitForSelector(".jp-qustody-secrets-note", { timeout: 30000 });
   out.secretsNote = await page.textContent(".jp-qustody-secrets-note");
+  // Refresh is a POST from the page's cookie session: the XSRF token goes with it (a 403
+  // would mean it did not); outside a hub the server cannot ask one and says so.
+  const [refreshed] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes("/qustody/api/secrets/refresh")),
+    page.click(".jp-qustody-secrets-refresh"),
+  ]);
+  out.secretsRefresh = { status: refreshed.status(), body: await refreshed.json() };
+  await page.waitForFunction(
+    () => document.querySelector(".jp-qustody-secrets-note")?.textContent.includes("refreshed"),
+    null, { timeout: 30000 },
+  );
+  out.secretsRefreshNotice = await page.textContent(".jp-qustody-secrets-note");
   await page.click(secretsTab); // closed again
 
   // Make it dirty (the key is already in cell 2), then save twice at once, as an

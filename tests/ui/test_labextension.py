@@ -229,6 +229,9 @@ def test_refused_save_dialog_clock_and_locked_down_lab(lab, tmp_path):
 
     # the secrets panel, on a server that holds none
     assert out["secretsNote"].startswith("No secrets were delivered to this server.")
+    assert out["secretsRefresh"]["status"] == 502, out["secretsRefresh"]  # not 403: XSRF ok
+    assert "not started by a hub" in out["secretsRefresh"]["body"]["message"]
+    assert "not started by a hub" in out["secretsRefreshNotice"]
 
     # locked down: no news prompt, and every request stayed on this machine
     assert out["newsPrompt"] == 0
