@@ -5,6 +5,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
+import { element, panelHeading } from './panelDom';
 import { FINAL_STATES, IJob, IQpuOverview, jobStatusText, parseOverview, reasonInWords } from './qpu';
 
 /** Polling: often while a job of the user is unfinished, rarely otherwise. */
@@ -41,6 +42,7 @@ class QpuPanel extends Widget {
   constructor(private _settings: ServerConnection.ISettings) {
     super();
     this.id = 'jp-qustody-qpu';
+    this.addClass('jp-qustody-panel');
     this.addClass('jp-qustody-qpu');
     this.title.icon = qpuIcon;
     this.title.caption = 'QPU jobs and quota';
@@ -100,18 +102,11 @@ class QpuPanel extends Widget {
 
   private _render(answer: Answer): void {
     const doc = this.node.ownerDocument;
-    const el = <K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, text = ''): HTMLElementTagNameMap[K] => {
-      const node = doc.createElement(tag);
-      node.className = cls;
-      node.textContent = text;
-      return node;
-    };
-    this.node.replaceChildren();
-    const heading = el('h3', '', 'QPU');
-    const refresh = el('button', 'jp-mod-styled jp-qustody-qpu-refresh', 'Refresh');
-    refresh.onclick = () => void this.refresh();
-    heading.appendChild(refresh);
-    this.node.appendChild(heading);
+    const el = <K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, text = '') =>
+      element(doc, tag, cls, text);
+    this.node.replaceChildren(
+      panelHeading(doc, 'QPU', 'jp-qustody-qpu-refresh', () => void this.refresh())
+    );
     if (!answer.ok) {
       this.node.appendChild(el('p', 'jp-qustody-qpu-note', answer.message));
       return;
@@ -122,7 +117,7 @@ class QpuPanel extends Widget {
     if (backends.length === 0) {
       this.node.appendChild(el('p', 'jp-qustody-qpu-note', 'None: ask an admin to add you to a project.'));
     }
-    const blist = el('ul', 'jp-qustody-qpu-list');
+    const blist = el('ul', 'jp-qustody-panel-list');
     for (const b of backends) {
       const item = el('li', 'jp-qustody-qpu-backend');
       item.dataset.name = b.name;
@@ -154,7 +149,7 @@ class QpuPanel extends Widget {
     if (jobs.length === 0) {
       this.node.appendChild(el('p', 'jp-qustody-qpu-note', 'No jobs yet: backend.run(...) in a notebook submits one.'));
     }
-    const jlist = el('ul', 'jp-qustody-qpu-list');
+    const jlist = el('ul', 'jp-qustody-panel-list');
     const now = Date.now() / 1000;
     for (const job of jobs) {
       const item = el('li', 'jp-qustody-qpu-job');

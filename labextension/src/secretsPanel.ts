@@ -6,6 +6,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
+import { element, panelHeading } from './panelDom';
 import { ISecretName, parseSecrets, snippet } from './secrets';
 
 const keyIcon = new LabIcon({
@@ -47,6 +48,7 @@ class SecretsPanel extends Widget {
   ) {
     super();
     this.id = 'jp-qustody-secrets';
+    this.addClass('jp-qustody-panel');
     this.addClass('jp-qustody-secrets');
     this.title.icon = keyIcon;
     this.title.caption = 'Secrets on this server';
@@ -67,49 +69,45 @@ class SecretsPanel extends Widget {
 
   private _render(answer: Answer): void {
     const doc = this.node.ownerDocument;
-    this.node.replaceChildren();
-    const heading = doc.createElement('h3');
-    heading.textContent = 'Secrets';
-    const refresh = doc.createElement('button');
-    refresh.className = 'jp-mod-styled jp-qustody-secrets-refresh';
-    refresh.textContent = 'Refresh';
-    refresh.title = 'Fetch current values from the hub (rotated values replace old ones; revoked ones go)';
-    refresh.onclick = () => void this.load(true);
-    heading.appendChild(refresh);
-    this.node.appendChild(heading);
-    const note = doc.createElement('p');
-    note.className = 'jp-qustody-secrets-note';
+    this.node.replaceChildren(
+      panelHeading(
+        doc,
+        'Secrets',
+        'jp-qustody-secrets-refresh',
+        () => void this.load(true),
+        'Fetch current values from the hub (rotated values replace old ones; revoked ones go)'
+      )
+    );
+    const note = (text: string) => element(doc, 'p', 'jp-qustody-secrets-note', text);
     if (answer.state !== 'ok') {
-      note.textContent = answer.message;
-      this.node.appendChild(note);
+      this.node.appendChild(note(answer.message));
       return;
     }
     if (answer.secrets.length === 0) {
-      note.textContent =
-        'No secrets were delivered to this server. Ask an admin to grant one to you ' +
-        '(qustody secrets grant), then Refresh.';
-      this.node.appendChild(note);
+      this.node.appendChild(
+        note(
+          'No secrets were delivered to this server. Ask an admin to grant one to you ' +
+            '(qustody secrets grant), then Refresh.'
+        )
+      );
       return;
     }
-    note.textContent = 'Names only: values stay on the server. Insert puts get_secret("NAME") at the cursor.';
-    this.node.appendChild(note);
-    const list = doc.createElement('ul');
-    list.className = 'jp-qustody-secrets-list';
+    this.node.appendChild(
+      note('Names only: values stay on the server. Insert puts get_secret("NAME") at the cursor.')
+    );
+    const list = element(doc, 'ul', 'jp-qustody-panel-list');
     for (const secret of answer.secrets) {
-      const item = doc.createElement('li');
-      item.className = 'jp-qustody-secret';
+      const item = element(doc, 'li', 'jp-qustody-secret');
       item.dataset.name = secret.name;
-      const name = doc.createElement('code');
-      name.textContent = secret.name;
-      const cls = doc.createElement('span');
-      cls.className = 'jp-qustody-secret-class';
-      cls.textContent = ` ${secret.cls}${secret.version === null ? '' : ` v${secret.version}`} `;
-      const insert = doc.createElement('button');
-      insert.className = 'jp-mod-styled jp-qustody-secret-insert';
-      insert.textContent = 'Insert';
+      const version = secret.version === null ? '' : ` v${secret.version}`;
+      const insert = element(doc, 'button', 'jp-mod-styled jp-qustody-secret-insert', 'Insert');
       insert.title = `Insert get_secret("${secret.name}") into the active cell`;
       insert.onclick = () => this._insert(secret.name);
-      item.append(name, cls, insert);
+      item.append(
+        element(doc, 'code', '', secret.name),
+        element(doc, 'span', 'jp-qustody-secret-class', ` ${secret.cls}${version} `),
+        insert
+      );
       list.appendChild(item);
     }
     this.node.appendChild(list);

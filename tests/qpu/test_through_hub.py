@@ -12,6 +12,7 @@ hub) replaces the stand-in of conftest.py here..
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import sys
 import textwrap
@@ -119,6 +120,20 @@ def wait_final(hub, who, job_id, timeout=120):
         assert time.monotonic() < deadline, job
 
 
+@contextlib.contextmanager
+def backend_paused(hub, why: str):
+    """The simulator paused by the hub's admin (jobs wait HELD), resumed afterwards."""
+    status, body = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
+                        {"reason": f"test: {why}"})
+    assert status == 200, body
+    try:
+        yield
+    finally:
+        status, body = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
+                            {"reason": "test: done"})
+        assert status == 200, body
+
+
 def test_hub_registers_the_service_scopes_and_roles(hub):
     status, service = hub.api("GET", "/services/qpu")
     assert status == 200, service
@@ -158,10 +173,7 @@ def test_a_token_without_the_submit_scope_gets_403(hub):
 
 
 def test_another_users_job_is_404_and_readers_and_operators_act(hub):
-    status, paused = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
-                          {"reason": "test: hold the queue"})
-    assert status == 200, paused
-    try:
+    with backend_paused(hub, "hold the queue"):
         status, body = call(hub, "alice", "POST", "api/jobs", bell_job())
         assert status == 201 and body["state"] == "HELD", body
         job_id = body["job_id"]
@@ -179,10 +191,6 @@ def test_another_users_job_is_404_and_readers_and_operators_act(hub):
                             {"reason": "test: operator cancel"})
         assert status == 200 and body["state"] == "CANCELLED", body
         assert call(hub, "alice", "GET", f"api/jobs/{job_id}")[1]["state"] == "CANCELLED"
-    finally:
-        status, _ = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
-                         {"reason": "test: done"})
-        assert status == 200
 
 
 def start_student_server(hub, user: str) -> None:
@@ -328,10 +336,7 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
     models = hub.api("GET", "/users/alice")[1]["servers"]
     if not models.get("", {}).get("ready"):
         start_student_server(hub, "alice")
-    status, paused = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
-                          {"reason": "test: hold for the panel"})
-    assert status == 200, paused
-    try:
+    with backend_paused(hub, "hold for the panel"):  # the script resumes it half-way
         status, held = call(hub, "alice", "POST", "api/jobs", bell_job())
         assert status == 201 and held["state"] == "HELD", held
         out = chromium.drive("qpu_panel.mjs", {
@@ -340,9 +345,6 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
             "userDataDir": str(tmp_path / "chromium-profile"),
             "screenshot": str(tmp_path / "qpu-panel.png"),
         }, timeout=300)
-    finally:
-        call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
-             {"reason": "test: done"})
     assert "HELD" in out["held"] and "an operator paused the backend" in out["held"]
     assert any(b.startswith("aer_simulator") and "paused" in b for b in out["backends"])
     # the demo policy limits users (not qc101): alice's own simulator quota, as used
@@ -367,18 +369,12 @@ def test_the_gateways_metrics_need_read_metrics_and_show_the_queue(hub):
     """``/services/qpu/metrics`` as Prometheus scrapes it: the queue by backend and state,
     jobs by outcome from the gateway's audit records; ``read:metrics`` only (the hub's
     admin has it, a student does not); no user or job in any label."""
-    status, _ = call(hub, "admin", "POST", "api/admin/backends/aer_simulator/pause",
-                     {"reason": "test: metrics"})
-    assert status == 200
-    try:
+    with backend_paused(hub, "metrics"):
         status, held = call(hub, "alice", "POST", "api/jobs", bell_job())
         assert status == 201 and held["state"] == "HELD", held
         r = requests.get(hub.qpu + "metrics", timeout=30,
                          headers={"Authorization": f"token {hub.tokens['admin']}"})
         assert call(hub, "alice", "DELETE", f"api/jobs/{held['job_id']}")[0] == 200
-    finally:
-        call(hub, "admin", "POST", "api/admin/backends/aer_simulator/resume",
-             {"reason": "test: done"})
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"].startswith("text/plain")
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
