@@ -22,7 +22,7 @@ from typing import Any
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado.web import HTTPError
 
-from . import audit_report
+from . import audit_report, metrics
 from .guard import GuardReport, SaveGuard, SaveRefused
 
 _STALE_UPLOAD_SECONDS = 3600
@@ -182,7 +182,8 @@ class GuardedContents:
         return full, None
 
     def _check(self, model: dict[str, Any], path: str) -> GuardReport | None:
-        return self._guard().check(model, path)
+        guard = self._guard()
+        return metrics.timed_check(model, lambda: guard.check(model, path), SaveRefused)
 
     def _rename_plan(self, old: str, new: str) -> list[tuple[str, dict[str, Any], GuardReport]]:
         """Check what a rename moves into a stricter path (``warn`` -> ``redact``/``block``)
