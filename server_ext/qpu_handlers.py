@@ -4,7 +4,9 @@ The browser never holds a gateway credential: these handlers ask the gateway wit
 server's own hub token (``JUPYTERHUB_API_TOKEN``, the token kernels use too), so they can
 do nothing the user's kernels cannot. Reads: the backends the user's projects may use,
 the quota left (user and projects, today and this month) and the user's jobs; one write:
-cancel one of them. Gateway refusals pass through with their reason code.
+cancel one of them. Gateway refusals pass through with their reason code. (Not through
+``server_ext.qpu.GatewayClient``: that one is for kernels, blocking and loads Qiskit, which
+the server's event loop must neither wait on nor import.)
 """
 
 from __future__ import annotations

@@ -366,13 +366,7 @@ def test_the_lab_secrets_panel_lists_names_and_inserts_the_call(
 
     url = start(hub, "alice")
     token = hub.user_token("alice")
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
-        "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None,
-                   "source": "token = ", "outputs": []}],
-    }
+    nb = notebook(code_cell("token = "))
     r = requests.put(url + "api/contents/secrets.ipynb", timeout=30,
                      json={"type": "notebook", "format": "json", "content": nb},
                      headers={"Authorization": f"token {token}"})

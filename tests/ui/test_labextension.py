@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from qtest import code_cell, notebook, stream
 from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,38 +45,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cell(source: str, cell_id: str, outputs: tuple = ()) -> dict:
-    return {
-        "cell_type": "code",
-        "id": cell_id,
-        "metadata": {},
-        "execution_count": None,
-        "source": source,
-        "outputs": list(outputs),
-    }
-
-
-def _notebook(*cells: dict) -> dict:
-    return {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        # a kernel, so JupyterLab does not open its "Select Kernel" dialog first
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
-        "cells": list(cells),
-    }
-
-
-LEAK = _notebook(
-    _cell("import os\n", "intro"),
-    _cell(f"x = 1\nGITHUB = '{GITHUB_TOKEN}'", "gh-cell"),
-    _cell("print(1)\n", "tail"),
+# notebooks with a kernel, so JupyterLab does not open its "Select Kernel" dialog first
+LEAK = notebook(
+    code_cell("import os\n", cell_id="intro"),
+    code_cell(f"x = 1\nGITHUB = '{GITHUB_TOKEN}'", cell_id="gh-cell"),
+    code_cell("print(1)\n", cell_id="tail"),
 )
-OUTPUTS = _notebook(
-    _cell(
-        "print(os.environ['GH'])\n",
-        "printed",
-        [{"output_type": "stream", "name": "stdout", "text": f"{GITHUB_TOKEN}\n"}],
-    )
+OUTPUTS = notebook(
+    code_cell("print(os.environ['GH'])\n", [stream(f"{GITHUB_TOKEN}\n")], cell_id="printed")
 )
 
 
