@@ -37,6 +37,7 @@ from .layout import Layout
 from .store import Head, parse_head
 
 CHUNK_BYTES = 32 * 1024 * 1024
+Anchor = tuple[int, str]  # (seq, record hash) of a record an earlier run saw
 _SEQ = b'{"seq":'
 _MAC = b',"mac":"'
 
@@ -75,6 +76,7 @@ class VerifyReport:
     checkpoints: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
+    last_hash: str | None = None  # of record last_seq: the anchor a later run can check
     problem: Problem | None = None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -360,12 +362,15 @@ def verify(
     allow_pruned: bool = False,
     deep: bool = False,
     chunk_bytes: int = CHUNK_BYTES,
+    anchor: Anchor | None = None,
 ) -> VerifyReport:
     """Verify the log at ``path`` with the given MAC key(s) (several after key rotation).
 
     ``allow_pruned`` accepts a log whose oldest files were deleted by a retention
     policy (the first remaining record then starts the chain); ``deep`` also checks
-    every record against its schema.
+    every record against its schema. ``anchor`` is ``(seq, hash)`` of a record an
+    earlier run saw (its ``last_seq``, ``last_hash``): a full run fails unless the log
+    still holds that very record, which catches a log deleted and started again.
     """
     started = time.perf_counter()
     key_map = {key_id(k).encode(): k for k in keys}
@@ -395,7 +400,10 @@ def verify(
         if quick:
             _walk_quick(layout, files, head, checkpoints, key_map, report, deep, allow_pruned)
         else:
-            _walk(files, head, checkpoints, key_map, report, jobs, allow_pruned, deep, chunk_bytes)
+            _walk(
+                files, head, checkpoints, key_map, report, jobs, allow_pruned, deep, chunk_bytes,
+                anchor,
+            )
         report.ok = True
     except _Failed as e:
         report.problem = e.problem
@@ -416,8 +424,13 @@ def _walk(
     allow_pruned: bool,
     deep: bool,
     chunk_bytes: int,
+    anchor: Anchor | None,
 ) -> None:
-    wanted = frozenset([c["seq"] for c in checkpoints] + ([head.seq] if head else []))
+    wanted = frozenset(
+        [c["seq"] for c in checkpoints]
+        + ([head.seq] if head else [])
+        + ([anchor[0]] if anchor else [])
+    )
     tasks: list[tuple[str, int, int]] = []
     file_of_task: list[int] = []
     sizes = [p.stat().st_size for _, p in files]
@@ -504,6 +517,8 @@ def _walk(
             )
     _check_head(head, report, hashes.get(head.seq) if head else None)
     _check_checkpoints(checkpoints, hashes, report)
+    _check_anchor(anchor, hashes, report)
+    report.last_hash = prev.decode("ascii", "replace") if report.last_seq is not None else None
 
 
 def _check_head(head: Head | None, report: VerifyReport, hash_at_head: bytes | None) -> None:
@@ -537,6 +552,31 @@ def _check_head(head: Head | None, report: VerifyReport, hash_at_head: bytes | N
         report.warnings.append(
             f"{last - head.seq} valid record(s) after the head (a writer stopped before updating "
             "the head; the next write takes them over)"
+        )
+
+
+def _check_anchor(anchor: Anchor | None, hashes: dict[int, bytes], report: VerifyReport) -> None:
+    """The record an earlier run saw must still be there, unchanged."""
+    if anchor is None:
+        return
+    seq, hash_ = anchor
+    if report.first_seq is not None and seq < report.first_seq:
+        return  # pruned by retention, which the walk has already accepted (allow_pruned)
+    if report.last_seq is None or report.last_seq < seq:
+        raise _Failed(
+            Problem(
+                f"an earlier verification saw records up to seq {seq}; the log now ends at "
+                f"seq {report.last_seq}: records were deleted or the log replaced",
+                seq=seq,
+            )
+        )
+    if hashes.get(seq) != hash_.encode():
+        raise _Failed(
+            Problem(
+                f"record {seq} is not the record an earlier verification saw there: the log "
+                "was deleted and started again, or replaced",
+                seq=seq,
+            )
         )
 
 
@@ -753,9 +793,11 @@ def _line_number(path: Path, offset: int) -> int | None:
 # -- the PostgreSQL store -----------------------------------------------------------------
 
 
-def verify_db(url: str, keys: Iterable[bytes], *, deep: bool = False) -> VerifyReport:
+def verify_db(
+    url: str, keys: Iterable[bytes], *, deep: bool = False, anchor: Anchor | None = None
+) -> VerifyReport:
     """Verify the records in a PostgreSQL audit database (see pg_store) like a file log:
-    every MAC and link in seq order, then the sealed head."""
+    every MAC and link in seq order, then the sealed head (``anchor`` as for ``verify``)."""
     from . import pg_store
 
     started = time.perf_counter()
@@ -774,7 +816,7 @@ def verify_db(url: str, keys: Iterable[bytes], *, deep: bool = False) -> VerifyR
                 head = parse_head(doc.encode("ascii", "replace"), sealers)
             except chain.Malformed as e:
                 raise _Failed(Problem(f"the head row is not valid: {e}")) from None
-        wanted = frozenset([head.seq] if head else [])
+        wanted = frozenset(([head.seq] if head else []) + ([anchor[0]] if anchor else []))
         expect, prev = 0, GENESIS.encode()
         hashes: dict[int, bytes] = {}
         for batch in pg_store.lines(engine):
@@ -820,6 +862,8 @@ def verify_db(url: str, keys: Iterable[bytes], *, deep: bool = False) -> VerifyR
             report.empty = True
             raise _Failed(Problem("the audit database holds no records"))
         _check_head(head, report, hashes.get(head.seq) if head else None)
+        _check_anchor(anchor, hashes, report)
+        report.last_hash = prev.decode("ascii", "replace") if report.last_seq is not None else None
         report.ok = True
     except _Failed as e:
         report.problem = e.problem

@@ -65,8 +65,9 @@ class Verifier:
     What it keeps is shown to auditors, so it holds no server paths: files by name only,
     the log's directory cut from every message. A log with no record yet is shown as
     ``empty`` (not a failure) and not recorded, unless a run of this service saw records
-    before: then the log was deleted and that is a failure; so is a log that ends before
-    the last record an earlier run saw (deleted and started again).
+    before: then the log was deleted and that is a failure; so is a log that no longer
+    holds, unchanged, the last record an earlier run saw (deleted and started again, or
+    replaced).
     """
 
     def __init__(self, where: Where, record: Any) -> None:
@@ -75,7 +76,8 @@ class Verifier:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit-verify")
         self.state: dict[str, Any] = {"status": "not run yet"}
         self.running = False
-        self.seen: tuple[int, str] | None = None  # (last seq, when) of the last run with records
+        # (last seq, its record hash, when) of the last run that passed with records
+        self.seen: tuple[int, str, str] | None = None
 
     def start(self, actor: str) -> bool:
         """Start a run unless one is running; returns whether it started."""
@@ -89,32 +91,26 @@ class Verifier:
     def _run(self, actor: str) -> None:
         from .verify import Problem, verify, verify_db
 
+        anchor = self.seen[:2] if self.seen else None
         try:
             if self.where.db:
-                report = verify_db(self.where.db, self.where.keys)
+                report = verify_db(self.where.db, self.where.keys, anchor=anchor)
             else:
                 assert self.where.path is not None
-                report = verify(self.where.path, self.where.keys)
+                report = verify(self.where.path, self.where.keys, anchor=anchor)
             finished = clock.stamp()
             if report.empty and self.seen is None:
                 self.state = {"status": "empty", "finished": finished, "summary": EMPTY_SUMMARY}
                 return
             if report.empty and self.seen is not None:
-                seq, when = self.seen
+                seq, _, when = self.seen
                 report.empty = False
                 report.problem = Problem(
                     f"the log held records up to seq {seq} when verified at {when}; now it "
                     "holds none: it was deleted or moved"
                 )
-            elif self.seen is not None and report.ok and (report.last_seq or 0) < self.seen[0]:
-                seq, when = self.seen  # an append-only log never goes back
-                report.ok = False
-                report.problem = Problem(
-                    f"the log held records up to seq {seq} when verified at {when}; now it "
-                    f"ends at seq {report.last_seq}: records were deleted or the log replaced"
-                )
-            if report.ok and report.last_seq is not None:
-                self.seen = (report.last_seq, finished)
+            if report.ok and report.last_seq is not None and report.last_hash is not None:
+                self.seen = (report.last_seq, report.last_hash, finished)
             public = report.public()
             public["problem"] = self.hide_problem_paths(public["problem"])
             public["warnings"] = [self.hide_paths(str(w)) for w in public["warnings"]]

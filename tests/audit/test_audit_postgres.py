@@ -104,6 +104,21 @@ def test_removed_last_records_are_caught_by_the_head(db_log, sql, key, pg_url): 
     assert "records 27..29 were removed (truncated)" in report.problem.reason
 
 
+def test_a_wiped_and_refilled_database_fails_against_an_earlier_runs_anchor(
+    db_log, sql, key, pg_url  # noqa: F811
+):
+    fill(db_log, 10)
+    first = verify_db(pg_url, [key])
+    assert first.ok and first.last_seq == 9 and first.last_hash
+    tamper(sql, "DELETE FROM qustody_audit_records")
+    tamper(sql, "UPDATE qustody_audit_head SET doc = ''")
+    db_log.close()
+    fill(db_log, 12)  # a fresh chain from seq 0, valid on its own
+    assert verify_db(pg_url, [key]).ok
+    report = verify_db(pg_url, [key], anchor=(first.last_seq, first.last_hash))
+    assert not report.ok and "record 9 is not the record an earlier" in report.problem.reason
+
+
 def test_renumbered_rows_are_caught(db_log, sql, key, pg_url):  # noqa: F811
     fill(db_log, 5)
     tamper(sql, "UPDATE qustody_audit_records SET seq = 100 WHERE seq = 4")

@@ -8,6 +8,7 @@ import secrets
 import shutil
 
 import pytest
+from audit_helpers import example
 
 from hub_ext.audit import AuditLog
 from hub_ext.audit.layout import Layout
@@ -351,3 +352,34 @@ def test_report_event_and_public_form(copy):
     public = report.public()
     assert public["ok"] is False and public["problem"]["seq"] == 11
     assert report.summary().startswith("FAILED: record seq 11, audit.000000000000.jsonl line 11")
+
+
+def test_a_log_deleted_and_started_again_fails_against_an_earlier_runs_anchor(
+    log_path, key_file, key
+):
+    """A fresh log is a valid chain on its own; only what an earlier run saw exposes it."""
+    live = log_path
+
+    def write(n: int) -> None:
+        audit = AuditLog(path=str(live), key_file=str(key_file))
+        for _ in range(n):
+            audit.emit("login", example("login"))
+        audit.close()
+
+    write(5)
+    first = verify(live, [key])
+    assert first.ok and first.last_seq == 4 and first.last_hash
+    anchor = (first.last_seq, first.last_hash)
+    write(3)  # appending keeps the anchored record: still fine
+    grown = verify(live, [key], anchor=anchor)
+    assert grown.ok and grown.last_seq == 7, grown.summary()
+    for path in live.parent.iterdir():  # delete everything, then the log starts again
+        path.unlink()
+    write(9)
+    assert verify(live, [key]).ok, "the new log is a valid chain when nothing is remembered"
+    problem = check(live, key, anchor=anchor)
+    assert "record 4 is not the record an earlier verification saw" in problem.reason
+    for path in live.parent.iterdir():
+        path.unlink()
+    write(2)
+    assert "now ends at seq 1" in check(live, key, anchor=anchor).reason
