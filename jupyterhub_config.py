@@ -28,6 +28,7 @@ import sys
 from hub_ext.audit.endpoint import audit_handlers
 from hub_ext.audit.hub import hub_audit, service_environment
 from hub_ext.audit.web import audit_service
+from hub_ext.courses.hub import course_settings
 from hub_ext.culling import culler_service
 from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticator
 from hub_ext.proxy import QustodyProxy
@@ -215,6 +216,8 @@ c.SecretClassPolicy.role_classes = {
     "admin": ["sandbox", "dev"],
 }
 
+# courses: one <course>.toml each (docs/courses.md); `make demo` writes course-101
+course_settings(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1")
 policy = validate_config(c, demo=DEMO)  # host network only in demo mode
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)

@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         "QUSTODY_AUDIT_PAGE_PORT": str(free_port(0)),
         "QUSTODY_QPU_PORT": str(free_port(0)),
         "QUSTODY_IMAGE_DIGEST": digest,
+        # the demo's course, course-101 (hub_ext.courses.hub), written on the first start
+        "QUSTODY_DEMO_COURSE": "1",
         "PATH": f"{ROOT / 'tools' / 'proxy' / 'node_modules' / '.bin'}:{os.environ['PATH']}",
     }
     try:  # OIDC login through the repository's provider (make idp-deps installs it)

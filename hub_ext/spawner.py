@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +44,10 @@ from traitlets.config import Config, LoggingConfigurable
 
 from . import firewall, network
 from .audit.lifecycle import audited
+from .courses.catalog import Catalog
+from .courses.live import LiveCatalog, closed_courses, closed_message
+from .courses.live import shared as shared_catalog
+from .courses.model import CourseError
 from .identity.roles import INSTRUCTOR_PREFIX, students_group
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
 from .secrets.spawn import TICKET_ENV, spawn_stopped, spawn_ticket
@@ -51,6 +56,8 @@ LABEL = "io.qustody"
 TOKEN_KEYS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 #: user_options keys a spawn request may carry; anything else is refused.
 USER_OPTION_KEYS = frozenset({"profile", "image"})
+#: Roles with work of their own: a course's term never stops their servers.
+STAFF_ROLES = frozenset({"researcher", "instructor", "admin", "auditor"})
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -268,6 +275,20 @@ class SpawnPolicy(LoggingConfigurable):
         (default): only owners and admins can start a server.
 
         .. versionadded:: 0.2
+        """,
+    )
+    courses_dir = Unicode(
+        "",
+        config=True,
+        help="""The courses directory: one ``<course>.toml`` per course (docs/courses.md,
+        ``qustody course apply``), re-read when a file changes, without a restart. A
+        course's ``profile.name`` is the profile its instructors may start for its
+        students (over ``course_profiles``); once a course's term closes (its end plus
+        grace), a user who is a student of only closed courses can no longer start a
+        server and is told why. A bad catalog stops the hub at start-up; a bad edit later
+        is logged and the previous courses stay. Empty (default): no course files.
+
+        .. versionadded:: 0.3
         """,
     )
     run_as = Unicode(
@@ -524,6 +545,11 @@ class SpawnPolicy(LoggingConfigurable):
             self.log.warning("SpawnPolicy.allowed_images is empty: no server can start")
         if not profiles:
             self.log.warning("SpawnPolicy.profiles is empty: no server can start")
+        if self.courses_dir:
+            try:
+                self.courses().load_now()
+            except CourseError as e:
+                raise ValueError(f"SpawnPolicy.courses_dir: {e}") from None
         for course, name in self.course_profiles.items():
             where = f"SpawnPolicy.course_profiles[{course!r}]"
             if name not in profiles:
@@ -545,6 +571,32 @@ class SpawnPolicy(LoggingConfigurable):
                     f"SpawnPolicy.tmpfs[{path!r}] is owned by uid {m.group(1)} but servers run "
                     f"as {uid} (SpawnPolicy.run_as)"
                 )
+
+    def courses(self) -> LiveCatalog:
+        return shared_catalog(Path(self.courses_dir), self.log, self._check_course_profiles)
+
+    def _check_course_profiles(self, catalog: Catalog) -> None:
+        profiles = self.parsed_profiles()
+        for course in catalog.courses.values():
+            name = course.profile
+            if name and (name not in profiles or "student" not in profiles[name].roles):
+                raise CourseError(
+                    f"{course.source}: profile.name: {name!r} is not a hub profile that "
+                    f"allows the 'student' role; student profiles: "
+                    f"{', '.join(p for p, v in profiles.items() if 'student' in v.roles)}"
+                )
+
+    def course_catalog(self) -> Catalog:
+        return self.courses().current() if self.courses_dir else Catalog()
+
+    def check_term(self, roles: Iterable[str], owner_groups: Iterable[str]) -> None:
+        """SpawnRefused when the owner is a student of closed courses only (a researcher,
+        instructor or admin keeps their own profiles)."""
+        if set(roles) & STAFF_ROLES or not self.courses_dir:
+            return
+        closed = closed_courses(self.course_catalog(), owner_groups, time.time())
+        if closed:
+            raise SpawnRefused(403, closed_message(closed))
 
     def available(self, roles: Iterable[str]) -> list[Profile]:
         have = set(roles)
@@ -570,7 +622,10 @@ class SpawnPolicy(LoggingConfigurable):
                 "a student may start this server profile; this user is not a student of a "
                 "course you instruct.",
             )
-        table = self.course_profiles
+        table = {
+            **self.course_profiles,
+            **{cid: c.profile for cid, c in self.course_catalog().courses.items() if c.profile},
+        }
         allowed = sorted({p for c in courses if (p := table.get(c, table.get("*")))})
         if not allowed:
             raise SpawnRefused(
@@ -843,10 +898,11 @@ class _PolicyState:
 
     def _decide(self) -> Decision:
         """The policy's decision for this start: who asked, then the owner's roles."""
-        options = self.policy.on_behalf(
-            self._requester(), {g.name for g in self.user.groups}, self.user_options or {}
-        )
-        return self.policy.decide(self._user_roles(), options)
+        groups = {g.name for g in self.user.groups}
+        options = self.policy.on_behalf(self._requester(), groups, self.user_options or {})
+        roles = self._user_roles()
+        self.policy.check_term(roles, groups)
+        return self.policy.decide(roles, options)
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()  # type: ignore[misc]

@@ -16,6 +16,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Scan notebooks and files for credentials (exit 1 on findings).",
     ),
     "audit": ("hub_ext.audit.cli", "Verify, query and export the audit log (read-only review)."),
+    "course": (
+        "hub_ext.courses.cli",
+        "Check and apply course files; report each course's term (no hub restart).",
+    ),
     "secrets": (
         "hub_ext.secrets.cli",
         "Manage the secrets delivered to users' servers (values never printed).",

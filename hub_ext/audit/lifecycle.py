@@ -73,6 +73,8 @@ def failure_reason(error: BaseException) -> str:
     status = getattr(error, "status_code", None)
     if status is None:
         return "internal-error"
+    if "the term of" in message and status == 403:  # hub_ext.courses.live.closed_message
+        return "course-closed"
     if "profile" in message and status < 500:
         return "profile-not-allowed"
     if "image" in message:

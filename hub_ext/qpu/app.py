@@ -200,6 +200,16 @@ class QpuGateway(Application):
         refuses to start without a valid one. Re-read when it changes.""",
     )
 
+    courses_dir = Unicode(
+        "",
+        config=True,
+        help="""The hub's courses directory (one ``<course>.toml`` per course,
+        docs/courses.md): each course's QPU budget (backends, per-student and course
+        limits, reservations) and term (no jobs once it closes). Re-read with the policy
+        file; a bad course file stops the gateway at start-up and is ignored on reload
+        (the previous policy stays). Empty (default): no course files.""",
+    )
+
     policy_reload_seconds = Float(
         2.0, config=True,
         help="How often to check the policy file for changes (seconds; also on SIGHUP).",
@@ -405,6 +415,7 @@ class QpuGateway(Application):
                 Path(self.policy_file),
                 {n: d.backend_class for n, d in self.drivers.items()},
                 self.log,
+                Path(self.courses_dir) if self.courses_dir else None,
             )
         except PolicyError as e:
             self.exit_with(f"QpuGateway.policy_file: {e}")

@@ -414,9 +414,11 @@ class QuotaHandler(BaseHandler):
         if any(c not in CLASSES for c in classes):
             raise GatewayError(400, "BAD_FIELD", f"backend_class is one of {CLASSES}")
         periods = period_keys(time.time())
+        # a course limits each student too (its per-student budget: "member" usage)
+        members = [f"{p}/{user}" for p in projects if p in policy.member_overrides]
         keys = [
             usage_key(kind, subject, c, period, periods[period])
-            for kind, subjects in (("user", [user]), ("project", projects))
+            for kind, subjects in (("user", [user]), ("project", projects), ("member", members))
             for subject in subjects for c in classes for period in PERIODS
         ]
         used = await self.db(self.gateway.store.usage, keys)
@@ -432,8 +434,15 @@ class QuotaHandler(BaseHandler):
 
         self.write_json(200, {
             "user": {"name": user, "quota": block("user", user)},
-            "projects": {p: {"role": mine.get(p), "quota": block("project", p)}
-                         for p in projects},
+            "projects": {
+                p: {
+                    "role": mine.get(p),
+                    "quota": block("project", p),
+                    **({"your_quota": block("member", f"{p}/{user}")}
+                       if p in policy.member_overrides else {}),
+                }
+                for p in projects
+            },
             "periods": periods,
         })
 

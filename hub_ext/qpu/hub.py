@@ -68,6 +68,8 @@ def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
     settings = {
         "QpuGateway.db_url": f"sqlite:///{d / 'qpu.sqlite'}",
         "QpuGateway.policy_file": str(policy),
+        # the hub's courses (hub_ext.courses.hub): their budgets and terms
+        "QpuGateway.courses_dir": str(c.SpawnPolicy.get("courses_dir", "")),
         "QpuGateway.backends": backends,
         "QpuGateway.ip": "127.0.0.1",
         "AuditLog.path": str(audit.get("path", "")),

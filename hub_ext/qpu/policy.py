@@ -70,7 +70,9 @@ def check_quota(
     """Raise ``Refused`` if ``request`` on top of ``used`` (period -> dimension -> amount)
     passes a hard limit; add a warning to ``out`` for each soft limit it passes."""
     quota: Quota = policy.quota_for(kind, subject, backend_class)
-    code = "USER_QUOTA" if kind == "user" else "PROJECT_QUOTA"
+    code = {"user": "USER_QUOTA", "member": "MEMBER_QUOTA"}.get(kind, "PROJECT_QUOTA")
+    project = subject.split("/", 1)[0] if kind != "user" else ""
+    course_file = policy.course_files.get(project)
     for period in PERIODS:
         limits = quota.limits(period)
         for dim in DIMENSIONS:
@@ -80,11 +82,18 @@ def check_quota(
             have = used.get(period, {}).get(dim, 0)
             after = have + request.get(dim)
             where = f"quotas.{kind}s.{subject}.{backend_class}.{period}.{dim}"
+            who = f"{kind} {subject!r}"
+            if course_file and kind == "member":
+                who = f"your per-student budget in {project!r}"
+                where = f"qpu.per_student.{period}.{dim} in {course_file}"
+            elif course_file:
+                who = f"course {project!r} (all its students together)"
+                where = f"qpu.total.{period}.{dim} in {course_file}"
             if after > limit:
                 raise Refused(
                     429,
                     code,
-                    f"REJECTED:{code}: {kind} {subject!r} has used {_fmt(have)} of "
+                    f"REJECTED:{code}: {who} has used {_fmt(have)} of "
                     f"{_fmt(limit)} {UNITS[dim]} this {period} on {backend_class} backends and "
                     f"this job needs {_fmt(request.get(dim))}. Wait until the {period} ends "
                     f"({period_end(period, now)}), make the job smaller, or ask an admin to "
@@ -101,7 +110,7 @@ def check_quota(
                 out.warnings.append(
                     {
                         "code": f"WARN:{code}_SOFT",
-                        "message": f"{kind} {subject!r} is past {round(quota.soft * 100)}% of "
+                        "message": f"{who} is past {round(quota.soft * 100)}% of "
                         f"its {period} {UNITS[dim]} on {backend_class} backends "
                         f"({_fmt(after)} of {_fmt(limit)})",
                         "period": period,

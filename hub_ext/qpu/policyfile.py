@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..courses.catalog import load_catalog
+from ..courses.model import Course, CourseError
 from .projects import ROLES, IdentityProjects, Project, Registry
 
 CLASSES = ("simulator", "hardware")
@@ -129,6 +131,10 @@ class Policy:
         default_factory=lambda: dict(DEFAULT_RUN_LIMITS)
     )
     backend_run_limits: Mapping[str, RunLimits] = field(default_factory=dict)
+    #: per project (courses: ``qpu.per_student``), each member's own limits in it
+    member_overrides: Mapping[str, Mapping[str, Quota]] = field(default_factory=dict)
+    #: the course file each course project's budget comes from (for refusal messages)
+    course_files: Mapping[str, str] = field(default_factory=dict)
 
     def run_limits_for(self, backend: str, backend_class: str) -> RunLimits:
         if backend in self.backend_run_limits:
@@ -136,6 +142,9 @@ class Policy:
         return self.run_limits.get(backend_class, DEFAULT_RUN_LIMITS["simulator"])
 
     def quota_for(self, kind: str, subject: str, backend_class: str) -> Quota:
+        if kind == "member":  # subject: "<project>/<user>"
+            project = subject.split("/", 1)[0]
+            return self.member_overrides.get(project, {}).get(backend_class, Quota())
         overrides = self.user_overrides if kind == "user" else self.project_overrides
         defaults = self.user_quota if kind == "user" else self.project_quota
         by_class = overrides.get(subject, {})
@@ -234,8 +243,14 @@ def _by_class(value: Any, where: str) -> dict[str, Quota]:
     return {c: _quota(q, f"{where}.{c}") for c, q in t.items()}
 
 
-def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Policy:
-    """Parse and check a policy. ``backends`` maps each configured backend to its class."""
+def parse(
+    text: str,
+    backends: Mapping[str, str],
+    source: str = "policy",
+    courses: Mapping[str, Course] | None = None,
+) -> Policy:
+    """Parse and check a policy. ``backends`` maps each configured backend to its class;
+    ``courses`` (hub_ext.courses) add each course's budget and term (``_add_courses``)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -400,6 +415,11 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
                 raise PolicyError(f"{where} overlaps another reservation of {res.backend!r}")
         reservations.append(res)
 
+    member_overrides, course_files = _add_courses(
+        courses or {}, identity, projects, project_overrides, reservations, known_backend,
+        purposes, levels[0], default_tier,
+    )
+
     fs = _table(doc.get("fair_share", {}), "fair_share")
     _keys(fs, ("half_life_hours",), "fair_share")
     half_life = float(_number(fs.get("half_life_hours", 168), "fair_share.half_life_hours",
@@ -425,10 +445,84 @@ def parse(text: str, backends: Mapping[str, str], source: str = "policy") -> Pol
         rate_limits=rate_limits,
         reservations=tuple(reservations),
         half_life=half_life,
-        digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        # the courses' settings count: a changed course file is a new policy
+        digest=hashlib.sha256(
+            text.encode() + repr(sorted((courses or {}).items())).encode()
+        ).hexdigest()[:16],
         run_limits=class_limits,
         backend_run_limits=backend_limits,
+        member_overrides=member_overrides,
+        course_files=course_files,
     )
+
+
+def _course_quota(limits: Mapping[str, Mapping[str, float]]) -> dict[str, Quota]:
+    """A course's limits bind on every backend class (a course names its backends)."""
+    def of(period: str) -> Limits:
+        dims = limits.get(period, {})
+        jobs, shots, seconds = (dims.get(d) for d in DIMENSIONS)
+        return Limits(
+            jobs=None if jobs is None else int(jobs),
+            shots=None if shots is None else int(shots),
+            seconds=seconds,
+        )
+
+    quota = Quota(day=of("day"), month=of("month"))
+    return {c: quota for c in CLASSES}
+
+
+def _add_courses(
+    courses: Mapping[str, Course],
+    identity: IdentityProjects,
+    projects: dict[str, Project],
+    project_overrides: dict[str, dict[str, Quota]],
+    reservations: list[Reservation],
+    known_backend: Any,
+    purposes: Sequence[str],
+    level: str,
+    tier: str,
+) -> tuple[dict[str, dict[str, Quota]], dict[str, str]]:
+    """Each course file's term and budget: a course project open until its term closes,
+    its backends and purpose, its total (``project`` quota) and per-student (``member``
+    quota) limits and its reservations. A course's budget lives in one place: a policy
+    file that also sets it is refused."""
+    member_overrides: dict[str, dict[str, Quota]] = {}
+    course_files: dict[str, str] = {}
+    for cid, course in sorted(courses.items()):
+        where = f"{course.source or cid}: "
+        if not identity.is_course(cid):
+            raise PolicyError(
+                f"{where}id: {cid!r} is not a course of the gateway: set identity.course_prefix "
+                "in the policy file to the hub's course group prefix (e.g. \"course-\")"
+            )
+        if cid in projects or cid in project_overrides:
+            raise PolicyError(
+                f"{where}the policy file also has [projects.{cid}] or [quotas.projects.{cid}]; "
+                "keep the course's budget in its course file only"
+            )
+        budget = course.budget
+        backends = identity.course_backends
+        purpose = ""
+        if budget is not None:
+            backends = tuple(known_backend(b, f"{where}qpu.backends") for b in budget.backends)
+            purpose = _purpose(budget.purpose, f"{where}qpu.purpose", purposes)
+            project_overrides[cid] = _course_quota(budget.total)
+            member_overrides[cid] = _course_quota(budget.per_student)
+            for r in budget.reservations:
+                res = Reservation(backend=r.backend, project=cid, start=r.start, end=r.end,
+                                  note=r.note or course.title)
+                for other in reservations:
+                    if (other.backend == res.backend and other.start < res.end
+                            and res.start < other.end):
+                        raise PolicyError(
+                            f"{where}a reservation of {res.backend!r} overlaps one of "
+                            f"project {other.project!r}"
+                        )
+                reservations.append(res)
+        projects[cid] = Project(name=cid, backends=backends, sensitivity=level, max_tier=tier,
+                                purpose=purpose, open_until=course.term.closes)
+        course_files[cid] = Path(course.source).name if course.source else f"{cid}.toml"
+    return member_overrides, course_files
 
 
 def _purpose(value: Any, where: str, purposes: Sequence[str]) -> str:
@@ -512,9 +606,17 @@ def _run_limits(
     return by_class, by_backend
 
 
-def load(path: Path, backends: Mapping[str, str]) -> Policy:
+def load(
+    path: Path, backends: Mapping[str, str], courses_dir: Path | None = None
+) -> Policy:
     try:
         text = path.read_text()
     except OSError as e:
         raise PolicyError(f"cannot read the policy file {path}: {e.strerror}") from None
-    return parse(text, backends, source=str(path))
+    courses: Mapping[str, Course] = {}
+    if courses_dir is not None:
+        try:
+            courses = load_catalog(courses_dir).courses
+        except CourseError as e:
+            raise PolicyError(str(e)) from None
+    return parse(text, backends, source=str(path), courses=courses)

@@ -44,6 +44,8 @@ class Project:
     max_tier: str = ""
     #: the purpose of a job that declares none ("" = the job must declare one)
     purpose: str = ""
+    #: when the project stops taking jobs (a course: its term's end plus grace); None: never
+    open_until: float | None = None
 
     def role_of(self, user: str, groups: Iterable[str] = ()) -> str | None:
         """The strongest role the user holds in the project (directly or by group)."""

@@ -241,10 +241,18 @@ class Store:
         rates = io.locked_rows(m.rate, rate_keys, {"tat": 0.0})
         periods = period_keys(now)
 
+        def subjects(t: Ticket) -> list[tuple[str, str]]:
+            """Whose usage a job counts against: its owner's, its project's and, where the
+            project limits each member (a course's per-student budget), the member's."""
+            out = [("user", t.owner), ("project", t.project)]
+            if t.project in policy.member_overrides:
+                out.append(("member", f"{t.project}/{t.owner}"))
+            return out
+
         def keys_of(t: Ticket) -> dict[tuple[str, str], str]:
             return {
                 (kind, period): usage_key(kind, subject, t.backend_class, period, periods[period])
-                for kind, subject in (("user", t.owner), ("project", t.project))
+                for kind, subject in subjects(t)
                 for period in PERIODS
             }
 
@@ -291,7 +299,7 @@ class Store:
                 new_tat, not_before = rate_decision(limit, tat or None, now)
                 request = Request(jobs=1, shots=t.shots, seconds=t.est_seconds)
                 check = QuotaCheck()
-                for kind, subject in (("user", t.owner), ("project", t.project)):
+                for kind, subject in subjects(t):
                     used = {period: usage[keys[(kind, period)]] for period in PERIODS}
                     check_quota(policy, kind, subject, t.backend_class, used, request, now,
                                 check)

@@ -56,6 +56,13 @@ def build_ticket(
             "you to it in the policy file",
         )
     project = policy.projects.get(project_name)
+    if project.open_until is not None and time.time() >= project.open_until:
+        closed = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(project.open_until))
+        raise Refused(
+            403, "COURSE_CLOSED",
+            f"REJECTED:COURSE_CLOSED: the term of {project.name!r} closed on {closed}; it "
+            "takes no more jobs. Ask its instructor if you need more time",
+        )
     purpose = sub.tags.get("purpose") or project.purpose or None
     if purpose is None or purpose not in policy.purposes:
         raise Invalid(

@@ -65,6 +65,8 @@ const REASONS: Record<string, string> = {
   'FAILED:SANDBOX_CRASHED': 'the simulation process died; quota refunded',
   'REJECTED:USER_QUOTA': 'refused: your quota is used up',
   'REJECTED:PROJECT_QUOTA': "refused: the project's quota is used up",
+  'REJECTED:MEMBER_QUOTA': 'refused: your share of the course budget is used up',
+  'REJECTED:COURSE_CLOSED': "refused: the course's term has closed",
   'REJECTED:RATE_LIMIT': 'refused: too many submissions too fast',
   'REJECTED:USER_REVOKED': 'refused: an operator revoked your access'
 };
@@ -140,6 +142,11 @@ export function quotaLines(quota: unknown): IQuotaLine[] {
     blocks.push(['you', user.quota]);
   }
   for (const [name, project] of Object.entries(rec(q.projects) ?? {})) {
+    const mine = rec(project)?.your_quota;
+    if (mine !== undefined) {
+      // a course's per-student budget: the limit a student meets first
+      blocks.push([`you in ${name}`, mine]);
+    }
     blocks.push([`project ${name}`, rec(project)?.quota]);
   }
   const lines: IQuotaLine[] = [];

@@ -40,18 +40,26 @@ describe('quotaLines', () => {
   it('says what is used of each limit, for the user and each project', () => {
     const lines = quotaLines({
       user: { name: 'sam', quota: { simulator: limited(20, 3) } },
-      projects: { 'course-101': { role: 'member', quota: { simulator: limited(100, 95), hardware: limited(0, 0) } } }
+      projects: {
+        'course-101': {
+          role: 'member',
+          your_quota: { simulator: limited(5, 2) },
+          quota: { simulator: limited(100, 95), hardware: limited(0, 0) }
+        }
+      }
     });
     assert.deepEqual(
       lines.map(l => [l.who, l.backendClass, l.text]),
       [
         ['you', 'simulator', 'today: 3 of 20 jobs'],
+        ['you in course-101', 'simulator', 'today: 2 of 5 jobs'],
         ['project course-101', 'simulator', 'today: 95 of 100 jobs'],
         ['project course-101', 'hardware', 'today: 0 of 0 jobs']
       ]
     );
-    assert.equal(lines[1].left, 0.05);
-    assert.equal(lines[2].left, 0);
+    assert.equal(lines[1].left, 0.6);
+    assert.equal(lines[2].left, 0.05);
+    assert.equal(lines[3].left, 0);
   });
 
   it('leaves out what has no limit', () => {

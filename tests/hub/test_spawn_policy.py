@@ -369,6 +369,73 @@ def test_bad_course_profiles_stop_the_hub(table, words):
         policy(course_profiles=table).check()
 
 
+def course_dir(tmp_path, profile: str = "lab", ended_days_ago: float | None = None):
+    """A courses directory with course-101 (hub_ext.courses); its term ended some days ago
+    (grace: 7 days) or runs for another month."""
+    import time
+
+    from hub_ext.courses.model import stamp
+
+    end = time.time() + (30 if ended_days_ago is None else -ended_days_ago) * 86400
+    d = tmp_path / f"courses-{profile}-{ended_days_ago}"
+    d.mkdir()
+    (d / "course-101.toml").write_text(
+        f'id = "course-101"\ntitle = "Intro QC"\n[term]\nstart = {stamp(end - 90 * 86400)}\n'
+        f'end = {stamp(end)}\ngrace_days = 7\n[roster]\ngroup = "course-101"\n'
+        f'[profile]\nname = "{profile}"\n'
+    )
+    return str(d)
+
+
+LAB = {**PROFILES, "lab": {**BASE, "roles": ["student"], "mem_limit": "2G"}}
+
+
+def test_a_course_file_names_the_profile_its_instructors_may_start(tmp_path):
+    p = policy(profiles=LAB, course_profiles={"*": "student"}, courses_dir=course_dir(tmp_path))
+    p.check()
+    assert p.on_behalf(IVAN, STUDENT_OF_101, {})["profile"] == "lab"
+    with pytest.raises(SpawnRefused, match=r"only with the course profile \(lab\)"):
+        p.on_behalf(IVAN, STUDENT_OF_101, {"profile": "student"})
+    # without the file, the hub's table applies
+    assert policy(course_profiles={"*": "student"}).on_behalf(IVAN, STUDENT_OF_101, {})[
+        "profile"] == "student"
+
+
+def test_a_course_file_that_names_a_non_student_profile_stops_the_hub(tmp_path):
+    with pytest.raises(ValueError, match=r"profile\.name: 'researcher' is not a hub profile that "
+                       r"allows the 'student' role; student profiles: student, lab"):
+        policy(profiles=LAB, courses_dir=course_dir(tmp_path, "researcher")).check()
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"SpawnPolicy\.courses_dir: .* does not exist"):
+        policy(courses_dir=missing).check()
+
+
+@pytest.mark.parametrize(
+    ("ended_days_ago", "roles", "groups", "refused"),
+    [
+        (8, {"user", "student"}, STUDENT_OF_101, True),  # closed: past end + 7 days' grace
+        (6, {"user", "student"}, STUDENT_OF_101, False),  # in its grace week
+        (None, {"user", "student"}, STUDENT_OF_101, False),  # running
+        (8, {"user", "researcher"}, MEMBER_OF_101, False),  # a researcher keeps their server
+        (8, {"user", "student", "instructor"}, STUDENT_OF_101, False),
+        (8, {"user", "student"}, {*STUDENT_OF_101, "course-202:students"}, False),  # 202 runs
+        (8, {"user", "student"}, set(), False),  # no course at all
+    ],
+)
+def test_a_closed_course_keeps_only_its_students_out(tmp_path, ended_days_ago, roles, groups,
+                                                     refused):
+    p = policy(profiles=LAB, courses_dir=course_dir(tmp_path, ended_days_ago=ended_days_ago))
+    p.check()
+    if not refused:
+        p.check_term(roles, groups)
+        return
+    with pytest.raises(SpawnRefused) as e:
+        p.check_term(roles, groups)
+    assert e.value.status_code == 403
+    assert "The term of course-101 (Intro QC) has ended" in e.value.log_message
+    assert "Your files are kept until" in e.value.log_message
+
+
 # -- the network ------------------------------------------------------------------------------
 
 

@@ -387,3 +387,54 @@ def test_the_gateways_metrics_need_read_metrics_and_show_the_queue(hub):
         assert not [k for k in samples if word in k], word
     status, body = call(hub, "alice", "GET", "metrics")
     assert (status, body["error"]) == (403, "MISSING_SCOPE"), body
+
+
+def course_file(per_student_jobs: int, ended_days_ago: float | None = None) -> str:
+    from hub_ext.courses.model import stamp
+
+    end = time.time() + (30 if ended_days_ago is None else -ended_days_ago) * 86400
+    return (
+        f'id = "course-101"\ntitle = "Intro QC"\n[term]\nstart = {stamp(end - 90 * 86400)}\n'
+        f'end = {stamp(end)}\ngrace_days = 7\n[roster]\ngroup = "course-101"\n'
+        f'[qpu]\nbackends = ["aer_simulator"]\nper_student = {{ day = {{ jobs = '
+        f"{per_student_jobs} }} }}\n"
+    )
+
+
+def test_the_hubs_course_file_sets_the_budget_and_closes_the_term(hub):
+    """A course file dropped into the hub's courses directory binds sam's jobs and, once
+    the term closes, his server: no restart of the hub or the gateway."""
+    path = hub.dir / "courses" / "course-101.toml"
+    job = bell_job()
+    del job["tags"]
+
+    def refused(reason: str):
+        def check():
+            status, body = call(hub, "sam", "POST", "api/jobs", job)
+            return body if status >= 400 and body.get("reason") == reason else None
+        return check
+
+    try:
+        path.write_text(course_file(per_student_jobs=0))
+        body = hub.wait_for(refused("REJECTED:MEMBER_QUOTA"), timeout=60,
+                            what="the gateway to load the course file")
+        assert "qpu.per_student.day.jobs in course-101.toml" in body["message"], body
+        path.write_text(course_file(per_student_jobs=50, ended_days_ago=8))
+        body = hub.wait_for(refused("REJECTED:COURSE_CLOSED"), timeout=60,
+                            what="the closed term to reach the gateway")
+        status, reply = hub.api("POST", "/users/sam/server", {}, token=hub.tokens["sam"])
+        assert status == 403, (status, reply)
+        assert "The term of course-101 (Intro QC) has ended" in str(reply), reply
+        failed_spawns = [
+            r["data"] for r in audit_records(hub.dir / "audit" / "audit.jsonl",
+                                             hub.dir / "audit.key")
+            if r["type"] == "server-spawn-failed" and r["data"]["user"] == "sam"
+        ]
+        assert failed_spawns and failed_spawns[-1]["reason"] == "course-closed", failed_spawns
+    finally:
+        path.unlink(missing_ok=True)
+    status, body = hub.wait_for(
+        lambda: (r := call(hub, "sam", "POST", "api/jobs", job))[0] == 201 and r,
+        timeout=60, what="the course to follow identity again without its file",
+    )
+    assert status == 201, body

@@ -1,0 +1,105 @@
+"""The catalog as the hub reads it: re-read when a file changes, the last good one kept.
+
+``LiveCatalog.current()`` costs a directory stat when nothing changed. At start-up a bad
+catalog is an error (``load_now``); later, a bad edit is logged and the previous courses
+stay in force, so a typo never opens a closed course or drops a course's profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog, load_catalog, stamp
+from .model import Course, CourseError
+from .model import stamp as time_stamp
+
+#: The hub group suffix that makes a member one of the course's students
+#: (hub_ext.identity.roles.students_group: researchers and staff who take a course never
+#: join it).
+STUDENTS = ":students"
+
+
+class LiveCatalog:
+    def __init__(
+        self,
+        directory: Path,
+        log: logging.Logger,
+        check: Callable[[Catalog], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.log = log
+        self.check = check or (lambda catalog: None)
+        self._lock = threading.Lock()
+        self._stamp: tuple[Any, ...] | None = None
+        self._catalog = Catalog()
+        self.error: str | None = None
+
+    def load_now(self) -> Catalog:
+        """Load (start-up): raise ``CourseError`` if the catalog is bad."""
+        with self._lock:
+            new_stamp = stamp(self.directory)
+            catalog = load_catalog(self.directory)
+            self.check(catalog)
+            self._catalog, self._stamp, self.error = catalog, new_stamp, None
+            return catalog
+
+    def current(self) -> Catalog:
+        with self._lock:
+            new_stamp = stamp(self.directory)
+            if new_stamp == self._stamp:
+                return self._catalog
+            self._stamp = new_stamp
+            try:
+                catalog = load_catalog(self.directory)
+                self.check(catalog)
+            except CourseError as e:
+                self.error = str(e)
+                self.log.error("courses: keeping the previous courses (%s): %s",
+                               self._catalog.digest, e)
+                return self._catalog
+            if catalog.digest != self._catalog.digest:
+                self.log.info("courses: loaded %d course(s) (%s)", len(catalog.courses),
+                              catalog.digest)
+            self._catalog, self.error = catalog, None
+            return catalog
+
+
+def closed_courses(catalog: Catalog, groups: Iterable[str], now: float) -> list[Course] | None:
+    """For a student, the closed courses that keep them from starting a server: all the
+    courses they are a student of, when every one has a file and is closed. None when
+    any of them is open (or has no file, so no term), or they are no course's student."""
+    courses = sorted({g[: -len(STUDENTS)] for g in groups if g.endswith(STUDENTS)})
+    found = [catalog.get(c) for c in courses]
+    if not courses or any(c is None or c.term.is_open(now) for c in found):
+        return None
+    return [c for c in found if c is not None]
+
+
+def closed_message(courses: list[Course]) -> str:
+    names = ", ".join(f"{c.id} ({c.title})" for c in courses)
+    closed = max(c.term.closes for c in courses)
+    kept = max(c.term.expires for c in courses)
+    return (
+        f"The term of {names} has ended: course servers cannot be started since "
+        f"{time_stamp(closed)}. Your files are kept until {time_stamp(kept)}; ask your "
+        "instructor if you need access."
+    )
+
+
+_SHARED: dict[Path, LiveCatalog] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(
+    directory: Path, log: logging.Logger, check: Callable[[Catalog], None] | None = None
+) -> LiveCatalog:
+    """One ``LiveCatalog`` per directory in this process (every spawner shares it)."""
+    key = directory.resolve()
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = LiveCatalog(key, log, check)
+        return _SHARED[key]

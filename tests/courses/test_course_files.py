@@ -1,0 +1,218 @@
+"""Course files: every bad input is refused with the file, the key and the fix; the
+``qustody course`` command checks, applies (with a dry run) and reports terms."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub_ext.courses.catalog import load_catalog
+from hub_ext.courses.live import LiveCatalog, closed_courses, closed_message
+from hub_ext.courses.model import DAY, MAX_BYTES, CourseError, parse_course
+
+GOOD = """\
+id = "course-101"
+title = "Introduction to Quantum Computing"
+
+[term]
+start = 2026-09-01T00:00:00Z
+end = 2027-01-31T00:00:00Z
+grace_days = 7
+retention_days = 180
+
+[roster]
+group = "course-101"
+
+[profile]
+name = "student"
+
+[qpu]
+backends = ["aer_simulator"]
+purpose = "teaching"
+per_student = { day = { jobs = 3, shots = 4000 } }
+total = { day = { jobs = 10 }, month = { shots = 1000000 } }
+[[qpu.reservations]]
+backend = "aer_simulator"
+start = 2026-10-01T09:00:00Z
+end = 2026-10-01T11:00:00Z
+note = "Lab 1"
+"""
+
+
+def test_a_good_file_reads_as_written():
+    c = parse_course(GOOD, "course-101.toml")
+    assert (c.id, c.group, c.profile) == ("course-101", "course-101", "student")
+    assert c.term.grace_days == 7 and c.term.closes == c.term.end + 7 * DAY
+    assert c.budget is not None and c.budget.backends == ("aer_simulator",)
+    assert c.budget.per_student == {"day": {"jobs": 3, "shots": 4000}}
+    assert c.budget.total["month"] == {"shots": 1000000}
+    assert c.budget.reservations[0].note == "Lab 1"
+    t = c.term
+    assert [t.state(x) for x in (t.start - 1, t.start, t.end, t.closes, t.expires)] == [
+        "upcoming", "active", "grace", "closed", "expired",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda s: s.replace('id = "course-101"', 'id = "Course 101"'),
+         "id: 'Course 101' is not a valid name; write it like 'course-101'"),
+        (lambda s: s.replace('id = "course-101"\n', ""), "id: missing"),
+        (lambda s: s.replace("end = 2027-01-31T00:00:00Z", "end = 2026-08-01T00:00:00Z"),
+         "term.end: 2026-08-01T00:00:00Z is not after term.start"),
+        (lambda s: s.replace("start = 2026-09-01T00:00:00Z", "start = 2026-09-01T00:00:00"),
+         "term.start: give a time zone"),
+        (lambda s: s.replace("start = 2026-09-01T00:00:00Z", "start = 2026-09-01"),
+         "term.start: give a time and a time zone, e.g. 2026-09-01T00:00:00Z"),
+        (lambda s: s.replace("start = 2026-09-01T00:00:00Z", 'start = "soon"'),
+         "term.start: must be a TOML date-time"),
+        (lambda s: s.replace("grace_days = 7", "grace_days = -1"),
+         "term.grace_days: must be a number from 0 to 365, got -1"),
+        (lambda s: s.replace('group = "course-101"', 'group = "course-202"'),
+         "roster.group: 'course-202' is not the course id 'course-101'"),
+        (lambda s: s.replace('group = "course-101"', 'csv = "roster.csv"'),
+         "roster: unknown key(s) csv; allowed: group"),
+        (lambda s: s.replace("jobs = 3,", "jobs = 3.5,"),
+         "qpu.per_student.day.jobs: must be a whole number"),
+        (lambda s: s.replace("per_student = { day", "per_student = { week"),
+         "qpu.per_student: unknown key(s) week; allowed: day, month"),
+        (lambda s: s.replace('backends = ["aer_simulator"]', "backends = []"),
+         "qpu.backends: must list the backends"),
+        (lambda s: s.replace('backend = "aer_simulator"\nstart', 'backend = "fake_5q"\nstart'),
+         "qpu.reservations[0].backend: 'fake_5q' is not in qpu.backends"),
+        (lambda s: s + '\n[[qpu.reservations]]\nbackend = "aer_simulator"\n'
+         "start = 2026-10-01T10:00:00Z\nend = 2026-10-01T12:00:00Z\n",
+         "qpu.reservations[1]: overlaps qpu.reservations[0]"),
+        (lambda s: s.replace("[roster]", '[[assignments]]\nname = "hw1"\n[roster]'),
+         "assignments: course files cannot hold assignments in this version"),
+        (lambda s: s.replace("title =", "titel ="),
+         "(top level): unknown key(s) titel"),
+        (lambda s: s.replace('[profile]\nname = "student"', "").replace("title =", "profile = 3\ntitle ="),
+         "profile: must be a table ([profile]), got int"),
+        (lambda s: s.replace("title = ", "title = = "), "not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_key_and_the_fix(change, words):
+    with pytest.raises(CourseError) as e:
+        parse_course(change(GOOD), "course-101.toml")
+    assert str(e.value).startswith("course-101.toml: ") and words in str(e.value), str(e.value)
+
+
+def test_not_utf8_and_huge_files_are_refused_cleanly(tmp_path):
+    with pytest.raises(CourseError, match="not UTF-8 text"):
+        parse_course(GOOD.encode().replace(b"Introduction", b"Intro\xff"), "c.toml")
+    big = tmp_path / "course-101.toml"
+    big.write_bytes(b"# " + b"x" * MAX_BYTES + b"\n")
+    with pytest.raises(CourseError, match=r"the file is 262,147 bytes; a course file is at most"):
+        load_catalog(tmp_path)
+
+
+def test_the_catalog_loads_whole_or_not_at_all(tmp_path):
+    (tmp_path / "course-101.toml").write_text(GOOD)
+    assert list(load_catalog(tmp_path).courses) == ["course-101"]
+    (tmp_path / "course-202.toml").write_text(GOOD)  # the file of 101 under 202's name
+    with pytest.raises(CourseError, match=r"must be named course-101\.toml; rename it"):
+        load_catalog(tmp_path)
+    with pytest.raises(CourseError, match="does not exist; create it"):
+        load_catalog(tmp_path / "missing")
+
+
+def test_the_live_catalog_keeps_the_last_good_courses(tmp_path, caplog):
+    path = tmp_path / "course-101.toml"
+    path.write_text(GOOD)
+    live = LiveCatalog(tmp_path, logging.getLogger("test"))
+    assert live.load_now().get("course-101").title.startswith("Introduction")
+    path.write_text(GOOD.replace("Introduction", "Advanced"))
+    assert live.current().get("course-101").title.startswith("Advanced")
+    path.write_text(GOOD.replace("end = 2027-01-31T00:00:00Z", "end = 1"))  # a typo
+    with caplog.at_level(logging.ERROR):
+        kept = live.current()
+    assert kept.get("course-101").title.startswith("Advanced") and "term.end" in live.error
+    assert "keeping the previous courses" in caplog.text
+
+
+def test_only_students_of_closed_courses_only_are_kept_out(tmp_path):
+    (tmp_path / "course-101.toml").write_text(GOOD)
+    catalog = load_catalog(tmp_path)
+    course = catalog.get("course-101")
+    after = course.term.closes + 1
+    student = ["course-101", "course-101:students"]
+    assert closed_courses(catalog, student, course.term.closes - 1) is None  # grace: open
+    assert [c.id for c in closed_courses(catalog, student, after)] == ["course-101"]
+    # another course with no file (no term) keeps them in; so does being nobody's student
+    assert closed_courses(catalog, [*student, "course-202:students"], after) is None
+    assert closed_courses(catalog, ["course-101"], after) is None
+    message = closed_message(closed_courses(catalog, student, after))
+    assert "course-101 (Introduction to Quantum Computing) has ended" in message
+    assert "2027-02-07T00:00:00Z" in message and "kept until 2027-08-06" in message
+
+
+def qustody(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server_ext.cli", *args], capture_output=True, text=True,
+        timeout=60, env={**os.environ, **(env or {})},
+    )
+
+
+def test_apply_shows_what_changes_and_dry_run_writes_nothing(tmp_path):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    src = tmp_path / "course-101.toml"
+    src.write_text(GOOD)
+    dry = qustody("course", "apply", "--dir", str(courses), "--dry-run", str(src))
+    assert dry.returncode == 0, dry.stderr
+    assert "new course" in dry.stdout and "qpu.per_student.day.jobs = 3" in dry.stdout
+    assert "nothing was written" in dry.stdout and not list(courses.iterdir())
+    applied = qustody("course", "apply", str(src), env={"QUSTODY_COURSES_DIR": str(courses)})
+    assert applied.returncode == 0 and (courses / "course-101.toml").read_text() == GOOD
+    again = qustody("course", "apply", "--dir", str(courses), str(src))
+    assert "course-101: no change" in again.stdout and "0 course(s) changed" in again.stdout
+    src.write_text(GOOD.replace("jobs = 3,", "jobs = 5,"))
+    changed = qustody("course", "apply", "--dir", str(courses), str(src))
+    lines = [line.strip() for line in changed.stdout.splitlines() if "->" in line]
+    assert lines == ["qpu.per_student.day.jobs: 3 -> 5"], changed.stdout
+
+
+def test_apply_refuses_a_bad_file_and_leaves_the_directory_alone(tmp_path):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    (courses / "course-101.toml").write_text(GOOD)
+    bad = tmp_path / "course-101.toml"
+    bad.write_text(GOOD.replace("grace_days = 7", "grace_days = 'a week'"))
+    out = qustody("course", "apply", "--dir", str(courses), str(bad))
+    assert out.returncode == 1 and "term.grace_days: must be a number" in out.stderr
+    assert "Traceback" not in out.stderr and (courses / "course-101.toml").read_text() == GOOD
+    missing = qustody("course", "apply", str(bad), env={"QUSTODY_COURSES_DIR": ""})
+    assert missing.returncode == 1 and "give --dir or set $QUSTODY_COURSES_DIR" in missing.stderr
+
+
+def test_status_reports_each_term_and_what_happens_at_its_end(tmp_path):
+    (tmp_path / "course-101.toml").write_text(GOOD)
+    now = qustody("course", "status", "--dir", str(tmp_path), "--at", "2026-11-01T00:00:00Z")
+    assert "course-101  active" in now.stdout and "until 2027-02-07T00:00:00Z" in now.stdout
+    assert "per student 3 jobs/day, 4,000 shots/day" in now.stdout
+    states = [
+        json.loads(qustody("course", "status", "--dir", str(tmp_path), "--json", "--at", at)
+                   .stdout)["state"]
+        for at in ("2026-08-01T00:00:00Z", "2027-02-01T00:00:00Z", "2027-03-01T00:00:00Z",
+                   "2028-01-01T00:00:00Z")
+    ]
+    assert states == ["upcoming", "grace", "closed", "expired"]
+    bad = qustody("course", "status", "--dir", str(tmp_path), "--at", "2027-03-01")
+    assert bad.returncode == 1 and "give a time zone" in bad.stderr
+
+
+def test_check_prints_every_setting(tmp_path: Path):
+    src = tmp_path / "course-101.toml"
+    src.write_text(GOOD)
+    out = qustody("course", "check", str(src))
+    assert out.returncode == 0 and "OK, course course-101" in out.stdout
+    assert "qpu.reservations[0] = 'aer_simulator 2026-10-01T09:00:00Z..2026-10-01T11:00:00Z Lab 1'" \
+        in out.stdout
