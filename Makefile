@@ -58,6 +58,7 @@ bench: $(STAMP) system-deps labext ui-deps ## run the benchmarks (prints figures
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_qpu.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/bench_labext.py
+	$(BIN)/python benchmarks/bench_courses.py
 	$(MAKE) --no-print-directory bench-spawn bench-login
 
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml

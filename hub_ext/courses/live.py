@@ -1,6 +1,7 @@
 """The catalog as the hub reads it: re-read when a file changes, the last good one kept.
 
-``LiveCatalog.current()`` costs a directory stat when nothing changed. At start-up a bad
+``LiveCatalog.current()`` looks at the directory at most every ``recheck_seconds`` (a
+stat of each file; 500 files take milliseconds), so a spawn pays nothing. At start-up a bad
 catalog is an error (``load_now``); later, a bad edit is logged and the previous courses
 stay in force, so a typo never opens a closed course or drops a course's profile.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,13 @@ class LiveCatalog:
         directory: Path,
         log: logging.Logger,
         check: Callable[[Catalog], None] | None = None,
+        recheck_seconds: float = 2.0,
     ) -> None:
         self.directory = directory
         self.log = log
         self.check = check or (lambda catalog: None)
+        self.recheck_seconds = recheck_seconds
+        self._checked = 0.0
         self._lock = threading.Lock()
         self._stamp: tuple[Any, ...] | None = None
         self._catalog = Catalog()
@@ -45,10 +50,15 @@ class LiveCatalog:
             catalog = load_catalog(self.directory)
             self.check(catalog)
             self._catalog, self._stamp, self.error = catalog, new_stamp, None
+            self._checked = time.monotonic()
             return catalog
 
     def current(self) -> Catalog:
         with self._lock:
+            now = time.monotonic()
+            if now - self._checked < self.recheck_seconds:
+                return self._catalog
+            self._checked = now
             new_stamp = stamp(self.directory)
             if new_stamp == self._stamp:
                 return self._catalog

@@ -127,7 +127,7 @@ def test_the_catalog_loads_whole_or_not_at_all(tmp_path):
 def test_the_live_catalog_keeps_the_last_good_courses(tmp_path, caplog):
     path = tmp_path / "course-101.toml"
     path.write_text(GOOD)
-    live = LiveCatalog(tmp_path, logging.getLogger("test"))
+    live = LiveCatalog(tmp_path, logging.getLogger("test"), recheck_seconds=0)
     assert live.load_now().get("course-101").title.startswith("Introduction")
     path.write_text(GOOD.replace("Introduction", "Advanced"))
     assert live.current().get("course-101").title.startswith("Advanced")
