@@ -28,7 +28,7 @@ import sys
 from hub_ext.audit.endpoint import audit_handlers
 from hub_ext.audit.hub import hub_audit, service_environment
 from hub_ext.audit.web import audit_service
-from hub_ext.courses.hub import course_settings
+from hub_ext.courses.hub import course_settings, courses_service
 from hub_ext.culling import culler_service
 from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticator
 from hub_ext.proxy import QustodyProxy
@@ -223,6 +223,8 @@ hub_audit(c)  # a bad c.AuditLog setting stops the hub here
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
 setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))  # a bad secrets setting stops it here
 qpu_service(c, STATE)  # the QPU gateway: service, custom scopes, roles, server token scopes
+# the instructor page (/services/courses/): a course's students, their servers and QPU use
+courses_service(c, port=int(os.environ.get("QUSTODY_COURSES_PAGE_PORT", "8083")))
 if oidc:  # roles come from IdP groups: the roles' scopes go to the authenticator
     hand_roles_to_authenticator(c)
 if spawner == "kubernetes":

@@ -32,10 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 
+from ..service_page import ServicePage
 from . import clock, schema
 from .cli import Where, _hits
 from .export import export_hits
@@ -153,69 +154,25 @@ class Verifier:
         return out
 
 
-class AuditHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+class AuditHandler(ServicePage):
     """Base: hub login, and the auditor check on every request."""
 
-    api = False
-    _denied: str | None = None
+    page_name = "the audit page"
 
-    @property
-    def hub_scopes(self) -> set[str]:
-        return {self.settings["access_scope"]}
-
-    def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
+    def allowed(self, model: dict[str, Any]) -> bool:
         # Both scopes, not either: the service's own access scope and the audit scope.
-        needed = {self.settings["access_scope"], READ_SCOPE}
-        have = {s for s in needed if self.hub_auth.check_scopes({s}, model)}
-        if have != needed:
-            self._denied = str(model.get("name", "?"))
-            raise UserNotAllowed(model)
-        return model
+        return bool(self.hub_auth.check_scopes({READ_SCOPE}, model))
 
-    def prepare(self) -> None:
-        if self.current_user is not None:
-            # After authentication, so a token-authenticated POST needs no XSRF token
-            # (tornado's own early check would refuse it); cookie POSTs must carry one.
-            if self.request.method not in ("GET", "HEAD", "OPTIONS"):
-                self.check_xsrf_cookie()
-            return
-        if self._denied is not None:
-            raise web.HTTPError(
-                403,
-                f"{self._denied} may not read the audit log: it is for the auditor role "
-                f"({READ_SCOPE}). Ask a hub admin to grant you the auditor role.",
-            )
-        if self.api:
-            raise web.HTTPError(
-                403,
-                "Log in to the hub as an auditor, or send a token with "
-                f"{READ_SCOPE}: Authorization: token <token>",
-            )
-        if self.request.method not in ("GET", "HEAD"):
-            # HubOAuth ignores a login cookie on a form post without its XSRF token
-            raise web.HTTPError(
-                403,
-                "This form must be sent from the audit page (its XSRF token is missing or "
-                "wrong). Reload the page and try again.",
-            )
-        self.redirect(self.get_login_url())
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        message = (
-            error.log_message
-            if isinstance(error, web.HTTPError) and error.log_message
-            else self._reason
+    def denied_message(self, name: str) -> str:
+        return (
+            f"{name} may not read the audit log: it is for the auditor role "
+            f"({READ_SCOPE}). Ask a hub admin to grant you the auditor role."
         )
-        if self.api:
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"status": status_code, "message": message}))
-            return
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(
-            self.render_string(
-                "error.html", status=status_code, reason=self._reason, message=message
-            )
+
+    def login_message(self) -> str:
+        return (
+            "Log in to the hub as an auditor, or send a token with "
+            f"{READ_SCOPE}: Authorization: token <token>"
         )
 
     def selection(self) -> Filter:

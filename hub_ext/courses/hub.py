@@ -1,14 +1,19 @@
-"""The hub's courses directory, set once in ``jupyterhub_config.py``.
+"""The hub's courses directory and the instructor page, set in ``jupyterhub_config.py``.
 
 ``course_settings(c, state_dir, demo=...)`` picks the directory (``QUSTODY_COURSES_DIR``,
 or ``<state>/courses``), creates it, and points ``SpawnPolicy.courses_dir`` at it; the QPU
 gateway's settings (hub_ext.qpu.hub) read the same value. A demo gets one course,
 course-101 (ivan teaches, sam takes it), whose term runs around today.
+
+``courses_service(c, port=...)`` adds the instructor page (hub_ext.courses.web) as a
+hub-managed service at ``/services/courses/`` and lets the ``instructor`` role use it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,3 +62,46 @@ def course_settings(c: Any, state_dir: str | os.PathLike[str], *, demo: bool = F
         )
     c.SpawnPolicy.courses_dir = str(directory)
     return directory
+
+
+SERVICE = "courses"
+
+
+def courses_service(c: Any, *, port: int = 8083, python: str = sys.executable) -> dict[str, Any]:
+    """Add the instructor page to ``c`` (after ``course_settings`` and ``qpu_service``)."""
+    from .web import ALLOWED_SCOPES
+
+    profiles = c.SpawnPolicy.get("profiles", {}) or {}
+    limits = {
+        name: {k: int(spec[k]) for k in ("max_age", "idle_timeout") if k in spec}
+        for name, spec in profiles.items()
+    }
+    env = c.Spawner.environment if isinstance(c.Spawner.environment, dict) else {}
+    service = {
+        "name": SERVICE,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [python, "-m", "hub_ext.courses.web"],
+        "environment": {
+            "QUSTODY_COURSES_DIR": str(c.SpawnPolicy.get("courses_dir", "")),
+            "QUSTODY_PROFILE_LIMITS": json.dumps(limits),
+            "QUSTODY_QPU_URL": str(env.get("QUSTODY_QPU_URL", "")),
+        },
+        # the page acts with the instructor's own token: these scopes, cut by the hub to
+        # what the instructor holds (their courses' students only)
+        "oauth_client_allowed_scopes": ALLOWED_SCOPES,
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+    services = c.JupyterHub.services if isinstance(c.JupyterHub.services, list) else []
+    c.JupyterHub.services = [*services, service]
+    roles = c.JupyterHub.load_roles if isinstance(c.JupyterHub.load_roles, list) else []
+    access = f"access:services!service={SERVICE}"
+    for role in roles:
+        if role.get("name") == "instructor":
+            role["scopes"] = sorted({*role.get("scopes", []), access})
+            break
+    else:
+        roles.append({"name": "instructor", "description": "Qustody instructor",
+                      "scopes": [access]})
+    c.JupyterHub.load_roles = roles
+    return service

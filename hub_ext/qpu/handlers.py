@@ -554,6 +554,42 @@ class MetricsHandler(BaseHandler):
         self.finish(body)
 
 
+class MemberUsageHandler(BaseHandler):
+    """``GET api/projects/<project>/usage?user=a&user=b``: each member's own usage and
+    limits in the project (a course's per-student budget), for the project's leads (its
+    instructors) and readers of everything. A member's usage elsewhere is not shown."""
+
+    MAX_USERS = 1000
+
+    async def get(self, name: str) -> None:
+        self.require(SCOPE_SUBMIT, SCOPE_READ_ALL, SCOPE_ADMIN)
+        policy = self.policy()
+        mine = policy.projects.projects_of(self.identity.name, self.identity.groups)
+        if mine.get(name) != "lead" and not self.identity.has(SCOPE_READ_ALL):
+            raise GatewayError(403, "NOT_A_LEAD", f"only the leads of {name!r} (a course's "
+                               "instructors) may read its members' usage")
+        users = sorted({u for u in self.get_arguments("user") if u})
+        if len(users) > self.MAX_USERS:
+            raise GatewayError(400, "BAD_FIELD", f"at most {self.MAX_USERS} users per request")
+        periods = period_keys(time.time())
+        subjects = [f"{name}/{u}" for u in users]
+        keys = [usage_key("member", s, c, period, periods[period])
+                for s in subjects for c in CLASSES for period in PERIODS]
+        used = await self.db(self.gateway.store.usage, keys)
+        self.write_json(200, {
+            "project": name,
+            "limited": name in policy.member_overrides,
+            "periods": periods,
+            "members": {
+                u: {c: remaining(policy, "member", s, c, {
+                    period: used.get(usage_key("member", s, c, period, periods[period]), {})
+                    for period in PERIODS
+                }) for c in CLASSES}
+                for u, s in zip(users, subjects, strict=True)
+            },
+        })
+
+
 def routes(gateway: QpuGateway, base: str) -> list[Any]:
     kw = {"gateway": gateway}
     return [
@@ -566,6 +602,7 @@ def routes(gateway: QpuGateway, base: str) -> list[Any]:
         (rf"{base}api/jobs/{JOB_ID}/result", ResultHandler, kw),
         (rf"{base}api/quota", QuotaHandler, kw),
         (rf"{base}api/projects", ProjectsHandler, kw),
+        (rf"{base}api/projects/{NAME}/usage", MemberUsageHandler, kw),
         (rf"{base}api/admin/(?P<what>export|actions|controls|stats|reload)", AdminListHandler,
          kw),
         (rf"{base}api/admin/(?P<kind>backends|projects|users|jobs)/{NAME}/"

@@ -159,6 +159,7 @@ def launch_hub(
         os.environ["QUSTODY_HUB_API_PORT"] = "{hub_port}"
         os.environ.setdefault("QUSTODY_QPU_PORT", "{free_port()}")  # the QPU gateway service
         os.environ.setdefault("QUSTODY_AUDIT_PAGE_PORT", "{free_port()}")  # the auditor page
+        os.environ.setdefault("QUSTODY_COURSES_PAGE_PORT", "{free_port()}")  # the instructor page
     """
     load = f"load_subconfig({str(config)!r})\n" if config else ""
     tail = f"""

@@ -115,13 +115,14 @@ def hub_ports(hub: Hub) -> dict[str, int]:
 @pytest.fixture
 def services() -> Iterator[dict[str, int]]:
     """A real OpenID provider and a real PostgreSQL cluster on the host's loopback, and
-    free ports for the hub's QPU gateway and auditor page."""
+    free ports for the hub's QPU gateway, auditor page and instructor page."""
     idp: Idp = start_idp({"probe": {"password": secrets.token_hex(8), "groups": [], "amr": ["pwd"]}})
     pg = PgCluster().start()
     try:
         yield {
             "QPU gateway": free_port(),
             "auditor page": free_port(),
+            "instructor page": free_port(),
             "IdP": int(idp.issuer.rstrip("/").rsplit(":", 1)[1]),
             "PostgreSQL": pg.port,
         }
@@ -142,6 +143,7 @@ def hub(user_network, start_hub, prefix, singleuser_image, services) -> Hub:
             "QUSTODY_IMAGE_DIGEST": singleuser_image,
             "QUSTODY_QPU_PORT": str(services["QPU gateway"]),
             "QUSTODY_AUDIT_PAGE_PORT": str(services["auditor page"]),
+            "QUSTODY_COURSES_PAGE_PORT": str(services["instructor page"]),
         },
         timeout=180,  # the machine is shared: starting the gateway can take a while
     )

@@ -11,6 +11,7 @@ There is no TA role.
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from collections.abc import Iterator
@@ -244,3 +245,96 @@ def test_choosing_a_profile_follows_the_owners_roles(reach: Reach) -> None:
             assert status in (400, 403), (who, owner, profile, status, body)
             assert not reach.servers(owner)
     reach.round_trip("ada", "sam", "student", stopper="sam")
+
+
+# -- the instructor page ------------------------------------------------------------------
+
+
+def page(reach: Reach, who: str, path: str = "") -> requests.Response:
+    """``who``'s browser session on the instructor page (signing in through the hub)."""
+    return reach.browsers[who].get(f"{reach.hub.url}services/courses/{path}", timeout=60)
+
+
+def post_action(reach: Reach, who: str, course: str, user: str, action: str) -> tuple[int, str]:
+    """Post the page's form (with its XSRF token) as ``who``: (status, the page's text)."""
+    form = page(reach, who)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text)
+    assert xsrf, form.text[:500]
+    r = reach.browsers[who].post(
+        f"{reach.hub.url}services/courses/servers",
+        data={"_xsrf": xsrf.group(1), "course": course, "user": user, "action": action},
+        timeout=60,
+    )
+    return r.status_code, html.unescape(r.text)
+
+
+def test_the_instructor_page_lists_only_the_courses_students(reach: Reach) -> None:
+    assert page(reach, "ivan").status_code == 200  # signs in: the API then takes the cookie
+    r = page(reach, "ivan", "api/courses")
+    assert r.status_code == 200, r.text[:500]
+    courses = r.json()["courses"]
+    assert [c["id"] for c in courses] == ["course-101"], courses
+    # rhea, remy and cora take course-101 but are not only students: not on the roster
+    assert [s["name"] for s in courses[0]["students"]] == ["sam"], courses
+    assert courses[0]["students"][0]["server"] == "stopped"
+    html = page(reach, "ivan")
+    assert html.status_code == 200 and 'data-user="sam"' in html.text
+    for other in ("rhea", "remy", "cora", "tess"):
+        assert f'data-user="{other}"' not in html.text
+    # students, researchers and auditors are refused by the hub itself: only the
+    # instructor role may use the service (deny by default)
+    for who in ("sam", "rita", "audrey"):
+        refused = page(reach, who)
+        assert refused.status_code == 403, (who, refused.status_code)
+        assert "You do not have permission to access JupyterHub service courses" in refused.text
+    # an admin reaches every service, but teaches no course: the page says so
+    refused = page(reach, "ada")
+    assert refused.status_code == 403 and "ada teaches no course here" in refused.text
+
+
+def test_the_instructor_page_refuses_forged_actions(reach: Reach) -> None:
+    # a course ivan does not teach, a member out of his reach, a form without its token
+    status, text = post_action(reach, "ivan", "course-202", "tess", "start")
+    assert status == 403 and "You do not teach 'course-202'" in text
+    status, text = post_action(reach, "ivan", "course-101", "rhea", "start")
+    assert status == 403 and "The hub refused to start rhea's server" in text, text
+    assert not reach.servers("rhea")
+    r = reach.browsers["ivan"].post(
+        f"{reach.hub.url}services/courses/servers",
+        data={"course": "course-101", "user": "sam", "action": "start"},
+        timeout=60,
+    )
+    assert r.status_code == 403 and "XSRF" in r.text
+    assert not reach.servers("sam")
+    status, text = post_action(reach, "ivan", "course-101", "sam", "reboot")
+    assert status == 400 and "action=start or action=stop" in text
+
+
+def test_the_instructor_page_in_chromium_starts_and_stops_a_students_server(
+    reach: Reach, tmp_path: Any
+) -> None:
+    from chromium import drive
+
+    out = drive(
+        "instructor_page.mjs",
+        {
+            "hub": reach.hub.url,
+            "user": "ivan",
+            "password": PASSWORD,
+            "student": "sam",
+            "screenshot": str(tmp_path / "instructor.png"),
+            "userDataDir": str(tmp_path / "chromium-profile"),
+        },
+        timeout=420,
+    )
+    assert out["status"] == 200 and out["who"] == "ivan", out
+    assert [s["user"] for s in out["before"][0]["students"]] == ["sam"], out
+    assert out["before"][0]["students"][0]["button"] == "Start"
+    assert out["done"].startswith("start requested for sam"), out
+    sam = out["running"][0]["students"][0]
+    assert sam["server"] == "running" and sam["button"] == "Stop", out
+    assert re.fullmatch(r"3 h \d\d min", sam["left"]), sam  # the student profile: 4 h
+    assert sam["jobs"] == "0", sam  # the gateway answers ivan as the course's lead
+    assert out["after"][0]["students"][0]["server"] == "stopped", out
+    started = [e for e in audit_events(reach.hub, "server-spawn-requested") if e["user"] == "sam"]
+    assert started[-1].get("actor") == "ivan", started[-1]

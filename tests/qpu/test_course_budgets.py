@@ -51,6 +51,7 @@ total = {{ day = {{ jobs = {total_jobs} }} }}
 def students(hub: Any) -> None:
     for name in ("sam", "sue"):
         hub.tokens[name] = hub.add(name, [SUBMIT], groups=["course-101", "course-101:students"])
+    hub.tokens["ivan"] = hub.add("ivan", [SUBMIT], groups=["course-101", "course-101:instructors"])
 
 
 def submit(gw: Any, user: str, backend: str = "aer_simulator") -> tuple[int, Any]:
@@ -102,6 +103,13 @@ def test_a_course_budget_binds_each_student_and_the_course(students, start_gatew
         "limit": 2, "used": 2, "remaining": 0}, mine
     assert mine["quota"]["simulator"]["day"]["jobs"]["limit"] == 3
     assert submit(gw, "sue")[0] == 201  # the course's third job of the day
+    # the instructor (the course's lead) reads each student's use; students may not
+    status, usage = gw.call("ivan", "GET", "api/projects/course-101/usage", user=["sam", "sue"])
+    assert status == 200 and usage["limited"], usage
+    assert {u: m["simulator"]["day"]["jobs"]["used"] for u, m in usage["members"].items()} == {
+        "sam": 2, "sue": 1}
+    status, body = gw.call("sam", "GET", "api/projects/course-101/usage", user=["sue"])
+    assert (status, body["error"]) == (403, "NOT_A_LEAD"), body
     status, body = submit(gw, "sue")
     assert (status, body["reason"]) == (429, "REJECTED:PROJECT_QUOTA"), body
     assert "course 'course-101' (all its students together) has used 3 of 3" in body["message"]

@@ -1,0 +1,282 @@
+"""The instructor page: a hub-managed service (``python -m hub_ext.courses.web``).
+
+Instructors sign in through the hub (HubOAuth). The page acts with the instructor's own
+token, which the hub limits to the students of the courses they teach
+(hub_ext.identity.roles.COURSE_SCOPES): the hub, not this page, decides whom they see and
+reach, and audits each start and stop with them as the actor. Routes under the prefix:
+
+- ``/``: each course they teach: its term (from its course file), its students with
+  their server (running, since when, last activity, time left) and QPU use today
+  against the per-student budget, and Start/Stop buttons;
+- ``/api/courses``: the same as JSON;
+- ``/servers``: POST ``course``, ``user``, ``action`` (start|stop), XSRF-checked.
+
+Anyone else gets a 403 page saying the page is for a course's instructors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import ioloop, web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from ..service_page import ServicePage
+from .catalog import Catalog
+from .live import LiveCatalog
+from .model import stamp
+
+TEMPLATES = Path(__file__).with_name("web_templates")
+#: The scope an instructor's course role holds for each course (COURSE_SCOPES).
+COURSE_SCOPE = re.compile(r"^servers!group=(?P<course>[a-z0-9][a-z0-9\-_.]{0,60}):students$")
+USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}$")
+#: Scopes the page's tokens may carry: an instructor's course scopes (the hub keeps their
+#: group filters) and submit, to read the course's QPU use from the gateway as its lead.
+ALLOWED_SCOPES = [
+    "read:users",
+    "read:users:activity",
+    "read:servers",
+    "servers",
+    "read:groups",
+    "custom:qpu:submit",
+    "access:services!service=qpu",
+]
+MAX_STUDENTS = 2000
+CONCURRENCY = 16
+
+
+def courses_of(model: dict[str, Any]) -> list[str]:
+    """The courses whose students' servers the token may manage."""
+    found = {m.group("course") for s in model.get("scopes", []) if (m := COURSE_SCOPE.match(s))}
+    return sorted(found)
+
+
+class CourseHandler(ServicePage):
+    page_name = "the instructor page"
+
+    def allowed(self, model: dict[str, Any]) -> bool:
+        return bool(courses_of(model))
+
+    def denied_message(self, name: str) -> str:
+        return (
+            f"{name} teaches no course here: this page is for the instructors of a course "
+            "(an instructor role from your identity provider's course group). Ask a hub "
+            "admin if you should have one."
+        )
+
+    def login_message(self) -> str:
+        return "Log in to the hub as an instructor, or send your token: Authorization: token <t>"
+
+    async def hub(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Call the hub's API with the signed-in instructor's own token."""
+        token = self.hub_auth.get_token(self) or ""
+        request = HTTPRequest(
+            url_path_join(self.hub_auth.api_url, path),
+            method=method,
+            headers={"Authorization": f"token {token}"},
+            body=None if body is None and method in ("GET", "DELETE") else json.dumps(body or {}),
+            request_timeout=30,
+            allow_nonstandard_methods=True,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+        except HTTPClientError as e:
+            text = e.response.body if e.response is not None else b""
+            try:
+                return e.code, json.loads(text or b"null")
+            except ValueError:
+                return e.code, None
+        return response.code, json.loads(response.body or b"null")
+
+    async def usage(self, course: str, users: list[str]) -> dict[str, Any] | None:
+        """The students' QPU use today from the gateway (the instructor leads the
+        course's project); None when the gateway cannot say."""
+        qpu = self.settings["qpu_url"]
+        if not qpu or not users:
+            return None
+        token = self.hub_auth.get_token(self) or ""
+        query = urlencode([("user", u) for u in users])
+        try:
+            response = await AsyncHTTPClient().fetch(
+                f"{qpu}api/projects/{quote(course, safe='')}/usage?{query}",
+                headers={"Authorization": f"token {token}"},
+                request_timeout=15,
+            )
+            data: dict[str, Any] = json.loads(response.body)
+            return data
+        except (HTTPClientError, OSError, ValueError):
+            return None
+
+    async def course(self, course: str, catalog: Catalog) -> dict[str, Any]:
+        now = time.time()
+        c = catalog.get(course)
+        view: dict[str, Any] = {"id": course, "title": c.title if c else course, "students": []}
+        if c is not None:
+            view.update(state=c.term.state(now), end=stamp(c.term.end), closes=stamp(c.term.closes),
+                        profile=c.profile)
+        code, group = await self.hub("GET", f"groups/{quote(course + ':students', safe='')}")
+        if code == 404:
+            return view  # nobody has signed in as the course's student yet
+        if code != 200:
+            raise web.HTTPError(502, f"the hub did not list {course}'s students ({code})")
+        names = sorted(group.get("users", []))[:MAX_STUDENTS]
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(name: str) -> dict[str, Any]:
+            async with gate:
+                status, user = await self.hub("GET", f"users/{quote(name, safe='')}")
+            return self.student(name, user if status == 200 else None, view, now)
+
+        view["students"] = list(await asyncio.gather(*(one(n) for n in names)))
+        used = await self.usage(course, names)
+        view["qpu"] = used is not None
+        for s in view["students"]:
+            jobs = (((used or {}).get("members", {}).get(s["name"]) or {}).get("simulator")
+                    or {}).get("day", {}).get("jobs", {})
+            s["jobs_today"], s["jobs_limit"] = jobs.get("used"), jobs.get("limit")
+        return view
+
+    def student(self, name: str, user: dict[str, Any] | None, course: dict[str, Any],
+                now: float) -> dict[str, Any]:
+        server = ((user or {}).get("servers") or {}).get("") or {}
+        state = "running" if server.get("ready") else (
+            "starting" if server.get("pending") == "spawn" else
+            "stopping" if server.get("pending") == "stop" else "stopped")
+        started = server.get("started")
+        profile = ((server.get("user_options") or {}).get("profile") or course.get("profile")
+                   or "student")
+        max_age = self.settings["profile_limits"].get(profile, {}).get("max_age")
+        left = None
+        if started and max_age and state == "running":
+            begun = dt.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+            left = max(0, int(begun + max_age - now))
+        return {
+            "name": name,
+            "server": state,
+            "started": started,
+            "last_activity": server.get("last_activity") or (user or {}).get("last_activity"),
+            "seconds_left": left,
+        }
+
+    async def overview(self) -> list[dict[str, Any]]:
+        catalog: Catalog = self.settings["catalog"].current() if self.settings["catalog"] \
+            else Catalog()
+        mine = courses_of(self.current_user)
+        return list(await asyncio.gather(*(self.course(c, catalog) for c in mine)))
+
+
+def left_text(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+
+
+def when_text(iso: str | None) -> str:
+    """``2026-12-03T20:39:04.520794Z`` as ``2026-12-03 20:39 UTC``."""
+    return f"{iso[:10]} {iso[11:16]} UTC" if iso and len(iso) >= 16 else ""
+
+
+class PageHandler(CourseHandler):
+    async def get(self) -> None:
+        self.render(
+            "courses.html",
+            user=self.current_user["name"],
+            courses=await self.overview(),
+            left_text=left_text,
+            when_text=when_text,
+            done=self.get_argument("done", "")[:200],
+            action_url=url_path_join(self.settings["prefix"], "servers"),
+        )
+
+
+class CoursesAPIHandler(CourseHandler):
+    api = True
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"courses": await self.overview()}))
+
+
+class ServersHandler(CourseHandler):
+    """Start or stop a student's server; the hub checks the instructor may."""
+
+    async def post(self) -> None:
+        course = self.get_body_argument("course", "")
+        user = self.get_body_argument("user", "")
+        action = self.get_body_argument("action", "")
+        if course not in courses_of(self.current_user):
+            raise web.HTTPError(403, f"You do not teach {course[:64]!r}.")
+        if not USER.match(user) or action not in ("start", "stop"):
+            raise web.HTTPError(400, "Send a user name and action=start or action=stop.")
+        path = f"users/{quote(user, safe='')}/server"
+        if action == "start":
+            code, body = await self.hub("POST", path, {})
+        else:
+            code, body = await self.hub("DELETE", path)
+        if code == 404:  # the hub hides users out of the token's reach
+            raise web.HTTPError(403, f"The hub refused to {action} {user}'s server: {user} is "
+                                "not a student of a course you teach (or no such user).")
+        if code not in (201, 202, 204):
+            message = (body or {}).get("message") if isinstance(body, dict) else None
+            raise web.HTTPError(code if 400 <= code < 500 else 502,
+                                f"The hub refused to {action} {user}'s server: "
+                                f"{message or f'HTTP {code}'}")
+        done = f"{action} requested for {user}"
+        self.redirect(self.settings["prefix"] + "?" + urlencode({"done": done}), status=303)
+
+
+def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
+             profile_limits: dict[str, dict[str, int]]) -> web.Application:
+    return web.Application(
+        [
+            (prefix, PageHandler),
+            (url_path_join(prefix, "api/courses"), CoursesAPIHandler),
+            (url_path_join(prefix, "servers"), ServersHandler),
+            (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+        ],
+        cookie_secret=secrets.token_bytes(32),
+        template_path=str(TEMPLATES),
+        prefix=prefix,
+        access_scope=f"access:services!service={name}",
+        catalog=catalog,
+        qpu_url=qpu_url,
+        profile_limits=profile_limits,
+        xsrf_cookies=False,  # checked after authentication (ServicePage.prepare)
+    )
+
+
+def main() -> None:
+    import logging
+    from urllib.parse import urlparse
+
+    name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "courses")
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8083"))
+    directory = os.environ.get("QUSTODY_COURSES_DIR", "")
+    catalog = LiveCatalog(Path(directory), logging.getLogger("courses")) if directory else None
+    if catalog is not None:
+        catalog.current()
+    limits = json.loads(os.environ.get("QUSTODY_PROFILE_LIMITS", "{}") or "{}")
+    app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits)
+    app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True)
+    print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT
+        ioloop.IOLoop.current().start()
+
+
+if __name__ == "__main__":
+    main()
