@@ -7,7 +7,9 @@ the spawner recorded in each server's state (the profile's ``idle_timeout`` and
 ``max_age``, chosen from the user's hub roles) and culls
 
 * an idle server once it has been inactive for its profile's ``idle_timeout``;
-* any server, busy or not, once it is older than its profile's ``max_age``.
+* any server, busy or not, once it is older than its profile's ``max_age``;
+* a student's server, busy or not, once the last of their courses has closed (its term's
+  end plus grace, hub_ext.courses; the spawner records the time at start).
 
 Every cull is logged with its reason as one ``qustody-cull`` line. Kernels inside the
 container are culled by jupyter-server itself (``SpawnPolicy.server_args``), and the
@@ -62,7 +64,7 @@ def _td(seconds: float) -> str:
 class CullDecision:
     server: str
     profile: str
-    reason: str  # "idle" or "max-age"
+    reason: str  # "idle", "max-age" or "course-closed"
     idle_seconds: float
     age_seconds: float
     limit_seconds: int
@@ -96,6 +98,14 @@ def limits_of(
     )
 
 
+def course_closes(server: Mapping[str, Any]) -> float | None:
+    """When the student's courses closed (recorded by the spawner at start), or None."""
+    state = server.get("state") or {}
+    limits = state.get("qustody") if isinstance(state, Mapping) else None
+    value = limits.get("course_closes") if isinstance(limits, Mapping) else None
+    return float(value) if isinstance(value, int) and value > 0 else None
+
+
 def decide(
     server: Mapping[str, Any],
     *,
@@ -113,6 +123,10 @@ def decide(
     profile, idle_limit, age_limit = limits_of(server, default_idle, default_max_age)
     idle = max(0.0, (at - last).total_seconds())
     age = max(0.0, (at - started).total_seconds())
+    closes = course_closes(server)
+    if closes is not None and at.timestamp() >= closes:
+        return CullDecision(name, profile, "course-closed", idle, age,
+                            max(0, int(closes - started.timestamp())))
     if age_limit and age >= age_limit:
         return CullDecision(name, profile, "max-age", idle, age, age_limit)
     if idle_limit and idle >= idle_limit:

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
+    courses = Path(os.environ.get("QUSTODY_COURSES_DIR") or state / "courses").resolve()
     docker_dir = os.environ.get("QUSTODY_DOCKER_DIR", "/tmp/qustody-docker")  # noqa: S108
     os.environ.setdefault("DOCKER_HOST", f"unix://{docker_dir}/docker.sock")
     digest = os.environ.get("QUSTODY_IMAGE_DIGEST") or image_digest()
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  Servers: {mode}\n"
         f"{idp.banner}\n"
         f"  Auditor page: http://127.0.0.1:{port}/services/audit/ (sign in as audrey)\n"
+        f"  Instructor page: http://127.0.0.1:{port}/services/courses/ (sign in as ivan)\n"
+        f"  Course file:  {courses / 'course-101.toml'} (qustody course status|apply)\n"
         f"  QPU gateway:  http://127.0.0.1:{port}/services/qpu/ ; in a notebook:\n"
         f"{QPU_EXAMPLE}"
         "    (sam runs it on course-101's budget, rita in her personal sandbox)\n"

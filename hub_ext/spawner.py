@@ -45,7 +45,7 @@ from traitlets.config import Config, LoggingConfigurable
 from . import firewall, network
 from .audit.lifecycle import audited
 from .courses.catalog import Catalog
-from .courses.live import LiveCatalog, closed_courses, closed_message
+from .courses.live import LiveCatalog, closed_courses, closed_message, term_deadline
 from .courses.live import shared as shared_catalog
 from .courses.model import CourseError
 from .identity.roles import INSTRUCTOR_PREFIX, students_group
@@ -589,14 +589,18 @@ class SpawnPolicy(LoggingConfigurable):
     def course_catalog(self) -> Catalog:
         return self.courses().current() if self.courses_dir else Catalog()
 
-    def check_term(self, roles: Iterable[str], owner_groups: Iterable[str]) -> None:
+    def check_term(self, roles: Iterable[str], owner_groups: Iterable[str]) -> float | None:
         """SpawnRefused when the owner is a student of closed courses only (a researcher,
-        instructor or admin keeps their own profiles)."""
+        instructor or admin keeps their own profiles). Otherwise, for a student whose
+        courses all have a term, when the last of them closes (the culler stops the
+        server then); None when no term binds the server."""
         if set(roles) & STAFF_ROLES or not self.courses_dir:
-            return
-        closed = closed_courses(self.course_catalog(), owner_groups, time.time())
+            return None
+        catalog = self.course_catalog()
+        closed = closed_courses(catalog, owner_groups, time.time())
         if closed:
             raise SpawnRefused(403, closed_message(closed))
+        return term_deadline(catalog, owner_groups)
 
     def available(self, roles: Iterable[str]) -> list[Profile]:
         have = set(roles)
@@ -901,8 +905,14 @@ class _PolicyState:
         groups = {g.name for g in self.user.groups}
         options = self.policy.on_behalf(self._requester(), groups, self.user_options or {})
         roles = self._user_roles()
-        self.policy.check_term(roles, groups)
+        self._course_closes = self.policy.check_term(roles, groups)
         return self.policy.decide(roles, options)
+
+    _course_closes: float | None = None
+
+    def _term_limit(self) -> dict[str, int]:
+        """The course deadline for the server's state (hub_ext.culling reads it)."""
+        return {} if self._course_closes is None else {"course_closes": int(self._course_closes)}
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()  # type: ignore[misc]
@@ -1063,6 +1073,7 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
             "started_at": int(started),
             "session_id": decision.session_id,
             "image": decision.image.digest,
+            **self._term_limit(),
         }
         self.image = decision.image.ref
         self.mem_limit = profile.mem_limit
@@ -1362,6 +1373,7 @@ class QustodyLocalProcessSpawner(_PolicyState, SimpleLocalProcessSpawner):  # ty
             **decision.profile.limits(),
             "started_at": int(started),
             "session_id": decision.session_id,
+            **self._term_limit(),
         }
         self.log.warning(
             "QustodyLocalProcessSpawner: %s runs as a LOCAL PROCESS WITHOUT CONTAINER "

@@ -25,8 +25,8 @@ ENV = "QUSTODY_COURSES_DIR"
 
 DEMO_COURSE = """\
 # The demo's course (written by hub_ext.courses.hub on the first start). Change it with
-# `qustody course apply FILE --dir {dir}`; the hub and the QPU gateway pick it up without
-# a restart. docs/courses.md describes every key.
+#   qustody course apply --dir {dir} FILE
+# the hub and the QPU gateway pick it up without a restart (docs/courses.md).
 id = "course-101"
 title = "Introduction to Quantum Computing"
 

@@ -89,6 +89,15 @@ def closed_courses(catalog: Catalog, groups: Iterable[str], now: float) -> list[
     return [c for c in found if c is not None]
 
 
+def term_deadline(catalog: Catalog, groups: Iterable[str]) -> float | None:
+    """When a student's server must stop: when the last of their courses closes, if every
+    one has a term (a course without a file sets none, so then: None)."""
+    courses = [catalog.get(g[: -len(STUDENTS)]) for g in groups if g.endswith(STUDENTS)]
+    if not courses or any(c is None for c in courses):
+        return None
+    return max(c.term.closes for c in courses if c is not None)
+
+
 def closed_message(courses: list[Course]) -> str:
     names = ", ".join(f"{c.id} ({c.title})" for c in courses)
     closed = max(c.term.closes for c in courses)

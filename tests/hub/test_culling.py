@@ -44,6 +44,10 @@ RESEARCHER = {"profile": "researcher", "idle_timeout": 7200, "max_age": 43200}
         (server(100, 1000, None), "idle"),
         (server(90000, 0, None), "max-age"),
         (server(100, 1000, {"profile": "x", "idle_timeout": "soon"}), "idle"),  # junk -> default
+        # a student's server stops, busy or not, once their courses have closed
+        (server(100, 0, {**STUDENT, "course_closes": int(T0.timestamp())}), "course-closed"),
+        (server(100, 0, {**STUDENT, "course_closes": int(T0.timestamp()) + 1}), None),
+        (server(100, 0, {**STUDENT, "course_closes": "never"}), None),  # junk: no deadline
     ],
 )
 def test_cull_decision_table(model, reason):

@@ -427,7 +427,11 @@ def test_a_closed_course_keeps_only_its_students_out(tmp_path, ended_days_ago, r
     p = policy(profiles=LAB, courses_dir=course_dir(tmp_path, ended_days_ago=ended_days_ago))
     p.check()
     if not refused:
-        p.check_term(roles, groups)
+        deadline = p.check_term(roles, groups)
+        course = p.course_catalog().get("course-101")
+        # a student of course-101 only: the server must stop when its term closes
+        binds = groups == STUDENT_OF_101 and "student" in roles and len(roles) == 2
+        assert deadline == (course.term.closes if binds else None), (roles, groups)
         return
     with pytest.raises(SpawnRefused) as e:
         p.check_term(roles, groups)
