@@ -626,9 +626,14 @@ class SpawnPolicy(LoggingConfigurable):
                 "a student may start this server profile; this user is not a student of a "
                 "course you instruct.",
             )
+        profiles = self.parsed_profiles()
         table = {
             **self.course_profiles,
-            **{cid: c.profile for cid, c in self.course_catalog().courses.items() if c.profile},
+            **{
+                cid: c.profile
+                for cid, c in self.course_catalog().courses.items()
+                if c.profile in profiles and "student" in profiles[c.profile].roles
+            },
         }
         allowed = sorted({p for c in courses if (p := table.get(c, table.get("*")))})
         if not allowed:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .model import Course, CourseError, load_course
+from .model import Course, CourseError, parse_course, read_course_bytes
 
 SUFFIX = ".toml"
 #: More files than any hub has courses: a directory filled by mistake is refused.
@@ -68,13 +68,18 @@ def load_catalog(directory: Path) -> Catalog:
     courses: dict[str, Course] = {}
     digest = hashlib.sha256()
     for path in course_files(directory):
-        course = load_course(path)
-        if path.name != course.id + SUFFIX:
-            raise CourseError(f"{path}: id: the file of course {course.id!r} must be named "
-                              f"{course.id}{SUFFIX}; rename it")
+        data = read_course_bytes(path)  # read once: what is parsed is what is hashed
+        course = parse_course(data, str(path))
+        check_name(path, course)
         courses[course.id] = course
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(path.name.encode() + b"\0" + data + b"\0")
     return Catalog(courses, digest.hexdigest()[:16] if courses else "none")
+
+
+def check_name(path: Path, course: Course) -> None:
+    if path.name != course.id + SUFFIX:
+        raise CourseError(f"{path}: id: the file of course {course.id!r} must be named "
+                          f"{course.id}{SUFFIX}; rename it")
 
 
 def changes(old: Course | None, new: Course | None) -> list[str]:
@@ -83,7 +88,9 @@ def changes(old: Course | None, new: Course | None) -> list[str]:
         return []
     if old is None:
         assert new is not None
-        return ["new course"] + [f"{k} = {v!r}" for k, v in new.settings().items() if v]
+        return ["new course"] + [
+            f"{k} = {v!r}" for k, v in new.settings().items() if v not in ("", None, [])
+        ]
     if new is None:
         return [f"course {old.id} removed"]
     before, after = old.settings(), new.settings()

@@ -17,8 +17,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .catalog import SUFFIX, Catalog, changes, course_files, load_catalog, write_atomically
-from .model import MAX_BYTES, Course, CourseError, load_course, parse_course, stamp
+from .catalog import (
+    SUFFIX,
+    Catalog,
+    changes,
+    check_name,
+    course_files,
+    load_catalog,
+    write_atomically,
+)
+from .model import Course, CourseError, load_course, parse_course, read_course_bytes, stamp
 
 ENV_DIR = "QUSTODY_COURSES_DIR"
 
@@ -57,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             for path in args.files:
-                course = _read(path)
+                course, _ = _read(path)
                 print(f"{path}: OK, course {course.id} ({course.title})")
                 for key, value in course.settings().items():
                     print(f"  {key} = {value!r}")
@@ -72,25 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _read(path: Path) -> Course:
-    try:
-        data = path.read_bytes()[: MAX_BYTES + 1]
-    except OSError as e:
-        raise CourseError(f"{path}: cannot read the course file: {e.strerror}") from None
-    return parse_course(data, str(path))
+def _read(path: Path) -> tuple[Course, bytes]:
+    """A course file checked: the course and the very bytes that were checked."""
+    data = read_course_bytes(path)
+    return parse_course(data, str(path)), data
 
 
 def _apply(directory: Path, files: list[Path], dry_run: bool) -> int:
     planned: list[tuple[Course, bytes]] = []
     for path in files:
-        course = _read(path)
+        course, data = _read(path)
         if any(c.id == course.id for c, _ in planned):
             raise CourseError(f"{path}: course {course.id} is given twice")
-        planned.append((course, path.read_bytes()))
+        planned.append((course, data))
     replacing = {course.id + SUFFIX for course, _ in planned}
     for path in course_files(directory):  # the courses that stay must stay valid
         if path.name not in replacing:
-            load_course(path)
+            check_name(path, load_course(path))
     changed: list[tuple[Course, bytes]] = []
     for course, data in planned:
         target = directory / (course.id + SUFFIX)
@@ -112,10 +118,14 @@ def _apply(directory: Path, files: list[Path], dry_run: bool) -> int:
         print(f"dry run: {len(changed)} course(s) would change; nothing was written")
         return 0
     for course, data in changed:
-        write_atomically(directory / (course.id + SUFFIX), data)
-    load_catalog(directory)  # what the hub will read loads whole
+        try:
+            write_atomically(directory / (course.id + SUFFIX), data)
+        except OSError as e:
+            raise CourseError(f"{directory}: cannot write {course.id}{SUFFIX}: {e.strerror}") \
+                from None
     print(f"applied: {len(changed)} course(s) changed in {directory} (the hub and the QPU "
-          "gateway reload them within their reload interval)")
+          "gateway reload them within their reload interval; the gateway's /api/health says "
+          "if it refused them)")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 ``LiveCatalog.current()`` looks at the directory at most every ``recheck_seconds`` (a
 stat of each file; 500 files take milliseconds), so a spawn pays nothing. At start-up a bad
-catalog is an error (``load_now``); later, a bad edit is logged and the previous courses
-stay in force, so a typo never opens a closed course or drops a course's profile.
+catalog is an error (``load_now``); later, a file that does not parse is logged and the
+previous courses stay in force, so a typo never opens a closed course; a file that parses
+but names something the hub lacks (``check``: a profile) applies, that setting ignored.
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ class LiveCatalog:
             self._stamp = new_stamp
             try:
                 catalog = load_catalog(self.directory)
-                self.check(catalog)
             except CourseError as e:
                 self.error = str(e)
                 self.log.error("courses: keeping the previous courses (%s): %s",
                                self._catalog.digest, e)
                 return self._catalog
+            try:
+                # a setting the hub cannot use (a profile it does not have) is ignored
+                # where it is used; the rest of the file, a term above all, applies
+                self.check(catalog)
+            except CourseError as e:
+                self.log.error("courses: %s (that setting is ignored until it is fixed)", e)
             if catalog.digest != self._catalog.digest:
                 self.log.info("courses: loaded %d course(s) (%s)", len(catalog.courses),
                               catalog.digest)

@@ -175,13 +175,16 @@ class _Checker:
             raise self.fail(key, f"must be a non-empty string of at most {limit} characters"
                             + (f", e.g. {example!r}" if example else "")
                             + f"; got {_shown(value)}")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.fail(key, f"{_shown(value)} is not a valid name"
                             + (f"; write it like {example!r}" if example else ""))
         return value
 
     def time(self, value: Any, key: str) -> float:
         if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            if not 1970 <= value.year <= 2999:
+                raise self.fail(key, f"{value.isoformat()} is not a plausible date (years "
+                                "1970 to 2999)")
             return value.timestamp()
         if isinstance(value, dt.datetime):
             raise self.fail(key, "give a time zone, e.g. 2027-01-31T23:59:00Z")
@@ -331,14 +334,18 @@ def _budget(c: _Checker, value: Any) -> Budget:
     )
 
 
-def load_course(path: Path) -> Course:
+def read_course_bytes(path: Path) -> bytes:
+    """A course file's bytes (at most ``MAX_BYTES``); CourseError if unreadable or larger."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_BYTES:
                 raise CourseError(f"{path}: the file is {size:,} bytes; a course file is at "
                                   f"most {MAX_BYTES:,}")
-            data = f.read(MAX_BYTES + 1)
+            return f.read(MAX_BYTES + 1)
     except OSError as e:
         raise CourseError(f"{path}: cannot read the course file: {e.strerror}") from None
-    return parse_course(data, str(path))
+
+
+def load_course(path: Path) -> Course:
+    return parse_course(read_course_bytes(path), str(path))

@@ -41,8 +41,8 @@ from .model import stamp
 
 TEMPLATES = Path(__file__).with_name("web_templates")
 #: The scope an instructor's course role holds for each course (COURSE_SCOPES).
-COURSE_SCOPE = re.compile(r"^servers!group=(?P<course>[a-z0-9][a-z0-9\-_.]{0,60}):students$")
-USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}$")
+COURSE_SCOPE = re.compile(r"servers!group=(?P<course>[a-z0-9][a-z0-9\-_.]{0,60}):students")
+USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}")
 #: Scopes the page's tokens may carry: an instructor's course scopes (the hub keeps their
 #: group filters) and submit, to read the course's QPU use from the gateway as its lead.
 ALLOWED_SCOPES = [
@@ -56,11 +56,15 @@ ALLOWED_SCOPES = [
 ]
 MAX_STUDENTS = 2000
 CONCURRENCY = 16
+#: Students per usage request to the gateway (its limit is 1000; a URL stays short).
+USAGE_BATCH = 200
 
 
 def courses_of(model: dict[str, Any]) -> list[str]:
     """The courses whose students' servers the token may manage."""
-    found = {m.group("course") for s in model.get("scopes", []) if (m := COURSE_SCOPE.match(s))}
+    found = {
+        m.group("course") for s in model.get("scopes", []) if (m := COURSE_SCOPE.fullmatch(s))
+    }
     return sorted(found)
 
 
@@ -99,7 +103,12 @@ class CourseHandler(ServicePage):
                 return e.code, json.loads(text or b"null")
             except ValueError:
                 return e.code, None
-        return response.code, json.loads(response.body or b"null")
+        except OSError:
+            return 502, None  # the hub is unreachable: said as such by the callers
+        try:
+            return response.code, json.loads(response.body or b"null")
+        except ValueError:
+            return 502, None
 
     async def usage(self, course: str, users: list[str]) -> dict[str, Any] | None:
         """The students' QPU use today from the gateway (the instructor leads the
@@ -108,17 +117,19 @@ class CourseHandler(ServicePage):
         if not qpu or not users:
             return None
         token = self.hub_auth.get_token(self) or ""
-        query = urlencode([("user", u) for u in users])
-        try:
-            response = await AsyncHTTPClient().fetch(
-                f"{qpu}api/projects/{quote(course, safe='')}/usage?{query}",
-                headers={"Authorization": f"token {token}"},
-                request_timeout=15,
-            )
-            data: dict[str, Any] = json.loads(response.body)
-            return data
-        except (HTTPClientError, OSError, ValueError):
-            return None
+        members: dict[str, Any] = {}
+        for start in range(0, len(users), USAGE_BATCH):
+            query = urlencode([("user", u) for u in users[start : start + USAGE_BATCH]])
+            try:
+                response = await AsyncHTTPClient().fetch(
+                    f"{qpu}api/projects/{quote(course, safe='')}/usage?{query}",
+                    headers={"Authorization": f"token {token}"},
+                    request_timeout=15,
+                )
+                members.update(json.loads(response.body).get("members", {}))
+            except (HTTPClientError, OSError, ValueError, AttributeError):
+                return None
+        return {"members": members}
 
     async def course(self, course: str, catalog: Catalog) -> dict[str, Any]:
         now = time.time()
@@ -130,8 +141,9 @@ class CourseHandler(ServicePage):
         code, group = await self.hub("GET", f"groups/{quote(course + ':students', safe='')}")
         if code == 404:
             return view  # nobody has signed in as the course's student yet
-        if code != 200:
-            raise web.HTTPError(502, f"the hub did not list {course}'s students ({code})")
+        if code != 200 or not isinstance(group, dict):
+            view["error"] = f"The hub did not list this course's students (HTTP {code}); reload."
+            return view
         names = sorted(group.get("users", []))[:MAX_STUDENTS]
         gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -144,9 +156,8 @@ class CourseHandler(ServicePage):
         used = await self.usage(course, names)
         view["qpu"] = used is not None
         for s in view["students"]:
-            jobs = (((used or {}).get("members", {}).get(s["name"]) or {}).get("simulator")
-                    or {}).get("day", {}).get("jobs", {})
-            s["jobs_today"], s["jobs_limit"] = jobs.get("used"), jobs.get("limit")
+            s["jobs"] = jobs_text((used or {}).get("members", {}).get(s["name"])) \
+                if used is not None else "n/a"
         return view
 
     def student(self, name: str, user: dict[str, Any] | None, course: dict[str, Any],
@@ -178,6 +189,21 @@ class CourseHandler(ServicePage):
         return list(await asyncio.gather(*(self.course(c, catalog) for c in mine)))
 
 
+def jobs_text(usage: Any) -> str:
+    """Jobs today by backend class (``used of limit`` where the course limits it)."""
+    parts = []
+    for backend_class, periods in (usage or {}).items():
+        jobs = ((periods or {}).get("day") or {}).get("jobs") or {}
+        used, limit = jobs.get("used") or 0, jobs.get("limit")
+        if limit is not None or used:
+            parts.append((backend_class, f"{used:g}" + ("" if limit is None else f" of {limit:g}")))
+    if not parts:
+        return "0"
+    if len(parts) == 1:
+        return parts[0][1]
+    return ", ".join(f"{text} ({backend_class})" for backend_class, text in parts)
+
+
 def left_text(seconds: int | None) -> str:
     if seconds is None:
         return ""
@@ -191,6 +217,14 @@ def when_text(iso: str | None) -> str:
 
 
 class PageHandler(CourseHandler):
+    def done(self) -> str:
+        """The note after a start or stop: made here from checked words, so a crafted link
+        cannot put its own message on the page."""
+        action, user = self.get_argument("done", ""), self.get_argument("user", "")
+        if action in ("start", "stop") and USER.fullmatch(user):
+            return f"{action} requested for {user}"
+        return ""
+
     async def get(self) -> None:
         self.render(
             "courses.html",
@@ -198,7 +232,7 @@ class PageHandler(CourseHandler):
             courses=await self.overview(),
             left_text=left_text,
             when_text=when_text,
-            done=self.get_argument("done", "")[:200],
+            done=self.done(),
             action_url=url_path_join(self.settings["prefix"], "servers"),
         )
 
@@ -220,7 +254,7 @@ class ServersHandler(CourseHandler):
         action = self.get_body_argument("action", "")
         if course not in courses_of(self.current_user):
             raise web.HTTPError(403, f"You do not teach {course[:64]!r}.")
-        if not USER.match(user) or action not in ("start", "stop"):
+        if not USER.fullmatch(user) or action not in ("start", "stop"):
             raise web.HTTPError(400, "Send a user name and action=start or action=stop.")
         path = f"users/{quote(user, safe='')}/server"
         if action == "start":
@@ -235,8 +269,8 @@ class ServersHandler(CourseHandler):
             raise web.HTTPError(code if 400 <= code < 500 else 502,
                                 f"The hub refused to {action} {user}'s server: "
                                 f"{message or f'HTTP {code}'}")
-        done = f"{action} requested for {user}"
-        self.redirect(self.settings["prefix"] + "?" + urlencode({"done": done}), status=303)
+        self.redirect(self.settings["prefix"] + "?" + urlencode({"done": action, "user": user}),
+                      status=303)
 
 
 def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,

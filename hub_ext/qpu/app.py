@@ -734,7 +734,7 @@ class QpuGateway(Application):
             self.emit("qpu.policy.reloaded", {"from": before, "to": self.policies.policy.digest,
                                               "by": by})
             self.runner.wake()
-        elif self.policies.error:
+        if self.policies.failed_now:  # once per failed attempt, not every poll
             self.emit("qpu.policy.reload_failed", {"kept": before})
         return changed
 

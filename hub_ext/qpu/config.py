@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..courses.catalog import load_catalog
 from ..courses.catalog import stamp as catalog_stamp
-from .policyfile import Policy, PolicyError, load
+from ..courses.model import Course, CourseError
+from .policyfile import Policy, PolicyError, parse, read_policy
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,11 @@ class PolicyHolder:
         self.courses_dir = courses_dir
         self._stamp = self._stat()
         # start-up: errors propagate
-        self.policy: Policy = load(path, self.backends, courses_dir)
+        self._courses = self._load_courses()
+        self.policy: Policy = parse(read_policy(path), self.backends, str(path), self._courses)
         self.error: str | None = None
+        #: whether the last ``maybe_reload`` tried and failed (report once, not every poll)
+        self.failed_now = False
 
     def _stat(self) -> tuple[Any, ...] | None:
         """The policy file's and every course file's stat: any change means a reload."""
@@ -51,22 +56,61 @@ class PolicyHolder:
         courses = catalog_stamp(self.courses_dir) if self.courses_dir else ()
         return (st.st_mtime_ns, st.st_size, courses)
 
+    def _load_courses(self) -> Mapping[str, Course]:
+        if self.courses_dir is None:
+            return {}
+        try:
+            return load_catalog(self.courses_dir).courses
+        except CourseError as e:
+            raise PolicyError(str(e)) from None
+
+    def _reload(self) -> tuple[Policy, str | None]:
+        """The new policy, and what of the new course files it leaves out (None: nothing).
+
+        The policy file and the course files fail apart: a course file the gateway cannot
+        take (unknown backend, bad syntax) keeps the last good courses but lets policy-file
+        edits (a revocation, a lower quota) apply; a bad policy file keeps everything.
+        """
+        text = read_policy(self.path)
+        try:
+            courses = self._load_courses()
+        except PolicyError as e:
+            return parse(text, self.backends, str(self.path), self._courses), str(e)
+        try:
+            policy = parse(text, self.backends, str(self.path), courses)
+        except PolicyError as e:
+            if courses == self._courses:
+                raise
+            kept = parse(text, self.backends, str(self.path), self._courses)
+            return kept, f"{e} (the previous course files stay in force)"
+        self._courses = courses
+        return policy, None
+
     def maybe_reload(self, force: bool = False) -> bool:
-        """Reload if the file changed; returns True when a new policy took effect."""
+        """Reload if a file changed; returns True when a new policy took effect."""
+        self.failed_now = False
         stamp = self._stat()
         if not force and stamp == self._stamp:
             return False
         self._stamp = stamp
         try:
-            policy = load(self.path, self.backends, self.courses_dir)
+            policy, error = self._reload()
         except PolicyError as e:
-            self.error = str(e)
+            self.error, self.failed_now = str(e), True
             self.log.error("QPU policy reload failed, keeping policy %s: %s",
                            self.policy.digest, e)
             return False
+        except Exception as e:  # an unexpected failure must not end the reload loop
+            self.error, self.failed_now = f"{type(e).__name__}: {e}", True
+            self.log.exception("QPU policy reload failed, keeping policy %s",
+                               self.policy.digest)
+            return False
+        if error is not None:
+            self.failed_now = True
+            self.log.error("QPU course files refused: %s", error)
         changed = policy.digest != self.policy.digest
         self.policy = policy
-        self.error = None
+        self.error = error
         if changed:
             self.log.info("QPU policy reloaded: %s", policy.digest)
         return changed

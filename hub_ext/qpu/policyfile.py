@@ -14,7 +14,7 @@ import hashlib
 import math
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,7 +417,8 @@ def parse(
 
     member_overrides, course_files = _add_courses(
         courses or {}, identity, projects, project_overrides, reservations, known_backend,
-        purposes, levels[0], default_tier,
+        backends, _by_class(quotas.get("project", {}), "quotas.project"), purposes, levels[0],
+        default_tier,
     )
 
     fs = _table(doc.get("fair_share", {}), "fair_share")
@@ -456,19 +457,28 @@ def parse(
     )
 
 
-def _course_quota(limits: Mapping[str, Mapping[str, float]]) -> dict[str, Quota]:
-    """A course's limits bind on every backend class (a course names its backends)."""
-    def of(period: str) -> Limits:
-        dims = limits.get(period, {})
-        jobs, shots, seconds = (dims.get(d) for d in DIMENSIONS)
+def _course_quota(
+    limits: Mapping[str, Mapping[str, float]],
+    classes: Iterable[str],
+    defaults: Mapping[str, Quota],
+) -> dict[str, Quota]:
+    """A course file's limits on each backend class the course uses (each class counts
+    apart, as every quota here does); a dimension the file leaves out keeps the policy's
+    default for projects (``[quotas.project]``)."""
+
+    def merged(base: Quota, period: str) -> Limits:
+        dims, b = limits.get(period, {}), base.limits(period)
         return Limits(
-            jobs=None if jobs is None else int(jobs),
-            shots=None if shots is None else int(shots),
-            seconds=seconds,
+            jobs=int(dims["jobs"]) if "jobs" in dims else b.jobs,
+            shots=int(dims["shots"]) if "shots" in dims else b.shots,
+            seconds=float(dims["seconds"]) if "seconds" in dims else b.seconds,
         )
 
-    quota = Quota(day=of("day"), month=of("month"))
-    return {c: quota for c in CLASSES}
+    out = {}
+    for c in sorted(set(classes)):
+        base = defaults.get(c, Quota())
+        out[c] = Quota(day=merged(base, "day"), month=merged(base, "month"), soft=base.soft)
+    return out
 
 
 def _add_courses(
@@ -478,6 +488,8 @@ def _add_courses(
     project_overrides: dict[str, dict[str, Quota]],
     reservations: list[Reservation],
     known_backend: Any,
+    backend_classes: Mapping[str, str],
+    project_quota: Mapping[str, Quota],
     purposes: Sequence[str],
     level: str,
     tier: str,
@@ -506,8 +518,10 @@ def _add_courses(
         if budget is not None:
             backends = tuple(known_backend(b, f"{where}qpu.backends") for b in budget.backends)
             purpose = _purpose(budget.purpose, f"{where}qpu.purpose", purposes)
-            project_overrides[cid] = _course_quota(budget.total)
-            member_overrides[cid] = _course_quota(budget.per_student)
+            classes = {backend_classes[b] for b in backends}
+            project_overrides[cid] = _course_quota(budget.total, classes, project_quota)
+            if any(budget.per_student.values()):
+                member_overrides[cid] = _course_quota(budget.per_student, classes, {})
             for r in budget.reservations:
                 res = Reservation(backend=r.backend, project=cid, start=r.start, end=r.end,
                                   note=r.note or course.title)
@@ -606,17 +620,21 @@ def _run_limits(
     return by_class, by_backend
 
 
+def read_policy(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise PolicyError(f"cannot read the policy file {path}: {reason}") from None
+
+
 def load(
     path: Path, backends: Mapping[str, str], courses_dir: Path | None = None
 ) -> Policy:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise PolicyError(f"cannot read the policy file {path}: {e.strerror}") from None
     courses: Mapping[str, Course] = {}
     if courses_dir is not None:
         try:
             courses = load_catalog(courses_dir).courses
         except CourseError as e:
             raise PolicyError(str(e)) from None
-    return parse(text, backends, source=str(path), courses=courses)
+    return parse(read_policy(path), backends, source=str(path), courses=courses)

@@ -216,3 +216,82 @@ def test_check_prints_every_setting(tmp_path: Path):
     assert out.returncode == 0 and "OK, course course-101" in out.stdout
     assert "qpu.reservations[0] = 'aer_simulator 2026-10-01T09:00:00Z..2026-10-01T11:00:00Z Lab 1'" \
         in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda s: s.replace("end = 2027-01-31T00:00:00Z", "end = 9999-12-31T00:00:00Z"),
+         "term.end: 9999-12-31T00:00:00+00:00 is not a plausible date"),
+        (lambda s: s.replace("start = 2026-09-01T00:00:00Z", "start = 0001-01-01T00:00:00+01:00"),
+         "term.start: 0001-01-01T00:00:00+01:00 is not a plausible date"),
+        (lambda s: s.replace('id = "course-101"', 'id = "course-101\\n"'), "id: 'course-101\\n'"),
+    ],
+)
+def test_dates_out_of_range_and_names_with_a_newline_are_refused(change, words):
+    with pytest.raises(CourseError) as e:
+        parse_course(change(GOOD), "course-101.toml")
+    assert words in str(e.value), str(e.value)
+
+
+# -- the QPU gateway's view of course files (hub_ext.qpu) -------------------------------------
+
+GATEWAY_POLICY = """
+[tags]
+purposes = ["teaching"]
+[identity]
+course_prefix = "course-"
+[quotas.project.simulator]
+day = { jobs = 100, shots = 5000 }
+"""
+BACKENDS = {"aer_simulator": "simulator", "fake_hw": "hardware"}
+
+
+def test_a_course_budget_binds_the_classes_it_uses_and_keeps_unset_defaults():
+    from hub_ext.qpu.policyfile import parse
+
+    course = parse_course(GOOD, "course-101.toml")
+    policy = parse(GATEWAY_POLICY, BACKENDS, courses={"course-101": course})
+    sim = policy.quota_for("project", "course-101", "simulator")
+    # the file's total jobs a day (10); shots a day left out: the policy's default (5000)
+    assert (sim.day.jobs, sim.day.shots, sim.month.shots) == (10, 5000, 1000000)
+    assert policy.quota_for("member", "course-101/sam", "simulator").day.jobs == 3
+    # the course uses no hardware backend: no per-student limit is made up for it
+    assert policy.quota_for("member", "course-101/sam", "hardware").day.jobs is None
+    assert set(policy.member_overrides["course-101"]) == {"simulator"}
+
+
+def test_a_course_file_the_gateway_refuses_does_not_hold_back_policy_edits(tmp_path, monkeypatch):
+    import logging
+
+    from hub_ext.qpu.config import PolicyHolder
+
+    policy_path, courses = tmp_path / "policy.toml", tmp_path / "courses"
+    courses.mkdir()
+    policy_path.write_text(GATEWAY_POLICY)
+    (courses / "course-101.toml").write_text(GOOD)
+    holder = PolicyHolder(policy_path, BACKENDS, logging.getLogger("test"), courses)
+    assert holder.policy.quota_for("project", "course-101", "simulator").day.jobs == 10
+    # a course now names a backend the gateway lacks, and the policy file lowers a quota
+    (courses / "course-101.toml").write_text(GOOD.replace('"aer_simulator"', '"qpu9"'))
+    policy_path.write_text(GATEWAY_POLICY.replace("shots = 5000", "shots = 50"))
+    assert holder.maybe_reload() and holder.failed_now
+    assert "unknown backend 'qpu9'" in holder.error and "previous course files" in holder.error
+    assert holder.policy.quota_for("project", "course-101", "simulator").day.shots == 50
+    assert holder.policy.quota_for("project", "course-101", "simulator").day.jobs == 10
+    # nothing changed since: no new failure to report on the next poll
+    assert not holder.maybe_reload() and not holder.failed_now
+    (courses / "course-101.toml").write_text(GOOD)  # fixed: nothing left to report
+    holder.maybe_reload()
+    assert holder.error is None and not holder.failed_now
+
+    # an unexpected failure (a file gone between listing and reading) is reported, and the
+    # reload loop lives on with the policy in force
+    def vanished(directory):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr("hub_ext.qpu.config.load_catalog", vanished)
+    (courses / "course-101.toml").write_text(GOOD + "\n")
+    digest = holder.policy.digest
+    assert holder.maybe_reload() is False and holder.failed_now
+    assert holder.error.startswith("FileNotFoundError") and holder.policy.digest == digest

@@ -416,7 +416,7 @@ def test_a_course_file_that_names_a_non_student_profile_stops_the_hub(tmp_path):
         (8, {"user", "student"}, STUDENT_OF_101, True),  # closed: past end + 7 days' grace
         (6, {"user", "student"}, STUDENT_OF_101, False),  # in its grace week
         (None, {"user", "student"}, STUDENT_OF_101, False),  # running
-        (8, {"user", "researcher"}, MEMBER_OF_101, False),  # a researcher keeps their server
+        (8, {"user", "researcher"}, STUDENT_OF_101, False),  # a researcher keeps their server
         (8, {"user", "student", "instructor"}, STUDENT_OF_101, False),
         (8, {"user", "student"}, {*STUDENT_OF_101, "course-202:students"}, False),  # 202 runs
         (8, {"user", "student"}, set(), False),  # no course at all

@@ -104,11 +104,11 @@ def test_a_course_budget_binds_each_student_and_the_course(students, start_gatew
     assert mine["quota"]["simulator"]["day"]["jobs"]["limit"] == 3
     assert submit(gw, "sue")[0] == 201  # the course's third job of the day
     # the instructor (the course's lead) reads each student's use; students may not
-    status, usage = gw.call("ivan", "GET", "api/projects/course-101/usage", user=["sam", "sue"])
+    status, usage = gw.call("ivan", "GET", "api/projects/course-101/usage?user=sam&user=sue")
     assert status == 200 and usage["limited"], usage
     assert {u: m["simulator"]["day"]["jobs"]["used"] for u, m in usage["members"].items()} == {
         "sam": 2, "sue": 1}
-    status, body = gw.call("sam", "GET", "api/projects/course-101/usage", user=["sue"])
+    status, body = gw.call("sam", "GET", "api/projects/course-101/usage?user=sue")
     assert (status, body["error"]) == (403, "NOT_A_LEAD"), body
     status, body = submit(gw, "sue")
     assert (status, body["reason"]) == (429, "REJECTED:PROJECT_QUOTA"), body
@@ -142,9 +142,10 @@ def test_a_course_budget_binds_each_student_and_the_course(students, start_gatew
     status, body = submit(gw, "sam")
     assert (status, body["reason"]) == (403, "REJECTED:COURSE_CLOSED"), body
     assert "the term of 'course-101' closed on" in body["message"]
+    digest = health(gw)["policy"]
     src.write_text(course(10, 20, ended_days_ago=6))  # still in its grace week: open
     apply(src, courses)
-    wait_for_policy_change(gw, health(gw)["policy"])
+    wait_for_policy_change(gw, digest)
     assert submit(gw, "sam")[0] == 201
 
 
