@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, load_catalog, stamp
-from .model import Course, CourseError
-from .model import stamp as time_stamp
+from .catalog import Catalog, load_catalog
+from .catalog import stamp as directory_stamp
+from .model import Course, CourseError, stamp
 
 #: The hub group suffix that makes a member one of the course's students
 #: (hub_ext.identity.roles.students_group: researchers and staff who take a course never
@@ -47,7 +47,7 @@ class LiveCatalog:
     def load_now(self) -> Catalog:
         """Load (start-up): raise ``CourseError`` if the catalog is bad."""
         with self._lock:
-            new_stamp = stamp(self.directory)
+            new_stamp = directory_stamp(self.directory)
             catalog = load_catalog(self.directory)
             self.check(catalog)
             self._catalog, self._stamp, self.error = catalog, new_stamp, None
@@ -60,7 +60,7 @@ class LiveCatalog:
             if now - self._checked < self.recheck_seconds:
                 return self._catalog
             self._checked = now
-            new_stamp = stamp(self.directory)
+            new_stamp = directory_stamp(self.directory)
             if new_stamp == self._stamp:
                 return self._catalog
             self._stamp = new_stamp
@@ -110,9 +110,14 @@ def closed_message(courses: list[Course]) -> str:
     kept = max(c.term.expires for c in courses)
     return (
         f"The term of {names} has ended: course servers cannot be started since "
-        f"{time_stamp(closed)}. Your files are kept until {time_stamp(kept)}; ask your "
-        "instructor if you need access."
+        f"{words(closed)}. Your files are kept until {words(kept)}; ask your instructor if "
+        "you need access."
     )
+
+
+def words(t: float) -> str:
+    """``2027-02-07 00:00 UTC``: a time as a person reads it."""
+    return stamp(t)[:16].replace("T", " ") + " UTC"
 
 
 _SHARED: dict[Path, LiveCatalog] = {}

@@ -151,7 +151,7 @@ def test_only_students_of_closed_courses_only_are_kept_out(tmp_path):
     assert closed_courses(catalog, ["course-101"], after) is None
     message = closed_message(closed_courses(catalog, student, after))
     assert "course-101 (Introduction to Quantum Computing) has ended" in message
-    assert "2027-02-07T00:00:00Z" in message and "kept until 2027-08-06" in message
+    assert "since 2027-02-07 00:00 UTC" in message and "kept until 2027-08-06 00:00 UTC" in message
 
 
 def qustody(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
