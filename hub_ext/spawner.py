@@ -291,6 +291,13 @@ class SpawnPolicy(LoggingConfigurable):
         .. versionadded:: 0.3
         """,
     )
+    materials_volume_prefix = Unicode(
+        "qustody-materials-",
+        config=True,
+        help="""What the name of a course's materials volume (``[materials] volume`` in its
+        course file) must start with. Keeps a course file from mounting any other volume,
+        a user's home above all, into its students' servers.""",
+    )
     run_as = Unicode(
         "1000:1000",
         config=True,
@@ -578,6 +585,12 @@ class SpawnPolicy(LoggingConfigurable):
     def _check_course_profiles(self, catalog: Catalog) -> None:
         profiles = self.parsed_profiles()
         for course in catalog.courses.values():
+            if course.materials and not self._materials_ok(course.materials):
+                raise CourseError(
+                    f"{course.source}: materials.volume: {course.materials!r} does not start "
+                    f"with {self.materials_volume_prefix!r} (SpawnPolicy.materials_volume_prefix)"
+                    "; name the course's materials volume with that prefix"
+                )
             name = course.profile
             if name and (name not in profiles or "student" not in profiles[name].roles):
                 raise CourseError(
@@ -585,6 +598,23 @@ class SpawnPolicy(LoggingConfigurable):
                     f"allows the 'student' role; student profiles: "
                     f"{', '.join(p for p, v in profiles.items() if 'student' in v.roles)}"
                 )
+
+    def _materials_ok(self, volume: str) -> bool:
+        prefix = self.materials_volume_prefix
+        return bool(prefix) and volume.startswith(prefix) and volume != prefix
+
+    def materials_mounts(self, owner_groups: Iterable[str]) -> dict[str, str]:
+        """Materials volume -> where it is mounted (read-only) for a user: the courses
+        they take as a student or teach (hub groups ``<course>:students`` and
+        ``<course>:instructors``)."""
+        catalog = self.course_catalog()
+        mounts = {}
+        for group in sorted(owner_groups):
+            course_id, _, kind = group.rpartition(":")
+            course = catalog.get(course_id) if kind in ("students", "instructors") else None
+            if course is not None and course.materials and self._materials_ok(course.materials):
+                mounts[course.materials] = f"{self.home_mount}/{course.id}-materials"
+        return mounts
 
     def course_catalog(self) -> Catalog:
         return self.courses().current() if self.courses_dir else Catalog()
@@ -784,7 +814,12 @@ class SpawnPolicy(LoggingConfigurable):
         }
 
     def verify(
-        self, container: Mapping[str, Any], decision: Decision, image_id: str, volume: str
+        self,
+        container: Mapping[str, Any],
+        decision: Decision,
+        image_id: str,
+        volume: str,
+        materials: Mapping[str, str] | None = None,
     ) -> list[str]:
         """What differs between a created container and the policy (empty: all good).
 
@@ -834,15 +869,21 @@ class SpawnPolicy(LoggingConfigurable):
         expect(not hc.get("Devices"), "devices mapped")
         expect(not hc.get("VolumesFrom"), "volumes from another container")
         expect(set((hc.get("Tmpfs") or {}).keys()) == set(self.tmpfs), "tmpfs mounts differ")
-        binds = [str(b) for b in hc.get("Binds") or []]
-        expect(binds == [f"{volume}:{self.home_mount}:rw"], f"unexpected binds {binds}")
+        materials = dict(materials or {})
+        binds = sorted(str(b) for b in hc.get("Binds") or [])
+        wanted = sorted([f"{volume}:{self.home_mount}:rw"]
+                        + [f"{name}:{target}:ro" for name, target in materials.items()])
+        expect(binds == wanted, f"unexpected binds {binds}")
         for mount in hc.get("Mounts") or []:
             problems.append(f"unexpected mount {mount.get('Type')}:{mount.get('Target')}")
         for mount in container.get("Mounts") or []:
-            if mount.get("Type") != "volume" or mount.get("Name") != volume:
+            name = mount.get("Name")
+            if mount.get("Type") != "volume" or name not in {volume, *materials}:
                 problems.append(
                     f"unexpected mount {mount.get('Type')} at {mount.get('Destination')}"
                 )
+            elif name in materials and mount.get("RW") is not False:
+                problems.append(f"course materials writable at {mount.get('Destination')}")
         for item in container.get("Mounts") or []:
             if "docker.sock" in str(item.get("Source", "")):
                 problems.append("the Docker socket is mounted")
@@ -1085,6 +1126,9 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         self.cpu_limit = profile.cpu_limit
         volume = self.policy.volume_name(self.user.name)
         self.volumes = {volume: {"bind": self.policy.home_mount, "mode": "rw"}}
+        self._materials = await self._existing_materials()
+        for name, target in self._materials.items():
+            self.volumes[name] = {"bind": target, "mode": "ro"}
         self.read_only_volumes: dict[str, str] = {}
         self.mounts: list[Any] = []
         self.links: dict[str, str] = {}
@@ -1124,6 +1168,22 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         return ip, port
 
     _volume = ""
+    _materials: dict[str, str] = {}  # noqa: RUF012 - replaced per start, never mutated
+
+    async def _existing_materials(self) -> dict[str, str]:
+        """The owner's courses' materials volumes that exist on the engine. A missing one
+        is left out and logged: Docker would otherwise make an empty volume of that name."""
+        wanted = self.policy.materials_mounts({g.name for g in self.user.groups})
+        found = {}
+        for name, target in wanted.items():
+            try:
+                await self.docker("inspect_volume", name)
+            except Exception:
+                self.log.warning("course materials volume %s is missing; %s starts without it",
+                                 name, self._log_name)
+                continue
+            found[name] = target
+        return found
 
     async def _check_network(self) -> None:
         """Fail closed unless the user network is still Qustody's, with the proxy on it."""
@@ -1204,7 +1264,9 @@ class HardenedDockerSpawner(_PolicyState, DockerSpawner):  # type: ignore[misc]
         obj: dict[str, Any] = await super().create_object()
         assert self._decision is not None
         info = await self.docker("inspect_container", obj["Id"])
-        problems = self.policy.verify(info, self._decision, self._image_id, self._volume)
+        problems = self.policy.verify(
+            info, self._decision, self._image_id, self._volume, self._materials
+        )
         if problems:
             self.object_id = obj["Id"]
             await self._remove_quietly()

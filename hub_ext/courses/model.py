@@ -10,6 +10,8 @@ Every error names the file, the key and the fix. What a file may hold (docs/cour
   come from the IdP: instructor, student);
 - ``[profile]``: ``name``, the hub profile (``SpawnPolicy.profiles``) the course's
   instructors may start their students' servers with;
+- ``[materials]``: ``volume``, a Docker volume mounted read-only into the servers of the
+  course's students and instructors (at ``<home>/<id>-materials``);
 - ``[qpu]``: the course's QPU budget: ``backends``, ``purpose``, ``per_student`` and
   ``total`` limits by period (``day``, ``month``) and dimension (``jobs``, ``shots``,
   ``seconds``), and ``[[qpu.reservations]]`` (lab hours).
@@ -38,9 +40,11 @@ DIMENSIONS = ("jobs", "shots", "seconds")
 MAX_BYTES = 256 * 1024
 DAY = 86400.0
 
-KEYS = ("id", "title", "term", "roster", "profile", "qpu")
-#: Parts of issue 14 a course file cannot hold yet: named, so the error says so.
-NOT_YET = ("materials", "assignments", "secrets")
+KEYS = ("id", "title", "term", "roster", "profile", "materials", "qpu")
+#: What a course file cannot hold yet: named, so the error says so.
+NOT_YET = ("assignments", "secrets")
+#: A Docker volume name (what ``docker volume create`` accepts).
+VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,127}")
 
 
 class CourseError(ValueError):
@@ -109,6 +113,7 @@ class Course:
     profile: str = ""
     budget: Budget | None = None
     source: str = ""
+    materials: str = ""  # a Docker volume, mounted read-only
 
     def settings(self) -> dict[str, Any]:
         """Flat ``key: value`` view (what ``qustody course apply --dry-run`` compares)."""
@@ -120,6 +125,7 @@ class Course:
             "term.retention_days": self.term.retention_days,
             "roster.group": self.group,
             "profile.name": self.profile,
+            "materials.volume": self.materials,
         }
         b = self.budget
         if b is not None:
@@ -285,8 +291,17 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
             raise c.fail("profile.name", "missing: a hub profile name, e.g. 'student'")
         profile = c.text(p["name"], "profile.name", limit=64, example="student")
 
+    materials = ""
+    if "materials" in doc:
+        m = c.table(doc["materials"], "materials")
+        c.keys(m, ("volume",), "materials")
+        if "volume" not in m:
+            raise c.fail("materials.volume", "missing: the Docker volume that holds them")
+        materials = c.text(m["volume"], "materials.volume", pattern=VOLUME, limit=128,
+                           example=f"qustody-materials-{course_id}")
+
     budget = _budget(c, doc["qpu"]) if "qpu" in doc else None
-    return Course(course_id, title, term, group, profile, budget, source)
+    return Course(course_id, title, term, group, profile, budget, source, materials)
 
 
 def _budget(c: _Checker, value: Any) -> Budget:

@@ -308,28 +308,51 @@ def test_busy_server_is_stopped_at_max_age(hub, prefix):
     assert "reason=idle" not in log
 
 
-def test_a_students_server_stops_when_the_course_closes_and_cannot_start_again(hub, prefix):
-    """A course file's term binds a student's running container (the culler stops it when
-    the term closes) and the next start (refused, saying why and until when files are
-    kept)."""
+def test_a_course_mounts_its_materials_read_only_and_closes_its_students_servers(
+    hub, prefix, singleuser_image
+):
+    """A course file's materials volume is in its student's container, read-only; its
+    term binds the running container (the culler stops it when the term closes) and the
+    next start (refused, saying why and until when files are kept)."""
     from hub_ext.courses.model import stamp
 
-    code, body = hub.api("POST", "/groups/course-101:students", {"users": ["alice"]})
-    assert code == 201, body
-    closes = time.time() + 45  # time to start the container first
-    (hub.dir / "courses" / "course-101.toml").write_text(
-        f'id = "course-101"\ntitle = "Intro QC"\n[term]\nstart = {stamp(closes - 86400)}\n'
-        f'end = {stamp(closes)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
-    )
-    time.sleep(2.5)  # the hub re-reads the courses directory at most every 2 s
-    code, body = spawn(hub, "alice", {"profile": "student"})
-    assert code in (201, 202), body
-    assert time.time() < closes, "the container took longer to start than the test allows"
-    hub.wait_for(lambda: _server(hub, "alice") is None, timeout=120, what="course-closed cull")
-    assert time.time() >= closes - 1
-    assert "qustody-cull server=alice/ profile=student reason=course-closed" in hub.log()
-    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30, what="container removal")
-    code, body = hub.api("POST", "/users/alice/server", {"user_options": {}})
-    assert code == 403, (code, body)
-    assert "The term of course-101 (Intro QC) has ended" in body["message"], body
-    assert "Your files are kept until" in body["message"]
+    materials = f"qustody-materials-{prefix}"
+    docker("volume", "create", materials)
+    try:
+        docker("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "sh",
+               "-v", f"{materials}:/m", singleuser_image, "-c",
+               "echo 'week 1: Bell states' > /m/notes.txt")
+        code, body = hub.api("POST", "/groups/course-101:students", {"users": ["alice"]})
+        assert code == 201, body
+        closes = time.time() + 60  # time to start the container and look inside first
+        (hub.dir / "courses" / "course-101.toml").write_text(
+            f'id = "course-101"\ntitle = "Intro QC"\n[term]\nstart = {stamp(closes - 86400)}\n'
+            f'end = {stamp(closes)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
+            f'[materials]\nvolume = "{materials}"\n'
+        )
+        time.sleep(2.5)  # the hub re-reads the courses directory at most every 2 s
+        code, body = spawn(hub, "alice", {"profile": "student"})
+        assert code in (201, 202), body
+        (cid,) = containers(prefix, "alice")
+        where = "/home/jovyan/course-101-materials"
+        assert "Bell states" in docker("exec", cid, "cat", f"{where}/notes.txt")
+        tried = docker("exec", cid, "sh", "-c",
+                       f"touch {where}/mine 2>&1; rm -f {where}/notes.txt 2>&1; "
+                       "touch /home/jovyan/mine && echo home-ok", check=False)
+        assert tried.count("Read-only file system") == 2 and "home-ok" in tried, tried
+        assert time.time() < closes, "the container took longer to start than the test allows"
+
+        hub.wait_for(lambda: _server(hub, "alice") is None, timeout=120,
+                     what="course-closed cull")
+        assert time.time() >= closes - 1
+        assert "qustody-cull server=alice/ profile=student reason=course-closed" in hub.log()
+        hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30,
+                     what="container removal")
+        code, body = hub.api("POST", "/users/alice/server", {"user_options": {}})
+        assert code == 403, (code, body)
+        assert "The term of course-101 (Intro QC) has ended" in body["message"], body
+        assert "Your files are kept until" in body["message"]
+    finally:
+        for cid in containers(prefix, "alice"):
+            docker("rm", "-f", cid, check=False)
+        docker("volume", "rm", "-f", materials, check=False)

@@ -245,6 +245,23 @@ def test_created_container_is_checked_against_the_policy(path, value, problem):
         assert any(problem in x for x in problems), problems
 
 
+def test_course_materials_are_checked_read_only_and_nothing_else_is_mounted():
+    p = policy()
+    decision = p.decide({"student"}, {})
+    volume = p.volume_name("alice")
+    materials = {"qustody-materials-101": "/home/jovyan/course-101-materials"}
+    info = _inspected(p, decision, volume)
+    info["HostConfig"]["Binds"].append(
+        "qustody-materials-101:/home/jovyan/course-101-materials:ro")
+    info["Mounts"].append({"Type": "volume", "Name": "qustody-materials-101", "RW": False,
+                           "Destination": "/home/jovyan/course-101-materials"})
+    assert p.verify(info, decision, IMG, volume, materials) == []
+    # without the course, the same mount is one too many
+    assert any("unexpected binds" in x for x in p.verify(info, decision, IMG, volume))
+    info["Mounts"][-1]["RW"] = True
+    assert any("materials writable" in x for x in p.verify(info, decision, IMG, volume, materials))
+
+
 def test_volume_names_are_per_user_and_safe():
     p = policy()
     a, b = p.volume_name("alice"), p.volume_name("Alice")
@@ -399,6 +416,25 @@ def test_a_course_file_names_the_profile_its_instructors_may_start(tmp_path):
     # without the file, the hub's table applies
     assert policy(course_profiles={"*": "student"}).on_behalf(IVAN, STUDENT_OF_101, {})[
         "profile"] == "student"
+
+
+def test_materials_go_to_the_courses_students_and_instructors_only(tmp_path):
+    d = course_dir(tmp_path)
+    with open(f"{d}/course-101.toml", "a") as f:
+        f.write('[materials]\nvolume = "qustody-materials-course-101"\n')
+    p = policy(profiles=LAB, courses_dir=d)
+    p.check()
+    mounts = {"qustody-materials-course-101": "/home/jovyan/course-101-materials"}
+    assert p.materials_mounts(STUDENT_OF_101) == mounts
+    assert p.materials_mounts({"course-101", "course-101:instructors"}) == mounts
+    assert p.materials_mounts(MEMBER_OF_101) == {}  # a researcher who sits in
+    assert p.materials_mounts({"course-202:students"}) == {}
+    # a course file cannot mount another volume (a user's home) into its servers
+    bad = course_dir(tmp_path, "student")
+    with open(f"{bad}/course-101.toml", "a") as f:
+        f.write('[materials]\nvolume = "qustody-home-bob-1a2b"\n')
+    with pytest.raises(ValueError, match=r"materials\.volume: 'qustody-home-bob-1a2b' does not "):
+        policy(profiles=LAB, courses_dir=bad).check()
 
 
 def test_a_course_file_that_names_a_non_student_profile_stops_the_hub(tmp_path):
