@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -71,14 +73,58 @@ class Verifier:
     replaced).
     """
 
-    def __init__(self, where: Where, record: Any) -> None:
+    def __init__(self, where: Where, record: Any, anchor_file: Path | None = None) -> None:
         self.where = where
         self.record = record
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit-verify")
         self.state: dict[str, Any] = {"status": "not run yet"}
         self.running = False
-        # (last seq, its record hash, when) of the last run that passed with records
-        self.seen: tuple[int, str, str] | None = None
+        # (last seq, its record hash, when) of the last run that passed with records; kept
+        # in ``anchor_file`` (next to the key, away from the log), MAC'd with the key, so a
+        # restart of this service does not forget it
+        self.anchor_file = anchor_file
+        self.anchor_problem: str | None = None
+        self.seen: tuple[int, str, str] | None = self._read_anchor()
+
+    def _anchor_mac(self, key: bytes, seq: int, hash_: str, when: str) -> str:
+        return hmac.new(key, f"qustody-audit-anchor\n{seq}\n{hash_}\n{when}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    def _read_anchor(self) -> tuple[int, str, str] | None:
+        if self.anchor_file is None:
+            return None
+        try:
+            doc = json.loads(self.anchor_file.read_text())
+            seq, hash_, when, mac = int(doc["seq"]), str(doc["hash"]), str(doc["when"]), doc["mac"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            self.anchor_problem = (
+                f"the file that remembers the last verified record ({self.anchor_file.name}, "
+                "next to the log's key) is unreadable. Check the log, then remove that file"
+            )
+            return None
+        if not any(hmac.compare_digest(self._anchor_mac(k, seq, hash_, when), str(mac))
+                   for k in self.where.keys):
+            self.anchor_problem = (
+                f"the file that remembers the last verified record ({self.anchor_file.name}, "
+                "next to the log's key) does not verify with the key: it was altered. Check "
+                "the log, then remove that file to start afresh"
+            )
+            return None
+        return seq, hash_, when
+
+    def _write_anchor(self) -> None:
+        if self.anchor_file is None or self.seen is None or not self.where.keys:
+            return
+        seq, hash_, when = self.seen
+        doc = {"seq": seq, "hash": hash_, "when": when,
+               "mac": self._anchor_mac(self.where.keys[0], seq, hash_, when)}
+        tmp = self.anchor_file.with_name(self.anchor_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, self.anchor_file)
 
     def start(self, actor: str) -> bool:
         """Start a run unless one is running; returns whether it started."""
@@ -110,8 +156,15 @@ class Verifier:
                     f"the log held records up to seq {seq} when verified at {when}; now it "
                     "holds none: it was deleted or moved"
                 )
+            if self.anchor_problem and report.ok:
+                report.ok = False
+                report.problem = Problem(self.anchor_problem)
             if report.ok and report.last_seq is not None and report.last_hash is not None:
                 self.seen = (report.last_seq, report.last_hash, finished)
+                try:
+                    self._write_anchor()
+                except OSError as e:  # the result stands; the next restart starts afresh
+                    report.warnings.append(f"the last verified record was not saved: {e}")
             public = report.public()
             public["problem"] = self.hide_problem_paths(public["problem"])
             public["warnings"] = [self.hide_paths(str(w)) for w in public["warnings"]]
@@ -312,7 +365,8 @@ def where_from_env() -> tuple[Where, dict[str, str]]:
 
 
 def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Application:
-    verifier = Verifier(where, record)
+    anchor = Path(where.key_files[0] + ".verified") if where.key_files else None
+    verifier = Verifier(where, record, anchor)
     routes: list[Any] = [
         (prefix, PageHandler),
         (url_path_join(prefix, "api/events"), EventsAPIHandler),

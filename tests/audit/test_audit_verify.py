@@ -383,3 +383,44 @@ def test_a_log_deleted_and_started_again_fails_against_an_earlier_runs_anchor(
         path.unlink()
     write(2)
     assert "now ends at seq 1" in check(live, key, anchor=anchor).reason
+
+
+def test_the_auditor_pages_anchor_outlives_a_restart_and_resists_edits(log_path, key_file, key):
+    """The page remembers the last verified record in a file next to the key, MAC'd: a log
+    deleted and refilled while the service was down still fails, and so does an edited
+    anchor file."""
+    import json as json_
+
+    from hub_ext.audit.cli import Where
+    from hub_ext.audit.web import Verifier
+
+    def write(n: int) -> None:
+        audit = AuditLog(path=str(log_path), key_file=str(key_file))
+        for _ in range(n):
+            audit.emit("login", example("login"))
+        audit.close()
+
+    where = Where(log_path, None, [key], [str(key_file)])
+    anchor = key_file.with_name(key_file.name + ".verified")
+
+    def run() -> dict:
+        verifier = Verifier(where, lambda report, actor: None, anchor)  # a fresh service
+        verifier._run("test")
+        return verifier.state
+
+    write(5)
+    assert run()["status"] == "ok" and json_.loads(anchor.read_text())["seq"] == 4
+    assert oct(anchor.stat().st_mode & 0o777) == "0o600"
+    write(2)
+    assert run()["status"] == "ok"  # grown: still the same log
+    for path in log_path.parent.iterdir():
+        path.unlink()
+    write(9)  # refilled past the remembered seq while "the service was down"
+    state = run()
+    assert state["status"] == "failed", state
+    assert "is not the record an earlier verification saw" in state["summary"]
+    doc = json_.loads(anchor.read_text())
+    anchor.write_text(json_.dumps({**doc, "seq": 0}))  # move the anchor back: detected
+    state = run()
+    assert state["status"] == "failed" and "it was altered" in state["summary"], state
+    assert str(key_file.parent) not in json_.dumps(state)
