@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .catalog import (
     SUFFIX,
@@ -26,7 +27,15 @@ from .catalog import (
     load_catalog,
     write_atomically,
 )
-from .model import Course, CourseError, load_course, parse_course, read_course_bytes, stamp
+from .model import (
+    Assignment,
+    Course,
+    CourseError,
+    load_course,
+    parse_course,
+    read_course_bytes,
+    stamp,
+)
 
 ENV_DIR = "QUSTODY_COURSES_DIR"
 
@@ -42,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (
         ("apply", "check a course file and put it in the courses directory (no hub restart)"),
         ("status", "each course's term: upcoming, active, grace, closed or expired"),
+        ("release", "copy an assignment from the course's materials into students' homes"),
+        ("collect", "snapshot students' work on an assignment into an archive for instructors"),
     ):
         sp = sub.add_parser(name, help=text, description=text)
         sp.add_argument(
@@ -53,6 +64,25 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("files", nargs="+", type=Path)
             sp.add_argument("--dry-run", action="store_true",
                             help="print what would change and write nothing")
+        elif name in ("release", "collect"):
+            sp.add_argument("course")
+            sp.add_argument("assignment")
+            sp.add_argument("--student", action="append", required=True, dest="students",
+                            help="a student's hub name (repeat for each)")
+            sp.add_argument("--image", default=os.environ.get("QUSTODY_IMAGE_DIGEST", ""),
+                            help="the servers' image, by digest (default: "
+                            "$QUSTODY_IMAGE_DIGEST); no container is ever started")
+            sp.add_argument("--home-volume-template", default="qustody-home-{username}",
+                            help="SpawnPolicy.home_volume_template of the hub")
+            sp.add_argument("--archive", type=Path, default=None,
+                            help="where collected archives go (default: <dir>/archive)")
+            sp.add_argument("--actor", default=os.environ.get("USER", "admin"),
+                            help="who does it, for the audit log (default: $USER)")
+            sp.add_argument("--audit-log", default=os.environ.get("QUSTODY_AUDIT_LOG", ""),
+                            help="the hub's audit log (default: $QUSTODY_AUDIT_LOG)")
+            sp.add_argument("--audit-key-file",
+                            default=os.environ.get("QUSTODY_AUDIT_KEY_FILE", ""),
+                            help="its key file (default: $QUSTODY_AUDIT_KEY_FILE)")
         else:
             sp.add_argument("--at", help="report as at this time (ISO 8601 with a zone), "
                             "e.g. to see what happens at the term's end")
@@ -74,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CourseError(f"no courses directory: give --dir or set ${ENV_DIR}")
         if args.command == "apply":
             return _apply(args.dir, args.files, args.dry_run)
+        if args.command in ("release", "collect"):
+            return _assignment(args)
         return _status(load_catalog(args.dir), _at(args.at), args.json)
     except CourseError as e:
         print(f"qustody course: {e}", file=sys.stderr)
@@ -126,6 +158,76 @@ def _apply(directory: Path, files: list[Path], dry_run: bool) -> int:
     print(f"applied: {len(changed)} course(s) changed in {directory} (the hub and the QPU "
           "gateway reload them within their reload interval; the gateway's /api/health says "
           "if it refused them)")
+    return 0
+
+
+def _assignment(args: argparse.Namespace) -> int:
+    """``release`` or ``collect``: every one is audited, or it does not happen."""
+    from .assignments import Volumes
+
+    course = load_catalog(args.dir).get(args.course)
+    if course is None:
+        raise CourseError(f"no course {args.course!r} in {args.dir}")
+    assignment = course.assignment(args.assignment)
+    if assignment is None:
+        names = ", ".join(a.name for a in course.assignments) or "none"
+        raise CourseError(f"{course.id} has no assignment {args.assignment!r} (its "
+                          f"assignments: {names})")
+    if not args.image.startswith("sha256:") and "@sha256:" not in args.image:
+        raise CourseError("give --image (or $QUSTODY_IMAGE_DIGEST): the servers' image by "
+                          "digest, as `make image` prints it")
+    if not (args.audit_log and args.audit_key_file):
+        raise CourseError("give --audit-log and --audit-key-file (or $QUSTODY_AUDIT_LOG and "
+                          "$QUSTODY_AUDIT_KEY_FILE): every release and collect is audited")
+    import docker
+
+    from ..audit.log import AuditLog
+    from ..spawner import SpawnPolicy
+
+    policy = SpawnPolicy(home_volume_template=args.home_volume_template)
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise CourseError(f"cannot reach the Docker engine (DOCKER_HOST): {e}") from None
+    audit = AuditLog(path=args.audit_log, key_file=args.audit_key_file)
+    volumes = Volumes(client, args.image, policy.home_mount, policy.volume_name)
+    try:
+        return _run_assignment(args, audit, volumes, course, assignment)
+    except docker.errors.DockerException as e:
+        raise CourseError(f"the Docker engine refused: {e}") from None
+    finally:
+        audit.close()
+
+
+def _run_assignment(args: argparse.Namespace, audit: Any, volumes: Any, course: Course,
+                    assignment: Assignment) -> int:
+    from .assignments import collect, release
+
+    if args.command == "release":
+        report = release(volumes, course, assignment, args.students)
+        audit.emit("assignment-released", {
+            "actor": args.actor, "course": course.id, "assignment": assignment.name,
+            "students": len(report.written), "files": sum(report.written.values()),
+            "kept": sum(report.kept.values()),
+        })
+        for student in sorted(report.written):
+            print(f"{student}: {report.written[student]} file(s) written, "
+                  f"{report.kept[student]} kept (already there)")
+        return 0
+    done = collect(volumes, course, assignment, args.students,
+                   args.archive or args.dir / "archive")
+    summary = done.summary()
+    audit.emit("assignment-collected", {
+        "actor": args.actor, "course": course.id, "assignment": assignment.name,
+        **summary, "manifest_sha256": done.manifest_sha256,
+    })
+    for student, entry in sorted(done.manifest["students"].items()):
+        late = " LATE" if entry.get("late") else ""
+        flagged = f", {len(entry.get('findings', []))} credential finding(s)" \
+            if entry.get("findings") else ""
+        print(f"{student}: {entry['status']}, {len(entry['files'])} file(s){late}{flagged}")
+    print(f"archive: {done.archive} (manifest sha256 {done.manifest_sha256})")
     return 0
 
 

@@ -12,6 +12,8 @@ Every error names the file, the key and the fix. What a file may hold (docs/cour
   instructors may start their students' servers with;
 - ``[materials]``: ``volume``, a Docker volume mounted read-only into the servers of the
   course's students and instructors (at ``<home>/<id>-materials``);
+- ``[[assignments]]``: ``name``, ``release`` and ``due``; the files are the materials'
+  ``assignments/<name>/`` (hub_ext.courses.assignments releases and collects them);
 - ``[qpu]``: the course's QPU budget: ``backends``, ``purpose``, ``per_student`` and
   ``total`` limits by period (``day``, ``month``) and dimension (``jobs``, ``shots``,
   ``seconds``), and ``[[qpu.reservations]]`` (lab hours).
@@ -40,9 +42,11 @@ DIMENSIONS = ("jobs", "shots", "seconds")
 MAX_BYTES = 256 * 1024
 DAY = 86400.0
 
-KEYS = ("id", "title", "term", "roster", "profile", "materials", "qpu")
+KEYS = ("id", "title", "term", "roster", "profile", "materials", "assignments", "qpu")
 #: What a course file cannot hold yet: named, so the error says so.
-NOT_YET = ("assignments", "secrets")
+NOT_YET = ("secrets",)
+#: An assignment's name: also a directory name in the materials and in students' homes.
+ASSIGNMENT = re.compile(r"[a-z0-9][a-z0-9_\-]{0,40}")
 #: A Docker volume name (what ``docker volume create`` accepts).
 VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,127}")
 
@@ -94,6 +98,13 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class Assignment:
+    name: str
+    release: float
+    due: float
+
+
+@dataclass(frozen=True)
 class Budget:
     """The course's QPU budget; limits are period -> dimension -> amount."""
 
@@ -114,6 +125,10 @@ class Course:
     budget: Budget | None = None
     source: str = ""
     materials: str = ""  # a Docker volume, mounted read-only
+    assignments: tuple[Assignment, ...] = ()
+
+    def assignment(self, name: str) -> Assignment | None:
+        return next((a for a in self.assignments if a.name == name), None)
 
     def settings(self) -> dict[str, Any]:
         """Flat ``key: value`` view (what ``qustody course apply --dry-run`` compares)."""
@@ -127,6 +142,8 @@ class Course:
             "profile.name": self.profile,
             "materials.volume": self.materials,
         }
+        for i, a in enumerate(self.assignments):
+            out[f"assignments[{i}]"] = f"{a.name} released {stamp(a.release)} due {stamp(a.due)}"
         b = self.budget
         if b is not None:
             out["qpu.backends"] = list(b.backends)
@@ -300,8 +317,37 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
         materials = c.text(m["volume"], "materials.volume", pattern=VOLUME, limit=128,
                            example=f"qustody-materials-{course_id}")
 
+    assignments = _assignments(c, doc.get("assignments", []), materials)
     budget = _budget(c, doc["qpu"]) if "qpu" in doc else None
-    return Course(course_id, title, term, group, profile, budget, source, materials)
+    return Course(course_id, title, term, group, profile, budget, source, materials,
+                  assignments)
+
+
+def _assignments(c: _Checker, value: Any, materials: str) -> tuple[Assignment, ...]:
+    if not isinstance(value, list):
+        raise c.fail("assignments", "must be an array of tables ([[assignments]])")
+    if value and not materials:
+        raise c.fail("assignments", "need [materials] volume: an assignment's files are "
+                     "assignments/<name>/ in the course's materials")
+    out: list[Assignment] = []
+    for i, item in enumerate(value):
+        where = f"assignments[{i}]"
+        t = c.table(item, where)
+        c.keys(t, ("name", "release", "due"), where)
+        for required in ("name", "release", "due"):
+            if required not in t:
+                raise c.fail(f"{where}.{required}", "missing")
+        a = Assignment(
+            name=c.text(t["name"], f"{where}.name", pattern=ASSIGNMENT, limit=41, example="hw1"),
+            release=c.time(t["release"], f"{where}.release"),
+            due=c.time(t["due"], f"{where}.due"),
+        )
+        if a.due <= a.release:
+            raise c.fail(f"{where}.due", "must be after its release")
+        if any(o.name == a.name for o in out):
+            raise c.fail(f"{where}.name", f"{a.name!r} is used twice; names must differ")
+        out.append(a)
+    return tuple(out)
 
 
 def _budget(c: _Checker, value: Any) -> Budget:

@@ -9,7 +9,8 @@ reach, and audits each start and stop with them as the actor. Routes under the p
   their server (running, since when, last activity, time left) and QPU use today
   against the per-student budget, and Start/Stop buttons;
 - ``/api/courses``: the same as JSON;
-- ``/servers``: POST ``course``, ``user``, ``action`` (start|stop), XSRF-checked.
+- ``/servers``: POST ``course``, ``user``, ``action`` (start|stop), XSRF-checked;
+- ``/archive/<course>/<assignment>.tar``: the collected work (``qustody course collect``).
 
 Anyone else gets a 403 page saying the page is for a course's instructors.
 """
@@ -37,7 +38,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from ..service_page import ServicePage
 from .catalog import Catalog
 from .live import LiveCatalog
-from .model import stamp
+from .model import ASSIGNMENT, stamp
 
 TEMPLATES = Path(__file__).with_name("web_templates")
 #: The scope an instructor's course role holds for each course (COURSE_SCOPES).
@@ -138,6 +139,16 @@ class CourseHandler(ServicePage):
         if c is not None:
             view.update(state=c.term.state(now), end=stamp(c.term.end), closes=stamp(c.term.closes),
                         profile=c.profile)
+            view["assignments"] = [
+                {
+                    "name": a.name,
+                    "release": stamp(a.release),
+                    "due": stamp(a.due),
+                    "state": "upcoming" if now < a.release else "open" if now < a.due else "due",
+                    "collected": self.archive(course, a.name) is not None,
+                }
+                for a in c.assignments
+            ]
         code, group = await self.hub("GET", f"groups/{quote(course + ':students', safe='')}")
         if code == 404:
             return view  # nobody has signed in as the course's student yet
@@ -181,6 +192,14 @@ class CourseHandler(ServicePage):
             "last_activity": server.get("last_activity") or (user or {}).get("last_activity"),
             "seconds_left": left,
         }
+
+    def archive(self, course: str, assignment: str) -> Path | None:
+        """The collected archive of an assignment (``qustody course collect``), if any."""
+        root = self.settings["archive_dir"]
+        if root is None or not ASSIGNMENT.fullmatch(assignment):
+            return None
+        path = root / course / assignment / f"{assignment}.tar"
+        return path if path.is_file() else None
 
     async def overview(self) -> list[dict[str, Any]]:
         catalog: Catalog = self.settings["catalog"].current() if self.settings["catalog"] \
@@ -234,6 +253,7 @@ class PageHandler(CourseHandler):
             when_text=when_text,
             done=self.done(),
             action_url=url_path_join(self.settings["prefix"], "servers"),
+            archive_url=url_path_join(self.settings["prefix"], "archive/"),
         )
 
 
@@ -243,6 +263,28 @@ class CoursesAPIHandler(CourseHandler):
     async def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"courses": await self.overview()}))
+
+
+class ArchiveHandler(CourseHandler):
+    """``/archive/<course>/<assignment>.tar``: the collected work, for the course's
+    instructors only."""
+
+    async def get(self, course: str, assignment: str) -> None:
+        if course not in courses_of(self.current_user):
+            raise web.HTTPError(403, f"You do not teach {course[:64]!r}.")
+        path = self.archive(course, assignment)
+        if path is None:
+            raise web.HTTPError(404, f"{assignment[:41]!r} of {course} has not been collected "
+                                "(qustody course collect).")
+        self.set_header("Content-Type", "application/x-tar")
+        self.set_header("Content-Disposition",
+                        f'attachment; filename="{course}-{assignment}.tar"')
+        self.set_header("Cache-Control", "no-store")
+        with open(path, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
 
 
 class ServersHandler(CourseHandler):
@@ -274,12 +316,15 @@ class ServersHandler(CourseHandler):
 
 
 def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
-             profile_limits: dict[str, dict[str, int]]) -> web.Application:
+             profile_limits: dict[str, dict[str, int]],
+             archive_dir: Path | None = None) -> web.Application:
     return web.Application(
         [
             (prefix, PageHandler),
             (url_path_join(prefix, "api/courses"), CoursesAPIHandler),
             (url_path_join(prefix, "servers"), ServersHandler),
+            (url_path_join(prefix, r"archive/([a-z0-9][a-z0-9\-_.]{0,60})/([^/]{1,64})\.tar"),
+             ArchiveHandler),
             (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],
         cookie_secret=secrets.token_bytes(32),
@@ -289,6 +334,7 @@ def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
         catalog=catalog,
         qpu_url=qpu_url,
         profile_limits=profile_limits,
+        archive_dir=archive_dir,
         xsrf_cookies=False,  # checked after authentication (ServicePage.prepare)
     )
 
@@ -305,7 +351,9 @@ def main() -> None:
     if catalog is not None:
         catalog.current()
     limits = json.loads(os.environ.get("QUSTODY_PROFILE_LIMITS", "{}") or "{}")
-    app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits)
+    archive = Path(directory) / "archive" if directory else None
+    app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits,
+                   archive)
     app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True)
     print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT

@@ -40,6 +40,8 @@ REQUIRED_TYPES = {
     "save-refused",
     "outputs-redacted",
     "file-finding",  # issue 13: the file watcher's findings
+    "assignment-released",  # issue 14: course workspaces
+    "assignment-collected",
     "qpu-job-submitted",
     "qpu-job-admitted",
     "qpu-job-queued",

@@ -338,3 +338,48 @@ def test_the_instructor_page_in_chromium_starts_and_stops_a_students_server(
     assert out["after"][0]["students"][0]["server"] == "stopped", out
     started = [e for e in audit_events(reach.hub, "server-spawn-requested") if e["user"] == "sam"]
     assert started[-1].get("actor") == "ivan", started[-1]
+
+
+def test_the_instructor_page_lists_assignments_and_serves_collected_work_to_its_course(
+    reach: Reach,
+) -> None:
+    import io as io_
+    import tarfile
+
+    courses = reach.hub.dir / "courses"
+    (courses / "course-101.toml").write_text(
+        'id = "course-101"\ntitle = "Intro QC"\n[term]\nstart = 2026-01-01T00:00:00Z\n'
+        'end = 2036-01-01T00:00:00Z\n[roster]\ngroup = "course-101"\n'
+        '[materials]\nvolume = "qustody-materials-course-101"\n'
+        '[[assignments]]\nname = "hw1"\nrelease = 2026-01-05T00:00:00Z\n'
+        'due = 2026-01-12T00:00:00Z\n'
+        '[[assignments]]\nname = "hw2"\nrelease = 2035-01-05T00:00:00Z\n'
+        'due = 2035-01-12T00:00:00Z\n'
+    )
+    archive = courses / "archive" / "course-101" / "hw1" / "hw1.tar"
+    archive.parent.mkdir(parents=True)
+    body = io_.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:  # what `qustody course collect` writes
+        info = tarfile.TarInfo("sam/README.md")
+        info.size = 10
+        tar.addfile(info, io_.BytesIO(b"my answer\n"))
+    archive.write_bytes(body.getvalue())
+    try:
+        listed = reach.hub.wait_for(
+            lambda: (r := page(reach, "ivan", "api/courses")).status_code == 200
+            and r.json()["courses"][0].get("assignments"),
+            timeout=30, what="the page to read the course file",
+        )
+        assert [(a["name"], a["state"], a["collected"]) for a in listed] == [
+            ("hw1", "due", True), ("hw2", "upcoming", False)]
+        html = page(reach, "ivan").text
+        assert 'href="/services/courses/archive/course-101/hw1.tar"' in html
+        got = page(reach, "ivan", "archive/course-101/hw1.tar")
+        assert got.status_code == 200 and got.content == body.getvalue()
+        assert "course-101-hw1.tar" in got.headers["Content-Disposition"]
+        assert page(reach, "ivan", "archive/course-101/hw2.tar").status_code == 404
+        assert page(reach, "ivan", "archive/course-202/hw1.tar").status_code == 403
+        assert page(reach, "ivan", "archive/course-101/..%2F..%2Fx.tar").status_code == 404
+        assert page(reach, "sam", "archive/course-101/hw1.tar").status_code == 403
+    finally:
+        (courses / "course-101.toml").unlink()
