@@ -41,6 +41,7 @@ from hub_ext.spawner import (
     kubespawner_settings,
     validate_config,
 )
+from hub_ext.upstream import guard_service_health_check
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821 - provided by JupyterHub
 
@@ -219,6 +220,7 @@ c.SecretClassPolicy.role_classes = {
 # courses: one <course>.toml each (docs/courses.md); `make demo` writes course-101
 course_settings(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1")
 policy = validate_config(c, demo=DEMO)  # host network only in demo mode
+guard_service_health_check()  # no traceback at shutdown from JupyterHub's health check
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
 setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))  # a bad secrets setting stops it here

@@ -56,6 +56,9 @@ LABEL = "io.qustody"
 TOKEN_KEYS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 #: user_options keys a spawn request may carry; anything else is refused.
 USER_OPTION_KEYS = frozenset({"profile", "image"})
+#: Where course materials are mounted: on the image's read-only root, which no user can
+#: change before the mount is made (hub_ext.courses).
+MATERIALS_ROOT = "/srv/qustody/materials"
 #: Roles with work of their own: a course's term never stops their servers.
 STAFF_ROLES = frozenset({"researcher", "instructor", "admin", "auditor"})
 
@@ -606,14 +609,15 @@ class SpawnPolicy(LoggingConfigurable):
     def materials_mounts(self, owner_groups: Iterable[str]) -> dict[str, str]:
         """Materials volume -> where it is mounted (read-only) for a user: the courses
         they take as a student or teach (hub groups ``<course>:students`` and
-        ``<course>:instructors``)."""
+        ``<course>:instructors``). Never inside the home: the engine follows symlinks in
+        a mount's target, and the home is the user's to fill with them."""
         catalog = self.course_catalog()
         mounts = {}
         for group in sorted(owner_groups):
             course_id, _, kind = group.rpartition(":")
             course = catalog.get(course_id) if kind in ("students", "instructors") else None
             if course is not None and course.materials and self._materials_ok(course.materials):
-                mounts[course.materials] = f"{self.home_mount}/{course.id}-materials"
+                mounts[course.materials] = f"{MATERIALS_ROOT}/{course.id}"
         return mounts
 
     def course_catalog(self) -> Catalog:

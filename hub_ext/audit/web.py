@@ -84,20 +84,23 @@ class Verifier:
         # restart of this service does not forget it
         self.anchor_file = anchor_file
         self.anchor_problem: str | None = None
-        self.seen: tuple[int, str, str] | None = self._read_anchor()
+        self.seen: tuple[int, str, str] | None = None
 
     def _anchor_mac(self, key: bytes, seq: int, hash_: str, when: str) -> str:
         return hmac.new(key, f"qustody-audit-anchor\n{seq}\n{hash_}\n{when}".encode(),
                         hashlib.sha256).hexdigest()
 
     def _read_anchor(self) -> tuple[int, str, str] | None:
+        """The remembered record, read afresh each run (an admin who removed a bad file
+        needs no restart); sets ``anchor_problem`` when the file is bad."""
+        self.anchor_problem = None
         if self.anchor_file is None:
-            return None
+            return self.seen
         try:
             doc = json.loads(self.anchor_file.read_text())
             seq, hash_, when, mac = int(doc["seq"]), str(doc["hash"]), str(doc["when"]), doc["mac"]
-        except FileNotFoundError:
-            return None
+        except FileNotFoundError:  # not written yet (or not writable): what this run knows
+            return self.seen
         except (OSError, ValueError, KeyError, TypeError):
             self.anchor_problem = (
                 f"the file that remembers the last verified record ({self.anchor_file.name}, "
@@ -108,8 +111,9 @@ class Verifier:
                    for k in self.where.keys):
             self.anchor_problem = (
                 f"the file that remembers the last verified record ({self.anchor_file.name}, "
-                "next to the log's key) does not verify with the key: it was altered. Check "
-                "the log, then remove that file to start afresh"
+                "next to the log's key) does not verify with the log's key(s): it was altered, "
+                "or written with a key no longer given. Check the log, then remove that file "
+                "to start afresh"
             )
             return None
         return seq, hash_, when
@@ -124,6 +128,8 @@ class Verifier:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.anchor_file)
 
     def start(self, actor: str) -> bool:
@@ -138,6 +144,7 @@ class Verifier:
     def _run(self, actor: str) -> None:
         from .verify import Problem, verify, verify_db
 
+        self.seen = self._read_anchor()
         anchor = self.seen[:2] if self.seen else None
         try:
             if self.where.db:
@@ -146,6 +153,9 @@ class Verifier:
                 assert self.where.path is not None
                 report = verify(self.where.path, self.where.keys, anchor=anchor)
             finished = clock.stamp()
+            if self.anchor_problem:  # first: an empty log does not excuse a bad anchor
+                report.ok, report.empty = False, False
+                report.problem = Problem(self.anchor_problem)
             if report.empty and self.seen is None:
                 self.state = {"status": "empty", "finished": finished, "summary": EMPTY_SUMMARY}
                 return
@@ -156,9 +166,6 @@ class Verifier:
                     f"the log held records up to seq {seq} when verified at {when}; now it "
                     "holds none: it was deleted or moved"
                 )
-            if self.anchor_problem and report.ok:
-                report.ok = False
-                report.problem = Problem(self.anchor_problem)
             if report.ok and report.last_seq is not None and report.last_hash is not None:
                 self.seen = (report.last_seq, report.last_hash, finished)
                 try:
@@ -168,17 +175,19 @@ class Verifier:
             public = report.public()
             public["problem"] = self.hide_problem_paths(public["problem"])
             public["warnings"] = [self.hide_paths(str(w)) for w in public["warnings"]]
-            self.state = {
+            state = {
                 "status": "ok" if report.ok else "failed",
                 "finished": finished,
                 "summary": self.hide_paths(report.summary()),
                 "report": public,
                 "first_bad": public["problem"],
             }
-            try:
+            try:  # recorded before it is shown: a run shown as done has written all it writes
                 self.record(report, actor)
             except Exception as e:  # the result stands even if recording it failed
-                self.state["note"] = f"not recorded in the log: {type(e).__name__}"
+                state["note"] = f"not recorded in the log: {type(e).__name__}"
+            self.running = False  # before the result shows: a new request then starts a run
+            self.state = state
         except Exception as e:
             self.state = {
                 "status": "error",
@@ -365,7 +374,10 @@ def where_from_env() -> tuple[Where, dict[str, str]]:
 
 
 def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Application:
-    anchor = Path(where.key_files[0] + ".verified") if where.key_files else None
+    # where the page remembers the last record it verified: next to the key by default
+    anchor_env = os.environ.get("QUSTODY_AUDIT_ANCHOR_FILE", "")
+    anchor = Path(anchor_env) if anchor_env else (
+        Path(where.key_files[0] + ".verified") if where.key_files else None)
     verifier = Verifier(where, record, anchor)
     routes: list[Any] = [
         (prefix, PageHandler),

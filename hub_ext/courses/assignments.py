@@ -6,13 +6,15 @@ the volumes it needs mounted, and moves files through Docker's archive API
 the image the hub allows.
 
 - **release** copies ``assignments/<name>/`` from the course's materials volume into each
-  student's home (``<home>/<course>/<name>/``), owned by the servers' user. A file the
-  student already has is left alone: releasing twice never overwrites work.
+  student's home (``<home>/<course>/<name>/``), owned by the servers' user. Whatever the
+  student already has at a path (a file, a folder, a link), and everything under it, is
+  left alone: releasing twice never overwrites or removes work.
 - **collect** snapshots each student's ``<home>/<course>/<name>/`` (read-only mount) into
-  one archive for the instructors, ``<archive dir>/<course>/<name>/<name>.tar``:
-  ``<student>/<files>`` plus ``manifest.json`` (each file's SHA-256, size, time, and
-  whether it changed after the due time; the credential guard's findings, never their
-  values). The manifest's SHA-256 goes into the audit log (``assignment-collected``).
+  one archive for the instructors, ``<archive dir>/<course>/<name>/<name>-<time>.tar``
+  (a new file each time, so every audited manifest stays checkable): ``<student>/<files>``
+  plus ``manifest.json`` (each file's SHA-256, size and time, whether it changed after the
+  due time, whether it is still the released template; the credential guard's findings,
+  never their values). The manifest's SHA-256 goes into the audit log.
 """
 
 from __future__ import annotations
@@ -29,13 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import write_atomically
 from .model import Assignment, Course, CourseError, stamp
 
 #: A student's assignment larger than this is not collected (said in the manifest).
 MAX_SUBMISSION_BYTES = 64 * 1024 * 1024
-#: The servers' user (SpawnPolicy.run_as): released files belong to it.
-UID = GID = 1000
 LABEL = "io.qustody.course-helper"
 
 
@@ -47,6 +46,8 @@ class Volumes:
     image: str
     home_mount: str
     home_volume: Callable[[str], str]
+    uid: int = 1000  # SpawnPolicy.run_as: released files belong to the servers' user
+    gid: int = 1000
 
     @contextlib.contextmanager
     def mounted(self, mounts: dict[str, tuple[str, str]]) -> Iterator[Any]:
@@ -58,7 +59,7 @@ class Volumes:
                      mounts.items()},
             network_disabled=True,
             read_only=True,
-            user=f"{UID}:{GID}",
+            user=f"{self.uid}:{self.gid}",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
             labels={LABEL: "true"},
@@ -95,17 +96,52 @@ def read_tree(container: Any, path: str, limit: int = MAX_SUBMISSION_BYTES) -> b
     return out.getvalue()
 
 
+def path_kind(container: Any, path: str) -> str | None:
+    """``dir``, ``file``, ``link`` or ``other`` for a path in the container; None if absent.
+    (Only the archive's stat header is read.)"""
+    import docker.errors
+
+    try:
+        stream, stat = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    del stream  # never read: the response is dropped with it
+    mode = int((stat or {}).get("mode", 0))
+    if (stat or {}).get("linkTarget") or mode & (1 << 27):
+        return "link"
+    if mode & (1 << 31):
+        return "dir"
+    return "file" if not mode & (0xF << 24) else "other"
+
+
 def _members(data: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
-    """Regular files and directories of a tar (links, devices and the like left out)."""
+    """Files (hard links as the file they name) and directories of a tar; symlinks,
+    devices and the like are left out. Sorted by path."""
     out: list[tuple[tarfile.TarInfo, bytes | None]] = []
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for m in tar.getmembers():
             if m.isdir():
                 out.append((m, None))
-            elif m.isreg():
+            elif m.isreg() or m.islnk():
                 f = tar.extractfile(m)
                 out.append((m, f.read() if f else b""))
-    return out
+    return sorted(out, key=lambda item: item[0].name)
+
+
+def _names(data: bytes) -> dict[str, str]:
+    """Every path in a tar and what it is (``dir`` or ``other``), links included."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: "dir" if m.isdir() else "other" for m in tar.getmembers()}
+
+
+def _blocked(name: str, have: dict[str, str]) -> bool:
+    """Whether the student has something at ``name`` or at a parent that is not a folder."""
+    parts = name.split("/")
+    for i in range(1, len(parts) + 1):
+        found = have.get("/".join(parts[:i]))
+        if found is not None and (i == len(parts) or found != "dir"):
+            return True
+    return False
 
 
 @dataclass
@@ -113,49 +149,79 @@ class ReleaseReport:
     course: str
     assignment: str
     written: dict[str, int] = field(default_factory=dict)  # student -> files written
-    kept: dict[str, int] = field(default_factory=dict)  # student -> files they had already
+    kept: dict[str, int] = field(default_factory=dict)  # student -> paths they had already
+    problems: dict[str, str] = field(default_factory=dict)  # student -> why not released
+
+
+def template(volumes: Volumes, course: Course, assignment: Assignment) -> bytes:
+    """The assignment's files from the materials (a tar rooted at ``<name>/``)."""
+    if not course.materials or not volumes.has_volume(course.materials):
+        raise CourseError(f"{course.id}: the materials volume {course.materials or '(none)'} "
+                          "does not exist; create and fill it first")
+    with volumes.mounted({course.materials: ("/src", "ro")}) as c:
+        try:
+            tree = read_tree(c, f"/src/assignments/{assignment.name}")
+        except ValueError as e:
+            raise CourseError(f"{course.id}: assignments/{assignment.name}/ in the materials "
+                              f"is too large to release ({e})") from None
+    if tree is None:
+        raise CourseError(f"{course.id}: the materials volume {course.materials} has no "
+                          f"assignments/{assignment.name}/ to release")
+    return tree
 
 
 def release(volumes: Volumes, course: Course, assignment: Assignment,
             students: Iterable[str]) -> ReleaseReport:
-    if not course.materials:
-        raise CourseError(f"{course.id}: no [materials] volume to release {assignment.name} from")
-    with volumes.mounted({course.materials: ("/src", "ro")}) as c:
-        tree = read_tree(c, f"/src/assignments/{assignment.name}")
-    if tree is None:
-        raise CourseError(f"{course.id}: the materials volume {course.materials} has no "
-                          f"assignments/{assignment.name}/ to release")
-    files = _members(tree)
+    files = _members(template(volumes, course, assignment))
     report = ReleaseReport(course.id, assignment.name)
     for student in sorted(set(students)):
-        home = volumes.home_volume(student)
-        if not volumes.has_volume(home):
-            volumes.client.volumes.create(home, labels={"io.qustody.user": student})
-        with volumes.mounted({home: (volumes.home_mount, "rw")}) as c:
-            existing = read_tree(c, f"{volumes.home_mount}/{course.id}/{assignment.name}")
-            have = {m.name for m, _ in _members(existing)} if existing else set()
-            out = io.BytesIO()
-            written = kept = 0
-            with tarfile.open(fileobj=out, mode="w") as tar:
-                top = tarfile.TarInfo(course.id)
-                top.type, top.mode, top.uid, top.gid = tarfile.DIRTYPE, 0o755, UID, GID
-                tar.addfile(top)
-                for member, data in files:
-                    if member.name in have and data is not None:
-                        kept += 1
-                        continue
-                    info = tarfile.TarInfo(f"{course.id}/{member.name}")
-                    info.uid, info.gid, info.mtime = UID, GID, int(time.time())
-                    if data is None:
-                        info.type, info.mode = tarfile.DIRTYPE, 0o755
-                        tar.addfile(info)
-                    else:
-                        info.mode, info.size = 0o644, len(data)
-                        tar.addfile(info, io.BytesIO(data))
-                        written += 1
-            c.put_archive(volumes.home_mount, out.getvalue())
-        report.written[student], report.kept[student] = written, kept
+        try:
+            _release_one(volumes, course, assignment, files, student, report)
+        except (ValueError, OSError) as e:
+            report.problems[student] = str(e)
+        except Exception as e:  # the engine refused: the others still get theirs
+            report.problems[student] = f"{type(e).__name__}: {e}"
     return report
+
+
+def _release_one(volumes: Volumes, course: Course, assignment: Assignment,
+                 files: list[tuple[tarfile.TarInfo, bytes | None]], student: str,
+                 report: ReleaseReport) -> None:
+    home = volumes.home_volume(student)
+    if not volumes.has_volume(home):
+        volumes.client.volumes.create(home, labels={"io.qustody.user": student})
+    with volumes.mounted({home: (volumes.home_mount, "rw")}) as c:
+        top = path_kind(c, f"{volumes.home_mount}/{course.id}")
+        if top not in (None, "dir"):
+            report.problems[student] = f"~/{course.id} is a {top}, not a folder: left alone"
+            return
+        existing = read_tree(c, f"{volumes.home_mount}/{course.id}/{assignment.name}") \
+            if top == "dir" else None
+        have = _names(existing) if existing else {}
+        out = io.BytesIO()
+        written = kept = 0
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            if top is None:
+                info = tarfile.TarInfo(course.id)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                info.uid, info.gid = volumes.uid, volumes.gid
+                tar.addfile(info)
+            for member, data in files:
+                if _blocked(member.name, have):
+                    kept += data is not None
+                    continue
+                info = tarfile.TarInfo(f"{course.id}/{member.name}")
+                # the template's own time: "changed after the due time" stays meaningful
+                info.uid, info.gid, info.mtime = volumes.uid, volumes.gid, int(member.mtime)
+                if data is None:
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                else:
+                    info.mode, info.size = 0o644, len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                    written += 1
+        c.put_archive(volumes.home_mount, out.getvalue())
+    report.written[student], report.kept[student] = written, kept
 
 
 @dataclass
@@ -191,13 +257,21 @@ def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
             located = scan_file(engine, path, data)
     except Exception:  # not a notebook after all: scan it as text
         located = scan_file(engine, path, data)
-    return [{"file": path, "detector": f.finding.detector, "line": f.finding.line}
-            for f in located]
+    return sorted(
+        ({"file": path, "detector": f.finding.detector, "line": f.finding.line}
+         for f in located),
+        key=lambda f: (f["file"], f["line"], f["detector"]),
+    )
 
 
 def collect(volumes: Volumes, course: Course, assignment: Assignment, students: Iterable[str],
             archive_root: Path, now: float | None = None) -> Collection:
     now = time.time() if now is None else now
+    released: dict[str, str] = {}  # path in the assignment -> the template's SHA-256
+    with contextlib.suppress(CourseError):
+        for member, data in _members(template(volumes, course, assignment)):
+            if data is not None:
+                released[member.name.split("/", 1)[-1]] = hashlib.sha256(data).hexdigest()
     manifest: dict[str, Any] = {
         "course": course.id,
         "assignment": assignment.name,
@@ -205,50 +279,62 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
         "collected_at": stamp(now),
         "students": {},
     }
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for student in sorted(set(students)):
-            entry: dict[str, Any] = {"status": "missing", "files": [], "late": False}
-            manifest["students"][student] = entry
-            home = volumes.home_volume(student)
-            if not volumes.has_volume(home):
-                continue
-            with volumes.mounted({home: (volumes.home_mount, "ro")}) as c:
-                try:
-                    tree = read_tree(c, f"{volumes.home_mount}/{course.id}/{assignment.name}")
-                except ValueError as e:
-                    entry["status"] = f"too large: {e}"
-                    continue
-            if tree is None:
-                continue
-            entry["status"] = "submitted"
-            findings: list[dict[str, Any]] = []
-            for member, data in _members(tree):
-                if data is None:
-                    continue
-                rel = member.name.split("/", 1)[1] if "/" in member.name else member.name
-                late = member.mtime > assignment.due
-                entry["files"].append({
-                    "path": rel,
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "size": len(data),
-                    "modified": stamp(member.mtime),
-                    "late": late,
-                })
-                entry["late"] = entry["late"] or late
-                findings += findings_in(rel, data)
-                info = tarfile.TarInfo(f"{student}/{rel}")
-                info.size, info.mtime, info.mode = len(data), member.mtime, 0o644
-                tar.addfile(info, io.BytesIO(data))
-            entry["findings"] = findings
-        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size, info.mtime, info.mode = len(body), int(now), 0o644
-        tar.addfile(info, io.BytesIO(body))
     directory = archive_root / course.id / assignment.name
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    archive = directory / f"{assignment.name}.tar"
-    write_atomically(archive, out.getvalue())
-    os.chmod(archive, 0o600)
+    archive = directory / f"{assignment.name}-{stamp(now).replace(':', '')}.tar"
+    tmp = directory / f".{archive.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
+            for student in sorted(set(students)):
+                manifest["students"][student] = _collect_one(
+                    volumes, course, assignment, student, released, tar)
+            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size, info.mtime, info.mode = len(body), int(now), 0o644
+            tar.addfile(info, io.BytesIO(body))
+        os.replace(tmp, archive)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return Collection(course.id, assignment.name, archive, manifest,
                       hashlib.sha256(body).hexdigest())
+
+
+def _collect_one(volumes: Volumes, course: Course, assignment: Assignment, student: str,
+                 released: dict[str, str], tar: tarfile.TarFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"status": "missing", "files": [], "late": False, "findings": []}
+    home = volumes.home_volume(student)
+    try:
+        if not volumes.has_volume(home):
+            return entry
+        with volumes.mounted({home: (volumes.home_mount, "ro")}) as c:
+            tree = read_tree(c, f"{volumes.home_mount}/{course.id}/{assignment.name}")
+    except ValueError as e:
+        entry["status"] = f"not collected: {e}"
+        return entry
+    except Exception as e:  # the engine refused this one: the others are still collected
+        entry["status"] = f"not collected: {type(e).__name__}"
+        return entry
+    if tree is None:
+        return entry
+    changed = False
+    for member, data in _members(tree):
+        if data is None:
+            continue
+        rel = member.name.split("/", 1)[1] if "/" in member.name else member.name
+        digest = hashlib.sha256(data).hexdigest()
+        template = released.get(rel) == digest
+        late = member.mtime > assignment.due and not template
+        changed = changed or not template
+        entry["files"].append({
+            "path": rel, "sha256": digest, "size": len(data),
+            "modified": stamp(member.mtime), "late": late, "as_released": template,
+        })
+        entry["late"] = entry["late"] or late
+        entry["findings"] += findings_in(rel, data)
+        info = tarfile.TarInfo(f"{student}/{rel}")
+        info.size, info.mtime, info.mode = len(data), int(member.mtime), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    entry["status"] = "submitted" if changed else "untouched"
+    return entry

@@ -28,6 +28,7 @@ from .catalog import (
     write_atomically,
 )
 from .model import (
+    USER_NAME,
     Assignment,
     Course,
     CourseError,
@@ -74,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
                             "$QUSTODY_IMAGE_DIGEST); no container is ever started")
             sp.add_argument("--home-volume-template", default="qustody-home-{username}",
                             help="SpawnPolicy.home_volume_template of the hub")
+            sp.add_argument("--run-as", default="1000:1000",
+                            help="SpawnPolicy.run_as of the hub: released files' owner")
             sp.add_argument("--archive", type=Path, default=None,
                             help="where collected archives go (default: <dir>/archive)")
             sp.add_argument("--actor", default=os.environ.get("USER", "admin"),
@@ -179,6 +182,15 @@ def _assignment(args: argparse.Namespace) -> int:
     if not (args.audit_log and args.audit_key_file):
         raise CourseError("give --audit-log and --audit-key-file (or $QUSTODY_AUDIT_LOG and "
                           "$QUSTODY_AUDIT_KEY_FILE): every release and collect is audited")
+    bad = [s for s in args.students if not USER_NAME.fullmatch(s)]
+    if bad:
+        raise CourseError(f"--student {bad[0][:64]!r} is not a hub user name")
+    if not 0 < len(args.actor) <= 256:
+        raise CourseError("--actor: say who does it (the audit log records it)")
+    try:
+        uid, gid = (int(x) for x in args.run_as.split(":"))
+    except ValueError:
+        raise CourseError(f"--run-as {args.run_as!r}: give uid:gid, e.g. 1000:1000") from None
     import docker
 
     from ..audit.log import AuditLog
@@ -190,8 +202,11 @@ def _assignment(args: argparse.Namespace) -> int:
         client.ping()
     except docker.errors.DockerException as e:
         raise CourseError(f"cannot reach the Docker engine (DOCKER_HOST): {e}") from None
-    audit = AuditLog(path=args.audit_log, key_file=args.audit_key_file)
-    volumes = Volumes(client, args.image, policy.home_mount, policy.volume_name)
+    try:
+        audit = AuditLog(path=args.audit_log, key_file=args.audit_key_file)
+    except (ValueError, OSError) as e:
+        raise CourseError(f"the audit log cannot be opened, so nothing was done: {e}") from None
+    volumes = Volumes(client, args.image, policy.home_mount, policy.volume_name, uid, gid)
     try:
         return _run_assignment(args, audit, volumes, course, assignment)
     except docker.errors.DockerException as e:
@@ -209,12 +224,14 @@ def _run_assignment(args: argparse.Namespace, audit: Any, volumes: Any, course: 
         audit.emit("assignment-released", {
             "actor": args.actor, "course": course.id, "assignment": assignment.name,
             "students": len(report.written), "files": sum(report.written.values()),
-            "kept": sum(report.kept.values()),
+            "kept": sum(report.kept.values()), "problems": len(report.problems),
         })
         for student in sorted(report.written):
             print(f"{student}: {report.written[student]} file(s) written, "
                   f"{report.kept[student]} kept (already there)")
-        return 0
+        for student, why in sorted(report.problems.items()):
+            print(f"{student}: NOT released: {why}", file=sys.stderr)
+        return 1 if report.problems else 0
     done = collect(volumes, course, assignment, args.students,
                    args.archive or args.dir / "archive")
     summary = done.summary()

@@ -45,6 +45,8 @@ DAY = 86400.0
 KEYS = ("id", "title", "term", "roster", "profile", "materials", "assignments", "qpu")
 #: What a course file cannot hold yet: named, so the error says so.
 NOT_YET = ("secrets",)
+#: A hub user name as the course tools accept it (also a path part in collected archives).
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}")
 #: An assignment's name: also a directory name in the materials and in students' homes.
 ASSIGNMENT = re.compile(r"[a-z0-9][a-z0-9_\-]{0,40}")
 #: A Docker volume name (what ``docker volume create`` accepts).

@@ -38,12 +38,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from ..service_page import ServicePage
 from .catalog import Catalog
 from .live import LiveCatalog
-from .model import ASSIGNMENT, stamp
+from .model import ASSIGNMENT, USER_NAME, stamp
 
 TEMPLATES = Path(__file__).with_name("web_templates")
 #: The scope an instructor's course role holds for each course (COURSE_SCOPES).
 COURSE_SCOPE = re.compile(r"servers!group=(?P<course>[a-z0-9][a-z0-9\-_.]{0,60}):students")
-USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}")
+USER = USER_NAME
 #: Scopes the page's tokens may carry: an instructor's course scopes (the hub keeps their
 #: group filters) and submit, to read the course's QPU use from the gateway as its lead.
 ALLOWED_SCOPES = [
@@ -194,12 +194,15 @@ class CourseHandler(ServicePage):
         }
 
     def archive(self, course: str, assignment: str) -> Path | None:
-        """The collected archive of an assignment (``qustody course collect``), if any."""
+        """The newest collected archive of an assignment (``qustody course collect``)."""
         root = self.settings["archive_dir"]
         if root is None or not ASSIGNMENT.fullmatch(assignment):
             return None
-        path = root / course / assignment / f"{assignment}.tar"
-        return path if path.is_file() else None
+        try:
+            found = sorted((root / course / assignment).glob(f"{assignment}-*.tar"))
+            return found[-1] if found and found[-1].is_file() else None
+        except OSError:  # e.g. collected by another user: said on the page as not there
+            return None
 
     async def overview(self) -> list[dict[str, Any]]:
         catalog: Catalog = self.settings["catalog"].current() if self.settings["catalog"] \

@@ -424,3 +424,27 @@ def test_the_auditor_pages_anchor_outlives_a_restart_and_resists_edits(log_path,
     state = run()
     assert state["status"] == "failed" and "it was altered" in state["summary"], state
     assert str(key_file.parent) not in json_.dumps(state)
+
+
+def test_a_bad_anchor_fails_even_an_empty_log_and_clears_once_removed(log_path, key_file, key):
+    from hub_ext.audit.cli import Where
+    from hub_ext.audit.web import Verifier
+
+    where = Where(log_path, None, [key], [str(key_file)])
+    anchor = key_file.with_name(key_file.name + ".verified")
+    verifier = Verifier(where, lambda report, actor: None, anchor)
+    anchor.write_text("{not json")
+    verifier._run("test")  # the log is empty: still a failure, the anchor is bad
+    assert verifier.state["status"] == "failed" and "unreadable" in verifier.state["summary"]
+    anchor.unlink()  # what the message says to do: no restart needed
+    verifier._run("test")
+    assert verifier.state["status"] == "empty", verifier.state
+    # an anchor directory the service cannot write: the run stands, with a warning
+    unwritable = Verifier(where, lambda report, actor: None, log_path.parent / "no" / "x")
+    audit = AuditLog(path=str(log_path), key_file=str(key_file))
+    audit.emit("login", example("login"))
+    audit.close()
+    unwritable._run("test")
+    assert unwritable.state["status"] == "ok", unwritable.state
+    assert any("not saved" in w for w in unwritable.state["report"]["warnings"])
+    assert unwritable.seen is not None  # remembered in memory all the same

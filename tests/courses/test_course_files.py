@@ -90,8 +90,17 @@ def test_a_good_file_reads_as_written():
         (lambda s: s + '\n[[qpu.reservations]]\nbackend = "aer_simulator"\n'
          "start = 2026-10-01T10:00:00Z\nend = 2026-10-01T12:00:00Z\n",
          "qpu.reservations[1]: overlaps qpu.reservations[0]"),
-        (lambda s: s.replace("[roster]", '[[assignments]]\nname = "hw1"\n[roster]'),
-         "assignments: course files cannot hold assignments in this version"),
+        (lambda s: s.replace("title =", 'secrets = ["token"]\ntitle ='),
+         "secrets: course files cannot hold secrets in this version"),
+        (lambda s: s + '[[assignments]]\nname = "hw1"\n'
+         "release = 2026-09-15T00:00:00Z\ndue = 2026-09-29T00:00:00Z\n",
+         "assignments: need [materials] volume"),
+        (lambda s: s + '[materials]\nvolume = "qustody-materials-101"\n[[assignments]]\n'
+         'name = "hw1"\nrelease = 2026-09-15T00:00:00Z\ndue = 2026-09-01T00:00:00Z\n',
+         "assignments[0].due: must be after its release"),
+        (lambda s: s + '[materials]\nvolume = "qustody-materials-101"\n[[assignments]]\n'
+         'name = "../hw1"\nrelease = 2026-09-15T00:00:00Z\ndue = 2026-09-29T00:00:00Z\n',
+         "assignments[0].name: '../hw1' is not a valid name"),
         (lambda s: s.replace("title =", "titel ="),
          "(top level): unknown key(s) titel"),
         (lambda s: s.replace('[profile]\nname = "student"', "").replace("title =", "profile = 3\ntitle ="),

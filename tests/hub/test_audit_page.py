@@ -79,9 +79,15 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 
 
 def verified(hub: Hub, headers: dict[str, str]) -> dict:
-    """Start a verification run through the API and wait for its result."""
-    r = requests.post(page(hub) + "api/verify", headers=headers, timeout=30)
-    assert r.status_code in (202, 409), r.text
+    """Start a verification run of the log as it is now, and wait for its result (a run
+    already under way may have read the log before the test's last change: wait it out)."""
+
+    def started() -> requests.Response | None:
+        r = requests.post(page(hub) + "api/verify", headers=headers, timeout=30)
+        assert r.status_code in (202, 409), r.text
+        return r if r.status_code == 202 else None
+
+    r = hub.wait_for(started, timeout=60, what="a new verification run")
 
     def done() -> dict | None:
         state = requests.get(page(hub) + "api/verify", headers=headers, timeout=30).json()

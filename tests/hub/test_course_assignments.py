@@ -38,7 +38,7 @@ def names(docker_engine: str) -> Iterator[dict[str, str]]:
     out = {
         "template": template,
         "materials": f"qustody-materials-{prefix}",
-        **{u: policy.volume_name(u) for u in ("sam", "sue", "tom")},
+        **{u: policy.volume_name(u) for u in ("sam", "sue", "tom", "tia", "una")},
     }
     yield out
     for vol in docker("volume", "ls", "-q", "--filter", f"name={prefix}").split():
@@ -86,7 +86,7 @@ def test_release_keeps_work_and_collect_archives_it_with_an_audited_manifest(
     key.chmod(0o600)
 
     out = qustody("release", "course-101", "hw1", "--student", "sam", "--student", "sue",
-                  *common)
+                  "--student", "una", *common)
     assert out.returncode == 0, out.stderr
     assert "sam: 3 file(s) written, 0 kept" in out.stdout, out.stdout
     ls = in_volume(image, names["sam"], f"cd {HOME}/course-101/hw1 && ls -ln README.md && "
@@ -104,14 +104,27 @@ def test_release_keeps_work_and_collect_archives_it_with_an_audited_manifest(
     again = qustody("release", "course-101", "hw1", "--student", "sam", *common)
     assert "sam: 0 file(s) written, 3 kept" in again.stdout, again.stdout
     assert "my answer" in in_volume(image, names["sam"], f"cat {HOME}/course-101/hw1/README.md")
+    # tia has a file where the assignment has a folder, and a link where it has a file:
+    # both are hers and stay; the rest is released around them
+    docker("volume", "create", names["tia"])
+    in_volume(image, names["tia"], f"mkdir -p {HOME}/course-101/hw1 && cd {HOME}/course-101/hw1"
+              " && echo mine > data && ln -s /etc/hostname README.md")
+    tia = qustody("release", "course-101", "hw1", "--student", "tia", *common)
+    assert "tia: 1 file(s) written, 2 kept" in tia.stdout, (tia.stdout, tia.stderr)
+    kept = in_volume(image, names["tia"], f"cd {HOME}/course-101/hw1 && cat data && "
+                     "readlink README.md && ls")
+    assert kept.split() == ["mine", "/etc/hostname", "README.md", "bell.ipynb", "data"], kept
 
     done = qustody("collect", "course-101", "hw1", "--student", "sam", "--student", "sue",
-                   "--student", "tom", *common)
+                   "--student", "tom", "--student", "tia", "--student", "una", *common)
     assert done.returncode == 0, done.stderr
     assert "sam: submitted, 4 file(s), 1 credential finding(s)" in done.stdout, done.stdout
     assert "sue: submitted, 3 file(s) LATE" in done.stdout
     assert "tom: missing, 0 file(s)" in done.stdout
-    archive = courses / "archive" / "course-101" / "hw1" / "hw1.tar"
+    # tia's own file is work; her link is not followed; una only has what was released
+    assert "tia: submitted, 2 file(s)" in done.stdout, done.stdout
+    assert "una: untouched, 3 file(s)" in done.stdout, done.stdout
+    (archive,) = (courses / "archive" / "course-101" / "hw1").glob("hw1-*.tar")
     assert oct(archive.stat().st_mode & 0o777) == "0o600"
     with tarfile.open(archive) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
@@ -123,6 +136,8 @@ def test_release_keeps_work_and_collect_archives_it_with_an_audited_manifest(
         b"my answer\n").hexdigest()
     assert [(f["file"], f["detector"]) for f in sam["findings"]] == [("run.py", "github-token")]
     assert not sam["late"] and manifest["students"]["sue"]["late"]
+    # the released template, untouched, is marked so (and never late)
+    assert {f["path"]: f["as_released"] for f in sam["files"]}["bell.ipynb"] is True
     assert manifest["students"]["tom"]["status"] == "missing"
     assert token not in manifest_bytes.decode() and token not in done.stdout
 
@@ -134,7 +149,8 @@ def test_release_keeps_work_and_collect_archives_it_with_an_audited_manifest(
     assert by_type["assignment-released"]["actor"] == "ivan"
     collected = by_type["assignment-collected"]
     assert collected["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
-    assert (collected["submitted"], collected["late"], collected["findings"]) == (2, 1, 1)
+    assert (collected["submitted"], collected["late"], collected["findings"]) == (3, 1, 1)
+    assert collected["students"] == 5
     assert token not in audit_log.read_text()
     # no helper container is left behind, started or not
     assert not docker("ps", "-aq", "--filter", "label=io.qustody.course-helper").split()
@@ -170,9 +186,16 @@ def test_release_and_collect_refuse_clearly(names, singleuser_image, tmp_path):
     key = tmp_path / "k"
     key.write_text(secrets.token_hex(32))
     key.chmod(0o600)
-    # the materials volume has no assignments/hw1/ (it does not even exist)
+    # the materials volume does not exist: refused, and not made empty on the way
+    out = qustody("release", "course-101", "hw1", *base, "--image", singleuser_image, *audit)
+    assert out.returncode == 1 and "does not exist; create and fill it" in out.stderr, out.stderr
+    assert not docker("volume", "ls", "-q", "--filter", f"name={names['materials']}").split()
+    docker("volume", "create", names["materials"])  # exists, but without assignments/hw1/
     out = qustody("release", "course-101", "hw1", *base, "--image", singleuser_image, *audit)
     assert out.returncode == 1 and "has no assignments/hw1/ to release" in out.stderr, out.stderr
+    out = qustody("release", "course-101", "hw1", *base[:-4], "--student", "../../etc",
+                  "--image", singleuser_image, *audit)
+    assert out.returncode == 1 and "is not a hub user name" in out.stderr, out.stderr
     assert not (tmp_path / "a.jsonl").exists() or "assignment-released" not in (
         tmp_path / "a.jsonl").read_text()
 

@@ -17,6 +17,8 @@ import pytest
 import requests
 from hubtest import UserNetwork, docker, failed
 
+from hub_ext.spawner import SpawnPolicy
+
 pytestmark = pytest.mark.docker
 
 MISSING = "sha256:" + "1" * 64
@@ -330,12 +332,21 @@ def test_a_course_mounts_its_materials_read_only_and_closes_its_students_servers
             f'end = {stamp(closes)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
             f'[materials]\nvolume = "{materials}"\n'
         )
+        # the attack: a symlink where a mount inside the home would go, pointing at the
+        # server's own software (the engine would mount over its target)
+        home = SpawnPolicy(home_volume_template=f"{prefix}-home-{{username}}").volume_name(
+            "alice")
+        docker("run", "--rm", "--network", "none", "--user", "1000", "--entrypoint", "sh",
+               "-v", f"{home}:/home/jovyan", singleuser_image, "-c",
+               "ln -s /opt/qustody /home/jovyan/course-101-materials")
         time.sleep(2.5)  # the hub re-reads the courses directory at most every 2 s
         code, body = spawn(hub, "alice", {"profile": "student"})
         assert code in (201, 202), body
         (cid,) = containers(prefix, "alice")
-        where = "/home/jovyan/course-101-materials"
+        where = "/srv/qustody/materials/course-101"
         assert "Bell states" in docker("exec", cid, "cat", f"{where}/notes.txt")
+        listed = docker("exec", cid, "ls", "/opt/qustody/")
+        assert "venv" in listed and "notes.txt" not in listed, listed
         tried = docker("exec", cid, "sh", "-c",
                        f"touch {where}/mine 2>&1; rm -f {where}/notes.txt 2>&1; "
                        "touch /home/jovyan/mine && echo home-ok", check=False)

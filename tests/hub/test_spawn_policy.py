@@ -249,12 +249,12 @@ def test_course_materials_are_checked_read_only_and_nothing_else_is_mounted():
     p = policy()
     decision = p.decide({"student"}, {})
     volume = p.volume_name("alice")
-    materials = {"qustody-materials-101": "/home/jovyan/course-101-materials"}
+    materials = {"qustody-materials-101": "/srv/qustody/materials/course-101"}
     info = _inspected(p, decision, volume)
     info["HostConfig"]["Binds"].append(
-        "qustody-materials-101:/home/jovyan/course-101-materials:ro")
+        "qustody-materials-101:/srv/qustody/materials/course-101:ro")
     info["Mounts"].append({"Type": "volume", "Name": "qustody-materials-101", "RW": False,
-                           "Destination": "/home/jovyan/course-101-materials"})
+                           "Destination": "/srv/qustody/materials/course-101"})
     assert p.verify(info, decision, IMG, volume, materials) == []
     # without the course, the same mount is one too many
     assert any("unexpected binds" in x for x in p.verify(info, decision, IMG, volume))
@@ -424,7 +424,7 @@ def test_materials_go_to_the_courses_students_and_instructors_only(tmp_path):
         f.write('[materials]\nvolume = "qustody-materials-course-101"\n')
     p = policy(profiles=LAB, courses_dir=d)
     p.check()
-    mounts = {"qustody-materials-course-101": "/home/jovyan/course-101-materials"}
+    mounts = {"qustody-materials-course-101": "/srv/qustody/materials/course-101"}
     assert p.materials_mounts(STUDENT_OF_101) == mounts
     assert p.materials_mounts({"course-101", "course-101:instructors"}) == mounts
     assert p.materials_mounts(MEMBER_OF_101) == {}  # a researcher who sits in

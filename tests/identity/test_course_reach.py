@@ -356,7 +356,7 @@ def test_the_instructor_page_lists_assignments_and_serves_collected_work_to_its_
         '[[assignments]]\nname = "hw2"\nrelease = 2035-01-05T00:00:00Z\n'
         'due = 2035-01-12T00:00:00Z\n'
     )
-    archive = courses / "archive" / "course-101" / "hw1" / "hw1.tar"
+    archive = courses / "archive" / "course-101" / "hw1" / "hw1-2026-01-12T010000Z.tar"
     archive.parent.mkdir(parents=True)
     body = io_.BytesIO()
     with tarfile.open(fileobj=body, mode="w") as tar:  # what `qustody course collect` writes
