@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -196,6 +197,9 @@ def _culler_class() -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # the hub stops its services with SIGINT; a parent may have left SIGINT ignored, which
+    # Python keeps (then every stop waits out the hub's interrupt timeout)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cls = _culler_class()
     app = cls.instance()
     app.initialize(argv if argv is not None else sys.argv[1:])

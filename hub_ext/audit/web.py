@@ -28,6 +28,7 @@ import io
 import json
 import os
 import secrets
+import signal
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -403,6 +404,9 @@ def main() -> None:
 
     from .log import AuditLog
 
+    # the hub stops its services with SIGINT; a parent may have left SIGINT ignored, which
+    # Python keeps (then every stop waits out the hub's interrupt timeout)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     where, settings = where_from_env()
     name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "audit")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -346,6 +347,9 @@ def main() -> None:
     import logging
     from urllib.parse import urlparse
 
+    # the hub stops its services with SIGINT; a parent may have left SIGINT ignored, which
+    # Python keeps (then every stop waits out the hub's interrupt timeout)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "courses")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8083"))
