@@ -204,6 +204,9 @@ def test_a_server_whose_watcher_is_busy_exits_on_the_spawners_signal(
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # as the spawner starts it: SIGINT at its default (a pytest-xdist worker ignores
+        # SIGINT, and jupyter_server installs no handler of its own without a terminal)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(lambda: "is running at" in Path(log.name).read_text(), 60, what="the server")
