@@ -20,6 +20,7 @@ the image the hub allows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -242,14 +243,21 @@ class Collection:
         }
 
 
-def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
-    """The credential guard's findings in one collected file: detector and line only."""
+@functools.cache
+def _engine() -> Any:
+    """The guard's scanner, built once (its rules compile once)."""
     from server_ext.scanner import rules
-    from server_ext.scanner.documents import scan_file, scan_notebook
     from server_ext.scanner.engine import Engine
     from server_ext.scanner.fingerprint import Fingerprinter
 
-    engine = Engine(list(rules.ALL), fingerprinter=Fingerprinter(None))
+    return Engine(list(rules.ALL), fingerprinter=Fingerprinter(None))
+
+
+def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
+    """The credential guard's findings in one collected file: detector and line only."""
+    from server_ext.scanner.documents import scan_file, scan_notebook
+
+    engine = _engine()
     try:
         if path.endswith(".ipynb"):
             located = scan_notebook(engine, json.loads(data), max_depth=256).located()
