@@ -207,15 +207,18 @@ c.SecretBroker.db_path = f"{STATE}/secrets.sqlite"
 c.SecretBroker.master_key_file = f"{STATE}/secrets.key"
 c.SecretBroker.create_master_key = True  # the demo creates its key; production provisions one
 c.SecretClassPolicy.profile_classes = {
-    "student": ["sandbox", "simulator"],
-    "researcher": ["sandbox", "dev", "prod", "simulator", "hardware"],
-    "admin": ["sandbox", "dev"],
+    "student": ["sandbox", "simulator", "personal"],
+    "researcher": ["sandbox", "dev", "prod", "simulator", "hardware", "personal"],
+    "admin": ["sandbox", "dev", "personal"],
 }
 c.SecretClassPolicy.role_classes = {
-    "student": ["sandbox", "simulator"],
-    "researcher": ["sandbox", "dev", "prod", "simulator", "hardware"],
-    "admin": ["sandbox", "dev"],
+    "student": ["sandbox", "simulator", "personal"],
+    "researcher": ["sandbox", "dev", "prod", "simulator", "hardware", "personal"],
+    "admin": ["sandbox", "dev", "personal"],
 }
+# users may move a key out of a notebook into a secret of their own ("move to a secret"
+# in JupyterLab); such secrets get this class, and never overwrite an existing one
+c.SecretBroker.self_service_class = "personal"
 
 # courses: one <course>.toml each (docs/courses.md); `make demo` writes course-101
 course_settings(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1")

@@ -35,7 +35,13 @@ DIR_ENV = "QUSTODY_SECRETS_DIR"
 
 
 class DeliveryError(Exception):
-    """Redeeming or refreshing failed; the message holds no value and no token."""
+    """Redeeming, refreshing or storing failed; the message holds no value and no token.
+    ``status`` is the hub's HTTP status when it answered with a refusal."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail or message  # the hub's own words, when it gave some
 
 
 class SecretClient(LoggingConfigurable):
@@ -81,10 +87,12 @@ class SecretClient(LoggingConfigurable):
         self.on_values: list[Any] = []  # callbacks given every value ever delivered
         self._all_values: set[str] = set()
         self.broker = ""
+        #: The class the hub lets this server store its user's secrets of, or None.
+        self.self_service_class: str | None = None
 
     # -- talking to the hub ----------------------------------------------------------
 
-    def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, endpoint: str, body: dict[str, Any], listing: bool = True) -> dict[str, Any]:
         api = os.environ.get("JUPYTERHUB_API_URL", "")
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not api or not token:
@@ -103,10 +111,11 @@ class SecretClient(LoggingConfigurable):
                 message = str(json.loads(e.read()).get("message", ""))[:300]
             except (ValueError, AttributeError):
                 message = ""
-            raise DeliveryError(f"the hub answered {e.code}: {message}") from None
+            raise DeliveryError(f"the hub answered {e.code}: {message}", e.code, message) from None
         except (OSError, ValueError) as e:
             raise DeliveryError(f"the hub could not be reached ({type(e).__name__})") from None
-        if not isinstance(result, dict) or not isinstance(result.get("secrets"), list):
+        listed = isinstance(result, dict) and isinstance(result.get("secrets"), list)
+        if not isinstance(result, dict) or (listing and not listed):
             raise DeliveryError("the hub's answer is not a secrets list")
         return result
 
@@ -123,6 +132,14 @@ class SecretClient(LoggingConfigurable):
 
     def refresh(self) -> int:
         return self._apply(self._call("refresh", {}))
+
+    def store(self, name: str, value: str) -> dict[str, Any]:
+        """Store a new secret of this server's user at the hub (its self-service class),
+        then refresh, so ``get_secret(name)`` works and the guard knows the value at once.
+        Returns the stored secret's name, class and version; DeliveryError says why not."""
+        stored = self._call("store", {"name": name, "value": value}, listing=False)
+        self.refresh()
+        return {k: stored.get(k) for k in ("name", "class", "version", "namespace")}
 
     def _apply(self, result: dict[str, Any]) -> int:
         fresh: dict[str, dict[str, Any]] = {}
@@ -143,6 +160,8 @@ class SecretClient(LoggingConfigurable):
             values = set(self._all_values)
             self._secrets = fresh
             self.broker = str(result.get("broker", ""))
+            own = result.get("self_service_class")
+            self.self_service_class = own if isinstance(own, str) and own else None
         for callback in self.on_values:
             callback(values)  # the guard learns values before any kernel can print them
         if self.write_files:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from traitlets import Bool, Float, Unicode, validate
+from traitlets import Bool, Float, Int, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from .model import Secret
+from .model import CLASS, Secret
 
 
 class Broker(Protocol):
@@ -27,6 +27,24 @@ class Broker(Protocol):
 
     def release(self, user: str, server: str) -> None:
         """The server stopped: revoke whatever was obtained for it (tokens, leases)."""
+
+    def add_own(
+        self,
+        user: str,
+        server: str,
+        auth_state: dict[str, Any] | None,
+        name: str,
+        cls: str,
+        value: str,
+        at_most: int,
+    ) -> Secret:
+        """Store a new secret in the user's own namespace, as the user (self-service):
+        SecretExists for a name they have, SecretError for anything else refused."""
+
+    def discard_own(
+        self, user: str, server: str, auth_state: dict[str, Any] | None, name: str
+    ) -> None:
+        """Undo ``add_own`` (its audit record could not be written)."""
 
 
 class SecretBroker(LoggingConfigurable):
@@ -71,6 +89,43 @@ class SecretBroker(LoggingConfigurable):
         help="""Seconds a claim ticket stays valid after the spawn (at most 60). A server
         that has not redeemed its ticket by then starts without secrets.""",
     )
+
+    self_service_class = Unicode(
+        "",
+        config=True,
+        help="""Class of the secrets users store themselves, from their running server, in
+        their own ``user:<name>`` namespace (JupyterLab's "move to a secret" after a
+        refused save). Empty (default): users cannot store secrets; admins do
+        (``qustody secrets put``). It must not be a restricted class
+        (``SecretClassPolicy.restricted_classes``), and a user may store only if the class
+        policy delivers this class to their server's profile and roles, so the value comes
+        back to ``get_secret``. Users never overwrite an existing secret this way.
+
+        .. versionadded:: 0.2
+        """,
+    )
+    self_service_limit = Int(
+        50,
+        config=True,
+        help="""Most secrets a user may hold in their own namespace before self-service
+        storing is refused (1-1000): a bound on what one user can put in the store.""",
+    )
+
+    @validate("self_service_class")
+    def _valid_self_service_class(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value and not CLASS.fullmatch(value):
+            raise ValueError(
+                f"SecretBroker.self_service_class {value[:64]!r} is not a class name "
+                "(lowercase letters, digits, '-'), or empty to turn self-service off"
+            )
+        return value
+
+    @validate("self_service_limit")
+    def _valid_self_service_limit(self, proposal: Any) -> int:
+        if not 1 <= proposal["value"] <= 1000:
+            raise ValueError("SecretBroker.self_service_limit must be between 1 and 1000")
+        return int(proposal["value"])
 
     @validate("backend")
     def _valid_backend(self, proposal: Any) -> str:

@@ -8,6 +8,7 @@ creates it and validates its configuration). The spawners call ``issue_ticket`` 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from traitlets.config import Config
 
 from .broker import Broker, SecretBroker
-from .model import Secret
+from .model import Secret, SecretError, SecretExists
 from .policy import SecretClassPolicy
 from .tickets import Ticket, TicketBook
 
@@ -46,6 +47,13 @@ class SecretDelivery:
         self.settings = SecretBroker(config=config)
         self.policy = SecretClassPolicy(config=config)
         self.policy.check(profiles or [])
+        own = self.settings.self_service_class
+        if own and own in self.policy.restricted_classes:
+            raise ValueError(
+                f"SecretBroker.self_service_class {own!r} is a restricted class "
+                "(SecretClassPolicy.restricted_classes): users must not create those "
+                "themselves; choose another class (e.g. 'personal')"
+            )
         self.log = self.settings.log
         self.broker: Broker = self._make_broker(config)
         self.tickets = TicketBook(self.settings.ticket_ttl)
@@ -153,6 +161,51 @@ class SecretDelivery:
             session.ticket_id,
         )
         return session, secrets
+
+    # -- self-service ----------------------------------------------------------------
+
+    def own_class(self, session: Session, roles: tuple[str, ...]) -> str | None:
+        """The class a user may store secrets of from this server, or None: self-service
+        is on and the class policy delivers that class back to this profile and roles."""
+        cls = self.settings.self_service_class
+        if cls and self.policy.allows(cls, session.profile, roles):
+            return cls
+        return None
+
+    def store_own(
+        self,
+        user: str,
+        server: str,
+        session: Session,
+        roles: tuple[str, ...],
+        auth_state: dict[str, Any] | None,
+        name: str,
+        value: str,
+    ) -> Secret:
+        """Store ``value`` as the user's own secret ``name`` (SecretError says why not).
+
+        A value the user already receives as a secret is refused: a copy in their own
+        namespace would outlive the grant it came from."""
+        cls = self.own_class(session, roles)
+        if cls is None:
+            raise SecretError("storing secrets from a server is not allowed here")
+        held = self.broker.secrets_for_spawn(user, server, auth_state)
+        for secret in held:
+            if hmac.compare_digest(secret.value.encode(), value.strip("\n").encode()):
+                raise SecretError(
+                    f"this value is already your secret {secret.name} ({secret.namespace}): "
+                    f'use get_secret("{secret.name}") instead of storing a copy'
+                )
+            if secret.name == name:
+                raise SecretExists(
+                    f"you already have a secret named {name}: choose another name"
+                    if secret.namespace.kind == "user"
+                    else f"a secret named {name} already reaches this server "
+                    f"({secret.namespace}): choose another name"
+                )
+        return self.broker.add_own(
+            user, server, auth_state, name, cls, value, self.settings.self_service_limit
+        )
 
     def _load(
         self,

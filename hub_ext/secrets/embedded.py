@@ -40,6 +40,7 @@ from .model import (
     Namespace,
     Secret,
     SecretError,
+    SecretExists,
     SecretInfo,
     check_class,
     check_name,
@@ -107,6 +108,7 @@ class EmbeddedStore:
         self._mac_key = derive_key(master_key, "row-mac/2")
         self._key_id = hashlib.sha256(b"qustody-key-id|" + master_key).hexdigest()[:16]
         self._lock = threading.Lock()
+        self._own_lock = threading.Lock()  # serialises add_own's check and insert
         #: Called with (path, what) before a read or write fails on altered rows.
         self.on_tamper = on_tamper
         self._seen_generation = 0
@@ -302,6 +304,44 @@ class EmbeddedStore:
                 (sid, version - KEEP_VERSIONS),
             )
         return version
+
+    def add_own(
+        self,
+        user: str,
+        server: str,
+        auth_state: dict[str, Any] | None,
+        name: str,
+        cls: str,
+        value: str,
+        at_most: int,
+    ) -> Secret:
+        """A new secret in the user's own namespace, stored by the user (self-service):
+        never a new version of an existing one, and at most ``at_most`` of them."""
+        ns = parse_namespace(f"user:{user}")
+        check_name(name, ns)
+        check_class(cls)
+        text = check_value(value.encode("utf-8", "surrogatepass"))
+        with self._own_lock:  # the count and the insert see the same rows
+            held = [e for e in self.entries(str(ns)) if not e.revoked]
+            if any(e.name == name for e in held):
+                raise SecretExists(
+                    f"you already have a secret named {name}: choose another name (an admin "
+                    "can rotate or revoke the existing one with `qustody secrets`)"
+                )
+            if len(held) >= at_most:
+                raise SecretError(
+                    f"you already hold {len(held)} secrets of your own, the most this hub "
+                    f"allows (SecretBroker.self_service_limit = {at_most}): ask an admin to "
+                    "revoke ones you no longer use"
+                )
+            version = self.put(str(ns), name, cls, text.encode())
+        return Secret(ns, name, cls, version, text)
+
+    def discard_own(
+        self, user: str, server: str, auth_state: dict[str, Any] | None, name: str
+    ) -> None:
+        """Undo ``add_own`` (its audit record could not be written)."""
+        self.revoke(f"user:{user}", name)
 
     def rotate(self, namespace: str, name: str, value: bytes) -> int:
         """A new version of an existing secret (same class); the old one stops being served."""

@@ -3,11 +3,13 @@
 ``POST /hub/api/qustody/secrets/redeem`` ``{"ticket": "..."}``: burns the ticket and
 returns this workspace's secrets. ``POST /hub/api/qustody/secrets/refresh`` ``{}``:
 current values for a server that already redeemed its ticket (rotated values arrive,
-revoked ones are gone). The server is identified by the token itself: it must be the
-API token the hub gave one of the caller's servers at its start, so a user's own API
-token, another server's token or a service token cannot claim anything.
+revoked ones are gone). ``POST /hub/api/qustody/secrets/store`` ``{"name", "value"}``:
+the user stores a new secret of their own (self-service; off by default). The server is
+identified by the token itself: it must be the API token the hub gave one of the
+caller's servers at its start, so a user's own API token, another server's token or a
+service token cannot claim anything.
 
-Both re-validate the user with the identity provider and read their hub roles anew: a
+All three re-validate the user with the identity provider and read their hub roles anew: a
 user demoted since the start gets nothing (classes follow the current roles), and a user
 whose roles no longer allow the server's profile has the server stopped
 (``secret-withheld``, then ``server-stopped`` with reason ``role-lost``).
@@ -31,7 +33,7 @@ from ..audit.hub import hub_audit, hub_emit
 from ..audit.lifecycle import STOP_REASON
 from ..ratelimit import LimitedHandler
 from .delivery import RoleLost, SecretDelivery, hub_secrets
-from .model import Secret
+from .model import Secret, SecretError, SecretExists
 from .tickets import TicketRefused
 
 MAX_BODY = 4096
@@ -42,6 +44,8 @@ _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
     """Rate-limited per token and per address; broker reads and audit writes run in the
     write threads, off the hub's event loop (``hub_ext.ratelimit``)."""
+
+    max_body = MAX_BODY
 
     def check_xsrf_cookie(self) -> None:
         """Token-only endpoints: a browser session never reaches them (see ``_caller``)."""
@@ -54,8 +58,8 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
 
     def _body(self) -> dict[str, Any]:
         raw = self.request.body or b""
-        if len(raw) > MAX_BODY:
-            raise web.HTTPError(413, f"The request body is larger than {MAX_BODY} bytes.")
+        if len(raw) > self.max_body:
+            raise web.HTTPError(413, f"The request body is larger than {self.max_body} bytes.")
         try:
             body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except UnicodeDecodeError:
@@ -181,7 +185,9 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             },
         )
 
-    def _send(self, secrets: list[Secret]) -> None:
+    def _send(self, secrets: list[Secret], own_class: str | None) -> None:
+        """The values, and the class this server may store its user's secrets of (or
+        null), so JupyterLab offers "move to a secret" only where the hub accepts it."""
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "application/json")
         self.finish(
@@ -189,9 +195,14 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
                 {
                     "broker": self._delivery().broker.broker_name,
                     "secrets": [s.delivered() for s in secrets],
+                    "self_service_class": own_class,
                 }
             )
         )
+
+    def _own_class(self, user: User, server: str, token: str, roles: tuple[str, ...]) -> str | None:
+        session = self._delivery().session(user.name, server, token)
+        return None if session is None else self._delivery().own_class(session, roles)
 
 
 class RedeemHandler(_SecretsHandler):
@@ -225,7 +236,7 @@ class RedeemHandler(_SecretsHandler):
                 f"{delivery.settings.ticket_ttl:g} s after the spawn, and only for the server "
                 "they were issued to. Restart the server to get a new one.",
             ) from None
-        self._send(secrets)
+        self._send(secrets, self._own_class(user, server, token, roles))
 
     async def _refused(self, user: User, server: str, ticket_id: str | None, reason: str) -> None:
         data: dict[str, Any] = {
@@ -272,10 +283,97 @@ class RefreshHandler(_SecretsHandler):
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to get secrets."
             )
-        self._send(secrets)
+        self._send(secrets, self._own_class(user, server, token, roles))
+
+
+class StoreHandler(_SecretsHandler):
+    """``POST /hub/api/qustody/secrets/store`` ``{"name": ..., "value": ...}``: the user
+    stores a new secret of their own (``SecretBroker.self_service_class``) from their
+    running server. Recorded as ``secret-stored``; the value joins the audit log's
+    never-record list before anything is written."""
+
+    max_body = 80 * 1024  # a value may be up to 64 KiB
+
+    async def post(self) -> None:
+        delivery = self._delivery()
+        body = self._body()
+        user, server, token = self._caller()
+        if not delivery.settings.self_service_class:
+            raise web.HTTPError(
+                403,
+                "This hub does not let users store secrets from their servers "
+                "(SecretBroker.self_service_class is empty); ask an admin to store it "
+                "with `qustody secrets put`.",
+            )
+        name, value = body.get("name"), body.get("value")
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise web.HTTPError(400, 'Send {"name": "<NAME>", "value": "<the value>"}.')
+        session = delivery.session(user.name, server, token)
+        if session is None:
+            raise web.HTTPError(
+                409, "This server has not redeemed a claim ticket; restart it to store secrets."
+            )
+        roles = await self._current_roles(user)
+        if not delivery.profile_allowed(session, roles):
+            await self._withhold(
+                user, server, "store", RoleLost(session.profile, session.ticket_id), roles
+            )
+        cls = delivery.own_class(session, roles)
+        if cls is None:
+            raise web.HTTPError(
+                403,
+                f"Secrets of class {delivery.settings.self_service_class!r} are not delivered "
+                f"to a {session.profile!r} server with your roles, so one you stored would "
+                "never reach get_secret(); ask an admin to store it.",
+            )
+        self._still_running(user, server)
+        auth_state = await user.get_auth_state()
+
+        def store_and_record() -> Secret:
+            secret = delivery.store_own(user.name, server, session, roles, auth_state, name, value)
+            try:
+                hub_audit().add_known_secrets([secret.value])
+                hub_emit(
+                    "secret-stored",
+                    {
+                        "user": user.name,
+                        "server": server,
+                        "broker": delivery.broker.broker_name,
+                        "namespace": str(secret.namespace),
+                        "name": secret.name,
+                        "class": secret.cls,
+                        "version": secret.version,
+                    },
+                )
+            except BaseException:  # unaudited, so not kept
+                try:
+                    delivery.broker.discard_own(user.name, server, auth_state, secret.name)
+                except Exception as e:
+                    self.log.error(
+                        "Could not remove %s's unaudited secret %s: %s",
+                        user.name,
+                        secret.name,
+                        type(e).__name__,
+                    )
+                raise
+            return secret
+
+        try:
+            secret = await self.offload(store_and_record)
+        except SecretExists as e:
+            raise web.HTTPError(409, f"Not stored: {e}.") from None
+        except SecretError as e:
+            raise web.HTTPError(400, f"Not stored: {e}.") from None
+        self.log.info(
+            "%s stored secret %s (%s) from server %r", user.name, secret.name, secret.cls, server
+        )
+        self.set_status(201)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(secret.public()))
 
 
 HANDLERS: list[tuple[str, type[APIHandler]]] = [
     (r"/api/qustody/secrets/redeem", RedeemHandler),
     (r"/api/qustody/secrets/refresh", RefreshHandler),
+    (r"/api/qustody/secrets/store", StoreHandler),
 ]

@@ -31,6 +31,10 @@ class SecretError(Exception):
     """A request the broker refuses; the message says what to fix and never holds a value."""
 
 
+class SecretExists(SecretError):
+    """A user asked to store a secret under a name they already have."""
+
+
 @dataclass(frozen=True)
 class Namespace:
     kind: str

@@ -41,6 +41,10 @@ from .model import (
     Namespace,
     Secret,
     SecretError,
+    SecretExists,
+    check_class,
+    check_name,
+    check_value,
     parse_namespace,
 )
 
@@ -277,6 +281,63 @@ class VaultBroker(LoggingConfigurable):
         if entry["leases"] and self._hub is not None:
             for lease in entry["leases"]:
                 self._hub.sys.revoke_lease(lease_id=lease)
+
+    def add_own(
+        self,
+        user: str,
+        server: str,
+        auth_state: dict[str, Any] | None,
+        name: str,
+        cls: str,
+        value: str,
+        at_most: int,
+    ) -> Secret:
+        """Written with the user's own Vault token, so Vault's policy decides whether they
+        may; check-and-set 0 makes Vault itself refuse a name that exists."""
+        ns = parse_namespace(f"user:{user}")
+        check_name(name, ns)
+        check_class(cls)
+        text = check_value(value.encode("utf-8", "surrogatepass"))
+        client = self._client(self._user_token(user, server, auth_state))
+        base = f"{self.base_path}/{ns.kind}/{ns.name}"
+        kv = client.secrets.kv.v2
+        try:
+            keys = kv.list_secrets(path=base, mount_point=self.kv_mount)["data"]["keys"]
+        except vault_errors.InvalidPath:
+            keys = []  # nothing stored yet
+        except vault_errors.Forbidden:
+            keys = None  # listing is not granted; the write below may still be
+        if keys is not None and len(keys) >= at_most:
+            raise SecretError(
+                f"you already hold {len(keys)} secrets of your own, the most this hub allows "
+                f"(SecretBroker.self_service_limit = {at_most}): ask an admin to remove some"
+            )
+        try:
+            result = kv.create_or_update_secret(
+                path=f"{base}/{name}",
+                secret={"value": text, "class": cls},
+                cas=0,
+                mount_point=self.kv_mount,
+            )
+        except vault_errors.Forbidden:
+            raise SecretError(
+                f"Vault's policy does not let you write {self.kv_mount}/{base}/{name}: ask "
+                "an admin to store it, or to allow writes to your own path"
+            ) from None
+        except vault_errors.InvalidRequest:  # check-and-set: the path has versions
+            raise SecretExists(
+                f"you already have a secret named {name} in Vault: choose another name"
+            ) from None
+        version = int((result or {}).get("data", {}).get("version") or 1)
+        return Secret(ns, name, cls, version, text)
+
+    def discard_own(
+        self, user: str, server: str, auth_state: dict[str, Any] | None, name: str
+    ) -> None:
+        client = self._client(self._user_token(user, server, auth_state))
+        client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=f"{self.base_path}/user/{user}/{name}", mount_point=self.kv_mount
+        )
 
     # -- helpers -------------------------------------------------------------------------
 

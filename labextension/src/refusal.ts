@@ -20,6 +20,10 @@ export interface IFinding {
   /** Index of the cell in the notebook that was sent. */
   cell?: number;
   cellId?: string;
+  /** Where the value starts on its line of a cell's source, in characters (code points),
+   * and how many it has: what "move to a secret" replaces. */
+  column?: number;
+  length?: number;
 }
 
 export interface IRefusal {
@@ -62,6 +66,14 @@ function parseFinding(raw: unknown): IFinding | null {
   }
   if (typeof raw.cell_id === 'string' && raw.cell_id !== '') {
     finding.cellId = raw.cell_id;
+  }
+  const { column, length } = raw;
+  if (
+    typeof column === 'number' && Number.isInteger(column) && column >= 0 &&
+    typeof length === 'number' && Number.isInteger(length) && length > 0
+  ) {
+    finding.column = column;
+    finding.length = length;
   }
   return finding;
 }

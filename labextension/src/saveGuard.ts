@@ -15,7 +15,9 @@ import {
   parseSaveReport,
   withPragma
 } from './refusal';
+import { canMoveToSecret, replaceWithSecret, valueAt } from './moveToSecret';
 import { RefusalDialogs, IRefusalTarget } from './refusalDialog';
+import { requestSecrets, storeSecret } from './secretsApi';
 
 const HIGHLIGHT = 'jp-qustody-highlight';
 
@@ -56,9 +58,17 @@ function refusalOf(error: unknown): IRefusal | null {
   return parseRefusal(refusalBodies.get(error.response));
 }
 
-function targetFor(panel: NotebookPanel, path: string): IRefusalTarget {
+function targetFor(
+  panel: NotebookPanel,
+  path: string,
+  settings: ServerConnection.ISettings
+): IRefusalTarget {
   const notebook = panel.content;
   const cellIds = (): string[] => notebook.widgets.map(cell => cell.model.id ?? '');
+  const cellOf = (finding: IFinding) => {
+    const index = locateCell(finding, cellIds());
+    return index === null ? undefined : notebook.widgets[index];
+  };
   return {
     path,
     locate: (finding: IFinding) => locateCell(finding, cellIds()),
@@ -85,6 +95,33 @@ function targetFor(panel: NotebookPanel, path: string): IRefusalTarget {
       }
       shared.setSource(updated);
       return true;
+    },
+    movableValue: (finding: IFinding) => {
+      const cell = cellOf(finding);
+      if (cell === undefined || !canMoveToSecret(finding, cell.model.type)) {
+        return null;
+      }
+      return valueAt(cell.model.sharedModel.getSource(), finding);
+    },
+    selfService: async () => {
+      const answer = await requestSecrets(settings, false);
+      return answer.state === 'ok'
+        ? { cls: answer.selfServiceClass, taken: answer.secrets.map(s => s.name) }
+        : { cls: null, taken: [] };
+    },
+    store: (name: string, value: string) => storeSecret(settings, name, value),
+    replace: (finding: IFinding, value: string, name: string) => {
+      const cell = cellOf(finding);
+      if (cell === undefined) {
+        return 'its cell is no longer in the notebook';
+      }
+      const shared = cell.model.sharedModel;
+      const result = replaceWithSecret(shared.getSource(), value, name);
+      if ('reason' in result) {
+        return result.reason;
+      }
+      shared.setSource(result.source);
+      return null;
     }
   };
 }
@@ -154,7 +191,7 @@ export const saveGuardPlugin: JupyterFrontEndPlugin<void> = {
         if (refusal === null || panel === undefined) {
           throw error; // JupyterLab's own dialog says what went wrong
         }
-        dialogs.show(targetFor(panel, path), refusal);
+        dialogs.show(targetFor(panel, path, app.serviceManager.serverSettings), refusal);
         markSaveFailed(panel);
         // JupyterLab shows no dialog of its own for this name; the document stays dirty.
         const handled = new Error(refusal.message);

@@ -44,6 +44,15 @@ export function parseSecrets(body: unknown): ISecretName[] {
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
+/** The class a secret stored from this server gets, or null when it may not store. */
+export function parseSelfServiceClass(body: unknown): string | null {
+  if (typeof body !== 'object' || body === null) {
+    return null;
+  }
+  const cls = (body as Record<string, unknown>).self_service_class;
+  return typeof cls === 'string' && CLASS.test(cls) ? cls : null;
+}
+
 /**
  * What to insert at the cursor for ``name``: the call, and the import first when the
  * cell does not import ``get_secret`` yet. Null for a name that is not well-formed.

@@ -1,13 +1,13 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Notification } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { element, panelHeading } from './panelDom';
-import { ISecretName, parseSecrets, snippet } from './secrets';
+import { requestSecrets, SecretsAnswer } from './secretsApi';
+import { snippet } from './secrets';
 
 const keyIcon = new LabIcon({
   name: '@qustody/jupyterlab:key',
@@ -15,30 +15,6 @@ const keyIcon = new LabIcon({
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path class="jp-icon3" ' +
     'fill="#616161" d="M7 14a2 2 0 1 1 0-4 2 2 0 0 1 0 4zm5.65-4A6 6 0 1 0 12.65 14H17v4h4v-4h2v-4z"/></svg>'
 });
-
-type Answer = { state: 'ok'; secrets: ISecretName[] } | { state: 'off' | 'error'; message: string };
-
-async function request(settings: ServerConnection.ISettings, refresh: boolean): Promise<Answer> {
-  const parts = refresh ? ['secrets', 'refresh'] : ['secrets'];
-  const url = URLExt.join(settings.baseUrl, 'qustody', 'api', ...parts);
-  const response = await ServerConnection.makeRequest(url, { method: refresh ? 'POST' : 'GET' }, settings);
-  if (response.status === 503) {
-    return { state: 'off', message: 'Secret delivery is not running on this server.' };
-  }
-  if (!response.ok) {
-    let message = `The server answered ${response.status}.`;
-    try {
-      const body = (await response.json()) as { message?: unknown };
-      if (typeof body.message === 'string') {
-        message = body.message;
-      }
-    } catch {
-      // not JSON
-    }
-    return { state: 'error', message };
-  }
-  return { state: 'ok', secrets: parseSecrets(await response.json()) };
-}
 
 /** The names of the secrets delivered to this server, with a button that inserts the call. */
 class SecretsPanel extends Widget {
@@ -55,9 +31,9 @@ class SecretsPanel extends Widget {
   }
 
   async load(refresh = false): Promise<void> {
-    let answer: Answer;
+    let answer: SecretsAnswer;
     try {
-      answer = await request(this._settings, refresh);
+      answer = await requestSecrets(this._settings, refresh);
     } catch {
       answer = { state: 'error', message: 'The server did not answer.' };
     }
@@ -67,7 +43,7 @@ class SecretsPanel extends Widget {
     }
   }
 
-  private _render(answer: Answer): void {
+  private _render(answer: SecretsAnswer): void {
     const doc = this.node.ownerDocument;
     this.node.replaceChildren(
       panelHeading(

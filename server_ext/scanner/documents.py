@@ -74,6 +74,24 @@ class Located:
     pointer: str | None = None
     cell: int | None = None
     cell_id: str | None = None
+    #: Where the value is on its line of a cell's source, in characters (code points),
+    #: so an editor can replace it (JupyterLab's "move to a secret"); None elsewhere.
+    column: int | None = None
+    length: int | None = None
+
+    @classmethod
+    def of(cls, finding: Finding, segment: Segment) -> Located:
+        column = length = None
+        if segment.zone is Zone.SOURCE and segment.cell is not None:
+            data = segment.text.encode("utf-8", "surrogatepass")
+            value = data[finding.start : finding.end]
+            if b"\n" not in value:
+                line_start = data.rfind(b"\n", 0, finding.start) + 1
+                column = len(data[line_start : finding.start].decode("utf-8", "surrogatepass"))
+                length = len(value.decode("utf-8", "surrogatepass"))
+        return cls(
+            finding, segment.zone, segment.pointer, segment.cell, segment.cell_id, column, length
+        )
 
     def public(self) -> dict[str, object]:
         """What may be shown to a user or written to a log: never the value."""
@@ -83,6 +101,9 @@ class Located:
         if self.cell is not None:
             out["cell"] = self.cell
             out["cell_id"] = self.cell_id
+        if self.column is not None:
+            out["column"] = self.column
+            out["length"] = self.length
         return out
 
     def describe(self) -> str:
@@ -108,7 +129,7 @@ class NotebookScan:
 
     def located(self) -> list[Located]:
         return [
-            Located(f, s.zone, s.pointer, s.cell, s.cell_id)
+            Located.of(f, s)
             for s, found in zip(self.segments, self.findings, strict=True)
             for f in found
         ]

@@ -35,6 +35,7 @@ REQUIRED_TYPES = {
     "server-culled",
     "secret-delivered",
     "secret-withheld",
+    "secret-stored",  # issue 16: "move to a secret" from JupyterLab
     "ticket-refused",
     "secret-store-tampered",
     "save-refused",

@@ -9,7 +9,7 @@ import pytest
 from traitlets.config import Config
 
 from hub_ext.secrets.delivery import RoleLost, SecretDelivery
-from hub_ext.secrets.model import SecretError
+from hub_ext.secrets.model import SecretError, SecretExists
 from hub_ext.secrets.tickets import TicketRefused
 
 
@@ -111,3 +111,93 @@ def test_restricted_class_for_student_profile_stops_the_hub(tmp_path: Path) -> N
     c.SecretClassPolicy.profile_classes = {"student": ["sandbox", "hardware"]}
     with pytest.raises(ValueError, match="restricted profile"):
         SecretDelivery(c, ["student"])
+
+
+def _redeemed(d: SecretDelivery, user: str, profile: str, roles: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    text = d.issue_ticket(user, "", f"tok-{user}", profile, roles)
+    d.redeem(text, user, "", f"tok-{user}", None, roles)
+    session = d.session(user, "", f"tok-{user}")
+    assert session is not None
+    return session
+
+
+def test_users_store_their_own_secrets_only_new_only_of_the_self_service_class(
+    tmp_path: Path,
+) -> None:
+    """"Move to a secret": a new secret in the user's own namespace, of the configured
+    class, delivered back at once; never an overwrite, a copy of a secret they receive,
+    or past the per-user limit."""
+    c = config(tmp_path, self_service_class="personal", self_service_limit=3)
+    c.SecretClassPolicy.profile_classes = {"student": ["sandbox", "personal"], "researcher": ["*"]}
+    c.SecretClassPolicy.role_classes = {"student": ["sandbox", "personal"], "researcher": ["*"]}
+    d = SecretDelivery(c, ["student", "researcher"])
+    d.broker.put("project:qc", "SHARED", "sandbox", b"shared-value-0001")  # type: ignore[attr-defined]
+    d.broker.grant("project:qc", ["alice"])  # type: ignore[attr-defined]
+    roles = ("student",)
+    session = _redeemed(d, "alice", "student", roles)
+    assert d.own_class(session, roles) == "personal"
+
+    stored = d.store_own("alice", "", session, roles, None, "MY_TOKEN", "my-own-value-123")
+    assert (str(stored.namespace), stored.name, stored.cls, stored.version) == (
+        "user:alice",
+        "MY_TOKEN",
+        "personal",
+        1,
+    )
+    result = d.refresh("alice", "", "tok-alice", None, roles)
+    assert result is not None
+    assert {s.name: s.value for s in result[1]}["MY_TOKEN"] == "my-own-value-123"
+
+    with pytest.raises(SecretExists, match="already have a secret named MY_TOKEN"):
+        d.store_own("alice", "", session, roles, None, "MY_TOKEN", "another-value-456")
+    with pytest.raises(SecretExists, match=r"SHARED already reaches this server \(project:qc\)"):
+        d.store_own("alice", "", session, roles, None, "SHARED", "another-value-456")
+    with pytest.raises(SecretError, match=r'already your secret SHARED.*get_secret\("SHARED"\)'):
+        d.store_own("alice", "", session, roles, None, "COPY", "shared-value-0001")
+    for name, value, message in [
+        ("1BAD", "long-enough-value", "is not a secret name"),
+        ("SHORT", "k3y!", "shorter than 8 bytes"),
+        ("NUL", "has-a-\x00-nul", "NUL character"),
+        ("HUGE", "x" * 70_000, "secrets are at most 65,536 bytes"),
+    ]:
+        with pytest.raises(SecretError, match=message) as e:
+            d.store_own("alice", "", session, roles, None, name, value)
+        assert value not in str(e.value)
+    d.store_own("alice", "", session, roles, None, "SECOND", "second-value-1234")
+    d.store_own("alice", "", session, roles, None, "THIRD", "third-value-12345")
+    with pytest.raises(SecretError, match="self_service_limit = 3"):
+        d.store_own("alice", "", session, roles, None, "FOURTH", "fourth-value-1234")
+    # the old value of a name stays: nothing was overwritten
+    assert d.broker.current("user:alice", "MY_TOKEN").value == "my-own-value-123"  # type: ignore[attr-defined]
+
+
+def test_self_service_needs_the_class_delivered_back_and_is_off_by_default(
+    tmp_path: Path,
+) -> None:
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    session = _redeemed(d, "bob", "researcher", ("researcher",))
+    assert d.own_class(session, ("researcher",)) is None  # off: no class configured
+    with pytest.raises(SecretError, match="not allowed"):
+        d.store_own("bob", "", session, ("researcher",), None, "X_TOKEN", "value-12345678")
+    # on, but the class is not one a student profile receives: nothing to store into
+    d = SecretDelivery(config(tmp_path, self_service_class="personal"), ["student", "researcher"])
+    student = _redeemed(d, "sam", "student", ("student",))
+    assert d.own_class(student, ("student",)) is None
+    assert d.own_class(_redeemed(d, "rita", "researcher", ("researcher",)), ("researcher",)) == (
+        "personal"
+    )
+
+
+@pytest.mark.parametrize(
+    ("broker", "message"),
+    [
+        ({"self_service_class": "prod"}, "is a restricted class"),
+        ({"self_service_class": "Not A Class"}, "is not a class name"),
+        ({"self_service_limit": 0}, "between 1 and 1000"),
+    ],
+)
+def test_bad_self_service_settings_stop_the_hub(
+    tmp_path: Path, broker: dict[str, object], message: str
+) -> None:
+    with pytest.raises((ValueError, SecretError), match=message):
+        SecretDelivery(config(tmp_path, **broker), ["student", "researcher"])

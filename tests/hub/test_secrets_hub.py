@@ -83,11 +83,11 @@ c.JupyterHub.load_roles = [
 c.SecretBroker.ticket_ttl = {TTL}
 
 def no_claim_for_flagged_users(spawner):
+    # the browser tests drive JupyterLab through window.jupyterapp
+    spawner.args = ["--LabApp.expose_app_in_browser=True"]
     # a flag file makes this user's next server leave its ticket unredeemed
     if os.path.exists(os.path.join({str(tmp_path)!r}, "noclaim-" + spawner.user.name)):
-        spawner.args = ["--SecretClient.claim_at_start=False"]
-    else:
-        spawner.args = []
+        spawner.args.append("--SecretClient.claim_at_start=False")
 
 c.Spawner.pre_spawn_hook = no_claim_for_flagged_users
 setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
@@ -386,3 +386,135 @@ def test_the_lab_secrets_panel_lists_names_and_inserts_the_call(
     seen = answers + out["pageText"]
     assert not [name for name, value in values.items() if value in seen]
     assert out["errors"] == []
+
+
+def test_a_user_stores_a_secret_of_their_own_from_their_server(
+    hub: Hub, state: Path, values: dict[str, str]
+) -> None:
+    """What JupyterLab's "move to a secret" calls: the server's ``POST
+    /qustody/api/secrets`` hands the value to the hub, which stores it in the user's own
+    namespace (class ``personal``), records ``secret-stored`` without the value, and
+    delivers it back at once: the kernel reads it and the guard refuses it in a source."""
+    url = start(hub, "bob")
+    headers = {"Authorization": f"token {hub.user_token('bob')}"}
+    listed = requests.get(url + "qustody/api/secrets", headers=headers, timeout=30).json()
+    assert listed["self_service_class"] == "personal"
+    mine = f"bobs-moved-key-{secrets.token_hex(12)}"
+
+    def store(body: Any, raw: bytes | None = None) -> requests.Response:
+        return requests.post(
+            url + "qustody/api/secrets",
+            headers=headers,
+            timeout=60,
+            **({"data": raw} if raw is not None else {"json": body}),
+        )
+
+    r = store({"name": "MOVED_KEY", "value": mine})
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert (answer["name"], answer["class"], answer["version"]) == ("MOVED_KEY", "personal", 1)
+    assert "MOVED_KEY" in [s["name"] for s in answer["secrets"]] and mine not in r.text
+    kernel = Kernel(url, hub.user_token("bob"))
+    out = kernel.run(
+        f"from server_ext.secrets import get_secret\nprint(get_secret('MOVED_KEY') == {mine!r})"
+    )
+    assert out.strip() == "True"
+    kernel.shutdown()
+    r = requests.put(
+        url + "api/contents/moved.ipynb",
+        headers=headers,
+        timeout=60,
+        json={"type": "notebook", "content": notebook(code_cell(f"key = {mine!r}"))},
+    )
+    assert r.status_code == 422 and "known-secret" in r.text and mine not in r.text
+
+    # refusals, each with its reason, none holding the value; nothing overwritten
+    for body, raw, status, words in [
+        ({"name": "MOVED_KEY", "value": "another-value-1234"}, None, 409, "already have"),
+        ({"name": "SHARED_DEV", "value": "another-value-1234"}, None, 409, "project:qaoa"),
+        ({"name": "COPY", "value": values["BOB_PROD"]}, None, 400, "already your secret BOB_PROD"),
+        ({"name": "1BAD", "value": "another-value-1234"}, None, 400, "is not a secret name"),
+        ({"name": "SHORTY", "value": "k3y!"}, None, 400, "shorter than 8 bytes"),
+        ({"name": "BIG", "value": "v" * 90_000}, None, 413, "larger than"),
+        ({"name": "NOVAL"}, None, 400, "both text"),
+        (None, b"{not json", 400, "Send JSON"),
+        (None, b"\xff\xfe", 400, "Send JSON"),
+        ([1, 2], None, 400, "JSON object"),
+    ]:
+        r = store(body, raw)
+        assert r.status_code == status and words in r.json()["message"], (words, r.text)
+        assert values["BOB_PROD"] not in r.text
+    # the hub endpoint takes only the server's own token, not the user's
+    r = requests.post(
+        hub.api_url + "/qustody/secrets/store",
+        json={"name": "VIA_USER_TOKEN", "value": "another-value-1234"},
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 403 and "not the API token of one of your running servers" in r.text
+
+    listing = cli(state, "list").stdout.decode()
+    assert "user:bob" in listing and "MOVED_KEY" in listing and "personal" in listing
+    assert "VIA_USER_TOKEN" not in listing and "COPY" not in listing
+    stored = [e["data"] for e in audit(state) if e["type"] == "secret-stored"]
+    assert stored == [
+        {
+            "user": "bob",
+            "server": "",
+            "broker": "embedded",
+            "namespace": "user:bob",
+            "name": "MOVED_KEY",
+            "class": "personal",
+            "version": 1,
+        }
+    ]
+    text = all_text(hub, state)
+    assert mine not in text and values["BOB_PROD"] not in text
+
+
+def test_move_to_a_secret_in_the_lab_turns_a_refused_notebook_into_one_that_saves(
+    hub: Hub, state: Path, values: dict[str, str], tmp_path: Path
+) -> None:
+    """JupyterLab's findings dialog, in Chromium on bob's server: "Move to a secret"
+    stores each key as bob's own secret and puts get_secret() in its place; a name the
+    hub refuses says why; the notebook then saves and the kernel reads both secrets."""
+    import chromium
+
+    url = start(hub, "bob")
+    token = hub.user_token("bob")
+    keys = ["ghp_" + secrets.token_hex(18), "ghp_" + secrets.token_hex(18)]
+    r = requests.put(url + "api/contents/move.ipynb", timeout=30,
+                     json={"type": "notebook", "content": notebook(code_cell(""), code_cell(""))},
+                     headers={"Authorization": f"token {token}"})
+    assert r.status_code == 201, r.text
+    out = chromium.drive("move_to_secret.mjs", {
+        "server": url, "token": token, "keys": keys,
+        "userDataDir": str(tmp_path / "chromium-profile"),
+        "screenshot": str(tmp_path / "move-to-secret.png"),
+    })
+    assert out["moveButtons"] == 2
+    assert out["suggested"] == ["GITHUB_TOKEN", "GITHUB_TOKEN_2"]
+    assert "SHARED_DEV already reaches this server (project:qaoa)" in out["refusedNote"]
+    assert out["stores"] == [409, 201, 201]
+    assert out["notes"][0].startswith('Stored as GITHUB_TOKEN; the cell now calls get_secret(')
+    imp = "from server_ext.secrets import get_secret\n"
+    assert out["sources"] == [
+        f'{imp}token = get_secret("GITHUB_TOKEN")',
+        f'{imp}headers = {{"Authorization": ("Bearer " + get_secret("GITHUB_TOKEN_2"))}}',
+    ]
+    assert out["saved"] is True and out["dialogsAtEnd"] == 0 and out["errors"] == []
+    saved = (tmp_path / "home" / "bob" / "move.ipynb").read_text()
+    assert 'get_secret(\\"GITHUB_TOKEN_2\\")' in saved
+    kernel = Kernel(url, token)
+    got = kernel.run(
+        "from server_ext.secrets import get_secret\n"
+        f"print(get_secret('GITHUB_TOKEN') == {keys[0]!r}, get_secret('GITHUB_TOKEN_2') == {keys[1]!r})"
+    )
+    kernel.shutdown()
+    assert got.strip() == "True True"
+    assert [e["data"]["name"] for e in audit(state) if e["type"] == "secret-stored"] == [
+        "GITHUB_TOKEN",
+        "GITHUB_TOKEN_2",
+    ]
+    seen = all_text(hub, state) + saved + out["pageText"] + out["dialogText"]
+    assert not [k for k in keys if k in seen]

@@ -57,6 +57,10 @@ async def test_refusal_body_has_structured_findings(api, jp_root_dir, server_log
     assert found[(2, 1)]["masked"] == "********"  # 13 characters: nothing of its own shown
     assert found[(2, 2)]["detector"] == "ibm-quantum-token"
     assert found[(2, 2)]["masked"] == "********" + IBM_TOKEN[-3:]
+    # where each value sits on its line, so the editor can replace exactly it
+    assert (gh["column"], gh["length"]) == (len("GITHUB = '"), len(GITHUB_TOKEN))
+    assert (found[(2, 1)]["column"], found[(2, 1)]["length"]) == (12, len(PASSWORD))
+    assert found[(2, 2)]["column"] == len('QiskitRuntimeService(token="')
     # Only the refused sources are findings; the output would have been redacted.
     assert all(f["zone"] == "source" for f in body["findings"])
     assert not (jp_root_dir / "leak.ipynb").exists()
@@ -87,3 +91,15 @@ async def test_saved_response_reports_redactions_with_masked_values(api, jp_root
     on_disk = (jp_root_dir / "out.ipynb").read_text()
     assert IBM_TOKEN not in on_disk and not [p for p in pieces(IBM_TOKEN) if p in on_disk]
     assert not [p for p in pieces(IBM_TOKEN) if p in str(body)]
+
+
+async def test_finding_columns_count_characters_not_bytes(api):
+    """Columns are in characters as an editor counts them: a line with accents and an
+    emoji before the key still points at the key."""
+    line = f"clé = 'é🔑' ; jeton = '{GITHUB_TOKEN}'"
+    status, body = await api.save_notebook("accents.ipynb", notebook(code_cell(line, "a")))
+    assert status == 422
+    (finding,) = body["findings"]
+    start, length = finding["column"], finding["length"]
+    assert list(line)[start : start + length] == list(GITHUB_TOKEN)
+    assert start == line.index(GITHUB_TOKEN)  # Python counts code points, as JS's Array.from

@@ -16,7 +16,7 @@ from localjwt import Vault
 from standin_leases import LeasingProxy
 from traitlets.config import Config
 
-from hub_ext.secrets.model import SecretError
+from hub_ext.secrets.model import SecretError, SecretExists
 from hub_ext.secrets.vault import VaultBroker
 
 ALICE = "alice-ibm-token-0123456789"
@@ -235,3 +235,37 @@ def test_an_unreadable_release_file_stops_start_up_clearly(stocked: Vault, state
     (state_dir / "vault-release.json").write_bytes(b"\xff{not json")
     with pytest.raises(SecretError, match=r"release_file .* is unreadable"):
         broker(stocked)
+
+
+def test_users_store_their_own_secrets_only_where_vaults_policy_lets_them(stocked: Vault) -> None:
+    """Self-service storing writes with the user's own Vault token: the read-only policy
+    refuses it clearly; once the policy allows writes to the user's own path, the secret
+    is created there, and check-and-set 0 refuses a name that exists."""
+    b = broker(stocked)
+    auth = {"id_token": stocked.id_token("alice")}
+    with pytest.raises(SecretError, match="Vault's policy does not let you write"):
+        b.add_own("alice", "", auth, "MOVED_KEY", "personal", "moved-value-123456", 50)
+    root = stocked.root_client()
+    accessor = root.sys.list_auth_methods()["data"]["jwt/"]["accessor"]
+    me = f"{{{{identity.entity.aliases.{accessor}.name}}}}"
+    policy = root.sys.read_policy("qustody-user")["data"]["rules"]
+    root.sys.create_or_update_policy(
+        "qustody-user",
+        policy + f'path "secret/data/qustody/user/{me}/*" {{ capabilities = ["create", "update", "read"] }}\n',
+    )
+    b.release("alice", "")  # a new token carries the new policy
+    stored = b.add_own("alice", "", auth, "MOVED_KEY", "personal", "moved-value-123456", 50)
+    assert (stored.name, stored.cls, stored.version, str(stored.namespace)) == (
+        "MOVED_KEY",
+        "personal",
+        1,
+        "user:alice",
+    )
+    got = {s.name: s for s in b.secrets_for_spawn("alice", "", auth)}
+    assert got["MOVED_KEY"].value == "moved-value-123456" and got["MOVED_KEY"].cls == "personal"
+    with pytest.raises(SecretExists, match="already have a secret named QISKIT_IBM_TOKEN"):
+        b.add_own("alice", "", auth, "QISKIT_IBM_TOKEN", "personal", "overwrite-attempt-1", 50)
+    assert got["QISKIT_IBM_TOKEN"].value == ALICE
+    assert {s.value for s in b.secrets_for_spawn("alice", "", auth)} >= {ALICE}  # unchanged
+    with pytest.raises(SecretError, match="self_service_limit = 3"):
+        b.add_own("alice", "", auth, "ONE_MORE", "personal", "one-more-value-123", 3)
