@@ -3,8 +3,9 @@
 The browser never holds a gateway credential: these handlers ask the gateway with this
 server's own hub token (``JUPYTERHUB_API_TOKEN``, the token kernels use too), so they can
 do nothing the user's kernels cannot. Reads: the backends the user's projects may use,
-the quota left (user and projects, today and this month) and the user's jobs; one write:
-cancel one of them. Gateway refusals pass through with their reason code. (Not through
+the quota left (user and projects, today and this month), the user's jobs and one job's
+provenance (what the gateway recorded and every decision it took); one write: cancel one
+of them. Gateway refusals pass through with their reason code. (Not through
 ``server_ext.qpu.GatewayClient``: that one is for kernels, blocking and loads Qiskit, which
 the server's event loop must neither wait on nor import.)
 """
@@ -120,6 +121,21 @@ async def _placed(jobs: list[Any]) -> None:
                 job[key] = answer.get(key)
 
 
+class QpuJobHandler(_QpuHandler):
+    """``GET /qustody/api/qpu/jobs/<id>``: one job with its provenance and decisions, as
+    the gateway shows it to this user (another user's job is the gateway's 404)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        try:
+            job = await _gateway("GET", f"api/jobs/{job_id}", {"include": "provenance"})
+        except GatewayUnavailable as e:
+            self.fail(e)
+            return
+        self.finish(json.dumps(job))
+
+
 class QpuCancelHandler(_QpuHandler):
     """``POST /qustody/api/qpu/jobs/<id>/cancel``: cancel one of the user's jobs."""
 
@@ -136,5 +152,6 @@ class QpuCancelHandler(_QpuHandler):
 
 QPU_HANDLERS = [
     (r"/qustody/api/qpu", QpuOverviewHandler),
+    (rf"/qustody/api/qpu/jobs/(?P<job_id>{JOB_ID.pattern})", QpuJobHandler),
     (rf"/qustody/api/qpu/jobs/(?P<job_id>{JOB_ID.pattern})/cancel", QpuCancelHandler),
 ]

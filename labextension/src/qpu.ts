@@ -204,3 +204,82 @@ export function jobStatusText(job: IJob, nowSeconds: number): string {
   }
   return parts.join(', ');
 }
+
+/** One decision the gateway took about a job, in order. */
+export interface IDecision {
+  at: number | null;
+  code: string;
+}
+
+/** What the gateway recorded about a job (``GET /qustody/api/qpu/jobs/<id>``). */
+export interface IProvenance {
+  /** [label, value] rows, recorded by the gateway first, then what the client reported. */
+  rows: [string, string][];
+  decisions: IDecision[];
+}
+
+function when(seconds: number | null): string {
+  return seconds === null ? '' : `${new Date(seconds * 1000).toISOString().slice(0, 19)}Z`;
+}
+
+function short(hash: string): string {
+  return hash.length > 16 ? `${hash.slice(0, 16)}…` : hash;
+}
+
+/** The provenance in a job answer, or null when the body holds none. */
+export function parseProvenance(body: unknown): IProvenance | null {
+  const job = rec(body);
+  const p = rec(job?.provenance);
+  if (job === null || p === null) {
+    return null;
+  }
+  const rows: [string, string][] = [];
+  const add = (label: string, value: unknown): void => {
+    const text = typeof value === 'number' ? String(value) : str(value);
+    if (text !== '') {
+      rows.push([label, text]);
+    }
+  };
+  add('owner', p.owner);
+  add('submitted', when(num(p.submitted_at)));
+  add('backend', p.backend);
+  add('backend configuration', short(str(p.backend_config_hash)));
+  const hashes = Array.isArray(p.circuit_hashes) ? p.circuit_hashes.filter(h => typeof h === 'string') : [];
+  if (hashes.length > 0) {
+    add(`circuit${hashes.length > 1 ? 's' : ''} (SHA-256)`, hashes.map(h => short(h)).join(', '));
+  }
+  add('shots', job.shots);
+  add('policy', short(str(p.policy)));
+  const gateway = rec(p.gateway);
+  if (gateway !== null) {
+    add('gateway', ['version', 'qiskit', 'qiskit_aer', 'python']
+      .filter(k => str(gateway[k]) !== '')
+      .map(k => `${k === 'version' ? 'qustody' : k} ${str(gateway[k])}`)
+      .join(', '));
+  }
+  const client = rec(p.client_reported);
+  if (client !== null) {
+    add('notebook (reported)', client.notebook_path);
+    add('notebook hash (reported)', short(str(client.notebook_hash)));
+    add('kernel (reported)', client.kernel_id);
+    add('transpile seed (reported)', client.transpile_seed);
+    const sdk = rec(client.sdk);
+    if (sdk !== null) {
+      add('SDK (reported)', Object.entries(sdk).map(([k, v]) => `${k} ${str(v)}`).join(', '));
+    }
+  }
+  const decisions: IDecision[] = [];
+  for (const raw of Array.isArray(job.decisions) ? job.decisions : []) {
+    const d = rec(raw);
+    if (d !== null && typeof d.code === 'string') {
+      decisions.push({ at: num(d.at), code: d.code });
+    }
+  }
+  return { rows, decisions };
+}
+
+/** "2026-12-04T01:02:03Z QUEUED:PENDING (admitted, waiting for its place in the queue)". */
+export function decisionText(decision: IDecision): string {
+  const words = reasonInWords(decision.code);
+  return `${when(decision.at)} ${decision.code}${words === decision.code ? '' : ` (${words})`}`.trim();
+}

@@ -6,7 +6,17 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { element, panelHeading } from './panelDom';
-import { FINAL_STATES, IJob, IQpuOverview, jobStatusText, parseOverview, reasonInWords } from './qpu';
+import {
+  decisionText,
+  FINAL_STATES,
+  IJob,
+  IProvenance,
+  IQpuOverview,
+  jobStatusText,
+  parseOverview,
+  parseProvenance,
+  reasonInWords
+} from './qpu';
 
 /** Polling: often while a job of the user is unfinished, rarely otherwise. */
 const BUSY_MS = 3_000;
@@ -34,10 +44,34 @@ async function fetchOverview(settings: ServerConnection.ISettings): Promise<Answ
   return overview === null ? { ok: false, message: 'Unreadable answer from the server.' } : { ok: true, overview };
 }
 
-/** Backends, quota left and the user's jobs, updating while jobs run; cancel a job. */
+async function fetchProvenance(settings: ServerConnection.ISettings, id: string): Promise<IProvenance | string> {
+  const url = URLExt.join(settings.baseUrl, 'qustody', 'api', 'qpu', 'jobs', id);
+  try {
+    const response = await ServerConnection.makeRequest(url, {}, settings);
+    const body: unknown = await response.json().catch(() => null);
+    if (!response.ok) {
+      const message = (body as { message?: unknown } | null)?.message;
+      return typeof message === 'string' ? message : `The server answered ${response.status}.`;
+    }
+    return parseProvenance(body) ?? 'The gateway recorded no provenance for this job.';
+  } catch {
+    return 'The server did not answer.';
+  }
+}
+
+/** An open provenance view: the job state it was read at, and what it showed. */
+interface IOpenJob {
+  state: string;
+  shown: IProvenance | string | null;
+}
+
+/** Backends, quota left and the user's jobs, updating while jobs run; cancel a job; a
+ * job's provenance on a click on its id. */
 class QpuPanel extends Widget {
   private _timer: number | undefined;
   private _loading: Promise<void> | null = null;
+  private _last: Answer | null = null;
+  private _open = new Map<string, IOpenJob>();
 
   constructor(private _settings: ServerConnection.ISettings) {
     super();
@@ -100,7 +134,63 @@ class QpuPanel extends Widget {
     await this.refresh();
   }
 
+  /** Show or hide what the gateway recorded about ``job``. */
+  private _toggle(job: IJob): void {
+    if (this._open.has(job.id)) {
+      this._open.delete(job.id);
+    } else {
+      this._open.set(job.id, { state: '', shown: null });
+    }
+    if (this._last !== null) {
+      this._render(this._last);
+    }
+  }
+
+  /** (Re)read a shown job's provenance when it is new or its state moved on (new decisions). */
+  private _readOpen(jobs: IJob[]): void {
+    for (const job of jobs) {
+      const open = this._open.get(job.id);
+      if (open === undefined || open.state === job.state) {
+        continue;
+      }
+      open.state = job.state;
+      void fetchProvenance(this._settings, job.id).then(shown => {
+        const current = this._open.get(job.id);
+        if (current !== undefined) {
+          current.shown = shown;
+          if (this._last !== null) {
+            this._render(this._last);
+          }
+        }
+      });
+    }
+  }
+
+  private _provenance(doc: Document, open: IOpenJob): HTMLElement {
+    const box = element(doc, 'div', 'jp-qustody-qpu-provenance');
+    if (open.shown === null) {
+      box.append(element(doc, 'p', 'jp-qustody-qpu-note', 'Reading what the gateway recorded…'));
+      return box;
+    }
+    if (typeof open.shown === 'string') {
+      box.append(element(doc, 'p', 'jp-qustody-qpu-note', open.shown));
+      return box;
+    }
+    const list = element(doc, 'dl', '');
+    for (const [label, value] of open.shown.rows) {
+      list.append(element(doc, 'dt', '', label), element(doc, 'dd', '', value));
+    }
+    box.append(list, element(doc, 'h5', '', 'Decisions'));
+    const decisions = element(doc, 'ol', 'jp-qustody-qpu-decisions');
+    for (const decision of open.shown.decisions) {
+      decisions.append(element(doc, 'li', '', decisionText(decision)));
+    }
+    box.append(decisions);
+    return box;
+  }
+
   private _render(answer: Answer): void {
+    this._last = answer;
     const doc = this.node.ownerDocument;
     const el = <K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, text = '') =>
       element(doc, tag, cls, text);
@@ -112,6 +202,7 @@ class QpuPanel extends Widget {
       return;
     }
     const { backends, quota, jobs } = answer.overview;
+    this._readOpen(jobs);
 
     this.node.appendChild(el('h4', '', 'Backends you may use'));
     if (backends.length === 0) {
@@ -155,7 +246,11 @@ class QpuPanel extends Widget {
       const item = el('li', 'jp-qustody-qpu-job');
       item.dataset.jobId = job.id;
       item.dataset.state = job.state;
-      item.append(el('code', '', job.id.slice(0, 8)), el('span', '', ` ${job.backend} (${job.project}) `));
+      const id = el('button', 'jp-qustody-qpu-job-id', job.id.slice(0, 8));
+      id.title = `Job ${job.id}: show what the gateway recorded about it (provenance)`;
+      id.setAttribute('aria-expanded', String(this._open.has(job.id)));
+      id.onclick = () => this._toggle(job);
+      item.append(id, el('span', '', ` ${job.backend} (${job.project}) `));
       item.append(el('span', 'jp-qustody-qpu-state', jobStatusText(job, now)));
       item.append(el('div', 'jp-qustody-qpu-reason', reasonInWords(job.reason)));
       if (job.error !== null) {
@@ -165,6 +260,10 @@ class QpuPanel extends Widget {
         const cancel = el('button', 'jp-mod-styled jp-qustody-qpu-cancel', 'Cancel');
         cancel.onclick = () => void this._cancel(job);
         item.append(cancel);
+      }
+      const open = this._open.get(job.id);
+      if (open !== undefined) {
+        item.append(this._provenance(doc, open));
       }
       jlist.appendChild(item);
     }

@@ -1,7 +1,14 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 
-import { jobStatusText, parseOverview, quotaLines, reasonInWords } from '../src/qpu';
+import {
+  decisionText,
+  jobStatusText,
+  parseOverview,
+  parseProvenance,
+  quotaLines,
+  reasonInWords
+} from '../src/qpu';
 
 const JOB = 'a'.repeat(32);
 
@@ -81,5 +88,50 @@ describe('job words', () => {
     };
     assert.equal(jobStatusText(job, 1000), 'QUEUED, position 3 in the queue, starts in about 2 min');
     assert.equal(jobStatusText({ ...job, state: 'DONE' }, 1000), 'DONE');
+  });
+});
+
+describe('provenance', () => {
+  const body = {
+    job_id: 'a'.repeat(32),
+    shots: 1024,
+    provenance: {
+      owner: 'alice',
+      submitted_at: 1796346744,
+      backend: 'aer_simulator',
+      backend_config_hash: 'f'.repeat(64),
+      circuit_hashes: ['0123456789abcdef0123', 7],
+      policy: 'p'.repeat(20),
+      gateway: { version: '0.2.0', qiskit: '2.1.0', qiskit_aer: '', python: '3.11.2' },
+      client_reported: { notebook_path: 'bell.ipynb', kernel_id: null, sdk: { qiskit: '2.1.0' } }
+    },
+    decisions: [{ at: 1796346744, code: 'QUEUED:PENDING' }, { at: null, code: 'STARTED' }, { code: 3 }]
+  };
+
+  it('lists what the gateway recorded, then what the client reported, in words', () => {
+    const p = parseProvenance(body);
+    assert.ok(p !== null);
+    assert.deepEqual(p.rows, [
+      ['owner', 'alice'],
+      ['submitted', '2026-12-04T01:12:24Z'],
+      ['backend', 'aer_simulator'],
+      ['backend configuration', 'ffffffffffffffff…'],
+      ['circuit (SHA-256)', '0123456789abcdef…'],
+      ['shots', '1024'],
+      ['policy', 'pppppppppppppppp…'],
+      ['gateway', 'qustody 0.2.0, qiskit 2.1.0, python 3.11.2'],
+      ['notebook (reported)', 'bell.ipynb'],
+      ['SDK (reported)', 'qiskit 2.1.0']
+    ]);
+    assert.deepEqual(p.decisions.map(decisionText), [
+      '2026-12-04T01:12:24Z QUEUED:PENDING (admitted, waiting for its place in the queue)',
+      'STARTED'
+    ]);
+  });
+
+  it('is null for an answer without provenance', () => {
+    for (const b of [null, {}, { provenance: 'x' }, []]) {
+      assert.equal(parseProvenance(b), null);
+    }
   });
 });

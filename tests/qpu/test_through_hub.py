@@ -339,9 +339,12 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
     with backend_paused(hub, "hold for the panel"):  # the script resumes it half-way
         status, held = call(hub, "alice", "POST", "api/jobs", bell_job())
         assert status == 201 and held["state"] == "HELD", held
+        status, foreign = call(hub, "carol", "POST", "api/jobs", bell_job("personal:carol"))
+        assert status == 201, foreign
         out = chromium.drive("qpu_panel.mjs", {
             "server": f"{hub.url}user/alice/", "token": hub.tokens["alice"], "qpu": hub.qpu,
             "adminToken": hub.tokens["admin"], "heldJob": held["job_id"], "job": bell_job(),
+            "foreignJob": foreign["job_id"],
             "userDataDir": str(tmp_path / "chromium-profile"),
             "screenshot": str(tmp_path / "qpu-panel.png"),
         }, timeout=300)
@@ -354,6 +357,18 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
     assert call(hub, "alice", "GET", f"api/jobs/{held['job_id']}")[1]["state"] == "CANCELLED"
     assert (out["resume"], out["submitted"]) == (200, 201)
     assert "DONE" in out["done"] and "results available" in out["done"]
+    # the job's provenance, as the gateway recorded it, on a click on its id
+    recorded = call(hub, "alice", "GET", f"api/jobs/{out['newJob']}", include="provenance")[1]
+    prov = out["provenance"]
+    assert prov["owner"] == "alice" and prov["backend"] == "aer_simulator", prov
+    assert prov["circuit (SHA-256)"] == recorded["provenance"]["circuit_hashes"][0][:16] + "…"
+    assert prov["shots"] == str(recorded["shots"]) and "qiskit" in prov["gateway"]
+    codes = [d["code"] for d in recorded["decisions"]]
+    assert [d.split(" ")[1] for d in out["decisions"]] == codes and "STARTED" in codes, codes
+    assert out["openAfterPoll"] == 1  # a poll re-draws the list, the view stays open
+    # carol's job, asked for through alice's server: the gateway's "no such job"
+    assert out["foreign"]["status"] == 404 and out["foreign"]["body"]["error"] == "NO_SUCH_JOB"
+    call(hub, "carol", "DELETE", f"api/jobs/{foreign['job_id']}")
     # bob leads qc101: the gateway lists alice's job to him, but not among his own (mine=1),
     # which is what his panel shows
     status, led = call(hub, "bob", "GET", "api/jobs")

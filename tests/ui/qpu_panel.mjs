@@ -2,8 +2,8 @@
 // server behind a real hub and gateway. The page authenticates with the user's hub token
 // in a header; this script (not the page) pauses and resumes the backend and submits a
 // job, as an operator and a kernel would.
-// Input: one JSON argument {server, token, qpu, adminToken, heldJob, job, userDataDir,
-// screenshot}. Output: one JSON line with what the panel showed.
+// Input: one JSON argument {server, token, qpu, adminToken, heldJob, job, foreignJob,
+// userDataDir, screenshot}. Output: one JSON line with what the panel showed.
 import { launch, loopbackOnly } from "./browser.mjs";
 
 const opts = JSON.parse(process.argv[2]);
@@ -50,7 +50,25 @@ try {
   out.statesSeen = [await page.getAttribute(row(id), "data-state")];
   await page.waitForSelector(`${row(id)}[data-state="DONE"]`, { timeout: 120000 });
   out.done = await page.textContent(row(id));
+  // A click on the job's id shows what the gateway recorded, and stays open across polls.
+  await page.click(`${row(id)} .jp-qustody-qpu-job-id`);
+  await page.waitForSelector(`${row(id)} .jp-qustody-qpu-decisions li`, { timeout: 30000 });
+  out.provenance = await page.$$eval(`${row(id)} .jp-qustody-qpu-provenance dt`, (dts) =>
+    Object.fromEntries(dts.map((dt) => [dt.textContent, dt.nextElementSibling?.textContent])),
+  );
+  out.decisions = await page.$$eval(`${row(id)} .jp-qustody-qpu-decisions li`, (lis) =>
+    lis.map((li) => li.textContent),
+  );
+  await page.click(".jp-qustody-qpu-refresh");
+  await page.waitForTimeout(1000);
+  out.openAfterPoll = await page.locator(`${row(id)} .jp-qustody-qpu-decisions`).count();
   await page.screenshot({ path: opts.screenshot });
+  // Another user's job: the server passes on the gateway's 404, whoever asks.
+  const foreign = await page.evaluate(async ([server, jobId]) => {
+    const r = await fetch(`${server}qustody/api/qpu/jobs/${jobId}`);
+    return { status: r.status, body: await r.json() };
+  }, [opts.server, opts.foreignJob]);
+  out.foreign = foreign;
 } finally {
   await browser.close();
 }
