@@ -367,3 +367,41 @@ def test_a_course_mounts_its_materials_read_only_and_closes_its_students_servers
         for cid in containers(prefix, "alice"):
             docker("rm", "-f", cid, check=False)
         docker("volume", "rm", "-f", materials, check=False)
+
+
+def test_the_lab_extension_works_in_the_hardened_container(hub, prefix, tmp_path):
+    """The researcher's JupyterLab as the image ships it, in Chromium through the hub: the
+    extension's clock and panels are there, JupyterLab's news prompt is not, nothing
+    outside loopback is asked for, and a key saved with Ctrl+S gets the findings dialog
+    from the guard running in the container."""
+    import chromium
+
+    status, _ = spawn(hub, "alice")
+    assert status in (201, 202)
+    token = hub.user_token("alice")
+    url = f"{hub.url}user/alice/"
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernel}, "cells": [
+        {"cell_type": "code", "id": "c1", "metadata": {}, "source": "", "outputs": [],
+         "execution_count": None}]}
+    r = requests.put(url + "api/contents/panel.ipynb", timeout=60,
+                     json={"type": "notebook", "content": nb},
+                     headers={"Authorization": f"token {token}"})
+    assert r.status_code == 201, r.text
+    key = "ghp_" + secrets.token_hex(18)
+    out = chromium.drive("hardened_lab.mjs", {
+        "server": url, "token": token, "key": key,
+        "userDataDir": str(tmp_path / "chromium-profile"),
+        "screenshot": str(tmp_path / "hardened-lab.png"),
+    }, timeout=300)
+    assert out["clock"].startswith("Session "), out["clock"]
+    # this hub gives alice no secrets, and its services list leaves the gateway out (its
+    # URL still reaches the container): each panel says what is wrong, in words
+    assert out["secretsNote"].startswith("No secrets were delivered to this server.")
+    assert "without a gateway answer (is QUSTODY_QPU_URL right?)" in out["qpuText"]
+    assert len(out["findings"]) == 1 and "github-token" in out["findings"][0]
+    assert out["saveErrorDialogs"] == 0 and out["newsPrompt"] == 0
+    assert key not in out["dialogText"] and out["outside"] == [] and out["errors"] == []
+    cid = containers(prefix, "alice")[0]
+    assert exec_in(cid, "test -e /home/jovyan/panel.ipynb && cat /home/jovyan/panel.ipynb").count(
+        key) == 0
