@@ -12,7 +12,24 @@ import json
 from typing import Any
 
 from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
-from tornado import web
+from tornado import template, web
+
+#: One error page for every Qustody service page (autoescaped, as templates are).
+ERROR_PAGE = template.Template(
+    """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{{ status }} {{ reason }} · {{ title }}</title>
+<style>body{font-family:system-ui,sans-serif;margin:3rem;color:#222}h1{color:#a1260d}</style>
+</head>
+<body>
+<h1 id="error-status">{{ status }} {{ reason }}</h1>
+<p id="error-message">{{ message }}</p>
+</body>
+</html>
+""",
+    name="qustody-error-page",
+    autoescape="xhtml_escape",
+)
 
 
 class ServicePage(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
@@ -20,6 +37,8 @@ class ServicePage(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     api = False
     #: what the page is, in the refusal of a form posted without its XSRF token
     page_name = "the page"
+    #: the product's name in the error page's title
+    page_title = "Qustody"
     _denied: str | None = None
 
     @property
@@ -79,7 +98,7 @@ class ServicePage(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
-            self.render_string(
-                "error.html", status=status_code, reason=self._reason, message=message
+            ERROR_PAGE.generate(
+                status=status_code, reason=self._reason, message=message, title=self.page_title
             )
         )

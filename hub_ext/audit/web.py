@@ -221,6 +221,7 @@ class AuditHandler(ServicePage):
     """Base: hub login, and the auditor check on every request."""
 
     page_name = "the audit page"
+    page_title = "Qustody audit"
 
     def allowed(self, model: dict[str, Any]) -> bool:
         # Both scopes, not either: the service's own access scope and the audit scope.

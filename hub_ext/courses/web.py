@@ -72,6 +72,7 @@ def courses_of(model: dict[str, Any]) -> list[str]:
 
 class CourseHandler(ServicePage):
     page_name = "the instructor page"
+    page_title = "Qustody courses"
 
     def allowed(self, model: dict[str, Any]) -> bool:
         return bool(courses_of(model))
