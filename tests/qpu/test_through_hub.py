@@ -345,6 +345,9 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
             "server": f"{hub.url}user/alice/", "token": hub.tokens["alice"], "qpu": hub.qpu,
             "adminToken": hub.tokens["admin"], "heldJob": held["job_id"], "job": bell_job(),
             "foreignJob": foreign["job_id"],
+            # 51 circuits of 100,000 shots: more than alice's 5,000,000 shots a day
+            "overQuotaJob": {**bell_job(shots=100_000),
+                             "circuits": bell_job()["circuits"] * 51},
             "userDataDir": str(tmp_path / "chromium-profile"),
             "screenshot": str(tmp_path / "qpu-panel.png"),
         }, timeout=300)
@@ -366,6 +369,10 @@ def test_the_lab_qpu_panel_shows_holds_cancels_and_finishes_jobs(hub, tmp_path):
     codes = [d["code"] for d in recorded["decisions"]]
     assert [d.split(" ")[1] for d in out["decisions"]] == codes and "STARTED" in codes, codes
     assert out["openAfterPoll"] == 1  # a poll re-draws the list, the view stays open
+    # over quota: refused by the gateway, and the panel lists it with the reason in words
+    assert out["overQuota"]["status"] == 429, out["overQuota"]
+    assert out["overQuota"]["reason"] == "REJECTED:USER_QUOTA"
+    assert "REJECTED" in out["rejected"] and "refused: your quota is used up" in out["rejected"]
     # carol's job, asked for through alice's server: the gateway's "no such job"
     assert out["foreign"]["status"] == 404 and out["foreign"]["body"]["error"] == "NO_SUCH_JOB"
     call(hub, "carol", "DELETE", f"api/jobs/{foreign['job_id']}")

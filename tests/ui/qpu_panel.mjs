@@ -63,6 +63,15 @@ try {
   await page.waitForTimeout(1000);
   out.openAfterPoll = await page.locator(`${row(id)} .jp-qustody-qpu-decisions`).count();
   await page.screenshot({ path: opts.screenshot });
+  // A job over the user's quota is refused by the gateway and listed with its reason.
+  const over = await gateway("POST", "api/jobs", opts.token, opts.overQuotaJob);
+  out.overQuota = { status: over.status, reason: over.body.reason, id: over.body.job_id };
+  if (over.body.job_id) {
+    await page.click(".jp-qustody-qpu-refresh");
+    await page.waitForSelector(`${row(over.body.job_id)}[data-state="REJECTED"]`, { timeout: 30000 });
+    out.rejected = await page.textContent(row(over.body.job_id));
+    await page.screenshot({ path: opts.screenshot.replace(/\.png$/, "-rejected.png") });
+  }
   // Another user's job: the server passes on the gateway's 404, whoever asks.
   const foreign = await page.evaluate(async ([server, jobId]) => {
     const r = await fetch(`${server}qustody/api/qpu/jobs/${jobId}`);
