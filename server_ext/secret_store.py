@@ -99,7 +99,7 @@ class SecretClient(LoggingConfigurable):
             raise DeliveryError("not started by a hub (no JUPYTERHUB_API_URL/TOKEN)")
         request = urllib.request.Request(  # noqa: S310 - the hub's own http(s) URL
             f"{api.rstrip('/')}/qustody/secrets/{endpoint}",
-            data=json.dumps(body).encode(),
+            data=json.dumps(body, ensure_ascii=False).encode(),  # the size the user sent
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
             method="POST",
         )
@@ -138,8 +138,13 @@ class SecretClient(LoggingConfigurable):
         then refresh, so ``get_secret(name)`` works and the guard knows the value at once.
         Returns the stored secret's name, class and version; DeliveryError says why not."""
         stored = self._call("store", {"name": name, "value": value}, listing=False)
-        self.refresh()
-        return {k: stored.get(k) for k in ("name", "class", "version", "namespace")}
+        out = {k: stored.get(k) for k in ("name", "class", "version", "namespace")}
+        try:
+            self.refresh()
+        except DeliveryError as e:  # stored all the same: say so, not "not stored"
+            self.log.warning("Qustody secrets: stored %s, but the refresh failed: %s", name, e)
+            out["warning"] = f"stored, but not delivered yet ({e}); refresh the secrets panel"
+        return out
 
     def _apply(self, result: dict[str, Any]) -> int:
         fresh: dict[str, dict[str, Any]] = {}

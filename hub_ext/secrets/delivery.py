@@ -16,7 +16,7 @@ from typing import Any
 from traitlets.config import Config
 
 from .broker import Broker, SecretBroker
-from .model import Secret, SecretError, SecretExists
+from .model import MIN_VALUE_BYTES, NAME, Secret, SecretError, SecretExists
 from .policy import SecretClassPolicy
 from .tickets import Ticket, TicketBook
 
@@ -189,10 +189,20 @@ class SecretDelivery:
         cls = self.own_class(session, roles)
         if cls is None:
             raise SecretError("storing secrets from a server is not allowed here")
-        held = self.broker.secrets_for_spawn(user, server, auth_state)
-        for secret in held:
-            if hmac.compare_digest(secret.value.encode(), value.strip("\n").encode()):
-                raise SecretError(
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise SecretError(  # the name is not echoed: a pasted key must not be logged
+                "that is not a secret name: use letters, digits and '_' (not starting with "
+                "a digit), at most 128 characters, e.g. QISKIT_IBM_TOKEN"
+            )
+        if len(name) >= MIN_VALUE_BYTES and name in value:
+            raise SecretError("the name is part of the value: choose a name, not the key")
+        for secret in self.broker.secrets_for_spawn(user, server, auth_state):
+            # only what this server receives is named; other secrets are just "taken"
+            delivered = self.policy.allows(secret.cls, session.profile, roles)
+            if delivered and hmac.compare_digest(
+                secret.value.encode(), value.strip("\n").encode()
+            ):
+                raise SecretExists(
                     f"this value is already your secret {secret.name} ({secret.namespace}): "
                     f'use get_secret("{secret.name}") instead of storing a copy'
                 )
@@ -202,6 +212,8 @@ class SecretDelivery:
                     if secret.namespace.kind == "user"
                     else f"a secret named {name} already reaches this server "
                     f"({secret.namespace}): choose another name"
+                    if delivered
+                    else f"the name {name} is taken: choose another name"
                 )
         return self.broker.add_own(
             user, server, auth_state, name, cls, value, self.settings.self_service_limit

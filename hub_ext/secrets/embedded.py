@@ -108,7 +108,6 @@ class EmbeddedStore:
         self._mac_key = derive_key(master_key, "row-mac/2")
         self._key_id = hashlib.sha256(b"qustody-key-id|" + master_key).hexdigest()[:16]
         self._lock = threading.Lock()
-        self._own_lock = threading.Lock()  # serialises add_own's check and insert
         #: Called with (path, what) before a read or write fails on altered rows.
         self.on_tamper = on_tamper
         self._seen_generation = 0
@@ -269,8 +268,20 @@ class EmbeddedStore:
 
     # -- admin -------------------------------------------------------------------------
 
-    def put(self, namespace: str, name: str, cls: str, value: bytes) -> int:
-        """Store a new secret, or a new version of one (rotation). Returns the version."""
+    def put(
+        self,
+        namespace: str,
+        name: str,
+        cls: str,
+        value: bytes,
+        create_only: bool = False,
+        at_most: int | None = None,
+    ) -> int:
+        """Store a new secret, or a new version of one (rotation). Returns the version.
+
+        ``create_only``: SecretExists if the name was ever used in the namespace (revoked
+        too), and SecretError if the namespace already holds ``at_most`` live secrets;
+        checked in the write transaction, so no other writer slips in between."""
         ns = parse_namespace(namespace)
         check_name(name, ns)
         check_class(cls)
@@ -281,6 +292,23 @@ class EmbeddedStore:
                 "SELECT id, current, class FROM secrets WHERE ns_kind=? AND ns_name=? AND name=?",
                 (ns.kind, ns.name, name),
             ).fetchone()
+            if create_only and row is not None:
+                raise SecretExists(
+                    f"you already have (or had) a secret named {name}: choose another name "
+                    "(an admin can rotate or revoke the existing one with `qustody secrets`)"
+                )
+            if at_most is not None:
+                (held,) = db.execute(
+                    "SELECT count(*) FROM secrets WHERE ns_kind=? AND ns_name=? "
+                    "AND revoked_at IS NULL",
+                    (ns.kind, ns.name),
+                ).fetchone()
+                if held >= at_most:
+                    raise SecretError(
+                        f"you already hold {held} secrets of your own, the most this hub "
+                        f"allows (SecretBroker.self_service_limit = {at_most}): ask an admin "
+                        "to revoke ones you no longer use"
+                    )
             if row is None:
                 cur = db.execute(
                     "INSERT INTO secrets (ns_kind, ns_name, name, class, current, updated) "
@@ -318,23 +346,8 @@ class EmbeddedStore:
         """A new secret in the user's own namespace, stored by the user (self-service):
         never a new version of an existing one, and at most ``at_most`` of them."""
         ns = parse_namespace(f"user:{user}")
-        check_name(name, ns)
-        check_class(cls)
         text = check_value(value.encode("utf-8", "surrogatepass"))
-        with self._own_lock:  # the count and the insert see the same rows
-            held = [e for e in self.entries(str(ns)) if not e.revoked]
-            if any(e.name == name for e in held):
-                raise SecretExists(
-                    f"you already have a secret named {name}: choose another name (an admin "
-                    "can rotate or revoke the existing one with `qustody secrets`)"
-                )
-            if len(held) >= at_most:
-                raise SecretError(
-                    f"you already hold {len(held)} secrets of your own, the most this hub "
-                    f"allows (SecretBroker.self_service_limit = {at_most}): ask an admin to "
-                    "revoke ones you no longer use"
-                )
-            version = self.put(str(ns), name, cls, text.encode())
+        version = self.put(str(ns), name, cls, text.encode(), create_only=True, at_most=at_most)
         return Secret(ns, name, cls, version, text)
 
     def discard_own(

@@ -46,6 +46,7 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
     write threads, off the hub's event loop (``hub_ext.ratelimit``)."""
 
     max_body = MAX_BODY
+    body_hint = '{"ticket": "<claim ticket>"}'
 
     def check_xsrf_cookie(self) -> None:
         """Token-only endpoints: a browser session never reaches them (see ``_caller``)."""
@@ -65,11 +66,10 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
         except UnicodeDecodeError:
             raise web.HTTPError(400, "The request body is not UTF-8 text.") from None
         except ValueError:
-            raise web.HTTPError(
-                400, 'The request body is not JSON; send {"ticket": "<claim ticket>"}.'
-            ) from None
+            hint = self.body_hint
+            raise web.HTTPError(400, f"The request body is not JSON; send {hint}.") from None
         if not isinstance(body, dict):
-            raise web.HTTPError(400, 'The request body must be a JSON object {"ticket": "..."}.')
+            raise web.HTTPError(400, f"The request body must be a JSON object: {self.body_hint}.")
         return body
 
     def _caller(self) -> tuple[User, str, str]:
@@ -255,6 +255,8 @@ class RedeemHandler(_SecretsHandler):
 
 
 class RefreshHandler(_SecretsHandler):
+    body_hint = "{}"
+
     async def post(self) -> None:
         delivery = self._delivery()
         self._body()
@@ -293,6 +295,7 @@ class StoreHandler(_SecretsHandler):
     never-record list before anything is written."""
 
     max_body = 80 * 1024  # a value may be up to 64 KiB
+    body_hint = '{"name": "<NAME>", "value": "<the value>"}'
 
     async def post(self) -> None:
         delivery = self._delivery()

@@ -306,8 +306,12 @@ class VaultBroker(LoggingConfigurable):
         except vault_errors.InvalidPath:
             keys = []  # nothing stored yet
         except vault_errors.Forbidden:
-            keys = None  # listing is not granted; the write below may still be
-        if keys is not None and len(keys) >= at_most:
+            # without list, a stored secret would never be read back (nor counted)
+            raise SecretError(
+                f"Vault's policy does not let you list {self.kv_mount}/{base}: ask an admin "
+                "to store it, or to allow list and create on your own path"
+            ) from None
+        if len(keys) >= at_most:
             raise SecretError(
                 f"you already hold {len(keys)} secrets of your own, the most this hub allows "
                 f"(SecretBroker.self_service_limit = {at_most}): ask an admin to remove some"
@@ -324,8 +328,12 @@ class VaultBroker(LoggingConfigurable):
                 f"Vault's policy does not let you write {self.kv_mount}/{base}/{name}: ask "
                 "an admin to store it, or to allow writes to your own path"
             ) from None
-        except vault_errors.InvalidRequest:  # check-and-set: the path has versions
-            raise SecretExists(
+        except vault_errors.InvalidRequest as e:
+            if "check-and-set" not in str(e):
+                raise SecretError(
+                    f"Vault refused to store {name} ({type(e).__name__}); ask an admin"
+                ) from None
+            raise SecretExists(  # check-and-set 0: the path has versions
                 f"you already have a secret named {name} in Vault: choose another name"
             ) from None
         version = int((result or {}).get("data", {}).get("version") or 1)

@@ -5,9 +5,11 @@
  *
  * A value is replaced only where the result is still the same Python: a whole string
  * literal becomes the call; a value inside a longer literal becomes a concatenation (or a
- * replacement field in an f-string); a value in a comment becomes the call's text. A
- * value inside a longer triple-quoted string or a bytes literal with other text is left
- * for the user to edit: guessing there could change what the code does.
+ * replacement field in an f-string); a value in a comment becomes the call's text.
+ * Everything else is left for the user to edit, because guessing could change what the
+ * code does: a value outside a string, on a magic or shell line, in a cell magic, with
+ * an escape sequence, in an f-string expression, in a string joined to a neighbour
+ * ("a" "b"), or inside a longer triple-quoted or bytes string.
  */
 
 import { IFinding } from './refusal';
@@ -153,10 +155,72 @@ function scan(source: string): { literals: ILiteral[]; comments: Array<[number, 
   return { literals, comments };
 }
 
-/** ``source`` with the import of ``get_secret`` on top, unless the cell already has it. */
+/** ``source`` with the import of ``get_secret`` on top (after ``from __future__``
+ * imports, which must come first), unless the cell already has it. */
 function withImport(source: string): string {
-  const imported = source.split('\n').some(line => line.trim() === IMPORT_LINE);
-  return imported ? source : `${IMPORT_LINE}\n${source}`;
+  const lines = source.split('\n');
+  if (lines.some(line => line.trim() === IMPORT_LINE)) {
+    return source;
+  }
+  let at = 0;
+  while (at < lines.length && /^from\s+__future__\s+import\b/.test(lines[at])) {
+    at += 1;
+  }
+  lines.splice(at, 0, IMPORT_LINE);
+  return lines.join('\n');
+}
+
+/** Where the escape sequences of a non-raw literal's body are: [start, end) offsets. */
+function escapes(source: string, lit: ILiteral): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  for (let i = lit.bodyStart; i < lit.bodyEnd; i++) {
+    if (source[i] !== '\\') {
+      continue;
+    }
+    const next = source[i + 1] ?? '';
+    let end = i + 2;
+    if (next === 'x') {
+      end = i + 4;
+    } else if (next === 'u') {
+      end = i + 6;
+    } else if (next === 'U') {
+      end = i + 10;
+    } else if (next === 'N' && source[i + 2] === '{') {
+      end = Math.max(i + 3, source.indexOf('}', i) + 1);
+    } else if (/[0-7]/.test(next)) {
+      end = i + 2 + (/^[0-7]{0,2}/.exec(source.slice(i + 2, i + 4))?.[0].length ?? 0);
+    }
+    spans.push([i, end]);
+    i = end - 1;
+  }
+  return spans;
+}
+
+/** Whether ``at`` is inside a replacement field ``{...}`` of an f-string's body. */
+function inField(source: string, lit: ILiteral, at: number): boolean {
+  let depth = 0;
+  for (let i = lit.bodyStart; i < at; i++) {
+    const ch = source[i];
+    if ((ch === '{' || ch === '}') && depth === 0 && source[i + 1] === ch) {
+      i += 1; // {{ and }} are literal braces
+    } else if (ch === '{') {
+      depth += 1;
+    } else if (ch === '}' && depth > 0) {
+      depth -= 1;
+    }
+  }
+  return depth > 0;
+}
+
+/** Whether another string literal touches ``lit`` (implicit concatenation: "a" "b"). */
+function touchesLiteral(source: string, literals: ILiteral[], lit: ILiteral): boolean {
+  const i = literals.indexOf(lit);
+  const before = literals[i - 1];
+  const after = literals[i + 1];
+  return (
+    (before !== undefined && source.slice(before.end, lit.start).trim() === '') ||
+    (after !== undefined && source.slice(lit.end, after.start).trim() === '')
+  );
 }
 
 export type Replaced = { source: string } | { reason: string };
@@ -178,6 +242,13 @@ export function replaceWithSecret(source: string, value: string, name: string): 
   }
   const end = at + value.length;
   const call = `get_secret("${name}")`;
+  if (source.startsWith('%%')) {
+    return { reason: 'this cell is a cell magic, not Python: edit it by hand' };
+  }
+  const lineStart = source.lastIndexOf('\n', at - 1) + 1;
+  if (/^\s*[%!]/.test(source.slice(lineStart, at))) {
+    return { reason: 'the value is on a magic or shell line, not Python: edit it by hand' };
+  }
   const { literals, comments } = scan(source);
   const splice = (from: number, to: number, text: string): Replaced => ({
     source: withImport(source.slice(0, from) + text + source.slice(to))
@@ -187,11 +258,20 @@ export function replaceWithSecret(source: string, value: string, name: string): 
   }
   const lit = literals.find(l => l.bodyStart <= at && end <= l.bodyEnd);
   if (lit === undefined) {
-    return literals.some(l => at < l.end && l.start < end)
-      ? { reason: 'the value spans the edge of a string: edit it by hand' }
-      : splice(at, end, call);
+    return { reason: 'the value is not inside a string: edit it by hand' };
   }
   const prefix = lit.prefix.toLowerCase();
+  const raw = prefix.includes('r');
+  if (!raw && escapes(source, lit).some(([s, e]) => s < end && at < e)) {
+    // what Python makes of the escapes is not the text: storing the text would be wrong
+    return { reason: 'the value has an escape sequence (\\n, \\x...) in it: edit it by hand' };
+  }
+  if (touchesLiteral(source, literals, lit)) {
+    return { reason: 'the string is joined to another one next to it: edit it by hand' };
+  }
+  if (prefix.includes('f') && inField(source, lit, at)) {
+    return { reason: 'the value is inside an f-string expression: edit it by hand' };
+  }
   const bytes = prefix.includes('b');
   if (at === lit.bodyStart && end === lit.bodyEnd) {
     return splice(lit.start, lit.end, bytes ? `${call}.encode()` : call);
@@ -204,8 +284,8 @@ export function replaceWithSecret(source: string, value: string, name: string): 
     return splice(at, end, `{get_secret(${other}${name}${other})}`);
   }
   const head = source.slice(lit.bodyStart, at);
-  if (/(^|[^\\])(\\\\)*\\$/.test(head)) {
-    return { reason: 'the value follows an escape character: edit it by hand' };
+  if (raw && /\\$/.test(head)) {
+    return { reason: 'the value follows a backslash: edit it by hand' };
   }
   const part = (text: string): string => `${lit.prefix}${lit.quote}${text}${lit.quote}`;
   const pieces = [

@@ -148,6 +148,12 @@ class QpuPanel extends Widget {
 
   /** (Re)read a shown job's provenance when it is new or its state moved on (new decisions). */
   private _readOpen(jobs: IJob[]): void {
+    const listed = new Set(jobs.map(j => j.id));
+    for (const id of [...this._open.keys()]) {
+      if (!listed.has(id)) {
+        this._open.delete(id); // no longer among the newest jobs
+      }
+    }
     for (const job of jobs) {
       const open = this._open.get(job.id);
       if (open === undefined || open.state === job.state) {
@@ -156,7 +162,8 @@ class QpuPanel extends Widget {
       open.state = job.state;
       void fetchProvenance(this._settings, job.id).then(shown => {
         const current = this._open.get(job.id);
-        if (current !== undefined) {
+        if (current !== undefined && current.state === job.state) {
+          // (an answer for an older state that came late is dropped: a newer one is due)
           current.shown = shown;
           if (this._last !== null) {
             this._render(this._last);

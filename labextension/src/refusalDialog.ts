@@ -54,6 +54,7 @@ class FindingsBody extends Widget {
     const target = event.target;
     if (
       event.key === 'Enter' &&
+      !event.isComposing && // Enter that ends an input-method composition is not "store"
       target instanceof HTMLInputElement &&
       target.classList.contains('jp-qustody-move-name') &&
       this.node.contains(target)

@@ -75,7 +75,14 @@ describe('replaceWithSecret', () => {
       [`t = """Bearer ${KEY}"""`, 'longer string'],
       [`t = b"Bearer ${KEY}"`, 'longer string'],
       [`t = '${KEY}'; u = '${KEY}'`, 'more than once'],
-      [`t = 'x'`, 'no longer in this cell']
+      [`t = 'x'`, 'no longer in this cell'],
+      [`u = ("https://x/?k="\n "${KEY}")`, 'joined to another one'],
+      [`u = "${KEY}" "tail"`, 'joined to another one'],
+      [`v = f"{os.getenv('K', '${KEY}')}"`, 'f-string expression'],
+      [`%env GITHUB_TOKEN=${KEY}`, 'magic or shell line'],
+      [`!curl -H "Authorization: ${KEY}"`, 'magic or shell line'],
+      [`%%bash\necho "${KEY}"`, 'cell magic'],
+      [`t = ${KEY}`, 'not inside a string']
     ];
     for (const [source, reason] of cases) {
       const result = replaceWithSecret(source, KEY, 'GITHUB_TOKEN');
@@ -83,6 +90,26 @@ describe('replaceWithSecret', () => {
     }
     const bad = replaceWithSecret(`t = '${KEY}'`, KEY, 'A"); import os; ("');
     assert.ok('reason' in bad && bad.reason.includes('not a secret name'));
+  });
+
+  it('puts the import after __future__ imports, which must stay first', () => {
+    assert.equal(
+      replaced(`from __future__ import annotations\nt = '${KEY}'`),
+      `from __future__ import annotations\n${IMPORT}t = get_secret("GITHUB_TOKEN")`
+    );
+  });
+
+  it('splits only between escape sequences, never inside one', () => {
+    assert.equal(
+      replaced(`v = "\\u00e9${KEY}"`),
+      `${IMPORT}v = ("\\u00e9" + get_secret("GITHUB_TOKEN"))`
+    );
+    const inside = replaceWithSecret('v = "\\x41bcdef0123"', '41bcdef0123', 'HEX_KEY');
+    assert.ok('reason' in inside && inside.reason.includes('escape sequence'));
+    // a PEM key written with \n escapes: its text is not its value
+    const pem = 'MIIEpAIBAAKCAQEA\\nq7Ws2Ld9kQ';
+    const key = replaceWithSecret(`k = "-----BEGIN-----\\n${pem}\\n"`, pem, 'PEM');
+    assert.ok('reason' in key && key.reason.includes('escape sequence'));
   });
 
   it('keeps strings with escaped quotes intact', () => {

@@ -155,7 +155,8 @@ def test_users_store_their_own_secrets_only_new_only_of_the_self_service_class(
     with pytest.raises(SecretError, match=r'already your secret SHARED.*get_secret\("SHARED"\)'):
         d.store_own("alice", "", session, roles, None, "COPY", "shared-value-0001")
     for name, value, message in [
-        ("1BAD", "long-enough-value", "is not a secret name"),
+        ("1BAD", "long-enough-value", "not a secret name"),
+        ("ghp_abcdef0123456789", "token ghp_abcdef0123456789", "the name is part of the value"),
         ("SHORT", "k3y!", "shorter than 8 bytes"),
         ("NUL", "has-a-\x00-nul", "NUL character"),
         ("HUGE", "x" * 70_000, "secrets are at most 65,536 bytes"),

@@ -432,8 +432,8 @@ def test_a_user_stores_a_secret_of_their_own_from_their_server(
     for body, raw, status, words in [
         ({"name": "MOVED_KEY", "value": "another-value-1234"}, None, 409, "already have"),
         ({"name": "SHARED_DEV", "value": "another-value-1234"}, None, 409, "project:qaoa"),
-        ({"name": "COPY", "value": values["BOB_PROD"]}, None, 400, "already your secret BOB_PROD"),
-        ({"name": "1BAD", "value": "another-value-1234"}, None, 400, "is not a secret name"),
+        ({"name": "COPY", "value": values["BOB_PROD"]}, None, 409, "already your secret BOB_PROD"),
+        ({"name": "1BAD", "value": "another-value-1234"}, None, 400, "not a secret name"),
         ({"name": "SHORTY", "value": "k3y!"}, None, 400, "shorter than 8 bytes"),
         ({"name": "BIG", "value": "v" * 90_000}, None, 413, "larger than"),
         ({"name": "NOVAL"}, None, 400, "both text"),
