@@ -95,8 +95,8 @@ c.SpawnPolicy.profiles = {
     "student": {
         "display_name": "Student",
         "description": "Course work and small simulations",
-        # instructors prepare and try course work in the environment their students get
-        "roles": ["student", "instructor"],
+        # instructors and TAs prepare and try course work in the environment students get
+        "roles": ["student", "instructor", "assistant"],
         "images": ["qustody"],
         "mem_limit": "1G",
         "cpu_limit": 1.0,

@@ -48,7 +48,7 @@ from .courses.catalog import Catalog
 from .courses.live import LiveCatalog, closed_courses, closed_message, term_deadline
 from .courses.live import shared as shared_catalog
 from .courses.model import CourseError
-from .identity.roles import INSTRUCTOR_PREFIX, students_group
+from .identity.roles import MANAGING_PREFIXES, students_group
 from .images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
 from .secrets.spawn import TICKET_ENV, spawn_stopped, spawn_ticket
 
@@ -60,7 +60,7 @@ USER_OPTION_KEYS = frozenset({"profile", "image"})
 #: change before the mount is made (hub_ext.courses).
 MATERIALS_ROOT = "/srv/qustody/materials"
 #: Roles with work of their own: a course's term never stops their servers.
-STAFF_ROLES = frozenset({"researcher", "instructor", "admin", "auditor"})
+STAFF_ROLES = frozenset({"researcher", "instructor", "assistant", "observer", "admin", "auditor"})
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -938,8 +938,8 @@ class _PolicyState:
             name,
             is_owner=name == self.user.name,
             admin=admin,
-            instructs=frozenset(
-                r[len(INSTRUCTOR_PREFIX) :] for r in roles if r.startswith(INSTRUCTOR_PREFIX)
+            instructs=frozenset(  # instructors and TAs (observers only read)
+                r.split("-", 1)[1] for r in roles if r.startswith(MANAGING_PREFIXES)
             ),
         )
 

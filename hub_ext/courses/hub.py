@@ -6,7 +6,8 @@ gateway's settings (hub_ext.qpu.hub) read the same value. A demo gets one course
 course-101 (ivan teaches, sam takes it), whose term runs around today.
 
 ``courses_service(c, port=...)`` adds the instructor page (hub_ext.courses.web) as a
-hub-managed service at ``/services/courses/`` and lets the ``instructor`` role use it.
+hub-managed service at ``/services/courses/`` and lets the ``instructor``, ``assistant``
+(TA) and ``observer`` roles use it.
 """
 
 from __future__ import annotations
@@ -96,12 +97,12 @@ def courses_service(c: Any, *, port: int = 8083, python: str = sys.executable) -
     c.JupyterHub.services = [*services, service]
     roles = c.JupyterHub.load_roles if isinstance(c.JupyterHub.load_roles, list) else []
     access = f"access:services!service={SERVICE}"
-    for role in roles:
-        if role.get("name") == "instructor":
-            role["scopes"] = sorted({*role.get("scopes", []), access})
-            break
-    else:
-        roles.append({"name": "instructor", "description": "Qustody instructor",
-                      "scopes": [access]})
+    for staff in ("instructor", "assistant", "observer"):  # course staff use the page
+        for role in roles:
+            if role.get("name") == staff:
+                role["scopes"] = sorted({*role.get("scopes", []), access})
+                break
+        else:
+            roles.append({"name": staff, "description": f"Qustody {staff}", "scopes": [access]})
     c.JupyterHub.load_roles = roles
     return service

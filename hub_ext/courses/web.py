@@ -62,12 +62,24 @@ CONCURRENCY = 16
 USAGE_BATCH = 200
 
 
+#: The scope an observer's course role holds for each course (OBSERVER_SCOPES).
+READ_SCOPE = re.compile(r"read:servers!group=(?P<course>[a-z0-9][a-z0-9\-_.]{0,60}):students")
+
+
 def courses_of(model: dict[str, Any]) -> list[str]:
-    """The courses whose students' servers the token may manage."""
+    """The courses whose students' servers the token may manage (instructors, TAs)."""
     found = {
         m.group("course") for s in model.get("scopes", []) if (m := COURSE_SCOPE.fullmatch(s))
     }
     return sorted(found)
+
+
+def observed_of(model: dict[str, Any]) -> list[str]:
+    """The courses the token may only read (observers): their students' servers' state."""
+    found = {
+        m.group("course") for s in model.get("scopes", []) if (m := READ_SCOPE.fullmatch(s))
+    }
+    return sorted(found - set(courses_of(model)))
 
 
 class CourseHandler(ServicePage):
@@ -75,13 +87,13 @@ class CourseHandler(ServicePage):
     page_title = "Qustody courses"
 
     def allowed(self, model: dict[str, Any]) -> bool:
-        return bool(courses_of(model))
+        return bool(courses_of(model) or observed_of(model))
 
     def denied_message(self, name: str) -> str:
         return (
-            f"{name} teaches no course here: this page is for the instructors of a course "
-            "(an instructor role from your identity provider's course group). Ask a hub "
-            "admin if you should have one."
+            f"{name} teaches no course here: this page is for the instructors, TAs and "
+            "observers of a course (a role from your identity provider's groups with the "
+            "course's group). Ask a hub admin if you should have one."
         )
 
     def login_message(self) -> str:
@@ -209,8 +221,16 @@ class CourseHandler(ServicePage):
     async def overview(self) -> list[dict[str, Any]]:
         catalog: Catalog = self.settings["catalog"].current() if self.settings["catalog"] \
             else Catalog()
-        mine = courses_of(self.current_user)
-        return list(await asyncio.gather(*(self.course(c, catalog) for c in mine)))
+        managed = courses_of(self.current_user)
+        mine = sorted({*managed, *observed_of(self.current_user)})
+        views = list(await asyncio.gather(*(self.course(c, catalog) for c in mine)))
+        for view in views:
+            # observers read: no start or stop, no collected work
+            view["manage"] = view["id"] in managed
+            if not view["manage"]:
+                for a in view.get("assignments", []):
+                    a["collected"] = False
+        return views
 
 
 def jobs_text(usage: Any) -> str:
@@ -276,7 +296,8 @@ class ArchiveHandler(CourseHandler):
 
     async def get(self, course: str, assignment: str) -> None:
         if course not in courses_of(self.current_user):
-            raise web.HTTPError(403, f"You do not teach {course[:64]!r}.")
+            raise web.HTTPError(403, f"You do not teach {course[:64]!r} (an observer reads "
+                                "the roster, not the students' work).")
         path = self.archive(course, assignment)
         if path is None:
             raise web.HTTPError(404, f"{assignment[:41]!r} of {course} has not been collected "
@@ -300,7 +321,9 @@ class ServersHandler(CourseHandler):
         user = self.get_body_argument("user", "")
         action = self.get_body_argument("action", "")
         if course not in courses_of(self.current_user):
-            raise web.HTTPError(403, f"You do not teach {course[:64]!r}.")
+            raise web.HTTPError(403, f"You do not teach {course[:64]!r}" + (
+                " (an observer reads the roster; only its instructors and TAs start and "
+                "stop servers)." if course in observed_of(self.current_user) else "."))
         if not USER.fullmatch(user) or action not in ("start", "stop"):
             raise web.HTTPError(400, "Send a user name and action=start or action=stop.")
         path = f"users/{quote(user, safe='')}/server"

@@ -191,16 +191,18 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         key_trait=Unicode(),
         value_trait=Unicode(),
         config=True,
-        help="""Identity-provider group → hub role (student, researcher, instructor, admin,
-        auditor). A user gets the roles of all their mapped groups; a user in no mapped group
-        is refused. Group changes at the provider apply at the next refresh.""",
+        help="""Identity-provider group → hub role (student, researcher, instructor,
+        assistant (a TA), observer, admin, auditor). A user gets the roles of all their
+        mapped groups; a user in no mapped group is refused. Group changes at the provider
+        apply at the next refresh.""",
     )
     groups_claim = Unicode("groups", config=True, help="ID-token claim holding the user's groups.")
     course_group_prefix = Unicode(
         "course-",
         config=True,
         help="""Provider groups starting with this prefix become hub groups (course
-        membership); an instructor gets a role scoped to each of their course groups.
+        membership); an instructor or a TA gets a role scoped to the students of each of
+        their course groups, an observer a read-only one.
         Empty: no course groups.""",
     )
     mfa_amr_values = Set(

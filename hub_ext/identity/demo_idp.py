@@ -17,6 +17,8 @@ DEMO_USERS = {
     "rita": (["qustody-researchers"], ["pwd", "otp"], "researcher, MFA (2 CPU, 4 GiB)"),
     "sam": (["qustody-students", "course-101"], ["pwd", "otp"], "student in course-101, MFA"),
     "ivan": (["qustody-instructors", "course-101"], ["pwd", "hwk"], "instructor of course-101"),
+    "tina": (["qustody-tas", "course-101"], ["pwd", "otp"], "TA of course-101"),
+    "otto": (["qustody-observers", "course-101"], ["pwd", "otp"], "observer of course-101"),
     "ada": (["qustody-admins"], ["pwd", "hwk"], "hub admin, hardware key"),
     "audrey": (["qustody-auditors"], ["pwd", "otp"], "auditor: reads activity, no servers"),
     "nomfa": (["qustody-researchers"], ["pwd"], "password only: REFUSED (MFA required)"),

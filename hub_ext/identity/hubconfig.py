@@ -21,6 +21,8 @@ DEFAULT_GROUP_ROLES = {
     "qustody-students": "student",
     "qustody-researchers": "researcher",
     "qustody-instructors": "instructor",
+    "qustody-tas": "assistant",
+    "qustody-observers": "observer",
     "qustody-admins": "admin",
     "qustody-auditors": "auditor",
 }

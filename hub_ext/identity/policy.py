@@ -15,7 +15,7 @@ from typing import Any
 from .factors import factors_in_words
 
 #: The hub roles an IdP group can map to.
-ROLES = ("student", "researcher", "instructor", "admin", "auditor")
+ROLES = ("student", "researcher", "instructor", "assistant", "observer", "admin", "auditor")
 
 #: What an IdP course group name may look like (never a ``:``, see roles.students_group).
 COURSE_NAME = re.compile(r"^[a-z0-9][a-z0-9\-_.]{0,60}[a-z0-9]$")

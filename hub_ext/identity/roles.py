@@ -3,7 +3,11 @@
 ``student``/``researcher``: their own servers (``self``); ``auditor``: reads who is
 active and their server models, no access to servers or tokens; ``instructor``: one
 ``instructor-<course>`` role per course group, whose scopes are filtered to the hub
-group of that course's *students* (``<course>:students``); ``admin``: JupyterHub's
+group of that course's *students* (``<course>:students``); ``assistant`` (a TA): the
+same reach, as ``assistant-<course>`` (a TA starts, opens and stops the students' course
+servers and reads their collected work, but does not lead the course's QPU project);
+``observer``: ``observer-<course>``, read-only (who the students are, whether their
+servers run, when they were last active; no server, no file, no archive); ``admin``: JupyterHub's
 admin flag (the built-in ``admin`` role), plus the role ``qustody-admin`` holding the
 custom scopes Qustody's services give admins (e.g. ``custom:qpu:admin``), which the
 built-in role does not include.
@@ -25,6 +29,8 @@ BASE_SCOPES: dict[str, list[str]] = {
     "student": ["self"],
     "researcher": ["self"],
     "instructor": ["self"],
+    "assistant": ["self"],
+    "observer": ["self"],
     "auditor": [
         "read:users:name",
         "read:users:activity",
@@ -50,6 +56,24 @@ COURSE_SCOPES = (
     "access:servers!group={g}",
     "read:groups!group={g}",
 )
+
+
+#: Scopes of an observer of one course: read the students and their servers' state.
+OBSERVER_SCOPES = (
+    "read:users!group={g}",
+    "read:users:activity!group={g}",
+    "read:servers!group={g}",
+    "read:groups!group={g}",
+)
+
+#: Course staff roles: hub role -> (per-course role name prefix, scopes, description).
+COURSE_STAFF: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "instructor": ("instructor-", COURSE_SCOPES, "Instructor of {c}: its students' servers"),
+    "assistant": ("assistant-", COURSE_SCOPES, "TA of {c}: its students' servers"),
+    "observer": ("observer-", OBSERVER_SCOPES, "Observer of {c}: reads its students' state"),
+}
+#: Prefixes of the per-course roles that may start, open and stop students' servers.
+MANAGING_PREFIXES = ("instructor-", "assistant-")
 
 
 def managed_roles(extra_scopes: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
@@ -108,11 +132,14 @@ def hub_groups(roles: Iterable[str], courses: Iterable[str]) -> list[str]:
     )
 
 
-def course_role(course: str) -> dict[str, Any]:
+def course_role(course: str, kind: str = "instructor") -> dict[str, Any]:
+    """The per-course role of a course's staff: ``kind`` is instructor, assistant or
+    observer."""
+    prefix, scopes, description = COURSE_STAFF[kind]
     return {
-        "name": instructor_role_name(course),
-        "description": f"Instructor of {course}: the servers of its students only",
-        "scopes": [s.format(g=students_group(course)) for s in COURSE_SCOPES],
+        "name": f"{prefix}{course}",
+        "description": description.format(c=course),
+        "scopes": [s.format(g=students_group(course)) for s in scopes],
     }
 
 
@@ -131,6 +158,6 @@ def roles_for(
         if ADMIN_EXTRA in specs:
             out.append(specs[ADMIN_EXTRA])
     out += [specs[r] for r in sorted(wanted) if r in specs]
-    if "instructor" in wanted:
-        out += [course_role(c) for c in courses]
+    for kind in sorted(wanted & COURSE_STAFF.keys()):
+        out += [course_role(c, kind) for c in courses]
     return out

@@ -66,6 +66,9 @@ class FindingsBody extends Widget {
   };
 
   private _selfService: Promise<ISelfService> | null = null;
+  /** Findings (by fingerprint) already stored as a secret, and the name: a later refusal
+   * that still lists one (an autosave before the cell changed) does not offer it again. */
+  private _stored = new Map<string, string>();
 
   render(target: IRefusalTarget, refusal: IRefusal): void {
     this._selfService = target.selfService().catch(() => ({ cls: null, taken: [] }));
@@ -130,6 +133,15 @@ class FindingsBody extends Widget {
       });
       row.append(' ', button);
     }
+    const stored = this._stored.get(finding.fingerprint);
+    if (stored !== undefined) {
+      // moved while an earlier version of this dialog was open (an autosave re-rendered it)
+      const note = doc.createElement('span');
+      note.className = 'jp-qustody-move jp-mod-partial';
+      note.textContent = ` Stored as ${stored}: use get_secret("${stored}") here, then save.`;
+      row.append(note);
+      return row;
+    }
     const value = index === null ? null : target.movableValue(finding);
     if (value !== null) {
       void this._selfService?.then(service => {
@@ -191,6 +203,7 @@ class FindingsBody extends Widget {
         return;
       }
       service.taken.push(chosen);
+      this._stored.set(finding.fingerprint, chosen);
       name.hidden = store.hidden = true; // done: only the outcome stays
       const notSecret = box.closest('li')?.querySelector<HTMLElement>('.jp-qustody-not-secret');
       if (notSecret) {

@@ -31,6 +31,16 @@ USERS: dict[str, dict[str, Any]] = {
         "groups": ["qustody-students", "course-101"],
         "amr": ["pwd", "otp"],
     },
+    "tina": {
+        "password": PASSWORD,
+        "groups": ["qustody-tas", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
+    "otto": {
+        "password": PASSWORD,
+        "groups": ["qustody-observers", "course-101"],
+        "amr": ["pwd", "otp"],
+    },
     "tess": {
         "password": PASSWORD,
         "groups": ["qustody-students", "course-202"],

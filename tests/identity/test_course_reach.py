@@ -4,9 +4,10 @@ against one real hub with users logged in through the real provider.
 Instructors reach the servers of their course's students only (hub group
 ``course-101:students``), and only with the course profile; a researcher, a student who
 is also a researcher, or an admin who takes the same course is out of their reach, as
-are other courses' students. Each refusal is the attack tried with the caller's own
-credentials (an API token for start and stop, their browser session to open a server).
-There is no TA role.
+are other courses' students. A TA (tina, hub role ``assistant``) has the instructor's
+reach; an observer (otto) reaches no server and only reads the roster on the instructor
+page. Each refusal is the attack tried with the caller's own credentials (an API token
+for start and stop, their browser session to open a server).
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ c.Spawner.http_timeout = 180
 c.Spawner.start_timeout = 180
 """
 
-#: ivan instructs course-101; sam is its student, tess course-202's; rhea (researcher),
-#: remy (student and researcher) and cora (admin) take course-101 too; rita is a
-#: researcher, ada an admin, audrey an auditor.
-LOGINS = ("ivan", "sam", "tess", "rhea", "remy", "cora", "rita", "ada", "audrey")
+#: ivan instructs course-101, tina is its TA and otto its observer; sam is its student,
+#: tess course-202's; rhea (researcher), remy (student and researcher) and cora (admin)
+#: take course-101 too; rita is a researcher, ada an admin, audrey an auditor.
+LOGINS = ("ivan", "tina", "otto", "sam", "tess", "rhea", "remy", "cora", "rita", "ada", "audrey")
 
 #: Each owner's own profile (what they start), and a profile their roles do not allow.
 OWN_PROFILE = {
@@ -51,8 +52,8 @@ NOT_THEIRS = {"sam": "researcher", "remy": "admin", "rita": "student", "tess": "
 
 #: (caller, owner) pairs allowed to start, open and stop the owner's server; every other
 #: pair of a caller and someone else's server is refused all three.
-ALLOWED = {("ivan", "sam")} | {("ada", owner) for owner in OWN_PROFILE}
-CALLERS = ("ivan", "sam", "tess", "rhea", "remy", "rita", "audrey", "ada")
+ALLOWED = {("ivan", "sam"), ("tina", "sam")} | {("ada", owner) for owner in OWN_PROFILE}
+CALLERS = ("ivan", "tina", "otto", "sam", "tess", "rhea", "remy", "rita", "audrey", "ada")
 
 _FORM_INPUT = re.compile(r'<input type="hidden" name="(_xsrf|scopes)" value="([^"]*)"')
 
@@ -165,7 +166,9 @@ def test_only_student_only_members_join_the_students_group_and_instructors_their
     status, group = reach.hub.api("GET", "/groups/course-101:students")
     assert status == 200 and set(group["users"]) == {"sam"}
     status, group = reach.hub.api("GET", "/groups/course-101")
-    assert status == 200 and set(group["users"]) == {"ivan", "sam", "rhea", "remy", "cora"}
+    assert status == 200 and set(group["users"]) == {
+        "ivan", "tina", "otto", "sam", "rhea", "remy", "cora"
+    }
     status, group = reach.hub.api("GET", "/groups/course-101:instructors")
     assert status == 200 and set(group["users"]) == {"ivan"}
 
@@ -202,6 +205,7 @@ def test_decision_table_start_open_stop(reach: Reach) -> None:
     still = [o for o in OWN_PROFILE if not reach.servers(o).get("", {}).get("ready")]
     assert not still, f"refused stops stopped {still}"
     expect("ivan opens sam", reach.open("ivan", "sam"), True)
+    expect("tina opens sam", reach.open("tina", "sam"), True)
     expect("ada opens rhea", reach.open("ada", "rhea"), True)
     expect("ivan stops sam", reach.stop("ivan", "sam") in (202, 204), True)
     for owner in OWN_PROFILE:
@@ -383,3 +387,41 @@ def test_the_instructor_page_lists_assignments_and_serves_collected_work_to_its_
         assert page(reach, "sam", "archive/course-101/hw1.tar").status_code == 403
     finally:
         (courses / "course-101.toml").unlink()
+
+
+def test_a_ta_starts_a_student_with_the_course_profile_and_an_observer_only_reads(
+    reach: Reach,
+) -> None:
+    """The TA's reach is the instructor's (course profile only); the observer's page lists
+    the same roster without a button, and a forged start, stop or download is refused."""
+    status, body = reach.start("tina", "sam", "researcher")
+    assert status == 403 and "course profile" in str(body), (status, body)
+    reach.round_trip("tina", "sam", "student")
+    requested = [e for e in audit_events(reach.hub, "server-spawn-requested") if e["user"] == "sam"]
+    assert requested[-1].get("actor") == "tina"
+
+    assert page(reach, "otto").status_code == 200
+    courses = page(reach, "otto", "api/courses").json()["courses"]
+    assert [(c["id"], c["manage"]) for c in courses] == [("course-101", False)], courses
+    assert [s["name"] for s in courses[0]["students"]] == ["sam"]
+    html_page = page(reach, "otto").text
+    assert 'data-user="sam"' in html_page and "You observe this course" in html_page
+    assert 'name="action"' not in html_page  # no start or stop button
+    # his page has no form to take a token from: he forges one with his API token
+    r = requests.post(
+        f"{reach.hub.url}services/courses/servers",
+        data={"course": "course-101", "user": "sam", "action": "start"},
+        headers={"Authorization": f"token {reach.tokens['otto']}"},
+        timeout=60,
+    )
+    assert r.status_code == 403 and "an observer reads the roster" in html.unescape(r.text), (
+        r.status_code, r.text[-600:])
+    assert not reach.servers("sam")
+    # with otto's own token the hub refuses too: observers hold no servers scope
+    status, _ = reach.start("otto", "sam")
+    assert status in (403, 404) and not reach.servers("sam")
+    r = page(reach, "otto", "archive/course-101/hw1.tar")
+    assert r.status_code == 403 and "observer reads the roster" in html.unescape(r.text)
+    assert page(reach, "tina").status_code == 200  # signs in: the API then takes the cookie
+    tina = page(reach, "tina", "api/courses").json()["courses"]
+    assert [(c["id"], c["manage"]) for c in tina] == [("course-101", True)]

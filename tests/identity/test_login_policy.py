@@ -142,6 +142,25 @@ def test_course_groups_and_instructor_roles_are_scoped_to_the_course() -> None:
     assert {r["name"] for r in roles_for(student.roles, student.courses, {})} == {"user", "student"}
 
 
+def test_tas_reach_what_instructors_reach_and_observers_only_read() -> None:
+    groups = {**GROUPS, "qustody-tas": "assistant", "qustody-observers": "observer"}
+    ta = decide({"groups": ["qustody-tas", "course-101"], "amr": ["otp"]}, groups, AMR)
+    specs = {r["name"]: r for r in roles_for(ta.roles, ta.courses, {})}
+    assert set(specs) == {"user", "assistant", "assistant-course-101"}
+    instructor = roles_for(("instructor",), ("course-101",), {})
+    assert specs["assistant-course-101"]["scopes"] == next(
+        r["scopes"] for r in instructor if r["name"] == "instructor-course-101"
+    )
+    observer = decide({"groups": ["qustody-observers", "course-101"], "amr": ["otp"]}, groups, AMR)
+    specs = {r["name"]: r for r in roles_for(observer.roles, observer.courses, {})}
+    assert set(specs) == {"user", "observer", "observer-course-101"}
+    scopes = specs["observer-course-101"]["scopes"]
+    assert all(s.startswith("read:") and s.endswith("!group=course-101:students") for s in scopes)
+    # neither joins the students' group (no one reaches them) nor leads the QPU project
+    assert hub_groups(ta.roles, ta.courses) == ["course-101"]
+    assert hub_groups(observer.roles, observer.courses) == ["course-101"]
+
+
 @pytest.mark.parametrize(
     ("groups", "hub"),
     [
