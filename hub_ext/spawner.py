@@ -1385,7 +1385,12 @@ def profile_form(profiles: list[Profile]) -> str:
     from html import escape
 
     if not profiles:
-        return "<p>No server profile is available for your roles. Ask an admin to grant one.</p>"
+        return (
+            "<p>No server profile is available for your roles: your role reads through the "
+            "hub's pages instead (an observer uses the instructor page, an auditor the audit "
+            "page: see <em>Services</em> in the menu above). If you need a server of your "
+            "own, ask an admin for a role that has one.</p>"
+        )
     rows = []
     for i, p in enumerate(profiles):
         checked = " checked" if i == 0 else ""

@@ -555,3 +555,13 @@ def test_host_firewall_off_is_reported_outside_demo_mode(value, demo, warned, ca
 def test_host_firewall_accepts_only_nftables_or_off(value):
     with pytest.raises(ValueError, match=r"use 'nftables' .* or 'off'"):
         policy(host_firewall=value)
+
+
+def test_the_spawn_form_without_a_profile_says_where_the_user_goes_instead() -> None:
+    """An observer or auditor lands on the spawn page after login: it says their role
+    reads through the hub's pages and where they are, not only that nothing is allowed."""
+    from hub_ext.spawner import profile_form
+
+    text = profile_form([])
+    assert "No server profile is available for your roles" in text
+    assert "instructor page" in text and "audit page" in text and "<em>Services</em>" in text
