@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .model import Course, CourseError, parse_course, read_course_bytes
+from .roster import SUFFIX as ROSTER_SUFFIX
+from .roster import with_roster
 
 SUFFIX = ".toml"
 #: More files than any hub has courses: a directory filled by mistake is refused.
@@ -49,10 +51,12 @@ def course_files(directory: Path) -> list[Path]:
 
 
 def stamp(directory: Path) -> tuple[Any, ...]:
-    """Changes when a file is added, removed or rewritten (cheap: stat only)."""
+    """Changes when a file (or a CSV roster) is added, removed or rewritten (stat only)."""
     try:
         files = course_files(directory)
-    except CourseError:
+        rosters = directory.glob("*" + ROSTER_SUFFIX)
+        files += sorted(p for p in rosters if not p.name.startswith("."))
+    except (CourseError, OSError):
         return ("unreadable",)
     out = []
     for p in files:
@@ -71,8 +75,9 @@ def load_catalog(directory: Path) -> Catalog:
         data = read_course_bytes(path)  # read once: what is parsed is what is hashed
         course = parse_course(data, str(path))
         check_name(path, course)
+        course, roster = with_roster(course, directory)
         courses[course.id] = course
-        digest.update(path.name.encode() + b"\0" + data + b"\0")
+        digest.update(path.name.encode() + b"\0" + data + b"\0" + roster + b"\0")
     return Catalog(courses, digest.hexdigest()[:16] if courses else "none")
 
 
@@ -88,9 +93,11 @@ def changes(old: Course | None, new: Course | None) -> list[str]:
         return []
     if old is None:
         assert new is not None
-        return ["new course"] + [
-            f"{k} = {v!r}" for k, v in new.settings().items() if v not in ("", None, [])
-        ]
+        listed = [f"{k} = {v!r}" for k, v in new.settings().items()
+                  if v not in ("", None, []) and not k.startswith("roster.members.")]
+        return ["new course", *listed] + (
+            [f"roster.members: {len(new.members)} from {new.roster_csv}"] if new.members else []
+        )
     if new is None:
         return [f"course {old.id} removed"]
     before, after = old.settings(), new.settings()

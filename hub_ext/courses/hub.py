@@ -16,11 +16,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..identity.roles import STAFF_EXTRA
 from .catalog import SUFFIX, write_atomically
-from .model import stamp
+from .model import Course, stamp
+from .roster import roster_lookup
 
 ENV = "QUSTODY_COURSES_DIR"
 
@@ -62,7 +65,21 @@ def course_settings(c: Any, state_dir: str | os.PathLike[str], *, demo: bool = F
                                end=stamp(now + 120 * 86400)).encode(),
         )
     c.SpawnPolicy.courses_dir = str(directory)
+    # CSV rosters: the authenticator asks at each login and refresh who else is in a course
+    c.QustodyAuthenticator.course_rosters = roster_lookup(_live_courses(directory))
     return directory
+
+
+def _live_courses(directory: Path) -> Callable[[], Mapping[str, Course]]:
+    """The hub's live courses (shared with the spawners), read when first asked."""
+    import logging
+
+    from .live import shared
+
+    def current() -> Mapping[str, Course]:
+        return shared(directory, logging.getLogger("qustody.courses")).current().courses
+
+    return current
 
 
 SERVICE = "courses"
@@ -105,4 +122,10 @@ def courses_service(c: Any, *, port: int = 8083, python: str = sys.executable) -
         else:
             roles.append({"name": staff, "description": f"Qustody {staff}", "scopes": [access]})
     c.JupyterHub.load_roles = roles
+    # staff of one course only (from its CSV roster) hold no global role: their course
+    # role carries the page's access scope
+    a = c.QustodyAuthenticator
+    extra = dict(a.role_extra_scopes) if "role_extra_scopes" in a else {}
+    extra[STAFF_EXTRA] = sorted({*extra.get(STAFF_EXTRA, []), access})
+    a.role_extra_scopes = extra
     return service

@@ -36,6 +36,7 @@ class LiveCatalog:
     ) -> None:
         self.directory = directory
         self.log = log
+        self.checked = check is not None
         self.check = check or (lambda catalog: None)
         self.recheck_seconds = recheck_seconds
         self._checked = 0.0
@@ -43,6 +44,11 @@ class LiveCatalog:
         self._stamp: tuple[Any, ...] | None = None
         self._catalog = Catalog()
         self.error: str | None = None
+
+    def adopt_check(self, check: Callable[[Catalog], None]) -> None:
+        with self._lock:
+            self.check, self.checked = check, True
+            self._stamp, self._checked = None, 0.0  # the next current() reloads and checks
 
     def load_now(self) -> Catalog:
         """Load (start-up): raise ``CourseError`` if the catalog is bad."""
@@ -132,4 +138,8 @@ def shared(
     with _SHARED_LOCK:
         if key not in _SHARED:
             _SHARED[key] = LiveCatalog(key, log, check)
+        elif check is not None and not _SHARED[key].checked:
+            # first made by a reader without a check (the authenticator's roster lookup):
+            # the spawners' check applies from now on, to the catalog re-read at once
+            _SHARED[key].adopt_check(check)
         return _SHARED[key]

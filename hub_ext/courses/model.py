@@ -7,7 +7,9 @@ Every error names the file, the key and the fix. What a file may hold (docs/cour
   the end while students may still start servers and submit, ``retention_days`` after
   that while the course's files are kept;
 - ``[roster]``: ``group``, the IdP group whose members are the course's (their roles
-  come from the IdP: instructor, student);
+  come from the IdP: instructor, assistant, observer, student), and optionally ``csv``,
+  ``<id>.roster.csv`` beside the file: more members by user name, each with their role in
+  this course (hub_ext.courses.roster);
 - ``[profile]``: ``name``, the hub profile (``SpawnPolicy.profiles``) the course's
   instructors may start their students' servers with;
 - ``[materials]``: ``volume``, a Docker volume mounted read-only into the servers of the
@@ -128,6 +130,9 @@ class Course:
     source: str = ""
     materials: str = ""  # a Docker volume, mounted read-only
     assignments: tuple[Assignment, ...] = ()
+    roster_csv: str = ""  # ``<id>.roster.csv`` beside the course file, or none
+    #: user name -> role in this course, from the CSV roster (filled by the catalog)
+    members: Mapping[str, str] = field(default_factory=dict)
 
     def assignment(self, name: str) -> Assignment | None:
         return next((a for a in self.assignments if a.name == name), None)
@@ -141,9 +146,12 @@ class Course:
             "term.grace_days": self.term.grace_days,
             "term.retention_days": self.term.retention_days,
             "roster.group": self.group,
+            "roster.csv": self.roster_csv,
             "profile.name": self.profile,
             "materials.volume": self.materials,
         }
+        for user, role in sorted(self.members.items()):
+            out[f"roster.members.{user}"] = role
         for i, a in enumerate(self.assignments):
             out[f"assignments[{i}]"] = f"{a.name} released {stamp(a.release)} due {stamp(a.due)}"
         b = self.budget
@@ -294,13 +302,20 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
                      f"({stamp(term.start)}); fix the dates")
 
     r = c.table(doc["roster"], "roster")
-    c.keys(r, ("group",), "roster")
+    c.keys(r, ("group", "csv"), "roster")
     if "group" not in r:
         raise c.fail("roster.group", f"missing: the IdP group of the course, e.g. {course_id!r}")
     group = c.text(r["group"], "roster.group", pattern=COURSE_ID, limit=62, example=course_id)
     if group != course_id:
         raise c.fail("roster.group", f"{group!r} is not the course id {course_id!r}: the "
                      "course is its IdP group; rename the file's id or the group")
+
+    roster_csv = ""
+    if "csv" in r:
+        roster_csv = c.text(r["csv"], "roster.csv", limit=80, example=f"{course_id}.roster.csv")
+        if roster_csv != f"{course_id}.roster.csv":
+            raise c.fail("roster.csv", f"{roster_csv!r}: name the roster "
+                         f"'{course_id}.roster.csv' and keep it beside the course file")
 
     profile = ""
     if "profile" in doc:
@@ -322,7 +337,7 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
     assignments = _assignments(c, doc.get("assignments", []), materials)
     budget = _budget(c, doc["qpu"]) if "qpu" in doc else None
     return Course(course_id, title, term, group, profile, budget, source, materials,
-                  assignments)
+                  assignments, roster_csv)
 
 
 def _assignments(c: _Checker, value: Any, materials: str) -> tuple[Assignment, ...]:

@@ -35,7 +35,7 @@ from oauthenticator.oauth2 import (
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Dict, Enum, Integer, List, Set, Unicode, default, validate
+from traitlets import Bool, Callable, Dict, Enum, Integer, List, Set, Unicode, default, validate
 
 from hub_ext.audit.hub import hub_can_record, hub_emit
 from hub_ext.identity.bindings import BindingStore
@@ -51,7 +51,14 @@ from hub_ext.identity.policy import (
     validate_mfa,
 )
 from hub_ext.identity.refusal import SignInRefused
-from hub_ext.identity.roles import BASE_SCOPES, hub_groups, managed_roles, roles_for
+from hub_ext.identity.roles import (
+    BASE_SCOPES,
+    COURSE_STAFF,
+    STAFF_EXTRA,
+    hub_groups,
+    managed_roles,
+    roles_for,
+)
 from hub_ext.identity.sessions import end_session
 from hub_ext.identity.tokens import Expected, IdTokenError, JwksCache, verify_id_token
 from hub_ext.ratelimit import request_ip
@@ -197,6 +204,17 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         apply at the next refresh.""",
     )
     groups_claim = Unicode("groups", config=True, help="ID-token claim holding the user's groups.")
+    course_rosters = Callable(
+        None,
+        allow_none=True,
+        config=True,
+        help="""A function ``(username) -> {course: role}`` from course rosters kept outside
+        the identity provider (a course file's CSV roster; set by
+        ``hub_ext.courses.hub.course_settings``). ``role`` is student, instructor,
+        assistant or observer: a listed user joins the course (its hub group), and a staff
+        role applies to that course only. It adds nothing to who may sign in: the user
+        still needs a role from an IdP group. Applied at each login and refresh.""",
+    )
     course_group_prefix = Unicode(
         "course-",
         config=True,
@@ -368,7 +386,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         if not 0 < self.auth_refresh_age <= self.session_max_age:
             raise ValueError("Authenticator.auth_refresh_age must be > 0 and <= session_max_age")
         validate_group_roles(self.group_roles)
-        unknown = set(self.role_extra_scopes) - {*BASE_SCOPES, "admin"}
+        unknown = set(self.role_extra_scopes) - {*BASE_SCOPES, "admin", STAFF_EXTRA}
         if unknown:
             raise ValueError(
                 f"QustodyAuthenticator.role_extra_scopes names unknown roles {sorted(unknown)}; "
@@ -642,6 +660,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         login_at: float,
     ) -> dict[str, Any]:
         now = time.time()
+        rostered, staff = self._rostered(self._username(claims))
+        courses = sorted({*decision.courses, *rostered})
         auth_state = {
             "access_token": token_info["access_token"],
             "refresh_token": token_info.get("refresh_token"),
@@ -653,7 +673,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
                 "acr": str(claims.get("acr", "")),
                 "auth_time": float(claims.get("auth_time", claims["iat"])),
                 "roles": list(decision.roles),
-                "courses": list(decision.courses),
+                "courses": courses,
+                "staff": staff,
                 "login_at": login_at,
                 "refreshed_at": now,
                 "access_expires_at": now + float(token_info.get("expires_in", 60)),
@@ -663,13 +684,29 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             "name": self._username(claims),
             "admin": "admin" in decision.roles,
             "auth_state": auth_state,
-            "groups": hub_groups(decision.roles, decision.courses),
-            "roles": roles_for(decision.roles, decision.courses, self.role_extra_scopes),
+            "groups": hub_groups(decision.roles, courses, staff),
+            "roles": roles_for(decision.roles, courses, self.role_extra_scopes, staff),
         }
 
     async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
         record = auth_state.get("qustody", {})
-        return set(hub_groups(record.get("roles", []), record.get("courses", [])))
+        return set(
+            hub_groups(record.get("roles", []), record.get("courses", []), record.get("staff"))
+        )
+
+    def _rostered(self, name: str) -> tuple[list[str], dict[str, str]]:
+        """The courses whose own roster (CSV) lists ``name``, and the staff kind per course
+        where it is not student. A roster that cannot be read adds nothing (logged)."""
+        rosters: Any = self.course_rosters  # None by default (the trait allows it)
+        if rosters is None:
+            return [], {}
+        try:
+            found = dict(rosters(name))
+        except Exception as e:  # the courses directory is the hub's; never block a login
+            self.log.error("identity: course rosters unreadable for %s: %s", name, e)
+            return [], {}
+        staff = {c: k for c, k in found.items() if k in COURSE_STAFF}
+        return sorted(found), staff
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
         # the decision was made (and refusals explained) in authenticate; deny anything else

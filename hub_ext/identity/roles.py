@@ -72,6 +72,9 @@ COURSE_STAFF: dict[str, tuple[str, tuple[str, ...], str]] = {
     "assistant": ("assistant-", COURSE_SCOPES, "TA of {c}: its students' servers"),
     "observer": ("observer-", OBSERVER_SCOPES, "Observer of {c}: reads its students' state"),
 }
+#: Key of ``role_extra_scopes`` whose scopes every per-course staff role also gets (the
+#: instructor page's access scope: a TA from a course's CSV roster has no global role).
+STAFF_EXTRA = "course-staff"
 #: Prefixes of the per-course roles that may start, open and stop students' servers.
 MANAGING_PREFIXES = ("instructor-", "assistant-")
 
@@ -117,36 +120,49 @@ def instructors_group(course: str) -> str:
     return f"{course}:instructors"
 
 
-def hub_groups(roles: Iterable[str], courses: Iterable[str]) -> list[str]:
+def hub_groups(
+    roles: Iterable[str], courses: Iterable[str], staff: Mapping[str, str] | None = None
+) -> list[str]:
     """The hub groups of a login decision: every course, plus ``<course>:students`` for
     each course when the user's only role is student (a researcher, instructor, admin or
     auditor who also takes a course is not reachable through it), and
-    ``<course>:instructors`` for each course of an instructor."""
-    courses = sorted(set(courses))
+    ``<course>:instructors`` for each course of an instructor. ``staff``: course → staff
+    kind from a course's own roster (its CSV), for that course only; a course where the
+    user is staff is never one where they are a reachable student."""
+    staff = dict(staff or {})
+    courses = sorted(set(courses) | set(staff))
     roles = set(roles)
     student = roles == STUDENT_ONLY
     return (
         courses
-        + ([students_group(c) for c in courses] if student else [])
-        + ([instructors_group(c) for c in courses] if "instructor" in roles else [])
+        + ([students_group(c) for c in courses if c not in staff] if student else [])
+        + [
+            instructors_group(c)
+            for c in courses
+            if "instructor" in roles or staff.get(c) == "instructor"
+        ]
     )
 
 
-def course_role(course: str, kind: str = "instructor") -> dict[str, Any]:
+def course_role(course: str, kind: str = "instructor", extra: Iterable[str] = ()) -> dict[str, Any]:
     """The per-course role of a course's staff: ``kind`` is instructor, assistant or
-    observer."""
+    observer; ``extra``: scopes every staff role gets (``role_extra_scopes[STAFF_EXTRA]``)."""
     prefix, scopes, description = COURSE_STAFF[kind]
     return {
         "name": f"{prefix}{course}",
         "description": description.format(c=course),
-        "scopes": [s.format(g=students_group(course)) for s in scopes],
+        "scopes": [*(s.format(g=students_group(course)) for s in scopes), *extra],
     }
 
 
 def roles_for(
-    roles: Iterable[str], courses: Iterable[str], extra_scopes: Mapping[str, Iterable[str]]
+    roles: Iterable[str],
+    courses: Iterable[str],
+    extra_scopes: Mapping[str, Iterable[str]],
+    staff: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The auth model's ``roles`` (what ``User.sync_roles`` applies) for a decision."""
+    """The auth model's ``roles`` (what ``User.sync_roles`` applies) for a decision;
+    ``staff`` (course → kind, from course rosters) adds that course's staff role."""
     from jupyterhub.roles import get_default_roles
 
     defaults = {r["name"]: r for r in get_default_roles()}
@@ -158,6 +174,14 @@ def roles_for(
         if ADMIN_EXTRA in specs:
             out.append(specs[ADMIN_EXTRA])
     out += [specs[r] for r in sorted(wanted) if r in specs]
+    courses = sorted(set(courses))
+    extra = sorted(set(extra_scopes.get(STAFF_EXTRA, ())))
     for kind in sorted(wanted & COURSE_STAFF.keys()):
-        out += [course_role(c, kind) for c in courses]
+        out += [course_role(c, kind, extra) for c in courses]
+    have = {r["name"] for r in out}
+    for course, kind in sorted((staff or {}).items()):
+        role = course_role(course, kind, extra)
+        if role["name"] not in have:
+            out.append(role)
+            have.add(role["name"])
     return out

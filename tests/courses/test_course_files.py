@@ -78,7 +78,9 @@ def test_a_good_file_reads_as_written():
         (lambda s: s.replace('group = "course-101"', 'group = "course-202"'),
          "roster.group: 'course-202' is not the course id 'course-101'"),
         (lambda s: s.replace('group = "course-101"', 'csv = "roster.csv"'),
-         "roster: unknown key(s) csv; allowed: group"),
+         "roster.group: missing: the IdP group of the course"),
+        (lambda s: s.replace('group = "course-101"', 'group = "course-101"\nlist = "x"'),
+         "roster: unknown key(s) list; allowed: group, csv"),
         (lambda s: s.replace("jobs = 3,", "jobs = 3.5,"),
          "qpu.per_student.day.jobs: must be a whole number"),
         (lambda s: s.replace("per_student = { day", "per_student = { week"),
@@ -304,3 +306,89 @@ def test_a_course_file_the_gateway_refuses_does_not_hold_back_policy_edits(tmp_p
     digest = holder.policy.digest
     assert holder.maybe_reload() is False and holder.failed_now
     assert holder.error.startswith("FileNotFoundError") and holder.policy.digest == digest
+
+
+WITH_ROSTER = GOOD.replace(
+    'group = "course-101"', 'group = "course-101"\ncsv = "course-101.roster.csv"'
+)
+ROSTER = "username,role\ncara,student\n\n# staff\ntina,assistant\notto,observer\n"
+
+
+def test_a_csv_roster_is_applied_with_its_course_and_reported_member_by_member(tmp_path):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    src = tmp_path / "course-101.toml"
+    src.write_text(WITH_ROSTER)
+    (tmp_path / "course-101.roster.csv").write_text(ROSTER)
+    new = qustody("course", "apply", "--dir", str(courses), str(src))
+    assert new.returncode == 0, new.stderr
+    assert "roster.members: 3 from course-101.roster.csv" in new.stdout
+    assert (courses / "course-101.roster.csv").read_text() == ROSTER
+    catalog = load_catalog(courses)
+    assert dict(catalog.get("course-101").members) == {
+        "cara": "student", "tina": "assistant", "otto": "observer"
+    }
+    # a changed roster: only the members that changed are reported, and the digest moves
+    (tmp_path / "course-101.roster.csv").write_text(
+        ROSTER.replace("otto,observer", "otto,assistant") + "dina,student\n"
+    )
+    changed = qustody("course", "apply", "--dir", str(courses), str(src))
+    lines = sorted(line.strip() for line in changed.stdout.splitlines() if "->" in line)
+    assert lines == [
+        "roster.members.dina: '(unset)' -> 'student'",
+        "roster.members.otto: 'observer' -> 'assistant'",
+    ], changed.stdout
+    assert load_catalog(courses).digest != catalog.digest
+
+
+def test_the_roster_lookup_answers_per_user_from_the_live_catalog(tmp_path):
+    from hub_ext.courses.roster import roster_lookup
+
+    (tmp_path / "course-101.toml").write_text(WITH_ROSTER)
+    (tmp_path / "course-101.roster.csv").write_text(ROSTER)
+    live = LiveCatalog(tmp_path, logging.getLogger("test"), recheck_seconds=0)
+    lookup = roster_lookup(lambda: live.current().courses)
+    assert lookup("tina") == {"course-101": "assistant"}
+    assert lookup("nobody") == {}
+    (tmp_path / "course-101.roster.csv").write_text("username,role\n")
+    assert lookup("tina") == {}  # removed from the roster: out at the next login or refresh
+
+
+@pytest.mark.parametrize(
+    ("roster", "words"),
+    [
+        ("user,role\nx,student\n", "line 1: the first line must be the header"),
+        ("username,role\ncara,teacher\n", "line 2: role 'teacher'; use one of student"),
+        ("username,role\ncara,student\ncara,observer\n", "line 3: cara is listed twice"),
+        ("username,role\nbad name,student\n", "'bad name' is not a hub user name"),
+        ("username,role\ncara,student,extra\n", "line 2: 3 fields"),
+        ("", "empty; the first line must be the header"),
+    ],
+)
+def test_a_bad_roster_names_the_line_and_the_fix(tmp_path, roster, words):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    src = tmp_path / "course-101.toml"
+    src.write_text(WITH_ROSTER)
+    (tmp_path / "course-101.roster.csv").write_text(roster)
+    out = qustody("course", "apply", "--dir", str(courses), str(src))
+    assert out.returncode == 1 and words in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not list(courses.iterdir())
+
+
+def test_roster_files_that_are_missing_misnamed_huge_or_not_utf8_are_refused(tmp_path):
+    src = tmp_path / "course-101.toml"
+    src.write_text(WITH_ROSTER)
+    out = qustody("course", "check", str(src))
+    assert out.returncode == 1 and "does not exist; put the roster beside" in out.stderr
+    src.write_text(WITH_ROSTER.replace('csv = "course-101.roster.csv"', 'csv = "../x.csv"'))
+    out = qustody("course", "check", str(src))
+    assert out.returncode == 1 and "name the roster 'course-101.roster.csv'" in out.stderr
+    src.write_text(WITH_ROSTER)
+    roster = tmp_path / "course-101.roster.csv"
+    roster.write_bytes(b"username,role\ncaf\xe9,student\n")
+    out = qustody("course", "check", str(src))
+    assert out.returncode == 1 and "not UTF-8 text" in out.stderr
+    roster.write_bytes(b"username,role\n" + b"u,student\n" * 300_000)
+    out = qustody("course", "check", str(src))
+    assert out.returncode == 1 and "a roster is at most" in out.stderr

@@ -41,6 +41,17 @@ USERS: dict[str, dict[str, Any]] = {
         "groups": ["qustody-observers", "course-101"],
         "amr": ["pwd", "otp"],
     },
+    # in no course group at the provider: course-303's CSV roster lists them
+    "cara": {
+        "password": PASSWORD,
+        "groups": ["qustody-students"],
+        "amr": ["pwd", "otp"],
+    },
+    "rex": {
+        "password": PASSWORD,
+        "groups": ["qustody-researchers"],
+        "amr": ["pwd", "otp"],
+    },
     "tess": {
         "password": PASSWORD,
         "groups": ["qustody-students", "course-202"],

@@ -37,7 +37,23 @@ c.Spawner.start_timeout = 180
 #: ivan instructs course-101, tina is its TA and otto its observer; sam is its student,
 #: tess course-202's; rhea (researcher), remy (student and researcher) and cora (admin)
 #: take course-101 too; rita is a researcher, ada an admin, audrey an auditor.
-LOGINS = ("ivan", "tina", "otto", "sam", "tess", "rhea", "remy", "cora", "rita", "ada", "audrey")
+LOGINS = ("ivan", "tina", "otto", "sam", "tess", "rhea", "remy", "cora", "rita", "ada", "audrey",
+          "cara", "rex")
+
+#: course-303 exists only as a course file with a CSV roster: cara (an IdP student in no
+#: course group) is its student, rex (an IdP researcher) its TA, for this course only.
+COURSE_303 = """id = "course-303"
+title = "Roster from a CSV"
+[term]
+start = 2020-01-01T00:00:00Z
+end = 2999-01-01T00:00:00Z
+[roster]
+group = "course-303"
+csv = "course-303.roster.csv"
+[profile]
+name = "student"
+"""
+ROSTER_303 = "username,role\ncara,student\n# the TA\nrex,assistant\n"
 
 #: Each owner's own profile (what they start), and a profile their roles do not allow.
 OWN_PROFILE = {
@@ -129,6 +145,10 @@ class Reach:
 @pytest.fixture(scope="module")
 def reach(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reach]:
     base = tmp_path_factory.mktemp("reach")
+    courses = base / "courses"
+    courses.mkdir()
+    (courses / "course-303.toml").write_text(COURSE_303)
+    (courses / "course-303.roster.csv").write_text(ROSTER_303)
     idp = start_idp(USERS, workdir=base / "idp", ttl={"AccessToken": 60, "IdToken": 60})
     client_id, client_secret = "hub-reach", secrets.token_hex(24)
     hub = launch_hub(
@@ -140,6 +160,7 @@ def reach(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reach]:
             "QUSTODY_OIDC_CLIENT_SECRET": client_secret,
             "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
             "QUSTODY_SPAWNER": "local",
+            "QUSTODY_COURSES_DIR": str(courses),
         },
         timeout=180,
     )
@@ -350,7 +371,7 @@ def test_the_instructor_page_lists_assignments_and_serves_collected_work_to_its_
     import io as io_
     import tarfile
 
-    courses = reach.hub.dir / "courses"
+    courses = reach.hub.dir.parent / "courses"  # QUSTODY_COURSES_DIR
     (courses / "course-101.toml").write_text(
         'id = "course-101"\ntitle = "Intro QC"\n[term]\nstart = 2026-01-01T00:00:00Z\n'
         'end = 2036-01-01T00:00:00Z\n[roster]\ngroup = "course-101"\n'
@@ -425,3 +446,24 @@ def test_a_ta_starts_a_student_with_the_course_profile_and_an_observer_only_read
     assert page(reach, "tina").status_code == 200  # signs in: the API then takes the cookie
     tina = page(reach, "tina", "api/courses").json()["courses"]
     assert [(c["id"], c["manage"]) for c in tina] == [("course-101", True)]
+
+
+def test_a_csv_roster_adds_members_and_staff_for_its_course_only(reach: Reach) -> None:
+    """course-303's CSV roster: cara joins it as a student without an IdP course group,
+    rex is its TA (he starts her server with the course profile) but reaches no one in
+    course-101; the roster gives no one a way in that the IdP did not."""
+    status, group = reach.hub.api("GET", "/groups/course-303:students")
+    assert status == 200 and set(group["users"]) == {"cara"}, group
+    status, rex = reach.hub.api("GET", "/users/rex")
+    assert "assistant-course-303" in rex["roles"] and "assistant" not in rex["roles"], rex
+    assert "course-303" in rex["groups"] and "course-303:students" not in rex["groups"]
+    status, body = reach.start("rex", "cara", "researcher")
+    assert status == 403 and "course profile" in str(body), (status, body)
+    reach.round_trip("rex", "cara", "student")
+    status, body = reach.start("rex", "sam")
+    assert status in (403, 404) and not reach.servers("sam"), (status, body)
+    assert page(reach, "rex").status_code == 200
+    courses = page(reach, "rex", "api/courses").json()["courses"]
+    assert [(c["id"], [s["name"] for s in c["students"]]) for c in courses] == [
+        ("course-303", ["cara"])
+    ]
