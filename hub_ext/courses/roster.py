@@ -59,6 +59,9 @@ def parse_roster(data: bytes, source: str) -> dict[str, str]:
         user, role = cells
         if not USER_NAME.fullmatch(user):
             raise CourseError(f"{source}: line {number}: {user[:64]!r} is not a hub user name")
+        if user != user.lower():  # the hub lowercases names: this line would never match
+            raise CourseError(f"{source}: line {number}: {user[:64]!r}: hub user names are "
+                              f"lowercase; write {user.lower()[:64]!r}")
         if role not in ROLES:
             raise CourseError(f"{source}: line {number}: role {role[:32]!r}; use one of "
                               f"{', '.join(ROLES)}")

@@ -43,6 +43,7 @@ from hub_ext.identity.demotion import stop_servers_beyond
 from hub_ext.identity.login_limits import LoginLimited
 from hub_ext.identity.login_state import LoginStates, Outcome
 from hub_ext.identity.policy import (
+    COURSE_NAME,
     Decision,
     MfaRule,
     claim_list,
@@ -661,7 +662,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     ) -> dict[str, Any]:
         now = time.time()
         rostered, staff = self._rostered(self._username(claims))
-        courses = sorted({*decision.courses, *rostered})
+        members = sorted(set(rostered) - set(staff))
         auth_state = {
             "access_token": token_info["access_token"],
             "refresh_token": token_info.get("refresh_token"),
@@ -673,7 +674,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
                 "acr": str(claims.get("acr", "")),
                 "auth_time": float(claims.get("auth_time", claims["iat"])),
                 "roles": list(decision.roles),
-                "courses": courses,
+                "courses": list(decision.courses),
+                "rostered": members,
                 "staff": staff,
                 "login_at": login_at,
                 "refreshed_at": now,
@@ -684,14 +686,19 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             "name": self._username(claims),
             "admin": "admin" in decision.roles,
             "auth_state": auth_state,
-            "groups": hub_groups(decision.roles, courses, staff),
-            "roles": roles_for(decision.roles, courses, self.role_extra_scopes, staff),
+            "groups": hub_groups(decision.roles, decision.courses, staff, members),
+            "roles": roles_for(decision.roles, decision.courses, self.role_extra_scopes, staff),
         }
 
     async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
         record = auth_state.get("qustody", {})
         return set(
-            hub_groups(record.get("roles", []), record.get("courses", []), record.get("staff"))
+            hub_groups(
+                record.get("roles", []),
+                record.get("courses", []),
+                record.get("staff"),
+                record.get("rostered", []),
+            )
         )
 
     def _rostered(self, name: str) -> tuple[list[str], dict[str, str]]:
@@ -705,8 +712,17 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         except Exception as e:  # the courses directory is the hub's; never block a login
             self.log.error("identity: course rosters unreadable for %s: %s", name, e)
             return [], {}
-        staff = {c: k for c, k in found.items() if k in COURSE_STAFF}
-        return sorted(found), staff
+        prefix = self.course_group_prefix
+        courses = {
+            c: k
+            for c, k in found.items()
+            if prefix and c.startswith(prefix) and COURSE_NAME.match(c)  # course groups only
+        }
+        if len(courses) < len(found):
+            self.log.warning("identity: rosters of %s name non-course groups %s (ignored)",
+                             name, sorted(set(found) - set(courses)))
+        staff = {c: k for c, k in courses.items() if k in COURSE_STAFF}
+        return sorted(courses), staff
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
         # the decision was made (and refusals explained) in authenticate; deny anything else

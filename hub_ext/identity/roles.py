@@ -121,25 +121,31 @@ def instructors_group(course: str) -> str:
 
 
 def hub_groups(
-    roles: Iterable[str], courses: Iterable[str], staff: Mapping[str, str] | None = None
+    roles: Iterable[str],
+    courses: Iterable[str],
+    staff: Mapping[str, str] | None = None,
+    members: Iterable[str] = (),
 ) -> list[str]:
     """The hub groups of a login decision: every course, plus ``<course>:students`` for
     each course when the user's only role is student (a researcher, instructor, admin or
     auditor who also takes a course is not reachable through it), and
-    ``<course>:instructors`` for each course of an instructor. ``staff``: course → staff
-    kind from a course's own roster (its CSV), for that course only; a course where the
-    user is staff is never one where they are a reachable student."""
+    ``<course>:instructors`` for each course of an instructor.
+
+    ``courses`` are the IdP's course groups, where the user's global roles apply; from
+    course rosters (CSV), ``members`` are courses the user takes and ``staff`` maps a
+    course to the user's staff kind there, for that course only. Staff of any course are
+    nobody's reachable student."""
     staff = dict(staff or {})
-    courses = sorted(set(courses) | set(staff))
-    roles = set(roles)
-    student = roles == STUDENT_ONLY
+    idp = set(courses)
+    everything = sorted(idp | set(members) | set(staff))
+    student = set(roles) == STUDENT_ONLY and not staff
     return (
-        courses
-        + ([students_group(c) for c in courses if c not in staff] if student else [])
+        everything
+        + ([students_group(c) for c in everything] if student else [])
         + [
             instructors_group(c)
-            for c in courses
-            if "instructor" in roles or staff.get(c) == "instructor"
+            for c in everything
+            if (c in idp and "instructor" in set(roles)) or staff.get(c) == "instructor"
         ]
     )
 
@@ -161,8 +167,9 @@ def roles_for(
     extra_scopes: Mapping[str, Iterable[str]],
     staff: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The auth model's ``roles`` (what ``User.sync_roles`` applies) for a decision;
-    ``staff`` (course → kind, from course rosters) adds that course's staff role."""
+    """The auth model's ``roles`` (what ``User.sync_roles`` applies) for a decision: the
+    global staff roles act in ``courses`` (the IdP's course groups) only; ``staff``
+    (course → kind, from course rosters) adds exactly that course's staff role."""
     from jupyterhub.roles import get_default_roles
 
     defaults = {r["name"]: r for r in get_default_roles()}

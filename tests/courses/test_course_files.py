@@ -361,6 +361,7 @@ def test_the_roster_lookup_answers_per_user_from_the_live_catalog(tmp_path):
         ("username,role\ncara,teacher\n", "line 2: role 'teacher'; use one of student"),
         ("username,role\ncara,student\ncara,observer\n", "line 3: cara is listed twice"),
         ("username,role\nbad name,student\n", "'bad name' is not a hub user name"),
+        ("username,role\nCara,student\n", "hub user names are lowercase; write 'cara'"),
         ("username,role\ncara,student,extra\n", "line 2: 3 fields"),
         ("", "empty; the first line must be the header"),
     ],

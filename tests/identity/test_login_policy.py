@@ -233,3 +233,26 @@ def test_bad_configuration_is_refused(call: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
     validate_mfa(MfaRule(), allow_no_mfa=True)
+
+
+def test_roster_courses_get_exactly_the_roster_role_never_a_global_one() -> None:
+    """A global instructor listed as a student of course-303 (a CSV roster) is a member
+    there, not its instructor; a student who is staff of one course is nobody's
+    reachable student, in any course."""
+    specs = {r["name"] for r in roles_for(("instructor",), ("course-101",), {}, staff={})}
+    assert specs == {"user", "instructor", "instructor-course-101"}  # not course-303
+    assert hub_groups(("instructor",), ("course-101",), {}, ["course-303"]) == [
+        "course-101", "course-303", "course-101:instructors"
+    ]
+    # a global TA listed as an observer of course-303 observes it, and assists course-101 only
+    specs = {
+        r["name"]
+        for r in roles_for(("assistant",), ("course-101",), {}, staff={"course-303": "observer"})
+    }
+    assert specs == {"user", "assistant", "assistant-course-101", "observer-course-303"}
+    # a student who teaches course-303 by its roster is not reachable in course-101
+    groups = hub_groups(("student",), ("course-101",), {"course-303": "instructor"})
+    assert groups == ["course-101", "course-303", "course-303:instructors"]
+    assert hub_groups(("student",), ("course-101",), {}, ["course-303"]) == [
+        "course-101", "course-303", "course-101:students", "course-303:students"
+    ]
