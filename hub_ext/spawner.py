@@ -608,14 +608,16 @@ class SpawnPolicy(LoggingConfigurable):
 
     def materials_mounts(self, owner_groups: Iterable[str]) -> dict[str, str]:
         """Materials volume -> where it is mounted (read-only) for a user: the courses
-        they take as a student or teach (hub groups ``<course>:students`` and
-        ``<course>:instructors``). Never inside the home: the engine follows symlinks in
-        a mount's target, and the home is the user's to fill with them."""
+        they take as a student, teach or assist (hub groups ``<course>:students``,
+        ``<course>:instructors`` and ``<course>:assistants``). Never inside the home: the
+        engine follows symlinks in a mount's target, and the home is the user's to fill
+        with them."""
         catalog = self.course_catalog()
         mounts = {}
         for group in sorted(owner_groups):
             course_id, _, kind = group.rpartition(":")
-            course = catalog.get(course_id) if kind in ("students", "instructors") else None
+            staff_or_student = kind in ("students", "instructors", "assistants")
+            course = catalog.get(course_id) if staff_or_student else None
             if course is not None and course.materials and self._materials_ok(course.materials):
                 mounts[course.materials] = f"{MATERIALS_ROOT}/{course.id}"
         return mounts

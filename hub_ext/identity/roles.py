@@ -120,6 +120,12 @@ def instructors_group(course: str) -> str:
     return f"{course}:instructors"
 
 
+def assistants_group(course: str) -> str:
+    """The hub group of ``course``'s TAs (their servers get the course's materials; not
+    the QPU project's leads)."""
+    return f"{course}:assistants"
+
+
 def hub_groups(
     roles: Iterable[str],
     courses: Iterable[str],
@@ -129,7 +135,8 @@ def hub_groups(
     """The hub groups of a login decision: every course, plus ``<course>:students`` for
     each course when the user's only role is student (a researcher, instructor, admin or
     auditor who also takes a course is not reachable through it), and
-    ``<course>:instructors`` for each course of an instructor.
+    ``<course>:instructors`` for each course of an instructor, ``<course>:assistants`` for
+    each course of a TA.
 
     ``courses`` are the IdP's course groups, where the user's global roles apply; from
     course rosters (CSV), ``members`` are courses the user takes and ``staff`` maps a
@@ -146,6 +153,11 @@ def hub_groups(
             instructors_group(c)
             for c in everything
             if (c in idp and "instructor" in set(roles)) or staff.get(c) == "instructor"
+        ]
+        + [
+            assistants_group(c)
+            for c in everything
+            if (c in idp and "assistant" in set(roles)) or staff.get(c) == "assistant"
         ]
     )
 

@@ -427,6 +427,7 @@ def test_materials_go_to_the_courses_students_and_instructors_only(tmp_path):
     mounts = {"qustody-materials-course-101": "/srv/qustody/materials/course-101"}
     assert p.materials_mounts(STUDENT_OF_101) == mounts
     assert p.materials_mounts({"course-101", "course-101:instructors"}) == mounts
+    assert p.materials_mounts({"course-101", "course-101:assistants"}) == mounts  # a TA
     assert p.materials_mounts(MEMBER_OF_101) == {}  # a researcher who sits in
     assert p.materials_mounts({"course-202:students"}) == {}
     # a course file cannot mount another volume (a user's home) into its servers

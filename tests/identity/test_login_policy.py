@@ -157,7 +157,7 @@ def test_tas_reach_what_instructors_reach_and_observers_only_read() -> None:
     scopes = specs["observer-course-101"]["scopes"]
     assert all(s.startswith("read:") and s.endswith("!group=course-101:students") for s in scopes)
     # neither joins the students' group (no one reaches them) nor leads the QPU project
-    assert hub_groups(ta.roles, ta.courses) == ["course-101"]
+    assert hub_groups(ta.roles, ta.courses) == ["course-101", "course-101:assistants"]
     assert hub_groups(observer.roles, observer.courses) == ["course-101"]
 
 
