@@ -250,7 +250,7 @@ class SaveGuard(LoggingConfigurable):
         for segment, found in zip(scan.segments, scan.findings, strict=True):
             if not found:
                 continue
-            located = [Located.of(f, segment) for f in found]
+            located = Located.all_in(segment, found)
             seg_mode = _known_mode(mode, found)
             if seg_mode == "warn":
                 report.findings.extend(located)

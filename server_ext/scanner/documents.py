@@ -80,18 +80,25 @@ class Located:
     length: int | None = None
 
     @classmethod
-    def of(cls, finding: Finding, segment: Segment) -> Located:
-        column = length = None
-        if segment.zone is Zone.SOURCE and segment.cell is not None:
-            data = segment.text.encode("utf-8", "surrogatepass")
-            value = data[finding.start : finding.end]
-            if b"\n" not in value:
-                line_start = data.rfind(b"\n", 0, finding.start) + 1
-                column = len(data[line_start : finding.start].decode("utf-8", "surrogatepass"))
-                length = len(value.decode("utf-8", "surrogatepass"))
-        return cls(
-            finding, segment.zone, segment.pointer, segment.cell, segment.cell_id, column, length
+    def all_in(cls, segment: Segment, found: Sequence[Finding]) -> list[Located]:
+        """Each finding of ``segment`` located; a cell source is encoded once for all of
+        them (its findings' offsets are bytes), however many there are."""
+        data = (
+            segment.text.encode("utf-8", "surrogatepass")
+            if found and segment.zone is Zone.SOURCE and segment.cell is not None
+            else None
         )
+        out = []
+        for f in found:
+            column = length = None
+            value = data[f.start : f.end] if data is not None else b"\n"
+            if data is not None and b"\n" not in value:
+                line_start = data.rfind(b"\n", 0, f.start) + 1
+                column = len(data[line_start : f.start].decode("utf-8", "surrogatepass"))
+                length = len(value.decode("utf-8", "surrogatepass"))
+            out.append(cls(f, segment.zone, segment.pointer, segment.cell, segment.cell_id,
+                           column, length))
+        return out
 
     def public(self) -> dict[str, object]:
         """What may be shown to a user or written to a log: never the value."""
@@ -129,9 +136,9 @@ class NotebookScan:
 
     def located(self) -> list[Located]:
         return [
-            Located.of(f, s)
+            located
             for s, found in zip(self.segments, self.findings, strict=True)
-            for f in found
+            for located in Located.all_in(s, found)
         ]
 
     def size(self) -> int:
