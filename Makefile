@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "==> creating $(VENV) and installing qustody with its pinned dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[server,hub,test]"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[server,hub,kubernetes,test]"
 	@# As in the image (images/build.py EXCLUDED): with rfc3987-syntax present, jsonschema
 	@# builds a Lark grammar at import, 1.5-4 s of every hub, server and test-worker start.
 	$(BIN)/pip uninstall --quiet --yes rfc3987-syntax lark
@@ -64,7 +64,7 @@ bench: $(STAMP) system-deps labext ui-deps ## run the benchmarks (prints figures
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --upgrade "pip>=24"
-	.lock-venv/bin/pip install --quiet -e ".[server,hub,test]"
+	.lock-venv/bin/pip install --quiet -e ".[server,hub,kubernetes,test]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e ' | sort > $(CONSTRAINTS)
 	rm -rf .lock-venv
 

@@ -53,6 +53,7 @@ class LabextensionHook(BuildHookInterface):  # type: ignore[type-arg]
             raise RuntimeError(message)
         shared = build_data.setdefault("shared_data", {})
         for path in sorted(labext.OUTPUT.rglob("*")):
-            if path.is_file():
+            # install.json is ours (below); a builder that also writes one is not asked
+            if path.is_file() and path.relative_to(labext.OUTPUT).as_posix() != "install.json":
                 shared[str(path)] = f"{DEST}/{path.relative_to(labext.OUTPUT).as_posix()}"
         shared[str(ROOT / "labextension" / "install.json")] = f"{DEST}/install.json"

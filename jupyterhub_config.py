@@ -38,7 +38,6 @@ from hub_ext.secrets.setup import setup_secrets
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
-    kubespawner_settings,
     validate_config,
 )
 from hub_ext.upstream import guard_service_health_check
@@ -165,7 +164,9 @@ if spawner == "docker":
     # the host network (demo only: refused by validate_config outside demo mode)
     c.SpawnPolicy.allow_host_network = os.environ.get("QUSTODY_ALLOW_HOST_NETWORK", "") == "1"
 elif spawner == "kubernetes":
-    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    # the same policy as a KubeSpawner pod (pip install "qustody[kubernetes]"); the image
+    # must be repo@sha256:<digest>, pullable by the cluster
+    c.JupyterHub.spawner_class = "qustody-kubernetes"
     c.SpawnPolicy.allowed_images = {"qustody": image}
 else:
     c.JupyterHub.spawner_class = QustodyLocalProcessSpawner
@@ -222,7 +223,7 @@ c.SecretBroker.self_service_class = "personal"
 
 # courses: one <course>.toml each (docs/courses.md); `make demo` writes course-101
 course_settings(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1")
-policy = validate_config(c, demo=DEMO)  # host network only in demo mode
+validate_config(c, demo=DEMO)  # host network only in demo mode
 guard_service_health_check()  # no traceback at shutdown from JupyterHub's health check
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
@@ -232,6 +233,3 @@ qpu_service(c, STATE)  # the QPU gateway: service, custom scopes, roles, server 
 courses_service(c, port=int(os.environ.get("QUSTODY_COURSES_PAGE_PORT", "8083")))
 if oidc:  # roles come from IdP groups: the roles' scopes go to the authenticator
     hand_roles_to_authenticator(c)
-if spawner == "kubernetes":
-    for key, value in kubespawner_settings(policy).items():
-        setattr(c.KubeSpawner, key, value)

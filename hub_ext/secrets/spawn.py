@@ -1,6 +1,6 @@
 """The spawners' side: a ticket for each start, and clean-up at each stop.
 
-Kept apart from hub_ext/spawner.py so the spawners call two functions and nothing more.
+Kept apart from hub_ext/spawner/ so the spawners call two functions and nothing more.
 """
 
 from __future__ import annotations

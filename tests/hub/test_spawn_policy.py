@@ -1,5 +1,5 @@
 """The spawn policy as decision tables: images, profiles, roles, the container check,
-the KubeSpawner settings and start-up validation. No Docker needed."""
+and start-up validation (Kubernetes: test_kube_spawner.py). No Docker needed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from hub_ext.spawner import (
     Requester,
     SpawnPolicy,
     SpawnRefused,
-    kubespawner_settings,
     parse_bytes,
     validate_config,
 )
@@ -276,53 +275,6 @@ def test_host_config_is_the_hardening():
     assert hc["security_opt"] == ["no-new-privileges:true"]
     assert hc["pids_limit"] == 128 and hc["mem_limit"] == hc["memswap_limit"] == 1024**3
     assert hc["cpu_quota"] == 100_000 and hc["auto_remove"] is False
-
-
-class _Role:
-    def __init__(self, name):
-        self.name = name
-
-
-def test_kubespawner_settings(monkeypatch):
-    settings = kubespawner_settings(policy())
-    csc = settings["container_security_context"]
-    assert csc == {
-        "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "runAsGroup": 1000,
-        "privileged": False,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    assert settings["pod_security_context"]["runAsNonRoot"] is True
-    assert settings["pod_security_context"]["fsGroup"] == 1000
-    assert settings["automount_service_account_token"] is False
-    assert settings["env_keep"] == [] and settings["privileged"] is False
-    assert settings["extra_pod_config"]["hostNetwork"] is False
-    mounts = {m["mountPath"] for m in settings["volume_mounts"]}
-    assert mounts == {"/home/jovyan", "/tmp", "/run/jupyter"}
-    tmp = next(v for v in settings["volumes"] if v.get("emptyDir"))
-    assert tmp["emptyDir"]["medium"] == "Memory"
-
-    from jupyterhub import roles as hub_roles
-
-    monkeypatch.setattr(hub_roles, "get_roles_for", lambda orm_user: [_Role(r) for r in orm_user])
-
-    class FakeSpawner:
-        class user:
-            orm_user = ("user", "student")
-
-    [student] = settings["profile_list"](FakeSpawner)
-    assert student["slug"] == "student"
-    override = student["kubespawner_override"]
-    assert override["image"] == IMG
-    assert override["mem_limit"] == 1024**3 and override["cpu_limit"] == 1.0
-    assert override["environment"]["QUSTODY_MAX_AGE_SECONDS"] == "3600"
-    assert "--MappingKernelManager.cull_idle_timeout=600" in override["args"]
-    FakeSpawner.user.orm_user = ("user",)
-    assert settings["profile_list"](FakeSpawner) == []
 
 
 # -- spawns requested by someone other than the owner (instructors) --------------------------
