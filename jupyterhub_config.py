@@ -25,22 +25,23 @@ Environment (all optional except the demo password):
 import os
 import sys
 
-from hub_ext.audit.endpoint import audit_handlers
+from hub_ext.audit.endpoint import audit_reports
 from hub_ext.audit.hub import hub_audit, service_environment
-from hub_ext.audit.web import audit_service
-from hub_ext.courses.hub import course_settings, courses_service
-from hub_ext.culling import culler_service
+from hub_ext.audit.web import audit_page
+from hub_ext.courses.hub import courses, courses_dir
+from hub_ext.culling import culler
 from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticator
 from hub_ext.proxy import QustodyProxy
-from hub_ext.qpu.hub import qpu_service
+from hub_ext.qpu.hub import qpu_gateway
 from hub_ext.ratelimit import setup_limits
-from hub_ext.secrets.setup import setup_secrets
+from hub_ext.secrets.setup import secret_delivery
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
     validate_config,
 )
 from hub_ext.upstream import guard_service_health_check
+from hub_ext.wiring import apply
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821 - provided by JupyterHub
 
@@ -67,8 +68,6 @@ c.AuditLog.path = os.environ.get("QUSTODY_AUDIT_LOG", f"{STATE}/audit/audit.json
 c.AuditLog.key_file = os.environ.get("QUSTODY_AUDIT_KEY_FILE", f"{STATE}/audit.key")
 # the demo creates its key; a production hub sets a key file it provisioned itself
 c.AuditLog.create_key_file = "QUSTODY_AUDIT_KEY_FILE" not in os.environ
-# user servers report save-refused / outputs-redacted here, with their own hub token
-c.JupyterHub.extra_handlers = audit_handlers()
 
 # -- identity: OIDC (QUSTODY_OIDC_*, docs/identity.md); else the tests' shared password ---
 oidc = configure_oidc(c, state_dir=STATE)
@@ -182,25 +181,16 @@ else:
         flush=True,
     )
 
-# -- roles and the culler ------------------------------------------------------------------
-culler, culler_role = culler_service(
-    cull_every=60, default_idle_timeout=3600, environment=service_environment(c)
-)
-# the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
-audit_page, audit_roles, c.JupyterHub.custom_scopes = audit_service(
-    c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))
-)
-c.JupyterHub.services = [culler, audit_page]
-# Role scopes; users get roles from DEMO_USERS here, or from IdP groups under OIDC (where
-# hand_roles_to_authenticator moves these scopes to the authenticator's managed roles).
+# -- roles ---------------------------------------------------------------------------------
+# Users get roles from DEMO_USERS here, or from IdP groups under OIDC (where
+# hand_roles_to_authenticator moves the roles' scopes to the authenticator's managed roles).
+# The components below add their scopes to these roles (hub_ext.wiring joins same-name roles).
 c.JupyterHub.load_roles = [
-    *audit_roles,
     {"name": "student", "description": "Qustody student profile", "scopes": ["self"],
      "users": [u for u, r in DEMO_USERS.items() if r == "student"]},
     {"name": "researcher", "description": "Qustody researcher profile", "scopes": ["self"],
      "users": [u for u, r in DEMO_USERS.items() if r == "researcher"]},
 ]
-c.JupyterHub.load_roles.append(culler_role)
 
 # -- secrets: delivered at start through a single-use claim ticket (docs/secrets.md) --------
 c.SecretBroker.backend = "embedded"  # or "vault" (configure c.VaultBroker)
@@ -221,15 +211,31 @@ c.SecretClassPolicy.role_classes = {
 # in JupyterLab); such secrets get this class, and never overwrite an existing one
 c.SecretBroker.self_service_class = "personal"
 
-# courses: one <course>.toml each (docs/courses.md); `make demo` writes course-101
-course_settings(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1")
-validate_config(c, demo=DEMO)  # host network only in demo mode
-guard_service_health_check()  # no traceback at shutdown from JupyterHub's health check
-hub_audit(c)  # a bad c.AuditLog setting stops the hub here
+# -- the components -------------------------------------------------------------------------
+# Each function returns what its component adds (services, roles, scopes, server-token
+# scopes, environment, settings, files); apply() merges them and stops the hub on a
+# conflict. They read the settings above, so they come after them.
+hub_audit(c)  # a bad c.AuditLog setting stops the hub here (the demo's key is created)
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
-setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))  # a bad secrets setting stops it here
-qpu_service(c, STATE)  # the QPU gateway: service, custom scopes, roles, server token scopes
-# the instructor page (/services/courses/): a course's students, their servers and QPU use
-courses_service(c, port=int(os.environ.get("QUSTODY_COURSES_PAGE_PORT", "8083")))
+gateway = qpu_gateway(c, STATE, courses_dir=str(courses_dir(STATE)))
+apply(
+    c,
+    # user servers report refused saves and redactions; the hub stamps who sent them
+    audit_reports(),
+    # the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
+    audit_page(c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))),
+    culler(cull_every=60, default_idle_timeout=3600, environment=service_environment(c)),
+    # a bad secrets setting stops the hub here
+    secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)),
+    # the QPU gateway: service, custom scopes, roles, server-token scopes
+    gateway,
+    # one <course>.toml each (docs/courses.md; `make demo` writes course-101) and the
+    # instructor page (/services/courses/): a course's students, their servers, QPU use
+    courses(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1",
+            port=int(os.environ.get("QUSTODY_COURSES_PAGE_PORT", "8083")),
+            qpu_url=gateway.environment["QUSTODY_QPU_URL"]),
+)
+validate_config(c, demo=DEMO)  # the spawn policy; host network only in demo mode
+guard_service_health_check()  # no traceback at shutdown from JupyterHub's health check
 if oidc:  # roles come from IdP groups: the roles' scopes go to the authenticator
     hand_roles_to_authenticator(c)

@@ -33,6 +33,7 @@ from typing import Any
 from traitlets import Int, Unicode
 
 from .audit.lifecycle import record_cull
+from .wiring import Fragment
 
 #: Exactly what the culler needs; no admin. ``admin:server_state`` is read-only in the
 #: REST API and is how the culler sees the limits the spawner chose for each server.
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     app.start()
 
 
-def culler_service(
+def culler(
     *,
     name: str = "qustody-culler",
     cull_every: int = 60,
@@ -222,8 +223,9 @@ def culler_service(
     default_max_age: int = 86400,
     python: str = sys.executable,
     environment: dict[str, str] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(entry for ``c.JupyterHub.services``, entry for ``c.JupyterHub.load_roles``).
+) -> Fragment:
+    """The culler as a hub-managed service with its least-privilege role
+    (``hub_ext.wiring.apply`` adds it to the hub's config).
 
     ``environment``: e.g. ``service_environment(c)``, so culls are recorded in the audit log.
     """
@@ -246,7 +248,7 @@ def culler_service(
         "scopes": list(CULLER_SCOPES),
         "services": [name],
     }
-    return service, role
+    return Fragment("the culler (hub_ext.culling)", services=[service], roles=[role])
 
 
 if __name__ == "__main__":

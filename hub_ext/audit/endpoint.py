@@ -1,9 +1,8 @@
 """The hub endpoint user servers report their audit events to.
 
 ``POST /hub/api/qustody/audit/events`` with ``Authorization: token $JUPYTERHUB_API_TOKEN``
-and a JSON body ``{"type": "save-refused", "data": {...}}``. Register it with::
-
-    c.JupyterHub.extra_handlers = [*audit_handlers()]
+and a JSON body ``{"type": "save-refused", "data": {...}}``. ``audit_reports()`` is its
+fragment for ``hub_ext.wiring.apply``.
 
 Only a running server's own token is accepted: the token must be the one the hub gave
 that server when it spawned it (``Spawner.api_token``, or after a hub restart the
@@ -23,6 +22,7 @@ from jupyterhub.utils import compare_token
 from tornado import web
 
 from ..ratelimit import LimitedHandler
+from ..wiring import Fragment
 from .errors import AuditError, UserEventRefused
 from .hub import hub_audit
 
@@ -112,6 +112,7 @@ class AuditEventHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             )
 
 
-def audit_handlers() -> list[tuple[str, type[APIHandler]]]:
-    """The hub's audit endpoints, for ``c.JupyterHub.extra_handlers``."""
-    return [(PATH, AuditEventHandler)]
+def audit_reports() -> Fragment:
+    """The endpoint user servers report audit events to (a hub route, for now)."""
+    return Fragment("audit reports (hub_ext.audit.endpoint)",
+                    handlers=[(PATH, AuditEventHandler)])

@@ -13,7 +13,7 @@ service prefix:
   (``qustody-audit/1``, see ``export.py``).
 
 The log is the one of the hub (``QUSTODY_AUDIT_LOG`` or ``QUSTODY_AUDIT_DB``, and
-``QUSTODY_AUDIT_KEY_FILE``; ``audit_service`` passes them). Verification runs in the
+``QUSTODY_AUDIT_KEY_FILE``; ``audit_page`` passes them). Verification runs in the
 background at start-up, every ``QUSTODY_AUDIT_VERIFY_SECONDS`` and on request, and is
 recorded as an ``audit-verified`` event.
 """
@@ -40,6 +40,7 @@ from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 
 from ..service_page import ServicePage
+from ..wiring import Fragment
 from . import clock, schema
 from .cli import Where, _hits
 from .export import export_hits
@@ -362,7 +363,7 @@ def where_from_env() -> tuple[Where, dict[str, str]]:
     if settings is None:
         raise SystemExit(
             "hub_ext.audit.web: set QUSTODY_AUDIT_LOG (or QUSTODY_AUDIT_DB) and "
-            "QUSTODY_AUDIT_KEY_FILE (audit_service() passes the hub's c.AuditLog settings)"
+            "QUSTODY_AUDIT_KEY_FILE (audit_page() passes the hub's c.AuditLog settings)"
         )
     try:
         keys = [load_key_file(settings["key_file"])]
@@ -434,15 +435,15 @@ def main() -> None:
         loop.start()
 
 
-def audit_service(
+def audit_page(
     config: Any,
     *,
     name: str = "audit",
     port: int = 8082,
     verify_seconds: int = 3600,
     python: str = sys.executable,
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, str]]]:
-    """(service entry, ``auditor`` role, custom scopes) for the hub's config.
+) -> Fragment:
+    """The auditor page: its service, the ``auditor`` role and the read scope.
 
     The service reads the hub's log with the hub's key (``config.AuditLog``). The
     ``auditor`` role may use the page and read users' activity; it has no server access.
@@ -469,7 +470,8 @@ def audit_service(
         ],
     }
     scopes = {READ_SCOPE: {"description": "Read the Qustody audit log (the auditor page)"}}
-    return service, [role], scopes
+    return Fragment("the auditor page (hub_ext.audit.web)", services=[service], roles=[role],
+                    custom_scopes=scopes)
 
 
 if __name__ == "__main__":

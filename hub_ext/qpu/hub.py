@@ -1,6 +1,7 @@
-"""Register the QPU gateway with a hub: ``qpu_service(c, state_dir)`` in jupyterhub_config.py.
+"""The QPU gateway in a hub: the fragment ``qpu_gateway(c, state_dir)`` for
+``hub_ext.wiring.apply`` in jupyterhub_config.py.
 
-It adds, to the hub's config ``c``:
+It holds:
 
 - the hub-managed service ``qpu`` running ``python -m hub_ext.qpu`` on 127.0.0.1, with its
   database and a generated config in ``<state>/qpu/`` (the hub's ``c.AuditLog`` path and
@@ -10,29 +11,29 @@ It adds, to the hub's config ``c``:
 - the scopes to roles: ``submit`` (and access to the service) to the roles named in
   ``submit_roles`` (Qustody's ``student``, ``researcher`` and ``instructor``), ``admin``
   and ``submit`` to the role ``qpu-operator`` given to the hub's admin users,
-  ``read-all`` to the ``auditor`` role (created if absent);
-- ``Spawner.server_token_scopes``: the server role's scopes plus ``custom:qpu:submit``
-  and ``access:services!service=qpu``, so the kernel's token can submit (the hub gives a
-  server token only the subset its user holds);
-- ``QUSTODY_QPU_URL`` in ``Spawner.environment``: the gateway behind the hub's proxy;
+  ``read-all`` to the ``auditor`` role;
+- server-token scopes: ``custom:qpu:submit`` and ``access:services!service=qpu`` on top of
+  the server role's, so the kernel's token can submit (the hub gives a server token only
+  the subset its user holds);
+- ``QUSTODY_QPU_URL`` in the spawner's environment: the gateway behind the hub's proxy;
 - ``QpuGateway.credentials``: provider credentials read from the hub's secret broker
   (``SecretStoreCredentials``, secret_source.py; ``qustody secrets qpu`` manages them):
-  with the embedded store, the hub's endpoint that answers them to the gateway's own
+  with the embedded store, the hub's route that answers them to the gateway's own
   token (hub_credentials.py), so the gateway never holds the master key.
 
-Call it after ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles`` are set and after
-``hub_audit(c)`` (which creates the demo's audit key) and the ``SecretBroker`` settings.
+It reads ``c.AuditLog`` and the ``SecretBroker`` settings, so call it after them.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..wiring import Fragment
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, SCOPES
+from .hub_credentials import provider_credentials_route
 from .secret_source import gateway_config_lines, hub_reader_settings
 
 SERVICE = "qpu"
@@ -43,33 +44,16 @@ DEMO_BACKENDS: dict[str, Any] = {
 }
 
 
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else []
-
-
-def _add_scopes(roles: list[dict[str, Any]], name: str, scopes: list[str],
-                **members: list[str]) -> None:
-    for role in roles:
-        if role.get("name") == name:
-            role["scopes"] = [*role.get("scopes", []), *(s for s in scopes
-                                                         if s not in role.get("scopes", []))]
-            for key, names in members.items():
-                role[key] = sorted({*role.get(key, []), *names})
-            return
-    roles.append({"name": name, "scopes": list(scopes), **members})
-
-
 def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
-                   extra_config: str = "") -> Path:
-    """Write ``<state>/qpu/qpu_config.py``: the gateway's settings from the hub's."""
+                   courses_dir: str = "", extra_config: str = "") -> str:
+    """The text of ``<state>/qpu/qpu_config.py``: the gateway's settings from the hub's."""
     d = state / SERVICE
-    d.mkdir(parents=True, exist_ok=True)
     audit = c.AuditLog
     settings = {
         "QpuGateway.db_url": f"sqlite:///{d / 'qpu.sqlite'}",
         "QpuGateway.policy_file": str(policy),
         # the hub's courses (hub_ext.courses.hub): their budgets and terms
-        "QpuGateway.courses_dir": str(c.SpawnPolicy.get("courses_dir", "")),
+        "QpuGateway.courses_dir": courses_dir,
         "QpuGateway.backends": backends,
         "QpuGateway.ip": "127.0.0.1",
         "AuditLog.path": str(audit.get("path", "")),
@@ -85,37 +69,37 @@ def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
     text += gateway_config_lines(c)
     if extra_config:
         text += f"load_subconfig({extra_config!r})  # noqa: F821 - the operator's settings\n"
-    path = d / "qpu_config.py"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
+    return text
 
 
-def qpu_service(
+def qpu_gateway(
     c: Any,
     state_dir: str | os.PathLike[str],
     *,
+    courses_dir: str = "",
     port: int | None = None,
     submit_roles: tuple[str, ...] = ("student", "researcher", "instructor"),
     policy_file: str | None = None,
     backends: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Add the gateway service, its scopes and roles to ``c``; returns the service entry.
+) -> Fragment:
+    """The gateway's service, scopes, roles, server-token scopes and environment.
 
     ``port`` defaults to ``QUSTODY_QPU_PORT`` or 8765; ``policy_file`` to
-    ``QUSTODY_QPU_POLICY`` or a copy of the demo policy in the state dir. An operator's
+    ``QUSTODY_QPU_POLICY`` or a copy of the demo policy in the state dir (written once).
+    ``courses_dir``: the hub's courses (their QPU budgets and terms). An operator's
     gateway config file (``QUSTODY_QPU_CONFIG``) is loaded after the generated settings.
     """
     state = Path(state_dir).resolve()
     port = port or int(os.environ.get("QUSTODY_QPU_PORT", "8765"))
+    files: dict[Path, str] = {}
     policy = policy_file or os.environ.get("QUSTODY_QPU_POLICY", "")
     if not policy:
         policy = str(state / SERVICE / "policy.toml")
-        if not os.path.exists(policy):
-            (state / SERVICE).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(DEMO_POLICY, policy)
-    config = gateway_config(state, c, Path(policy), backends or DEMO_BACKENDS,
-                            os.environ.get("QUSTODY_QPU_CONFIG", ""))
+        if not os.path.exists(policy):  # the demo's policy, for the admin to edit
+            files[Path(policy)] = DEMO_POLICY.read_text()
+    config = state / SERVICE / "qpu_config.py"
+    files[config] = gateway_config(state, c, Path(policy), backends or DEMO_BACKENDS,
+                                   courses_dir, os.environ.get("QUSTODY_QPU_CONFIG", ""))
     service = {
         "name": SERVICE,
         "display": False,
@@ -123,46 +107,37 @@ def qpu_service(
         "command": [sys.executable, "-m", "hub_ext.qpu", f"--config={config}"],
         "cwd": str(state / SERVICE),
     }
-    c.JupyterHub.services = [*_list(c.JupyterHub.services), service]
     reader = hub_reader_settings(c)
-    if reader is not None:  # the embedded store: the hub reads it for the gateway
-        from .hub_credentials import install
-
-        install(c, reader, SERVICE)
-    custom = c.JupyterHub.custom_scopes if isinstance(c.JupyterHub.custom_scopes, dict) else {}
-    c.JupyterHub.custom_scopes = {
-        **custom, **{name: {"description": text} for name, text in SCOPES.items()},
-    }
-    roles = _list(c.JupyterHub.load_roles)
+    # the embedded store: the hub reads it for the gateway
+    handlers = [provider_credentials_route(reader, SERVICE)] if reader is not None else []
     access = f"access:services!service={SERVICE}"
-    for name in submit_roles:
-        # a server token gets only the scopes its user holds: the role must grant both
-        _add_scopes(roles, name, [SCOPE_SUBMIT, access])
     admins = sorted(c.Authenticator.admin_users) if "admin_users" in c.Authenticator else []
-    # admins have servers too: they also submit, as any user (their server token cannot
-    # operate: server_token_scopes below holds submit only)
-    _add_scopes(roles, "qpu-operator", [SCOPE_ADMIN, SCOPE_SUBMIT, access], users=admins)
-    _add_scopes(roles, "auditor", [SCOPE_READ_ALL])
-    for role in roles:
-        if role["name"] == "qpu-operator":
-            role.setdefault("description", "Operate the QPU gateway (break-glass actions)")
-        if role["name"] == "auditor":
-            role.setdefault("description", "Read audit records and every QPU job")
-    c.JupyterHub.load_roles = roles
-    c.Spawner.server_token_scopes = [
-        *server_role_scopes(), SCOPE_SUBMIT, access,
+    roles = [
+        # a server token gets only the scopes its user holds: the role must grant both
+        *({"name": name, "scopes": [SCOPE_SUBMIT, access]} for name in submit_roles),
+        # admins have servers too: they also submit, as any user (their server token
+        # cannot operate: the server-token scopes hold submit only)
+        {"name": "qpu-operator", "description": "Operate the QPU gateway (break-glass actions)",
+         "scopes": [SCOPE_ADMIN, SCOPE_SUBMIT, access], "users": admins},
+        {"name": "auditor", "description": "Read audit records and every QPU job",
+         "scopes": [SCOPE_READ_ALL]},
     ]
-    env = c.Spawner.environment if isinstance(c.Spawner.environment, dict) else {}
     public = str(c.JupyterHub.bind_url or "http://127.0.0.1:8000").rstrip("/")
-    c.Spawner.environment = {**env, "QUSTODY_QPU_URL": f"{public}/services/{SERVICE}/"}
-    return service
+    return Fragment(
+        "the QPU gateway (hub_ext.qpu.hub)",
+        services=[service],
+        roles=roles,
+        custom_scopes={name: {"description": text} for name, text in SCOPES.items()},
+        server_token_scopes=[SCOPE_SUBMIT, access],
+        environment={"QUSTODY_QPU_URL": gateway_url(public)},
+        handlers=handlers,
+        files=files,
+    )
 
 
-def server_role_scopes() -> list[str]:
-    """The scopes JupyterHub gives a server token by default (its ``server`` role)."""
-    from jupyterhub.roles import get_default_roles
-
-    return list(next(r["scopes"] for r in get_default_roles() if r["name"] == "server"))
+def gateway_url(public_url: str) -> str:
+    """Where servers and pages reach the gateway: behind the hub's public proxy."""
+    return f"{public_url.rstrip('/')}/services/{SERVICE}/"
 
 
-__all__ = ["gateway_config", "qpu_service", "server_role_scopes"]
+__all__ = ["gateway_config", "gateway_url", "qpu_gateway"]

@@ -30,32 +30,30 @@ from hub_ext.secrets.provider import NAMESPACE
 
 from .secret_source import SecretStoreCredentials
 
-#: The hub's reader of the embedded store (set by ``install``; one per hub process).
-_reader: SecretStoreCredentials | None = None
-_service = "qpu"
-
 
 class ProviderCredentialsHandler(APIHandler):  # type: ignore[misc]
     """The gateway's provider credentials, for the gateway's own token only."""
 
+    def initialize(self, reader: SecretStoreCredentials, service: str) -> None:
+        self.reader = reader
+        self.service = service
+
     async def get(self, backend: str) -> None:
         caller = self.current_user
-        if not (isinstance(caller, orm.Service) and caller.name == _service):
+        if not (isinstance(caller, orm.Service) and caller.name == self.service):
             who = getattr(caller, "name", None) or "an unauthenticated caller"
             self.log.warning("Provider credentials refused to %s (not the %s service)",
-                             who[:64], _service)
+                             who[:64], self.service)
             raise web.HTTPError(
-                403, f"Only the {_service} service's own hub API token may read provider "
+                403, f"Only the {self.service} service's own hub API token may read provider "
                 "credentials.")
-        if _reader is None:
-            raise web.HTTPError(404, "This hub keeps no provider credentials for the gateway.")
         try:
             check_name(backend, parse_namespace(NAMESPACE))
         except SecretError as e:
             raise web.HTTPError(400, str(e)[:300]) from None
         try:
             fields = await asyncio.get_running_loop().run_in_executor(
-                None, _reader.read, backend)
+                None, self.reader.read, backend)
         except SecretError as e:  # names the backend and the store, never a value
             raise web.HTTPError(503, str(e)[:500]) from None
         self.set_header("Cache-Control", "no-store")
@@ -63,14 +61,11 @@ class ProviderCredentialsHandler(APIHandler):  # type: ignore[misc]
         self.finish(json.dumps({"fields": fields}))
 
 
-def install(c: Any, settings: dict[str, Any], service: str) -> None:
-    """Serve the embedded store's ``service:qpu`` entries to ``service`` (hub side)."""
-    global _reader, _service
-    _reader = SecretStoreCredentials(**settings)
-    _service = service
-    route = (r"/api/qustody/qpu/credentials/([^/]+)", ProviderCredentialsHandler)
-    existing = c.JupyterHub.extra_handlers if isinstance(c.JupyterHub.extra_handlers, list) else []
-    c.JupyterHub.extra_handlers = [*existing, *([route] if route not in existing else [])]
+def provider_credentials_route(settings: dict[str, Any], service: str) -> tuple[Any, ...]:
+    """The hub route that serves the embedded store's ``service:qpu`` entries to
+    ``service`` (with its reader of the store)."""
+    return (r"/api/qustody/qpu/credentials/([^/]+)", ProviderCredentialsHandler,
+            {"reader": SecretStoreCredentials(**settings), "service": service})
 
 
-__all__ = ["ProviderCredentialsHandler", "install"]
+__all__ = ["ProviderCredentialsHandler", "provider_credentials_route"]

@@ -1,6 +1,6 @@
 """``QpuGateway.credentials`` backed by the secret broker's store (embedded or Vault).
 
-``qpu_service`` (hub.py) writes ``c.QpuGateway.credentials = SecretStoreCredentials(...)``
+``qpu_gateway`` (hub.py) writes ``c.QpuGateway.credentials = SecretStoreCredentials(...)``
 into the generated gateway config from the hub's ``SecretBroker`` settings
 (``gateway_settings``):
 

@@ -32,8 +32,9 @@ c.Spawner.start_timeout = 300
 for service in c.JupyterHub.services:
     service["timeout"] = 300
 c.SecretBroker.ticket_ttl = 60  # the longest allowed: servers start slowly on a loaded machine
-from hub_ext.secrets.setup import setup_secrets
-setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
+from hub_ext.secrets.setup import secret_delivery
+from hub_ext.wiring import apply
+apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
 c.AuditLog.min_free_bytes = {THRESHOLD}
 from hub_ext.audit.hub import hub_audit, reset_hub_audit
 reset_hub_audit()

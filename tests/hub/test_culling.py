@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub_ext import culling
-from hub_ext.culling import CULLER_SCOPES, CullArbiter, culler_service, decide
+from hub_ext.culling import CULLER_SCOPES, CullArbiter, culler, decide
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -73,7 +73,8 @@ def test_arbiter_does_not_cull_on_bad_input(caplog):
 
 
 def test_culler_service_is_least_privilege():
-    service, role = culler_service(cull_every=30, default_idle_timeout=1200)
+    fragment = culler(cull_every=30, default_idle_timeout=1200)
+    [service], [role] = fragment.services, fragment.roles
     assert service["command"][1:3] == ["-m", "hub_ext.culling"]
     assert "--cull-every=30" in service["command"] and "--timeout=1200" in service["command"]
     assert role["services"] == [service["name"]]

@@ -26,7 +26,7 @@ MISSING = "sha256:" + "1" * 64
 
 def extra_config(prefix: str, image: str, network: UserNetwork, cull_every: int = 2) -> str:
     return network.config() + f"""
-from hub_ext.culling import culler_service
+from hub_ext.culling import culler
 from hub_ext.spawner import validate_config
 c.Authenticator.allow_all = True
 c.SpawnPolicy.allowed_images = {{"qustody": {image!r}, "missing": {MISSING!r}}}
@@ -41,12 +41,12 @@ c.SpawnPolicy.profiles = {{
 }}
 c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"
 c.HardenedDockerSpawner.prefix = "{prefix}"
-culler, culler_role = culler_service(cull_every={cull_every}, default_idle_timeout=3600)
-c.JupyterHub.services = [culler]
+culling = culler(cull_every={cull_every}, default_idle_timeout=3600)
+c.JupyterHub.services = culling.services
 c.JupyterHub.load_roles = [
     {{"name": "student", "scopes": ["self"], "users": ["alice", "dave"]}},
     {{"name": "researcher", "scopes": ["self"], "users": ["bob"]}},
-    culler_role,
+    *culling.roles,
 ]
 validate_config(c)
 """

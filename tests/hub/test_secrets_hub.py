@@ -72,7 +72,8 @@ def hub(start_hub: Any, tmp_path: Path, state: Path) -> Hub:
     return start_hub(
         extra=f"""
 import os
-from hub_ext.secrets.setup import setup_secrets
+from hub_ext.secrets.setup import secret_delivery
+from hub_ext.wiring import apply
 c.Authenticator.allow_all = True
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp_path}/home/{{username}}"
 c.JupyterHub.services = []
@@ -90,7 +91,7 @@ def no_claim_for_flagged_users(spawner):
         spawner.args.append("--SecretClient.claim_at_start=False")
 
 c.Spawner.pre_spawn_hook = no_claim_for_flagged_users
-setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
+apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
 """,
         env={
             "QUSTODY_SPAWNER": "local",

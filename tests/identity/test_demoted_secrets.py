@@ -29,9 +29,10 @@ CONFIG = """
 c.QustodyAuthenticator.sweep_interval = 0
 # local servers start slowly on a loaded machine: the longest ticket life (set again
 # after the reference configuration created the delivery)
-from hub_ext.secrets.setup import setup_secrets
+from hub_ext.secrets.setup import secret_delivery
+from hub_ext.wiring import apply
 c.SecretBroker.ticket_ttl = 60
-setup_secrets(c, profiles=list(c.SpawnPolicy.profiles))
+apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
 c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
 # local servers start slowly on a loaded 2-core machine
 c.Spawner.http_timeout = 180

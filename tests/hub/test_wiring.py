@@ -1,0 +1,133 @@
+"""Declarative wiring: components return fragments, ``apply`` merges them into a config
+once, whatever their order, and stops on a conflict naming both sides."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from hub_ext.wiring import Fragment, WiringConflict, apply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GATEWAY = Fragment(
+    "gateway",
+    services=[{"name": "qpu", "url": "http://127.0.0.1:8765"}],
+    roles=[{"name": "student", "scopes": ["custom:qpu:submit"]},
+           {"name": "qpu-operator", "scopes": ["custom:qpu:admin"], "users": ["admin"]}],
+    custom_scopes={"custom:qpu:submit": {"description": "submit"}},
+    server_token_scopes=["custom:qpu:submit"],
+    environment={"QUSTODY_QPU_URL": "http://127.0.0.1:8000/services/qpu/"},
+)
+PAGE = Fragment(
+    "page",
+    services=[{"name": "courses", "url": "http://127.0.0.1:8083"}],
+    roles=[{"name": "student", "scopes": ["access:services!service=courses"]},
+           {"name": "qpu-operator", "scopes": ["custom:qpu:admin"], "users": ["ada"]}],
+    settings={"SpawnPolicy.courses_dir": "/srv/courses"},
+)
+
+
+def config() -> Config:
+    c = Config()
+    c.JupyterHub.load_roles = [{"name": "student", "description": "students",
+                                "scopes": ["self"], "users": ["sam"]}]
+    return c
+
+
+def merged(*fragments: Fragment) -> Config:
+    c = config()
+    apply(c, *fragments)
+    return c
+
+
+def test_fragments_merge_into_the_config_whatever_their_order():
+    results = []
+    for order in itertools.permutations([GATEWAY, PAGE]):
+        c = merged(*order)
+        results.append((
+            sorted(s["name"] for s in c.JupyterHub.services),
+            sorted((r["name"], tuple(r["scopes"]), tuple(r.get("users", [])))
+                   for r in c.JupyterHub.load_roles),
+        ))
+    assert results[0] == results[1]
+    c = merged(GATEWAY, PAGE)
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    # the config's role keeps its members and description; components add scopes
+    assert roles["student"]["scopes"] == ["access:services!service=courses",
+                                          "custom:qpu:submit", "self"]
+    assert roles["student"]["users"] == ["sam"] and roles["student"]["description"] == "students"
+    assert roles["qpu-operator"]["users"] == ["ada", "admin"]
+    assert c.SpawnPolicy.courses_dir == "/srv/courses"
+    assert c.Spawner.environment["QUSTODY_QPU_URL"].endswith("/services/qpu/")
+    # a server token keeps JupyterHub's server-role scopes and gets the component's
+    assert "users:activity!user" in c.Spawner.server_token_scopes
+    assert "custom:qpu:submit" in c.Spawner.server_token_scopes
+
+
+@pytest.mark.parametrize(("other", "what"), [
+    (Fragment("other", services=[{"name": "qpu", "url": "http://127.0.0.1:9999"}]),
+     "service 'qpu'"),
+    (Fragment("other", custom_scopes={"custom:qpu:submit": {"description": "else"}}),
+     "custom scope 'custom:qpu:submit'"),
+    (Fragment("other", environment={"QUSTODY_QPU_URL": "http://elsewhere/"}),
+     "Spawner.environment['QUSTODY_QPU_URL']"),
+])
+def test_two_components_that_disagree_stop_the_hub_naming_both(other, what):
+    with pytest.raises(WiringConflict) as e:
+        merged(GATEWAY, other)
+    assert what in str(e.value) and "gateway" in str(e.value) and "other" in str(e.value)
+
+
+def test_a_setting_the_config_made_differently_is_a_conflict_not_overwritten():
+    c = config()
+    c.SpawnPolicy.courses_dir = "/elsewhere"
+    with pytest.raises(WiringConflict, match=r"SpawnPolicy\.courses_dir .*jupyterhub_config\.py"):
+        apply(c, PAGE)
+    assert c.SpawnPolicy.courses_dir == "/elsewhere"
+    c.SpawnPolicy.courses_dir = "/srv/courses"  # the same value is no conflict
+    apply(c, PAGE)
+
+
+def test_the_same_fragment_twice_is_one_and_files_are_written_private(tmp_path):
+    path = tmp_path / "qpu" / "config.py"
+    f = Fragment("gateway", services=GATEWAY.services, handlers=[("/x", object)],
+                 files={path: "c = 1\n"})
+    c = merged(f, f)
+    assert len(c.JupyterHub.services) == 1 and len(c.JupyterHub.extra_handlers) == 1
+    assert path.read_text() == "c = 1\n" and path.stat().st_mode & 0o777 == 0o600
+
+
+LOAD = """
+import json, sys
+from traitlets.config.loader import PyFileConfigLoader
+c = PyFileConfigLoader("jupyterhub_config.py", path=sys.argv[1]).load_config()
+print(json.dumps({"roles": c.JupyterHub.load_roles, "services": c.JupyterHub.services,
+                  "token_scopes": c.Spawner.server_token_scopes}, default=str))
+"""
+
+
+def test_the_reference_config_is_wired_without_conflict(tmp_path):
+    """The reference configuration's components apply cleanly and give what the hub's
+    users rely on: the gateway's scope on the student role and on server tokens, the
+    instructor page for course staff. (Loaded in its own process: it starts the secret
+    delivery and the audit log.)"""
+    env = {**os.environ, "QUSTODY_STATE_DIR": str(tmp_path), "QUSTODY_SPAWNER": "local",
+           "QUSTODY_DEMO_PASSWORD": "a-test-password", "QUSTODY_IMAGE_DIGEST": ""}
+    env = {k: v for k, v in env.items() if not k.startswith("QUSTODY_OIDC")}
+    out = subprocess.run([sys.executable, "-c", LOAD, str(ROOT)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, check=True)
+    c = json.loads(out.stdout.splitlines()[-1])
+    roles = {r["name"]: r for r in c["roles"]}
+    assert "custom:qpu:submit" in roles["student"]["scopes"]
+    assert "access:services!service=courses" in roles["instructor"]["scopes"]
+    assert "custom:qpu:submit" in c["token_scopes"]
+    assert {s["name"] for s in c["services"]} == {"qustody-culler", "audit", "qpu", "courses"}
+    assert (tmp_path / "qpu" / "qpu_config.py").stat().st_mode & 0o777 == 0o600
