@@ -11,15 +11,17 @@ Environment (all optional except the demo password):
 - ``QUSTODY_IMAGE_DIGEST``: ``sha256:<id>`` of the single-user image (``make image``
   prints it); with a Docker engine this selects the hardened Docker spawner. Without it
   the hub refuses to start outside demo mode (servers would run as local processes);
-  ``QUSTODY_SPAWNER=local`` chooses them explicitly
+  ``QUSTODY_SPAWNER=local`` chooses them explicitly, ``QUSTODY_SPAWNER=kubernetes``
+  KubeSpawner pods (``qustody[kubernetes]``; the digest as ``repo@sha256:...``)
 - ``QUSTODY_USER_NETWORK`` / ``QUSTODY_USER_SUBNET``: name and subnet of the internal
   Docker network user containers run on (``SpawnPolicy.network_mode`` / ``network_subnet``);
   ``QUSTODY_USER_NETWORK=host`` with ``QUSTODY_ALLOW_HOST_NETWORK=1`` shares the host's
   network instead, in demo mode only
 - ``QUSTODY_DEMO_MODE=1`` (``make demo`` sets it): demo mode; so is the shared-password login
-- ``QUSTODY_DEMO_PASSWORD``: the shared demo password for users (required: the demo login
-  is JupyterHub's SharedPasswordAuthenticator until the identity issue lands; without it
-  the hub refuses to start), and ``QUSTODY_DEMO_ADMIN_PASSWORD`` (32+ characters) for admins
+- ``QUSTODY_OIDC_*``: the OpenID provider (docs/identity.md); ``make demo`` starts one
+- ``QUSTODY_DEMO_PASSWORD``: without OIDC, the hub uses JupyterHub's shared-password login
+  (the hub tests do) and refuses to start without this password;
+  ``QUSTODY_DEMO_ADMIN_PASSWORD`` (32+ characters) for admins
 """
 
 import os

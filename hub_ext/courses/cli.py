@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import sys
@@ -199,9 +200,8 @@ def _assignment(args: argparse.Namespace) -> int:
     import docker
 
     from ..audit.log import AuditLog
-    from ..spawner import SpawnPolicy
+    from ..volumes import HOME_MOUNT, home_volume_name
 
-    policy = SpawnPolicy(home_volume_template=args.home_volume_template)
     try:
         client = docker.from_env()
         client.ping()
@@ -211,7 +211,8 @@ def _assignment(args: argparse.Namespace) -> int:
         audit = AuditLog(path=args.audit_log, key_file=args.audit_key_file)
     except (ValueError, OSError) as e:
         raise CourseError(f"the audit log cannot be opened, so nothing was done: {e}") from None
-    volumes = Volumes(client, args.image, policy.home_mount, policy.volume_name, uid, gid)
+    volumes = Volumes(client, args.image, HOME_MOUNT,
+                      functools.partial(home_volume_name, args.home_volume_template), uid, gid)
     try:
         return _run_assignment(args, audit, volumes, course, assignment)
     except docker.errors.DockerException as e:

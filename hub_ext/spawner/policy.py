@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ..courses.live import shared as shared_catalog
 from ..courses.model import CourseError
 from ..identity.roles import students_group
 from ..images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
+from ..volumes import HOME_MOUNT, HOME_VOLUME_TEMPLATE, home_volume_name
 from . import hardening
 from .profiles import (
     LABEL,
@@ -113,14 +113,14 @@ class SpawnPolicy(LoggingConfigurable):
         image's user is 1000.""",
     )
     home_volume_template = Unicode(
-        "qustody-home-{username}",
+        HOME_VOLUME_TEMPLATE,
         config=True,
         help="""Name of the per-user Docker volume mounted as home; ``{username}`` is the
         user's name reduced to ``[a-z0-9-]`` plus a short hash, so names never collide.
         Only named volumes are used: no host directory is ever mounted.""",
     )
     home_mount = Unicode(
-        "/home/jovyan",
+        HOME_MOUNT,
         config=True,
         help="Where the home volume is mounted in the container (the image's HOME).",
     )
@@ -591,9 +591,7 @@ class SpawnPolicy(LoggingConfigurable):
         return sizes
 
     def volume_name(self, username: str) -> str:
-        safe = re.sub(r"[^a-z0-9]+", "-", username.lower()).strip("-")[:40] or "user"
-        digest = uuid.uuid5(uuid.NAMESPACE_URL, username).hex[:8]
-        return self.home_volume_template.format(username=f"{safe}-{digest}")
+        return home_volume_name(self.home_volume_template, username)
 
     def environment(self, decision: Decision, started: float) -> dict[str, str]:
         p = decision.profile

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from hub_ext.identity.provider_process import ProviderError, ProviderProcess, start_provider
+from hub_ext.demo.provider_process import ProviderError, ProviderProcess, start_provider
 
 IdpError = ProviderError
 

@@ -1,6 +1,6 @@
 """The demo's identity provider: the repository's oidc-provider with five demo users.
 
-``hub_ext.demo`` calls :func:`start_demo_idp` and hands the returned environment to the
+``hub_ext.demo.launcher`` calls :func:`start_demo_idp` and hands the returned environment to the
 hub; passwords and the client secret are generated for each run.
 """
 

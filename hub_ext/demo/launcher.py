@@ -23,12 +23,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from hub_ext.identity.demo_idp import start_demo_idp
-from hub_ext.identity.provider_process import ProviderError
-from hub_ext.network import host_address
-from hub_ext.spawner import SpawnPolicy
+from ..network import host_address
+from ..spawner import SpawnPolicy
+from .idp import start_demo_idp
+from .provider_process import ProviderError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: What the banner shows; a user of the demo runs it as it is (tests/qpu/test_through_hub.py).
 QPU_EXAMPLE = """\
     from qiskit import QuantumCircuit, transpile
@@ -68,7 +68,8 @@ def image_digest() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Start the Qustody hub on 127.0.0.1.")
+    p = argparse.ArgumentParser(prog="python -m hub_ext.demo",
+                                description="Start the Qustody hub on 127.0.0.1 (make demo).")
     p.add_argument("--state", default=".demo", help="directory for the database and secrets")
     p.add_argument("--port", type=int, default=8888, help="preferred public port")
     args = p.parse_args(argv)
