@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from traitlets import Bool, Float, Int, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from ..traits import HintedEnum
 from .model import CLASS, Secret
 
 
@@ -50,8 +51,11 @@ class Broker(Protocol):
 class SecretBroker(LoggingConfigurable):
     """Where users' secrets come from and how servers claim them."""
 
-    backend = Unicode(
+    backend = HintedEnum(
+        ("embedded", "vault"),
         "embedded",
+        "use 'embedded' (the encrypted store on the hub machine) or 'vault' (OpenBao or "
+        "Vault; configure c.VaultBroker)",
         config=True,
         help="""``embedded`` (default): the encrypted SQLite store on the hub machine
         (``qustody secrets`` manages it). ``vault``: HashiCorp Vault KV v2, read with
@@ -126,12 +130,6 @@ class SecretBroker(LoggingConfigurable):
         if not 1 <= proposal["value"] <= 1000:
             raise ValueError("SecretBroker.self_service_limit must be between 1 and 1000")
         return int(proposal["value"])
-
-    @validate("backend")
-    def _valid_backend(self, proposal: Any) -> str:
-        if proposal["value"] not in ("embedded", "vault"):
-            raise ValueError("SecretBroker.backend must be 'embedded' or 'vault'")
-        return str(proposal["value"])
 
     @validate("ticket_ttl")
     def _valid_ttl(self, proposal: Any) -> float:

@@ -33,6 +33,7 @@ from hvac import exceptions as vault_errors
 from traitlets import Bool, Float, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from ..traits import HintedEnum
 from .model import (
     CLASS,
     MIN_VALUE_BYTES,
@@ -95,8 +96,10 @@ class VaultBroker(LoggingConfigurable):
         config=True,
         help="Key of the raw OIDC ID token in the user's ``auth_state``.",
     )
-    hub_auth = Unicode(
+    hub_auth = HintedEnum(
+        ("", "approle", "jwt"),
         "",
+        "must be 'approle', 'jwt' or empty (no hub login: leases are not revoked)",
         config=True,
         help="""The hub's own Vault login, used only to revoke leases: ``approle``,
         ``jwt`` or empty (none; leases then expire with their TTL).""",
@@ -126,12 +129,6 @@ class VaultBroker(LoggingConfigurable):
         ``auth/token/revoke-accessor`` in the hub's policy. Empty: ``vault-release.json``
         in ``$QUSTODY_STATE_DIR``.""",
     )
-
-    @validate("hub_auth")
-    def _valid_hub_auth(self, proposal: Any) -> str:
-        if proposal["value"] not in ("", "approle", "jwt"):
-            raise ValueError("VaultBroker.hub_auth must be 'approle', 'jwt' or empty")
-        return str(proposal["value"])
 
     @validate("namespaces")
     def _valid_namespaces(self, proposal: Any) -> list[str]:

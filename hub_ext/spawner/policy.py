@@ -24,6 +24,7 @@ from ..courses.live import shared as shared_catalog
 from ..courses.model import CourseError
 from ..identity.roles import students_group
 from ..images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
+from ..traits import HintedEnum
 from ..volumes import HOME_MOUNT, HOME_VOLUME_TEMPLATE, home_volume_name
 from . import hardening
 from .profiles import (
@@ -176,8 +177,12 @@ class SpawnPolicy(LoggingConfigurable):
         hub URLs (``JUPYTERHUB_API_URL``, ``QUSTODY_QPU_URL``) pointing here. Started by
         ``hub_ext.proxy.QustodyProxy`` (``c.JupyterHub.proxy_class``).""",
     )
-    host_firewall = Unicode(
+    host_firewall = HintedEnum(
+        ("nftables", "off"),
         "nftables",
+        "use 'nftables' (the default: the hub installs nftables rules so containers reach "
+        "only the network proxy) or 'off' (no filtering on the host: only behind a firewall "
+        "of your own)",
         config=True,
         help="""Firewall on the host for the user network. ``nftables`` (default): at
         start-up the hub installs (and on every start replaces) the nftables tables
@@ -280,17 +285,6 @@ class SpawnPolicy(LoggingConfigurable):
         value = int(proposal["value"])
         if not 1 <= value <= 65535:
             raise ValueError("SpawnPolicy.network_proxy_port must be a TCP port, 1-65535")
-        return value
-
-    @validate("host_firewall")
-    def _valid_firewall(self, proposal: Any) -> str:
-        value = str(proposal["value"])
-        if value not in ("nftables", "off"):
-            raise ValueError(
-                f"SpawnPolicy.host_firewall={value!r}: use 'nftables' (the default: the hub "
-                "installs nftables rules so containers reach only the network proxy) or "
-                "'off' (no filtering on the host: only behind a firewall of your own)"
-            )
         return value
 
     @validate("seccomp_profile")
