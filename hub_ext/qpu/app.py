@@ -119,7 +119,8 @@ class QpuGateway(Application):
         help="""How long the hub's answer about a token (its owner, groups and scopes) is
         reused. A token revoked at the hub (or a user removed from a role or group) keeps
         working here for at most this long, so it is capped at 5 seconds. 0 asks the hub on
-        every request. (The gateway's own user revoke, POST api/admin/users/NAME/revoke,
+        every request; other values are rounded up to whole seconds (HubAuth's cache).
+        (The gateway's own user revoke, POST api/admin/users/NAME/revoke,
         takes effect at once.)""",
     )
 

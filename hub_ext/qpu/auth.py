@@ -1,22 +1,19 @@
 """Who is calling: an ``Identity`` resolved from the request's hub token.
 
-The production resolver asks the JupyterHub API, as ``jupyterhub.services.auth.HubAuth``
-does: ``GET {hub_api_url}/user`` with ``Authorization: token <token>``. The answer
-carries the token's owner, groups and (expanded) scopes. Answers are cached for a short
-time under a hash of the token (never the token itself). If the hub cannot be asked,
-the request is refused (503): the gateway fails closed.
+The production resolver is JupyterHub's own ``jupyterhub.services.auth.HubAuth``:
+``GET {hub_api_url}/user`` with the caller's token. The answer carries the token's owner,
+groups and (expanded) scopes. HubAuth caches answers for a few seconds under a hash of
+the token (never the token itself). If the hub cannot be asked, the request is refused
+(503): the gateway fails closed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from collections import OrderedDict
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado import web
 
 SCOPE_SUBMIT = "custom:qpu:submit"
 SCOPE_READ_ALL = "custom:qpu:read-all"
@@ -68,52 +65,32 @@ class Resolver(Protocol):
 
 
 class HubResolver:
-    """Resolves tokens through the JupyterHub REST API, with a bounded TTL cache."""
+    """Resolves tokens with ``HubAuth.user_for_token``, cached for ``cache_seconds``
+    (rounded up to whole seconds, HubAuth's unit; 0: asked at every request)."""
 
-    def __init__(
-        self, hub_api_url: str, cache_seconds: float = 3.0, max_entries: int = 10_000,
-        timeout: float = 10.0,
-    ) -> None:
-        self.url = hub_api_url.rstrip("/") + "/user"
+    def __init__(self, hub_api_url: str, cache_seconds: float = 3.0) -> None:
+        from jupyterhub.services.auth import HubAuth
+
         self.cache_seconds = cache_seconds
-        self.max_entries = max_entries
-        self.timeout = timeout
-        self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
+        # api_token is the gateway's own (from the hub's environment); the caller's token
+        # is what user_for_token sends
+        self._auth = HubAuth(api_url=hub_api_url.rstrip("/"),
+                             cache_max_age=max(1, math.ceil(cache_seconds)))
 
     async def resolve(self, token: str) -> Identity | None:
-        key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit and hit[0] > now:
-            return hit[1]
-        request = HTTPRequest(
-            self.url,
-            headers={"Authorization": f"token {token}"},
-            request_timeout=self.timeout,
-            connect_timeout=self.timeout,
-            follow_redirects=False,
-        )
         try:
-            response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except (OSError, HTTPClientError) as e:
-            raise HubUnavailable(type(e).__name__) from None
-        if response.code in (401, 403, 404):
-            identity = None
-        elif response.code == 200:
-            try:
-                model = json.loads(response.body)
-                identity = Identity(
-                    name=str(model["name"]),
-                    kind=str(model.get("kind", "user")),
-                    scopes=frozenset(str(s) for s in model.get("scopes", [])),
-                    groups=tuple(str(g) for g in model.get("groups") or []),
-                )
-            except (ValueError, KeyError, TypeError):
-                raise HubUnavailable("unreadable answer from the hub") from None
-        else:
-            raise HubUnavailable(f"hub answered {response.code}")
-        self._cache[key] = (now + self.cache_seconds, identity)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
-        return identity
+            model = await self._auth.user_for_token(
+                token, use_cache=self.cache_seconds > 0, sync=False)
+        except web.HTTPError as e:  # HubAuth's answer for a hub it cannot ask
+            raise HubUnavailable(f"hub answered {e.status_code}") from None
+        if model is None:
+            return None
+        try:
+            return Identity(
+                name=str(model["name"]),
+                kind=str(model.get("kind", "user")),
+                scopes=frozenset(str(s) for s in model.get("scopes", [])),
+                groups=tuple(str(g) for g in model.get("groups") or []),
+            )
+        except (KeyError, TypeError, AttributeError):
+            raise HubUnavailable("unreadable answer from the hub") from None
