@@ -263,9 +263,16 @@ def free_test_subnet(also_taken: list[ipaddress.IPv4Network] | None = None) -> s
 
 
 def subnets_in_use() -> list[ipaddress.IPv4Network]:
-    ids = docker("network", "ls", "-q").split()
+    # one inspect per network: a network another worker (or test run) removes between
+    # the listing and its inspect is skipped instead of failing this test's set-up
+    lines = docker("network", "ls", "-q", "--no-trunc").split()
+    infos = []
+    for network_id in lines:
+        out = docker("network", "inspect", network_id, check=False)
+        if out.strip().startswith("["):
+            infos += json.loads(out)
     used = []
-    for info in json.loads(docker("network", "inspect", *ids)) if ids else []:
+    for info in infos:
         for cfg in (info.get("IPAM") or {}).get("Config") or []:
             try:
                 used.append(ipaddress.IPv4Network(cfg.get("Subnet", ""), strict=False))
