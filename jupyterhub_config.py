@@ -213,6 +213,10 @@ c.SecretClassPolicy.role_classes = {
 # in JupyterLab); such secrets get this class, and never overwrite an existing one
 c.SecretBroker.self_service_class = "personal"
 
+# security alerts from the audit log (docs/metrics.md): thresholds and a webhook, e.g.
+# c.AlertRules.login_failures = 5
+# c.AlertRules.webhook_url = "https://alerts.example.org/qustody"
+
 # -- the components -------------------------------------------------------------------------
 # Each function returns what its component adds (services, roles, scopes, server-token
 # scopes, environment, settings, files); apply() merges them and stops the hub on a

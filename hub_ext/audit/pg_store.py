@@ -236,6 +236,9 @@ def query_db(url: str, flt: Filter, *, limit: int | None = None) -> Iterator[Hit
     if flt.after_seq is not None:
         where.append("seq > :after")
         params["after"] = flt.after_seq
+    if flt.seqs:
+        where.append("seq = ANY(:seqs)")
+        params["seqs"] = sorted(flt.seqs)
     sql = "SELECT line FROM qustody_audit_records"
     if where:  # constant fragments; every value is a bound parameter
         sql += " WHERE " + " AND ".join(where)

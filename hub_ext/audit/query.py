@@ -42,6 +42,7 @@ class Filter:
     jobs: frozenset[str] = frozenset()
     after_seq: int | None = None  # seq > after_seq
     refs: frozenset[str] = frozenset()  # data.ref: the reference a user was shown
+    seqs: frozenset[int] = frozenset()  # these records only (an alert's evidence)
 
     def needle(self) -> bytes | None:
         """Bytes every matching line contains, as selective as the filter allows."""
@@ -83,6 +84,8 @@ class Filter:
         if self.until is not None and ts >= self.until:
             return False
         seq = record.get("seq")
+        if self.seqs and seq not in self.seqs:
+            return False
         return self.after_seq is None or (isinstance(seq, int) and seq > self.after_seq)
 
 

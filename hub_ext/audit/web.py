@@ -7,7 +7,9 @@ service prefix:
 
 - ``/``: per-user session timeline (filters ``user``, ``type``, ``since``, ``until``),
   the verification status and the export link;
-- ``/api/events``: the same selection as JSON;
+- ``/api/events``: the same selection as JSON (``seq=`` selects records by number, as an
+  alert's evidence link does);
+- ``/api/alerts``: the last week's security alerts (``alerts.py``), also shown on ``/``;
 - ``/api/verify``: the verification status (GET) or a new run (POST, XSRF-checked);
 - ``/export``: the selection as a JSON-lines download in the SIEM format
   (``qustody-audit/1``, see ``export.py``).
@@ -30,8 +32,14 @@ import os
 import secrets
 import signal
 import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,7 @@ from tornado import ioloop, web
 from ..service_page import ServicePage
 from ..wiring import Fragment
 from . import clock, schema
+from .alerts import ALERT, MAX_EVIDENCE, AlertEngine, AlertRules, replay_since, webhook_body
 from .cli import Where, _hits
 from .export import export_hits
 from .hub import service_environment, service_settings
@@ -51,6 +60,8 @@ from .timeline import sessions
 
 READ_SCOPE = "custom:audit:read"
 MAX_EVENTS = 5000
+MAX_ALERTS = 50  # shown on the page (the last week's newest)
+ALERT_POLL_SECONDS = 2
 TEMPLATES = Path(__file__).with_name("web_templates")
 
 
@@ -218,6 +229,76 @@ class Verifier:
         return out
 
 
+class AlertWatcher:
+    """Feeds the log to the alert engine a few seconds behind its writers, records each
+    alert and posts it to the webhook (hub_ext/audit/alerts.py)."""
+
+    def __init__(self, where: Where, emit: Callable[[list[dict[str, Any]]], list[Any]],
+                 rules: AlertRules) -> None:
+        self.where = where
+        self.emit = emit
+        self.engine = AlertEngine(rules.rules())
+        self.webhook = rules.webhook_url
+        self.log = rules.log
+        self.raised = 0
+        self._replayed = False
+        self._lock = threading.Lock()
+
+    def replay(self) -> None:
+        """Start one longest window back: alerts already raised first (so none is raised
+        twice), then every record (so a burst that spans a restart is seen whole)."""
+        since = clock.stamp(datetime.fromtimestamp(
+            replay_since(self.engine.longest_window), UTC))
+        for hit in _hits(self.where, Filter(types=frozenset({ALERT}), since=since), None,
+                         Stats()):
+            self.engine.feed(hit.record)
+        self.engine.last_seq = -1
+        self.engine.not_before = since
+        self._read(Filter(since=since))
+        self._replayed = True
+
+    def poll(self) -> None:
+        """Read what was written since the last poll (in a worker thread)."""
+        if not self._replayed:
+            self.replay()
+        else:
+            self._read(Filter(after_seq=self.engine.last_seq))
+
+    def _read(self, flt: Filter) -> None:
+        with self._lock:
+            alerts = []
+            for hit in _hits(self.where, flt, None, Stats()):
+                alerts += self.engine.feed(hit.record)
+            if not alerts:
+                return
+            datas = [a.data() for a in alerts]
+            try:
+                recorded = self.emit(datas)
+            except Exception:
+                for alert in alerts:  # not recorded: the next matching record raises it
+                    self.engine.unraise(alert)
+                raise
+            self.raised += len(datas)
+            for alert, data, rec in zip(alerts, datas, recorded, strict=True):
+                self.log.warning("ALERT %s %s: %d in %ds (evidence seq %s)", alert.rule.id,
+                                 alert.subject, alert.count, alert.rule.window,
+                                 ",".join(map(str, alert.evidence[-5:])))
+                if self.webhook:
+                    self._post(data, rec)
+
+    def _post(self, data: dict[str, Any], recorded: Any) -> None:
+        # the URL is validated as http(s) (AlertRules.webhook_url)
+        request = urllib.request.Request(  # noqa: S310
+            self.webhook, data=webhook_body(data, getattr(recorded, "seq", None),
+                                            getattr(recorded, "ts", None)),
+            headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - admin's http(s) URL
+                pass
+        except OSError as e:  # the alert is in the log; the webhook is a courtesy
+            self.log.error("alert webhook %s failed: %s", self.webhook, e)
+
+
 class AuditHandler(ServicePage):
     """Base: hub login, and the auditor check on every request."""
 
@@ -263,13 +344,37 @@ class AuditHandler(ServicePage):
             raise web.HTTPError(
                 400, "A reference is the 12 hex digits a user was shown, e.g. 3f9a0c12b7e4"
             )
+        try:
+            seqs = frozenset(int(x) for x in self.get_arguments("seq") if x.strip())
+        except ValueError:
+            raise web.HTTPError(400, "seq: give record sequence numbers, e.g. seq=101") from None
+        if len(seqs) > MAX_EVIDENCE:
+            raise web.HTTPError(400, f"seq: at most {MAX_EVIDENCE} records at once")
         return Filter(
             users=frozenset(u.strip() for u in users),
             types=frozenset(types),
             since=times["since"],
             until=times["until"],
             refs=frozenset(refs),
+            seqs=seqs,
         )
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The newest alerts of the last week, newest first, with their evidence links."""
+        since = clock.stamp(datetime.fromtimestamp(time.time() - 7 * 86400, UTC))
+        kept: deque[Hit] = deque(maxlen=MAX_ALERTS)
+        for hit in _hits(self.settings["where"], Filter(types=frozenset({ALERT}), since=since),
+                         None, Stats()):
+            kept.append(hit)
+        out = []
+        for hit in reversed(kept):
+            data = hit.record.get("data") or {}
+            query = urllib.parse.urlencode(
+                [("since", str(data.get("first_ts", ""))[:19])]
+                + [("seq", str(n)) for n in data.get("evidence") or []])
+            out.append({**data, "ts": hit.record.get("ts"), "seq": hit.record.get("seq"),
+                        "evidence_url": f"{self.settings['prefix']}?{query}"})
+        return out
 
     def records(self, flt: Filter) -> tuple[list[Hit], bool]:
         """The newest ``MAX_EVENTS`` matching records (oldest first) and whether more matched."""
@@ -285,9 +390,11 @@ class PageHandler(AuditHandler):
     async def get(self) -> None:
         flt = self.selection()
         hits, truncated = await asyncio.to_thread(self.records, flt)
+        alerts = await asyncio.to_thread(self.alerts)
         query = self.request.query
         self.render(
             "audit.html",
+            alerts=alerts,
             user=self.current_user["name"],
             sessions=sessions(h.record for h in hits),
             count=len(hits),
@@ -318,6 +425,17 @@ class EventsAPIHandler(AuditHandler):
                 }
             )
         )
+
+
+class AlertsAPIHandler(AuditHandler):
+    """The last week's alerts (newest first) as JSON, with their evidence links."""
+
+    api = True
+
+    async def get(self) -> None:
+        alerts = await asyncio.to_thread(self.alerts)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"alerts": alerts}))
 
 
 class VerifyAPIHandler(AuditHandler):
@@ -385,6 +503,7 @@ def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Applicati
     routes: list[Any] = [
         (prefix, PageHandler),
         (url_path_join(prefix, "api/events"), EventsAPIHandler),
+        (url_path_join(prefix, "api/alerts"), AlertsAPIHandler),
         (url_path_join(prefix, "api/verify"), VerifyAPIHandler),
         (url_path_join(prefix, "verify"), VerifyFormHandler),
         (url_path_join(prefix, "export"), ExportHandler),
@@ -420,6 +539,27 @@ def main() -> None:
 
     app = make_app(where, record, prefix, name)
     app.listen(url.port or 8082, url.hostname or "127.0.0.1", xheaders=True)
+    try:
+        rules = AlertRules(**json.loads(os.environ.get("QUSTODY_ALERT_RULES", "{}") or "{}"))
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"hub_ext.audit.web: QUSTODY_ALERT_RULES: {e}") from None
+    watcher = AlertWatcher(where, lambda datas: audit.emit_many([(ALERT, d) for d in datas]),
+                           rules)
+    busy = threading.Lock()
+
+    def watch() -> None:
+        def run() -> None:
+            try:
+                watcher.poll()
+            except Exception:  # a read or write error: logged, tried again next time
+                rules.log.exception("alert engine: reading the audit log failed")
+            finally:
+                busy.release()
+
+        if busy.acquire(blocking=False):  # one poll at a time, never on the event loop
+            threading.Thread(target=run, name="qustody-alerts", daemon=True).start()
+
+    ioloop.PeriodicCallback(watch, ALERT_POLL_SECONDS * 1000).start()
     every = int(os.environ.get("QUSTODY_AUDIT_VERIFY_SECONDS", "3600"))
     verifier: Verifier = app.settings["verifier"]
     loop = ioloop.IOLoop.current()
@@ -448,7 +588,12 @@ def audit_page(
     The service reads the hub's log with the hub's key (``config.AuditLog``). The
     ``auditor`` role may use the page and read users' activity; it has no server access.
     """
-    env = {**service_environment(config), "QUSTODY_AUDIT_VERIFY_SECONDS": str(verify_seconds)}
+    rules = AlertRules(config=config)  # a bad c.AlertRules setting stops the hub here
+    env = {
+        **service_environment(config),
+        "QUSTODY_AUDIT_VERIFY_SECONDS": str(verify_seconds),
+        "QUSTODY_ALERT_RULES": json.dumps(rules.settings()),
+    }
     service = {
         "name": name,
         "url": f"http://127.0.0.1:{port}",

@@ -53,6 +53,7 @@ REQUIRED_TYPES = {
     "break-glass",
     "audit-verified",
     "audit-space-low",  # issue 12: the audited refusal when the audit disk is nearly full
+    "alert-raised",  # issue 17: the audit service's alert engine
 }
 
 

@@ -1,0 +1,100 @@
+"""Security alerts through a real hub: a user's server reports a burst of refused saves
+(as the guard does), the audit service raises one alert citing them, posts it to the
+webhook, and the auditor page shows it with a link to its evidence."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from audit_hub import LOCAL_EXTRA, local_env, records, server_token, spawn
+from hubtest import Hub, failed, launch_hub
+
+EVENT = {"type": "save-refused", "data": {"path": "work/keys.ipynb",
+                                          "detectors": ["github-token"], "findings": 1,
+                                          "mode": "block"}}
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []  # noqa: RUF012 - the test's inbox
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Webhook.received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, webhook):
+    base = tmp_path_factory.mktemp("audit-alerts")
+    # the reference config's audit_page(c) passed the default rules to the service; this
+    # hub's admin lowers one threshold and adds a webhook (set before audit_page normally)
+    extra = LOCAL_EXTRA.format(home=base / "home") + f"""
+import json
+from hub_ext.audit.alerts import AlertRules
+for service in c.JupyterHub.services:
+    if service["name"] == "audit":
+        service["environment"]["QUSTODY_ALERT_RULES"] = json.dumps(
+            AlertRules(save_refusals=3, webhook_url={webhook[0]!r}).settings())
+"""
+    hub = launch_hub(base / "hub", extra=extra, env=local_env(), timeout=180)
+    spawn(hub, "alice")
+    yield hub
+    hub.stop()
+    if failed(request):
+        print(hub.log()[-20000:])
+
+
+def test_a_burst_of_refused_saves_raises_one_alert_with_its_evidence(hub: Hub, webhook):
+    _url, received = webhook
+    token = server_token(hub, "alice")
+    seqs = []
+    for _ in range(5):  # what the guard reports for five refused saves in a row
+        r = requests.post(f"{hub.api_url}/qustody/audit/events", data=json.dumps(EVENT),
+                          headers={"Authorization": f"token {token}",
+                                   "Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 201, r.text
+        seqs.append(r.json()["seq"])
+
+    hub.wait_for(lambda: records(hub, "alert-raised"), timeout=60, what="an alert record")
+    hub.wait_for(lambda: received, timeout=30, what="the webhook's POST")
+    [alert] = records(hub, "alert-raised")  # five refusals, one alert
+    data = alert["data"]
+    assert (data["rule"], data["subject"], data["count"]) == ("save-refusals", "user:alice", 3)
+    assert data["evidence"] == seqs[:3]
+    assert received[0]["seq"] == alert["seq"] and received[0]["data"] == data
+
+    auditor = {"Authorization": f"token {hub.user_token('auditor')}"}
+    page = requests.get(f"{hub.url}services/audit/", headers=auditor, timeout=30)
+    assert page.status_code == 200
+    assert 'data-rule="save-refusals"' in page.text and "user:alice" in page.text
+    link = page.text.split('class="evidence" href="', 1)[1].split('"', 1)[0]
+    evidence = requests.get(f"{hub.url.rstrip('/')}{link.replace('&amp;', '&')}",
+                            headers=auditor, timeout=30)
+    assert evidence.status_code == 200
+    shown = [int(s) for s in evidence.text.split('data-seq="')[1:] for s in [s.split('"')[0]]]
+    assert sorted(set(shown) - {alert["seq"]}) == seqs[:3]
+
+    api = requests.get(f"{hub.url}services/audit/api/alerts", headers=auditor, timeout=30)
+    assert [a["seq"] for a in api.json()["alerts"]] == [alert["seq"]]
+
+    # a user without the auditor role sees no alert
+    alice = {"Authorization": f"token {hub.user_token('alice')}"}
+    assert requests.get(f"{hub.url}services/audit/", headers=alice, timeout=30).status_code == 403
