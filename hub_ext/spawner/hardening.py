@@ -66,8 +66,9 @@ def problems(found: Isolation, expected: Expected) -> list[str]:
            "privilege escalation is allowed (no-new-privileges not set)")
     expect(found.seccomp_confined, "a confinement is disabled (seccomp unconfined)")
     uid = found.user.split(":", 1)[0]
-    expect(found.user == expected.user and uid not in ("", "0", "root"),
-           f"runs as {found.user or 'the image user'}")
+    # run_as "1000" (no group) is what Kubernetes spells runAsUser 1000, runAsGroup 1000
+    same = found.user in (expected.user, f"{expected.user}:{expected.user}")
+    expect(same and uid not in ("", "0", "root"), f"runs as {found.user or 'the image user'}")
     shared = [_NAMES[n] for n in found.host_namespaces
               if not (n == "network" and expected.network == "host")]
     expect(not shared, f"shares the host's {', '.join(shared)} namespace")

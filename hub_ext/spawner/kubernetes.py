@@ -5,9 +5,9 @@ from ``PolicyLaunch``, as for Docker. This module only says what the pod looks l
 policy's pinned image and limits, non-root with a read-only root, every capability
 dropped, no privilege escalation, the runtime's seccomp profile, no service-account
 token, no host namespaces, a per-user PVC for home and memory-backed ``emptyDir`` for the
-tmpfs paths. The manifest KubeSpawner builds is checked before it is submitted
-(``pod_problems``: the shared hardening checks plus the Pod Security "restricted"
-profile), and a pod that falls short is not created (fail closed).
+tmpfs paths. The pod KubeSpawner is about to create (after any ``modify_pod_hook`` of
+the admin's) is checked last (``pod_problems``: the shared hardening checks plus the Pod
+Security "restricted" profile), and a pod that falls short is not created (fail closed).
 
 Not covered on Kubernetes (docs/containers.md): per-container pids limits (a kubelet
 setting, ``podPidsLimit``), course materials volumes, and network isolation, which
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 from traitlets import Instance, default
 
@@ -30,6 +31,8 @@ from .launch import PolicyLaunch, options_from_form, profile_form
 from .policy import SpawnPolicy
 from .profiles import LABEL, Decision, SpawnRefused, now
 
+#: SELinux types the restricted profile allows.
+SELINUX_TYPES = ("container_t", "container_init_t", "container_kvm_t", "container_engine_t")
 #: Volume types the Pod Security "restricted" profile allows.
 RESTRICTED_VOLUMES = frozenset({
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
@@ -64,6 +67,23 @@ def pod_problems(pod: Mapping[str, Any], policy: SpawnPolicy, decision: Decision
         expect(not any(p.get("hostPort") for p in c.get("ports") or []),
                f"{name}: a host port is bound")
         expect(csc.get("procMount") in (None, "Default"), f"{name}: /proc is unmasked")
+    expect(psc.get("runAsUser") != 0, "the pod runs as root (runAsUser 0)")
+    expect((psc.get("seccompProfile") or {}).get("type") in (None, "RuntimeDefault", "Localhost"),
+           "the pod's seccomp profile is unconfined")
+    for c in containers:
+        for ctx, where in ((c.get("securityContext") or {}, c.get("name")), (psc, "pod")):
+            selinux = ctx.get("seLinuxOptions") or {}
+            expect(selinux.get("type") in (None, "", *SELINUX_TYPES)
+                   and not selinux.get("user") and not selinux.get("role"),
+                   f"{where}: a custom SELinux context")
+            expect((ctx.get("appArmorProfile") or {}).get("type") != "Unconfined",
+                   f"{where}: AppArmor unconfined")
+            expect(not (ctx.get("windowsOptions") or {}).get("hostProcess"),
+                   f"{where}: a Windows host process")
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    expect(not any(k.startswith("container.apparmor.security.beta.kubernetes.io/")
+                   and v == "unconfined" for k, v in notes.items()),
+           "AppArmor unconfined (annotation)")
     expect(spec.get("automountServiceAccountToken") is False,
            "the service-account token is mounted")
     expect(spec.get("enableServiceLinks") is False, "service links are in the environment")
@@ -94,6 +114,7 @@ class QustodyKubeSpawner(PolicyLaunch, KubeSpawner):  # type: ignore[misc]
     """
 
     policy = Instance(SpawnPolicy)
+    _admin_pod_hook: Any = None
 
     @default("policy")
     def _default_policy(self) -> SpawnPolicy:
@@ -185,18 +206,30 @@ class QustodyKubeSpawner(PolicyLaunch, KubeSpawner):  # type: ignore[misc]
             f"{LABEL}/image-digest": image.digest.replace(":", "-")[:63],
         }
         self.delete_stopped_pods = True
+        # the check runs last, on the pod KubeSpawner is about to create (after any hook)
+        hook: Any = self.modify_pod_hook
+        if self._admin_pod_hook is None and hook not in (None, self.checked_pod):
+            self._admin_pod_hook = hook
+        self.modify_pod_hook: Any = self.checked_pod
 
-    async def get_pod_manifest(self) -> Any:
-        pod = await super().get_pod_manifest()
-        if self._decision is not None:
-            problems = pod_problems(self.as_json(pod), self.policy, self._decision)
-            if problems:
-                self.log.error("Refusing to start %s: %s", self._log_name, "; ".join(problems))
-                raise SpawnRefused(
-                    500,
-                    "Your server was not started: its pod did not match the security "
-                    f"policy ({'; '.join(problems)}). An admin has been told in the hub log.",
-                )
+    async def checked_pod(self, spawner: Any, pod: Any) -> Any:
+        """KubeSpawner's last step before it creates the pod (``modify_pod_hook``): the
+        admin's own hook, if any, then the policy's check of the pod as it will be created.
+        A pod that falls short is not created; with no decision (not started through
+        ``start``) nothing is."""
+        if self._admin_pod_hook is not None:
+            pod = await maybe_future(self._admin_pod_hook(spawner, pod))
+        if self._decision is None:
+            raise SpawnRefused(500, "Your server was not started: no policy decision was made "
+                               "for it. An admin has been told in the hub log.")
+        problems = pod_problems(self.as_json(pod), self.policy, self._decision)
+        if problems:
+            self.log.error("Refusing to start %s: %s", self._log_name, "; ".join(problems))
+            raise SpawnRefused(
+                500,
+                "Your server was not started: its pod did not match the security "
+                f"policy ({'; '.join(problems)}). An admin has been told in the hub log.",
+            )
         return pod
 
     def as_json(self, obj: Any) -> dict[str, Any]:

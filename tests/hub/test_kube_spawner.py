@@ -101,9 +101,11 @@ def spawner(c: Config | None = None, name: str = "alice@uni",
 
 
 async def pod_of(sp: QustodyKubeSpawner, started: float = 1_700_000_000) -> dict[str, Any]:
+    """The pod as KubeSpawner's start would create it: the manifest, then its hook."""
     decision = sp.begin(started)
     sp.apply_policy(decision)
-    return sp.as_json(await sp.get_pod_manifest())
+    pod = await sp.get_pod_manifest()
+    return sp.as_json(await sp.modify_pod_hook(sp, pod))
 
 
 def env_of(pod: dict[str, Any]) -> dict[str, str]:
@@ -186,7 +188,46 @@ async def test_a_pod_changed_after_the_policy_is_not_created():
     sp.apply_policy(sp.begin(1_700_000_000))
     sp.extra_pod_config = {**sp.extra_pod_config, "hostNetwork": True}
     with pytest.raises(SpawnRefused, match="network namespace"):
-        await sp.get_pod_manifest()
+        await sp.modify_pod_hook(sp, await sp.get_pod_manifest())
+
+
+async def test_an_admins_pod_hook_runs_before_the_check_and_cannot_weaken_the_pod():
+    """KubeSpawner's modify_pod_hook is the last step before the pod is created: the
+    admin's hook still runs (e.g. to add tolerations), and the policy checks its result."""
+    c = config()
+    calls = []
+
+    def add_host_path(spawner, pod):
+        calls.append(pod.metadata.name)
+        from kubernetes_asyncio.client import V1HostPathVolumeSource, V1Volume
+
+        pod.spec.volumes.append(V1Volume(name="host", host_path=V1HostPathVolumeSource("/")))
+        return pod
+
+    c.KubeSpawner.modify_pod_hook = add_host_path
+    sp = spawner(c)
+    with pytest.raises(SpawnRefused, match="host paths mounted: /"):
+        await pod_of(sp)
+    assert calls  # the admin's hook ran, then the check refused its result
+
+    harmless = config()
+    harmless.KubeSpawner.modify_pod_hook = lambda spawner, pod: pod
+    fine = spawner(harmless)
+    assert pod_problems(await pod_of(fine), fine.policy, fine._decision) == []
+
+
+async def test_no_pod_without_a_decision():
+    sp = spawner()
+    sp.apply_policy(sp.begin(1_700_000_000))
+    sp._decision = None
+    with pytest.raises(SpawnRefused, match="no policy decision"):
+        await sp.modify_pod_hook(sp, await sp.get_pod_manifest())
+
+
+async def test_a_uid_without_a_group_is_the_same_user_on_kubernetes():
+    sp = spawner(config(run_as="1000"))
+    pod = await pod_of(sp)
+    assert pod["spec"]["containers"][0]["securityContext"]["runAsGroup"] == 1000
 
 
 def test_the_policys_kubespawner_settings_are_refused_in_a_config():
@@ -287,6 +328,13 @@ async def test_docker_and_kubernetes_fail_the_same_hardening_check(
     ("spec.containers.0.ports", [{"containerPort": 8888, "hostPort": 8888}], "host port"),
     ("spec.initContainers", [{"name": "setup", "image": REF}], "containers beside the server"),
     ("spec.containers.0.image", "registry.example/qustody/singleuser:latest", "image differs"),
+    ("spec.securityContext.runAsUser", 0, "runAsUser 0"),
+    ("spec.securityContext.seccompProfile", {"type": "Unconfined"}, "seccomp profile is unconfined"),
+    ("spec.containers.0.securityContext.seLinuxOptions", {"type": "spc_t"}, "SELinux"),
+    ("spec.containers.0.securityContext.appArmorProfile", {"type": "Unconfined"}, "AppArmor"),
+    ("metadata.annotations", {"container.apparmor.security.beta.kubernetes.io/notebook":
+                              "unconfined"}, "AppArmor unconfined (annotation)"),
+    ("spec.securityContext.windowsOptions", {"hostProcess": True}, "Windows host process"),
 ])
 async def test_a_pod_outside_the_restricted_profile_is_refused(path, value, problem):
     sp = spawner()
