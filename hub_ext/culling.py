@@ -1,6 +1,6 @@
 """Idle and maximum-age culling, per profile (and so per role).
 
-jupyterhub-idle-culler runs as a hub-managed service (``culler_service``) with a
+jupyterhub-idle-culler runs as a hub-managed service (the fragment ``culler()``) with a
 least-privilege role: it may list users, read their servers' activity and state, and
 stop servers; it is not an admin. Its decision hook (``CullArbiter``) reads the limits
 the spawner recorded in each server's state (the profile's ``idle_timeout`` and

@@ -7,11 +7,14 @@ what ``jupyterhub_config.py`` set itself, and stops the hub with a message namin
 sides when two of them disagree: a service or a custom scope defined twice differently,
 two values for one setting or environment variable. Roles of the same name are one role:
 their scopes and members are joined (that is how the QPU gateway grants ``submit`` to
-the ``student`` role the config defines). Order does not matter.
+the ``student`` role the config defines); so are settings whose value is a dict of lists
+(``QustodyAuthenticator.role_extra_scopes``). Order does not matter, except that a
+role's description is the first one given.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +111,10 @@ def apply(c: Any, *fragments: Fragment) -> None:
         handlers += [h for h in f.handlers if h not in handlers]
         for key, value in f.settings.items():
             section, _, trait = key.partition(".")
+            before = settings[key] if key in settings else c[section].get(trait, value)
+            if _joinable(before) and _joinable(value):
+                settings[key] = _join(before, value)
+                continue
             same = settings.get(key, value) == value
             if key not in owners and trait in c[section] and c[section][trait] != value:
                 owners[key], same = _CONFIG, False
@@ -116,9 +123,7 @@ def apply(c: Any, *fragments: Fragment) -> None:
 
     for f in fragments:
         for path, text in f.files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            path.chmod(0o600)
+            _write_private(path, text)
     c.JupyterHub.services = list(services.values())
     c.JupyterHub.load_roles = list(roles.values())
     c.JupyterHub.custom_scopes = scopes
@@ -130,6 +135,24 @@ def apply(c: Any, *fragments: Fragment) -> None:
     for key, value in settings.items():
         section, _, trait = key.partition(".")
         setattr(c[section], trait, value)
+
+
+def _joinable(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, list) for v in value.values())
+
+
+def _join(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return {k: sorted({*a.get(k, []), *b.get(k, [])}) for k in {*a, *b}}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` (0600) whole or not at all: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _with_server_role(scopes: Iterable[str]) -> list[str]:

@@ -225,10 +225,6 @@ class AlertEngine:
                                     recent[0][2], ts))
         return raised
 
-    def unraise(self, alert: Alert) -> None:
-        """The alert could not be recorded: raise it again at the subject's next record."""
-        self._quiet.pop((alert.rule.id, alert.subject), None)
-
     def _remember(self, record: Record) -> None:
         """An alert already in the log (raised before a restart): stay quiet as it did."""
         data = record.get("data") or {}

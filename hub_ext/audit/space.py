@@ -52,6 +52,7 @@ LOW_SPACE_TYPES = (
     "secret-store-tampered",
     "break-glass",
     "audit-verified",
+    "alert-raised",  # an attacker who fills the disk must not silence the alerts
 )
 RECORD_TYPE = "audit-space-low"
 SUMMARY_EVERY = 60.0  # seconds between audit-space-low records while refusals go on

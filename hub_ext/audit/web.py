@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import secrets
 import signal
@@ -37,7 +38,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +50,8 @@ from tornado import ioloop, web
 from ..service_page import ServicePage
 from ..wiring import Fragment
 from . import clock, schema
-from .alerts import ALERT, MAX_EVIDENCE, AlertEngine, AlertRules, replay_since, webhook_body
+from .alert_watch import AlertWatcher
+from .alerts import ALERT, MAX_EVIDENCE, AlertRules
 from .cli import Where, _hits
 from .export import export_hits
 from .hub import service_environment, service_settings
@@ -227,76 +228,6 @@ class Verifier:
         if out.get("file"):
             out["file"] = Path(str(out["file"])).name
         return out
-
-
-class AlertWatcher:
-    """Feeds the log to the alert engine a few seconds behind its writers, records each
-    alert and posts it to the webhook (hub_ext/audit/alerts.py)."""
-
-    def __init__(self, where: Where, emit: Callable[[list[dict[str, Any]]], list[Any]],
-                 rules: AlertRules) -> None:
-        self.where = where
-        self.emit = emit
-        self.engine = AlertEngine(rules.rules())
-        self.webhook = rules.webhook_url
-        self.log = rules.log
-        self.raised = 0
-        self._replayed = False
-        self._lock = threading.Lock()
-
-    def replay(self) -> None:
-        """Start one longest window back: alerts already raised first (so none is raised
-        twice), then every record (so a burst that spans a restart is seen whole)."""
-        since = clock.stamp(datetime.fromtimestamp(
-            replay_since(self.engine.longest_window), UTC))
-        for hit in _hits(self.where, Filter(types=frozenset({ALERT}), since=since), None,
-                         Stats()):
-            self.engine.feed(hit.record)
-        self.engine.last_seq = -1
-        self.engine.not_before = since
-        self._read(Filter(since=since))
-        self._replayed = True
-
-    def poll(self) -> None:
-        """Read what was written since the last poll (in a worker thread)."""
-        if not self._replayed:
-            self.replay()
-        else:
-            self._read(Filter(after_seq=self.engine.last_seq))
-
-    def _read(self, flt: Filter) -> None:
-        with self._lock:
-            alerts = []
-            for hit in _hits(self.where, flt, None, Stats()):
-                alerts += self.engine.feed(hit.record)
-            if not alerts:
-                return
-            datas = [a.data() for a in alerts]
-            try:
-                recorded = self.emit(datas)
-            except Exception:
-                for alert in alerts:  # not recorded: the next matching record raises it
-                    self.engine.unraise(alert)
-                raise
-            self.raised += len(datas)
-            for alert, data, rec in zip(alerts, datas, recorded, strict=True):
-                self.log.warning("ALERT %s %s: %d in %ds (evidence seq %s)", alert.rule.id,
-                                 alert.subject, alert.count, alert.rule.window,
-                                 ",".join(map(str, alert.evidence[-5:])))
-                if self.webhook:
-                    self._post(data, rec)
-
-    def _post(self, data: dict[str, Any], recorded: Any) -> None:
-        # the URL is validated as http(s) (AlertRules.webhook_url)
-        request = urllib.request.Request(  # noqa: S310
-            self.webhook, data=webhook_body(data, getattr(recorded, "seq", None),
-                                            getattr(recorded, "ts", None)),
-            headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - admin's http(s) URL
-                pass
-        except OSError as e:  # the alert is in the log; the webhook is a courtesy
-            self.log.error("alert webhook %s failed: %s", self.webhook, e)
 
 
 class AuditHandler(ServicePage):
@@ -543,8 +474,10 @@ def main() -> None:
         rules = AlertRules(**json.loads(os.environ.get("QUSTODY_ALERT_RULES", "{}") or "{}"))
     except (ValueError, TypeError) as e:
         raise SystemExit(f"hub_ext.audit.web: QUSTODY_ALERT_RULES: {e}") from None
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     watcher = AlertWatcher(where, lambda datas: audit.emit_many([(ALERT, d) for d in datas]),
-                           rules)
+                           rules, logging.getLogger("qustody.alerts"))
     busy = threading.Lock()
 
     def watch() -> None:
@@ -552,7 +485,7 @@ def main() -> None:
             try:
                 watcher.poll()
             except Exception:  # a read or write error: logged, tried again next time
-                rules.log.exception("alert engine: reading the audit log failed")
+                watcher.log.exception("alert engine: reading or writing the audit log failed")
             finally:
                 busy.release()
 

@@ -211,7 +211,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         config=True,
         help="""A function ``(username) -> {course: role}`` from course rosters kept outside
         the identity provider (a course file's CSV roster; set by
-        ``hub_ext.courses.hub.course_settings``). ``role`` is student, instructor,
+        ``hub_ext.courses.hub.courses``). ``role`` is student, instructor,
         assistant or observer: a listed user joins the course (its hub group), and a staff
         role applies to that course only. It adds nothing to who may sign in: the user
         still needs a role from an IdP group. Applied at each login and refresh.""",

@@ -9,6 +9,7 @@ the token (never the token itself). If the hub cannot be asked, the request is r
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -68,10 +69,12 @@ class HubResolver:
     """Resolves tokens with ``HubAuth.user_for_token``, cached for ``cache_seconds``
     (rounded up to whole seconds, HubAuth's unit; 0: asked at every request)."""
 
-    def __init__(self, hub_api_url: str, cache_seconds: float = 3.0) -> None:
+    def __init__(self, hub_api_url: str, cache_seconds: float = 3.0,
+                 timeout: float = 10.0) -> None:
         from jupyterhub.services.auth import HubAuth
 
         self.cache_seconds = cache_seconds
+        self.timeout = timeout
         # api_token is the gateway's own (from the hub's environment); the caller's token
         # is what user_for_token sends
         self._auth = HubAuth(api_url=hub_api_url.rstrip("/"),
@@ -79,9 +82,17 @@ class HubResolver:
 
     async def resolve(self, token: str) -> Identity | None:
         try:
-            model = await self._auth.user_for_token(
-                token, use_cache=self.cache_seconds > 0, sync=False)
-        except web.HTTPError as e:  # HubAuth's answer for a hub it cannot ask
+            model = await asyncio.wait_for(self._auth.user_for_token(
+                token, use_cache=self.cache_seconds > 0, sync=False), self.timeout)
+        except TimeoutError:
+            raise HubUnavailable(f"no answer within {self.timeout:g} s") from None
+        except web.HTTPError as e:
+            # HubAuth answers None for a token the hub refuses (403) and raises 500 "Failed
+            # to check authorization" for another 4xx (a proxy's 401): no such caller, not
+            # an outage. A hub 5xx (502 here) and no connection are outages.
+            message = str(e.log_message or "")
+            if e.status_code == 500 and message.startswith("Failed to check authorization"):
+                return None
             raise HubUnavailable(f"hub answered {e.status_code}") from None
         if model is None:
             return None

@@ -76,7 +76,7 @@ def qpu_gateway(
     c: Any,
     state_dir: str | os.PathLike[str],
     *,
-    courses_dir: str = "",
+    courses_dir: str,
     port: int | None = None,
     submit_roles: tuple[str, ...] = ("student", "researcher", "instructor"),
     policy_file: str | None = None,
@@ -86,7 +86,7 @@ def qpu_gateway(
 
     ``port`` defaults to ``QUSTODY_QPU_PORT`` or 8765; ``policy_file`` to
     ``QUSTODY_QPU_POLICY`` or a copy of the demo policy in the state dir (written once).
-    ``courses_dir``: the hub's courses (their QPU budgets and terms). An operator's
+    ``courses_dir``: the hub's courses (their QPU budgets and terms; empty: none). An operator's
     gateway config file (``QUSTODY_QPU_CONFIG``) is loaded after the generated settings.
     """
     state = Path(state_dir).resolve()

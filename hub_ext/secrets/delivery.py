@@ -1,6 +1,6 @@
 """The hub side of secret delivery: tickets at spawn, secrets at redemption.
 
-One ``SecretDelivery`` per hub process (``setup.setup_secrets(c)`` in jupyterhub_config.py
+One ``SecretDelivery`` per hub process (``setup.secret_delivery(c)`` in jupyterhub_config.py
 creates it and validates its configuration). The spawners call ``issue_ticket`` and
 ``server_stopped``; the API handlers call ``redeem`` and ``refresh``.
 """

@@ -131,3 +131,18 @@ def test_the_reference_config_is_wired_without_conflict(tmp_path):
     assert "custom:qpu:submit" in c["token_scopes"]
     assert {s["name"] for s in c["services"]} == {"qustody-culler", "audit", "qpu", "courses"}
     assert (tmp_path / "qpu" / "qpu_config.py").stat().st_mode & 0o777 == 0o600
+
+
+def test_settings_that_are_dicts_of_lists_are_joined_not_conflicting():
+    """role_extra_scopes: the config's own entries and a component's are both kept."""
+    c = config()
+    c.QustodyAuthenticator.role_extra_scopes = {"student": ["read:metrics"]}
+    page = Fragment("page", settings={"QustodyAuthenticator.role_extra_scopes":
+                                      {"course-staff": ["access:services!service=courses"]}})
+    other = Fragment("other", settings={"QustodyAuthenticator.role_extra_scopes":
+                                        {"course-staff": ["custom:qpu:read"]}})
+    apply(c, page, other)
+    assert c.QustodyAuthenticator.role_extra_scopes == {
+        "student": ["read:metrics"],
+        "course-staff": ["access:services!service=courses", "custom:qpu:read"],
+    }
