@@ -96,7 +96,7 @@ def test_a_new_spawn_burns_the_previous_ticket(tmp_path: Path) -> None:
     [
         ({"ticket_ttl": 61.0}, "between 1 and 60 seconds"),
         ({"ticket_ttl": 0.0}, "between 1 and 60 seconds"),
-        ({"backend": "redis"}, "'embedded' or 'vault'"),
+        ({"backend": "redis"}, "SecretBroker.backend='redis': use 'embedded'"),
         ({"backend": "vault"}, r"VaultBroker\.url is not set"),
         ({"create_master_key": False, "master_key_file": "/nonexistent/k"}, "does not exist"),
     ],
