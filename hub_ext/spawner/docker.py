@@ -320,7 +320,9 @@ class HardenedDockerSpawner(PolicyLaunch, DockerSpawner):  # type: ignore[misc]
         url = f"http://{ip}:{port}{base}/api?no_track_activity=1"
         client = AsyncHTTPClient()
         deadline = time.monotonic() + max(5, self.start_timeout - 2)
-        checks = 0
+        # DockerSpawner runs every Docker call of every spawn on one thread: ask the engine
+        # whether the container still runs once a second, not at every readiness poll
+        next_inspect = time.monotonic() + 1.0
         while True:
             try:
                 response = await client.fetch(url, request_timeout=2, raise_error=False)
@@ -328,8 +330,8 @@ class HardenedDockerSpawner(PolicyLaunch, DockerSpawner):  # type: ignore[misc]
                     return
             except (OSError, HTTPClientError):
                 pass
-            checks += 1
-            if checks % 3 == 1:
+            if time.monotonic() >= next_inspect:
+                next_inspect = time.monotonic() + 1.0
                 info = await self.docker("inspect_container", self.container_id)
                 if not info["State"]["Running"]:
                     raise SpawnRefused(500, await self._exit_reason(info))
