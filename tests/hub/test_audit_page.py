@@ -185,6 +185,8 @@ def test_export_is_the_documented_siem_format(hub):
         ({"since": "yesterday"}, "since: 'yesterday' is not an ISO 8601"),
         ({"ref": "3f9a0c12b7e"}, "A reference is the 12 hex digits a user was shown"),
         ({"ref": '"ref":"3f9a0c12b7e4"'}, "A reference is the 12 hex digits a user was shown"),
+        ({"seq": "12; DROP"}, "seq: give record sequence numbers"),
+        ({"seq": [str(n) for n in range(51)]}, "seq: at most 50 records at once"),
     ],
 )
 def test_bad_filters_get_a_clear_400(hub, params, message):
