@@ -57,7 +57,7 @@ class QustodyApp(ExtensionApp):
             self.log.info(
                 "Qustody credential guard on %s: %d detectors, default mode %s",
                 type(manager).__name__,
-                len(guard.engine.detectors),
+                len(set(guard.detectors) - set(guard.disabled_detectors)),
                 guard.default_mode,
             )
 

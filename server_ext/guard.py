@@ -10,6 +10,8 @@ import binascii
 import fnmatch
 import json
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -191,18 +193,42 @@ class SaveGuard(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._known: frozenset[str] = frozenset()
-        self.engine = self.build_engine()
+        self._engine: Future[Engine] = self._compile(*self._engine_inputs())
+
+    @property
+    def engine(self) -> Engine:
+        """The scanning engine. Compiling its hyperscan databases takes 0.3-0.5 s of CPU,
+        so it is done in a thread (hyperscan releases the GIL) while the server starts;
+        the first scan waits for it, never for less than the current known values."""
+        return self._engine.result()
 
     def set_known_values(self, values: Any) -> None:
         """Also find these exact values (and their encodings) everywhere, whatever the
         detectors say: outputs holding one are redacted, sources refused (in ``block``).
-        Values are added to those already known, so a rotated-out value stays covered."""
+        Values are added to those already known, so a rotated-out value stays covered.
+        Every scan after this returns uses an engine that knows them."""
         known = self._known | frozenset(str(v) for v in values)
         if known != self._known:
             self._known = known
-            self.engine = self.build_engine()  # swapped whole: scans in flight keep theirs
+            # swapped whole: scans in flight keep theirs, later ones wait for this one
+            self._engine = self._compile(*self._engine_inputs())
 
-    def build_engine(self) -> Engine:
+    @staticmethod
+    def _compile(detectors: list[Any], allow: AllowList, fingerprinter: Fingerprinter
+                 ) -> Future[Engine]:
+        future: Future[Engine] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(Engine(detectors, allow, fingerprinter))
+            except BaseException as e:  # the first scan raises it: saves are refused
+                future.set_exception(e)
+
+        threading.Thread(target=run, name="qustody-guard-compile", daemon=True).start()
+        return future
+
+    def _engine_inputs(self) -> tuple[list[Any], AllowList, Fingerprinter]:
+        """What the engine is built from; settings errors are raised here, at start-up."""
         wanted = set(self.detectors) - set(self.disabled_detectors)
         catalogue = rules.catalogue(self.keyword_entropy, self.base64_entropy, self.hex_entropy)
         allow = AllowList(
@@ -212,7 +238,7 @@ class SaveGuard(LoggingConfigurable):
         key = self.fingerprint_key.encode() or None
         detectors = [d for d in catalogue if d.id in wanted]
         detectors += known_detectors(getattr(self, "_known", ()))
-        return Engine(detectors, allow, Fingerprinter(key))
+        return detectors, allow, Fingerprinter(key)
 
     def mode_for(self, path: str) -> str:
         for glob, mode in self.path_modes.items():
