@@ -76,15 +76,16 @@ def summary(data: dict[str, Any]) -> str:
 
 
 def sessions(records: Iterable[dict[str, Any]]) -> list[Session]:
-    """Sessions per user, users in name order, each user's sessions oldest first."""
+    """Sessions per user, users in name order, each user's sessions oldest first; events
+    about no user (alerts, a tampered store) under the user ``""``, first."""
     by_user: dict[str, list[Session]] = {}
     for record in records:
         data = record.get("data")
         if not isinstance(data, dict):
             continue
-        user = data.get("user") or data.get("actor")
+        user = data.get("user") or data.get("actor") or ""
         if not isinstance(user, str):
-            continue
+            continue  # "" holds the hub's own events (alerts, a tampered store, ...)
         event = Event(
             seq=int(record.get("seq", -1)),
             ts=str(record.get("ts", "")),

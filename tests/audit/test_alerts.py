@@ -230,3 +230,13 @@ def test_a_service_started_on_an_old_log_does_not_alert_on_old_bursts(tmp_path):
         assert watcher.raised == 0 and watcher.engine.last_seq == 5
     finally:
         audit.close()
+
+
+def test_the_timeline_shows_events_about_no_user():
+    from hub_ext.audit.timeline import sessions
+
+    alert = rec(7, ALERT, rule="save-refusals", subject="user:mal", count=3,
+                window_seconds=600, first_ts="a", last_ts="b", evidence=[1, 2, 3])
+    found = sessions([rec(1, "save-refused", user="mal"), alert])
+    assert [(s.user, [e.type for e in s.events]) for s in found] == [
+        ("", [ALERT]), ("mal", ["save-refused"])]
