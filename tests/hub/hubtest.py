@@ -9,7 +9,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,13 +20,10 @@ from typing import Any
 
 import pytest
 import requests
+from ports import free_port
 from waiting import wait_for
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]  # re-exported: the hub tests import it from here
 
 
 def failed(request: pytest.FixtureRequest) -> bool:

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -32,6 +31,7 @@ import pytest
 import requests
 from fakehub import FakeHub
 from pgserver import pg_cluster, pg_url  # noqa: F401  (fixtures)
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,12 +81,6 @@ BACKENDS = {
     "fake_hw": {"driver": "emulated", "num_qubits": 5, "seed": 11, "time_scale": 0.0,
                 "max_shots": 20000},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from ports import free_port
 from qtest import AWS_KEY_ID, GITHUB_TOKEN, code_cell, notebook, stream
 
 from server_ext import audit_report
@@ -138,9 +138,7 @@ async def test_a_slow_hub_does_not_slow_the_save(api, under_hub):
 
 
 async def test_unreachable_or_refusing_hub_drops_and_logs(api, under_hub, server_logs):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     under_hub(f"http://127.0.0.1:{port}/hub/api")
     code, refusal = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
     assert code == 422

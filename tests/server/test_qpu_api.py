@@ -5,16 +5,10 @@ is tested in tests/qpu/test_through_hub.py."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+from ports import free_port
 from tornado.httpclient import HTTPClientError
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _error(jp_fetch, *path: str, method: str = "GET") -> tuple[int, dict]:
@@ -32,7 +26,7 @@ async def test_outside_a_hub_the_panel_is_told_there_is_no_gateway(jp_fetch, mon
 
 
 async def test_an_unreachable_gateway_is_a_502_that_says_so(jp_fetch, monkeypatch):
-    monkeypatch.setenv("QUSTODY_QPU_URL", f"http://127.0.0.1:{_closed_port()}/services/qpu/")
+    monkeypatch.setenv("QUSTODY_QPU_URL", f"http://127.0.0.1:{free_port()}/services/qpu/")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "server-token")
     code, body = await _error(jp_fetch, "qustody", "api", "qpu")
     assert code == 502 and body["error"] == "UNREACHABLE"

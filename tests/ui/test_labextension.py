@@ -18,7 +18,6 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import string
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from ports import free_port
 from qtest import code_cell, notebook, stream
 from waiting import wait_for
 
@@ -37,12 +37,6 @@ LABEXT = ROOT / "labextension"
 GITHUB_TOKEN = "ghp_" + "".join(random.Random("lab").choices(string.ascii_letters, k=36))
 MAX_AGE = 3600
 LEFT = 115  # seconds left when the server starts: under the 2-minute warning
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # notebooks with a kernel, so JupyterLab does not open its "Select Kernel" dialog first
@@ -86,7 +80,7 @@ def _running_lab(tmp: Path, limits: dict[str, str]) -> Iterator[dict]:
     notebooks.mkdir()
     (notebooks / "leak.ipynb").write_text(json.dumps(LEAK))
     (notebooks / "outputs.ipynb").write_text(json.dumps(OUTPUTS))
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "HOME": str(tmp),

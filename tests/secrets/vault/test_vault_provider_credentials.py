@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 from localjwt import Vault
+from ports import free_port
 
 from hub_ext.qpu.credentials import CredentialError
 from hub_ext.qpu.secret_source import SecretStoreCredentials
@@ -73,9 +73,7 @@ def test_missing_denied_unreachable_and_malformed_name_the_place_not_a_value(
     with pytest.raises(CredentialError, match="permission denied") as denied:
         other("ibm_brisbane")
     assert "secret/qustody/service/qpu/ibm_brisbane" in str(denied.value)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(CredentialError, match="cannot be reached") as unreachable:
         source(vault, tmp_path, "x", "x", vault_url=closed, vault_timeout=2)("ibm_brisbane")
     put(vault, PATH, {"token": TOKEN, "region": "eu"})
