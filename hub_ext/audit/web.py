@@ -23,7 +23,6 @@ recorded as an ``audit-verified`` event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import io
@@ -45,9 +44,10 @@ from typing import Any
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
-from tornado import ioloop, web
+from tornado import ioloop, netutil, web
 
 from ..service_page import ServicePage
+from ..supervisor import Supervisor, hold_port
 from ..wiring import Fragment
 from . import clock, schema
 from .alert_watch import AlertWatcher
@@ -425,7 +425,8 @@ def where_from_env() -> tuple[Where, dict[str, str]]:
     return where, settings
 
 
-def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Application:
+def make_app(where: Where, record: Any, prefix: str, name: str,
+             cookie_secret: bytes | None = None) -> web.Application:
     # where the page remembers the last record it verified: next to the key by default
     anchor_env = os.environ.get("QUSTODY_AUDIT_ANCHOR_FILE", "")
     anchor = Path(anchor_env) if anchor_env else (
@@ -442,7 +443,7 @@ def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Applicati
     ]
     return web.Application(
         routes,
-        cookie_secret=secrets.token_bytes(32),
+        cookie_secret=cookie_secret or secrets.token_bytes(32),
         template_path=str(TEMPLATES),
         where=where,
         verifier=verifier,
@@ -452,30 +453,54 @@ def make_app(where: Where, record: Any, prefix: str, name: str) -> web.Applicati
 
 
 def main() -> None:
+    """Serve the page as one worker process under a supervisor (hub_ext/supervisor.py):
+    a crashed worker is replaced at once (its modules are already imported, so within a
+    fraction of a second) instead of after the hub's 30 s poll of its services."""
     from urllib.parse import urlparse
 
-    from .log import AuditLog
-
-    # the hub stops its services with SIGINT; a parent may have left SIGINT ignored, which
-    # Python keeps (then every stop waits out the hub's interrupt timeout)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     where, settings = where_from_env()
     name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "audit")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8082"))
-    audit = AuditLog(**settings)
-
-    def record(report: Any, actor: str) -> None:
-        audit.record_verification(report, actor)
-
-    app = make_app(where, record, prefix, name)
-    app.listen(url.port or 8082, url.hostname or "127.0.0.1", xheaders=True)
     try:
         rules = AlertRules(**json.loads(os.environ.get("QUSTODY_ALERT_RULES", "{}") or "{}"))
     except (ValueError, TypeError) as e:
         raise SystemExit(f"hub_ext.audit.web: QUSTODY_ALERT_RULES: {e}") from None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    ip, port = url.hostname or "127.0.0.1", url.port or 8082
+    try:
+        _holder, port = hold_port(ip, port)
+    except OSError as e:
+        raise SystemExit(f"hub_ext.audit.web: cannot listen on {ip}:{port}: {e.strerror}") from None
+    # one secret for every worker this supervisor starts: a restart keeps auditors signed in
+    cookie_secret = secrets.token_bytes(32)
+
+    def worker(_index: int) -> int:
+        serve(where, settings, name, prefix, rules, cookie_secret,
+              netutil.bind_sockets(port, ip, reuse_port=True))
+        return 0
+
+    print(f"audit page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
+    sys.exit(Supervisor(1, worker, logging.getLogger("qustody.audit.web"), "audit page").run())
+
+
+def serve(where: Where, settings: dict[str, str], name: str, prefix: str, rules: AlertRules,
+          cookie_secret: bytes, sockets: list[Any]) -> None:
+    """One worker: the page, the alert engine and the periodic verification, until
+    SIGTERM (the supervisor passes the hub's stop on)."""
+    from tornado.httpserver import HTTPServer
+
+    from .log import AuditLog
+
+    audit = AuditLog(**settings)
+
+    def record(report: Any, actor: str) -> None:
+        audit.record_verification(report, actor)
+
+    app = make_app(where, record, prefix, name, cookie_secret)
+    server = HTTPServer(app, xheaders=True)
+    server.add_sockets(sockets)
     watcher = AlertWatcher(where, lambda datas: audit.emit_many([(ALERT, d) for d in datas]),
                            rules, logging.getLogger("qustody.alerts"))
     busy = threading.Lock()
@@ -503,9 +528,13 @@ def main() -> None:
             verifier.start(f"service-{name}")
 
         ioloop.PeriodicCallback(periodic, every * 1000).start()
-    print(f"audit page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT
-        loop.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.add_callback_from_signal(loop.stop))
+    loop.start()
+    server.stop()
+    # an alert being written finishes (its records are one append); then leave
+    if busy.acquire(timeout=10):
+        busy.release()
 
 
 def audit_page(

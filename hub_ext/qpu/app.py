@@ -178,7 +178,9 @@ class QpuGateway(Application):
         the cores you can give the gateway (2 about doubles admissions per second on 2
         cores). Each worker is a full replica (it admits, dispatches and runs jobs) and
         shares the database like replicas on other hosts do; the first process
-        supervises them (see hub_ext/qpu/workers.py).""",
+        supervises them (see hub_ext/supervisor.py). A worker that dies is started
+        again and its running jobs are recovered through their leases; the others keep
+        serving meanwhile. The hub-managed gateway runs 2 (hub_ext.qpu.hub).""",
     )
 
     @validate("workers")

@@ -45,7 +45,7 @@ DEMO_BACKENDS: dict[str, Any] = {
 
 
 def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
-                   courses_dir: str = "", extra_config: str = "") -> str:
+                   courses_dir: str = "", extra_config: str = "", workers: int = 2) -> str:
     """The text of ``<state>/qpu/qpu_config.py``: the gateway's settings from the hub's."""
     d = state / SERVICE
     audit = c.AuditLog
@@ -56,6 +56,9 @@ def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
         "QpuGateway.courses_dir": courses_dir,
         "QpuGateway.backends": backends,
         "QpuGateway.ip": "127.0.0.1",
+        # a crashed worker costs the requests it held, not a refusal of every submission
+        # until the hub's 30 s poll restarts the service (hub_ext/supervisor.py)
+        "QpuGateway.workers": workers,
         "AuditLog.path": str(audit.get("path", "")),
         "AuditLog.db_url": str(audit.get("db_url", "")),
         # the hub created (or was given) the key; the gateway never makes a new one
@@ -81,6 +84,7 @@ def qpu_gateway(
     submit_roles: tuple[str, ...] = ("student", "researcher", "instructor"),
     policy_file: str | None = None,
     backends: dict[str, Any] | None = None,
+    workers: int = 2,
 ) -> Fragment:
     """The gateway's service, scopes, roles, server-token scopes and environment.
 
@@ -88,7 +92,11 @@ def qpu_gateway(
     ``QUSTODY_QPU_POLICY`` or a copy of the demo policy in the state dir (written once).
     ``courses_dir``: the hub's courses (their QPU budgets and terms; empty: none). An operator's
     gateway config file (``QUSTODY_QPU_CONFIG``) is loaded after the generated settings.
+    ``workers``: gateway processes on its port (``QpuGateway.workers``); with 2 or more the
+    crash of one leaves the others serving while it is restarted.
     """
+    if not 1 <= workers <= 64:
+        raise ValueError(f"qpu_gateway(workers={workers}): the gateway runs 1 to 64 processes")
     state = Path(state_dir).resolve()
     port = port or int(os.environ.get("QUSTODY_QPU_PORT", "8765"))
     files: dict[Path, str] = {}
@@ -99,7 +107,7 @@ def qpu_gateway(
             files[Path(policy)] = DEMO_POLICY.read_text()
     config = state / SERVICE / "qpu_config.py"
     files[config] = gateway_config(state, c, Path(policy), backends or DEMO_BACKENDS,
-                                   courses_dir, os.environ.get("QUSTODY_QPU_CONFIG", ""))
+                                   courses_dir, os.environ.get("QUSTODY_QPU_CONFIG", ""), workers)
     service = {
         "name": SERVICE,
         "display": False,

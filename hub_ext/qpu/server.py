@@ -15,10 +15,10 @@ import threading
 
 from tornado import httpserver, netutil, web
 
+from ..supervisor import Supervisor, hold_port
 from . import handlers
 from .app import QpuGateway
 from .store import Store, StoreError
-from .workers import Supervisor
 
 
 def make_app(gateway: QpuGateway) -> web.Application:
@@ -77,15 +77,11 @@ def start(gateway: QpuGateway) -> None:
         store.dispose()
     # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
     # connections evenly (one shared socket goes mostly to whichever worker is idle
-    # first). This bound, never-listening socket holds the port, and reports a port in
-    # use before any worker starts.
-    holder = socket.socket(socket.AF_INET6 if ":" in gateway.ip else socket.AF_INET)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # first), and a worker's crash leaves the others accepting.
     try:
-        holder.bind((gateway.ip, gateway.port))
+        _holder, port = hold_port(gateway.ip, gateway.port)
     except OSError as e:
         gateway.exit_with(f"cannot listen on {gateway.ip}:{gateway.port}: {e.strerror}")
-    port = holder.getsockname()[1]
     base = gateway.instance_name
 
     def worker(index: int) -> int:
@@ -94,7 +90,7 @@ def start(gateway: QpuGateway) -> None:
         return 0
 
     gateway.log.info("QPU gateway: starting %d workers", gateway.workers)
-    sys.exit(Supervisor(gateway.workers, worker, gateway.log).run())
+    sys.exit(Supervisor(gateway.workers, worker, gateway.log, "QPU gateway").run())
 
 
 def export_main(argv: list[str]) -> int:

@@ -138,7 +138,7 @@ def test_a_configuration_error_stops_the_gateway_instead_of_a_restart_loop(hub, 
         gw.start(timeout=60)
     log = gw.log()
     assert "QpuGateway.backends" in log and "no.such.module" in log
-    assert "configuration error; stopping the gateway" in log
+    assert "configuration error; stopping the QPU gateway" in log
     assert "starting it again" not in log
 
 

@@ -1,22 +1,25 @@
-"""Several gateway processes on one port: a small pre-fork supervisor.
+"""Several processes of one service on one port: a small pre-fork supervisor.
 
-Admission is Python work (HTTP, JSON, QPY decoding, policy) and one process uses one core;
-``QpuGateway.workers`` forks that many processes after the listening socket is bound.
-Each worker is a full replica with its own instance name: it admits, dispatches and runs
-jobs, and every shared decision goes through the database exactly as for replicas on
-different hosts, so nothing here is needed for correctness.
+A hub-managed service that runs as one process refuses every request from the moment it
+crashes until the hub notices, which JupyterHub does by polling its services every 30 s.
+Run as ``workers`` processes behind this supervisor, the crash of one worker costs only
+the requests that worker held: the others keep accepting on the shared port (each has its
+own ``SO_REUSEPORT`` socket, and the kernel sends new connections to live ones only),
+and the supervisor starts a new worker at once. The QPU gateway (``QpuGateway.workers``)
+and the auditor page (``hub_ext.audit.web``) run this way.
 
-The first process only supervises:
+The first process only supervises; it runs no request, database or application code:
 
-- SIGTERM and SIGINT are passed to every worker, which then stops as a single gateway
-  would; the supervisor exits when all have;
-- SIGHUP (reload the policy) is passed on;
+- SIGTERM and SIGINT are passed to every worker (as SIGTERM), which then stops as a
+  single process would; the supervisor exits when all have;
+- SIGHUP is passed on;
 - a worker that dies is started again, at most ``MAX_RESTARTS`` times in
-  ``RESTART_WINDOW`` seconds; beyond that the gateway stops (a crash loop must be seen,
-  not hidden). A worker that exits with status 2 (a configuration error) stops the gateway
-  at once;
+  ``RESTART_WINDOW`` seconds; beyond that the service stops (a crash loop must be seen,
+  not hidden). A worker that exits with status 2 (a configuration error) stops the
+  service at once;
 - each worker asks the kernel to send it SIGTERM if the supervisor dies (even by
-  SIGKILL), so no orphan keeps serving.
+  SIGKILL), so no orphan keeps serving: the hub's restart of the service then starts a
+  new set.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,10 +49,28 @@ def _die_with_parent() -> None:
         pass
 
 
-class Supervisor:
-    """Fork ``count`` workers running ``serve(index)`` and look after them."""
+def hold_port(ip: str, port: int) -> tuple[socket.socket, int]:
+    """Bind (never listen on) ``ip:port`` with ``SO_REUSEPORT`` before any worker starts:
+    the port stays this service's while workers come and go, and a port in use is reported
+    once, by the supervisor. Returns the socket (keep it open) and the port bound (``port``
+    0: a free one). Raises OSError."""
+    holder = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind((ip, port))
+    except OSError:
+        holder.close()
+        raise
+    return holder, int(holder.getsockname()[1])
 
-    def __init__(self, count: int, serve: Callable[[int], int], log: logging.Logger) -> None:
+
+class Supervisor:
+    """Fork ``count`` workers running ``serve(index)`` and look after them. ``what`` names
+    the service in the log ("QPU gateway", "audit page")."""
+
+    def __init__(self, count: int, serve: Callable[[int], int], log: logging.Logger,
+                 what: str = "service") -> None:
+        self.what = what
         self.count = count
         self.serve = serve
         self.log = log
@@ -58,7 +80,7 @@ class Supervisor:
         self.status = 0
 
     def run(self) -> int:
-        """Start the workers, wait for them; the gateway's exit status."""
+        """Start the workers, wait for them; the service's exit status."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._forward)
@@ -81,8 +103,8 @@ class Supervisor:
     def _lost(self, index: int, pid: int, code: int) -> None:
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         if code == CONFIG_ERROR:
-            self.log.critical("QPU gateway worker %d stopped with a configuration error; "
-                              "stopping the gateway", index)
+            self.log.critical("%s worker %d stopped with a configuration error; "
+                              "stopping the %s", self.what, index, self.what)
             self._shutdown(CONFIG_ERROR)
             return
         now = time.monotonic()
@@ -90,14 +112,14 @@ class Supervisor:
             self.restarts.popleft()
         if len(self.restarts) >= MAX_RESTARTS:
             self.log.critical(
-                "QPU gateway worker %d (pid %d) died (%s); %d restarts in %.0f s already: "
-                "stopping the gateway (see the log above for the cause)",
-                index, pid, how, MAX_RESTARTS, RESTART_WINDOW)
+                "%s worker %d (pid %d) died (%s); %d restarts in %.0f s already: "
+                "stopping the %s (see the log above for the cause)",
+                self.what, index, pid, how, MAX_RESTARTS, RESTART_WINDOW, self.what)
             self._shutdown(1)
             return
         self.restarts.append(now)
-        self.log.error("QPU gateway worker %d (pid %d) died (%s); starting it again "
-                       "(its running jobs are recovered through their leases)", index, pid, how)
+        self.log.error("%s worker %d (pid %d) died (%s); starting it again",
+                       self.what, index, pid, how)
         self._spawn(index)
 
     def _spawn(self, index: int) -> None:
@@ -114,7 +136,7 @@ class Supervisor:
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
-                self.log.critical("QPU gateway worker %d failed", index, exc_info=True)
+                self.log.critical("%s worker %d failed", self.what, index, exc_info=True)
             finally:
                 logging.shutdown()
                 os._exit(code)

@@ -1,0 +1,141 @@
+"""A crashed process of a hub-managed service costs the requests it held, not an outage.
+
+JupyterHub polls its managed services every 30 s; a service that runs as one process
+refuses everything from its crash until then. The QPU gateway runs two workers and the
+auditor page one, each behind a supervisor (hub_ext/supervisor.py) that replaces a dead
+worker at once. Here a real hub's workers are killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from audit_hub import LOCAL_EXTRA, local_env, login
+from hubtest import Hub, failed, free_port, launch_hub
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    base = tmp_path_factory.mktemp("crash")
+    hub = launch_hub(
+        base / "hub",
+        extra=LOCAL_EXTRA.format(home=base / "home"),
+        env={**local_env(), "QUSTODY_QPU_PORT": str(free_port())},
+        timeout=240,  # the hub waits for its services, slow to start on a loaded machine
+    )
+    yield hub
+    hub.stop()
+    if failed(request):
+        print(hub.log()[-20000:])
+
+
+def service_process(hub: Hub, module: str) -> int:
+    """The pid of the process the hub started for the service running ``module``: the one
+    whose parent is the hub."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if module.encode() in argv and parent == hub.process.pid:
+            return int(entry.name)
+    raise AssertionError(f"no {module} process under the hub (pid {hub.process.pid})")
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped has closed its sockets too)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def bell_qpy() -> str:
+    from qiskit import QuantumCircuit, qpy
+
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    out = io.BytesIO()
+    qpy.dump(qc, out)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_a_killed_gateway_worker_refuses_nothing_and_loses_no_job(hub: Hub) -> None:
+    token = hub.user_token("alice")
+    url = f"{hub.url}services/qpu/api/jobs"
+    job = {"backend": "aer_simulator", "circuits": [{"qpy": bell_qpy()}], "shots": 64,
+           "tags": {"purpose": "testing"}}
+
+    def submit() -> requests.Response:
+        # a new connection each time, as the proxy opens them: any worker may answer
+        return requests.post(url, json=job, headers={"Authorization": f"token {token}"},
+                             timeout=60)
+
+    hub.wait_for(lambda: submit().status_code == 201, timeout=120, what="the gateway")
+    supervisor = service_process(hub, "hub_ext.qpu")
+    workers = children(supervisor)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)
+    hub.wait_for(lambda: gone(workers[0]), timeout=10, what="the killed worker's exit")
+    # The proxy keeps connections to the workers open between requests; the first
+    # request after the crash may go out on one the dead worker held (the proxy's 503,
+    # "read ECONNRESET"). Every request after it must be accepted: the other worker serves
+    # while the supervisor replaces the dead one.
+    statuses = [(r.status_code, r.json() if r.status_code == 201 else r.text[:200])
+                for r in (submit() for _ in range(20))]
+    first, *rest = statuses
+    assert first[0] in (201, 503), first
+    assert [code for code, _ in rest] == [201] * len(rest), rest
+    accepted = [body["job_id"] for code, body in statuses if code == 201]
+    hub.wait_for(lambda: len(children(supervisor)) == 2, timeout=30, what="a new worker")
+    assert workers[0] not in children(supervisor) and workers[1] in children(supervisor)
+    assert service_process(hub, "hub_ext.qpu") == supervisor, "the hub restarted the service"
+
+    def state(job_id: str) -> str:
+        r = requests.get(f"{url}/{job_id}", headers={"Authorization": f"token {token}"},
+                         timeout=60)
+        assert r.status_code == 200, r.text[:300]
+        return str(r.json()["state"])
+
+    for job_id in accepted:
+        hub.wait_for(lambda j=job_id: state(j) in ("DONE", "FAILED"), timeout=180,
+                     what=f"job {job_id}")
+        assert state(job_id) == "DONE"
+    assert "QPU gateway worker 0" in hub.log() and "starting it again" in hub.log()
+
+
+def test_a_killed_audit_page_worker_is_replaced_and_keeps_auditors_signed_in(hub: Hub) -> None:
+    page = f"{hub.url}services/audit/"
+    session = login(hub, "auditor")
+    hub.wait_for(lambda: session.get(page, timeout=30).status_code == 200, timeout=120,
+                 what="the auditor page")
+    supervisor = service_process(hub, "hub_ext.audit.web")
+    (worker,) = children(supervisor)
+    os.kill(worker, signal.SIGKILL)
+    hub.wait_for(lambda: gone(worker), timeout=10, what="the killed worker's exit")
+    hub.wait_for(lambda: len(children(supervisor)) == 1 and worker not in children(supervisor),
+                 timeout=30, what="a new audit page worker")
+    # the page's own session cookie still opens it: no new sign-in through the hub
+    r = session.get(page, timeout=30, allow_redirects=False)
+    if r.status_code == 503:  # sent on a connection the dead worker held (see above)
+        r = session.get(page, timeout=30, allow_redirects=False)
+    assert r.status_code == 200, (r.status_code, r.headers.get("Location"))
+    assert "audit" in r.text.lower()
+    assert service_process(hub, "hub_ext.audit.web") == supervisor
