@@ -114,6 +114,8 @@ def qpu_gateway(
         "url": f"http://127.0.0.1:{port}",
         "command": [sys.executable, "-m", "hub_ext.qpu", f"--config={config}"],
         "cwd": str(state / SERVICE),
+        # the workers' metrics, summed at each scrape (hub_ext/qpu/metrics.py)
+        "environment": {"PROMETHEUS_MULTIPROC_DIR": str(state / SERVICE / "metrics")},
     }
     reader = hub_reader_settings(c)
     # the embedded store: the hub reads it for the gateway

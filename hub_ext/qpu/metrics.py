@@ -5,18 +5,26 @@ What the gateway's audit records count (``hub_ext/audit/metrics.py``: jobs submi
 admitted, rejected by reason, finished, with their run time) plus the queue as it stands:
 ``qustody_qpu_jobs{backend, state}`` for the jobs not yet final, read from the store at
 each scrape. Backends are the configured ones; no label names a user, project or job.
-With ``QpuGateway.workers > 1`` each worker answers with its own process's counters (the
-queue gauge is the whole store's in every worker).
+With ``QpuGateway.workers > 1`` the workers count into ``prometheus_client``'s
+multiprocess files under ``PROMETHEUS_MULTIPROC_DIR`` (the hub sets it for the gateway it
+manages) and whichever worker answers a scrape sums them all, a worker that died
+included, so totals neither jump between scrapes nor fall after a crash. Without that
+directory each worker answers with its own counters (the gateway warns at start).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 STATES = ("QUEUED", "HELD", "RUNNING")
 
@@ -52,6 +60,30 @@ def install(gateway: Any) -> None:
     _installed.append(collector)
 
 
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get(MULTIPROCESS_ENV, "")
+    return Path(value) if value else None
+
+
+def clear_stale_files() -> None:
+    """Remove the value files an earlier run of the gateway left (their counts are not
+    this run's); this process's own stay (opened at import). Call before any worker starts."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return
+    own = f"_{os.getpid()}.db"
+    for path in folder.glob("*.db"):
+        if not path.name.endswith(own):
+            path.unlink(missing_ok=True)
+
+
 def exposition() -> bytes:
-    """The process's metrics in Prometheus' text format (blocking: reads the store)."""
-    return generate_latest(REGISTRY)
+    """The metrics in Prometheus' text format: this process's, or every worker's summed
+    in multiprocess mode (blocking: reads the store and the value files)."""
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+    for collector in _installed:
+        registry.register(collector)
+    return generate_latest(registry)

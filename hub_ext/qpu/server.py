@@ -16,7 +16,7 @@ import threading
 from tornado import httpserver, netutil, web
 
 from ..supervisor import Supervisor, hold_port
-from . import handlers
+from . import handlers, metrics
 from .app import QpuGateway
 from .store import Store, StoreError
 
@@ -63,6 +63,12 @@ async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None)
 
 def start(gateway: QpuGateway) -> None:
     """Serve in this process, or fork ``QpuGateway.workers`` processes on one port."""
+    metrics.clear_stale_files()
+    if gateway.workers > 1 and metrics.multiprocess_dir() is None:
+        gateway.log.warning(
+            "QPU gateway: %d workers without %s: each scrape of /metrics shows the counts of "
+            "the one worker that answers (the hub-managed gateway has it set; see "
+            "docs/metrics.md)", gateway.workers, metrics.MULTIPROCESS_ENV)
     if gateway.workers == 1:
         asyncio.run(serve(gateway))
         return

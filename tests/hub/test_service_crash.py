@@ -139,3 +139,46 @@ def test_a_killed_audit_page_worker_is_replaced_and_keeps_auditors_signed_in(hub
     assert r.status_code == 200, (r.status_code, r.headers.get("Location"))
     assert "audit" in r.text.lower()
     assert service_process(hub, "hub_ext.audit.web") == supervisor
+
+
+def scrape(hub: Hub) -> dict[str, float]:
+    """The gateway's metrics (the harness token holds ``read:metrics``): sample -> value."""
+    r = requests.get(f"{hub.url}services/qpu/metrics", timeout=60,
+                     headers={"Authorization": f"token {hub.token}"})
+    assert r.status_code == 200, r.text[:300]
+    samples = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_the_gateway_metrics_sum_every_worker_even_one_that_died(hub: Hub) -> None:
+    submitted = 'qustody_audit_records_total{reason="",type="qpu-job-submitted"}'
+    token = hub.user_token("alice")
+    job = {"backend": "aer_simulator", "circuits": [{"qpy": bell_qpy()}], "shots": 8,
+           "tags": {"purpose": "testing"}}
+    before = scrape(hub).get(submitted, 0.0)
+    for _ in range(12):
+        r = requests.post(f"{hub.url}services/qpu/api/jobs", json=job, timeout=60,
+                          headers={"Authorization": f"token {token}"})
+        assert r.status_code == 201, r.text[:300]
+    # whichever worker answers a scrape (the proxy's pooled connections go to one or the
+    # other) counts every worker's submissions
+    assert {scrape(hub).get(submitted) for _ in range(10)} == {before + 12}
+    supervisor = service_process(hub, "hub_ext.qpu")
+    workers = children(supervisor)
+    for pid in workers:  # each dies in turn; what it counted stays counted
+        os.kill(pid, signal.SIGKILL)
+        hub.wait_for(lambda p=pid: gone(p) and len(children(supervisor)) == 2
+                     and p not in children(supervisor), timeout=30, what="a new worker")
+    hub.wait_for(lambda: scrape_or_none(hub) is not None, timeout=30, what="the metrics")
+    assert {scrape(hub).get(submitted) for _ in range(10)} == {before + 12}
+
+
+def scrape_or_none(hub: Hub) -> dict[str, float] | None:
+    try:
+        return scrape(hub)
+    except AssertionError:  # the proxy's 503 on a connection a dead worker held
+        return None
