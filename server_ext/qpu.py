@@ -75,6 +75,9 @@ STATUS = {
     "REJECTED": JobStatus.ERROR,
 }
 FINAL = {"DONE", "CANCELLED", "FAILED", "REJECTED"}
+#: Pauses before asking a read again (see ``GatewayClient.call``): about 3.5 s in all,
+#: beyond the replacement of a crashed gateway worker.
+READ_RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 _TAGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "qustody_qpu_tags", default=None
@@ -180,19 +183,35 @@ class GatewayClient:
 
     def call(self, method: str, path: str, *, json_body: Any = None,
              params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
-        try:
-            response = self.session.request(
-                method, self.url + path, json=json_body, params=params,
-                timeout=timeout or self.timeout,
-            )
-        except requests.RequestException as e:
-            raise GatewayError(0, "UNREACHABLE",
-                               f"cannot reach the QPU gateway at {self.url}: "
-                               f"{type(e).__name__}") from None
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = None
+        # A read is asked again when it got no answer from the gateway itself: the
+        # connection failed, or the hub's proxy answered 502-504 for a gateway process
+        # that died (the gateway runs several; another one answers the next request).
+        # A submission is never repeated: it may have been admitted.
+        delays = READ_RETRY_DELAYS if method == "GET" else ()
+        for attempt in range(len(delays) + 1):
+            try:
+                response = self.session.request(
+                    method, self.url + path, json=json_body, params=params,
+                    timeout=timeout or self.timeout,
+                )
+            except requests.RequestException as e:
+                # not a read timeout: the gateway got the request and did not answer
+                if isinstance(e, requests.ConnectionError) and attempt < len(delays):
+                    time.sleep(delays[attempt])
+                    continue
+                raise GatewayError(0, "UNREACHABLE",
+                                   f"cannot reach the QPU gateway at {self.url}: "
+                                   f"{type(e).__name__}") from None
+            try:
+                body = response.json() if response.content else None
+            except ValueError:
+                body = None
+            from_proxy = response.status_code in (502, 503, 504) and not (
+                isinstance(body, dict) and "error" in body)
+            if from_proxy and attempt < len(delays):
+                time.sleep(delays[attempt])
+                continue
+            break
         if response.status_code >= 400:
             body = body if isinstance(body, dict) else {}
             raise GatewayError(response.status_code, str(body.get("error", "HTTP_ERROR")),

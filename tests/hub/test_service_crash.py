@@ -12,8 +12,11 @@ import base64
 import io
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -182,3 +185,52 @@ def scrape_or_none(hub: Hub) -> dict[str, float] | None:
         return scrape(hub)
     except AssertionError:  # the proxy's 503 on a connection a dead worker held
         return None
+
+
+def test_a_result_being_waited_for_survives_the_crash_of_the_worker_holding_it(
+    hub: Hub,
+) -> None:
+    """``job.result()`` long-polls the gateway (30 s per request): the worker holding that
+    request dies, and the kernel's client asks again instead of failing the notebook."""
+    from qiskit import QuantumCircuit
+
+    from server_ext.qpu import GatewayClient, GatewayError, gateway_backend
+
+    url = f"{hub.url}services/qpu/"
+    admin = GatewayClient(url, hub.user_token("admin"))
+    pause = {"reason": "test: hold the job while workers die"}
+    admin.call("POST", "api/admin/backends/aer_simulator/pause", json_body=pause)
+    try:
+        backend = gateway_backend("aer_simulator", url=url, token=hub.user_token("alice"))
+        qc = QuantumCircuit(2)
+        qc.h(0)
+        qc.cx(0, 1)
+        qc.measure_all()
+        job = backend.run(qc, shots=100, purpose="testing")
+        assert job.gateway_status()["state"] == "HELD"
+        outcome: list[object] = []
+        waiter = threading.Thread(target=lambda: outcome.append(_result_or_error(job)))
+        waiter.start()
+        supervisor = service_process(hub, "hub_ext.qpu")
+        for pid in children(supervisor):  # one of them holds the long poll
+            time.sleep(1)  # the poll has reached a worker
+            os.kill(pid, signal.SIGKILL)
+            hub.wait_for(lambda p=pid: gone(p) and len(children(supervisor)) == 2
+                         and p not in children(supervisor), timeout=30, what="a new worker")
+        assert waiter.is_alive() and not outcome, outcome  # still waiting, not failed
+    finally:
+        admin.call("POST", "api/admin/backends/aer_simulator/resume",
+                   json_body={"reason": "test: done"})
+    waiter.join(timeout=120)
+    (result,) = outcome
+    assert not isinstance(result, GatewayError), result
+    assert sum(result.get_counts().values()) == 100  # type: ignore[attr-defined]
+
+
+def _result_or_error(job: Any) -> object:
+    from server_ext.qpu import GatewayError
+
+    try:
+        return job.result(timeout=120)
+    except GatewayError as e:
+        return e
