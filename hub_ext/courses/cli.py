@@ -19,26 +19,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .apply import plan, read_course, write
 from .catalog import (
-    SUFFIX,
     Catalog,
-    changes,
-    check_name,
-    course_files,
     load_catalog,
-    write_atomically,
 )
 from .model import (
     USER_NAME,
     Assignment,
     Course,
     CourseError,
-    load_course,
-    parse_course,
-    read_course_bytes,
     stamp,
 )
-from .roster import with_roster
 
 ENV_DIR = "QUSTODY_COURSES_DIR"
 
@@ -100,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             for path in args.files:
-                course, _, _ = _read(path)
+                course, _, _ = read_course(path)
                 print(f"{path}: OK, course {course.id} ({course.title})")
                 for key, value in course.settings().items():
                     print(f"  {key} = {value!r}")
@@ -117,53 +109,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _read(path: Path) -> tuple[Course, bytes, bytes]:
-    """A course file checked, with its CSV roster (beside it): the course, and the very
-    bytes of the file and of the roster that were checked."""
-    data = read_course_bytes(path)
-    course, roster = with_roster(parse_course(data, str(path)), path.parent)
-    return course, data, roster
-
-
 def _apply(directory: Path, files: list[Path], dry_run: bool) -> int:
-    planned: list[tuple[Course, bytes, bytes]] = []
-    for path in files:
-        course, data, roster = _read(path)
-        if any(c.id == course.id for c, _, _ in planned):
-            raise CourseError(f"{path}: course {course.id} is given twice")
-        planned.append((course, data, roster))
-    replacing = {course.id + SUFFIX for course, _, _ in planned}
-    for path in course_files(directory):  # the courses that stay must stay valid
-        if path.name not in replacing:
-            check_name(path, with_roster(load_course(path), directory)[0])
-    changed: list[tuple[Course, bytes, bytes]] = []
-    for course, data, roster in planned:
-        target = directory / (course.id + SUFFIX)
-        if not target.exists():
-            lines = changes(None, course)
-        else:
-            try:
-                lines = changes(with_roster(load_course(target), directory)[0], course)
-            except CourseError as e:  # the file being fixed
-                lines = [f"replaces an invalid file ({e})"]
-        if not lines:
-            print(f"{course.id}: no change")
+    changed = []
+    for change in plan(directory, [read_course(path) for path in files]):
+        if not change.lines:
+            print(f"{change.course.id}: no change")
             continue
-        changed.append((course, data, roster))
-        print(f"{course.id}:")
-        for line in lines:
+        changed.append(change)
+        print(f"{change.course.id}:")
+        for line in change.lines:
             print(f"  {line}")
     if dry_run:
         print(f"dry run: {len(changed)} course(s) would change; nothing was written")
         return 0
-    for course, data, roster in changed:
-        try:
-            if course.roster_csv:  # first: the course file then finds its roster
-                write_atomically(directory / course.roster_csv, roster)
-            write_atomically(directory / (course.id + SUFFIX), data)
-        except OSError as e:
-            raise CourseError(f"{directory}: cannot write {course.id}{SUFFIX}: {e.strerror}") \
-                from None
+    for change in changed:
+        write(directory, change)
     print(f"applied: {len(changed)} course(s) changed in {directory} (the hub and the QPU "
           "gateway reload them within their reload interval; the gateway's /api/health says "
           "if it refused them)")

@@ -88,6 +88,8 @@ def courses(
     ``qpu_url``: where the page reaches the QPU gateway (its students' usage); empty
     without one. Reads ``c.SpawnPolicy.profiles`` (the page shows their time limits).
     """
+    from ..audit.hub import service_environment
+    from .admin_api import ADMIN_SCOPE
     from .web import ALLOWED_SCOPES
 
     directory = courses_dir(state_dir)
@@ -110,6 +112,8 @@ def courses(
             "QUSTODY_COURSES_DIR": str(directory),
             "QUSTODY_PROFILE_LIMITS": json.dumps(limits),
             "QUSTODY_QPU_URL": qpu_url,
+            # the courses API records each change (admin_api.py)
+            **service_environment(c),
         },
         # the page acts with the instructor's own token: these scopes, cut by the hub to
         # what the instructor holds (their courses' students only)
@@ -118,12 +122,18 @@ def courses(
         "display": True,
     }
     access = f"access:services!service={SERVICE}"
+    admins = sorted(c.Authenticator.admin_users) if "admin_users" in c.Authenticator else []
     return Fragment(
         "courses (hub_ext.courses.hub)",
         services=[service],
         # course staff use the page
-        roles=[{"name": staff, "description": f"Qustody {staff}", "scopes": [access]}
-               for staff in ("instructor", "assistant", "observer")],
+        roles=[*({"name": staff, "description": f"Qustody {staff}", "scopes": [access]}
+                 for staff in ("instructor", "assistant", "observer")),
+               # the courses API (admin_api.py), with the admin's own API token
+               {"name": "course-admin", "description": "Apply course files (the courses API)",
+                "scopes": [ADMIN_SCOPE, access], "users": admins}],
+        custom_scopes={ADMIN_SCOPE: {"description": "Apply course files through the courses "
+                                                    "API (hub_ext.courses.admin_api)"}},
         settings={
             "SpawnPolicy.courses_dir": str(directory),
             # CSV rosters: the authenticator asks at each login and refresh who else is in

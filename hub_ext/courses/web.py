@@ -13,6 +13,12 @@ reach, and audits each start and stop with them as the actor. Routes under the p
 - ``/archive/<course>/<assignment>.tar``: the collected work (``qustody course collect``).
 
 Anyone else gets a 403 page saying the page is for a course's instructors.
+
+For admins, with their own API token holding ``custom:courses:admin`` (the
+``course-admin`` role, given to the hub's admin users), the courses API
+(``admin_api.py``): ``GET /api/admin/courses`` lists the course files, ``PUT
+/api/admin/courses/<id>`` applies one (``?dry_run=1``: only says what would change), as
+``qustody course apply`` does, each change recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from tornado import ioloop, web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..service_page import ServicePage
+from .admin_api import CourseApplyHandler, CourseListHandler
 from .catalog import Catalog
 from .live import LiveCatalog
 from .model import ASSIGNMENT, USER_NAME, stamp
@@ -345,7 +352,7 @@ class ServersHandler(CourseHandler):
 
 def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
              profile_limits: dict[str, dict[str, int]],
-             archive_dir: Path | None = None) -> web.Application:
+             archive_dir: Path | None = None, audit: Any = None) -> web.Application:
     return web.Application(
         [
             (prefix, PageHandler),
@@ -353,6 +360,8 @@ def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
             (url_path_join(prefix, "servers"), ServersHandler),
             (url_path_join(prefix, r"archive/([a-z0-9][a-z0-9\-_.]{0,60})/([^/]{1,64})\.tar"),
              ArchiveHandler),
+            (url_path_join(prefix, "api/admin/courses"), CourseListHandler),
+            (url_path_join(prefix, r"api/admin/courses/([^/]{1,80})"), CourseApplyHandler),
             (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
         ],
         cookie_secret=secrets.token_bytes(32),
@@ -363,6 +372,8 @@ def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
         qpu_url=qpu_url,
         profile_limits=profile_limits,
         archive_dir=archive_dir,
+        courses_dir=catalog.directory if catalog is not None else None,
+        audit=audit,
         xsrf_cookies=False,  # checked after authentication (ServicePage.prepare)
     )
 
@@ -383,8 +394,13 @@ def main() -> None:
         catalog.current()
     limits = json.loads(os.environ.get("QUSTODY_PROFILE_LIMITS", "{}") or "{}")
     archive = Path(directory) / "archive" if directory else None
+    from ..audit.hub import service_settings
+    from ..audit.log import AuditLog
+
+    settings = service_settings()  # course changes are audited, or not made (admin_api.py)
+    audit = AuditLog(**settings) if settings is not None else None
     app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits,
-                   archive)
+                   archive, audit)
     app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True)
     print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT

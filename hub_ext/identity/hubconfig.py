@@ -88,7 +88,9 @@ def configure_oidc(
     return True
 
 
-def hand_roles_to_authenticator(c: Any, admin_roles: Iterable[str] = ("qpu-operator",)) -> None:
+def hand_roles_to_authenticator(
+    c: Any, admin_roles: Iterable[str] = ("qpu-operator", "course-admin")
+) -> None:
     """Move the user roles of ``c.JupyterHub.load_roles`` to the authenticator (OIDC).
 
     Under OIDC the authenticator assigns every user role from IdP groups
