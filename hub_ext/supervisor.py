@@ -54,7 +54,14 @@ def hold_port(ip: str, port: int) -> tuple[socket.socket, int]:
     the port stays this service's while workers come and go, and a port in use is reported
     once, by the supervisor. Returns the socket (keep it open) and the port bound (``port``
     0: a free one). Raises OSError."""
-    holder = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    # first without SO_REUSEPORT: sockets of the same user that set it share a port
+    # silently, so an earlier copy of this service still running (its hub killed) would
+    # otherwise serve beside this one
+    with socket.socket(family) as probe:
+        probe.bind((ip, port))
+        port = int(probe.getsockname()[1])
+    holder = socket.socket(family)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         holder.bind((ip, port))
@@ -123,12 +130,27 @@ class Supervisor:
         self._spawn(index)
 
     def _spawn(self, index: int) -> None:
+        # a stop that arrives while a worker is being forked is handled once it is in
+        # ``children``, so it reaches that worker too
+        stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            if self.stopping:
+                return
+            pid = self._fork(index)
+            self.children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+    def _fork(self, index: int) -> int:
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                                       {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
                 _die_with_parent()
                 if os.getppid() == 1:  # the supervisor died before prctl took effect
                     os._exit(1)
@@ -140,7 +162,7 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(code)
-        self.children[pid] = index
+        return pid
 
     def _shutdown(self, status: int) -> None:
         self.status = status

@@ -528,8 +528,9 @@ def serve(where: Where, settings: dict[str, str], name: str, prefix: str, rules:
             verifier.start(f"service-{name}")
 
         ioloop.PeriodicCallback(periodic, every * 1000).start()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor passes it on; nothing to reload
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: loop.add_callback_from_signal(loop.stop))
+        loop.asyncio_loop.add_signal_handler(sig, loop.stop)  # type: ignore[attr-defined]
     loop.start()
     server.stop()
     # an alert being written finishes (its records are one append); then leave

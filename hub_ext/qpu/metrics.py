@@ -65,18 +65,6 @@ def multiprocess_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def clear_stale_files() -> None:
-    """Remove the value files an earlier run of the gateway left (their counts are not
-    this run's); this process's own stay (opened at import). Call before any worker starts."""
-    folder = multiprocess_dir()
-    if folder is None:
-        return
-    own = f"_{os.getpid()}.db"
-    for path in folder.glob("*.db"):
-        if not path.name.endswith(own):
-            path.unlink(missing_ok=True)
-
-
 def exposition() -> bytes:
     """The metrics in Prometheus' text format: this process's, or every worker's summed
     in multiprocess mode (blocking: reads the store and the value files)."""

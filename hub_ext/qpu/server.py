@@ -28,8 +28,11 @@ def make_app(gateway: QpuGateway) -> web.Application:
     )
 
 
-async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None) -> None:
-    """Run one gateway process until SIGTERM or SIGINT (SIGHUP reloads the policy)."""
+async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None,
+                warm: bool = True) -> None:
+    """Run one gateway process until SIGTERM or SIGINT (SIGHUP reloads the policy).
+    ``warm``: start the sandbox and parse processes now, not at the first job or large
+    submission that needs one (each holds a copy of Qiskit)."""
     gateway.open()
     server = httpserver.HTTPServer(
         make_app(gateway), max_body_size=gateway.max_payload_bytes, xheaders=False
@@ -38,11 +41,13 @@ async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None)
         server.listen(gateway.port, gateway.ip)
     else:
         server.add_sockets(sockets)
-    gateway.runner.start()
+    gateway.runner.start(warm)
     loop = asyncio.get_running_loop()
-    # starting the fork server waits for its imports: not on the event loop, and not
-    # in the loop's executor, which a stop during start-up would wait for
-    threading.Thread(target=gateway.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
+    if warm:
+        # starting the fork server waits for its imports: not on the event loop, and not
+        # in the loop's executor, which a stop during start-up would wait for
+        threading.Thread(target=gateway.parse_pool.warm, name="qpu-parse-warm",
+                         daemon=True).start()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -63,7 +68,6 @@ async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None)
 
 def start(gateway: QpuGateway) -> None:
     """Serve in this process, or fork ``QpuGateway.workers`` processes on one port."""
-    metrics.clear_stale_files()
     if gateway.workers > 1 and metrics.multiprocess_dir() is None:
         gateway.log.warning(
             "QPU gateway: %d workers without %s: each scrape of /metrics shows the counts of "
@@ -92,7 +96,11 @@ def start(gateway: QpuGateway) -> None:
 
     def worker(index: int) -> int:
         gateway.instance_name = f"{base}/w{index}"
-        asyncio.run(serve(gateway, netutil.bind_sockets(port, gateway.ip, reuse_port=True)))
+        # worker 0 starts its sandbox and parse processes at once; the others when a job
+        # or a large submission first needs one, so a second worker costs a hub's start
+        # little (each set of them imports Qiskit)
+        asyncio.run(serve(gateway, netutil.bind_sockets(port, gateway.ip, reuse_port=True),
+                          warm=index == 0))
         return 0
 
     gateway.log.info("QPU gateway: starting %d workers", gateway.workers)

@@ -46,6 +46,9 @@ memory_mb = 128
 
 OPERATOR_CONFIG = f"""
 c = get_config()  # noqa
+# these tests watch one gateway process (its instance, its parse pool and the order it
+# admits in); the hub's default of two workers is tested in tests/hub/test_service_crash.py
+c.QpuGateway.workers = 1
 c.QpuGateway.backends = {{**{BACKENDS!r},
     "hog": {{"driver": "tests.qpu.hog_driver:HogDriver"}}}}
 c.QpuGateway.auth_cache_seconds = 5

@@ -38,6 +38,9 @@ WRONG = "wrong-" + secrets.token_hex(20)  # the keyed provider refuses keys not 
 
 OPERATOR_CONFIG = f"""
 c = get_config()  # noqa
+# these tests watch one gateway process (its instance, its parse pool and the order it
+# admits in); the hub's default of two workers is tested in tests/hub/test_service_crash.py
+c.QpuGateway.workers = 1
 c.QpuGateway.backends = {{**{BACKENDS!r},
     "keyed": {{"driver": "tests.qpu.keyed_driver:KeyedDriver"}}}}
 c.QpuGateway.log_level = "DEBUG"

@@ -103,6 +103,19 @@ def test_a_read_from_a_gateway_that_is_down_is_asked_again_then_explained(
     from ports import free_port
 
     monkeypatch.setattr(qpu, "READ_RETRY_DELAYS", (0.01, 0.01, 0.01))
+    client = GatewayClient(f"http://127.0.0.1:{free_port()}/", "t")
+    attempts = []
+    send = client.session.request
+
+    def counted(*args: object, **kwargs: object) -> object:
+        attempts.append(args[0])
+        return send(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client.session, "request", counted)
     with pytest.raises(GatewayError) as e:
-        GatewayClient(f"http://127.0.0.1:{free_port()}/", "t").call("GET", "api/jobs/x")
+        client.call("GET", "api/jobs/x")
     assert e.value.code == "UNREACHABLE" and "cannot reach the QPU gateway" in str(e.value)
+    assert attempts == ["GET"] * 4
+    with pytest.raises(GatewayError):
+        client.call("POST", "api/jobs", json_body={})
+    assert attempts == ["GET"] * 4 + ["POST"]
