@@ -112,14 +112,12 @@ def start_hub(base: Path, workers: int) -> Hub:
     base.mkdir(parents=True)
     policy = base / "policy.toml"
     policy.write_text(bench_policy())
-    gateway_config = base / "gateway_extra.py"
-    gateway_config.write_text(f"c.QpuGateway.workers = {workers}\n")
     print(f"starting a hub (gateway workers: {workers}) ...", flush=True)
     return launch_hub(
         base / "hub",
         extra=LOCAL_EXTRA.format(home=base / "home"),
         env={**local_env(), "QUSTODY_QPU_PORT": str(free_port()),
-             "QUSTODY_QPU_POLICY": str(policy), "QUSTODY_QPU_CONFIG": str(gateway_config)},
+             "QUSTODY_QPU_POLICY": str(policy), "QUSTODY_QPU_WORKERS": str(workers)},
         timeout=240,
     )
 

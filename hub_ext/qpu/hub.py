@@ -84,7 +84,7 @@ def qpu_gateway(
     submit_roles: tuple[str, ...] = ("student", "researcher", "instructor"),
     policy_file: str | None = None,
     backends: dict[str, Any] | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> Fragment:
     """The gateway's service, scopes, roles, server-token scopes and environment.
 
@@ -92,9 +92,16 @@ def qpu_gateway(
     ``QUSTODY_QPU_POLICY`` or a copy of the demo policy in the state dir (written once).
     ``courses_dir``: the hub's courses (their QPU budgets and terms; empty: none). An operator's
     gateway config file (``QUSTODY_QPU_CONFIG``) is loaded after the generated settings.
-    ``workers``: gateway processes on its port (``QpuGateway.workers``); with 2 or more the
-    crash of one leaves the others serving while it is restarted.
+    ``workers``: gateway processes on its port (``QpuGateway.workers``; default
+    ``QUSTODY_QPU_WORKERS`` or 2); with 2 or more the crash of one leaves the others
+    serving while it is restarted.
     """
+    if workers is None:
+        text = os.environ.get("QUSTODY_QPU_WORKERS", "2")
+        if not text.isdigit():
+            raise ValueError(f"QUSTODY_QPU_WORKERS={text[:20]!r}: give the number of gateway "
+                             "processes, 1 to 64 (default 2)")
+        workers = int(text)
     if not 1 <= workers <= 64:
         raise ValueError(f"qpu_gateway(workers={workers}): the gateway runs 1 to 64 processes")
     state = Path(state_dir).resolve()

@@ -79,10 +79,8 @@ class Runner:
 
     # -- public ----------------------------------------------------------------------------
 
-    def start(self, warm: bool = True) -> None:
-        """Dispatch and renew leases; ``warm``: start the sandbox workers now (otherwise
-        the first job starts one)."""
-        if self.sandbox is not None and warm:
+    def start(self) -> None:
+        if self.sandbox is not None:
             self.sandbox.start()
         loop = asyncio.get_running_loop()
         self._tasks = [

@@ -28,11 +28,8 @@ def make_app(gateway: QpuGateway) -> web.Application:
     )
 
 
-async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None,
-                warm: bool = True) -> None:
-    """Run one gateway process until SIGTERM or SIGINT (SIGHUP reloads the policy).
-    ``warm``: start the sandbox and parse processes now, not at the first job or large
-    submission that needs one (each holds a copy of Qiskit)."""
+async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None) -> None:
+    """Run one gateway process until SIGTERM or SIGINT (SIGHUP reloads the policy)."""
     gateway.open()
     server = httpserver.HTTPServer(
         make_app(gateway), max_body_size=gateway.max_payload_bytes, xheaders=False
@@ -41,13 +38,11 @@ async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None,
         server.listen(gateway.port, gateway.ip)
     else:
         server.add_sockets(sockets)
-    gateway.runner.start(warm)
+    gateway.runner.start()
     loop = asyncio.get_running_loop()
-    if warm:
-        # starting the fork server waits for its imports: not on the event loop, and not
-        # in the loop's executor, which a stop during start-up would wait for
-        threading.Thread(target=gateway.parse_pool.warm, name="qpu-parse-warm",
-                         daemon=True).start()
+    # starting the fork server waits for its imports: not on the event loop, and not
+    # in the loop's executor, which a stop during start-up would wait for
+    threading.Thread(target=gateway.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -96,11 +91,7 @@ def start(gateway: QpuGateway) -> None:
 
     def worker(index: int) -> int:
         gateway.instance_name = f"{base}/w{index}"
-        # worker 0 starts its sandbox and parse processes at once; the others when a job
-        # or a large submission first needs one, so a second worker costs a hub's start
-        # little (each set of them imports Qiskit)
-        asyncio.run(serve(gateway, netutil.bind_sockets(port, gateway.ip, reuse_port=True),
-                          warm=index == 0))
+        asyncio.run(serve(gateway, netutil.bind_sockets(port, gateway.ip, reuse_port=True)))
         return 0
 
     gateway.log.info("QPU gateway: starting %d workers", gateway.workers)

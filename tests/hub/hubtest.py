@@ -156,6 +156,9 @@ def launch_hub(
         os.environ.setdefault("QUSTODY_QPU_PORT", "{free_port()}")  # the QPU gateway service
         os.environ.setdefault("QUSTODY_AUDIT_PAGE_PORT", "{free_port()}")  # the auditor page
         os.environ.setdefault("QUSTODY_COURSES_PAGE_PORT", "{free_port()}")  # the instructor page
+        # one gateway process (each holds its own Qiskit processes; the suite starts ~100
+        # hubs on 2 cores): the product's default of 2 is tested in test_service_crash.py
+        os.environ.setdefault("QUSTODY_QPU_WORKERS", "1")
     """
     load = f"load_subconfig({str(config)!r})\n" if config else ""
     tail = f"""

@@ -31,7 +31,8 @@ def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
     hub = launch_hub(
         base / "hub",
         extra=LOCAL_EXTRA.format(home=base / "home"),
-        env={**local_env(), "QUSTODY_QPU_PORT": str(free_port())},
+        # the product's default: two gateway workers (the harness runs one)
+        env={**local_env(), "QUSTODY_QPU_PORT": str(free_port()), "QUSTODY_QPU_WORKERS": "2"},
         timeout=240,  # the hub waits for its services, slow to start on a loaded machine
     )
     yield hub

@@ -146,3 +146,28 @@ def test_settings_that_are_dicts_of_lists_are_joined_not_conflicting():
         "student": ["read:metrics"],
         "course-staff": ["access:services!service=courses", "custom:qpu:read"],
     }
+
+
+def test_the_gateway_fragment_runs_two_workers_unless_told_otherwise(tmp_path, monkeypatch):
+    from hub_ext.qpu.hub import qpu_gateway
+
+    c = Config()
+    c.AuditLog.path = str(tmp_path / "audit.jsonl")
+    c.AuditLog.key_file = str(tmp_path / "audit.key")
+    monkeypatch.delenv("QUSTODY_QPU_WORKERS", raising=False)
+
+    def written(fragment: Fragment) -> str:
+        (text,) = [t for p, t in fragment.files.items() if p.name == "qpu_config.py"]
+        return text
+
+    fragment = qpu_gateway(c, tmp_path, courses_dir="")
+    assert "c.QpuGateway.workers = 2\n" in written(fragment)
+    (service,) = fragment.services
+    assert service["environment"]["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "qpu" / "metrics")
+    monkeypatch.setenv("QUSTODY_QPU_WORKERS", "1")
+    assert "c.QpuGateway.workers = 1\n" in written(qpu_gateway(c, tmp_path, courses_dir=""))
+    monkeypatch.setenv("QUSTODY_QPU_WORKERS", "two")
+    with pytest.raises(ValueError, match="QUSTODY_QPU_WORKERS='two': give the number"):
+        qpu_gateway(c, tmp_path, courses_dir="")
+    with pytest.raises(ValueError, match="1 to 64"):
+        qpu_gateway(c, tmp_path, courses_dir="", workers=0)
