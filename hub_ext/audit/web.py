@@ -536,6 +536,7 @@ def serve(where: Where, settings: dict[str, str], name: str, prefix: str, rules:
     # an alert being written finishes (its records are one append); then leave
     if busy.acquire(timeout=10):
         busy.release()
+    audit.close()  # what was emitted reaches the log before the worker exits
 
 
 def audit_page(
