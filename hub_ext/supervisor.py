@@ -57,11 +57,14 @@ def hold_port(ip: str, port: int) -> tuple[socket.socket, int]:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     # first without SO_REUSEPORT: sockets of the same user that set it share a port
     # silently, so an earlier copy of this service still running (its hub killed) would
-    # otherwise serve beside this one
+    # otherwise serve beside this one. SO_REUSEADDR: connections of an earlier run still
+    # in TIME_WAIT do not hold the port (a listening socket still does)
     with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((ip, port))
         port = int(probe.getsockname()[1])
     holder = socket.socket(family)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         holder.bind((ip, port))
