@@ -24,8 +24,6 @@ Usage: ``.venv/bin/python benchmarks/bench_service_crash.py [--seconds 8] [--thr
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import os
 import signal
 import tempfile
@@ -39,6 +37,7 @@ import harness  # noqa: F401 - puts tests/ and its harness folders on sys.path
 import requests
 from audit_hub import LOCAL_EXTRA, local_env
 from hubtest import Hub, free_port, launch_hub
+from service_procs import bell_qpy, children, service_process
 
 from hub_ext.qpu.hub import DEMO_POLICY
 
@@ -90,24 +89,6 @@ class Stream:
         return len(bad), max(e for _, e in bad) - min(s for s, _ in bad)
 
 
-def process_of(hub: Hub, module: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if module.encode() in argv and parent == hub.process.pid:
-            return int(entry.name)
-    raise SystemExit(f"no {module} process under the hub")
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def start_hub(base: Path, workers: int) -> Hub:
     base.mkdir(parents=True)
     policy = base / "policy.toml"
@@ -120,18 +101,6 @@ def start_hub(base: Path, workers: int) -> Hub:
              "QUSTODY_QPU_POLICY": str(policy), "QUSTODY_QPU_WORKERS": str(workers)},
         timeout=240,
     )
-
-
-def bell_qpy() -> str:
-    from qiskit import QuantumCircuit, qpy
-
-    qc = QuantumCircuit(2)
-    qc.h(0)
-    qc.cx(0, 1)
-    qc.measure_all()
-    out = io.BytesIO()
-    qpy.dump(qc, out)
-    return base64.b64encode(out.getvalue()).decode()
 
 
 def wait_ready(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -186,7 +155,7 @@ def gateway_case(base: Path, workers: int, seconds: float, threads: int) -> dict
             return r.status_code, (r.json().get("job_id", "") if r.status_code == 201 else "")
 
         wait_ready(lambda: submit()[0] == 201, 120, "the gateway")
-        supervisor = process_of(hub, "hub_ext.qpu")
+        supervisor = service_process(hub, "hub_ext.qpu")
 
         def victim() -> int:
             return children(supervisor)[0] if workers > 1 else supervisor
@@ -233,7 +202,7 @@ def audit_cases(base: Path, seconds: float, threads: int) -> list[dict[str, obje
         wait_ready(lambda: read()[0] == 200, 120, "the auditor page")
         out = []
         for what in ("worker", "supervisor"):
-            supervisor = process_of(hub, "hub_ext.audit.web")
+            supervisor = service_process(hub, "hub_ext.audit.web")
 
             def victim(s: int = supervisor, w: str = what) -> int:
                 return children(s)[0] if w == "worker" else s

@@ -8,8 +8,6 @@ worker at once. Here a real hub's workers are killed with SIGKILL.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import signal
 import threading
@@ -22,6 +20,7 @@ import pytest
 import requests
 from audit_hub import LOCAL_EXTRA, local_env, login
 from hubtest import Hub, failed, free_port, launch_hub
+from service_procs import bell_qpy, children, gone, service_process
 
 
 @pytest.fixture
@@ -39,47 +38,6 @@ def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
     hub.stop()
     if failed(request):
         print(hub.log()[-20000:])
-
-
-def service_process(hub: Hub, module: str) -> int:
-    """The pid of the process the hub started for the service running ``module``: the one
-    whose parent is the hub."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if module.encode() in argv and parent == hub.process.pid:
-            return int(entry.name)
-    raise AssertionError(f"no {module} process under the hub (pid {hub.process.pid})")
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def gone(pid: int) -> bool:
-    """Exited (a zombie not yet reaped has closed its sockets too)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
-
-
-def bell_qpy() -> str:
-    from qiskit import QuantumCircuit, qpy
-
-    qc = QuantumCircuit(2)
-    qc.h(0)
-    qc.cx(0, 1)
-    qc.measure_all()
-    out = io.BytesIO()
-    qpy.dump(qc, out)
-    return base64.b64encode(out.getvalue()).decode()
 
 
 def test_a_killed_gateway_worker_refuses_nothing_and_loses_no_job(hub: Hub) -> None:
