@@ -239,7 +239,10 @@ apply(
     # instructor page (/services/courses/): a course's students, their servers, QPU use
     courses(c, STATE, demo=os.environ.get("QUSTODY_DEMO_COURSE", "") == "1",
             port=int(os.environ.get("QUSTODY_COURSES_PAGE_PORT", "8083")),
-            qpu_url=gateway.environment["QUSTODY_QPU_URL"]),
+            qpu_url=gateway.environment["QUSTODY_QPU_URL"], docker=spawner == "docker",
+            # how often the courses service takes due term steps (releases, collects, the
+            # term's close and the end of retention)
+            term_interval=float(os.environ.get("QUSTODY_TERM_INTERVAL", "60"))),
 )
 validate_config(c, demo=DEMO)  # the spawn policy; host network only in demo mode
 guard_service_health_check()  # no traceback at shutdown from JupyterHub's health check

@@ -71,6 +71,17 @@ class Volumes:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
 
+    def remove_volume(self, name: str) -> bool:
+        """Delete a volume; False if it was not there. A volume still mounted by a
+        container is refused by the engine (the error says which)."""
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name).remove()
+        except docker.errors.NotFound:
+            return False
+        return True
+
     def has_volume(self, name: str) -> bool:
         import docker.errors
 
@@ -280,23 +291,43 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
         for member, data in _members(template(volumes, course, assignment)):
             if data is not None:
                 released[member.name.split("/", 1)[-1]] = hashlib.sha256(data).hexdigest()
-    manifest: dict[str, Any] = {
-        "course": course.id,
-        "assignment": assignment.name,
-        "due": stamp(assignment.due),
-        "collected_at": stamp(now),
-        "students": {},
-    }
-    directory = archive_root / course.id / assignment.name
+    return _snapshot(volumes, course, f"{course.id}/{assignment.name}", students,
+                     archive_root / course.id / assignment.name, assignment.name, now,
+                     {"assignment": assignment.name, "due": stamp(assignment.due)},
+                     released, assignment.due)
+
+
+#: Where the term-end archives go, under ``<archive root>/<course>/``.
+TERM_END = "term-end"
+
+
+def archive_homes(volumes: Volumes, course: Course, students: Iterable[str],
+                  archive_root: Path, now: float | None = None) -> Collection:
+    """At the term's close: each student's ``~/<course>/`` into one archive with a
+    manifest (``<archive root>/<course>/term-end/homes-<time>.tar``)."""
+    now = time.time() if now is None else now
+    return _snapshot(volumes, course, course.id, students, archive_root / course.id / TERM_END,
+                     "homes", now, {"assignment": TERM_END, "closed": stamp(course.term.closes)},
+                     {}, course.term.closes)
+
+
+def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[str],
+              directory: Path, name: str, now: float, about: dict[str, Any],
+              released: dict[str, str], due: float) -> Collection:
+    """Each student's ``<home>/<folder>`` into ``<directory>/<name>-<time>.tar`` with a
+    ``manifest.json`` (files, hashes, late ones, the guard's findings)."""
+    manifest: dict[str, Any] = {"course": course.id, **about, "collected_at": stamp(now),
+                                "students": {}}
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    archive = directory / f"{assignment.name}-{stamp(now).replace(':', '')}.tar"
+    _remove_orphans(directory, name)
+    archive = directory / f"{name}-{stamp(now).replace(':', '')}.tar"
     tmp = directory / f".{archive.name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
             for student in sorted(set(students)):
                 manifest["students"][student] = _collect_one(
-                    volumes, course, assignment, student, released, tar)
+                    volumes, folder, due, student, released, tar)
             body = json.dumps(manifest, indent=1, sort_keys=True).encode()
             info = tarfile.TarInfo("manifest.json")
             info.size, info.mtime, info.mode = len(body), int(now), 0o644
@@ -305,11 +336,19 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return Collection(course.id, assignment.name, archive, manifest,
+    return Collection(course.id, str(about["assignment"]), archive, manifest,
                       hashlib.sha256(body).hexdigest())
 
 
-def _collect_one(volumes: Volumes, course: Course, assignment: Assignment, student: str,
+def _remove_orphans(directory: Path, name: str) -> None:
+    """Partial archives of a writer that died (a crash mid-collect): their process is gone."""
+    for tmp in directory.glob(f".{name}-*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
+
+
+def _collect_one(volumes: Volumes, folder: str, due: float, student: str,
                  released: dict[str, str], tar: tarfile.TarFile) -> dict[str, Any]:
     entry: dict[str, Any] = {"status": "missing", "files": [], "late": False, "findings": []}
     home = volumes.home_volume(student)
@@ -317,7 +356,7 @@ def _collect_one(volumes: Volumes, course: Course, assignment: Assignment, stude
         if not volumes.has_volume(home):
             return entry
         with volumes.mounted({home: (volumes.home_mount, "ro")}) as c:
-            tree = read_tree(c, f"{volumes.home_mount}/{course.id}/{assignment.name}")
+            tree = read_tree(c, f"{volumes.home_mount}/{folder}")
     except ValueError as e:
         entry["status"] = f"not collected: {e}"
         return entry
@@ -333,7 +372,7 @@ def _collect_one(volumes: Volumes, course: Course, assignment: Assignment, stude
         rel = member.name.split("/", 1)[1] if "/" in member.name else member.name
         digest = hashlib.sha256(data).hexdigest()
         template = released.get(rel) == digest
-        late = member.mtime > assignment.due and not template
+        late = member.mtime > due and not template
         changed = changed or not template
         entry["files"].append({
             "path": rel, "sha256": digest, "size": len(data),

@@ -31,6 +31,8 @@ from .model import (
     CourseError,
     stamp,
 )
+from .term import Journal, JournalError, status_lines
+from .term import plan as term_plan
 
 ENV_DIR = "QUSTODY_COURSES_DIR"
 
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _apply(args.dir, args.files, args.dry_run)
         if args.command in ("release", "collect"):
             return _assignment(args)
-        return _status(load_catalog(args.dir), _at(args.at), args.json)
+        return _status(load_catalog(args.dir), _at(args.at), args.json, Journal(args.dir))
     except CourseError as e:
         print(f"qustody course: {e}", file=sys.stderr)
         return 1
@@ -227,10 +229,14 @@ def _at(value: str | None) -> float:
     return when.timestamp()
 
 
-def _status(catalog: Catalog, now: float, as_json: bool) -> int:
+def _status(catalog: Catalog, now: float, as_json: bool, journal: Journal) -> int:
     if not catalog.courses and not as_json:
         print("no courses")
     for course in catalog.courses.values():
+        try:
+            steps = journal.read(course)
+        except JournalError as e:
+            raise CourseError(str(e)) from None
         t = course.term
         row = {
             "id": course.id,
@@ -242,6 +248,9 @@ def _status(catalog: Catalog, now: float, as_json: bool) -> int:
             "expires": stamp(t.expires),
             "profile": course.profile or None,
             "qpu_backends": list(course.budget.backends) if course.budget else [],
+            "steps": {step.name: steps.get(step.name, {"state": "pending",
+                                                      "due": stamp(step.due)})
+                      for step in term_plan(course)},
         }
         if as_json:
             print(json.dumps(row))
@@ -253,6 +262,9 @@ def _status(catalog: Catalog, now: float, as_json: bool) -> int:
             print(f"  QPU: {', '.join(course.budget.backends)}"
                   + _limits_text("per student", course.budget.per_student)
                   + _limits_text("course total", course.budget.total))
+        print("  steps (the courses service takes them when due):")
+        for line in status_lines(course, steps, now):
+            print(f"    {line}")
     return 0
 
 

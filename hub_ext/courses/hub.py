@@ -59,6 +59,16 @@ def courses_dir(state_dir: str | os.PathLike[str]) -> Path:
     return Path(os.environ.get(ENV) or Path(state_dir) / "courses").resolve()
 
 
+def closed_lookup(current: Callable[[], Mapping[str, Course]]) -> Callable[[str], bool]:
+    """``(course) -> bool``: whether the course has a file and its term has closed."""
+
+    def closed(course_id: str) -> bool:
+        course = current().get(course_id)
+        return course is not None and not course.term.is_open(time.time())
+
+    return closed
+
+
 def _live_courses(directory: Path) -> Callable[[], Mapping[str, Course]]:
     """The hub's live courses (shared with the spawners), read when first asked."""
     import logging
@@ -72,6 +82,26 @@ def _live_courses(directory: Path) -> Callable[[], Mapping[str, Course]]:
 
 
 SERVICE = "courses"
+#: What the term keeper does with the hub: read groups and users' servers, stop servers,
+#: take staff out of a closed course's groups. (Courses come and go without a restart, so
+#: no group filter can name them in advance.)
+KEEPER_SCOPES = ["read:groups", "groups", "read:users:name", "read:users:groups",
+                 "read:servers", "servers"]
+
+
+def _volumes(c: Any) -> dict[str, Any]:
+    """How the term keeper reaches the servers' homes: the policy's first allowed image
+    (no container is ever started), volume template, home and user."""
+    from ..volumes import HOME_MOUNT, HOME_VOLUME_TEMPLATE
+
+    policy = c.SpawnPolicy
+    images = dict(policy.get("allowed_images", {}) or {})
+    return {
+        "image": next(iter(images.values()), ""),
+        "home_volume_template": policy.get("home_volume_template", HOME_VOLUME_TEMPLATE),
+        "home_mount": policy.get("home_mount", HOME_MOUNT),
+        "run_as": policy.get("run_as", "1000:1000"),
+    }
 
 
 def courses(
@@ -82,11 +112,16 @@ def courses(
     port: int = 8083,
     qpu_url: str = "",
     python: str = sys.executable,
+    docker: bool = False,
+    term_interval: float = 60,
 ) -> Fragment:
     """The courses directory in the hub's settings, and the instructor page.
 
     ``qpu_url``: where the page reaches the QPU gateway (its students' usage); empty
     without one. Reads ``c.SpawnPolicy.profiles`` (the page shows their time limits).
+    ``docker``: servers keep their homes on Docker volumes (``c.SpawnPolicy``'s image,
+    volume template and user), so the term keeper releases, collects and archives
+    there. ``term_interval``: how often the term keeper looks for due steps (0: never).
     """
     from ..audit.hub import service_environment
     from .admin_api import ADMIN_SCOPE
@@ -112,6 +147,8 @@ def courses(
             "QUSTODY_COURSES_DIR": str(directory),
             "QUSTODY_PROFILE_LIMITS": json.dumps(limits),
             "QUSTODY_QPU_URL": qpu_url,
+            "QUSTODY_TERM_INTERVAL": str(float(term_interval)),
+            "QUSTODY_TERM_VOLUMES": json.dumps(_volumes(c)) if docker else "",
             # the courses API records each change (admin_api.py)
             **service_environment(c),
         },
@@ -130,6 +167,10 @@ def courses(
         roles=[*({"name": staff, "description": f"Qustody {staff}", "scopes": [access]}
                  for staff in ("instructor", "assistant", "observer")),
                # the courses API (admin_api.py), with the admin's own API token
+               # the term keeper (keeper.py): its students, stopping their servers at the
+               # term's close, its staff groups emptied then
+               {"name": "courses-service", "description": "The courses service's term keeper",
+                "scopes": KEEPER_SCOPES, "services": [SERVICE]},
                {"name": "course-admin", "description": "Apply course files (the courses API)",
                 "scopes": [ADMIN_SCOPE, access], "users": admins}],
         custom_scopes={ADMIN_SCOPE: {"description": "Apply course files through the courses "
@@ -139,6 +180,8 @@ def courses(
             # CSV rosters: the authenticator asks at each login and refresh who else is in
             # a course
             "QustodyAuthenticator.course_rosters": roster_lookup(_live_courses(directory)),
+            # a closed course's staff get no role for it at their next login or refresh
+            "QustodyAuthenticator.course_closed": closed_lookup(_live_courses(directory)),
             # staff of one course only (from its CSV roster) hold no global role: their
             # course role carries the page's access scope
             "QustodyAuthenticator.role_extra_scopes": {STAFF_EXTRA: [access]},

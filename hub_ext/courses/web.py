@@ -403,6 +403,10 @@ def main() -> None:
                    archive, audit)
     app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True)
     print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
+    if catalog is not None and archive is not None:
+        from .keeper import start_keeper
+
+        start_keeper(catalog, archive, audit)
     with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT
         ioloop.IOLoop.current().start()
 

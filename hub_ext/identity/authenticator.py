@@ -216,6 +216,16 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         role applies to that course only. It adds nothing to who may sign in: the user
         still needs a role from an IdP group. Applied at each login and refresh.""",
     )
+    course_closed = Callable(
+        None,
+        allow_none=True,
+        config=True,
+        help="""A function ``(course) -> bool``: whether the course's term has closed (set
+        by ``hub_ext.courses.hub.courses`` from the course files). The staff of a closed
+        course get no role for it and leave its instructor and TA groups at their next
+        login or refresh; its students stay in its groups, so the hub can tell them why
+        their course server cannot start.""",
+    )
     course_group_prefix = Unicode(
         "course-",
         config=True,
@@ -663,6 +673,9 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         now = time.time()
         rostered, staff = self._rostered(self._username(claims))
         members = sorted(set(rostered) - set(staff))
+        closed = self._closed(set(decision.courses) | set(staff))
+        staff = {c: k for c, k in staff.items() if c not in closed}
+        staff_courses = [c for c in decision.courses if c not in closed]
         auth_state = {
             "access_token": token_info["access_token"],
             "refresh_token": token_info.get("refresh_token"),
@@ -686,8 +699,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             "name": self._username(claims),
             "admin": "admin" in decision.roles,
             "auth_state": auth_state,
-            "groups": hub_groups(decision.roles, decision.courses, staff, members),
-            "roles": roles_for(decision.roles, decision.courses, self.role_extra_scopes, staff),
+            "groups": hub_groups(decision.roles, decision.courses, staff, members, closed),
+            "roles": roles_for(decision.roles, staff_courses, self.role_extra_scopes, staff),
         }
 
     async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
@@ -698,8 +711,21 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
                 record.get("courses", []),
                 record.get("staff"),
                 record.get("rostered", []),
+                self._closed(set(record.get("courses", []))),
             )
         )
+
+    def _closed(self, courses: set[str]) -> set[str]:
+        """The courses among ``courses`` whose term has closed. An unreadable answer
+        closes nothing (the login goes on; the spawner still refuses closed courses)."""
+        closed: Any = self.course_closed  # None by default (the trait allows it)
+        if closed is None:
+            return set()
+        try:
+            return {c for c in courses if closed(c)}
+        except Exception as e:
+            self.log.error("identity: course terms unreadable: %s", e)
+            return set()
 
     def _rostered(self, name: str) -> tuple[list[str], dict[str, str]]:
         """The courses whose own roster (CSV) lists ``name``, and the staff kind per course

@@ -131,6 +131,7 @@ def hub_groups(
     courses: Iterable[str],
     staff: Mapping[str, str] | None = None,
     members: Iterable[str] = (),
+    closed: Iterable[str] = (),
 ) -> list[str]:
     """The hub groups of a login decision: every course, plus ``<course>:students`` for
     each course when the user's only role is student (a researcher, instructor, admin or
@@ -141,8 +142,10 @@ def hub_groups(
     ``courses`` are the IdP's course groups, where the user's global roles apply; from
     course rosters (CSV), ``members`` are courses the user takes and ``staff`` maps a
     course to the user's staff kind there, for that course only. Staff of any course are
-    nobody's reachable student."""
+    nobody's reachable student. ``closed`` courses (their term is over) keep their
+    members but have no instructors or TAs any more."""
     staff = dict(staff or {})
+    ended = set(closed)
     idp = set(courses)
     everything = sorted(idp | set(members) | set(staff))
     student = set(roles) == STUDENT_ONLY and not staff
@@ -152,12 +155,14 @@ def hub_groups(
         + [
             instructors_group(c)
             for c in everything
-            if (c in idp and "instructor" in set(roles)) or staff.get(c) == "instructor"
+            if c not in ended
+            and ((c in idp and "instructor" in set(roles)) or staff.get(c) == "instructor")
         ]
         + [
             assistants_group(c)
             for c in everything
-            if (c in idp and "assistant" in set(roles)) or staff.get(c) == "assistant"
+            if c not in ended
+            and ((c in idp and "assistant" in set(roles)) or staff.get(c) == "assistant")
         ]
     )
 

@@ -54,6 +54,7 @@ REQUIRED_TYPES = {
     "audit-verified",
     "audit-space-low",  # issue 12: the audited refusal when the audit disk is nearly full
     "alert-raised",  # issue 17: the audit service's alert engine
+    "course-term-step",  # issue 14: the term keeper
 }
 
 

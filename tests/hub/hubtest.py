@@ -159,6 +159,10 @@ def launch_hub(
         # one gateway process (each holds its own Qiskit processes; the suite starts ~100
         # hubs on 2 cores): the product's default of 2 is tested in test_service_crash.py
         os.environ.setdefault("QUSTODY_QPU_WORKERS", "1")
+        # no term keeper: tests write course files whose terms are over, and a keeper
+        # closing them would stop servers and empty groups under other tests
+        # (tests/hub/test_term_keeper.py runs it)
+        os.environ.setdefault("QUSTODY_TERM_INTERVAL", "0")
     """
     load = f"load_subconfig({str(config)!r})\n" if config else ""
     tail = f"""

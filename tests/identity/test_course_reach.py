@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -467,3 +468,34 @@ def test_a_csv_roster_adds_members_and_staff_for_its_course_only(reach: Reach) -
     assert [(c["id"], [s["name"] for s in c["students"]]) for c in courses] == [
         ("course-303", ["cara"])
     ]
+
+
+def test_staff_of_a_closed_course_lose_its_role_at_their_next_login(reach: Reach) -> None:
+    """Once course-303's term has closed, rex (its TA by the CSV roster) signs in again and
+    holds no role for it, and is out of its groups; cara stays its student (the spawner
+    tells her the term is over)."""
+    courses = reach.hub.dir.parent / "courses"
+    path = courses / "course-303.toml"
+    path.write_text(COURSE_303.replace("end = 2999-01-01T00:00:00Z",
+                                       "end = 2021-01-01T00:00:00Z\ngrace_days = 1"))
+    try:
+        def roles_after_login() -> dict[str, Any]:
+            page_ = login(requests.Session(), reach.hub.url, "rex", PASSWORD)
+            assert page_.status_code == 200, page_.text[:300]
+            return reach.hub.api("GET", "/users/rex")[1]
+
+        rex = reach.hub.wait_for(
+            lambda: "assistant-course-303" not in (u := roles_after_login())["roles"] and u,
+            timeout=30, interval=2.5, what="the closed course to reach the authenticator")
+        assert not {"course-303", "course-303:assistants"} & set(rex["groups"]), rex
+        assert "researcher" in rex["roles"], rex  # his own role stays
+        status, body = reach.start("rex", "cara")
+        assert status in (403, 404) and not reach.servers("cara"), (status, body)
+        status, group = reach.hub.api("GET", "/groups/course-303:students")
+        assert set(group["users"]) == {"cara"}, group
+    finally:
+        path.write_text(COURSE_303)
+        time.sleep(2.5)  # the hub re-reads the courses directory at most every 2 s
+        login(requests.Session(), reach.hub.url, "rex", PASSWORD)
+    status, rex = reach.hub.api("GET", "/users/rex")
+    assert "assistant-course-303" in rex["roles"], rex

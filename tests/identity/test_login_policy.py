@@ -256,3 +256,15 @@ def test_roster_courses_get_exactly_the_roster_role_never_a_global_one() -> None
     assert hub_groups(("student",), ("course-101",), {}, ["course-303"]) == [
         "course-101", "course-303", "course-101:students", "course-303:students"
     ]
+
+
+def test_a_closed_course_keeps_its_members_but_has_no_staff_any_more() -> None:
+    """At a closed course, its instructor and TA groups are not joined (its staff roles are
+    not granted either: the authenticator passes only open courses to roles_for); its
+    students stay in its groups, so the spawner can tell them why their server is refused."""
+    assert hub_groups(("instructor",), ("course-101", "course-202"), {}, [], ["course-101"]) == [
+        "course-101", "course-202", "course-202:instructors"]
+    assert hub_groups(("assistant",), ("course-101",), {"course-303": "assistant"}, [],
+                      ["course-303"]) == ["course-101", "course-303", "course-101:assistants"]
+    assert hub_groups(("student",), ("course-101",), {}, [], ["course-101"]) == [
+        "course-101", "course-101:students"]

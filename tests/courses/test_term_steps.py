@@ -1,0 +1,156 @@
+"""A course's calendar (hub_ext.courses.term): which steps are due when, and the journal
+that makes them run once, resume after a crash, back off after a failure and start afresh
+for a new term."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from hub_ext.courses.model import DAY, parse_course, stamp
+from hub_ext.courses.term import (
+    Journal,
+    JournalError,
+    Step,
+    due_steps,
+    plan,
+    retry_at,
+    status_lines,
+)
+
+T0 = 1_800_000_000.0  # a fixed "now" for the patched clock
+
+
+def course(start: float = T0, end: float = T0 + 10 * DAY, grace: float = 2, keep: float = 30,
+           assignments: str = "") -> object:
+    text = (f'id = "course-101"\ntitle = "Intro"\n[term]\nstart = {stamp(start)}\n'
+            f"end = {stamp(end)}\ngrace_days = {grace}\nretention_days = {keep}\n"
+            f'[roster]\ngroup = "course-101"\n{assignments}')
+    return parse_course(text.encode(), "course-101.toml")
+
+
+HW = ('[materials]\nvolume = "qustody-materials-course-101"\n'
+      f'[[assignments]]\nname = "hw1"\nrelease = {stamp(T0 + DAY)}\n'
+      f"due = {stamp(T0 + 3 * DAY)}\n"
+      f'[[assignments]]\nname = "hw2"\nrelease = {stamp(T0 + 2 * DAY)}\n'
+      f"due = {stamp(T0 + 3 * DAY)}\n")
+
+
+def names(steps: list[Step]) -> list[str]:
+    return [s.name for s in steps]
+
+
+def test_the_calendar_orders_every_step_by_its_time():
+    c = course(assignments=HW)
+    assert names(plan(c)) == [
+        "release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
+        "stop-servers", "archive-homes", "revoke-access", "delete-files",
+    ]
+    closes = T0 + 12 * DAY
+    assert [s.due for s in plan(c)][-4:] == [closes, closes, closes, closes + 30 * DAY]
+    assert plan(c)[0].assignment == "hw1" and plan(c)[-1].assignment is None
+
+
+@pytest.mark.parametrize(("at", "expected"), [
+    (T0, []),
+    (T0 + DAY, ["release:hw1"]),
+    (T0 + 3 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2"]),
+    (T0 + 11 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2"]),  # grace
+    (T0 + 12 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
+                     "stop-servers", "archive-homes", "revoke-access"]),
+    (T0 + 42 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
+                     "stop-servers", "archive-homes", "revoke-access", "delete-files"]),
+])
+def test_due_steps_follow_the_clock(at, expected):
+    assert names(due_steps(course(assignments=HW), {}, at)) == expected
+
+
+def test_a_done_or_skipped_step_never_runs_again_and_a_started_one_does(tmp_path):
+    c = course(assignments=HW)
+    journal = Journal(tmp_path)
+    steps = plan(c)
+    journal.record(c, steps[0], "started", T0 + DAY)
+    journal.record(c, steps[0], "done", T0 + DAY, detail={"students": 3})
+    journal.record(c, steps[1], "started", T0 + 2 * DAY)
+    journal.record(c, steps[1], "skipped", T0 + 2 * DAY, detail={"reason": "no volumes"})
+    # a crash after "started": no "done" follows
+    journal.record(c, steps[2], "started", T0 + 3 * DAY)
+    recorded = journal.read(c)
+    assert recorded["release:hw1"]["state"] == "done"
+    assert recorded["collect:hw1"] == {"state": "started", "attempts": 1,
+                                       "at": stamp(T0 + 3 * DAY), "due": stamp(T0 + 3 * DAY)}
+    assert names(due_steps(c, recorded, T0 + 3 * DAY)) == ["collect:hw1", "collect:hw2"]
+    journal.record(c, steps[2], "started", T0 + 3 * DAY + 60)
+    assert journal.read(c)["collect:hw1"]["attempts"] == 2
+
+
+def test_a_failed_step_backs_off_doubling_then_runs_again(tmp_path):
+    c = course(assignments=HW)
+    journal = Journal(tmp_path)
+    step = plan(c)[0]
+    for attempt in (1, 2, 3):
+        journal.record(c, step, "started", T0 + DAY)
+        entry = journal.record(c, step, "failed", T0 + DAY, error="hub API 503")
+        assert entry["attempts"] == attempt and entry["error"] == "hub API 503"
+    failed_at = {step.name: T0 + DAY}
+    assert retry_at(journal.read(c)[step.name], T0 + DAY) == T0 + DAY + 240
+    assert "release:hw1" not in names(due_steps(c, journal.read(c), T0 + DAY + 239, failed_at))
+    assert "release:hw1" in names(due_steps(c, journal.read(c), T0 + DAY + 240, failed_at))
+    # a new process (the service restarted) does not know when it failed: it tries at once
+    assert "release:hw1" in names(due_steps(c, journal.read(c), T0 + DAY + 1))
+    done = journal.record(c, step, "done", T0 + DAY + 300, detail={"students": 1})
+    assert "error" not in done
+
+
+def test_the_journal_is_private_and_written_whole(tmp_path):
+    c = course()
+    journal = Journal(tmp_path)
+    journal.record(c, plan(c)[0], "started", T0)
+    path = journal.path(c)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text())["course"] == "course-101"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_an_unreadable_journal_stops_the_course_instead_of_repeating_steps(tmp_path):
+    c = course()
+    journal = Journal(tmp_path)
+    journal.record(c, plan(c)[0], "done", T0)
+    journal.path(c).write_text("{not json")
+    with pytest.raises(JournalError, match="unreadable"):
+        journal.read(c)
+    journal.path(c).write_text('{"course": "course-101"}')
+    with pytest.raises(JournalError, match="no 'steps'"):
+        journal.read(c)
+
+
+def test_a_new_term_of_the_same_course_starts_a_new_journal(tmp_path):
+    journal = Journal(tmp_path)
+    autumn = course(assignments=HW)
+    for step in plan(autumn):
+        journal.record(autumn, step, "done", T0 + 50 * DAY)
+    spring = course(start=T0 + 100 * DAY, end=T0 + 110 * DAY)
+    assert journal.path(spring) != journal.path(autumn)
+    assert journal.read(spring) == {}
+    assert names(due_steps(spring, journal.read(spring), T0 + 112 * DAY)) == [
+        "stop-servers", "archive-homes", "revoke-access"]
+    journal.record(spring, plan(spring)[0], "started", T0 + 112 * DAY)
+    assert journal.read(autumn)["stop-servers"]["state"] == "done"  # last term's, kept
+    assert sorted(os.listdir(journal.directory)) == sorted(
+        [journal.path(autumn).name, journal.path(spring).name])
+
+
+def test_status_says_each_steps_state_and_time(tmp_path):
+    c = course(assignments=HW)
+    journal = Journal(tmp_path)
+    journal.record(c, plan(c)[0], "done", T0 + DAY, detail={"students": 2, "files": 6})
+    journal.record(c, plan(c)[1], "failed", T0 + 2 * DAY, error="Docker refused")
+    lines = status_lines(c, journal.read(c), T0 + 2 * DAY)
+    assert lines[0].split()[:2] == ["release:hw1", "done"] and "files 6, students 2" in lines[0]
+    assert lines[1].split()[:2] == ["release:hw2", "failed"] and "Docker refused" in lines[1]
+    assert lines[2].split()[:2] == ["collect:hw1", "pending"]
+    assert f"(at {stamp(T0 + 3 * DAY)})" in lines[2]
