@@ -9,8 +9,13 @@ tmpfs paths. The pod KubeSpawner is about to create (after any ``modify_pod_hook
 the admin's) is checked last (``pod_problems``: the shared hardening checks plus the Pod
 Security "restricted" profile), and a pod that falls short is not created (fail closed).
 
+Course materials are the course's ``[materials] volume`` as a PersistentVolumeClaim of
+that name in the server's namespace (ReadOnlyMany, filled by the admin), mounted
+read-only where Docker mounts the volume; a claim that does not exist is left out and
+logged, as a missing Docker volume is.
+
 Not covered on Kubernetes (docs/containers.md): per-container pids limits (a kubelet
-setting, ``podPidsLimit``), course materials volumes, and network isolation, which
+setting, ``podPidsLimit``) and network isolation, which
 belongs to a NetworkPolicy of the cluster (as in zero-to-jupyterhub). As with
 KubeSpawner itself, the server's API token (and its single-use secrets ticket) are in the
 pod's environment, readable by whoever may read pods in the namespace.
@@ -39,9 +44,12 @@ RESTRICTED_VOLUMES = frozenset({
     "projected", "secret",
 })
 
-def pod_problems(pod: Mapping[str, Any], policy: SpawnPolicy, decision: Decision) -> list[str]:
+def pod_problems(pod: Mapping[str, Any], policy: SpawnPolicy, decision: Decision,
+                 materials: Mapping[str, str] | None = None) -> list[str]:
     """How a pod manifest falls short of the policy and of the Pod Security "restricted"
-    profile (empty: it does not)."""
+    profile (empty: it does not). ``materials``: claim -> mount path of the course
+    materials the server may have, read-only."""
+    materials = dict(materials or {})
     spec: Mapping[str, Any] = pod.get("spec") or {}
     psc: Mapping[str, Any] = spec.get("securityContext") or {}
     problems = hardening.problems(
@@ -97,10 +105,20 @@ def pod_problems(pod: Mapping[str, Any], policy: SpawnPolicy, decision: Decision
         if empty is not None:
             expect(empty.get("medium") == "Memory" and bool(empty.get("sizeLimit")),
                    f"volume {volume.get('name')} is not a size-limited memory tmpfs")
-    mounts = {m.get("mountPath") for m in (spec.get("containers") or [{}])[0].get("volumeMounts")
-              or []}
-    expect(mounts == {policy.home_mount, *policy.tmpfs},
+    listed = (spec.get("containers") or [{}])[0].get("volumeMounts") or []
+    mounts = {m.get("mountPath") for m in listed}
+    expect(mounts <= {policy.home_mount, *policy.tmpfs, *materials.values()}
+           and {policy.home_mount, *policy.tmpfs} <= mounts,
            f"mounts differ from the policy: {sorted(str(m) for m in mounts)}")
+    claims = {v.get("name"): v.get("persistentVolumeClaim") or {}
+              for v in spec.get("volumes") or []}
+    for m in listed:
+        if m.get("mountPath") not in materials.values():
+            continue
+        claim = claims.get(m.get("name"), {})
+        expect(m.get("readOnly") is True and claim.get("readOnly") is True
+               and materials.get(str(claim.get("claimName"))) == m.get("mountPath"),
+               f"course materials at {m.get('mountPath')} are not their read-only claim")
     return problems
 
 
@@ -115,6 +133,7 @@ class QustodyKubeSpawner(PolicyLaunch, KubeSpawner):  # type: ignore[misc]
 
     policy = Instance(SpawnPolicy)
     _admin_pod_hook: Any = None
+    _materials: dict[str, str] = {}  # noqa: RUF012 - replaced per start, never mutated
 
     @default("policy")
     def _default_policy(self) -> SpawnPolicy:
@@ -142,10 +161,26 @@ class QustodyKubeSpawner(PolicyLaunch, KubeSpawner):  # type: ignore[misc]
 
     async def start(self) -> Any:
         decision = self.begin(now())
+        self._materials = await self.existing_materials()
         self.apply_policy(decision)
         self.log.info("Starting %s: profile %s, image %s, %s", self._log_name,
                       decision.profile.name, decision.image.describe(), decision.profile.summary())
         return await super().start()
+
+    async def existing_materials(self) -> dict[str, str]:
+        """The owner's courses' materials claims that exist in the namespace (claim ->
+        mount path). A missing one is left out and logged: the pod would wait for it."""
+        wanted = self.policy.materials_mounts({g.name for g in self.user.groups})
+        found = {}
+        for claim, target in wanted.items():
+            try:
+                await self.api.read_namespaced_persistent_volume_claim(claim, self.namespace)
+            except Exception as e:
+                self.log.warning("course materials claim %s is missing or unreadable (%s); "
+                                 "%s starts without it", claim, type(e).__name__, self._log_name)
+                continue
+            found[claim] = target
+        return found
 
     def apply_policy(self, decision: Decision) -> None:
         """Set the pod's settings from the decision (called by ``start``)."""
@@ -193,6 +228,10 @@ class QustodyKubeSpawner(PolicyLaunch, KubeSpawner):  # type: ignore[misc]
             volumes.append({"name": f"tmpfs-{i}",
                             "emptyDir": {"medium": "Memory", "sizeLimit": str(size)}})
             mounts.append({"name": f"tmpfs-{i}", "mountPath": path})
+        for i, (claim, target) in enumerate(sorted(self._materials.items())):
+            volumes.append({"name": f"materials-{i}",
+                            "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+            mounts.append({"name": f"materials-{i}", "mountPath": target, "readOnly": True})
         self.volumes, self.volume_mounts = volumes, mounts
         started = float((self._limits or {}).get("started_at", now()))
         labels = policy.labels(decision, self.user.name, self.name, started)
@@ -222,7 +261,7 @@ class QustodyKubeSpawner(PolicyLaunch, KubeSpawner):  # type: ignore[misc]
         if self._decision is None:
             raise SpawnRefused(500, "Your server was not started: no policy decision was made "
                                "for it. An admin has been told in the hub log.")
-        problems = pod_problems(self.as_json(pod), self.policy, self._decision)
+        problems = pod_problems(self.as_json(pod), self.policy, self._decision, self._materials)
         if problems:
             self.log.error("Refusing to start %s: %s", self._log_name, "; ".join(problems))
             raise SpawnRefused(

@@ -342,3 +342,72 @@ async def test_a_pod_outside_the_restricted_profile_is_refused(path, value, prob
     _set(pod, path, value)
     found = pod_problems(pod, sp.policy, sp._decision)
     assert any(problem in x for x in found), found
+
+
+class _Group:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _course(course_id: str) -> str:
+    return (f'id = "{course_id}"\ntitle = "Intro QC"\n[term]\nstart = 2026-01-01T00:00:00Z\n'
+            f'end = 2036-01-01T00:00:00Z\n[roster]\ngroup = "{course_id}"\n'
+            f'[materials]\nvolume = "qustody-materials-{course_id}"\n')
+
+
+async def test_course_materials_are_their_read_only_claim_and_a_missing_one_is_left_out(
+    tmp_path, monkeypatch
+):
+    """A student of course-101 and course-102 gets course-101's materials claim, read-only,
+    where Docker mounts the volume; course-102's claim does not exist in the namespace, so
+    the pod does without it (it would wait for it forever). The claim lookup is a
+    stand-in for the API server, which cannot run here; the pod is KubeSpawner's."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    for course_id in ("course-101", "course-102"):
+        (courses / f"{course_id}.toml").write_text(_course(course_id))
+    sp = spawner(config(courses_dir=str(courses)))
+    sp.user.groups = [_Group("course-101:students"), _Group("course-102:students")]
+    asked = []
+
+    async def read_claim(name: str, namespace: str) -> object:
+        asked.append((name, namespace))
+        if name != "qustody-materials-course-101":
+            raise ApiException(status=404, reason="Not Found")
+        return object()
+
+    monkeypatch.setattr(sp.api, "read_namespaced_persistent_volume_claim", read_claim)
+    sp._materials = await sp.existing_materials()
+    assert sorted(asked) == [("qustody-materials-course-101", sp.namespace),
+                             ("qustody-materials-course-102", sp.namespace)]
+    pod = await pod_of(sp)
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    [c] = pod["spec"]["containers"]
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"].startswith("/srv/qustody/")]
+    assert mount == {"name": "materials-0", "mountPath": "/srv/qustody/materials/course-101",
+                     "readOnly": True}
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "materials-0"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "qustody-materials-course-101",
+                                               "readOnly": True}
+    assert pod_problems(pod, sp.policy, sp._decision, sp._materials) == []
+    # the same claim, writable (an admin's hook): the pod is not created
+    pod["spec"]["containers"][0]["volumeMounts"][-1]["readOnly"] = False
+    assert pod_problems(pod, sp.policy, sp._decision, sp._materials) == [
+        "course materials at /srv/qustody/materials/course-101 are not their read-only claim"]
+    # and a researcher (no course group) gets no materials at all
+    other = spawner(config(courses_dir=str(courses)), roles=("researcher",),
+                    profile="researcher")
+    assert await other.existing_materials() == {}
+    assert not [m for m in (await pod_of(other))["spec"]["containers"][0]["volumeMounts"]
+                if m["mountPath"].startswith("/srv/qustody/")]
+
+
+async def test_a_mount_the_policy_did_not_give_is_refused(tmp_path):
+    sp = spawner()
+    pod = await pod_of(sp)
+    pod["spec"]["containers"][0]["volumeMounts"].append(
+        {"name": "home", "mountPath": "/srv/qustody/materials/course-101", "readOnly": True})
+    assert any("mounts differ from the policy" in p
+               for p in pod_problems(pod, sp.policy, sp._decision))
