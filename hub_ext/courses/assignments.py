@@ -182,17 +182,26 @@ def template(volumes: Volumes, course: Course, assignment: Assignment) -> bytes:
     return tree
 
 
+#: ``progress(done, of)``: called after each student (the instructor page's progress).
+Progress = Callable[[int, int], None]
+
+
 def release(volumes: Volumes, course: Course, assignment: Assignment,
-            students: Iterable[str]) -> ReleaseReport:
+            students: Iterable[str], progress: Progress | None = None) -> ReleaseReport:
     files = _members(template(volumes, course, assignment))
     report = ReleaseReport(course.id, assignment.name)
-    for student in sorted(set(students)):
+    everyone = sorted(set(students))
+    for i, student in enumerate(everyone):
+        if progress is not None:
+            progress(i, len(everyone))
         try:
             _release_one(volumes, course, assignment, files, student, report)
         except (ValueError, OSError) as e:
             report.problems[student] = str(e)
         except Exception as e:  # the engine refused: the others still get theirs
             report.problems[student] = f"{type(e).__name__}: {e}"
+    if progress is not None:
+        progress(len(everyone), len(everyone))
     return report
 
 
@@ -284,7 +293,8 @@ def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
 
 
 def collect(volumes: Volumes, course: Course, assignment: Assignment, students: Iterable[str],
-            archive_root: Path, now: float | None = None) -> Collection:
+            archive_root: Path, now: float | None = None,
+            progress: Progress | None = None) -> Collection:
     now = time.time() if now is None else now
     released: dict[str, str] = {}  # path in the assignment -> the template's SHA-256
     with contextlib.suppress(CourseError):
@@ -294,7 +304,7 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
     return _snapshot(volumes, course, f"{course.id}/{assignment.name}", students,
                      archive_root / course.id / assignment.name, assignment.name, now,
                      {"assignment": assignment.name, "due": stamp(assignment.due)},
-                     released, assignment.due)
+                     released, assignment.due, progress)
 
 
 #: Where the term-end archives go, under ``<archive root>/<course>/``.
@@ -313,7 +323,8 @@ def archive_homes(volumes: Volumes, course: Course, students: Iterable[str],
 
 def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[str],
               directory: Path, name: str, now: float, about: dict[str, Any],
-              released: dict[str, str], due: float) -> Collection:
+              released: dict[str, str], due: float,
+              progress: Progress | None = None) -> Collection:
     """Each student's ``<home>/<folder>`` into ``<directory>/<name>-<time>.tar`` with a
     ``manifest.json`` (files, hashes, late ones, the guard's findings)."""
     manifest: dict[str, Any] = {"course": course.id, **about, "collected_at": stamp(now),
@@ -325,7 +336,10 @@ def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
-            for student in sorted(set(students)):
+            everyone = sorted(set(students))
+            for i, student in enumerate(everyone):
+                if progress is not None:
+                    progress(i, len(everyone))
                 manifest["students"][student] = _collect_one(
                     volumes, folder, due, student, released, tar)
             body = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -336,6 +350,8 @@ def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if progress is not None:
+        progress(len(everyone), len(everyone))
     return Collection(course.id, str(about["assignment"]), archive, manifest,
                       hashlib.sha256(body).hexdigest())
 

@@ -149,6 +149,9 @@ def courses(
             "QUSTODY_QPU_URL": qpu_url,
             "QUSTODY_TERM_INTERVAL": str(float(term_interval)),
             "QUSTODY_TERM_VOLUMES": json.dumps(_volumes(c)) if docker else "",
+            # the hub's Docker engine (a managed service inherits almost no environment)
+            **({"DOCKER_HOST": os.environ["DOCKER_HOST"]}
+               if docker and os.environ.get("DOCKER_HOST") else {}),
             # the courses API records each change (admin_api.py)
             **service_environment(c),
         },

@@ -253,7 +253,20 @@ def volumes_from(spec: dict[str, Any]) -> Any:
                    functools.partial(home_volume_name, spec["home_volume_template"]), uid, gid)
 
 
-def start_keeper(catalog: Any, archive: Path, audit: Any) -> TermKeeper | None:
+def term_actions(catalog: Any, archive: Path) -> TermActions | None:
+    """What the courses service's keeper and buttons act with: its own hub token, and the
+    hub's Docker homes when it has them (``QUSTODY_TERM_VOLUMES``). None outside a hub."""
+    import os
+
+    url, token = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not (url and token):
+        return None
+    spec = os.environ.get("QUSTODY_TERM_VOLUMES", "")
+    volumes = volumes_from(json.loads(spec)) if spec else None
+    return TermActions(HubAPI(url, token), lambda: catalog.current(), archive, volumes)
+
+
+def start_keeper(catalog: Any, actions: TermActions, audit: Any) -> TermKeeper | None:
     """In the courses service: tick every ``QUSTODY_TERM_INTERVAL`` seconds, in a thread,
     never two at once. Without an audit log, the keeper does nothing (its steps are
     audited or not taken)."""
@@ -268,10 +281,6 @@ def start_keeper(catalog: Any, archive: Path, audit: Any) -> TermKeeper | None:
     if audit is None:
         log.error("courses: no audit log, so the term keeper takes no step")
         return None
-    spec = os.environ.get("QUSTODY_TERM_VOLUMES", "")
-    volumes = volumes_from(json.loads(spec)) if spec else None
-    hub = HubAPI(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    actions = TermActions(hub, lambda: catalog.current(), archive, volumes)
     keeper = TermKeeper(lambda: catalog.current(), Journal(catalog.directory), actions, audit)
     busy = asyncio.Lock()
 

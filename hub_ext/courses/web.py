@@ -157,6 +157,7 @@ class CourseHandler(ServicePage):
         now = time.time()
         c = catalog.get(course)
         view: dict[str, Any] = {"id": course, "title": c.title if c else course, "students": []}
+        jobs = self.settings.get("jobs")
         if c is not None:
             view.update(state=c.term.state(now), end=stamp(c.term.end), closes=stamp(c.term.closes),
                         profile=c.profile)
@@ -167,9 +168,12 @@ class CourseHandler(ServicePage):
                     "due": stamp(a.due),
                     "state": "upcoming" if now < a.release else "open" if now < a.due else "due",
                     "collected": self.archive(course, a.name) is not None,
+                    "job": jobs.state(course, a.name) if jobs is not None else None,
                 }
                 for a in c.assignments
             ]
+            view["files"] = jobs is not None and jobs.available
+            view["steps"] = self.steps(c, now)
         code, group = await self.hub("GET", f"groups/{quote(course + ':students', safe='')}")
         if code == 404:
             return view  # nobody has signed in as the course's student yet
@@ -214,6 +218,21 @@ class CourseHandler(ServicePage):
             "seconds_left": left,
         }
 
+    def steps(self, course: Any, now: float) -> list[dict[str, str]]:
+        """The course's calendar as the term keeper has run it (term.py's journal)."""
+        from .term import Journal, JournalError, plan
+
+        directory = self.settings.get("courses_dir")
+        try:
+            done = Journal(directory).read(course) if directory is not None else {}
+        except JournalError:
+            done = {}
+        return [{"name": s.name, "due": stamp(s.due),
+                 "state": done.get(s.name, {}).get("state") or
+                 ("due" if s.due <= now else "pending"),
+                 "at": done.get(s.name, {}).get("at", "")}
+                for s in plan(course)]
+
     def archive(self, course: str, assignment: str) -> Path | None:
         """The newest collected archive of an assignment (``qustody course collect``)."""
         root = self.settings["archive_dir"]
@@ -235,6 +254,7 @@ class CourseHandler(ServicePage):
             # observers read: no start or stop, no collected work
             view["manage"] = view["id"] in managed
             if not view["manage"]:
+                view["files"] = False
                 for a in view.get("assignments", []):
                     a["collected"] = False
         return views
@@ -274,6 +294,9 @@ class PageHandler(CourseHandler):
         action, user = self.get_argument("done", ""), self.get_argument("user", "")
         if action in ("start", "stop") and USER.fullmatch(user):
             return f"{action} requested for {user}"
+        assignment = self.get_argument("assignment", "")
+        if action in ("release", "collect") and ASSIGNMENT.fullmatch(assignment):
+            return f"{action} of {assignment} started"
         return ""
 
     async def get(self) -> None:
@@ -285,6 +308,7 @@ class PageHandler(CourseHandler):
             when_text=when_text,
             done=self.done(),
             action_url=url_path_join(self.settings["prefix"], "servers"),
+            assignments_url=url_path_join(self.settings["prefix"], "assignments"),
             archive_url=url_path_join(self.settings["prefix"], "archive/"),
         )
 
@@ -350,14 +374,44 @@ class ServersHandler(CourseHandler):
                       status=303)
 
 
+class AssignmentsHandler(CourseHandler):
+    """Release or collect an assignment now (course, assignment, action), for the course's
+    instructors and TAs; the page shows its progress."""
+
+    async def post(self) -> None:
+        from .jobs import JobRefused
+
+        course = self.get_body_argument("course", "")
+        assignment = self.get_body_argument("assignment", "")
+        action = self.get_body_argument("action", "")
+        if course not in courses_of(self.current_user):
+            raise web.HTTPError(403, f"You do not teach {course[:64]!r}" + (
+                " (an observer reads the roster; only its instructors and TAs release and "
+                "collect)." if course in observed_of(self.current_user) else "."))
+        if not ASSIGNMENT.fullmatch(assignment):
+            raise web.HTTPError(400, "Send the assignment's name as in the course file.")
+        jobs = self.settings.get("jobs")
+        if jobs is None:
+            raise web.HTTPError(409, "This service cannot release or collect (it runs outside "
+                                "a hub).")
+        try:
+            jobs.start(course, assignment, action, self.current_user["name"])
+        except JobRefused as e:
+            raise web.HTTPError(e.status, e.message) from None
+        self.redirect(self.settings["prefix"] + "?" + urlencode(
+            {"done": action, "assignment": assignment}), status=303)
+
+
 def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
              profile_limits: dict[str, dict[str, int]],
-             archive_dir: Path | None = None, audit: Any = None) -> web.Application:
+             archive_dir: Path | None = None, audit: Any = None,
+             jobs: Any = None) -> web.Application:
     return web.Application(
         [
             (prefix, PageHandler),
             (url_path_join(prefix, "api/courses"), CoursesAPIHandler),
             (url_path_join(prefix, "servers"), ServersHandler),
+            (url_path_join(prefix, "assignments"), AssignmentsHandler),
             (url_path_join(prefix, r"archive/([a-z0-9][a-z0-9\-_.]{0,60})/([^/]{1,64})\.tar"),
              ArchiveHandler),
             (url_path_join(prefix, "api/admin/courses"), CourseListHandler),
@@ -374,6 +428,7 @@ def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
         archive_dir=archive_dir,
         courses_dir=catalog.directory if catalog is not None else None,
         audit=audit,
+        jobs=jobs,
         xsrf_cookies=False,  # checked after authentication (ServicePage.prepare)
     )
 
@@ -399,14 +454,17 @@ def main() -> None:
 
     settings = service_settings()  # course changes are audited, or not made (admin_api.py)
     audit = AuditLog(**settings) if settings is not None else None
+    from .jobs import AssignmentJobs
+    from .keeper import start_keeper, term_actions
+
+    actions = term_actions(catalog, archive) if catalog is not None and archive else None
+    jobs = AssignmentJobs(actions, audit, catalog) if actions is not None else None
     app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits,
-                   archive, audit)
+                   archive, audit, jobs)
     app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True)
     print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
-    if catalog is not None and archive is not None:
-        from .keeper import start_keeper
-
-        start_keeper(catalog, archive, audit)
+    if actions is not None:
+        start_keeper(catalog, actions, audit)
     with contextlib.suppress(KeyboardInterrupt):  # the hub stops its services with SIGINT
         ioloop.IOLoop.current().start()
 
