@@ -27,7 +27,7 @@ from tornado import web
 
 from ..audit.errors import AuditError
 from ..service_page import ServicePage
-from .apply import Change, course_from_bytes, plan, undo, write
+from .apply import Change, apply_audited, course_from_bytes, plan, policy_record
 from .catalog import course_files
 from .model import MAX_BYTES, CourseError, load_course, stamp
 from .roster import MAX_BYTES as MAX_ROSTER_BYTES
@@ -36,7 +36,6 @@ ADMIN_SCOPE = "custom:courses:admin"
 COURSE_ID = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,60}")
 #: the JSON body: both documents, escaped, and room for the keys
 MAX_BODY = 2 * (MAX_BYTES + MAX_ROSTER_BYTES) + 1024
-_KEY = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,128}")
 
 
 class CourseAdminHandler(ServicePage):
@@ -159,44 +158,17 @@ class CourseApplyHandler(CourseAdminHandler):
         if audit is None:
             raise web.HTTPError(503, "This service has no audit log, so it changes no course "
                                 "(course changes are audited or not made).")
-        before, after = change.digests
-        record = {
-            "actor": self.current_user["name"],
-            "policy": f"courses.{change.course.id}",
-            "changed_keys": changed_keys(change.lines),
-            "new_digest": after,
-            "summary": f"course {change.course.id}: {len(change.lines)} change(s) through "
-                       "the courses API"[:512],
-            **({"previous_digest": before} if before else {}),
-            **({"ip": self.request.remote_ip} if self.request.remote_ip else {}),
-        }
+        record = policy_record(change, self.current_user["name"], "the courses API",
+                               self.request.remote_ip)
         try:
-            await asyncio.to_thread(write, directory, change)
+            await asyncio.to_thread(apply_audited, directory, change, audit, record)
         except CourseError as e:
             raise web.HTTPError(500, self.clean(str(e))) from None
-        try:
-            await asyncio.to_thread(audit.emit, "policy-changed", record)
         except (AuditError, ValueError) as e:
-            await asyncio.to_thread(undo, directory, change)
             self.log.error("course %s: not applied, the audit record failed: %s",
                            change.course.id, e)
             raise web.HTTPError(503, "The change could not be recorded in the audit log, so "
                                 "it was undone; try again later.") from None
-
-
-def changed_keys(lines: tuple[str, ...]) -> list[str]:
-    """The settings a change names (``profile.name: 'a' -> 'b'`` gives ``profile.name``),
-    never their values."""
-    keys = []
-    for line in lines:
-        head = re.split(r"[:= ]", line, maxsplit=1)[0]
-        if line == "new course":
-            keys.append("new-course")
-        elif line.startswith("replaces an invalid file"):
-            keys.append("replaces-invalid-file")
-        elif _KEY.fullmatch(head):
-            keys.append(head)
-    return keys[:256]
 
 
 __all__ = ["ADMIN_SCOPE", "CourseApplyHandler", "CourseListHandler"]

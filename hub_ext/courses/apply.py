@@ -12,8 +12,10 @@ course or the new one, never half. Nothing here restarts anything.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .catalog import SUFFIX, changes, check_name, course_files, write_atomically
 from .model import Course, CourseError, load_course, parse_course
@@ -121,3 +123,47 @@ def undo(directory: Path, change: Change) -> None:
 
 
 __all__ = ["Change", "course_from_bytes", "plan", "read_course", "undo", "write"]
+
+
+_KEY = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,128}")
+
+
+def changed_keys(lines: tuple[str, ...]) -> list[str]:
+    """The settings a change names (``profile.name: 'a' -> 'b'`` gives ``profile.name``),
+    never their values."""
+    keys = []
+    for line in lines:
+        head = re.split(r"[:= ]", line, maxsplit=1)[0]
+        if line == "new course":
+            keys.append("new-course")
+        elif line.startswith("replaces an invalid file"):
+            keys.append("replaces-invalid-file")
+        elif _KEY.fullmatch(head):
+            keys.append(head)
+    return keys[:256]
+
+
+def policy_record(change: Change, actor: str, via: str, ip: str | None = None) -> dict[str, Any]:
+    """The ``policy-changed`` audit record of an applied course change."""
+    before, after = change.digests
+    return {
+        "actor": actor,
+        "policy": f"courses.{change.course.id}",
+        "changed_keys": changed_keys(change.lines),
+        "new_digest": after,
+        "summary": f"course {change.course.id}: {len(change.lines)} change(s) through "
+                   f"{via}"[:512],
+        **({"previous_digest": before} if before else {}),
+        **({"ip": ip} if ip else {}),
+    }
+
+
+def apply_audited(directory: Path, change: Change, audit: Any, record: dict[str, Any]) -> None:
+    """Write the course, then its audit record; undo the write if the record fails (the
+    audit error is raised): no course changes unrecorded."""
+    write(directory, change)
+    try:
+        audit.emit("policy-changed", record)
+    except BaseException:
+        undo(directory, change)
+        raise

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .apply import plan, read_course, write
+from ..audit.errors import AuditError
+from .apply import apply_audited, plan, policy_record, read_course, write
 from .catalog import (
     Catalog,
     load_catalog,
@@ -61,6 +62,14 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("files", nargs="+", type=Path)
             sp.add_argument("--dry-run", action="store_true",
                             help="print what would change and write nothing")
+            sp.add_argument("--actor", default=os.environ.get("USER", "admin"),
+                            help="who applies it, for the audit log (default: $USER)")
+            sp.add_argument("--audit-log", default=os.environ.get("QUSTODY_AUDIT_LOG", ""),
+                            help="the hub's audit log: each change is recorded there as "
+                            "policy-changed, or undone (default: $QUSTODY_AUDIT_LOG)")
+            sp.add_argument("--audit-key-file",
+                            default=os.environ.get("QUSTODY_AUDIT_KEY_FILE", ""),
+                            help="its key file (default: $QUSTODY_AUDIT_KEY_FILE)")
         elif name in ("release", "collect"):
             sp.add_argument("course")
             sp.add_argument("assignment")
@@ -102,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dir is None:
             raise CourseError(f"no courses directory: give --dir or set ${ENV_DIR}")
         if args.command == "apply":
-            return _apply(args.dir, args.files, args.dry_run)
+            return _apply(args)
         if args.command in ("release", "collect"):
             return _assignment(args)
         return _status(load_catalog(args.dir), _at(args.at), args.json, Journal(args.dir))
@@ -111,9 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _apply(directory: Path, files: list[Path], dry_run: bool) -> int:
+def _apply(args: argparse.Namespace) -> int:
+    directory, dry_run = args.dir, args.dry_run
     changed = []
-    for change in plan(directory, [read_course(path) for path in files]):
+    for change in plan(directory, [read_course(path) for path in args.files]):
         if not change.lines:
             print(f"{change.course.id}: no change")
             continue
@@ -124,12 +134,42 @@ def _apply(directory: Path, files: list[Path], dry_run: bool) -> int:
     if dry_run:
         print(f"dry run: {len(changed)} course(s) would change; nothing was written")
         return 0
-    for change in changed:
-        write(directory, change)
+    audit = _audit_log(args) if changed else None
+    try:
+        for change in changed:
+            if audit is None:
+                write(directory, change)
+                continue
+            try:
+                apply_audited(directory, change, audit,
+                              policy_record(change, args.actor, "qustody course apply"))
+            except (AuditError, ValueError) as e:
+                raise CourseError(f"{change.course.id}: not applied: the audit record could "
+                                  f"not be written ({e}), so the change was undone") from None
+    finally:
+        if audit is not None:
+            audit.close()
     print(f"applied: {len(changed)} course(s) changed in {directory} (the hub and the QPU "
           "gateway reload them within their reload interval; the gateway's /api/health says "
           "if it refused them)")
     return 0
+
+
+def _audit_log(args: argparse.Namespace) -> Any:
+    """The audit log ``apply`` records its changes in; None (said on stderr) without one."""
+    if not (args.audit_log and args.audit_key_file):
+        print("qustody course: warning: no --audit-log/--audit-key-file (or $QUSTODY_AUDIT_LOG"
+              " and $QUSTODY_AUDIT_KEY_FILE): this change is not recorded in the hub's audit "
+              "log; the courses API (PUT /services/courses/api/admin/courses/<id>) records "
+              "every change", file=sys.stderr)
+        return None
+    from ..audit.log import AuditLog
+
+    try:
+        return AuditLog(path=args.audit_log, key_file=args.audit_key_file)
+    except (ValueError, OSError) as e:
+        raise CourseError(f"the audit log cannot be opened, so nothing was applied: {e}") \
+            from None
 
 
 def _assignment(args: argparse.Namespace) -> int:

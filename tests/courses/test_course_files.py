@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +203,70 @@ def test_apply_refuses_a_bad_file_and_leaves_the_directory_alone(tmp_path):
     assert "Traceback" not in out.stderr and (courses / "course-101.toml").read_text() == GOOD
     missing = qustody("course", "apply", str(bad), env={"QUSTODY_COURSES_DIR": ""})
     assert missing.returncode == 1 and "give --dir or set $QUSTODY_COURSES_DIR" in missing.stderr
+
+
+def test_apply_records_each_change_in_the_audit_log_or_undoes_it(tmp_path):
+    """With the hub's audit log, each applied change is a policy-changed record (the actor,
+    the changed keys and digests, never a value); a log that cannot be opened applies
+    nothing; without a log it applies and says it is not recorded."""
+    from hub_ext.audit.verify import verify
+
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    src = tmp_path / "course-101.toml"
+    src.write_text(GOOD)
+    key = tmp_path / "audit.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    log = tmp_path / "audit" / "audit.jsonl"
+    audited = ["--audit-log", str(log), "--audit-key-file", str(key), "--actor", "ada"]
+    out = qustody("course", "apply", "--dir", str(courses), *audited, str(src))
+    assert out.returncode == 0, out.stderr
+    src.write_text(GOOD.replace("jobs = 3,", "jobs = 5,"))
+    out = qustody("course", "apply", "--dir", str(courses), str(src),
+                  env={"QUSTODY_AUDIT_LOG": str(log), "QUSTODY_AUDIT_KEY_FILE": str(key),
+                       "USER": "ada"})
+    assert out.returncode == 0 and "warning" not in out.stderr, out.stderr
+    assert verify(log, [key.read_bytes().strip()]).ok
+    records = [json.loads(line)["data"] for line in log.read_text().splitlines()]
+    assert [(r["actor"], r["policy"], r["changed_keys"][:1]) for r in records] == [
+        ("ada", "courses.course-101", ["new-course"]),
+        ("ada", "courses.course-101", ["qpu.per_student.day.jobs"])]
+    assert records[1]["previous_digest"] == records[0]["new_digest"]
+    assert "through qustody course apply" in records[1]["summary"]
+    assert "5" not in json.dumps(records[1]["changed_keys"])  # keys, never values
+
+    src.write_text(GOOD.replace("jobs = 3,", "jobs = 7,"))
+    key.write_text("not a key")
+    out = qustody("course", "apply", "--dir", str(courses), *audited, str(src))
+    assert out.returncode == 1 and "nothing was applied" in out.stderr, out.stderr
+    assert "jobs = 5," in (courses / "course-101.toml").read_text()
+    out = qustody("course", "apply", "--dir", str(courses), str(src),
+                  env={"QUSTODY_AUDIT_LOG": "", "QUSTODY_AUDIT_KEY_FILE": ""})
+    assert out.returncode == 0 and "not recorded in the hub's audit log" in out.stderr
+    assert "jobs = 7," in (courses / "course-101.toml").read_text()
+
+
+def test_a_change_whose_audit_record_fails_is_undone(tmp_path):
+    """apply_audited: the write is undone when the record cannot be written. (The failing
+    log is a stand-in: a full disk is what makes a real one fail, tests/hub's disk-full
+    tests cover that.)"""
+    from hub_ext.audit.errors import AuditError
+    from hub_ext.courses.apply import apply_audited, plan, policy_record, read_course
+
+    class FailingLog:
+        def emit(self, kind: str, data: dict) -> None:
+            raise AuditError("the audit disk is full")
+
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    (courses / "course-101.toml").write_text(GOOD)
+    src = tmp_path / "course-101.toml"
+    src.write_text(GOOD.replace("jobs = 3,", "jobs = 9,"))
+    (change,) = plan(courses, [read_course(src)])
+    with pytest.raises(AuditError):
+        apply_audited(courses, change, FailingLog(), policy_record(change, "ada", "a test"))
+    assert (courses / "course-101.toml").read_text() == GOOD
 
 
 def test_status_reports_each_term_and_what_happens_at_its_end(tmp_path):
