@@ -9,6 +9,9 @@ gateway's policy reload, each against a baseline measured in the same run.
   with N course files in the directory (unchanged: a directory stat per call) against
   ``decide`` alone.
 - ``gateway reload``: parsing the policy with N courses against the policy alone.
+- ``a big course``: ``qustody course apply`` of one course with a ``--students``-line CSV
+  roster, and the authenticator's roster lookup at a login (``roster_lookup``) against a
+  login with no roster at all.
 
 Prints medians and ratios; asserts nothing.
 """
@@ -66,6 +69,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--courses", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=2000)
+    ap.add_argument("--students", type=int, default=500)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src, live = Path(tmp) / "src", Path(tmp) / "courses"
@@ -121,7 +125,35 @@ def main() -> int:
         print(f"gateway reload with {args.courses} courses: catalog {catalog * 1e3:.1f} ms + "
               f"policy {loaded * 1e3:.1f} ms vs policy alone {alone * 1e3:.2f} ms "
               f"(x{(catalog + loaded) / alone:.0f}; runs only when a file changed)")
+        big_course(Path(tmp), args.students, args.rounds, bare)
     return 0
+
+
+def big_course(tmp: Path, students: int, rounds: int, bare: float) -> None:
+    from hub_ext.courses.roster import roster_lookup
+
+    src, live = tmp / "big-src", tmp / "big"
+    src.mkdir()
+    live.mkdir()
+    text = course_text(9999).replace('group = "course-9999"\n',
+                                     'group = "course-9999"\ncsv = "course-9999.roster.csv"\n')
+    (src / "course-9999.toml").write_text(text)
+    (src / "course-9999.roster.csv").write_text(
+        "username,role\n" + "".join(f"student{i:05d},student\n" for i in range(students))
+        + "ivan,instructor\n")
+    cli = [sys.executable, "-m", "server_ext.cli", "course", "apply", "--dir", str(live),
+           str(src / "course-9999.toml")]
+    started = time.perf_counter()
+    subprocess.run(cli, check=True, capture_output=True, cwd=ROOT)
+    took = time.perf_counter() - started
+    courses = load_catalog(live).courses
+    lookup = roster_lookup(lambda: courses)
+    nobody = roster_lookup(dict)
+    hit = timed(lambda: lookup(f"student{students // 2:05d}"), rounds)
+    miss = timed(lambda: nobody("student00001"), rounds)
+    print(f"a {students}-student course (CSV roster): apply {took:.2f} s (the bare command "
+          f"{bare:.2f} s); roster lookup at a login {hit * 1e6:.0f} us vs {miss * 1e6:.1f} us "
+          "with no roster")
 
 
 if __name__ == "__main__":
