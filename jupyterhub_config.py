@@ -232,7 +232,7 @@ apply(
     audit_page(c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))),
     culler(cull_every=60, default_idle_timeout=3600, environment=service_environment(c)),
     # a bad secrets setting stops the hub here
-    secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)),
+    secret_delivery(c, profiles=list(c.SpawnPolicy.profiles), courses_dir=str(courses_dir(STATE))),
     # the QPU gateway: service, custom scopes, roles, server-token scopes
     gateway,
     # one <course>.toml each (docs/courses.md; `make demo` writes course-101) and the

@@ -69,7 +69,7 @@ def closed_lookup(current: Callable[[], Mapping[str, Course]]) -> Callable[[str]
     return closed
 
 
-def _live_courses(directory: Path) -> Callable[[], Mapping[str, Course]]:
+def live_courses(directory: Path) -> Callable[[], Mapping[str, Course]]:
     """The hub's live courses (shared with the spawners), read when first asked."""
     import logging
 
@@ -182,9 +182,9 @@ def courses(
             "SpawnPolicy.courses_dir": str(directory),
             # CSV rosters: the authenticator asks at each login and refresh who else is in
             # a course
-            "QustodyAuthenticator.course_rosters": roster_lookup(_live_courses(directory)),
+            "QustodyAuthenticator.course_rosters": roster_lookup(live_courses(directory)),
             # a closed course's staff get no role for it at their next login or refresh
-            "QustodyAuthenticator.course_closed": closed_lookup(_live_courses(directory)),
+            "QustodyAuthenticator.course_closed": closed_lookup(live_courses(directory)),
             # staff of one course only (from its CSV roster) hold no global role: their
             # course role carries the page's access scope
             "QustodyAuthenticator.role_extra_scopes": {STAFF_EXTRA: [access]},

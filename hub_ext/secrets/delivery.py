@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,11 @@ class RoleLost(Exception):
 
 
 class SecretDelivery:
+    #: ``(course) -> bool``: whether a course's term has closed; the secrets of a closed
+    #: course's namespace (``course:<id>``) are delivered to no one from then on
+    #: (hub_ext.courses.hub.closed_lookup; None: no courses).
+    course_closed: Callable[[str], bool] | None = None
+
     def __init__(self, config: Config, profiles: list[str] | None = None) -> None:
         self.settings = SecretBroker(config=config)
         self.policy = SecretClassPolicy(config=config)
@@ -234,7 +240,18 @@ class SecretDelivery:
                 self._sessions.pop((user, server), None)
             raise RoleLost(profile, ticket_id)
         found = self.broker.secrets_for_spawn(user, server, auth_state)
-        return [s for s in found if self.policy.allows(s.cls, profile, roles)]
+        return [s for s in found if self.policy.allows(s.cls, profile, roles)
+                and not self._course_closed(s)]
+
+    def _course_closed(self, secret: Secret) -> bool:
+        closed = self.course_closed
+        if closed is None or secret.namespace.kind != "course":
+            return False
+        try:
+            return bool(closed(secret.namespace.name))
+        except Exception as e:  # the courses directory cannot be read: deliver no course secret
+            self.log.error("secrets: course terms unreadable (%s); course secrets withheld", e)
+            return True
 
 
 def _audit_tamper(path: str, detail: str) -> None:

@@ -202,3 +202,34 @@ def test_bad_self_service_settings_stop_the_hub(
 ) -> None:
     with pytest.raises((ValueError, SecretError), match=message):
         SecretDelivery(config(tmp_path, **broker), ["student", "researcher"])
+
+
+def test_a_closed_courses_secrets_are_withheld_from_then_on(tmp_path: Path) -> None:
+    """A course's shared secrets (namespace course:<id>, granted to its students) reach
+    their servers while the course is open; once its term closes, neither a new server nor
+    a refresh of a running one gets them (the user's own secrets still come)."""
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    closed: set[str] = set()
+    d.course_closed = lambda course: course in closed
+    store = d.broker
+    store.put("course:course-101", "IBM_QUANTUM_TOKEN", "sandbox", b"course-value-001")  # type: ignore[attr-defined]
+    store.put("user:sam", "MY_TOKEN", "sandbox", b"own-value-00001")  # type: ignore[attr-defined]
+    store.grant("course:course-101", ["sam"])  # type: ignore[attr-defined]
+    roles = ("student",)
+    text = d.issue_ticket("sam", "", "tok", "student", roles)
+    _, got = d.redeem(text, "sam", "", "tok", None, roles)
+    assert sorted(s.name for s in got) == ["IBM_QUANTUM_TOKEN", "MY_TOKEN"]
+    closed.add("course-101")
+    result = d.refresh("sam", "", "tok", None, roles)
+    assert result is not None and [s.name for s in result[1]] == ["MY_TOKEN"]
+    text = d.issue_ticket("sam", "b", "tok-b", "student", roles)
+    _, got = d.redeem(text, "sam", "b", "tok-b", None, roles)
+    assert [s.name for s in got] == ["MY_TOKEN"]
+
+    def unreadable(course: str) -> bool:
+        raise OSError("the courses directory is gone")
+
+    closed.clear()
+    d.course_closed = unreadable  # fail closed: no course secret when terms cannot be read
+    result = d.refresh("sam", "", "tok", None, roles)
+    assert result is not None and [s.name for s in result[1]] == ["MY_TOKEN"]
