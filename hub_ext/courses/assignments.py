@@ -20,11 +20,13 @@ the image the hub allows.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
 import json
 import os
+import secrets
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -301,14 +303,16 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
         for member, data in _members(template(volumes, course, assignment)):
             if data is not None:
                 released[member.name.split("/", 1)[-1]] = hashlib.sha256(data).hexdigest()
-    return _snapshot(volumes, course, f"{course.id}/{assignment.name}", students,
-                     archive_root / course.id / assignment.name, assignment.name, now,
-                     {"assignment": assignment.name, "due": stamp(assignment.due)},
-                     released, assignment.due, progress)
+    return _snapshot(volumes, course, students, folder=f"{course.id}/{assignment.name}",
+                     directory=archive_root / course.id / assignment.name,
+                     name=assignment.name, now=now,
+                     about={"assignment": assignment.name, "due": stamp(assignment.due)},
+                     released=released, due=assignment.due, progress=progress)
 
 
-#: Where the term-end archives go, under ``<archive root>/<course>/``.
-TERM_END = "term-end"
+#: Where the term-end archives go, under ``<archive root>/<course>/`` (no assignment can
+#: have this name: assignment names start with a letter or digit).
+TERM_END = "_term-end"
 
 
 def archive_homes(volumes: Volumes, course: Course, students: Iterable[str],
@@ -316,12 +320,13 @@ def archive_homes(volumes: Volumes, course: Course, students: Iterable[str],
     """At the term's close: each student's ``~/<course>/`` into one archive with a
     manifest (``<archive root>/<course>/term-end/homes-<time>.tar``)."""
     now = time.time() if now is None else now
-    return _snapshot(volumes, course, course.id, students, archive_root / course.id / TERM_END,
-                     "homes", now, {"assignment": TERM_END, "closed": stamp(course.term.closes)},
-                     {}, course.term.closes)
+    return _snapshot(volumes, course, students, folder=course.id,
+                     directory=archive_root / course.id / TERM_END, name="homes", now=now,
+                     about={"assignment": TERM_END, "closed": stamp(course.term.closes)},
+                     released={}, due=course.term.closes)
 
 
-def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[str],
+def _snapshot(volumes: Volumes, course: Course, students: Iterable[str], *, folder: str,
               directory: Path, name: str, now: float, about: dict[str, Any],
               released: dict[str, str], due: float,
               progress: Progress | None = None) -> Collection:
@@ -331,9 +336,11 @@ def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[
                                 "students": {}}
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     _remove_orphans(directory, name)
-    archive = directory / f"{name}-{stamp(now).replace(':', '')}.tar"
-    tmp = directory / f".{archive.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # two writers in one second (the keeper and a button, the CLI) never share a name
+    archive = directory / f"{name}-{stamp(now).replace(':', '')}-{secrets.token_hex(3)}.tar"
+    tmp = directory / f".{archive.name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: an orphan is one nobody holds
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
             everyone = sorted(set(students))
@@ -357,11 +364,20 @@ def _snapshot(volumes: Volumes, course: Course, folder: str, students: Iterable[
 
 
 def _remove_orphans(directory: Path, name: str) -> None:
-    """Partial archives of a writer that died (a crash mid-collect): their process is gone."""
+    """Partial archives of a writer that died (a crash mid-collect): no one holds their lock."""
     for tmp in directory.glob(f".{name}-*.tmp"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer's
+        else:
             tmp.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _collect_one(volumes: Volumes, folder: str, due: float, student: str,

@@ -101,6 +101,7 @@ def _volumes(c: Any) -> dict[str, Any]:
         "home_volume_template": policy.get("home_volume_template", HOME_VOLUME_TEMPLATE),
         "home_mount": policy.get("home_mount", HOME_MOUNT),
         "run_as": policy.get("run_as", "1000:1000"),
+        "materials_prefix": policy.get("materials_volume_prefix", "qustody-materials-"),
     }
 
 
@@ -169,11 +170,12 @@ def courses(
         # course staff use the page
         roles=[*({"name": staff, "description": f"Qustody {staff}", "scopes": [access]}
                  for staff in ("instructor", "assistant", "observer")),
+               # the term keeper and the page's buttons (service.py): the course's
+               # students, stopping their servers at the close, its staff groups emptied
+               *([{"name": "courses-service", "description": "The courses service's term keeper",
+                   "scopes": KEEPER_SCOPES, "services": [SERVICE]}] if term_interval > 0
+                 or docker else []),
                # the courses API (admin_api.py), with the admin's own API token
-               # the term keeper (keeper.py): its students, stopping their servers at the
-               # term's close, its staff groups emptied then
-               {"name": "courses-service", "description": "The courses service's term keeper",
-                "scopes": KEEPER_SCOPES, "services": [SERVICE]},
                {"name": "course-admin", "description": "Apply course files (the courses API)",
                 "scopes": [ADMIN_SCOPE, access], "users": admins}],
         custom_scopes={ADMIN_SCOPE: {"description": "Apply course files through the courses "

@@ -57,11 +57,16 @@ class AssignmentJobs:
         if course is None or found is None:
             raise JobRefused(404, f"{course_id} has no assignment {assignment!r} in its "
                              "course file.")
+        if not course.term.is_open(time.time()):
+            raise JobRefused(409, f"The term of {course_id} has closed: its students' work "
+                             "was archived then, and nothing is released or collected now.")
         with self._lock:
             job = self._jobs.get((course_id, assignment))
-            if job is not None and job["state"] == "running":
-                raise JobRefused(409, f"{job['action']} of {assignment} is already running "
-                                 f"(started by {job['by']}); wait for it to finish.")
+            if (job is not None and job["state"] == "running") or \
+                    self.actions.busy(course_id, assignment):
+                by = f" (started by {job['by']})" if job and job["state"] == "running" else ""
+                raise JobRefused(409, f"A release or collect of {assignment} is already "
+                                 f"running{by}; wait for it to finish.")
             self._jobs[(course_id, assignment)] = {
                 "action": action, "state": "running", "done": 0, "of": 0, "by": actor,
                 "started": stamp(time.time()), "message": f"{action} starting",
@@ -80,34 +85,38 @@ class AssignmentJobs:
             self._jobs[key].update(state=state, message=message)
 
     def _run(self, course: Any, assignment: Any, action: str, actor: str) -> None:
-        from .assignments import collect, release
-
         key = (course.id, assignment.name)
         try:
-            students = self.actions.students(course)
-            if action == "release":
-                report = release(self.actions.volumes, course, assignment, students,
-                                 self._progress(key))
-                detail = {"students": len(report.written), "files": sum(report.written.values()),
-                          "kept": sum(report.kept.values()), "problems": len(report.problems)}
-                self.audit.emit("assignment-released", {
-                    "actor": actor, "course": course.id, "assignment": assignment.name, **detail})
-                message = (f"released to {detail['students']} student(s): {detail['files']} "
-                           f"file(s) written, {detail['kept']} kept (already there)")
-                if report.problems:
-                    message += "; not released to " + ", ".join(
-                        f"{s} ({why})" for s, why in sorted(report.problems.items()))
-            else:
-                done = collect(self.actions.volumes, course, assignment, students,
-                               self.actions.archive_root, progress=self._progress(key))
-                summary = done.summary()
-                self.audit.emit("assignment-collected", {
-                    "actor": actor, "course": course.id, "assignment": assignment.name,
-                    **summary, "manifest_sha256": done.manifest_sha256})
-                message = (f"collected from {summary['students']} student(s): "
-                           f"{summary['submitted']} submitted, {summary['late']} late, "
-                           f"{summary['findings']} credential finding(s)")
+            with self.actions.moving(course.id, assignment.name):
+                message = self._move(course, assignment, action, actor, key)
         except Exception as e:  # said on the page; the next press tries again
             self._finish(key, "failed", f"{action} failed: {type(e).__name__}: {e}"[:500])
             return
         self._finish(key, "done", message)
+
+    def _move(self, course: Any, assignment: Any, action: str, actor: str,
+              key: tuple[str, str]) -> str:
+        """Release or collect for every student; audited with ``actor``; the page's line."""
+        from .assignments import collect, release
+        from .keeper import collect_detail, release_detail
+
+        students = self.actions.students(course)
+        record = {"actor": actor, "course": course.id, "assignment": assignment.name}
+        if action == "release":
+            report = release(self.actions.files(), course, assignment, students,
+                             self._progress(key))
+            detail = release_detail(report)
+            self.audit.emit("assignment-released", {**record, **detail})
+            message = (f"released to {detail['students']} student(s): {detail['files']} "
+                       f"file(s) written, {detail['kept']} kept (already there)")
+            if report.problems:
+                message += "; not released to " + ", ".join(
+                    f"{s} ({why})" for s, why in sorted(report.problems.items()))
+            return message
+        done = collect(self.actions.files(), course, assignment, students,
+                       self.actions.archive_root, progress=self._progress(key))
+        summary = collect_detail(done)
+        self.audit.emit("assignment-collected", {**record, **summary})
+        return (f"collected from {summary['students']} student(s): {summary['submitted']} "
+                f"submitted, {summary['late']} late, {summary['findings']} credential "
+                "finding(s)")

@@ -1,22 +1,25 @@
 """The term keeper: runs each course's calendar (hub_ext.courses.term) in the courses
-service, every ``QUSTODY_TERM_INTERVAL`` seconds, with the service's own hub token.
+service (wired in hub_ext.courses.service), with the service's own hub token.
 
 Each step is journaled before and after it runs and audited as ``course-term-step``
 (release and collect also as ``assignment-released`` / ``assignment-collected``, as
 ``qustody course`` records them, with ``courses`` as the actor). A step whose audit record
-cannot be written is not marked done, so it runs again. On a hub whose servers do not live
-on Docker volumes (local processes, Kubernetes), the steps that move files are recorded as
-``skipped`` with the reason, and the rest still run.
+cannot be written is journaled as failed and backs off, so it runs again later and never
+in a loop. On a hub whose servers do not live on Docker volumes (local processes,
+Kubernetes), the steps that move files are recorded as ``skipped`` with the reason, and
+the rest still run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,7 +51,7 @@ class HubAPI:
         if r.status_code == 404 and method == "GET":
             return None
         if r.status_code >= 400:
-            raise RuntimeError(f"hub API {method} {path}: {r.status_code} {r.text[:200]}")
+            raise RuntimeError(f"hub API {method} {path[:100]}: HTTP {r.status_code}")
         return r.json() if r.content else None
 
     def group_members(self, group: str) -> list[str]:
@@ -69,57 +72,97 @@ class HubAPI:
         self._call("DELETE", path)
 
 
+def release_detail(report: Any) -> dict[str, int]:
+    """An ``assignment-released`` record's figures from a ``ReleaseReport``."""
+    return {"students": len(report.written), "files": sum(report.written.values()),
+            "kept": sum(report.kept.values()), "problems": len(report.problems)}
+
+
+def collect_detail(done: Any) -> dict[str, Any]:
+    """An ``assignment-collected`` record's figures from a ``Collection``."""
+    return {**done.summary(), "manifest_sha256": done.manifest_sha256}
+
+
 @dataclass
 class TermActions:
     """What each step does. ``volumes``: how to reach the servers' home volumes
-    (hub_ext.courses.assignments.Volumes), or None when homes are not Docker volumes."""
+    (hub_ext.courses.assignments.Volumes), None when homes are not Docker volumes;
+    ``volumes_error``: why they cannot be reached now (the steps fail and are retried).
+    ``materials_prefix``: the only materials volumes ``delete-files`` may delete
+    (``SpawnPolicy.materials_volume_prefix``)."""
 
     hub: HubAPI
     catalog: Callable[[], Catalog]
     archive_root: Path
     volumes: Any = None
+    volumes_error: str = ""
+    materials_prefix: str = "qustody-materials-"
     stop_timeout: float = 300
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _locks_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def moving(self, course: str, assignment: str) -> Iterator[None]:
+        """One release or collect of an assignment at a time (the keeper's and the page's
+        buttons share this)."""
+        with self._locks_lock:
+            lock = self._locks.setdefault((course, assignment), threading.Lock())
+        with lock:
+            yield
+
+    def busy(self, course: str, assignment: str) -> bool:
+        with self._locks_lock:
+            lock = self._locks.get((course, assignment))
+        return lock is not None and lock.locked()
 
     def students(self, course: Course) -> list[str]:
         listed = {u for u, role in course.members.items() if role == "student"}
         return sorted(set(self.hub.group_members(students_group(course.id))) | listed)
 
-    def _volumes(self) -> Any:
+    def files(self) -> Any:
+        """The volumes, or why not: a hub without them skips, an unreachable engine fails."""
+        if self.volumes_error:
+            raise RuntimeError(self.volumes_error)
         if self.volumes is None:
             raise StepSkipped("this hub's servers do not keep homes on Docker volumes")
         return self.volumes
 
     def run(self, step: Step, course: Course, now: float) -> dict[str, Any]:
-        kind = step.name.partition(":")[0]
-        return getattr(self, kind.replace("-", "_"))(step, course, now)  # type: ignore[no-any-return]
+        action = {"release": self.release, "collect": self.collect,
+                  "stop-servers": self.stop_servers, "archive-homes": self.archive_homes,
+                  "revoke-access": self.revoke_access, "delete-files": self.delete_files}
+        return action[step.name.partition(":")[0]](step, course, now)
+
+    def _assignment(self, step: Step, course: Course) -> Any:
+        found = course.assignment(step.assignment or "")
+        if found is None:  # removed from the file since: nothing to do
+            raise StepSkipped(f"the course has no assignment {step.assignment!r} any more")
+        return found
 
     def release(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         from .assignments import release
 
-        assignment = course.assignment(step.assignment or "")
-        if assignment is None:  # removed from the file since: nothing to do
-            raise StepSkipped(f"the course has no assignment {step.assignment!r} any more")
-        volumes = self._volumes()
+        assignment = self._assignment(step, course)
+        volumes = self.files()
         if not course.materials:
             raise StepSkipped("the course has no materials volume to release from")
-        report = release(volumes, course, assignment, self.students(course))
-        return {"students": len(report.written), "files": sum(report.written.values()),
-                "kept": sum(report.kept.values()), "problems": len(report.problems)}
+        with self.moving(course.id, assignment.name):
+            report = release(volumes, course, assignment, self.students(course))
+        return release_detail(report)
 
     def collect(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         from .assignments import collect
 
-        assignment = course.assignment(step.assignment or "")
-        if assignment is None:
-            raise StepSkipped(f"the course has no assignment {step.assignment!r} any more")
-        done = collect(self._volumes(), course, assignment, self.students(course),
-                       self.archive_root, now)
-        return {**done.summary(), "manifest_sha256": done.manifest_sha256}
+        assignment = self._assignment(step, course)
+        volumes = self.files()
+        with self.moving(course.id, assignment.name):
+            done = collect(volumes, course, assignment, self.students(course),
+                           self.archive_root, now)
+        return collect_detail(done)
 
     def stop_servers(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         catalog = self.catalog()
-        stopped = kept = 0
-        waiting: list[str] = []
+        stopped, kept, waiting = 0, 0, []
         for name in self.students(course):
             user = self.hub.user(name)
             if user is None:
@@ -145,9 +188,8 @@ class TermActions:
     def archive_homes(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         from .assignments import archive_homes
 
-        done = archive_homes(self._volumes(), course, self.students(course),
-                             self.archive_root, now)
-        return {**done.summary(), "manifest_sha256": done.manifest_sha256}
+        done = archive_homes(self.files(), course, self.students(course), self.archive_root, now)
+        return collect_detail(done)
 
     def revoke_access(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         removed = 0
@@ -158,13 +200,21 @@ class TermActions:
         return {"staff_removed": removed}
 
     def delete_files(self, step: Step, course: Course, now: float) -> dict[str, Any]:
+        # the volume first: if the engine refuses it (in use), nothing is gone yet
+        volume = False
+        if course.materials and self.volumes is not None:
+            others = [c.id for c in self.catalog().courses.values()
+                      if c.materials == course.materials and c.id != course.id]
+            if not course.materials.startswith(self.materials_prefix) or others:
+                log.warning("courses: %s: materials volume %s kept (%s)", course.id,
+                            course.materials, f"also {others[0]}'s" if others
+                            else "not a materials volume")
+            else:
+                volume = self.volumes.remove_volume(course.materials)
         target = self.archive_root / course.id
         files = sum(1 for p in target.rglob("*") if p.is_file()) if target.is_dir() else 0
         if target.exists():
             shutil.rmtree(target)
-        volume = False
-        if course.materials and self.volumes is not None:
-            volume = self.volumes.remove_volume(course.materials)
         return {"archive_files_deleted": files, "materials_volume_deleted": volume}
 
 
@@ -178,52 +228,65 @@ class TermKeeper:
         self.actions = actions
         self.audit = audit
         self.clock = clock
-        self._failed_at: dict[tuple[str, str], float] = {}
 
     def tick(self, now: float | None = None) -> list[tuple[str, str, str]]:
-        """Run what is due; returns ``(course, step, outcome)`` for each step run."""
+        """Run what is due, each step at most once; returns ``(course, step, outcome)``
+        for each step run. One course's trouble never keeps the others from their steps."""
         now = self.clock() if now is None else now
-        ran = []
+        ran: list[tuple[str, str, str]] = []
         for course in self.catalog().courses.values():
             try:
-                steps = self.journal.read(course)
-            except JournalError as e:
-                log.error("courses: %s: term steps not run: %s", course.id, e)
-                continue
-            failed = {name: t for (c, name), t in self._failed_at.items() if c == course.id}
-            for step in due_steps(course, steps, now, failed):
-                ran.append((course.id, step.name, self._run(course, step, now)))
+                self._course(course, now, ran)
+            except Exception as e:  # a journal that cannot be read or written: said, next
+                log.error("courses: %s: term steps not run: %s", course.id,
+                          e if isinstance(e, JournalError) else type(e).__name__)
         return ran
+
+    def _course(self, course: Course, now: float, ran: list[tuple[str, str, str]]) -> None:
+        tried: set[str] = set()
+        while True:  # after each step the next one of its chain may be due
+            due = [s for s in due_steps(course, self.journal.read(course), now)
+                   if s.name not in tried]
+            if not due:
+                return
+            step = due[0]
+            tried.add(step.name)
+            ran.append((course.id, step.name, self._run(course, step, now)))
 
     def _run(self, course: Course, step: Step, now: float) -> str:
         entry = self.journal.record(course, step, "started", now)
+        attempt = int(entry.get("attempts", 1))
         try:
             detail = self.actions.run(step, course, now)
             outcome = "done"
         except StepSkipped as e:
             detail, outcome = {"reason": str(e)}, "skipped"
         except Exception as e:
-            self._failed_at[(course.id, step.name)] = now
-            error = f"{type(e).__name__}: {e}"
-            log.error("courses: %s %s failed (attempt %d): %s", course.id, step.name,
-                      entry.get("attempts", 1), error)
-            self._emit(course, step, "failed", int(entry.get("attempts", 1)), {"error": error})
-            self.journal.record(course, step, "failed", now, error=error)
-            return "failed"
-        # audited, or not done: a step whose record fails runs again
-        self._emit(course, step, outcome, int(entry.get("attempts", 1)), detail)
-        self.journal.record(course, step, "done" if outcome == "done" else "skipped", now,
-                            detail=detail)
-        self._failed_at.pop((course.id, step.name), None)
+            return self._failed(course, step, now, attempt, f"{type(e).__name__}: {e}")
+        try:
+            self._emit(course, step, outcome, attempt, detail)
+        except Exception as e:  # not audited, so not done: tried again after a back-off
+            return self._failed(course, step, now, attempt,
+                                f"the audit record failed ({type(e).__name__})", emit=False)
+        self.journal.record(course, step, outcome, now, detail=detail)
         log.info("courses: %s %s %s %s", course.id, step.name, outcome, detail)
         return outcome
+
+    def _failed(self, course: Course, step: Step, now: float, attempt: int, error: str,
+                emit: bool = True) -> str:
+        error = error[:500]
+        log.error("courses: %s %s failed (attempt %d): %s", course.id, step.name, attempt, error)
+        if emit:
+            with contextlib.suppress(Exception):  # the journal says it either way
+                self._emit(course, step, "failed", attempt, {"error": error})
+        self.journal.record(course, step, "failed", now, error=error)
+        return "failed"
 
     def _emit(self, course: Course, step: Step, outcome: str, attempt: int,
               detail: dict[str, Any]) -> None:
         if outcome == "done" and step.assignment:
-            kind = step.name.partition(":")[0]
-            self.audit.emit(f"assignment-{kind}d" if kind == "release" else
-                            "assignment-collected",
+            kind = {"release": "assignment-released", "collect": "assignment-collected"}
+            self.audit.emit(kind[step.name.partition(":")[0]],
                             {"actor": ACTOR, "course": course.id,
                              "assignment": step.assignment, **detail})
         self.audit.emit("course-term-step", {
@@ -237,62 +300,3 @@ class TermKeeper:
 TERM_STEP_FIELDS = ("students", "files", "submitted", "late", "findings", "problems",
                     "manifest_sha256", "stopped", "kept_open_elsewhere", "staff_removed",
                     "archive_files_deleted", "materials_volume_deleted", "reason", "error")
-
-
-def volumes_from(spec: dict[str, Any]) -> Any:
-    """``Volumes`` for the hub's Docker homes (``QUSTODY_TERM_VOLUMES``, hub.py)."""
-    import functools
-
-    import docker
-
-    from ..volumes import home_volume_name
-    from .assignments import Volumes
-
-    uid, gid = (int(x) for x in str(spec.get("run_as", "1000:1000")).split(":"))
-    return Volumes(docker.from_env(), spec["image"], spec["home_mount"],
-                   functools.partial(home_volume_name, spec["home_volume_template"]), uid, gid)
-
-
-def term_actions(catalog: Any, archive: Path) -> TermActions | None:
-    """What the courses service's keeper and buttons act with: its own hub token, and the
-    hub's Docker homes when it has them (``QUSTODY_TERM_VOLUMES``). None outside a hub."""
-    import os
-
-    url, token = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
-    if not (url and token):
-        return None
-    spec = os.environ.get("QUSTODY_TERM_VOLUMES", "")
-    volumes = volumes_from(json.loads(spec)) if spec else None
-    return TermActions(HubAPI(url, token), lambda: catalog.current(), archive, volumes)
-
-
-def start_keeper(catalog: Any, actions: TermActions, audit: Any) -> TermKeeper | None:
-    """In the courses service: tick every ``QUSTODY_TERM_INTERVAL`` seconds, in a thread,
-    never two at once. Without an audit log, the keeper does nothing (its steps are
-    audited or not taken)."""
-    import asyncio
-    import os
-
-    from tornado import ioloop
-
-    interval = float(os.environ.get("QUSTODY_TERM_INTERVAL", "0") or 0)
-    if interval <= 0:
-        return None
-    if audit is None:
-        log.error("courses: no audit log, so the term keeper takes no step")
-        return None
-    keeper = TermKeeper(lambda: catalog.current(), Journal(catalog.directory), actions, audit)
-    busy = asyncio.Lock()
-
-    async def tick() -> None:
-        if busy.locked():
-            return
-        async with busy:
-            try:
-                await asyncio.to_thread(keeper.tick)
-            except Exception:
-                log.exception("courses: the term keeper's tick failed")
-
-    ioloop.PeriodicCallback(tick, interval * 1000).start()
-    ioloop.IOLoop.current().add_callback(tick)
-    return keeper

@@ -20,6 +20,7 @@ term start begins a new journal, so next term's steps are not taken for done.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
@@ -126,29 +127,61 @@ class StepSkipped(Exception):
     as done."""
 
 
-def retry_at(entry: dict[str, Any], failed_at: float) -> float:
-    """When a failed step may run again: back-off doubling with each attempt."""
+def retry_at(entry: dict[str, Any]) -> float:
+    """When a failed or interrupted step may run again: back-off from its last attempt,
+    doubling with each attempt (a step that crashes its process does not loop)."""
     attempts = max(1, int(entry.get("attempts", 1)))
-    return failed_at + min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2.0 ** (attempts - 1))
+    return _time(entry.get("at")) + min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2.0 ** (attempts - 1))
 
 
-def due_steps(course: Course, steps: dict[str, dict[str, Any]], now: float,
-              failed_at: dict[str, float] | None = None) -> list[Step]:
-    """The steps to run now: due, not done, and not a failed one still backing off
-    (``failed_at``: step name -> when it last failed, in this process)."""
-    failed_at = failed_at or {}
+def _time(text: Any) -> float:
+    try:
+        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+#: The close and expiry steps run in this order, each only after the one before it is
+#: done: no archive while servers may still write, no deletion without an archive.
+CHAIN = (*CLOSE_STEPS, *EXPIRE_STEPS)
+#: The course's files are deleted no sooner than this after its homes were archived, even
+#: when retention is 0 or the course was first seen long after it expired (a file applied
+#: late, a typo in its dates): time to notice and fix it.
+MIN_KEEP_SECONDS = 86400.0
+
+
+def due_steps(course: Course, steps: dict[str, dict[str, Any]], now: float) -> list[Step]:
+    """The steps to run now: due, not done for this due time, not backing off after a
+    failed or interrupted attempt, and, for the close and expiry steps, after the step
+    before them (``CHAIN``)."""
     out = []
     for step in plan(course):
         if step.due > now:
             break
         entry = steps.get(step.name, {})
-        if entry.get("state") in ("done", "skipped"):
+        state = entry.get("state")
+        # done for this due time (a due date moved later is acted on again)
+        if state in ("done", "skipped") and entry.get("due") == stamp(step.due):
             continue
-        if entry.get("state") == "failed" and step.name in failed_at \
-                and now < retry_at(entry, failed_at[step.name]):
+        if state in ("failed", "started") and now < retry_at(entry):
+            continue
+        if step.name in CHAIN and not _previous_done(step.name, steps, now):
             continue
         out.append(step)
     return out
+
+
+def _previous_done(name: str, steps: dict[str, dict[str, Any]], now: float) -> bool:
+    index = CHAIN.index(name)
+    if index == 0:
+        return True
+    before = steps.get(CHAIN[index - 1], {})
+    if before.get("state") not in ("done", "skipped"):
+        return False
+    if name == "delete-files":
+        archived = steps.get("archive-homes", {})
+        return now >= _time(archived.get("at")) + MIN_KEEP_SECONDS
+    return True
 
 
 def status_lines(course: Course, steps: dict[str, dict[str, Any]], now: float) -> list[str]:

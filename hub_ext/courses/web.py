@@ -257,6 +257,7 @@ class CourseHandler(ServicePage):
                 view["files"] = False
                 for a in view.get("assignments", []):
                     a["collected"] = False
+                    a["job"] = None  # who pressed what, and students' problems: staff only
         return views
 
 
@@ -455,7 +456,7 @@ def main() -> None:
     settings = service_settings()  # course changes are audited, or not made (admin_api.py)
     audit = AuditLog(**settings) if settings is not None else None
     from .jobs import AssignmentJobs
-    from .keeper import start_keeper, term_actions
+    from .service import start_keeper, term_actions
 
     actions = term_actions(catalog, archive) if catalog is not None and archive else None
     jobs = AssignmentJobs(actions, audit, catalog) if actions is not None else None

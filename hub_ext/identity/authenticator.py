@@ -716,16 +716,18 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         )
 
     def _closed(self, courses: set[str]) -> set[str]:
-        """The courses among ``courses`` whose term has closed. An unreadable answer
-        closes nothing (the login goes on; the spawner still refuses closed courses)."""
+        """The courses among ``courses`` whose term has closed. When that cannot be told,
+        all of them (fail closed: their staff get no course role until it can; students
+        keep their groups, and the login goes on)."""
         closed: Any = self.course_closed  # None by default (the trait allows it)
         if closed is None:
             return set()
         try:
             return {c for c in courses if closed(c)}
         except Exception as e:
-            self.log.error("identity: course terms unreadable: %s", e)
-            return set()
+            self.log.error("identity: course terms unreadable (%s): no course staff role "
+                           "is granted until they are", type(e).__name__)
+            return set(courses)
 
     def _rostered(self, name: str) -> tuple[list[str], dict[str, str]]:
         """The courses whose own roster (CSV) lists ``name``, and the staff kind per course

@@ -59,10 +59,11 @@ def test_the_calendar_orders_every_step_by_its_time():
     (T0 + DAY, ["release:hw1"]),
     (T0 + 3 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2"]),
     (T0 + 11 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2"]),  # grace
+    # the close: its first step (the next ones follow it, test below)
     (T0 + 12 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
-                     "stop-servers", "archive-homes", "revoke-access"]),
+                     "stop-servers"]),
     (T0 + 42 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
-                     "stop-servers", "archive-homes", "revoke-access", "delete-files"]),
+                     "stop-servers"]),
 ])
 def test_due_steps_follow_the_clock(at, expected):
     assert names(due_steps(course(assignments=HW), {}, at)) == expected
@@ -82,12 +83,14 @@ def test_a_done_or_skipped_step_never_runs_again_and_a_started_one_does(tmp_path
     assert recorded["release:hw1"]["state"] == "done"
     assert recorded["collect:hw1"] == {"state": "started", "attempts": 1,
                                        "at": stamp(T0 + 3 * DAY), "due": stamp(T0 + 3 * DAY)}
-    assert names(due_steps(c, recorded, T0 + 3 * DAY)) == ["collect:hw1", "collect:hw2"]
+    # after a back-off from the interrupted attempt (a step that crashes does not loop)
+    assert names(due_steps(c, recorded, T0 + 3 * DAY)) == ["collect:hw2"]
+    assert names(due_steps(c, recorded, T0 + 3 * DAY + 60)) == ["collect:hw1", "collect:hw2"]
     journal.record(c, steps[2], "started", T0 + 3 * DAY + 60)
     assert journal.read(c)["collect:hw1"]["attempts"] == 2
 
 
-def test_a_failed_step_backs_off_doubling_then_runs_again(tmp_path):
+def test_a_failed_or_interrupted_step_backs_off_doubling_then_runs_again(tmp_path):
     c = course(assignments=HW)
     journal = Journal(tmp_path)
     step = plan(c)[0]
@@ -95,14 +98,46 @@ def test_a_failed_step_backs_off_doubling_then_runs_again(tmp_path):
         journal.record(c, step, "started", T0 + DAY)
         entry = journal.record(c, step, "failed", T0 + DAY, error="hub API 503")
         assert entry["attempts"] == attempt and entry["error"] == "hub API 503"
-    failed_at = {step.name: T0 + DAY}
-    assert retry_at(journal.read(c)[step.name], T0 + DAY) == T0 + DAY + 240
-    assert "release:hw1" not in names(due_steps(c, journal.read(c), T0 + DAY + 239, failed_at))
-    assert "release:hw1" in names(due_steps(c, journal.read(c), T0 + DAY + 240, failed_at))
-    # a new process (the service restarted) does not know when it failed: it tries at once
-    assert "release:hw1" in names(due_steps(c, journal.read(c), T0 + DAY + 1))
-    done = journal.record(c, step, "done", T0 + DAY + 300, detail={"students": 1})
+    assert retry_at(journal.read(c)[step.name]) == T0 + DAY + 240
+    assert "release:hw1" not in names(due_steps(c, journal.read(c), T0 + DAY + 239))
+    assert "release:hw1" in names(due_steps(c, journal.read(c), T0 + DAY + 240))
+    # a step whose process died (left "started") backs off the same way: no crash loop
+    journal.record(c, step, "started", T0 + DAY + 240)
+    assert "release:hw1" not in names(due_steps(c, journal.read(c), T0 + DAY + 241))
+    assert "release:hw1" in names(due_steps(c, journal.read(c), T0 + DAY + 240 + 480))
+    done = journal.record(c, step, "done", T0 + DAY + 900, detail={"students": 1})
     assert "error" not in done
+
+
+def test_the_close_runs_in_order_and_deletion_waits_for_a_day_after_the_archive(tmp_path):
+    """No archive while servers may still write (stop-servers first), no deletion without
+    an archive, and never in the tick that archived, even for a course first seen long
+    after it expired (a late or mistyped file)."""
+    c = course(keep=0)
+    journal = Journal(tmp_path)
+    late = T0 + 400 * DAY
+    assert names(due_steps(c, {}, late)) == ["stop-servers"]
+    journal.record(c, plan(c)[0], "failed", late, error="a server did not stop")
+    assert names(due_steps(c, journal.read(c), late + 3600)) == ["stop-servers"]
+    journal.record(c, plan(c)[0], "done", late + 3600)
+    assert names(due_steps(c, journal.read(c), late + 3600)) == ["archive-homes"]
+    journal.record(c, plan(c)[1], "done", late + 3600)
+    assert names(due_steps(c, journal.read(c), late + 3600)) == ["revoke-access"]
+    journal.record(c, plan(c)[2], "done", late + 3600)
+    assert names(due_steps(c, journal.read(c), late + 3600 + DAY - 1)) == []
+    assert names(due_steps(c, journal.read(c), late + 3600 + DAY)) == ["delete-files"]
+
+
+def test_a_due_time_moved_later_is_acted_on_again(tmp_path):
+    c = course(assignments=HW)
+    journal = Journal(tmp_path)
+    collect = next(s for s in plan(c) if s.name == "collect:hw1")
+    journal.record(c, collect, "done", T0 + 3 * DAY)
+    extended = course(assignments=HW.replace(f"due = {stamp(T0 + 3 * DAY)}\n[[",
+                                                f"due = {stamp(T0 + 5 * DAY)}\n[[", 1))
+    assert "collect:hw1" not in names(due_steps(extended, journal.read(c), T0 + 4 * DAY))
+    assert "collect:hw1" in names(due_steps(extended, journal.read(c), T0 + 5 * DAY))
+    assert "collect:hw1" not in names(due_steps(c, journal.read(c), T0 + 5 * DAY))
 
 
 def test_the_journal_is_private_and_written_whole(tmp_path):
@@ -136,8 +171,7 @@ def test_a_new_term_of_the_same_course_starts_a_new_journal(tmp_path):
     spring = course(start=T0 + 100 * DAY, end=T0 + 110 * DAY)
     assert journal.path(spring) != journal.path(autumn)
     assert journal.read(spring) == {}
-    assert names(due_steps(spring, journal.read(spring), T0 + 112 * DAY)) == [
-        "stop-servers", "archive-homes", "revoke-access"]
+    assert names(due_steps(spring, journal.read(spring), T0 + 112 * DAY)) == ["stop-servers"]
     journal.record(spring, plan(spring)[0], "started", T0 + 112 * DAY)
     assert journal.read(autumn)["stop-servers"]["state"] == "done"  # last term's, kept
     assert sorted(os.listdir(journal.directory)) == sorted(
@@ -154,3 +188,12 @@ def test_status_says_each_steps_state_and_time(tmp_path):
     assert lines[1].split()[:2] == ["release:hw2", "failed"] and "Docker refused" in lines[1]
     assert lines[2].split()[:2] == ["collect:hw1", "pending"]
     assert f"(at {stamp(T0 + 3 * DAY)})" in lines[2]
+
+
+def test_the_term_step_record_carries_exactly_the_fields_its_schema_lists():
+    from hub_ext.audit import schema
+    from hub_ext.courses.keeper import TERM_STEP_FIELDS
+
+    props = set(schema.get("course-term-step").schema["properties"])
+    assert set(TERM_STEP_FIELDS) == props - {"actor", "course", "step", "outcome", "attempt",
+                                              "due"}

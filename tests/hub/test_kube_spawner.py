@@ -411,3 +411,32 @@ async def test_a_mount_the_policy_did_not_give_is_refused(tmp_path):
         {"name": "home", "mountPath": "/srv/qustody/materials/course-101", "readOnly": True})
     assert any("mounts differ from the policy" in p
                for p in pod_problems(pod, sp.policy, sp._decision))
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda pod: pod["spec"]["volumes"][-1]["persistentVolumeClaim"].update(
+        claimName="qustody-home-alice"), "are not their read-only claim"),
+    (lambda pod: pod["spec"]["volumes"][-1]["persistentVolumeClaim"].pop("readOnly"),
+     "are not their read-only claim"),
+    (lambda pod: pod["spec"]["volumes"][-1].update(
+        persistentVolumeClaim=None, emptyDir={"medium": "Memory", "sizeLimit": "1Mi"}),
+     "are not their read-only claim"),
+])
+async def test_the_materials_mount_must_be_the_courses_own_read_only_claim(
+    tmp_path, monkeypatch, change, problem
+):
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    (courses / "course-101.toml").write_text(_course("course-101"))
+    sp = spawner(config(courses_dir=str(courses)))
+    sp.user.groups = [_Group("course-101:students")]
+
+    async def read_claim(name: str, namespace: str) -> object:
+        return object()
+
+    monkeypatch.setattr(sp.api, "read_namespaced_persistent_volume_claim", read_claim)
+    sp._materials = await sp.existing_materials()
+    pod = await pod_of(sp)
+    assert pod["spec"]["volumes"][-1]["name"] == "materials-0"
+    change(pod)
+    assert any(problem in p for p in pod_problems(pod, sp.policy, sp._decision, sp._materials))
