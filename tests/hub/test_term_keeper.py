@@ -26,8 +26,9 @@ from hubtest import Hub, docker, failed, launch_hub
 from hub_ext.audit.log import AuditLog
 from hub_ext.audit.verify import verify
 from hub_ext.courses.catalog import load_catalog
-from hub_ext.courses.keeper import HubAPI, TermActions, TermKeeper, volumes_from
+from hub_ext.courses.keeper import HubAPI, TermActions, TermKeeper
 from hub_ext.courses.model import DAY, stamp
+from hub_ext.courses.service import volumes_from
 from hub_ext.courses.term import Journal
 from hub_ext.spawner import SpawnPolicy
 
