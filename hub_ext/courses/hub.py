@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,25 @@ def closed_lookup(current: Callable[[], Mapping[str, Course]]) -> Callable[[str]
         return course is not None and not course.term.is_open(time.time())
 
     return closed
+
+
+def shared_secrets(current: Callable[[], Mapping[str, Course]]
+                   ) -> Callable[[Iterable[str]], list[tuple[str, tuple[str, ...]]]]:
+    """``(hub groups) -> [(course, secret names)]``: the shared secrets (``[secrets]``)
+    of the open courses the groups make the user a member of, as its file's ``to`` says
+    (``<course>:students``, ``:instructors``, ``:assistants``)."""
+
+    def lookup(groups: Iterable[str]) -> list[tuple[str, tuple[str, ...]]]:
+        courses, now, out = current(), time.time(), {}
+        for group in groups:
+            course_id, _, kind = str(group).rpartition(":")
+            course = courses.get(course_id)
+            if course is not None and course.secrets and kind in course.secrets_to \
+                    and course.term.is_open(now):
+                out[course_id] = course.secrets
+        return sorted(out.items())
+
+    return lookup
 
 
 def live_courses(directory: Path) -> Callable[[], Mapping[str, Course]]:

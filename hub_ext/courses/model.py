@@ -16,6 +16,9 @@ Every error names the file, the key and the fix. What a file may hold (docs/cour
   course's students and instructors (at ``<home>/<id>-materials``);
 - ``[[assignments]]``: ``name``, ``release`` and ``due``; the files are the materials'
   ``assignments/<name>/`` (hub_ext.courses.assignments releases and collects them);
+- ``[secrets]``: ``names`` of the course's shared secrets (namespace ``course:<id>``,
+  values stored with ``qustody secrets put``), delivered to the members ``to`` names
+  (students, instructors, assistants) while the term is open;
 - ``[qpu]``: the course's QPU budget: ``backends``, ``purpose``, ``per_student`` and
   ``total`` limits by period (``day``, ``month``) and dimension (``jobs``, ``shots``,
   ``seconds``), and ``[[qpu.reservations]]`` (lab hours).
@@ -44,9 +47,14 @@ DIMENSIONS = ("jobs", "shots", "seconds")
 MAX_BYTES = 256 * 1024
 DAY = 86400.0
 
-KEYS = ("id", "title", "term", "roster", "profile", "materials", "assignments", "qpu")
+KEYS = ("id", "title", "term", "roster", "profile", "materials", "assignments", "qpu",
+        "secrets")
 #: What a course file cannot hold yet: named, so the error says so.
-NOT_YET = ("secrets",)
+NOT_YET: tuple[str, ...] = ()
+#: A secret's name as the store and ``get_secret`` know it (hub_ext.secrets.model.NAME).
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: Who of a course's members its shared secrets may go to (their hub groups' suffixes).
+SECRET_MEMBERS = ("students", "instructors", "assistants")
 #: A hub user name as the course tools accept it (also a path part in collected archives).
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}")
 #: An assignment's name: also a directory name in the materials and in students' homes.
@@ -131,6 +139,9 @@ class Course:
     materials: str = ""  # a Docker volume, mounted read-only
     assignments: tuple[Assignment, ...] = ()
     roster_csv: str = ""  # ``<id>.roster.csv`` beside the course file, or none
+    #: names of the ``course:<id>`` secrets its members receive while the term is open
+    secrets: tuple[str, ...] = ()
+    secrets_to: tuple[str, ...] = SECRET_MEMBERS
     #: user name -> role in this course, from the CSV roster (filled by the catalog)
     members: Mapping[str, str] = field(default_factory=dict)
 
@@ -149,6 +160,8 @@ class Course:
             "roster.csv": self.roster_csv,
             "profile.name": self.profile,
             "materials.volume": self.materials,
+            "secrets.names": list(self.secrets),
+            "secrets.to": list(self.secrets_to) if self.secrets else [],
         }
         for user, role in sorted(self.members.items()):
             out[f"roster.members.{user}"] = role
@@ -336,8 +349,30 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
 
     assignments = _assignments(c, doc.get("assignments", []), materials)
     budget = _budget(c, doc["qpu"]) if "qpu" in doc else None
+    names, to = _secrets(c, doc["secrets"]) if "secrets" in doc else ((), SECRET_MEMBERS)
     return Course(course_id, title, term, group, profile, budget, source, materials,
-                  assignments, roster_csv)
+                  assignments, roster_csv, secrets=names, secrets_to=to)
+
+
+def _secrets(c: _Checker, value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``[secrets]``: ``names`` of the course's own secrets (namespace ``course:<id>``,
+    stored with ``qustody secrets put``; never a value here) and ``to`` whom of its
+    members they go (default: students, instructors and assistants)."""
+    t = c.table(value, "secrets")
+    c.keys(t, ("names", "to"), "secrets")
+    names = t.get("names")
+    if not isinstance(names, list) or not 0 < len(names) <= 64:
+        raise c.fail("secrets.names", "must list 1 to 64 secret names, e.g. "
+                     "['IBM_QUANTUM_TOKEN'] (the values are stored with `qustody secrets put "
+                     "course:<id> NAME ...`, never in this file)")
+    for i, name in enumerate(names):
+        c.text(name, f"secrets.names[{i}]", pattern=SECRET_NAME, limit=128,
+               example="IBM_QUANTUM_TOKEN")
+    to = t.get("to", list(SECRET_MEMBERS))
+    if not isinstance(to, list) or not to or any(k not in SECRET_MEMBERS for k in to):
+        raise c.fail("secrets.to", f"must list some of {list(SECRET_MEMBERS)}; got "
+                     f"{_shown(to)}")
+    return tuple(dict.fromkeys(names)), tuple(dict.fromkeys(to))
 
 
 def _assignments(c: _Checker, value: Any, materials: str) -> tuple[Assignment, ...]:

@@ -26,6 +26,13 @@ class Broker(Protocol):
     ) -> list[Secret]:
         """Every secret the user may hold (the class policy filters them afterwards)."""
 
+    def course_secrets(
+        self, user: str, server: str, auth_state: dict[str, Any] | None, course: str,
+        names: tuple[str, ...],
+    ) -> list[Secret]:
+        """The named current secrets of namespace ``course:<course>`` (a course file's
+        shared secrets, for one of its members); missing names are left out."""
+
     def release(self, user: str, server: str) -> None:
         """The server stopped: revoke whatever was obtained for it (tokens, leases)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,9 @@ class SecretDelivery:
     #: course's namespace (``course:<id>``) are delivered to no one from then on
     #: (hub_ext.courses.hub.closed_lookup; None: no courses).
     course_closed: Callable[[str], bool] | None = None
+    #: ``(hub groups) -> [(course, secret names)]``: the shared secrets of the user's open
+    #: courses (a course file's ``[secrets]``; hub_ext.courses.hub.shared_secrets).
+    course_secrets: Callable[[Iterable[str]], list[tuple[str, tuple[str, ...]]]] | None = None
 
     def __init__(self, config: Config, profiles: list[str] | None = None) -> None:
         self.settings = SecretBroker(config=config)
@@ -117,12 +120,14 @@ class SecretDelivery:
         api_token: str,
         auth_state: dict[str, Any] | None,
         roles: tuple[str, ...],
+        groups: Iterable[str] = (),
     ) -> tuple[Ticket, list[Secret]]:
         """Burn the ticket (TicketRefused if it is not good) and load the secrets the
-        user's current ``roles`` allow (RoleLost if none of them admits the profile)."""
+        user's current ``roles`` allow (RoleLost if none of them admits the profile);
+        ``groups``: the user's hub groups (their courses' shared secrets)."""
         ticket = self.tickets.redeem(text, user, server, api_token)
         secrets = self._load(
-            user, server, ticket.profile, ticket.roles, roles, auth_state, ticket.id
+            user, server, ticket.profile, ticket.roles, roles, auth_state, ticket.id, groups
         )
         with self._lock:
             self._sessions[(user, server)] = Session(
@@ -150,6 +155,7 @@ class SecretDelivery:
         api_token: str,
         auth_state: dict[str, Any] | None,
         roles: tuple[str, ...],
+        groups: Iterable[str] = (),
     ) -> tuple[Session, list[Secret]] | None:
         """Current secrets for a server that redeemed its ticket (None if it did not),
         filtered by the user's current ``roles``; RoleLost (and the session forgotten)
@@ -165,6 +171,7 @@ class SecretDelivery:
             roles,
             auth_state,
             session.ticket_id,
+            groups,
         )
         return session, secrets
 
@@ -234,14 +241,33 @@ class SecretDelivery:
         roles: tuple[str, ...],
         auth_state: dict[str, Any] | None,
         ticket_id: str,
+        groups: Iterable[str] = (),
     ) -> list[Secret]:
         if not set(roles) & set(profile_roles):
             with self._lock:  # nothing more for this server, whatever it asks
                 self._sessions.pop((user, server), None)
             raise RoleLost(profile, ticket_id)
         found = self.broker.secrets_for_spawn(user, server, auth_state)
+        names = {s.name for s in found}
+        for course, wanted in self._shared(groups):
+            # the user's own and granted secrets win a name clash, as between namespaces
+            for secret in self.broker.course_secrets(user, server, auth_state, course, wanted):
+                if secret.name not in names:
+                    names.add(secret.name)
+                    found.append(secret)
         return [s for s in found if self.policy.allows(s.cls, profile, roles)
                 and not self._course_closed(s)]
+
+    def _shared(self, groups: Iterable[str]) -> list[tuple[str, tuple[str, ...]]]:
+        lookup = self.course_secrets
+        if lookup is None:
+            return []
+        try:
+            return lookup(list(groups))
+        except Exception as e:  # the courses cannot be read: no shared course secret
+            self.log.error("secrets: courses unreadable (%s); shared course secrets withheld",
+                           type(e).__name__)
+            return []
 
     def _course_closed(self, secret: Secret) -> bool:
         closed = self.course_closed

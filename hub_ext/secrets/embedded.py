@@ -451,6 +451,21 @@ class EmbeddedStore:
     ) -> list[Secret]:
         return self.secrets_for(user)
 
+    def course_secrets(
+        self, user: str, server: str, auth_state: dict[str, Any] | None, course: str,
+        names: tuple[str, ...],
+    ) -> list[Secret]:
+        ns = parse_namespace(f"course:{course}")
+        wanted = set(names)
+        out = []
+        with self._read() as db:
+            rows = _current_rows(db, ns)
+        for name, cls, version, nonce, sealed in rows:
+            if name in wanted:
+                value = self._open(ns, name, int(version), cls, nonce, sealed)
+                out.append(Secret(ns, name, cls, int(version), value))
+        return out
+
     def release(self, user: str, server: str) -> None:
         """Nothing to revoke: the embedded store hands out no tokens or leases."""
 
@@ -476,12 +491,7 @@ class EmbeddedStore:
         found: list[tuple[Namespace, tuple[Any, ...]]] = []
         with self._read() as db:
             for ns in self._namespaces_of(db, user):
-                rows = db.execute(
-                    "SELECT s.name, s.class, s.current, v.nonce, v.sealed FROM secrets s "
-                    "JOIN versions v ON v.secret_id=s.id AND v.version=s.current "
-                    "WHERE s.ns_kind=? AND s.ns_name=? AND s.revoked_at IS NULL ORDER BY s.name",
-                    (ns.kind, ns.name),
-                ).fetchall()
+                rows = _current_rows(db, ns)
                 found.extend((ns, tuple(r)) for r in rows)
         out: dict[str, Secret] = {}
         for ns, (name, cls, version, nonce, sealed) in found:
@@ -489,6 +499,17 @@ class EmbeddedStore:
                 value = self._open(ns, name, int(version), cls, nonce, sealed)
                 out[name] = Secret(ns, name, cls, int(version), value)
         return list(out.values())
+
+
+def _current_rows(db: sqlite3.Connection, ns: Namespace) -> list[tuple[Any, ...]]:
+    """(name, class, version, nonce, sealed) of each unrevoked secret of ``ns``, by name."""
+    rows: list[tuple[Any, ...]] = db.execute(
+        "SELECT s.name, s.class, s.current, v.nonce, v.sealed FROM secrets s "
+        "JOIN versions v ON v.secret_id=s.id AND v.version=s.current "
+        "WHERE s.ns_kind=? AND s.ns_name=? AND s.revoked_at IS NULL ORDER BY s.name",
+        (ns.kind, ns.name),
+    ).fetchall()
+    return rows
 
 
 def migrate(path: str, master_key: bytes) -> int:

@@ -217,10 +217,12 @@ class RedeemHandler(_SecretsHandler):
         roles = await self._current_roles(user)
         self._still_running(user, server)
         auth_state = await user.get_auth_state()
+        groups = [g.name for g in user.groups]  # their courses' shared secrets
 
         def redeem_and_record() -> list[Secret]:
             # one queue slot for both: a full queue refuses before the ticket is burned
-            ticket, secrets = delivery.redeem(text, user.name, server, token, auth_state, roles)
+            ticket, secrets = delivery.redeem(text, user.name, server, token, auth_state, roles,
+                                              groups)
             self._record_delivery(user.name, server, ticket.id, secrets)
             return secrets
 
@@ -268,9 +270,10 @@ class RefreshHandler(_SecretsHandler):
             await self._withhold(user, server, "refresh", lost, roles)
         self._still_running(user, server)
         auth_state = await user.get_auth_state()
+        groups = [g.name for g in user.groups]
 
         def refresh_and_record() -> list[Secret] | None:
-            result = delivery.refresh(user.name, server, token, auth_state, roles)
+            result = delivery.refresh(user.name, server, token, auth_state, roles, groups)
             if result is None:
                 return None
             session, secrets = result

@@ -19,7 +19,9 @@ def secret_delivery(c: Config, profiles: list[str] | None = None,
     the hub's course files; a closed course's ``course:<id>`` secrets are withheld."""
     delivery = start_delivery(c, profiles)
     if courses_dir:
-        from ..courses.hub import closed_lookup, live_courses
+        from ..courses.hub import closed_lookup, live_courses, shared_secrets
 
-        delivery.course_closed = closed_lookup(live_courses(Path(courses_dir)))
+        current = live_courses(Path(courses_dir))
+        delivery.course_closed = closed_lookup(current)
+        delivery.course_secrets = shared_secrets(current)
     return Fragment("secret delivery (hub_ext.secrets)", handlers=list(HANDLERS))

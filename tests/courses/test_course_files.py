@@ -15,7 +15,7 @@ import pytest
 
 from hub_ext.courses.catalog import load_catalog
 from hub_ext.courses.live import LiveCatalog, closed_courses, closed_message
-from hub_ext.courses.model import DAY, MAX_BYTES, CourseError, parse_course
+from hub_ext.courses.model import DAY, MAX_BYTES, CourseError, parse_course, stamp
 
 GOOD = """\
 id = "course-101"
@@ -94,7 +94,14 @@ def test_a_good_file_reads_as_written():
          "start = 2026-10-01T10:00:00Z\nend = 2026-10-01T12:00:00Z\n",
          "qpu.reservations[1]: overlaps qpu.reservations[0]"),
         (lambda s: s.replace("title =", 'secrets = ["token"]\ntitle ='),
-         "secrets: course files cannot hold secrets in this version"),
+         "secrets: must be a table ([secrets]), got a list"),
+        (lambda s: s + '[secrets]\nnames = []\n', "secrets.names: must list 1 to 64"),
+        (lambda s: s + '[secrets]\nnames = ["IBM-TOKEN"]\n',
+         "secrets.names[0]: 'IBM-TOKEN' is not a valid name"),
+        (lambda s: s + '[secrets]\nnames = ["IBM_TOKEN"]\nvalue = "sk-live-1234"\n',
+         "secrets: unknown key(s) value"),
+        (lambda s: s + '[secrets]\nnames = ["IBM_TOKEN"]\nto = ["observers"]\n',
+         "secrets.to: must list some of ['students', 'instructors', 'assistants']"),
         (lambda s: s + '[[assignments]]\nname = "hw1"\n'
          "release = 2026-09-15T00:00:00Z\ndue = 2026-09-29T00:00:00Z\n",
          "assignments: need [materials] volume"),
@@ -458,3 +465,30 @@ def test_roster_files_that_are_missing_misnamed_huge_or_not_utf8_are_refused(tmp
     roster.write_bytes(b"username,role\n" + b"u,student\n" * 300_000)
     out = qustody("course", "check", str(src))
     assert out.returncode == 1 and "a roster is at most" in out.stderr
+
+
+def test_a_courses_shared_secrets_go_to_the_members_its_file_names_while_it_is_open(tmp_path):
+    """``[secrets]`` names the course's own secrets (never a value): the hub gives them to
+    the members ``to`` lists, through their hub groups, while the term is open."""
+    import time
+
+    from hub_ext.courses.hub import shared_secrets
+
+    now = time.time()
+    dated = GOOD.replace("start = 2026-09-01T00:00:00Z", f"start = {stamp(now - 30 * DAY)}") \
+        .replace("end = 2027-01-31T00:00:00Z", f"end = {stamp(now + 30 * DAY)}")
+    text = dated + '[secrets]\nnames = ["IBM_QUANTUM_TOKEN", "IBM_QUANTUM_TOKEN"]\n' \
+        'to = ["students"]\n'
+    course = parse_course(text.encode(), "course-101.toml")
+    assert course.secrets == ("IBM_QUANTUM_TOKEN",) and course.secrets_to == ("students",)
+    assert course.settings()["secrets.names"] == ["IBM_QUANTUM_TOKEN"]
+    courses = {"course-101": course}
+    lookup = shared_secrets(lambda: courses)
+    assert lookup(["course-101", "course-101:instructors"]) == []
+    assert lookup(["course-101:students"]) == [("course-101", ("IBM_QUANTUM_TOKEN",))]
+    # the term closes: nobody gets them any more
+    courses["course-101"] = parse_course(text.replace(
+        f"end = {stamp(now + 30 * DAY)}", f"end = {stamp(now - 8 * DAY)}").encode(), "c.toml")
+    assert lookup(["course-101:students"]) == []
+    everyone = parse_course((dated + '[secrets]\nnames = ["A_TOKEN"]\n').encode(), "c.toml")
+    assert everyone.secrets_to == ("students", "instructors", "assistants")

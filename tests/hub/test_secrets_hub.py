@@ -67,10 +67,10 @@ def state(tmp_path: Path, values: dict[str, str]) -> Path:
     return state
 
 
-@pytest.fixture
-def hub(start_hub: Any, tmp_path: Path, state: Path) -> Hub:
-    return start_hub(
-        extra=f"""
+def config(tmp_path: Path, courses: Path | None = None) -> str:
+    """The hub's extra config: alice a student, bob a researcher, secret delivery (with
+    the course files of ``courses``, if given)."""
+    return f"""
 import os
 from hub_ext.secrets.setup import secret_delivery
 from hub_ext.wiring import apply
@@ -91,14 +91,17 @@ def no_claim_for_flagged_users(spawner):
         spawner.args.append("--SecretClient.claim_at_start=False")
 
 c.Spawner.pre_spawn_hook = no_claim_for_flagged_users
-apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
-""",
-        env={
-            "QUSTODY_SPAWNER": "local",
-            "QUSTODY_IMAGE_DIGEST": "",
-            "QUSTODY_STATE_DIR": str(state),
-        },
-    )
+apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles),
+                         courses_dir={str(courses) if courses else None!r}))
+"""
+
+
+ENV = {"QUSTODY_SPAWNER": "local", "QUSTODY_IMAGE_DIGEST": ""}
+
+
+@pytest.fixture
+def hub(start_hub: Any, tmp_path: Path, state: Path) -> Hub:
+    return start_hub(extra=config(tmp_path), env={**ENV, "QUSTODY_STATE_DIR": str(state)})
 
 
 def start(hub: Hub, user: str) -> str:
@@ -519,3 +522,44 @@ def test_move_to_a_secret_in_the_lab_turns_a_refused_notebook_into_one_that_save
     ]
     seen = all_text(hub, state) + saved + out["pageText"] + out["dialogText"]
     assert not [k for k in keys if k in seen]
+
+
+def test_a_courses_shared_secret_reaches_its_students_until_the_term_closes(
+    start_hub: Any, tmp_path: Path, state: Path
+) -> None:
+    """course-303's file names COURSE_KEY in ``[secrets]``: alice, its student (hub group
+    course-303:students), gets it without a grant; bob, in no course, does not; once the
+    term closes her next refresh drops it."""
+    from hub_ext.courses.model import DAY, stamp
+
+    courses = tmp_path / "courses"
+    courses.mkdir()
+    now = time.time()
+    course = (f'id = "course-303"\ntitle = "Lab"\n[term]\nstart = {stamp(now - DAY)}\n'
+              f'end = {stamp(now + DAY)}\ngrace_days = 0\n[roster]\ngroup = "course-303"\n'
+              '[secrets]\nnames = ["COURSE_KEY"]\nto = ["students"]\n')
+    (courses / "course-303.toml").write_text(course)
+    value = f"qv-course-{secrets.token_hex(12)}"
+    put(state, "course:course-303", "COURSE_KEY", "sandbox", value)
+    hub = start_hub(extra=config(tmp_path, courses),
+                    env={**ENV, "QUSTODY_STATE_DIR": str(state)})
+    assert hub.api("POST", "/groups/course-303:students")[0] == 201
+    assert hub.api("POST", "/groups/course-303:students/users", {"users": ["alice"]})[0] == 200
+    kernels = {}
+    for user in ("alice", "bob"):
+        kernels[user] = Kernel(start(hub, user), hub.user_token(user))
+    listed = kernels["alice"].run(
+        "from server_ext.secrets import get_secret, list_secrets\n"
+        f"print(list_secrets(), get_secret('COURSE_KEY') == {value!r})")
+    assert listed.strip() == "['ALICE_SANDBOX', 'COURSE_KEY'] True", listed
+    assert "COURSE_KEY" not in kernels["bob"].run(
+        "from server_ext.secrets import list_secrets\nprint(list_secrets())")
+    (courses / "course-303.toml").write_text(course.replace(
+        f"end = {stamp(now + DAY)}", f"end = {stamp(now - 60)}"))
+    time.sleep(2.5)  # the hub re-reads the courses directory at most every 2 s
+    after = kernels["alice"].run("from server_ext.secrets import refresh\nprint(refresh())")
+    assert after.strip() == "['ALICE_SANDBOX']", after
+    delivered = [e["data"] for e in audit(state) if e["type"] == "secret-delivered"
+                 and e["data"]["user"] == "alice"]
+    assert {"name": "COURSE_KEY", "class": "sandbox"} in delivered[0]["secrets"]
+    assert value not in all_text(hub, state)

@@ -233,3 +233,42 @@ def test_a_closed_courses_secrets_are_withheld_from_then_on(tmp_path: Path) -> N
     d.course_closed = unreadable  # fail closed: no course secret when terms cannot be read
     result = d.refresh("sam", "", "tok", None, roles)
     assert result is not None and [s.name for s in result[1]] == ["MY_TOKEN"]
+
+
+def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Path) -> None:
+    """A course file's ``[secrets]`` names secrets of course:<id>: its members (by their
+    hub groups) receive those, not the namespace's others, and only while it is open;
+    their own secrets win a name clash; everyone else gets none."""
+    from hub_ext.courses.hub import shared_secrets
+    from hub_ext.courses.model import parse_course, stamp
+
+    now = __import__("time").time()
+    text = (f'id = "course-101"\ntitle = "Intro"\n[term]\nstart = {stamp(now - 86400)}\n'
+            f'end = {stamp(now + 86400)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
+            '[secrets]\nnames = ["IBM_QUANTUM_TOKEN", "SHARED"]\nto = ["students"]\n')
+    courses = {"course-101": parse_course(text.encode(), "course-101.toml")}
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    d.course_secrets = shared_secrets(lambda: courses)
+    store = d.broker
+    store.put("course:course-101", "IBM_QUANTUM_TOKEN", "sandbox", b"course-value-001")  # type: ignore[attr-defined]
+    store.put("course:course-101", "SHARED", "sandbox", b"course-shared-01")  # type: ignore[attr-defined]
+    store.put("course:course-101", "GRADER_KEY", "sandbox", b"grader-value-01")  # type: ignore[attr-defined]
+    store.put("user:sam", "SHARED", "sandbox", b"sams-own-value1")  # type: ignore[attr-defined]
+    roles = ("student",)
+    text_ticket = d.issue_ticket("sam", "", "tok", "student", roles)
+    _, got = d.redeem(text_ticket, "sam", "", "tok", None, roles,
+                      ["course-101", "course-101:students"])
+    assert {s.name: s.value for s in got} == {
+        "SHARED": "sams-own-value1", "IBM_QUANTUM_TOKEN": "course-value-001"}
+    assert {str(s.namespace) for s in got if s.name == "IBM_QUANTUM_TOKEN"} == {
+        "course:course-101"}
+    # a researcher who sits in (group course-101, not :students) and the instructor get none
+    for groups in (["course-101"], ["course-101", "course-101:instructors"]):
+        t = d.issue_ticket("rita", "", "tok-r", "researcher", ("researcher",))
+        _, got = d.redeem(t, "rita", "", "tok-r", None, ("researcher",), groups)
+        assert got == [], groups
+    # the term closes: sam's next refresh no longer has it
+    courses["course-101"] = parse_course(text.replace(
+        f"end = {stamp(now + 86400)}", f"end = {stamp(now - 60)}").encode(), "course-101.toml")
+    result = d.refresh("sam", "", "tok", None, roles, ["course-101:students"])
+    assert result is not None and [s.name for s in result[1]] == ["SHARED"]
