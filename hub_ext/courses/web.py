@@ -189,12 +189,31 @@ class CourseHandler(ServicePage):
             return self.student(name, user if status == 200 else None, view, now)
 
         view["students"] = list(await asyncio.gather(*(one(n) for n in names)))
+        await self.resources(view["students"])
         used = await self.usage(course, names)
         view["qpu"] = used is not None
         for s in view["students"]:
             s["jobs"] = jobs_text((used or {}).get("members", {}).get(s["name"])) \
                 if used is not None else "n/a"
         return view
+
+    async def resources(self, students: list[dict[str, Any]]) -> None:
+        """Each running server's memory and CPU time, where the service reaches the Docker
+        engine (hub_ext.courses.usage); "n/a" elsewhere."""
+        from .usage import resource_use, use_text
+
+        jobs = self.settings.get("jobs")
+        volumes = jobs.actions.volumes if jobs is not None and jobs.available else None
+        running = [s["name"] for s in students if s["server"] == "running"]
+        use: dict[str, Any] = {}
+        if volumes is not None and running:
+            try:
+                use = await asyncio.to_thread(resource_use, volumes.client, running)
+            except Exception as e:  # the engine did not answer: the page still shows the rest
+                self.log.warning("courses: resource use unavailable: %s", type(e).__name__)
+                volumes = None
+        for s in students:
+            s["resources"] = use_text(use.get(s["name"])) if volumes is not None else "n/a"
 
     def student(self, name: str, user: dict[str, Any] | None, course: dict[str, Any],
                 now: float) -> dict[str, Any]:
