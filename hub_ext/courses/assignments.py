@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .model import Assignment, Course, CourseError, stamp
+from .model import Assignment, Course, CourseError, materials_ok, stamp
 
 #: A student's assignment larger than this is not collected (said in the manifest).
 MAX_SUBMISSION_BYTES = 64 * 1024 * 1024
@@ -51,6 +51,8 @@ class Volumes:
     home_volume: Callable[[str], str]
     uid: int = 1000  # SpawnPolicy.run_as: released files belong to the servers' user
     gid: int = 1000
+    #: SpawnPolicy.materials_volume_prefix: the only volumes read or deleted as materials
+    materials_prefix: str = "qustody-materials-"
 
     @contextlib.contextmanager
     def mounted(self, mounts: dict[str, tuple[str, str]]) -> Iterator[Any]:
@@ -169,6 +171,10 @@ class ReleaseReport:
 
 def template(volumes: Volumes, course: Course, assignment: Assignment) -> bytes:
     """The assignment's files from the materials (a tar rooted at ``<name>/``)."""
+    if course.materials and not materials_ok(volumes.materials_prefix, course.materials):
+        raise CourseError(f"{course.id}: {course.materials!r} is not a materials volume (its "
+                          f"name must start with {volumes.materials_prefix!r}); nothing "
+                          "is read from it")
     if not course.materials or not volumes.has_volume(course.materials):
         raise CourseError(f"{course.id}: the materials volume {course.materials or '(none)'} "
                           "does not exist; create and fill it first")
@@ -340,20 +346,25 @@ def _snapshot(volumes: Volumes, course: Course, students: Iterable[str], *, fold
     archive = directory / f"{name}-{stamp(now).replace(':', '')}-{secrets.token_hex(3)}.tar"
     tmp = directory / f".{archive.name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: an orphan is one nobody holds
     try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
-            everyone = sorted(set(students))
-            for i, student in enumerate(everyone):
-                if progress is not None:
-                    progress(i, len(everyone))
-                manifest["students"][student] = _collect_one(
-                    volumes, folder, due, student, released, tar)
-            body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-            info = tarfile.TarInfo("manifest.json")
-            info.size, info.mtime, info.mode = len(body), int(now), 0o644
-            tar.addfile(info, io.BytesIO(body))
-        os.replace(tmp, archive)
+        # held from before the first byte until after the rename: an orphan is a partial
+        # file nobody holds
+        with os.fdopen(fd, "wb") as raw:
+            fcntl.flock(raw.fileno(), fcntl.LOCK_EX)
+            with tarfile.open(fileobj=raw, mode="w") as tar:
+                everyone = sorted(set(students))
+                for i, student in enumerate(everyone):
+                    if progress is not None:
+                        progress(i, len(everyone))
+                    manifest["students"][student] = _collect_one(
+                        volumes, folder, due, student, released, tar)
+                body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+                info = tarfile.TarInfo("manifest.json")
+                info.size, info.mtime, info.mode = len(body), int(now), 0o644
+                tar.addfile(info, io.BytesIO(body))
+            raw.flush()
+            os.fsync(raw.fileno())
+            os.replace(tmp, archive)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -372,10 +383,11 @@ def _remove_orphans(directory: Path, name: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # still the file we locked (not renamed into an archive, not a new writer's)
+            if os.fstat(fd).st_ino == os.stat(tmp).st_ino:
+                tmp.unlink(missing_ok=True)
         except OSError:
-            continue  # a live writer's
-        else:
-            tmp.unlink(missing_ok=True)
+            continue  # a live writer's, or gone
         finally:
             os.close(fd)
 

@@ -35,7 +35,7 @@ class AssignmentJobs:
     @property
     def available(self) -> bool:
         """Whether assignments can be moved on this hub (homes on Docker volumes)."""
-        return self.actions is not None and self.actions.volumes is not None
+        return self.actions is not None and self.actions.has_files
 
     def state(self, course: str, assignment: str) -> dict[str, Any] | None:
         with self._lock:

@@ -29,7 +29,7 @@ import requests
 from ..identity.roles import assistants_group, instructors_group, students_group
 from .catalog import Catalog
 from .live import closed_courses
-from .model import Course, stamp
+from .model import Course, materials_ok, stamp
 from .term import Journal, JournalError, Step, StepSkipped, due_steps
 
 ACTOR = "courses"
@@ -98,6 +98,8 @@ class TermActions:
     volumes_error: str = ""
     materials_prefix: str = "qustody-materials-"
     stop_timeout: float = 300
+    #: makes ``volumes`` again after ``volumes_error`` (the engine answered no at start)
+    reconnect: Callable[[], Any] | None = None
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _locks_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,8 +121,19 @@ class TermActions:
         listed = {u for u, role in course.members.items() if role == "student"}
         return sorted(set(self.hub.group_members(students_group(course.id))) | listed)
 
+    @property
+    def has_files(self) -> bool:
+        """Whether this hub keeps homes on Docker volumes (reachable now or not)."""
+        return self.volumes is not None or bool(self.volumes_error)
+
     def files(self) -> Any:
-        """The volumes, or why not: a hub without them skips, an unreachable engine fails."""
+        """The volumes, or why not: a hub without them skips; an engine that did not answer
+        is asked again, and the step fails (and is retried) while it does not."""
+        if self.volumes is None and self.volumes_error and self.reconnect is not None:
+            try:
+                self.volumes, self.volumes_error = self.reconnect(), ""
+            except Exception as e:
+                self.volumes_error = f"the Docker engine is not reachable ({type(e).__name__})"
         if self.volumes_error:
             raise RuntimeError(self.volumes_error)
         if self.volumes is None:
@@ -200,17 +213,24 @@ class TermActions:
         return {"staff_removed": removed}
 
     def delete_files(self, step: Step, course: Course, now: float) -> dict[str, Any]:
-        # the volume first: if the engine refuses it (in use), nothing is gone yet
+        # the volume first: if the engine refuses it (in use, or not answering), nothing
+        # is gone yet and the step is tried again
         volume = False
-        if course.materials and self.volumes is not None:
+        if course.materials:
+            try:
+                volumes = self.files()
+            except StepSkipped:
+                volumes = None  # no Docker homes here: no materials volume either
             others = [c.id for c in self.catalog().courses.values()
                       if c.materials == course.materials and c.id != course.id]
-            if not course.materials.startswith(self.materials_prefix) or others:
+            if volumes is None:
+                pass
+            elif not materials_ok(self.materials_prefix, course.materials) or others:
                 log.warning("courses: %s: materials volume %s kept (%s)", course.id,
                             course.materials, f"also {others[0]}'s" if others
                             else "not a materials volume")
             else:
-                volume = self.volumes.remove_volume(course.materials)
+                volume = volumes.remove_volume(course.materials)
         target = self.archive_root / course.id
         files = sum(1 for p in target.rglob("*") if p.is_file()) if target.is_dir() else 0
         if target.exists():
@@ -237,9 +257,10 @@ class TermKeeper:
         for course in self.catalog().courses.values():
             try:
                 self._course(course, now, ran)
-            except Exception as e:  # a journal that cannot be read or written: said, next
-                log.error("courses: %s: term steps not run: %s", course.id,
-                          e if isinstance(e, JournalError) else type(e).__name__)
+            except JournalError as e:
+                log.error("courses: %s: term steps not run: %s", course.id, e)
+            except Exception:  # one course's trouble: said in full, the next course goes on
+                log.exception("courses: %s: term steps not run", course.id)
         return ran
 
     def _course(self, course: Course, now: float, ran: list[tuple[str, str, str]]) -> None:

@@ -63,6 +63,12 @@ ASSIGNMENT = re.compile(r"[a-z0-9][a-z0-9_\-]{0,40}")
 VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,127}")
 
 
+def materials_ok(prefix: str, volume: str) -> bool:
+    """Whether ``volume`` may be a course's materials: it has the hub's materials prefix
+    (``SpawnPolicy.materials_volume_prefix``), so a course file cannot name a user's home."""
+    return bool(prefix) and volume.startswith(prefix) and volume != prefix
+
+
 class CourseError(ValueError):
     """A course file is invalid; the message names the file, the key and the fix."""
 

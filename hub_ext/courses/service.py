@@ -35,7 +35,8 @@ def volumes_from(spec: dict[str, Any]) -> Any:
 
     uid, gid = (int(x) for x in str(spec.get("run_as", "1000:1000")).split(":"))
     return Volumes(docker.from_env(), spec["image"], spec["home_mount"],
-                   functools.partial(home_volume_name, spec["home_volume_template"]), uid, gid)
+                   functools.partial(home_volume_name, spec["home_volume_template"]), uid, gid,
+                   materials_prefix=str(spec.get("materials_prefix", "qustody-materials-")))
 
 
 def term_actions(catalog: Any, archive: Path) -> TermActions | None:
@@ -45,16 +46,17 @@ def term_actions(catalog: Any, archive: Path) -> TermActions | None:
         return None
     actions = TermActions(HubAPI(url, token), lambda: catalog.current(), archive)
     spec = os.environ.get("QUSTODY_TERM_VOLUMES", "")
-    if spec:
-        try:
-            settings = json.loads(spec)
-            actions.materials_prefix = str(settings.get("materials_prefix",
-                                                        actions.materials_prefix))
-            actions.volumes = volumes_from(settings)
-        except Exception as e:  # the page still serves; file steps fail and are retried
-            actions.volumes_error = f"the Docker engine is not reachable ({type(e).__name__})"
-            log.error("courses: %s: releases, collects and archives wait for it",
-                      actions.volumes_error)
+    if not spec:
+        return actions
+    settings = json.loads(spec)  # written by hub.py: a bad one is the hub's bug, said at start
+    actions.materials_prefix = str(settings.get("materials_prefix", actions.materials_prefix))
+    actions.reconnect = functools.partial(volumes_from, settings)
+    try:
+        actions.volumes = actions.reconnect()
+    except Exception as e:  # the page still serves; file steps fail, reconnect, retry
+        actions.volumes_error = f"the Docker engine is not reachable ({type(e).__name__})"
+        log.error("courses: %s: releases, collects and archives wait for it",
+                  actions.volumes_error)
     return actions
 
 

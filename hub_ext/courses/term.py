@@ -12,10 +12,11 @@ A course's steps, each due at a time its file gives:
 - when retention ends: ``delete-files`` (the course's archives and its materials volume).
 
 The journal (``<courses dir>/.term/<id>@<term start>.json``, written atomically) records
-each step as ``started``, ``done`` or ``failed``. A step left ``started`` by a crash runs
-again: every step is safe to repeat (release never overwrites; collect and archive write a
-new file; the rest only remove what is still there). A re-applied course file with a new
-term start begins a new journal, so next term's steps are not taken for done.
+each step as ``started``, ``done``, ``skipped`` or ``failed``. A failed step, or one left
+``started`` by a crash, runs again after a back-off from its last attempt: every step is
+safe to repeat (release never overwrites; collect and archive write a new file; the rest
+only remove what is still there). A re-applied course file with a new term start begins
+a new journal, so next term's steps are not taken for done.
 """
 
 from __future__ import annotations
@@ -141,47 +142,46 @@ def _time(text: Any) -> float:
         return 0.0
 
 
-#: The close and expiry steps run in this order, each only after the one before it is
-#: done: no archive while servers may still write, no deletion without an archive.
-CHAIN = (*CLOSE_STEPS, *EXPIRE_STEPS)
+#: What each close and expiry step waits for (done or skipped for its current time): no
+#: archive while servers may still write, no deletion without the archive. Staff leave
+#: the course's groups at the close whatever else fails.
+PREREQUISITES = {
+    "archive-homes": ("stop-servers",),
+    "delete-files": ("archive-homes", "revoke-access"),
+}
 #: The course's files are deleted no sooner than this after its homes were archived, even
-#: when retention is 0 or the course was first seen long after it expired (a file applied
-#: late, a typo in its dates): time to notice and fix it.
+#: when retention is 0 or the course was first seen long after it expired (a late or
+#: mistyped file): time to notice and fix it.
 MIN_KEEP_SECONDS = 86400.0
 
 
 def due_steps(course: Course, steps: dict[str, dict[str, Any]], now: float) -> list[Step]:
-    """The steps to run now: due, not done for this due time, not backing off after a
-    failed or interrupted attempt, and, for the close and expiry steps, after the step
-    before them (``CHAIN``)."""
+    """The steps to run now: due, not done for this due time (a due time moved later is
+    acted on again), not backing off after a failed or interrupted attempt, and after
+    their ``PREREQUISITES``."""
     out = []
+    dues = {s.name: stamp(s.due) for s in plan(course)}
     for step in plan(course):
         if step.due > now:
             break
         entry = steps.get(step.name, {})
         state = entry.get("state")
-        # done for this due time (a due date moved later is acted on again)
-        if state in ("done", "skipped") and entry.get("due") == stamp(step.due):
+        if state in ("done", "skipped") and str(entry.get("due", "")) >= stamp(step.due):
             continue
         if state in ("failed", "started") and now < retry_at(entry):
             continue
-        if step.name in CHAIN and not _previous_done(step.name, steps, now):
+        if not all(_finished(steps.get(name, {}), dues[name])
+                   for name in PREREQUISITES.get(step.name, ())):
+            continue
+        if step.name == "delete-files" and \
+                now < _time(steps["archive-homes"].get("at")) + MIN_KEEP_SECONDS:
             continue
         out.append(step)
     return out
 
 
-def _previous_done(name: str, steps: dict[str, dict[str, Any]], now: float) -> bool:
-    index = CHAIN.index(name)
-    if index == 0:
-        return True
-    before = steps.get(CHAIN[index - 1], {})
-    if before.get("state") not in ("done", "skipped"):
-        return False
-    if name == "delete-files":
-        archived = steps.get("archive-homes", {})
-        return now >= _time(archived.get("at")) + MIN_KEEP_SECONDS
-    return True
+def _finished(entry: dict[str, Any], due: str) -> bool:
+    return entry.get("state") in ("done", "skipped") and str(entry.get("due", "")) >= due
 
 
 def status_lines(course: Course, steps: dict[str, dict[str, Any]], now: float) -> list[str]:

@@ -203,7 +203,7 @@ class CourseHandler(ServicePage):
         from .usage import resource_use, use_text
 
         jobs = self.settings.get("jobs")
-        volumes = jobs.actions.volumes if jobs is not None and jobs.available else None
+        volumes = jobs.actions.volumes if jobs is not None else None
         running = [s["name"] for s in students if s["server"] == "running"]
         use: dict[str, Any] = {}
         if volumes is not None and running:

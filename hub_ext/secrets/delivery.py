@@ -247,16 +247,22 @@ class SecretDelivery:
             with self._lock:  # nothing more for this server, whatever it asks
                 self._sessions.pop((user, server), None)
             raise RoleLost(profile, ticket_id)
-        found = self.broker.secrets_for_spawn(user, server, auth_state)
-        names = {s.name for s in found}
+        allowed = [s for s in self.broker.secrets_for_spawn(user, server, auth_state)
+                   if self.policy.allows(s.cls, profile, roles) and not self._course_closed(s)]
+        names = {s.name for s in allowed}
         for course, wanted in self._shared(groups):
+            try:
+                shared = self.broker.course_secrets(user, server, auth_state, course, wanted)
+            except Exception as e:  # that course's secrets wait; the user's own still come
+                self.log.error("secrets: %s's shared secrets of %s unreadable: %s", user,
+                               course, type(e).__name__)
+                continue
             # the user's own and granted secrets win a name clash, as between namespaces
-            for secret in self.broker.course_secrets(user, server, auth_state, course, wanted):
-                if secret.name not in names:
+            for secret in shared:
+                if secret.name not in names and self.policy.allows(secret.cls, profile, roles):
                     names.add(secret.name)
-                    found.append(secret)
-        return [s for s in found if self.policy.allows(s.cls, profile, roles)
-                and not self._course_closed(s)]
+                    allowed.append(secret)
+        return allowed
 
     def _shared(self, groups: Iterable[str]) -> list[tuple[str, tuple[str, ...]]]:
         lookup = self.course_secrets

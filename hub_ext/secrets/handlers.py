@@ -181,7 +181,8 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
                 "server": server,
                 "ticket_id": ticket_id,
                 "broker": self._delivery().broker.broker_name,
-                "secrets": [{"name": s.name, "class": s.cls} for s in secrets],
+                "secrets": [{"name": s.name, "class": s.cls, "namespace": str(s.namespace)}
+                            for s in secrets],
             },
         )
 

@@ -254,10 +254,7 @@ class VaultBroker(LoggingConfigurable):
         """Read with the user's own Vault token: Vault's policies still decide (a path
         the token may not read gives nothing)."""
         client = self._client(self._user_token(user, server, auth_state))
-        wanted = set(names)
-        found = [(s, lease) for s, lease in
-                 self._read_namespace(client, parse_namespace(f"course:{course}"))
-                 if s.name in wanted]
+        found = self._read_namespace(client, parse_namespace(f"course:{course}"), names)
         leases = [lease for _, lease in found if lease]
         if leases:
             with self._lock:
@@ -403,13 +400,20 @@ class VaultBroker(LoggingConfigurable):
                 self._hub.auth.token.revoke_accessor(stale)
         return token
 
-    def _read_namespace(self, client: hvac.Client, ns: Namespace) -> list[tuple[Secret, str]]:
+    def _read_namespace(
+        self, client: hvac.Client, ns: Namespace, names: tuple[str, ...] | None = None
+    ) -> list[tuple[Secret, str]]:
+        """Every secret of ``ns`` the token may read, or only ``names`` (read one by one,
+        nothing else listed)."""
         base = f"{self.base_path}/{ns.kind}/{ns.name}"
         kv = client.secrets.kv.v2
-        try:
-            keys = kv.list_secrets(path=base, mount_point=self.kv_mount)["data"]["keys"]
-        except (vault_errors.Forbidden, vault_errors.InvalidPath):
-            return []  # not this user's, or empty
+        if names is not None:
+            keys = list(names)
+        else:
+            try:
+                keys = kv.list_secrets(path=base, mount_point=self.kv_mount)["data"]["keys"]
+            except (vault_errors.Forbidden, vault_errors.InvalidPath):
+                return []  # not this user's, or empty
         out: list[tuple[Secret, str]] = []
         for key in sorted(keys):
             if key.endswith("/") or not NAME.fullmatch(key):

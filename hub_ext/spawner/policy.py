@@ -21,7 +21,7 @@ from .. import network
 from ..courses.catalog import Catalog
 from ..courses.live import LiveCatalog, closed_courses, closed_message, term_deadline
 from ..courses.live import shared as shared_catalog
-from ..courses.model import CourseError
+from ..courses.model import CourseError, materials_ok
 from ..identity.roles import students_group
 from ..images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
 from ..traits import HintedEnum
@@ -402,8 +402,7 @@ class SpawnPolicy(LoggingConfigurable):
                 )
 
     def _materials_ok(self, volume: str) -> bool:
-        prefix = self.materials_volume_prefix
-        return bool(prefix) and volume.startswith(prefix) and volume != prefix
+        return materials_ok(self.materials_volume_prefix, volume)
 
     def materials_mounts(self, owner_groups: Iterable[str]) -> dict[str, str]:
         """Materials volume -> where it is mounted (read-only) for a user: the courses

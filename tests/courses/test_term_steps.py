@@ -59,11 +59,11 @@ def test_the_calendar_orders_every_step_by_its_time():
     (T0 + DAY, ["release:hw1"]),
     (T0 + 3 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2"]),
     (T0 + 11 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2"]),  # grace
-    # the close: its first step (the next ones follow it, test below)
+    # the close: its first steps (the archive and the deletion follow them, test below)
     (T0 + 12 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
-                     "stop-servers"]),
+                     "stop-servers", "revoke-access"]),
     (T0 + 42 * DAY, ["release:hw1", "release:hw2", "collect:hw1", "collect:hw2",
-                     "stop-servers"]),
+                     "stop-servers", "revoke-access"]),
 ])
 def test_due_steps_follow_the_clock(at, expected):
     assert names(due_steps(course(assignments=HW), {}, at)) == expected
@@ -110,22 +110,25 @@ def test_a_failed_or_interrupted_step_backs_off_doubling_then_runs_again(tmp_pat
 
 
 def test_the_close_runs_in_order_and_deletion_waits_for_a_day_after_the_archive(tmp_path):
-    """No archive while servers may still write (stop-servers first), no deletion without
-    an archive, and never in the tick that archived, even for a course first seen long
-    after it expired (a late or mistyped file)."""
+    """No archive while servers may still write (stop-servers first), staff out of the
+    groups whatever else fails, no deletion without an archive, and never in the tick that
+    archived, even for a course first seen long after it expired (a late or mistyped file)."""
     c = course(keep=0)
     journal = Journal(tmp_path)
+    steps = {s.name: s for s in plan(c)}
     late = T0 + 400 * DAY
-    assert names(due_steps(c, {}, late)) == ["stop-servers"]
-    journal.record(c, plan(c)[0], "failed", late, error="a server did not stop")
+    assert names(due_steps(c, {}, late)) == ["stop-servers", "revoke-access"]
+    journal.record(c, steps["stop-servers"], "failed", late, error="a server did not stop")
+    journal.record(c, steps["revoke-access"], "done", late)
     assert names(due_steps(c, journal.read(c), late + 3600)) == ["stop-servers"]
-    journal.record(c, plan(c)[0], "done", late + 3600)
+    journal.record(c, steps["stop-servers"], "done", late + 3600)
     assert names(due_steps(c, journal.read(c), late + 3600)) == ["archive-homes"]
-    journal.record(c, plan(c)[1], "done", late + 3600)
-    assert names(due_steps(c, journal.read(c), late + 3600)) == ["revoke-access"]
-    journal.record(c, plan(c)[2], "done", late + 3600)
-    assert names(due_steps(c, journal.read(c), late + 3600 + DAY - 1)) == []
-    assert names(due_steps(c, journal.read(c), late + 3600 + DAY)) == ["delete-files"]
+    journal.record(c, steps["archive-homes"], "failed", late + 3600, error="disk full")
+    # a failed archive: deletion waits, however long
+    assert names(due_steps(c, journal.read(c), late + 100 * DAY)) == ["archive-homes"]
+    journal.record(c, steps["archive-homes"], "done", late + 100 * DAY)
+    assert names(due_steps(c, journal.read(c), late + 101 * DAY - 1)) == []
+    assert names(due_steps(c, journal.read(c), late + 101 * DAY)) == ["delete-files"]
 
 
 def test_a_due_time_moved_later_is_acted_on_again(tmp_path):
@@ -138,6 +141,10 @@ def test_a_due_time_moved_later_is_acted_on_again(tmp_path):
     assert "collect:hw1" not in names(due_steps(extended, journal.read(c), T0 + 4 * DAY))
     assert "collect:hw1" in names(due_steps(extended, journal.read(c), T0 + 5 * DAY))
     assert "collect:hw1" not in names(due_steps(c, journal.read(c), T0 + 5 * DAY))
+    # a due time moved earlier (a typo fixed after the collect) is not collected again
+    earlier = course(assignments=HW.replace(f"due = {stamp(T0 + 3 * DAY)}\n[[",
+                                               f"due = {stamp(T0 + 2.5 * DAY)}\n[[", 1))
+    assert "collect:hw1" not in names(due_steps(earlier, journal.read(c), T0 + 4 * DAY))
 
 
 def test_the_journal_is_private_and_written_whole(tmp_path):
@@ -171,7 +178,8 @@ def test_a_new_term_of_the_same_course_starts_a_new_journal(tmp_path):
     spring = course(start=T0 + 100 * DAY, end=T0 + 110 * DAY)
     assert journal.path(spring) != journal.path(autumn)
     assert journal.read(spring) == {}
-    assert names(due_steps(spring, journal.read(spring), T0 + 112 * DAY)) == ["stop-servers"]
+    assert names(due_steps(spring, journal.read(spring), T0 + 112 * DAY)) == [
+        "stop-servers", "revoke-access"]
     journal.record(spring, plan(spring)[0], "started", T0 + 112 * DAY)
     assert journal.read(autumn)["stop-servers"]["state"] == "done"  # last term's, kept
     assert sorted(os.listdir(journal.directory)) == sorted(

@@ -169,7 +169,7 @@ def test_kernel_reads_secret_and_value_leaks_nowhere(
             "server": "",
             "ticket_id": delivered[0]["ticket_id"],
             "broker": "embedded",
-            "secrets": [{"name": "BOB_PROD", "class": "prod"}],
+            "secrets": [{"name": "BOB_PROD", "class": "prod", "namespace": "user:bob"}],
         }
     ]
 

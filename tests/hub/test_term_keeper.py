@@ -29,7 +29,7 @@ from hub_ext.courses.catalog import load_catalog
 from hub_ext.courses.keeper import HubAPI, TermActions, TermKeeper
 from hub_ext.courses.model import DAY, stamp
 from hub_ext.courses.service import volumes_from
-from hub_ext.courses.term import Journal
+from hub_ext.courses.term import Journal, Step
 from hub_ext.spawner import SpawnPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,3 +253,64 @@ def test_a_whole_term_on_docker_volumes_survives_a_crash_in_the_term_end_archive
     finally:
         for vol in docker("volume", "ls", "-q", "--filter", f"name={prefix}").split():
             docker("volume", "rm", "-f", vol, check=False)
+
+
+@pytest.mark.docker
+def test_deletion_takes_only_the_courses_own_materials_and_waits_for_the_engine(
+    singleuser_image: str, tmp_path: Path
+) -> None:
+    """delete-files removes a course's materials volume only when its name has the
+    materials prefix and no other course names it; with the engine not answering it
+    deletes nothing and fails (to be retried), rather than half-running."""
+    from hub_ext.courses.catalog import Catalog
+    from hub_ext.courses.model import parse_course
+
+    tag = secrets.token_hex(3)
+    volumes = {"own": f"qustody-materials-{tag}-a", "shared": f"qustody-materials-{tag}-b",
+               "home": f"qtest{tag}-home-sam"}
+
+    def course(course_id: str, volume: str) -> Any:
+        return parse_course(
+            f'id = "{course_id}"\ntitle = "T"\n[term]\nstart = {stamp(T0)}\n'
+            f'end = {stamp(T0 + DAY)}\n[roster]\ngroup = "{course_id}"\n'
+            f'[materials]\nvolume = "{volume}"\n'.encode(), f"{course_id}.toml")
+
+    courses = {c.id: c for c in (course("course-1", volumes["own"]),
+                                 course("course-2", volumes["shared"]),
+                                 course("course-3", volumes["shared"]),
+                                 course("course-4", volumes["home"]))}
+    spec = {"image": singleuser_image, "home_volume_template": f"qtest{tag}-home-{{username}}",
+            "home_mount": HOME, "run_as": "1000:1000"}
+    try:
+        for name in volumes.values():
+            docker("volume", "create", name)
+        archive = tmp_path / "archive"
+        for c in courses:
+            (archive / c / "hw1").mkdir(parents=True)
+            (archive / c / "hw1" / "hw1-x.tar").write_bytes(b"work")
+        actions = TermActions(None, lambda: Catalog(courses), archive,  # type: ignore[arg-type]
+                              volumes_from(spec))
+        step = Step("course-1", "delete-files", T0)
+        assert actions.delete_files(step, courses["course-1"], T0) == {
+            "archive_files_deleted": 1, "materials_volume_deleted": True}
+        # course-3 names course-2's volume too; course-4 names a home: both kept
+        for c in ("course-2", "course-4"):
+            got = actions.delete_files(Step(c, "delete-files", T0), courses[c], T0)
+            assert got == {"archive_files_deleted": 1, "materials_volume_deleted": False}
+        left = docker("volume", "ls", "-q", "--filter", f"name={tag}").split()
+        assert sorted(left) == sorted([volumes["shared"], volumes["home"]])
+
+        # the engine does not answer: nothing deleted, the step fails (and is retried)
+        down = TermActions(None, lambda: Catalog(courses), archive,  # type: ignore[arg-type]
+                           volumes_error="the Docker engine is not reachable (DockerException)",
+                           reconnect=lambda: (_ for _ in ()).throw(OSError("refused")))
+        with pytest.raises(RuntimeError, match="not reachable"):
+            down.delete_files(Step("course-3", "delete-files", T0), courses["course-3"], T0)
+        assert (archive / "course-3" / "hw1" / "hw1-x.tar").exists()
+        # ... and once it answers again the step runs
+        down.reconnect = lambda: volumes_from(spec)
+        assert down.delete_files(Step("course-3", "delete-files", T0), courses["course-3"],
+                                 T0)["archive_files_deleted"] == 1
+    finally:
+        for name in volumes.values():
+            docker("volume", "rm", "-f", name, check=False)
