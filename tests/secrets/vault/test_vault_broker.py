@@ -269,3 +269,31 @@ def test_users_store_their_own_secrets_only_where_vaults_policy_lets_them(stocke
     assert {s.value for s in b.secrets_for_spawn("alice", "", auth)} >= {ALICE}  # unchanged
     with pytest.raises(SecretError, match="self_service_limit = 3"):
         b.add_own("alice", "", auth, "ONE_MORE", "personal", "one-more-value-123", 3)
+
+
+def test_a_courses_shared_secrets_are_read_by_name_with_the_users_own_token(
+    stocked: Vault,
+) -> None:
+    """course_secrets reads only the names the course file gives (nothing else is listed
+    or read), with the user's own Vault token, whose policy must allow the course path;
+    without that policy nothing is read."""
+    from openbao import USER_ROLE
+
+    root = stocked.root_client()
+    stocked.put("qustody/course/course-101/COURSE_KEY", "course-shared-key-77", "sandbox")
+    stocked.put("qustody/course/course-101/GRADER_KEY", "course-grader-key-88", "sandbox")
+    # alice's role may read the course path (a site's group policy would do this)
+    root.sys.create_or_update_policy(
+        "course-101", 'path "secret/data/qustody/course/course-101/*" '
+        '{ capabilities = ["read"] }\n')
+    role = root.read("auth/jwt/role/" + USER_ROLE)["data"]
+    b = broker(stocked)
+    auth = {"id_token": stocked.id_token("alice")}
+    assert b.course_secrets("alice", "", auth, "course-101", ("COURSE_KEY",)) == []
+    b.release("alice", "")  # a new Vault token, with the policy below
+    root.write_data("auth/jwt/role/" + USER_ROLE,
+                    data={**role, "token_policies": [USER_ROLE, "course-101"]})
+    got = b.course_secrets("alice", "", {"id_token": stocked.id_token("alice")}, "course-101",
+                           ("COURSE_KEY", "MISSING_KEY"))
+    assert [(s.name, s.value, str(s.namespace)) for s in got] == [
+        ("COURSE_KEY", "course-shared-key-77", "course:course-101")]
