@@ -168,6 +168,11 @@ class ReleaseReport:
     kept: dict[str, int] = field(default_factory=dict)  # student -> paths they had already
     problems: dict[str, str] = field(default_factory=dict)  # student -> why not released
 
+    def figures(self) -> dict[str, int]:
+        """The ``assignment-released`` record's figures."""
+        return {"students": len(self.written), "files": sum(self.written.values()),
+                "kept": sum(self.kept.values()), "problems": len(self.problems)}
+
 
 def template(volumes: Volumes, course: Course, assignment: Assignment) -> bytes:
     """The assignment's files from the materials (a tar rooted at ``<name>/``)."""
@@ -269,6 +274,10 @@ class Collection:
             "late": sum(1 for s in students if s.get("late")),
             "findings": sum(len(s.get("findings", [])) for s in students),
         }
+
+    def figures(self) -> dict[str, Any]:
+        """The ``assignment-collected`` record's figures: the summary and the manifest's hash."""
+        return {**self.summary(), "manifest_sha256": self.manifest_sha256}
 
 
 @functools.cache

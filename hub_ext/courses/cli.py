@@ -231,8 +231,7 @@ def _run_assignment(args: argparse.Namespace, audit: Any, volumes: Any, course: 
         report = release(volumes, course, assignment, args.students)
         audit.emit("assignment-released", {
             "actor": args.actor, "course": course.id, "assignment": assignment.name,
-            "students": len(report.written), "files": sum(report.written.values()),
-            "kept": sum(report.kept.values()), "problems": len(report.problems),
+            **report.figures(),
         })
         for student in sorted(report.written):
             print(f"{student}: {report.written[student]} file(s) written, "
@@ -242,10 +241,9 @@ def _run_assignment(args: argparse.Namespace, audit: Any, volumes: Any, course: 
         return 1 if report.problems else 0
     done = collect(volumes, course, assignment, args.students,
                    args.archive or args.dir / "archive")
-    summary = done.summary()
     audit.emit("assignment-collected", {
         "actor": args.actor, "course": course.id, "assignment": assignment.name,
-        **summary, "manifest_sha256": done.manifest_sha256,
+        **done.figures(),
     })
     for student, entry in sorted(done.manifest["students"].items()):
         late = " LATE" if entry.get("late") else ""

@@ -98,14 +98,13 @@ class AssignmentJobs:
               key: tuple[str, str]) -> str:
         """Release or collect for every student; audited with ``actor``; the page's line."""
         from .assignments import collect, release
-        from .keeper import collect_detail, release_detail
 
         students = self.actions.students(course)
         record = {"actor": actor, "course": course.id, "assignment": assignment.name}
         if action == "release":
             report = release(self.actions.files(), course, assignment, students,
                              self._progress(key))
-            detail = release_detail(report)
+            detail = report.figures()
             self.audit.emit("assignment-released", {**record, **detail})
             message = (f"released to {detail['students']} student(s): {detail['files']} "
                        f"file(s) written, {detail['kept']} kept (already there)")
@@ -115,7 +114,7 @@ class AssignmentJobs:
             return message
         done = collect(self.actions.files(), course, assignment, students,
                        self.actions.archive_root, progress=self._progress(key))
-        summary = collect_detail(done)
+        summary = done.figures()
         self.audit.emit("assignment-collected", {**record, **summary})
         return (f"collected from {summary['students']} student(s): {summary['submitted']} "
                 f"submitted, {summary['late']} late, {summary['findings']} credential "

@@ -72,17 +72,6 @@ class HubAPI:
         self._call("DELETE", path)
 
 
-def release_detail(report: Any) -> dict[str, int]:
-    """An ``assignment-released`` record's figures from a ``ReleaseReport``."""
-    return {"students": len(report.written), "files": sum(report.written.values()),
-            "kept": sum(report.kept.values()), "problems": len(report.problems)}
-
-
-def collect_detail(done: Any) -> dict[str, Any]:
-    """An ``assignment-collected`` record's figures from a ``Collection``."""
-    return {**done.summary(), "manifest_sha256": done.manifest_sha256}
-
-
 @dataclass
 class TermActions:
     """What each step does. ``volumes``: how to reach the servers' home volumes
@@ -161,7 +150,7 @@ class TermActions:
             raise StepSkipped("the course has no materials volume to release from")
         with self.moving(course.id, assignment.name):
             report = release(volumes, course, assignment, self.students(course))
-        return release_detail(report)
+        return report.figures()
 
     def collect(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         from .assignments import collect
@@ -171,7 +160,7 @@ class TermActions:
         with self.moving(course.id, assignment.name):
             done = collect(volumes, course, assignment, self.students(course),
                            self.archive_root, now)
-        return collect_detail(done)
+        return done.figures()
 
     def stop_servers(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         catalog = self.catalog()
@@ -202,7 +191,7 @@ class TermActions:
         from .assignments import archive_homes
 
         done = archive_homes(self.files(), course, self.students(course), self.archive_root, now)
-        return collect_detail(done)
+        return done.figures()
 
     def revoke_access(self, step: Step, course: Course, now: float) -> dict[str, Any]:
         removed = 0

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .catalog import write_atomically
 from .model import Course, stamp
 
 CLOSE_STEPS = ("stop-servers", "archive-homes", "revoke-access")
@@ -109,14 +109,8 @@ class Journal:
 
     def _write(self, course: Course, data: dict[str, Any]) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.path(course)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(self.path(course),
+                         json.dumps(data, indent=1, sort_keys=True).encode(), mode=0o600)
 
 
 class JournalError(Exception):

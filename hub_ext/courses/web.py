@@ -106,6 +106,14 @@ class CourseHandler(ServicePage):
     def login_message(self) -> str:
         return "Log in to the hub as an instructor, or send your token: Authorization: token <t>"
 
+    def require_teaching(self, course: str, observers: str) -> None:
+        """403 unless the caller is an instructor or TA of ``course``; an observer is told
+        what an observer does (``observers``)."""
+        if course not in courses_of(self.current_user):
+            raise web.HTTPError(403, f"You do not teach {course[:64]!r}" + (
+                f" (an observer {observers})." if course in observed_of(self.current_user)
+                else "."))
+
     async def hub(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Call the hub's API with the signed-in instructor's own token."""
         token = self.hub_auth.get_token(self) or ""
@@ -346,9 +354,7 @@ class ArchiveHandler(CourseHandler):
     instructors only."""
 
     async def get(self, course: str, assignment: str) -> None:
-        if course not in courses_of(self.current_user):
-            raise web.HTTPError(403, f"You do not teach {course[:64]!r} (an observer reads "
-                                "the roster, not the students' work).")
+        self.require_teaching(course, "reads the roster, not the students' work")
         path = self.archive(course, assignment)
         if path is None:
             raise web.HTTPError(404, f"{assignment[:41]!r} of {course} has not been collected "
@@ -371,10 +377,8 @@ class ServersHandler(CourseHandler):
         course = self.get_body_argument("course", "")
         user = self.get_body_argument("user", "")
         action = self.get_body_argument("action", "")
-        if course not in courses_of(self.current_user):
-            raise web.HTTPError(403, f"You do not teach {course[:64]!r}" + (
-                " (an observer reads the roster; only its instructors and TAs start and "
-                "stop servers)." if course in observed_of(self.current_user) else "."))
+        self.require_teaching(course, "reads the roster; only its instructors and TAs start "
+                              "and stop servers")
         if not USER.fullmatch(user) or action not in ("start", "stop"):
             raise web.HTTPError(400, "Send a user name and action=start or action=stop.")
         path = f"users/{quote(user, safe='')}/server"
@@ -404,10 +408,8 @@ class AssignmentsHandler(CourseHandler):
         course = self.get_body_argument("course", "")
         assignment = self.get_body_argument("assignment", "")
         action = self.get_body_argument("action", "")
-        if course not in courses_of(self.current_user):
-            raise web.HTTPError(403, f"You do not teach {course[:64]!r}" + (
-                " (an observer reads the roster; only its instructors and TAs release and "
-                "collect)." if course in observed_of(self.current_user) else "."))
+        self.require_teaching(course, "reads the roster; only its instructors and TAs "
+                              "release and collect")
         if not ASSIGNMENT.fullmatch(assignment):
             raise web.HTTPError(400, "Send the assignment's name as in the course file.")
         jobs = self.settings.get("jobs")
