@@ -44,6 +44,9 @@ class AdmissionIO(Protocol):
     def insert(self, table: Table, rows: list[Row]) -> None:
         """New rows of ``qpu_jobs``, ``qpu_job_data`` or ``qpu_decisions``."""
 
+    def close(self) -> None:
+        """Release what the batch opened (called in the thread holding the connection)."""
+
 
 _USAGE_SET = (
     update(m.usage)
@@ -94,6 +97,9 @@ class CoreIO:
 
     def insert(self, table: Table, rows: list[Row]) -> None:
         self.conn.execute(insert(table), rows)
+
+    def close(self) -> None:
+        """Nothing to release: the statements ran on the caller's connection."""
 
 
 # -- SQLite ------------------------------------------------------------------------------
@@ -191,3 +197,6 @@ class SqliteIO:
     def insert(self, table: Table, rows: list[Row]) -> None:
         statement = _insert_for(table)
         self.cursor.executemany(statement.sql, [statement.params(r) for r in rows])
+
+    def close(self) -> None:
+        self.cursor.close()

@@ -229,11 +229,22 @@ class Store:
     def _admit_batch(
         self, conn: Connection, batch: Sequence[Ticket], policy: Policy, now: float
     ) -> list[Admitted | Exception]:
+        io: AdmissionIO = SqliteIO(conn) if self.is_sqlite else CoreIO(conn)
+        try:
+            return self._decide_batch(io, batch, policy, now)
+        finally:
+            # Closed here, in the thread that holds the connection: a cursor left to the
+            # garbage collector is reset later in whatever thread runs the collection,
+            # possibly while another thread is using the same (pooled) connection.
+            io.close()
+
+    def _decide_batch(
+        self, io: AdmissionIO, batch: Sequence[Ticket], policy: Policy, now: float
+    ) -> list[Admitted | Exception]:
         control_keys = sorted({
             k for t in batch
             for k in (f"user:{t.owner}", f"backend:{t.backend}", f"project:{t.project}")
         })
-        io: AdmissionIO = SqliteIO(conn) if self.is_sqlite else CoreIO(conn)
         controls = io.controls(control_keys)
         rate_keys = sorted({
             f"{t.owner}:{t.backend_class}" for t in batch if t.backend_class in policy.rate_limits
