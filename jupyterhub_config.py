@@ -40,6 +40,7 @@ from hub_ext.secrets.setup import secret_delivery
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
+    SpawnPolicy,
     validate_config,
 )
 from hub_ext.upstream import guard_service_health_check
@@ -229,7 +230,9 @@ apply(
     # user servers report refused saves and redactions; the hub stamps who sent them
     audit_reports(),
     # the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
-    audit_page(c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082"))),
+    audit_page(c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082")),
+               courses_dir=str(courses_dir(STATE)),
+               server_max_age=SpawnPolicy(config=c).server_max_ages()),
     culler(cull_every=60, default_idle_timeout=3600, environment=service_environment(c)),
     # a bad secrets setting stops the hub here
     secret_delivery(c, profiles=list(c.SpawnPolicy.profiles), courses_dir=str(courses_dir(STATE))),

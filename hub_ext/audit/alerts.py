@@ -19,19 +19,30 @@ as Prometheus rules (docs/prometheus/qustody-rules.yml) for sites with Alertmana
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import math
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from traitlets import Int, Unicode, validate
+from traitlets import Dict, Float, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
+
+from . import clock
+from .change_window import EXAMPLE, ChangeWindow, ChangeWindowError
 
 #: The record type of an alert.
 ALERT = "alert-raised"
+#: Rules the engine raises itself, not from a record's type.
+GAP = "audit-gap"
+OVER_AGE = "server-over-age"
+_SERVER_TYPES = frozenset({"server-started", "server-stopped", "server-culled"})
+_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 #: Evidence kept per alert (the window's most recent records).
 MAX_EVIDENCE = 50
 #: Subjects tracked at once; beyond it the stalest are dropped (a flood of distinct
@@ -49,6 +60,11 @@ class Rule:
     subject: Callable[[Record], str | None]  # what one matching record is about
     threshold: int
     window: int  # seconds
+    #: > 0: the subject's own past raises its threshold to ``baseline_factor`` times its
+    #: average count per window over the last ``baseline_hours`` (``threshold`` stays the
+    #: floor, so a subject with no past is held to it)
+    baseline_factor: float = 0.0
+    baseline_hours: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,13 +105,53 @@ def _failed_verification(record: Record) -> str | None:
     return "log" if (record.get("data") or {}).get("result") == "failed" else None
 
 
-def _admin_granted(record: Record) -> str | None:
-    added = (record.get("data") or {}).get("added") or []
-    return _user(record) if any(r in ("admin", "qpu-operator") for r in added) else None
-
-
 def _any(record: Record) -> str | None:
     return "log"
+
+
+def _quota_early(left: float) -> Callable[[Record], str | None]:
+    def subject(record: Record) -> str | None:
+        data = record.get("data") or {}
+        share = data.get("period_left")
+        if data.get("reason") != "quota-exceeded" or not isinstance(share, int | float):
+            return None
+        user = _user(record)
+        return f"{user}:{data.get('project')}:{data.get('period')}" if user and share >= left \
+            else None
+
+    return subject
+
+
+def _quota_rejected(record: Record) -> str | None:
+    return _user(record) if (record.get("data") or {}).get("reason") == "quota-exceeded" else None
+
+
+def _shared_refusal(shared: Callable[[str], bool]) -> Callable[[Record], str | None]:
+    """Subject of a refused save in a folder others see (a course's work, collected for
+    its staff): the user, or None."""
+
+    def subject(record: Record) -> str | None:
+        path = str((record.get("data") or {}).get("path") or "")
+        return _user(record) if path and shared(path) else None
+
+    return subject
+
+
+def _granted(
+    patterns: Sequence[str], window: ChangeWindow | None
+) -> Callable[[Record], str | None]:
+    """Subject of a role change that adds a privileged role outside the change window."""
+
+    def subject(record: Record) -> str | None:
+        data = record.get("data") or {}
+        added = [str(r) for r in data.get("added") or []]
+        if not any(fnmatch.fnmatchcase(r, p) for r in added for p in patterns):
+            return None
+        if window is not None and window.contains(_stamp(str(record.get("ts", "")))):
+            return None
+        return _user(record)
+
+    return subject
 
 
 def _stamp(ts: str) -> float:
@@ -117,12 +173,51 @@ class AlertRules(LoggingConfigurable):
     ticket_refusals = Int(3, config=True, help="Refused secrets claim tickets for one user "
                           "(replayed, expired, someone else's) within ticket_window.")
     ticket_window = Int(600, config=True, help="Seconds (ticket refusals).")
+    quota_rejections = Int(5, config=True, help="QPU submissions of one user rejected for "
+                           "quota within qpu_window that raise an alert.")
+    quota_early_left = Float(0.5, config=True, help="""A quota used up while at least this
+        share of its period (day, week, month) is left raises an alert (0-1; 1 turns it
+        off).""")
+    secret_reads = Int(60, config=True, help="""Secret deliveries (claims and refreshes) to
+        one user within secret_reads_window that raise an alert, or secret_reads_factor
+        times the user's own average per window over baseline_hours, whichever is more.""")
+    secret_reads_window = Int(3600, config=True, help="Seconds (secret deliveries).")
+    secret_reads_factor = Float(5.0, config=True, help="Multiple of the user's own baseline "
+                                "(secret deliveries).")
+    qpu_submissions = Int(200, config=True, help="""QPU submissions of one user within
+        qpu_submissions_window that raise an alert, or qpu_submissions_factor times the
+        user's own average per window over baseline_hours, whichever is more.""")
+    qpu_submissions_window = Int(600, config=True, help="Seconds (QPU submissions).")
+    qpu_submissions_factor = Float(5.0, config=True, help="Multiple of the user's own "
+                                   "baseline (QPU submissions).")
+    baseline_hours = Int(24, config=True, help="""Hours of a user's past that make their
+        baseline. The audit service reads this much of the log back when it starts.""")
+    privileged_roles = List(Unicode(), ["admin", "qpu-operator", "auditor"], config=True,
+                            help="""Roles (shell patterns) whose grant raises an alert outside
+        change_window: those that reach other users' servers, data or the whole hub.""")
+    change_window = Unicode("", config=True, help=f"""When grants of privileged roles are
+        expected, e.g. {EXAMPLE!r}; a grant outside it raises an alert. Empty: every grant
+        does.""")
+    server_max_age = Dict(Int(), {}, config=True, help="""Profile -> seconds a server of it
+        may run (max_age plus the culler's grace; ``audit_page`` fills it from
+        c.SpawnPolicy.profiles). A server still running past it, plus server_age_slack,
+        raises an alert: its culling failed.""")
+    server_age_slack = Int(600, config=True, help="Seconds past server_max_age before the "
+                           "alert (the culler's own period).")
     webhook_url = Unicode("", config=True, help="""http(s) URL that receives each alert as a
         JSON POST (the alert-raised record's data, plus its seq and ts). Empty: none. A
         failed delivery is logged and not retried; the alert stays in the audit log.""")
+    email_to = List(Unicode(), [], config=True, help="""Addresses that receive each alert by
+        e-mail (through smtp_host). Empty: no e-mail.""")
+    email_from = Unicode("qustody-alerts@localhost", config=True, help="Sender of alert "
+                         "e-mails.")
+    smtp_host = Unicode("127.0.0.1", config=True, help="SMTP server for alert e-mails.")
+    smtp_port = Int(25, config=True, help="Its port.")
 
     @validate("login_failures", "login_window", "save_refusals", "save_window",
-              "qpu_rejections", "qpu_window", "ticket_refusals", "ticket_window")
+              "qpu_rejections", "qpu_window", "ticket_refusals", "ticket_window",
+              "quota_rejections", "secret_reads", "secret_reads_window", "qpu_submissions",
+              "qpu_submissions_window", "baseline_hours", "server_age_slack")
     def _positive(self, proposal: Any) -> int:
         value = int(proposal["value"])
         if not 1 <= value <= 10_000_000:
@@ -137,13 +232,88 @@ class AlertRules(LoggingConfigurable):
             raise ValueError(f"AlertRules.webhook_url = {value[:80]!r}: give an http(s) URL")
         return value
 
+    @validate("quota_early_left")
+    def _fraction(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 1:
+            raise ValueError(f"AlertRules.quota_early_left = {value}: give a share of the "
+                             "period between 0 and 1")
+        return value
+
+    @validate("secret_reads_factor", "qpu_submissions_factor")
+    def _factor(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 1 <= value <= 1000:
+            raise ValueError(f"AlertRules.{proposal['trait'].name} = {value}: give a multiple "
+                             "of the baseline between 1 and 1000")
+        return value
+
+    @validate("change_window")
+    def _valid_window(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if value:
+            try:
+                ChangeWindow.parse(value)
+            except ChangeWindowError as e:
+                raise ValueError(f"AlertRules.change_window = {value[:80]!r}: {e}") from None
+        return value
+
+    @validate("server_max_age")
+    def _valid_ages(self, proposal: Any) -> dict[str, int]:
+        ages = dict(proposal["value"])
+        for profile, seconds in ages.items():
+            if int(seconds) < 1:
+                raise ValueError(f"AlertRules.server_max_age[{profile!r}] = {seconds}: give "
+                                 "seconds (positive)")
+        return ages
+
+    @validate("email_to")
+    def _valid_addresses(self, proposal: Any) -> list[str]:
+        addresses = [str(a).strip() for a in proposal["value"]]
+        for a in addresses:
+            if not _ADDRESS.fullmatch(a):
+                raise ValueError(f"AlertRules.email_to: {a[:80]!r} is not an e-mail address")
+        return addresses
+
+    @validate("smtp_port")
+    def _valid_port(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 65535:
+            raise ValueError(f"AlertRules.smtp_port = {value}: give a TCP port")
+        return value
+
     def settings(self) -> dict[str, Any]:
         """The traits as JSON-able settings (what ``audit_page`` passes to the service)."""
         return {name: getattr(self, name) for name in self.trait_names(config=True)}
 
-    def rules(self) -> list[Rule]:
+    def rules(self, shared: Callable[[str], bool] | None = None) -> list[Rule]:
+        """The rules; ``shared(path)`` tells whether a saved path is in a folder others see
+        (the audit service knows the course folders)."""
         login = frozenset({"login-refused", "mfa-refused"})
-        return [
+        window = ChangeWindow.parse(self.change_window) if self.change_window else None
+        qpu_rejected = frozenset({"qpu-job-rejected"})
+        optional = [
+            Rule("save-refused-shared", "A refused save (keys) in a course folder its staff "
+                 "collect", frozenset({"save-refused"}), _shared_refusal(shared), 1,
+                 self.save_window),
+        ] if shared is not None else []
+        if self.quota_early_left < 1:
+            optional.append(Rule("quota-burnt-early", "A QPU quota used up early in its period",
+                                 qpu_rejected, _quota_early(self.quota_early_left), 1, 86400))
+        return [*optional,
+            Rule("secret-reads-burst", "Secret deliveries far above the user's own baseline",
+                 frozenset({"secret-delivered"}), _user, self.secret_reads,
+                 self.secret_reads_window, self.secret_reads_factor, self.baseline_hours),
+            Rule("qpu-submissions-burst", "QPU submissions far above the user's own baseline",
+                 frozenset({"qpu-job-submitted"}), _user, self.qpu_submissions,
+                 self.qpu_submissions_window, self.qpu_submissions_factor,
+                 self.baseline_hours),
+            Rule("qpu-quota-rejections", "Repeated QPU submissions rejected for quota",
+                 qpu_rejected, _quota_rejected, self.quota_rejections, self.qpu_window),
+            Rule(GAP, "Records missing from the audit log (a gap in its sequence)",
+                 frozenset(), _any, 1, self.login_window),
+            Rule(OVER_AGE, "A server running past its maximum age (its culling failed)",
+                 frozenset(), _any, 1, 86400),
             Rule("login-failures-user", "Repeated login or MFA refusals for one user", login,
                  _user, self.login_failures, self.login_window),
             Rule("login-failures-ip", "Repeated login or MFA refusals from one address",
@@ -161,15 +331,50 @@ class AlertRules(LoggingConfigurable):
                  frozenset({"audit-verified"}), _failed_verification, 1, self.login_window),
             Rule("secret-store-tampered", "The secret store failed its integrity check",
                  frozenset({"secret-store-tampered"}), _any, 1, self.login_window),
-            Rule("admin-granted", "A user was given an admin or operator role",
-                 frozenset({"role-changed"}), _admin_granted, 1, 60),
+            Rule("admin-granted", "A privileged role granted outside the change window",
+                 frozenset({"role-changed"}), _granted(self.privileged_roles, window), 1, 60),
         ]
+
+
+class _Counts:
+    """A subject's counts in buckets of ``width`` seconds, kept for ``span`` seconds: its
+    count in the current window and its average per window before it (its baseline)."""
+
+    __slots__ = ("buckets", "first", "span", "width")
+
+    def __init__(self, now: float, window: int, span: int) -> None:
+        self.width = max(1, window // 20)
+        self.span = max(span, window)
+        self.first = now
+        self.buckets: deque[list[float]] = deque()  # [bucket start, count]
+
+    def add(self, now: float) -> None:
+        start = now - now % self.width
+        if self.buckets and self.buckets[-1][0] == start:
+            self.buckets[-1][1] += 1
+        else:
+            self.buckets.append([start, 1])
+        while self.buckets and self.buckets[0][0] < now - self.span:
+            self.buckets.popleft()
+
+    def in_window(self, now: float, window: int) -> int:
+        return int(sum(c for t, c in self.buckets if t > now - window))
+
+    def baseline(self, now: float, window: int) -> float:
+        """Average count per window before the current one; 0 with less than a window."""
+        past = now - window
+        history = past - max(self.first, now - self.span)
+        if history < window:
+            return 0.0
+        count = sum(c for t, c in self.buckets if t <= past)
+        return count * window / history
 
 
 class AlertEngine:
     """Sliding-window counts per rule and subject over records fed in log order."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], server_max_age: Mapping[str, int] | None = None,
+                 age_slack: int = 600) -> None:
         self.rules = {r.id: r for r in rules}
         self._by_type: dict[str, list[Rule]] = {}
         for rule in self.rules.values():
@@ -177,8 +382,14 @@ class AlertEngine:
                 self._by_type.setdefault(t, []).append(rule)
         # (rule, subject) -> recent (time, seq, ts) of matching records
         self._windows: dict[tuple[str, str], deque[tuple[float, int, str]]] = {}
+        # (rule, subject) -> counts, for rules with a baseline
+        self._counts: dict[tuple[str, str], _Counts] = {}
         # (rule, subject) -> time until which no new alert is raised
         self._quiet: dict[tuple[str, str], float] = {}
+        # "user/server" -> (started, seq, ts, profile), while server ages are checked
+        self.max_age = dict(server_max_age or {})
+        self.age_slack = age_slack
+        self._servers: dict[str, tuple[float, int, str, str]] = {}
         self.last_seq = -1
         #: records stamped before this (a clock.stamp string) are passed over: a service
         #: started on an old log does not alert on what happened before its window
@@ -189,22 +400,26 @@ class AlertEngine:
         seq = int(record.get("seq", -1))
         if seq <= self.last_seq:
             return []  # seen (a replay overlapping what was read)
-        self.last_seq = seq
-        if str(record.get("ts", "")) < self.not_before:
+        previous, self.last_seq = self.last_seq, seq
+        ts = str(record.get("ts", ""))
+        if ts < self.not_before:
             return []
+        raised = []
+        if previous >= 0 and seq > previous + 1 and GAP in self.rules:
+            raised += self._raise(self.rules[GAP], "log", ts, [(previous, ts), (seq, ts)])
         kind = record.get("type")
         if kind == ALERT:
             self._remember(record)
-            return []
+            return raised
+        if self.max_age and kind in _SERVER_TYPES:
+            self._track_server(str(kind), record, seq, ts)
         rules = self._by_type.get(str(kind))
         if not rules:
-            return []
-        ts = str(record.get("ts", ""))
+            return raised
         try:
             now = _stamp(ts)
         except ValueError:
-            return []
-        raised = []
+            return raised
         for rule in rules:
             subject = rule.subject(record)
             if subject is None:
@@ -218,12 +433,60 @@ class AlertEngine:
             window.append((now, seq, ts))
             while window and window[0][0] <= now - rule.window:
                 window.popleft()
-            if len(window) >= rule.threshold and self._quiet.get(key, float("-inf")) <= now:
+            count, threshold = len(window), rule.threshold
+            if rule.baseline_factor:
+                counts = self._counts.get(key)
+                if counts is None:
+                    counts = self._counts[key] = _Counts(now, rule.window,
+                                                         rule.baseline_hours * 3600)
+                counts.add(now)
+                count = counts.in_window(now, rule.window)
+                threshold = max(threshold,
+                                math.ceil(rule.baseline_factor * counts.baseline(now, rule.window)))
+            if count >= threshold and self._quiet.get(key, float("-inf")) <= now:
                 self._quiet[key] = now + rule.window
                 recent = list(window)[-MAX_EVIDENCE:]
-                raised.append(Alert(rule, subject, len(window), tuple(s for _, s, _ in recent),
+                raised.append(Alert(rule, subject, count, tuple(s for _, s, _ in recent),
                                     recent[0][2], ts))
         return raised
+
+    def tick(self, now: float) -> list[Alert]:
+        """Alerts that the passing of time raises: servers running past their maximum age
+        (a culler that failed). Called after each read."""
+        rule = self.rules.get(OVER_AGE)
+        if rule is None or not self._servers:
+            return []
+        ts = clock.stamp(datetime.fromtimestamp(now, UTC))
+        raised = []
+        for name, (started, seq, started_ts, profile) in list(self._servers.items()):
+            limit = self.max_age.get(profile)
+            if limit is not None and now - started > limit + self.age_slack:
+                raised += self._raise(rule, f"server:{name}", ts, [(seq, started_ts)], now)
+        return raised
+
+    def _raise(self, rule: Rule, subject: str, ts: str, evidence: list[tuple[int, str]],
+               now: float | None = None) -> list[Alert]:
+        key = (rule.id, subject)
+        try:
+            at = _stamp(ts) if now is None else now
+        except ValueError:
+            return []
+        if self._quiet.get(key, float("-inf")) > at:
+            return []
+        self._quiet[key] = at + rule.window
+        return [Alert(rule, subject, len(evidence), tuple(s for s, _ in evidence),
+                      evidence[0][1], ts)]
+
+    def _track_server(self, kind: str, record: Record, seq: int, ts: str) -> None:
+        data = record.get("data") or {}
+        name = f"{data.get('user')}/{data.get('server') or ''}"
+        if kind != "server-started":
+            self._servers.pop(name, None)
+            return
+        try:
+            self._servers[name] = (_stamp(ts), seq, ts, str(data.get("profile") or ""))
+        except ValueError:
+            return
 
     def _remember(self, record: Record) -> None:
         """An alert already in the log (raised before a restart): stay quiet as it did."""
@@ -241,15 +504,19 @@ class AlertEngine:
     def _forget_stalest(self, now: float) -> None:
         for key in [k for k, w in self._windows.items() if not w or w[-1][0] < now - 86400]:
             del self._windows[key]
+            self._counts.pop(key, None)
         if len(self._windows) >= MAX_SUBJECTS:
             stalest = sorted(self._windows, key=lambda k: self._windows[k][-1][0])
             for key in stalest[: len(stalest) // 10 or 1]:
                 del self._windows[key]
+                self._counts.pop(key, None)
         self._quiet = {k: t for k, t in self._quiet.items() if t > now}
 
     @property
     def longest_window(self) -> int:
-        return max((r.window for r in self.rules.values()), default=0)
+        """How far back a starting engine reads: its longest window or baseline."""
+        return max((max(r.window, r.baseline_hours * 3600) for r in self.rules.values()),
+                   default=0)
 
 
 def webhook_body(alert_data: Mapping[str, Any], seq: int | None, ts: str | None) -> bytes:

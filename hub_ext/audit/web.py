@@ -50,7 +50,7 @@ from ..service_page import ServicePage
 from ..supervisor import Supervisor, hold_port
 from ..wiring import Fragment
 from . import clock, schema
-from .alert_watch import AlertWatcher
+from .alert_watch import COURSES_ENV, AlertWatcher, CourseFolders
 from .alerts import ALERT, MAX_EVIDENCE, AlertRules
 from .cli import Where, _hits
 from .export import export_hits
@@ -501,8 +501,10 @@ def serve(where: Where, settings: dict[str, str], name: str, prefix: str, rules:
     app = make_app(where, record, prefix, name, cookie_secret)
     server = HTTPServer(app, xheaders=True)
     server.add_sockets(sockets)
+    courses = os.environ.get(COURSES_ENV)
     watcher = AlertWatcher(where, lambda datas: audit.emit_many([(ALERT, d) for d in datas]),
-                           rules, logging.getLogger("qustody.alerts"))
+                           rules, logging.getLogger("qustody.alerts"),
+                           shared=CourseFolders(Path(courses)) if courses else None)
     busy = threading.Lock()
 
     def watch() -> None:
@@ -546,17 +548,25 @@ def audit_page(
     port: int = 8082,
     verify_seconds: int = 3600,
     python: str = sys.executable,
+    courses_dir: str | None = None,
+    server_max_age: dict[str, int] | None = None,
 ) -> Fragment:
     """The auditor page: its service, the ``auditor`` role and the read scope.
 
     The service reads the hub's log with the hub's key (``config.AuditLog``). The
     ``auditor`` role may use the page and read users' activity; it has no server access.
+    ``courses_dir`` (the course files) tells the alert engine which folders of a home a
+    course's staff collect; ``server_max_age`` (``SpawnPolicy.server_max_ages()``) how long
+    each profile's servers may live, unless ``c.AlertRules.server_max_age`` says.
     """
     rules = AlertRules(config=config)  # a bad c.AlertRules setting stops the hub here
+    if server_max_age and not rules.server_max_age:
+        rules.server_max_age = server_max_age
     env = {
         **service_environment(config),
         "QUSTODY_AUDIT_VERIFY_SECONDS": str(verify_seconds),
         "QUSTODY_ALERT_RULES": json.dumps(rules.settings()),
+        **({COURSES_ENV: courses_dir} if courses_dir else {}),
     }
     service = {
         "name": name,

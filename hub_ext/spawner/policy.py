@@ -326,6 +326,12 @@ class SpawnPolicy(LoggingConfigurable):
     def images(self) -> dict[str, PinnedImage]:
         return {name: parse_pinned(name, ref) for name, ref in self.allowed_images.items()}
 
+    def server_max_ages(self) -> dict[str, int]:
+        """Profile -> seconds after which its servers must be gone: ``max_age`` plus the
+        grace after which a server stops itself (the audit service alerts past it)."""
+        return {name: p.max_age + self.max_age_grace
+                for name, p in self.parsed_profiles().items()}
+
     def parsed_profiles(self) -> dict[str, Profile]:
         allowed = list(self.allowed_images)
         return {name: parse_profile(name, spec, allowed) for name, spec in self.profiles.items()}
