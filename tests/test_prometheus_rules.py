@@ -28,7 +28,7 @@ def test_the_rule_file_is_valid_for_prometheus():
     done = subprocess.run([_promtool(), "check", "rules", str(RULES)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 8 rules found" in done.stdout
 
 
 def test_each_alert_fires_on_its_attack_and_not_on_a_normal_day():
