@@ -36,10 +36,13 @@ from .errors import GatewayError, Refused
 from .parsing import ParsePool, Prepared, Unavailable, prepare, stand_ins
 from .policyfile import CLASSES, PolicyError
 from .runner import Runner
-from .store import Admitted, Store, StoreError
+from .store import KEY_SECONDS, Admitted, Store, StoreError
 from .validation import Limits
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The range of ``QpuGateway.idempotency_seconds``: at least the kernel client's retries
+#: of one submission, at most what the table should hold.
+KEY_SECONDS_RANGE = (600.0, 30 * 86400.0)
 #: The longest a revoked hub token may keep working at the gateway (issue 12).
 MAX_AUTH_CACHE_SECONDS = 5.0
 
@@ -329,6 +332,25 @@ class QpuGateway(Application):
             raise ValueError(f"QpuGateway.{name} must be between {low} and {high}")
         return value
 
+    idempotency_seconds = Float(
+        KEY_SECONDS, config=True,
+        help="""How long a submission's ``Idempotency-Key`` is remembered (seconds; 24 h by
+        default, 10 minutes to 30 days). A repeat within it gets the first submission's
+        job instead of a second one; after it the key is free again. Expired keys are
+        purged by the lease loop every 10 minutes.""",
+    )
+
+    @validate("idempotency_seconds")
+    def _valid_idempotency_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        low, high = KEY_SECONDS_RANGE
+        if not low <= value <= high:
+            raise ValueError(
+                f"QpuGateway.idempotency_seconds = {value:g}: give {low:g} to {high:g} "
+                "seconds; a shorter window can forget a key while its client still retries"
+            )
+        return value
+
     lease_seconds = Float(
         30.0, config=True,
         help="""A running job's lease. A replica renews it every third of this; if the
@@ -427,7 +449,8 @@ class QpuGateway(Application):
             max_qubits=self.max_qubits, max_depth=self.max_depth,
             max_instructions=self.max_instructions, max_shots=self.max_shots,
         )
-        self.store = Store(self.db_url, sqlite_synchronous=self.sqlite_synchronous)
+        self.store = Store(self.db_url, sqlite_synchronous=self.sqlite_synchronous,
+                           key_seconds=self.idempotency_seconds)
         try:
             self.store.create(self.drivers)
         except StoreError as e:
@@ -533,9 +556,15 @@ class QpuGateway(Application):
         else:
             done()
 
-    async def submit(self, identity: Identity, data: bytes) -> Admitted:
+    async def submit(self, identity: Identity, data: bytes,
+                     key: str | None = None) -> Admitted:
         """Admit one submission (the raw JSON body). A user's submissions are admitted in
-        the order they arrived, even when a large one is decoded off the event loop."""
+        the order they arrived, even when a large one is decoded off the event loop.
+
+        ``key`` is the client's ``Idempotency-Key``: a submission repeating an earlier one
+        with the same key (and the same request) gets that one's answer as it stands now
+        (``Admitted.replayed``) and admits, counts and records nothing; the same key with
+        another request is refused (422 ``IDEMPOTENCY_KEY_REUSED``)."""
         loop = asyncio.get_running_loop()
         policy = self.policies.policy
         before = self._last_of.get(identity.name)
@@ -550,19 +579,16 @@ class QpuGateway(Application):
                 prepared = prepare(self, identity, data, policy)
             if before is not None and not before.done():
                 await asyncio.shield(before)  # the user's earlier submission goes first
-            refused = prepared.refused
-            if refused is not None:
-                self.emit("qpu.job.rejected", {"user": identity.name, "code": refused.code,
-                                               "message": refused.message,
-                                               "backend": _name(prepared.backend),
-                                               "project": _name(prepared.project)})
-                return Admitted("", "REJECTED", refused.code, [], refused)
             ticket, ignored = prepared.ticket, prepared.ignored
-            future: asyncio.Future[Any] = loop.create_future()
-            self._pending.append((ticket, future))
+            if ticket is not None:
+                ticket.idempotency_key = key
+                future: asyncio.Future[Any] = loop.create_future()
+                self._pending.append((ticket, future))
         finally:
             if turn is not None:
                 self._end_turn(identity.name, turn, before)
+        if ticket is None:
+            return await self._not_admitted(identity, prepared, key)
         if not self._draining:
             self._draining = True
             self._drain_task = loop.create_task(self._drain())
@@ -579,7 +605,9 @@ class QpuGateway(Application):
         if isinstance(outcome, Exception):
             raise outcome
         outcome.ignored = ignored
-        if outcome.refused is not None:
+        if outcome.replayed:
+            self._replayed(identity, outcome)
+        elif outcome.refused is not None:
             self.emit("qpu.job.rejected", {"job_id": outcome.job_id, "user": identity.name,
                                            "code": outcome.refused.code,
                                            "message": outcome.refused.message,
@@ -598,6 +626,41 @@ class QpuGateway(Application):
             if outcome.state == "QUEUED":  # a held job cannot start: no dispatch pass
                 self.runner.wake()
         return outcome
+
+    async def _not_admitted(self, identity: Identity, prepared: Prepared,
+                            key: str | None) -> Admitted:
+        """A submission refused before admission. With a key, the answer of the submission
+        it repeats comes first: the policy may refuse now what it admitted then."""
+        if key is not None and prepared.fingerprint:
+            loop = asyncio.get_running_loop()
+            try:
+                earlier = await loop.run_in_executor(
+                    self.db_executor, self.store.replay, identity.name, key,
+                    prepared.fingerprint)
+            except StoreError as e:
+                raise GatewayError(503, "DATABASE", f"{e}; nothing was changed, submit it "
+                                   "again") from None
+            if isinstance(earlier, Exception):
+                raise earlier
+            if earlier is not None:
+                earlier.ignored = prepared.ignored
+                self._replayed(identity, earlier)
+                return earlier
+        if prepared.invalid is not None:
+            raise prepared.invalid
+        refused = prepared.refused
+        assert refused is not None
+        self.emit("qpu.job.rejected", {"user": identity.name, "code": refused.code,
+                                       "message": refused.message,
+                                       "backend": _name(prepared.backend),
+                                       "project": _name(prepared.project)})
+        return Admitted("", "REJECTED", refused.code, [], refused)
+
+    def _replayed(self, identity: Identity, outcome: Admitted) -> None:
+        """A repeated Idempotency-Key: for the hooks only. The audit log has the job's
+        submission (or rejection) once, from the first time; a repeat changes nothing."""
+        self.emit("qpu.job.replayed", {"job_id": outcome.job_id, "user": identity.name,
+                                       "state": outcome.state})
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

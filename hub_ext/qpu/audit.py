@@ -19,6 +19,8 @@ Internal events map to audit types (hub_ext/audit/schemas/*.yaml):
   while running); ``qpu.job.recovered`` -> ``qpu-job-queued`` (requeued) or
   ``qpu-job-finished`` (failed)
 - ``qpu.policy.reloaded`` -> ``policy-changed``; ``qpu.operator.action`` -> ``break-glass``
+- ``qpu.job.replayed`` (a repeated Idempotency-Key) -> nothing: it admitted nothing, and
+  the job's submission or rejection is on record once, from the first time
 """
 
 from __future__ import annotations

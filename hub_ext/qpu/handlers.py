@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254})"  # ':' for personal:<user>
 MAX_WAIT = 60.0
+#: ``Idempotency-Key`` of ``POST api/jobs``: a client's name for one submission (a UUID fits).
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 SCOPE_METRICS = "read:metrics"  # JupyterHub's scope for /hub/metrics
 
 
@@ -275,22 +277,47 @@ class JobsHandler(BaseHandler):
         self.require(SCOPE_SUBMIT)
         if not self.request.headers.get("Content-Type", "").startswith("application/json"):
             raise GatewayError(415, "BAD_CONTENT_TYPE", "send the job as application/json")
+        key = self.idempotency_key()
         data, self._chunks = b"".join(self._chunks), []
-        admitted = await self.gateway.submit(self.identity, data)
+        admitted = await self.gateway.submit(self.identity, data, key)
+        # With a key, every answer says whether it is the first one (docs/qpu.md).
+        replay = {} if key is None else {"replayed": admitted.replayed}
+        if admitted.replayed:
+            self.set_header("Idempotent-Replayed", "true")
         if admitted.refused is not None:
             r = admitted.refused
             self.write_json(r.status, {
                 "error": r.code, "message": r.message, "job_id": admitted.job_id or None,
                 "state": "REJECTED", "reason": f"REJECTED:{r.code}", **provenance_safe(r.detail),
+                **replay,
             })
             return
-        self.write_json(201, {
+        # A repeat created nothing: 200, with the job as it stands now.
+        self.write_json(200 if admitted.replayed else 201, {
             "job_id": admitted.job_id,
             "state": admitted.state,
             "reason": f"{admitted.state}:{admitted.reason}",
             "warnings": admitted.warnings,
             "ignored": admitted.ignored,
+            **replay,
         })
+
+    def idempotency_key(self) -> str | None:
+        values = self.request.headers.get_list("Idempotency-Key")
+        if not values:
+            return None
+        if len(values) > 1 or not IDEMPOTENCY_KEY.fullmatch(values[0]):
+            value = values[0]
+            got = (f"{len(values)} Idempotency-Key headers" if len(values) > 1 else
+                   "an empty value" if not value else
+                   f"{len(value)} characters" if len(value) > 128 else
+                   "a character outside that set")
+            raise GatewayError(
+                400, "BAD_IDEMPOTENCY_KEY",
+                "send one Idempotency-Key of 1-128 characters from A-Z, a-z, 0-9 and "
+                f"'.', '_', ':', '-' (a UUID is a good key), or none; got {got}",
+            )
+        return values[0]
 
 
 def provenance_safe(detail: Mapping[str, Any]) -> dict[str, Any]:

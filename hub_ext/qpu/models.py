@@ -15,6 +15,10 @@ One table per concern, each small:
 - ``controls``: operator switches (backend or project paused, user revoked).
 - ``operator_actions``: who did which break-glass action, when and why.
 - ``dispatch_locks``: one row per backend; a replica locks it to start a job there.
+- ``idempotency``: each (owner, ``Idempotency-Key``) a submission came with, the job it
+  made and a fingerprint of the request, written in the transaction that writes the job.
+  A table of its own, so ``create_all`` adds it to a database made before it (no schema
+  version change).
 """
 
 from __future__ import annotations
@@ -150,6 +154,21 @@ dispatch_locks = Table(
     Column("backend", String(255), primary_key=True),
     Column("seq", Integer, nullable=False, default=0),
 )
+
+idempotency = Table(
+    "qpu_idempotency",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    # No foreign key: the key is claimed at the start of the admission transaction, before
+    # its job row is written (the claim is what makes a racing replica wait), and the
+    # rows are purged on their own schedule.
+    Column("job_id", String(32), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", Integer, nullable=False),  # the HTTP status the first answer had
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_qpu_idempotency_created", idempotency.c.created_at)
 
 meta = Table(
     "qpu_meta",

@@ -46,7 +46,7 @@ from .credentials import CredentialError
 from .errors import Invalid, Refused
 from .policyfile import Policy
 from .sandbox import FORKSERVER_PRELOAD
-from .submission import build_ticket, parse
+from .submission import build_ticket, fingerprint, parse
 from .validation import Limits
 
 _MB = 1024 * 1024
@@ -54,13 +54,18 @@ _MB = 1024 * 1024
 
 @dataclass
 class Prepared:
-    """A decoded submission: the ticket to admit, or the policy's refusal."""
+    """A decoded submission: the ticket to admit, or the policy's refusal, or (``invalid``)
+    a request that parsed but the policy or backend finds malformed. ``fingerprint`` is
+    the request's (``submission.fingerprint``) once it parsed: with an Idempotency-Key, a
+    repeat of an admitted job is answered with that job even if it would be refused now."""
 
     backend: Any
     project: Any
     ticket: Any = None
     refused: Refused | None = None
     ignored: list[str] = field(default_factory=list)
+    invalid: Invalid | None = None
+    fingerprint: str = ""
 
 
 class Unavailable(Exception):
@@ -142,12 +147,17 @@ def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy) -> Prepar
         raise Invalid(400, "BAD_JSON", "the body must be a JSON object")
     tags = body.get("tags")
     project = tags.get("project") if isinstance(tags, dict) else None
+    backend = body.get("backend")
+    sub = parse(ctx, body)
+    digest = fingerprint(sub)
     try:
-        sub = parse(ctx, body)
         ticket, ignored = build_ticket(ctx, identity, sub, policy)
     except Refused as e:
-        return Prepared(body.get("backend"), project, refused=e)
-    return Prepared(body.get("backend"), project, ticket, None, ignored)
+        return Prepared(backend, project, refused=e, fingerprint=digest)
+    except Invalid as e:
+        return Prepared(backend, project, invalid=e, fingerprint=digest)
+    ticket.fingerprint = digest
+    return Prepared(backend, project, ticket, None, ignored, fingerprint=digest)
 
 
 # -- worker processes ----------------------------------------------------------------------
@@ -209,7 +219,12 @@ def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple
         raise
     if p.refused is not None:
         r = p.refused
-        return ("refused", p.backend, p.project, r.status, r.code, r.message, r.detail)
+        return ("refused", p.backend, p.project, r.status, r.code, r.message, r.detail,
+                p.fingerprint)
+    if p.invalid is not None:
+        bad = p.invalid
+        return ("invalid", p.backend, p.project, bad.status, bad.code, bad.message,
+                p.fingerprint)
     return ("ok", p.backend, p.project, p.ticket, p.ignored)
 
 
@@ -254,8 +269,13 @@ class ParsePool:
         if kind == "bad":
             raise Invalid(*answer[1:])
         if kind == "refused":
-            _, backend, project, status, code, message, detail = answer
-            return Prepared(backend, project, refused=Refused(status, code, message, **detail))
+            _, backend, project, status, code, message, detail, digest = answer
+            return Prepared(backend, project, refused=Refused(status, code, message, **detail),
+                            fingerprint=digest)
+        if kind == "invalid":
+            _, backend, project, status, code, message, digest = answer
+            return Prepared(backend, project, invalid=Invalid(status, code, message),
+                            fingerprint=digest)
         _, backend, project, ticket, ignored = answer
         return Prepared(backend, project, ticket, None, cast(list[str], ignored))
 

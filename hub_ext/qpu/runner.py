@@ -6,6 +6,9 @@ row, so the backend's lane count holds across replicas), runs it in the backend'
 thread pool and records the outcome. While a job runs its lease is renewed; a replica
 that dies stops renewing, and once the lease expires any replica requeues the job (or
 fails it and refunds its quota after ``max_attempts``). Nothing acknowledged vanishes.
+
+The lease loop is also the gateway's periodic upkeep: it forgets expired Idempotency-Keys
+(``Store.purge_keys``) every ``PURGE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -27,6 +31,9 @@ from .sandbox import Outcome, SandboxPool, Task
 from .store import Claimed, Store, StoreError
 
 Emit = Callable[[str, dict[str, Any]], None]
+
+PURGE_SECONDS = 600.0  # at most this long between purges of expired Idempotency-Keys
+PURGE_CHUNK = 5000  # keys deleted per transaction: no long hold on SQLite's write lock
 
 
 class Runner:
@@ -76,6 +83,7 @@ class Runner:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._settling: set[asyncio.Task[None]] = set()
+        self._next_purge = 0.0  # monotonic time; the first pass of the lease loop purges
 
     # -- public ----------------------------------------------------------------------------
 
@@ -263,6 +271,16 @@ class Runner:
         return Outcome("DONE", "COMPLETED", self.scrub.scrub_bytes(body.encode()),
                        execution.seconds)
 
+    async def _purge_keys(self) -> None:
+        """Expired Idempotency-Keys go, a chunk per transaction (admissions run between)."""
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + min(PURGE_SECONDS, self.store.key_seconds / 4)
+        purged = PURGE_CHUNK
+        while purged >= PURGE_CHUNK and not self._stopping:
+            purged = await self._db(self.store.purge_keys, PURGE_CHUNK)
+
     async def _lease_loop(self) -> None:
         interval = max(0.05, self.lease / 3)
         while not self._stopping:
@@ -278,6 +296,7 @@ class Runner:
                     self.emit("qpu.job.recovered", {"job_id": job_id, "outcome": code})
                 if recovered:
                     self._wake.set()
+                await self._purge_keys()
             except StoreError as e:
                 self.log.error("QPU lease renewal: %s", e)
             except Exception as e:

@@ -12,10 +12,18 @@ process lock, so several gateway replicas on one PostgreSQL database stay correc
 
 Admissions are processed in batches (group commit): each one in its own savepoint, all
 committed together before any is acknowledged.
+
+A submission with an ``Idempotency-Key`` claims (owner, key) in ``qpu_idempotency`` at
+the start of its batch's transaction, before any quota row is locked; the row names the
+job the batch then writes, so a crash leaves both or neither. A key already held (by an
+earlier submission, or by a replica's transaction that commits while this one waits on
+the key's unique index) is not admitted again: the ticket gets the earlier job's answer
+(``Admitted.replayed``), or ``IDEMPOTENCY_KEY_REUSED`` when its request differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -31,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -43,8 +52,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import models as m
-from .admission_io import AdmissionIO, CoreIO, SqliteIO
-from .errors import Refused
+from .admission_io import AdmissionIO, CoreIO, Pair, Row, SqliteIO, key_records, replay_facts
+from .errors import GatewayError, Refused
 from .policy import (
     Queued,
     QuotaCheck,
@@ -59,6 +68,8 @@ from .policyfile import PERIODS, Policy
 from .sqlite_writers import WriterQueue
 
 WAITING = tuple(m.WAITING_STATES)
+#: How long an Idempotency-Key is remembered by default (``QpuGateway.idempotency_seconds``).
+KEY_SECONDS = 24 * 3600.0
 
 
 class StoreError(Exception):
@@ -85,6 +96,10 @@ class Ticket:
     circuits: bytes
     options: dict[str, Any]
     decisions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: the client's ``Idempotency-Key`` (scoped to ``owner``), if it sent one
+    idempotency_key: str | None = None
+    #: SHA-256 of the request (``submission.fingerprint``): a repeated key must match it
+    fingerprint: str = ""
 
 
 @dataclass
@@ -95,6 +110,19 @@ class Admitted:
     warnings: list[dict[str, Any]]
     refused: Refused | None = None
     ignored: list[str] = field(default_factory=list)
+    #: the answer of an earlier submission with the same Idempotency-Key (nothing admitted)
+    replayed: bool = False
+
+
+@dataclass
+class _KeyPlan:
+    """What admission does with a keyed ticket: admit it under the key it claimed
+    (``job_id``), answer ``outcome`` (the earlier job's, or a refusal), or repeat the
+    answer of the batch's ``leader`` ticket with the same key and request."""
+
+    job_id: str = ""
+    outcome: Admitted | Exception | None = None
+    leader: int | None = None
 
 
 @dataclass
@@ -119,8 +147,10 @@ class Store:
         sqlite_synchronous: str = "FULL",
         pool_size: int = 5,
         echo: bool = False,
+        key_seconds: float = KEY_SECONDS,
     ) -> None:
         self.url = url
+        self.key_seconds = key_seconds
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine: Engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN IMMEDIATE", echo)
@@ -241,6 +271,8 @@ class Store:
     def _decide_batch(
         self, io: AdmissionIO, batch: Sequence[Ticket], policy: Policy, now: float
     ) -> list[Admitted | Exception]:
+        # Keys first: a batch waiting on another replica's key holds no quota row yet.
+        plans = self._plan_keys(io, batch, now)
         control_keys = sorted({
             k for t in batch
             for k in (f"user:{t.owner}", f"backend:{t.backend}", f"project:{t.project}")
@@ -275,7 +307,7 @@ class Store:
         job_rows: list[dict[str, Any]] = []
         data_rows: list[dict[str, Any]] = []
         decision_rows: list[dict[str, Any]] = []
-        out: list[Admitted | Exception] = []
+        out: list[Admitted | Exception | None] = []
 
         def record(job: dict[str, Any], decisions: list[tuple[str, dict[str, Any]]]) -> None:
             job_rows.append(job)
@@ -283,8 +315,11 @@ class Store:
                 {"job_id": job["id"], "at": now, "code": c, "detail": d} for c, d in decisions
             )
 
-        for t, keys in zip(batch, ticket_keys, strict=True):
-            job_id = uuid.uuid4().hex
+        for t, keys, plan in zip(batch, ticket_keys, plans, strict=True):
+            if plan is not None and not plan.job_id:
+                out.append(plan.outcome)  # a repeated key: nothing admitted
+                continue
+            job_id = plan.job_id if plan is not None else uuid.uuid4().hex
             decisions = list(t.decisions)
             if controls.get(f"user:{t.owner}"):
                 out.append(Refused(
@@ -369,7 +404,104 @@ class Store:
                             (m.decisions, decision_rows)):
             if rows:
                 io.insert(table, rows)
+        return self._settle_keys(io, batch, plans, out)
+
+    # -- idempotency keys ---------------------------------------------------------------
+
+    def _plan_keys(
+        self, io: AdmissionIO, batch: Sequence[Ticket], now: float
+    ) -> list[_KeyPlan | None]:
+        """Claim the batch's keys; plan each keyed ticket (None: no key)."""
+        plans: list[_KeyPlan | None] = [None] * len(batch)
+        leaders: dict[Pair, int] = {}  # the first ticket of each key in the batch
+        for i, t in enumerate(batch):
+            if t.idempotency_key is not None:
+                leaders.setdefault((t.owner, t.idempotency_key), i)
+        if not leaders:
+            return plans
+        job_ids = {pair: uuid.uuid4().hex for pair in leaders}
+        cutoff = now - self.key_seconds
+        won = io.claim_keys([
+            {"owner": owner, "key": key, "job_id": job_ids[(owner, key)],
+             "fingerprint": batch[i].fingerprint, "status": 201, "created_at": now}
+            for (owner, key), i in sorted(leaders.items())  # sorted: replicas never deadlock
+        ], cutoff)
+        held = sorted(set(leaders) - won)
+        records = io.key_records(held, cutoff)
+        facts = io.replay_facts([r["job_id"] for r in records.values()])
+        for i, t in enumerate(batch):
+            if t.idempotency_key is None:
+                continue
+            pair = (t.owner, t.idempotency_key)
+            leader = leaders[pair]
+            if pair not in won:
+                plans[i] = _KeyPlan(outcome=_replay(t.idempotency_key, t.fingerprint,
+                                                    records.get(pair), facts))
+            elif i == leader:
+                plans[i] = _KeyPlan(job_id=job_ids[pair])
+            elif t.fingerprint == batch[leader].fingerprint:
+                plans[i] = _KeyPlan(leader=leader)
+            else:
+                plans[i] = _KeyPlan(outcome=key_reused(t.idempotency_key))
+        return plans
+
+    def _settle_keys(
+        self, io: AdmissionIO, batch: Sequence[Ticket], plans: list[_KeyPlan | None],
+        out: list[Admitted | Exception | None],
+    ) -> list[Admitted | Exception]:
+        """The batch's answers with the repeats in it filled in; each claimed key's record
+        made final: the status of a rejection, or dropped when no job row was written (a
+        revoked user's refusal stores nothing, so its key stores nothing either)."""
+        statuses: list[tuple[str, str, int]] = []
+        released: list[Pair] = []
+        done: list[Admitted | Exception] = []
+        for t, plan, result in zip(batch, plans, out, strict=True):
+            if plan is not None and plan.leader is not None:
+                first = out[plan.leader]
+                result = (dataclasses.replace(first, warnings=list(first.warnings),
+                                              replayed=True)
+                          if isinstance(first, Admitted) else first)
+            elif plan is not None and plan.job_id and t.idempotency_key is not None:
+                if not isinstance(result, Admitted):
+                    released.append((t.owner, t.idempotency_key))
+                elif result.refused is not None:
+                    statuses.append((t.owner, t.idempotency_key, result.refused.status))
+            assert result is not None
+            done.append(result)
+        if statuses or released:
+            io.settle_keys(statuses, released)
+        return done
+
+    def replay(self, owner: str, key: str, fingerprint: str) -> Admitted | Exception | None:
+        """The answer of an earlier submission of ``owner`` with ``key`` (None: no
+        unexpired one), for a repeat that the policy refuses before admission now."""
+
+        def run(conn: Connection) -> Admitted | Exception | None:
+            record = key_records(conn, [(owner, key)], _now() - self.key_seconds).get(
+                (owner, key))
+            if record is None:
+                return None
+            return _replay(key, fingerprint, record, replay_facts(conn, [record["job_id"]]))
+
+        out: Admitted | Exception | None = self._read(run)
         return out
+
+    def purge_keys(self, limit: int = 5000) -> int:
+        """Forget expired Idempotency-Keys, about ``limit`` at most (one short transaction:
+        the caller repeats while it returns ``limit`` or more). Returns how many."""
+        keys = m.idempotency
+
+        def run(conn: Connection) -> int:
+            cutoff = _now() - self.key_seconds
+            bound = conn.execute(
+                select(keys.c.created_at).where(keys.c.created_at < cutoff)
+                .order_by(keys.c.created_at).offset(limit - 1).limit(1)
+            ).scalar()
+            upto = keys.c.created_at < cutoff if bound is None else keys.c.created_at <= bound
+            return int(conn.execute(delete(keys).where(upto)).rowcount)
+
+        purged: int = self.transaction(run)
+        return purged
 
     def _decide(
         self, conn: Connection, job_id: str, now: float, items: list[tuple[str, dict[str, Any]]]
@@ -994,3 +1126,31 @@ def _retryable(e: Exception) -> bool:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def key_reused(key: str) -> GatewayError:
+    return GatewayError(
+        422, "IDEMPOTENCY_KEY_REUSED",
+        f"Idempotency-Key {key!r} was already used for a different request (other "
+        "circuits, shots, options, backend or tags); nothing was admitted. Send a new key "
+        "with a new job, and repeat a key only with the request it was first sent with",
+    )
+
+
+def _replay(key: str, fingerprint: str, record: Row | None,
+            facts: Mapping[str, Row]) -> Admitted | Exception:
+    """The earlier submission's answer, as it stands now, for a repeat of it."""
+    fact = facts.get(record["job_id"]) if record is not None else None
+    if record is None or fact is None:
+        # Only if the key's record went (purged) between the claim and this read.
+        return StoreError("the record of this Idempotency-Key changed meanwhile")
+    if record["fingerprint"] != fingerprint:
+        return key_reused(key)
+    if record["status"] >= 400:  # a rejection (a job row too) is answered as it was
+        detail = {k: v for k, v in fact["detail"].items() if k not in ("status", "code")}
+        refused = Refused(record["status"], fact["reason"],
+                          fact["error"] or f"REJECTED:{fact['reason']}", **detail)
+        return Admitted(record["job_id"], "REJECTED", fact["reason"], [], refused,
+                        replayed=True)
+    return Admitted(record["job_id"], fact["state"], fact["reason"], fact["warnings"],
+                    replayed=True)

@@ -8,6 +8,8 @@ limits and how to name an unknown backend (``Backends``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -120,6 +122,24 @@ def build_ticket(
         decisions=decisions,
     )
     return ticket, sub.ignored
+
+
+def fingerprint(sub: Submission) -> str:
+    """SHA-256 of what makes two submissions the same request, for Idempotency-Keys: the
+    backend asked for, each circuit's format and payload hash (in order), shots, options
+    and tags, all as parsed (so key order and spacing in the JSON do not matter). The
+    owner is the key's scope; what the client reports about itself (``client``,
+    ``context``) is left out: a retry from a re-saved notebook is the same request."""
+    canonical = {
+        "backend": sub.backend,
+        "circuits": [[next(iter(raw)), digest]
+                     for raw, digest in zip(sub.raw, sub.hashes, strict=True)],
+        "shots": sub.shots,
+        "options": sub.options,
+        "tags": sub.tags,
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse(gateway: Backends, body: Mapping[str, Any]) -> Submission:
