@@ -16,6 +16,11 @@ are Qiskit jobs (``status()``, ``result()``, ``cancel()``, ``job_id()``) and als
 why they wait (``job.gateway_status()``: state, reason code, queue position,
 estimated start).
 
+Each ``backend.run`` sends its job with a new ``Idempotency-Key`` and, if the gateway's
+answer is lost (the connection failed or timed out, or the hub's proxy answered 502-504),
+sends it again with the same key, twice at most: the gateway answers a repeat with the
+job the first attempt made, if it made one, so a retry never makes a second job.
+
 Authentication is the server's hub token (``JUPYTERHUB_API_TOKEN``); no provider
 credential exists here. The owner of a job is whoever the token belongs to: there is no
 client field for it. Tags come from run options, then ``tags(...)`` blocks, then the
@@ -33,6 +38,7 @@ import io
 import os
 import platform
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +84,8 @@ FINAL = {"DONE", "CANCELLED", "FAILED", "REJECTED"}
 #: Pauses before asking a read again (see ``GatewayClient.call``): about 3.5 s in all,
 #: beyond the replacement of a crashed gateway worker.
 READ_RETRY_DELAYS = (0.5, 1.0, 2.0)
+#: Pauses before sending a submission again with its Idempotency-Key (3 attempts in all).
+SUBMIT_RETRY_DELAYS = (1.0, 2.0)
 
 _TAGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "qustody_qpu_tags", default=None
@@ -182,26 +190,37 @@ class GatewayClient:
         return f"GatewayClient({self.url!r})"
 
     def call(self, method: str, path: str, *, json_body: Any = None,
-             params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
-        # A read is asked again when it got no answer from the gateway itself: the
+             params: Mapping[str, Any] | None = None, timeout: float | None = None,
+             idempotency_key: str | None = None) -> Any:
+        # A request is asked again when it got no answer from the gateway itself: the
         # connection failed, or the hub's proxy answered 502-504 for a gateway process
         # that died (the gateway runs several; another one answers the next request).
-        # A submission is never repeated: it may have been admitted.
-        delays = READ_RETRY_DELAYS if method == "GET" else ()
+        # A read always; a submission only with its Idempotency-Key (the gateway answers
+        # a repeat with the job the first attempt made), and then after a timeout too.
+        # Without a key a submission is never repeated: it may have been admitted.
+        delays: tuple[float, ...] = (
+            READ_RETRY_DELAYS if method == "GET" else
+            SUBMIT_RETRY_DELAYS if idempotency_key else ())
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         for attempt in range(len(delays) + 1):
             try:
                 response = self.session.request(
                     method, self.url + path, json=json_body, params=params,
-                    timeout=timeout or self.timeout,
+                    timeout=timeout or self.timeout, headers=headers,
                 )
             except requests.RequestException as e:
-                # not a read timeout: the gateway got the request and did not answer
-                if isinstance(e, requests.ConnectionError) and attempt < len(delays):
+                # a read timeout: the gateway got the request and did not answer
+                lost = isinstance(e, requests.ConnectionError) or (
+                    idempotency_key is not None and isinstance(e, requests.Timeout))
+                if lost and attempt < len(delays):
                     time.sleep(delays[attempt])
                     continue
+                maybe = (f"; the job may have been admitted (Idempotency-Key "
+                         f"{idempotency_key}): GatewayProvider().jobs() lists yours"
+                         if idempotency_key else "")
                 raise GatewayError(0, "UNREACHABLE",
                                    f"cannot reach the QPU gateway at {self.url}: "
-                                   f"{type(e).__name__}") from None
+                                   f"{type(e).__name__}{maybe}") from None
             try:
                 body = response.json() if response.content else None
             except ValueError:
@@ -355,7 +374,9 @@ class GatewayBackend(BackendV2):  # type: ignore[misc]
             "client": _client_versions(),
             "context": _context(),
         }
-        info = self.client.call("POST", "api/jobs", json_body=payload)
+        # One key per submission, reused by the client's retries of it (and only those).
+        info = self.client.call("POST", "api/jobs", json_body=payload,
+                                idempotency_key=uuid.uuid4().hex)
         return GatewayJob(self, info["job_id"], info)
 
     def quota(self, project: str | None = None) -> dict[str, Any]:

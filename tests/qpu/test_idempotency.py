@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -398,3 +399,108 @@ def test_an_expired_key_is_free_again_and_purged(db_url, store_policy):
     finally:
         store.dispose()
 
+
+# -- the kernel's client -------------------------------------------------------------------
+
+
+class LossyProxy:
+    """Stand-in for the hub's proxy in front of a real gateway that loses the answer to the
+    first submission, after the gateway has admitted it: ``drop`` closes the connection
+    with no answer (a crash, a cut connection), ``proxy-504`` answers 504 as the hub's
+    proxy does when the gateway process it was talking to died, ``timeout`` answers
+    nothing until the client has given up. Everything else passes through.
+
+    Why a stand-in: a real gateway killed mid-request loses the answer too, but the kill
+    falls before or after the commit only by chance, and a new gateway takes longer to
+    start than the client's retries wait. This loses it after the commit every time, so
+    the client's retry must be answered with the job the lost attempt made."""
+
+    def __init__(self, gateway_url: str, mode: str, hold: float = 4.0) -> None:
+        split = urlsplit(gateway_url)
+        origin = f"{split.scheme}://{split.netloc}"
+        #: (method, Idempotency-Key, the gateway's status) of each request passed on
+        self.seen: list[tuple[str, str | None, int]] = []
+        self.lost = False
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("authorization", "content-type", "idempotency-key")}
+                upstream = requests.request(self.command, origin + self.path, data=data or None,
+                                            headers=headers, timeout=120)
+                with lock:
+                    outer.seen.append((self.command, self.headers.get("Idempotency-Key"),
+                                       upstream.status_code))
+                    lose = self.command == "POST" and not outer.lost
+                    outer.lost = outer.lost or lose
+                if lose and mode == "proxy-504":
+                    self._answer(504, "text/html", b"<html><title>504</title></html>")
+                    return
+                if lose:
+                    if mode == "timeout":
+                        time.sleep(hold)
+                    self.close_connection = True  # no answer at all
+                    return
+                self._answer(upstream.status_code, upstream.headers["Content-Type"],
+                             upstream.content, upstream.headers.get("Idempotent-Replayed"))
+
+            def _answer(self, status: int, kind: str, content: bytes,
+                        replayed: str | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(content)))
+                if replayed:
+                    self.send_header("Idempotent-Replayed", replayed)
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{split.path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["drop", "proxy-504", "timeout"])
+def test_the_kernel_client_sends_a_lost_submission_again_with_its_key(gateway, mode,
+                                                                      monkeypatch):
+    from qiskit import transpile
+
+    from server_ext import qpu
+
+    monkeypatch.setattr(qpu, "SUBMIT_RETRY_DELAYS", (0.05, 0.05))
+
+    def erins_jobs() -> set[str]:
+        _, listed = gateway.call("erin", "GET", "api/jobs", mine="1", limit="1000")
+        return {j["job_id"] for j in listed["jobs"]}
+
+    before = erins_jobs()
+    proxy = LossyProxy(gateway.url, mode)
+    try:
+        backend = qpu.gateway_backend("aer_simulator", url=proxy.url,
+                                      token=gateway.token("erin"), project="astro",
+                                      purpose="testing")
+        backend.client.timeout = 2.0
+        isa = transpile(bell(2), backend, seed_transpiler=1)
+        job = backend.run(isa, shots=50)
+        second = backend.run(isa, shots=50)  # the same circuit again: a new job, a new key
+    finally:
+        proxy.close()
+    posts = [(key, status) for method, key, status in proxy.seen if method == "POST"]
+    assert [status for _, status in posts] == [201, 200, 201]
+    assert posts[0][0] == posts[1][0] != posts[2][0]
+    assert posts[0][0] is not None and len(posts[0][0]) == 32
+    assert erins_jobs() - before == {job.job_id(), second.job_id()}
+    assert sum(job.result(timeout=120).get_counts().values()) == 50
