@@ -3,7 +3,8 @@
     python images/build.py build      # build (skipped when an image with the same inputs exists)
     python images/build.py lock       # re-resolve images/requirements.lock (needs PyPI)
     python images/build.py base       # make sure the Debian 12 base image exists, print its digest
-    python images/build.py info       # print the current image's id and labels as JSON
+    python images/build.py info       # print the current image's id, labels and SBOM digest
+    python images/build.py sbom       # write the CycloneDX SBOMs only (build/image/sbom-*.cdx.json)
     python images/build.py manifest IMAGE   # print the installed file set of IMAGE
 
 How it works: wheels are downloaded on the host (where the CA bundle and the registries
@@ -14,7 +15,13 @@ when a registry can serve one, otherwise a minimal Debian 12 root filesystem is
 bootstrapped with debootstrap and imported (``qustody/debian-base:bookworm``), and its
 content digest is what the build pins.
 
-Only the standard library is used, plus the ``docker`` and ``pip`` command-line tools.
+Supply chain (docs/containers.md, "Supply chain"): each build writes CycloneDX SBOMs of
+the image and of the wheel's dependencies (images/sbom.py, with cyclonedx-python-lib from
+the ``test`` extra) and records the image SBOM's sha256 in the ``io.qustody.image.sbom-sha256``
+label.
+
+Otherwise only the standard library is used, plus the ``docker`` and ``pip`` command-line
+tools.
 """
 
 from __future__ import annotations
@@ -384,6 +391,105 @@ def bootstrap_base(name: str) -> None:
     shutil.rmtree(rootfs)
 
 
+# -- the SBOMs --------------------------------------------------------------------------
+
+SBOM_IMAGE = BUILD / "sbom-image.cdx.json"
+SBOM_WHEEL = BUILD / "sbom-wheel.cdx.json"
+DEFAULT_EPOCH = 1700000000  # as the bootstrapped base's file times
+
+
+def source_date_epoch() -> int:
+    return int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)
+
+
+def debian_listing(image: str, digest: str) -> str:
+    """The Debian packages and os-release of a base image (kept in build/ by its digest)."""
+    import sbom
+
+    script = hashlib.sha256(sbom.DEBIAN_SCRIPT.encode()).hexdigest()[:8]
+    cache = BUILD / f"debian-{digest.removeprefix('sha256:')[:16]}-{script}.txt"
+    if cache.exists():
+        return cache.read_text()
+    listing = image_debian(image)
+    cache.write_text(listing)
+    return listing
+
+
+def image_debian(image: str) -> str:
+    import sbom
+
+    return docker("run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", image,
+                  "-c", sbom.DEBIAN_SCRIPT)
+
+
+def top_level_requirements() -> list[str]:
+    """The names images/requirements.in asks for (the image SBOM's direct dependencies)."""
+    names = []
+    for line in REQUIREMENTS_IN.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(canonical(re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0]))
+    return names
+
+
+def constraint_pins() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            pins[canonical(name.strip())] = version.strip()
+    return pins
+
+
+def write_sboms(own: Path, own_sha: str, *, lock_sha: str, base_name: str, base_digest: str,
+                debian: str) -> str:
+    """Write build/image/sbom-image.cdx.json and sbom-wheel.cdx.json (validated against
+    the CycloneDX 1.6 schema); return the image SBOM's sha256."""
+    import sbom
+
+    epoch = source_date_epoch()
+    wheels = {wheel_name_version(w.name)[0]: w for w in WHEELHOUSE.glob("*.whl")}
+    image_text, image_summary = sbom.image_sbom(
+        locked=locked_wheels(),
+        wheels=wheels,
+        own_wheel=own,
+        own_sha256=own_sha,
+        top_level=top_level_requirements(),
+        debian_listing=debian,
+        image=IMAGE_REPO,
+        properties={
+            "lock-sha256": lock_sha,
+            "qustody-wheel-sha256": own_sha,
+            "base.name": base_name,
+            "base.digest": base_digest,
+        },
+        epoch=epoch,
+    )
+    wheel_text, wheel_summary = sbom.wheel_sbom(
+        own_wheel=own,
+        own_sha256=own_sha,
+        extras=("hub", "server"),
+        installed=sbom.installed_dists(),
+        pins=constraint_pins(),
+        properties={"constraints-sha256": sha256_file(CONSTRAINTS)},
+        epoch=epoch,
+    )
+    for path, text in ((SBOM_IMAGE, image_text), (SBOM_WHEEL, wheel_text)):
+        sbom.validate(text)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    if image_summary["unreached"]:
+        log(f"SBOM: locked but required by nothing: {', '.join(image_summary['unreached'])}")
+    if wheel_summary["not_as_pinned"]:
+        log("SBOM: installed here at another version than requirements/constraints.txt pins: "
+            + ", ".join(wheel_summary["not_as_pinned"]))
+    log(f"SBOM {sbom.summary_line(SBOM_IMAGE)} "
+        f"({image_summary['python']} Python, {image_summary['debian']} Debian)")
+    log(f"SBOM {sbom.summary_line(SBOM_WHEEL)}")
+    return sha256_file(SBOM_IMAGE)
+
+
 # -- the build --------------------------------------------------------------------------
 
 
@@ -409,25 +515,33 @@ def build(*, force: bool, no_cache: bool, tag: str | None, latest: bool,
           venv_only: bool = False) -> str:
     own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
     try:
-        return _build(own_dir, force=force, no_cache=no_cache, tag=tag, latest=latest,
-                      venv_only=venv_only)
+        return _build(build_own_wheel(own_dir), force=force, no_cache=no_cache, tag=tag,
+                      latest=latest, venv_only=venv_only, revision=git_revision())
     finally:
         shutil.rmtree(own_dir, ignore_errors=True)
 
 
-def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, latest: bool,
-           venv_only: bool) -> str:
+def _build(own: Path, *, force: bool, no_cache: bool, tag: str | None, latest: bool,
+           venv_only: bool, revision: str) -> str:
+    """Build from the qustody wheel ``own`` (built by the caller: ``repro`` builds twice
+    from one wheel, so that a source edit in between cannot pass for irreproducibility)."""
     if not LOCK.exists():
         raise SystemExit(f"{LOCK} is missing: run `make image-lock`")
     lock_sha = sha256_file(LOCK)
-    own = build_own_wheel(own_dir)
     own_sha = sha256_file(own)
     base_ref, base_name = ensure_base()
     base_digest = base_ref.split("@", 1)[-1]
+    fetch_wheelhouse()  # the SBOM reads the locked wheels' METADATA
+    debian = debian_listing(base_ref, base_digest)
+    sbom_sha = write_sboms(own, own_sha, lock_sha=lock_sha, base_name=base_name,
+                           base_digest=base_digest, debian=debian)
     inputs_doc = {
         "lock": lock_sha,
         "qustody-wheel": own_sha,
         "base": base_digest,
+        # a change to what the SBOM says (its generator included) rebuilds, so that the
+        # image's sbom-sha256 label always names the SBOM written next to it
+        "sbom": sbom_sha,
         **{f: sha256_file(HERE / f) for f in CONTEXT_FILES},
     }
     inputs = hashlib.sha256(json.dumps(inputs_doc, sort_keys=True).encode()).hexdigest()
@@ -447,7 +561,6 @@ def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, lates
         log(f"up to date: {existing} (lock sha256 {lock_sha[:12]}, inputs {inputs[:12]})")
         print(existing)
         return existing
-    fetch_wheelhouse()
     context = Path(tempfile.mkdtemp(prefix="context-", dir=BUILD))
     (context / "wheelhouse").mkdir(parents=True)
     for f in CONTEXT_FILES:
@@ -468,11 +581,12 @@ def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, lates
         f"{OCI}.source": "https://github.com/qustody/qustody",
         f"{OCI}.licenses": "BSD-3-Clause",
         f"{OCI}.version": own.name.split("-")[1],
-        f"{OCI}.revision": git_revision(),
+        f"{OCI}.revision": revision,
         f"{OCI}.base.name": base_name,
         f"{OCI}.base.digest": base_digest,
         f"{LABEL}.lock-sha256": lock_sha,
         f"{LABEL}.qustody-wheel-sha256": own_sha,
+        f"{LABEL}.sbom-sha256": sbom_sha,
         f"{LABEL}.{'venv-' if venv_only else ''}inputs-sha256": inputs,
     }
     cmd = ["build", "--network", "none", "--force-rm", "--build-arg", f"BASE_IMAGE={base_ref}"]
@@ -492,6 +606,12 @@ def _build(own_dir: Path, *, force: bool, no_cache: bool, tag: str | None, lates
     image = image_inspect(tags[0])
     assert image is not None
     image_id = str(image["Id"])
+    if not venv_only and image_debian(image_id) != debian:
+        raise SystemExit(
+            f"{image_id}: its Debian packages are not the base's, which the SBOM lists; "
+            "the Dockerfile must not install or remove packages (or the SBOM must read them "
+            "from the image)"
+        )
     if latest:
         prune_old(image_id)
     log(f"built {image_id}")
@@ -567,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("lock", help="re-resolve images/requirements.lock")
     sub.add_parser("base", help="make sure the base image exists; print its digest")
     sub.add_parser("info", help="the current image as JSON")
+    sub.add_parser("sbom", help="write the SBOMs (build/image/sbom-*.cdx.json) without "
+                   "building; print the image SBOM's sha256")
     m = sub.add_parser("manifest", help="print the installed file set of an image")
     m.add_argument("image")
     args = p.parse_args(argv)
@@ -595,7 +717,28 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"no {IMAGE_REPO}:latest image: run `make image`")
         config = image["Config"]
         assert isinstance(config, dict)
-        print(json.dumps({"id": image["Id"], "labels": config.get("Labels")}, indent=1))
+        labels = config.get("Labels") or {}
+        sbom_sha = labels.get(f"{LABEL}.sbom-sha256")
+        info = {
+            "id": image["Id"],
+            "sbom_sha256": sbom_sha,
+            "sbom_file": str(SBOM_IMAGE),
+            "sbom_file_matches": SBOM_IMAGE.exists() and sha256_file(SBOM_IMAGE) == sbom_sha,
+            "labels": labels,
+        }
+        print(json.dumps(info, indent=1))
+    elif args.command == "sbom":
+        own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
+        try:
+            own = build_own_wheel(own_dir)
+            base_ref, base_name = ensure_base()
+            base_digest = base_ref.split("@", 1)[-1]
+            fetch_wheelhouse()
+            print(write_sboms(own, sha256_file(own), lock_sha=sha256_file(LOCK),
+                              base_name=base_name, base_digest=base_digest,
+                              debian=debian_listing(base_ref, base_digest)))
+        finally:
+            shutil.rmtree(own_dir, ignore_errors=True)
     elif args.command == "manifest":
         sys.stdout.write(manifest(args.image))
     return 0
