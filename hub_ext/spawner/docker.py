@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import subprocess
 import time
@@ -28,6 +29,18 @@ from ..secrets.spawn import TICKET_ENV
 from .launch import PolicyLaunch, options_from_form, profile_form
 from .policy import SpawnPolicy
 from .profiles import TOKEN_KEYS, SpawnRefused, now
+
+#: Label images/build.py sets to the sha256 of the image's SBOM (build/image/sbom-image.cdx.json)
+SBOM_LABEL = "io.qustody.image.sbom-sha256"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sbom_sha256(inspected: Mapping[str, Any]) -> str:
+    """The image's SBOM digest from ``docker image inspect`` output, or "" when the image
+    has no well-formed one (built before SBOMs, or elsewhere)."""
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    value = labels.get(SBOM_LABEL)
+    return value if isinstance(value, str) and _SHA256.fullmatch(value) else ""
 
 
 @audited
@@ -125,8 +138,13 @@ class HardenedDockerSpawner(PolicyLaunch, DockerSpawner):  # type: ignore[misc]
                 500, f"Image {pinned.describe()} on the engine does not have the allowed digest."
             )
         self._image_id = str(inspected["Id"])
+        self.image_sbom_sha256 = sbom_sha256(inspected)
 
     _image_id = ""
+    #: SHA-256 of the CycloneDX SBOM the running image was built with (its
+    #: ``io.qustody.image.sbom-sha256`` label), for the ``server-started`` record's
+    #: ``sbom_sha256``; empty for an image without the label (it still spawns).
+    image_sbom_sha256 = ""
 
     async def start(self) -> tuple[str, int]:
         started = (
