@@ -59,6 +59,7 @@ bench: $(STAMP) system-deps labext ui-deps ## run the benchmarks (prints figures
 	$(BIN)/python benchmarks/bench_qpu.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/bench_labext.py
 	$(BIN)/python benchmarks/bench_courses.py
+	-$(BIN)/python images/build.py vulns
 	$(MAKE) --no-print-directory bench-spawn bench-login
 
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
@@ -108,8 +109,10 @@ dockerd: system-deps ## start Qustody's Docker engine (no-op when one answers on
 dockerd-stop: ## stop the Docker engine, if tools/dockerd.sh started it
 	@bash tools/dockerd.sh stop
 
-image: $(STAMP) labext dockerd ## build the single-user image offline (skipped when one with the same inputs exists)
+image: $(STAMP) labext dockerd ## build the single-user image offline (skipped when one with the same inputs exists), its SBOMs and vulnerability report (build/image)
 	$(BIN)/python images/build.py build
+	@# a report, never a gate: it exits 0, and says "could not check" when it cannot
+	-$(BIN)/python images/build.py vulns
 
 image-lock: $(STAMP) ## re-resolve images/requirements.lock (hash-locked wheels for Python 3.11.2)
 	$(BIN)/python images/build.py lock

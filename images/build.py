@@ -5,6 +5,7 @@
     python images/build.py base       # make sure the Debian 12 base image exists, print its digest
     python images/build.py info       # print the current image's id, labels and SBOM digest
     python images/build.py sbom       # write the CycloneDX SBOMs only (build/image/sbom-*.cdx.json)
+    python images/build.py vulns      # known vulnerabilities of the lock (pip-audit), a report
     python images/build.py manifest IMAGE   # print the installed file set of IMAGE
 
 How it works: wheels are downloaded on the host (where the CA bundle and the registries
@@ -36,7 +37,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "images"
@@ -490,6 +493,105 @@ def write_sboms(own: Path, own_sha: str, *, lock_sha: str, base_name: str, base_
     return sha256_file(SBOM_IMAGE)
 
 
+# -- the vulnerability report -----------------------------------------------------------
+
+VULN_REPORT = BUILD / "vulnerabilities.txt"
+
+
+def summarize_audit(data: dict[str, Any], service: str) -> tuple[str, list[str]]:
+    """(one-line summary, report lines) of pip-audit's JSON report."""
+    deps = data.get("dependencies", [])
+    skipped = [d for d in deps if d.get("skip_reason")]
+    audited = [d for d in deps if not d.get("skip_reason")]
+    vulnerable = [d for d in audited if d.get("vulns")]
+    count = sum(len(d["vulns"]) for d in vulnerable)
+    details = []
+    for d in vulnerable:
+        for v in d["vulns"]:
+            fixes = ", ".join(v.get("fix_versions") or []) or "no fixed version"
+            aliases = ", ".join(v.get("aliases") or [])
+            details.append(f"VULNERABLE {d['name']}=={d.get('version', '?')} {v['id']}"
+                           + (f" ({aliases})" if aliases else "") + f"; fixed in: {fixes}")
+            description = " ".join(str(v.get("description") or "").split())
+            if description:
+                details.append(f"    {description[:400]}")
+    for d in skipped:
+        details.append(f"NOT CHECKED {d['name']}: {d['skip_reason']}")
+    if not audited:
+        if skipped and all("not found on PyPI" in d["skip_reason"] for d in skipped):
+            why = (f"PyPI answered 'not found' for all {len(deps)} locked packages (pip-audit "
+                   "reads https://pypi.org/pypi/<name>/<version>/json, which this index "
+                   "does not serve)")
+        else:
+            first = skipped[0]["skip_reason"] if skipped else "the report lists no packages"
+            why = (f"the {service} advisory service answered for none of the {len(deps)} "
+                   f"locked packages (e.g. {first})")
+        return f"could not check: {why}", details
+    summary = (f"{len(audited)} of {len(deps)} locked packages checked: "
+               + (f"{count} known vulnerabilities in {len(vulnerable)} packages"
+                  if count else "no known vulnerabilities"))
+    if skipped:
+        summary += f" ({len(skipped)} could not be checked, listed in the report)"
+    return summary, details
+
+
+def vulnerability_report(*, service: str = "pypi", osv_url: str | None = None,
+                         timeout: float = 180) -> str:
+    """Check the hash lock for known vulnerabilities with pip-audit (``--disable-pip``: the
+    lock is read as it is, pinned and hashed, nothing is resolved or installed), write
+    build/image/vulnerabilities.txt, and return its one-line summary.
+
+    A report, not a gate: a new advisory must not fail a build or a test, so this never
+    raises for what it finds or for an advisory service it cannot reach; it says
+    "could not check: <reason>" instead."""
+    lock_sha = sha256_file(LOCK)
+    locked = locked_wheels()
+    header = [
+        "# Known vulnerabilities of the single-user image's Python packages",
+        f"# lock: {LOCK.relative_to(ROOT)} (sha256 {lock_sha}, {len(locked)} packages)",
+        f"# service: {service} (pip-audit --vulnerability-service {service}"
+        + (f" --osv-url {osv_url})" if osv_url else ")"),
+        f"# checked: {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}",
+    ]
+    details: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "audit.json"
+        cmd = [
+            sys.executable, "-m", "pip_audit", "--disable-pip", "--require-hashes",
+            "-r", str(LOCK), "--vulnerability-service", service, "--format", "json",
+            "--output", str(out), "--progress-spinner", "off", "--desc", "on",
+            "--cache-dir", str(BUILD / "pip-audit-cache"), "--timeout", "20",
+            *(["--osv-url", osv_url] if osv_url else []),
+        ]
+        try:
+            done = subprocess.run(  # noqa: S603 - fixed argv
+                cmd, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            summary = f"could not check: pip-audit did not finish in {timeout:.0f} s"
+        except OSError as e:
+            summary = f"could not check: pip-audit could not run ({e})"
+        else:
+            stderr = done.stderr or ""
+            if "No module named pip_audit" in stderr:
+                summary = ("could not check: pip-audit is not installed (it is in the test "
+                           "extra: make install)")
+            else:
+                header.insert(3, "# tool: " + subprocess.run(
+                    [sys.executable, "-m", "pip_audit", "--version"],
+                    capture_output=True, text=True, check=False,
+                ).stdout.strip())
+                try:
+                    summary, details = summarize_audit(json.loads(out.read_text()), service)
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                    errors = [line.strip() for line in stderr.splitlines() if line.strip()]
+                    summary = (f"could not check: pip-audit failed (exit {done.returncode}): "
+                               + (errors[-1][:300] if errors else f"no report ({e})"))
+    VULN_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    VULN_REPORT.write_text("\n".join([*header, f"summary: {summary}", *details]) + "\n")
+    return summary
+
+
 # -- the build --------------------------------------------------------------------------
 
 
@@ -689,6 +791,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="the current image as JSON")
     sub.add_parser("sbom", help="write the SBOMs (build/image/sbom-*.cdx.json) without "
                    "building; print the image SBOM's sha256")
+    v = sub.add_parser("vulns", help="check the lock for known vulnerabilities (pip-audit); "
+                       "write build/image/vulnerabilities.txt, print a summary; exits 0")
+    v.add_argument("--service", choices=("pypi", "osv"), default="pypi",
+                   help="pip-audit's advisory service (default: PyPI's JSON API)")
+    v.add_argument("--osv-url", help="an OSV API of your own (with --service osv)")
     m = sub.add_parser("manifest", help="print the installed file set of an image")
     m.add_argument("image")
     args = p.parse_args(argv)
@@ -739,6 +846,9 @@ def _run(args: argparse.Namespace) -> int:
                               debian=debian_listing(base_ref, base_digest)))
         finally:
             shutil.rmtree(own_dir, ignore_errors=True)
+    elif args.command == "vulns":
+        summary = vulnerability_report(service=args.service, osv_url=args.osv_url)
+        print(f"[image] vulnerabilities: {summary} (report: {VULN_REPORT})", flush=True)
     elif args.command == "manifest":
         sys.stdout.write(manifest(args.image))
     return 0
