@@ -7,6 +7,7 @@ from jupyter_server.extension.application import ExtensionApp
 from .contents import GuardedContents, guard_manager
 from .guard import SaveGuard
 from .handlers import HANDLERS, harden_contents_handler
+from .notices import NOTICE_HANDLERS
 from .qpu_handlers import QPU_HANDLERS
 from .secret_handlers import SECRET_HANDLERS
 from .secret_store import start_secrets
@@ -80,3 +81,4 @@ class QustodyApp(ExtensionApp):
         self.handlers.extend(HANDLERS)
         self.handlers.extend(SECRET_HANDLERS)
         self.handlers.extend(QPU_HANDLERS)
+        self.handlers.extend(NOTICE_HANDLERS)

@@ -14,64 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from typing import Any
-from urllib.parse import urlencode
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-TIMEOUT = 15.0
+from .hub_services import ServiceUnavailable, ask_service
+
 MAX_JOBS = 50
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 MAX_PLACED = 5  # waiting jobs whose queue position is asked for on each poll
 
 
-class GatewayUnavailable(Exception):
-    """The gateway could not be asked; ``status`` and ``body`` are what the page gets."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.body = status, {"error": code, "message": message}
+#: The gateway could not be asked (``status`` and ``body`` are what the page gets).
+GatewayUnavailable = ServiceUnavailable
+_NO_GATEWAY = ("NO_GATEWAY", "This server has no QPU gateway (it is not running under a hub "
+               "with Qustody's gateway).")
 
 
 async def _gateway(
     method: str, path: str, params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    url = os.environ.get("QUSTODY_QPU_URL", "")
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
-    if not url or not token:
-        raise GatewayUnavailable(
-            503, "NO_GATEWAY", "This server has no QPU gateway (it is not running under a "
-            "hub with Qustody's gateway).")
-    target = url.rstrip("/") + "/" + path + (f"?{urlencode(params)}" if params else "")
-    try:
-        request = HTTPRequest(
-            target, method=method, headers={"Authorization": f"token {token}"},
-            request_timeout=TIMEOUT, connect_timeout=TIMEOUT, follow_redirects=False,
-            allow_nonstandard_methods=True,
-        )
-        response = await AsyncHTTPClient().fetch(request, raise_error=False)
-    except (OSError, ValueError, HTTPClientError) as e:
-        raise GatewayUnavailable(502, "UNREACHABLE",
-                                 f"The QPU gateway did not answer ({type(e).__name__}).") from None
-    try:
-        body = json.loads(response.body) if response.body else None
-    except ValueError:
-        body = None
-    if response.code >= 400 or response.code == 599:
-        if not isinstance(body, dict) or not isinstance(body.get("message"), str):
-            body = {"error": "HTTP_ERROR", "message": f"The QPU gateway answered {response.code}."}
-        raise GatewayUnavailable(response.code if response.code != 599 else 502,
-                                 str(body.get("error", "HTTP_ERROR"))[:64], body["message"][:1000])
-    if not isinstance(body, dict):  # a redirect or page from something else at that URL
-        raise GatewayUnavailable(502, "BAD_ANSWER",
-                                 f"The QPU gateway's URL answered {response.code} without a "
-                                 "gateway answer (is QUSTODY_QPU_URL right?).")
-    return body
+    return await ask_service("QUSTODY_QPU_URL", "The QPU gateway", method, path, params,
+                             missing=_NO_GATEWAY)
 
 
 class _QpuHandler(APIHandler):

@@ -154,6 +154,44 @@ def _granted(
     return subject
 
 
+#: What the user an alert is about is told in JupyterLab (``AlertRules.user_rules``):
+#: what happened, in their words, and what to do. ``{count}`` and ``{minutes}`` are filled.
+USER_NOTICES = {
+    "login-failures-user": "Sign-ins to your account were refused {count} times within "
+    "{minutes} minutes. If that was not you, tell your hub admin: someone may be guessing "
+    "your password or second factor.",
+    "save-refusals": "{count} of your saves were refused within {minutes} minutes because "
+    "they held keys or tokens. Keep credentials in the Secrets panel and read them with "
+    "get_secret().",
+    "save-refused-shared": "A save in one of your course folders was refused because it "
+    "held a key. Course staff collect these folders: keep credentials out of them and use "
+    "the Secrets panel.",
+    "ticket-refusals": "Your server's claims for its secrets were refused {count} times. "
+    "Restart your server; if it happens again, tell your hub admin.",
+    "secret-withheld": "Secrets were withheld from your server because your roles changed. "
+    "Restart it to get the secrets your roles still allow.",
+    "qpu-quota-rejections": "{count} of your QPU jobs were rejected for quota within "
+    "{minutes} minutes. The QPU panel shows what is left and when it renews.",
+    "quota-burnt-early": "A QPU quota of yours ran out early in its period. The QPU panel "
+    "shows when it renews; ask your project lead if you need more.",
+    "server-over-age": "Your server has run past its maximum age and should have been "
+    "stopped. Save your work and restart it from the hub's home page.",
+}
+
+
+def alert_owner(rule: str, subject: str) -> str | None:
+    """The user an alert is about, from its subject (``user:<name>``,
+    ``user:<name>:<project>:<period>`` or ``server:<name>/<server>``), or None."""
+    if rule == OVER_AGE and subject.startswith("server:"):
+        return subject[len("server:"):].rpartition("/")[0] or None
+    if not subject.startswith("user:"):
+        return None
+    name = subject[len("user:"):]
+    if rule == "quota-burnt-early":  # project and period hold no ':'
+        name = name.rsplit(":", 2)[0] if name.count(":") >= 2 else ""
+    return name or None
+
+
 def _stamp(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
@@ -204,6 +242,9 @@ class AlertRules(LoggingConfigurable):
         raises an alert: its culling failed.""")
     server_age_slack = Int(600, config=True, help="Seconds past server_max_age before the "
                            "alert (the culler's own period).")
+    user_rules = List(Unicode(), list(USER_NOTICES), config=True, help="""Rules whose alerts
+        the user they are about sees in JupyterLab, with what to do (the others, e.g. a
+        user's own QPU burst, are for the security team only).""")
     webhook_url = Unicode("", config=True, help="""http(s) URL that receives each alert as a
         JSON POST (the alert-raised record's data, plus its seq and ts). Empty: none. A
         failed delivery is logged and not retried; the alert stays in the audit log.""")
@@ -274,6 +315,15 @@ class AlertRules(LoggingConfigurable):
             if not _ADDRESS.fullmatch(a):
                 raise ValueError(f"AlertRules.email_to: {a[:80]!r} is not an e-mail address")
         return addresses
+
+    @validate("user_rules")
+    def _known_notices(self, proposal: Any) -> list[str]:
+        rules = list(proposal["value"])
+        unknown = sorted(set(rules) - set(USER_NOTICES))
+        if unknown:
+            raise ValueError(f"AlertRules.user_rules: no user notice for {', '.join(unknown)}; "
+                             f"choose from {', '.join(USER_NOTICES)}")
+        return rules
 
     @validate("smtp_port")
     def _valid_port(self, proposal: Any) -> int:
@@ -528,4 +578,5 @@ def replay_since(longest_window: int, now: float | None = None) -> float:
     return (time.time() if now is None else now) - longest_window
 
 
-__all__ = ["ALERT", "Alert", "AlertEngine", "AlertRules", "Rule", "webhook_body"]
+__all__ = ["ALERT", "USER_NOTICES", "Alert", "AlertEngine", "AlertRules", "Rule", "alert_owner",
+           "webhook_body"]

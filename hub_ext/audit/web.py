@@ -51,7 +51,7 @@ from ..supervisor import Supervisor, hold_port
 from ..wiring import Fragment
 from . import clock, schema
 from .alert_watch import COURSES_ENV, AlertWatcher, CourseFolders
-from .alerts import ALERT, MAX_EVIDENCE, AlertRules
+from .alerts import ALERT, MAX_EVIDENCE, USER_NOTICES, AlertRules, alert_owner
 from .cli import Where, _hits
 from .export import export_hits
 from .hub import service_environment, service_settings
@@ -60,6 +60,8 @@ from .query import REF, Filter, Hit, Stats
 from .timeline import sessions
 
 READ_SCOPE = "custom:audit:read"
+#: where a user's server reaches this service (behind the hub's proxy)
+AUDIT_URL_ENV = "QUSTODY_AUDIT_URL"
 MAX_EVENTS = 5000
 MAX_ALERTS = 50  # shown on the page (the last week's newest)
 ALERT_POLL_SECONDS = 2
@@ -369,6 +371,52 @@ class AlertsAPIHandler(AuditHandler):
         self.finish(json.dumps({"alerts": alerts}))
 
 
+class OwnAlertsAPIHandler(ServicePage):
+    """``GET api/my-alerts``: the last week's alerts about the caller, for their JupyterLab.
+
+    Any hub user may ask (their server asks with its own token); each sees only the alerts
+    about themselves, of the rules ``AlertRules.user_rules`` names, with what to do: no
+    evidence, no other user's record, nothing of the log itself."""
+
+    api = True
+
+    def allowed(self, model: dict[str, Any]) -> bool:
+        return bool(model.get("kind", "user") == "user")
+
+    def denied_message(self, name: str) -> str:
+        return f"{name} is not a user; only a user's own alerts are shown here."
+
+    def login_message(self) -> str:
+        return "Send your hub token: Authorization: token <token>"
+
+    def own(self, name: str) -> list[dict[str, Any]]:
+        since = clock.stamp(datetime.fromtimestamp(time.time() - 7 * 86400, UTC))
+        rules = self.settings["user_rules"]
+        out: list[dict[str, Any]] = []
+        for hit in _hits(self.settings["where"], Filter(types=frozenset({ALERT}), since=since),
+                         None, Stats()):
+            data = hit.record.get("data") or {}
+            rule, subject = str(data.get("rule")), str(data.get("subject"))
+            if rule not in rules or alert_owner(rule, subject) != name:
+                continue
+            count, window = int(data.get("count", 0)), int(data.get("window_seconds", 0))
+            out.append({
+                "seq": hit.record.get("seq"), "ts": hit.record.get("ts"), "rule": rule,
+                "title": data.get("title"), "count": count,
+                "first_ts": data.get("first_ts"), "last_ts": data.get("last_ts"),
+                "message": USER_NOTICES[rule].format(count=count,
+                                                     minutes=max(1, round(window / 60))),
+            })
+        return out[-MAX_ALERTS:][::-1]
+
+    async def get(self) -> None:
+        name = str(self.current_user["name"])
+        notices = await asyncio.to_thread(self.own, name)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"user": name, "alerts": notices}))
+
+
 class VerifyAPIHandler(AuditHandler):
     api = True
 
@@ -426,7 +474,8 @@ def where_from_env() -> tuple[Where, dict[str, str]]:
 
 
 def make_app(where: Where, record: Any, prefix: str, name: str,
-             cookie_secret: bytes | None = None) -> web.Application:
+             cookie_secret: bytes | None = None,
+             user_rules: frozenset[str] = frozenset(USER_NOTICES)) -> web.Application:
     # where the page remembers the last record it verified: next to the key by default
     anchor_env = os.environ.get("QUSTODY_AUDIT_ANCHOR_FILE", "")
     anchor = Path(anchor_env) if anchor_env else (
@@ -436,6 +485,7 @@ def make_app(where: Where, record: Any, prefix: str, name: str,
         (prefix, PageHandler),
         (url_path_join(prefix, "api/events"), EventsAPIHandler),
         (url_path_join(prefix, "api/alerts"), AlertsAPIHandler),
+        (url_path_join(prefix, "api/my-alerts"), OwnAlertsAPIHandler),
         (url_path_join(prefix, "api/verify"), VerifyAPIHandler),
         (url_path_join(prefix, "verify"), VerifyFormHandler),
         (url_path_join(prefix, "export"), ExportHandler),
@@ -449,6 +499,7 @@ def make_app(where: Where, record: Any, prefix: str, name: str,
         verifier=verifier,
         prefix=prefix,
         access_scope=service_access_scope(name),
+        user_rules=user_rules,
     )
 
 
@@ -498,7 +549,7 @@ def serve(where: Where, settings: dict[str, str], name: str, prefix: str, rules:
     def record(report: Any, actor: str) -> None:
         audit.record_verification(report, actor)
 
-    app = make_app(where, record, prefix, name, cookie_secret)
+    app = make_app(where, record, prefix, name, cookie_secret, frozenset(rules.user_rules))
     server = HTTPServer(app, xheaders=True)
     server.add_sockets(sockets)
     courses = os.environ.get(COURSES_ENV)
@@ -589,8 +640,15 @@ def audit_page(
         ],
     }
     scopes = {READ_SCOPE: {"description": "Read the Qustody audit log (the auditor page)"}}
+    # Every user's server asks the service for the alerts about its user (api/my-alerts),
+    # so its token needs the service's access scope, which a server token gets only when
+    # its user holds it: all users do (the pages still need the auditor's READ_SCOPE).
+    access = service_access_scope(name)
+    public = str(config.JupyterHub.get("bind_url") or "http://127.0.0.1:8000").rstrip("/")
     return Fragment("the auditor page (hub_ext.audit.web)", services=[service], roles=[role],
-                    custom_scopes=scopes)
+                    custom_scopes=scopes, server_token_scopes=[access],
+                    environment={AUDIT_URL_ENV: f"{public}/services/{name}/"},
+                    settings={"JupyterHub.extra_user_scopes": {access}})
 
 
 if __name__ == "__main__":

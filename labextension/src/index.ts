@@ -1,9 +1,16 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { clockPlugin } from './clock';
+import { noticesPlugin } from './notices';
 import { qpuPlugin } from './qpuPanel';
 import { saveGuardPlugin } from './saveGuard';
 import { secretsPlugin } from './secretsPanel';
 
-const plugins: JupyterFrontEndPlugin<void>[] = [saveGuardPlugin, clockPlugin, secretsPlugin, qpuPlugin];
+const plugins: JupyterFrontEndPlugin<void>[] = [
+  saveGuardPlugin,
+  clockPlugin,
+  secretsPlugin,
+  qpuPlugin,
+  noticesPlugin
+];
 export default plugins;

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 from aiosmtpd.controller import Controller
-from audit_hub import LOCAL_EXTRA, local_env, records, server_token, spawn
+from audit_hub import LOCAL_EXTRA, PASSWORD, local_env, records, server_token, spawn
 from hubtest import Hub, failed, launch_hub
 
 EVENT = {"type": "save-refused", "data": {"path": "work/keys.ipynb",
@@ -157,3 +157,66 @@ def test_a_server_past_its_maximum_age_raises_one_alert_by_mail(hub: Hub, smtp):
         "[Qustody alert] A server running past its maximum age (its culling failed): "
         "server:alice/"]
 
+
+
+def _save_alert(hub: Hub) -> dict[str, Any]:
+    """alice's save-refusals alert (raised here if the test above did not run first)."""
+
+    def found() -> list[dict[str, Any]]:
+        return [a for a in records(hub, "alert-raised")
+                if a["data"]["rule"] == "save-refusals"]
+
+    if not found():
+        token = server_token(hub, "alice")
+        for _ in range(3):
+            requests.post(f"{hub.api_url}/qustody/audit/events", data=json.dumps(EVENT),
+                          headers={"Authorization": f"token {token}",
+                                   "Content-Type": "application/json"}, timeout=30)
+    hub.wait_for(found, timeout=60, what="alice's save-refusals alert")
+    return found()[0]
+
+
+def test_the_user_an_alert_is_about_sees_it_in_jupyterlab_and_no_one_else_does(hub: Hub):
+    alert = _save_alert(hub)
+    alice = {"Authorization": f"token {hub.user_token('alice')}"}
+    # through her server (what the JupyterLab extension asks), with its own token
+    r = requests.get(f"{hub.url}user/alice/qustody/api/notices", headers=alice, timeout=30)
+    assert r.status_code == 200, r.text
+    notices = {n["rule"]: n for n in r.json()["notices"]}
+    saves = notices["save-refusals"]
+    assert saves["seq"] == alert["seq"] and saves["count"] == 3
+    assert "3 of your saves were refused within 10 minutes" in saves["message"]
+    assert "Secrets panel" in saves["message"]
+    assert "evidence" not in saves  # the records themselves are for the auditors
+    # the service answers each user about themselves only
+    mine = requests.get(f"{hub.url}services/audit/api/my-alerts", headers=alice, timeout=30)
+    assert [n["seq"] for n in mine.json()["alerts"]] == [n["seq"] for n in r.json()["notices"]]
+    bob = {"Authorization": f"token {hub.user_token('bob')}"}
+    theirs = requests.get(f"{hub.url}services/audit/api/my-alerts", headers=bob, timeout=30)
+    assert theirs.status_code == 200 and theirs.json() == {"user": "bob", "alerts": []}
+    nobody = requests.get(f"{hub.url}services/audit/api/my-alerts", timeout=30)
+    assert nobody.status_code == 403 and "Authorization: token" in nobody.json()["message"]
+    # every user may ask for their own alerts; the log itself stays the auditors'
+    for path in ("", "api/alerts", "api/events"):
+        assert requests.get(f"{hub.url}services/audit/{path}", headers=alice,
+                            timeout=30).status_code == 403
+
+
+def test_jupyterlab_shows_each_notice_once(hub: Hub, tmp_path):
+    """In Chromium: alice signs in through the hub, her JupyterLab shows the notice about
+    her refused saves (in the service's words), and a reload does not show it again."""
+    import chromium
+
+    _save_alert(hub)
+    out = chromium.drive("notices.mjs", {
+        "hub": hub.url, "user": "alice", "password": PASSWORD,
+        "userDataDir": str(tmp_path / "chromium-profile"),
+        "screenshot": str(tmp_path / "notices.png"), "expect": "of your saves were refused",
+    })
+    assert out["status"] == 200 and out["againStatus"] == 200
+    saves = [t for t in out["first"] if "of your saves were refused" in t]
+    assert saves == ["Security notice: 3 of your saves were refused within 10 minutes because "
+                     "they held keys or tokens."]
+    assert "Keep credentials in the Secrets panel" in out["dialog"]
+    assert out["dialog"].endswith("read them with get_secret().")
+    assert out["afterReload"] == []
