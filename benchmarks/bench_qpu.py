@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_qpu.py [--clients 32,8] [--requests 4000]
         [--db sqlite,sqlite-normal,postgresql] [--runs 30] [--no-audit] [--no-e2e]
-        [--large 200]
+        [--large 200] [--idempotency-keys]
 
 Admission: starts the gateway (``python -m hub_ext.qpu``) on 127.0.0.1 against a stand-in
 hub (tests/qpu/fakehub.py), pauses its backend so jobs are admitted (validated, tag- and
@@ -10,6 +10,8 @@ quota-checked, rate-limited, persisted) but not executed, then ``--clients`` con
 keep-alive connections (spread over two load processes) submit a small QPY circuit each.
 Prints jobs/s and client-side p50/p99 latency, on SQLite (synchronous=FULL, the default)
 and on a throwaway PostgreSQL cluster (tests/pgserver.py; needs Debian's postgresql).
+``--idempotency-keys``: each submission carries a new ``Idempotency-Key``, as the kernel's
+client sends them (the gateway then claims a key per job in the admission transaction).
 
 Large payloads (``--large N``): N health checks while the gateway is idle, then N while
 one client sends ~6 MB QPY submissions back to back: how long the event loop stalls
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import harness
@@ -141,9 +144,14 @@ class Gateway:
 # -- load generator -------------------------------------------------------------------------
 
 
+KEY_SLOT = b"K" * 32  # in a request template: a new Idempotency-Key for each request
+
+
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     request: bytes) -> bool:
     """Send one request on a keep-alive connection and read its answer; True if 201."""
+    if KEY_SLOT in request:
+        request = request.replace(KEY_SLOT, uuid.uuid4().hex.encode())
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
@@ -214,15 +222,19 @@ def _load_process(port: int, request: bytes, clients: int, per_client: int, q: m
     q.put((lat, errors, time.process_time()))
 
 
+KEYED = False  # --idempotency-keys
+
+
 def job_request(token: str) -> bytes:
     body = json.dumps({
         "backend": "aer_simulator", "circuits": [{"qpy": small_circuit_b64()}], "shots": 100,
         "tags": {"project": "bench", "purpose": "benchmark"},
     }).encode()
+    key = b"Idempotency-Key: " + KEY_SLOT + b"\r\n" if KEYED else b""
     return (
         f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    ).encode() + key + b"\r\n" + body
 
 
 def cpu_seconds(pid: int) -> float:
@@ -408,7 +420,11 @@ def main() -> None:
                         help="gateway processes (QpuGateway.workers); one set of runs per value")
     parser.add_argument("--rates", default="1000",
                         help="open-loop runs: offered jobs/s (comma-separated; '' for none)")
+    parser.add_argument("--idempotency-keys", action="store_true",
+                        help="each submission with a new Idempotency-Key (as server_ext.qpu)")
     args = parser.parse_args()
+    global KEYED
+    KEYED = args.idempotency_keys
     hub = FakeHub()
     hub_url = hub.start()
     token = hub.add("alice", ["custom:qpu:submit"])

@@ -323,6 +323,22 @@ def new_store(db_url: str, **kwargs: Any) -> Store:
     return store
 
 
+def test_a_database_made_before_keys_gets_their_table_at_start(db_url, store_policy):
+    from hub_ext.qpu import models
+
+    old = new_store(db_url)
+    old.admit_many([ticket(None)], store_policy)
+    models.idempotency.drop(old.engine)  # as a database of the previous release
+    old.dispose()
+    store = new_store(db_url)  # the same schema version: create() adds the table
+    try:
+        out = store.admit_many([ticket("k"), ticket("k")], store_policy)
+        assert isinstance(out[1], Admitted) and out[1].replayed
+        assert store.counts() == {"QUEUED": 2}
+    finally:
+        store.dispose()
+
+
 def test_one_key_twice_in_one_batch_is_one_job(db_url, store_policy):
     store = new_store(db_url)
     try:
