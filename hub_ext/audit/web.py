@@ -64,6 +64,7 @@ READ_SCOPE = "custom:audit:read"
 AUDIT_URL_ENV = "QUSTODY_AUDIT_URL"
 MAX_EVENTS = 5000
 MAX_ALERTS = 50  # shown on the page (the last week's newest)
+MAX_RECENT_ALERTS = 10_000  # kept for the users' notices
 ALERT_POLL_SECONDS = 2
 TEMPLATES = Path(__file__).with_name("web_templates")
 
@@ -232,6 +233,32 @@ class Verifier:
         return out
 
 
+class RecentAlerts:
+    """The last week's alerts, read from the log at most every ``ttl`` seconds.
+
+    Every user's JupyterLab asks for its notices each minute: one read of the log per
+    ``ttl`` serves them all, instead of one per request."""
+
+    def __init__(self, where: Where, ttl: float = 10.0) -> None:
+        self.where = where
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._read = float("-inf")
+        self._records: list[dict[str, Any]] = []
+
+    def records(self, fresh: bool = False) -> list[dict[str, Any]]:
+        """Oldest first (at most MAX_RECENT_ALERTS); ``fresh``: read the log now."""
+        with self._lock:
+            if fresh or time.monotonic() - self._read >= self.ttl:
+                since = clock.stamp(datetime.fromtimestamp(time.time() - 7 * 86400, UTC))
+                kept: deque[dict[str, Any]] = deque(maxlen=MAX_RECENT_ALERTS)
+                for hit in _hits(self.where, Filter(types=frozenset({ALERT}), since=since),
+                                 None, Stats()):
+                    kept.append(hit.record)
+                self._records, self._read = list(kept), time.monotonic()
+            return self._records
+
+
 class AuditHandler(ServicePage):
     """Base: hub login, and the auditor check on every request."""
 
@@ -294,18 +321,14 @@ class AuditHandler(ServicePage):
 
     def alerts(self) -> list[dict[str, Any]]:
         """The newest alerts of the last week, newest first, with their evidence links."""
-        since = clock.stamp(datetime.fromtimestamp(time.time() - 7 * 86400, UTC))
-        kept: deque[Hit] = deque(maxlen=MAX_ALERTS)
-        for hit in _hits(self.settings["where"], Filter(types=frozenset({ALERT}), since=since),
-                         None, Stats()):
-            kept.append(hit)
         out = []
-        for hit in reversed(kept):
-            data = hit.record.get("data") or {}
+        recent = self.settings["recent_alerts"].records(fresh=True)  # auditors: no delay
+        for record in reversed(recent[-MAX_ALERTS:]):
+            data = record.get("data") or {}
             query = urllib.parse.urlencode(
                 [("since", str(data.get("first_ts", ""))[:19])]
                 + [("seq", str(n)) for n in data.get("evidence") or []])
-            out.append({**data, "ts": hit.record.get("ts"), "seq": hit.record.get("seq"),
+            out.append({**data, "ts": record.get("ts"), "seq": record.get("seq"),
                         "evidence_url": f"{self.settings['prefix']}?{query}"})
         return out
 
@@ -390,18 +413,16 @@ class OwnAlertsAPIHandler(ServicePage):
         return "Send your hub token: Authorization: token <token>"
 
     def own(self, name: str) -> list[dict[str, Any]]:
-        since = clock.stamp(datetime.fromtimestamp(time.time() - 7 * 86400, UTC))
         rules = self.settings["user_rules"]
         out: list[dict[str, Any]] = []
-        for hit in _hits(self.settings["where"], Filter(types=frozenset({ALERT}), since=since),
-                         None, Stats()):
-            data = hit.record.get("data") or {}
+        for record in self.settings["recent_alerts"].records():
+            data = record.get("data") or {}
             rule, subject = str(data.get("rule")), str(data.get("subject"))
             if rule not in rules or alert_owner(rule, subject) != name:
                 continue
             count, window = int(data.get("count", 0)), int(data.get("window_seconds", 0))
             out.append({
-                "seq": hit.record.get("seq"), "ts": hit.record.get("ts"), "rule": rule,
+                "seq": record.get("seq"), "ts": record.get("ts"), "rule": rule,
                 "title": data.get("title"), "count": count,
                 "first_ts": data.get("first_ts"), "last_ts": data.get("last_ts"),
                 "message": USER_NOTICES[rule].format(count=count,
@@ -500,6 +521,7 @@ def make_app(where: Where, record: Any, prefix: str, name: str,
         prefix=prefix,
         access_scope=service_access_scope(name),
         user_rules=user_rules,
+        recent_alerts=RecentAlerts(where),
     )
 
 
