@@ -43,7 +43,8 @@ try {
   // A reload asks again and shows nothing it already showed.
   const again = page.waitForResponse((r) => r.url().includes("/qustody/api/notices"), { timeout: 90000 });
   await page.reload();
-  out.againStatus = (await again).status();
+  const second = await again;
+  out.againStatus = second.status();
   await page.waitForTimeout(2000);
   out.afterReload = await page.getByText("Security notice").allTextContents();
 } finally {
