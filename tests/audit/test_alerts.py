@@ -66,16 +66,27 @@ def test_one_record_is_enough_for_the_integrity_and_privilege_rules(record, rule
 
 
 def test_a_normal_day_raises_nothing():
-    """A day of the demo's traffic: logins, spawns, a few refused saves and rejected jobs
-    spread over the day, a successful verification, an ordinary role change."""
-    e = engine()
+    """A day of the demo's traffic: logins, spawns and stops within the profiles' maximum
+    age, secret deliveries and QPU submissions at a researcher's pace, a few refused saves
+    (outside course folders) and rejected jobs spread over the day, a successful
+    verification, an ordinary role change and an admin grant inside the change window."""
+    rules = AlertRules(change_window="Mon-Fri 08:00-18:00", server_max_age={"student": 4 * 3600})
+    e = AlertEngine(rules.rules(lambda path: path.startswith("qc101/")), rules.server_max_age)
     seq = 0
     day: list[dict[str, Any]] = []
     for hour in range(8, 18):
         for u in ("sam", "rita", "ivan", "tina"):
             day.append(rec(seq, "login", hour * 60, user=u, ip="192.0.2.10"))
             seq += 1
-            day.append(rec(seq, "server-started", hour * 60 + 1, user=u, server=""))
+            day.append(rec(seq, "server-started", hour * 60 + 1, user=u, server="",
+                           profile="student"))
+            seq += 1
+            for minute in range(2, 60, 6):  # ten deliveries and submissions an hour each
+                day.append(rec(seq, "secret-delivered", hour * 60 + minute, user=u, server=""))
+                day.append(rec(seq + 1, "qpu-job-submitted", hour * 60 + minute + 1, user=u))
+                seq += 2
+            day.append(rec(seq, "server-stopped", hour * 60 + 59, user=u, server="",
+                           reason="user-request"))
             seq += 1
         day.append(rec(seq, "save-refused", hour * 60 + 30, user="sam"))
         seq += 1
@@ -89,7 +100,10 @@ def test_a_normal_day_raises_nothing():
                    records=seq))
     day.append(rec(seq + 1, "role-changed", 18 * 60, user="tina", added=["assistant"],
                    source="idp-groups"))
+    day.append(rec(seq + 2, "role-changed", 60, user="ada", added=["admin"],
+                   source="idp-groups"))
     assert [a for r in day for a in e.feed(r)] == []
+    assert e.tick(T0.timestamp() + 12 * 3600) == []  # every server stopped in time
 
 
 def test_a_flood_of_distinct_addresses_keeps_the_engine_bounded():
