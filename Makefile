@@ -61,6 +61,8 @@ bench: $(STAMP) system-deps labext ui-deps ## run the benchmarks (prints figures
 	$(BIN)/python benchmarks/bench_courses.py
 	-$(BIN)/python images/build.py vulns
 	$(MAKE) --no-print-directory bench-spawn bench-login
+	@# two uncached image builds from the same inputs: same id? (bench-spawn started dockerd)
+	$(BIN)/python benchmarks/bench_image_repro.py
 
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

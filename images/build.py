@@ -6,6 +6,7 @@
     python images/build.py info       # print the current image's id, labels and SBOM digest
     python images/build.py sbom       # write the CycloneDX SBOMs only (build/image/sbom-*.cdx.json)
     python images/build.py vulns      # known vulnerabilities of the lock (pip-audit), a report
+    python images/build.py repro      # build twice (--no-cache) and compare: reproducible?
     python images/build.py manifest IMAGE   # print the installed file set of IMAGE
 
 How it works: wheels are downloaded on the host (where the CA bundle and the registries
@@ -37,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,7 +124,7 @@ def run(cmd: list[str], *, capture: bool = False, **kwargs: object) -> str:
         check=True,
         text=True,
         env=env,
-        stdout=subprocess.PIPE if capture else None,
+        stdout=subprocess.PIPE if capture else kwargs.pop("stdout", None),
         **kwargs,  # type: ignore[arg-type]
     )
     return result.stdout if capture else ""
@@ -617,8 +619,10 @@ def build(*, force: bool, no_cache: bool, tag: str | None, latest: bool,
           venv_only: bool = False) -> str:
     own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
     try:
-        return _build(build_own_wheel(own_dir), force=force, no_cache=no_cache, tag=tag,
-                      latest=latest, venv_only=venv_only, revision=git_revision())
+        image_id = _build(build_own_wheel(own_dir), force=force, no_cache=no_cache, tag=tag,
+                          latest=latest, venv_only=venv_only, revision=git_revision())
+        print(image_id)
+        return image_id
     finally:
         shutil.rmtree(own_dir, ignore_errors=True)
 
@@ -644,6 +648,7 @@ def _build(own: Path, *, force: bool, no_cache: bool, tag: str | None, latest: b
         # a change to what the SBOM says (its generator included) rebuilds, so that the
         # image's sbom-sha256 label always names the SBOM written next to it
         "sbom": sbom_sha,
+        "source-date-epoch": source_date_epoch(),
         **{f: sha256_file(HERE / f) for f in CONTEXT_FILES},
     }
     inputs = hashlib.sha256(json.dumps(inputs_doc, sort_keys=True).encode()).hexdigest()
@@ -661,7 +666,6 @@ def _build(own: Path, *, force: bool, no_cache: bool, tag: str | None, latest: b
         for t in tags:
             docker("tag", existing, t)
         log(f"up to date: {existing} (lock sha256 {lock_sha[:12]}, inputs {inputs[:12]})")
-        print(existing)
         return existing
     context = Path(tempfile.mkdtemp(prefix="context-", dir=BUILD))
     (context / "wheelhouse").mkdir(parents=True)
@@ -691,23 +695,36 @@ def _build(own: Path, *, force: bool, no_cache: bool, tag: str | None, latest: b
         f"{LABEL}.sbom-sha256": sbom_sha,
         f"{LABEL}.{'venv-' if venv_only else ''}inputs-sha256": inputs,
     }
-    cmd = ["build", "--network", "none", "--force-rm", "--build-arg", f"BASE_IMAGE={base_ref}"]
+    epoch = source_date_epoch()
+    cmd = ["build", "--network", "none", "--force-rm", "--build-arg", f"BASE_IMAGE={base_ref}",
+           "--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
     if no_cache:
         cmd.append("--no-cache")
     if venv_only:
         cmd += ["--target", "venv"]
     for key, value in labels.items():
         cmd += ["--label", f"{key}={value}"]
-    for t in tags:
-        cmd += ["--tag", t]
+    # built under a tag of its own, then loaded again with the configuration's dates set
+    # to SOURCE_DATE_EPOCH (repro.normalized_config) under the real tags
+    built = f"{IMAGE_REPO}:build-{inputs[:12]}-{os.getpid()}"
+    cmd += ["--tag", built]
     log(f"building {', '.join(tags)} from {base_name} ({base_digest[:19]}), offline")
     try:
-        docker(*cmd, str(context), capture=False)
+        # the builder's steps on stderr: stdout is for the image id (and `repro --json`)
+        run(["docker", *cmd, str(context)], stdout=sys.stderr)
     finally:
         shutil.rmtree(context, ignore_errors=True)
+    import repro
+
+    try:
+        image_id = repro.load_config(
+            repro.normalized_config(repro.image_config(built), epoch), tags
+        )
+    finally:
+        # the build's own image goes; its steps stay, as the builder's cache
+        docker("rmi", "--no-prune", built, check=False)
     image = image_inspect(tags[0])
-    assert image is not None
-    image_id = str(image["Id"])
+    assert image is not None and image["Id"] == image_id
     if not venv_only and image_debian(image_id) != debian:
         raise SystemExit(
             f"{image_id}: its Debian packages are not the base's, which the SBOM lists; "
@@ -717,8 +734,57 @@ def _build(own: Path, *, force: bool, no_cache: bool, tag: str | None, latest: b
     if latest:
         prune_old(image_id)
     log(f"built {image_id}")
-    print(image_id)
     return image_id
+
+
+def reproduce(*, keep: bool, as_json: bool) -> dict[str, Any]:
+    """Build the image twice from the same inputs (one qustody wheel, one revision label,
+    ``--no-cache``) and compare the two: ids, layers' diff ids, config fields, and the
+    files of any layer that differs (images/repro.py). A measurement: it does not fail
+    when they differ."""
+    import repro
+
+    own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
+    token = hashlib.sha256(os.urandom(8)).hexdigest()[:6]
+    tags = [f"{IMAGE_REPO}:repro-{token}-{n}" for n in (1, 2)]
+    seconds = []
+    try:
+        own = build_own_wheel(own_dir)
+        revision = git_revision()
+        for tag in tags:
+            began = time.monotonic()
+            _build(own, force=True, no_cache=True, tag=tag, latest=False, venv_only=False,
+                   revision=revision)
+            seconds.append(round(time.monotonic() - began, 1))
+        report = repro.compare(*tags)
+    finally:
+        shutil.rmtree(own_dir, ignore_errors=True)
+        if not keep:
+            for tag in tags:
+                docker("rmi", tag, check=False)
+    report["build_seconds"] = seconds
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return report
+    print(f"build 1: {report['ids'][0]} ({seconds[0]} s)")
+    print(f"build 2: {report['ids'][1]} ({seconds[1]} s)")
+    print(f"same image id: {'yes' if report['same_id'] else 'no'}; "
+          f"same layers: {'yes' if report['same_layers'] else 'no'}")
+    for layer in report["layers"]:
+        state = "same" if layer["same"] else "DIFFERS"
+        print(f"  layer {layer['index']}: {state} {layer['first'][:19]} "
+              f"{layer.get('created_by', '')[:70]}")
+        for attr, found in layer.get("differences", {}).get("differ", {}).items():
+            print(f"      {attr}: {found['count']} files, e.g. {', '.join(found['examples'][:3])}")
+        for side in ("only_in_first", "only_in_second"):
+            names = layer.get("differences", {}).get(side)
+            if names:
+                print(f"      {side.replace('_', ' ')}: {', '.join(names[:5])}")
+    if report["config_differences"]:
+        print(f"  config differs in {len(report['config_differences'])} fields:")
+        for line in report["config_differences"][:12]:
+            print(f"      {line}")
+    return report
 
 
 def prune_old(keep: str) -> None:
@@ -742,11 +808,6 @@ for d, dirs, files in os.walk(root):
             print("L", p, os.readlink(p))
             continue
         st = os.stat(p)
-        if p.endswith(".pyc"):
-            # CPython 3.11's marshal output is not byte-stable across runs (FLAG_REF
-            # depends on reference counts): bytecode is compared by path and size.
-            print("P", p, oct(st.st_mode & 0o7777), st.st_size)
-            continue
         h = hashlib.sha256(open(p, "rb").read()).hexdigest()
         print("F", p, oct(st.st_mode & 0o7777), st.st_size, h)
 for line in subprocess.run(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"],
@@ -796,6 +857,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--service", choices=("pypi", "osv"), default="pypi",
                    help="pip-audit's advisory service (default: PyPI's JSON API)")
     v.add_argument("--osv-url", help="an OSV API of your own (with --service osv)")
+    r = sub.add_parser("repro", help="build twice from the same inputs (--no-cache) and "
+                       "compare: ids, layers, config, differing files")
+    r.add_argument("--keep", action="store_true", help="keep both images (repro-*-1/2 tags)")
+    r.add_argument("--json", action="store_true", help="the comparison as JSON")
     m = sub.add_parser("manifest", help="print the installed file set of an image")
     m.add_argument("image")
     args = p.parse_args(argv)
@@ -849,6 +914,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "vulns":
         summary = vulnerability_report(service=args.service, osv_url=args.osv_url)
         print(f"[image] vulnerabilities: {summary} (report: {VULN_REPORT})", flush=True)
+    elif args.command == "repro":
+        reproduce(keep=args.keep, as_json=args.json)
     elif args.command == "manifest":
         sys.stdout.write(manifest(args.image))
     return 0
