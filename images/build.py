@@ -610,17 +610,19 @@ def git_revision() -> str:
 
 
 def find_image(inputs: str) -> str | None:
-    out = docker("images", "-q", "--no-trunc", "--filter", f"label={LABEL}.inputs-sha256={inputs}")
+    out = docker("images", "-q", "--no-trunc", "--filter", "dangling=false",
+                 "--filter", f"label={LABEL}.inputs-sha256={inputs}")
     ids = sorted(set(out.split()))
     return ids[0] if ids else None
 
 
 def build(*, force: bool, no_cache: bool, tag: str | None, latest: bool,
-          venv_only: bool = False) -> str:
+          venv_only: bool = False, revision: str | None = None) -> str:
     own_dir = Path(tempfile.mkdtemp(prefix="own-wheel-", dir=BUILD))
     try:
         image_id = _build(build_own_wheel(own_dir), force=force, no_cache=no_cache, tag=tag,
-                          latest=latest, venv_only=venv_only, revision=git_revision())
+                          latest=latest, venv_only=venv_only,
+                          revision=revision or git_revision())
         print(image_id)
         return image_id
     finally:
@@ -721,8 +723,9 @@ def _build(own: Path, *, force: bool, no_cache: bool, tag: str | None, latest: b
             repro.normalized_config(repro.image_config(built), epoch), tags
         )
     finally:
-        # the build's own image goes; its steps stay, as the builder's cache
-        docker("rmi", "--no-prune", built, check=False)
+        # the build's own image goes, with its steps: they carry the labels set so far
+        # (inputs-sha256 among them), and find_image must not take one for the image
+        docker("rmi", built, check=False)
     image = image_inspect(tags[0])
     assert image is not None and image["Id"] == image_id
     if not venv_only and image_debian(image_id) != debian:
@@ -844,6 +847,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-cache", action="store_true", help="docker build --no-cache")
     b.add_argument("--tag", help="tag instead of qustody/singleuser:<inputs>")
     b.add_argument("--no-latest", action="store_true", help="do not move the :latest tag")
+    b.add_argument("--revision", help="the org.opencontainers.image.revision label "
+                   "(default: the checkout's commit, -dirty with local changes); a rebuild "
+                   "that is to match an image gives that image's")
     b.add_argument("--venv-only", action="store_true",
                    help="build only the install stage (base + venv; needs --tag): what the "
                    "reproducibility test rebuilds")
@@ -878,6 +884,7 @@ def _run(args: argparse.Namespace) -> int:
             tag=getattr(args, "tag", None),
             latest=not getattr(args, "no_latest", False),
             venv_only=getattr(args, "venv_only", False),
+            revision=getattr(args, "revision", None),
         )
     elif args.command == "lock":
         lock()
