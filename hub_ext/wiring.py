@@ -8,8 +8,8 @@ sides when two of them disagree: a service or a custom scope defined twice diffe
 two values for one setting or environment variable. Roles of the same name are one role:
 their scopes and members are joined (that is how the QPU gateway grants ``submit`` to
 the ``student`` role the config defines); so are settings whose value is a dict of lists
-(``QustodyAuthenticator.role_extra_scopes``). Order does not matter, except that a
-role's description is the first one given.
+(``QustodyAuthenticator.role_extra_scopes``) and sets (``JupyterHub.extra_user_scopes``).
+Order does not matter, except that a role's description is the first one given.
 """
 
 from __future__ import annotations
@@ -138,10 +138,13 @@ def apply(c: Any, *fragments: Fragment) -> None:
 
 
 def _joinable(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(v, list) for v in value.values())
+    return isinstance(value, set | frozenset) or (
+        isinstance(value, dict) and all(isinstance(v, list) for v in value.values()))
 
 
-def _join(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> dict[str, list[Any]]:
+def _join(a: Any, b: Any) -> Any:
+    if isinstance(a, set | frozenset) and isinstance(b, set | frozenset):
+        return {*a, *b}
     return {k: sorted({*a.get(k, []), *b.get(k, [])}) for k in {*a, *b}}
 
 

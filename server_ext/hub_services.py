@@ -28,11 +28,12 @@ class ServiceUnavailable(Exception):
 
 async def ask_service(
     url_env: str, what: str, method: str, path: str, params: dict[str, Any] | None = None,
-    *, missing: tuple[str, str],
+    *, missing: tuple[str, str], noun: str,
 ) -> dict[str, Any]:
     """The JSON object ``what`` (e.g. "The QPU gateway") answers at ``path`` of the URL in
     ``$url_env``; ServiceUnavailable with a status and message for the page otherwise.
-    ``missing``: (code, message) when the server has no such service."""
+    ``missing``: (code, message) when the server has no such service; ``noun``: its
+    answer's kind ("a gateway")."""
     url = os.environ.get(url_env, "")
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not url or not token:
@@ -59,6 +60,6 @@ async def ask_service(
                                  str(body.get("error", "HTTP_ERROR"))[:64], body["message"][:1000])
     if not isinstance(body, dict):  # a redirect or page from something else at that URL
         raise ServiceUnavailable(502, "BAD_ANSWER",
-                                 f"{what}'s URL answered {response.code} without its answer "
+                                 f"{what}'s URL answered {response.code} without {noun} answer "
                                  f"(is {url_env} right?).")
     return body

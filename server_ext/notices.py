@@ -29,7 +29,8 @@ class NoticesHandler(APIHandler):
     async def get(self) -> None:
         try:
             answer = await ask_service("QUSTODY_AUDIT_URL", "The audit service", "GET",
-                                       "api/my-alerts", missing=_NO_AUDIT)
+                                       "api/my-alerts", missing=_NO_AUDIT,
+                                       noun="an audit service")
         except ServiceUnavailable as e:
             self.set_status(e.status)
             self.finish(json.dumps(e.body))

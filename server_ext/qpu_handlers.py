@@ -38,7 +38,7 @@ async def _gateway(
     method: str, path: str, params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     return await ask_service("QUSTODY_QPU_URL", "The QPU gateway", method, path, params,
-                             missing=_NO_GATEWAY)
+                             missing=_NO_GATEWAY, noun="a gateway")
 
 
 class _QpuHandler(APIHandler):

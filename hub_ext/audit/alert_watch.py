@@ -19,7 +19,7 @@ import smtplib
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -94,6 +94,12 @@ def webhook(url: str, log: logging.Logger, timeout: float = 5.0) -> QueuedSender
     return QueuedSender(f"webhook {origin(url)}", post, log, timeout)
 
 
+def _one_line(text: str) -> str:
+    """A header value: a subject names a user or address, which an identity provider's
+    claim or a refused login's name may fill with line breaks or control characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:900]
+
+
 def mailer(rules: AlertRules, log: logging.Logger, timeout: float = 10.0) -> QueuedSender:
     """E-mails each alert to ``rules.email_to`` through ``rules.smtp_host``."""
 
@@ -105,8 +111,8 @@ def mailer(rules: AlertRules, log: logging.Logger, timeout: float = 10.0) -> Que
         message["To"] = ", ".join(rules.email_to)
         # subject and body carry rule ids, user names and sequence numbers: no secret
         # ever reaches an alert (the records it cites are already scrubbed)
-        message["Subject"] = f"[Qustody alert] {data.get('title', data.get('rule'))}: " \
-            f"{data.get('subject')}"
+        message["Subject"] = _one_line(
+            f"[Qustody alert] {data.get('title', data.get('rule'))}: {data.get('subject')}")
         message.set_content(
             f"{data.get('title')}\n\nsubject: {data.get('subject')}\n"
             f"count: {data.get('count')} within {data.get('window_seconds')} s\n"
@@ -164,20 +170,35 @@ class AlertWatcher:
         self._pending: list[Alert] = []  # raised, not yet in the log
         self._told: set[Alert] = set()  # pending alerts the webhook already has
         self._replayed = False
+        self._since = ""  # where the replay's full read began
         self._lock = threading.Lock()
 
     def replay(self) -> None:
-        """Start one longest window back, with a fresh engine: alerts already raised
-        first (so none is raised twice), then every record (so a burst that spans a
-        restart is seen whole). A replay that fails is done again whole."""
-        self.engine = self._engine()
-        since = clock.stamp(datetime.fromtimestamp(
-            replay_since(self.engine.longest_window), UTC))
-        for hit in _hits(self.where, Filter(types=frozenset({ALERT}), since=since), None,
-                         Stats()):
-            self.engine.feed(hit.record)
-        self.engine.last_seq = -1
-        self.engine.not_before = since
+        """Start again with a fresh engine, reading back only what each part needs:
+        the alerts already raised (so none is raised twice), the servers still running
+        (their starts, up to the longest maximum age), the users' baselines (their rules'
+        records only, counted without raising), then every record of the longest counting
+        window (so a burst that spans a restart is seen whole). A replay that fails is
+        done again whole."""
+        engine = self.engine = self._engine()
+        now = self.now()
+
+        def stamp(seconds_back: int) -> str:
+            return clock.stamp(datetime.fromtimestamp(replay_since(seconds_back, now), UTC))
+
+        since = stamp(engine.longest_window)
+        for hit in self._all(Filter(types=frozenset({ALERT}),
+                                    since=stamp(engine.quiet_history))):
+            engine.remember(hit.record)
+        if engine.server_history:
+            for hit in self._all(Filter(types=frozenset({"server-started", "server-stopped"}),
+                                        since=stamp(engine.server_history), until=since)):
+                engine.track(hit.record)
+        seconds, types = engine.baseline_history
+        if seconds > engine.longest_window:
+            for hit in self._all(Filter(types=types, since=stamp(seconds), until=since)):
+                engine.learn(hit.record)
+        engine.not_before = self._since = since
         self._read(Filter(since=since))
         self._replayed = True
 
@@ -185,8 +206,13 @@ class AlertWatcher:
         """Read what was written since the last poll (in a worker thread)."""
         if not self._replayed:
             self.replay()
+        elif self.engine.last_seq < 0:  # nothing since the replay began: no seq to go from
+            self._read(Filter(since=self._since))
         else:
             self._read(Filter(after_seq=self.engine.last_seq))
+
+    def _all(self, flt: Filter) -> Iterator[Any]:
+        return _hits(self.where, flt, None, Stats())
 
     def close(self) -> None:
         for sender in self.senders:

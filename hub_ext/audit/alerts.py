@@ -41,7 +41,9 @@ ALERT = "alert-raised"
 #: Rules the engine raises itself, not from a record's type.
 GAP = "audit-gap"
 OVER_AGE = "server-over-age"
-_SERVER_TYPES = frozenset({"server-started", "server-stopped", "server-culled"})
+#: a culled server is tracked until it is stopped: the cull is recorded before the stop,
+#: which may fail
+_SERVER_TYPES = frozenset({"server-started", "server-stopped"})
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 #: Evidence kept per alert (the window's most recent records).
 MAX_EVIDENCE = 50
@@ -75,6 +77,8 @@ class Alert:
     evidence: tuple[int, ...]
     first_ts: str
     last_ts: str
+    #: what the count reached: the rule's threshold, or the subject's own baseline's
+    threshold: int = 0
 
     def data(self) -> dict[str, Any]:
         """The ``alert-raised`` record's data."""
@@ -83,7 +87,7 @@ class Alert:
             "title": self.rule.title,
             "subject": self.subject,
             "count": self.count,
-            "threshold": self.rule.threshold,
+            "threshold": self.threshold or self.rule.threshold,
             "window_seconds": self.rule.window,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
@@ -308,6 +312,13 @@ class AlertRules(LoggingConfigurable):
                                  "seconds (positive)")
         return ages
 
+    @validate("email_from")
+    def _valid_sender(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if not _ADDRESS.fullmatch(value):
+            raise ValueError(f"AlertRules.email_from: {value[:80]!r} is not an e-mail address")
+        return value
+
     @validate("email_to")
     def _valid_addresses(self, proposal: Any) -> list[str]:
         addresses = [str(a).strip() for a in proposal["value"]]
@@ -387,37 +398,47 @@ class AlertRules(LoggingConfigurable):
 
 
 class _Counts:
-    """A subject's counts in buckets of ``width`` seconds, kept for ``span`` seconds: its
-    count in the current window and its average per window before it (its baseline)."""
+    """A subject's counts for a baseline rule, in buckets, with running sums: the count in
+    the current window, and the average per window over the ``span`` before it (its
+    baseline). Constant time per record; at most ~2,000 buckets whatever the settings."""
 
-    __slots__ = ("buckets", "first", "span", "width")
+    __slots__ = ("first", "past", "past_sum", "recent", "recent_sum", "span", "width",
+                 "window")
 
     def __init__(self, now: float, window: int, span: int) -> None:
-        self.width = max(1, window // 20)
+        self.window = window
         self.span = max(span, window)
+        self.width = max(1, window // 20, self.span // 2000)
         self.first = now
-        self.buckets: deque[list[float]] = deque()  # [bucket start, count]
+        self.recent: deque[list[float]] = deque()  # [bucket start, count], in the window
+        self.past: deque[list[float]] = deque()  # before it, within the span
+        self.recent_sum = 0
+        self.past_sum = 0
 
     def add(self, now: float) -> None:
         start = now - now % self.width
-        if self.buckets and self.buckets[-1][0] == start:
-            self.buckets[-1][1] += 1
+        if self.recent and self.recent[-1][0] == start:
+            self.recent[-1][1] += 1
         else:
-            self.buckets.append([start, 1])
-        while self.buckets and self.buckets[0][0] < now - self.span:
-            self.buckets.popleft()
+            self.recent.append([start, 1])
+        self.recent_sum += 1
+        while self.recent and self.recent[0][0] <= now - self.window:
+            bucket = self.recent.popleft()
+            self.recent_sum -= int(bucket[1])
+            self.past.append(bucket)
+            self.past_sum += int(bucket[1])
+        while self.past and self.past[0][0] < now - self.span:
+            self.past_sum -= int(self.past.popleft()[1])
 
-    def in_window(self, now: float, window: int) -> int:
-        return int(sum(c for t, c in self.buckets if t > now - window))
+    def in_window(self) -> int:
+        return self.recent_sum
 
-    def baseline(self, now: float, window: int) -> float:
+    def baseline(self, now: float) -> float:
         """Average count per window before the current one; 0 with less than a window."""
-        past = now - window
-        history = past - max(self.first, now - self.span)
-        if history < window:
+        history = (now - self.window) - max(self.first, now - self.span)
+        if history < self.window:
             return 0.0
-        count = sum(c for t, c in self.buckets if t <= past)
-        return count * window / history
+        return self.past_sum * self.window / history
 
 
 class AlertEngine:
@@ -459,18 +480,30 @@ class AlertEngine:
             raised += self._raise(self.rules[GAP], "log", ts, [(previous, ts), (seq, ts)])
         kind = record.get("type")
         if kind == ALERT:
-            self._remember(record)
+            self.remember(record)
             return raised
         if self.max_age and kind in _SERVER_TYPES:
             self._track_server(str(kind), record, seq, ts)
-        rules = self._by_type.get(str(kind))
+        return raised + self._count(record, seq, ts, raising=True)
+
+    def learn(self, record: Record) -> None:
+        """Count one record of the baseline rules' past, raising nothing (the replay of
+        the users' baselines, from before the windows a restart reads whole)."""
+        self._count(record, int(record.get("seq", -1)), str(record.get("ts", "")),
+                    raising=False)
+
+    def _count(self, record: Record, seq: int, ts: str, raising: bool) -> list[Alert]:
+        rules = self._by_type.get(str(record.get("type")))
         if not rules:
-            return raised
+            return []
         try:
             now = _stamp(ts)
         except ValueError:
-            return raised
+            return []
+        raised: list[Alert] = []
         for rule in rules:
+            if not raising and not rule.baseline_factor:
+                continue
             subject = rule.subject(record)
             if subject is None:
                 continue
@@ -490,14 +523,14 @@ class AlertEngine:
                     counts = self._counts[key] = _Counts(now, rule.window,
                                                          rule.baseline_hours * 3600)
                 counts.add(now)
-                count = counts.in_window(now, rule.window)
+                count = counts.in_window()
                 threshold = max(threshold,
-                                math.ceil(rule.baseline_factor * counts.baseline(now, rule.window)))
-            if count >= threshold and self._quiet.get(key, float("-inf")) <= now:
+                                math.ceil(rule.baseline_factor * counts.baseline(now)))
+            if raising and count >= threshold and self._quiet.get(key, float("-inf")) <= now:
                 self._quiet[key] = now + rule.window
                 recent = list(window)[-MAX_EVIDENCE:]
                 raised.append(Alert(rule, subject, count, tuple(s for _, s, _ in recent),
-                                    recent[0][2], ts))
+                                    recent[0][2], ts, threshold))
         return raised
 
     def tick(self, now: float) -> list[Alert]:
@@ -527,6 +560,19 @@ class AlertEngine:
         return [Alert(rule, subject, len(evidence), tuple(s for s, _ in evidence),
                       evidence[0][1], ts)]
 
+    def track(self, record: Record) -> None:
+        """Follow one server record (``server-started``/``-stopped``), nothing else: the
+        replay of the servers still running, from further back than the rules' windows."""
+        kind = str(record.get("type"))
+        if self.max_age and kind in _SERVER_TYPES:
+            self._track_server(kind, record, int(record.get("seq", -1)),
+                               str(record.get("ts", "")))
+
+    @property
+    def server_history(self) -> int:
+        """Seconds back a starting engine reads server records (0: ages are not checked)."""
+        return max(self.max_age.values(), default=0) + self.age_slack if self.max_age else 0
+
     def _track_server(self, kind: str, record: Record, seq: int, ts: str) -> None:
         data = record.get("data") or {}
         name = f"{data.get('user')}/{data.get('server') or ''}"
@@ -538,7 +584,7 @@ class AlertEngine:
         except ValueError:
             return
 
-    def _remember(self, record: Record) -> None:
+    def remember(self, record: Record) -> None:
         """An alert already in the log (raised before a restart): stay quiet as it did."""
         data = record.get("data") or {}
         rule = self.rules.get(str(data.get("rule")))
@@ -564,9 +610,23 @@ class AlertEngine:
 
     @property
     def longest_window(self) -> int:
-        """How far back a starting engine reads: its longest window or baseline."""
-        return max((max(r.window, r.baseline_hours * 3600) for r in self.rules.values()),
-                   default=0)
+        """How far back a starting engine reads every record: the longest window a count
+        spans (a rule that raises on one record needs none; its quiet time is in the
+        alerts it raised)."""
+        return max((r.window for r in self.rules.values()
+                    if r.types and (r.threshold > 1 or r.baseline_factor)), default=0)
+
+    @property
+    def quiet_history(self) -> int:
+        """How far back a starting engine reads alerts already raised: any rule's window."""
+        return max((r.window for r in self.rules.values()), default=0)
+
+    @property
+    def baseline_history(self) -> tuple[int, frozenset[str]]:
+        """(seconds, record types) a starting engine reads for the users' baselines."""
+        rules = [r for r in self.rules.values() if r.baseline_factor]
+        return (max((r.baseline_hours * 3600 for r in rules), default=0),
+                frozenset(t for r in rules for t in r.types))
 
 
 def webhook_body(alert_data: Mapping[str, Any], seq: int | None, ts: str | None) -> bytes:

@@ -59,13 +59,15 @@ class ChangeWindow:
             raise ChangeWindowError(f"{parts[1]!r} is not a time range (08:00-18:00)")
         try:
             zone = ZoneInfo(parts[2] if len(parts) == 3 else "UTC")
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata folder
             raise ChangeWindowError(
                 f"{parts[2]!r} is not a time zone (e.g. Europe/Berlin)"
             ) from None
         window = cls(_days(parts[0]), _minute(start), _minute(end), zone)
         if window.start == window.end:
             raise ChangeWindowError(f"{parts[1]!r} is an empty time range")
+        if window.start == 24 * 60:
+            raise ChangeWindowError(f"{parts[1]!r} starts at 24:00; write 00:00 of the next day")
         return window
 
     def contains(self, when: float) -> bool:

@@ -112,6 +112,7 @@ def audited(cls: _T) -> _T:
         try:
             result = await inner_start(self)
         except BaseException as e:
+            self._qustody_start_failed = True  # the hub's cleanup stop is no server's exit
             data = {**_who(self), "reason": failure_reason(e), "detail": _detail(e)}
             chosen = _chosen(self)
             data.update({k: v for k, v in chosen.items() if k in ("profile", "image")})
@@ -122,16 +123,30 @@ def audited(cls: _T) -> _T:
             raise
         decision = getattr(self, "_decision", None)
         self._qustody_spawn_at = time.time()
+        # the SBOM the image was built with, where the spawner read the image's labels
+        sbom = str(getattr(self, "image_sbom_sha256", "") or "")
         hub_emit(
             "server-started",
             {
                 **_who(self),
                 **_chosen(self),
                 "image_digest": decision.image.digest if decision is not None else "",
+                **({"sbom_sha256": sbom} if sbom else {}),
                 "duration_seconds": round(time.monotonic() - began, 3),
             },
         )
         return result
+
+    inner_post_stop: Callable[[Any], Any] = cls.run_post_stop_hook  # type: ignore[attr-defined]
+
+    def stopped(self: Any, reason: str) -> None:
+        data: dict[str, Any] = {**_who(self), "reason": reason}
+        began = getattr(self, "_qustody_spawn_at", None)
+        if began is not None:
+            data["duration_seconds"] = round(max(0.0, time.time() - began), 3)
+            self._qustody_spawn_at = None
+        self._qustody_stop_recorded = True
+        hub_emit("server-stopped", data)
 
     @functools.wraps(inner_stop)
     async def stop(self: Any, now: bool = False) -> Any:
@@ -139,16 +154,27 @@ def audited(cls: _T) -> _T:
         # a hub component that stops a server for a reason of its own names it first
         reason = getattr(self, STOP_REASON, None) or "requested"
         setattr(self, STOP_REASON, None)
-        data: dict[str, Any] = {**_who(self), "reason": reason}
-        began = getattr(self, "_qustody_spawn_at", None)
-        if began is not None:
-            data["duration_seconds"] = round(max(0.0, time.time() - began), 3)
-            self._qustody_spawn_at = None
-        hub_emit("server-stopped", data)
+        stopped(self, reason)
         return result
+
+    @functools.wraps(inner_post_stop)
+    def run_post_stop_hook(self: Any) -> Any:
+        # JupyterHub runs this hook after every stop, but calls stop() only for a server
+        # still running: one that crashed, was shut down from inside or stopped itself is
+        # recorded here, so the log (and the alert engine's list of running servers)
+        # knows it is gone.
+        if not (getattr(self, "_qustody_stop_recorded", False)
+                or getattr(self, "_qustody_start_failed", False)):
+            try:
+                stopped(self, "exited")
+            except AuditError:
+                log.exception("server-stopped (exited) not recorded for %s", self.user.name)
+        self._qustody_stop_recorded = self._qustody_start_failed = False
+        return inner_post_stop(self)
 
     cls.start = start  # type: ignore[attr-defined]
     cls.stop = stop  # type: ignore[attr-defined]
+    cls.run_post_stop_hook = run_post_stop_hook  # type: ignore[attr-defined]
     return cls
 
 

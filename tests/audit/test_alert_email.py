@@ -126,3 +126,21 @@ def test_the_watcher_raises_a_server_past_its_age_without_new_records(tmp_path):
             ("server-over-age", "server:sam/", [started])]
     finally:
         audit.close()
+
+
+def test_a_name_with_line_breaks_cannot_add_mail_headers(tmp_path, smtp):
+    """A refused login's name comes from the request: it reaches the subject as one line."""
+    inbox, port = smtp
+    audit, watcher = _setup(tmp_path, login_failures=1, email_to=["sec@example.org"],
+                            smtp_port=port)
+    try:
+        audit.emit("login-refused", _refusal("eve\r\nBcc: all@example.org"))
+        watcher.poll()
+        watcher.close()
+        subjects = sorted(m["Subject"] for _, m in inbox.messages)
+        assert any("user:eve??Bcc: all@example.org" in s for s in subjects), subjects
+        assert all(m["Bcc"] is None for _, m in inbox.messages)
+        assert all(rcpt == ["sec@example.org"] for rcpt, _ in inbox.messages)
+    finally:
+        audit.close()
+

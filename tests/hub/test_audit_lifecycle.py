@@ -89,3 +89,23 @@ def test_a_cull_is_recorded_by_the_culler_with_its_reason(hub):
     )
     kinds = [r["type"] for r in of(hub, "bob")]
     assert kinds == ["server-spawn-requested", "server-started", "server-culled", "server-stopped"]
+
+
+def test_a_server_that_exits_by_itself_is_recorded_as_exited(hub):
+    """JupyterHub does not call stop() for a server that is already gone; the record comes
+    from the post-stop hook, so the log never shows a server running that is not."""
+    import requests
+
+    before = len(of(hub, "alice"))
+    spawn(hub, "alice", name="solo")
+    token = hub.user_token("alice")
+    r = requests.post(f"{hub.url}user/alice/solo/api/shutdown",
+                      headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code in (200, 202, 204), r.text
+    # the hub notices at its next poll of the server (c.Spawner.poll_interval)
+    hub.wait_for(lambda: of(hub, "alice")[-1]["type"] == "server-stopped", timeout=90,
+                 what="alice's exited server recorded")
+    mine = [r for r in of(hub, "alice")[before:] if r["data"]["server"] == "solo"]
+    assert [r["type"] for r in mine] == [
+        "server-spawn-requested", "server-started", "server-stopped"]
+    assert mine[-1]["data"]["reason"] == "exited" and mine[-1]["data"]["duration_seconds"] > 0

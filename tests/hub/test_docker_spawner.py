@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from audit_hub import records
 from hubtest import UserNetwork, docker, failed
 
 from hub_ext.spawner import SpawnPolicy
@@ -125,6 +126,11 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
     assert len(labels["io.qustody.session-id"]) == 32
     assert labels["io.qustody.image-digest"] == singleuser_image
     assert labels["io.qustody.profile"] == "student"
+    # the start's audit record names the image's SBOM (images/build.py labels it)
+    image_labels = json.loads(docker("image", "inspect", singleuser_image))[0]["Config"]["Labels"]
+    [started] = [r for r in records(hub, "server-started") if r["data"]["user"] == "alice"]
+    assert started["data"]["image_digest"] == singleuser_image
+    assert started["data"]["sbom_sha256"] == image_labels["io.qustody.image.sbom-sha256"]
 
     # environment: only what the hub and the policy put there, and no token
     env = dict(e.split("=", 1) for e in cfg["Env"])

@@ -133,6 +133,15 @@ def test_the_reference_config_is_wired_without_conflict(tmp_path):
     assert (tmp_path / "qpu" / "qpu_config.py").stat().st_mode & 0o777 == 0o600
 
 
+def test_settings_that_are_sets_are_joined_not_conflicting():
+    """extra_user_scopes: a site's own scopes for every user and the audit page's are kept."""
+    c = Config()
+    c.JupyterHub.extra_user_scopes = {"read:metrics"}
+    apply(c, Fragment("audit page", settings={"JupyterHub.extra_user_scopes":
+                                              {"access:services!service=audit"}}))
+    assert c.JupyterHub.extra_user_scopes == {"read:metrics", "access:services!service=audit"}
+
+
 def test_settings_that_are_dicts_of_lists_are_joined_not_conflicting():
     """role_extra_scopes: the config's own entries and a component's are both kept."""
     c = config()
