@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,8 @@ from .config import PolicyHolder
 from .credentials import CredentialBroker
 from .errors import GatewayError, Refused
 from .parsing import ParsePool, Prepared, Unavailable, prepare, stand_ins
-from .policyfile import CLASSES, PolicyError
+from .policy import period_left
+from .policyfile import CLASSES, PERIODS, PolicyError
 from .runner import Runner
 from .store import KEY_SECONDS, Admitted, Store, StoreError
 from .validation import Limits
@@ -612,7 +614,8 @@ class QpuGateway(Application):
                                            "code": outcome.refused.code,
                                            "message": outcome.refused.message,
                                            "project": ticket.project,
-                                           "backend": ticket.backend})
+                                           "backend": ticket.backend,
+                                           **_quota_period(outcome.refused)})
         else:
             self.emit("qpu.job.submitted", {"job_id": outcome.job_id, "user": identity.name,
                                             "project": ticket.project,
@@ -816,5 +819,15 @@ def scopes_config() -> dict[str, dict[str, str]]:
     """The custom scopes to put in ``c.JupyterHub.custom_scopes``."""
     return {name: {"description": text} for name, text in SCOPES.items()}
 
+
+
+
+def _quota_period(refused: Refused) -> dict[str, Any]:
+    """For a quota refusal, the period that ran out and the share of it still to run (the
+    audit service alerts on a quota used up early)."""
+    period = refused.detail.get("period")
+    if period not in PERIODS:
+        return {}
+    return {"period": period, "period_left": period_left(period, time.time())}
 
 __all__ = ["CLASSES", "QpuGateway", "scopes_config"]

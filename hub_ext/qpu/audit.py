@@ -209,6 +209,7 @@ class AuditBridge:
             "user": f["user"], "project": f.get("project"), "backend": f.get("backend"),
             "job_id": f.get("job_id"), "reason": REJECTED_REASONS.get(code, "policy"),
             "code": code, "detail": str(f.get("message", ""))[:1024],
+            "period": f.get("period"), "period_left": f.get("period_left"),
         }))]
 
     def _cancelled(self, job_id: str, by: str | None, reason: str) -> tuple[str, dict[str, Any]]:

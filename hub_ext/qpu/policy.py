@@ -38,14 +38,23 @@ def period_keys(now: float) -> dict[str, str]:
     return {"day": t.strftime("%Y-%m-%d"), "month": t.strftime("%Y-%m")}
 
 
-def period_end(period: str, now: float) -> str:
+def _period_bounds(period: str, now: float) -> tuple[dt.datetime, dt.datetime]:
     t = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
-        end = t + dt.timedelta(days=1)
-    else:
-        first = t.replace(day=1)
-        end = (first + dt.timedelta(days=32)).replace(day=1)
-    return end.strftime("%Y-%m-%dT%H:%MZ")
+        return t, t + dt.timedelta(days=1)
+    first = t.replace(day=1)
+    return first, (first + dt.timedelta(days=32)).replace(day=1)
+
+
+def period_end(period: str, now: float) -> str:
+    return _period_bounds(period, now)[1].strftime("%Y-%m-%dT%H:%MZ")
+
+
+def period_left(period: str, now: float) -> float:
+    """The share of the quota period ``now`` falls in that is still to run (0-1)."""
+    start, end = _period_bounds(period, now)
+    total = (end - start).total_seconds()
+    return round(min(1.0, max(0.0, (end.timestamp() - now) / total)), 4)
 
 
 def usage_key(kind: str, subject: str, backend_class: str, period: str, when: str) -> str:

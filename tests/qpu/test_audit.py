@@ -255,3 +255,20 @@ def test_a_burst_of_submissions_through_the_gateway_is_all_audited(start_gateway
         assert len(of(records, "qpu-job-submitted", job_id=j)) == 1
         assert len(of(records, "qpu-job-admitted", job_id=j)) == 1
     assert [r["seq"] for r in records] == list(range(len(records)))
+
+
+def test_a_quota_refusal_says_which_period_ran_out_and_how_much_of_it_is_left(
+    start_gateway, tmp_path
+):
+    """What the audit service needs to flag a quota used up early (quota-burnt-early)."""
+    from hub_ext.qpu.policy import period_left
+
+    policy = POLICY + "\n[quotas.project.simulator]\nmonth = { jobs = 1 }\n"
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}", policy=policy)
+    assert gw.submit("alice")[0] == 201
+    status, body = gw.submit("alice")
+    assert (status, body["error"]) == (429, "PROJECT_QUOTA"), body
+    records = wait_records(gw, lambda rs: of(rs, "qpu-job-rejected", user="alice"))
+    [rejected] = of(records, "qpu-job-rejected", user="alice")
+    assert rejected["reason"] == "quota-exceeded" and rejected["period"] == "month"
+    assert abs(rejected["period_left"] - period_left("month", time.time())) < 0.01

@@ -306,3 +306,13 @@ def test_run_limits_default_per_class_and_a_backend_overrides_its_class():
         pol.check_run_limits(p, "aer_mps", "simulator", 2, 121.0)
     assert slow.value.code == "TIME_LIMIT" and "run_limits.simulator.seconds" in slow.value.message
     assert pol.check_run_limits(p, "aer_mps", "simulator", 24, 120.0) == other
+
+
+def test_period_left_is_the_share_of_the_period_still_to_run():
+    import datetime as dt
+
+    six_am = dt.datetime(2026, 12, 4, 6, 0, tzinfo=dt.UTC).timestamp()
+    assert pol.period_left("day", six_am) == 0.75
+    assert pol.period_left("month", dt.datetime(2026, 12, 4, tzinfo=dt.UTC).timestamp()) \
+        == round(28 / 31, 4)
+    assert pol.period_end("day", six_am) == "2026-12-05T00:00Z"
