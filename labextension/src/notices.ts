@@ -1,6 +1,6 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import { INotice, noticeDetail, noticeText, parseNotices, trimSeen, unseen } from './noticeList';
@@ -32,9 +32,10 @@ export const noticesPlugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   activate: (app: JupyterFrontEnd) => {
     const settings = app.serviceManager.serverSettings;
-    // per server URL: the hub serves every user's JupyterLab from one origin
-    const key = `@qustody/jupyterlab:notices-seen:${settings.baseUrl}`;
-    const seen = loadSeen(key);
+    // per hub user: the hub serves every user's JupyterLab, and each of a user's named
+    // servers, from one origin; an alert is about the user, so it is shown once for all
+    const user = PageConfig.getOption('hubUser') || settings.baseUrl;
+    const key = `@qustody/jupyterlab:notices-seen:${user}`;
     const poll = async (): Promise<void> => {
       let notices: INotice[] | null;
       try {
@@ -42,6 +43,8 @@ export const noticesPlugin: JupyterFrontEndPlugin<void> = {
       } catch {
         return; // the server is restarting: ask again at the next poll
       }
+      // read again each time: another tab or server may have shown some since
+      const seen = loadSeen(key);
       for (const notice of unseen(notices ?? [], seen)) {
         const details = (): void => {
           void showDialog({
