@@ -407,7 +407,9 @@ class OwnAlertsAPIHandler(ServicePage):
         return bool(model.get("kind", "user") == "user")
 
     def denied_message(self, name: str) -> str:
-        return f"{name} is not a user; only a user's own alerts are shown here."
+        return (f"{name} may not ask for alerts here: a hub user's token with the service's "
+                f"access scope ({self.settings['access_scope']}, which every user holds) "
+                "gets that user's own alerts.")
 
     def login_message(self) -> str:
         return "Send your hub token: Authorization: token <token>"

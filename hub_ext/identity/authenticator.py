@@ -55,6 +55,7 @@ from hub_ext.identity.refusal import SignInRefused
 from hub_ext.identity.roles import (
     BASE_SCOPES,
     COURSE_STAFF,
+    EVERY_USER,
     STAFF_EXTRA,
     hub_groups,
     managed_roles,
@@ -397,11 +398,11 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         if not 0 < self.auth_refresh_age <= self.session_max_age:
             raise ValueError("Authenticator.auth_refresh_age must be > 0 and <= session_max_age")
         validate_group_roles(self.group_roles)
-        unknown = set(self.role_extra_scopes) - {*BASE_SCOPES, "admin", STAFF_EXTRA}
+        unknown = set(self.role_extra_scopes) - {*BASE_SCOPES, "admin", STAFF_EXTRA, EVERY_USER}
         if unknown:
             raise ValueError(
                 f"QustodyAuthenticator.role_extra_scopes names unknown roles {sorted(unknown)}; "
-                f"known: {sorted({*BASE_SCOPES, 'admin'})}"
+                f"known: {sorted({*BASE_SCOPES, 'admin', STAFF_EXTRA, EVERY_USER})}"
             )
         validate_mfa(self.mfa_rule, self.allow_no_mfa)
         self._metadata: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hub_ext.identity.authenticator import require_crypt_key
-from hub_ext.identity.roles import BASE_SCOPES
+from hub_ext.identity.roles import BASE_SCOPES, EVERY_USER
 
 DEFAULT_GROUP_ROLES = {
     "qustody-students": "student",
@@ -119,5 +119,10 @@ def hand_roles_to_authenticator(
             keep.append(role)
             continue
         extra[target] = sorted({*extra.get(target, []), *role.get("scopes", [])})
+    # every user's scopes (the audit service's access, for their own alerts): the
+    # authenticator writes the default user role at each login, so it must know them
+    every = c.JupyterHub.extra_user_scopes if "extra_user_scopes" in c.JupyterHub else set()
+    if every:
+        extra[EVERY_USER] = sorted({*extra.get(EVERY_USER, []), *every})
     a.role_extra_scopes = extra
     c.JupyterHub.load_roles = keep

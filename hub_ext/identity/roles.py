@@ -75,6 +75,10 @@ COURSE_STAFF: dict[str, tuple[str, tuple[str, ...], str]] = {
 #: Key of ``role_extra_scopes`` whose scopes every per-course staff role also gets (the
 #: instructor page's access scope: a TA from a course's CSV roster has no global role).
 STAFF_EXTRA = "course-staff"
+#: Key of ``role_extra_scopes`` whose scopes JupyterHub's default ``user`` role (every
+#: user's) also gets: ``c.JupyterHub.extra_user_scopes``, which the authenticator's role
+#: sync would otherwise reset at each login.
+EVERY_USER = "user"
 #: Prefixes of the per-course roles that may start, open and stop students' servers.
 MANAGING_PREFIXES = ("instructor-", "assistant-")
 
@@ -192,7 +196,10 @@ def roles_for(
     defaults = {r["name"]: r for r in get_default_roles()}
     wanted = set(roles)
     specs = {r["name"]: r for r in managed_roles(extra_scopes)}
-    out = [defaults["user"]]
+    # every user's role, with the scopes the hub adds to it (JupyterHub.extra_user_scopes,
+    # handed over as role_extra_scopes["user"]): sync_roles writes the role as given here
+    user = defaults["user"]
+    out = [{**user, "scopes": sorted({*user["scopes"], *extra_scopes.get(EVERY_USER, ())})}]
     if "admin" in wanted:
         out.append(defaults["admin"])
         if ADMIN_EXTRA in specs:

@@ -196,6 +196,25 @@ def test_auditor_and_custom_scopes() -> None:
     assert not {s for s in scopes if s.startswith(("access:", "servers", "tokens", "admin"))}
 
 
+def test_every_users_extra_scopes_survive_the_role_sync() -> None:
+    """JupyterHub.extra_user_scopes reach the default user role the auth model carries
+    (sync_roles writes it at each login), and reach nothing else."""
+    from traitlets.config import Config
+
+    from hub_ext.identity.hubconfig import hand_roles_to_authenticator
+
+    c = Config()
+    c.JupyterHub.extra_user_scopes = {"access:services!service=audit"}
+    c.JupyterHub.load_roles = [{"name": "student", "scopes": ["self"]}]
+    hand_roles_to_authenticator(c)
+    extra = c.QustodyAuthenticator.role_extra_scopes
+    assert extra["user"] == ["access:services!service=audit"]
+    specs = {r["name"]: r for r in roles_for(("student",), (), extra)}
+    assert specs["user"]["scopes"] == ["access:services!service=audit", "self"]
+    assert "access:services!service=audit" not in specs["student"]["scopes"]
+    assert {r["name"]: r for r in roles_for(("student",), (), {})}["user"]["scopes"] == ["self"]
+
+
 def test_assurance_is_readable_for_step_up() -> None:
     state = {
         "qustody": {
