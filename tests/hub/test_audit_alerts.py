@@ -221,3 +221,30 @@ def test_jupyterlab_shows_each_notice_once(hub: Hub, tmp_path):
     assert out["dialog"].endswith("read them with get_secret().")
     # a reload shows none of them again (an alert raised in between is new, and shown)
     assert not set(out["first"]) & set(out["afterReload"]), out
+
+
+def test_a_tampered_byte_raises_an_alert_citing_the_failed_verification(hub: Hub):
+    """Last in this module: it breaks the hub's log on purpose. One byte of an old record
+    changed on disk; the auditor's next verification fails and the engine raises the
+    integrity alert, whose evidence is the failed verification's own record."""
+    log = hub.dir / "audit" / "audit.jsonl"
+    text = log.read_bytes()
+    at = text.index(b'"user":"alice"')
+    log.write_bytes(text[:at] + b'"user":"alicf"' + text[at + len(b'"user":"alice"'):])
+    auditor = {"Authorization": f"token {hub.user_token('auditor')}"}
+
+    def started() -> bool:  # a run already under way may have read the log before
+        r = requests.post(f"{hub.url}services/audit/api/verify", headers=auditor, timeout=30)
+        assert r.status_code in (202, 409), r.text
+        return r.status_code == 202
+
+    hub.wait_for(started, timeout=60, what="a verification run of the tampered log")
+
+    def integrity() -> list[dict[str, Any]]:
+        return [a for a in records(hub, "alert-raised")
+                if a["data"]["rule"] == "audit-verification-failed"]
+
+    hub.wait_for(integrity, timeout=90, what="the integrity alert")
+    [alert] = integrity()
+    [failed_run] = [r for r in records(hub, "audit-verified") if r["data"]["result"] == "failed"]
+    assert alert["data"]["evidence"] == [failed_run["seq"]]
