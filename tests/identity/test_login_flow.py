@@ -200,3 +200,34 @@ def test_the_mfa_refusal_page_in_chromium_offers_a_way_forward(
     # the provider shows its form again instead of answering from its session
     assert "/interaction/" in out["afterRetryUrl"], out["afterRetryUrl"]
     assert shot.stat().st_size > 1000
+
+
+def test_a_sign_in_loop_without_a_second_factor_raises_alerts(oidc_hub: Any) -> None:
+    """A scripted attack on the real provider and hub: the same account signs in again and
+    again with only a password. The audit service raises one alert for the account and one
+    for the address, each citing the refusals; the hub's admin lowered the threshold."""
+    import time
+
+    extra = """
+import json
+from hub_ext.audit.alerts import AlertRules
+for service in c.JupyterHub.services:
+    if service["name"] == "audit":
+        service["environment"]["QUSTODY_ALERT_RULES"] = json.dumps(
+            AlertRules(login_failures=3).settings())
+"""
+    hub = oidc_hub(extra=extra)
+    for _ in range(4):
+        assert login(requests.Session(), hub.url, "nomfa", PASSWORD).status_code == 403
+    refusals = audit_events(hub, "mfa-refused")
+    assert len(refusals) == 4
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        alerts = {a["rule"]: a for a in audit_events(hub, "alert-raised")}
+        if {"login-failures-user", "login-failures-ip"} <= set(alerts):
+            break
+        time.sleep(0.5)
+    assert alerts["login-failures-user"]["subject"] == "user:nomfa"
+    assert alerts["login-failures-ip"]["subject"] == "ip:127.0.0.1"
+    assert len(alerts["login-failures-user"]["evidence"]) == 3
+    assert len(audit_events(hub, "alert-raised")) == 2  # the fourth refusal is the same alert
