@@ -43,6 +43,13 @@ for role in c.JupyterHub.load_roles:
         role["users"] = ["ivan"]
     if role["name"] == "auditor":
         role["users"] = ["eve"]
+# the audit service's QPU burst floor lowered for the flood test (its default is 200)
+import json as _json
+from hub_ext.audit.alerts import AlertRules as _AlertRules
+for _service in c.JupyterHub.services:
+    if _service["name"] == "audit":
+        _service["environment"]["QUSTODY_ALERT_RULES"] = _json.dumps(
+            _AlertRules(qpu_submissions=30).settings())
 """
 
 
@@ -460,3 +467,26 @@ def test_the_hubs_course_file_sets_the_budget_and_closes_the_term(hub):
         timeout=60, what="the course to follow identity again without its file",
     )
     assert status == 201, body
+
+
+def test_a_qpu_flood_raises_an_alert_citing_the_submissions(hub):
+    """A scripted attack: one user's token submits far more than their usual in minutes.
+    The gateway's records reach the hub's audit log; its audit service raises one alert
+    for the user (floor lowered to 30 for this hub), citing the submissions."""
+    codes = [call(hub, "bob", "POST", "api/jobs", bell_job(shots=16))[0] for _ in range(35)]
+    assert codes.count(201) >= 30, codes
+
+    log, key = hub.dir / "audit" / "audit.jsonl", hub.dir / "audit.key"
+
+    def burst():
+        return [r for r in audit_records(log, key) if r["type"] == "alert-raised"
+                and r["data"]["rule"] == "qpu-submissions-burst"]
+
+    hub.wait_for(burst, timeout=90, what="the QPU burst alert")
+    [alert] = burst()
+    assert alert["data"]["subject"] == "user:bob" and alert["data"]["count"] == 30
+    cited = {r["seq"]: r for r in audit_records(log, key)
+             if r["seq"] in set(alert["data"]["evidence"])}
+    assert {r["type"] for r in cited.values()} == {"qpu-job-submitted"}
+    assert {r["data"]["user"] for r in cited.values()} == {"bob"}
+
