@@ -4,7 +4,6 @@ once, names its rule, subject and evidence, and an SMTP server that is down lose
 
 from __future__ import annotations
 
-import socket
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from ports import free_port
 
 from hub_ext.audit import AuditLog, schema
 from hub_ext.audit.alert_watch import AlertWatcher
@@ -31,16 +31,10 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp():
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         yield inbox, controller.port
@@ -92,7 +86,7 @@ def test_each_alert_is_mailed_once_with_its_evidence(tmp_path, smtp):
 
 def test_an_smtp_server_that_is_down_loses_no_alert(tmp_path, caplog):
     audit, watcher = _setup(tmp_path, save_refusals=1, email_to=["sec@example.org"],
-                            smtp_port=_free_port())  # nothing listens there
+                            smtp_port=free_port())  # nothing listens there
     try:
         data = dict(schema.get("save-refused").examples[0])
         del data["user"], data["server"]

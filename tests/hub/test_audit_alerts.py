@@ -7,7 +7,6 @@ server (aiosmtpd) on loopback."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +16,7 @@ import requests
 from aiosmtpd.controller import Controller
 from audit_hub import LOCAL_EXTRA, PASSWORD, local_env, records, server_token, spawn
 from hubtest import Hub, failed, launch_hub
+from ports import free_port
 
 EVENT = {"type": "save-refused", "data": {"path": "work/keys.ipynb",
                                           "detectors": ["github-token"], "findings": 1,
@@ -58,9 +58,7 @@ class _Inbox:
 
 @pytest.fixture(scope="module")
 def smtp():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     inbox = _Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()

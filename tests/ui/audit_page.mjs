@@ -1,7 +1,7 @@
 // Drives the auditor page in Debian's headless Chromium (playwright-core; never downloads a
 // browser). Input: one JSON argument {hub, user, password, filterUser, screenshot, userDataDir,
 // expectDenied}. Output: one JSON line on stdout with what the page showed.
-import { launch, loopbackOnly } from "./browser.mjs";
+import { hubLogin, launch, loopbackOnly } from "./browser.mjs";
 
 const opts = JSON.parse(process.argv[2]);
 const browser = await launch(opts.userDataDir);
@@ -9,10 +9,7 @@ const out = {};
 try {
   const page = browser.pages()[0] ?? (await browser.newPage());
   await loopbackOnly(page);
-  await page.goto(`${opts.hub}hub/login`);
-  await page.fill("#username_input", opts.user);
-  await page.fill("#password_input", opts.password);
-  await Promise.all([page.waitForLoadState("load"), page.click("#login_submit")]);
+  await hubLogin(page, opts.hub, opts.user, opts.password);
   const response = await page.goto(`${opts.hub}services/audit/`);
   out.status = response.status();
   if (opts.expectDenied) {

@@ -20,3 +20,11 @@ export async function launch(userDataDir, extra = {}) {
 export async function loopbackOnly(page) {
   await page.route(/^https?:\/\/(?!127\.0\.0\.1[:/])/, (route) => route.abort());
 }
+
+// Signs in with the hub's own login form (the shared-password login the hub tests use).
+export async function hubLogin(page, hub, user, password) {
+  await page.goto(`${hub}hub/login`);
+  await page.fill("#username_input", user);
+  await page.fill("#password_input", password);
+  await Promise.all([page.waitForLoadState("load"), page.click("#login_submit")]);
+}

@@ -1,7 +1,7 @@
 // A user's JupyterLab, through the hub, shows the security alerts about them once each.
 // Input: one JSON argument {hub, user, password, userDataDir, screenshot}. Output: one
 // JSON line with the notices shown on the first load and after a reload.
-import { launch, loopbackOnly } from "./browser.mjs";
+import { hubLogin, launch, loopbackOnly } from "./browser.mjs";
 
 const opts = JSON.parse(process.argv[2]);
 const browser = await launch(opts.userDataDir);
@@ -9,10 +9,7 @@ const out = {};
 try {
   const page = browser.pages()[0] ?? (await browser.newPage());
   await loopbackOnly(page);
-  await page.goto(`${opts.hub}hub/login`);
-  await page.fill("#username_input", opts.user);
-  await page.fill("#password_input", opts.password);
-  await Promise.all([page.waitForLoadState("load"), page.click("#login_submit")]);
+  await hubLogin(page, opts.hub, opts.user, opts.password);
 
   const shown = async () => {
     const notices = page.getByText("Security notice");
