@@ -934,15 +934,17 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             user = app.users[orm_user]
             if not (user.active or orm_user.api_tokens):
                 continue
-            last = getattr(user, "_auth_refreshed", None)
-            if last and time.monotonic() - last < self.auth_refresh_age:
+            # When the provider last vouched for the user: our own record in the auth
+            # state, written by every refresh (a request's or this sweep's), not the hub's
+            # private per-user timestamp.
+            record = ((await user.get_auth_state()) or {}).get("qustody") or {}
+            if time.time() - float(record.get("refreshed_at", 0)) < self.auth_refresh_age:
                 continue
             try:
                 model = await self.refresh_user(user)
             except Exception:
                 self.log.exception("identity: sweep could not refresh %s", user.name)
                 continue
-            user._auth_refreshed = time.monotonic()
             if isinstance(model, dict):
                 user.sync_groups(model["groups"])
                 user.sync_roles(model["roles"])

@@ -202,3 +202,17 @@ def test_concurrent_refreshes_keep_the_session(oidc_hub: Any, tmp_path: Path) ->
         assert codes == [200] * 12, codes
     assert not [e for e in audit_events(hub, "session-ended") if e["user"] == "rita"]
     assert whoami(hub, session).status_code == 200
+
+
+def test_the_sweep_asks_the_provider_once_per_refresh_age(oidc_hub: Any, tmp_path: Path) -> None:
+    """A user with a token but no requests is re-validated by the sweep, every
+    ``auth_refresh_age`` and not at every sweep: the sweep reads when the provider last
+    vouched for the user from the auth state every refresh writes."""
+    paced = FAST.replace("auth_refresh_age = 2", "auth_refresh_age = 6").replace(
+        "sweep_interval = 2", "sweep_interval = 1")
+    hub = oidc_hub(extra=paced.format(home=tmp_path))
+    signed_in(hub, "rita")
+    hub.user_token("rita")  # a token, so the sweep looks after rita without a server
+    time.sleep(15)  # about 15 sweeps; two or three refresh ages
+    refreshed = [e for e in audit_events(hub, "session-refreshed") if e["user"] == "rita"]
+    assert 1 <= len(refreshed) <= 3, [e["expires_at"] for e in refreshed]
