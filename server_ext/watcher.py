@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
@@ -35,6 +36,16 @@ from . import audit_report
 from .guard import SaveGuard
 from .scanner.documents import Located, redact_segment, scan_file, scan_notebook
 from .scanner.notebook import NotebookError, Zone
+
+
+def _inside(root: Path, directory: str) -> Path | None:
+    """``directory`` relative to ``root``, if it lies inside it."""
+    try:
+        rel = Path(directory).resolve().relative_to(root)
+    except (OSError, ValueError):
+        return None
+    return rel if rel.parts else None  # never the whole root: the watcher would see nothing
+
 
 #: Seen as the guard's own write if the file still has this (mtime_ns, size).
 _Stamp = tuple[int, int]
@@ -87,6 +98,11 @@ class FileWatcher(LoggingConfigurable):
         self.reports: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=self.max_reports
         )
+        # Jupyter's runtime directory holds the server's own credentials (its token, the
+        # kernels' connection keys), written by the server itself: not the user's content,
+        # and a finding at every kernel start would bury real ones. The image keeps it
+        # outside the home (/run/jupyter); a server run as a local process keeps it inside.
+        self._excluded = _inside(self.root, jupyter_runtime_dir())
         self._own: dict[str, _Stamp] = {}  # absolute path -> stamp of the guard's own write
         self._own_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -164,6 +180,9 @@ class FileWatcher(LoggingConfigurable):
             return False
         if any(part in self.ignored_dirs for part in rel.parts):
             return False
+        if self._excluded is not None and (rel == self._excluded
+                                           or self._excluded in rel.parents):
+            return False
         # jupyter-server's atomic writes go through ".~name" before the rename.
         return not rel.name.startswith(".~")
 
@@ -176,9 +195,9 @@ class FileWatcher(LoggingConfigurable):
             self._check_one(path)
             return
         for top, dirs, files in os.walk(path):
-            dirs[:] = [d for d in dirs if d not in self.ignored_dirs]
+            dirs[:] = [d for d in dirs if self._wanted(Path(top) / d)]
             for name in files:
-                if not name.startswith(".~"):
+                if self._wanted(Path(top) / name):
                     self._check_one(Path(top) / name)
 
     def _check_one(self, path: Path) -> None:
