@@ -12,7 +12,8 @@ DEMO_PORT ?= 8888
 PYTEST_ARGS ?=
 # Most hub, identity and Docker tests wait on servers, not the CPU: three workers, each
 # running whole test files (module fixtures stay on one worker), fit a 2-core CI machine.
-# Files go out longest first (tests/conftest.py orders them), not by their number of tests.
+# Files go out longest first (tests/conftest.py, by tests/file_seconds.json), not by their
+# number of tests.
 PYTEST_XDIST ?= -n 3 --dist loadfile --no-loadscope-reorder
 # Every run prints its slowest set-ups, calls and teardowns: where the suite's time goes.
 PYTEST_DURATIONS ?= --durations=40 --durations-min=5

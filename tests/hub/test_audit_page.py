@@ -14,6 +14,8 @@ from hubtest import Hub, failed, launch_hub
 
 from hub_ext.audit import AuditLog, schema
 
+pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
+
 # A known session of "dora" (a user name no other event uses), in the order it happened.
 SESSION = [
     "login",

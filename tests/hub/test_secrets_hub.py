@@ -144,6 +144,8 @@ def redeem(ticket):
 # environment (what an attacker inside the workspace could read too).
 READ_TICKET = """
 import os
+
+pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
 raw = open(f"/proc/{os.getppid()}/environ", "rb").read().split(b"\\0")
 print([v.split(b"=", 1)[1].decode() for v in raw if v.startswith(b"QUSTODY_SECRETS_TICKET=")][0])
 """

@@ -22,6 +22,8 @@ from audit_hub import LOCAL_EXTRA, local_env, login
 from hubtest import Hub, failed, free_port, launch_hub
 from service_procs import bell_qpy, children, gone, service_process
 
+pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
+
 
 @pytest.fixture
 def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:

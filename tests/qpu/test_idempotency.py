@@ -25,6 +25,8 @@ from hub_ext.qpu.errors import GatewayError
 from hub_ext.qpu.policyfile import parse
 from hub_ext.qpu.store import Admitted, Store, Ticket
 
+pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
+
 QUOTA_1 = POLICY + """
 [quotas.project.simulator]
 day = { jobs = 1 }

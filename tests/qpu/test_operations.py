@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import POLICY, bell, launch, qpy_b64
 
+pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
+
 SLOW_HW = {
     "aer_simulator": {"driver": "aer", "lanes": 2},
     # Each job holds the device for 60 s of modelled time: it stays RUNNING until acted on.
