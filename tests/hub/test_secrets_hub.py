@@ -22,6 +22,8 @@ from hubtest import BIN, Hub
 from kernelws import Kernel
 from qtest import code_cell, notebook, stream
 
+pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
+
 TTL = 20
 
 
@@ -144,8 +146,6 @@ def redeem(ticket):
 # environment (what an attacker inside the workspace could read too).
 READ_TICKET = """
 import os
-
-pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
 raw = open(f"/proc/{os.getppid()}/environ", "rb").read().split(b"\\0")
 print([v.split(b"=", 1)[1].decode() for v in raw if v.startswith(b"QUSTODY_SECRETS_TICKET=")][0])
 """
