@@ -10,6 +10,7 @@ with a message saying how to fix it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from .backends import BackendDriver, build
 from .config import PolicyHolder
 from .credentials import CredentialBroker
 from .errors import GatewayError, Refused
-from .parsing import ParsePool, Prepared, Unavailable, prepare, stand_ins
+from .parsing import DecodeInPool, ParsePool, Prepared, Unavailable, prepare, stand_ins
 from .policy import period_left
 from .policyfile import CLASSES, PERIODS, PolicyError
 from .runner import Runner
@@ -571,14 +572,16 @@ class QpuGateway(Application):
         policy = self.policies.policy
         before = self._last_of.get(identity.name)
         turn: asyncio.Future[None] | None = None
-        if len(data) > self.inline_parse_bytes or before is not None:
+        prepared: Prepared | None = None
+        if len(data) <= self.inline_parse_bytes:
+            with contextlib.suppress(DecodeInPool):  # long OpenQASM 3: decoded in the pool
+                prepared = prepare(self, identity, data, policy, inline=True)
+        if prepared is None or before is not None:
             turn = loop.create_future()
             self._last_of[identity.name] = turn
         try:
-            if len(data) > self.inline_parse_bytes:
+            if prepared is None:
                 prepared = await self._prepare_large(identity, data, policy)
-            else:
-                prepared = prepare(self, identity, data, policy)
             if before is not None and not before.done():
                 await asyncio.shield(before)  # the user's earlier submission goes first
             ticket, ignored = prepared.ticket, prepared.ignored

@@ -28,7 +28,7 @@ def decode_circuits(data: bytes, limits: Any) -> list[QuantumCircuit]:
         if "qpy" in item:
             out.append(load_qpy(base64.b64decode(item["qpy"]), limits))
         else:
-            out.append(load_qasm3(item["qasm3"]))
+            out.append(load_qasm3(item["qasm3"], limits))
     return out
 
 

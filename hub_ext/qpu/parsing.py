@@ -136,15 +136,36 @@ class Context:
                 "(GET /api/backends lists the ones your projects may use)")
 
 
-def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy) -> Prepared:
+#: OpenQASM 3 text longer than this is decoded in the parse pool even in a small body: the
+#: importer expands broadcast gates (``h q;`` on a 127-qubit register is 127 instructions),
+#: so 64 KiB of text can be a million instructions, a second and hundreds of MB of work.
+INLINE_QASM3_CHARS = 4096
+
+
+class DecodeInPool(Exception):
+    """A small body whose decoding still belongs in the parse pool (long OpenQASM 3)."""
+
+
+def _long_qasm3(body: dict[str, Any]) -> bool:
+    circuits = body.get("circuits")
+    return isinstance(circuits, list) and any(
+        isinstance(c, dict) and isinstance(c.get("qasm3"), str)
+        and len(c["qasm3"]) > INLINE_QASM3_CHARS for c in circuits)
+
+
+def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy,
+            inline: bool = False) -> Prepared:
     """Decode, validate and decide what needs no database. ``Invalid`` for a body
-    that is not a valid submission."""
+    that is not a valid submission; ``DecodeInPool`` when ``inline`` (on the gateway's
+    event loop) and the body holds long OpenQASM 3 text."""
     try:
         body = json.loads(data or b"null")
     except (ValueError, UnicodeDecodeError):
         raise Invalid(400, "BAD_JSON", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Invalid(400, "BAD_JSON", "the body must be a JSON object")
+    if inline and _long_qasm3(body):
+        raise DecodeInPool
     tags = body.get("tags")
     project = tags.get("project") if isinstance(tags, dict) else None
     backend = body.get("backend")

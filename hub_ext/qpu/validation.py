@@ -146,11 +146,54 @@ def load_qpy(data: bytes, limits: Limits) -> QuantumCircuit:
     return circuits[0]
 
 
-def load_qasm3(text: str) -> QuantumCircuit:
+#: Comments, which may sit anywhere between tokens (``qubit/**/[9]``).
+_QASM_COMMENT = re.compile(r"//[^\n]*|/\*.*?(?:\*/|\Z)", re.S)
+#: Register declarations: ``qubit[N] q``, ``bit[N] c`` (designator first) and the
+#: OpenQASM 2 forms ``qreg q[N]``, ``creg c[N]``; a plain ``qubit q`` is one qubit.
+_QASM_REGISTER = re.compile(
+    r"\b(?:(qubit|bit)\s*(?:\[([^\]]*)\])?\s*[A-Za-z_]\w*"
+    r"|(qreg|creg)\s+[A-Za-z_]\w*\s*(?:\[([^\]]*)\])?)\s*;"
+)
+_DECIMAL = re.compile(r"[0-9][0-9_]*")
+
+
+def check_qasm3_registers(text: str, limits: Limits) -> None:
+    """Refuse registers beyond the limits before the importer builds them: it allocates a
+    circuit's qubits and bits first, so ``qubit[100000000] q;`` (30 bytes) would take
+    gigabytes before the qubit limit is checked on the circuit. A register size must be a
+    decimal number (the importer cannot evaluate an expression there either)."""
+    qubits = bits = 0
+    for m in _QASM_REGISTER.finditer(_QASM_COMMENT.sub(" ", text)):
+        kind = m.group(1) or m.group(3)
+        size_text = m.group(2) if m.group(1) else m.group(4)
+        if size_text is None:
+            size = 1
+        elif _DECIMAL.fullmatch(size_text.strip()):
+            size = int(size_text.strip().replace("_", ""))
+        else:
+            raise _bad("MALFORMED_QASM3", f"invalid OpenQASM 3: the size of a {kind} register "
+                       f"must be a decimal number, not {size_text.strip()[:40]!r}")
+        if kind in ("qubit", "qreg"):
+            qubits += size
+        else:
+            bits += size
+        if qubits > limits.max_qubits:
+            raise _bad("TOO_MANY_QUBITS", f"the circuit declares more than {limits.max_qubits} "
+                       f"qubits; the limit is {limits.max_qubits}")
+        if bits > limits.max_instructions:
+            raise _bad("TOO_MANY_INSTRUCTIONS",
+                       f"the circuit declares more than {limits.max_instructions} bits, more "
+                       f"than its instruction limit ({limits.max_instructions}) can use")
+
+
+def load_qasm3(text: str, limits: Limits) -> QuantumCircuit:
+    check_qasm3_registers(text, limits)
     try:
         circuit: QuantumCircuit = qasm3.loads_experimental(text)
         return circuit
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # a Rust panic in the importer is a BaseException
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise _bad("MALFORMED_QASM3", f"invalid OpenQASM 3: {first}") from None
 
@@ -222,7 +265,7 @@ def parse_submission(body: Mapping[str, Any], limits: Limits, backend_shots: int
             text = item["qasm3"]
             if not isinstance(text, str):
                 raise _bad("MALFORMED_QASM3", f"circuits[{i}].qasm3 must be a string")
-            circuit = load_qasm3(text)
+            circuit = load_qasm3(text, limits)
             hashes.append(hashlib.sha256(text.encode()).hexdigest())
             raw.append({"qasm3": text})
         if circuit.num_qubits > limits.max_qubits:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import struct
 
 import pytest
 from conftest import bell, qpy_b64
+
+from hub_ext.qpu.parsing import INLINE_QASM3_CHARS, DecodeInPool, prepare
 
 
 def stats(gateway) -> int:
@@ -107,6 +110,24 @@ GOOD = {"project": "qchem", "purpose": "testing"}
          "1000000000 qubits; the limit is 127"),
         ({"circuits": [{"qasm3": "OPENQASM 3.0; qubit[2] q; h q[0]; nonsense;"}]}, 422,
          "MALFORMED_QASM3", "OpenQASM 3"),
+        # 30 bytes that would make the importer allocate 10^8 qubits (gigabytes) before
+        # the circuit's qubit limit is checked; the same behind a comment, as OpenQASM 2
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\nqubit[100000000] q;\n"}]}, 422,
+         "TOO_MANY_QUBITS", "declares more than 127 qubits"),
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\nqubit/**/[ 100_000_000 ] q;\n"}]}, 422,
+         "TOO_MANY_QUBITS", "declares more than 127 qubits"),
+        ({"circuits": [{"qasm3": "OPENQASM 2.0;\nqreg q[100000000];\n"}]}, 422,
+         "TOO_MANY_QUBITS", "declares more than 127 qubits"),
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\n" + "".join(
+            f"qubit q{i};\n" for i in range(128))}]}, 422, "TOO_MANY_QUBITS", "127"),
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\nbit[100000000] c;\n"}]}, 422,
+         "TOO_MANY_INSTRUCTIONS", "bits"),
+        # an expression where the importer wants a number made it panic (a BaseException
+        # out of Rust), which killed the request and stalled the gateway
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\nqubit[2*2] q;\n"}]}, 422,
+         "MALFORMED_QASM3", "decimal number"),
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\nint[2*2] x;\n"}]}, 422,
+         "MALFORMED_QASM3", "designator"),
         ({"circuits": []}, 400, "BAD_FIELD", "non-empty"),
         ({"circuits": [{"qpy": qpy_b64(bell())}] * 301}, 422, "TOO_MANY_CIRCUITS",
          "the limit is 300"),
@@ -188,6 +209,23 @@ def test_bad_json_and_content_type(gateway):
     r = requests.post(gateway.url + "api/jobs", data=b"{}", timeout=30,
                       headers={**h, "Content-Type": "text/plain"})
     assert (r.status_code, r.json()["error"]) == (415, "BAD_CONTENT_TYPE")
+
+
+def test_long_openqasm3_is_decoded_off_the_event_loop_and_runs(gateway):
+    """A small body may still hold long OpenQASM 3 (broadcast gates expand to many
+    instructions): it goes to the parse pool, not the gateway's event loop, and runs."""
+    text = ('OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; ' + "x q; " * 2000
+            + "c = measure q;")
+    assert INLINE_QASM3_CHARS < len(text) < 65536
+    with pytest.raises(DecodeInPool):
+        prepare(None, None, json.dumps({"backend": "aer_simulator", "circuits": [
+            {"qasm3": text}]}).encode(), None, inline=True)  # type: ignore[arg-type]
+    status, body = gateway.submit("alice", circuits=[{"qasm3": text}], shots=50,
+                                  options={"seed_simulator": 1})
+    assert status == 201, body
+    assert gateway.wait_final("alice", body["job_id"])["state"] == "DONE"
+    _status, result = gateway.call("alice", "GET", f"api/jobs/{body['job_id']}/result")
+    assert result["results"][0]["data"]["counts"] == {"0x0": 50}  # 2,000 flips of each qubit
 
 
 def test_a_good_job_still_runs_after_all_that(gateway):
