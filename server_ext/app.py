@@ -43,7 +43,8 @@ class QustodyApp(ExtensionApp):
             return
         manager.qustody_install(guard)
         self.settings["qustody_guard"] = guard
-        self.watcher = FileWatcher(serverapp.root_dir, guard, config=serverapp.config, log=self.log)
+        self.watcher = FileWatcher(serverapp.root_dir, guard, config=serverapp.config, log=self.log,
+                                   runtime_dir=serverapp.runtime_dir)
         manager.qustody_watch(self.watcher)
         self.settings["qustody_watcher"] = self.watcher
         # Claim this server's secrets only now: the guard must know their values first.

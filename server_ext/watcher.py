@@ -39,10 +39,15 @@ from .scanner.notebook import NotebookError, Zone
 
 
 def _inside(root: Path, directory: str) -> Path | None:
-    """``directory`` relative to ``root``, if it lies inside it."""
+    """``directory`` relative to ``root``, if it lies inside it. Not a symlink: a user
+    who links the runtime path to their work must not take that work out of the
+    watcher's sight (a link higher up only moves where the runtime directory lies)."""
     try:
-        rel = Path(directory).resolve().relative_to(root)
-    except (OSError, ValueError):
+        given = Path(directory).absolute()
+        if given.is_symlink():
+            return None
+        rel = given.resolve().relative_to(root)
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop
         return None
     return rel if rel.parts else None  # never the whole root: the watcher would see nothing
 
@@ -91,7 +96,8 @@ class FileWatcher(LoggingConfigurable):
             raise ValueError(f"FileWatcher.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
 
-    def __init__(self, root: str, guard: SaveGuard, **kwargs: Any) -> None:
+    def __init__(self, root: str, guard: SaveGuard, runtime_dir: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).resolve()
         self.guard = guard
@@ -102,7 +108,7 @@ class FileWatcher(LoggingConfigurable):
         # kernels' connection keys), written by the server itself: not the user's content,
         # and a finding at every kernel start would bury real ones. The image keeps it
         # outside the home (/run/jupyter); a server run as a local process keeps it inside.
-        self._excluded = _inside(self.root, jupyter_runtime_dir())
+        self._excluded = _inside(self.root, runtime_dir or jupyter_runtime_dir())
         self._own: dict[str, _Stamp] = {}  # absolute path -> stamp of the guard's own write
         self._own_lock = threading.Lock()
         self._thread: threading.Thread | None = None

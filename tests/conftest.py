@@ -32,7 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     reached last would keep one worker busy for minutes while the others idle. A file's
     weight is its measured time, else its tests' rough time by marker; ties keep the
     collection order, so every worker collects the same order, as pytest-xdist requires."""
-    measured: dict[str, float] = json.loads(_MEASURED.read_text()) if _MEASURED.exists() else {}
+    try:
+        measured: dict[str, float] = json.loads(_MEASURED.read_text())
+    except (OSError, ValueError):  # missing or unreadable: the markers' estimate for all
+        measured = {}
     weight: dict[str, float] = defaultdict(float)
     for item in items:
         file = item.nodeid.split("::")[0]

@@ -413,6 +413,8 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         self._states = LoginStates(ttl=self.login_state_ttl)
         self._bindings: BindingStore | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        #: user name -> when the sweep last asked the provider about them (monotonic)
+        self._swept: dict[str, float] = {}
         self._app: Any = None
         self._sweeper: PeriodicCallback | None = None
 
@@ -934,15 +936,20 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             user = app.users[orm_user]
             if not (user.active or orm_user.api_tokens):
                 continue
-            # When the provider last vouched for the user: our own record in the auth
-            # state, written by every refresh (a request's or this sweep's), not the hub's
-            # private per-user timestamp.
-            record = ((await user.get_auth_state()) or {}).get("qustody") or {}
-            if time.time() - float(record.get("refreshed_at", 0)) < self.auth_refresh_age:
+            # Not asked again within auth_refresh_age: since the provider last vouched for
+            # the user (our record in the auth state, written by every refresh, a request's
+            # or a sweep's; not the hub's private per-user timestamp), nor since this sweep
+            # last tried (a refresh that failed in an outage is not retried at every pass).
+            tried = self._swept.get(user.name)
+            if tried is not None and time.monotonic() - tried < self.auth_refresh_age:
                 continue
             try:
+                record = ((await user.get_auth_state()) or {}).get("qustody") or {}
+                if time.time() - float(record.get("refreshed_at", 0)) < self.auth_refresh_age:
+                    continue
+                self._swept[user.name] = time.monotonic()
                 model = await self.refresh_user(user)
-            except Exception:
+            except Exception:  # one user's bad record or refresh must not stop the sweep
                 self.log.exception("identity: sweep could not refresh %s", user.name)
                 continue
             if isinstance(model, dict):

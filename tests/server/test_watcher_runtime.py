@@ -57,3 +57,20 @@ async def test_a_runtime_directory_created_later_is_not_walked_either(
     code, body = await api.call("GET", "qustody", "api", "watcher")
     assert code == 200
     assert [r["path"] for r in body["reports"] if "runtime" in r["path"]] == []
+
+
+def test_a_runtime_path_linked_to_the_users_work_hides_nothing(tmp_path: Path) -> None:
+    """A user who makes the runtime path a symlink to their work keeps that work watched."""
+    from server_ext.watcher import _inside
+
+    root = tmp_path / "home"
+    (root / "work").mkdir(parents=True)
+    (root / ".local" / "share" / "jupyter").mkdir(parents=True)
+    link = root / ".local" / "share" / "jupyter" / "runtime"
+    link.symlink_to(root / "work")
+    assert _inside(root.resolve(), str(link)) is None
+    link.unlink()
+    link.mkdir()
+    assert _inside(root.resolve(), str(link)) == RUNTIME
+    assert _inside(root.resolve(), str(root)) is None  # never the whole root
+    assert _inside(root.resolve(), str(tmp_path / "elsewhere")) is None
