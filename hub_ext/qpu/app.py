@@ -235,7 +235,7 @@ class QpuGateway(Application):
     @validate("backends")
     def _valid_backends(self, proposal: Any) -> dict[str, Any]:
         for name, spec in proposal["value"].items():
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", str(name)):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", str(name)):
                 raise ValueError(f"QpuGateway.backends: {name!r} is not a valid backend name")
             if not isinstance(spec, dict) or "driver" not in spec:
                 raise ValueError(
@@ -813,7 +813,7 @@ class QpuGateway(Application):
 
 def _name(value: Any) -> str | None:
     """A client-given backend or project name, only when it is a plain short name."""
-    if isinstance(value, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$", value):
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}", value):
         return value
     return None
 

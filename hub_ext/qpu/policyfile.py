@@ -185,7 +185,7 @@ def _keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
 
 
 def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise PolicyError(
             f"{where}: {value!r} is not a valid name (1-64 letters, digits, '.', '_', '-')"
         )

@@ -30,6 +30,7 @@ from .errors import Invalid
 RESERVED_TAGS = frozenset({"owner", "user", "server", "time", "submitted_at", "circuit_hashes"})
 TAG_KEYS = frozenset({"project", "purpose", "sensitivity", "labels", "priority"})
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 BODY_KEYS = frozenset({"backend", "circuits", "shots", "options", "tags", "client", "context"})
 OPTION_KEYS = frozenset({"seed_simulator", "memory", "transpile_seed"})
 CONTEXT_KEYS = frozenset({"notebook_path", "notebook_hash", "kernel_id", "server_name"})
@@ -361,10 +362,13 @@ def check_labels(labels: Mapping[str, Any], max_labels: int, max_length: int) ->
         raise _bad("BAD_TAG", f"{len(labels)} labels; the limit is {max_labels}", 400)
     out = {}
     for k, v in labels.items():
-        if not LABEL_KEY.match(k):
+        if not isinstance(k, str) or not LABEL_KEY.fullmatch(k):
             raise _bad("BAD_TAG", f"label key {k[:64]!r} must match {LABEL_KEY.pattern}", 400)
         if not isinstance(v, str) or len(v) > max_length:
             raise _bad("BAD_TAG", f"label {k!r} must be a string of at most {max_length} "
                        "characters", 400)
+        if _CONTROL.search(v):  # they reach audit records and the pages that show them
+            raise _bad("BAD_TAG", f"label {k!r} must not hold control characters (newlines, "
+                       "tabs, escapes)", 400)
         out[k] = v
     return out

@@ -144,6 +144,10 @@ GOOD = {"project": "qchem", "purpose": "testing"}
         ({"tags": {**GOOD, "purpose": "fun"}}, 422, "BAD_TAG", "must be one of"),
         ({"tags": {**GOOD, "colour": "red"}}, 400, "BAD_TAG", "put anything else in labels"),
         ({"tags": {**GOOD, "labels": {"k": "v" * 300}}}, 400, "BAD_TAG", "at most 256"),
+        # a newline after a key slipped through "^...$"; in a value it reached audit lines
+        ({"tags": {**GOOD, "labels": {"run\n": "x"}}}, 400, "BAD_TAG", "label key"),
+        ({"tags": {**GOOD, "labels": {"run": "a\nfake: line"}}}, 400, "BAD_TAG",
+         "control characters"),
         ({"tags": {**GOOD, "priority": "urgent"}}, 422, "UNKNOWN_TIER", "high, low, normal"),
         ({"tags": {**GOOD, "sensitivity": "public"}}, 422, "SENSITIVITY_TOO_LOW", "internal"),
         ({"options": {"noise_model": "x"}}, 400, "BAD_OPTION", "seed_simulator"),
