@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -272,6 +273,23 @@ class CourseHandler(ServicePage):
             return None
 
     async def overview(self) -> list[dict[str, Any]]:
+        """The caller's courses. One overview per user is worked out at a time: requests
+        arriving while one is being built get a copy of it, so a loop of requests cannot
+        multiply the hub, Docker and gateway calls an overview makes (one per student)."""
+        name = str(self.current_user["name"])
+        building: dict[str, asyncio.Future[list[dict[str, Any]]]] = self.settings["overviews"]
+        running = building.get(name)
+        if running is not None:
+            return copy.deepcopy(await asyncio.shield(running))
+        future = asyncio.ensure_future(self._overview())
+        building[name] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if building.get(name) is future:
+                del building[name]
+
+    async def _overview(self) -> list[dict[str, Any]]:
         catalog: Catalog = self.settings["catalog"].current() if self.settings["catalog"] \
             else Catalog()
         managed = courses_of(self.current_user)
@@ -451,6 +469,7 @@ def make_app(prefix: str, name: str, catalog: LiveCatalog | None, qpu_url: str,
         courses_dir=catalog.directory if catalog is not None else None,
         audit=audit,
         jobs=jobs,
+        overviews={},  # user name -> the overview being built for them
         xsrf_cookies=False,  # checked after authentication (ServicePage.prepare)
     )
 

@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -316,6 +317,29 @@ def test_the_instructor_page_lists_only_the_courses_students(reach: Reach) -> No
     # an admin reaches every service, but teaches no course: the page says so
     refused = page(reach, "ada")
     assert refused.status_code == 403 and "ada teaches no course here" in refused.text
+
+
+def test_a_burst_of_overview_requests_builds_one_overview_at_a_time(reach: Reach) -> None:
+    """Each overview asks the hub about every student: requests arriving while one is
+    being built share it, so a loop of requests cannot multiply those calls."""
+    assert page(reach, "ivan").status_code == 200
+    cookies = reach.browsers["ivan"].cookies
+    lookups = "GET /hub/api/users/sam "
+    before = reach.hub.log().count(lookups)
+
+    def one(_: int) -> Any:
+        with requests.Session() as s:
+            s.cookies.update(cookies)
+            r = s.get(f"{reach.hub.url}services/courses/api/courses", timeout=120)
+            assert r.status_code == 200, r.text[:300]
+            return r.json()["courses"]
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert all([c["id"] for c in a] == ["course-101"] for a in answers)
+    assert all(a[0]["students"] == answers[0][0]["students"] for a in answers)
+    made = reach.hub.log().count(lookups) - before
+    assert 1 <= made < 10, made  # one lookup per overview built, not one per request
 
 
 def test_the_instructor_page_refuses_forged_actions(reach: Reach) -> None:
