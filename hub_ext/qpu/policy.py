@@ -214,7 +214,7 @@ def check_run_limits(
             422, "TIME_LIMIT",
             f"REJECTED:TIME_LIMIT: the job is estimated at {_fmt(est_seconds)} backend-seconds;"
             f" runs on {backend!r} may take at most {_fmt(limits.seconds)} s "
-            f"({key}.seconds). Use fewer shots or circuits per job.",
+            f"({key}.seconds). Use fewer shots, circuits or gates per job, or fewer qubits.",
             estimate=est_seconds, limit=limits.seconds,
         )
     return limits

@@ -128,6 +128,14 @@ GOOD = {"project": "qchem", "purpose": "testing"}
          "MALFORMED_QASM3", "decimal number"),
         ({"circuits": [{"qasm3": "OPENQASM 3.0;\nint[2*2] x;\n"}]}, 422,
          "MALFORMED_QASM3", "designator"),
+        # 9,600 gates on 24 qubits: minutes of statevector work, estimated as such and
+        # refused at admission, not run until the time limit kills it (and refunded)
+        ({"circuits": [{"qasm3": 'OPENQASM 3.0; include "stdgates.inc"; qubit[24] q; '
+                        + "h q; " * 400}]}, 422, "TIME_LIMIT", "gates per job"),
+        # a gate after a measurement makes the simulator run the circuit once per shot
+        ({"circuits": [{"qasm3": 'OPENQASM 3.0; include "stdgates.inc"; qubit[20] q; '
+                        'bit[1] c; h q; c[0] = measure q[0]; ' + "x q; " * 5}],
+          "shots": 100000}, 422, "TIME_LIMIT", "gates per job"),
         ({"circuits": []}, 400, "BAD_FIELD", "non-empty"),
         ({"circuits": [{"qpy": qpy_b64(bell())}] * 301}, 422, "TOO_MANY_CIRCUITS",
          "the limit is 300"),

@@ -171,10 +171,14 @@ def test_over_limit_jobs_fail_with_a_reason_are_refunded_and_the_gateway_survive
     status, body, _ = call(hub, "alice", "POST", "api/jobs", job(circuit(27)))
     assert (status, body["reason"]) == (422, "REJECTED:WIDTH_LIMIT"), body
     assert "run_limits.simulator.max_qubits" in body["message"]
+    # minutes of statevector work are estimated as such and refused, not run to the limit
+    status, body, _ = call(hub, "alice", "POST", "api/jobs", job(circuit(22, layers=400),
+                                                                  shots=10))
+    assert (status, body["reason"]) == (422, "REJECTED:TIME_LIMIT"), body
 
     cases = [  # (job, reason): each a real run that the sandbox stops
         (job(circuit(25)), "FAILED:MEMORY_LIMIT"),  # 512 MiB statevector > 256: Aer refuses
-        (job(circuit(22, layers=400), shots=10), "FAILED:TIME_LIMIT"),  # killed at 4 s
+        (job(backend="hog", shots=11), "FAILED:TIME_LIMIT"),  # killed at 4 s
         (job(backend="hog"), "FAILED:MEMORY_LIMIT"),  # past the address-space cap
         (job(backend="hog", shots=13), "FAILED:SANDBOX_CRASHED"),  # the worker dies
     ]
