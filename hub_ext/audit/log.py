@@ -427,9 +427,10 @@ class AuditLog(LoggingConfigurable):
             raise UserEventRefused(400, e.message) from None
         return self._record([(event_type, clean, redactions)], schema.USER_SERVER)[0]
 
-    def add_known_secrets(self, values: Any) -> int:
-        """Exact secret values (e.g. what the broker delivered) never to be recorded."""
-        return self.scrubber.add_known(values)
+    def add_known_secrets(self, values: Any, user_chosen: bool = False) -> int:
+        """Exact secret values (e.g. what the broker delivered) never to be recorded;
+        ``user_chosen`` for values users stored themselves (``SecretScrubber.add_known``)."""
+        return self.scrubber.add_known(values, user_chosen)
 
     def record_verification(self, report: Any, actor: str) -> Recorded | None:
         """Record an ``audit-verified`` event for a verify.VerifyReport."""

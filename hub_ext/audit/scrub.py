@@ -22,6 +22,7 @@ from server_ext.scanner.engine import Engine
 from server_ext.scanner.filters import INLINE_PRAGMAS, NEXTLINE_PRAGMA
 
 from .errors import SecretInEvent
+from .schema import IDENTITY_FIELDS
 
 KNOWN = "known-secret"
 MIN_KNOWN_LENGTH = 8
@@ -38,6 +39,10 @@ class SecretScrubber:
         self.refuse = refuse
         self._known: set[str] = set()
         self._known_re: re.Pattern[str] | None = None
+        # Values users chose themselves: redacted too, but never in a field the hub stamps
+        # or in a schema's property name (see _stamped).
+        self._own: set[str] = set()
+        self._own_re: re.Pattern[str] | None = None
         self._lock = threading.Lock()
         # Exact strings the scanner and the known values found nothing in. Cleared when a
         # known value is added; only ever holds strings that are safe to record.
@@ -46,11 +51,14 @@ class SecretScrubber:
         # finding (matches never cross strings), so the scanner is not asked about it.
         self._shortest = shortest_match(engine)
 
-    def add_known(self, values: Iterable[str | bytes]) -> int:
+    def add_known(self, values: Iterable[str | bytes], user_chosen: bool = False) -> int:
         """Add exact secret values to redact (and their base64, hex, URL and JSON forms).
 
         Returns how many new values were added. Values shorter than 8 characters are
-        refused: redacting them would shred unrelated text.
+        refused: redacting them would shred unrelated text. ``user_chosen`` values (a
+        user's own secrets) are not looked for in the fields the hub stamps (user, server,
+        actor, ip) nor in property names: a user storing another's name as a secret must
+        not cut that name out of their records.
         """
         fresh: set[str] = set()
         for i, raw in enumerate(values):
@@ -61,13 +69,18 @@ class SecretScrubber:
                 )
             fresh.update(_encodings(value))
         with self._lock:
-            before = len(self._known)
-            self._known |= fresh
-            if len(self._known) != before:
-                ordered = sorted(self._known, key=len, reverse=True)
-                self._known_re = re.compile("|".join(map(re.escape, ordered)))
+            known = self._own if user_chosen else self._known
+            before = len(known)
+            known |= fresh
+            if len(known) != before:
+                pattern = re.compile("|".join(map(re.escape, sorted(known, key=len,
+                                                                     reverse=True))))
+                if user_chosen:
+                    self._own_re = pattern
+                else:
+                    self._known_re = pattern
                 self._clean = set()
-            return len(self._known) - before
+            return len(known) - before
 
     def scrub(self, type_name: str, data: Any) -> tuple[Any, list[dict[str, str]]]:
         """``data`` with every credential redacted, and where; or raise SecretInEvent."""
@@ -77,7 +90,7 @@ class SecretScrubber:
         fresh = [text for text in texts if text not in clean]
         if not fresh:
             return data, []
-        known = self._known_re
+        known, own = self._known_re, self._own_re
         shortest = self._shortest
         scan = [t for t in fresh if len(t) >= shortest or not t.isascii()]
         findings = (
@@ -85,15 +98,18 @@ class SecretScrubber:
             if scan
             else ()
         )
-        if not any(findings) and (known is None or not known.search("\x00".join(fresh))):
+        joined = "\x00".join(fresh) if known is not None or own is not None else ""
+        if not any(findings) and not any(
+                p is not None and p.search(joined) for p in (known, own)):
             if len(clean) + len(fresh) > CLEAN_CACHE:
                 clean.clear()
             clean.update(fresh)
             return data, []
-        return self._redact(type_name, data, known)
+        return self._redact(type_name, data, known, own)
 
     def _redact(
-        self, type_name: str, data: Any, known: re.Pattern[str] | None
+        self, type_name: str, data: Any, known: re.Pattern[str] | None,
+        own: re.Pattern[str] | None = None,
     ) -> tuple[Any, list[dict[str, str]]]:
         """The slow path, once something was found: locate and replace each hit."""
         leaves: list[tuple[Path, bool, str]] = []
@@ -109,9 +125,11 @@ class SecretScrubber:
                 for f in sorted(found, key=lambda f: f.start, reverse=True):
                     out[f.start : f.end] = f"[REDACTED:{f.detector}]".encode()
                 cleaned = out.decode("utf-8", "surrogatepass")
-            if known is not None and known.search(cleaned):
-                cleaned = known.sub(f"[REDACTED:{KNOWN}]", cleaned)
-                detectors.append(KNOWN)
+            for pattern in (known, None if _stamped(path, is_key) else own):
+                if pattern is not None and pattern.search(cleaned):
+                    cleaned = pattern.sub(f"[REDACTED:{KNOWN}]", cleaned)
+                    if KNOWN not in detectors:
+                        detectors.append(KNOWN)
             if detectors:
                 hits[(path, is_key)] = (cleaned, detectors)
         if not hits:
@@ -125,6 +143,17 @@ class SecretScrubber:
                 "Audit events carry names and fingerprints of secrets, never their values."
             )
         return cleaned_data, redactions
+
+
+#: Top-level fields the hub itself fills in (who, which server, from where): a value a
+#: user chose (their own secret) is not looked for there, so storing a name or an address
+#: as a secret does not cut it out of other records. Admins' values and the scanner are.
+_STAMPED = frozenset({*IDENTITY_FIELDS, "ip"})
+
+
+def _stamped(path: Path, is_key: bool) -> bool:
+    """A schema's own property name, or a field the hub stamps."""
+    return len(path) == 1 and (is_key or path[0] in _STAMPED)
 
 
 def shortest_match(engine: Engine) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 from traitlets.config import Config
 
 from .broker import Broker, SecretBroker
-from .model import MIN_VALUE_BYTES, NAME, Secret, SecretError, SecretExists
+from .model import MIN_VALUE_BYTES, NAME, Secret, SecretError, SecretExists, secret_like
 from .policy import SecretClassPolicy
 from .tickets import Ticket, TicketBook
 
@@ -176,6 +176,16 @@ class SecretDelivery:
         return session, secrets
 
     # -- self-service ----------------------------------------------------------------
+
+    def known_values(self, secrets: Iterable[Secret]) -> tuple[list[str], list[str]]:
+        """The values of ``secrets`` the audit log must never record: (those an admin
+        provisioned, those users chose: the self-service class). A user's own value counts
+        only when it looks like a secret (``model.secret_like``): a user must not be able
+        to cut common strings out of other users' events by storing them."""
+        own = self.settings.self_service_class
+        provisioned = [s.value for s in secrets if not own or s.cls != own]
+        chosen = [s.value for s in secrets if own and s.cls == own and secret_like(s.value)]
+        return provisioned, chosen
 
     def own_class(self, session: Session, roles: tuple[str, ...]) -> str | None:
         """The class a user may store secrets of from this server, or None: self-service

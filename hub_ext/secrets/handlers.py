@@ -171,9 +171,11 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
         self, user: str, server: str, ticket_id: str, secrets: list[Secret]
     ) -> None:
         """Record the delivery (in a write thread; an AuditError means nothing is sent)."""
-        values = [s.value for s in secrets]
-        if values:
-            hub_audit().add_known_secrets(values)
+        provisioned, chosen = self._delivery().known_values(secrets)
+        if provisioned:
+            hub_audit().add_known_secrets(provisioned)
+        if chosen:
+            hub_audit().add_known_secrets(chosen, user_chosen=True)
         hub_emit(
             "secret-delivered",
             {
@@ -339,7 +341,10 @@ class StoreHandler(_SecretsHandler):
         def store_and_record() -> Secret:
             secret = delivery.store_own(user.name, server, session, roles, auth_state, name, value)
             try:
-                hub_audit().add_known_secrets([secret.value])
+                provisioned, chosen = delivery.known_values([secret])
+                for values, user_chosen in ((provisioned, False), (chosen, True)):
+                    if values:
+                        hub_audit().add_known_secrets(values, user_chosen=user_chosen)
                 hub_emit(
                     "secret-stored",
                     {

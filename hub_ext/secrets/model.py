@@ -8,7 +8,9 @@ class policy matches against spawn profiles and roles, and numbered versions.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 NAMESPACE_KINDS = ("user", "project", "course", "service")
@@ -100,6 +102,26 @@ def check_value(value: bytes) -> str:
     if "\x00" in text:
         raise SecretError("the value contains a NUL character")
     return text
+
+
+#: A value a user chose joins the audit log's never-record list only when it looks like a
+#: secret: this long, at most this long (each known value is matched in every hub event),
+#: and with this much variety (bits per character).
+OWN_KNOWN_LENGTH = (16, 4096)
+OWN_KNOWN_ENTROPY = 3.0
+
+
+def secret_like(value: str) -> bool:
+    """Whether a user-chosen value may be cut out of every hub event as a known secret.
+    A common string ("credential", a profile name, an address) would otherwise be cut out
+    of other users' events too, which their schemas then refuse: a user could stop every
+    spawn, or erase their own name from the log, by storing one."""
+    low, high = OWN_KNOWN_LENGTH
+    if not low <= len(value) <= high:
+        return False
+    n = len(value)
+    bits = -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    return bits >= OWN_KNOWN_ENTROPY
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ then searched for in every file of the store, in every error and in the log outp
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+import json
 import logging
 
 import pytest
@@ -190,3 +192,24 @@ def test_the_shortest_credentials_skip_no_scan(audit, records, value):
     (record,) = [r for r in records() if r["type"] == "login"]
     assert record["data"]["idp"] == "://u:[REDACTED:url-password]@h"
     assert record["redacted"] == [{"field": "/idp", "detector": "url-password"}]
+
+
+def test_a_users_own_value_never_cuts_a_stamped_field_or_a_schema_key(audit, records):
+    """A value a user stored that equals a user's name, an address or a schema's property
+    name ("credential") leaves the hub's own fields and the event's shape alone: the
+    record is written, whole. An admin's value is still cut out of every field."""
+    audit.add_known_secrets(["credential", "alice-the-researcher", "10.0.0.77"],
+                            user_chosen=True)
+    audit.emit("server-spawn-requested", {**example("server-spawn-requested"),
+                                          "user": "alice-the-researcher", "ip": "10.0.0.77",
+                                          "credential": {"kind": "api-token"}})
+    data = records()[-1]["data"]
+    assert data["user"] == "alice-the-researcher" and data["ip"] == "10.0.0.77"
+    assert data["credential"] == {"kind": "api-token"}
+    assert "redacted" not in records()[-1]
+    audit.emit("login", {"user": "bob", "user_agent": "curl alice-the-researcher"})
+    assert records()[-1]["data"]["user_agent"] == "curl [REDACTED:known-secret]"
+    audit.add_known_secrets([BROKER_SECRET])
+    with contextlib.suppress(AuditError):  # redacted, or refused for its pattern
+        audit.emit("login", {"user": BROKER_SECRET, "user_agent": "x"})
+    assert BROKER_SECRET not in json.dumps(records())

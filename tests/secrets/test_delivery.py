@@ -272,3 +272,29 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
         f"end = {stamp(now + 86400)}", f"end = {stamp(now - 60)}").encode(), "course-101.toml")
     result = d.refresh("sam", "", "tok", None, roles, ["course-101:students"])
     assert result is not None and [s.name for s in result[1]] == ["SHARED"]
+
+
+@pytest.mark.parametrize(("value", "kept"), [
+    ("credential", False),  # a schema's property name: 10 characters
+    ("researcher", False),  # a profile name
+    ("10.0.0.77", False),  # an address
+    ("hunter2hunter2hunter2", False),  # long, but seven characters over and over
+    ("a" * 20, False),
+    ("x" * 4000 + "0123456789abcdefghij", False),  # too long: matched in every event
+    ("ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", True),
+    ("Summer2024!Summer", True),
+])
+def test_a_users_own_value_joins_the_never_record_list_only_when_secret_like(value, kept):
+    """What a user stores is cut out of every hub event only when it looks like a secret:
+    a common string would be cut out of other users' events too (and their schemas then
+    refuse them: no spawn, no login). An admin's value always joins."""
+    from types import SimpleNamespace
+
+    from hub_ext.secrets.model import Secret, parse_namespace
+
+    own = Secret(parse_namespace("user:alice"), "MINE", "personal", 1, value)
+    admin = Secret(parse_namespace("user:alice"), "PROVISIONED", "sandbox", 1, value)
+    delivery = SimpleNamespace(settings=SimpleNamespace(self_service_class="personal"))
+    provisioned, chosen = SecretDelivery.known_values(delivery, [own, admin])  # type: ignore[arg-type]
+    assert provisioned == [value]
+    assert chosen == ([value] if kept else [])
