@@ -213,17 +213,22 @@ _FINAL = frozenset({"measure", "barrier"})
 
 def _per_shot(circuit: QuantumCircuit) -> bool:
     """Whether Aer must run the circuit once per shot: a reset, or any gate after a
-    measurement (mid-circuit measurement, feed-forward)."""
-    measured = False
-    for instruction in circuit.data:
-        name = instruction.operation.name
-        if name == "reset":
-            return True
-        if name == "measure":
-            measured = True
-        elif measured and name not in _FINAL:
-            return True
-    return False
+    measurement (mid-circuit measurement, feed-forward). Read from the operation counts
+    and the circuit's tail, never a Python pass over its instructions (up to a million,
+    at every admission): the circuit runs once exactly when all its measurements are in
+    the tail of measurements and barriers."""
+    ops = circuit.count_ops()
+    if ops.get("reset"):
+        return True
+    measures = int(ops.get("measure", 0))
+    data = circuit.data
+    in_tail = 0
+    for i in range(len(data) - 1, -1, -1):
+        name = data[i].operation.name
+        if name not in _FINAL:
+            break
+        in_tail += name == "measure"
+    return in_tail < measures
 
 
 class AerDriver(BackendDriver):
