@@ -41,6 +41,16 @@ _STOPPING: set[asyncio.Future[None]] = set()
 _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 
+def _never_record(delivery: SecretDelivery, secrets: list[Secret]) -> None:
+    """Put the values of ``secrets`` on the audit log's never-record list, a user's own
+    ones apart (``SecretDelivery.known_values``)."""
+    provisioned, chosen = delivery.known_values(secrets)
+    if provisioned:
+        hub_audit().add_known_secrets(provisioned)
+    if chosen:
+        hub_audit().add_known_secrets(chosen, user_chosen=True)
+
+
 class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
     """Rate-limited per token and per address; broker reads and audit writes run in the
     write threads, off the hub's event loop (``hub_ext.ratelimit``)."""
@@ -171,11 +181,7 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
         self, user: str, server: str, ticket_id: str, secrets: list[Secret]
     ) -> None:
         """Record the delivery (in a write thread; an AuditError means nothing is sent)."""
-        provisioned, chosen = self._delivery().known_values(secrets)
-        if provisioned:
-            hub_audit().add_known_secrets(provisioned)
-        if chosen:
-            hub_audit().add_known_secrets(chosen, user_chosen=True)
+        _never_record(self._delivery(), secrets)
         hub_emit(
             "secret-delivered",
             {
@@ -341,10 +347,7 @@ class StoreHandler(_SecretsHandler):
         def store_and_record() -> Secret:
             secret = delivery.store_own(user.name, server, session, roles, auth_state, name, value)
             try:
-                provisioned, chosen = delivery.known_values([secret])
-                for values, user_chosen in ((provisioned, False), (chosen, True)):
-                    if values:
-                        hub_audit().add_known_secrets(values, user_chosen=user_chosen)
+                _never_record(delivery, [secret])
                 hub_emit(
                     "secret-stored",
                     {

@@ -8,10 +8,10 @@ class policy matches against spawn profiles and roles, and numbered versions.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
+
+from server_ext.scanner.entropy import shannon
 
 NAMESPACE_KINDS = ("user", "project", "course", "service")
 #: Namespaces owned by a hub service (``service:qpu``: the QPU gateway's provider
@@ -106,7 +106,7 @@ def check_value(value: bytes) -> str:
 
 #: A value a user chose joins the audit log's never-record list only when it looks like a
 #: secret: this long, at most this long (each known value is matched in every hub event),
-#: and with this much variety (bits per character).
+#: and with this much variety (bits per byte).
 OWN_KNOWN_LENGTH = (16, 4096)
 OWN_KNOWN_ENTROPY = 3.0
 
@@ -117,11 +117,7 @@ def secret_like(value: str) -> bool:
     of other users' events too, which their schemas then refuse: a user could stop every
     spawn, or erase their own name from the log, by storing one."""
     low, high = OWN_KNOWN_LENGTH
-    if not low <= len(value) <= high:
-        return False
-    n = len(value)
-    bits = -sum(c / n * math.log2(c / n) for c in Counter(value).values())
-    return bits >= OWN_KNOWN_ENTROPY
+    return low <= len(value) <= high and shannon(value.encode()) >= OWN_KNOWN_ENTROPY
 
 
 @dataclass(frozen=True)
