@@ -62,6 +62,10 @@ class Detector:
     #: Safe to run over base64 payloads of images: the format has a character or
     #: structure that random base64 cannot produce by chance.
     in_binary: bool = False
+    #: A shorter anchor for text segments, when ``anchor`` is costly for hyperscan (one
+    #: with few literal bytes) and the shorter one fires rarely in text. Binary payloads
+    #: keep ``anchor``: random base64 would fire the shorter one thousands of times.
+    text_anchor: bytes | None = None
     #: Off unless an admin enables it (kinds that are not credentials).
     default_enabled: bool = True
     #: A value known to be secret (delivered to this server): never filtered or allowed.

@@ -239,9 +239,75 @@ _MAYBE_REFERENCE = re.compile(
 )
 
 
+#: Markup longer than this is read in windows around the references that decode to
+#: something else (``_entity_windows``); shorter markup is decoded whole.
+_WHOLE_VIEW = 64 * 1024
+#: Bytes either side of such a reference: the longest detector window and the line
+#: context the filters read (engine._LINE_CONTEXT), with room to spare.
+_VIEW_REACH = 16 * 1024 + 2 * 4096
+#: A window edge moves out to the nearest of these (kept in the window), at most this far,
+#: so that no token is cut in two and no new line or word starts at the edge.
+_EDGE = re.compile(rb"[;,(){}\[\]<>]")
+_EDGE_SLACK = 1024
+#: The longest reference looked at when deciding where windows go (``&#`` and 4,000
+#: leading zeros is not how a renderer writes a character).
+_REFERENCE_MAX = 4096
+
+
 def _entity_decoded(markup: bytes) -> bytes:
-    """``markup`` with its character references decoded; empty when it has none."""
+    """``markup`` with its character references decoded; empty when it has none.
+
+    Large markup (a page's inlined scripts, megabytes on one line, where ``a&&b`` and a
+    stray ``&gt`` abound) gives only the windows around the references that decode to
+    something else, each decoded: a value written with references is found there with
+    all the context a detector reads, and the rest of the markup, unchanged, is scanned
+    as it is anyway. (The view only finds values; they are redacted where they occur.)"""
     ampersands = markup.count(b"&")
+    if not ampersands:
+        return b""
+    if len(markup) > _WHOLE_VIEW:
+        return _entity_windows(markup)
+    return _decoded_whole(markup, ampersands)
+
+
+def _entity_windows(markup: bytes) -> bytes:
+    spans: list[list[int]] = []
+    for m in _MAYBE_REFERENCE.finditer(markup):
+        at = m.start()
+        end = markup.find(b"&", at + 1)
+        end = min(len(markup) if end < 0 else end, at + _REFERENCE_MAX)
+        part = markup[at:end].decode("utf-8", "surrogatepass")
+        if html.unescape(part) == part:
+            continue
+        lo, hi = max(0, at - _VIEW_REACH), min(len(markup), at + _VIEW_REACH)
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    views = []
+    for lo, hi in spans:
+        if lo > 0:
+            cut = _last_edge(markup, lo)
+            lo = cut if cut >= 0 else lo
+        if hi < len(markup):
+            edge = _EDGE.search(markup, hi, hi + _EDGE_SLACK)
+            hi = edge.end() if edge else hi
+        window = markup[lo:hi]
+        decoded = _decoded_whole(window, window.count(b"&"))
+        if decoded:
+            views.append(decoded)
+    return b"\n".join(views)
+
+
+def _last_edge(markup: bytes, before: int) -> int:
+    """Where the last edge character before ``before`` (within the slack) is, or -1."""
+    found = -1
+    for m in _EDGE.finditer(markup, max(0, before - _EDGE_SLACK), before):
+        found = m.start()
+    return found
+
+
+def _decoded_whole(markup: bytes, ampersands: int) -> bytes:
     if not ampersands:
         return b""
     if ampersands == sum(markup.count(ref) for ref, _ in _COMMON_REFERENCES):

@@ -91,17 +91,19 @@ class _Database:
     candidate once, and every detector of the group confirms it.
     """
 
-    def __init__(self, detectors: Sequence[Detector]) -> None:
+    def __init__(self, detectors: Sequence[Detector], binary: bool = False) -> None:
         self.detectors = list(detectors)
         self._local = threading.local()
         self._db: hyperscan.Database | None = None
         groups: dict[tuple[bytes, bool, Callable[[bytes, int], int] | None], list[int]] = {}
         for i, d in enumerate(self.detectors):
-            groups.setdefault((d.anchor, d.caseless, d.anchor_start), []).append(i)
+            anchor = d.anchor if binary or d.text_anchor is None else d.text_anchor
+            groups.setdefault((anchor, d.caseless, d.anchor_start), []).append(i)
         #: per expression id: the detectors it stands for, and how to find its start
         #: when it is compiled without start-of-match tracking
         self._groups = [tuple(members) for members in groups.values()]
         self.rank = {d.id: d.kind.value for d in self.detectors}
+        self._anchors = [key[0] for key in groups]
         self._starts = [key[2] for key in groups]
         if not self.detectors:
             return
@@ -158,7 +160,7 @@ class Engine:
         self.allow = allow or AllowList()
         self.fingerprint = fingerprinter or Fingerprinter()
         self._text = _Database(self.detectors)
-        self._binary = _Database([d for d in self.detectors if d.in_binary])
+        self._binary = _Database([d for d in self.detectors if d.in_binary], binary=True)
 
     def scan(
         self, segments: Sequence[bytes], kinds: Sequence[SegmentKind] | None = None

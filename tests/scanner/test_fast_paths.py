@@ -96,3 +96,48 @@ def test_segments_carry_escaped_json_pointers_and_their_cell() -> None:
         ("/cells/1/metadata/a~1b~0ckkkkkkkkkkkk/v/0", 1, "c2", "first line"),
         ("/cells/1/source", 1, "c2", "x = 1\ny = 2\n"),
     ]
+
+
+#: A minified script as notebooks inline them (plotly, bokeh): "&&" everywhere, one line.
+SCRIPT = b"function f(a,b){return a&&b&&(a>>8&255)};var x=t&&t.y;" * 4000
+
+
+def test_a_large_page_gives_only_the_windows_around_references_that_decode() -> None:
+    value = b"ghp" + b"&#95;" + b"Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
+    markup = b"<div><script>" + SCRIPT + b"</script><p>" + value + b"</p><script>" + SCRIPT
+    view = _entity_decoded(markup)
+    assert b"ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW" in view
+    # The stretch around the reference, whole tokens at its edges: not the megabyte page.
+    assert len(view) < len(markup) / 5
+    assert view[:1] in b";,(){}[]<>" and view[-1:] in b";,(){}[]<>"
+    # Markup whose references all decode to themselves (``a&b;``) gives no view at all.
+    assert _entity_decoded(SCRIPT + b"x&e;y" + SCRIPT) == b""
+
+
+def test_a_value_written_with_references_in_a_large_page_is_redacted_where_it_is() -> None:
+    token = "ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
+    written = token.replace("_", "&#95;")
+    page = (SCRIPT.decode() + f"<p>{written}</p>" + SCRIPT.decode())
+    output = {"output_type": "display_data", "metadata": {},
+              "data": {"text/html": page, "text/plain": "<IPython.core.display.HTML object>"}}
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "show()", "outputs": [output]}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    report = GUARD.check({"type": "notebook", "content": nb}, "page.ipynb")
+    assert report is not None and report.redacted == 1
+    saved = nb["cells"][0]["outputs"][0]["data"]["text/html"]
+    assert written not in saved and "[REDACTED:github-token]" in saved
+    assert saved.startswith(SCRIPT.decode()) and saved.endswith(SCRIPT.decode())
+
+
+def test_the_text_anchor_of_a_detector_stays_out_of_binary_payloads() -> None:
+    """Random base64 is full of word starts: the short text anchor would fire thousands of
+    times per image, so the binary database compiles the detector's own anchor."""
+    discord = next(d for d in GUARD.engine.detectors if d.id == "discord-bot-token")
+    assert discord.text_anchor is not None and discord.in_binary
+    expressions = {
+        db: {anchor for anchor, members in zip(db._anchors, db._groups, strict=True)
+             if any(db.detectors[i] is discord for i in members)}
+        for db in (GUARD.engine._text, GUARD.engine._binary)
+    }
+    assert expressions[GUARD.engine._text] == {discord.text_anchor}
+    assert expressions[GUARD.engine._binary] == {discord.anchor}

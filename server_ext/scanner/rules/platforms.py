@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from ..detector import Detector, Kind, rx
 from ..filters import Candidate
@@ -137,12 +138,16 @@ DETECTORS = (
         r"sq0(?:csp|atp)-[0-9A-Za-z_-]{22,43}",
         7,
     ),
-    _token(
-        "discord-bot-token",
-        "Discord bot token",
-        rb"\b[MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.",
-        r"[MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}",
-        0,
+    replace(
+        _token(
+            "discord-bot-token",
+            "Discord bot token",
+            rb"\b[MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.",
+            r"[MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}",
+            0,
+        ),
+        # The dots alone are a weak literal: this anchor cost a fifth of the text scan.
+        text_anchor=rb"\b[MNO][A-Za-z0-9_-]{23}",
     ),
     _token(
         "artifactory-api-key",
