@@ -27,7 +27,6 @@ Environment (all optional except the demo password):
 import os
 import sys
 
-from hub_ext.audit.endpoint import audit_reports
 from hub_ext.audit.hub import hub_audit, service_environment
 from hub_ext.audit.web import audit_page
 from hub_ext.courses.hub import courses, courses_dir
@@ -36,7 +35,7 @@ from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticat
 from hub_ext.proxy import QustodyProxy
 from hub_ext.qpu.hub import qpu_gateway
 from hub_ext.ratelimit import setup_limits
-from hub_ext.secrets.setup import secret_delivery
+from hub_ext.server_api.hub import server_api
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
@@ -224,18 +223,20 @@ c.SecretBroker.self_service_class = "personal"
 # conflict. They read the settings above, so they come after them.
 hub_audit(c)  # a bad c.AuditLog setting stops the hub here (the demo's key is created)
 setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints servers call)
-gateway = qpu_gateway(c, STATE, courses_dir=str(courses_dir(STATE)))
+# the service user servers call: secret claims (a bad secrets setting stops the hub here),
+# audit reports (stamped with the calling server), the gateway's provider credentials
+api = server_api(c, STATE, profiles=list(c.SpawnPolicy.profiles),
+                 courses_dir=str(courses_dir(STATE)))
+gateway = qpu_gateway(c, STATE, courses_dir=str(courses_dir(STATE)),
+                      credentials_url=api.environment["QUSTODY_API_URL"])
 apply(
     c,
-    # user servers report refused saves and redactions; the hub stamps who sent them
-    audit_reports(),
+    api,
     # the auditor page (read-only; the "auditor" role: custom:audit:read, no server access)
     audit_page(c, port=int(os.environ.get("QUSTODY_AUDIT_PAGE_PORT", "8082")),
                courses_dir=str(courses_dir(STATE)),
                server_max_age=SpawnPolicy(config=c).server_max_ages()),
     culler(cull_every=60, default_idle_timeout=3600, environment=service_environment(c)),
-    # a bad secrets setting stops the hub here
-    secret_delivery(c, profiles=list(c.SpawnPolicy.profiles), courses_dir=str(courses_dir(STATE))),
     # the QPU gateway: service, custom scopes, roles, server-token scopes
     gateway,
     # one <course>.toml each (docs/courses.md; `make demo` writes course-101) and the

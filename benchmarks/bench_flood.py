@@ -3,12 +3,12 @@
 One real hub (the reference configuration, OIDC through the real provider, local-process
 servers) and one run:
 
-1. ``mallory`` logs in and starts her server; its hub token and hub API URL are read
-   from the server process, as code in her kernel could.
+1. ``mallory`` logs in and starts her server; its hub token and the URL of the hub's
+   ``qustody`` service are read from the server process, as code in her kernel could.
 2. Rounds alternate an idle phase and a flood phase (so drift of a shared machine falls
    on both alike). In each phase other users log in (full OIDC round trip, fresh
    client) and start and stop a server (POST → ready). During a flood phase a separate
-   process sends 10,000 requests with mallory's server token straight to the hub API, as
+   process sends 10,000 requests with mallory's server token to the qustody service, as
    her server would: audit events and secret refreshes, alternating, on 64 keep-alive
    connections, each sending its next request as soon as the last is answered. The
    measurements repeat until the flood is over (at most ``--max-sets`` times).
@@ -63,7 +63,7 @@ USERS = ["mallory", *(f"user{i}" for i in range(8))]
 def flood(
     api_url: str, token: str, total: int, connections: int, out: multiprocessing.Queue
 ) -> None:
-    """Send ``total`` requests (audit event, secret refresh, alternating) to the hub API
+    """Send ``total`` requests (audit event, secret refresh, alternating) to the service
     on ``connections`` keep-alive connections; put (status counts, seconds) on ``out``."""
     url = urlsplit(api_url)
     base = url.path.rstrip("/")
@@ -81,9 +81,9 @@ def flood(
                     break
                 left[0] -= 1
             path, body = (
-                (f"{base}/qustody/audit/events", EVENT)
+                (f"{base}/api/audit/events", EVENT)
                 if i % 2 == 0
-                else (f"{base}/qustody/secrets/refresh", "{}")
+                else (f"{base}/api/secrets/refresh", "{}")
             )
             i += 1
             try:
@@ -220,7 +220,8 @@ def main() -> int:
             login_time(hub, user, password)
         hub.start_server("mallory", timeout=600)
         server = server_env(hub, "mallory")
-        token, api_url = server["JUPYTERHUB_API_TOKEN"], server["JUPYTERHUB_API_URL"]
+        # what the server calls: the hub's qustody service, behind the hub's proxy
+        token, api_url = server["JUPYTERHUB_API_TOKEN"], server["QUSTODY_API_URL"]
         spawners = [f"user{i}" for i in range(args.spawns)]
         spawn_time(hub, spawners[0])  # warm-up
         for r in range(args.rounds):

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notebooks import generate
 
 from hub_ext.secrets.delivery import SecretDelivery
+from hub_ext.secrets.tickets import TicketSigner
 from server_ext.guard import SaveGuard
 from server_ext.secret_store import SecretClient
 
@@ -45,7 +46,9 @@ def delivery(n: int, runs: int, workdir: Path) -> dict[str, list[float]]:
     c.SecretBroker.create_master_key = True
     c.SecretClassPolicy.profile_classes = {"researcher": ["dev"]}
     c.SecretClassPolicy.role_classes = {"researcher": ["dev"]}
-    hub = SecretDelivery(c, ["researcher"])
+    key = secrets.token_bytes(32)
+    hub = SecretDelivery(c, ["researcher"], ticket_key=key)
+    signer = TicketSigner(key)
     store = hub.broker
     for i in range(n):
         store.put("user:bench", f"SECRET_{i:03d}", "dev", secrets.token_urlsafe(30).encode())  # type: ignore[attr-defined]
@@ -58,13 +61,13 @@ def delivery(n: int, runs: int, workdir: Path) -> dict[str, list[float]]:
         client.on_values.append(guard.set_known_values)
         token = secrets.token_hex(16)
         t0 = time.perf_counter()
-        text = hub.issue_ticket("bench", "", token, "researcher", ("researcher",))
+        text, _ = signer.issue("bench", "", token, "researcher", ("researcher",))
         ticket, found = hub.redeem(text, "bench", "", token, None, ("researcher",))
         answer = json.dumps({"broker": "embedded", "secrets": [s.delivered() for s in found]})
         t1 = time.perf_counter()
         client._apply(json.loads(answer))
         t2 = time.perf_counter()
-        assert len(found) == n and ticket.used
+        assert len(found) == n and ticket.profile == "researcher"
         times["hub"].append(t1 - t0)
         times["server"].append(t2 - t1)
         times["total"].append(t2 - t0)

@@ -1,9 +1,10 @@
 """Rate limits and a bounded write queue for the hub endpoints user servers call.
 
-User servers call the audit endpoint (``/hub/api/qustody/audit/events``) and secret
-delivery (``/hub/api/qustody/secrets/redeem|refresh``) with their own hub token. Each call
-writes to the audit log and reads the secret broker: blocking work the hub used to do on
-its one event loop, where a server flooding either endpoint delayed every login and spawn.
+User servers call the audit endpoint and secret delivery of the hub's ``qustody`` service
+(``/services/qustody/api/audit/events``, ``.../api/secrets/redeem|refresh|store``;
+hub_ext/server_api) with their own hub token. Each call writes to the audit log and reads
+the secret broker: blocking work that, on the service's one event loop, would let a server
+flooding either endpoint delay every other server's.
 
 Both endpoints go through one ``RequestLimits`` (``hub_limits()``):
 

@@ -43,8 +43,6 @@ class Fragment:
     environment: dict[str, str] = field(default_factory=dict)
     #: ``"Section.trait": value``, e.g. ``"SpawnPolicy.courses_dir": "/srv/courses"``
     settings: dict[str, Any] = field(default_factory=dict)
-    #: hub API routes (``c.JupyterHub.extra_handlers``), while they are not yet a service
-    handlers: list[tuple[Any, ...]] = field(default_factory=list)
     #: written (mode 0600, parents created) when the fragment is applied
     files: dict[Path, str] = field(default_factory=dict)
 
@@ -91,7 +89,6 @@ def apply(c: Any, *fragments: Fragment) -> None:
     env: dict[str, str] = dict(_existing(c, "Spawner", "environment", dict))
     owners.update({f"Spawner.environment[{k!r}]": _CONFIG for k in env})
     token_scopes: list[str] = list(_existing(c, "Spawner", "server_token_scopes", list))
-    handlers: list[tuple[Any, ...]] = list(_existing(c, "JupyterHub", "extra_handlers", list))
     settings: dict[str, Any] = {}
 
     for f in fragments:
@@ -108,7 +105,6 @@ def apply(c: Any, *fragments: Fragment) -> None:
             claim(f"Spawner.environment[{key!r}]", f.component, env.get(key, value) == value)
             env[key] = value
         token_scopes += [s for s in f.server_token_scopes if s not in token_scopes]
-        handlers += [h for h in f.handlers if h not in handlers]
         for key, value in f.settings.items():
             section, _, trait = key.partition(".")
             before = settings[key] if key in settings else c[section].get(trait, value)
@@ -130,8 +126,6 @@ def apply(c: Any, *fragments: Fragment) -> None:
     c.Spawner.environment = env
     if token_scopes:
         c.Spawner.server_token_scopes = _with_server_role(token_scopes)
-    if handlers:
-        c.JupyterHub.extra_handlers = handlers
     for key, value in settings.items():
         section, _, trait = key.partition(".")
         setattr(c[section], trait, value)

@@ -1,7 +1,8 @@
 """Report the guard's decisions to the hub's audit log (``save-refused``, ``outputs-redacted``).
 
-Under JupyterHub the server has ``JUPYTERHUB_API_URL`` and its own ``JUPYTERHUB_API_TOKEN``;
-events go to ``POST $JUPYTERHUB_API_URL/qustody/audit/events``, where the hub stamps them
+Under JupyterHub the server has ``QUSTODY_API_URL`` (the hub's ``qustody`` service) and its
+own ``JUPYTERHUB_API_TOKEN``; events go to ``POST $QUSTODY_API_URL api/audit/events``, where
+the service stamps them
 with this server's user and name. Outside a hub nothing is sent.
 
 A save never waits for the hub: events go on a bounded queue that one daemon thread
@@ -36,7 +37,7 @@ class AuditReporter:
     """Sends audit events to the hub endpoint from a background thread."""
 
     def __init__(self, api_url: str, token: str, log: logging.Logger | Any) -> None:
-        self.url = api_url.rstrip("/") + "/qustody/audit/events"
+        self.url = api_url.rstrip("/") + "/api/audit/events"
         self._token = token
         self.log = log
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
@@ -114,7 +115,7 @@ def reporter(log: logging.Logger | Any) -> AuditReporter | None:
     with _lock:
         if not _checked:
             _checked = True
-            url = os.environ.get("JUPYTERHUB_API_URL", "")
+            url = os.environ.get("QUSTODY_API_URL", "")
             token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
             if url and token:
                 _reporter = AuditReporter(url, token, log)

@@ -93,12 +93,12 @@ class SecretClient(LoggingConfigurable):
     # -- talking to the hub ----------------------------------------------------------
 
     def _call(self, endpoint: str, body: dict[str, Any], listing: bool = True) -> dict[str, Any]:
-        api = os.environ.get("JUPYTERHUB_API_URL", "")
+        api = os.environ.get("QUSTODY_API_URL", "")
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not api or not token:
-            raise DeliveryError("not started by a hub (no JUPYTERHUB_API_URL/TOKEN)")
+            raise DeliveryError("not started by a hub (no QUSTODY_API_URL/JUPYTERHUB_API_TOKEN)")
         request = urllib.request.Request(  # noqa: S310 - the hub's own http(s) URL
-            f"{api.rstrip('/')}/qustody/secrets/{endpoint}",
+            f"{api.rstrip('/')}/api/secrets/{endpoint}",
             data=json.dumps(body, ensure_ascii=False).encode(),  # the size the user sent
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
             method="POST",

@@ -31,6 +31,21 @@ _MAX_DETAIL = 1024
 STOP_REASON = "qustody_stop_reason"
 
 
+def _role_lost(spawner: Any) -> str | None:
+    """"role-lost" when none of the owner's current roles may use the server's profile."""
+    allowed = getattr(spawner, "profile_allowed_for", None)
+    if allowed is None:
+        return None
+    try:
+        from jupyterhub.roles import get_roles_for
+
+        roles = {r.name for r in get_roles_for(spawner.user.orm_user)}
+        return None if allowed(roles) else "role-lost"
+    except Exception:  # the record says "requested" rather than nothing at all
+        log.exception("roles of %s unreadable at a stop", spawner.user.name)
+        return None
+
+
 def _who(spawner: Any) -> dict[str, Any]:
     return {"user": spawner.user.name, "server": spawner.name or ""}
 
@@ -151,8 +166,10 @@ def audited(cls: _T) -> _T:
     @functools.wraps(inner_stop)
     async def stop(self: Any, now: bool = False) -> Any:
         result = await inner_stop(self, now=now)
-        # a hub component that stops a server for a reason of its own names it first
-        reason = getattr(self, STOP_REASON, None) or "requested"
+        # a hub component that stops a server for a reason of its own names it first;
+        # a stop asked through the API (the qustody service withholding secrets) of a
+        # server its owner's roles no longer allow is that too
+        reason = getattr(self, STOP_REASON, None) or _role_lost(self) or "requested"
         setattr(self, STOP_REASON, None)
         stopped(self, reason)
         return result

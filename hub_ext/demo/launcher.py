@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "QUSTODY_AUDIT_PAGE_PORT": str(free_port(0)),
         "QUSTODY_COURSES_PAGE_PORT": str(free_port(0)),
         "QUSTODY_QPU_PORT": str(free_port(0)),
+        "QUSTODY_API_PORT": str(free_port(0)),
         "QUSTODY_IMAGE_DIGEST": digest,
         # the demo's course, course-101 (hub_ext.courses.hub), written on the first start
         "QUSTODY_DEMO_COURSE": "1",

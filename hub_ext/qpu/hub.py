@@ -18,8 +18,9 @@ It holds:
 - ``QUSTODY_QPU_URL`` in the spawner's environment: the gateway behind the hub's proxy;
 - ``QpuGateway.credentials``: provider credentials read from the hub's secret broker
   (``SecretStoreCredentials``, secret_source.py; ``qustody secrets qpu`` manages them):
-  with the embedded store, the hub's route that answers them to the gateway's own
-  token (hub_credentials.py), so the gateway never holds the master key.
+  with the embedded store, asked of the hub's ``qustody`` service (``credentials_url``),
+  which answers them to the gateway's own token, so the gateway never holds the master
+  key.
 
 It reads ``c.AuditLog`` and the ``SecretBroker`` settings, so call it after them.
 """
@@ -33,8 +34,7 @@ from typing import Any
 
 from ..wiring import Fragment
 from .auth import SCOPE_ADMIN, SCOPE_READ_ALL, SCOPE_SUBMIT, SCOPES
-from .hub_credentials import provider_credentials_route
-from .secret_source import gateway_config_lines, hub_reader_settings
+from .secret_source import gateway_config_lines
 
 SERVICE = "qpu"
 DEMO_POLICY = Path(__file__).with_name("demo_policy.toml")
@@ -45,7 +45,8 @@ DEMO_BACKENDS: dict[str, Any] = {
 
 
 def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
-                   courses_dir: str = "", extra_config: str = "", workers: int = 2) -> str:
+                   courses_dir: str = "", extra_config: str = "", workers: int = 2,
+                   credentials_url: str = "") -> str:
     """The text of ``<state>/qpu/qpu_config.py``: the gateway's settings from the hub's."""
     d = state / SERVICE
     audit = c.AuditLog
@@ -69,7 +70,7 @@ def gateway_config(state: Path, c: Any, policy: Path, backends: dict[str, Any],
     text += "c = get_config()  # noqa: F821\n"
     text += "".join(f"c.{k} = {v!r}\n" for k, v in settings.items() if v != "")
     # provider credentials from the hub's secret broker (paths and settings, no value)
-    text += gateway_config_lines(c)
+    text += gateway_config_lines(c, credentials_url)
     if extra_config:
         text += f"load_subconfig({extra_config!r})  # noqa: F821 - the operator's settings\n"
     return text
@@ -85,6 +86,7 @@ def qpu_gateway(
     policy_file: str | None = None,
     backends: dict[str, Any] | None = None,
     workers: int | None = None,
+    credentials_url: str = "",
 ) -> Fragment:
     """The gateway's service, scopes, roles, server-token scopes and environment.
 
@@ -94,7 +96,9 @@ def qpu_gateway(
     gateway config file (``QUSTODY_QPU_CONFIG``) is loaded after the generated settings.
     ``workers``: gateway processes on its port (``QpuGateway.workers``; default
     ``QUSTODY_QPU_WORKERS`` or 2); with 2 or more the crash of one leaves the others
-    serving while it is restarted.
+    serving while it is restarted. ``credentials_url``: the hub's ``qustody`` service
+    (``server_api(...).environment["QUSTODY_API_URL"]``), which answers provider
+    credentials from the embedded store.
     """
     if workers is None:
         text = os.environ.get("QUSTODY_QPU_WORKERS", "2")
@@ -114,7 +118,8 @@ def qpu_gateway(
             files[Path(policy)] = DEMO_POLICY.read_text()
     config = state / SERVICE / "qpu_config.py"
     files[config] = gateway_config(state, c, Path(policy), backends or DEMO_BACKENDS,
-                                   courses_dir, os.environ.get("QUSTODY_QPU_CONFIG", ""), workers)
+                                   courses_dir, os.environ.get("QUSTODY_QPU_CONFIG", ""), workers,
+                                   credentials_url)
     service = {
         "name": SERVICE,
         "display": False,
@@ -124,9 +129,6 @@ def qpu_gateway(
         # the workers' metrics, summed at each scrape (hub_ext/qpu/metrics.py)
         "environment": {"PROMETHEUS_MULTIPROC_DIR": str(state / SERVICE / "metrics")},
     }
-    reader = hub_reader_settings(c)
-    # the embedded store: the hub reads it for the gateway
-    handlers = [provider_credentials_route(reader, SERVICE)] if reader is not None else []
     access = f"access:services!service={SERVICE}"
     admins = sorted(c.Authenticator.admin_users) if "admin_users" in c.Authenticator else []
     roles = [
@@ -147,7 +149,6 @@ def qpu_gateway(
         custom_scopes={name: {"description": text} for name, text in SCOPES.items()},
         server_token_scopes=[SCOPE_SUBMIT, access],
         environment={"QUSTODY_QPU_URL": gateway_url(public)},
-        handlers=handlers,
         files=files,
     )
 

@@ -4,10 +4,10 @@
 into the generated gateway config from the hub's ``SecretBroker`` settings
 (``gateway_settings``):
 
-- embedded store: ``store="hub"``. The gateway asks the hub
-  (``GET /hub/api/qustody/qpu/credentials/<backend>``, with the API token the hub gave
-  the ``qpu`` service); the hub reads its store with its master key and answers that
-  backend's ``service:qpu`` entry only (hub_credentials.py). The gateway holds no key:
+- embedded store: ``store="hub"``. The gateway asks the hub's ``qustody`` service
+  (``GET <service_url>api/qpu/credentials/<backend>``, with the API token the hub gave
+  the ``qpu`` service); the service reads the store with its master key and answers that
+  backend's ``service:qpu`` entry only (hub_ext/server_api). The gateway holds no key:
   its config and environment name neither the master key nor its file, so nothing it is
   given decrypts a user's secret (run as the hub's own unix user, the default, it could
   still read the key file from disk: docs/qpu.md says how to separate them).
@@ -21,8 +21,8 @@ credentials were looked for, never a value. Layout: hub_ext/secrets/provider.py.
 
 The gateway reads the ``service:qpu`` namespace and nothing else, enforced on every path:
 
-- hub: the hub serves only ``service:qpu`` entries and only to the ``qpu`` service's
-  token; the backend name is checked on both sides.
+- hub: the ``qustody`` service serves only ``service:qpu`` entries and only to the
+  ``qpu`` service's token; the backend name is checked on both sides.
 - embedded: the only input is a backend name, checked as a service entry name (no
   ``/``, no ``:``), and the namespace is the constant ``service:qpu``; a row relabelled
   into that namespace by a database writer fails to open (its value is sealed with the
@@ -98,13 +98,14 @@ class SecretStoreCredentials(LoggingConfigurable):
         master key, for the hub's own use (the gateway refuses it: whoever holds the
         master key can decrypt every user's secret).""",
     )
-    hub_api_url = Unicode(
+    service_url = Unicode(
         config=True,
-        help="""The hub's API (``store='hub'``). Default: ``$JUPYTERHUB_API_URL``, which
-        the hub gives its managed services. The token is always the service's own
-        ``$JUPYTERHUB_API_TOKEN``, read from the environment, never from a config file.""",
+        help="""The hub's ``qustody`` service (``store='hub'``; hub_ext.server_api), e.g.
+        ``http://127.0.0.1:8000/services/qustody/``. Default: ``$QUSTODY_API_URL``. The
+        token is always the gateway's own ``$JUPYTERHUB_API_TOKEN``, read from the
+        environment, never from a config file.""",
     )
-    hub_timeout = Float(10.0, config=True, help="Seconds to wait for the hub's answer.")
+    hub_timeout = Float(10.0, config=True, help="Seconds to wait for the service's answer.")
     db_path = Unicode("", config=True, help="The embedded store's SQLite file (the hub's).")
     master_key_file = Unicode(
         "",
@@ -139,9 +140,9 @@ class SecretStoreCredentials(LoggingConfigurable):
         False, config=True, help="The secret id file holds a response-wrapping token."
     )
 
-    @default("hub_api_url")
-    def _default_hub_api_url(self) -> str:
-        return os.environ.get("JUPYTERHUB_API_URL", "")
+    @default("service_url")
+    def _default_service_url(self) -> str:
+        return os.environ.get("QUSTODY_API_URL", "")
 
     @default("vault_token_file")
     def _default_token_file(self) -> str:
@@ -163,10 +164,11 @@ class SecretStoreCredentials(LoggingConfigurable):
             raise ValueError("SecretStoreCredentials.db_path is not set (the hub's store)")
         if self.store == "embedded" and not (self.master_key_file or self.master_key_env):
             raise ValueError("SecretStoreCredentials: set master_key_file (the hub's key)")
-        if self.store == "hub" and not self.hub_api_url.startswith(("http://", "https://")):
+        if self.store == "hub" and not self.service_url.startswith(("http://", "https://")):
             raise ValueError(
-                "SecretStoreCredentials.hub_api_url is not an http(s) URL: run the gateway "
-                "as a hub-managed service (the hub sets $JUPYTERHUB_API_URL) or set it"
+                "SecretStoreCredentials.service_url is not an http(s) URL: set it to the "
+                "hub's qustody service (hub_ext.server_api; qpu_gateway(credentials_url=...) "
+                "does) or $QUSTODY_API_URL"
             )
         if self.store == "vault" and not self.vault_url:
             raise ValueError("SecretStoreCredentials.vault_url is not set")
@@ -225,7 +227,7 @@ class SecretStoreCredentials(LoggingConfigurable):
                 "the gateway has no hub API token ($JUPYTERHUB_API_TOKEN): run it as the "
                 "hub's managed service"
             )
-        url = (self.hub_api_url.rstrip("/") + "/qustody/qpu/credentials/"
+        url = (self.service_url.rstrip("/") + "/api/qpu/credentials/"
                + urllib.parse.quote(backend, safe=""))
         # the scheme was checked (http/https) in __init__; no proxy from the environment
         # ever sees the token
@@ -239,7 +241,8 @@ class SecretStoreCredentials(LoggingConfigurable):
                               f"{_hub_message(e)})") from None
         except (OSError, ValueError) as e:
             raise SecretError(
-                f"the hub at {self.hub_api_url} cannot be asked ({type(e).__name__})"
+                f"the hub's qustody service at {self.service_url} cannot be asked "
+                f"({type(e).__name__})"
             ) from None
         fields = body.get("fields") if isinstance(body, dict) else None
         if fields is None:
@@ -405,7 +408,7 @@ def hub_reader_settings(c: Config) -> dict[str, Any] | None:
     }
 
 
-def gateway_settings(c: Config) -> dict[str, Any]:
+def gateway_settings(c: Config, service_url: str = "") -> dict[str, Any]:
     """``SecretStoreCredentials`` settings for the gateway, from the hub's config ``c``:
     ``store='hub'`` with the embedded broker, Vault's place with the Vault broker, then
     any ``c.SecretStoreCredentials`` given in the hub config (e.g. the gateway's Vault
@@ -424,7 +427,7 @@ def gateway_settings(c: Config) -> dict[str, Any]:
             "vault_base_path": vault.get("base_path", "qustody"),
         }
     else:
-        settings = {"store": "hub"}
+        settings = {"store": "hub", **({"service_url": service_url} if service_url else {})}
     own = c.SecretStoreCredentials if "SecretStoreCredentials" in c else {}
     settings.update({str(k): v for k, v in own.items()})
     if settings.get("store") == "embedded":
@@ -434,15 +437,18 @@ def gateway_settings(c: Config) -> dict[str, Any]:
             "gateway asks the hub) or use 'vault'"
         )
     # a bad setting stops the hub here, not at a job (the URL is the gateway's own)
-    SecretStoreCredentials(**{"hub_api_url": "http://127.0.0.1/hub/api", **settings})
+    SecretStoreCredentials(**{"service_url": "http://127.0.0.1/services/qustody/", **settings})
     return settings
 
 
-def gateway_config_lines(c: Config) -> str:
-    """The lines of the generated gateway config that set ``QpuGateway.credentials``."""
+def gateway_config_lines(c: Config, service_url: str = "") -> str:
+    """The lines of the generated gateway config that set ``QpuGateway.credentials``
+    (``service_url``: the hub's ``qustody`` service, which answers the embedded store's
+    entries)."""
+    settings = gateway_settings(c, service_url)
     return (
         "from hub_ext.qpu.secret_source import SecretStoreCredentials  # noqa: E402\n"
-        f"c.QpuGateway.credentials = SecretStoreCredentials(**{gateway_settings(c)!r})\n"
+        f"c.QpuGateway.credentials = SecretStoreCredentials(**{settings!r})\n"
     )
 
 

@@ -100,6 +100,13 @@ class SecretBroker(LoggingConfigurable):
         help="""Seconds a claim ticket stays valid after the spawn (at most 60). A server
         that has not redeemed its ticket by then starts without secrets.""",
     )
+    ticket_key_file = Unicode(
+        "",
+        config=True,
+        help="""The key (0600) the hub signs claim tickets with and the ``qustody`` service
+        checks them with. Set by ``hub_ext.server_api.hub.server_api`` (a new key at each
+        hub start); empty: no tickets, so servers get no secrets.""",
+    )
 
     self_service_class = Unicode(
         "",

@@ -1,17 +1,18 @@
-"""The hub side of secret delivery: tickets at spawn, secrets at redemption.
+"""Secret delivery in the ``qustody`` service: secrets at redemption, and after.
 
-One ``SecretDelivery`` per hub process (``setup.secret_delivery(c)`` in jupyterhub_config.py
-creates it and validates its configuration). The spawners call ``issue_ticket`` and
-``server_stopped``; the API handlers call ``redeem`` and ``refresh``.
+One ``SecretDelivery`` per service process (hub_ext.server_api creates it from the
+hub's settings). The hub's spawners issue signed tickets (tickets.TicketSigner, through
+spawn.py); the service's handlers call ``redeem``, ``refresh`` and ``store_own``, and its
+watch on the hub's servers calls ``server_stopped`` for servers that are gone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from secrets import token_bytes
 from typing import Any
 
 from traitlets.config import Config
@@ -19,7 +20,7 @@ from traitlets.config import Config
 from .broker import Broker, SecretBroker
 from .model import MIN_VALUE_BYTES, NAME, Secret, SecretError, SecretExists, secret_like
 from .policy import SecretClassPolicy
-from .tickets import Ticket, TicketBook
+from .tickets import Ticket, TicketBook, token_hash
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Session:
     profile: str
     profile_roles: tuple[str, ...]
     ticket_id: str
+    #: when the server redeemed (its start, as the hub's server model says, once known)
+    started: str = ""
 
 
 class RoleLost(Exception):
@@ -43,6 +46,23 @@ class RoleLost(Exception):
         self.ticket_id = ticket_id
 
 
+def checked_settings(config: Config, profiles: list[str] | None = None
+                     ) -> tuple[SecretBroker, SecretClassPolicy]:
+    """The broker settings and class policy of ``config``; ValueError when one is bad or
+    they disagree (the hub calls this at start, the qustody service again)."""
+    settings = SecretBroker(config=config)
+    policy = SecretClassPolicy(config=config)
+    policy.check(profiles or [])
+    own = settings.self_service_class
+    if own and own in policy.restricted_classes:
+        raise ValueError(
+            f"SecretBroker.self_service_class {own!r} is a restricted class "
+            "(SecretClassPolicy.restricted_classes): users must not create those "
+            "themselves; choose another class (e.g. 'personal')"
+        )
+    return settings, policy
+
+
 class SecretDelivery:
     #: ``(course) -> bool``: whether a course's term has closed; the secrets of a closed
     #: course's namespace (``course:<id>``) are delivered to no one from then on
@@ -52,20 +72,14 @@ class SecretDelivery:
     #: courses (a course file's ``[secrets]``; hub_ext.courses.hub.shared_secrets).
     course_secrets: Callable[[Iterable[str]], list[tuple[str, tuple[str, ...]]]] | None = None
 
-    def __init__(self, config: Config, profiles: list[str] | None = None) -> None:
-        self.settings = SecretBroker(config=config)
-        self.policy = SecretClassPolicy(config=config)
-        self.policy.check(profiles or [])
-        own = self.settings.self_service_class
-        if own and own in self.policy.restricted_classes:
-            raise ValueError(
-                f"SecretBroker.self_service_class {own!r} is a restricted class "
-                "(SecretClassPolicy.restricted_classes): users must not create those "
-                "themselves; choose another class (e.g. 'personal')"
-            )
+    def __init__(self, config: Config, profiles: list[str] | None = None, *,
+                 ticket_key: bytes | None = None) -> None:
+        """``ticket_key``: the key the hub signs claim tickets with (none: a random one,
+        so no ticket is ever good: a delivery for checking settings)."""
+        self.settings, self.policy = checked_settings(config, profiles)
         self.log = self.settings.log
         self.broker: Broker = self._make_broker(config)
-        self.tickets = TicketBook(self.settings.ticket_ttl)
+        self.tickets = TicketBook(ticket_key or token_bytes(32))
         self._sessions: dict[tuple[str, str], Session] = {}
         self._lock = threading.Lock()
 
@@ -87,21 +101,20 @@ class SecretDelivery:
             s.db_path or s.state_path("secrets.sqlite"), key, on_tamper=_audit_tamper
         )
 
-    # -- spawn -----------------------------------------------------------------------
+    # -- servers that are gone -------------------------------------------------------
 
-    def issue_ticket(
-        self, user: str, server: str, api_token: str, profile: str, profile_roles: tuple[str, ...]
-    ) -> str:
-        """A ticket for a start with ``profile``, which the roles ``profile_roles`` may use."""
-        self.server_stopped(user, server, release=False)
-        text, _ = self.tickets.issue(user, server, api_token, profile, profile_roles)
-        return text
-
-    def server_stopped(self, user: str, server: str, release: bool = True) -> None:
-        """Burn the server's outstanding tickets, forget its session, revoke its leases."""
-        self.tickets.burn_server(user, server)
+    def sessions(self) -> dict[tuple[str, str], Session]:
+        """The servers that redeemed a ticket, by (user, server name)."""
         with self._lock:
-            self._sessions.pop((user, server), None)
+            return dict(self._sessions)
+
+    def server_stopped(self, user: str, server: str, release: bool = True,
+                       session: Session | None = None) -> None:
+        """Forget the server's session (only ``session``, when given: not a newer start's)
+        and revoke its leases."""
+        with self._lock:
+            if session is None or self._sessions.get((user, server)) == session:
+                self._sessions.pop((user, server), None)
         if release:
             try:
                 self.broker.release(user, server)
@@ -126,20 +139,34 @@ class SecretDelivery:
         user's current ``roles`` allow (RoleLost if none of them admits the profile);
         ``groups``: the user's hub groups (their courses' shared secrets)."""
         ticket = self.tickets.redeem(text, user, server, api_token)
+        with self._lock:
+            earlier = self._sessions.pop((user, server), None)
+        if earlier is not None:  # an earlier start of this server: its leases go first
+            self.server_stopped(user, server)
         secrets = self._load(
             user, server, ticket.profile, ticket.roles, roles, auth_state, ticket.id, groups
         )
         with self._lock:
             self._sessions[(user, server)] = Session(
-                _hash(api_token), ticket.profile, ticket.roles, ticket.id
+                token_hash(api_token), ticket.profile, ticket.roles, ticket.id
             )
         return ticket, secrets
+
+    def note_started(self, user: str, server: str, started: str) -> None:
+        """Record the start time the hub reports for a redeemed server, so a later start
+        of the same name is told from it (``server_stopped`` of the old one)."""
+        with self._lock:
+            session = self._sessions.get((user, server))
+            if session is not None and not session.started:
+                self._sessions[(user, server)] = Session(
+                    session.token_hash, session.profile, session.profile_roles,
+                    session.ticket_id, started)
 
     def session(self, user: str, server: str, api_token: str) -> Session | None:
         """The session of a server that redeemed its ticket with this token (or None)."""
         with self._lock:
             session = self._sessions.get((user, server))
-        if session is None or session.token_hash != _hash(api_token):
+        if session is None or not hmac.compare_digest(session.token_hash, token_hash(api_token)):
             return None
         return session
 
@@ -301,29 +328,3 @@ def _audit_tamper(path: str, detail: str) -> None:
     from ..audit.hub import hub_emit
 
     hub_emit("secret-store-tampered", {"store": path[:1024], "detail": detail[:512]})
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-_delivery: SecretDelivery | None = None
-_setup_lock = threading.Lock()
-
-
-def hub_secrets() -> SecretDelivery | None:
-    """The hub process's delivery, or None when secrets are not configured."""
-    return _delivery
-
-
-def start_delivery(c: Config, profiles: list[str] | None = None) -> SecretDelivery:
-    """Create the hub's delivery from ``c`` (ValueError/SecretError stop the hub)."""
-    global _delivery
-    with _setup_lock:
-        _delivery = SecretDelivery(c, profiles)
-    return _delivery
-
-
-def reset_secrets() -> None:
-    global _delivery
-    _delivery = None

@@ -1,13 +1,17 @@
-"""The spawners' side: a ticket for each start, and clean-up at each stop.
+"""The spawners' side: a signed claim ticket for each start.
 
-Kept apart from hub_ext/spawner/ so the spawners call two functions and nothing more.
+Kept apart from hub_ext/spawner/ so the spawners call one function and nothing more. The
+hub holds only the ticket key (``SecretBroker.ticket_key_file``, written by the
+``qustody`` service's fragment at each hub start); the store's master key and the
+secrets stay with the service (hub_ext.server_api).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .delivery import hub_secrets
+from .broker import SecretBroker
+from .tickets import TicketSigner, load_ticket_key
 
 #: Environment variable the server extension reads the ticket from (and then removes).
 TICKET_ENV = "QUSTODY_SECRETS_TICKET"
@@ -15,16 +19,11 @@ TICKET_ENV = "QUSTODY_SECRETS_TICKET"
 
 def spawn_ticket(spawner: Any, profile: str, profile_roles: tuple[str, ...]) -> str | None:
     """A claim ticket for this start of ``spawner`` with ``profile`` (which the hub roles
-    ``profile_roles`` may use), or None when secrets are off."""
-    delivery = hub_secrets()
-    if delivery is None or not getattr(spawner, "api_token", ""):
+    ``profile_roles`` may use), or None when secrets are off (no ticket key)."""
+    settings = SecretBroker(config=spawner.config)
+    if not settings.ticket_key_file or not getattr(spawner, "api_token", ""):
         return None
-    return delivery.issue_ticket(
-        spawner.user.name, spawner.name, spawner.api_token, profile, tuple(sorted(profile_roles))
-    )
-
-
-def spawn_stopped(spawner: Any) -> None:
-    delivery = hub_secrets()
-    if delivery is not None:
-        delivery.server_stopped(spawner.user.name, spawner.name)
+    signer = TicketSigner(load_ticket_key(settings.ticket_key_file), settings.ticket_ttl)
+    text, _ = signer.issue(spawner.user.name, spawner.name, spawner.api_token, profile,
+                           tuple(sorted(profile_roles)))
+    return text

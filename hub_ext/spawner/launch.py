@@ -4,8 +4,8 @@
 the policy's decision once (``begin``: who asked, the owner's roles, the course term),
 keeps the limits the culler reads from the server's state (``admin:server_state``),
 builds the server's environment (time limits, session id, the secrets ticket) and its
-jupyter-server arguments, and releases tickets and leases when the server stops. The
-backends add only how a server is run.
+jupyter-server arguments. The backends add only how a server is run. (A stopped server's
+ticket and secret leases are the ``qustody`` service's business: hub_ext.server_api.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..identity.roles import MANAGING_PREFIXES
-from ..secrets.spawn import TICKET_ENV, spawn_stopped, spawn_ticket
+from ..secrets.spawn import TICKET_ENV, spawn_ticket
 from .policy import SpawnPolicy
 from .profiles import Decision, Profile, Requester, now
 
@@ -123,21 +123,6 @@ class PolicyLaunch:
             if ticket:
                 env[TICKET_ENV] = ticket
         return env
-
-    async def stop(self, now: bool = False) -> None:
-        try:
-            await super().stop(now=now)  # type: ignore[misc]
-        finally:
-            spawn_stopped(self)  # burn its tickets, revoke its leases
-
-    async def poll(self) -> int | str | None:
-        status: int | str | None = await super().poll()  # type: ignore[misc]
-        if status is not None:
-            # Stopped by itself (crash, idle or max-age exit): the hub will not call
-            # stop(), so release here what stop() releases. Idempotent; nothing left is
-            # a no-op, so repeated polls of a stopped server cost nothing.
-            spawn_stopped(self)
-        return status
 
 
 def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:

@@ -174,8 +174,8 @@ class SpawnPolicy(LoggingConfigurable):
         place containers reach the hub from. It forwards to the hub's public proxy, so a
         container sees exactly what a browser sees (the hub API under ``/hub/api``, the QPU
         gateway under ``/services/qpu/``), with the same authentication. Servers get their
-        hub URLs (``JUPYTERHUB_API_URL``, ``QUSTODY_QPU_URL``) pointing here. Started by
-        ``hub_ext.proxy.QustodyProxy`` (``c.JupyterHub.proxy_class``).""",
+        hub URLs (``JUPYTERHUB_API_URL``, ``QUSTODY_QPU_URL``, ``QUSTODY_API_URL``) pointing
+        here. Started by ``hub_ext.proxy.QustodyProxy`` (``c.JupyterHub.proxy_class``).""",
     )
     host_firewall = HintedEnum(
         ("nftables", "off"),

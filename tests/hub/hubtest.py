@@ -156,6 +156,7 @@ def launch_hub(
         os.environ.setdefault("QUSTODY_QPU_PORT", "{free_port()}")  # the QPU gateway service
         os.environ.setdefault("QUSTODY_AUDIT_PAGE_PORT", "{free_port()}")  # the auditor page
         os.environ.setdefault("QUSTODY_COURSES_PAGE_PORT", "{free_port()}")  # the instructor page
+        os.environ.setdefault("QUSTODY_API_PORT", "{free_port()}")  # the qustody service
         # one gateway process (each holds its own Qiskit processes; the suite starts ~100
         # hubs on 2 cores): the product's default of 2 is tested in test_service_crash.py
         os.environ.setdefault("QUSTODY_QPU_WORKERS", "1")

@@ -95,7 +95,7 @@ def test_a_burst_of_refused_saves_raises_one_alert_with_its_evidence(hub: Hub, w
     token = server_token(hub, "alice")
     seqs = []
     for _ in range(5):  # what the guard reports for five refused saves in a row
-        r = requests.post(f"{hub.api_url}/qustody/audit/events", data=json.dumps(EVENT),
+        r = requests.post(f"{hub.url}services/qustody/api/audit/events", data=json.dumps(EVENT),
                           headers={"Authorization": f"token {token}",
                                    "Content-Type": "application/json"}, timeout=30)
         assert r.status_code == 201, r.text
@@ -167,7 +167,7 @@ def _save_alert(hub: Hub) -> dict[str, Any]:
     if not found():
         token = server_token(hub, "alice")
         for _ in range(3):
-            requests.post(f"{hub.api_url}/qustody/audit/events", data=json.dumps(EVENT),
+            requests.post(f"{hub.url}services/qustody/api/audit/events", data=json.dumps(EVENT),
                           headers={"Authorization": f"token {token}",
                                    "Content-Type": "application/json"}, timeout=30)
     hub.wait_for(found, timeout=60, what="alice's save-refusals alert")

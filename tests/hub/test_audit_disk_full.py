@@ -29,13 +29,15 @@ THRESHOLD = 4 * MiB
 EXTRA = f"""
 c.Spawner.http_timeout = 300  # a loaded machine starts servers slowly
 c.Spawner.start_timeout = 300
+c.SecretBroker.ticket_ttl = 60  # the longest allowed: servers start slowly on a loaded machine
+c.AuditLog.min_free_bytes = {THRESHOLD}
+import os
+from hub_ext.server_api.hub import server_api
+from hub_ext.wiring import apply
+# the qustody service's config again, with this threshold
+apply(c, server_api(c, os.environ["QUSTODY_STATE_DIR"], profiles=list(c.SpawnPolicy.profiles)))
 for service in c.JupyterHub.services:
     service["timeout"] = 300
-c.SecretBroker.ticket_ttl = 60  # the longest allowed: servers start slowly on a loaded machine
-from hub_ext.secrets.setup import secret_delivery
-from hub_ext.wiring import apply
-apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
-c.AuditLog.min_free_bytes = {THRESHOLD}
 from hub_ext.audit.hub import hub_audit, reset_hub_audit
 reset_hub_audit()
 hub_audit(c)
@@ -129,11 +131,12 @@ def test_nearly_full_disk_refuses_audited_actions_and_keeps_stops(hub_and_idp, a
     # the user server's audit report and secret refresh are refused, nothing delivered
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
     r = requests.post(
-        f"{hub.api_url}/qustody/audit/events", data=json.dumps(event), headers=headers, timeout=60
+        f"{hub.url}services/qustody/api/audit/events", data=json.dumps(event), headers=headers,
+        timeout=60,
     )
     assert r.status_code == 503 and REFUSAL in r.json()["message"], r.text
     r = requests.post(
-        f"{hub.api_url}/qustody/secrets/refresh", data="{}", headers=headers, timeout=60
+        f"{hub.url}services/qustody/api/secrets/refresh", data="{}", headers=headers, timeout=60
     )
     assert r.status_code == 503 and REFUSAL in r.json()["message"], r.text
     assert "secrets" not in r.json()
@@ -145,12 +148,14 @@ def test_nearly_full_disk_refuses_audited_actions_and_keeps_stops(hub_and_idp, a
         lambda: "" not in hub.api("GET", "/users/rita")[1]["servers"], timeout=120, what="the stop"
     )
     assert [r["data"]["user"] for r in records(log, "server-stopped")] == ["rita"]
-    # the refusals are on the record, once (the next one is due after a minute)
-    (low,) = records(log, "audit-space-low")
-    refused = {x["type"] for x in low["data"]["refused"]}
-    assert "login" in refused, low  # remy's second login
-    assert low["data"]["free_bytes"] < THRESHOLD
-    assert "remy" in low["data"]["users"]
+    # the refusals are on the record, once per writing process (the hub's, and its qustody
+    # service's for the server's report and refresh); the next one is due after a minute
+    lows = records(log, "audit-space-low")
+    assert 1 <= len(lows) <= 2, lows
+    refused = {x["type"] for low in lows for x in low["data"]["refused"]}
+    assert "login" in refused, lows  # remy's second login
+    assert all(low["data"]["free_bytes"] < THRESHOLD for low in lows)
+    assert "remy" in {user for low in lows for user in low["data"]["users"]}
     assert [r["data"]["user"] for r in records(log, "login")] == ["rita", "remy"]
     assert not records(log, "save-refused")
     assert log.stat().st_size > size  # only the stop and the refusal were written

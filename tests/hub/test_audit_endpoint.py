@@ -42,7 +42,7 @@ def post(hub: Hub, body: bytes | str, token: str | None, **headers: str) -> requ
         headers["Authorization"] = f"token {token}"
     headers.setdefault("Content-Type", "application/json")
     return requests.post(
-        f"{hub.api_url}/qustody/audit/events", data=body, headers=headers, timeout=30
+        f"{hub.url}services/qustody/api/audit/events", data=body, headers=headers, timeout=30
     )
 
 
@@ -158,3 +158,31 @@ def test_a_refused_save_in_a_users_server_reaches_the_hub_log(hub):
         "ref": shown,
     }
     assert GITHUB_TOKEN not in (hub.dir / "audit" / "audit.jsonl").read_text()
+
+
+def test_a_token_minted_with_the_server_scope_reports_for_no_server_that_is_not_running(hub):
+    """The service knows a server by the scope the hub puts on every server token for its
+    own server. A user may mint a personal token carrying it: it names only their own
+    servers, and nothing is written for one that does not run."""
+    import json
+
+    before = len(records(hub))
+    personal = hub.user_token("alice")
+    code, made = hub.api("POST", "/users/alice/tokens",
+                         {"scopes": ["custom:qustody:server!server=alice/ghost"]}, token=personal)
+    assert code == 201, made
+    r = post(hub, json.dumps(EVENT), made["token"])
+    assert r.status_code == 403 and "not running" in r.json()["message"], r.text
+    # another user's server is not hers to name: the hub refuses to mint that
+    code, made = hub.api("POST", "/users/alice/tokens",
+                         {"scopes": ["custom:qustody:server!server=bob/"]}, token=personal)
+    assert code in (400, 403), made
+    assert len(records(hub)) == before
+
+
+def test_the_hub_starts_without_a_deprecation_warning_from_qustody(hub):
+    """The routes servers call are a hub-managed service, not hub handlers: JupyterHub's
+    warning about the deprecated ``extra_handlers`` never appears."""
+    log = hub.log()
+    assert "extra_handlers" not in log and "deprecated" not in log.lower(), [
+        line for line in log.splitlines() if "deprecat" in line.lower()][:5]

@@ -1,10 +1,11 @@
-"""Qustody's metrics on the hub's own /hub/metrics, scraped by a real Prometheus (Debian's
-``prometheus``) with a token that holds only ``read:metrics``.
+"""Qustody's metrics on the hub's own /hub/metrics and on its qustody service's
+/services/qustody/metrics (which records the servers' guard reports), scraped by a real
+Prometheus (Debian's ``prometheus``) with a token that holds only ``read:metrics``.
 
 What an operator relies on: the guard's reports from user servers and the hub's audit
 records show up as counters by event type, reason and detector rule; no label carries a
 user name, path or value; a user's server that invents detector names cannot grow the
-hub's metrics without bound.
+metrics without bound.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def prometheus(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
               credentials_file: {base / "token"}
             static_configs:
               - targets: ["{hub_host}"]
+          - job_name: qustody
+            metrics_path: /services/qustody/metrics
+            authorization:
+              credentials_file: {base / "token"}
+            static_configs:
+              - targets: ["{hub_host}"]
     """))
     port = free_port()
     log = (base / "prometheus.log").open("wb")
@@ -88,7 +95,8 @@ def prometheus(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 def _up(url: str) -> bool:
     try:
-        return _query(url, 'up{job="jupyterhub"}') == [1.0]
+        return (_query(url, 'up{job="jupyterhub"}') == [1.0]
+                and _query(url, 'up{job="qustody"}') == [1.0])
     except requests.RequestException:
         return False
 
@@ -102,7 +110,7 @@ def _query(url: str, promql: str) -> list[float]:
 def _report(hub: Hub, token: str, detectors: list[str]) -> None:
     event = {"type": "save-refused",
              "data": {"path": "work/a.ipynb", "detectors": detectors, "findings": 1}}
-    r = requests.post(f"{hub.api_url}/qustody/audit/events", data=json.dumps(event),
+    r = requests.post(f"{hub.url}services/qustody/api/audit/events", data=json.dumps(event),
                       headers={"Authorization": f"token {token}",
                                "Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 201, r.text
@@ -120,8 +128,9 @@ def test_guard_reports_and_audit_records_reach_prometheus(hub, prometheus):
     assert _query(prometheus, 'qustody_guard_detections_total{event="save-refused",'
                               'detector="aws-access-key-id"}') == [1.0]
     assert _query(prometheus, 'qustody_audit_records_total{type="save-refused"}') == [2.0]
-    # the hub's own records: alice's spawn
-    assert _query(prometheus, 'qustody_audit_records_total{type="server-started"}') == [1.0]
+    # the hub's own records: alice's spawn (the reports are the qustody service's)
+    assert _query(prometheus, 'qustody_audit_records_total{job="jupyterhub",'
+                              'type="server-started"}') == [1.0]
     assert _query(prometheus, "qustody_audit_write_seconds_count") != []
 
 
@@ -137,6 +146,13 @@ def test_metrics_need_the_scope_and_name_no_person(hub, prometheus):
     assert ours
     for word in ("alice", "work/a.ipynb", "harness"):
         assert not [line for line in ours if word in line], word
+    r = requests.get(f"{hub.url}services/qustody/metrics", timeout=30,
+                     headers={"Authorization": f"token {hub.user_token('alice')}"})
+    assert r.status_code == 403
+    r = requests.get(f"{hub.url}services/qustody/metrics", timeout=30,
+                     headers={"Authorization": f"Bearer {SCRAPER_TOKEN}"})
+    assert r.status_code == 200 and "qustody_guard_detections_total" in r.text
+    assert "alice" not in r.text and "work/a.ipynb" not in r.text
 
 
 def test_invented_detector_names_cannot_grow_the_hubs_metrics(hub, prometheus):

@@ -1,9 +1,10 @@
 """A user server flooding the audit endpoint or secret delivery is slowed down, not the hub.
 
-Against a real hub with local-process servers: per-token and per-address limits answer 429
-with Retry-After and record nothing; the limit is shared by both endpoints; spoofed
-address headers do not buy a new bucket; writes wait in a bounded queue off the event loop
-(the hub keeps answering while the log is locked, and a full queue refuses with 503).
+Against a real hub with local-process servers and its ``qustody`` service (which serves
+both): per-token and per-address limits answer 429 with Retry-After and record nothing;
+the limit is shared by both endpoints; spoofed address headers do not buy a new bucket;
+writes wait in a bounded queue off the event loop (the service keeps answering while the
+log is locked, and a full queue refuses with 503).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from audit_hub import LOCAL_EXTRA, local_env, records, server_token
 from hubtest import Hub, failed, launch_hub
 
@@ -34,12 +36,17 @@ c.RequestLimits.per_token_rate = 0.01
 c.RequestLimits.per_ip_burst = {IP_BURST}
 c.RequestLimits.per_ip_rate = 0.01
 c.RequestLimits.queue_size = 1
-for service in c.JupyterHub.services:
-    service["timeout"] = 300  # a loaded machine starts services slowly
 # the requests below come from 127.0.0.2 and .3 through the proxy on 127.0.0.1
 c.RequestLimits.trusted_proxy_ips = ["127.0.0.1"]
 from hub_ext.ratelimit import setup_limits
 setup_limits(c)
+# the qustody service's config again, with these limits
+import os
+from hub_ext.server_api.hub import server_api
+from hub_ext.wiring import apply
+apply(c, server_api(c, os.environ["QUSTODY_STATE_DIR"], profiles=list(c.SpawnPolicy.profiles)))
+for service in c.JupyterHub.services:
+    service["timeout"] = 300  # a loaded machine starts services slowly
 """
 
 
@@ -70,7 +77,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 def call(
     hub: Hub, path: str, token: str | None, source: str, body: str = EVENT, **headers: str
 ) -> tuple[int, dict[str, str], dict]:
-    """POST ``body`` to the hub API through the proxy, from the loopback address ``source``."""
+    """POST ``body`` to the qustody service through the proxy, from the loopback address
+    ``source``."""
     url = urlsplit(hub.url)
     conn = http.client.HTTPConnection(
         url.hostname, url.port, timeout=60, source_address=(source, 0)
@@ -79,7 +87,7 @@ def call(
         headers["Authorization"] = f"token {token}"
     headers["Content-Type"] = "application/json"
     try:
-        conn.request("POST", f"/hub/api/qustody/{path}", body=body, headers=headers)
+        conn.request("POST", f"/services/qustody/api/{path}", body=body, headers=headers)
         response = conn.getresponse()
         raw = response.read()
         return (
@@ -126,8 +134,8 @@ def test_made_up_tokens_are_limited_per_address_and_headers_do_not_change_it(hub
 
 
 def test_writes_wait_off_the_event_loop_and_a_full_queue_refuses(hub):
-    """Hold the audit log's writer lock: the write waits in its thread while the hub keeps
-    answering; the queue (size 1) is then full, so the next event is refused with 503."""
+    """Hold the audit log's writer lock: the write waits in its thread while the service
+    keeps answering; the queue (size 1) is then full, so the next event is refused with 503."""
     bob = server_token(hub, "bob")
     before = len(records(hub, "save-refused"))
     head = open(hub.dir / "audit" / "audit.head", "rb")  # noqa: SIM115
@@ -140,15 +148,15 @@ def test_writes_wait_off_the_event_loop_and_a_full_queue_refuses(hub):
         waiting.start()
 
         def writer_waits_for_the_lock() -> bool:
-            tasks = Path(f"/proc/{hub.process.pid}/task")
+            tasks = Path(f"/proc/{service_pid(hub)}/task")
             return any(
                 (t / "wchan").read_text() == "locks_lock_inode_wait" for t in tasks.iterdir()
             )
 
         hub.wait_for(writer_waits_for_the_lock, timeout=60, what="the write thread in flock")
         # the event loop is free while the write waits
-        code, model = hub.api("GET", "/users/alice", timeout=30)
-        assert code == 200, model
+        health = requests.get(hub.url + "services/qustody/api/health", timeout=30)
+        assert health.status_code == 200, health.text
         status, headers, body = call(hub, "audit/events", bob, "127.0.0.5")
         assert status == 503 and headers["retry-after"] == "1", body
         assert "nothing was recorded" in body["message"]
@@ -159,6 +167,20 @@ def test_writes_wait_off_the_event_loop_and_a_full_queue_refuses(hub):
     waiting.join(timeout=60)
     assert result == [201]
     assert len(records(hub, "save-refused")) == before + 1
+
+
+def service_pid(hub: Hub) -> int:
+    """The pid of this hub's qustody service (hub_ext.server_api)."""
+    config = str(hub.dir / "server_api" / "config.py")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"--config={config}".encode() in cmdline:
+                return int(proc.name)
+    raise AssertionError("the qustody service is not running")
 
 
 def test_bad_limits_stop_the_hub_with_a_message(tmp_path):

@@ -53,7 +53,8 @@ def hub(
     assert cli(state, "list").returncode == 0
     hub = start_hub(
         extra=user_network.config() + f"""
-from hub_ext.secrets.setup import secret_delivery
+import os
+from hub_ext.server_api.hub import server_api
 from hub_ext.wiring import apply
 c.Authenticator.allow_all = True
 c.SpawnPolicy.allowed_images = {{"qustody": {singleuser_image!r}}}
@@ -71,7 +72,7 @@ c.JupyterHub.load_roles = [
     {{"name": "researcher", "scopes": ["self"], "users": ["bob"]}},
 ]
 c.SecretClassPolicy.profile_classes = {{"student": ["sandbox"], "researcher": ["sandbox", "prod"]}}
-apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
+apply(c, server_api(c, os.environ["QUSTODY_STATE_DIR"], profiles=list(c.SpawnPolicy.profiles)))
 """,
         env={"QUSTODY_IMAGE_DIGEST": singleuser_image, "QUSTODY_STATE_DIR": str(state)},
     )

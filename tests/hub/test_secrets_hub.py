@@ -74,7 +74,7 @@ def config(tmp_path: Path, courses: Path | None = None) -> str:
     the course files of ``courses``, if given)."""
     return f"""
 import os
-from hub_ext.secrets.setup import secret_delivery
+from hub_ext.server_api.hub import server_api
 from hub_ext.wiring import apply
 c.Authenticator.allow_all = True
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp_path}/home/{{username}}"
@@ -93,8 +93,8 @@ def no_claim_for_flagged_users(spawner):
         spawner.args.append("--SecretClient.claim_at_start=False")
 
 c.Spawner.pre_spawn_hook = no_claim_for_flagged_users
-apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles),
-                         courses_dir={str(courses) if courses else None!r}))
+apply(c, server_api(c, os.environ["QUSTODY_STATE_DIR"], profiles=list(c.SpawnPolicy.profiles),
+                    courses_dir={str(courses) if courses else ""!r}))
 """
 
 
@@ -131,7 +131,7 @@ REDEEM = """
 import json, os, urllib.request, urllib.error
 def redeem(ticket):
     req = urllib.request.Request(
-        os.environ["JUPYTERHUB_API_URL"] + "/qustody/secrets/redeem",
+        os.environ["QUSTODY_API_URL"] + "api/secrets/redeem",
         data=json.dumps({"ticket": ticket}).encode(),
         headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]},
         method="POST")
@@ -311,7 +311,7 @@ def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
     out = alice.run(
         "import urllib.request, urllib.error, os, json\n"
         "def post(data):\n"
-        "    req = urllib.request.Request(os.environ['JUPYTERHUB_API_URL'] + '/qustody/secrets/redeem',"
+        "    req = urllib.request.Request(os.environ['QUSTODY_API_URL'] + 'api/secrets/redeem',"
         " data=data, headers={'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']}, method='POST')\n"
         "    try:\n        urllib.request.urlopen(req)\n    except urllib.error.HTTPError as e:\n"
         "        print(e.code, json.loads(e.read())['message'])\n"
@@ -328,7 +328,7 @@ def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
 
     # a user's own API token (not a server's) cannot claim anything
     r = requests.post(
-        hub.api_url + "/qustody/secrets/redeem",
+        hub.url + "services/qustody/api/secrets/redeem",
         json={"ticket": ticket},
         headers={"Authorization": f"token {alice_token}"},
         timeout=30,
@@ -336,7 +336,7 @@ def test_replayed_foreign_expired_and_stopped_tickets_are_refused_and_audited(
     assert r.status_code == 403 and "not the API token of one of your running servers" in r.text
     # an unknown token (no such user or server) gets a clear 403 too
     r = requests.post(
-        hub.api_url + "/qustody/secrets/redeem",
+        hub.url + "services/qustody/api/secrets/redeem",
         json={"ticket": ticket},
         headers={"Authorization": "token not-a-hub-token"},
         timeout=30,
@@ -459,7 +459,7 @@ def test_a_user_stores_a_secret_of_their_own_from_their_server(
         assert values["BOB_PROD"] not in r.text
     # the hub endpoint takes only the server's own token, not the user's
     r = requests.post(
-        hub.api_url + "/qustody/secrets/store",
+        hub.url + "services/qustody/api/secrets/store",
         json={"name": "VIA_USER_TOKEN", "value": "another-value-1234"},
         headers=headers,
         timeout=30,

@@ -123,6 +123,7 @@ def services() -> Iterator[dict[str, int]]:
             "QPU gateway": free_port(),
             "auditor page": free_port(),
             "instructor page": free_port(),
+            "qustody service": free_port(),
             "IdP": int(idp.issuer.rstrip("/").rsplit(":", 1)[1]),
             "PostgreSQL": pg.port,
         }
@@ -144,6 +145,7 @@ def hub(user_network, start_hub, prefix, singleuser_image, services) -> Hub:
             "QUSTODY_QPU_PORT": str(services["QPU gateway"]),
             "QUSTODY_AUDIT_PAGE_PORT": str(services["auditor page"]),
             "QUSTODY_COURSES_PAGE_PORT": str(services["instructor page"]),
+            "QUSTODY_API_PORT": str(services["qustody service"]),
         },
         timeout=180,  # the machine is shared: starting the gateway can take a while
     )
@@ -227,6 +229,7 @@ def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
     assert env["JUPYTERHUB_API_URL"] == f"http://{proxy}/hub/api"
     assert env["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://{proxy}/hub/api/users/alice/")
     assert env["QUSTODY_QPU_URL"] == f"http://{proxy}/services/qpu/"
+    assert env["QUSTODY_API_URL"] == f"http://{proxy}/services/qustody/"
     got = in_container(cid, FETCH, f"http://{proxy}/hub/api/")
     status, body = got[f"http://{proxy}/hub/api/"]
     assert status == 200 and "version" in json.loads(body), got

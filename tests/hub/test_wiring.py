@@ -98,10 +98,9 @@ def test_a_setting_the_config_made_differently_is_a_conflict_not_overwritten():
 
 def test_the_same_fragment_twice_is_one_and_files_are_written_private(tmp_path):
     path = tmp_path / "qpu" / "config.py"
-    f = Fragment("gateway", services=GATEWAY.services, handlers=[("/x", object)],
-                 files={path: "c = 1\n"})
+    f = Fragment("gateway", services=GATEWAY.services, files={path: "c = 1\n"})
     c = merged(f, f)
-    assert len(c.JupyterHub.services) == 1 and len(c.JupyterHub.extra_handlers) == 1
+    assert len(c.JupyterHub.services) == 1 and "extra_handlers" not in c.JupyterHub
     assert path.read_text() == "c = 1\n" and path.stat().st_mode & 0o777 == 0o600
 
 
@@ -110,7 +109,9 @@ import json, sys
 from traitlets.config.loader import PyFileConfigLoader
 c = PyFileConfigLoader("jupyterhub_config.py", path=sys.argv[1]).load_config()
 print(json.dumps({"roles": c.JupyterHub.load_roles, "services": c.JupyterHub.services,
-                  "token_scopes": c.Spawner.server_token_scopes}, default=str))
+                  "token_scopes": c.Spawner.server_token_scopes,
+                  "user_scopes": sorted(c.JupyterHub.extra_user_scopes),
+                  "hub": sorted(c.JupyterHub.keys())}, default=str))
 """
 
 
@@ -129,8 +130,17 @@ def test_the_reference_config_is_wired_without_conflict(tmp_path):
     assert "custom:qpu:submit" in roles["student"]["scopes"]
     assert "access:services!service=courses" in roles["instructor"]["scopes"]
     assert "custom:qpu:submit" in c["token_scopes"]
-    assert {s["name"] for s in c["services"]} == {"qustody-culler", "audit", "qpu", "courses"}
+    assert {s["name"] for s in c["services"]} == {
+        "qustody-culler", "audit", "qpu", "courses", "qustody"}
     assert (tmp_path / "qpu" / "qpu_config.py").stat().st_mode & 0o777 == 0o600
+    # the hub's own routes are untouched: what servers call is the qustody service, which
+    # knows a server by the scope every server token carries for its own server only
+    assert "extra_handlers" not in c["hub"]
+    assert "custom:qustody:server!server" in c["token_scopes"]
+    assert "custom:qustody:server!user" in c["user_scopes"]
+    assert roles["qustody-service"]["services"] == ["qustody"]
+    for key in ("ticket.key", "config.py"):
+        assert (tmp_path / "server_api" / key).stat().st_mode & 0o777 == 0o600
 
 
 def test_settings_that_are_sets_are_joined_not_conflicting():

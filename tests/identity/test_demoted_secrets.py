@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ CONFIG = """
 c.QustodyAuthenticator.sweep_interval = 0
 # local servers start slowly on a loaded machine: the longest ticket life (set again
 # after the reference configuration created the delivery)
-from hub_ext.secrets.setup import secret_delivery
+import os
+from hub_ext.server_api.hub import server_api
 from hub_ext.wiring import apply
 c.SecretBroker.ticket_ttl = 60
-apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
+apply(c, server_api(c, os.environ["QUSTODY_STATE_DIR"], profiles=list(c.SpawnPolicy.profiles)))
 c.SimpleLocalProcessSpawner.home_dir_template = "{home}/{{username}}"
 # local servers start slowly on a loaded 2-core machine
 c.Spawner.http_timeout = 180
@@ -94,7 +96,9 @@ def test_demoted_user_gets_nothing_and_loses_the_server(
     oidc_hub: Any, idp: Any, tmp_path: Path, state: Path, values: dict[str, str]
 ) -> None:
     hub = oidc_hub(
-        extra=CONFIG.format(home=tmp_path / "home"),
+        # the hub re-validates a user with the provider when its last check is older than
+        # this: the qustody service's question "who calls?" is such a request
+        extra=CONFIG.format(home=tmp_path / "home") + "c.Authenticator.auth_refresh_age = 2\n",
         env={"QUSTODY_STATE_DIR": str(state)},
         timeout=180,
     )
@@ -110,6 +114,7 @@ def test_demoted_user_gets_nothing_and_loses_the_server(
     assert len(delivered) == 2
 
     idp.set_user("rita", groups=["qustody-students"])  # demoted at the provider
+    time.sleep(2.5)  # past auth_refresh_age: her server's next request re-validates her
     rotated = f"qv-rotated-{secrets.token_hex(12)}"
     put(state, "user:rita", "RITA_PROD", "", rotated, verb="rotate")
     answer = refresh(url, token)

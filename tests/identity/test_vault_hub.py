@@ -97,7 +97,8 @@ def test_users_get_their_own_vault_secrets_rotated_revoked_and_released(
     put(bao, "qustody/user/sam/SAM_PROD", values["SAM_PROD"], "prod")
     hub = oidc_hub(
         extra=f"""
-from hub_ext.secrets.setup import secret_delivery
+import os
+from hub_ext.server_api.hub import server_api
 from hub_ext.wiring import apply
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp_path}/home/{{username}}"
 c.Spawner.poll_interval = 1
@@ -107,7 +108,7 @@ c.SecretBroker.backend = "vault"
 c.VaultBroker.url = "{bao.url}"
 # the hub tries every user's namespace for everyone: only OpenBao's policy stands between
 c.VaultBroker.namespaces = ["user:{{username}}", "user:rita", "user:sam"]
-apply(c, secret_delivery(c, profiles=list(c.SpawnPolicy.profiles)))
+apply(c, server_api(c, os.environ["QUSTODY_STATE_DIR"], profiles=list(c.SpawnPolicy.profiles)))
 """,
         timeout=180,  # four services start with it on a shared, busy machine
     )

@@ -298,32 +298,34 @@ def test_the_gateway_holds_no_key_that_opens_a_users_secret(hub):
     assert len(candidates) > 10
     assert not any(opens(key, row) for key in candidates)
 
-    # the gateway's hub token reaches service:qpu entries and nothing of alice's
+    # the gateway's hub token reaches service:qpu entries and nothing of alice's (from the
+    # hub's qustody service, hub_ext/server_api)
     api, token = env["JUPYTERHUB_API_URL"].rstrip("/"), env["JUPYTERHUB_API_TOKEN"]
+    svc = hub.url + "services/qustody/"
     as_gateway = {"Authorization": f"token {token}"}
     answers = []
     for name in ("ALICE_KEY", "..%2Fuser%3Aalice%2FALICE_KEY", "user:alice",
                  "user%3Aalice%2FALICE_KEY", "..", "ALICE_KEY%00"):
-        r = requests.get(f"{api}/qustody/qpu/credentials/{name}", headers=as_gateway,
+        r = requests.get(f"{svc}api/qpu/credentials/{name}", headers=as_gateway,
                          timeout=30)
         answers.append(r.text)
         assert r.status_code in (200, 400, 404), (name, r.status_code, r.text)
         assert r.status_code != 200 or r.json() == {"fields": None}, (name, r.text)
-    for method, path in (("POST", "/qustody/secrets/refresh"),
-                         ("POST", "/qustody/secrets/redeem"), ("GET", "/users/alice"),
-                         ("GET", "/users")):
-        r = requests.request(method, api + path, headers=as_gateway, json={}, timeout=30)
+    for method, url in (("POST", svc + "api/secrets/refresh"),
+                        ("POST", svc + "api/secrets/redeem"), ("GET", api + "/users/alice"),
+                        ("GET", api + "/users")):
+        r = requests.request(method, url, headers=as_gateway, json={}, timeout=30)
         answers.append(r.text)
-        assert r.status_code in (403, 404), (path, r.status_code, r.text)
+        assert r.status_code in (403, 404), (url, r.status_code, r.text)
     assert all(ALICE_OWN not in text for text in answers)
 
     # and only the gateway's token is answered: not a user's, not an admin service's
     assert cli(hub, "qpu", "put", "keyed", stdin=f"api_key={KEY}\n").returncode == 0
-    r = requests.get(f"{api}/qustody/qpu/credentials/keyed", headers=as_gateway, timeout=30)
+    r = requests.get(f"{svc}api/qpu/credentials/keyed", headers=as_gateway, timeout=30)
     assert r.status_code == 200 and r.json() == {"fields": {"api_key": KEY}}, r.status_code
     for who, tok in (("alice", hub.tokens["alice"]), ("eve", hub.tokens["eve"]),
                      ("the admin service", hub.token)):
-        r = requests.get(f"{api}/qustody/qpu/credentials/keyed",
+        r = requests.get(f"{svc}api/qpu/credentials/keyed",
                          headers={"Authorization": f"token {tok}"}, timeout=30)
         assert r.status_code == 403 and KEY not in r.text, (who, r.status_code)
     assert ALICE_OWN not in hub.log() and KEY not in hub.log()

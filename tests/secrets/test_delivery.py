@@ -10,7 +10,14 @@ from traitlets.config import Config
 
 from hub_ext.secrets.delivery import RoleLost, SecretDelivery
 from hub_ext.secrets.model import SecretError, SecretExists
-from hub_ext.secrets.tickets import TicketRefused
+from hub_ext.secrets.tickets import TicketRefused, TicketSigner
+
+#: The key the hub would sign tickets with; ``issue`` is the hub's side of a spawn.
+KEY = b"k" * 32
+
+
+def issue(user: str, server: str, token: str, profile: str, roles: tuple[str, ...]) -> str:
+    return TicketSigner(KEY, 30).issue(user, server, token, profile, roles)[0]
 
 
 def config(tmp_path: Path, **broker: object) -> Config:
@@ -26,12 +33,12 @@ def config(tmp_path: Path, **broker: object) -> Config:
 
 
 def test_redeem_filters_by_class_and_refresh_follows_the_store(tmp_path: Path) -> None:
-    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
     store = d.broker
     store.put("user:alice", "SANDBOX", "sandbox", b"sandbox-value-1")  # type: ignore[attr-defined]
     store.put("user:alice", "PROD", "prod", b"prod-value-0001")  # type: ignore[attr-defined]
     both = ("researcher", "student")
-    text = d.issue_ticket("alice", "", "tok-a", "student", ("student", "researcher"))
+    text = issue("alice", "", "tok-a", "student", ("student", "researcher"))
     _, got = d.redeem(text, "alice", "", "tok-a", None, both)
     assert [s.name for s in got] == ["SANDBOX"]  # a student profile never gets prod
     store.rotate("user:alice", "SANDBOX", b"sandbox-value-2")  # type: ignore[attr-defined]
@@ -43,11 +50,11 @@ def test_redeem_filters_by_class_and_refresh_follows_the_store(tmp_path: Path) -
 
 
 def test_refresh_follows_the_current_roles_not_those_at_spawn(tmp_path: Path) -> None:
-    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
     store = d.broker
     store.put("user:rita", "SANDBOX", "sandbox", b"sandbox-value-1")  # type: ignore[attr-defined]
     store.put("user:rita", "PROD", "prod", b"prod-value-0001")  # type: ignore[attr-defined]
-    text = d.issue_ticket("rita", "", "tok", "researcher", ("researcher", "admin"))
+    text = issue("rita", "", "tok", "researcher", ("researcher", "admin"))
     _, got = d.redeem(text, "rita", "", "tok", None, ("researcher", "student"))
     assert sorted(s.name for s in got) == ["PROD", "SANDBOX"]
     # demoted to student: the researcher profile is no longer hers; a rotated value
@@ -61,7 +68,7 @@ def test_refresh_follows_the_current_roles_not_those_at_spawn(tmp_path: Path) ->
     )
     assert d.refresh("rita", "", "tok", None, ("researcher",)) is None  # promoted back: restart
     # the same at redeem: roles lost between the spawn and the claim
-    text = d.issue_ticket("rita", "", "tok2", "researcher", ("researcher",))
+    text = issue("rita", "", "tok2", "researcher", ("researcher",))
     with pytest.raises(RoleLost):
         d.redeem(text, "rita", "", "tok2", None, ("student",))
     assert d.refresh("rita", "", "tok2", None, ("researcher",)) is None
@@ -71,10 +78,10 @@ def test_classes_follow_the_current_roles(tmp_path: Path) -> None:
     c = config(tmp_path)
     c.SecretClassPolicy.profile_classes = {"researcher": ["*"]}
     c.SecretClassPolicy.role_classes = {"researcher": ["*"], "instructor": ["sandbox"]}
-    d = SecretDelivery(c, ["researcher"])
+    d = SecretDelivery(c, ["researcher"], ticket_key=KEY)
     d.broker.put("user:ivan", "SANDBOX", "sandbox", b"sandbox-value-1")  # type: ignore[attr-defined]
     d.broker.put("user:ivan", "DEV", "dev", b"dev-value-00001")  # type: ignore[attr-defined]
-    text = d.issue_ticket("ivan", "", "tok", "researcher", ("researcher", "instructor"))
+    text = issue("ivan", "", "tok", "researcher", ("researcher", "instructor"))
     _, got = d.redeem(text, "ivan", "", "tok", None, ("instructor", "researcher"))
     assert sorted(s.name for s in got) == ["DEV", "SANDBOX"]
     # the profile is still allowed (instructor), but the dev class came with researcher
@@ -82,13 +89,35 @@ def test_classes_follow_the_current_roles(tmp_path: Path) -> None:
     assert result is not None and [s.name for s in result[1]] == ["SANDBOX"]
 
 
-def test_a_new_spawn_burns_the_previous_ticket(tmp_path: Path) -> None:
-    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
-    old = d.issue_ticket("alice", "", "tok-1", "student", ("student",))
-    d.issue_ticket("alice", "", "tok-2", "student", ("student",))
+def test_a_ticket_of_an_earlier_start_is_refused_to_the_next_one(tmp_path: Path) -> None:
+    """A server's token is made at each start (and deleted at the stop): a ticket presented
+    with a newer start's token belongs to a start that is over."""
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
+    old = issue("alice", "", "tok-1", "student", ("student",))
     with pytest.raises(TicketRefused) as e:
-        d.redeem(old, "alice", "", "tok-1", None, ("student",))
+        d.redeem(old, "alice", "", "tok-2", None, ("student",))
     assert e.value.reason == "server-stopped"
+
+
+def test_a_forged_ticket_and_one_signed_with_another_key_are_unknown(tmp_path: Path) -> None:
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
+    good = issue("alice", "", "tok", "student", ("student",))
+    other = TicketSigner(b"o" * 32, 30).issue("alice", "", "tok", "student", ("student",))[0]
+    body, _, mac = good.rpartition(".")
+    # the claims of a student ticket rewritten to a researcher's, the MAC kept
+    import base64
+    import json
+
+    tid, payload = body.split("_", 2)[1:]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["p"], claims["r"] = "researcher", ["researcher"]
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    forged = f"qtk_{tid}_{forged_payload}.{mac}"
+    for text in (other, forged):
+        with pytest.raises(TicketRefused) as e:
+            d.redeem(text, "alice", "", "tok", None, ("student", "researcher"))
+        assert e.value.reason == "unknown"
+    assert d.redeem(good, "alice", "", "tok", None, ("student",))[0].profile == "student"
 
 
 @pytest.mark.parametrize(
@@ -103,18 +132,18 @@ def test_a_new_spawn_burns_the_previous_ticket(tmp_path: Path) -> None:
 )
 def test_bad_settings_stop_the_hub(tmp_path: Path, broker: dict[str, object], message: str) -> None:
     with pytest.raises((ValueError, SecretError), match=message):
-        SecretDelivery(config(tmp_path, **broker), ["student", "researcher"])
+        SecretDelivery(config(tmp_path, **broker), ["student", "researcher"], ticket_key=KEY)
 
 
 def test_restricted_class_for_student_profile_stops_the_hub(tmp_path: Path) -> None:
     c = config(tmp_path)
     c.SecretClassPolicy.profile_classes = {"student": ["sandbox", "hardware"]}
     with pytest.raises(ValueError, match="restricted profile"):
-        SecretDelivery(c, ["student"])
+        SecretDelivery(c, ["student"], ticket_key=KEY)
 
 
 def _redeemed(d: SecretDelivery, user: str, profile: str, roles: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    text = d.issue_ticket(user, "", f"tok-{user}", profile, roles)
+    text = issue(user, "", f"tok-{user}", profile, roles)
     d.redeem(text, user, "", f"tok-{user}", None, roles)
     session = d.session(user, "", f"tok-{user}")
     assert session is not None
@@ -130,7 +159,7 @@ def test_users_store_their_own_secrets_only_new_only_of_the_self_service_class(
     c = config(tmp_path, self_service_class="personal", self_service_limit=3)
     c.SecretClassPolicy.profile_classes = {"student": ["sandbox", "personal"], "researcher": ["*"]}
     c.SecretClassPolicy.role_classes = {"student": ["sandbox", "personal"], "researcher": ["*"]}
-    d = SecretDelivery(c, ["student", "researcher"])
+    d = SecretDelivery(c, ["student", "researcher"], ticket_key=KEY)
     d.broker.put("project:qc", "SHARED", "sandbox", b"shared-value-0001")  # type: ignore[attr-defined]
     d.broker.grant("project:qc", ["alice"])  # type: ignore[attr-defined]
     roles = ("student",)
@@ -175,13 +204,13 @@ def test_users_store_their_own_secrets_only_new_only_of_the_self_service_class(
 def test_self_service_needs_the_class_delivered_back_and_is_off_by_default(
     tmp_path: Path,
 ) -> None:
-    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
     session = _redeemed(d, "bob", "researcher", ("researcher",))
     assert d.own_class(session, ("researcher",)) is None  # off: no class configured
     with pytest.raises(SecretError, match="not allowed"):
         d.store_own("bob", "", session, ("researcher",), None, "X_TOKEN", "value-12345678")
     # on, but the class is not one a student profile receives: nothing to store into
-    d = SecretDelivery(config(tmp_path, self_service_class="personal"), ["student", "researcher"])
+    d = SecretDelivery(config(tmp_path, self_service_class="personal"), ["student", "researcher"], ticket_key=KEY)
     student = _redeemed(d, "sam", "student", ("student",))
     assert d.own_class(student, ("student",)) is None
     assert d.own_class(_redeemed(d, "rita", "researcher", ("researcher",)), ("researcher",)) == (
@@ -201,14 +230,14 @@ def test_bad_self_service_settings_stop_the_hub(
     tmp_path: Path, broker: dict[str, object], message: str
 ) -> None:
     with pytest.raises((ValueError, SecretError), match=message):
-        SecretDelivery(config(tmp_path, **broker), ["student", "researcher"])
+        SecretDelivery(config(tmp_path, **broker), ["student", "researcher"], ticket_key=KEY)
 
 
 def test_a_closed_courses_secrets_are_withheld_from_then_on(tmp_path: Path) -> None:
     """A course's shared secrets (namespace course:<id>, granted to its students) reach
     their servers while the course is open; once its term closes, neither a new server nor
     a refresh of a running one gets them (the user's own secrets still come)."""
-    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
     closed: set[str] = set()
     d.course_closed = lambda course: course in closed
     store = d.broker
@@ -216,13 +245,13 @@ def test_a_closed_courses_secrets_are_withheld_from_then_on(tmp_path: Path) -> N
     store.put("user:sam", "MY_TOKEN", "sandbox", b"own-value-00001")  # type: ignore[attr-defined]
     store.grant("course:course-101", ["sam"])  # type: ignore[attr-defined]
     roles = ("student",)
-    text = d.issue_ticket("sam", "", "tok", "student", roles)
+    text = issue("sam", "", "tok", "student", roles)
     _, got = d.redeem(text, "sam", "", "tok", None, roles)
     assert sorted(s.name for s in got) == ["IBM_QUANTUM_TOKEN", "MY_TOKEN"]
     closed.add("course-101")
     result = d.refresh("sam", "", "tok", None, roles)
     assert result is not None and [s.name for s in result[1]] == ["MY_TOKEN"]
-    text = d.issue_ticket("sam", "b", "tok-b", "student", roles)
+    text = issue("sam", "b", "tok-b", "student", roles)
     _, got = d.redeem(text, "sam", "b", "tok-b", None, roles)
     assert [s.name for s in got] == ["MY_TOKEN"]
 
@@ -247,7 +276,7 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
             f'end = {stamp(now + 86400)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
             '[secrets]\nnames = ["IBM_QUANTUM_TOKEN", "SHARED"]\nto = ["students"]\n')
     courses = {"course-101": parse_course(text.encode(), "course-101.toml")}
-    d = SecretDelivery(config(tmp_path), ["student", "researcher"])
+    d = SecretDelivery(config(tmp_path), ["student", "researcher"], ticket_key=KEY)
     d.course_secrets = shared_secrets(lambda: courses)
     store = d.broker
     store.put("course:course-101", "IBM_QUANTUM_TOKEN", "sandbox", b"course-value-001")  # type: ignore[attr-defined]
@@ -255,7 +284,7 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
     store.put("course:course-101", "GRADER_KEY", "sandbox", b"grader-value-01")  # type: ignore[attr-defined]
     store.put("user:sam", "SHARED", "sandbox", b"sams-own-value1")  # type: ignore[attr-defined]
     roles = ("student",)
-    text_ticket = d.issue_ticket("sam", "", "tok", "student", roles)
+    text_ticket = issue("sam", "", "tok", "student", roles)
     _, got = d.redeem(text_ticket, "sam", "", "tok", None, roles,
                       ["course-101", "course-101:students"])
     assert {s.name: s.value for s in got} == {
@@ -264,7 +293,7 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
         "course:course-101"}
     # a researcher who sits in (group course-101, not :students) and the instructor get none
     for groups in (["course-101"], ["course-101", "course-101:instructors"]):
-        t = d.issue_ticket("rita", "", "tok-r", "researcher", ("researcher",))
+        t = issue("rita", "", "tok-r", "researcher", ("researcher",))
         _, got = d.redeem(t, "rita", "", "tok-r", None, ("researcher",), groups)
         assert got == [], groups
     # the term closes: sam's next refresh no longer has it

@@ -17,6 +17,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hub_ext.secrets.cli import main as secrets_cli
 from hub_ext.secrets.embedded import EmbeddedStore, StoreTampered
 from hub_ext.secrets.model import SecretError
+from hub_ext.secrets.tickets import TicketSigner
+
+#: The key the hub would sign tickets with; ``issue`` is the hub's side of a spawn.
+KEY = b"k" * 32
+
+
+def issue(user: str, server: str, token: str, profile: str, roles: tuple[str, ...]) -> str:
+    return TicketSigner(KEY, 30).issue(user, server, token, profile, roles)[0]
+
 
 KEY = bytes(range(32))
 PROD = "prod-ibm-token-0123456789abcdef"
@@ -268,10 +277,10 @@ def test_the_hub_records_the_tampering_in_its_audit_log(tmp_path: Path) -> None:
     reset_hub_audit()
     hub_audit(c)
     try:
-        d = SecretDelivery(c, ["researcher"])
+        d = SecretDelivery(c, ["researcher"], ticket_key=KEY)
         d.broker.put("user:alice", "PROD_TOKEN", "prod", PROD.encode())  # type: ignore[attr-defined]
         sql(tmp_path / "s.sqlite", "UPDATE secrets SET class='sandbox'")
-        text = d.issue_ticket("alice", "", "tok", "researcher", ("researcher",))
+        text = issue("alice", "", "tok", "researcher", ("researcher",))
         with pytest.raises(StoreTampered):
             d.redeem(text, "alice", "", "tok", None, ("researcher",))
     finally:

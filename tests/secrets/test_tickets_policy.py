@@ -1,7 +1,9 @@
-"""Claim tickets (single use, bound, short-lived, stored hashed) and the class policy."""
+"""Claim tickets (signed by the hub, single use, bound, short-lived) and the class policy."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,9 +11,10 @@ from traitlets.config import Config
 
 from hub_ext.secrets import tickets
 from hub_ext.secrets.policy import SecretClassPolicy
-from hub_ext.secrets.tickets import TicketBook, TicketRefused
+from hub_ext.secrets.tickets import TicketBook, TicketRefused, TicketSigner, load_ticket_key
 
 TOKEN = "server-token-of-alice"
+KEY = b"k" * 32
 
 
 @pytest.fixture
@@ -27,10 +30,10 @@ def refused(book: TicketBook, text: str, user: str, server: str, token: str) -> 
     return e.value.reason
 
 
-def test_ticket_is_single_use_and_stored_hashed(clock: list[float]) -> None:
-    book = TicketBook(ttl=30)
-    text, ticket = book.issue("alice", "", TOKEN, "student", ("student",))
-    assert text not in repr(book.__dict__) and text.startswith("qtk_")
+def test_ticket_is_single_use_and_holds_no_token(clock: list[float]) -> None:
+    book = TicketBook(KEY)
+    text, ticket = TicketSigner(KEY, 30).issue("alice", "", TOKEN, "student", ("student",))
+    assert TOKEN not in text and text.startswith("qtk_") and len(text) < tickets.MAX_TICKET
     assert book.ticket_id(text) == ticket.id
     assert book.redeem(text, "alice", "", TOKEN).profile == "student"
     assert refused(book, text, "alice", "", TOKEN) == "already-redeemed"
@@ -41,36 +44,56 @@ def test_ticket_is_single_use_and_stored_hashed(clock: list[float]) -> None:
     [
         ("bob", "", TOKEN, "wrong-user"),
         ("alice", "other", TOKEN, "wrong-server"),
-        ("alice", "", "another-spawn-token", "wrong-server"),
+        # tokens are per start: another token of the same server is a later start's
+        ("alice", "", "another-spawn-token", "server-stopped"),
     ],
 )
 def test_a_ticket_works_only_for_its_server_and_is_burned_when_misused(
     clock: list[float], user: str, server: str, token: str, reason: str
 ) -> None:
-    book = TicketBook(ttl=30)
-    text, _ = book.issue("alice", "", TOKEN, "student", ("student",))
+    book = TicketBook(KEY)
+    text, _ = TicketSigner(KEY, 30).issue("alice", "", TOKEN, "student", ("student",))
     assert refused(book, text, user, server, token) == reason
     # the rightful server cannot use it any more either
     assert refused(book, text, "alice", "", TOKEN) == "already-redeemed"
 
 
-def test_expiry_and_stopped_servers(clock: list[float]) -> None:
-    book = TicketBook(ttl=30)
-    text, _ = book.issue("alice", "", TOKEN, "student", ("student",))
+def test_expiry_and_tickets_older_than_the_service(clock: list[float]) -> None:
+    signer = TicketSigner(KEY, 30)
+    text, _ = signer.issue("alice", "", TOKEN, "student", ("student",))
+    book = TicketBook(KEY)
     clock[0] += 30.5
     assert refused(book, text, "alice", "", TOKEN) == "expired"
-    text, _ = book.issue("alice", "", TOKEN, "student", ("student",))
-    assert book.burn_server("alice", "") == 1
-    assert refused(book, text, "alice", "", TOKEN) == "server-stopped"
+    # issued before the service (re)started: it outlives no restart
+    text, _ = signer.issue("alice", "", TOKEN, "student", ("student",))
+    clock[0] += 5
+    assert refused(TicketBook(KEY), text, "alice", "", TOKEN) == "unknown"
 
 
 @pytest.mark.parametrize(
-    "text", ["", "qtk_zz_abc", "nonsense", "qtk_" + "a" * 300, "qtk_0123456789ab_x" * 20]
+    "text", ["", "qtk_zz_abc", "nonsense", "qtk_" + "a" * 300, "qtk_0123456789ab_x" * 200]
 )
 def test_malformed_and_unknown_tickets(clock: list[float], text: str) -> None:
-    book = TicketBook(ttl=30)
+    book = TicketBook(KEY)
     assert refused(book, text, "alice", "", TOKEN) == "malformed"
     assert refused(book, "qtk_0123456789ab_notissued", "alice", "", TOKEN) == "unknown"
+    assert refused(book, "qtk_0123456789ab_eyJ9.bm90YW1hYw", "alice", "", TOKEN) == "unknown"
+
+
+def test_the_ticket_key_file_is_private_and_whole(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "ticket.key"
+    key = load_ticket_key(path, create=True)
+    assert len(key) == 32 and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert load_ticket_key(path) == key
+    os.chmod(path, 0o644)
+    with pytest.raises(ValueError, match="readable by others"):
+        load_ticket_key(path)
+    path.write_text("tooshort\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(ValueError, match="32-byte hex key"):
+        load_ticket_key(path)
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_ticket_key(tmp_path / "missing.key")
 
 
 def policy(**traits: Any) -> SecretClassPolicy:

@@ -41,7 +41,7 @@ class Endpoint:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/qustody/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def events(self, count: int, timeout: float = 20) -> list[dict[str, Any]]:
@@ -60,7 +60,7 @@ def under_hub(monkeypatch: pytest.MonkeyPatch):
     """Factory: point the server at an endpoint (as the hub's spawner would)."""
 
     def at(url: str) -> None:
-        monkeypatch.setenv("JUPYTERHUB_API_URL", url)
+        monkeypatch.setenv("QUSTODY_API_URL", url)
         monkeypatch.setenv("JUPYTERHUB_API_TOKEN", TOKEN)
         audit_report.reset()
 
@@ -101,7 +101,7 @@ async def test_refused_save_and_redacted_outputs_are_reported(api, under_hub):
         },
     ]
     for r in endpoint.requests:
-        assert r["path"] == "/hub/api/qustody/audit/events"
+        assert r["path"] == "/services/qustody/api/audit/events"
         assert r["auth"] == f"token {TOKEN}"
         assert GITHUB_TOKEN.encode() not in r["body"] and AWS_KEY_ID.encode() not in r["body"]
 
@@ -113,7 +113,7 @@ async def test_clean_saves_report_nothing_and_nothing_is_sent_outside_a_hub(
     under_hub(endpoint.url)
     code, _ = await api.save_text("clean.py", "x = 1\n")
     assert code in (200, 201)
-    monkeypatch.delenv("JUPYTERHUB_API_URL")
+    monkeypatch.delenv("QUSTODY_API_URL")
     audit_report.reset()
     code, refusal = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
     assert code == 422
@@ -139,7 +139,7 @@ async def test_a_slow_hub_does_not_slow_the_save(api, under_hub):
 
 async def test_unreachable_or_refusing_hub_drops_and_logs(api, under_hub, server_logs):
     port = free_port()  # a port nobody listens on
-    under_hub(f"http://127.0.0.1:{port}/hub/api")
+    under_hub(f"http://127.0.0.1:{port}/services/qustody/")
     code, refusal = await api.save_text("keys.py", f'token = "{GITHUB_TOKEN}"\n')
     assert code == 422
     sink = audit_report.reporter(None)

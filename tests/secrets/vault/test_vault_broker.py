@@ -134,12 +134,15 @@ def test_hub_delivery_from_vault_applies_the_class_policy(stocked: Vault) -> Non
     c.VaultBroker.url = stocked.url
     c.SecretClassPolicy.profile_classes = {"student": ["sandbox"], "researcher": ["*"]}
     c.SecretClassPolicy.role_classes = {"student": ["sandbox"], "researcher": ["*"]}
-    d = SecretDelivery(c, ["student", "researcher"])
+    from hub_ext.secrets.tickets import TicketSigner
+
+    key = b"k" * 32
+    d = SecretDelivery(c, ["student", "researcher"], ticket_key=key)
     auth = {"id_token": stocked.id_token("alice")}
-    text = d.issue_ticket("alice", "", "tok", "student", ("researcher",))
+    text, _ = TicketSigner(key).issue("alice", "", "tok", "student", ("researcher",))
     _, got = d.redeem(text, "alice", "", "tok", auth, ("researcher",))
     assert [(s.name, s.cls) for s in got] == [("SANDBOX_KEY", "sandbox")]  # no hardware
-    text = d.issue_ticket("alice", "r", "tok2", "researcher", ("researcher",))
+    text, _ = TicketSigner(key).issue("alice", "r", "tok2", "researcher", ("researcher",))
     _, got = d.redeem(text, "alice", "r", "tok2", auth, ("researcher",))
     assert {s.name for s in got} == {"QISKIT_IBM_TOKEN", "SANDBOX_KEY"}
     token = d.broker._tokens[("alice", "r")]  # type: ignore[attr-defined]

@@ -1,40 +1,38 @@
-"""Hub API endpoints a user's server calls, with its own hub API token.
+"""The secret routes of the ``qustody`` service, called by a user's server with its own
+hub API token (``$QUSTODY_API_URL`` + ``api/secrets/...``).
 
-``POST /hub/api/qustody/secrets/redeem`` ``{"ticket": "..."}``: burns the ticket and
-returns this workspace's secrets. ``POST /hub/api/qustody/secrets/refresh`` ``{}``:
-current values for a server that already redeemed its ticket (rotated values arrive,
-revoked ones are gone). ``POST /hub/api/qustody/secrets/store`` ``{"name", "value"}``:
-the user stores a new secret of their own (self-service; off by default). The server is
-identified by the token itself: it must be the API token the hub gave one of the
-caller's servers at its start, so a user's own API token, another server's token or a
-service token cannot claim anything.
+``POST api/secrets/redeem`` ``{"ticket": "..."}``: burns the ticket and returns this
+workspace's secrets. ``POST api/secrets/refresh`` ``{}``: current values for a server that
+already redeemed its ticket (rotated values arrive, revoked ones are gone).
+``POST api/secrets/store`` ``{"name", "value"}``: the user stores a new secret of their own
+(self-service; off by default). The server is the one the hub names for the token
+(``base.ServerCaller``); a user's own API token, another server's token or a service token
+claims nothing.
 
-All three re-validate the user with the identity provider and read their hub roles anew: a
-user demoted since the start gets nothing (classes follow the current roles), and a user
-whose roles no longer allow the server's profile has the server stopped
-(``secret-withheld``, then ``server-stopped`` with reason ``role-lost``).
+All three read the user's roles from the hub anew. Asking the hub who calls re-validates
+the user with the identity provider when the last check is older than
+``auth_refresh_age``; roles not re-checked within that age (the provider is down) get a
+503. A user whose roles no longer allow the server's profile gets nothing, and the
+server is stopped (``secret-withheld``, then ``server-stopped`` with reason
+``role-lost``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import re
 import time
 from typing import Any, NoReturn
 
-from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.roles import get_roles_for
-from jupyterhub.user import User
 from tornado import web
 
 from ..audit.hub import hub_audit, hub_emit
-from ..audit.lifecycle import STOP_REASON
-from ..ratelimit import LimitedHandler
-from .delivery import RoleLost, SecretDelivery, hub_secrets
-from .model import Secret, SecretError, SecretExists
-from .tickets import TicketRefused
+from ..qpu.auth import HubUnavailable
+from ..secrets.delivery import RoleLost, SecretDelivery
+from ..secrets.model import Secret, SecretError, SecretExists
+from ..secrets.tickets import TicketRefused
+from .base import ServerCaller, ServiceHandler
 
 MAX_BODY = 4096
 _STOPPING: set[asyncio.Future[None]] = set()
@@ -51,18 +49,15 @@ def _never_record(delivery: SecretDelivery, secrets: list[Secret]) -> None:
         hub_audit().add_known_secrets(chosen, user_chosen=True)
 
 
-class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
+class _SecretsHandler(ServiceHandler):
     """Rate-limited per token and per address; broker reads and audit writes run in the
-    write threads, off the hub's event loop (``hub_ext.ratelimit``)."""
+    write threads, off the event loop (``hub_ext.ratelimit``)."""
 
     max_body = MAX_BODY
     body_hint = '{"ticket": "<claim ticket>"}'
 
-    def check_xsrf_cookie(self) -> None:
-        """Token-only endpoints: a browser session never reaches them (see ``_caller``)."""
-
     def _delivery(self) -> SecretDelivery:
-        delivery = hub_secrets()
+        delivery: SecretDelivery | None = self.settings.get("delivery")
         if delivery is None:
             raise web.HTTPError(404, "Secret delivery is not enabled on this hub.")
         return delivery
@@ -82,68 +77,66 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             raise web.HTTPError(400, f"The request body must be a JSON object: {self.body_hint}.")
         return body
 
-    def _caller(self) -> tuple[User, str, str]:
-        """(user, server name, token) of the calling server, or 403."""
-        user = self.current_user
-        token = self.get_auth_token()
-        if not isinstance(user, User) or not token:
-            raise web.HTTPError(
-                403,
-                "Only a user's server can claim secrets, with the hub API token it was "
-                "started with (JUPYTERHUB_API_TOKEN).",
-            )
-        for name, spawner in user.spawners.items():
-            own = getattr(spawner, "api_token", "") or ""
-            if own and hmac.compare_digest(own.encode(), token.encode()):
-                if not spawner.active:
-                    raise web.HTTPError(409, "This server is not running.")
-                self.authenticated(token)
-                return user, name, token
-        raise web.HTTPError(
-            403,
+    async def _caller(self) -> ServerCaller:
+        """The calling server, or 403."""
+        return await self.server_caller(
+            "Only a user's server can claim secrets, with the hub API token it was started "
+            "with (JUPYTERHUB_API_TOKEN).",
             "This token is not the API token of one of your running servers; secrets are "
             "delivered only to the server the hub started.",
         )
 
-    async def _current_roles(self, user: User) -> tuple[str, ...]:
-        """The user's hub roles now: re-validated with the identity provider for this
-        request, so a demotion there counts before anything is delivered. (That refresh
-        may stop servers whose profile the new roles do not allow.)"""
-        asked = time.time()
-        await self.refresh_auth(user, force=True)
-        record = ((await user.get_auth_state()) or {}).get("qustody")
-        # JupyterHub keeps a token request's stale roles when the refresh fails (it cannot
-        # send an API caller to the login page): deliver nothing on roles not re-checked.
-        # (A refresh that finished while this one waited for it counts: it is newer.)
-        if record is not None and float(record.get("refreshed_at", 0)) < asked:
-            raise web.HTTPError(
-                503,
-                "Your roles could not be re-checked with the identity provider just now, so "
-                "no secrets are delivered; the server retries. If this persists, sign in again.",
-            )
-        return tuple(sorted(r.name for r in get_roles_for(user.orm_user)))
+    async def _user(self, caller: ServerCaller) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The user's current roles and hub model. Asking the hub who called re-validated
+        the user with the identity provider if that was due (``auth_refresh_age``); a
+        check older than that means the provider could not be asked: nothing is
+        delivered on roles not re-checked."""
+        try:
+            model = await self.hub.user(caller.user)
+            if model is None:
+                raise web.HTTPError(403, "This server's user is no longer known to the hub.")
+            roles = await self.hub.roles(model)
+        except HubUnavailable as e:
+            self.log.error("qustody service: the hub's API failed: %s", e)
+            raise web.HTTPError(503, "The hub could not be asked for your roles; the server "
+                                "retries.") from None
+        record = (model.get("auth_state") or {}).get("qustody")
+        max_age = float(self.settings.get("roles_max_age") or 0)
+        if isinstance(record, dict) and max_age:
+            try:
+                checked = float(record.get("refreshed_at", 0))
+            except (TypeError, ValueError):
+                checked = 0.0
+            if checked < time.time() - max_age - 5:
+                raise web.HTTPError(
+                    503,
+                    "Your roles could not be re-checked with the identity provider just now, "
+                    "so no secrets are delivered; the server retries. If this persists, sign "
+                    "in again.",
+                )
+        return roles, model
 
     @staticmethod
-    def _still_running(user: User, server: str) -> None:
-        spawner = user.spawners.get(server)
-        if spawner is None or not spawner.active or spawner.pending == "stop":
+    def _still_running(model: dict[str, Any], server: str) -> None:
+        found = (model.get("servers") or {}).get(server)
+        if not isinstance(found, dict) or found.get("stopped") or found.get("pending") == "stop":
             raise web.HTTPError(409, "This server is not running (or is being stopped).")
 
     async def _withhold(
-        self, user: User, server: str, stage: str, lost: RoleLost, roles: tuple[str, ...]
+        self, caller: ServerCaller, stage: str, lost: RoleLost, roles: tuple[str, ...]
     ) -> NoReturn:
         """Deliver nothing, stop the server (once its start has finished), record it. The
         stop is scheduled first, so a full write queue or a low audit disk cannot keep a
         demoted user's server running."""
-        task = asyncio.ensure_future(self._stop_when_started(user, server))
+        task = asyncio.ensure_future(self._stop_when_started(caller.user, caller.server))
         _STOPPING.add(task)  # keep a reference until it is done
         task.add_done_callback(_STOPPING.discard)
         await self.offload(
             hub_emit,
             "secret-withheld",
             {
-                "user": user.name,
-                "server": server,
+                "user": caller.user,
+                "server": caller.server,
                 "ticket_id": lost.ticket_id,
                 "stage": stage,
                 "reason": "role-lost",
@@ -153,8 +146,8 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
         )
         self.log.warning(
             "Secrets withheld from %s/%s: no current role allows profile %s; stopping it",
-            user.name,
-            server,
+            caller.user,
+            caller.server,
             lost.profile,
         )
         raise web.HTTPError(
@@ -164,18 +157,21 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             "profile your roles allow.",
         )
 
-    async def _stop_when_started(self, user: User, server: str) -> None:
-        spawner = user.spawners[server]
-        for _ in range(int(spawner.start_timeout * 2) + 1):  # a redeem comes during the start
-            if spawner.pending != "spawn":
-                break
-            await asyncio.sleep(0.5)
+    async def _stop_when_started(self, user: str, server: str) -> None:
+        """Ask the hub to stop the server once its start has finished (a redeem comes
+        during the start, and the hub refuses to stop a server still starting)."""
         try:
-            if spawner.active and spawner.pending is None:  # else already stopped or stopping
-                setattr(spawner, STOP_REASON, "role-lost")
-                await self.stop_single_user(user, server)
+            for _ in range(240):
+                model = await self.hub.user(user)
+                found = ((model or {}).get("servers") or {}).get(server)
+                if not isinstance(found, dict) or found.get("pending") == "stop":
+                    return  # gone, or already stopping
+                if found.get("pending") != "spawn":
+                    await self.hub.stop(user, server)
+                    return
+                await asyncio.sleep(0.5)
         except Exception:
-            self.log.exception("Could not stop %s/%s after its role was lost", user.name, server)
+            self.log.exception("Could not stop %s/%s after its role was lost", user, server)
 
     def _record_delivery(
         self, user: str, server: str, ticket_id: str, secrets: list[Secret]
@@ -209,8 +205,8 @@ class _SecretsHandler(LimitedHandler, APIHandler):  # type: ignore[misc]
             )
         )
 
-    def _own_class(self, user: User, server: str, token: str, roles: tuple[str, ...]) -> str | None:
-        session = self._delivery().session(user.name, server, token)
+    def _own_class(self, caller: ServerCaller, roles: tuple[str, ...]) -> str | None:
+        session = self._delivery().session(caller.user, caller.server, caller.token)
         return None if session is None else self._delivery().own_class(session, roles)
 
 
@@ -218,41 +214,43 @@ class RedeemHandler(_SecretsHandler):
     async def post(self) -> None:
         delivery = self._delivery()
         body = self._body()
-        user, server, token = self._caller()
+        caller = await self._caller()
         text = body.get("ticket")
         if not isinstance(text, str) or not text:
-            await self._refused(user, server, None, "malformed")
+            await self._refused(caller, None, "malformed")
             raise web.HTTPError(400, 'Send {"ticket": "<claim ticket>"}; the ticket is missing.')
-        roles = await self._current_roles(user)
-        self._still_running(user, server)
-        auth_state = await user.get_auth_state()
-        groups = [g.name for g in user.groups]  # their courses' shared secrets
+        roles, model = await self._user(caller)
+        self._still_running(model, caller.server)
+        auth_state = model.get("auth_state")
+        groups = [str(g) for g in model.get("groups") or []]  # their courses' shared secrets
 
         def redeem_and_record() -> list[Secret]:
             # one queue slot for both: a full queue refuses before the ticket is burned
-            ticket, secrets = delivery.redeem(text, user.name, server, token, auth_state, roles,
-                                              groups)
-            self._record_delivery(user.name, server, ticket.id, secrets)
+            ticket, secrets = delivery.redeem(text, caller.user, caller.server, caller.token,
+                                              auth_state, roles, groups)
+            self._record_delivery(caller.user, caller.server, ticket.id, secrets)
             return secrets
 
         try:
             secrets = await self.offload(redeem_and_record)
         except RoleLost as e:
-            await self._withhold(user, server, "redeem", e, roles)
+            await self._withhold(caller, "redeem", e, roles)
         except TicketRefused as e:
-            await self._refused(user, server, delivery.tickets.ticket_id(text), e.reason)
+            await self._refused(caller, delivery.tickets.ticket_id(text), e.reason)
             raise web.HTTPError(
                 403,
                 f"Claim ticket refused ({e.reason}): tickets are single-use, valid for "
                 f"{delivery.settings.ticket_ttl:g} s after the spawn, and only for the server "
                 "they were issued to. Restart the server to get a new one.",
             ) from None
-        self._send(secrets, self._own_class(user, server, token, roles))
+        started = (model.get("servers") or {}).get(caller.server, {}).get("started")
+        delivery.note_started(caller.user, caller.server, str(started or ""))
+        self._send(secrets, self._own_class(caller, roles))
 
-    async def _refused(self, user: User, server: str, ticket_id: str | None, reason: str) -> None:
+    async def _refused(self, caller: ServerCaller, ticket_id: str | None, reason: str) -> None:
         data: dict[str, Any] = {
-            "user": user.name,
-            "server": server,
+            "user": caller.user,
+            "server": caller.server,
             "reason": reason,
             "credential": {"kind": "server-token"},
         }
@@ -262,7 +260,8 @@ class RedeemHandler(_SecretsHandler):
         if _IP.fullmatch(ip):
             data["ip"] = ip
         await self.offload(hub_emit, "ticket-refused", data)
-        self.log.warning("Claim ticket refused for %s/%s: %s", user.name, server, reason)
+        self.log.warning("Claim ticket refused for %s/%s: %s", caller.user, caller.server,
+                         reason)
 
 
 class RefreshHandler(_SecretsHandler):
@@ -271,40 +270,41 @@ class RefreshHandler(_SecretsHandler):
     async def post(self) -> None:
         delivery = self._delivery()
         self._body()
-        user, server, token = self._caller()
-        session = delivery.session(user.name, server, token)
-        roles = await self._current_roles(user)
+        caller = await self._caller()
+        session = delivery.session(caller.user, caller.server, caller.token)
+        roles, model = await self._user(caller)
         if session is not None and not delivery.profile_allowed(session, roles):
             lost = RoleLost(session.profile, session.ticket_id)
-            await self._withhold(user, server, "refresh", lost, roles)
-        self._still_running(user, server)
-        auth_state = await user.get_auth_state()
-        groups = [g.name for g in user.groups]
+            await self._withhold(caller, "refresh", lost, roles)
+        self._still_running(model, caller.server)
+        auth_state = model.get("auth_state")
+        groups = [str(g) for g in model.get("groups") or []]
 
         def refresh_and_record() -> list[Secret] | None:
-            result = delivery.refresh(user.name, server, token, auth_state, roles, groups)
+            result = delivery.refresh(caller.user, caller.server, caller.token, auth_state,
+                                      roles, groups)
             if result is None:
                 return None
             session, secrets = result
-            self._record_delivery(user.name, server, session.ticket_id, secrets)
+            self._record_delivery(caller.user, caller.server, session.ticket_id, secrets)
             return secrets
 
         try:
             secrets = await self.offload(refresh_and_record)
         except RoleLost as e:  # demoted between the two reads
-            await self._withhold(user, server, "refresh", e, roles)
+            await self._withhold(caller, "refresh", e, roles)
         if secrets is None:
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to get secrets."
             )
-        self._send(secrets, self._own_class(user, server, token, roles))
+        self._send(secrets, self._own_class(caller, roles))
 
 
 class StoreHandler(_SecretsHandler):
-    """``POST /hub/api/qustody/secrets/store`` ``{"name": ..., "value": ...}``: the user
-    stores a new secret of their own (``SecretBroker.self_service_class``) from their
-    running server. Recorded as ``secret-stored``; the value joins the audit log's
-    never-record list before anything is written."""
+    """``POST api/secrets/store`` ``{"name": ..., "value": ...}``: the user stores a new
+    secret of their own (``SecretBroker.self_service_class``) from their running server.
+    Recorded as ``secret-stored``; the value joins the audit log's never-record list
+    before anything is written."""
 
     max_body = 80 * 1024  # a value may be up to 64 KiB
     body_hint = '{"name": "<NAME>", "value": "<the value>"}'
@@ -312,7 +312,7 @@ class StoreHandler(_SecretsHandler):
     async def post(self) -> None:
         delivery = self._delivery()
         body = self._body()
-        user, server, token = self._caller()
+        caller = await self._caller()
         if not delivery.settings.self_service_class:
             raise web.HTTPError(
                 403,
@@ -323,15 +323,15 @@ class StoreHandler(_SecretsHandler):
         name, value = body.get("name"), body.get("value")
         if not isinstance(name, str) or not isinstance(value, str):
             raise web.HTTPError(400, 'Send {"name": "<NAME>", "value": "<the value>"}.')
-        session = delivery.session(user.name, server, token)
+        session = delivery.session(caller.user, caller.server, caller.token)
         if session is None:
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to store secrets."
             )
-        roles = await self._current_roles(user)
+        roles, model = await self._user(caller)
         if not delivery.profile_allowed(session, roles):
             await self._withhold(
-                user, server, "store", RoleLost(session.profile, session.ticket_id), roles
+                caller, "store", RoleLost(session.profile, session.ticket_id), roles
             )
         cls = delivery.own_class(session, roles)
         if cls is None:
@@ -341,17 +341,18 @@ class StoreHandler(_SecretsHandler):
                 f"to a {session.profile!r} server with your roles, so one you stored would "
                 "never reach get_secret(); ask an admin to store it.",
             )
-        self._still_running(user, server)
-        auth_state = await user.get_auth_state()
+        self._still_running(model, caller.server)
+        auth_state = model.get("auth_state")
+        user, server = caller.user, caller.server
 
         def store_and_record() -> Secret:
-            secret = delivery.store_own(user.name, server, session, roles, auth_state, name, value)
+            secret = delivery.store_own(user, server, session, roles, auth_state, name, value)
             try:
                 _never_record(delivery, [secret])
                 hub_emit(
                     "secret-stored",
                     {
-                        "user": user.name,
+                        "user": user,
                         "server": server,
                         "broker": delivery.broker.broker_name,
                         "namespace": str(secret.namespace),
@@ -362,11 +363,11 @@ class StoreHandler(_SecretsHandler):
                 )
             except BaseException:  # unaudited, so not kept
                 try:
-                    delivery.broker.discard_own(user.name, server, auth_state, secret.name)
+                    delivery.broker.discard_own(user, server, auth_state, secret.name)
                 except Exception as e:
                     self.log.error(
                         "Could not remove %s's unaudited secret %s: %s",
-                        user.name,
+                        user,
                         secret.name,
                         type(e).__name__,
                     )
@@ -380,15 +381,16 @@ class StoreHandler(_SecretsHandler):
         except SecretError as e:
             raise web.HTTPError(400, f"Not stored: {e}.") from None
         self.log.info(
-            "%s stored secret %s (%s) from server %r", user.name, secret.name, secret.cls, server
+            "%s stored secret %s (%s) from server %r", user, secret.name, secret.cls, server
         )
         self.set_status(201)
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(secret.public()))
 
 
-HANDLERS: list[tuple[str, type[APIHandler]]] = [
-    (r"/api/qustody/secrets/redeem", RedeemHandler),
-    (r"/api/qustody/secrets/refresh", RefreshHandler),
-    (r"/api/qustody/secrets/store", StoreHandler),
+#: (path under the service's prefix, handler)
+ROUTES: list[tuple[str, type[ServiceHandler]]] = [
+    (r"api/secrets/redeem", RedeemHandler),
+    (r"api/secrets/refresh", RefreshHandler),
+    (r"api/secrets/store", StoreHandler),
 ]
