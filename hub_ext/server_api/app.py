@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tornado import httpserver, ioloop, netutil, web
 from traitlets import Float, Unicode
 from traitlets.config import Application
 
-from ..audit.hub import hub_audit
+from ..audit.hub import hub_audit, reset_hub_audit, service_settings
 from ..qpu.auth import HubResolver, HubUnavailable
 from ..ratelimit import setup_limits
 from ..secrets.delivery import SecretDelivery
@@ -97,6 +98,10 @@ class ServerApi(Application):
         if not api_url or not token:
             raise SystemExit("hub_ext.server_api: run as a hub-managed service (no "
                              "JUPYTERHUB_API_URL / JUPYTERHUB_API_TOKEN)")
+        audit = self.config.AuditLog
+        if not (audit.get("path") or audit.get("db_url")):  # run by hand: the environment's
+            for name, value in (service_settings() or {}).items():
+                setattr(audit, name, value)
         hub_audit(self.config)  # this process's audit log: a bad setting stops here
         settings: dict[str, Any] = {
             "limits": setup_limits(self.config),
@@ -181,4 +186,10 @@ def main(argv: list[str] | None = None) -> None:
 
         ioloop.PeriodicCallback(tick, app.reconcile_interval * 1000).start()
     print(f"qustody service on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
-    ioloop.IOLoop.current().start()
+    loop = ioloop.IOLoop.current()
+    # the hub stops its services with SIGINT, which a parent may have left ignored
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.asyncio_loop.add_signal_handler(sig, loop.stop)  # type: ignore[attr-defined]
+    loop.start()
+    server.stop()
+    reset_hub_audit()  # what was emitted reaches the log before the process exits

@@ -20,7 +20,8 @@ from ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("module", ["hub_ext.courses.web", "hub_ext.audit.web"])
+@pytest.mark.parametrize("module", ["hub_ext.courses.web", "hub_ext.audit.web",
+                                    "hub_ext.server_api"])
 def test_a_service_started_with_sigint_ignored_stops_on_sigint(module, tmp_path):
     key = tmp_path / "audit.key"
     key.write_text(secrets.token_hex(32))
