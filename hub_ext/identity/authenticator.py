@@ -10,9 +10,9 @@ Each hub name is bound to the provider's immutable ``(iss, sub)`` at its first l
 (:mod:`hub_ext.identity.bindings`), OAuth state is single-use
 (:mod:`hub_ext.identity.login_state`) and the discovery document is cached.
 
-oauthenticator internals this module relies on (a later change replaces them; add no
-more): ``_serialize_state``/``_deserialize_state`` (the state cookie's encoding) and the
-login handler's ``_generate_state_id``, ``_get_next_url`` and ``_generate_pkce_params``.
+It uses oauthenticator's public extension points only (its handler and authenticator
+classes and their documented methods); the login state is Qustody's own
+(:mod:`hub_ext.identity.oauth_state`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import (
-    OAuthCallbackHandler,
-    OAuthLoginHandler,
-    _deserialize_state,
-    _serialize_state,
-)
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from tornado.ioloop import PeriodicCallback
@@ -42,6 +38,13 @@ from hub_ext.identity.bindings import BindingStore
 from hub_ext.identity.demotion import stop_servers_beyond
 from hub_ext.identity.login_limits import LoginLimited
 from hub_ext.identity.login_state import LoginStates, Outcome
+from hub_ext.identity.oauth_state import (
+    decode_state,
+    encode_state,
+    local_next_url,
+    new_state_id,
+    pkce_pair,
+)
 from hub_ext.identity.policy import (
     COURSE_NAME,
     Decision,
@@ -99,25 +102,25 @@ class QustodyLoginHandler(LoginLimited, OAuthLoginHandler):  # type: ignore[misc
         authenticator: QustodyAuthenticator = self.authenticator
         await authenticator.discover_or_page(self, allow_stale=False)
         state: dict[str, Any] = {
-            "state_id": self._generate_state_id(),
-            "next_url": self._get_next_url(),
+            "state_id": new_state_id(),
+            "next_url": local_next_url(self.get_argument("next", None)),
             "nonce": secrets.token_urlsafe(24),
             "issued_at": time.time(),  # signed with the cookie: the callback's freshness check
         }
-        code_verifier, code_challenge = self._generate_pkce_params()
+        code_verifier, code_challenge = pkce_pair()
         state["code_verifier"] = code_verifier
         params = {
             **authenticator.extra_authorize_params,
             "code_challenge": code_challenge,
             "code_challenge_method": "S256",
             "nonce": state["nonce"],
-            "state": _serialize_state({"state_id": state["state_id"]}),
+            "state": encode_state({"state_id": state["state_id"]}),
         }
         if self.get_argument("reauth", "") == "1":
             # "Sign in again" after a refusal for a missing second factor: an SSO session
             # at the provider must not answer for the user without asking
             params["prompt"] = "login"
-        self.set_state_cookie(_serialize_state(state))
+        self.set_state_cookie(encode_state(state))
         self.authorize_redirect(
             redirect_uri=authenticator.get_callback_url(self),
             client_id=authenticator.client_id,
@@ -130,6 +133,23 @@ class QustodyLoginHandler(LoginLimited, OAuthLoginHandler):  # type: ignore[misc
 class QustodyCallbackHandler(LoginLimited, OAuthCallbackHandler):  # type: ignore[misc]
     """oauthenticator's callback, rate-limited per address before the state is read or
     the provider asked; a refusal is logged without the URL's code and state."""
+
+    def check_state(self) -> None:
+        """The state id the provider sent back is the one in this browser's signed cookie
+        (read through Qustody's own encoding)."""
+        cookie = decode_state(self.get_state_cookie()).get("state_id")
+        url = decode_state(self.get_state_url()).get("state_id")
+        if not isinstance(cookie, str) or not cookie:
+            raise web.HTTPError(400, "OAuth state missing from cookies")
+        if not isinstance(url, str) or not secrets.compare_digest(cookie, url):
+            raise web.HTTPError(400, "OAuth state mismatch")
+
+    def get_next_url(self, user: Any = None) -> str:
+        """The page the login began on, from the state cookie; else the hub's default."""
+        next_url = decode_state(self.get_state_cookie()).get("next_url")
+        if isinstance(next_url, str) and next_url:
+            return str(local_next_url(next_url))
+        return str(BaseHandler.get_next_url(self, user))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
@@ -486,9 +506,30 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             ) from e
 
     # -- login -------------------------------------------------------------------------------
+    def build_access_tokens_request_params(self, handler: Any, data: Any = None
+                                           ) -> dict[str, Any]:
+        """The code exchange's parameters, with the PKCE verifier from the state cookie."""
+        code = handler.get_argument("code", "")
+        if not code:
+            raise web.HTTPError(400, "Authentication Cancelled.")
+        verifier = decode_state(handler.get_state_cookie()).get("code_verifier")
+        if not isinstance(verifier, str) or not verifier:
+            raise web.HTTPError(400, "Missing code_verifier")
+        params: dict[str, Any] = {
+            "code": code,
+            "grant_type": "authorization_code",
+            "redirect_uri": self.get_callback_url(handler),
+            "data": data,
+            "code_verifier": verifier,
+        }
+        if not self.basic_auth:  # else the client authenticates with HTTP basic auth
+            params.update(client_id=self.client_id, client_secret=self.client_secret)
+        params.update(self.token_params)
+        return params
+
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict[str, Any]:
         cookie = handler.get_state_cookie()
-        state = _deserialize_state(cookie) if cookie else {}
+        state = decode_state(cookie)
         nonce = state.get("nonce")
         if not nonce or not isinstance(state.get("state_id"), str):
             self._emit_refusal(handler, None, "state-mismatch", "login state missing")
