@@ -35,7 +35,7 @@ from hub_ext.identity.hubconfig import configure_oidc, hand_roles_to_authenticat
 from hub_ext.proxy import QustodyProxy
 from hub_ext.qpu.hub import qpu_gateway
 from hub_ext.ratelimit import setup_limits
-from hub_ext.server_api.hub import server_api
+from hub_ext.server_api.hub import internal_url, server_api
 from hub_ext.spawner import (
     HardenedDockerSpawner,
     QustodyLocalProcessSpawner,
@@ -228,7 +228,7 @@ setup_limits(c)  # the same for c.RequestLimits (rate limits of the endpoints se
 api = server_api(c, STATE, profiles=list(c.SpawnPolicy.profiles),
                  courses_dir=str(courses_dir(STATE)))
 gateway = qpu_gateway(c, STATE, courses_dir=str(courses_dir(STATE)),
-                      credentials_url=api.environment["QUSTODY_API_URL"])
+                      credentials_url=internal_url(api))
 apply(
     c,
     api,

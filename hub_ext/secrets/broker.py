@@ -36,6 +36,10 @@ class Broker(Protocol):
     def release(self, user: str, server: str) -> None:
         """The server stopped: revoke whatever was obtained for it (tokens, leases)."""
 
+    def outstanding(self) -> list[tuple[str, str]]:
+        """(user, server) of everything obtained and not yet released (an earlier run's
+        included), so that what a stopped server held is revoked whoever stopped it."""
+
     def add_own(
         self,
         user: str,

@@ -81,6 +81,7 @@ class SecretDelivery:
         self.broker: Broker = self._make_broker(config)
         self.tickets = TicketBook(ticket_key or token_bytes(32))
         self._sessions: dict[tuple[str, str], Session] = {}
+        self._server_locks: dict[tuple[str, str], threading.RLock] = {}
         self._lock = threading.Lock()
 
     def _make_broker(self, config: Config) -> Broker:
@@ -110,18 +111,21 @@ class SecretDelivery:
 
     def server_stopped(self, user: str, server: str, release: bool = True,
                        session: Session | None = None) -> None:
-        """Forget the server's session (only ``session``, when given: not a newer start's)
-        and revoke its leases."""
-        with self._lock:
-            if session is None or self._sessions.get((user, server)) == session:
+        """Forget the server's session and revoke its leases. With ``session``: only if
+        that is still the server's session (a newer start that redeemed meanwhile keeps
+        its session and its leases)."""
+        with self._server_lock(user, server):
+            with self._lock:
+                current = self._sessions.get((user, server))
+                if session is not None and current is not None and current != session:
+                    return
                 self._sessions.pop((user, server), None)
-        if release:
-            try:
-                self.broker.release(user, server)
-            except Exception as e:  # the server is gone either way; say so loudly
-                self.log.error(
-                    "Could not release the secrets of %s/%s: %s", user, server, type(e).__name__
-                )
+            if release:
+                try:
+                    self.broker.release(user, server)
+                except Exception as e:  # the server is gone either way; say so loudly
+                    self.log.error("Could not release the secrets of %s/%s: %s", user, server,
+                                   type(e).__name__)
 
     # -- delivery --------------------------------------------------------------------
 
@@ -139,18 +143,27 @@ class SecretDelivery:
         user's current ``roles`` allow (RoleLost if none of them admits the profile);
         ``groups``: the user's hub groups (their courses' shared secrets)."""
         ticket = self.tickets.redeem(text, user, server, api_token)
-        with self._lock:
-            earlier = self._sessions.pop((user, server), None)
-        if earlier is not None:  # an earlier start of this server: its leases go first
-            self.server_stopped(user, server)
-        secrets = self._load(
-            user, server, ticket.profile, ticket.roles, roles, auth_state, ticket.id, groups
-        )
-        with self._lock:
-            self._sessions[(user, server)] = Session(
-                token_hash(api_token), ticket.profile, ticket.roles, ticket.id
+        # one server at a time: the watch on stopped servers must not revoke what this
+        # start is being given
+        with self._server_lock(user, server):
+            with self._lock:
+                earlier = self._sessions.pop((user, server), None)
+            if earlier is not None:  # an earlier start of this server: its leases go first
+                self.server_stopped(user, server)
+            secrets = self._load(
+                user, server, ticket.profile, ticket.roles, roles, auth_state, ticket.id, groups
             )
+            with self._lock:
+                self._sessions[(user, server)] = Session(
+                    token_hash(api_token), ticket.profile, ticket.roles, ticket.id
+                )
         return ticket, secrets
+
+    def _server_lock(self, user: str, server: str) -> threading.RLock:
+        # kept for good (one small lock per server name ever redeemed): a lock dropped while
+        # held would let a second one in
+        with self._lock:
+            return self._server_locks.setdefault((user, server), threading.RLock())
 
     def note_started(self, user: str, server: str, started: str) -> None:
         """Record the start time the hub reports for a redeemed server, so a later start
@@ -281,8 +294,8 @@ class SecretDelivery:
         groups: Iterable[str] = (),
     ) -> list[Secret]:
         if not set(roles) & set(profile_roles):
-            with self._lock:  # nothing more for this server, whatever it asks
-                self._sessions.pop((user, server), None)
+            # nothing more for this server, whatever it asks; what it holds is revoked
+            self.server_stopped(user, server)
             raise RoleLost(profile, ticket_id)
         allowed = [s for s in self.broker.secrets_for_spawn(user, server, auth_state)
                    if self.policy.allows(s.cls, profile, roles) and not self._course_closed(s)]

@@ -469,6 +469,9 @@ class EmbeddedStore:
     def release(self, user: str, server: str) -> None:
         """Nothing to revoke: the embedded store hands out no tokens or leases."""
 
+    def outstanding(self) -> list[tuple[str, str]]:
+        return []
+
     def namespaces_of(self, user: str) -> list[Namespace]:
         """The user's own namespace, then the project and course namespaces granted to them."""
         with self._read() as db:

@@ -163,7 +163,7 @@ class TicketBook:
         Any genuine ticket presented is burned, even when refused, so a leaked ticket
         cannot be tried again from the right place."""
         tid = ticket_id(text)
-        if tid is None or len(text) > MAX_TICKET:
+        if tid is None or len(text) > MAX_TICKET or not text.isascii():
             raise TicketRefused("malformed")
         ticket = self._verified(text, tid)
         if ticket is None:

@@ -263,6 +263,10 @@ class VaultBroker(LoggingConfigurable):
                 self._save_release()
         return [s for s, _ in found]
 
+    def outstanding(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._obtained)
+
     def release(self, user: str, server: str) -> None:
         with self._lock:
             token = self._tokens.pop((user, server), None)

@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.utils import url_path_join
 from tornado import httpserver, ioloop, netutil, web
+from tornado.httpclient import AsyncHTTPClient
 from traitlets import Float, Unicode
 from traitlets.config import Application
 
@@ -140,22 +141,42 @@ class ServerApi(Application):
         return web.Application(routes, **settings)
 
 
-async def reconcile(delivery: SecretDelivery, hub: HubRest) -> None:
-    """Forget the sessions of servers the hub no longer has (or has started anew), and
-    release their leases."""
-    sessions = delivery.sessions()
-    if not sessions:
-        return
-    try:
-        running = await hub.running()
-    except HubUnavailable as e:
-        log.warning("qustody service: could not list the hub's servers (%s)", e)
-        return
-    for (user, server), session in sessions.items():
-        started = running.get((user, server))
-        if started is None or (session.started and started != session.started):
-            await asyncio.to_thread(delivery.server_stopped, user, server, True, session)
-            log.info("qustody service: %s/%s is gone; its session is forgotten", user, server)
+class Reconcile:
+    """Forget the sessions of servers the hub no longer has (or has started anew) and
+    release what they were given, and release what an earlier run gave servers that are
+    gone (the broker keeps that list). A server must be missing from two listings in a
+    row: a page of the listing that went wrong never costs a running server its leases."""
+
+    def __init__(self, delivery: SecretDelivery, hub: HubRest) -> None:
+        self.delivery = delivery
+        self.hub = hub
+        self._missing: set[tuple[str, str]] = set()
+
+    async def __call__(self) -> None:
+        sessions = self.delivery.sessions()
+        held = await asyncio.to_thread(self.delivery.broker.outstanding)
+        if not sessions and not held:
+            self._missing.clear()
+            return
+        try:
+            running = await self.hub.running()
+        except HubUnavailable as e:
+            log.warning("qustody service: could not list the hub's servers (%s)", e)
+            return
+        missing = set()
+        for key in {*sessions, *held}:
+            session = sessions.get(key)
+            started = running.get(key)
+            if started is not None and not (session and session.started
+                                            and started != session.started):
+                continue
+            if started is None and key not in self._missing:
+                missing.add(key)  # gone in one listing: forgotten if gone in the next
+                continue
+            user, server = key
+            await asyncio.to_thread(self.delivery.server_stopped, user, server, True, session)
+            log.info("qustody service: %s/%s is gone; its secrets are released", user, server)
+        self._missing = missing
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     if it dies, and servers started before that redeem again at their next start."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    # a class of students starting at once: many hub questions in flight
+    AsyncHTTPClient.configure(None, max_clients=64)
     app = ServerApi()
     app.initialize(argv)
     try:
@@ -177,14 +200,14 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         raise SystemExit(f"hub_ext.server_api: cannot listen on {ip}:{port}: {e.strerror}"
                          ) from None
-    server = httpserver.HTTPServer(app.make_app(settings, prefix), xheaders=False)
+    # no body larger than the largest route takes (a secret stored, 80 KiB) is even read
+    server = httpserver.HTTPServer(app.make_app(settings, prefix), xheaders=False,
+                                   max_body_size=96 * 1024)
     server.add_sockets(sockets)
     delivery = settings["delivery"]
     if delivery is not None:
-        async def tick() -> None:
-            await reconcile(delivery, settings["hub"])
-
-        ioloop.PeriodicCallback(tick, app.reconcile_interval * 1000).start()
+        ioloop.PeriodicCallback(Reconcile(delivery, settings["hub"]),
+                                app.reconcile_interval * 1000).start()
     print(f"qustody service on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
     loop = ioloop.IOLoop.current()
     # the hub stops its services with SIGINT, which a parent may have left ignored

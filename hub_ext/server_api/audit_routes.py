@@ -49,6 +49,11 @@ class AuditEventHandler(ServiceHandler):
             unknown_status=401,
         )
         user, server = caller.user, caller.server
+        if not self.owns_session(caller):  # a token minted with the scope, not the server's
+            self._refuse(403, "This token is not the hub token of a running server: only a "
+                              "user's server may report audit events, with its own "
+                              "JUPYTERHUB_API_TOKEN.")
+        self.authenticated(caller.token)
         event = self._event()
         try:
             model = await self.hub.user(user)

@@ -92,9 +92,19 @@ class ServiceHandler(LimitedHandler):
         server = server_named(identity)
         if server is None:
             raise web.HTTPError(403, not_server)
-        token = self.token()
-        self.authenticated(token)
-        return ServerCaller(identity.name, server, token, identity.groups)
+        # The token's own rate-limit bucket comes only once it proved to be the server's
+        # (``authenticated``, by each route): until then it is charged to its address.
+        return ServerCaller(identity.name, server, self.token(), identity.groups)
+
+    def owns_session(self, caller: ServerCaller) -> bool:
+        """Whether the caller's token is the one its server redeemed its ticket with; True
+        when that server redeemed none (secrets off, or not claimed)."""
+        delivery = self.settings.get("delivery")
+        if delivery is None:
+            return True
+        session = delivery.sessions().get((caller.user, caller.server))
+        return session is None or delivery.session(caller.user, caller.server,
+                                                   caller.token) is not None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """JSON ``{"status", "message"}`` as the hub's API answers, never a traceback."""

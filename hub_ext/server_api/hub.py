@@ -7,9 +7,9 @@ It holds:
   with a config written to ``<state>/server_api/config.py`` at each hub start from the
   hub's ``AuditLog``, ``RequestLimits``, ``SecretBroker``, ``SecretClassPolicy`` and
   ``VaultBroker`` settings (plain values only: a setting that is not one stops the hub);
-- a new ticket key (``<state>/server_api/ticket.key``, 0600) at each hub start, which
+- the ticket key (``<state>/server_api/ticket.key``, 0600, created when missing), which
   the hub signs claim tickets with (``SecretBroker.ticket_key_file``) and the service
-  checks them with;
+  checks them with (a new key: delete the file and restart the hub);
 - the custom scope ``custom:qustody:server``: every user holds it on their own servers
   (``JupyterHub.extra_user_scopes``) and every server token carries it for its own
   server (``Spawner.server_token_scopes``, ``!server``), which is how the service knows
@@ -40,8 +40,19 @@ SECTIONS = ("AuditLog", "RequestLimits", "SecretBroker", "SecretClassPolicy", "V
 SERVICE_SCOPES = [
     "list:users", "read:users:name", "read:users:groups", "read:roles:users",
     "read:servers", "delete:servers", "admin:auth_state",
-    "read:groups", "read:roles:groups",
+    "read:groups:name", "read:roles:groups",
 ]
+
+
+def _from_hub_environment(name: str) -> Any:
+    """A service environment value JupyterHub computes when it starts the service."""
+    return lambda _spawner: os.environ.get(name, "")
+
+
+def internal_url(fragment: Fragment) -> str:
+    """The service on loopback, for the hub's other services (the QPU gateway): not
+    through the public proxy."""
+    return f"{fragment.services[0]['url']}/services/{SERVICE}/"
 
 
 def _settings_text(c: Any) -> str:
@@ -86,17 +97,21 @@ def server_api(
     config = folder / "config.py"
     port = port or int(os.environ.get("QUSTODY_API_PORT", "8084"))
     if auth_refresh_age is None:
+        auth_refresh_age = 300.0  # JupyterHub's default
         for section in ("QustodyAuthenticator", "Authenticator"):
             if section in c and "auth_refresh_age" in c[section]:
                 auth_refresh_age = float(c[section].auth_refresh_age)
                 break
+    # the freshness of roles is known from Qustody's own authenticator's auth state only
+    if "qustody" not in str(c.JupyterHub.get("authenticator_class", "")).lower():
+        auth_refresh_age = 0.0
     text = "# Written by hub_ext.server_api.hub at every hub start; edit the hub config.\n"
     text += "c = get_config()  # noqa: F821\n"
     text += _settings_text(c)
     text += "c.AuditLog.create_key_file = False  # the hub made (or was given) the key\n"
     text += f"c.ServerApi.ticket_key_file = {str(key_file)!r}\n"
     text += f"c.ServerApi.courses_dir = {str(courses_dir or '')!r}\n"
-    text += f"c.ServerApi.roles_max_age = {float(auth_refresh_age or 300.0)!r}\n"
+    text += f"c.ServerApi.roles_max_age = {float(auth_refresh_age)!r}\n"
     service = {
         "name": SERVICE,
         "display": False,
@@ -104,8 +119,9 @@ def server_api(
         "command": [sys.executable, "-m", "hub_ext.server_api", f"--config={config}"],
         "cwd": str(folder),
         "environment": {"QUSTODY_STATE_DIR": str(state),
-                        # a master key given to the hub in its environment is the service's
-                        **({broker.master_key_env: os.environ[broker.master_key_env]}
+                        # a master key given to the hub in its environment is the service's,
+                        # read when the service starts (so never a value in the config)
+                        **({broker.master_key_env: _from_hub_environment(broker.master_key_env)}
                            if os.environ.get(broker.master_key_env) else {})},
     }
     role = {"name": "qustody-service", "description": "The qustody service's own rights",
@@ -121,8 +137,9 @@ def server_api(
         environment={"QUSTODY_API_URL": f"{public}/services/{SERVICE}/"},
         settings={"SecretBroker.ticket_key_file": str(key_file),
                   "JupyterHub.extra_user_scopes": {f"{SERVER_SCOPE}!user"}},
-        files={config: text, key_file: secrets.token_hex(32) + "\n"},
+        files={config: text, **({} if key_file.exists() else
+                                 {key_file: secrets.token_hex(32) + "\n"})},
     )
 
 
-__all__ = ["SERVICE", "server_api"]
+__all__ = ["SERVICE", "internal_url", "server_api"]

@@ -28,10 +28,13 @@ class HubRest:
         self.timeout = timeout
         self._group_roles: dict[str, tuple[float, list[str]]] = {}
 
-    async def _call(self, method: str, path: str) -> tuple[int, Any]:
+    async def _call(self, method: str, path: str, *, paged: bool = False) -> tuple[int, Any]:
+        headers = {"Authorization": f"token {self._token}"}
+        if paged:  # the hub then says where the next page is
+            headers["Accept"] = "application/jupyterhub-pagination+json"
         request = HTTPRequest(
-            f"{self.api_url}/{path}", method=method,
-            headers={"Authorization": f"token {self._token}"},
+            path if path.startswith("http") else f"{self.api_url}/{path}", method=method,
+            headers=headers,
             request_timeout=self.timeout, connect_timeout=self.timeout,
             follow_redirects=False, allow_nonstandard_methods=True)
         try:
@@ -78,25 +81,30 @@ class HubRest:
 
     async def running(self) -> dict[tuple[str, str], str]:
         """(user, server name) -> start time of every server the hub has (pending ones
-        included)."""
+        included), page by page as the hub links them."""
         out: dict[tuple[str, str], str] = {}
-        offset = 0
-        while True:
-            code, body = await self._call("GET", f"users?state=active&limit=200&offset={offset}")
-            if code != 200 or not isinstance(body, list):
+        page: str | None = "users?state=active&limit=200"
+        for _ in range(10_000):
+            if page is None:
+                return out
+            code, body = await self._call("GET", page, paged=True)
+            items = body.get("items") if isinstance(body, dict) else None
+            if code != 200 or not isinstance(items, list):
                 raise HubUnavailable(f"the hub's API answered {code} for the servers")
-            for user in body:
+            for user in items:
                 for name, server in (user.get("servers") or {}).items():
                     out[(str(user.get("name")), str(name))] = str(server.get("started") or "")
-            if len(body) < 200:
-                return out
-            offset += 200
+            following = (body.get("_pagination") or {}).get("next") or {}
+            page = following.get("url") if isinstance(following, dict) else None
+        raise HubUnavailable("the hub's list of servers did not end")
 
     async def stop(self, user: str, server: str) -> None:
         """Ask the hub to stop a server (already stopping or gone: nothing to do)."""
         path = f"users/{quote(user, safe='')}/server"
         if server:
             path += f"s/{quote(server, safe='')}"
-        code, _ = await self._call("DELETE", path)
-        if code not in (202, 204, 400, 404):
-            raise HubUnavailable(f"the hub's API answered {code} to a stop")
+        code, body = await self._call("DELETE", path)
+        if code in (202, 204, 404):
+            return
+        message = str((body or {}).get("message", "")) if isinstance(body, dict) else ""
+        raise HubUnavailable(f"the hub's API answered {code} to a stop ({message[:200]})")

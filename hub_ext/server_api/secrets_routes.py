@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 from tornado import web
 
+from ..audit.errors import AuditError
 from ..audit.hub import hub_audit, hub_emit
 from ..qpu.auth import HubUnavailable
 from ..secrets.delivery import RoleLost, SecretDelivery
@@ -36,6 +37,7 @@ from .base import ServerCaller, ServiceHandler
 
 MAX_BODY = 4096
 _STOPPING: set[asyncio.Future[None]] = set()
+_STOPPING_SERVERS: set[tuple[str, str]] = set()
 _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 
@@ -100,8 +102,12 @@ class _SecretsHandler(ServiceHandler):
             self.log.error("qustody service: the hub's API failed: %s", e)
             raise web.HTTPError(503, "The hub could not be asked for your roles; the server "
                                 "retries.") from None
-        record = (model.get("auth_state") or {}).get("qustody")
         max_age = float(self.settings.get("roles_max_age") or 0)
+        if max_age and "auth_state" not in model:
+            self.log.error("qustody service: the hub gives no auth state (admin:auth_state)")
+            raise web.HTTPError(503, "Your roles cannot be checked (this service cannot read "
+                                "auth state); ask an admin. Nothing is delivered.")
+        record = (model.get("auth_state") or {}).get("qustody")
         if isinstance(record, dict) and max_age:
             try:
                 checked = float(record.get("refreshed_at", 0))
@@ -158,20 +164,25 @@ class _SecretsHandler(ServiceHandler):
         )
 
     async def _stop_when_started(self, user: str, server: str) -> None:
-        """Ask the hub to stop the server once its start has finished (a redeem comes
-        during the start, and the hub refuses to stop a server still starting)."""
+        """Ask the hub to stop the server, again with a growing pause while it cannot (a
+        start still running, the hub busy), for up to five minutes; one such task per
+        server however many of its requests were refused."""
+        if (user, server) in _STOPPING_SERVERS:
+            return
+        _STOPPING_SERVERS.add((user, server))
+        reason = ""
         try:
-            for _ in range(240):
-                model = await self.hub.user(user)
-                found = ((model or {}).get("servers") or {}).get(server)
-                if not isinstance(found, dict) or found.get("pending") == "stop":
-                    return  # gone, or already stopping
-                if found.get("pending") != "spawn":
+            for attempt in range(64):
+                try:
                     await self.hub.stop(user, server)
                     return
-                await asyncio.sleep(0.5)
-        except Exception:
-            self.log.exception("Could not stop %s/%s after its role was lost", user, server)
+                except HubUnavailable as e:
+                    reason = str(e)
+                await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
+            self.log.error("Could not stop %s/%s after its role was lost: %s", user, server,
+                           reason)
+        finally:
+            _STOPPING_SERVERS.discard((user, server))
 
     def _record_delivery(
         self, user: str, server: str, ticket_id: str, secrets: list[Secret]
@@ -205,6 +216,14 @@ class _SecretsHandler(ServiceHandler):
             )
         )
 
+    def _unavailable(self, caller: ServerCaller, error: Exception) -> NoReturn:
+        """The store or the audit log failed: nothing is delivered (never a 500)."""
+        self.log.error("Secrets of %s/%s not delivered: %s", caller.user, caller.server,
+                       type(error).__name__)
+        self.set_header("Retry-After", "5")
+        raise web.HTTPError(503, "The secret store or the audit log cannot be used just now, "
+                            "so nothing was delivered; restart the server if this persists.")
+
     def _own_class(self, caller: ServerCaller, roles: tuple[str, ...]) -> str | None:
         session = self._delivery().session(caller.user, caller.server, caller.token)
         return None if session is None else self._delivery().own_class(session, roles)
@@ -235,6 +254,8 @@ class RedeemHandler(_SecretsHandler):
             secrets = await self.offload(redeem_and_record)
         except RoleLost as e:
             await self._withhold(caller, "redeem", e, roles)
+        except (SecretError, AuditError) as e:
+            self._unavailable(caller, e)
         except TicketRefused as e:
             await self._refused(caller, delivery.tickets.ticket_id(text), e.reason)
             raise web.HTTPError(
@@ -243,6 +264,7 @@ class RedeemHandler(_SecretsHandler):
                 f"{delivery.settings.ticket_ttl:g} s after the spawn, and only for the server "
                 "they were issued to. Restart the server to get a new one.",
             ) from None
+        self.authenticated(caller.token)  # the ticket was this token's
         started = (model.get("servers") or {}).get(caller.server, {}).get("started")
         delivery.note_started(caller.user, caller.server, str(started or ""))
         self._send(secrets, self._own_class(caller, roles))
@@ -272,6 +294,8 @@ class RefreshHandler(_SecretsHandler):
         self._body()
         caller = await self._caller()
         session = delivery.session(caller.user, caller.server, caller.token)
+        if session is not None:
+            self.authenticated(caller.token)
         roles, model = await self._user(caller)
         if session is not None and not delivery.profile_allowed(session, roles):
             lost = RoleLost(session.profile, session.ticket_id)
@@ -293,6 +317,8 @@ class RefreshHandler(_SecretsHandler):
             secrets = await self.offload(refresh_and_record)
         except RoleLost as e:  # demoted between the two reads
             await self._withhold(caller, "refresh", e, roles)
+        except (SecretError, AuditError) as e:
+            self._unavailable(caller, e)
         if secrets is None:
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to get secrets."
@@ -328,6 +354,7 @@ class StoreHandler(_SecretsHandler):
             raise web.HTTPError(
                 409, "This server has not redeemed a claim ticket; restart it to store secrets."
             )
+        self.authenticated(caller.token)
         roles, model = await self._user(caller)
         if not delivery.profile_allowed(session, roles):
             await self._withhold(

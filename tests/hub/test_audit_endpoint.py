@@ -173,6 +173,13 @@ def test_a_token_minted_with_the_server_scope_reports_for_no_server_that_is_not_
     assert code == 201, made
     r = post(hub, json.dumps(EVENT), made["token"])
     assert r.status_code == 403 and "not running" in r.json()["message"], r.text
+    # her running server redeemed its ticket with its own token: a token she minted for
+    # it is not that token
+    code, made = hub.api("POST", "/users/alice/tokens",
+                         {"scopes": ["custom:qustody:server!server=alice/"]}, token=personal)
+    assert code == 201, made
+    r = post(hub, json.dumps(EVENT), made["token"])
+    assert r.status_code == 403 and "not the hub token" in r.json()["message"], r.text
     # another user's server is not hers to name: the hub refuses to mint that
     code, made = hub.api("POST", "/users/alice/tokens",
                          {"scopes": ["custom:qustody:server!server=bob/"]}, token=personal)

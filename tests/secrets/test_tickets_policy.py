@@ -160,3 +160,8 @@ def test_bad_tables_are_refused(traits: dict[str, Any], message: str) -> None:
 def test_unknown_profile_names_are_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match=r"not in SpawnPolicy\.profiles"):
         policy(profile_classes={"studnet": ["sandbox"]}).check(["student", "researcher"])
+
+
+@pytest.mark.parametrize("text", ["qtk_0123456789ab_é.x", "qtk_0123456789ab_eyJ9.é"])
+def test_non_ascii_tickets_are_malformed_not_an_error(clock: list[float], text: str) -> None:
+    assert refused(TicketBook(KEY), text, "alice", "", TOKEN) == "malformed"
