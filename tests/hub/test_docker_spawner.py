@@ -144,9 +144,10 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
         "QUSTODY_TOKEN_ON_STDIN", "QUSTODY_TICKET_ON_STDIN",
         "QUSTODY_QPU_URL",  # the QPU gateway (hub_ext.qpu.hub)
         "QUSTODY_AUDIT_URL",  # the audit service: the user's own alerts (hub_ext.audit.web)
+        "QUSTODY_API_URL",  # the qustody service: secrets, audit reports (hub_ext.server_api)
     }
-    # both reached through the network proxy on the bridge, never the host's loopback
-    for url in ("QUSTODY_QPU_URL", "QUSTODY_AUDIT_URL"):
+    # all reached through the network proxy on the bridge, never the host's loopback
+    for url in ("QUSTODY_QPU_URL", "QUSTODY_AUDIT_URL", "QUSTODY_API_URL"):
         assert not env[url].startswith("http://127.0.0.1"), env[url]
     others = set(env) - image_env - ours
     assert all(k.startswith("JUPYTERHUB_") or k in {"JUPYTER_IMAGE_SPEC", "MEM_LIMIT", "CPU_LIMIT"} for k in others), others
