@@ -34,8 +34,9 @@ STOP_REASON = "qustody_stop_reason"
 def _role_lost(spawner: Any) -> str | None:
     """"role-lost" when none of the owner's current roles may use the server's profile."""
     allowed = getattr(spawner, "profile_allowed_for", None)
-    if allowed is None:
-        return None
+    limits = getattr(spawner, "_limits", None)
+    if allowed is None or not isinstance(limits, dict) or not limits.get("profile"):
+        return None  # no profile recorded (or already cleared): nothing to judge by
     try:
         from jupyterhub.roles import get_roles_for
 
@@ -165,11 +166,12 @@ def audited(cls: _T) -> _T:
 
     @functools.wraps(inner_stop)
     async def stop(self: Any, now: bool = False) -> Any:
-        result = await inner_stop(self, now=now)
         # a hub component that stops a server for a reason of its own names it first;
         # a stop asked through the API (the qustody service withholding secrets) of a
-        # server its owner's roles no longer allow is that too
+        # server its owner's roles no longer allow is that too (judged before the stop:
+        # a spawner's stop clears the profile it ran)
         reason = getattr(self, STOP_REASON, None) or _role_lost(self) or "requested"
+        result = await inner_stop(self, now=now)
         setattr(self, STOP_REASON, None)
         stopped(self, reason)
         return result
