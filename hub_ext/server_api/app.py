@@ -133,7 +133,8 @@ class ServerApi(Application):
         return settings
 
     def make_app(self, settings: dict[str, Any], prefix: str) -> web.Application:
-        routes: list[Any] = [(url_path_join(prefix, "api/health"), HealthHandler),
+        routes: list[Any] = [(prefix, HealthHandler),  # the hub's health check asks here
+                             (url_path_join(prefix, "api/health"), HealthHandler),
                              (url_path_join(prefix, "metrics"), MetricsHandler)]
         for module in (secrets_routes, audit_routes, credentials_route):
             routes += [(url_path_join(prefix, path), handler)
@@ -200,9 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         raise SystemExit(f"hub_ext.server_api: cannot listen on {ip}:{port}: {e.strerror}"
                          ) from None
-    # no body larger than the largest route takes (a secret stored, 80 KiB) is even read
+    # the routes refuse bodies over their own limits (at most 80 KiB: a stored secret)
+    # with a 413 that says so; a body over 1 MiB is not even read (the connection closes)
     server = httpserver.HTTPServer(app.make_app(settings, prefix), xheaders=False,
-                                   max_body_size=96 * 1024)
+                                   max_body_size=1024 * 1024)
     server.add_sockets(sockets)
     delivery = settings["delivery"]
     if delivery is not None:

@@ -193,3 +193,10 @@ def test_the_hub_starts_without_a_deprecation_warning_from_qustody(hub):
     log = hub.log()
     assert "extra_handlers" not in log and "deprecated" not in log.lower(), [
         line for line in log.splitlines() if "deprecat" in line.lower()][:5]
+
+
+def test_the_service_answers_the_hubs_health_check_at_its_prefix(hub):
+    for path in ("services/qustody/", "services/qustody/api/health"):
+        r = requests.get(hub.url + path, timeout=30)
+        assert r.status_code == 200 and r.json()["service"] == "qustody", (path, r.text)
+    assert "404 GET /services/qustody/" not in hub.log()
