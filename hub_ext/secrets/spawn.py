@@ -1,8 +1,8 @@
 """The spawners' side: a signed claim ticket for each start.
 
 Kept apart from hub_ext/spawner/ so the spawners call one function and nothing more. The
-hub holds only the ticket key (``SecretBroker.ticket_key_file``, written by the
-``qustody`` service's fragment at each hub start); the store's master key and the
+hub holds only the ticket key (``SecretBroker.ticket_key_file``, created by the
+``qustody`` service's fragment when missing); the store's master key and the
 secrets stay with the service (hub_ext.server_api).
 """
 
