@@ -50,6 +50,13 @@ T = TypeVar("T")
 _AUTH_HEADER = re.compile(r"(?:token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 
 
+def header_token(headers: Any) -> str:
+    """The token of an ``Authorization: token|bearer <token>`` header, as JupyterHub reads
+    it (any white space), or ""."""
+    match = _AUTH_HEADER.match(headers.get("Authorization", ""))
+    return match.group(1) if match else ""
+
+
 class Limited(NamedTuple):
     """Why a request is refused, and when to come back."""
 
@@ -506,11 +513,7 @@ class LimitedHandler(web.RequestHandler):
 
     async def prepare(self) -> None:
         limits = self.limits()
-        token = ""
-        match = _AUTH_HEADER.match(self.request.headers.get("Authorization", ""))
-        if match:  # JupyterHub's own reading of the header (any white space)
-            token = match.group(1)
-        limited = limits.check(limits.client_ip(self.request), token)
+        limited = limits.check(limits.client_ip(self.request), header_token(self.request.headers))
         if limited is not None:
             await limits.hold_back()
             refuse(self, limited)

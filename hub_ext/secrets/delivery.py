@@ -109,8 +109,7 @@ class SecretDelivery:
         with self._lock:
             return dict(self._sessions)
 
-    def server_stopped(self, user: str, server: str, release: bool = True,
-                       session: Session | None = None) -> None:
+    def server_stopped(self, user: str, server: str, session: Session | None = None) -> None:
         """Forget the server's session and revoke its leases. With ``session``: only if
         that is still the server's session (a newer start that redeemed meanwhile keeps
         its session and its leases)."""
@@ -120,12 +119,11 @@ class SecretDelivery:
                 if session is not None and current is not None and current != session:
                     return
                 self._sessions.pop((user, server), None)
-            if release:
-                try:
-                    self.broker.release(user, server)
-                except Exception as e:  # the server is gone either way; say so loudly
-                    self.log.error("Could not release the secrets of %s/%s: %s", user, server,
-                                   type(e).__name__)
+            try:
+                self.broker.release(user, server)
+            except Exception as e:  # the server is gone either way; say so loudly
+                self.log.error("Could not release the secrets of %s/%s: %s", user, server,
+                               type(e).__name__)
 
     # -- delivery --------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "qtk_"
@@ -67,7 +67,6 @@ class Ticket:
     roles: tuple[str, ...]
     expires: float
     issued: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class TicketRefused(Exception):

@@ -175,7 +175,7 @@ class Reconcile:
                 missing.add(key)  # gone in one listing: forgotten if gone in the next
                 continue
             user, server = key
-            await asyncio.to_thread(self.delivery.server_stopped, user, server, True, session)
+            await asyncio.to_thread(self.delivery.server_stopped, user, server, session)
             log.info("qustody service: %s/%s is gone; its secrets are released", user, server)
         self._missing = missing
 

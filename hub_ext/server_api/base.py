@@ -19,7 +19,7 @@ from typing import Any
 from tornado import web
 
 from ..qpu.auth import HubResolver, HubUnavailable, Identity
-from ..ratelimit import LimitedHandler, RequestLimits
+from ..ratelimit import LimitedHandler, RequestLimits, header_token
 from .hub_rest import HubRest
 
 SERVER_SCOPE = "custom:qustody:server"
@@ -65,9 +65,8 @@ class ServiceHandler(LimitedHandler):
         """Token-only: a browser session never reaches these routes."""
 
     def token(self) -> str:
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, value = header.strip().partition(" ")
-        return value.strip() if scheme.lower() in ("token", "bearer") else ""
+        """The caller's token, read as the rate limits read it."""
+        return header_token(self.request.headers)
 
     async def identity(self) -> Identity | None:
         token = self.token()

@@ -100,7 +100,7 @@ def test_a_new_start_that_redeemed_keeps_its_session_and_leases(tmp_path: Path) 
     old = d.sessions()[("alice", "")]
     redeem(d, "alice", "tok-2", "t2")
     spy.released.clear()
-    d.server_stopped("alice", "", True, old)
+    d.server_stopped("alice", "", old)
     assert d.session("alice", "", "tok-2") is not None and spy.released == []
 
 
