@@ -97,7 +97,7 @@ def qpu_gateway(
     ``workers``: gateway processes on its port (``QpuGateway.workers``; default
     ``QUSTODY_QPU_WORKERS`` or 2); with 2 or more the crash of one leaves the others
     serving while it is restarted. ``credentials_url``: the hub's ``qustody`` service
-    (``server_api(...).environment["QUSTODY_API_URL"]``), which answers provider
+    on loopback (``hub_ext.server_api.hub.internal_url(api)``), which answers provider
     credentials from the embedded store.
     """
     if workers is None:

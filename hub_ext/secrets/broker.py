@@ -108,8 +108,8 @@ class SecretBroker(LoggingConfigurable):
         "",
         config=True,
         help="""The key (0600) the hub signs claim tickets with and the ``qustody`` service
-        checks them with. Set by ``hub_ext.server_api.hub.server_api`` (a new key at each
-        hub start); empty: no tickets, so servers get no secrets.""",
+        checks them with. Set by ``hub_ext.server_api.hub.server_api`` (created when
+        missing); empty: no tickets, so servers get no secrets.""",
     )
 
     self_service_class = Unicode(

@@ -32,7 +32,6 @@ class ServerCaller:
     user: str
     server: str
     token: str
-    groups: tuple[str, ...]
 
 
 def server_named(identity: Identity) -> str | None:
@@ -93,7 +92,7 @@ class ServiceHandler(LimitedHandler):
             raise web.HTTPError(403, not_server)
         # The token's own rate-limit bucket comes only once it proved to be the server's
         # (``authenticated``, by each route): until then it is charged to its address.
-        return ServerCaller(identity.name, server, self.token(), identity.groups)
+        return ServerCaller(identity.name, server, self.token())
 
     def owns_session(self, caller: ServerCaller) -> bool:
         """Whether the caller's token is the one its server redeemed its ticket with; True

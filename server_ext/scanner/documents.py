@@ -265,9 +265,17 @@ def _entity_decoded(markup: bytes) -> bytes:
     ampersands = markup.count(b"&")
     if not ampersands:
         return b""
-    if len(markup) > _WHOLE_VIEW:
+    if len(markup) > _WHOLE_VIEW and not _all_common(markup, ampersands):
         return _entity_windows(markup)
     return _decoded_whole(markup, ampersands)
+
+
+def _all_common(markup: bytes, ampersands: int) -> bool:
+    """Every "&" opens one of the references renderers write (a DataFrame's ``&lt;``).
+    A script's "&&" says no at once, without counting each reference."""
+    if b"&&" in markup:
+        return False
+    return ampersands == sum(markup.count(ref) for ref, _ in _COMMON_REFERENCES)
 
 
 def _entity_windows(markup: bytes) -> bytes:
@@ -310,7 +318,7 @@ def _last_edge(markup: bytes, before: int) -> int:
 def _decoded_whole(markup: bytes, ampersands: int) -> bytes:
     if not ampersands:
         return b""
-    if ampersands == sum(markup.count(ref) for ref, _ in _COMMON_REFERENCES):
+    if _all_common(markup, ampersands):
         # Every "&" opens one of these: the same text as html.unescape, without a
         # Python call per reference.
         for ref, char in _COMMON_REFERENCES:

@@ -20,11 +20,11 @@ from hub_ext.secrets.model import SecretError
 from hub_ext.secrets.tickets import TicketSigner
 
 #: The key the hub would sign tickets with; ``issue`` is the hub's side of a spawn.
-KEY = b"k" * 32
+TICKET_KEY = b"k" * 32
 
 
 def issue(user: str, server: str, token: str, profile: str, roles: tuple[str, ...]) -> str:
-    return TicketSigner(KEY, 30).issue(user, server, token, profile, roles)[0]
+    return TicketSigner(TICKET_KEY, 30).issue(user, server, token, profile, roles)[0]
 
 
 KEY = bytes(range(32))
@@ -277,7 +277,7 @@ def test_the_hub_records_the_tampering_in_its_audit_log(tmp_path: Path) -> None:
     reset_hub_audit()
     hub_audit(c)
     try:
-        d = SecretDelivery(c, ["researcher"], ticket_key=KEY)
+        d = SecretDelivery(c, ["researcher"], ticket_key=TICKET_KEY)
         d.broker.put("user:alice", "PROD_TOKEN", "prod", PROD.encode())  # type: ignore[attr-defined]
         sql(tmp_path / "s.sqlite", "UPDATE secrets SET class='sandbox'")
         text = issue("alice", "", "tok", "researcher", ("researcher",))
