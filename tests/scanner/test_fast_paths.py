@@ -2,7 +2,8 @@
 
 The entropy anchor is found without start-of-match tracking (its start is recovered from
 the closing quote), HTML entity views skip ``html.unescape`` where no reference can be,
-and the walker spells out JSON pointers only for reported segments. Each test below would
+the walker spells out JSON pointers only for reported segments, the engine's one pass
+marks the outputs worth reading as tables, and a repeated segment is scanned once. Each test below would
 fail if a shortcut lost a credential or misplaced one.
 """
 
@@ -15,6 +16,9 @@ import pytest
 
 from server_ext.guard import SaveGuard, SaveRefused
 from server_ext.scanner.documents import _entity_decoded
+from server_ext.scanner.engine import SegmentKind
+from server_ext.scanner.html import marks_of
+from server_ext.scanner.marks import Mark
 from server_ext.scanner.notebook import walk
 
 GUARD = SaveGuard()
@@ -141,3 +145,65 @@ def test_the_text_anchor_of_a_detector_stays_out_of_binary_payloads() -> None:
     }
     assert expressions[GUARD.engine._text] == {discord.text_anchor}
     assert expressions[GUARD.engine._binary] == {discord.anchor}
+
+
+def test_the_scan_marks_the_segments_that_name_a_credential_as_a_probe_of_each_would() -> None:
+    """The table views ask whether an output names a credential; the engine's one pass
+    answers for every segment, where a probe of each output used to read it again."""
+    rng = random.Random(7)
+    words = [b"api_key", b"Token", b"PASSWORD", b"pwd", b"bearer", b"credential", b"secret"]
+    plain = [b"shots", b"counts", b"fidelity", b"0.25", b"aer", b"|", b"\n", b"  "]
+    segments = []
+    for n in range(300):
+        parts = [rng.choice(plain) for _ in range(rng.randrange(1, 40))]
+        if n % 3 == 0:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(words))
+        segments.append(b" ".join(parts))
+    kinds = [SegmentKind.TEXT] * len(segments)
+    kinds[::7] = [SegmentKind.BINARY] * len(kinds[::7])
+    marks: list[set[Mark]] = [set() for _ in segments]
+    GUARD.engine.scan(segments, kinds, marks)
+    for segment, kind, marked in zip(segments, kinds, marks, strict=True):
+        expected = set() if kind is SegmentKind.BINARY else marks_of(segment) & {
+            Mark.CREDENTIAL_WORD
+        }
+        assert marked == expected, segment
+
+
+def test_a_print_of_a_table_naming_its_key_column_is_redacted_from_the_scans_mark() -> None:
+    table = f"  service   api_key\n0 qlab      {BLOB}\n"
+    output = {"output_type": "stream", "name": "stdout", "text": table}
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "print(df)",
+            "outputs": [output]}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    report = GUARD.check({"type": "notebook", "content": nb}, "table.ipynb")
+    assert report is not None and report.redacted == 1
+    assert BLOB not in nb["cells"][0]["outputs"][0]["text"]
+
+
+def test_a_page_held_twice_in_one_bundle_is_scanned_once_and_redacted_in_both() -> None:
+    token = "ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
+    page = SCRIPT.decode()[:20_000] + f"<p>{token}</p>"
+    bundle = {"text/html": page, "text/vnd.plotly.v1+html": page, "text/plain": "<Figure>"}
+    output = {"output_type": "display_data", "metadata": {}, "data": bundle}
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "fig.show()",
+            "outputs": [output]}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    report = GUARD.check({"type": "notebook", "content": nb}, "plot.ipynb")
+    assert report is not None and report.redacted == 2
+    data = nb["cells"][0]["outputs"][0]["data"]
+    assert token not in data["text/html"] and token not in data["text/vnd.plotly.v1+html"]
+
+
+def test_repeated_segments_get_their_own_findings_and_near_twins_are_not_taken_for_them() -> None:
+    token = b"ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
+    page = SCRIPT[:8_000] + b" " + token
+    twin = SCRIPT[:8_000] + b" " + token.replace(b"Zq8k", b"Zq8x")  # same length
+    clean = SCRIPT[: len(page)]  # same length, no token
+    segments = [page, clean, page, twin, bytes(page)]
+    kinds = [SegmentKind.TEXT, SegmentKind.TEXT, SegmentKind.TEXT, SegmentKind.TEXT,
+             SegmentKind.CODE]
+    found = GUARD.engine.scan(segments, kinds)
+    assert [len(f) for f in found] == [1, 0, 1, 1, 1]
+    assert found[0] == found[2] and found[0] is not found[2]
+    assert found[3][0].fingerprint != found[0][0].fingerprint

@@ -760,7 +760,7 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "airtable-pat",
         "Airtable personal access token",
-        rb"\bpat[A-Za-z0-9]{14}\.[a-f0-9]{8}",
+        rb"\bpat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
         r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
         3,
     ),
