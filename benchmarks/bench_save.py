@@ -1,11 +1,17 @@
 """Save latency through a real jupyter-server with the guard on and off.
 
     .venv/bin/python benchmarks/bench_save.py [--size-mb 2] [--runs 40]
+    .venv/bin/python benchmarks/bench_save.py --real 30 [--runs 9]
 
 Starts two servers on 127.0.0.1 (the guard installed as on any Qustody server,
 and plain jupyter-server with the extension disabled), PUTs the same generated
 notebook ``--runs`` times to each, interleaved, and prints median and p95
 latency and the on/off ratio.
+
+With ``--real N`` it saves the N largest real notebooks of the guard corpus
+(``python benchmarks/real_notebooks.py`` builds it) instead, each ``--runs`` times
+to each server, interleaved, and prints each notebook's on/off ratio of medians and
+their median: the figure issue 13 states for "held-out large notebooks".
 """
 
 from __future__ import annotations
@@ -101,13 +107,67 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+REAL = Path(__file__).resolve().parent / "out" / "real_notebooks"
+
+
+def largest_real(n: int) -> list[tuple[str, bytes]]:
+    """Request bodies of the ``n`` largest nbformat-4 notebooks of the real corpus."""
+    found = []
+    for path in sorted(REAL.rglob("*.ipynb"), key=lambda p: p.stat().st_size, reverse=True):
+        try:
+            nb = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(nb, dict) and isinstance(nb.get("cells"), list) and nb.get("nbformat") == 4:
+            body = {"type": "notebook", "format": "json", "content": nb}
+            found.append((path.name, json.dumps(body).encode()))
+        if len(found) == n:
+            break
+    if not found:
+        raise SystemExit(f"no notebooks in {REAL}: run python benchmarks/real_notebooks.py")
+    return found
+
+
+def real(n: int, runs: int) -> None:
+    bodies = largest_real(n)
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
+        try:
+            print(f"{len(bodies)} largest real notebooks, {runs} saves each to each server")
+            for name, body in bodies:
+                for server in (on, off):
+                    server.save(body)  # the file exists: every timed save replaces it
+                times: dict[str, list[float]] = {"on": [], "off": []}
+                for _ in range(runs):
+                    times["on"].append(on.save(body))
+                    times["off"].append(off.save(body))
+                plain, guarded = statistics.median(times["off"]), statistics.median(times["on"])
+                ratios.append(guarded / plain)
+                print(f"  {name[:44]:44} {len(body) / 1e6:5.2f} MB  off {plain * 1000:6.1f} ms"
+                      f"  on {guarded * 1000:6.1f} ms  {100 * (guarded / plain - 1):+6.1f}%",
+                      flush=True)
+        finally:
+            on.stop()
+            off.stop()
+    ratio = statistics.median(ratios)
+    print(f"  guard adds {100 * (ratio - 1):+.1f}% to the median notebook's median save "
+          f"(ratio {ratio:.3f}; per notebook {100 * (min(ratios) - 1):+.1f}% to "
+          f"{100 * (max(ratios) - 1):+.1f}%)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--size-mb", type=float, default=2.0)
     p.add_argument("--runs", type=int, default=40)
+    p.add_argument("--real", type=int, metavar="N",
+                   help="save the N largest real notebooks instead of a generated one")
     args = p.parse_args()
+    if args.real:
+        real(args.real, args.runs)
+        return
     nb = generate(int(args.size_mb * 1_000_000), image_share=0.3)
     body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
     with tempfile.TemporaryDirectory() as tmp:

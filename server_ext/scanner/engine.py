@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from itertools import accumulate
 from operator import add
+from pathlib import Path
 
 import hyperscan
 
+from . import compiled
 from .detector import Detector, Kind
 from .entropy import shannon
 from .filters import Candidate, filtered_by
@@ -97,6 +99,8 @@ class _Database:
         self.detectors = list(detectors)
         self._local = threading.local()
         self._db: hyperscan.Database | None = None
+        self.expressions: list[bytes] = []
+        self.flags: list[int] = []
         groups: dict[tuple[bytes, bool, Callable[[bytes, int], int] | None], list[int]] = {}
         for i, d in enumerate(self.detectors):
             anchor = d.anchor if binary or d.text_anchor is None else d.text_anchor
@@ -113,19 +117,14 @@ class _Database:
         expressions = [(anchor, caseless, start is None) for anchor, caseless, start in groups]
         if not binary:
             expressions += [(*EXPRESSIONS[mark], False) for mark in SCANNED]
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        flags = [
+        #: what the database is compiled from (compiled.py stores it under their hash)
+        self.expressions = [anchor for anchor, _, _ in expressions]
+        self.flags = [
             (hyperscan.HS_FLAG_SOM_LEFTMOST if som else 0)
             | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
             for _, caseless, som in expressions
         ]
-        db.compile(
-            expressions=[anchor for anchor, _, _ in expressions],
-            ids=list(range(len(expressions))),
-            elements=len(expressions),
-            flags=flags,
-        )
-        self._db = db
+        self._db = compiled.database(self.expressions, self.flags)
 
     def hits(self, buf: bytes) -> tuple[list[tuple[int, int]], list[tuple[Mark, int]]]:
         """(detector index, anchor start) for every anchor in ``buf``, and (mark, end)
@@ -173,6 +172,14 @@ class Engine:
         self.fingerprint = fingerprinter or Fingerprinter()
         self._text = _Database(self.detectors)
         self._binary = _Database([d for d in self.detectors if d.in_binary], binary=True)
+
+    def store_databases(self, directory: Path) -> list[Path]:
+        """Write this engine's compiled databases where ``compiled.database`` finds them."""
+        return [
+            compiled.store(db.expressions, db.flags, directory)
+            for db in (self._text, self._binary)
+            if db.expressions
+        ]
 
     def scan(
         self,

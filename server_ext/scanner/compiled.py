@@ -1,0 +1,82 @@
+"""Hyperscan databases compiled once, when the image is built, not at every server start.
+
+Compiling the guard's two databases takes about 0.3 s of CPU, which every single-user
+server paid as it started (and ten of them at once, on a class's first minute). The
+image stores the databases of the default rules, serialized, in a read-only directory of
+its venv (``python -m server_ext.guard_db`` at build time); a server whose
+expressions are the same loads them in about a millisecond. Anything else compiles as
+before: other rules or settings, known values, a CPU the stored database was not built
+for, a damaged or missing file.
+
+A file's name is a hash of everything that goes into the compile (hyperscan's version,
+the mode, each expression and its flags, in order), so a stored database is only ever
+used for the expressions it was compiled from. Only the image's own directory is read:
+it is owned by root on a read-only root filesystem, out of a user's reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import hyperscan
+
+#: A stored file is the SHA-256 of the serialized database, then the database: a damaged
+#: file is compiled again, never loaded.
+_CHECK = 32
+
+#: Where the image keeps them: inside the venv, so a server of another venv never reads them.
+STORE = Path(sys.prefix) / "share" / "qustody" / "guard-db"
+
+
+def database(expressions: Sequence[bytes], flags: Sequence[int],
+             directory: Path | None = None) -> hyperscan.Database:
+    """A block-mode database of ``expressions`` (ids are their positions): the stored one
+    when there is one for exactly these, else a new compile."""
+    try:
+        stored = ((directory or STORE) / f"{key(expressions, flags)}.hsdb").read_bytes()
+    except OSError:
+        stored = b""
+    check, data = stored[:_CHECK], stored[_CHECK:]
+    if data and hashlib.sha256(data).digest() == check:
+        try:
+            return hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+        except hyperscan.error:
+            pass  # built for another CPU: compiled below
+    return _compile(expressions, flags)
+
+
+def key(expressions: Sequence[bytes], flags: Sequence[int]) -> str:
+    version = getattr(hyperscan, "__version__", "?")  # the wheel bundles its library
+    digest = hashlib.sha256(f"hyperscan {version} block\n".encode())
+    for expression, flag in zip(expressions, flags, strict=True):
+        digest.update(b"%d %d:%s\n" % (flag, len(expression), expression))
+    return digest.hexdigest()
+
+
+def store(expressions: Sequence[bytes], flags: Sequence[int], directory: Path) -> Path:
+    """Compile and write one database where ``database`` will look for it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{key(expressions, flags)}.hsdb"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".hsdb-")
+    data = hyperscan.dumpb(_compile(expressions, flags))
+    with os.fdopen(fd, "wb") as f:
+        f.write(hashlib.sha256(data).digest() + data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return target
+
+
+def _compile(expressions: Sequence[bytes], flags: Sequence[int]) -> hyperscan.Database:
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=list(expressions),
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=list(flags),
+    )
+    return db
