@@ -125,7 +125,7 @@ image-info: $(STAMP) ## the current image's id and labels
 	@$(BIN)/python images/build.py info
 
 bench-spawn: $(STAMP) proxy-deps image ## spawn latency through the hub API, hardened vs not
-	PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/bench_spawn.py
+	PATH="$(CURDIR)/$(PROXY_DIR)/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/bench_spawn.py --host
 
 # -- identity: the real OpenID provider (npm oidc-provider) for tests and the demo --------
 IDP_DIR := tests/idp

@@ -78,6 +78,8 @@ c.DockerSpawner.remove = True
 c.DockerSpawner.pull_policy = "never"
 c.DockerSpawner.prefix = PREFIX
 c.DockerSpawner.network_name = NETWORK
+c.DockerSpawner.cpu_limit = CPU  # the profile's limits, as the hardened spawner applies them
+c.DockerSpawner.mem_limit = "1G"
 '''
 
 
@@ -88,6 +90,7 @@ def extra(
 IMAGE = {image!r}
 PREFIX = {prefix!r}
 NETWORK = {network!r}
+CPU = {cpu!r}
 c.Authenticator.allow_all = True
 c.JupyterHub.services = []
 c.JupyterHub.load_roles = [{{"name": "student", "scopes": ["self"], "users": {users!r}}}]
@@ -166,10 +169,21 @@ class HubRelay(threading.Thread):
 
     def run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._pipe, self.host, 0))
+        try:
+            server = self._loop.run_until_complete(
+                asyncio.start_server(self._pipe, self.host, 0)
+            )
+        except OSError:
+            self._loop.close()
+            return  # listen() reports it
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+        server.close()
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.run_until_complete(asyncio.sleep(0))
+        self._loop.close()
 
     def listen(self) -> int:
         self.start()
@@ -178,7 +192,9 @@ class HubRelay(threading.Thread):
         return self.port
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._ready.is_set():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self.join(10)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -254,23 +270,30 @@ def run(kind: str, image: str, n: int, cpu: float, workdir: Path) -> dict[str, l
             print(f"--- {kind} hub log (end) ---\n{hub.log()[-8000:]}", file=sys.stderr)
         raise
     finally:
-        if hub is not None:
-            hub.stop()
-        if relay is not None:
-            relay.close()
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"name={prefix}"], capture_output=True, text=True
-        ).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        vols = subprocess.run(
-            ["docker", "volume", "ls", "-q", "--filter", f"name={prefix}"],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        if vols:
-            subprocess.run(["docker", "volume", "rm", "-f", *vols], capture_output=True)
-        subprocess.run(["docker", "network", "rm", network.name, bridge], capture_output=True)
+        try:
+            if hub is not None:
+                hub.stop()
+        finally:
+            if relay is not None:
+                relay.close()
+            _remove(prefix, network.name, bridge)
+
+
+def _remove(prefix: str, *networks: str) -> None:
+    """The run's containers, volumes and networks, whatever state it ended in."""
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"name={prefix}"], capture_output=True, text=True
+    ).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    vols = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"name={prefix}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if vols:
+        subprocess.run(["docker", "volume", "rm", "-f", *vols], capture_output=True)
+    subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ it is owned by root on a read-only root filesystem, out of a user's reach.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hyperscan
+
+_log = logging.getLogger(__name__)
 
 #: A stored file is the SHA-256 of the serialized database, then the database: a damaged
 #: file is compiled again, never loaded.
@@ -42,11 +45,17 @@ def database(expressions: Sequence[bytes], flags: Sequence[int],
     except OSError:
         stored = b""
     check, data = stored[:_CHECK], stored[_CHECK:]
-    if data and hashlib.sha256(data).digest() == check:
+    if data:
         try:
+            if hashlib.sha256(data).digest() != check:
+                raise ValueError("its checksum does not match")
             return hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
-        except hyperscan.error:
-            pass  # built for another CPU: compiled below
+        except (ValueError, hyperscan.error) as e:
+            # Safe (compiled below) but slow at every start: say so, once per database.
+            _log.warning("Qustody guard: the stored database for these rules is not usable "
+                         "(%s: %s); compiling it (about 0.3 s of CPU at each server start). "
+                         "Was the image built on a machine with other CPU features?",
+                         type(e).__name__, e)
     return _compile(expressions, flags)
 
 
@@ -60,14 +69,18 @@ def key(expressions: Sequence[bytes], flags: Sequence[int]) -> str:
 
 def store(expressions: Sequence[bytes], flags: Sequence[int], directory: Path) -> Path:
     """Compile and write one database where ``database`` will look for it."""
+    data = hyperscan.dumpb(_compile(expressions, flags))
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{key(expressions, flags)}.hsdb"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".hsdb-")
-    data = hyperscan.dumpb(_compile(expressions, flags))
-    with os.fdopen(fd, "wb") as f:
-        f.write(hashlib.sha256(data).digest() + data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(data).digest() + data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 

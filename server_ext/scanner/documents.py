@@ -19,7 +19,6 @@ from pathlib import PurePosixPath
 
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
-from .marks import Mark
 from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
 from .texttable import text_table_view
 
@@ -174,14 +173,11 @@ def _scan_notebook(engine: Engine, nb: object, max_depth: int) -> NotebookScan:
     segments = walk(nb, max_depth=max_depth)
     data = [s.text.encode("utf-8", "surrogatepass") for s in segments]
     data = [d if b"\x1b" not in d else scannable(d) for d in data]
-    # The scan also marks the text outputs worth reading as tables (marks.py).
-    marks: list[set[Mark]] = [set() for _ in segments]
-    found = engine.scan(data, [s.kind for s in segments], marks)
+    kinds = [s.kind for s in segments]
     # HTML tables are also read as "column: value" lines (see html.py), and HTML with
-    # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in one more pass.
+    # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
     views: list[int] = []
-    view_data: list[bytes] = []
     output, text = Zone.OUTPUT, SegmentKind.TEXT
     for i, s in enumerate(segments):
         if s.zone is not output or s.kind is not text:
@@ -190,25 +186,27 @@ def _scan_notebook(engine: Engine, nb: object, max_depth: int) -> NotebookScan:
         if key == "text/html":
             more: tuple[bytes, ...] = (table_view(data[i]), _entity_decoded(data[i]))
         elif key in _TEXT_KEYS:
-            more = (text_table_view(data[i], marks[i]),)
+            more = (text_table_view(data[i]),)
         else:
             continue
         for view in more:
             if view:
                 views.append(i)
-                view_data.append(view)
-    in_views = engine.scan(view_data) if view_data else []
-    for i, view_found in zip(views, in_views, strict=True):
+                data.append(view)
+                kinds.append(SegmentKind.TEXT)
+    found = engine.scan(data, kinds)
+    for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}
-        for f in view_found:
+        for f in found[extra]:
             for form in _written_forms(f.secret):
                 wanted.setdefault(form, f)
         placed = _occurrences(data[i], wanted)
         seen = {p.fingerprint for p in placed}
-        for f in view_found:
+        for f in found[extra]:
             if f.fingerprint not in seen:  # written with character references
                 placed += _referenced_occurrences(data[i], f)
         found[i] = _merge(found[i], placed)
+    found = found[: len(segments)]
     _across_outputs(segments, data, found)
     return NotebookScan(segments, found)
 

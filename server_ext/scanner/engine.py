@@ -25,7 +25,6 @@ from .detector import Detector, Kind
 from .entropy import shannon
 from .filters import Candidate, filtered_by
 from .fingerprint import Fingerprinter, public_part
-from .marks import EXPRESSIONS, SCANNED, Mark
 
 SEPARATOR = b"\n"  # one byte: _scan_joined counts one per part
 _LINE_CONTEXT = 4096  # bytes either side of a match read for pragmas
@@ -91,8 +90,7 @@ class _Database:
     """A compiled hyperscan database with one scratch space per thread.
 
     Detectors with the same anchor share one expression: hyperscan then finds each
-    candidate once, and every detector of the group confirms it. The text database also
-    reports the marks in ``marks.SCANNED``, after the groups' ids.
+    candidate once, and every detector of the group confirms it.
     """
 
     def __init__(self, detectors: Sequence[Detector], binary: bool = False) -> None:
@@ -113,24 +111,19 @@ class _Database:
         self._starts = [key[2] for key in groups]
         if not self.detectors:
             return
-        # (expression, caseless, start of match wanted); a mark's start is never asked for
-        expressions = [(anchor, caseless, start is None) for anchor, caseless, start in groups]
-        if not binary:
-            expressions += [(*EXPRESSIONS[mark], False) for mark in SCANNED]
         #: what the database is compiled from (compiled.py stores it under their hash)
-        self.expressions = [anchor for anchor, _, _ in expressions]
+        self.expressions = list(self._anchors)
         self.flags = [
-            (hyperscan.HS_FLAG_SOM_LEFTMOST if som else 0)
+            (0 if start else hyperscan.HS_FLAG_SOM_LEFTMOST)
             | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
-            for _, caseless, som in expressions
+            for _, caseless, start in groups
         ]
         self._db = compiled.database(self.expressions, self.flags)
 
-    def hits(self, buf: bytes) -> tuple[list[tuple[int, int]], list[tuple[Mark, int]]]:
-        """(detector index, anchor start) for every anchor in ``buf``, and (mark, end)
-        for every mark."""
+    def hits(self, buf: bytes) -> list[tuple[int, int]]:
+        """(detector index, anchor start) for every anchor in ``buf``."""
         if self._db is None or not buf:
-            return [], []
+            return []
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
@@ -140,17 +133,12 @@ class _Database:
             buf, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch
         )
         out: list[tuple[int, int]] = []
-        marks: list[tuple[Mark, int]] = []
-        groups = len(self._groups)
         for i, start, end in found:
-            if i >= groups:
-                marks.append((SCANNED[i - groups], end))
-                continue
             start_of = self._starts[i]
             if start_of is not None:
                 start = start_of(buf, end)
             out.extend((member, start) for member in self._groups[i])
-        return out, marks
+        return out
 
 
 class Engine:
@@ -182,13 +170,9 @@ class Engine:
         ]
 
     def scan(
-        self,
-        segments: Sequence[bytes],
-        kinds: Sequence[SegmentKind] | None = None,
-        marks: list[set[Mark]] | None = None,
+        self, segments: Sequence[bytes], kinds: Sequence[SegmentKind] | None = None
     ) -> list[list[Finding]]:
-        """Findings for each segment, in order (TEXT unless ``kinds`` says otherwise);
-        ``marks``, one set per segment, gets each text segment's marks (marks.SCANNED).
+        """Findings for each segment, in order (TEXT unless ``kinds`` says otherwise).
 
         A large segment that repeats an earlier one of the same kind is scanned once: a
         mime bundle often holds one text twice (plotly's page as ``text/html`` and as its
@@ -197,18 +181,12 @@ class Engine:
         same = _repeats(segments, kinds)
         if same:
             kept = [i for i in range(len(segments)) if i not in same]
-            found = self.scan(
-                [segments[i] for i in kept],
-                [kinds[i] for i in kept],
-                None if marks is None else [marks[i] for i in kept],
-            )
+            found = self.scan([segments[i] for i in kept], [kinds[i] for i in kept])
             result: list[list[Finding]] = [[] for _ in segments]
             for i, findings in zip(kept, found, strict=True):
                 result[i] = findings
             for i, first in same.items():
                 result[i] = list(result[first])
-                if marks is not None:
-                    marks[i] |= marks[first]
             return result
         result = [[] for _ in segments]
         code, binary = SegmentKind.CODE, SegmentKind.BINARY
@@ -221,7 +199,7 @@ class Engine:
                 [result[i] for i in picked],
             )
         if not picked:
-            self._scan_joined(self._text, segments, [k is code for k in kinds], result, marks)
+            self._scan_joined(self._text, segments, [k is code for k in kinds], result)
         elif len(picked) < len(segments):
             picked = [i for i, k in enumerate(kinds) if k is not binary]
             self._scan_joined(
@@ -229,7 +207,6 @@ class Engine:
                 [segments[i] for i in picked],
                 [kinds[i] is code for i in picked],
                 [result[i] for i in picked],
-                None if marks is None else [marks[i] for i in picked],
             )
         return result
 
@@ -237,20 +214,12 @@ class Engine:
         return self.scan([data], [kind])[0]
 
     def _scan_joined(
-        self,
-        db: _Database,
-        parts: Sequence[bytes],
-        code: list[bool],
-        out: list[list[Finding]],
-        marks: list[set[Mark]] | None = None,
+        self, db: _Database, parts: Sequence[bytes], code: list[bool], out: list[list[Finding]]
     ) -> None:
         buf = SEPARATOR.join(parts)
         # Where each part starts: the lengths before it plus one separator byte each, in C.
         starts = list(map(add, accumulate(map(len, parts), initial=0), range(len(parts))))
-        hits, marked = db.hits(buf)
-        if marks is not None:
-            for mark, end in marked:
-                marks[bisect.bisect_right(starts, end - 1) - 1].add(mark)
+        hits = db.hits(buf)
         if not hits:
             return
         hits.sort(key=lambda h: (h[1], h[0]))
@@ -332,9 +301,9 @@ _REPEAT_FROM = 4096
 
 
 def _repeats(segments: Sequence[bytes], kinds: Sequence[SegmentKind]) -> dict[int, int]:
-    """Segment index -> index of the first earlier segment with the same bytes and kind.
-    Only segments of one length are compared (a memcmp), so the cost is nil when none
-    repeats."""
+    """Segment index -> index of an earlier segment with the same bytes and kind: each is
+    compared with the first segment of its length and kind only (one memcmp), so the cost
+    is nil when none repeats, and a repeat of a later one of that length is scanned again."""
     first: dict[tuple[int, SegmentKind], int] = {}
     same: dict[int, int] = {}
     for i, (data, kind) in enumerate(zip(segments, kinds, strict=True)):

@@ -14,8 +14,6 @@ import threading
 
 import hyperscan
 
-from .marks import EXPRESSIONS, Mark
-
 _TABLE = re.compile(rb"(?is)<table\b.*?(?:</table\s*>|\Z)")
 _ROW = re.compile(rb"(?is)<tr\b[^<>]{0,4096}>(.*?)(?=<tr\b|</table|\Z)")
 _CELL = re.compile(rb"(?is)<t([hd])\b[^<>]{0,4096}>(.*?)(?=<t[hd]\b|</tr|\Z)")
@@ -35,38 +33,46 @@ _LONG_CELL_PATTERN = rb"<t[hd]\b[^<>]{0,512}>\s*([^<>\s]{16,512})\s*</t[hd]"
 _LONG_CELL = re.compile(_LONG_CELL_PATTERN)
 _LONG_CELL_ANY_CASE = re.compile(_LONG_CELL_PATTERN, re.IGNORECASE)
 
+_LONG_TEXT, _CREDENTIAL_WORD = 0, 1
+
+
 class _Probe:
-    """One native pass that gives the marks of one text (marks.py), for a caller that has
-    not got them from the engine's scan: tables of numbers then cost no Python regex."""
+    """One native pass that says whether a table has a long token after a tag and whether
+    it mentions a credential word, so that tables of numbers cost no Python regex."""
 
     def __init__(self) -> None:
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._db.compile(
-            expressions=[EXPRESSIONS[mark][0] for mark in Mark],
-            ids=[int(mark) for mark in Mark],
-            elements=len(Mark),
+            expressions=[
+                rb">\s{0,64}[^<>\s]{16}",
+                rb"credential|token|key|secret|pass|pwd|bearer",
+            ],
+            ids=[_LONG_TEXT, _CREDENTIAL_WORD],
+            elements=2,
             flags=[
-                hyperscan.HS_FLAG_SINGLEMATCH
-                | (hyperscan.HS_FLAG_CASELESS if EXPRESSIONS[mark][1] else 0)
-                for mark in Mark
+                hyperscan.HS_FLAG_SINGLEMATCH,
+                hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS,
             ],
         )
         self._local = threading.local()
 
-    def __call__(self, html: bytes) -> set[Mark]:
+    def __call__(self, html: bytes) -> set[int]:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found: set[Mark] = set()
+        found: set[int] = set()
         self._db.scan(
-            html,
-            match_event_handler=lambda i, _s, _e, _f, _c: found.add(Mark(i)),
-            scratch=scratch,
+            html, match_event_handler=lambda i, _s, _e, _f, _c: found.add(i), scratch=scratch
         )
         return found
 
 
-marks_of = _Probe()
+_probe = _Probe()
+
+
+def has_credential_word(text: bytes) -> bool:
+    """Whether ``text`` mentions a credential word at all (one native pass)."""
+    return _CREDENTIAL_WORD in _probe(text)
 
 
 def table_view(html: bytes) -> bytes:
@@ -76,12 +82,12 @@ def table_view(html: bytes) -> bytes:
     row (``header: cell``); empty when ``html`` has no table."""
     if b"<table" not in html and b"<TABLE" not in html:
         return b""
-    found = marks_of(html)
+    found = _probe(html)
     lines: list[bytes] = []
-    if Mark.LONG_TEXT in found:
+    if _LONG_TEXT in found:
         cells = _LONG_CELL_ANY_CASE if b"<T" in html else _LONG_CELL
         lines = [b"'" + m.group(1) + b"'" for m in cells.finditer(html)]
-    if Mark.CREDENTIAL_WORD in found:
+    if _CREDENTIAL_WORD in found:
         for table in _TABLE.finditer(html):
             lines.extend(_paired(table.group()))
     return b"\n".join(lines)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .html import marks_of
-from .marks import Mark
+from .html import has_credential_word
 
 #: A header is a line of at most this many bytes; longer lines are data, not a table.
 _MAX_HEADER = 512
@@ -31,15 +30,14 @@ _RULE = re.compile(rb"^[\s|:+=-]*$")
 _NAME = re.compile(rb"^[A-Za-z_][\w .()/-]{0,63}$")
 
 
-def text_table_view(text: bytes, marks: set[Mark] | None = None) -> bytes:
+def text_table_view(text: bytes) -> bytes:
     """``header: value`` lines for the columns of plain-text tables whose header names a
     credential; empty when there is none (most outputs: one native pass decides).
 
     A header is a line of two or more column names (``IBM password > ****`` is a prompt, not
     a header); the table is the rows below it with as many cells (or one more, pandas' index)
-    up to the first that has not. ``marks``: the engine's marks for ``text``, when its
-    scan has found them."""
-    if Mark.CREDENTIAL_WORD not in (marks_of(text) if marks is None else marks):
+    up to the first that has not."""
+    if not has_credential_word(text):
         return b""
     lines = text.split(b"\n")
     out: list[bytes] = []

@@ -3,6 +3,7 @@ from, and compiled again whenever a stored one cannot be trusted."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import hyperscan
@@ -64,7 +65,9 @@ def test_a_stored_database_serves_only_its_own_expressions(
     assert no_compile == [len(changed[0])]
 
 
-def test_a_damaged_stored_database_is_compiled_again(tmp_path: Path, no_compile: list[int]):
+def test_a_damaged_stored_database_is_compiled_again_and_said_so(
+    tmp_path: Path, no_compile: list[int], caplog: pytest.LogCaptureFixture
+):
     path = compiled.store(EXPRESSIONS, FLAGS, tmp_path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -72,6 +75,7 @@ def test_a_damaged_stored_database_is_compiled_again(tmp_path: Path, no_compile:
     no_compile.clear()
     db = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
     assert no_compile == [2] and matches(db) == [(0, 42), (1, 65)]
+    assert "not usable (ValueError: its checksum does not match)" in caplog.text
     path.write_bytes(b"")  # empty, as a failed copy would leave it
     assert matches(compiled.database(EXPRESSIONS, FLAGS, tmp_path)) == [(0, 42), (1, 65)]
 
@@ -96,3 +100,16 @@ def test_the_guard_with_stored_databases_finds_what_it_finds_compiling(
     # Settings that change the expressions (a disabled detector) compile their own.
     other = SaveGuard(disabled_detectors=["aws-access-key-id"])
     assert refused(other) == ["github-token"] and len(no_compile) == 2
+
+
+def test_a_database_hyperscan_refuses_is_compiled_again_and_said_so(
+    tmp_path: Path, no_compile: list[int], caplog: pytest.LogCaptureFixture
+):
+    """Bytes that pass the checksum but are no database hyperscan can load (one built for
+    another CPU is refused the same way): compiled, with a warning, never loaded."""
+    junk = b"not a hyperscan database" * 100
+    path = tmp_path / f"{compiled.key(EXPRESSIONS, FLAGS)}.hsdb"
+    path.write_bytes(hashlib.sha256(junk).digest() + junk)
+    db = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
+    assert no_compile == [2] and matches(db) == [(0, 42), (1, 65)]
+    assert "not usable (InvalidError" in caplog.text

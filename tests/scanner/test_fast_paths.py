@@ -2,8 +2,8 @@
 
 The entropy anchor is found without start-of-match tracking (its start is recovered from
 the closing quote), HTML entity views skip ``html.unescape`` where no reference can be,
-the walker spells out JSON pointers only for reported segments, the engine's one pass
-marks the outputs worth reading as tables, and a repeated segment is scanned once. Each test below would
+the walker spells out JSON pointers only for reported segments, and a repeated segment is
+scanned once. Each test below would
 fail if a shortcut lost a credential or misplaced one.
 """
 
@@ -16,9 +16,7 @@ import pytest
 
 from server_ext.guard import SaveGuard, SaveRefused
 from server_ext.scanner.documents import _entity_decoded
-from server_ext.scanner.engine import SegmentKind
-from server_ext.scanner.html import marks_of
-from server_ext.scanner.marks import Mark
+from server_ext.scanner.engine import Engine, SegmentKind
 from server_ext.scanner.notebook import walk
 
 GUARD = SaveGuard()
@@ -147,30 +145,7 @@ def test_the_text_anchor_of_a_detector_stays_out_of_binary_payloads() -> None:
     assert expressions[GUARD.engine._binary] == {discord.anchor}
 
 
-def test_the_scan_marks_the_segments_that_name_a_credential_as_a_probe_of_each_would() -> None:
-    """The table views ask whether an output names a credential; the engine's one pass
-    answers for every segment, where a probe of each output used to read it again."""
-    rng = random.Random(7)
-    words = [b"api_key", b"Token", b"PASSWORD", b"pwd", b"bearer", b"credential", b"secret"]
-    plain = [b"shots", b"counts", b"fidelity", b"0.25", b"aer", b"|", b"\n", b"  "]
-    segments = []
-    for n in range(300):
-        parts = [rng.choice(plain) for _ in range(rng.randrange(1, 40))]
-        if n % 3 == 0:
-            parts.insert(rng.randrange(len(parts) + 1), rng.choice(words))
-        segments.append(b" ".join(parts))
-    kinds = [SegmentKind.TEXT] * len(segments)
-    kinds[::7] = [SegmentKind.BINARY] * len(kinds[::7])
-    marks: list[set[Mark]] = [set() for _ in segments]
-    GUARD.engine.scan(segments, kinds, marks)
-    for segment, kind, marked in zip(segments, kinds, marks, strict=True):
-        expected = set() if kind is SegmentKind.BINARY else marks_of(segment) & {
-            Mark.CREDENTIAL_WORD
-        }
-        assert marked == expected, segment
-
-
-def test_a_print_of_a_table_naming_its_key_column_is_redacted_from_the_scans_mark() -> None:
+def test_a_print_of_a_table_naming_its_key_column_is_redacted() -> None:
     table = f"  service   api_key\n0 qlab      {BLOB}\n"
     output = {"output_type": "stream", "name": "stdout", "text": table}
     cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "print(df)",
@@ -181,7 +156,17 @@ def test_a_print_of_a_table_naming_its_key_column_is_redacted_from_the_scans_mar
     assert BLOB not in nb["cells"][0]["outputs"][0]["text"]
 
 
-def test_a_page_held_twice_in_one_bundle_is_scanned_once_and_redacted_in_both() -> None:
+def test_a_page_held_twice_in_one_bundle_is_scanned_once_and_redacted_in_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scanned: list[int] = []
+    original = Engine._scan_joined
+
+    def counting(self: Engine, db: object, parts: list[bytes], *rest: object) -> None:
+        scanned.extend(len(p) for p in parts)
+        original(self, db, parts, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "_scan_joined", counting)
     token = "ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
     page = SCRIPT.decode()[:20_000] + f"<p>{token}</p>"
     bundle = {"text/html": page, "text/vnd.plotly.v1+html": page, "text/plain": "<Figure>"}
@@ -193,6 +178,7 @@ def test_a_page_held_twice_in_one_bundle_is_scanned_once_and_redacted_in_both() 
     assert report is not None and report.redacted == 2
     data = nb["cells"][0]["outputs"][0]["data"]
     assert token not in data["text/html"] and token not in data["text/vnd.plotly.v1+html"]
+    assert scanned.count(len(page)) == 1  # the page, once (its views are other lengths)
 
 
 def test_repeated_segments_get_their_own_findings_and_near_twins_are_not_taken_for_them() -> None:
