@@ -97,7 +97,6 @@ class _Database:
         self.detectors = list(detectors)
         self._local = threading.local()
         self._db: hyperscan.Database | None = None
-        self.expressions: list[bytes] = []
         self.flags: list[int] = []
         groups: dict[tuple[bytes, bool, Callable[[bytes, int], int] | None], list[int]] = {}
         for i, d in enumerate(self.detectors):
@@ -107,12 +106,12 @@ class _Database:
         #: when it is compiled without start-of-match tracking
         self._groups = [tuple(members) for members in groups.values()]
         self.rank = {d.id: d.kind.value for d in self.detectors}
-        self._anchors = [key[0] for key in groups]
+        #: per expression id, what the database is compiled from (compiled.py stores it
+        #: under their hash)
+        self.expressions = [key[0] for key in groups]
         self._starts = [key[2] for key in groups]
         if not self.detectors:
             return
-        #: what the database is compiled from (compiled.py stores it under their hash)
-        self.expressions = list(self._anchors)
         self.flags = [
             (0 if start else hyperscan.HS_FLAG_SOM_LEFTMOST)
             | (hyperscan.HS_FLAG_CASELESS if caseless else 0)

@@ -25,7 +25,7 @@ def matches(db: hyperscan.Database) -> list[tuple[int, int]]:
 
 
 @pytest.fixture
-def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def compiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts compiles (they still happen)."""
     calls: list[int] = []
     original = compiled._compile
@@ -38,13 +38,13 @@ def no_compile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_a_stored_database_is_loaded_instead_of_compiled(tmp_path: Path, no_compile: list[int]):
+def test_a_stored_database_is_loaded_instead_of_compiled(tmp_path: Path, compiles: list[int]):
     fresh = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
-    assert no_compile == [2]  # nothing stored yet
+    assert compiles == [2]  # nothing stored yet
     compiled.store(EXPRESSIONS, FLAGS, tmp_path)
-    no_compile.clear()
+    compiles.clear()
     loaded = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
-    assert no_compile == []
+    assert compiles == []
     assert matches(loaded) == matches(fresh) == [(0, 42), (1, 65)]
 
 
@@ -57,31 +57,31 @@ def test_a_stored_database_is_loaded_instead_of_compiled(tmp_path: Path, no_comp
     ],
 )
 def test_a_stored_database_serves_only_its_own_expressions(
-    tmp_path: Path, no_compile: list[int], changed: tuple[list[bytes], list[int]]
+    tmp_path: Path, compiles: list[int], changed: tuple[list[bytes], list[int]]
 ):
     compiled.store(EXPRESSIONS, FLAGS, tmp_path)
-    no_compile.clear()
+    compiles.clear()
     compiled.database(*changed, tmp_path)
-    assert no_compile == [len(changed[0])]
+    assert compiles == [len(changed[0])]
 
 
 def test_a_damaged_stored_database_is_compiled_again_and_said_so(
-    tmp_path: Path, no_compile: list[int], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, compiles: list[int], caplog: pytest.LogCaptureFixture
 ):
     path = compiled.store(EXPRESSIONS, FLAGS, tmp_path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    no_compile.clear()
+    compiles.clear()
     db = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
-    assert no_compile == [2] and matches(db) == [(0, 42), (1, 65)]
+    assert compiles == [2] and matches(db) == [(0, 42), (1, 65)]
     assert "not usable (ValueError: its checksum does not match)" in caplog.text
     path.write_bytes(b"")  # empty, as a failed copy would leave it
     assert matches(compiled.database(EXPRESSIONS, FLAGS, tmp_path)) == [(0, 42), (1, 65)]
 
 
 def test_the_guard_with_stored_databases_finds_what_it_finds_compiling(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_compile: list[int]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiles: list[int]
 ):
     source = "token = 'ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW'\n"
     nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
@@ -94,16 +94,16 @@ def test_the_guard_with_stored_databases_finds_what_it_finds_compiling(
 
     monkeypatch.setattr(compiled, "STORE", tmp_path)
     assert SaveGuard().engine.store_databases(tmp_path)
-    no_compile.clear()
+    compiles.clear()
     guard = SaveGuard()
-    assert refused(guard) == ["github-token"] and no_compile == []
+    assert refused(guard) == ["github-token"] and compiles == []
     # Settings that change the expressions (a disabled detector) compile their own.
     other = SaveGuard(disabled_detectors=["aws-access-key-id"])
-    assert refused(other) == ["github-token"] and len(no_compile) == 2
+    assert refused(other) == ["github-token"] and len(compiles) == 2
 
 
 def test_a_database_hyperscan_refuses_is_compiled_again_and_said_so(
-    tmp_path: Path, no_compile: list[int], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, compiles: list[int], caplog: pytest.LogCaptureFixture
 ):
     """Bytes that pass the checksum but are no database hyperscan can load (one built for
     another CPU is refused the same way): compiled, with a warning, never loaded."""
@@ -111,5 +111,5 @@ def test_a_database_hyperscan_refuses_is_compiled_again_and_said_so(
     path = tmp_path / f"{compiled.key(EXPRESSIONS, FLAGS)}.hsdb"
     path.write_bytes(hashlib.sha256(junk).digest() + junk)
     db = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
-    assert no_compile == [2] and matches(db) == [(0, 42), (1, 65)]
+    assert compiles == [2] and matches(db) == [(0, 42), (1, 65)]
     assert "not usable (InvalidError" in caplog.text

@@ -137,7 +137,7 @@ def test_the_text_anchor_of_a_detector_stays_out_of_binary_payloads() -> None:
     discord = next(d for d in GUARD.engine.detectors if d.id == "discord-bot-token")
     assert discord.text_anchor is not None and discord.in_binary
     expressions = {
-        db: {anchor for anchor, members in zip(db._anchors, db._groups, strict=True)
+        db: {anchor for anchor, members in zip(db.expressions, db._groups, strict=True)
              if any(db.detectors[i] is discord for i in members)}
         for db in (GUARD.engine._text, GUARD.engine._binary)
     }
