@@ -4,19 +4,26 @@
     .venv/bin/python benchmarks/bench_save.py --real 30 [--runs 9]
 
 Starts two servers on 127.0.0.1 (the guard installed as on any Qustody server,
-and plain jupyter-server with the extension disabled), PUTs the same generated
-notebook ``--runs`` times to each, interleaved, and prints median and p95
-latency and the on/off ratio.
+and plain jupyter-server with the extension disabled) and PUTs the same notebook to
+each, interleaved, in three ways, since the guard does not scan a cell it found clean
+in the last save of the same notebook (``SaveGuard.unchanged_cells_cache``):
 
-With ``--real N`` it saves the N largest real notebooks of the guard corpus
-(``python benchmarks/real_notebooks.py`` builds it) instead, each ``--runs`` times
-to each server, interleaved, and prints each notebook's on/off ratio of medians and
-their median: the figure issue 13 states for "held-out large notebooks".
+- ``first``: every save goes to a new path (the notebook's first save: all is scanned);
+- ``edit``: the notebook is saved again with one cell's source changed each time (a
+  save or an autosave while working: that cell is scanned);
+- ``same``: the notebook is saved again unchanged (an autosave with nothing new).
+
+It prints median and p95 latency and the on/off ratio of each. With ``--real N`` it
+saves the N largest real notebooks of the guard corpus (``python
+benchmarks/real_notebooks.py`` builds it) instead, each ``--runs`` times per way, and
+prints each notebook's on/off ratio of medians and their median: the figure issue 13
+states for "held-out large notebooks".
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -75,7 +83,8 @@ class Server:
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        self.url = f"http://127.0.0.1:{self.port}/api/contents/bench.ipynb"
+        self.base = f"http://127.0.0.1:{self.port}/api/contents/"
+        self.url = f"{self.base}bench.ipynb"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
         for _ in range(300):
@@ -98,9 +107,9 @@ class Server:
         response.raise_for_status()
         return True
 
-    def save(self, body: bytes) -> float:
+    def save(self, body: bytes, name: str = "bench.ipynb") -> float:
         start = time.perf_counter()
-        response = self.session.put(self.url, data=body, timeout=120)
+        response = self.session.put(self.base + name, data=body, timeout=120)
         elapsed = time.perf_counter() - start
         response.raise_for_status()
         return elapsed
@@ -136,37 +145,82 @@ def largest_real(n: int) -> list[tuple[str, bytes]]:
     return found
 
 
+WAYS = ("first", "edit", "same")
+_FRESH = itertools.count()  # a path never saved before, on either server
+
+
+def saves(nb: dict[str, Any], way: str, runs: int) -> list[tuple[str, bytes]]:
+    """(path, request body) of each timed save of ``nb`` in ``way``; built before timing."""
+    def body(content: dict[str, Any]) -> bytes:
+        return json.dumps({"type": "notebook", "format": "json", "content": content}).encode()
+
+    if way == "first":
+        return [(f"first-{next(_FRESH)}.ipynb", body(nb)) for _ in range(runs)]
+    if way == "same":
+        return [("bench.ipynb", body(nb))] * runs
+    out = []
+    cells = list(nb["cells"])
+    for k in range(runs):  # each save changes one cell of the save before
+        if cells:
+            i = k % len(cells)
+            source = cells[i].get("source", "")
+            line = f"\n# edit {k}\n"
+            source = [*source, line] if isinstance(source, list) else source + line
+            cells[i] = dict(cells[i], source=source)
+        out.append(("bench.ipynb", body(dict(nb, cells=list(cells)))))
+    return out
+
+
+def timed(on: Server, off: Server, nb: dict[str, Any], way: str, runs: int
+          ) -> dict[str, list[float]]:
+    """Save times of each server, interleaved, after one untimed save of ``nb``."""
+    plan = saves(nb, way, runs)
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    for server in (on, off):
+        server.save(saves(nb, "same", 1)[0][1])  # bench.ipynb exists, and was checked
+    for name, body in plan:
+        times["on"].append(on.save(body, name))
+        times["off"].append(off.save(body, name))
+    return times
+
+
 def real(n: int, runs: int) -> None:
     bodies = largest_real(n)
-    ratios = []
+    ratios: dict[str, list[float]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory() as tmp:
         on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
         try:
             assert on.guarded() and not off.guarded(), (
                 "server configuration is not what the benchmark assumes"
             )
-            print(f"{len(bodies)} largest real notebooks, {runs} saves each to each server")
+            print(f"{len(bodies)} largest real notebooks, {runs} saves each to each server, "
+                  "per way; on/off ratio of medians")
+            print(f"  {'notebook':44} {'size':>8}  {'off first':>9}  "
+                  + "  ".join(f"{way:>6}" for way in WAYS))
             for name, body in bodies:
                 if not on.accepts(body):
                     print(f"  {name[:44]:44} refused by the guard: not timed")
                     continue
-                off.save(body)  # the file exists: every timed save replaces it
-                times: dict[str, list[float]] = {"on": [], "off": []}
-                for _ in range(runs):
-                    times["on"].append(on.save(body))
-                    times["off"].append(off.save(body))
-                plain, guarded = statistics.median(times["off"]), statistics.median(times["on"])
-                ratios.append(guarded / plain)
-                print(f"  {name[:44]:44} {len(body) / 1e6:5.2f} MB  off {plain * 1000:6.1f} ms"
-                      f"  on {guarded * 1000:6.1f} ms  {100 * (guarded / plain - 1):+6.1f}%",
-                      flush=True)
+                nb = json.loads(body)["content"]
+                row = []
+                plain_first = 0.0
+                for way in WAYS:
+                    times = timed(on, off, nb, way, runs)
+                    plain, guarded = statistics.median(times["off"]), statistics.median(times["on"])
+                    ratios[way].append(guarded / plain)
+                    row.append(f"{100 * (guarded / plain - 1):+5.1f}%")
+                    if way == "first":
+                        plain_first = plain
+                print(f"  {name[:44]:44} {len(body) / 1e6:5.2f} MB  {plain_first * 1000:6.1f} ms  "
+                      + "  ".join(f"{r:>6}" for r in row), flush=True)
         finally:
             on.stop()
             off.stop()
-    ratio = statistics.median(ratios)
-    print(f"  guard adds {100 * (ratio - 1):+.1f}% to the median notebook's median save "
-          f"(ratio {ratio:.3f}; per notebook {100 * (min(ratios) - 1):+.1f}% to "
-          f"{100 * (max(ratios) - 1):+.1f}%)")
+    for way in WAYS:
+        ratio = statistics.median(ratios[way])
+        print(f"  {way:>5}: guard adds {100 * (ratio - 1):+.1f}% to the median notebook's "
+              f"median save (ratio {ratio:.3f}; per notebook {100 * (min(ratios[way]) - 1):+.1f}%"
+              f" to {100 * (max(ratios[way]) - 1):+.1f}%)")
 
 
 def main() -> None:
@@ -182,7 +236,7 @@ def main() -> None:
         real(args.real, args.runs)
         return
     nb = generate(int(args.size_mb * 1_000_000), image_share=0.3)
-    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+    size = len(json.dumps({"type": "notebook", "format": "json", "content": nb}))
     with tempfile.TemporaryDirectory() as tmp:
         on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
         try:
@@ -191,22 +245,20 @@ def main() -> None:
             )
             for server in (on, off):
                 for _ in range(3):
-                    server.save(body)
-            times: dict[str, list[float]] = {"on": [], "off": []}
-            for _ in range(args.runs):
-                times["on"].append(on.save(body))
-                times["off"].append(off.save(body))
+                    server.save(saves(nb, "same", 1)[0][1])
+            results = {way: timed(on, off, nb, way, args.runs) for way in WAYS}
         finally:
             on.stop()
             off.stop()
-    print(f"notebook: {len(body) / 1e6:.2f} MB request body, {args.runs} saves each, interleaved")
-    for key in ("off", "on"):
-        print(
-            f"  guard {key:<3}  median {statistics.median(times[key]) * 1000:7.1f} ms   p95 {p95(times[key]) * 1000:7.1f} ms"
-        )
-    ratio = statistics.median(times["on"]) / statistics.median(times["off"])
-    print(f"  guard adds {100 * (ratio - 1):+.1f}% to the median save (ratio {ratio:.3f})")
-
+    print(f"notebook: {size / 1e6:.2f} MB request body, {args.runs} saves each per way, "
+          "interleaved")
+    for way, times in results.items():
+        for key in ("off", "on"):
+            print(f"  {way:>5}  guard {key:<3}  median {statistics.median(times[key]) * 1000:7.1f} ms"
+                  f"   p95 {p95(times[key]) * 1000:7.1f} ms")
+        ratio = statistics.median(times["on"]) / statistics.median(times["off"])
+        print(f"  {way:>5}  guard adds {100 * (ratio - 1):+.1f}% to the median save "
+              f"(ratio {ratio:.3f})")
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .scanner import rules
+from .scanner.clean_cells import CleanCells
 from .scanner.documents import (
     Located,
     kind_for,
@@ -139,6 +140,15 @@ class SaveGuard(LoggingConfigurable):
         config=True,
         help="Deepest JSON nesting accepted in a notebook; deeper documents are refused.",
     )
+    unchanged_cells_cache = Int(
+        32 * 1024 * 1024,
+        config=True,
+        help="""Characters of cell text the guard keeps from cells a save found clean, over
+        all notebooks, so that the next save of the same notebook (an autosave) does not
+        scan its unchanged cells again. A kept cell is compared whole with the saved one;
+        cells with any finding or a JSON output are never kept; new known values forget
+        them all. 0 turns it off.""",
+    )
     fingerprint_key = Unicode(
         "",
         config=True,
@@ -184,6 +194,12 @@ class SaveGuard(LoggingConfigurable):
             raise ValueError(f"SaveGuard.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
 
+    @validate("unchanged_cells_cache")
+    def _not_negative(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise ValueError("SaveGuard.unchanged_cells_cache must be 0 (off) or more")
+        return int(proposal["value"])
+
     @validate("keyword_entropy", "base64_entropy", "hex_entropy")
     def _entropy_range(self, proposal: Any) -> float:
         if not 0.0 <= proposal["value"] <= 8.0:
@@ -193,6 +209,7 @@ class SaveGuard(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._known: frozenset[str] = frozenset()
+        self._clean = CleanCells(self.unchanged_cells_cache)
         self._engine: Future[Engine] = self._compile(*self._engine_inputs())
 
     @property
@@ -264,13 +281,17 @@ class SaveGuard(LoggingConfigurable):
         return None
 
     def _check_notebook(self, model: dict[str, Any], path: str, mode: str) -> GuardReport:
+        engine = self.engine
+        recheck = self._clean.recheck(engine, path) if self._clean.max_chars else None
         try:
-            scan = scan_notebook(self.engine, model["content"], self.max_nesting_depth)
+            scan = scan_notebook(engine, model["content"], self.max_nesting_depth, recheck)
         except NotebookError as e:
             raise SaveRefused(
                 400, f"{path} was not saved: it is not a valid notebook ({e})."
             ) from None
-        self._check_size(scan.size(), path)
+        self._check_size(scan.size() + (recheck.skipped_chars if recheck else 0), path)
+        if recheck is not None:
+            self._clean.remember(engine, path, model["content"], scan, recheck)
         report = GuardReport(mode)
         blocking: list[Located] = []
         for segment, found in zip(scan.segments, scan.findings, strict=True):

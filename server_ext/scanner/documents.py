@@ -13,9 +13,10 @@ import html
 import html.entities
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
@@ -164,13 +165,25 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def scan_notebook(engine: Engine, nb: object, max_depth: int = 64) -> NotebookScan:
+def scan_notebook(
+    engine: Engine,
+    nb: object,
+    max_depth: int = 64,
+    skip: Callable[[int, dict[str, Any]], bool] | None = None,
+) -> NotebookScan:
+    """Findings in every cell of ``nb`` but those ``skip(index, cell)`` leaves out. Cells
+    are independent: a cell's findings depend on that cell alone (see ``_across_outputs``)."""
     with collector_paused():
-        return _scan_notebook(engine, nb, max_depth)
+        return _scan_notebook(engine, nb, max_depth, skip)
 
 
-def _scan_notebook(engine: Engine, nb: object, max_depth: int) -> NotebookScan:
-    segments = walk(nb, max_depth=max_depth)
+def _scan_notebook(
+    engine: Engine,
+    nb: object,
+    max_depth: int,
+    skip: Callable[[int, dict[str, Any]], bool] | None,
+) -> NotebookScan:
+    segments = walk(nb, max_depth=max_depth, skip=skip)
     data = [s.text.encode("utf-8", "surrogatepass") for s in segments]
     data = [d if b"\x1b" not in d else scannable(d) for d in data]
     kinds = [s.kind for s in segments]

@@ -8,6 +8,7 @@ kernel may print a secret in two chunks with other outputs between them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -135,8 +136,12 @@ def _escape(part: object) -> str:
     return text.replace("~", "~0").replace("/", "~1") if "/" in text or "~" in text else text
 
 
-def walk(nb: object, max_depth: int = 64) -> list[Segment]:
-    """All strings of ``nb`` as segments; raises NotebookError for non-notebooks."""
+def walk(
+    nb: object, max_depth: int = 64, skip: Callable[[int, dict[str, Any]], bool] | None = None
+) -> list[Segment]:
+    """All strings of ``nb`` as segments; raises NotebookError for non-notebooks.
+
+    ``skip(index, cell)`` true leaves that cell out (one the caller knows to be clean)."""
     if not isinstance(nb, dict):
         raise NotebookError("the notebook content is not a JSON object")
     cells = nb.get("cells", [])
@@ -161,6 +166,8 @@ def walk(nb: object, max_depth: int = 64) -> list[Segment]:
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
             raise NotebookError(f"cell {index} is not a JSON object")
+        if skip is not None and skip(index, cell):
+            continue
         _cell(out, cell, index, (cells_path, index), max_depth)
     return out
 

@@ -1,0 +1,179 @@
+"""A notebook saved again (an autosave) has only its changed cells scanned, through the
+contents REST API of a real jupyter-server, and that never lets a credential through: an
+edited cell, a value delivered after the last save, a cell with a finding in a ``warn``
+path, the size limit and cells sharing an id are all still caught."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qtest import GITHUB_TOKEN, code_cell, notebook, stream
+
+from server_ext.guard import SaveGuard
+from server_ext.scanner.clean_cells import CleanCells
+
+DELIVERED = "delivered-after-the-first-save 42"
+
+
+def cells(n: int) -> list[dict[str, Any]]:
+    return [
+        code_cell(f"value_{i} = {i} * 12345678  # marker-{i}\n",
+                  [stream(f"printed by marker-{i}\n")], cell_id=f"c{i}")
+        for i in range(n)
+    ]
+
+
+class ScanSpy:
+    """What the guard's engine is asked to scan, segment by segment."""
+
+    def __init__(self, guard: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.scanned: list[bytes] = []
+        engine = guard.engine
+        real = engine.scan
+
+        def scan(segments: Sequence[bytes], kinds: Any = None) -> Any:
+            self.scanned.extend(segments)
+            return real(segments, kinds)
+
+        monkeypatch.setattr(engine, "scan", scan)
+
+    def markers(self) -> set[int]:
+        text = b"\n".join(self.scanned)
+        return {i for i in range(10) if f"marker-{i}".encode() in text}
+
+
+@pytest.fixture
+def guard(jp_serverapp: Any) -> Any:
+    return jp_serverapp.web_app.settings["qustody_guard"]
+
+
+async def test_only_the_cells_changed_since_the_last_save_are_scanned(
+    api: Any, guard: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = ScanSpy(guard, monkeypatch)
+    nb = notebook(*cells(4))
+    code, body = await api.save_notebook("work.ipynb", nb)
+    assert code in (200, 201), body
+    assert spy.markers() == {0, 1, 2, 3}
+
+    spy.scanned.clear()  # an autosave with nothing new: the metadata only
+    code, body = await api.save_notebook("work.ipynb", nb)
+    assert code == 200, body
+    assert spy.markers() == set() and spy.scanned
+
+    spy.scanned.clear()  # the same cells, reordered: found by id
+    moved = notebook(*[nb["cells"][i] for i in (3, 0, 1, 2)])
+    assert (await api.save_notebook("work.ipynb", moved))[0] == 200
+    assert spy.markers() == set()
+
+    spy.scanned.clear()  # one cell edited to hold a key: that cell is scanned, and refused
+    edited = copy.deepcopy(nb)
+    edited["cells"][2]["source"] += f'token = "{GITHUB_TOKEN}"\n'
+    code, body = await api.save_notebook("work.ipynb", edited)
+    assert code == 422, body
+    assert [f["cell"] for f in body["findings"]] == [2]
+    assert spy.markers() == {2}
+
+    spy.scanned.clear()  # another notebook's path knows nothing of these cells
+    assert (await api.save_notebook("other.ipynb", nb))[0] in (200, 201)
+    assert spy.markers() == {0, 1, 2, 3}
+
+
+async def test_a_value_delivered_after_a_clean_save_is_redacted_from_unchanged_cells(
+    api: Any, guard: Any, jp_root_dir: Path
+) -> None:
+    nb = notebook(code_cell("print(value)", [stream(f"the value: {DELIVERED}\n")]))
+    assert (await api.save_notebook("late.ipynb", nb))[0] in (200, 201)
+    assert DELIVERED in (jp_root_dir / "late.ipynb").read_text()
+
+    guard.set_known_values([DELIVERED])  # a new engine: every cell is scanned again
+    code, body = await api.save_notebook("late.ipynb", nb)
+    assert code == 200, body
+    saved = (jp_root_dir / "late.ipynb").read_text()
+    assert DELIVERED not in saved and "[REDACTED:known-secret]" in saved
+
+
+async def test_a_cell_with_a_finding_is_reported_at_every_save(api: Any, guard: Any) -> None:
+    guard.path_modes = {"scratch/*": "warn"}
+    nb = notebook(*cells(2), code_cell(f'token = "{GITHUB_TOKEN}"', cell_id="key"))
+    await api.call("PUT", "api", "contents", "scratch", body={"type": "directory"})
+    for _ in range(3):
+        code, body = await api.save_notebook("scratch/keys.ipynb", nb)
+        assert code in (200, 201), body
+        assert [f["cell_id"] for f in body["qustody"]["findings"]] == ["key"]
+
+
+async def test_the_size_limit_counts_the_cells_not_scanned_again(api: Any, guard: Any) -> None:
+    nb = notebook(*[code_cell(f"# {i}\n" + "words and more words\n" * 100, cell_id=f"c{i}")
+                    for i in range(4)])
+    assert (await api.save_notebook("big.ipynb", nb))[0] in (200, 201)
+    guard.max_file_size = 4000  # the four cells hold 8,000+ characters
+    code, body = await api.save_notebook("big.ipynb", nb)
+    assert code == 413, body
+    assert "larger than the 4,000 bytes" in body["message"]
+
+
+async def test_a_cell_sharing_a_clean_cells_id_is_still_scanned(api: Any, guard: Any) -> None:
+    clean = code_cell("print('nothing to see here')", cell_id="same")
+    with_key = code_cell(f'token = "{GITHUB_TOKEN}"', cell_id="same")
+    for nb, at in ((notebook(clean, with_key), 1), (notebook(with_key, clean), 0),
+                   (notebook(clean), None), (notebook(with_key), 0)):
+        code, body = await api.save_notebook("dup.ipynb", nb)
+        if at is None:
+            assert code in (200, 201), body
+        else:
+            assert code == 422, body
+            assert [(f["cell"], f["cell_id"]) for f in body["findings"]] == [(at, "same")]
+
+
+def test_the_cache_is_a_validated_setting_and_zero_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ValueError, match="unchanged_cells_cache must be 0"):
+        SaveGuard(unchanged_cells_cache=-1)
+    guard = SaveGuard(unchanged_cells_cache=0)
+    spy = ScanSpy(guard, monkeypatch)
+    model = {"type": "notebook", "content": notebook(*cells(3))}
+    for _ in range(2):
+        guard.check(json.loads(json.dumps(model)), "n.ipynb")
+    assert b"\n".join(spy.scanned).count(b"marker-1") == 4  # source and output, twice
+
+
+def test_the_cache_keeps_at_most_its_size_least_recently_saved_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    guard = SaveGuard()
+    one = len("value_0 = 0 * 12345678  # marker-0\n") + len("printed by marker-0\n")
+    guard._clean = CleanCells(max_chars=5 * one)  # room for five such cells
+    spy = ScanSpy(guard, monkeypatch)
+
+    def save(path: str, n: int) -> set[int]:
+        spy.scanned.clear()
+        guard.check({"type": "notebook", "content": notebook(*cells(n))}, path)
+        return spy.markers()
+
+    assert save("a.ipynb", 2) == {0, 1}
+    assert save("b.ipynb", 3) == {0, 1, 2}
+    assert save("a.ipynb", 2) == set()  # both kept: five cells
+    assert save("c.ipynb", 2) == {0, 1}  # b, the least recently saved, is dropped
+    assert save("b.ipynb", 3) == {0, 1, 2}
+    assert save("big.ipynb", 6) == {0, 1, 2, 3, 4, 5}  # larger than the cache: not kept
+    assert save("big.ipynb", 6) == {0, 1, 2, 3, 4, 5}
+
+
+def test_a_cell_with_a_json_output_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its numbers are not text the cache's bound counts: it is scanned at every save."""
+    guard = SaveGuard()
+    spy = ScanSpy(guard, monkeypatch)
+    figure = {"output_type": "display_data", "metadata": {},
+              "data": {"application/json": {"y": list(range(1000)), "note": "marker-1 here"}}}
+    nb = notebook(*cells(1), code_cell("fig", [figure], cell_id="fig"))
+    for expected in ({0, 1}, {1}):
+        spy.scanned.clear()
+        guard.check({"type": "notebook", "content": json.loads(json.dumps(nb))}, "fig.ipynb")
+        assert spy.markers() == expected
