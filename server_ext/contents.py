@@ -27,13 +27,10 @@ from . import audit_report, metrics
 from .guard import GuardReport, SaveGuard, SaveRefused
 
 _STALE_UPLOAD_SECONDS = 3600
-#: Saves whose request body is at most this are checked on the event loop: such a check
-#: takes a few milliseconds at most (jupyter-server parses and validates the same notebook
-#: on the loop), and a worker thread's round trip would add about 0.4 ms to every save.
-#: Larger saves, and saves of unknown size, are checked in a worker thread.
-INLINE_CHECK_BYTES = 1024 * 1024
-#: Size of the contents API request being served (set by the contents handler).
-request_bytes: ContextVar[int | None] = ContextVar("qustody_request_bytes", default=None)
+#: The model the contents handler parsed from the request being served: a save of that
+#: very object may keep its clean cells (SaveGuard.check's ``remember``), since no other
+#: code holds it; a model built by the manager (a copy, an upload's last chunk) may not.
+request_model: ContextVar[Any] = ContextVar("qustody_request_model", default=None)
 #: How strictly each path mode treats a credential (a rename into a stricter one is checked).
 _STRICTNESS = {"warn": 0, "redact": 1, "block": 2}
 
@@ -189,9 +186,13 @@ class GuardedContents:
         full.update(type="file", format="base64", content=base64.b64encode(whole).decode("ascii"))
         return full, None
 
-    def _check(self, model: dict[str, Any], path: str) -> GuardReport | None:
+    def _check(
+        self, model: dict[str, Any], path: str, remember: bool = False
+    ) -> GuardReport | None:
         guard = self._guard()
-        return metrics.timed_check(model, lambda: guard.check(model, path), SaveRefused)
+        return metrics.timed_check(
+            model, lambda: guard.check(model, path, remember=remember), SaveRefused
+        )
 
     def _rename_plan(self, old: str, new: str) -> list[tuple[str, dict[str, Any], GuardReport]]:
         """Check what a rename moves into a stricter path (``warn`` -> ``redact``/``block``)
@@ -301,11 +302,8 @@ class AsyncGuardedContents(GuardedContents):
             model, early = self._prepare(model, path)
             if early is not None:
                 return early
-            size = request_bytes.get()
-            if size is not None and size <= INLINE_CHECK_BYTES:
-                report = self._check(model, path)
-            else:
-                report = await asyncio.to_thread(self._check, model, path)
+            own = model is request_model.get()
+            report = await asyncio.to_thread(self._check, model, path, own)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
@@ -337,7 +335,7 @@ class SyncGuardedContents(GuardedContents):
             model, early = self._prepare(model, path)
             if early is not None:
                 return early
-            report = self._check(model, path)
+            report = self._check(model, path, model is request_model.get())
         except Exception as e:
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]

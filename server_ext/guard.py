@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, List, Unicode, validate
+from traitlets import Bool, Dict, Float, Int, List, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from .scanner import rules
@@ -143,11 +143,12 @@ class SaveGuard(LoggingConfigurable):
     unchanged_cells_cache = Int(
         32 * 1024 * 1024,
         config=True,
-        help="""Characters of cell text the guard keeps from cells a save found clean, over
-        all notebooks, so that the next save of the same notebook (an autosave) does not
-        scan its unchanged cells again. A kept cell is compared whole with the saved one;
-        cells with any finding or a JSON output are never kept; new known values forget
-        them all. 0 turns it off.""",
+        help="""Characters the guard keeps from cells a save found clean (their text, and
+        1,024 per cell for its objects), over all notebooks, so that the next save of the
+        same notebook (an autosave) does not scan its unchanged cells again. A kept cell is
+        compared whole with the saved one; cells with a finding, a JSON output, large
+        metadata or keys nbformat does not define are never kept; new known values
+        forget them all. 0 turns it off. See docs/guard.md.""",
     )
     fingerprint_key = Unicode(
         "",
@@ -194,6 +195,12 @@ class SaveGuard(LoggingConfigurable):
             raise ValueError(f"SaveGuard.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
 
+    @observe("unchanged_cells_cache", "max_nesting_depth")
+    def _cache_settings_changed(self, change: Any) -> None:
+        # cells kept under the old settings were not checked against the new ones
+        if hasattr(self, "_clean"):
+            self._clean = CleanCells(self.unchanged_cells_cache)
+
     @validate("unchanged_cells_cache")
     def _not_negative(self, proposal: Any) -> int:
         if proposal["value"] < 0:
@@ -227,6 +234,7 @@ class SaveGuard(LoggingConfigurable):
         known = self._known | frozenset(str(v) for v in values)
         if known != self._known:
             self._known = known
+            self._clean.forget()  # found clean without these values
             # swapped whole: scans in flight keep theirs, later ones wait for this one
             self._engine = self._compile(*self._engine_inputs())
 
@@ -265,24 +273,33 @@ class SaveGuard(LoggingConfigurable):
 
     # -- checking -------------------------------------------------------------------
 
-    def check(self, model: dict[str, Any], path: str) -> GuardReport | None:
+    def check(
+        self, model: dict[str, Any], path: str, remember: bool = False
+    ) -> GuardReport | None:
         """Check (and maybe redact, in place) a contents-API model about to be saved.
 
         Returns None when there was nothing to check; raises SaveRefused to stop the save.
+        With ``remember``, a notebook's cells found clean are kept (``unchanged_cells_cache``)
+        and the next remembered check of ``path`` skips them while they are unchanged: the
+        caller promises that nothing changes ``model`` in place after the check but the
+        guard's own redaction (the contents manager's save of a freshly parsed request).
         """
         if not self.enabled or model.get("content") is None:
             return None
         mode = self.mode_for(path)
         kind = model.get("type")
         if kind == "notebook":
-            return self._check_notebook(model, path, mode)
+            return self._check_notebook(model, path, mode, remember)
         if kind == "file":
             return self._check_file(model, path, mode)
         return None
 
-    def _check_notebook(self, model: dict[str, Any], path: str, mode: str) -> GuardReport:
+    def _check_notebook(
+        self, model: dict[str, Any], path: str, mode: str, remember: bool = False
+    ) -> GuardReport:
         engine = self.engine
-        recheck = self._clean.recheck(engine, path) if self._clean.max_chars else None
+        clean = self._clean
+        recheck = clean.recheck(engine, path) if remember and clean.max_chars else None
         try:
             scan = scan_notebook(engine, model["content"], self.max_nesting_depth, recheck)
         except NotebookError as e:
@@ -291,7 +308,7 @@ class SaveGuard(LoggingConfigurable):
             ) from None
         self._check_size(scan.size() + (recheck.skipped_chars if recheck else 0), path)
         if recheck is not None:
-            self._clean.remember(engine, path, model["content"], scan, recheck)
+            clean.remember(engine, path, model["content"], scan, recheck)
         report = GuardReport(mode)
         blocking: list[Located] = []
         for segment, found in zip(scan.segments, scan.findings, strict=True):

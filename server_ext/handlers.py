@@ -12,7 +12,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from .contents import GuardRefusal, request_bytes
+from .contents import GuardRefusal, request_model
 from .guard import SaveGuard, SaveRefused
 from .scanner import rules
 
@@ -135,9 +135,9 @@ def harden_contents_handler(web_app: web.Application) -> int:
 
     class QustodyContentsHandler(ContentsHandler):
         def get_json_body(self) -> Any:
-            body = self.request.body
-            request_bytes.set(len(body or b""))  # the guard checks a small save inline
-            return parse_json_body(body)
+            model = parse_json_body(self.request.body)
+            request_model.set(model)  # a save of this very object may keep its clean cells
+            return model
 
         def write_error(self, status_code: int, **kwargs: Any) -> None:
             # A refused save answers {message, reason, findings}: the findings say where each

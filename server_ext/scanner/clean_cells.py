@@ -13,13 +13,18 @@ clean is clean, and it is not walked or scanned again.
   scanned at every save.
 - **Per engine.** New known values (a secret delivered to the server) build a new
   engine, and the cells found clean by the old one are forgotten.
-- **Bounded.** At most ``max_chars`` characters of cell text are kept, over all paths,
-  least recently saved path dropped first. A cell with a JSON output (a plotly figure's
-  data, ``application/json``) is not kept: its numbers are not text the bound counts.
+- **Bounded.** At most ``max_chars`` characters are kept, over at most 256 paths, the
+  least recently saved path dropped first. A kept cell counts its text and 1,024 for its
+  objects; a cell that may hold much that is not text (a JSON output such as a plotly
+  figure's data, metadata over 4 KiB, a key nbformat does not define) is not kept.
+- **Only what the caller alone holds.** The kept cells are the caller's objects, not
+  copies: ``SaveGuard.check`` remembers only when asked to, for a freshly parsed request
+  that nothing else changes.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -33,13 +38,42 @@ def _key(index: int, cell: dict[str, Any]) -> object:
     return cell_id if isinstance(cell_id, str) else index
 
 
-def _text_only(cell: dict[str, Any]) -> bool:
-    """Whether each output's mime bundle holds text (or lines of text) only."""
+#: What a kept cell counts besides its text: its dicts, lists and short strings.
+CELL_OVERHEAD = 1024
+MAX_PATHS = 256
+_SMALL_JSON = 4096
+_CELL_KEYS = frozenset(
+    {"cell_type", "id", "metadata", "source", "outputs", "execution_count", "attachments"}
+)
+_OUTPUT_KEYS = frozenset(
+    {"output_type", "name", "text", "data", "metadata", "execution_count", "ename", "evalue",
+     "traceback"}
+)
+
+
+def _small(value: Any) -> bool:
+    try:
+        return len(json.dumps(value)) <= _SMALL_JSON
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _mostly_text(cell: dict[str, Any]) -> bool:
+    """Whether what the cell holds besides the text the walk counts is small: JSON outputs
+    (numbers), large metadata and keys nbformat does not define are not counted."""
+    if not _CELL_KEYS.issuperset(cell) or not _small(cell.get("metadata")):
+        return False
     outputs = cell.get("outputs")
     if not isinstance(outputs, list):
-        return True
+        return outputs is None
     for output in outputs:
-        data = output.get("data") if isinstance(output, dict) else None
+        if not (
+            isinstance(output, dict)
+            and _OUTPUT_KEYS.issuperset(output)
+            and _small(output.get("metadata"))
+        ):
+            return False
+        data = output.get("data")
         if isinstance(data, dict):
             for value in data.values():
                 if isinstance(value, dict) or (
@@ -76,7 +110,7 @@ class _Entry:
     def __init__(self, engine: object, cells: dict[object, tuple[dict[str, Any], int]]) -> None:
         self.engine = engine
         self.cells = cells
-        self.chars = sum(chars for _cell, chars in cells.values())
+        self.chars = sum(CELL_OVERHEAD + chars for _cell, chars in cells.values())
 
 
 class CleanCells:
@@ -113,7 +147,7 @@ class CleanCells:
             key = _key(index, cell)
             if key in recheck.skipped:
                 cells[key] = recheck.skipped[key]
-            elif index not in dirty and key not in cells and _text_only(cell):
+            elif index not in dirty and key not in cells and _mostly_text(cell):
                 cells[key] = (cell, chars.get(index, 0))
         entry = _Entry(engine, cells)
         with self._lock:
@@ -124,7 +158,7 @@ class CleanCells:
                 return
             self._paths[path] = entry
             self._chars += entry.chars
-            while self._chars > self.max_chars:
+            while self._chars > self.max_chars or len(self._paths) > MAX_PATHS:
                 _path, dropped = self._paths.popitem(last=False)
                 self._chars -= dropped.chars
 

@@ -119,8 +119,8 @@ class _Database:
         ]
         self._db = compiled.database(self.expressions, self.flags)
 
-    def hits(self, buf: bytes) -> list[tuple[int, int]]:
-        """(detector index, anchor start) for every anchor in ``buf``."""
+    def hits(self, buf: bytes) -> list[tuple[int, int, int]]:
+        """(detector index, anchor start, anchor end) for every anchor in ``buf``."""
         if self._db is None or not buf:
             return []
         scratch = getattr(self._local, "scratch", None)
@@ -131,12 +131,12 @@ class _Database:
         self._db.scan(
             buf, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch
         )
-        out: list[tuple[int, int]] = []
+        out: list[tuple[int, int, int]] = []
         for i, start, end in found:
             start_of = self._starts[i]
             if start_of is not None:
                 start = start_of(buf, end)
-            out.extend((member, start) for member in self._groups[i])
+            out.extend((member, start, end) for member in self._groups[i])
         return out
 
 
@@ -221,11 +221,12 @@ class Engine:
         hits = db.hits(buf)
         if not hits:
             return
+        hits += _hidden_hits(db, parts, starts, hits)
         hits.sort(key=lambda h: (h[1], h[0]))
         consumed = [-1] * len(db.detectors)  # per detector: end of its last confirmed match
         per_segment: dict[int, list[Finding]] = {}
         lines = _LineCounter(buf)
-        for idx, start in hits:
+        for idx, start, _end in hits:
             if start < consumed[idx]:
                 continue
             seg = bisect.bisect_right(starts, start) - 1
@@ -293,6 +294,31 @@ class Engine:
         if det.validate is not None and not det.validate(candidate):
             return False
         return filtered_by(candidate) is None
+
+
+def _hidden_hits(
+    db: _Database, parts: Sequence[bytes], starts: list[int], hits: list[tuple[int, int, int]]
+) -> list[tuple[int, int, int]]:
+    """Anchors that a match across a separator hid, found by scanning alone each part
+    such a match ends in or crosses.
+
+    hyperscan reports the leftmost start of each match end: an anchor that may span
+    whitespace (``password\n: token = '...'``) starts in the part before and hides the
+    match of the same end that starts in the part itself, and the hidden one is what a
+    part scanned alone yields. Each part's findings must not depend on its neighbours:
+    the guard does not scan a notebook cell again while it is unchanged."""
+    spanned: set[int] = set()
+    for _idx, start, end in hits:
+        first = bisect.bisect_right(starts, start) - 1
+        if start == starts[first] + len(parts[first]):
+            first += 1  # it starts on the separator: its part's own (see _scan_joined)
+        last = bisect.bisect_right(starts, end - 1) - 1
+        spanned.update(range(first + 1, last + 1))
+    return [
+        (idx, start + starts[part], end + starts[part])
+        for part in sorted(spanned)
+        for idx, start, end in db.hits(parts[part])
+    ]
 
 
 #: Segments shorter than this are not compared with earlier ones (see ``Engine.scan``).

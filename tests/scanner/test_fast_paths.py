@@ -15,8 +15,9 @@ import random
 import pytest
 
 from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner import rules
 from server_ext.scanner.documents import _entity_decoded
-from server_ext.scanner.engine import Engine, SegmentKind
+from server_ext.scanner.engine import AllowList, Engine, SegmentKind
 from server_ext.scanner.notebook import walk
 
 GUARD = SaveGuard()
@@ -193,3 +194,20 @@ def test_repeated_segments_get_their_own_findings_and_near_twins_are_not_taken_f
     assert [len(f) for f in found] == [1, 0, 1, 1, 1]
     assert found[0] == found[2] and found[0] is not found[2]
     assert found[3][0].fingerprint != found[0][0].fingerprint
+
+
+@pytest.mark.parametrize("word", ["password", "token", "secret", "api key", "credential",
+                                  "Authorization:", "key ="])
+def test_a_segments_findings_do_not_depend_on_the_segment_before(word: str) -> None:
+    """hyperscan reports the leftmost start of each match end: an anchor that may span
+    whitespace and starts in the segment before (ending in a keyword) once hid the
+    segment's own match. The guard skips unchanged cells, so a segment's findings must
+    be the same whatever precedes it."""
+    engine = Engine(rules.catalogue(), AllowList())
+    tails = [b": api_token = 'Zq8vN3kLp2Xw9Rt5mYb7'", b"  secret = \"q8NvZ3kLp2Xw9Rt5mYb7Aa\"",
+             b"'Zq8vN3kLp2Xw9Rt5mYb7'", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"]
+    for tail in tails:
+        alone = [(f.detector, f.start, f.end) for f in engine.scan([tail])[0]]
+        after = [(f.detector, f.start, f.end)
+                 for f in engine.scan([f"# ask for the {word}".encode(), tail])[1]]
+        assert after == alone, tail

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qtest import GITHUB_TOKEN, code_cell, notebook, stream
+from qtest import GITHUB_TOKEN, code_cell, markdown_cell, notebook, stream
 
-from server_ext.guard import SaveGuard
-from server_ext.scanner.clean_cells import CleanCells
+from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner.clean_cells import CELL_OVERHEAD, MAX_PATHS, CleanCells
 
 DELIVERED = "delivered-after-the-first-save 42"
 
@@ -140,7 +140,7 @@ def test_the_cache_is_a_validated_setting_and_zero_turns_it_off(
     spy = ScanSpy(guard, monkeypatch)
     model = {"type": "notebook", "content": notebook(*cells(3))}
     for _ in range(2):
-        guard.check(json.loads(json.dumps(model)), "n.ipynb")
+        guard.check(json.loads(json.dumps(model)), "n.ipynb", remember=True)
     assert b"\n".join(spy.scanned).count(b"marker-1") == 4  # source and output, twice
 
 
@@ -149,12 +149,12 @@ def test_the_cache_keeps_at_most_its_size_least_recently_saved_first(
 ) -> None:
     guard = SaveGuard()
     one = len("value_0 = 0 * 12345678  # marker-0\n") + len("printed by marker-0\n")
-    guard._clean = CleanCells(max_chars=5 * one)  # room for five such cells
+    guard._clean = CleanCells(max_chars=5 * (one + CELL_OVERHEAD))  # room for five cells
     spy = ScanSpy(guard, monkeypatch)
 
     def save(path: str, n: int) -> set[int]:
         spy.scanned.clear()
-        guard.check({"type": "notebook", "content": notebook(*cells(n))}, path)
+        guard.check({"type": "notebook", "content": notebook(*cells(n))}, path, remember=True)
         return spy.markers()
 
     assert save("a.ipynb", 2) == {0, 1}
@@ -166,14 +166,88 @@ def test_the_cache_keeps_at_most_its_size_least_recently_saved_first(
     assert save("big.ipynb", 6) == {0, 1, 2, 3, 4, 5}
 
 
-def test_a_cell_with_a_json_output_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its numbers are not text the cache's bound counts: it is scanned at every save."""
+def test_a_cell_holding_much_that_is_not_text_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Numbers, large metadata and keys nbformat does not define are not text the cache's
+    bound counts: such a cell is scanned at every save."""
     guard = SaveGuard()
     spy = ScanSpy(guard, monkeypatch)
     figure = {"output_type": "display_data", "metadata": {},
               "data": {"application/json": {"y": list(range(1000)), "note": "marker-1 here"}}}
-    nb = notebook(*cells(1), code_cell("fig", [figure], cell_id="fig"))
-    for expected in ({0, 1}, {1}):
+    tagged = dict(code_cell("# marker-2 with big metadata"), id="meta",
+                  metadata={"numbers": list(range(2000))})
+    extra = dict(code_cell("# marker-3 with a key of its own"), id="extra", mine=[1] * 100)
+    nb = notebook(*cells(1), code_cell("fig", [figure], cell_id="fig"), tagged, extra)
+    for expected in ({0, 1, 2, 3}, {1, 2, 3}):
         spy.scanned.clear()
-        guard.check({"type": "notebook", "content": json.loads(json.dumps(nb))}, "fig.ipynb")
+        model = {"type": "notebook", "content": json.loads(json.dumps(nb))}
+        guard.check(model, "fig.ipynb", remember=True)
         assert spy.markers() == expected
+
+
+def test_the_cache_keeps_at_most_its_number_of_paths() -> None:
+    guard = SaveGuard()
+    empty = notebook(markdown_cell("", cell_id="e"))
+    for i in range(MAX_PATHS + 5):
+        guard.check({"type": "notebook", "content": copy.deepcopy(empty)}, f"{i}.ipynb",
+                    remember=True)
+    assert len(guard._clean._paths) == MAX_PATHS
+    # each kept cell counts its objects and its text ("markdown", its cell_type)
+    assert guard._clean._chars == MAX_PATHS * (CELL_OVERHEAD + len("markdown"))
+
+
+def test_only_a_check_asked_to_remember_keeps_cells_and_settings_changes_forget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An in-process caller may change its model after a check: it is not remembered
+    unless asked. A lower nesting limit or a cache turned off applies to every cell."""
+    guard = SaveGuard()
+    spy = ScanSpy(guard, monkeypatch)
+    model = {"type": "notebook", "content": notebook(*cells(2))}
+    guard.check(model, "m.ipynb")
+    model["content"]["cells"][0]["source"] += f'token = "{GITHUB_TOKEN}"\n'
+    with pytest.raises(SaveRefused):
+        guard.check(model, "m.ipynb")
+
+    deep = notebook(code_cell("x", [{"output_type": "display_data", "metadata": {},
+                                     "data": {"text/plain": "marker-4 deep enough"}}],
+                              cell_id="deep"))
+    guard.check({"type": "notebook", "content": copy.deepcopy(deep)}, "d.ipynb", remember=True)
+    guard.max_nesting_depth = 3
+    with pytest.raises(SaveRefused, match="deeper than 3 levels"):
+        guard.check({"type": "notebook", "content": copy.deepcopy(deep)}, "d.ipynb",
+                    remember=True)
+
+    guard.max_nesting_depth = 64
+    for _ in range(2):
+        guard.check({"type": "notebook", "content": copy.deepcopy(deep)}, "d.ipynb",
+                    remember=True)
+    guard.unchanged_cells_cache = 0
+    spy.scanned.clear()
+    guard.check({"type": "notebook", "content": copy.deepcopy(deep)}, "d.ipynb", remember=True)
+    assert b"marker-4" in b"\n".join(spy.scanned)
+
+
+async def test_a_copy_is_scanned_whole(api: Any, guard: Any, monkeypatch: pytest.MonkeyPatch
+                                       ) -> None:
+    """A copy's model is built by the manager, not parsed from the request: not kept."""
+    assert (await api.save_notebook("src.ipynb", notebook(*cells(2))))[0] in (200, 201)
+    spy = ScanSpy(guard, monkeypatch)
+    for _ in range(2):
+        code, body = await api.call("POST", "api", "contents", "", body={"copy_from": "src.ipynb"})
+        assert code == 201, body
+        assert spy.markers() == {0, 1}
+        spy.scanned.clear()
+
+
+def test_a_match_across_two_cells_does_not_hide_one_in_the_second() -> None:
+    """hyperscan reports the leftmost start of a match end: a keyword ending one cell
+    once hid the assignment starting the next. Each cell's findings are its own."""
+    guard = SaveGuard()
+    assignment = code_cell(": api_token = 'Zq8vN3kLp2Xw9Rt5mYb7'", cell_id="c")
+    for before in ("# ask for the password", "# ask for it"):
+        nb = notebook(code_cell(before, cell_id="p"), copy.deepcopy(assignment))
+        with pytest.raises(SaveRefused) as refused:
+            guard.check({"type": "notebook", "content": nb}, "n.ipynb", remember=True)
+        assert [loc.cell_id for loc in refused.value.findings] == ["c"]
