@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import hyperscan
+
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
 from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
@@ -208,19 +210,20 @@ def _scan_notebook(
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
     found = engine.scan(data, kinds)
+    places = _Places()
     for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}
         for f in found[extra]:
             for form in _written_forms(f.secret):
                 wanted.setdefault(form, f)
-        placed = _occurrences(data[i], wanted)
+        placed = _occurrences(data[i], wanted, places)
         seen = {p.fingerprint for p in placed}
         for f in found[extra]:
             if f.fingerprint not in seen:  # written with character references
                 placed += _referenced_occurrences(data[i], f)
         found[i] = _merge(found[i], placed)
     found = found[: len(segments)]
-    _across_outputs(segments, data, found)
+    _across_outputs(segments, data, found, places)
     return NotebookScan(segments, found)
 
 
@@ -357,7 +360,9 @@ def _decoded_whole(markup: bytes, ampersands: int) -> bytes:
     return decoded if decoded != markup else b""
 
 
-def _across_outputs(segments: list[Segment], data: list[bytes], found: list[list[Finding]]) -> None:
+def _across_outputs(
+    segments: list[Segment], data: list[bytes], found: list[list[Finding]], places: _Places
+) -> None:
     """A value found in one output of a cell is redacted in all of them.
 
     An execute_result carries the same value as text/plain, text/html and JSON, and a
@@ -383,7 +388,7 @@ def _across_outputs(segments: list[Segment], data: list[bytes], found: list[list
                     wanted.setdefault(form, f)
         if wanted:
             for i in outputs:
-                found[i] = _merge(found[i], _occurrences(data[i], wanted))
+                found[i] = _merge(found[i], _occurrences(data[i], wanted, places))
 
 
 def _written_forms(secret: bytes) -> set[bytes]:
@@ -402,19 +407,14 @@ def _written_forms(secret: bytes) -> set[bytes]:
     return {f for f in encoded if len(f) >= MIN_FINDING_LENGTH}
 
 
-def _occurrences(text: bytes, wanted: dict[bytes, Finding]) -> list[Finding]:
+def _occurrences(text: bytes, wanted: dict[bytes, Finding], places: _Places) -> list[Finding]:
     """Every place each byte string of ``wanted`` occurs in ``text``, as a finding like the
     one it maps to, by start.
 
     Each value is searched for once (a value repeated in many rows is one key), and line
     numbers come from one running count: work grows with the text, not with its square.
     """
-    spans: list[tuple[int, int, Finding]] = []
-    for form, f in wanted.items():
-        start = text.find(form)
-        while start >= 0:
-            spans.append((start, start + len(form), f))
-            start = text.find(form, start + len(form))
+    spans = [(start, end, wanted[form]) for start, end, form in places.of(text, list(wanted))]
     spans.sort(key=lambda s: s[0])
     out: list[Finding] = []
     line, counted = 1, 0
@@ -423,6 +423,56 @@ def _occurrences(text: bytes, wanted: dict[bytes, Finding]) -> list[Finding]:
         counted = start
         out.append(Finding(f.detector, start, end, line, f.fingerprint, text[start:end], f.masked))
     return out
+
+
+#: Up to this many byte strings are looked for one ``bytes.find`` pass each; more (a table
+#: with a credential in every row) in one hyperscan pass over the text, since a pass each
+#: would grow with the rows times the text.
+_FIND_EACH = 16
+
+
+class _Places:
+    """Finds where byte strings occur; one per notebook scan, so that the same set of
+    values (a cell's findings, looked for in each of its outputs) is compiled once."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[frozenset[bytes], tuple[hyperscan.Database, list[bytes]]] = {}
+
+    def of(self, text: bytes, forms: list[bytes]) -> list[tuple[int, int, bytes]]:
+        """(start, end, form) of every occurrence of each form in ``text``; the
+        occurrences of one form do not overlap (leftmost first, as ``bytes.find`` gives)."""
+        found: list[tuple[int, int, bytes]] = []
+        if len(forms) <= _FIND_EACH:
+            for form in forms:
+                start = text.find(form)
+                while start >= 0:
+                    found.append((start, start + len(form), form))
+                    start = text.find(form, start + len(form))
+            return found
+        db, ordered = self._database(forms)
+        add = found.append
+        db.scan(text, match_event_handler=lambda i, _s, end, _f, _c: add(
+            (end - len(ordered[i]), end, ordered[i])))
+        found.sort()
+        reached: dict[bytes, int] = {}
+        kept = []
+        for start, end, form in found:
+            if start >= reached.get(form, 0):
+                kept.append((start, end, form))
+                reached[form] = end
+        rank = {form: k for k, form in enumerate(forms)}  # ties in the order find gives
+        kept.sort(key=lambda place: (place[0], rank[place[2]]))
+        return kept
+
+    def _database(self, forms: list[bytes]) -> tuple[hyperscan.Database, list[bytes]]:
+        key = frozenset(forms)
+        if key not in self._compiled:
+            ordered = sorted(key)
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=ordered, ids=list(range(len(ordered))),
+                       elements=len(ordered), flags=0, literal=True)
+            self._compiled[key] = (db, ordered)
+        return self._compiled[key]
 
 
 #: Longer values (a key file) are not looked for in referenced form: the pattern grows
