@@ -29,8 +29,19 @@ from .guard import GuardReport, SaveGuard, SaveRefused
 _STALE_UPLOAD_SECONDS = 3600
 #: The model the contents handler parsed from the request being served: a save of that
 #: very object may keep its clean cells (SaveGuard.check's ``remember``), since no other
-#: code holds it; a model built by the manager (a copy, an upload's last chunk) may not.
+#: code holds it (unless pre-save hooks run); a model built by the manager (a copy, an
+#: upload's last chunk) may not.
 request_model: ContextVar[Any] = ContextVar("qustody_request_model", default=None)
+
+
+def hooks_may_change(manager: Any) -> bool:
+    """Whether jupyter-server runs pre-save hooks on this manager's saves: they run after
+    the guard's check, on the same model, and may change it in place, so its clean cells
+    are not kept. Reads jupyter-server's private ``_pre_save_hooks`` (what the public
+    ``register_pre_save_hook`` fills); missing, hooks are assumed.
+    tests/server/test_unchanged_cells.py fails if upstream stops using it."""
+    hooks = getattr(manager, "_pre_save_hooks", None)
+    return getattr(manager, "pre_save_hook", None) is not None or hooks is None or bool(hooks)
 #: How strictly each path mode treats a credential (a rename into a stricter one is checked).
 _STRICTNESS = {"warn": 0, "redact": 1, "block": 2}
 
@@ -302,7 +313,7 @@ class AsyncGuardedContents(GuardedContents):
             model, early = self._prepare(model, path)
             if early is not None:
                 return early
-            own = model is request_model.get()
+            own = model is request_model.get() and not hooks_may_change(self)
             report = await asyncio.to_thread(self._check, model, path, own)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
@@ -335,7 +346,8 @@ class SyncGuardedContents(GuardedContents):
             model, early = self._prepare(model, path)
             if early is not None:
                 return early
-            report = self._check(model, path, model is request_model.get())
+            own = model is request_model.get() and not hooks_may_change(self)
+            report = self._check(model, path, own)
         except Exception as e:
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]

@@ -143,11 +143,12 @@ class SaveGuard(LoggingConfigurable):
     unchanged_cells_cache = Int(
         32 * 1024 * 1024,
         config=True,
-        help="""Characters the guard keeps from cells a save found clean (their text, and
-        1,024 per cell for its objects), over all notebooks, so that the next save of the
-        same notebook (an autosave) does not scan its unchanged cells again. A kept cell is
-        compared whole with the saved one; cells with a finding, a JSON output, large
-        metadata or keys nbformat does not define are never kept; new known values
+        help="""Characters the guard keeps from cells a save found clean (their text,
+        1,024 per cell and 256 per output for their objects), over all notebooks, so
+        that the next save of the same notebook (an autosave) does not scan its unchanged
+        cells again. A kept cell is compared whole with the saved one; cells with a
+        finding, a JSON output, large metadata or keys nbformat does not define are never
+        kept, nor any cell while pre-save hooks are registered; new known values
         forget them all. 0 turns it off. See docs/guard.md.""",
     )
     fingerprint_key = Unicode(

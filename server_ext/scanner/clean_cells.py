@@ -14,9 +14,10 @@ clean is clean, and it is not walked or scanned again.
 - **Per engine.** New known values (a secret delivered to the server) build a new
   engine, and the cells found clean by the old one are forgotten.
 - **Bounded.** At most ``max_chars`` characters are kept, over at most 256 paths, the
-  least recently saved path dropped first. A kept cell counts its text and 1,024 for its
-  objects; a cell that may hold much that is not text (a JSON output such as a plotly
-  figure's data, metadata over 4 KiB, a key nbformat does not define) is not kept.
+  least recently saved path dropped first. A kept cell counts its text, 1,024 for its
+  objects and 256 per output; a cell that may hold much that is not text (a JSON output
+  such as a plotly figure's data, metadata over 4 KiB, a key nbformat does not define)
+  is not kept.
 - **Only what the caller alone holds.** The kept cells are the caller's objects, not
   copies: ``SaveGuard.check`` remembers only when asked to, for a freshly parsed request
   that nothing else changes.
@@ -38,8 +39,10 @@ def _key(index: int, cell: dict[str, Any]) -> object:
     return cell_id if isinstance(cell_id, str) else index
 
 
-#: What a kept cell counts besides its text: its dicts, lists and short strings.
+#: What a kept cell counts besides its text: its dicts, lists and short strings, and as
+#: much again for each of its outputs.
 CELL_OVERHEAD = 1024
+OUTPUT_OVERHEAD = 256
 MAX_PATHS = 256
 _SMALL_JSON = 4096
 _CELL_KEYS = frozenset(
@@ -83,6 +86,11 @@ def _mostly_text(cell: dict[str, Any]) -> bool:
     return True
 
 
+def _cost(cell: dict[str, Any], chars: int) -> int:
+    outputs = cell.get("outputs")
+    return CELL_OVERHEAD + chars + OUTPUT_OVERHEAD * (len(outputs) if outputs else 0)
+
+
 class Recheck:
     """One save's view of what the last save of its path found clean; the skip
     callable ``scan_notebook`` takes."""
@@ -110,7 +118,7 @@ class _Entry:
     def __init__(self, engine: object, cells: dict[object, tuple[dict[str, Any], int]]) -> None:
         self.engine = engine
         self.cells = cells
-        self.chars = sum(CELL_OVERHEAD + chars for _cell, chars in cells.values())
+        self.chars = sum(_cost(cell, chars) for cell, chars in cells.values())
 
 
 class CleanCells:

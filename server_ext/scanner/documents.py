@@ -425,10 +425,10 @@ def _occurrences(text: bytes, wanted: dict[bytes, Finding], places: _Places) -> 
     return out
 
 
-#: Up to this many byte strings are looked for one ``bytes.find`` pass each; more (a table
-#: with a credential in every row) in one hyperscan pass over the text, since a pass each
-#: would grow with the rows times the text.
-_FIND_EACH = 16
+#: Byte strings are looked for with one ``bytes.find`` pass each while that reads at most
+#: this much in all; beyond (a table with a credential in every row: the passes grow with
+#: the rows times the text), in one hyperscan literal pass over the text.
+_FIND_WORK = 32 * 1024 * 1024
 
 
 class _Places:
@@ -439,17 +439,29 @@ class _Places:
         self._compiled: dict[frozenset[bytes], tuple[hyperscan.Database, list[bytes]]] = {}
 
     def of(self, text: bytes, forms: list[bytes]) -> list[tuple[int, int, bytes]]:
-        """(start, end, form) of every occurrence of each form in ``text``; the
-        occurrences of one form do not overlap (leftmost first, as ``bytes.find`` gives)."""
+        """(start, end, form) of every occurrence of each form in ``text``, by start (ties
+        in the order of ``forms``); the occurrences of one form do not overlap (leftmost
+        first, as ``bytes.find`` gives them)."""
+        # hyperscan's literal API reads a form up to its first NUL: those are found here
+        each = [f for f in forms if b"\x00" in f]
+        many = [f for f in forms if b"\x00" not in f]
+        if len(forms) * len(text) <= _FIND_WORK:
+            each, many = forms, []
         found: list[tuple[int, int, bytes]] = []
-        if len(forms) <= _FIND_EACH:
-            for form in forms:
-                start = text.find(form)
-                while start >= 0:
-                    found.append((start, start + len(form), form))
-                    start = text.find(form, start + len(form))
-            return found
+        for form in each:
+            start = text.find(form)
+            while start >= 0:
+                found.append((start, start + len(form), form))
+                start = text.find(form, start + len(form))
+        if many:
+            found += self._scanned(text, many)
+        rank = {form: k for k, form in enumerate(forms)}
+        found.sort(key=lambda place: (place[0], rank[place[2]]))
+        return found
+
+    def _scanned(self, text: bytes, forms: list[bytes]) -> list[tuple[int, int, bytes]]:
         db, ordered = self._database(forms)
+        found: list[tuple[int, int, bytes]] = []
         add = found.append
         db.scan(text, match_event_handler=lambda i, _s, end, _f, _c: add(
             (end - len(ordered[i]), end, ordered[i])))
@@ -460,8 +472,6 @@ class _Places:
             if start >= reached.get(form, 0):
                 kept.append((start, end, form))
                 reached[form] = end
-        rank = {form: k for k, form in enumerate(forms)}  # ties in the order find gives
-        kept.sort(key=lambda place: (place[0], rank[place[2]]))
         return kept
 
     def _database(self, forms: list[bytes]) -> tuple[hyperscan.Database, list[bytes]]:

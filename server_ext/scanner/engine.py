@@ -299,25 +299,27 @@ class Engine:
 def _hidden_hits(
     db: _Database, parts: Sequence[bytes], starts: list[int], hits: list[tuple[int, int, int]]
 ) -> list[tuple[int, int, int]]:
-    """Anchors that a match across a separator hid, found by scanning alone each part
-    such a match ends in or crosses.
+    """Anchors that a match across a separator hid: those of the part it ends in, scanned
+    alone, that end where it ends.
 
     hyperscan reports the leftmost start of each match end: an anchor that may span
     whitespace (``password\n: token = '...'``) starts in the part before and hides the
-    match of the same end that starts in the part itself, and the hidden one is what a
+    match of the same end that starts in the part itself, and the hidden one is what the
     part scanned alone yields. Each part's findings must not depend on its neighbours:
     the guard does not scan a notebook cell again while it is unchanged."""
-    spanned: set[int] = set()
-    for _idx, start, end in hits:
+    crossing: dict[int, set[tuple[int, int]]] = {}  # part -> (detector, end) of such matches
+    for idx, start, end in hits:
         first = bisect.bisect_right(starts, start) - 1
         if start == starts[first] + len(parts[first]):
             first += 1  # it starts on the separator: its part's own (see _scan_joined)
         last = bisect.bisect_right(starts, end - 1) - 1
-        spanned.update(range(first + 1, last + 1))
+        if last > first:
+            crossing.setdefault(last, set()).add((idx, end))
     return [
         (idx, start + starts[part], end + starts[part])
-        for part in sorted(spanned)
+        for part, ends in sorted(crossing.items())
         for idx, start, end in db.hits(parts[part])
+        if (idx, end + starts[part]) in ends
     ]
 
 

@@ -15,7 +15,12 @@ import pytest
 from qtest import GITHUB_TOKEN, code_cell, markdown_cell, notebook, stream
 
 from server_ext.guard import SaveGuard, SaveRefused
-from server_ext.scanner.clean_cells import CELL_OVERHEAD, MAX_PATHS, CleanCells
+from server_ext.scanner.clean_cells import (
+    CELL_OVERHEAD,
+    MAX_PATHS,
+    OUTPUT_OVERHEAD,
+    CleanCells,
+)
 
 DELIVERED = "delivered-after-the-first-save 42"
 
@@ -149,7 +154,7 @@ def test_the_cache_keeps_at_most_its_size_least_recently_saved_first(
 ) -> None:
     guard = SaveGuard()
     one = len("value_0 = 0 * 12345678  # marker-0\n") + len("printed by marker-0\n")
-    guard._clean = CleanCells(max_chars=5 * (one + CELL_OVERHEAD))  # room for five cells
+    guard._clean = CleanCells(max_chars=5 * (one + CELL_OVERHEAD + OUTPUT_OVERHEAD))  # 5 cells
     spy = ScanSpy(guard, monkeypatch)
 
     def save(path: str, n: int) -> set[int]:
@@ -221,24 +226,45 @@ def test_only_a_check_asked_to_remember_keeps_cells_and_settings_changes_forget(
 
     guard.max_nesting_depth = 64
     for _ in range(2):
+        spy.scanned.clear()
         guard.check({"type": "notebook", "content": copy.deepcopy(deep)}, "d.ipynb",
                     remember=True)
+    assert b"marker-4" not in b"\n".join(spy.scanned)  # kept, until the cache is off
     guard.unchanged_cells_cache = 0
     spy.scanned.clear()
     guard.check({"type": "notebook", "content": copy.deepcopy(deep)}, "d.ipynb", remember=True)
     assert b"marker-4" in b"\n".join(spy.scanned)
 
 
-async def test_a_copy_is_scanned_whole(api: Any, guard: Any, monkeypatch: pytest.MonkeyPatch
-                                       ) -> None:
+async def test_a_copy_is_not_kept(api: Any, guard: Any) -> None:
     """A copy's model is built by the manager, not parsed from the request: not kept."""
     assert (await api.save_notebook("src.ipynb", notebook(*cells(2))))[0] in (200, 201)
+    code, body = await api.call("POST", "api", "contents", "", body={"copy_from": "src.ipynb"})
+    assert code == 201, body
+    assert "src.ipynb" in guard._clean._paths and body["path"] not in guard._clean._paths
+
+
+async def test_with_a_pre_save_hook_nothing_is_kept(
+    api: Any, guard: Any, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-save hooks run after the guard, on the same model, and may change it in place:
+    with one registered, cells are not kept. The check reads jupyter-server's private
+    ``_pre_save_hooks``: this fails if upstream stops using it."""
+    import inspect
+
+    from jupyter_server.services.contents.manager import ContentsManager
+
+    assert "self._pre_save_hooks" in inspect.getsource(ContentsManager.run_pre_save_hooks)
+    manager = jp_serverapp.contents_manager
+    monkeypatch.setattr(manager, "_pre_save_hooks", [])
+    manager.register_pre_save_hook(lambda model, **kwargs: None)
     spy = ScanSpy(guard, monkeypatch)
+    nb = notebook(*cells(2))
     for _ in range(2):
-        code, body = await api.call("POST", "api", "contents", "", body={"copy_from": "src.ipynb"})
-        assert code == 201, body
+        assert (await api.save_notebook("hooked.ipynb", nb))[0] in (200, 201)
         assert spy.markers() == {0, 1}
         spy.scanned.clear()
+    assert "hooked.ipynb" not in guard._clean._paths
 
 
 def test_a_match_across_two_cells_does_not_hide_one_in_the_second() -> None:
