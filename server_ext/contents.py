@@ -42,6 +42,8 @@ def hooks_may_change(manager: Any) -> bool:
     tests/server/test_unchanged_cells.py fails if upstream stops using it."""
     hooks = getattr(manager, "_pre_save_hooks", None)
     return getattr(manager, "pre_save_hook", None) is not None or hooks is None or bool(hooks)
+
+
 #: How strictly each path mode treats a credential (a rename into a stricter one is checked).
 _STRICTNESS = {"warn": 0, "redact": 1, "block": 2}
 

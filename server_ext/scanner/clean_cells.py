@@ -55,6 +55,8 @@ _OUTPUT_KEYS = frozenset(
 
 
 def _small(value: Any) -> bool:
+    if not value:  # the common case: {} or absent
+        return True
     try:
         return len(json.dumps(value)) <= _SMALL_JSON
     except (TypeError, ValueError, RecursionError):

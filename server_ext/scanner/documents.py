@@ -442,11 +442,11 @@ class _Places:
         """(start, end, form) of every occurrence of each form in ``text``, by start (ties
         in the order of ``forms``); the occurrences of one form do not overlap (leftmost
         first, as ``bytes.find`` gives them)."""
-        # hyperscan's literal API reads a form up to its first NUL: those are found here
-        each = [f for f in forms if b"\x00" in f]
-        many = [f for f in forms if b"\x00" not in f]
-        if len(forms) * len(text) <= _FIND_WORK:
-            each, many = forms, []
+        each, many = forms, []
+        if len(forms) * len(text) > _FIND_WORK:
+            # hyperscan's literal API reads a form up to its first NUL: those are found here
+            each = [f for f in forms if b"\x00" in f]
+            many = [f for f in forms if b"\x00" not in f]
         found: list[tuple[int, int, bytes]] = []
         for form in each:
             start = text.find(form)

@@ -309,11 +309,14 @@ def _hidden_hits(
     the guard does not scan a notebook cell again while it is unchanged."""
     crossing: dict[int, set[tuple[int, int]]] = {}  # part -> (detector, end) of such matches
     for idx, start, end in hits:
-        first = bisect.bisect_right(starts, start) - 1
-        if start == starts[first] + len(parts[first]):
-            first += 1  # it starts on the separator: its part's own (see _scan_joined)
-        last = bisect.bisect_right(starts, end - 1) - 1
-        if last > first:
+        part = bisect.bisect_right(starts, start) - 1
+        part_end = starts[part] + len(parts[part])
+        if start == part_end and part + 1 < len(parts):
+            # it starts on the separator: the next part's own (see _scan_joined)
+            part += 1
+            part_end = starts[part] + len(parts[part])
+        if end > part_end + 1:  # it ends past the separator, in a later part
+            last = bisect.bisect_right(starts, end - 1) - 1
             crossing.setdefault(last, set()).add((idx, end))
     return [
         (idx, start + starts[part], end + starts[part])
