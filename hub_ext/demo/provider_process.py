@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import time
@@ -78,18 +79,64 @@ def start_provider(
     with os.fdopen(fd, "w") as f:
         json.dump(config, f)
     log_path = workdir / "idp.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
-            [node(), str(IDP_DIR / "provider.mjs"), str(config_path)],
-            cwd=IDP_DIR,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
+    failures: list[str] = []
+    for _attempt in range(2):
+        with log_path.open("a" if failures else "w") as log:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv
+                [node(), str(IDP_DIR / "provider.mjs"), str(config_path)],
+                cwd=IDP_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        line = _first_line(process, timeout)
+        if line.startswith("READY "):
+            return ProviderProcess(line.split()[1], admin_token, process, log_path)
+        exited = process.poll() is not None
+        failures.append(
+            f"exited with status {process.returncode}"
+            if exited
+            else f"printed nothing for {timeout:.0f} s; {_where(process.pid)}"
         )
-    assert process.stdout is not None
-    started = time.monotonic()
-    line = process.stdout.readline()
-    if not line.startswith("READY ") or time.monotonic() - started > timeout:
         ProviderProcess("", admin_token, process, log_path).stop()
-        raise ProviderError(f"the OpenID provider did not start:\n{log_path.read_text()[-2000:]}")
-    return ProviderProcess(line.split()[1], admin_token, process, log_path)
+        if exited:
+            break
+        # Seen once in CI: node silent before its ready line, nothing on stderr. One more
+        # start is cheap, and the error then says whether the hang repeats.
+    raise ProviderError(
+        f"the OpenID provider did not start (it {'; then it '.join(failures)}):\n"
+        f"{log_path.read_text()[-2000:]}"
+    )
+
+
+def _where(pid: int) -> str:
+    """What a silent process is doing, for the error (Linux /proc; blank elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        wchan = Path(f"/proc/{pid}/wchan").read_text().strip() or "-"
+    except OSError:
+        return "its state is unknown"
+    state = next((line.split(":", 1)[1].strip() for line in status.splitlines()
+                  if line.startswith("State:")), "?")
+    return f"state {state}, waiting in {wchan}"
+
+
+def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line the process prints, or what it printed by ``timeout`` seconds or its
+    exit. Never blocks longer: a provider that hangs before its ready line is stopped
+    (``readline`` on the pipe would wait for it forever)."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    received = b""
+    while b"\n" not in received:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:  # end of file: the process exited
+            process.wait(timeout=10)
+            break
+        received += chunk
+    return received.split(b"\n", 1)[0].decode("utf-8", "replace")

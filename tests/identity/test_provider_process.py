@@ -1,0 +1,84 @@
+"""The IdP launcher never waits forever for a provider that hangs before it is ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hub_ext.demo import provider_process
+from hub_ext.demo.provider_process import ProviderError, start_provider
+
+_SILENT = "import time; time.sleep(60)"
+_EXITS = "import sys; print('boom', file=sys.stderr); sys.exit(3)"
+
+
+def _popen(code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_a_silent_process_is_given_up_on_after_the_timeout() -> None:
+    process = _popen(_SILENT)
+    try:
+        started = time.monotonic()
+        assert provider_process._first_line(process, 0.5) == ""
+        assert time.monotonic() - started < 10
+        assert process.poll() is None  # still running: the caller decides what to do
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_the_first_line_is_read_whole_and_an_exit_ends_the_wait() -> None:
+    process = _popen("print('READY http://127.0.0.1:1/ extra'); print('more')")
+    assert provider_process._first_line(process, 30) == "READY http://127.0.0.1:1/ extra"
+    process.communicate()
+    exits = _popen(_EXITS)
+    assert provider_process._first_line(exits, 30) == ""
+    assert exits.returncode == 3
+    exits.communicate()
+
+
+def _fake_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, code: str) -> Path:
+    """A stand-in for node that runs ``code`` (a hang or a crash the real provider cannot
+    be made to produce on demand); counts its starts in ``starts``."""
+    starts = tmp_path / "starts"
+    script = tmp_path / "node"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        f"open({str(starts)!r}, 'a').write('x')\n"
+        f"{code}\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setattr(provider_process, "node", lambda: str(script))
+    return starts
+
+
+def test_a_provider_that_hangs_is_stopped_started_again_once_then_reported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    starts = _fake_node(monkeypatch, tmp_path, _SILENT)
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as raised:
+        start_provider({}, tmp_path / "idp", timeout=0.5)
+    assert time.monotonic() - started < 30
+    assert starts.read_text() == "xx"
+    message = str(raised.value)
+    assert message.count("printed nothing for 0 s") == 2 and "then it" in message
+    assert "state " in message  # what the process was doing, for whoever reads the error
+
+
+def test_a_provider_that_exits_is_reported_with_its_log_and_not_restarted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    starts = _fake_node(monkeypatch, tmp_path, _EXITS)
+    with pytest.raises(ProviderError, match="exited with status 3") as raised:
+        start_provider({}, tmp_path / "idp", timeout=30)
+    assert starts.read_text() == "x"
+    assert "boom" in str(raised.value)
