@@ -93,6 +93,7 @@ CONTEXT_FILES = (
     "Dockerfile",
     "entrypoint.sh",
     "healthcheck.py",
+    "singleuser.py",
     "overrides.json",
     "jupyter_lab_config.json",
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 from jupyter_server.extension.application import ExtensionApp
 
 from .contents import GuardedContents, guard_manager
@@ -64,6 +67,10 @@ class QustodyApp(ExtensionApp):
             )
 
     async def _start_jupyter_server_extension(self, serverapp: object) -> None:
+        frozen = resume_collector()
+        if frozen is not None:
+            self.log.info("Qustody: garbage collector resumed after start-up (%d objects frozen)",
+                          frozen)
         watcher: FileWatcher | None = getattr(self, "watcher", None)
         if watcher is not None:
             watcher.start()
@@ -83,3 +90,16 @@ class QustodyApp(ExtensionApp):
         self.handlers.extend(SECRET_HANDLERS)
         self.handlers.extend(QPU_HANDLERS)
         self.handlers.extend(NOTICE_HANDLERS)
+
+
+def resume_collector() -> int | None:
+    """Turn the cyclic garbage collector back on if the image's launcher paused it for the
+    start (images/singleuser.py), now that every extension is loaded. What the start built
+    is frozen first (``gc.freeze``): it lives as long as the server, and later collections
+    need not traverse it. The variable is removed so that kernels never inherit it.
+    Returns the number of objects frozen, or None when the collector was not paused."""
+    if os.environ.pop("QUSTODY_GC_PAUSED", None) != "1":
+        return None
+    gc.freeze()
+    gc.enable()
+    return gc.get_freeze_count()
