@@ -96,6 +96,7 @@ CONTEXT_FILES = (
     "singleuser.py",
     "overrides.json",
     "jupyter_lab_config.json",
+    "jupyter_server_config.json",
 )
 
 LABEL = "io.qustody.image"
