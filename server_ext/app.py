@@ -98,7 +98,8 @@ def resume_collector() -> int | None:
     is frozen first (``gc.freeze``): it lives as long as the server, and later collections
     need not traverse it. It is not collected first: the start leaves ~2,500 objects of
     garbage in cycles (well under 1 MB) and a full collection would cost ~85 ms of the
-    start. The variable is removed so that kernels never inherit it. Returns the number of objects frozen, or None when the collector was not paused."""
+    start. The variable is removed so that kernels never inherit it. Returns the number of
+    objects frozen, or None when the collector was not paused."""
     if os.environ.pop("QUSTODY_GC_PAUSED", None) != "1":
         return None
     gc.freeze()
