@@ -17,6 +17,9 @@ from .secret_store import start_secrets
 from .session import start_backstop
 from .watcher import FileWatcher
 
+#: Set by the image's launcher (images/singleuser.py) while the collector is paused.
+PAUSED = "QUSTODY_GC_PAUSED"
+
 
 class QustodyApp(ExtensionApp):
     """Guards saves against credentials and serves the Qustody REST API."""
@@ -67,10 +70,6 @@ class QustodyApp(ExtensionApp):
             )
 
     async def _start_jupyter_server_extension(self, serverapp: object) -> None:
-        frozen = resume_collector()
-        if frozen is not None:
-            self.log.info("Qustody: garbage collector resumed after start-up (%d objects frozen)",
-                          frozen)
         watcher: FileWatcher | None = getattr(self, "watcher", None)
         if watcher is not None:
             watcher.start()
@@ -79,6 +78,16 @@ class QustodyApp(ExtensionApp):
                     "Qustody file watcher is off (FileWatcher.enabled = False): files written "
                     "by kernels and terminals are not checked"
                 )
+        # After the watcher: a speed step must never keep a check from starting.
+        try:
+            frozen = resume_collector()
+        except Exception as e:  # the collector stays as it was; the server runs on
+            self.log.error("Qustody: could not resume the garbage collector (%s)",
+                           type(e).__name__)
+            return
+        if frozen is not None:
+            self.log.info("Qustody: garbage collector resumed after start-up (%d objects frozen)",
+                          frozen)
 
     async def stop_extension(self) -> None:
         watcher: FileWatcher | None = getattr(self, "watcher", None)
@@ -98,9 +107,16 @@ def resume_collector() -> int | None:
     is frozen first (``gc.freeze``): it lives as long as the server, and later collections
     need not traverse it. It is not collected first: the start leaves ~2,500 objects of
     garbage in cycles (well under 1 MB) and a full collection would cost ~85 ms of the
-    start. The variable is removed so that kernels never inherit it. Returns the number of
-    objects frozen, or None when the collector was not paused."""
-    if os.environ.pop("QUSTODY_GC_PAUSED", None) != "1":
+    start; an object alive now that later ends in a cycle is not collected either (the
+    frozen set is the start's, small and bounded). The variable is taken out of the
+    environment, so that kernels and terminals never inherit it. Returns the number of
+    objects frozen, or None when the collector was not paused by the launcher."""
+    try:
+        # pop without a default: the launcher's fallback timer may take it at the same time
+        paused = os.environ.pop(PAUSED) == "1"
+    except KeyError:
+        return None
+    if not paused:
         return None
     gc.freeze()
     gc.enable()

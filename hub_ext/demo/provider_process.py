@@ -6,6 +6,7 @@ from a JSON file written 0600 (it holds their passwords and the control-API toke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -41,7 +42,9 @@ class ProviderProcess:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(timeout=10)
+                # stuck in the kernel (uninterruptible): nothing more to do
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=10)
 
 
 def node() -> str:
@@ -90,28 +93,34 @@ def start_provider(
                 stderr=log,
                 text=True,
             )
-        line = _first_line(process, timeout)
+        try:
+            line = _first_line(process, timeout)
+        except BaseException:  # an interrupt while waiting: no provider is left behind
+            ProviderProcess("", admin_token, process, log_path).stop()
+            raise
         if line.startswith("READY "):
             return ProviderProcess(line.split()[1], admin_token, process, log_path)
         exited = process.poll() is not None
-        failures.append(
-            f"exited with status {process.returncode}"
-            if exited
-            else f"printed nothing for {timeout:.0f} s; {_where(process.pid)}"
-        )
-        ProviderProcess("", admin_token, process, log_path).stop()
         if exited:
+            failures.append(f"exited with status {process.returncode}")
+        elif line:
+            failures.append(f"printed {line[:200]!r} instead of its ready line")
+        else:
+            failures.append(f"printed nothing for {timeout:g} s; {_where(process.pid)}")
+        ProviderProcess("", admin_token, process, log_path).stop()
+        if exited or line:
             break
         # Seen once in CI: node silent before its ready line, nothing on stderr. One more
         # start is cheap, and the error then says whether the hang repeats.
     raise ProviderError(
-        f"the OpenID provider did not start (it {'; then it '.join(failures)}):\n"
-        f"{log_path.read_text()[-2000:]}"
+        "the OpenID provider did not start ("
+        + " / then ".join(f"start {n}: it {why}" for n, why in enumerate(failures, 1))
+        + f"):\n{log_path.read_text()[-2000:]}"
     )
 
 
 def _where(pid: int) -> str:
-    """What a silent process is doing, for the error (Linux /proc; blank elsewhere)."""
+    """What a silent process is doing, for the error (from Linux's /proc)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         wchan = Path(f"/proc/{pid}/wchan").read_text().strip() or "-"
@@ -128,15 +137,18 @@ def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
     (``readline`` on the pipe would wait for it forever)."""
     assert process.stdout is not None
     fd = process.stdout.fileno()
+    ready = select.poll()  # not select.select: a busy test worker's fds may pass 1023
+    ready.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
     received = b""
     while b"\n" not in received:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        if remaining <= 0 or not ready.poll(remaining * 1000):
             break
         chunk = os.read(fd, 4096)
-        if not chunk:  # end of file: the process exited
-            process.wait(timeout=10)
+        if not chunk:  # end of file: the process exited (or closed its output)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
             break
         received += chunk
     return received.split(b"\n", 1)[0].decode("utf-8", "replace")

@@ -53,6 +53,18 @@ def test_server_extension_enabled_in_image(singleuser_image):
     assert "server_ext 0.1.0 OK" in out.replace("\x1b[32m", "").replace("\x1b[0m", "")
 
 
+def test_servers_in_the_image_do_not_search_for_language_servers(singleuser_image):
+    """images/jupyter_server_config.json, as the server loads its configuration."""
+    out = docker(
+        "run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
+        "--entrypoint", "python", singleuser_image, "-c",
+        "from jupyter_server.serverapp import ServerApp; a = ServerApp(); a.load_config_file(); "
+        "from jupyter_lsp.manager import LanguageServerManager as M; "
+        "print(M(parent=a).autodetect)",
+    )
+    assert out.strip().splitlines()[-1] == "False"
+
+
 def test_lab_extension_and_locked_down_lab_settings_in_image(singleuser_image):
     """The prebuilt JupyterLab extension came in with the qustody wheel (no Node in the
     image), and Lab neither asks about nor fetches news, updates or extensions."""
