@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -94,3 +95,29 @@ def test_a_provider_that_exits_is_reported_with_its_log_and_not_restarted(
         start_provider({}, tmp_path / "idp", timeout=30)
     assert starts.read_text() == "x"
     assert "boom" in str(raised.value)
+
+
+def test_signing_keys_are_made_without_the_node_deadlock_under_heavy_collection() -> None:
+    """The hang seen in CI: exporting generateKeyPairSync's own KeyObject as a JWK
+    deadlocked Node 20 when a collection ran during the export (gdb: the key job's
+    destructor waiting on the mutex the export held). Under a 1 MB young generation the
+    old way hung within 2,000 keys, every time; tests/idp/keys.mjs must make 3,000."""
+    keys = provider_process.IDP_DIR / "keys.mjs"
+    script = (
+        f"const {{ newSigningKey }} = await import({json.dumps(keys.as_uri())});\n"
+        "const kept = [];\n"
+        "for (let i = 0; i < 3000; i++) {\n"
+        "  const jwk = newSigningKey(512);\n"
+        "  if (!jwk.n || !jwk.d || jwk.alg !== 'RS256' || !jwk.kid) throw new Error('bad key');\n"
+        "  kept.push('x'.repeat(100 + (i % 50)));\n"
+        "  if (kept.length > 2000) kept.length = 0;\n"
+        "}\n"
+        "console.log('made 3000');\n"
+    )
+    out = subprocess.run(
+        [provider_process.node(), "--max-semi-space-size=1", "--input-type=module", "-e",
+         script],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "made 3000"

@@ -19,6 +19,8 @@ import http from 'node:http';
 
 import Provider from 'oidc-provider';
 
+import { newSigningKey } from './keys.mjs';
+
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const users = new Map(Object.entries(config.users ?? {}));
 const adminToken = config.admin_token;
@@ -93,10 +95,6 @@ async function findAccount(ctx, id) {
   };
 }
 
-function newSigningKey() {
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
-}
 // the first key signs; older ones stay published (key rotation via /admin/rotate-keys)
 let signingKeys = [newSigningKey()];
 const cookieKeys = [crypto.randomBytes(32).toString('hex')];
