@@ -221,7 +221,8 @@ class QpuGateway(Application):
 
     policy_reload_seconds = Float(
         2.0, config=True,
-        help="How often to check the policy file for changes (seconds; also on SIGHUP).",
+        help="How often to check the policy file for changes (seconds). A change is read "
+        "once the next check finds it settled; SIGHUP and `reload` read it at once.",
     )
 
     backends = Dict(

@@ -1,9 +1,10 @@
 """The policy in force, and its reload without restart.
 
 ``PolicyHolder`` keeps the last valid policy. ``maybe_reload`` re-reads the file (and
-the courses directory, hub_ext.courses) when a modification time or size changed; an
-invalid new file is reported and ignored, so a typo never leaves the gateway without a
-policy (nor with a half-applied one).
+the courses directory, hub_ext.courses) when a modification time or size changed and the
+next poll finds it unchanged (never half-written); an invalid or emptied new file is
+reported and ignored, so a typo never leaves the gateway without a policy (nor with a
+half-applied one).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class PolicyHolder:
         self.log = log
         self.courses_dir = courses_dir
         self._stamp = self._stat()
+        #: a changed stamp seen once, read when the next poll sees it again (see maybe_reload)
+        self._settling: tuple[Any, ...] | None = None
         # start-up: errors propagate
         self._courses = self._load_courses()
         self.policy: Policy = parse(read_policy(path), self.backends, str(path), self._courses)
@@ -72,6 +75,13 @@ class PolicyHolder:
         edits (a revocation, a lower quota) apply; a bad policy file keeps everything.
         """
         text = read_policy(self.path)
+        if not text.strip():
+            # what a file caught between its truncation and its write looks like, or a
+            # mistaken `> policy.toml`: as a policy it would lift every quota and reservation
+            raise PolicyError(
+                f"{self.path} is empty; a running gateway keeps its policy rather than lift "
+                "every quota and reservation (write the whole file, then reload)"
+            )
         try:
             courses = self._load_courses()
         except PolicyError as e:
@@ -92,6 +102,12 @@ class PolicyHolder:
         stamp = self._stat()
         if not force and stamp == self._stamp:
             return False
+        if not force and stamp != self._settling:
+            # A file being written (an editor's or a script's truncate-then-write) could be
+            # read half-written: a change is read once one more poll finds it unchanged.
+            self._settling = stamp
+            return False
+        self._settling = None
         self._stamp = stamp
         try:
             policy, error = self._reload()

@@ -358,6 +358,7 @@ def test_a_course_file_the_gateway_refuses_does_not_hold_back_policy_edits(tmp_p
     # a course now names a backend the gateway lacks, and the policy file lowers a quota
     (courses / "course-101.toml").write_text(GOOD.replace('"aer_simulator"', '"qpu9"'))
     policy_path.write_text(GATEWAY_POLICY.replace("shots = 5000", "shots = 50"))
+    assert not holder.maybe_reload()  # a change is read once the next poll finds it settled
     assert holder.maybe_reload() and holder.failed_now
     assert "unknown backend 'qpu9'" in holder.error and "previous course files" in holder.error
     assert holder.policy.quota_for("project", "course-101", "simulator").day.shots == 50
@@ -365,6 +366,7 @@ def test_a_course_file_the_gateway_refuses_does_not_hold_back_policy_edits(tmp_p
     # nothing changed since: no new failure to report on the next poll
     assert not holder.maybe_reload() and not holder.failed_now
     (courses / "course-101.toml").write_text(GOOD)  # fixed: nothing left to report
+    holder.maybe_reload()
     holder.maybe_reload()
     assert holder.error is None and not holder.failed_now
 
@@ -376,6 +378,7 @@ def test_a_course_file_the_gateway_refuses_does_not_hold_back_policy_edits(tmp_p
     monkeypatch.setattr("hub_ext.qpu.config.load_catalog", vanished)
     (courses / "course-101.toml").write_text(GOOD + "\n")
     digest = holder.policy.digest
+    assert holder.maybe_reload() is False and not holder.failed_now  # settling
     assert holder.maybe_reload() is False and holder.failed_now
     assert holder.error.startswith("FileNotFoundError") and holder.policy.digest == digest
 
