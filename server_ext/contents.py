@@ -204,8 +204,22 @@ class GuardedContents:
     ) -> GuardReport | None:
         guard = self._guard()
         return metrics.timed_check(
-            model, lambda: guard.check(model, path, remember=remember), SaveRefused
+            model,
+            lambda: guard.check(model, path, remember=remember, keep_later=remember),
+            SaveRefused,
         )
+
+    def _keep_clean_cells(self, report: GuardReport | None) -> None:
+        """Keep the saved notebook's clean cells for its next save (``SaveGuard.check``'s
+        ``keep_later``). Losing them only costs the next save a full scan."""
+        if report is None or report.keep is None:
+            return
+        try:
+            report.keep()
+        except Exception as e:  # type only: nothing of the content reaches the log
+            self.log.warning(  # type: ignore[attr-defined]
+                "Qustody could not keep the clean cells of a save (%s)", type(e).__name__
+            )
 
     def _rename_plan(self, old: str, new: str) -> list[tuple[str, dict[str, Any], GuardReport]]:
         """Check what a rename moves into a stricter path (``warn`` -> ``redact``/``block``)
@@ -324,6 +338,10 @@ class AsyncGuardedContents(GuardedContents):
         saved: dict[str, Any] = await super().save(model, path)  # type: ignore[misc]
         self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+        # After this task step: the contents handler writes its answer in the step that
+        # returns from here, so the answer does not wait for the bookkeeping.
+        if report is not None and report.keep is not None:
+            asyncio.get_running_loop().call_soon(self._keep_clean_cells, report)
         return _annotate(saved, report)
 
 
@@ -355,6 +373,7 @@ class SyncGuardedContents(GuardedContents):
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
         self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+        self._keep_clean_cells(report)
         return _annotate(saved, report)
 
     def rename(self, old_path: str, new_path: str) -> None:

@@ -11,8 +11,10 @@ import fnmatch
 import json
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -55,6 +57,9 @@ class GuardReport:
     mode: str
     redacted: int = 0
     findings: list[Located] = field(default_factory=list)
+    #: With ``check(..., keep_later=True)``: keeps the notebook's clean cells for the next
+    #: save of its path; the caller runs it once the save is written.
+    keep: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -275,7 +280,7 @@ class SaveGuard(LoggingConfigurable):
     # -- checking -------------------------------------------------------------------
 
     def check(
-        self, model: dict[str, Any], path: str, remember: bool = False
+        self, model: dict[str, Any], path: str, remember: bool = False, keep_later: bool = False
     ) -> GuardReport | None:
         """Check (and maybe redact, in place) a contents-API model about to be saved.
 
@@ -284,19 +289,22 @@ class SaveGuard(LoggingConfigurable):
         and the next remembered check of ``path`` skips them while they are unchanged: the
         caller promises that nothing changes ``model`` in place after the check but the
         guard's own redaction (the contents manager's save of a freshly parsed request).
+        With ``keep_later`` too, the cells are kept only when the caller runs the report's
+        ``keep``: the contents manager runs it after the save is written and answered, so a
+        save's answer does not wait for it, and a save that failed keeps nothing.
         """
         if not self.enabled or model.get("content") is None:
             return None
         mode = self.mode_for(path)
         kind = model.get("type")
         if kind == "notebook":
-            return self._check_notebook(model, path, mode, remember)
+            return self._check_notebook(model, path, mode, remember, keep_later)
         if kind == "file":
             return self._check_file(model, path, mode)
         return None
 
     def _check_notebook(
-        self, model: dict[str, Any], path: str, mode: str, remember: bool = False
+        self, model: dict[str, Any], path: str, mode: str, remember: bool, keep_later: bool
     ) -> GuardReport:
         engine = self.engine
         clean = self._clean
@@ -308,9 +316,13 @@ class SaveGuard(LoggingConfigurable):
                 400, f"{path} was not saved: it is not a valid notebook ({e})."
             ) from None
         self._check_size(scan.size() + (recheck.skipped_chars if recheck else 0), path)
-        if recheck is not None:
-            clean.remember(engine, path, model["content"], scan, recheck)
         report = GuardReport(mode)
+        if recheck is not None:
+            keep = partial(clean.remember, engine, path, model["content"], scan, recheck)
+            if keep_later:
+                report.keep = keep
+            else:
+                keep()
         blocking: list[Located] = []
         for segment, found in zip(scan.segments, scan.findings, strict=True):
             if not found:
@@ -350,7 +362,7 @@ class SaveGuard(LoggingConfigurable):
             if as_notebook is not None:
                 # An uploaded notebook gets the notebook policy (outputs redacted, not refused).
                 nb_model = {"type": "notebook", "content": as_notebook}
-                report = self._check_notebook(nb_model, path, mode)
+                report = self._check_notebook(nb_model, path, mode, False, False)
                 if report.redacted:
                     text = json.dumps(nb_model["content"], indent=1, ensure_ascii=False) + "\n"
                     model["content"], model["format"] = text, "text"

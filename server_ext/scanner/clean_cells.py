@@ -20,7 +20,8 @@ clean is clean, and it is not walked or scanned again.
   is not kept.
 - **Only what the caller alone holds.** The kept cells are the caller's objects, not
   copies: ``SaveGuard.check`` remembers only when asked to, for a freshly parsed request
-  that nothing else changes.
+  that nothing else changes; the contents manager keeps them once the save is written and
+  answered (a save's answer does not wait for this bookkeeping; a failed save keeps none).
 """
 
 from __future__ import annotations

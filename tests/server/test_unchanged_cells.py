@@ -277,3 +277,48 @@ def test_a_match_across_two_cells_does_not_hide_one_in_the_second() -> None:
         with pytest.raises(SaveRefused) as refused:
             guard.check({"type": "notebook", "content": nb}, "n.ipynb", remember=True)
         assert [loc.cell_id for loc in refused.value.findings] == ["c"]
+
+
+async def test_the_save_is_answered_before_its_clean_cells_are_kept(
+    api: Any, guard: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keeping the clean cells is bookkeeping for the next save: the save's answer does
+    not wait for it."""
+    from jupyter_server.services.contents.handlers import ContentsHandler
+
+    events: list[str] = []
+    finish, remember = ContentsHandler.finish, guard._clean.remember
+
+    def answered(self: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append("answered")
+        return finish(self, *args, **kwargs)
+
+    def kept(*args: Any, **kwargs: Any) -> None:
+        events.append("kept")
+        remember(*args, **kwargs)
+
+    monkeypatch.setattr(ContentsHandler, "finish", answered)
+    monkeypatch.setattr(guard._clean, "remember", kept)
+    assert (await api.save_notebook("order.ipynb", notebook(*cells(2))))[0] in (200, 201)
+    assert events == ["answered", "kept"]
+    assert "order.ipynb" in guard._clean._paths
+
+
+async def test_a_save_that_was_not_written_keeps_nothing(
+    api: Any, guard: Any, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells are kept as what the file on disk holds: a failed write keeps none, so the
+    next save scans them all."""
+    manager = jp_serverapp.contents_manager
+
+    async def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manager, "_save_notebook", disk_full)
+    code, _body = await api.save_notebook("full.ipynb", notebook(*cells(2)))
+    assert code == 500
+    assert "full.ipynb" not in guard._clean._paths
+    monkeypatch.undo()
+    spy = ScanSpy(guard, monkeypatch)
+    assert (await api.save_notebook("full.ipynb", notebook(*cells(2))))[0] in (200, 201)
+    assert spy.markers() == {0, 1}
