@@ -10,8 +10,9 @@ CONSTRAINTS := requirements/constraints.txt
 DEMO_DIR ?= .demo
 DEMO_PORT ?= 8888
 PYTEST_ARGS ?=
-# Most hub, identity and Docker tests wait on servers, not the CPU: three workers, each
-# running whole test files (module fixtures stay on one worker), fit a 2-core CI machine.
+# Three workers, each running whole test files (module fixtures stay on one worker), keep
+# a 2-core CI machine busy: a fourth made the suite slower, since its time is CPU time
+# (benchmarks/bench_suite_cpu.py shows which components use it).
 # Files go out longest first (tests/conftest.py, by tests/file_seconds.json), not by their
 # number of tests.
 PYTEST_XDIST ?= -n 3 --dist loadfile --no-loadscope-reorder
