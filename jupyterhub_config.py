@@ -132,6 +132,10 @@ c.SpawnPolicy.profiles = {
 }
 # instructors may start their course's students' servers with the student profile only
 c.SpawnPolicy.course_profiles = {"*": "student"}
+# each user's home: a Docker volume (a PVC on Kubernetes) of this name; two hubs on one
+# engine need their own names. `make demo` gives each state directory its own.
+if os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE"):
+    c.SpawnPolicy.home_volume_template = os.environ["QUSTODY_HOME_VOLUME_TEMPLATE"]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 30
 c.Spawner.poll_interval = 10

@@ -78,8 +78,11 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--image", default=os.environ.get("QUSTODY_IMAGE_DIGEST", ""),
                             help="the servers' image, by digest (default: "
                             "$QUSTODY_IMAGE_DIGEST); no container is ever started")
-            sp.add_argument("--home-volume-template", default="qustody-home-{username}",
-                            help="SpawnPolicy.home_volume_template of the hub")
+            sp.add_argument("--home-volume-template",
+                            default=os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE")
+                            or "qustody-home-{username}",
+                            help="SpawnPolicy.home_volume_template of the hub (default: "
+                            "$QUSTODY_HOME_VOLUME_TEMPLATE or qustody-home-{username})")
             sp.add_argument("--run-as", default="1000:1000",
                             help="SpawnPolicy.run_as of the hub: released files' owner")
             sp.add_argument("--archive", type=Path, default=None,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +51,22 @@ def free_port(preferred: int) -> int:
                 continue
             return int(s.getsockname()[1])
     raise RuntimeError("no free port on 127.0.0.1")
+
+
+def home_volumes(state: Path) -> str:
+    """The demo's home volume template: one per state directory, named by a tag kept in
+    it, so a fresh ``--state`` starts with empty homes (no earlier demo's files) and the
+    same one finds its users' files again. Volumes of a deleted state stay on the engine:
+    ``docker volume ls -f name=qustody-demo-`` lists them."""
+    tag_file = state / "home-volumes-tag"
+    try:
+        tag = tag_file.read_text().strip()
+    except FileNotFoundError:
+        tag = ""
+    if not re.fullmatch(r"[0-9a-f]{8}", tag):
+        tag = secrets.token_hex(4)
+        tag_file.write_text(tag + "\n")
+    return f"qustody-demo-{tag}-home-{{username}}"
 
 
 def image_digest() -> str:
@@ -92,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "QUSTODY_QPU_PORT": str(free_port(0)),
         "QUSTODY_API_PORT": str(free_port(0)),
         "QUSTODY_IMAGE_DIGEST": digest,
+        "QUSTODY_HOME_VOLUME_TEMPLATE": os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE")
+        or home_volumes(state),
         # the demo's course, course-101 (hub_ext.courses.hub), written on the first start
         "QUSTODY_DEMO_COURSE": "1",
         "PATH": f"{ROOT / 'tools' / 'proxy' / 'node_modules' / '.bin'}:{os.environ['PATH']}",

@@ -111,6 +111,7 @@ c = PyFileConfigLoader("jupyterhub_config.py", path=sys.argv[1]).load_config()
 print(json.dumps({"roles": c.JupyterHub.load_roles, "services": c.JupyterHub.services,
                   "token_scopes": c.Spawner.server_token_scopes,
                   "user_scopes": sorted(c.JupyterHub.extra_user_scopes),
+                  "homes": c.SpawnPolicy.get("home_volume_template"),
                   "hub": sorted(c.JupyterHub.keys())}, default=str))
 """
 
@@ -141,6 +142,23 @@ def test_the_reference_config_is_wired_without_conflict(tmp_path):
     assert roles["qustody-service"]["services"] == ["qustody"]
     for key in ("ticket.key", "config.py"):
         assert (tmp_path / "server_api" / key).stat().st_mode & 0o777 == 0o600
+    assert c["homes"] is None  # SpawnPolicy's default, qustody-home-{username}
+
+
+def test_the_home_volumes_are_named_by_the_environment_for_servers_and_courses(tmp_path):
+    """QUSTODY_HOME_VOLUME_TEMPLATE names the homes (two hubs on one engine, each demo
+    state): the spawner's policy and the courses service's term steps get the same."""
+    env = {**os.environ, "QUSTODY_STATE_DIR": str(tmp_path), "QUSTODY_SPAWNER": "docker",
+           "QUSTODY_DEMO_PASSWORD": "a-test-password", "QUSTODY_IMAGE_DIGEST": "sha256:" + "a" * 64,
+           "QUSTODY_HOME_VOLUME_TEMPLATE": "lab2-home-{username}"}
+    env = {k: v for k, v in env.items() if not k.startswith("QUSTODY_OIDC")}
+    out = subprocess.run([sys.executable, "-c", LOAD, str(ROOT)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, check=True)
+    c = json.loads(out.stdout.splitlines()[-1])
+    assert c["homes"] == "lab2-home-{username}"
+    courses = next(s for s in c["services"] if s["name"] == "courses")
+    volumes = json.loads(courses["environment"]["QUSTODY_TERM_VOLUMES"])
+    assert volumes["home_volume_template"] == "lab2-home-{username}"
 
 
 def test_settings_that_are_sets_are_joined_not_conflicting():

@@ -86,3 +86,22 @@ def test_demo_prints_working_oidc_logins(tmp_path: Path, stop: str) -> None:
     time.sleep(1)  # the hub's last children are reaped by init
     with pytest.raises(ProcessLookupError):  # no process of the demo's group is left
         os.killpg(demo.pid, 0)
+
+
+def test_each_demo_state_has_its_own_home_volumes(tmp_path: Path) -> None:
+    """A fresh state directory starts with empty homes (no earlier demo's files); the same
+    one finds its users' homes again; a damaged tag is replaced, not used."""
+    from hub_ext.demo.launcher import home_volumes
+    from hub_ext.spawner import SpawnPolicy
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    first = home_volumes(one)
+    assert home_volumes(one) == first and home_volumes(two) != first
+    rita = SpawnPolicy(home_volume_template=first).volume_name("rita")
+    assert rita.startswith("qustody-demo-") and "-home-rita-" in rita
+    (one / "home-volumes-tag").write_text("../../etc\n")
+    replaced = home_volumes(one)
+    assert replaced != first and re.fullmatch(
+        r"qustody-demo-[0-9a-f]{8}-home-\{username\}", replaced)
