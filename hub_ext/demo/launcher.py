@@ -56,8 +56,8 @@ def free_port(preferred: int) -> int:
 def home_volumes(state: Path) -> str:
     """The demo's home volume template: one per state directory, named by a tag kept in
     it, so a fresh ``--state`` starts with empty homes (no earlier demo's files) and the
-    same one finds its users' files again. Volumes of a deleted state stay on the engine:
-    ``docker volume ls -f name=qustody-demo-`` lists them."""
+    same one finds its users' files again. ``make clean`` removes them with the state; a
+    state deleted by hand leaves them (``docker volume ls -f name=qustody-demo-``)."""
     tag_file = state / "home-volumes-tag"
     try:
         tag = tag_file.read_text().strip()
