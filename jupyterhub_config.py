@@ -43,6 +43,7 @@ from hub_ext.spawner import (
     validate_config,
 )
 from hub_ext.upstream import guard_service_health_check
+from hub_ext.volumes import home_template_error
 from hub_ext.wiring import apply
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821 - provided by JupyterHub
@@ -135,7 +136,11 @@ c.SpawnPolicy.course_profiles = {"*": "student"}
 # each user's home: a Docker volume (a PVC on Kubernetes) of this name; two hubs on one
 # engine need their own names. `make demo` gives each state directory its own.
 if os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE"):
-    c.SpawnPolicy.home_volume_template = os.environ["QUSTODY_HOME_VOLUME_TEMPLATE"]
+    _homes = os.environ["QUSTODY_HOME_VOLUME_TEMPLATE"]
+    if home_template_error(_homes):
+        raise SystemExit(f"jupyterhub_config.py: QUSTODY_HOME_VOLUME_TEMPLATE={_homes[:80]!r} "
+                         f"{home_template_error(_homes)}")
+    c.SpawnPolicy.home_volume_template = _homes
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 30
 c.Spawner.poll_interval = 10

@@ -7,10 +7,12 @@ On 2 cores the suite is CPU-bound (a fourth xdist worker made it slower, not fas
 its time falls only with the CPU its processes use. This runs the command and reads
 ``/proc`` twice a second: every process's CPU time (user + system) is kept as last seen
 and summed by component (JupyterHub, each Qustody service, the single-user servers, the
-proxy, the IdP, Chromium, dockerd, the pytest workers that run in-process tests). It
+proxy, the IdP, Chromium, dockerd, the pytest workers that run in-process tests; ``make
+test`` also lints, type-checks and builds the lab extension and the image first). It
 prints them next to the machine's busy CPU over the same run, the baseline they add up
-to; processes that live less than half a second are missed, so the sum may fall short
-of it (and exceed it by the sampler's own rounding).
+to. A process already running counts what it used during the run; each process loses
+what it used after its last sample, and one that lives less than an interval may be
+missed, so the sum falls somewhat short of the baseline.
 
 Linux only. Not part of ``make test``: it runs the whole suite itself.
 """
@@ -63,13 +65,16 @@ def component(cmdline: str) -> str:
     for pattern, name in _COMPILED:
         if pattern.search(cmdline):
             return name
-    return "other" if cmdline else "kernel threads and exited processes"
+    return "other" if cmdline else "no command line (kernel threads, zombies)"
 
 
 def busy_ticks() -> int:
+    """user + nice + system + irq + softirq: not idle or iowait, nor steal (another
+    machine's) or guest (already in user)."""
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values) - values[3] - values[4]  # all but idle and iowait
+        user, nice, system, _idle, _iowait, irq, softirq = (
+            int(v) for v in f.readline().split()[1:8])
+    return user + nice + system + irq + softirq
 
 
 class Sampler(threading.Thread):
@@ -78,6 +83,7 @@ class Sampler(threading.Thread):
     def __init__(self, interval: float) -> None:
         super().__init__(daemon=True)
         self.interval = interval
+        #: (pid, start time) -> [command line, ticks last seen, samples]
         self.seen: dict[tuple[str, str], list] = {}
         self.done = threading.Event()
 
@@ -95,13 +101,12 @@ class Sampler(threading.Thread):
                 fields = stat[stat.rindex(")") + 2 :].split()
                 ticks = int(fields[11]) + int(fields[12])
                 key = (pid, fields[19])
-                known = self.seen.get(key)
-                if known is None:
+                known = self.seen.setdefault(key, ["", ticks, 0])
+                known[1] = max(known[1], ticks)
+                known[2] += 1
+                if known[2] <= 3:  # a process seen between fork and exec shows its parent's
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                    self.seen[key] = [cmdline, ticks]
-                else:
-                    known[1] = max(known[1], ticks)
+                        known[0] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
             except (OSError, ValueError, IndexError):
                 continue  # gone between listing and reading
 
@@ -116,9 +121,10 @@ def main() -> None:
     if not Path("/proc/stat").exists():
         raise SystemExit("bench_suite_cpu: needs Linux's /proc")
     sampler = Sampler(args.interval)
-    sampler.sample()
-    before = {key for key in sampler.seen}  # processes already running are not counted
     start_ticks, start = busy_ticks(), time.monotonic()
+    sampler.sample()
+    # processes already running count what they use from here; others from their start
+    before = {key: known[1] for key, known in sampler.seen.items()}
     sampler.start()
     print(f"running {' '.join(args.command)} (output follows; figures at the end)", flush=True)
     code = subprocess.call(args.command, cwd=ROOT)
@@ -126,13 +132,15 @@ def main() -> None:
     sampler.join()
     sampler.sample()
     wall, busy = time.monotonic() - start, (busy_ticks() - start_ticks) / TICK
+    busy = max(busy, 1 / TICK)  # a short command on an idle machine
     by: collections.Counter[str] = collections.Counter()
     count: collections.Counter[str] = collections.Counter()
-    for key, (cmdline, ticks) in sampler.seen.items():
-        if key in before or key[0] == str(os.getpid()):
-            continue
+    for key, (cmdline, ticks, _samples) in sampler.seen.items():
+        used = ticks - before.get(key, 0)
+        if key[0] == str(os.getpid()) or used <= 0:
+            continue  # the sampler itself, and what stayed idle through the run
         name = component(cmdline)
-        by[name] += ticks / TICK
+        by[name] += used / TICK
         count[name] += 1
     print(f"\n{' '.join(args.command)} exited {code} after {wall:.0f} s; the machine was busy "
           f"{busy:.0f} CPU-s ({busy / wall / os.cpu_count():.0%} of {os.cpu_count()} cores)")
@@ -140,7 +148,7 @@ def main() -> None:
     for name, seconds in by.most_common():
         print(f"  {seconds:8.1f} {seconds / busy:6.1%} {count[name]:9d}  {name}")
     print(f"  {sum(by.values()):8.1f} {sum(by.values()) / busy:6.1%}            sampled in all")
-    sys.exit(code)
+    sys.exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as a shell
 
 
 if __name__ == "__main__":

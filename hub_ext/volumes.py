@@ -4,11 +4,39 @@
 from __future__ import annotations
 
 import re
+import string
 import uuid
 
 #: Where the home volume is mounted in the single-user image (its HOME).
 HOME_MOUNT = "/home/jovyan"
 HOME_VOLUME_TEMPLATE = "qustody-home-{username}"
+#: A Docker volume name (what ``docker volume create`` accepts).
+VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,127}")
+#: The longest ``{username}`` part ``home_volume_name`` makes: 40 characters, "-", 8 hex.
+_LONGEST_USER_PART = "u" * 40 + "-" + "0" * 8
+
+
+def home_template_error(template: str) -> str | None:
+    """Why ``template`` cannot name home volumes, or None: it must be a volume name with
+    text before one ``{username}`` field and no other field."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        parts = []
+    fields = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+    if fields != [("username", "", None)]:
+        return "must contain {username} once and no other {...} field"
+    if not template.split("{username}", 1)[0]:
+        return "must start with a prefix of its own before {username} (e.g. qustody-home-)"
+    if not VOLUME.fullmatch(template.format(username=_LONGEST_USER_PART)):
+        return ("must be a Docker volume name (letters, digits, '_', '.', '-'; at most "
+                "128 characters for the longest user name), not a host path")
+    return None
+
+
+def home_prefix(template: str) -> str:
+    """What every home volume's name starts with: the text before ``{username}``."""
+    return template.split("{username}", 1)[0]
 
 
 def home_volume_name(template: str, username: str) -> str:

@@ -339,7 +339,9 @@ class AsyncGuardedContents(GuardedContents):
         self._note_saved(path)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         # After this task step: the contents handler writes its answer in the step that
-        # returns from here, so the answer does not wait for the bookkeeping.
+        # returns from here, so the answer does not wait for the bookkeeping. On the loop,
+        # not a thread: the next save of the path then always finds the cells kept, and
+        # keeping costs less than the save's own work on the loop (a copy, validation).
         if report is not None and report.keep is not None:
             asyncio.get_running_loop().call_soon(self._keep_clean_cells, report)
         return _annotate(saved, report)

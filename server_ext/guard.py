@@ -290,8 +290,8 @@ class SaveGuard(LoggingConfigurable):
         caller promises that nothing changes ``model`` in place after the check but the
         guard's own redaction (the contents manager's save of a freshly parsed request).
         With ``keep_later`` too, the cells are kept only when the caller runs the report's
-        ``keep``: the contents manager runs it after the save is written and answered, so a
-        save's answer does not wait for it, and a save that failed keeps nothing.
+        ``keep``, once the save is written (a failed save keeps nothing): an async contents
+        manager runs it after the answer is sent, so the answer does not wait for it.
         """
         if not self.enabled or model.get("content") is None:
             return None

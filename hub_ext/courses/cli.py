@@ -202,10 +202,14 @@ def _assignment(args: argparse.Namespace) -> int:
         uid, gid = (int(x) for x in args.run_as.split(":"))
     except ValueError:
         raise CourseError(f"--run-as {args.run_as!r}: give uid:gid, e.g. 1000:1000") from None
+    from ..volumes import HOME_MOUNT, home_template_error, home_volume_name
+
+    error = home_template_error(args.home_volume_template)
+    if error is not None:
+        raise CourseError(f"--home-volume-template {args.home_volume_template[:80]!r} {error}")
     import docker
 
     from ..audit.log import AuditLog
-    from ..volumes import HOME_MOUNT, home_volume_name
 
     try:
         client = docker.from_env()

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..volumes import VOLUME
+
 #: What a course id may look like: an IdP course group name (hub_ext.identity.policy).
 COURSE_ID = re.compile(r"^[a-z0-9][a-z0-9\-_.]{0,60}[a-z0-9]$")
 BACKEND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -59,8 +61,6 @@ SECRET_MEMBERS = ("students", "instructors", "assistants")
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._\-]{0,254}")
 #: An assignment's name: also a directory name in the materials and in students' homes.
 ASSIGNMENT = re.compile(r"[a-z0-9][a-z0-9_\-]{0,40}")
-#: A Docker volume name (what ``docker volume create`` accepts).
-VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,127}")
 
 
 def materials_ok(prefix: str, volume: str) -> bool:

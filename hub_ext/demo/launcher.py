@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..network import host_address
 from ..spawner import SpawnPolicy
+from ..volumes import HOME_VOLUME_TEMPLATE
 from .idp import start_demo_idp
 from .provider_process import ProviderError
 
@@ -56,16 +57,27 @@ def free_port(preferred: int) -> int:
 def home_volumes(state: Path) -> str:
     """The demo's home volume template: one per state directory, named by a tag kept in
     it, so a fresh ``--state`` starts with empty homes (no earlier demo's files) and the
-    same one finds its users' files again. ``make clean`` removes them with the state; a
-    state deleted by hand leaves them (``docker volume ls -f name=qustody-demo-``)."""
+    same one finds its users' files again. A state made before homes were per state (it
+    has a hub database but no tag) keeps the shared ``qustody-home-*`` volumes it used.
+    ``make clean`` removes a tagged state's volumes with it; a state deleted by hand
+    leaves them (``docker volume ls -f name=qustody-demo-``)."""
     tag_file = state / "home-volumes-tag"
     try:
-        tag = tag_file.read_text().strip()
+        raw = tag_file.read_bytes()
     except FileNotFoundError:
-        tag = ""
-    if not re.fullmatch(r"[0-9a-f]{8}", tag):
+        if (state / "jupyterhub.sqlite").exists():
+            return HOME_VOLUME_TEMPLATE
         tag = secrets.token_hex(4)
         tag_file.write_text(tag + "\n")
+    else:
+        tag = raw.decode("ascii", "replace").strip()
+        if not re.fullmatch(r"[0-9a-f]{8}", tag):
+            # a new tag would leave this state's users without their homes: say so instead
+            raise SystemExit(
+                f"demo: {tag_file} is not the tag this launcher wrote (8 hex digits), so the "
+                f"users' home volumes cannot be found. Restore it, or start afresh with a new "
+                f"state directory (or delete {state})."
+            )
     return f"qustody-demo-{tag}-home-{{username}}"
 
 
@@ -98,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DOCKER_HOST", f"unix://{docker_dir}/docker.sock")
     digest = os.environ.get("QUSTODY_IMAGE_DIGEST") or image_digest()
     port = free_port(args.port)
+    # an exported QUSTODY_HOME_VOLUME_TEMPLATE wins over the state's own homes
+    homes = os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE") or home_volumes(state)
     env = {
         **os.environ,
         "QUSTODY_STATE_DIR": str(state),
@@ -110,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "QUSTODY_QPU_PORT": str(free_port(0)),
         "QUSTODY_API_PORT": str(free_port(0)),
         "QUSTODY_IMAGE_DIGEST": digest,
-        "QUSTODY_HOME_VOLUME_TEMPLATE": os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE")
-        or home_volumes(state),
+        "QUSTODY_HOME_VOLUME_TEMPLATE": homes,
         # the demo's course, course-101 (hub_ext.courses.hub), written on the first start
         "QUSTODY_DEMO_COURSE": "1",
         "PATH": f"{ROOT / 'tools' / 'proxy' / 'node_modules' / '.bin'}:{os.environ['PATH']}",
@@ -137,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  Auditor page: http://127.0.0.1:{port}/services/audit/ (sign in as audrey)\n"
         f"  Instructor page: http://127.0.0.1:{port}/services/courses/ (ivan teaches, "
         "tina assists, otto observes)\n"
-        f"  Course file:  {courses / 'course-101.toml'} (qustody course status|apply)\n"
+        f"  Course file:  {courses / 'course-101.toml'} (qustody course status|apply;\n"
+        f"                release and collect write homes: export "
+        f"QUSTODY_HOME_VOLUME_TEMPLATE='{homes}')\n"
         f"  QPU gateway:  http://127.0.0.1:{port}/services/qpu/ ; in a notebook:\n"
         f"{QPU_EXAMPLE}"
         "    (sam runs it on course-101's budget, rita in her personal sandbox)\n"

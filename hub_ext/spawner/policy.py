@@ -25,7 +25,13 @@ from ..courses.model import CourseError, materials_ok
 from ..identity.roles import students_group
 from ..images import ImageRefused, PinnedImage, parse_pinned, resolve_requested
 from ..traits import HintedEnum
-from ..volumes import HOME_MOUNT, HOME_VOLUME_TEMPLATE, home_volume_name
+from ..volumes import (
+    HOME_MOUNT,
+    HOME_VOLUME_TEMPLATE,
+    home_prefix,
+    home_template_error,
+    home_volume_name,
+)
 from . import hardening
 from .profiles import (
     LABEL,
@@ -313,11 +319,9 @@ class SpawnPolicy(LoggingConfigurable):
     @validate("home_volume_template")
     def _valid_volume(self, proposal: Any) -> str:
         value = str(proposal["value"])
-        if "/" in value or "{username}" not in value:
-            raise ValueError(
-                "SpawnPolicy.home_volume_template must be a volume name containing {username} "
-                "(not a host path)"
-            )
+        error = home_template_error(value)
+        if error is not None:
+            raise ValueError(f"SpawnPolicy.home_volume_template = {value[:80]!r} {error}")
         return value
 
     # -- derived views ---------------------------------------------------------------
@@ -354,6 +358,13 @@ class SpawnPolicy(LoggingConfigurable):
                 "services with every kernel. Remove the setting to use Qustody's internal "
                 "network (the default), or, for a demo only, also set "
                 "SpawnPolicy.allow_host_network = True."
+            )
+        homes, materials = home_prefix(self.home_volume_template), self.materials_volume_prefix
+        if homes.startswith(materials) or materials.startswith(homes):
+            raise ValueError(
+                f"SpawnPolicy.home_volume_template ({self.home_volume_template!r}) and "
+                f"SpawnPolicy.materials_volume_prefix ({materials!r}) overlap: a course file "
+                "could name a user's home as its materials. Give each its own prefix."
             )
         profiles = self.parsed_profiles()
         if not self.allowed_images:

@@ -178,6 +178,9 @@ def test_release_and_collect_refuse_clearly(names, singleuser_image, tmp_path):
          "give --image"),
         (["collect", "course-101", "hw1", *base, "--image", singleuser_image,
           "--audit-log", ""], "every release and collect is audited"),
+        (["release", "course-101", "hw1", "--dir", str(courses), "--student", "sam",
+          "--home-volume-template", "h-{username}-{term}", "--image", singleuser_image, *audit],
+         "--home-volume-template 'h-{username}-{term}' must contain {username} once"),
     ]
     for args, words in cases:
         out = qustody(*args)

@@ -154,6 +154,10 @@ def test_invalid_profiles_stop_the_hub(change, words):
         ("network_proxy_port", 0, "TCP port"),
         ("seccomp_profile", "unconfined", "must not be 'unconfined'"),
         ("home_volume_template", "/srv/home/{username}", "not a host path"),
+        ("home_volume_template", "Home {username}", "Docker volume name"),
+        ("home_volume_template", "h-{username}-{extra}", "no other"),
+        ("home_volume_template", "{username}", "prefix of its own"),
+        ("home_volume_template", "h" * 80 + "-{username}", "at most 128"),
         ("tmpfs", {"/tmp": "rw"}, "size="),
     ],
 )
@@ -518,3 +522,13 @@ def test_the_spawn_form_without_a_profile_says_where_the_user_goes_instead() -> 
     text = profile_form([])
     assert "No server profile is available for your roles" in text
     assert "instructor page" in text and "audit page" in text and "<em>Services</em>" in text
+
+
+@pytest.mark.parametrize("homes", ["qustody-materials-{username}", "qustody-{username}"])
+def test_homes_and_course_materials_never_share_a_prefix(homes):
+    """A home volume whose name could start with the materials prefix could be named by a
+    course file as its materials: mounted into the course's servers, and deleted with the
+    course's files at the end of its retention."""
+    with pytest.raises(ValueError, match="overlap: a course file could name a user's home"):
+        policy(home_volume_template=homes).check()
+    policy(home_volume_template="lab2-home-{username}").check()

@@ -123,7 +123,8 @@ def test_the_reference_config_is_wired_without_conflict(tmp_path):
     delivery and the audit log.)"""
     env = {**os.environ, "QUSTODY_STATE_DIR": str(tmp_path), "QUSTODY_SPAWNER": "local",
            "QUSTODY_DEMO_PASSWORD": "a-test-password", "QUSTODY_IMAGE_DIGEST": ""}
-    env = {k: v for k, v in env.items() if not k.startswith("QUSTODY_OIDC")}
+    env = {k: v for k, v in env.items()
+           if not k.startswith("QUSTODY_OIDC") and k != "QUSTODY_HOME_VOLUME_TEMPLATE"}
     out = subprocess.run([sys.executable, "-c", LOAD, str(ROOT)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120, check=True)
     c = json.loads(out.stdout.splitlines()[-1])
@@ -208,3 +209,15 @@ def test_the_gateway_fragment_runs_two_workers_unless_told_otherwise(tmp_path, m
         qpu_gateway(c, tmp_path, courses_dir="")
     with pytest.raises(ValueError, match="1 to 64"):
         qpu_gateway(c, tmp_path, courses_dir="", workers=0)
+
+
+def test_a_bad_home_volume_template_stops_the_hub_with_one_line(tmp_path):
+    env = {**os.environ, "QUSTODY_STATE_DIR": str(tmp_path), "QUSTODY_SPAWNER": "local",
+           "QUSTODY_DEMO_PASSWORD": "a-test-password", "QUSTODY_IMAGE_DIGEST": "",
+           "QUSTODY_HOME_VOLUME_TEMPLATE": "/srv/home/{username}"}
+    env = {k: v for k, v in env.items() if not k.startswith("QUSTODY_OIDC")}
+    out = subprocess.run([sys.executable, "-c", LOAD, str(ROOT)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "QUSTODY_HOME_VOLUME_TEMPLATE='/srv/home/{username}' must be a Docker volume name" \
+        in out.stderr

@@ -90,18 +90,21 @@ def test_demo_prints_working_oidc_logins(tmp_path: Path, stop: str) -> None:
 
 def test_each_demo_state_has_its_own_home_volumes(tmp_path: Path) -> None:
     """A fresh state directory starts with empty homes (no earlier demo's files); the same
-    one finds its users' homes again; a damaged tag is replaced, not used."""
+    one finds its users' homes again; a state from before keeps its shared homes; a
+    damaged tag stops the demo with a way out instead of losing the users' homes."""
     from hub_ext.demo.launcher import home_volumes
     from hub_ext.spawner import SpawnPolicy
 
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
+    one, two, old = tmp_path / "one", tmp_path / "two", tmp_path / "old"
+    for state in (one, two, old):
+        state.mkdir()
     first = home_volumes(one)
     assert home_volumes(one) == first and home_volumes(two) != first
     rita = SpawnPolicy(home_volume_template=first).volume_name("rita")
-    assert rita.startswith("qustody-demo-") and "-home-rita-" in rita
-    (one / "home-volumes-tag").write_text("../../etc\n")
-    replaced = home_volumes(one)
-    assert replaced != first and re.fullmatch(
-        r"qustody-demo-[0-9a-f]{8}-home-\{username\}", replaced)
+    assert re.fullmatch(r"qustody-demo-[0-9a-f]{8}-home-rita-[0-9a-f]{8}", rita)
+    (old / "jupyterhub.sqlite").write_bytes(b"")  # a demo state made before tags
+    assert home_volumes(old) == "qustody-home-{username}"
+    for damaged in (b"../../etc\n", b"\xff\xfe12345678"):
+        (one / "home-volumes-tag").write_bytes(damaged)
+        with pytest.raises(SystemExit, match="is not the tag this launcher wrote"):
+            home_volumes(one)

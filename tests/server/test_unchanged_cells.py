@@ -307,8 +307,8 @@ async def test_the_save_is_answered_before_its_clean_cells_are_kept(
 async def test_a_save_that_was_not_written_keeps_nothing(
     api: Any, guard: Any, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cells are kept as what the file on disk holds: a failed write keeps none, so the
-    next save scans them all."""
+    """Only a save that was written keeps its clean cells: after a failed write the next
+    save scans them all."""
     manager = jp_serverapp.contents_manager
 
     async def disk_full(*args: Any, **kwargs: Any) -> None:
