@@ -235,6 +235,13 @@ def _run_assignment(args: argparse.Namespace, audit: Any, volumes: Any, course: 
     from .assignments import collect, release
 
     if args.command == "release":
+        if not any(volumes.has_volume(volumes.home_volume(s)) for s in args.students):
+            # release makes a missing home (a student who never started a server), but
+            # none at all more often means a template that is not the hub's
+            print(f"warning: none of these students has a home volume yet (named by "
+                  f"--home-volume-template {args.home_volume_template!r}); if their servers "
+                  "have started before, give the hub's SpawnPolicy.home_volume_template",
+                  file=sys.stderr)
         report = release(volumes, course, assignment, args.students)
         audit.emit("assignment-released", {
             "actor": args.actor, "course": course.id, "assignment": assignment.name,

@@ -89,6 +89,8 @@ def test_release_keeps_work_and_collect_archives_it_with_an_audited_manifest(
                   "--student", "una", *common)
     assert out.returncode == 0, out.stderr
     assert "sam: 3 file(s) written, 0 kept" in out.stdout, out.stdout
+    # no student had a home yet: released all the same, with a word on the template
+    assert "warning: none of these students has a home volume yet" in out.stderr
     ls = in_volume(image, names["sam"], f"cd {HOME}/course-101/hw1 && ls -ln README.md && "
                    "cat README.md && ls data")
     assert "1000 1000" in ls and "Prepare a Bell state." in ls and "x.csv" in ls, ls
@@ -103,6 +105,7 @@ def test_release_keeps_work_and_collect_archives_it_with_an_audited_manifest(
               f"touch -d @{int(due) + 60} {HOME}/course-101/hw1/README.md")
     again = qustody("release", "course-101", "hw1", "--student", "sam", *common)
     assert "sam: 0 file(s) written, 3 kept" in again.stdout, again.stdout
+    assert "warning" not in again.stderr, again.stderr
     assert "my answer" in in_volume(image, names["sam"], f"cat {HOME}/course-101/hw1/README.md")
     # tia has a file where the assignment has a folder, and a link where it has a file:
     # both are hers and stay; the rest is released around them
