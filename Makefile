@@ -75,10 +75,12 @@ lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	rm -rf .lock-venv
 
 clean: ## remove the virtualenv, caches and the demo's state (with its users' home volumes)
-	@tag=$$(grep -sxE '[0-9a-f]{8}' $(DEMO_DIR)/home-volumes-tag); \
-	if [ -n "$$tag" ] && docker info >/dev/null 2>&1; then \
-		docker volume ls -q -f name=qustody-demo-$$tag-home- | xargs -r docker volume rm >/dev/null \
-			|| echo "==> some of the demo's home volumes are in use (is the demo running?); kept"; \
+	@tag=$$(grep -sxE '[0-9a-f]{8}' "$(DEMO_DIR)/home-volumes-tag"); \
+	if [ -n "$$tag" ]; then \
+		docker info >/dev/null 2>&1 && docker volume ls -q -f name=qustody-demo-$$tag-home- \
+			| xargs -r docker volume rm >/dev/null \
+		|| echo "==> the demo's home volumes were not all removed (no Docker engine, or the demo" \
+			"runs); they stay: docker volume ls -f name=qustody-demo-$$tag-home-"; \
 	fi
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_DIR) build \
 		labextension/prebuilt labextension/lib labextension/build-test labextension/tsconfig.tsbuildinfo

@@ -106,7 +106,8 @@ class Sampler(threading.Thread):
                 known[2] += 1
                 if known[2] <= 3:  # a process seen between fork and exec shows its parent's
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        known[0] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                        cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    known[0] = cmdline or known[0]  # a zombie's is empty
             except (OSError, ValueError, IndexError):
                 continue  # gone between listing and reading
 

@@ -12,6 +12,7 @@ HOME_MOUNT = "/home/jovyan"
 HOME_VOLUME_TEMPLATE = "qustody-home-{username}"
 #: A Docker volume name (what ``docker volume create`` accepts).
 VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,127}")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 #: The longest ``{username}`` part ``home_volume_name`` makes: 40 characters, "-", 8 hex.
 _LONGEST_USER_PART = "u" * 40 + "-" + "0" * 8
 
@@ -28,10 +29,20 @@ def home_template_error(template: str) -> str | None:
         return "must contain {username} once and no other {...} field"
     if not template.split("{username}", 1)[0]:
         return "must start with a prefix of its own before {username} (e.g. qustody-home-)"
-    if not VOLUME.fullmatch(template.format(username=_LONGEST_USER_PART)):
-        return ("must be a Docker volume name (letters, digits, '_', '.', '-'; at most "
-                "128 characters for the longest user name), not a host path")
+    name = template.format(username=_LONGEST_USER_PART)
+    # lower case, digits and '-': a Docker volume name and a Kubernetes claim name alike
+    if not (_NAME.fullmatch(name) and VOLUME.fullmatch(name)):
+        return ("must be a volume name of lower-case letters, digits and '-' (at most 128 "
+                "characters for the longest user name), not a host path")
     return None
+
+
+def homes_overlap_materials(template: str, materials_prefix: str) -> bool:
+    """Whether a home volume's name could start with ``materials_prefix``: a course file
+    could then name a user's home as its materials. No prefix allows no materials."""
+    homes = home_prefix(template)
+    return bool(materials_prefix) and (homes.startswith(materials_prefix)
+                                       or materials_prefix.startswith(homes))
 
 
 def home_prefix(template: str) -> str:

@@ -202,11 +202,16 @@ def _assignment(args: argparse.Namespace) -> int:
         uid, gid = (int(x) for x in args.run_as.split(":"))
     except ValueError:
         raise CourseError(f"--run-as {args.run_as!r}: give uid:gid, e.g. 1000:1000") from None
-    from ..volumes import HOME_MOUNT, home_template_error, home_volume_name
+    from ..volumes import HOME_MOUNT, home_template_error, home_volume_name, homes_overlap_materials
+    from .assignments import Volumes as _Volumes
 
-    error = home_template_error(args.home_volume_template)
+    template = args.home_volume_template
+    error = home_template_error(template)
+    if error is None and homes_overlap_materials(template, _Volumes.materials_prefix):
+        error = (f"overlaps the course materials prefix {_Volumes.materials_prefix!r}: a "
+                 "course file could name a user's home as its materials")
     if error is not None:
-        raise CourseError(f"--home-volume-template {args.home_volume_template[:80]!r} {error}")
+        raise CourseError(f"--home-volume-template {template[:80]!r} {error}")
     import docker
 
     from ..audit.log import AuditLog

@@ -28,9 +28,9 @@ from ..traits import HintedEnum
 from ..volumes import (
     HOME_MOUNT,
     HOME_VOLUME_TEMPLATE,
-    home_prefix,
     home_template_error,
     home_volume_name,
+    homes_overlap_materials,
 )
 from . import hardening
 from .profiles import (
@@ -359,8 +359,8 @@ class SpawnPolicy(LoggingConfigurable):
                 "network (the default), or, for a demo only, also set "
                 "SpawnPolicy.allow_host_network = True."
             )
-        homes, materials = home_prefix(self.home_volume_template), self.materials_volume_prefix
-        if homes.startswith(materials) or materials.startswith(homes):
+        materials = self.materials_volume_prefix
+        if homes_overlap_materials(self.home_volume_template, materials):
             raise ValueError(
                 f"SpawnPolicy.home_volume_template ({self.home_volume_template!r}) and "
                 f"SpawnPolicy.materials_volume_prefix ({materials!r}) overlap: a course file "

@@ -184,6 +184,9 @@ def test_release_and_collect_refuse_clearly(names, singleuser_image, tmp_path):
         (["release", "course-101", "hw1", "--dir", str(courses), "--student", "sam",
           "--home-volume-template", "h-{username}-{term}", "--image", singleuser_image, *audit],
          "--home-volume-template 'h-{username}-{term}' must contain {username} once"),
+        (["release", "course-101", "hw1", "--dir", str(courses), "--student", "sam",
+          "--home-volume-template", "qustody-{username}", "--image", singleuser_image, *audit],
+         "overlaps the course materials prefix 'qustody-materials-'"),
     ]
     for args, words in cases:
         out = qustody(*args)

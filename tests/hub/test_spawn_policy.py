@@ -154,10 +154,11 @@ def test_invalid_profiles_stop_the_hub(change, words):
         ("network_proxy_port", 0, "TCP port"),
         ("seccomp_profile", "unconfined", "must not be 'unconfined'"),
         ("home_volume_template", "/srv/home/{username}", "not a host path"),
-        ("home_volume_template", "Home {username}", "Docker volume name"),
+        ("home_volume_template", "Home {username}", "lower-case letters"),
+        ("home_volume_template", "Lab_Home-{username}", "lower-case letters"),  # no claim name
+        ("home_volume_template", "h" * 79 + "-{username}", "at most 128"),
         ("home_volume_template", "h-{username}-{extra}", "no other"),
         ("home_volume_template", "{username}", "prefix of its own"),
-        ("home_volume_template", "h" * 80 + "-{username}", "at most 128"),
         ("tmpfs", {"/tmp": "rw"}, "size="),
     ],
 )
@@ -532,3 +533,6 @@ def test_homes_and_course_materials_never_share_a_prefix(homes):
     with pytest.raises(ValueError, match="overlap: a course file could name a user's home"):
         policy(home_volume_template=homes).check()
     policy(home_volume_template="lab2-home-{username}").check()
+    policy(home_volume_template="h" * 78 + "-{username}").check()  # 128 characters at most
+    # no materials prefix: no course may have materials, so nothing can overlap
+    policy(home_volume_template=homes, materials_volume_prefix="").check()

@@ -219,5 +219,5 @@ def test_a_bad_home_volume_template_stops_the_hub_with_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", LOAD, str(ROOT)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "QUSTODY_HOME_VOLUME_TEMPLATE='/srv/home/{username}' must be a Docker volume name" \
+    assert "QUSTODY_HOME_VOLUME_TEMPLATE='/srv/home/{username}' must be a volume name" \
         in out.stderr
