@@ -137,9 +137,10 @@ c.SpawnPolicy.course_profiles = {"*": "student"}
 # engine need their own names. `make demo` gives each state directory its own.
 if os.environ.get("QUSTODY_HOME_VOLUME_TEMPLATE"):
     _homes = os.environ["QUSTODY_HOME_VOLUME_TEMPLATE"]
-    if home_template_error(_homes):
+    _error = home_template_error(_homes)
+    if _error:
         raise SystemExit(f"jupyterhub_config.py: QUSTODY_HOME_VOLUME_TEMPLATE={_homes[:80]!r} "
-                         f"{home_template_error(_homes)}")
+                         f"{_error}")
     c.SpawnPolicy.home_volume_template = _homes
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 30

@@ -37,12 +37,17 @@ def home_template_error(template: str) -> str | None:
     return None
 
 
-def homes_overlap_materials(template: str, materials_prefix: str) -> bool:
-    """Whether a home volume's name could start with ``materials_prefix``: a course file
-    could then name a user's home as its materials. No prefix allows no materials."""
+def materials_overlap_error(template: str, materials_prefix: str) -> str | None:
+    """Why home volumes named by ``template`` and course materials named with
+    ``materials_prefix`` could be confused, or None: a home's name that could start with
+    the prefix is a home a course file could name as its materials. No prefix allows no
+    materials, so nothing overlaps it."""
     homes = home_prefix(template)
-    return bool(materials_prefix) and (homes.startswith(materials_prefix)
-                                       or materials_prefix.startswith(homes))
+    if materials_prefix and (homes.startswith(materials_prefix)
+                             or materials_prefix.startswith(homes)):
+        return (f"overlaps the course materials prefix {materials_prefix!r}: a course file "
+                "could name a user's home as its materials. Give each its own prefix.")
+    return None
 
 
 def home_prefix(template: str) -> str:

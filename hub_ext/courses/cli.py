@@ -202,14 +202,11 @@ def _assignment(args: argparse.Namespace) -> int:
         uid, gid = (int(x) for x in args.run_as.split(":"))
     except ValueError:
         raise CourseError(f"--run-as {args.run_as!r}: give uid:gid, e.g. 1000:1000") from None
-    from ..volumes import HOME_MOUNT, home_template_error, home_volume_name, homes_overlap_materials
-    from .assignments import Volumes as _Volumes
+    from ..volumes import HOME_MOUNT, home_template_error, home_volume_name, materials_overlap_error
 
     template = args.home_volume_template
-    error = home_template_error(template)
-    if error is None and homes_overlap_materials(template, _Volumes.materials_prefix):
-        error = (f"overlaps the course materials prefix {_Volumes.materials_prefix!r}: a "
-                 "course file could name a user's home as its materials")
+    error = home_template_error(template) or materials_overlap_error(
+        template, Volumes.materials_prefix)
     if error is not None:
         raise CourseError(f"--home-volume-template {template[:80]!r} {error}")
     import docker

@@ -30,7 +30,7 @@ from ..volumes import (
     HOME_VOLUME_TEMPLATE,
     home_template_error,
     home_volume_name,
-    homes_overlap_materials,
+    materials_overlap_error,
 )
 from . import hardening
 from .profiles import (
@@ -359,13 +359,11 @@ class SpawnPolicy(LoggingConfigurable):
                 "network (the default), or, for a demo only, also set "
                 "SpawnPolicy.allow_host_network = True."
             )
-        materials = self.materials_volume_prefix
-        if homes_overlap_materials(self.home_volume_template, materials):
-            raise ValueError(
-                f"SpawnPolicy.home_volume_template ({self.home_volume_template!r}) and "
-                f"SpawnPolicy.materials_volume_prefix ({materials!r}) overlap: a course file "
-                "could name a user's home as its materials. Give each its own prefix."
-            )
+        overlap = materials_overlap_error(self.home_volume_template,
+                                          self.materials_volume_prefix)
+        if overlap is not None:
+            raise ValueError(f"SpawnPolicy.home_volume_template {self.home_volume_template!r} "
+                             f"{overlap} (SpawnPolicy.materials_volume_prefix)")
         profiles = self.parsed_profiles()
         if not self.allowed_images:
             self.log.warning("SpawnPolicy.allowed_images is empty: no server can start")

@@ -530,7 +530,7 @@ def test_homes_and_course_materials_never_share_a_prefix(homes):
     """A home volume whose name could start with the materials prefix could be named by a
     course file as its materials: mounted into the course's servers, and deleted with the
     course's files at the end of its retention."""
-    with pytest.raises(ValueError, match="overlap: a course file could name a user's home"):
+    with pytest.raises(ValueError, match="course materials prefix 'qustody-materials-': a course file"):
         policy(home_volume_template=homes).check()
     policy(home_volume_template="lab2-home-{username}").check()
     policy(home_volume_template="h" * 78 + "-{username}").check()  # 128 characters at most
