@@ -11,8 +11,9 @@ Docker fixtures: ``docker_engine`` (a reachable Docker engine, started with
 tools/dockerd.sh if needed), ``singleuser_image`` (the image id, built if missing) and
 ``user_network`` (a unique name and free subnet for the hub's internal user network, which
 the hub creates; the network, anything left on it and the host firewall tables the hub
-installed for its bridge are removed at teardown). Request
-``user_network`` before ``start_hub`` so it is removed after the hub stopped.
+installed for its bridge are removed at teardown; ``module_user_network`` is the same for
+a hub a module's tests share). Request ``user_network`` before ``start_hub`` so it is
+removed after the hub stopped.
 """
 
 from __future__ import annotations
@@ -116,11 +117,7 @@ def singleuser_image(docker_engine: str) -> str:
     return out.stdout.strip()
 
 
-@pytest.fixture
-def user_network(docker_engine: str, request: pytest.FixtureRequest) -> Iterator[UserNetwork]:
-    """A unique network name and a /24 in 198.18.0.0/15 no other network uses (other test
-    runs share this engine). The hub creates the network; teardown removes it and any
-    container still attached to it (only this test's containers can be)."""
+def _user_network(request: pytest.FixtureRequest) -> Iterator[UserNetwork]:
     net = UserNetwork(f"qtestnet-{secrets.token_hex(3)}", free_test_subnet())
     yield net
 
@@ -133,3 +130,19 @@ def user_network(docker_engine: str, request: pytest.FixtureRequest) -> Iterator
             print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
         docker("rm", "-f", cid, check=False)
     docker("network", "rm", net.name, check=False)
+
+
+@pytest.fixture
+def user_network(docker_engine: str, request: pytest.FixtureRequest) -> Iterator[UserNetwork]:
+    """A unique network name and a /24 in 198.18.0.0/15 no other network uses (other test
+    runs share this engine). The hub creates the network; teardown removes it and any
+    container still attached to it (only this test's containers can be)."""
+    yield from _user_network(request)
+
+
+@pytest.fixture(scope="module")
+def module_user_network(
+    docker_engine: str, request: pytest.FixtureRequest
+) -> Iterator[UserNetwork]:
+    """``user_network`` for a hub the tests of one module share."""
+    yield from _user_network(request)

@@ -1,7 +1,9 @@
 """Hardened containers, through the hub REST API, against a real Docker engine.
 
-Each test starts the reference hub configuration (jupyterhub_config.py) with test
-profiles, spawns through the REST API, and inspects and execs into what Docker runs.
+The tests share one hub, started from the reference configuration
+(jupyterhub_config.py) with test profiles; each spawns as its own user through the REST
+API, and inspects and execs into what Docker runs. Each test's servers are stopped (and
+their containers gone) before the next test starts.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from audit_hub import records
-from hubtest import UserNetwork, docker, failed
+from hubtest import Hub, UserNetwork, docker, failed, launch_hub
 
 from hub_ext.spawner import SpawnPolicy
 
 pytestmark = pytest.mark.docker
 
 MISSING = "sha256:" + "1" * 64
+#: The student role's users: each test of the shared hub spawns as its own one of them
+STUDENTS = ["alice", "dave", "erin", "frank", "gina", "hank", "ivy", "judy"]
 
 
 def extra_config(prefix: str, image: str, network: UserNetwork, cull_every: int = 2) -> str:
@@ -45,7 +49,7 @@ c.HardenedDockerSpawner.prefix = "{prefix}"
 culling = culler(cull_every={cull_every}, default_idle_timeout=3600)
 c.JupyterHub.services = culling.services
 c.JupyterHub.load_roles = [
-    {{"name": "student", "scopes": ["self"], "users": ["alice", "dave"]}},
+    {{"name": "student", "scopes": ["self"], "users": {STUDENTS!r}}},
     {{"name": "researcher", "scopes": ["self"], "users": ["bob"]}},
     *culling.roles,
 ]
@@ -53,9 +57,7 @@ validate_config(c)
 """
 
 
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
-    """A name prefix for this test's containers and volumes; all removed at teardown."""
+def _prefixed(request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"qtest{secrets.token_hex(3)}"
     yield name
 
@@ -68,11 +70,51 @@ def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def hub(user_network, start_hub, prefix, singleuser_image):
-    return start_hub(
-        extra=extra_config(prefix, singleuser_image, user_network),
+def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
+    """A name prefix for this test's containers and volumes; all removed at teardown."""
+    yield from _prefixed(request)
+
+
+@pytest.fixture(scope="module")
+def shared_prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
+    """``prefix`` for the shared hub's containers and volumes."""
+    yield from _prefixed(request)
+
+
+@pytest.fixture(scope="module")
+def hub(
+    module_user_network: UserNetwork, shared_prefix: str, singleuser_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Hub]:
+    hub = launch_hub(
+        tmp_path_factory.mktemp("docker-spawner") / "hub",
+        extra=extra_config(shared_prefix, singleuser_image, module_user_network),
         env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+        timeout=120,
     )
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(autouse=True)
+def _one_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test of the shared hub: print its part of the hub log if it failed, and
+    stop every server it left, so the next test starts with no container."""
+    if "hub" not in request.fixturenames:
+        yield
+        return
+    hub: Hub = request.getfixturevalue("hub")
+    prefix: str = request.getfixturevalue("shared_prefix")
+    start = len(hub.log())
+    yield
+    if failed(request):
+        print(f"\n===== hub log, this test =====\n{hub.log()[start:][-20000:]}")
+        for cid in containers(prefix):
+            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
+    for user in hub.api("GET", "/users")[1]:
+        if user["servers"]:
+            hub.api("DELETE", f"/users/{user['name']}/server")
+    hub.wait_for(lambda: not containers(prefix), timeout=60, what="the test's containers gone")
 
 
 def containers(prefix: str, user: str | None = None) -> list[str]:
@@ -97,10 +139,10 @@ def exec_in(cid: str, script: str) -> str:
     return docker("exec", cid, "bash", "-c", script)
 
 
-def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
+def test_spawned_container_is_hardened(hub, shared_prefix, singleuser_image):
     status, body = spawn(hub, "alice")
     assert status in (201, 202), body
-    [cid] = containers(prefix, "alice")
+    [cid] = containers(shared_prefix, "alice")
     info = json.loads(docker("inspect", cid))[0]
     hc, cfg = info["HostConfig"], info["Config"]
 
@@ -115,7 +157,7 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
     assert hc["CpuQuota"] == 50_000 and hc["CpuPeriod"] == 100_000
     assert set(hc["Tmpfs"]) == {"/tmp", "/run/jupyter"}
     [bind] = hc["Binds"]
-    assert bind.startswith(f"{prefix}-home-alice-") and bind.endswith(":/home/jovyan:rw")
+    assert bind.startswith(f"{shared_prefix}-home-alice-") and bind.endswith(":/home/jovyan:rw")
     assert [m["Type"] for m in info["Mounts"]] == ["volume"]
     assert not any("docker.sock" in json.dumps(m) for m in info["Mounts"])
     assert cfg["User"] == "1000:1000"
@@ -232,22 +274,22 @@ def test_spawned_container_is_hardened(hub, prefix, singleuser_image):
     # stop: the container is removed
     status, _ = hub.api("DELETE", "/users/alice/server")
     assert status in (202, 204)
-    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=60, what="container removal")
+    hub.wait_for(lambda: not containers(shared_prefix, "alice"), timeout=60, what="container removal")
 
 
 @pytest.mark.parametrize(
     ("user", "options", "status", "words"),
     [
-        ("alice", {"image": "python:3.11"}, 400, ["not pinned by digest", "qustody (sha256:"]),
-        ("alice", {"image": "sha256:" + "2" * 64}, 400, ["not on the allow-list", "qustody (sha256:"]),
-        ("alice", {"image": "missing"}, 400, ["not allowed for this profile", "qustody (sha256:"]),
-        ("alice", {"profile": "researcher"}, 403, ["not allowed for your roles", "student"]),
-        ("alice", {"profile": "nope"}, 400, ["Unknown profile", "student"]),
-        ("alice", {"cmd": "sh"}, 400, ["Unknown server options"]),
+        ("erin", {"image": "python:3.11"}, 400, ["not pinned by digest", "qustody (sha256:"]),
+        ("erin", {"image": "sha256:" + "2" * 64}, 400, ["not on the allow-list", "qustody (sha256:"]),
+        ("erin", {"image": "missing"}, 400, ["not allowed for this profile", "qustody (sha256:"]),
+        ("erin", {"profile": "researcher"}, 403, ["not allowed for your roles", "student"]),
+        ("erin", {"profile": "nope"}, 400, ["Unknown profile", "student"]),
+        ("erin", {"cmd": "sh"}, 400, ["Unknown server options"]),
         ("carol", {}, 403, ["No server profile is available", "student"]),
     ],
 )
-def test_refusals_leave_no_container(hub, prefix, user, options, status, words):
+def test_refusals_leave_no_container(hub, shared_prefix, user, options, status, words):
     if user == "carol":
         hub.api("POST", "/users/carol")
     code, body = spawn(hub, user, options, wait=False)
@@ -255,16 +297,16 @@ def test_refusals_leave_no_container(hub, prefix, user, options, status, words):
     message = body["message"] if isinstance(body, dict) else str(body)
     for word in words:
         assert word in message, message
-    assert not containers(prefix)
+    assert not containers(shared_prefix)
     model = hub.api("GET", f"/users/{user}")[1]
     assert not model["servers"].get("", {}).get("ready")
 
 
-def test_missing_image_is_reported(hub, prefix):
-    code, body = spawn(hub, "alice", {"profile": "broken-image"}, wait=False)
+def test_missing_image_is_reported(hub, shared_prefix):
+    code, body = spawn(hub, "frank", {"profile": "broken-image"}, wait=False)
     assert code == 500, body
     assert "not present on the Docker engine" in body["message"]
-    assert not containers(prefix)
+    assert not containers(shared_prefix)
 
 
 def test_crashing_entrypoint_is_reported_with_reason(
@@ -296,50 +338,50 @@ def _server(hub, user):
     return hub.api("GET", f"/users/{user}")[1]["servers"].get("")
 
 
-def test_idle_server_is_culled(hub, prefix):
-    code, body = spawn(hub, "alice", {"profile": "short-idle"})
+def test_idle_server_is_culled(hub, shared_prefix):
+    code, body = spawn(hub, "gina", {"profile": "short-idle"})
     assert code in (201, 202), body
-    assert containers(prefix, "alice")
-    hub.wait_for(lambda: _server(hub, "alice") is None, timeout=60, what="idle cull")
-    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30, what="container removal")
+    assert containers(shared_prefix, "gina")
+    hub.wait_for(lambda: _server(hub, "gina") is None, timeout=60, what="idle cull")
+    hub.wait_for(lambda: not containers(shared_prefix, "gina"), timeout=30, what="container removal")
     log = hub.log()
-    assert "qustody-cull server=alice/ profile=short-idle reason=idle" in log
+    assert "qustody-cull server=gina/ profile=short-idle reason=idle" in log
 
 
-def test_busy_server_is_stopped_at_max_age(hub, prefix):
-    code, body = spawn(hub, "alice", {"profile": "short-age"})
+def test_busy_server_is_stopped_at_max_age(hub, shared_prefix):
+    code, body = spawn(hub, "hank", {"profile": "short-age"})
     assert code in (201, 202), body
     started = time.monotonic()
 
     def busy_until_culled():
         # keep the server busy: fresh activity every half second
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        hub.api("POST", "/users/alice/activity", {"servers": {"": {"last_activity": now}}})
-        return _server(hub, "alice") is None
+        hub.api("POST", "/users/hank/activity", {"servers": {"": {"last_activity": now}}})
+        return _server(hub, "hank") is None
 
     hub.wait_for(busy_until_culled, timeout=60, interval=0.5, what="max-age cull")
     assert time.monotonic() - started >= 10
-    hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30, what="container removal")
+    hub.wait_for(lambda: not containers(shared_prefix, "hank"), timeout=30, what="container removal")
     log = hub.log()
-    assert "qustody-cull server=alice/ profile=short-age reason=max-age" in log
-    assert "reason=idle" not in log
+    assert "qustody-cull server=hank/ profile=short-age reason=max-age" in log
+    assert "server=hank/ profile=short-age reason=idle" not in log
 
 
 def test_a_course_mounts_its_materials_read_only_and_closes_its_students_servers(
-    hub, prefix, singleuser_image
+    hub, shared_prefix, singleuser_image
 ):
     """A course file's materials volume is in its student's container, read-only; its
     term binds the running container (the culler stops it when the term closes) and the
     next start (refused, saying why and until when files are kept)."""
     from hub_ext.courses.model import stamp
 
-    materials = f"qustody-materials-{prefix}"
+    materials = f"qustody-materials-{shared_prefix}"
     docker("volume", "create", materials)
     try:
         docker("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "sh",
                "-v", f"{materials}:/m", singleuser_image, "-c",
                "echo 'week 1: Bell states' > /m/notes.txt")
-        code, body = hub.api("POST", "/groups/course-101:students", {"users": ["alice"]})
+        code, body = hub.api("POST", "/groups/course-101:students", {"users": ["ivy"]})
         assert code == 201, body
         closes = time.time() + 60  # time to start the container and look inside first
         (hub.dir / "courses" / "course-101.toml").write_text(
@@ -349,15 +391,15 @@ def test_a_course_mounts_its_materials_read_only_and_closes_its_students_servers
         )
         # the attack: a symlink where a mount inside the home would go, pointing at the
         # server's own software (the engine would mount over its target)
-        home = SpawnPolicy(home_volume_template=f"{prefix}-home-{{username}}").volume_name(
-            "alice")
+        home = SpawnPolicy(home_volume_template=f"{shared_prefix}-home-{{username}}").volume_name(
+            "ivy")
         docker("run", "--rm", "--network", "none", "--user", "1000", "--entrypoint", "sh",
                "-v", f"{home}:/home/jovyan", singleuser_image, "-c",
                "ln -s /opt/qustody /home/jovyan/course-101-materials")
         time.sleep(2.5)  # the hub re-reads the courses directory at most every 2 s
-        code, body = spawn(hub, "alice", {"profile": "student"})
+        code, body = spawn(hub, "ivy", {"profile": "student"})
         assert code in (201, 202), body
-        (cid,) = containers(prefix, "alice")
+        (cid,) = containers(shared_prefix, "ivy")
         where = "/srv/qustody/materials/course-101"
         assert "Bell states" in docker("exec", cid, "cat", f"{where}/notes.txt")
         listed = docker("exec", cid, "ls", "/opt/qustody/")
@@ -368,33 +410,34 @@ def test_a_course_mounts_its_materials_read_only_and_closes_its_students_servers
         assert tried.count("Read-only file system") == 2 and "home-ok" in tried, tried
         assert time.time() < closes, "the container took longer to start than the test allows"
 
-        hub.wait_for(lambda: _server(hub, "alice") is None, timeout=120,
+        hub.wait_for(lambda: _server(hub, "ivy") is None, timeout=120,
                      what="course-closed cull")
         assert time.time() >= closes - 1
-        assert "qustody-cull server=alice/ profile=student reason=course-closed" in hub.log()
-        hub.wait_for(lambda: not containers(prefix, "alice"), timeout=30,
+        assert "qustody-cull server=ivy/ profile=student reason=course-closed" in hub.log()
+        hub.wait_for(lambda: not containers(shared_prefix, "ivy"), timeout=30,
                      what="container removal")
-        code, body = hub.api("POST", "/users/alice/server", {"user_options": {}})
+        code, body = hub.api("POST", "/users/ivy/server", {"user_options": {}})
         assert code == 403, (code, body)
         assert "The term of course-101 (Intro QC) has ended" in body["message"], body
         assert "Your files are kept until" in body["message"]
     finally:
-        for cid in containers(prefix, "alice"):
+        (hub.dir / "courses" / "course-101.toml").unlink(missing_ok=True)
+        for cid in containers(shared_prefix, "ivy"):
             docker("rm", "-f", cid, check=False)
         docker("volume", "rm", "-f", materials, check=False)
 
 
-def test_the_lab_extension_works_in_the_hardened_container(hub, prefix, tmp_path):
+def test_the_lab_extension_works_in_the_hardened_container(hub, shared_prefix, tmp_path):
     """The researcher's JupyterLab as the image ships it, in Chromium through the hub: the
     extension's clock and panels are there, JupyterLab's news prompt is not, nothing
     outside loopback is asked for, and a key saved with Ctrl+S gets the findings dialog
     from the guard running in the container."""
     import chromium
 
-    status, _ = spawn(hub, "alice")
+    status, _ = spawn(hub, "judy")
     assert status in (201, 202)
-    token = hub.user_token("alice")
-    url = f"{hub.url}user/alice/"
+    token = hub.user_token("judy")
+    url = f"{hub.url}user/judy/"
     kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": kernel}, "cells": [
         {"cell_type": "code", "id": "c1", "metadata": {}, "source": "", "outputs": [],
@@ -410,13 +453,13 @@ def test_the_lab_extension_works_in_the_hardened_container(hub, prefix, tmp_path
         "screenshot": str(tmp_path / "hardened-lab.png"),
     }, timeout=300)
     assert out["clock"].startswith("Session "), out["clock"]
-    # this hub gives alice no secrets, and its services list leaves the gateway out (its
+    # this hub gives judy no secrets, and its services list leaves the gateway out (its
     # URL still reaches the container): each panel says what is wrong, in words
     assert out["secretsNote"].startswith("No secrets were delivered to this server.")
     assert "without a gateway answer (is QUSTODY_QPU_URL right?)" in out["qpuText"]
     assert len(out["findings"]) == 1 and "github-token" in out["findings"][0]
     assert out["saveErrorDialogs"] == 0 and out["newsPrompt"] == 0
     assert key not in out["dialogText"] and out["outside"] == [] and out["errors"] == []
-    cid = containers(prefix, "alice")[0]
+    cid = containers(shared_prefix, "judy")[0]
     assert exec_in(cid, "test -e /home/jovyan/panel.ipynb && cat /home/jovyan/panel.ipynb").count(
         key) == 0
