@@ -3,7 +3,9 @@
 ``idp`` starts ``node tests/idp/provider.mjs`` with :data:`USERS` on a random loopback
 port; ``oidc_hub(extra=..., env=...)`` starts the repository's jupyterhub_config.py with
 ``QUSTODY_OIDC_*`` pointing at it, registers the hub's callback with the provider and
-returns ``(hub, idp)``. Logs of both are printed when a test fails.
+returns the hub. Logs of both are printed when a test fails. ``module_idp`` and
+``module_oidc_hub`` are the same for hubs the tests of one module share; such tests sign
+in as users of their own (``new_user``).
 """
 
 from __future__ import annotations
@@ -75,10 +77,9 @@ USERS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture
-def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
+def _idp(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
     try:
-        provider = start_idp(USERS, workdir=tmp_path / "idp", ttl={"AccessToken": 4, "IdToken": 60})
+        provider = start_idp(USERS, workdir=workdir, ttl={"AccessToken": 4, "IdToken": 60})
     except IdpError as e:
         pytest.fail(str(e))
     yield provider
@@ -88,10 +89,29 @@ def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
 
 
 @pytest.fixture
-def oidc_hub(
-    tmp_path: Path, idp: Idp, request: pytest.FixtureRequest
+def idp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Idp]:
+    yield from _idp(tmp_path / "idp", request)
+
+
+@pytest.fixture(scope="module")
+def module_idp(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Idp]:
+    """``idp`` for the tests of one module: each test signs in as users of its own
+    (:func:`new_user`), since tests change and revoke users at the provider."""
+    yield from _idp(tmp_path_factory.mktemp("idp"), request)
+
+
+def new_user(idp: Idp, like: str) -> str:
+    """A new user at ``idp`` with the groups, factors and password of ``USERS[like]``."""
+    name = f"{like}{secrets.token_hex(3)}"
+    idp.set_user(name, **USERS[like])
+    return name
+
+
+def _oidc_hubs(
+    base: Path, idp: Idp, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Hub]]:
-    """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
     started: list[Hub] = []
 
     def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 180) -> Hub:
@@ -107,7 +127,7 @@ def oidc_hub(
         }
         try:
             hub = launch_hub(
-                tmp_path / f"hub{len(started)}",
+                base / f"hub{len(started)}",
                 extra=extra,
                 env=run_env,
                 started=started,
@@ -123,3 +143,19 @@ def oidc_hub(
         hub.stop()
         if failed(request):
             print(f"---- hub log {hub.dir} ----\n" + hub.log()[-8000:])
+
+
+@pytest.fixture
+def oidc_hub(
+    tmp_path: Path, idp: Idp, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Hub]]:
+    """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
+    yield from _oidc_hubs(tmp_path, idp, request)
+
+
+@pytest.fixture(scope="module")
+def module_oidc_hub(
+    tmp_path_factory: pytest.TempPathFactory, module_idp: Idp, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Hub]]:
+    """``oidc_hub`` through ``module_idp``, for hubs the tests of one module share."""
+    yield from _oidc_hubs(tmp_path_factory.mktemp("hubs"), module_idp, request)
