@@ -110,13 +110,14 @@ def new_user(idp: Idp, like: str) -> str:
 
 
 def _oidc_hubs(
-    base: Path, idp: Idp, request: pytest.FixtureRequest
+    base: Path, idp: Idp, request: pytest.FixtureRequest, client: str
 ) -> Iterator[Callable[..., Hub]]:
+    """Hubs registered at ``idp`` as clients ``{client}-0``, ``{client}-1``, ..."""
     started: list[Hub] = []
 
     def start(extra: str = "", env: dict[str, str] | None = None, timeout: float = 180) -> Hub:
         # 180 s: a loaded build machine starts the hub's services slowly
-        client_id, client_secret = f"hub-{len(started)}", secrets.token_hex(24)
+        client_id, client_secret = f"{client}-{len(started)}", secrets.token_hex(24)
         run_env = {
             "QUSTODY_OIDC_ISSUER": idp.issuer,
             "QUSTODY_OIDC_CLIENT_ID": client_id,
@@ -150,7 +151,7 @@ def oidc_hub(
     tmp_path: Path, idp: Idp, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Hub]]:
     """Factory: ``oidc_hub(extra="c.X = ...", env={...}) -> Hub`` logging in through ``idp``."""
-    yield from _oidc_hubs(tmp_path, idp, request)
+    yield from _oidc_hubs(tmp_path, idp, request, "hub")
 
 
 @pytest.fixture(scope="module")
@@ -158,4 +159,5 @@ def module_oidc_hub(
     tmp_path_factory: pytest.TempPathFactory, module_idp: Idp, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Hub]]:
     """``oidc_hub`` through ``module_idp``, for hubs the tests of one module share."""
-    yield from _oidc_hubs(tmp_path_factory.mktemp("hubs"), module_idp, request)
+    # its own client names: a test's oidc_hub through the same provider registers hub-0
+    yield from _oidc_hubs(tmp_path_factory.mktemp("hubs"), module_idp, request, "module-hub")

@@ -1,4 +1,7 @@
-"""Browser-less logins through the real provider into a real hub: roles, scopes, refusals."""
+"""Browser-less logins through the real provider into a real hub: roles, scopes, refusals.
+
+The tests share one provider; those that need no settings of their own share one hub.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,21 @@ from urllib.parse import parse_qs, urlsplit
 import chromium
 import pytest
 import requests
-from identity.conftest import PASSWORD
+from identity.conftest import PASSWORD, new_user
 from identity.idp import login
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def idp(module_idp: Any) -> Any:
+    return module_idp
+
+
+@pytest.fixture(scope="module")
+def shared_hub(module_oidc_hub: Any) -> Any:
+    """The reference configuration, for the tests that change nothing in it."""
+    return module_oidc_hub()
 
 
 def audit_events(hub: Any, type_name: str) -> list[dict[str, Any]]:
@@ -34,8 +48,8 @@ def user_scopes(hub: Any, session: requests.Session) -> set[str]:
     return set(response.json()["scopes"])
 
 
-def test_roles_land_with_least_privilege_scopes(oidc_hub: Any) -> None:
-    hub = oidc_hub()
+def test_roles_land_with_least_privilege_scopes(shared_hub: Any) -> None:
+    hub = shared_hub
     seen: dict[str, tuple[set[str], set[str]]] = {}
     sessions: dict[str, requests.Session] = {}
     for name in ("rita", "ivan", "sam", "tess", "ada", "audrey"):
@@ -149,8 +163,8 @@ def test_user_without_mfa_is_refused_with_a_clear_page(oidc_hub: Any) -> None:
     assert "prompt" not in parse_qs(urlsplit(plain.headers["Location"]).query)
 
 
-def test_user_in_no_mapped_group_is_refused(oidc_hub: Any) -> None:
-    hub = oidc_hub()
+def test_user_in_no_mapped_group_is_refused(shared_hub: Any) -> None:
+    hub = shared_hub
     page = login(requests.Session(), hub.url, "outsider", PASSWORD)
     assert page.status_code == 403
     shown = refusal_page(page)
@@ -166,26 +180,27 @@ def test_user_in_no_mapped_group_is_refused(oidc_hub: Any) -> None:
 
 
 def test_stricter_acr_for_admins(oidc_hub: Any, idp: Any) -> None:
-    idp.set_user("ada", acr="urn:qustody:acr:mfa")
-    idp.set_user("rita", acr="urn:qustody:acr:mfa")
+    ada, rita = new_user(idp, "ada"), new_user(idp, "rita")
+    idp.set_user(ada, acr="urn:qustody:acr:mfa")
+    idp.set_user(rita, acr="urn:qustody:acr:mfa")
     hub = oidc_hub(
         extra="""
         c.QustodyAuthenticator.acr_levels = ["urn:qustody:acr:pwd", "urn:qustody:acr:mfa", "urn:qustody:acr:phr"]
         c.QustodyAuthenticator.role_min_acr = {"admin": "urn:qustody:acr:phr"}
     """
     )
-    page = login(requests.Session(), hub.url, "ada", PASSWORD)
+    page = login(requests.Session(), hub.url, ada, PASSWORD)
     assert page.status_code == 403 and "stronger sign-in" in page.text
-    assert login(requests.Session(), hub.url, "rita", PASSWORD).status_code == 200
-    idp.set_user("ada", acr="urn:qustody:acr:phr")
-    assert login(requests.Session(), hub.url, "ada", PASSWORD).status_code == 200
+    assert login(requests.Session(), hub.url, rita, PASSWORD).status_code == 200
+    idp.set_user(ada, acr="urn:qustody:acr:phr")
+    assert login(requests.Session(), hub.url, ada, PASSWORD).status_code == 200
     assert [e["reason"] for e in audit_events(hub, "mfa-refused")] == ["acr-too-low"]
 
 
 def test_the_mfa_refusal_page_in_chromium_offers_a_way_forward(
-    oidc_hub: Any, tmp_path: Path
+    shared_hub: Any, tmp_path: Path
 ) -> None:
-    hub = oidc_hub()
+    hub = shared_hub
     shot = tmp_path / "mfa-refused.png"
     out = chromium.drive("refusal_page.mjs", {
         "hub": hub.url, "user": "nomfa", "password": PASSWORD,
