@@ -112,7 +112,7 @@ def hub_ports(hub: Hub) -> dict[str, int]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def services() -> Iterator[dict[str, int]]:
     """A real OpenID provider and a real PostgreSQL cluster on the host's loopback, and
     free ports for the hub's QPU gateway, auditor page and instructor page."""
@@ -132,14 +132,18 @@ def services() -> Iterator[dict[str, int]]:
         pg.stop()
 
 
-@pytest.fixture
-def hub(user_network, start_hub, prefix, singleuser_image, services) -> Hub:
+@pytest.fixture(scope="module")
+def shared_hub(
+    module_user_network: UserNetwork, shared_prefix: str, singleuser_image: str,
+    services: dict[str, int], tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Hub]:
     """The reference configuration with Docker, its gateway and auditor page on the
-    ``services`` ports, on this test's own internal network."""
-    return start_hub(
-        extra=user_network.config()
-        + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n'
-        + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n',
+    ``services`` ports, on the module's own internal network."""
+    hub = launch_hub(
+        tmp_path_factory.mktemp("user-network") / "hub",
+        extra=module_user_network.config()
+        + f'c.SpawnPolicy.home_volume_template = "{shared_prefix}-home-{{username}}"\n'
+        + f'c.HardenedDockerSpawner.prefix = "{shared_prefix}"\n',
         env={
             "QUSTODY_IMAGE_DIGEST": singleuser_image,
             "QUSTODY_QPU_PORT": str(services["QPU gateway"]),
@@ -149,16 +153,38 @@ def hub(user_network, start_hub, prefix, singleuser_image, services) -> Hub:
         },
         timeout=180,  # the machine is shared: starting the gateway can take a while
     )
+    yield hub
+    hub.stop()
 
 
 @pytest.fixture
-def prefix(docker_engine: str) -> Iterator[str]:
+def hub(shared_hub: Hub, shared_prefix: str) -> Iterator[Hub]:
+    """``shared_hub``, whose servers are stopped after each test that used it."""
+    yield shared_hub
+    for user in shared_hub.api("GET", "/users")[1]:
+        if user["servers"]:
+            shared_hub.api("DELETE", f"/users/{user['name']}/server")
+    shared_hub.wait_for(lambda: not docker("ps", "-q", "--filter", f"name={shared_prefix}"),
+                        timeout=60, what="the test's containers gone")
+
+
+def _prefixed() -> Iterator[str]:
     name = f"qtest{secrets.token_hex(3)}"
     yield name
     for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
         docker("rm", "-f", cid, check=False)
     for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
         docker("volume", "rm", "-f", vol, check=False)
+
+
+@pytest.fixture
+def prefix(docker_engine: str) -> Iterator[str]:
+    yield from _prefixed()
+
+
+@pytest.fixture(scope="module")
+def shared_prefix(docker_engine: str) -> Iterator[str]:
+    yield from _prefixed()
 
 
 class _OtherNetwork:
@@ -185,23 +211,23 @@ class _OtherNetwork:
 
 @pytest.mark.docker
 def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
-    hub: Hub, user_network: UserNetwork, prefix: str, services: dict[str, int],
+    hub: Hub, module_user_network: UserNetwork, shared_prefix: str, services: dict[str, int],
     singleuser_image: str,
 ) -> None:
     # the hub created its network: internal, with the configured subnet
-    [info] = json.loads(docker("network", "inspect", user_network.name))
+    [info] = json.loads(docker("network", "inspect", module_user_network.name))
     assert info["Internal"] is True and info["Driver"] == "bridge"
-    assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [user_network.subnet]
+    assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [module_user_network.subnet]
 
     hub.start_server("alice")
-    cid = container_of(prefix, "alice")
+    cid = container_of(shared_prefix, "alice")
     targets = {**services, **hub_ports(hub)}
     # the listeners are real and answer on the host's loopback (so the probe can fail)
     for port in targets.values():
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
 
-    bridge = user_network.host_ip
+    bridge = module_user_network.host_ip
     probes = [[host, port] for port in targets.values() for host in (bridge, "127.0.0.1")]
     proxy = f"{bridge}:8000"
     seen = in_container(cid, PROBE, json.dumps([*probes, [bridge, 8000]]))
@@ -214,7 +240,7 @@ def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
 
     # nothing off the subnet: a server on another network this host reaches (a container
     # of this test's own) answers the host, but not alice's container (no forwarding)
-    other = _OtherNetwork.start(user_network, prefix, singleuser_image)
+    other = _OtherNetwork.start(module_user_network, shared_prefix, singleuser_image)
     try:
         hub.wait_for(lambda: _answers(other.ip, 9000), timeout=60, what="the other listener")
         seen = in_container(cid, PROBE, json.dumps([[other.ip, 9000]]))
@@ -243,11 +269,11 @@ def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
 
 @pytest.mark.docker
 def test_ports_bound_in_a_container_change_nothing_for_others(
-    hub: Hub, user_network: UserNetwork, prefix: str, services: dict[str, int]
+    hub: Hub, module_user_network: UserNetwork, shared_prefix: str, services: dict[str, int]
 ) -> None:
     hub.start_server("alice")
     hub.start_server("bob")
-    alice, bob = container_of(prefix, "alice"), container_of(prefix, "bob")
+    alice, bob = container_of(shared_prefix, "alice"), container_of(shared_prefix, "bob")
     ports = {**services, **hub_ports(hub)}
     spare = free_port()  # free on the host now; a hub service restarting would want it
     squatted = [ports["QPU gateway"], ports["auditor page"], ports["hub API"],
@@ -271,7 +297,7 @@ def test_ports_bound_in_a_container_change_nothing_for_others(
         s.bind(("127.0.0.1", spare))
 
     # bob's server still reaches the real hub and gateway through the network proxy
-    proxy = f"http://{user_network.host_ip}:8000"
+    proxy = f"http://{module_user_network.host_ip}:8000"
     got = in_container(bob, FETCH, f"{proxy}/hub/api/", f"{proxy}/services/qpu/")
     status, body = got[f"{proxy}/hub/api/"]
     assert status == 200 and "version" in json.loads(body), got
