@@ -25,10 +25,7 @@ from service_procs import bell_qpy, children, gone, service_process
 pytestmark = pytest.mark.slow  # real hubs and gateways: run early (tests/conftest.py)
 
 
-@pytest.fixture
-def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
-    # one hub per test: each kills workers, and the supervisor allows 5 restarts a minute
-    base = tmp_path
+def _hub(base: Path) -> Iterator[Hub]:
     hub = launch_hub(
         base / "hub",
         extra=LOCAL_EXTRA.format(home=base / "home"),
@@ -38,11 +35,39 @@ def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
     )
     yield hub
     hub.stop()
+
+
+# Two tests per hub: the supervisor restarts a service's workers at most 5 times a
+# minute, and each of these hubs loses at most 4 workers of one service.
+@pytest.fixture(scope="module")
+def first_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    yield from _hub(tmp_path_factory.mktemp("crash-1"))
+
+
+@pytest.fixture(scope="module")
+def second_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    yield from _hub(tmp_path_factory.mktemp("crash-2"))
+
+
+def _print_log_if_failed(hub: Hub, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    start = len(hub.log())
+    yield hub
     if failed(request):
-        print(hub.log()[-20000:])
+        print(hub.log()[start:][-20000:])
 
 
-def test_a_killed_gateway_worker_refuses_nothing_and_loses_no_job(hub: Hub) -> None:
+@pytest.fixture
+def hub_one(first_hub: Hub, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    yield from _print_log_if_failed(first_hub, request)
+
+
+@pytest.fixture
+def hub_two(second_hub: Hub, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    yield from _print_log_if_failed(second_hub, request)
+
+
+def test_a_killed_gateway_worker_refuses_nothing_and_loses_no_job(hub_one: Hub) -> None:
+    hub = hub_one
     token = hub.user_token("alice")
     url = f"{hub.url}services/qpu/api/jobs"
     job = {"backend": "aer_simulator", "circuits": [{"qpy": bell_qpy()}], "shots": 64,
@@ -86,7 +111,8 @@ def test_a_killed_gateway_worker_refuses_nothing_and_loses_no_job(hub: Hub) -> N
     assert f"(pid {workers[0]}) died (signal SIGKILL); starting it again" in hub.log()
 
 
-def test_a_killed_audit_page_worker_is_replaced_and_keeps_auditors_signed_in(hub: Hub) -> None:
+def test_a_killed_audit_page_worker_is_replaced_and_keeps_auditors_signed_in(hub_one: Hub) -> None:
+    hub = hub_one
     page = f"{hub.url}services/audit/"
     session = login(hub, "auditor")
     hub.wait_for(lambda: session.get(page, timeout=30).status_code == 200, timeout=120,
@@ -119,7 +145,8 @@ def scrape(hub: Hub) -> dict[str, float]:
     return samples
 
 
-def test_the_gateway_metrics_sum_every_worker_even_one_that_died(hub: Hub) -> None:
+def test_the_gateway_metrics_sum_every_worker_even_one_that_died(hub_two: Hub) -> None:
+    hub = hub_two
     submitted = 'qustody_audit_records_total{reason="",type="qpu-job-submitted"}'
     token = hub.user_token("alice")
     job = {"backend": "aer_simulator", "circuits": [{"qpy": bell_qpy()}], "shots": 8,
@@ -153,10 +180,11 @@ def scrape_or_none(hub: Hub) -> dict[str, float] | None:
 
 
 def test_a_result_being_waited_for_survives_the_crash_of_the_worker_holding_it(
-    hub: Hub,
+    hub_two: Hub,
 ) -> None:
     """``job.result()`` long-polls the gateway (30 s per request): the worker holding that
     request dies, and the kernel's client asks again instead of failing the notebook."""
+    hub = hub_two
     from qiskit import QuantumCircuit
 
     from server_ext.qpu import GatewayClient, GatewayError, gateway_backend
