@@ -1,4 +1,7 @@
-"""Start-up refusals and provider outages, with a real hub and the real provider."""
+"""Start-up refusals and provider outages, with a real hub and the real provider.
+
+The start-up tests share one provider; each outage test stops a provider of its own.
+"""
 
 from __future__ import annotations
 
@@ -53,17 +56,18 @@ def oidc_env(idp: Any, **changes: str) -> dict[str, str]:
     ],
 )
 def test_hub_refuses_to_start(
-    idp: Any, tmp_path: Path, env_changes: dict[str, str], extra: str, message: str
+    module_idp: Any, tmp_path: Path, env_changes: dict[str, str], extra: str, message: str
 ) -> None:
     with pytest.raises(HubError) as refused:
-        launch_hub(tmp_path / "hub", extra=extra, env=oidc_env(idp, **env_changes), timeout=60)
+        launch_hub(tmp_path / "hub", extra=extra, env=oidc_env(module_idp, **env_changes),
+                   timeout=60)
     assert message in str(refused.value)
     assert "QUSTODY_OIDC_CLIENT_SECRET=" not in str(refused.value)
 
 
-def test_demo_mode_generates_a_private_crypt_key(idp: Any, tmp_path: Path) -> None:
+def test_demo_mode_generates_a_private_crypt_key(module_idp: Any, tmp_path: Path) -> None:
     hub = launch_hub(
-        tmp_path / "hub", env=oidc_env(idp, JUPYTERHUB_CRYPT_KEY="", QUSTODY_DEMO_MODE="1")
+        tmp_path / "hub", env=oidc_env(module_idp, JUPYTERHUB_CRYPT_KEY="", QUSTODY_DEMO_MODE="1")
     )
     try:
         assert hub.api("GET", "/")[0] == 200
