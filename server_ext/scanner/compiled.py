@@ -8,10 +8,12 @@ expressions are the same loads them in a few milliseconds. Anything else compile
 before: other rules or settings, known values, a CPU the stored database was not built
 for, a damaged or missing file (a file that is there but unusable is logged).
 
-A file's name is a hash of everything that goes into the compile (hyperscan's version,
-the mode, each expression and its flags, in order), so a stored database is only ever
-used for the expressions it was compiled from. Only the image's own directory is read:
-it is owned by root on a read-only root filesystem, out of a user's reach.
+A file's name is a hash of everything that goes into the compile (``FORMAT``, hyperscan's
+version, the mode, each expression and its flags, in order), so a stored database is only ever
+used for the expressions it was compiled from. Only the running environment's own
+directory is read: in the image it is owned by root on a read-only root filesystem, out
+of a user's reach (``make test`` and ``make demo`` fill ``.venv``'s, for local processes,
+which have no isolation to keep anyway).
 """
 
 from __future__ import annotations
@@ -59,9 +61,14 @@ def database(expressions: Sequence[bytes], flags: Sequence[int],
     return _compile(expressions, flags)
 
 
+#: Part of every stored file's name: raise it when ``_compile`` changes how it compiles
+#: (a stored file of the old way is then compiled again, never loaded)
+FORMAT = 1
+
+
 def key(expressions: Sequence[bytes], flags: Sequence[int]) -> str:
     version = getattr(hyperscan, "__version__", "?")  # the wheel bundles its library
-    digest = hashlib.sha256(f"hyperscan {version} block\n".encode())
+    digest = hashlib.sha256(f"qustody {FORMAT} hyperscan {version} block\n".encode())
     for expression, flag in zip(expressions, flags, strict=True):
         digest.update(b"%d %d:%s\n" % (flag, len(expression), expression))
     return digest.hexdigest()

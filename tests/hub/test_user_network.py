@@ -22,7 +22,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubtest import Hub, HubError, UserNetwork, docker, free_port, free_test_subnet, launch_hub
+from hubtest import (
+    Hub,
+    HubError,
+    UserNetwork,
+    docker,
+    failed,
+    free_port,
+    free_test_subnet,
+    launch_hub,
+)
 from identity.idp import Idp, start_idp
 from pgserver import PgCluster
 
@@ -158,9 +167,13 @@ def shared_hub(
 
 
 @pytest.fixture
-def hub(shared_hub: Hub, shared_prefix: str) -> Iterator[Hub]:
-    """``shared_hub``, whose servers are stopped after each test that used it."""
+def hub(shared_hub: Hub, shared_prefix: str, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    """``shared_hub``, whose servers are stopped after each test that used it (and whose
+    log of the test is printed if it failed)."""
+    start = len(shared_hub.log())
     yield shared_hub
+    if failed(request):
+        print(f"\n===== hub log, this test =====\n{shared_hub.log()[start:][-20000:]}")
     for user in shared_hub.api("GET", "/users")[1]:
         if user["servers"]:
             shared_hub.api("DELETE", f"/users/{user['name']}/server")
@@ -207,107 +220,6 @@ class _OtherNetwork:
     def remove(self) -> None:
         docker("rm", "-f", self.container, check=False)
         docker("network", "rm", self.name, check=False)
-
-
-@pytest.mark.docker
-def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
-    hub: Hub, module_user_network: UserNetwork, shared_prefix: str, services: dict[str, int],
-    singleuser_image: str,
-) -> None:
-    # the hub created its network: internal, with the configured subnet
-    [info] = json.loads(docker("network", "inspect", module_user_network.name))
-    assert info["Internal"] is True and info["Driver"] == "bridge"
-    assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [module_user_network.subnet]
-
-    hub.start_server("alice")
-    cid = container_of(shared_prefix, "alice")
-    targets = {**services, **hub_ports(hub)}
-    # the listeners are real and answer on the host's loopback (so the probe can fail)
-    for port in targets.values():
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass
-
-    bridge = module_user_network.host_ip
-    probes = [[host, port] for port in targets.values() for host in (bridge, "127.0.0.1")]
-    proxy = f"{bridge}:8000"
-    seen = in_container(cid, PROBE, json.dumps([*probes, [bridge, 8000]]))
-    assert seen.pop(proxy) == "open"  # the one way to the hub
-    for name, port in targets.items():
-        # the host firewall drops what is not for the network proxy; in the container's
-        # own namespace, its loopback has nothing there
-        assert seen[f"{bridge}:{port}"] == "TimeoutError", (name, seen)
-        assert seen[f"127.0.0.1:{port}"] == "ConnectionRefusedError", (name, seen)
-
-    # nothing off the subnet: a server on another network this host reaches (a container
-    # of this test's own) answers the host, but not alice's container (no forwarding)
-    other = _OtherNetwork.start(module_user_network, shared_prefix, singleuser_image)
-    try:
-        hub.wait_for(lambda: _answers(other.ip, 9000), timeout=60, what="the other listener")
-        seen = in_container(cid, PROBE, json.dumps([[other.ip, 9000]]))
-        assert seen[f"{other.ip}:9000"] != "open", seen
-    finally:
-        other.remove()
-    bridge_name = f"br-{info['Id'][:12]}"
-    assert Path(f"/proc/sys/net/ipv4/conf/{bridge_name}/forwarding").read_text().strip() == "0"
-
-    # the server got hub URLs on the network proxy, and they work
-    env = dict(e.split("=", 1) for e in json.loads(docker("inspect", cid))[0]["Config"]["Env"])
-    assert env["JUPYTERHUB_API_URL"] == f"http://{proxy}/hub/api"
-    assert env["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://{proxy}/hub/api/users/alice/")
-    assert env["QUSTODY_QPU_URL"] == f"http://{proxy}/services/qpu/"
-    assert env["QUSTODY_API_URL"] == f"http://{proxy}/services/qustody/"
-    got = in_container(cid, FETCH, f"http://{proxy}/hub/api/")
-    status, body = got[f"http://{proxy}/hub/api/"]
-    assert status == 200 and "version" in json.loads(body), got
-
-    # and through the public proxy, the server itself works
-    token = hub.user_token("alice")
-    r = requests.get(f"{hub.url}user/alice/api/status",
-                     headers={"Authorization": f"token {token}"}, timeout=30)
-    assert r.status_code == 200, r.text
-
-
-@pytest.mark.docker
-def test_ports_bound_in_a_container_change_nothing_for_others(
-    hub: Hub, module_user_network: UserNetwork, shared_prefix: str, services: dict[str, int]
-) -> None:
-    hub.start_server("alice")
-    hub.start_server("bob")
-    alice, bob = container_of(shared_prefix, "alice"), container_of(shared_prefix, "bob")
-    ports = {**services, **hub_ports(hub)}
-    spare = free_port()  # free on the host now; a hub service restarting would want it
-    squatted = [ports["QPU gateway"], ports["auditor page"], ports["hub API"],
-                ports["public proxy"], 8000, spare]
-    docker("exec", "-d", alice, PYTHON, "-c", SQUATTER, *map(str, squatted))
-
-    # the squatter is up inside alice's container (the attack runs)
-    local = [f"http://127.0.0.1:{p}/" for p in squatted]
-    hub.wait_for(
-        lambda: all(v == [200, "SQUAT"] for v in in_container(alice, FETCH, *local).values()),
-        timeout=30, what="the squatter in alice's container",
-    )
-
-    # the host's services still answer on loopback, themselves
-    for port in squatted[:-2]:
-        r = requests.get(f"http://127.0.0.1:{port}/", timeout=10, allow_redirects=False)
-        assert r.text != "SQUAT", port
-    assert hub.api("GET", "/")[0] == 200
-    # a hub service restarting could still bind its port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", spare))
-
-    # bob's server still reaches the real hub and gateway through the network proxy
-    proxy = f"http://{module_user_network.host_ip}:8000"
-    got = in_container(bob, FETCH, f"{proxy}/hub/api/", f"{proxy}/services/qpu/")
-    status, body = got[f"{proxy}/hub/api/"]
-    assert status == 200 and "version" in json.loads(body), got
-    status, body = got[f"{proxy}/services/qpu/"]
-    assert status != 0 and body != "SQUAT", got
-    # and alice's own server is still reached by the proxy, as before
-    token = hub.user_token("bob")
-    r = requests.get(f"{hub.url}user/bob/api/status",
-                     headers={"Authorization": f"token {token}"}, timeout=30)
-    assert r.status_code == 200, r.text
 
 
 @pytest.mark.docker
@@ -634,3 +546,107 @@ def test_emptied_or_loosened_tables_count_as_missing_and_go_back() -> None:
     finally:
         firewall.remove(bridge)
     assert not firewall.present(bridge)
+
+
+# Last in the file: the module's shared hub, provider and cluster stop when they end.
+
+
+@pytest.mark.docker
+def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
+    hub: Hub, module_user_network: UserNetwork, shared_prefix: str, services: dict[str, int],
+    singleuser_image: str,
+) -> None:
+    # the hub created its network: internal, with the configured subnet
+    [info] = json.loads(docker("network", "inspect", module_user_network.name))
+    assert info["Internal"] is True and info["Driver"] == "bridge"
+    assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [module_user_network.subnet]
+
+    hub.start_server("alice")
+    cid = container_of(shared_prefix, "alice")
+    targets = {**services, **hub_ports(hub)}
+    # the listeners are real and answer on the host's loopback (so the probe can fail)
+    for port in targets.values():
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+
+    bridge = module_user_network.host_ip
+    probes = [[host, port] for port in targets.values() for host in (bridge, "127.0.0.1")]
+    proxy = f"{bridge}:8000"
+    seen = in_container(cid, PROBE, json.dumps([*probes, [bridge, 8000]]))
+    assert seen.pop(proxy) == "open"  # the one way to the hub
+    for name, port in targets.items():
+        # the host firewall drops what is not for the network proxy; in the container's
+        # own namespace, its loopback has nothing there
+        assert seen[f"{bridge}:{port}"] == "TimeoutError", (name, seen)
+        assert seen[f"127.0.0.1:{port}"] == "ConnectionRefusedError", (name, seen)
+
+    # nothing off the subnet: a server on another network this host reaches (a container
+    # of this test's own) answers the host, but not alice's container (no forwarding)
+    other = _OtherNetwork.start(module_user_network, shared_prefix, singleuser_image)
+    try:
+        hub.wait_for(lambda: _answers(other.ip, 9000), timeout=60, what="the other listener")
+        seen = in_container(cid, PROBE, json.dumps([[other.ip, 9000]]))
+        assert seen[f"{other.ip}:9000"] != "open", seen
+    finally:
+        other.remove()
+    bridge_name = f"br-{info['Id'][:12]}"
+    assert Path(f"/proc/sys/net/ipv4/conf/{bridge_name}/forwarding").read_text().strip() == "0"
+
+    # the server got hub URLs on the network proxy, and they work
+    env = dict(e.split("=", 1) for e in json.loads(docker("inspect", cid))[0]["Config"]["Env"])
+    assert env["JUPYTERHUB_API_URL"] == f"http://{proxy}/hub/api"
+    assert env["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://{proxy}/hub/api/users/alice/")
+    assert env["QUSTODY_QPU_URL"] == f"http://{proxy}/services/qpu/"
+    assert env["QUSTODY_API_URL"] == f"http://{proxy}/services/qustody/"
+    got = in_container(cid, FETCH, f"http://{proxy}/hub/api/")
+    status, body = got[f"http://{proxy}/hub/api/"]
+    assert status == 200 and "version" in json.loads(body), got
+
+    # and through the public proxy, the server itself works
+    token = hub.user_token("alice")
+    r = requests.get(f"{hub.url}user/alice/api/status",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.docker
+def test_ports_bound_in_a_container_change_nothing_for_others(
+    hub: Hub, module_user_network: UserNetwork, shared_prefix: str, services: dict[str, int]
+) -> None:
+    hub.start_server("alice")
+    hub.start_server("bob")
+    alice, bob = container_of(shared_prefix, "alice"), container_of(shared_prefix, "bob")
+    ports = {**services, **hub_ports(hub)}
+    spare = free_port()  # free on the host now; a hub service restarting would want it
+    squatted = [ports["QPU gateway"], ports["auditor page"], ports["hub API"],
+                ports["public proxy"], 8000, spare]
+    docker("exec", "-d", alice, PYTHON, "-c", SQUATTER, *map(str, squatted))
+
+    # the squatter is up inside alice's container (the attack runs)
+    local = [f"http://127.0.0.1:{p}/" for p in squatted]
+    hub.wait_for(
+        lambda: all(v == [200, "SQUAT"] for v in in_container(alice, FETCH, *local).values()),
+        timeout=30, what="the squatter in alice's container",
+    )
+
+    # the host's services still answer on loopback, themselves
+    for port in squatted[:-2]:
+        r = requests.get(f"http://127.0.0.1:{port}/", timeout=10, allow_redirects=False)
+        assert r.text != "SQUAT", port
+    assert hub.api("GET", "/")[0] == 200
+    # a hub service restarting could still bind its port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", spare))
+
+    # bob's server still reaches the real hub and gateway through the network proxy
+    proxy = f"http://{module_user_network.host_ip}:8000"
+    got = in_container(bob, FETCH, f"{proxy}/hub/api/", f"{proxy}/services/qpu/")
+    status, body = got[f"{proxy}/hub/api/"]
+    assert status == 200 and "version" in json.loads(body), got
+    status, body = got[f"{proxy}/services/qpu/"]
+    assert status != 0 and body != "SQUAT", got
+    # and alice's own server is still reached by the proxy, as before
+    token = hub.user_token("bob")
+    r = requests.get(f"{hub.url}user/bob/api/status",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text

@@ -139,6 +139,7 @@ def _oidc_hubs(
         idp.add_client(client_id, client_secret, f"{hub.url}hub/oauth_callback")
         return hub
 
+    start.hubs = started  # type: ignore[attr-defined] # for shared_hubs_after_each_test
     yield start
     for hub in started:
         hub.stop()
@@ -161,3 +162,36 @@ def module_oidc_hub(
     """``oidc_hub`` through ``module_idp``, for hubs the tests of one module share."""
     # its own client names: a test's oidc_hub through the same provider registers hub-0
     yield from _oidc_hubs(tmp_path_factory.mktemp("hubs"), module_idp, request, "module-hub")
+
+
+@pytest.fixture(autouse=True)
+def shared_hubs_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the module's shared hubs or provider: print what they logged
+    during it if it failed (a module fixture cannot tell which test failed), and stop
+    every server the test left on the shared hubs."""
+    names = request.fixturenames
+    if "module_oidc_hub" not in names and "module_idp" not in names:
+        yield
+        return
+    hubs: list[Hub] = (
+        request.getfixturevalue("module_oidc_hub").hubs if "module_oidc_hub" in names else []
+    )
+    idp: Idp | None = request.getfixturevalue("module_idp") if "module_idp" in names else None
+    marks = [len(hub.log()) for hub in hubs]
+    idp_mark = len(idp.log()) if idp is not None else 0
+    yield
+    if failed(request):
+        for hub, mark in zip(hubs, marks, strict=False):
+            print(f"---- hub log {hub.dir}, this test ----\n" + hub.log()[mark:][-8000:])
+        if idp is not None:
+            print("---- provider log, this test ----\n" + idp.log()[idp_mark:][-4000:])
+    for hub in hubs:
+        if hub.process.poll() is not None:
+            continue
+        for user in hub.api("GET", "/users")[1]:
+            if user.get("servers"):
+                hub.api("DELETE", f"/users/{user['name']}/server")
+        hub.wait_for(
+            lambda h=hub: not any(u.get("servers") for u in h.api("GET", "/users")[1]),
+            timeout=60, what="the test's servers stopped",
+        )
