@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
@@ -312,6 +313,16 @@ class QpuGateway(Application):
         help="""Memory (MiB, on top of its own start-up size) a parse process may use for
         one submission; a payload that needs more is refused (413 PAYLOAD_TOO_COMPLEX)
         instead of exhausting the host (64-65536).""",
+    )
+    warm_up = Enum(
+        ["first-request", "start"], "first-request", config=True,
+        help="""When the gateway starts its sandbox workers (one per lane of a sandboxed
+        backend) and parse processes, each of which loads Qiskit and Aer: at the first
+        request a user or service makes to its API (``first-request``, the default; the
+        health check and metrics scrapes do not count), so a hub where nobody uses the
+        QPU spends neither their start-up CPU nor their memory, and the first request,
+        typically JupyterLab's QPU panel listing backends, readies them before a job
+        comes; or as soon as the gateway listens (``start``).""",
     )
     max_parse_queue = Int(
         32, config=True,
@@ -784,6 +795,20 @@ class QpuGateway(Application):
             poll_seconds=self.dispatch_poll_seconds, limits=self.limits, emit=self.emit,
             log=self.log, scrub=self.broker, specs=dict(self.backends),
         )
+
+    _warmed = False
+
+    def warm(self) -> None:
+        """Start the sandbox workers and the parse processes, once, in the background
+        (``warm_up``); a job that comes first starts a sandbox worker itself."""
+        if self._warmed:
+            return
+        self._warmed = True
+        if self.runner.sandbox is not None:
+            self.runner.sandbox.start()
+        # starting the fork server waits for its imports: not on the event loop, and not
+        # in the loop's executor, which a stop during start-up would wait for
+        threading.Thread(target=self.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
 
     async def close(self) -> None:
         """Stop running jobs' lanes and close what must reach disk (store, audit log)."""

@@ -43,6 +43,8 @@ SCOPE_METRICS = "read:metrics"  # JupyterHub's scope for /hub/metrics
 class BaseHandler(web.RequestHandler):
     gateway: QpuGateway
     identity: Identity
+    #: a request here readies the sandbox and parse workers (QpuGateway.warm_up)
+    warms = True
 
     def initialize(self, gateway: QpuGateway) -> None:
         self.gateway = gateway
@@ -103,6 +105,8 @@ class BaseHandler(web.RequestHandler):
             raise GatewayError(403, "BAD_TOKEN", "the hub does not know this token (expired or "
                            "revoked?); get a new one from the hub's token page")
         self.identity = identity
+        if self.warms:
+            self.gateway.warm()
 
     def require(self, *scopes: str) -> None:
         if not any(self.identity.has(s) for s in scopes):
@@ -573,6 +577,8 @@ def log_request(handler: web.RequestHandler) -> None:
 
 class MetricsHandler(BaseHandler):
     """``GET metrics``: Prometheus text format, for a token with ``read:metrics``."""
+
+    warms = False  # a scrape is not a user of the QPU
 
     async def get(self) -> None:
         self.require(SCOPE_METRICS)

@@ -88,8 +88,8 @@ class Runner:
     # -- public ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.start()
+        """Dispatch jobs (the sandbox workers start with ``QpuGateway.warm``, or with the
+        first job that needs one)."""
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._dispatch_loop()),

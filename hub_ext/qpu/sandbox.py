@@ -223,9 +223,15 @@ class SandboxPool:
         self._cond = threading.Condition()
         self._closed = False
         self._starting = 0
+        self._started = False
 
     def start(self) -> None:
-        """Start the workers in the background (the first job waits for one if needed)."""
+        """Start the workers in the background, once (the first job waits for one if
+        needed, and starts them if nothing did)."""
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
         for _ in range(self.size):
             self._replace()
 
@@ -271,6 +277,7 @@ class SandboxPool:
         threading.Thread(target=start, name="qpu-sandbox-start", daemon=True).start()
 
     def _take(self) -> _Worker:
+        self.start()
         with self._cond:
             while True:
                 while self._idle:

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 
 from tornado import httpserver, netutil, web
 
@@ -40,9 +39,8 @@ async def serve(gateway: QpuGateway, sockets: list[socket.socket] | None = None)
         server.add_sockets(sockets)
     gateway.runner.start()
     loop = asyncio.get_running_loop()
-    # starting the fork server waits for its imports: not on the event loop, and not
-    # in the loop's executor, which a stop during start-up would wait for
-    threading.Thread(target=gateway.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
+    if gateway.warm_up == "start":
+        gateway.warm()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

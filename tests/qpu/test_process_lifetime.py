@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import launch
 from waiting import wait_for
+
+from hub_ext.qpu.handlers import SCOPE_METRICS
 
 FORKSERVER = "multiprocessing.forkserver import main"
 
@@ -51,7 +55,7 @@ def fork_servers_with_workers(sid: int, count: int) -> bool:
 ], ids=["gateway-killed", "supervisor-killed", "supervisor-stopped"])
 def test_no_process_outlives_the_gateway(hub, tmp_path, workers, sig):
     gw = launch(hub, tmp_path / "gw", f"sqlite:///{tmp_path / 'qpu.sqlite'}",
-                workers=workers).start()
+                workers=workers, warm_up="start").start()
     assert gw.process is not None
     sid = gw.process.pid
     try:
@@ -64,3 +68,30 @@ def test_no_process_outlives_the_gateway(hub, tmp_path, workers, sig):
         for pid in session(sid):  # whatever the test found left over: not for the next one
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_workers_start_at_the_first_request_and_not_before(hub, tmp_path):
+    """By default (``warm_up = "first-request"``) a gateway nobody uses starts no fork
+    server: not when it starts, not for the health check or a metrics scrape. The first
+    API request starts the sandbox and parse workers, and a job then runs on them."""
+    gw = launch(hub, tmp_path / "gw", f"sqlite:///{tmp_path / 'qpu.sqlite'}").start()
+    assert gw.process is not None
+    sid = gw.process.pid
+    try:
+        assert requests.get(gw.url + "api/health", timeout=30).status_code == 200
+        scraper = hub.add(f"scraper-{sid}", [SCOPE_METRICS])
+        scrape = requests.get(gw.url + "metrics", headers={"Authorization": f"token {scraper}"},
+                              timeout=30)
+        assert scrape.status_code == 200, scrape.text[:300]
+        time.sleep(2)  # what a warm-up at start would have started by now
+        assert not [cmd for _, cmd in session(sid).values() if FORKSERVER in cmd]
+
+        status, backends = gw.call("alice", "GET", "api/backends")
+        assert status == 200, backends
+        wait_for(lambda: fork_servers_with_workers(sid, 1), 120, 0.2,
+                 "the fork server and workers after the first request")
+        status, job = gw.submit("alice")
+        assert status == 201, job
+        assert gw.wait_final("alice", job["job_id"])["state"] == "DONE"
+    finally:
+        gw.stop()
