@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -316,13 +315,13 @@ class QpuGateway(Application):
     )
     warm_up = Enum(
         ["first-request", "start"], "first-request", config=True,
-        help="""When the gateway starts its sandbox workers (one per lane of a sandboxed
-        backend) and parse processes, each of which loads Qiskit and Aer: at the first
-        request a user or service makes to its API (``first-request``, the default; the
-        health check and metrics scrapes do not count), so a hub where nobody uses the
-        QPU spends neither their start-up CPU nor their memory, and the first request,
-        typically JupyterLab's QPU panel listing backends, readies them before a job
-        comes; or as soon as the gateway listens (``start``).""",
+        help="""When each gateway process starts its sandbox workers (one per lane of a
+        sandboxed backend) and parse processes, each of which loads Qiskit and Aer: at
+        the first request a user or service makes to its API (``first-request``, the
+        default; the health check and metrics scrapes do not count), so a hub where
+        nobody uses the QPU spends neither their start-up CPU nor their memory, and the
+        first request, typically JupyterLab's QPU panel listing backends, readies them
+        before a job comes; or as soon as the gateway listens (``start``).""",
     )
     max_parse_queue = Int(
         32, config=True,
@@ -806,9 +805,7 @@ class QpuGateway(Application):
         self._warmed = True
         if self.runner.sandbox is not None:
             self.runner.sandbox.start()
-        # starting the fork server waits for its imports: not on the event loop, and not
-        # in the loop's executor, which a stop during start-up would wait for
-        threading.Thread(target=self.parse_pool.warm, name="qpu-parse-warm", daemon=True).start()
+        self.parse_pool.warm()
 
     async def close(self) -> None:
         """Stop running jobs' lanes and close what must reach disk (store, audit log)."""

@@ -259,6 +259,11 @@ class ParsePool:
         self.args = (dict(specs), limits, memory_mb, dict(standins or {}))
         self.log = log
         self._pool = self._new_pool()
+        self._warming = threading.Lock()
+        self._warm_started = False
+        #: done once the fork server runs: until then a hand-over would start it on the
+        #: event loop (``submit`` waits for its imports of Qiskit and Aer)
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
@@ -268,11 +273,28 @@ class ParsePool:
             initargs=(*self.args, os.getpid()))
 
     def warm(self) -> None:
-        """Start the workers now rather than at the first large submission."""
-        for _ in range(self.processes):
-            self._pool.submit(os.getpid)
+        """Start the workers in a thread, once: starting the fork server waits for its
+        imports, so not on the event loop, nor in the loop's executor, which a stop during
+        start-up would wait for."""
+        with self._warming:
+            if self._warm_started:
+                return
+            self._warm_started = True
+        threading.Thread(target=self._start_workers, name="qpu-parse-warm", daemon=True).start()
+
+    def _start_workers(self) -> None:
+        try:
+            for _ in range(self.processes):
+                self._pool.submit(os.getpid)
+        except RuntimeError:  # the gateway stopped meanwhile
+            pass
+        finally:
+            self._ready.set_result(None)
 
     async def prepare(self, identity: Identity, data: bytes, policy: Policy) -> Prepared:
+        if not self._ready.done():  # the first large submission of a cold gateway
+            self.warm()
+            await asyncio.wrap_future(self._ready)
         loop = asyncio.get_running_loop()
         try:
             answer = await loop.run_in_executor(self._pool, _prepare_in_worker, identity,

@@ -229,11 +229,14 @@ class SandboxPool:
         """Start the workers in the background, once (the first job waits for one if
         needed, and starts them if nothing did)."""
         with self._cond:
-            if self._started:
+            if self._started or self._closed:
                 return
+            # reserved under the lock: a job taking a worker meanwhile waits for these
+            # instead of starting one more
             self._started = True
+            self._starting += self.size
         for _ in range(self.size):
-            self._replace()
+            self._launch()
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -258,6 +261,10 @@ class SandboxPool:
             if self._closed:
                 return
             self._starting += 1
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start a worker already counted in ``_starting``, in a thread."""
 
         def start() -> None:
             try:

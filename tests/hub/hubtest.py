@@ -117,6 +117,14 @@ class Hub:
         return str(body["token"])
 
 
+def stop_all_servers(hub: Hub) -> None:
+    """Ask the hub to stop every server, named ones too (a test sharing the hub is done)."""
+    for user in hub.api("GET", "/users")[1]:
+        for name in user.get("servers") or {}:
+            path = f"/users/{user['name']}/servers/{name}" if name else f"/users/{user['name']}/server"
+            hub.api("DELETE", path)
+
+
 def _admin_scopes() -> list[str]:
     from jupyterhub.roles import get_default_roles
 

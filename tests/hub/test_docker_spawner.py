@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from audit_hub import records
-from hubtest import Hub, UserNetwork, docker, failed, launch_hub
+from hubtest import Hub, UserNetwork, docker, failed, launch_hub, stop_all_servers
 
 from hub_ext.spawner import SpawnPolicy
 
@@ -112,9 +112,7 @@ def _one_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
         print(f"\n===== hub log, this test =====\n{hub.log()[start:][-20000:]}")
         for cid in containers(prefix):
             print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
-    for user in hub.api("GET", "/users")[1]:
-        if user["servers"]:
-            hub.api("DELETE", f"/users/{user['name']}/server")
+    stop_all_servers(hub)
     hub.wait_for(lambda: not containers(prefix), timeout=60, what="the test's containers gone")
 
 

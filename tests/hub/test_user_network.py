@@ -31,6 +31,7 @@ from hubtest import (
     free_port,
     free_test_subnet,
     launch_hub,
+    stop_all_servers,
 )
 from identity.idp import Idp, start_idp
 from pgserver import PgCluster
@@ -174,9 +175,7 @@ def hub(shared_hub: Hub, shared_prefix: str, request: pytest.FixtureRequest) -> 
     yield shared_hub
     if failed(request):
         print(f"\n===== hub log, this test =====\n{shared_hub.log()[start:][-20000:]}")
-    for user in shared_hub.api("GET", "/users")[1]:
-        if user["servers"]:
-            shared_hub.api("DELETE", f"/users/{user['name']}/server")
+    stop_all_servers(shared_hub)
     shared_hub.wait_for(lambda: not docker("ps", "-q", "--filter", f"name={shared_prefix}"),
                         timeout=60, what="the test's containers gone")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hub.hubtest import Hub, HubError, failed, launch_hub
+from hub.hubtest import Hub, HubError, failed, launch_hub, stop_all_servers
 from identity.idp import Idp, IdpError, start_idp
 
 PASSWORD = "correct horse battery staple"
@@ -188,9 +188,7 @@ def shared_hubs_after_each_test(request: pytest.FixtureRequest) -> Iterator[None
     for hub in hubs:
         if hub.process.poll() is not None:
             continue
-        for user in hub.api("GET", "/users")[1]:
-            if user.get("servers"):
-                hub.api("DELETE", f"/users/{user['name']}/server")
+        stop_all_servers(hub)
         hub.wait_for(
             lambda h=hub: not any(u.get("servers") for u in h.api("GET", "/users")[1]),
             timeout=60, what="the test's servers stopped",
