@@ -38,11 +38,14 @@ class Kernel:
 
     def run(self, code: str, timeout: float = 60) -> str:
         """stdout + stderr of ``code``; AssertionError (with the traceback) on an exception."""
-        return asyncio.run(asyncio.wait_for(self._run(code), timeout))
+        return asyncio.run(asyncio.wait_for(self._run(code, timeout), timeout))
 
-    async def _run(self, code: str) -> str:
+    async def _run(self, code: str, timeout: float) -> str:
         ws_url = self.server_url.replace("http", "ws", 1) + f"api/kernels/{self.id}/channels"
-        conn = await websocket_connect(HTTPRequest(ws_url, headers=self.headers))
+        # the server answers the websocket once the kernel is up: on a loaded machine that
+        # can take longer than tornado's 20 s default; ``timeout`` bounds the whole run
+        conn = await websocket_connect(HTTPRequest(
+            ws_url, headers=self.headers, connect_timeout=timeout, request_timeout=timeout))
         msg_id = uuid.uuid4().hex
         conn.write_message(
             json.dumps(
