@@ -8,7 +8,10 @@ and plain jupyter-server with the extension disabled) and PUTs the same notebook
 each, interleaved, in three ways, since the guard does not scan a cell it found clean
 in the last save of the same notebook (``SaveGuard.unchanged_cells_cache``):
 
-- ``first``: every save goes to a new path (the notebook's first save: all is scanned);
+- ``first``: every save goes to a new path (content the server has never read: all is
+  scanned; a "Save As", a copy, a script's PUT);
+- ``open``: a notebook written to disk is opened (GET, as JupyterLab does, untimed), and
+  its first save, 50 ms later, has one cell edited (the guard scanned what the GET served);
 - ``edit``: the notebook is saved again with one cell's source changed each time (a
   save or an autosave while working: that cell is scanned);
 - ``same``: the notebook is saved again unchanged (an autosave with nothing new).
@@ -60,7 +63,7 @@ class Server:
         self.name = name
         self.port = free_port()
         self.token = secrets.token_hex(16)
-        root = workdir / name
+        root = self.root = workdir / name
         root.mkdir()
         args = [
             sys.executable,
@@ -107,6 +110,13 @@ class Server:
         response.raise_for_status()
         return True
 
+    def open(self, name: str) -> dict[str, Any]:
+        """GET a notebook with its content, as JupyterLab opens one."""
+        response = self.session.get(self.base + name, timeout=120)
+        response.raise_for_status()
+        content: dict[str, Any] = response.json()["content"]
+        return content
+
     def save(self, body: bytes, name: str = "bench.ipynb") -> float:
         start = time.perf_counter()
         response = self.session.put(self.base + name, data=body, timeout=120)
@@ -145,7 +155,7 @@ def largest_real(n: int) -> list[tuple[str, bytes]]:
     return found
 
 
-WAYS = ("first", "edit", "same")
+WAYS = ("first", "open", "edit", "same")
 _FRESH = itertools.count()  # a path never saved before, on either server
 
 
@@ -159,28 +169,66 @@ def saves(nb: dict[str, Any], way: str, runs: int) -> list[tuple[str, bytes]]:
     if way == "same":
         return [("bench.ipynb", body(nb))] * runs
     out = []
-    cells = list(nb["cells"])
+    current = nb
     for k in range(runs):  # each save changes one cell of the save before
-        if cells:
-            i = k % len(cells)
-            source = cells[i].get("source", "")
-            line = f"\n# edit {k}\n"
-            source = [*source, line] if isinstance(source, list) else source + line
-            cells[i] = dict(cells[i], source=source)
-        out.append(("bench.ipynb", body(dict(nb, cells=list(cells)))))
+        data = edited(current, k)
+        current = json.loads(data)["content"]
+        out.append(("bench.ipynb", data))
     return out
+
+
+def in_turn(on: Server, off: Server, k: int) -> list[tuple[str, Server]]:
+    """Both servers, the first of them alternating from one save to the next: a save that
+    follows the other server's save (its client, its disk writes) is not always the same one."""
+    pair = [("on", on), ("off", off)]
+    return pair if k % 2 == 0 else pair[::-1]
+
+
+def edited(nb: dict[str, Any], k: int) -> bytes:
+    """The request body of a save of ``nb`` with one cell's source changed."""
+    cells = list(nb["cells"])
+    if cells:
+        i = k % len(cells)
+        source = cells[i].get("source", "")
+        line = f"\n# edit {k}\n"
+        source = [*source, line] if isinstance(source, list) else source + line
+        cells[i] = dict(cells[i], source=source)
+    body = {"type": "notebook", "format": "json", "content": dict(nb, cells=cells)}
+    return json.dumps(body).encode()
+
+
+def timed_opened(on: Server, off: Server, nb: dict[str, Any], runs: int
+                 ) -> dict[str, list[float]]:
+    """The first save after opening: the file is on disk, each server serves it (GET),
+    and 50 ms later its save with one cell edited is timed. The files are written first,
+    and the guarded server's watcher has checked them before the first GET."""
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    text = json.dumps(nb, indent=1)
+    names = [f"opened-{next(_FRESH)}.ipynb" for _ in range(runs)]
+    for name in names:
+        for server in (on, off):
+            (server.root / name).write_text(text)
+    time.sleep(1.5)  # FileWatcher.debounce_ms is 0.8 s
+    for k, name in enumerate(names):
+        served = {key: server.open(name) for key, server in (("on", on), ("off", off))}
+        time.sleep(0.05)
+        for key, server in in_turn(on, off, k):
+            times[key].append(server.save(edited(served[key], k), name))
+    return times
 
 
 def timed(on: Server, off: Server, nb: dict[str, Any], way: str, runs: int
           ) -> dict[str, list[float]]:
     """Save times of each server, interleaved, after one untimed save of ``nb``."""
+    if way == "open":
+        return timed_opened(on, off, nb, runs)
     plan = saves(nb, way, runs)
     times: dict[str, list[float]] = {"on": [], "off": []}
     for server in (on, off):
         server.save(saves(nb, "same", 1)[0][1])  # bench.ipynb exists, and was checked
-    for name, body in plan:
-        times["on"].append(on.save(body, name))
-        times["off"].append(off.save(body, name))
+    for k, (name, body) in enumerate(plan):
+        for key, server in in_turn(on, off, k):
+            times[key].append(server.save(body, name))
     return times
 
 

@@ -303,6 +303,25 @@ class SaveGuard(LoggingConfigurable):
             return self._check_file(model, path, mode)
         return None
 
+    def remember_opened(self, content: Any, path: str) -> int:
+        """Scan a notebook as the contents API served it and keep its clean cells, as a
+        save of it would (``unchanged_cells_cache``): its first save in this server then
+        scans only the cells changed since it was opened. The contents manager calls this
+        once the GET is answered, on the answer's own objects, which nothing else holds
+        then. Nothing is refused or redacted here: what a cell holds is found, and
+        reported, when it is saved. Returns how many cells are kept for ``path``."""
+        clean = self._clean
+        if not self.enabled or not clean.max_chars:
+            return 0
+        engine = self.engine
+        recheck = clean.recheck(engine, path)
+        try:
+            scan = scan_notebook(engine, content, self.max_nesting_depth, recheck)
+        except NotebookError:
+            return 0  # its save is refused as not a notebook: nothing to keep
+        clean.remember(engine, path, content, scan, recheck)
+        return clean.cells_kept(path)
+
     def _check_notebook(
         self, model: dict[str, Any], path: str, mode: str, remember: bool, keep_later: bool
     ) -> GuardReport:

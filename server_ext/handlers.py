@@ -12,7 +12,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from .contents import GuardRefusal, request_model
+from .contents import GuardRefusal, opening, request_model, request_size
 from .guard import SaveGuard, SaveRefused
 from .scanner import rules
 
@@ -137,7 +137,14 @@ def harden_contents_handler(web_app: web.Application) -> int:
         def get_json_body(self) -> Any:
             model = parse_json_body(self.request.body)
             request_model.set(model)  # a save of this very object may keep its clean cells
+            request_size.set(len(self.request.body))
             return model
+
+        async def get(self, path: str = "") -> None:
+            opening.set(True)  # the notebook served is scanned once answered (its first save)
+            answered = super().get(path)
+            if answered is not None:
+                await answered
 
         def write_error(self, status_code: int, **kwargs: Any) -> None:
             # A refused save answers {message, reason, findings}: the findings say where each

@@ -173,6 +173,11 @@ class CleanCells:
                 _path, dropped = self._paths.popitem(last=False)
                 self._chars -= dropped.chars
 
+    def cells_kept(self, path: str) -> int:
+        with self._lock:
+            entry = self._paths.get(path)
+            return 0 if entry is None else len(entry.cells)
+
     def forget(self) -> None:
         with self._lock:
             self._paths.clear()

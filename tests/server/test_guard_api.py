@@ -401,17 +401,29 @@ async def test_scan_endpoint_is_a_dry_run(api, jp_root_dir):
     assert listing(jp_root_dir) == []
 
 
-async def test_scan_runs_off_the_event_loop(api, jp_serverapp, monkeypatch):
+async def test_large_saves_are_checked_off_the_event_loop(api, jp_serverapp, monkeypatch):
+    """A notebook up to INLINE_CHECK_BYTES is checked on the loop (a thread hop would cost
+    more than the check); a larger one, and a copy, in a worker thread, so the loop serves
+    other requests meanwhile."""
     import threading
 
+    from server_ext.contents import INLINE_CHECK_BYTES
+
     guard = jp_serverapp.web_app.settings["qustody_guard"]
-    threads = []
+    threads: list[tuple[str, threading.Thread]] = []
     real_check = guard.check
 
     def recording_check(model, path, **options):
-        threads.append(threading.current_thread())
+        threads.append((path, threading.current_thread()))
         return real_check(model, path, **options)
 
     monkeypatch.setattr(guard, "check", recording_check)
-    assert (await api.save_notebook("t.ipynb", notebook(code_cell("x = 1"))))[0] in SAVED
-    assert threads and threads[0] is not threading.main_thread()
+    big = "x = 1  # " + "y" * INLINE_CHECK_BYTES
+    assert (await api.save_notebook("small.ipynb", notebook(code_cell("x = 1"))))[0] in SAVED
+    assert (await api.save_notebook("big.ipynb", notebook(code_cell(big))))[0] in SAVED
+    code, _ = await api.call(
+        "POST", "api", "contents", body={"copy_from": "small.ipynb"}
+    )
+    assert code == 201
+    on = {path: thread is threading.main_thread() for path, thread in threads}
+    assert on == {"small.ipynb": True, "big.ipynb": False, "small-Copy1.ipynb": False}

@@ -5,6 +5,7 @@ path, the size limit and cells sharing an id are all still caught."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Sequence
@@ -322,3 +323,64 @@ async def test_a_save_that_was_not_written_keeps_nothing(
     spy = ScanSpy(guard, monkeypatch)
     assert (await api.save_notebook("full.ipynb", notebook(*cells(2))))[0] in (200, 201)
     assert spy.markers() == {0, 1}
+
+
+async def opened(api: Any, guard: Any, path: str) -> dict[str, Any]:
+    """GET a notebook as JupyterLab opens it, and wait until the guard has kept its clean
+    cells (it scans the answer after sending it)."""
+    code, body = await api.call("GET", "api", "contents", path)
+    assert code == 200, body
+    for _ in range(500):
+        if guard._clean.cells_kept(path):
+            break
+        await asyncio.sleep(0.01)
+    return body
+
+
+async def test_a_notebook_opened_then_saved_has_only_its_changed_cells_scanned(
+    api: Any, guard: Any, jp_root_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first save of a notebook opened in JupyterLab scans only the cells changed
+    since it was opened: the guard scanned what the GET served."""
+    (jp_root_dir / "opened.ipynb").write_text(json.dumps(notebook(*cells(4))))
+    served = (await opened(api, guard, "opened.ipynb"))["content"]
+    assert guard._clean.cells_kept("opened.ipynb") == 4
+    spy = ScanSpy(guard, monkeypatch)
+    served["cells"][1]["source"] += "# edited\n"
+    code, body = await api.save_notebook("opened.ipynb", served)
+    assert code == 200, body
+    assert spy.markers() == {1}
+
+
+async def test_a_cell_opened_with_a_credential_is_still_refused_at_its_save(
+    api: Any, guard: Any, jp_root_dir: Path
+) -> None:
+    """A credential already on disk (written by a kernel or a git pull) is in a cell the
+    open does not keep: saving the notebook unchanged is refused."""
+    on_disk = notebook(*cells(2), code_cell(f'token = "{GITHUB_TOKEN}"', cell_id="key"))
+    (jp_root_dir / "leaky.ipynb").write_text(json.dumps(on_disk))
+    served = (await opened(api, guard, "leaky.ipynb"))["content"]
+    assert guard._clean.cells_kept("leaky.ipynb") == 2
+    code, body = await api.save_notebook("leaky.ipynb", served)
+    assert code == 422, body
+    assert [f["cell_id"] for f in body["findings"]] == ["key"]
+
+
+async def test_only_the_contents_handlers_get_of_a_notebook_is_kept(
+    api: Any, guard: Any, jp_root_dir: Path, jp_serverapp: Any
+) -> None:
+    """A GET without content, the manager's own reads (a copy, an in-process caller) and a
+    file keep nothing: only the model the handler answered with is left to the guard."""
+    (jp_root_dir / "source.ipynb").write_text(json.dumps(notebook(*cells(3))))
+    (jp_root_dir / "notes.txt").write_text("marker-1\n")
+    code, _ = await api.call("GET", "api", "contents", "source.ipynb", content="0")
+    assert code == 200
+    await jp_serverapp.contents_manager.get("source.ipynb")
+    code, copied = await api.call("POST", "api", "contents", "", body={"copy_from": "source.ipynb"})
+    assert code == 201, copied
+    assert (await api.call("GET", "api", "contents", "notes.txt"))[0] == 200
+    (jp_root_dir / "control.ipynb").write_text(json.dumps(notebook(*cells(2))))
+    await opened(api, guard, "control.ipynb")  # the handler's GET of a notebook is kept
+    assert guard._clean.cells_kept("control.ipynb") == 2
+    assert guard._clean.cells_kept("source.ipynb") == 0
+    assert guard._clean.cells_kept(copied["path"]) == 0
