@@ -404,6 +404,7 @@ class AsyncGuardedContents(GuardedContents):
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = await super().save(model, path)  # type: ignore[misc]
         self._note_saved(path)
+        _log_checked(self, path, report)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         # After this task step: the contents handler writes its answer in the step that
         # returns from here, so the answer does not wait for the bookkeeping. On the loop,
@@ -446,6 +447,7 @@ class SyncGuardedContents(GuardedContents):
             raise self._refusal(e, path) from None
         saved: dict[str, Any] = super().save(model, path)  # type: ignore[misc]
         self._note_saved(path)
+        _log_checked(self, path, report)
         audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         self._keep_clean_cells(report)
         return _annotate(saved, report)
@@ -460,6 +462,14 @@ class SyncGuardedContents(GuardedContents):
         for path, model, report in rewrites:
             super().save(model, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+
+
+def _log_checked(manager: Any, path: str, report: GuardReport | None) -> None:
+    if report is not None and report.unchanged:
+        manager.log.debug(
+            "Qustody checked %s: %d cells unchanged since it was last saved or opened",
+            path, report.unchanged,
+        )
 
 
 def _annotate(saved: dict[str, Any], report: GuardReport | None) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class GuardReport:
     #: With ``check(..., keep_later=True)``: keeps the notebook's clean cells for the next
     #: save of its path; the caller runs it once the save is written.
     keep: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: Cells of a notebook not scanned again: equal to ones found clean when the same
+    #: path was last saved or opened (``unchanged_cells_cache``).
+    unchanged: int = 0
 
     def public(self) -> dict[str, Any]:
         return {
@@ -335,7 +338,7 @@ class SaveGuard(LoggingConfigurable):
                 400, f"{path} was not saved: it is not a valid notebook ({e})."
             ) from None
         self._check_size(scan.size() + (recheck.skipped_chars if recheck else 0), path)
-        report = GuardReport(mode)
+        report = GuardReport(mode, unchanged=len(recheck.skipped) if recheck else 0)
         if recheck is not None:
             keep = partial(clean.remember, engine, path, model["content"], scan, recheck)
             if keep_later:

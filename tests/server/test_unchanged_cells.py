@@ -384,3 +384,13 @@ async def test_only_the_contents_handlers_get_of_a_notebook_is_kept(
     assert guard._clean.cells_kept("control.ipynb") == 2
     assert guard._clean.cells_kept("source.ipynb") == 0
     assert guard._clean.cells_kept(copied["path"]) == 0
+
+
+def test_the_report_counts_the_cells_not_scanned_again() -> None:
+    guard = SaveGuard()
+    nb = notebook(*cells(3))
+    first = guard.check({"type": "notebook", "content": copy.deepcopy(nb)}, "n.ipynb", remember=True)
+    nb["cells"][0]["source"] += "# edited\n"
+    again = guard.check({"type": "notebook", "content": nb}, "n.ipynb", remember=True)
+    assert first is not None and first.unchanged == 0
+    assert again is not None and again.unchanged == 2
