@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,19 @@ def docker(*args: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)}: {result.stderr}")
     return result.stdout
+
+
+def docker_names(request: pytest.FixtureRequest | None = None) -> Iterator[str]:
+    """A fixture body: a name prefix for a test's containers and volumes, all removed at
+    teardown (with ``request``, a failed test's container logs are printed first)."""
+    name = f"qtest{secrets.token_hex(3)}"
+    yield name
+    for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
+        if request is not None and failed(request):
+            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
+        docker("rm", "-f", cid, check=False)
+    for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
+        docker("volume", "rm", "-f", vol, check=False)
 
 
 class HubError(Exception):

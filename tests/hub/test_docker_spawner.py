@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from audit_hub import records
-from hubtest import Hub, UserNetwork, docker, failed, launch_hub, stop_all_servers
+from hubtest import Hub, UserNetwork, docker, docker_names, failed, launch_hub, stop_all_servers
 
 from hub_ext.spawner import SpawnPolicy
 
@@ -58,28 +58,16 @@ validate_config(c)
 """
 
 
-def _prefixed(request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"qtest{secrets.token_hex(3)}"
-    yield name
-
-    for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
-        if failed(request):
-            print(f"\n===== docker logs {cid} =====\n{docker('logs', cid, check=False)}")
-        docker("rm", "-f", cid, check=False)
-    for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
-        docker("volume", "rm", "-f", vol, check=False)
-
-
 @pytest.fixture
 def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
     """A name prefix for this test's containers and volumes; all removed at teardown."""
-    yield from _prefixed(request)
+    yield from docker_names(request)
 
 
 @pytest.fixture(scope="module")
 def shared_prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
     """``prefix`` for the shared hub's containers and volumes."""
-    yield from _prefixed(request)
+    yield from docker_names(request)
 
 
 @pytest.fixture(scope="module")

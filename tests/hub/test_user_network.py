@@ -27,6 +27,7 @@ from hubtest import (
     HubError,
     UserNetwork,
     docker,
+    docker_names,
     failed,
     free_port,
     free_test_subnet,
@@ -180,23 +181,14 @@ def hub(shared_hub: Hub, shared_prefix: str, request: pytest.FixtureRequest) -> 
                         timeout=60, what="the test's containers gone")
 
 
-def _prefixed() -> Iterator[str]:
-    name = f"qtest{secrets.token_hex(3)}"
-    yield name
-    for cid in docker("ps", "-aq", "--filter", f"name={name}").split():
-        docker("rm", "-f", cid, check=False)
-    for vol in docker("volume", "ls", "-q", "--filter", f"name={name}").split():
-        docker("volume", "rm", "-f", vol, check=False)
-
-
 @pytest.fixture
-def prefix(docker_engine: str) -> Iterator[str]:
-    yield from _prefixed()
+def prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
+    yield from docker_names(request)
 
 
 @pytest.fixture(scope="module")
-def shared_prefix(docker_engine: str) -> Iterator[str]:
-    yield from _prefixed()
+def shared_prefix(request: pytest.FixtureRequest, docker_engine: str) -> Iterator[str]:
+    yield from docker_names(request)
 
 
 class _OtherNetwork:
