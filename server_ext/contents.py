@@ -15,12 +15,14 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from jupyter_server.utils import ensure_async
 from tornado.web import HTTPError
 
 from . import audit_report, metrics
@@ -34,18 +36,27 @@ _STALE_UPLOAD_SECONDS = 3600
 request_model: ContextVar[Any] = ContextVar("qustody_request_model", default=None)
 #: The size in bytes of that request's body (-1: no request body was parsed).
 request_size: ContextVar[int] = ContextVar("qustody_request_size", default=-1)
-#: Set by the contents handler while it answers a GET: the notebook it serves is scanned
-#: once answered, and its clean cells kept for its first save (``SaveGuard.remember_opened``).
-opening: ContextVar[bool] = ContextVar("qustody_opening", default=False)
+#: Set by the contents handler while it answers a GET, to the path it serves: that
+#: notebook is scanned once answered, and its clean cells kept for its first save
+#: (``SaveGuard.remember_opened``). A one-item list taken by the first ``get`` of the
+#: request: tasks started meanwhile (jupyter-server's event listeners) copy the context,
+#: not the item, so a ``get`` of theirs never counts as the answer.
+opening: ContextVar[list[str] | None] = ContextVar("qustody_opening", default=None)
 
-#: A request's notebook up to this size is checked on the event loop: handing the check
-#: to a worker thread and back costs about 0.25 ms, 3% of a plain save of a 0.3-1 MB
-#: notebook, more than the loop gains. The check of a real notebook of 1 MiB takes about
-#: 1-5 ms; one crafted to be slow (a credential in each of 14,000 table rows) holds its
-#: owner's server for 2.3 s, with no kernel messages meanwhile. A larger notebook, or a
-#: model the manager built (a copy, an upload), is checked in a thread, so the loop serves
-#: the other requests during its check.
+#: A request body up to this size (a notebook or a file) is checked on the event loop:
+#: handing the check to a worker thread and back costs about 0.25 ms, 3% of a plain save
+#: of a 0.3-1 MB notebook, more than the loop gains. The check of a real notebook of 1 MiB
+#: takes about 1-5 ms; one crafted to be slow (a credential in each of 14,000 table rows)
+#: holds its owner's server for 2.3 s, with no kernel messages meanwhile. A larger body, a
+#: model the manager built (a copy, a chunked upload's last chunk), or a check that would
+#: wait for the engine to compile (at start-up, after a secret is delivered) runs in a
+#: thread, so the loop serves the other requests meanwhile.
 INLINE_CHECK_BYTES = 1024 * 1024
+
+#: Opened notebooks are scanned one at a time, in a thread of their own: JupyterLab
+#: restoring a workspace opens several at once, and their scans must not queue ahead of
+#: the checks of saves in the default executor.
+_OPEN_SCANS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qustody-open-scan")
 
 
 def hooks_may_change(manager: Any) -> bool:
@@ -162,7 +173,8 @@ class GuardedContents:
     _qustody_error: str | None = None
     _qustody_staging: _Staging | None = None
     _qustody_watcher: Any = None
-    _qustody_opened: set[asyncio.Task[None]] | None = None
+    #: open scans in progress (``_keep_opened``)
+    _qustody_opened: set[asyncio.Future[None]] | None = None
 
     def qustody_watch(self, watcher: Any) -> None:
         """Tell ``watcher`` about each file a save wrote, so it does not scan it again."""
@@ -184,6 +196,11 @@ class GuardedContents:
         if self._qustody_guard is None:
             self._qustody_guard = SaveGuard(parent=self)
         return self._qustody_guard
+
+    def _ready(self) -> bool:
+        """Whether a check would start at once (no engine compile to wait for)."""
+        guard = self._qustody_guard
+        return guard is not None and guard.ready
 
     def _prepare(
         self, model: dict[str, Any], path: str
@@ -240,14 +257,16 @@ class GuardedContents:
         """After the contents handler has answered a GET of a notebook, scan what it served
         in a thread and keep its clean cells (``SaveGuard.remember_opened``): the first
         save of a notebook opened in JupyterLab then costs what a later save does. Only the
-        handler's own GET: the model is then the answer's, which nothing changes once sent
-        (a copy or a rename reads the file through ``get`` too, and changes what it read)."""
-        if not opening.get():
+        handler's own answer, which nothing changes once sent (a copy reads the file
+        through ``get`` too, and changes what it read)."""
+        slot = opening.get()
+        if not slot:
             return
-        opening.set(False)  # once per request
+        served = slot.pop()  # once per request
         guard = self._qustody_guard
         if (
-            guard is None
+            served != path.strip("/")
+            or guard is None
             or not isinstance(model, dict)
             or model.get("type") != "notebook"
             or not isinstance(model.get("content"), dict)
@@ -255,20 +274,22 @@ class GuardedContents:
             or model["size"] > guard.unchanged_cells_cache  # could not be kept
         ):
             return
-        content, path = model["content"], path.strip("/")
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a sync manager's get called from a thread: not the answer
+            return
         # After this task step, in which the handler writes its answer; in a thread, so that
         # a large notebook's scan does not hold the loop.
-        loop.call_soon(self._start_keeping_opened, loop, guard, content, path)
+        loop.call_soon(self._start_keeping_opened, loop, guard, model["content"], served)
 
     def _start_keeping_opened(
         self, loop: asyncio.AbstractEventLoop, guard: SaveGuard, content: Any, path: str
     ) -> None:
         if self._qustody_opened is None:
             self._qustody_opened = set()
-        task = loop.create_task(asyncio.to_thread(self._remember_opened, guard, content, path))
-        self._qustody_opened.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._qustody_opened.discard)
+        scan = loop.run_in_executor(_OPEN_SCANS, self._remember_opened, guard, content, path)
+        self._qustody_opened.add(scan)
+        scan.add_done_callback(self._qustody_opened.discard)
 
     def _remember_opened(self, guard: SaveGuard, content: Any, path: str) -> None:
         try:
@@ -382,7 +403,8 @@ def log_findings(manager: Any, path: str, refused: SaveRefused) -> None:
 
 class AsyncGuardedContents(GuardedContents):
     async def get(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        model: dict[str, Any] = await super().get(path, *args, **kwargs)  # type: ignore[misc]
+        # a manager whose save is async may still have a sync get
+        model: dict[str, Any] = await ensure_async(super().get(path, *args, **kwargs))  # type: ignore[misc]
         self._keep_opened(model, path)
         return model
 
@@ -394,7 +416,7 @@ class AsyncGuardedContents(GuardedContents):
                 return early
             parsed = model is request_model.get()
             own = parsed and not hooks_may_change(self)
-            if parsed and 0 <= request_size.get() <= INLINE_CHECK_BYTES:
+            if parsed and 0 <= request_size.get() <= INLINE_CHECK_BYTES and self._ready():
                 report = self._check(model, path, own)
             else:
                 report = await asyncio.to_thread(self._check, model, path, own)

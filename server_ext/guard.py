@@ -229,6 +229,11 @@ class SaveGuard(LoggingConfigurable):
         self._engine: Future[Engine] = self._compile(*self._engine_inputs())
 
     @property
+    def ready(self) -> bool:
+        """Whether the engine is compiled (a scan would not wait for it)."""
+        return self._engine.done()
+
+    @property
     def engine(self) -> Engine:
         """The scanning engine. Compiling its hyperscan databases takes 0.3-0.5 s of CPU,
         so it is done in a thread (hyperscan releases the GIL) while the server starts;

@@ -141,7 +141,8 @@ def harden_contents_handler(web_app: web.Application) -> int:
             return model
 
         async def get(self, path: str = "") -> None:
-            opening.set(True)  # the notebook served is scanned once answered (its first save)
+            # the notebook served is scanned once answered (for its first save)
+            opening.set([path.strip("/")])
             answered = super().get(path)
             if answered is not None:
                 await answered

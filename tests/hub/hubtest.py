@@ -43,7 +43,8 @@ def docker(*args: str, check: bool = True) -> str:
 
 def docker_names(request: pytest.FixtureRequest | None = None) -> Iterator[str]:
     """A fixture body: a name prefix for a test's containers and volumes, all removed at
-    teardown (with ``request``, a failed test's container logs are printed first)."""
+    teardown. With a test's own ``request``, its containers' logs are printed first when
+    it failed (a module-scoped fixture's request knows no test's result)."""
     name = f"qtest{secrets.token_hex(3)}"
     yield name
     for cid in docker("ps", "-aq", "--filter", f"name={name}").split():

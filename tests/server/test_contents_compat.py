@@ -90,3 +90,21 @@ async def test_upload_binary_and_text(api, jp_root_dir):
     code, model = await api.call("GET", "api", "contents", "pic.png", format="base64")
     assert code == 200 and base64.b64decode(model["content"]) == png
     assert (await api.save_text("dir-less.txt", "hello\n"))[0] in SAVED
+
+
+async def test_an_opened_notebooks_clean_cells_are_kept(api, jp_root_dir, jp_serverapp):
+    """Whatever the manager (sync ones included), a notebook the contents handler serves
+    is scanned once answered and its clean cells kept for its first save."""
+    import asyncio
+    import json
+
+    guard = jp_serverapp.web_app.settings["qustody_guard"]
+    cells = [code_cell(f"x = {i}", cell_id=f"c{i}") for i in range(3)]
+    (jp_root_dir / "opened.ipynb").write_text(json.dumps(notebook(*cells)))
+    code, _ = await api.call("GET", "api", "contents", "opened.ipynb")
+    assert code == 200
+    for _ in range(500):
+        if guard._clean.cells_kept("opened.ipynb"):
+            break
+        await asyncio.sleep(0.01)
+    assert guard._clean.cells_kept("opened.ipynb") == 3

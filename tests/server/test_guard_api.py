@@ -403,8 +403,8 @@ async def test_scan_endpoint_is_a_dry_run(api, jp_root_dir):
 
 async def test_large_saves_are_checked_off_the_event_loop(api, jp_serverapp, monkeypatch):
     """A notebook up to INLINE_CHECK_BYTES is checked on the loop (a thread hop would cost
-    more than the check); a larger one, and a copy, in a worker thread, so the loop serves
-    other requests meanwhile."""
+    more than the check); a larger one, a copy, and any check that would wait for the
+    engine to compile, in a worker thread, so the loop serves other requests meanwhile."""
     import threading
 
     from server_ext.contents import INLINE_CHECK_BYTES
@@ -425,5 +425,9 @@ async def test_large_saves_are_checked_off_the_event_loop(api, jp_serverapp, mon
         "POST", "api", "contents", body={"copy_from": "small.ipynb"}
     )
     assert code == 201
+    # while the engine compiles (start-up, a secret delivered), a check would wait for it
+    monkeypatch.setattr(type(guard), "ready", property(lambda self: False))
+    assert (await api.save_notebook("waits.ipynb", notebook(code_cell("x = 2"))))[0] in SAVED
     on = {path: thread is threading.main_thread() for path, thread in threads}
-    assert on == {"small.ipynb": True, "big.ipynb": False, "small-Copy1.ipynb": False}
+    assert on == {"small.ipynb": True, "big.ipynb": False, "small-Copy1.ipynb": False,
+                  "waits.ipynb": False}

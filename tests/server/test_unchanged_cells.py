@@ -332,9 +332,14 @@ async def opened(api: Any, guard: Any, path: str) -> dict[str, Any]:
     assert code == 200, body
     for _ in range(500):
         if guard._clean.cells_kept(path):
-            break
+            return body
         await asyncio.sleep(0.01)
-    return body
+    raise AssertionError(f"the guard kept no cell of {path} within 5 s of opening it")
+
+
+async def settled(manager: Any) -> None:
+    """Wait for the open scans in progress."""
+    await asyncio.gather(*list(manager._qustody_opened or ()))
 
 
 async def test_a_notebook_opened_then_saved_has_only_its_changed_cells_scanned(
@@ -381,16 +386,46 @@ async def test_only_the_contents_handlers_get_of_a_notebook_is_kept(
     assert (await api.call("GET", "api", "contents", "notes.txt"))[0] == 200
     (jp_root_dir / "control.ipynb").write_text(json.dumps(notebook(*cells(2))))
     await opened(api, guard, "control.ipynb")  # the handler's GET of a notebook is kept
+    await settled(jp_serverapp.contents_manager)
     assert guard._clean.cells_kept("control.ipynb") == 2
     assert guard._clean.cells_kept("source.ipynb") == 0
     assert guard._clean.cells_kept(copied["path"]) == 0
 
 
-def test_the_report_counts_the_cells_not_scanned_again() -> None:
-    guard = SaveGuard()
-    nb = notebook(*cells(3))
-    first = guard.check({"type": "notebook", "content": copy.deepcopy(nb)}, "n.ipynb", remember=True)
-    nb["cells"][0]["source"] += "# edited\n"
-    again = guard.check({"type": "notebook", "content": nb}, "n.ipynb", remember=True)
-    assert first is not None and first.unchanged == 0
-    assert again is not None and again.unchanged == 2
+async def test_a_read_by_an_event_listener_during_the_get_is_not_kept(
+    api: Any, guard: Any, jp_root_dir: Path, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jupyter-server's contents events start their listeners as tasks while the GET is
+    answered; a listener that reads the same notebook (and may change what it read) does
+    not hand the guard its objects as if they were the answer: one scan, of the answer."""
+    manager = jp_serverapp.contents_manager
+    (jp_root_dir / "asked.ipynb").write_text(json.dumps(notebook(*cells(2))))
+    read: list[Any] = []
+    scanned: list[Any] = []
+    remember = guard.remember_opened
+
+    def spy(content: Any, path: str) -> int:
+        scanned.append(content)
+        return int(remember(content, path))
+
+    monkeypatch.setattr(guard, "remember_opened", spy)
+
+    async def listener(logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        if data.get("path") == "asked.ipynb" and not read:
+            read.append(await manager.get("asked.ipynb"))
+
+    manager.event_logger.add_listener(schema_id=manager.event_schema_id, listener=listener)
+    try:
+        await opened(api, guard, "asked.ipynb")
+        for _ in range(500):
+            if read:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # a scan the listener's read started would be queued by now
+        await settled(manager)
+    finally:
+        manager.event_logger.remove_listener(schema_id=manager.event_schema_id,
+                                             listener=listener)
+    assert read and read[0]["type"] == "notebook"
+    assert len(scanned) == 1 and scanned[0] is not read[0]["content"]
+    assert guard._clean.cells_kept("asked.ipynb") == 2
