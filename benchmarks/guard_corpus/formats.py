@@ -154,6 +154,8 @@ K("circleci-token", "ci", "CircleCI", "CIRCLE_TOKEN", "{h40}")
 K("travisci-token", "ci", "Travis CI", "TRAVIS_TOKEN", "{u22}")
 K("droneci-token", "ci", "Drone", "DRONE_TOKEN", "{a32}")
 T("buildkite-token", "ci", "Buildkite", "BUILDKITE_API_TOKEN", "bkua_{h40}")
+T("dependency-track-key", "ci", "Dependency-Track", "DTRACK_API_KEY", "odt_{a32}")
+T("ionic-token", "ci", "Ionic", "IONIC_TOKEN", "ion_{a42}")
 K("codecov-token", "ci", "Codecov", "CODECOV_TOKEN", "{uuid}")
 T("sourcegraph-token", "vcs", "Sourcegraph", "SRC_ACCESS_TOKEN", "sgp_{h16}_{h40}")
 T("sonarqube-token", "ci", "SonarQube", "SONAR_TOKEN", "squ_{h40}")
@@ -244,6 +246,13 @@ T(
     "MONGODB_ATLAS_PRIVATE_KEY",
     "{uuid}",
     keyword=True,
+)
+T(
+    "mongodb-atlas-service-account",
+    "database",
+    "MongoDB Atlas",
+    "MDB_MCP_API_CLIENT_SECRET",
+    "mdb_sa_sk_{u40}",
 )
 K("pinecone-legacy-key", "ai", "Pinecone", "PINECONE_API_KEY", "{uuid}")
 T("pinecone-key", "ai", "Pinecone", "PINECONE_API_KEY", "pcsk_{a6}_{a63}")
@@ -369,6 +378,24 @@ T(
     "TEAMS_WEBHOOK_URL",
     "https://qlab.webhook.office.com/webhookb2/{uuid}@{uuid}/IncomingWebhook/{h32}/{uuid}",
 )
+T(
+    "teams-webhook-legacy",
+    "messaging",
+    "Microsoft Teams",
+    "TEAMS_WEBHOOK_URL",
+    "https://outlook.office.com/webhook/{uuid}@{uuid}/IncomingWebhook/{h32}/{uuid}",
+)
+
+
+@S("zapier-webhook", "productivity", "Zapier", "ZAPIER_HOOK_URL")
+def _zapier(rng: random.Random) -> Sample:
+    # The account and hook ids are the secret part; the host is public.
+    hook = expand("{d7}/{l7}", rng)
+    return Sample(f"https://hooks.zapier.com/hooks/catch/{hook}/", (hook,))
+
+
+T("adafruit-io-key", "productivity", "Adafruit IO", "ADAFRUIT_IO_KEY", "aio_{a28}")
+T("posthog-personal-key", "observability", "PostHog", "POSTHOG_PERSONAL_API_KEY", "phx_{w43}")
 T("twilio-api-key", "messaging", "Twilio", "TWILIO_API_KEY", "SK{h32}")
 K("twilio-auth-token", "messaging", "Twilio", "TWILIO_AUTH_TOKEN", "{h32}")
 T("sendgrid-key", "messaging", "SendGrid", "SENDGRID_API_KEY", "SG.{u22}.{u43}")
@@ -862,6 +889,23 @@ _pem(
     330,
 )
 _pem("pgp-private-key", "keys", "PGP", "PGP PRIVATE KEY BLOCK", "lQWGBGV", 2400)
+
+
+def _pem_base64(id: str, label: str, head: str, n: int) -> None:
+    """A key block base64-encoded whole, as a Kubernetes secret's ``tls.key`` holds it."""
+
+    def make(rng: random.Random) -> Sample:
+        body = head + rand(rng, ALPHABETS["b"], n)
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        pem = f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"
+        encoded = base64.b64encode(pem.encode()).decode()
+        return Sample(f"tls.key: {encoded}", (encoded,))
+
+    FORMATS.append(Format(id, "keys", "Kubernetes", "TLS_KEY_B64", make))
+
+
+_pem_base64("rsa-private-key-base64", "RSA PRIVATE KEY", "MIIEpAIBAAKCAQEA", 1560)
+_pem_base64("pkcs8-private-key-base64", "PRIVATE KEY", "MIIEvgIBADANBgkqhkiG9w0BAQEFAASC", 1560)
 
 
 @S("putty-private-key-v3", "keys", "PuTTY", "PPK_FILE")

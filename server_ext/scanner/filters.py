@@ -131,10 +131,12 @@ _NAMES_ITSELF = re.compile(rb"(?i)pass(?:word|wd|phrase)|secret|token|credential
 _LABEL = re.compile(rb"^[A-Za-z_ .#:/-]+$")
 # A reference to where something is, not the thing: an AWS resource name, a CSS selector
 # (words: ``#add-password``, ``.btn-primary``, not ``#Kx9fQ2mZ``), a file path, a URL without
-# a password (``url-password`` looks inside URLs).
+# a password (``url-password`` looks inside URLs), a path below a variable
+# (``FORGOT_PASSWORD=$BASE_URL/#/forgot_password``).
 _REFERENCE = re.compile(
     rb"^(?:arn:(?:aws|aws-cn|aws-us-gov):|~?/[\w.-]+/|"
-    rb"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^@\s]*$)"
+    rb"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^@\s]*$|"
+    rb"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|\(?[A-Za-z_][A-Za-z0-9_]*\)?)/)"
 )
 _SELECTOR = re.compile(rb"^[#.][a-z]+(?:[A-Z][a-z0-9]*)*(?:[-_][A-Za-z0-9]+)*$")
 

@@ -29,12 +29,19 @@ B64 = ALNUM + "+/"
 URLSAFE = ALNUM + "-_"
 UPPER = string.ascii_uppercase + string.digits
 DIGITS = string.digits
+LOWER = string.ascii_lowercase + string.digits
 
 
 def fake(label: str, n: int, alphabet: str = ALNUM) -> str:
     """``n`` characters of ``alphabet``, the same on every run (seeded by ``label``)."""
     rng = random.Random(label)
     return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def pem_base64(label: str, seed: str, n: int) -> str:
+    """A ``label`` block with ``n`` random base64 characters, base64-encoded whole."""
+    block = f"-----BEGIN {label}-----\n{fake(seed, n, B64)}\n-----END {label}-----\n"
+    return base64.b64encode(block.encode()).decode()
 
 
 def wrap(s: str, width: int) -> list[str]:
@@ -774,6 +781,30 @@ FLAGS = [
     flag("keyword-context", "sending Bearer {S}\n", "JrEKyKYJDPnd_rYavAeoTucE", "prose-no-digits"),
     flag("keyword-context", "using api key {S}\n", "9WE0DPY0GGAA0D1E", "prose-upper-alnum-key"),
     flag("keyword-context", "logged in with password {S}\n", "Kx9;fQ2m,Z7pLw!x", "prose-pw-semicolon"),
+    # The credential word may end a longer name, glued in any case (``<vendor>_key``,
+    # ``<vendor>KEY=``, ``<vendor>SECRET``): config listings and printed settings.
+    flag("keyword-context", "atera_key = {S}\n", fake("kc5", 32, LOWER), "glued-vendor-key"),
+    flag("keyword-context", "geckoboardKEY={S}\n", fake("kc6", 40), "glued-upper-key"),
+    flag("keyword-context", "zerobounceSECRET {S}\n", fake("kc7", 32, LOWER), "glued-secret"),
+    flag("keyword-context", "deepgramKEY {S}\n", fake("kc8", 48), "glued-upper-key-no-sign"),
+    flag(
+        "private-key-base64",
+        "data:\n  tls.key: {S}\n",
+        pem_base64("RSA PRIVATE KEY", "b64rsa", 128),
+        "kubernetes-secret-rsa-key",
+    ),
+    flag(
+        "private-key-base64",
+        'PRIVATE_KEY_B64="{S}"\n',
+        pem_base64("PRIVATE KEY", "b64p8", 256),
+        "env-var-pkcs8-key",
+    ),
+    flag(
+        "private-key-base64",
+        "$ base64 key.pem\n{S}\n",
+        "\n".join(wrap(pem_base64("EC PRIVATE KEY", "b64ec", 160), 76)),
+        "base64-wrapped-at-76",
+    ),
     flag("quoted-line", "'{S}'\n", fake("ql1", 40), "repr-of-a-token"),
     flag("quoted-line", 'Out[3]:\n"{S}"\n', fake("ql2", 32, HEX), "repr-of-a-hex-token"),
 ]
@@ -1150,6 +1181,28 @@ CLEAN = [
         "context-fingerprint-of-key",
     ),
     clean("keyword-context", "api key id: A8fK2mQ9xZ3pL7wRt5Yb\n", "context-key-id"),
+    # A certificate and a public key, base64-encoded the same way, are public.
+    clean(
+        "private-key-base64",
+        "tls.crt: " + pem_base64("CERTIFICATE", "b64crt", 256) + "\n",
+        "kubernetes-secret-certificate",
+    ),
+    clean(
+        "private-key-base64",
+        "pub: " + pem_base64("PUBLIC KEY", "b64pub", 256) + "\n",
+        "public-key",
+    ),
+    # A word that ends in a credential word is not one; a public key is public.
+    clean("keyword-context", "monkey = bananas_and_more_bananas\n", "glued-word-not-random"),
+    clean("keyword-context", "hotkey: Ctrl+Shift+Alt+K+L+M\n", "glued-hotkey-shortcut"),
+    clean("keyword-context", "publickey: A8fK2mQ9xZ3pL7wRt5Yb0c\n", "glued-public-key"),
+    clean("keyword-context", "ssh-publickey A8fK2mQ9xZ3pL7wRt5Yb0c\n", "glued-ssh-public-key"),
+    # A lock file pins a package by its digest.
+    clean(
+        "quoted-line",
+        "'sonarqube-reporter-1.2.4.tgz#3b335d612137949d2f21fcc6c8c8164db7603227'\n",
+        "pinned-package-digest",
+    ),
     clean("keyword-context", "using token ModelCheckpointCallbackHandler\n", "context-camel-case-name"),
     clean("keyword-context", "secret key: SECRETKEYBASEVALUE\n", "context-upper-words-no-digits"),
     clean("generic-keyword", 'password = "changeme"\n', "generic-password-changeme", CODE),

@@ -254,6 +254,11 @@ NOT_CREDENTIALS = [
     ('password_field = "#passwordInput-2"\n', "camel-case-selector"),
     ('PASSWORD_PROMPT = "Enter your password / secret key:"\n', "prompt-label"),
     ('const resetPasswordUrl = "https://example.org/account/reset"\n', "url-without-password"),
+    (
+        "REACT_APP_FORGOT_PASSWORD=$REACT_APP_BASE_URL/classroom/#/forgot_password\n",
+        "path-below-a-variable",
+    ),
+    ('RESET_PASSWORD_URL="${BASE_URL}/account/reset_password_link_v2"\n', "path-below-braced-variable"),
     ('secret_file = "/run/secrets/db_password"\n', "path"),
     ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
     # prose and outputs of machine-learning notebooks

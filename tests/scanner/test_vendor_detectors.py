@@ -169,6 +169,27 @@ TOKENS: list[tuple[str, str, str]] = [
         f"{uuid('t1')}@{uuid('t2')}/IncomingWebhook/{fake('t3', 32)}/{uuid('t4')}",
         "https://qlab.webhook.office.com/webhookb2/{S}",
     ),
+    (
+        "teams-webhook",
+        f"{uuid('t5')}@{uuid('t6')}/IncomingWebhook/{fake('t7', 32, HEX)}/{uuid('t8')}",
+        "https://outlook.office.com/webhook/{S}",
+    ),
+    (
+        "teams-webhook",
+        f"{uuid('t9')}@{uuid('t10')}/IncomingWebhook/{fake('t11', 32)}/{uuid('t12')}"
+        f"/V2{fake('t13', 40, URLSAFE)}",
+        "https://qlab.webhook.office.com/webhookb2/{S}",
+    ),
+    (
+        "zapier-webhook",
+        fake("zap1", 7, DIGITS) + "/" + fake("zap2", 7, LOWER),
+        "https://hooks.zapier.com/hooks/catch/{S}/",
+    ),
+    ("adafruit-io-key", "aio_" + fake("aio", 28), ""),
+    ("posthog-personal-api-key", "phx_" + fake("phx", 43, ALNUM + "_"), ""),
+    ("dependency-track-api-key", "odt_" + fake("odt", 32), ""),
+    ("ionic-token", "ion_" + fake("ion", 42), ""),
+    ("mongodb-atlas-service-account-secret", "mdb_sa_sk_" + fake("mdbsa", 40, URLSAFE), ""),
     ("twilio-account-credentials", fake("twtok", 32, HEX), "AC" + fake("twsid", 32, HEX) + ":{S}"),
     ("mailgun-api-key", "key-" + fake("mg", 32, HEX), ""),
     ("mandrill-api-key", "md-" + fake("md", 22, URLSAFE), ""),

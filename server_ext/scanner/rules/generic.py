@@ -132,14 +132,20 @@ def _looks_random(s: bytes, minimum: float) -> bool:
     return min(upper, lower) >= 4 and shannon(s) >= minimum and word_share(s) < 0.3
 
 
+#: A package file with its digest, as lock files pin them
+#: (``sonarqube-reporter-1.2.4.tgz#3b335d61...``): a name and a hash, no credential.
+_PINNED_ARTIFACT = re.compile(rb"\.(?:tgz|tar\.gz|tar\.bz2|whl|zip|jar|gem|nupkg|crate)[#@]")
+
+
 def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
     """Prose is a weak context, so the value must read as a random token (see
     ``_looks_random``), not a name made of words (``model_state_dict_v2``,
-    ``/home/user/.cache/token``), nor an id named by a hash word (``commit``, ``sha``)."""
+    ``/home/user/.cache/token``), nor an id named by a hash word (``commit``, ``sha``),
+    nor a package file pinned by its digest."""
 
     def gate(c: Candidate) -> bool:
         s = c.secret
-        if not _looks_random(s, minimum):
+        if not _looks_random(s, minimum) or _PINNED_ARTIFACT.search(s):
             return False
         # Only near the value: a minified line may be megabytes long.
         at = max(0, c.line.find(s))
@@ -177,12 +183,14 @@ def detectors(
             title="Random-looking value next to a credential word in prose or output "
             "(credential X, token: X, Bearer X)",
             anchor=(
-                rf"\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
+                rf"(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
                 r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{11}"
             ).encode(),
             value=rx(
-                # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...".
-                rf"(?i)(?<!public )(?<!public_)\b(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
+                # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...". The
+                # word may end a longer name (``atera_key``, ``geckoboardKEY=``).
+                r"(?i)(?<!public)(?<!public )(?<!public_)(?<!public-)"
+                rf"(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
                 rf"(?P<secret>{_CONTEXT_VALUE})(?![A-Za-z0-9_+/~=!#$%^&*@])"
             ),
             kind=Kind.KEYWORD,

@@ -48,6 +48,24 @@ def _url_password(c: Candidate) -> bool:
     return c.line.find(b"//" + c.secret + b":" + c.secret + b"@") < 0
 
 
+def _base64_head(header: bytes) -> bytes:
+    """The base64 of ``header``'s whole 3-byte groups: what every encoding of a text that
+    starts with ``header`` starts with, whatever follows."""
+    return base64.b64encode(header[: len(header) - len(header) % 3])
+
+
+#: A private key block base64-encoded whole, header included, as Kubernetes secrets
+#: (``tls.key: LS0tLS1CRUdJTi...``), environment variables and JSON configs carry one.
+#: Certificates and public keys encode other headers, so they are not matched.
+_BASE64_PRIVATE_HEADS = b"|".join(
+    _base64_head(b"-----BEGIN " + kind + b"-----")
+    for kind in (
+        b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY", b"OPENSSH PRIVATE KEY",
+        b"ENCRYPTED PRIVATE KEY", b"PRIVATE KEY", b"PGP PRIVATE KEY BLOCK",
+    )
+)  # fmt: skip
+
+
 DETECTORS = (
     Detector(
         id="private-key",
@@ -66,6 +84,17 @@ DETECTORS = (
         window=16200,
         validate=_pem_body,
         in_binary=True,
+    ),
+    Detector(
+        id="private-key-base64",
+        title="Private key block, base64-encoded (Kubernetes secret, environment variable)",
+        anchor=rb"(?:" + _BASE64_PRIVATE_HEADS + rb")[A-Za-z0-9+/]{16}",
+        value=rx(
+            # On one line, or wrapped as ``base64`` prints it (76 characters a line).
+            r"(?P<secret>(?:" + _BASE64_PRIVATE_HEADS.decode() + r")[A-Za-z0-9+/]{16,24000}"
+            rf"(?:{_NL}[A-Za-z0-9+/]{{4,200}}){{0,400}}={{0,2}})"
+        ),
+        window=24100,
     ),
     Detector(
         id="putty-private-key",

@@ -109,6 +109,41 @@ DETECTORS: tuple[Detector, ...] = (
         6,
     ),
     format_token(
+        "adafruit-io-key",
+        "Adafruit IO key",
+        rb"\baio_[A-Za-z0-9]{28}",
+        r"aio_[A-Za-z0-9]{28}",
+        4,
+    ),
+    format_token(
+        "dependency-track-api-key",
+        "Dependency-Track API key",
+        rb"\bodt_[A-Za-z0-9]{32}",
+        r"odt_[A-Za-z0-9_]{32,64}",
+        4,
+    ),
+    format_token(
+        "ionic-token",
+        "Ionic (Appflow) personal access token",
+        rb"\bion_[A-Za-z0-9]{42}",
+        r"ion_[A-Za-z0-9]{42}",
+        4,
+    ),
+    format_token(
+        "mongodb-atlas-service-account-secret",
+        "MongoDB Atlas service account client secret",
+        rb"\bmdb_sa_sk_[A-Za-z0-9_-]{40}",
+        r"mdb_sa_sk_[A-Za-z0-9_-]{40,64}",
+        10,
+    ),
+    format_token(
+        "posthog-personal-api-key",
+        "PostHog personal API key",
+        rb"\bphx_[A-Za-z0-9_]{43}",
+        r"phx_[A-Za-z0-9_]{43}",
+        4,
+    ),
+    format_token(
         "circleci-token",
         "CircleCI personal or project API token",
         rb"\bCCIP(?:AT|RJ)_[A-Za-z0-9]{22}_",
@@ -651,8 +686,18 @@ DETECTORS: tuple[Detector, ...] = (
     _secret_in(
         "teams-webhook",
         "Microsoft Teams incoming webhook URL",
-        rb"webhook\.office\.com/webhookb2/[a-f0-9-]{8}",
-        rf"webhook\.office\.com/webhookb2/(?P<secret>{_UUID}@{_UUID}/IncomingWebhook/[A-Za-z0-9]{{32}}/{_UUID})",
+        # The current host (<tenant>.webhook.office.com/webhookb2/), the retired one
+        # (outlook.office.com/webhook/), and the signature newer URLs end with.
+        rb"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/[a-f0-9-]{8}",
+        rf"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/(?P<secret>{_UUID}@{_UUID}"
+        r"/IncomingWebhook/[A-Za-z0-9]{32}/"
+        rf"{_UUID}(?:/[A-Za-z0-9_-]{{20,200}})?)",
+    ),
+    _secret_in(
+        "zapier-webhook",
+        "Zapier catch hook URL",
+        rb"hooks\.zapier\.com/hooks/catch/[0-9]{4}",
+        r"hooks\.zapier\.com/hooks/catch/(?P<secret>[0-9]{4,12}/[A-Za-z0-9]{5,16})",
     ),
     _secret_in(
         "twilio-account-credentials",
