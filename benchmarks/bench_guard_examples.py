@@ -1,0 +1,157 @@
+"""The save guard on another scanner's documented examples (a held-out corpus).
+
+    python benchmarks/bench_guard_examples.py --rules DIR [--misses]
+
+``DIR`` is a directory of rule files in the YAML layout Kingfisher and Nosey Parker use
+(``rules: [{id, name, pattern, examples, negative_examples}]``), from a checkout of
+either project; nothing of it is copied here. Issue 13's second held-out corpus was such
+a scanner's documented examples. Each example is put in four places a notebook holds
+text (a code cell, a Markdown cell, a stdout stream, an ``execute_result`` repr) and
+saved through ``SaveGuard.check``:
+
+- an example is protected when the save is refused or its secret (the rule's capture
+  group, else the whole example) is no longer in what would be written;
+- a negative example is flagged when the save is refused or anything is redacted.
+
+Many documented examples are placeholders on purpose (``abcdef1234567890...``,
+``123e4567-e89b-...``), which the guard leaves alone by design (issue 13: documentation
+values are not credentials), so the figures are printed for all examples and for those
+whose secret does not read as a placeholder (no alphabet or digit run, no repeated
+character, no placeholder word).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server_ext.guard import SaveGuard, SaveRefused
+
+_FLAG_GROUP = re.compile(r"\(\?([imsx]+)\)")
+_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_PLACEHOLDER = re.compile(
+    r"(?i)abcde|bcdef|12345|23456|34567|45678|56789|67890|01234|zyxw|wxyz|qwerty|xxxx|"
+    r"your_|example|sample|dummy|fake|test|here|placeholder|changeme|(.)\1{4}"
+)
+
+
+def compile_rust(pattern: str) -> re.Pattern[str] | None:
+    """A Rust-regex rule pattern as Python ``re``: its inline flag groups (``(?x)`` then
+    ``(?i)`` on the next line) become compile flags; None when ``re`` cannot read it."""
+    flags = 0
+    for group in _FLAG_GROUP.findall(pattern):
+        for f in group:
+            flags |= _FLAGS[f]
+    try:
+        return re.compile(_FLAG_GROUP.sub("", pattern).replace(r"\z", r"\Z"), flags)
+    except re.error:
+        return None
+
+
+def examples(rules_dir: Path) -> Iterator[tuple[str, str, str | None, bool]]:
+    """(rule id, example, secret or None, negative?) for every example of every rule."""
+    for path in sorted(rules_dir.rglob("*.y*ml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for rule in data.get("rules", []) if isinstance(data, dict) else []:
+            rx = compile_rust(rule.get("pattern", ""))
+            for text in rule.get("examples") or []:
+                secret = None
+                m = rx.search(text) if rx is not None else None
+                if m is not None:
+                    groups = [g for g in m.groups() if g]
+                    secret = max(groups, key=len) if groups else m.group(0)
+                yield rule["id"], text, secret, False
+            for text in rule.get("negative_examples") or []:
+                yield rule["id"], text, None, True
+
+
+def cells(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    base = {"id": "c1", "metadata": {}}
+    yield "code cell", {**base, "cell_type": "code", "source": text, "outputs": [],
+                        "execution_count": 1}
+    yield "markdown cell", {**base, "cell_type": "markdown", "source": text}
+    yield "stdout stream", {
+        **base, "cell_type": "code", "source": "run()", "execution_count": 1,
+        "outputs": [{"output_type": "stream", "name": "stdout", "text": text + "\n"}],
+    }
+    yield "execute_result", {
+        **base, "cell_type": "code", "source": "value", "execution_count": 1,
+        "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                     "data": {"text/plain": repr(text)}}],
+    }  # fmt: skip
+
+
+def saved(guard: SaveGuard, cell: dict[str, Any]) -> tuple[bool, str, bool]:
+    """(refused, what would be written, anything redacted or found)."""
+    model = {"type": "notebook", "content": {"nbformat": 4, "nbformat_minor": 5,
+                                             "metadata": {}, "cells": [copy.deepcopy(cell)]}}
+    try:
+        report = guard.check(model, "bench.ipynb")
+    except SaveRefused:
+        return True, "", True
+    touched = report is not None and bool(report.findings or report.redacted)
+    return False, json.dumps(model["content"], ensure_ascii=False), touched
+
+
+def leaked(secret: str, written: str) -> bool:
+    return any(form in written for form in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rules", type=Path, required=True, help="directory of YAML rule files")
+    p.add_argument("--misses", action="store_true", help="list what each placement misses")
+    args = p.parse_args()
+    guard = SaveGuard()
+    protected: Counter[tuple[str, str]] = Counter()
+    total: Counter[tuple[str, str]] = Counter()
+    flagged: Counter[str] = Counter()
+    negatives = 0
+    misses: list[tuple[str, str, str]] = []
+    found = list(examples(args.rules))
+    if not found:
+        raise SystemExit(f"no rule examples under {args.rules}")
+    for rule, text, secret, negative in found:
+        negatives += negative
+        needle = secret or text
+        subset = "all" if _PLACEHOLDER.search(needle) else "not placeholders"
+        for place, cell in cells(text):
+            refused, written, touched = saved(guard, cell)
+            if negative:
+                flagged[place] += touched
+                continue
+            ok = refused or not leaked(needle, written)
+            for group in ("all", subset) if subset != "all" else ("all",):
+                total[(place, group)] += 1
+                protected[(place, group)] += ok
+            if not ok:
+                misses.append((place, rule, text))
+    print(f"{len(found) - negatives} examples and {negatives} negative examples "
+          f"from {args.rules}")
+    print(f"{'placement':16} {'all':>18} {'not placeholders':>22} {'negatives flagged':>19}")
+    for place, _ in cells(""):
+        a = protected[(place, "all")], total[(place, "all")]
+        r = protected[(place, "not placeholders")], total[(place, "not placeholders")]
+        print(f"{place:16} {a[0]:5}/{a[1]:<5} {a[0] / max(a[1], 1):6.1%}"
+              f"   {r[0]:5}/{r[1]:<5} {r[0] / max(r[1], 1):6.1%}"
+              f"   {flagged[place]:6}/{negatives}")
+    if args.misses:
+        for place, rule, text in misses:
+            print(f"  miss {place}: {rule}: {text[:100]!r}")
+
+
+if __name__ == "__main__":
+    main()
