@@ -9,8 +9,8 @@ a scanner's documented examples. Each example is put in four places a notebook h
 text (a code cell, a Markdown cell, a stdout stream, an ``execute_result`` repr) and
 saved through ``SaveGuard.check``:
 
-- an example is protected when the save is refused or its secret (the rule's capture
-  group, else the whole example) is no longer in what would be written;
+- an example is protected when the save is refused or its secret (the rule's last
+  capture group, else the whole example) is no longer in what would be written;
 - a negative example is flagged when the save is refused or anything is redacted.
 
 Many documented examples are placeholders on purpose (``abcdef1234567890...``,
@@ -69,8 +69,9 @@ def examples(rules_dir: Path) -> Iterator[tuple[str, str, str | None, bool]]:
                 secret = None
                 m = rx.search(text) if rx is not None else None
                 if m is not None:
+                    # The secret comes last (``user:password``, an id then its secret).
                     groups = [g for g in m.groups() if g]
-                    secret = max(groups, key=len) if groups else m.group(0)
+                    secret = groups[-1] if groups else m.group(0)
                 yield rule["id"], text, secret, False
             for text in rule.get("negative_examples") or []:
                 yield rule["id"], text, None, True

@@ -159,6 +159,14 @@ T("ionic-token", "ci", "Ionic", "IONIC_TOKEN", "ion_{a42}")
 K("codecov-token", "ci", "Codecov", "CODECOV_TOKEN", "{uuid}")
 T("sourcegraph-token", "vcs", "Sourcegraph", "SRC_ACCESS_TOKEN", "sgp_{h16}_{h40}")
 T("sonarqube-token", "ci", "SonarQube", "SONAR_TOKEN", "squ_{h40}")
+
+
+@S("sonarqube-login", "ci", "SonarQube", "SONAR_LOGIN")
+def _sonar_login(rng: random.Random) -> Sample:
+    token = expand("{h40}", rng)
+    return Sample(f"mvn sonar:sonar -Dsonar.login={token}", (token,))
+
+
 T("jfrog-api-key", "ci", "JFrog", "ARTIFACTORY_API_KEY", "AKCp8{a68}")
 T("jfrog-reference-token", "ci", "JFrog", "JFROG_ACCESS_TOKEN", "cmVmdGtuOjAxOjE3{a48}")
 T("docker-hub-pat", "ci", "Docker Hub", "DOCKERHUB_TOKEN", "dckr_pat_{u27}")
@@ -395,6 +403,8 @@ def _zapier(rng: random.Random) -> Sample:
 
 
 T("adafruit-io-key", "productivity", "Adafruit IO", "ADAFRUIT_IO_KEY", "aio_{a28}")
+T("tavily-api-key", "ai", "Tavily", "TAVILY_API_KEY", "tvly-{a32}")
+T("salesforce-access-token", "productivity", "Salesforce", "SF_ACCESS_TOKEN", "00D{a12}!{a96}")
 T("posthog-personal-key", "observability", "PostHog", "POSTHOG_PERSONAL_API_KEY", "phx_{w43}")
 T("twilio-api-key", "messaging", "Twilio", "TWILIO_API_KEY", "SK{h32}")
 K("twilio-auth-token", "messaging", "Twilio", "TWILIO_AUTH_TOKEN", "{h32}")
@@ -526,6 +536,19 @@ T("vault-recovery-token", "vault", "HashiCorp Vault", "VAULT_TOKEN", "hvr.{u24}"
 T("vault-legacy-token", "vault", "HashiCorp Vault", "VAULT_TOKEN", "s.{a24}")
 T("openbao-token", "vault", "OpenBao", "BAO_TOKEN", "s.{a24}")
 K("vault-unseal-key", "vault", "HashiCorp Vault", "VAULT_UNSEAL_KEY", "{b43}=")
+
+
+@S("vault-operator-init", "vault", "HashiCorp Vault", "VAULT_ADDR")
+def _operator_init(rng: random.Random) -> Sample:
+    keys = [expand("{b43}=", rng) for _ in range(3)]
+    root = expand("hvs.{u24}", rng)
+    lines = [f"Unseal Key {i}: {k}" for i, k in enumerate(keys, start=1)]
+    return Sample("\n".join([*lines, "", f"Initial Root Token: {root}"]), (*keys, root))
+
+
+T("newrelic-admin-key", "observability", "New Relic", "NEW_RELIC_ADMIN_KEY", "NRAA-{h27}")
+T("okta-ssws-header", "identity", "Okta", "OKTA_AUTH_HEADER", "Authorization: SSWS 00{u40}")
+
 K("consul-token", "vault", "HashiCorp Consul", "CONSUL_HTTP_TOKEN", "{uuid}")
 T("infisical-token", "vault", "Infisical", "INFISICAL_TOKEN", "st.{uuid}.{h32}.{h32}")
 

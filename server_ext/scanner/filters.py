@@ -41,8 +41,10 @@ _PLACEHOLDER_WORDS = re.compile(
     rb"insert|replace[_-]?me|changeme|change[_-]me|example|sample|dummy|placeholder|"
     rb"redacted|\bfake|\btodo\b|here\b|\bnone\b|\bnull\b|<[a-z_ -]+>|set[_-]?me|fill[_-]?in|"
     rb"^(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key)$|"
-    # The NAME of a credential where its value belongs: token="MY_IBM_QUANTUM_TOKEN".
-    rb"(?-i:^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD|PWD)$))"
+    # The NAME of a credential where its value belongs: token="MY_IBM_QUANTUM_TOKEN", also
+    # read from somewhere (``password = env.PERKEEP_TEST_PASSWORD``).
+    rb"(?-i:^(?:[a-z_][a-z0-9_]*\.)*[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_"
+    rb"(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD|PWD)$))"
 )
 _CODE_EXPRESSION = re.compile(
     rb"(?:os\.environ|os\.getenv|getenv\(|getpass|environ\[|secrets?\.(?:get|read)|"

@@ -234,6 +234,30 @@ FLAGS = [
         base64.b64encode(f"runner:{PASSWORD}".encode()).decode(),
         "authorization-basic-in-http-dump",
     ),
+    flag(
+        "authorization-header",
+        '!curl -H "Authorization: SSWS {S}" https://qlab.okta.com/api/v1/users\n',
+        "00" + fake("ssws", 40, URLSAFE),
+        "authorization-okta-ssws",
+    ),
+    flag(
+        "vault-unseal-key",
+        "Unseal Key 1: {S}\nUnseal Key 2: (printed once)\n",
+        fake("unseal1", 43, B64) + "=",
+        "vault-operator-init-output",
+    ),
+    flag(
+        "vault-unseal-key",
+        "!bao operator unseal {S}\n",
+        fake("unseal2", 43, B64) + "=",
+        "openbao-operator-unseal",
+    ),
+    flag(
+        "vault-unseal-key",
+        "Recovery Key 3 (hex): {S}\n",
+        fake("unseal3", 66, HEX),
+        "vault-recovery-key-hex",
+    ),
     # cloud.py
     flag(
         "aws-access-key-id",
@@ -788,6 +812,12 @@ FLAGS = [
     flag("keyword-context", "zerobounceSECRET {S}\n", fake("kc7", 32, LOWER), "glued-secret"),
     flag("keyword-context", "deepgramKEY {S}\n", fake("kc8", 48), "glued-upper-key-no-sign"),
     flag(
+        "keyword-context",
+        '<add key="SmtpPassword" value="{S}" />\n',
+        fake("kc9", 24),
+        "xml-config-key-value",
+    ),
+    flag(
         "private-key-base64",
         "data:\n  tls.key: {S}\n",
         pem_base64("RSA PRIVATE KEY", "b64rsa", 128),
@@ -1181,6 +1211,7 @@ CLEAN = [
         "context-fingerprint-of-key",
     ),
     clean("keyword-context", "api key id: A8fK2mQ9xZ3pL7wRt5Yb\n", "context-key-id"),
+    clean("vault-unseal-key", "Unseal Key Shares: 5\nvault operator unseal -migrate\n", "unseal-settings"),
     # A certificate and a public key, base64-encoded the same way, are public.
     clean(
         "private-key-base64",

@@ -32,7 +32,14 @@ def test_documentation_markers_in_a_format_token_are_placeholders(value):
 
 
 @pytest.mark.parametrize(
-    "value", ["your_api_key_here", "<YOUR_TOKEN>", "changeme", "MY_IBM_QUANTUM_TOKEN"]
+    "value",
+    [
+        "your_api_key_here",
+        "<YOUR_TOKEN>",
+        "changeme",
+        "MY_IBM_QUANTUM_TOKEN",
+        "env.PERKEEP_TEST_PASSWORD",
+    ],
 )
 def test_placeholder_words_in_assigned_values_are_not_findings(value):
     assert ENGINE.scan_one(f'api_key = "{value}"'.encode(), SegmentKind.CODE) == []

@@ -87,11 +87,12 @@ _CONTEXT_WORDS = (
 )
 # Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, the
 # padding of a pandas Series or an aligned listing (``api_key                  X``), and
-# at most two linking words ("is", "was set to").
+# at most two linking words ("is", "was set to", an XML config's
+# ``<add key="SmtpPassword" value="X"/>``).
 _BLANKS = r"""[\s"'`:=|>(\[,-]{1,8}"""
 _PADDING = r"[ \t:=]{9,48}"
 _CONTEXT_LINK = (
-    rf"(?:{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now)\b{_BLANKS}){{0,2}}|{_PADDING})"
+    rf"(?:{_BLANKS}(?:(?:is|was|set|to|as|of|with|for|now|value)\b{_BLANKS}){{0,2}}|{_PADDING})"
 )
 # No "=" inside (only base64 padding at the end): "password=password=..." then fails
 # after one word instead of reading 500 bytes at every anchor.

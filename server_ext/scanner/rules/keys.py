@@ -129,10 +129,11 @@ DETECTORS = (
     ),
     Detector(
         id="authorization-header",
-        title="HTTP Authorization header value (Basic, Bearer, Token)",
-        anchor=rb"authorization[\"']?\s{0,4}[:=,]\s{0,4}[\"']?(?:basic|bearer|token) ",
+        title="HTTP Authorization header value (Basic, Bearer, Token, SSWS)",
+        # SSWS: Okta's scheme for its API tokens.
+        anchor=rb"authorization[\"']?\s{0,4}[:=,]\s{0,4}[\"']?(?:basic|bearer|token|ssws) ",
         value=rx(
-            r"(?i)authorization[\"']?\s{0,4}[:=,]\s{0,4}[\"']?(?:basic|bearer|token) "
+            r"(?i)authorization[\"']?\s{0,4}[:=,]\s{0,4}[\"']?(?:basic|bearer|token|ssws) "
             r"(?P<secret>[A-Za-z0-9._~+/=-]{16,2048})"
         ),
         kind=Kind.VENDOR,

@@ -91,6 +91,20 @@ DETECTORS = (
         r"hv[sbr]\.[A-Za-z0-9_-]{24,300}",
         4,
     ),
+    Detector(
+        id="vault-unseal-key",
+        title="Vault / OpenBao unseal or recovery key (operator init output, operator unseal)",
+        # `operator init` prints "Unseal Key 1: <base64>" (or "Recovery Key 1:"), with
+        # "-format=json" a list under "unseal_keys_b64"/"unseal_keys_hex"; the key is then
+        # typed as `vault operator unseal <key>` (or `bao ...`).
+        anchor=rb"(?:(?:unseal|recovery) key \d{1,2}(?: \(hex\))?: |operator unseal )",
+        value=rx(
+            r"(?i)(?:(?:unseal|recovery) key \d{1,2}(?: \(hex\))?: |operator unseal (?:-\S+ )*)"
+            r"(?P<secret>[A-Za-z0-9+/]{43,88}={0,2}|[a-f0-9]{64,130})(?![A-Za-z0-9+/=])"
+        ),
+        kind=Kind.VENDOR,
+        caseless=True,
+    ),
     _token("npm-token", "npm access token", rb"\bnpm_[A-Za-z0-9]{36}", r"npm_[A-Za-z0-9]{36}", 4),
     Detector(
         id="npmrc-auth-token",

@@ -144,6 +144,26 @@ DETECTORS: tuple[Detector, ...] = (
         4,
     ),
     format_token(
+        "tavily-api-key",
+        "Tavily API key",
+        rb"\btvly-[A-Za-z0-9-]{32}",
+        r"tvly-(?:dev-|prod-)?[A-Za-z0-9]{32}",
+        5,
+    ),
+    format_token(
+        "salesforce-access-token",
+        "Salesforce access token (org id ! session)",
+        rb"\b00D[A-Za-z0-9]{12}![A-Za-z0-9]{8}",
+        r"00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?![A-Za-z0-9._]{80,200}",
+        3,
+    ),
+    _secret_in(
+        "sonarqube-login",
+        "SonarQube token passed as sonar.login / sonar.token",
+        rb"sonar\.(?:login|token)[\"']?[\s=:,]{1,4}[\"']?[a-f0-9]{40}",
+        r"sonar\.(?:login|token)[\"']?[\s=:,]{1,4}[\"']?(?P<secret>[a-f0-9]{40})(?![a-f0-9])",
+    ),
+    format_token(
         "circleci-token",
         "CircleCI personal or project API token",
         rb"\bCCIP(?:AT|RJ)_[A-Za-z0-9]{22}_",
@@ -762,9 +782,9 @@ DETECTORS: tuple[Detector, ...] = (
     # --- observability and SaaS -------------------------------------------------------------
     format_token(
         "newrelic-key",
-        "New Relic user, insert or browser key",
-        rb"\bNR(?:AK|II|JS)-[A-Za-z0-9_-]{19}",
-        r"NR(?:AK-[A-Z0-9]{27}|II-[A-Za-z0-9_-]{32}|JS-[a-f0-9]{19})",
+        "New Relic user, admin, insert or browser key",
+        rb"\bNR(?:AK|AA|II|JS)-[A-Za-z0-9_-]{19}",
+        r"NR(?:AK-[A-Z0-9]{27}|AA-[a-f0-9]{27}|II-[A-Za-z0-9_-]{32}|JS-[a-f0-9]{19})",
         5,
     ),
     _behind(
