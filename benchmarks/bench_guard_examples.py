@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import re
 import sys
 from collections import Counter
@@ -93,20 +92,34 @@ def cells(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
     }  # fmt: skip
 
 
-def saved(guard: SaveGuard, cell: dict[str, Any]) -> tuple[bool, str, bool]:
-    """(refused, what would be written, anything redacted or found)."""
+def saved(guard: SaveGuard, cell: dict[str, Any]) -> tuple[bool, list[str], bool]:
+    """(refused, the strings that would be written, anything redacted or found)."""
     model = {"type": "notebook", "content": {"nbformat": 4, "nbformat_minor": 5,
                                              "metadata": {}, "cells": [copy.deepcopy(cell)]}}
     try:
         report = guard.check(model, "bench.ipynb")
     except SaveRefused:
-        return True, "", True
+        return True, [], True
     touched = report is not None and bool(report.findings or report.redacted)
-    return False, json.dumps(model["content"], ensure_ascii=False), touched
+    return False, list(strings(model["content"])), touched
 
 
-def leaked(secret: str, written: str) -> bool:
-    return any(form in written for form in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]))
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        yield "".join(v for v in value if isinstance(v, str))  # a multi-line string
+        for v in value:
+            yield from strings(v)
+
+
+def leaked(secret: str, written: list[str]) -> bool:
+    """The secret is in a written string as it is, or as the repr of a string shows it."""
+    forms = (secret, repr(secret)[1:-1])
+    return any(form in text for text in written for form in forms)
 
 
 def main() -> None:
@@ -121,12 +134,14 @@ def main() -> None:
     total: Counter[tuple[str, str]] = Counter()
     flagged: Counter[str] = Counter()
     negatives = 0
+    uncaptured = 0  # examples the rule's own pattern does not match in Python's re
     misses: list[tuple[str, str, str]] = []
     found = list(examples(args.rules))
     if not found:
         raise SystemExit(f"no rule examples under {args.rules}")
     for rule, text, secret, negative in found:
         negatives += negative
+        uncaptured += not negative and secret is None
         needle = secret or text
         subset = "all" if _PLACEHOLDER.search(needle) else "not placeholders"
         for place, cell in cells(text):
@@ -141,7 +156,8 @@ def main() -> None:
             if not ok:
                 misses.append((place, rule, text))
     print(f"{len(found) - negatives} examples and {negatives} negative examples "
-          f"from {args.rules}")
+          f"from {args.rules}; {uncaptured} examples whose rule Python's re cannot run "
+          "are checked for their whole text")
     print(f"{'placement':16} {'all':>18} {'not placeholders':>22} {'negatives flagged':>19}")
     for place, _ in cells(""):
         a = protected[(place, "all")], total[(place, "all")]

@@ -138,7 +138,8 @@ _LABEL = re.compile(rb"^[A-Za-z_ .#:/-]+$")
 _REFERENCE = re.compile(
     rb"^(?:arn:(?:aws|aws-cn|aws-us-gov):|~?/[\w.-]+/|"
     rb"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^@\s]*$|"
-    rb"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|\(?[A-Za-z_][A-Za-z0-9_]*\)?)/)"
+    # Only an environment variable's name: ``$Kx9/fQ2m...`` is a password that starts so.
+    rb"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|\([A-Za-z_][A-Za-z0-9_]*\)|[A-Z_][A-Z0-9_]{2,})/)"
 )
 _SELECTOR = re.compile(rb"^[#.][a-z]+(?:[A-Z][a-z0-9]*)*(?:[-_][A-Za-z0-9]+)*$")
 

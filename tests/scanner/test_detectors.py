@@ -835,6 +835,19 @@ FLAGS = [
         "\n".join(wrap(pem_base64("EC PRIVATE KEY", "b64ec", 160), 76)),
         "base64-wrapped-at-76",
     ),
+    # The line after the key is not part of it.
+    flag(
+        "private-key-base64",
+        "$ base64 key.pem\n{S}\nreal 0m0.002s\n",
+        "\n".join(wrap(pem_base64("RSA PRIVATE KEY", "b64next", 130), 76)),
+        "base64-wrapped-then-another-line",
+    ),
+    flag(
+        "private-key-base64",
+        "PRIVATE_KEY_B64={S}\nNEXT_VAR=value\n",
+        pem_base64("RSA PRIVATE KEY", "b64next2", 130),
+        "base64-then-another-variable",
+    ),
     flag("quoted-line", "'{S}'\n", fake("ql1", 40), "repr-of-a-token"),
     flag("quoted-line", 'Out[3]:\n"{S}"\n', fake("ql2", 32, HEX), "repr-of-a-hex-token"),
 ]
@@ -1218,14 +1231,43 @@ CLEAN = [
         "tls.crt: " + pem_base64("CERTIFICATE", "b64crt", 256) + "\n",
         "kubernetes-secret-certificate",
     ),
+    # A stand-in block, encoded: no key material after the header.
+    clean(
+        "private-key-base64",
+        "tls.crt: " + base64.b64encode(
+            b"-----BEGIN RSA PRIVATE KEY-----\n<paste your key here>\n-----END RSA PRIVATE KEY-----\n"
+        ).decode() + "\n",
+        "encoded-placeholder-block",
+    ),
     clean(
         "private-key-base64",
         "pub: " + pem_base64("PUBLIC KEY", "b64pub", 256) + "\n",
         "public-key",
     ),
     # A word that ends in a credential word is not one; a public key is public.
-    clean("keyword-context", "monkey = bananas_and_more_bananas\n", "glued-word-not-random"),
-    clean("keyword-context", "hotkey: Ctrl+Shift+Alt+K+L+M\n", "glued-hotkey-shortcut"),
+    clean("keyword-context", "monkey: a8Fk29dj3kdlQ0xZ7pLm\n", "word-ending-in-key"),
+    clean("keyword-context", "hotkey: Xk29aQ7LmP0vB3nR5tY8\n", "glued-lower-case-hotkey"),
+    # Keys that are data: a table's partition or row key, a cache key, an object key.
+    clean(
+        "keyword-context",
+        '{"partitionKey": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "rowKey": "a8Fk29dj3kdlQ0xZ"}\n',
+        "table-partition-and-row-keys",
+    ),
+    clean("keyword-context", "primaryKey: a8Fk29dj3kdlQ0xZ\n", "primary-key"),
+    clean("keyword-context", "cache_key: 9f86d081884c7d659a2feaa0c55ad015\n", "cache-key"),
+    clean(
+        "keyword-context",
+        's3_key = "data/2024/part-0001-a8Fk29dj3k.parquet"\n',
+        "s3-object-key",
+        CODE,
+    ),
+    # Public keys under any name.
+    clean(
+        "keyword-context",
+        "ssh_host_ed25519_key: AAAAC3NzaC1lZDI1NTE5AAAAIKx9fQ2mZ7pLwR4tY8u\n",
+        "ssh-host-public-key",
+    ),
+    clean("keyword-context", "verify_key: MCowBQYDK2VwAyEAKx9fQ2mZ7pLwR4tY8u\n", "verify-key"),
     clean("keyword-context", "publickey: A8fK2mQ9xZ3pL7wRt5Yb0c\n", "glued-public-key"),
     clean("keyword-context", "ssh-publickey A8fK2mQ9xZ3pL7wRt5Yb0c\n", "glued-ssh-public-key"),
     # A lock file pins a package by its digest.

@@ -38,7 +38,8 @@ def test_documentation_markers_in_a_format_token_are_placeholders(value):
         "<YOUR_TOKEN>",
         "changeme",
         "MY_IBM_QUANTUM_TOKEN",
-        "env.PERKEEP_TEST_PASSWORD",
+        "env.DB2_PASSWORD",
+        "cfg.S3_ACCESS_KEY",
     ],
 )
 def test_placeholder_words_in_assigned_values_are_not_findings(value):

@@ -258,7 +258,7 @@ NOT_CREDENTIALS = [
         "REACT_APP_FORGOT_PASSWORD=$REACT_APP_BASE_URL/classroom/#/forgot_password\n",
         "path-below-a-variable",
     ),
-    ('RESET_PASSWORD_URL="${BASE_URL}/account/reset_password_link_v2"\n', "path-below-braced-variable"),
+    ('PASSWORD="${BASE_URL}/account/reset_v2"\n', "path-below-braced-variable"),
     ('secret_file = "/run/secrets/db_password"\n', "path"),
     ('token_type = "bearer_token_v2_refresh"\n', "names-itself"),
     # prose and outputs of machine-learning notebooks

@@ -102,7 +102,18 @@ _CONTEXT_VALUE = r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{14,510}(?<
 CONTEXT_ENTROPY = 3.5
 
 
-_CONTEXT_WORD = re.compile(rf"(?i)\b(?:{_CONTEXT_WORDS})".encode())
+# Where a credential word may start: a word's start, or inside a name where a new part
+# starts (``atera_key``, ``geckoboardKEY``, ``appSecret``); not ``monkey``, ``hostkey``.
+_WORD_START = r"(?:\b|(?<=_)|(?-i:(?<=[a-z0-9])(?=[A-Z])))"
+_CONTEXT_WORD = re.compile(rf"(?i){_WORD_START}(?:{_CONTEXT_WORDS})".encode())
+# Names of keys that are data, not credentials: a table's row or partition key, a cache or
+# object key, a public key (``partitionKey``, ``cache_key``, ``s3_key``, ``hostKey``).
+_DATA_KEY = re.compile(
+    rb"(?i)(?:partition|row|sort|primary|foreign|cache|hash|range|routing|object|s3|bucket|"
+    rb"dedup|idempotency|start|evaluated|lookup|host|pub|public|verify|verifying)[ _-]?keys?\b"
+)
+# An SSH public key (``AAAAC3NzaC1lZDI1NTE5...``) or a DER public key (``MCowBQYDK2Vw...``).
+_PUBLIC_KEY_VALUE = re.compile(rb"^(?:AAAA[BC][0-9A-Za-z]Nza|MCowBQYDK2Vw|MFkwEwYH|MIIBIjAN)")
 _UPPER_ALNUM = re.compile(rb"^[A-Z0-9-]+$")
 _UPPER, _LOWER = re.compile(rb"[A-Z]"), re.compile(rb"[a-z]")
 
@@ -146,11 +157,16 @@ def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
 
     def gate(c: Candidate) -> bool:
         s = c.secret
-        if not _looks_random(s, minimum) or _PINNED_ARTIFACT.search(s):
+        if (
+            not _looks_random(s, minimum)
+            or _PINNED_ARTIFACT.search(s)
+            or _PUBLIC_KEY_VALUE.match(s)
+        ):
             return False
         # Only near the value: a minified line may be megabytes long.
         at = max(0, c.line.find(s))
-        if _names_an_id(_name_around(c.line, at, at + len(s))):
+        name = _name_around(c.line, at, at + len(s))
+        if _names_an_id(name) or _DATA_KEY.search(name):
             return False
         digits = sum(48 <= b <= 57 for b in s) / len(s)
         return word_share(s) < 0.5 or digits >= 0.15
@@ -189,9 +205,9 @@ def detectors(
             ).encode(),
             value=rx(
                 # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...". The
-                # word may end a longer name (``atera_key``, ``geckoboardKEY=``).
-                r"(?i)(?<!public)(?<!public )(?<!public_)(?<!public-)"
-                rf"(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
+                # word may end a longer name (``atera_key``, ``geckoboardKEY=``; _WORD_START).
+                rf"(?i)(?<!public )(?<!public_){_WORD_START}(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}"
+                r"[\"'`]?"
                 rf"(?P<secret>{_CONTEXT_VALUE})(?![A-Za-z0-9_+/~=!#$%^&*@])"
             ),
             kind=Kind.KEYWORD,

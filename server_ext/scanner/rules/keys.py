@@ -48,6 +48,23 @@ def _url_password(c: Candidate) -> bool:
     return c.line.find(b"//" + c.secret + b":" + c.secret + b"@") < 0
 
 
+#: Where a line of a wrapped value ends: a line break (real or escaped), a quote, the end.
+_LINE_END = r"""(?=\r?\n|\\{1,2}[rn]|["'`]|$)"""
+_LINE_BREAKS = re.compile(rb"\r?\n|\\{1,2}[rn]")
+
+
+def _encoded_pem_body(c: Candidate) -> bool:
+    """Decoded, the block has key material after its header (``_pem_body``), not a
+    stand-in (``<paste your key here>``, ``...``) or a header cut short."""
+    data = _LINE_BREAKS.sub(b"", c.secret).rstrip(b"=")
+    try:
+        decoded = base64.b64decode(data[: len(data) - len(data) % 4])
+    except (ValueError, binascii.Error):
+        return False
+    _, _, body = decoded.partition(b"-----\n")
+    return _BASE64_RUN.search(body) is not None
+
+
 def _base64_head(header: bytes) -> bytes:
     """The base64 of ``header``'s whole 3-byte groups: what every encoding of a text that
     starts with ``header`` starts with, whatever follows."""
@@ -90,11 +107,14 @@ DETECTORS = (
         title="Private key block, base64-encoded (Kubernetes secret, environment variable)",
         anchor=rb"(?:" + _BASE64_PRIVATE_HEADS + rb")[A-Za-z0-9+/]{16}",
         value=rx(
-            # On one line, or wrapped as ``base64`` prints it (76 characters a line).
+            # On one line, or wrapped as ``base64`` prints it (76 characters a line): a
+            # line continues the key only if it is base64 to its end, so the line after
+            # the key (``NEXT_VAR=...``, ``real 0m0.002s``) is not taken for part of it.
             r"(?P<secret>(?:" + _BASE64_PRIVATE_HEADS.decode() + r")[A-Za-z0-9+/]{16,24000}"
-            rf"(?:{_NL}[A-Za-z0-9+/]{{4,200}}){{0,400}}={{0,2}})"
+            rf"(?:{_NL}[A-Za-z0-9+/]{{4,200}}={{0,2}}{_LINE_END}){{0,400}}={{0,2}})"
         ),
         window=24100,
+        validate=_encoded_pem_body,
     ),
     Detector(
         id="putty-private-key",

@@ -118,8 +118,9 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "dependency-track-api-key",
         "Dependency-Track API key",
-        rb"\bodt_[A-Za-z0-9]{32}",
-        r"odt_[A-Za-z0-9_]{32,64}",
+        # Since Dependency-Track 4.13 a key has a public id first: odt_<8>_<32>.
+        rb"\bodt_[A-Za-z0-9]{8}_?[A-Za-z0-9]{24}",
+        r"odt_(?:[A-Za-z0-9]{8}_)?[A-Za-z0-9]{32}",
         4,
     ),
     format_token(
@@ -136,12 +137,15 @@ DETECTORS: tuple[Detector, ...] = (
         r"mdb_sa_sk_[A-Za-z0-9_-]{40,64}",
         10,
     ),
-    format_token(
-        "posthog-personal-api-key",
-        "PostHog personal API key",
-        rb"\bphx_[A-Za-z0-9_]{43}",
-        r"phx_[A-Za-z0-9_]{43}",
-        4,
+    _gated(
+        format_token(
+            "posthog-personal-api-key",
+            "PostHog personal API key",
+            rb"\bphx_[A-Za-z0-9_]{43}",
+            r"phx_[A-Za-z0-9_]{43}",
+            4,
+        ),
+        _random_looking(3.8),
     ),
     format_token(
         "tavily-api-key",
@@ -153,8 +157,8 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "salesforce-access-token",
         "Salesforce access token (org id ! session)",
-        rb"\b00D[A-Za-z0-9]{12}![A-Za-z0-9]{8}",
-        r"00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?![A-Za-z0-9._]{80,200}",
+        rb"\b00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?![A-Za-z0-9._]{8}",
+        r"00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?![A-Za-z0-9._]{80,200}(?<!\.)",
         3,
     ),
     _secret_in(
