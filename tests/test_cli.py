@@ -100,9 +100,9 @@ def test_detector_switches(tree):
     result = qustody("scan", "--disable", "github-token", str(tree / "leak.env"))
     assert result.returncode == 1
     assert "generic-keyword" in result.stdout and "github-token" not in result.stdout
-    result = qustody(
-        "scan", "--disable", "github-token", "--disable", "generic-keyword", str(tree / "leak.env")
-    )
+    # ... and as a value next to a credential word (GH_TOKEN=); with all three off, clean.
+    off = ("github-token", "generic-keyword", "keyword-context")
+    result = qustody("scan", *(a for d in off for a in ("--disable", d)), str(tree / "leak.env"))
     assert result.returncode == 0
     bad = qustody("scan", "--disable", "nope", str(tree))
     assert bad.returncode == 2 and "unknown detector ids ['nope']" in bad.stderr
