@@ -57,6 +57,8 @@ INLINE_CHECK_BYTES = 1024 * 1024
 #: restoring a workspace opens several at once, and their scans must not queue ahead of
 #: the checks of saves in the default executor.
 _OPEN_SCANS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qustody-open-scan")
+#: Open scans waiting or running at once (one per path); a GET beyond is not scanned.
+MAX_OPEN_SCANS = 8
 
 
 def hooks_may_change(manager: Any) -> bool:
@@ -173,8 +175,8 @@ class GuardedContents:
     _qustody_error: str | None = None
     _qustody_staging: _Staging | None = None
     _qustody_watcher: Any = None
-    #: open scans in progress (``_keep_opened``)
-    _qustody_opened: set[asyncio.Future[None]] | None = None
+    #: open scans waiting or in progress, by path (``_keep_opened``)
+    _qustody_opened: dict[str, asyncio.Future[None]] | None = None
 
     def qustody_watch(self, watcher: Any) -> None:
         """Tell ``watcher`` about each file a save wrote, so it does not scan it again."""
@@ -285,11 +287,17 @@ class GuardedContents:
     def _start_keeping_opened(
         self, loop: asyncio.AbstractEventLoop, guard: SaveGuard, content: Any, path: str
     ) -> None:
-        if self._qustody_opened is None:
-            self._qustody_opened = set()
+        # One scan per path at a time, and a few in all: a client that GETs a notebook in a
+        # loop (or restores many tabs) must not queue a copy of it per request. A GET
+        # skipped here only costs that notebook's first save a full scan.
+        pending = self._qustody_opened
+        if pending is None:
+            pending = self._qustody_opened = {}
+        if path in pending or len(pending) >= MAX_OPEN_SCANS:
+            return
         scan = loop.run_in_executor(_OPEN_SCANS, self._remember_opened, guard, content, path)
-        self._qustody_opened.add(scan)
-        scan.add_done_callback(self._qustody_opened.discard)
+        pending[path] = scan
+        scan.add_done_callback(lambda _: pending.pop(path, None))
 
     def _remember_opened(self, guard: SaveGuard, content: Any, path: str) -> None:
         try:

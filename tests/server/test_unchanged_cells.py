@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,7 @@ async def opened(api: Any, guard: Any, path: str) -> dict[str, Any]:
 
 async def settled(manager: Any) -> None:
     """Wait for the open scans in progress."""
-    await asyncio.gather(*list(manager._qustody_opened or ()))
+    await asyncio.gather(*list((manager._qustody_opened or {}).values()))
 
 
 async def test_a_notebook_opened_then_saved_has_only_its_changed_cells_scanned(
@@ -390,6 +391,45 @@ async def test_only_the_contents_handlers_get_of_a_notebook_is_kept(
     assert guard._clean.cells_kept("control.ipynb") == 2
     assert guard._clean.cells_kept("source.ipynb") == 0
     assert guard._clean.cells_kept(copied["path"]) == 0
+
+
+async def test_repeated_gets_of_a_notebook_queue_one_scan(
+    api: Any, guard: Any, jp_root_dir: Path, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that GETs notebooks in a loop queues one open scan per path, and a few in
+    all (MAX_OPEN_SCANS), not one copy of the notebook per request."""
+    from server_ext.contents import MAX_OPEN_SCANS
+
+    manager = jp_serverapp.contents_manager
+    names = [f"loop{i}.ipynb" for i in range(MAX_OPEN_SCANS + 3)]
+    for name in names:
+        (jp_root_dir / name).write_text(json.dumps(notebook(*cells(2))))
+    release = threading.Event()
+    scanned: list[str] = []
+    remember = guard.remember_opened
+
+    def held(content: Any, path: str) -> int:
+        release.wait(30)  # the first scan holds the scanning thread until every GET is in
+        scanned.append(path)
+        return int(remember(content, path))
+
+    monkeypatch.setattr(guard, "remember_opened", held)
+    try:
+        for _ in range(5):
+            assert (await api.call("GET", "api", "contents", names[0]))[0] == 200
+        for name in names[1:]:
+            assert (await api.call("GET", "api", "contents", name))[0] == 200
+        await asyncio.sleep(0.1)  # the answers' call_soon steps have run
+        assert sorted(manager._qustody_opened) == sorted(names[:MAX_OPEN_SCANS])
+    finally:
+        release.set()
+    await settled(manager)
+    assert sorted(scanned) == sorted(names[:MAX_OPEN_SCANS])
+    assert guard._clean.cells_kept(names[0]) == 2
+    assert guard._clean.cells_kept(names[-1]) == 0
+    # Done, a path is scanned again when it is opened again.
+    await opened(api, guard, names[-1])
+    assert guard._clean.cells_kept(names[-1]) == 2
 
 
 async def test_a_read_by_an_event_listener_during_the_get_is_not_kept(
