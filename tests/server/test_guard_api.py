@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -419,6 +420,13 @@ async def test_large_saves_are_checked_off_the_event_loop(api, jp_serverapp, mon
 
     monkeypatch.setattr(guard, "check", recording_check)
     big = "x = 1  # " + "y" * INLINE_CHECK_BYTES
+    # The server loads the guard's engine in a thread as it starts; on a loaded machine the
+    # first save may come before it is ready, and would then rightly be checked off the loop.
+    for _ in range(600):
+        if guard.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert guard.ready
     assert (await api.save_notebook("small.ipynb", notebook(code_cell("x = 1"))))[0] in SAVED
     assert (await api.save_notebook("big.ipynb", notebook(code_cell(big))))[0] in SAVED
     code, _ = await api.call(
