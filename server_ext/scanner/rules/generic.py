@@ -204,10 +204,10 @@ def detectors(
                 r"[A-Za-z0-9_+/~!#$%^&*][A-Za-z0-9_+/~.!#$%^&*:@;,-]{11}"
             ).encode(),
             value=rx(
-                # A public key is no credential: "-----BEGIN PUBLIC KEY-----\nMIIB...". The
-                # word may end a longer name (``atera_key``, ``geckoboardKEY=``; _WORD_START).
-                rf"(?i)(?<!public )(?<!public_){_WORD_START}(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}"
-                r"[\"'`]?"
+                # The word may end a longer name (``atera_key``, ``geckoboardKEY=``;
+                # _WORD_START). A public key's ("-----BEGIN PUBLIC KEY-----\nMIIB...",
+                # ``publicKey``) is no credential: the gate reads the name (_DATA_KEY).
+                rf"(?i){_WORD_START}(?:{_CONTEXT_WORDS}){_CONTEXT_LINK}[\"'`]?"
                 rf"(?P<secret>{_CONTEXT_VALUE})(?![A-Za-z0-9_+/~=!#$%^&*@])"
             ),
             kind=Kind.KEYWORD,

@@ -50,7 +50,7 @@ def _url_password(c: Candidate) -> bool:
 
 #: Where a line of a wrapped value ends: a line break (real or escaped), a quote, the end.
 _LINE_END = r"""(?=\r?\n|\\{1,2}[rn]|["'`]|$)"""
-_LINE_BREAKS = re.compile(rb"\r?\n|\\{1,2}[rn]")
+_LINE_BREAKS = re.compile(_NL.encode())
 
 
 def _encoded_pem_body(c: Candidate) -> bool:
