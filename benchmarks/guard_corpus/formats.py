@@ -37,6 +37,7 @@ ALPHABETS = {
     "Z": "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",  # base32, upper case
     "C": "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L",  # bech32 data characters, upper case
     "p": string.ascii_letters + string.digits + "!%*-_",  # passwords safe in URLs
+    "c": "./" + string.ascii_letters + string.digits,  # crypt(3)'s base64
 }
 _FIELD = re.compile(r"\{(uuid|[A-Za-z]\d+)\}")
 
@@ -148,7 +149,8 @@ T("bitbucket-app-password", "vcs", "Bitbucket", "BITBUCKET_APP_PASSWORD", "ATBB{
 T("atlassian-api-token", "vcs", "Atlassian", "JIRA_API_TOKEN", "ATATT3xFfGF0{u170}={H8}")
 K("atlassian-legacy-token", "vcs", "Atlassian", "CONFLUENCE_API_TOKEN", "{a24}")
 K("azure-devops-pat", "vcs", "Azure DevOps", "AZURE_DEVOPS_EXT_PAT", "{z52}")
-T("azure-devops-pat-v2", "vcs", "Azure DevOps", "AZURE_DEVOPS_PAT", "{a52}AZDO{a24}")
+T("azure-devops-pat-v2", "vcs", "Azure DevOps", "AZURE_DEVOPS_PAT", "{a76}AZDO{a4}")
+T("azure-identifiable-key", "cloud", "Azure", "AZURE_OPENAI_API_KEY", "{a52}JQQJ99{a18}ACOG{a4}")
 T("circleci-pat", "ci", "CircleCI", "CIRCLECI_TOKEN", "CCIPAT_{a22}_{h40}")
 K("circleci-token", "ci", "CircleCI", "CIRCLE_TOKEN", "{h40}")
 K("travisci-token", "ci", "Travis CI", "TRAVIS_TOKEN", "{u22}")
@@ -159,6 +161,7 @@ T("dependency-track-key-v2", "ci", "Dependency-Track", "DTRACK_API_KEY", "odt_{a
 T("ionic-token", "ci", "Ionic", "IONIC_TOKEN", "ion_{a42}")
 K("codecov-token", "ci", "Codecov", "CODECOV_TOKEN", "{uuid}")
 T("sourcegraph-token", "vcs", "Sourcegraph", "SRC_ACCESS_TOKEN", "sgp_{h16}_{h40}")
+T("sourcegraph-local-token", "vcs", "Sourcegraph", "SRC_ACCESS_TOKEN", "sgp_local_{h40}")
 T("sonarqube-token", "ci", "SonarQube", "SONAR_TOKEN", "squ_{h40}")
 
 
@@ -354,8 +357,8 @@ K("alpha-vantage-key", "payments", "Alpha Vantage", "ALPHAVANTAGE_API_KEY", "{A1
 T("slack-bot-token", "messaging", "Slack", "SLACK_BOT_TOKEN", "xoxb-{d12}-{d13}-{a24}")
 T("slack-user-token", "messaging", "Slack", "SLACK_USER_TOKEN", "xoxp-{d12}-{d12}-{d13}-{h32}")
 T("slack-app-token", "messaging", "Slack", "SLACK_APP_TOKEN", "xapp-1-A{A10}-{d13}-{h64}")
-T("slack-config-token", "messaging", "Slack", "SLACK_CONFIG_TOKEN", "xoxe.xoxp-1-{A164}")
-T("slack-refresh-token", "messaging", "Slack", "SLACK_REFRESH_TOKEN", "xoxe-1-{A146}")
+T("slack-config-token", "messaging", "Slack", "SLACK_CONFIG_TOKEN", "xoxe.xoxp-1-{a164}")
+T("slack-refresh-token", "messaging", "Slack", "SLACK_REFRESH_TOKEN", "xoxe-1-{a146}")
 T(
     "slack-webhook",
     "messaging",
@@ -457,6 +460,8 @@ K("datadog-app-key", "observability", "Datadog", "DD_APP_KEY", "{h40}")
 T("newrelic-user-key", "observability", "New Relic", "NEW_RELIC_API_KEY", "NRAK-{A27}")
 T("newrelic-insert-key", "observability", "New Relic", "NEW_RELIC_INSERT_KEY", "NRII-{u32}")
 T("newrelic-license-key", "observability", "New Relic", "NEW_RELIC_LICENSE_KEY", "{h36}NRAL")
+T("newrelic-license-key-eu", "observability", "New Relic", "NEW_RELIC_LICENSE_KEY", "eu01xx{h30}NRAL")
+T("segment-api-token", "observability", "Segment", "SEGMENT_PUBLIC_API_TOKEN", "sgp_{a64}")
 T("newrelic-browser-key", "observability", "New Relic", "NEW_RELIC_BROWSER_KEY", "NRJS-{h19}")
 T("sentry-user-token", "observability", "Sentry", "SENTRY_AUTH_TOKEN", "sntryu_{h64}")
 T(
@@ -496,6 +501,8 @@ T("contentful-pat", "productivity", "Contentful", "CONTENTFUL_MANAGEMENT_TOKEN",
 K("contentful-delivery", "productivity", "Contentful", "CONTENTFUL_ACCESS_TOKEN", "{u43}")
 T("frameio-token", "productivity", "Frame.io", "FRAMEIO_TOKEN", "fio-u-{u64}")
 T("mapbox-token", "productivity", "Mapbox", "MAPBOX_ACCESS_TOKEN", "sk.eyJ1Ijoi{a40}.{u22}")
+T("mapbox-temporary-token", "productivity", "Mapbox", "MAPBOX_TOKEN", "tk.eyJ1Ijoi{a40}.{u22}")
+T("teamwork-token", "productivity", "Teamwork", "TEAMWORK_API_TOKEN", "tkn.v1_{a71}=")
 T("dropbox-short-lived", "productivity", "Dropbox", "DROPBOX_TOKEN", "sl.{u135}")
 T("dropbox-long-lived", "productivity", "Dropbox", "DROPBOX_TOKEN", "{l11}AAAAAAAAAA{u43}")
 K("box-token", "productivity", "Box", "BOX_DEVELOPER_TOKEN", "{a32}")
@@ -841,10 +848,43 @@ def _pypirc(rng: random.Random) -> Sample:
     return Sample(f"[pypi]\nusername = runner\npassword = {pw}\n", (pw,))
 
 
+# Typed passwords read as words more often than generated tokens do.
+_WORDS = ("velvet", "orbit", "lantern", "quartz", "meadow", "copper", "harbor", "violet")
+
+
+def _typed(rng: random.Random) -> str:
+    return "".join(rng.sample(_WORDS, 2)) + rand(rng, ALPHABETS["d"], 2)
+
+
+@S("cli-password-flag", "database", "MySQL", "MYSQL_COMMAND")
+def _cli_password(rng: random.Random) -> Sample:
+    pw = _typed(rng)
+    return Sample(f"mysql -h db.qlab.org -u runner --password={pw} qlab", (pw,))
+
+
+@S("requests-basic-auth", "database", "HTTP", "HTTP_CALL")
+def _auth_pair(rng: random.Random) -> Sample:
+    pw = _typed(rng)
+    return Sample(f"requests.get('https://api.qlab.org/v1/jobs', auth=('runner', '{pw}'))", (pw,))
+
+
+@S("env-file-password", "database", "PostgreSQL", "DB_SETTINGS")
+def _env_password(rng: random.Random) -> Sample:
+    pw = "".join(rng.sample(_WORDS, 2))  # no digit: only the variable's name tells
+    return Sample(f"# database\nQLAB_DB_PASSWORD={pw}\n", (pw,))
+
+
 @S("netrc-password", "vcs", "netrc", "NETRC")
 def _netrc(rng: random.Random) -> Sample:
     pw = rand(rng, ALPHABETS["a"], 20)
     return Sample(f"machine api.qlab.org login runner password {pw}", (pw,))
+
+
+T("bcrypt-hash", "identity", "bcrypt", "ADMIN_PASSWORD_HASH", "$2b$12${c53}")
+T("sha512-crypt-hash", "identity", "crypt(3)", "SHADOW_HASH", "$6${c16}${c86}")
+T("md5-crypt-hash", "identity", "crypt(3)", "HTPASSWD_HASH", "$1${c8}${c22}")
+T("argon2-hash", "identity", "Argon2", "PASSWORD_HASH", "$argon2id$v=19$m=65536,t=3,p=4${b22}${b43}")
+T("kerberos-asrep-hash", "identity", "Kerberos", "ASREP_HASH", "$krb5asrep$23$svc@QLAB.ORG:{h32}${h220}")
 
 
 @S("dwave-config-file", "quantum", "D-Wave", "DWAVE_CONFIG")

@@ -55,6 +55,11 @@ class Detector:
     validate: Callable[[Candidate], bool] | None = None
     #: Bytes before the anchor start where the value may begin (``search`` instead of ``match``).
     back: int = 0
+    #: Where else inside the anchor's match the value may start, tried when it does not
+    #: match at the anchor's start. Hyperscan reports one (leftmost) start per match end,
+    #: and a value whose first word must start a name part may start later than the
+    #: anchor: in ``newsapi key X`` the anchor starts at ``api key``, the value at ``key``.
+    restart: re.Pattern[bytes] | None = None
     #: Where the anchor's match starts, given the buffer and the match's end. With this the
     #: anchor is compiled without start-of-match tracking, which hyperscan pays for on
     #: every candidate; for anchors whose start is plain to see (an opening quote).

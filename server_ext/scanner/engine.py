@@ -226,7 +226,7 @@ class Engine:
         consumed = [-1] * len(db.detectors)  # per detector: end of its last confirmed match
         per_segment: dict[int, list[Finding]] = {}
         lines = _LineCounter(buf)
-        for idx, start, _end in hits:
+        for idx, start, hit_end in hits:
             if start < consumed[idx]:
                 continue
             seg = bisect.bisect_right(starts, start) - 1
@@ -241,6 +241,11 @@ class Engine:
                 m = det.value.search(buf, max(seg_start, start - det.back), end)
             else:
                 m = det.value.match(buf, start, end)
+                if m is None and det.restart is not None:
+                    for later in det.restart.finditer(buf, start + 1, hit_end):
+                        m = det.value.match(buf, later.start(), end)
+                        if m is not None:
+                            break
             if m is None:
                 continue
             span = det.secret_of(m)

@@ -98,16 +98,22 @@ def _inside_string_literal(c: Candidate) -> bool:
     return closed is not None and closed.end() < end
 
 
+#: A run of digits with a letter after it: inside a name part (``yfi45upwc``), where
+#: names seldom have digits; names put them at a part's end (``conv1_bn1``, ``layer4``).
+_INNER_DIGITS = re.compile(rb"[0-9]+[A-Za-z]")
+
+
 def _random_name(s: bytes) -> bool:
     """A bare word no one names a variable: letters and digits mixed at random, as in a
-    ``.pypirc`` kept in a triple-quoted string (``password = bMgOhM9s1voFoufU3D0W``)."""
-    return (
-        len(s) >= 16
-        and s.isalnum()
-        and has_digit_and_letter(s)
-        and shannon(s) >= 3.5
-        and word_share(s) < 0.3
-    )
+    ``.pypirc`` kept in a triple-quoted string (``password = bMgOhM9s1voFoufU3D0W``,
+    ``token = Z1VuI6jJ_fwA4MxLF4sFz7d``). A lower-case token's letters form long
+    pronounceable runs, so there the digits inside its parts tell (``f6ameo8gaperc4j4g``)."""
+    if len(s) < 16 or not s.replace(b"_", b"").isalnum() or not has_digit_and_letter(s):
+        return False
+    if shannon(s) < 3.5:
+        return False
+    inner = len(_INNER_DIGITS.findall(s))
+    return word_share(s) < 0.3 or (inner >= 4 and inner * 12 >= len(s))
 
 
 def is_code_expression(c: Candidate) -> bool:

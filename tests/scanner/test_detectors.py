@@ -30,6 +30,7 @@ URLSAFE = ALNUM + "-_"
 UPPER = string.ascii_uppercase + string.digits
 DIGITS = string.digits
 LOWER = string.ascii_lowercase + string.digits
+CRYPT = "./" + string.ascii_letters + string.digits
 
 
 def fake(label: str, n: int, alphabet: str = ALNUM) -> str:
@@ -817,6 +818,34 @@ FLAGS = [
         fake("kc9", 24),
         "xml-config-key-value",
     ),
+    # The word starts inside a longer match of other words (hyperscan reports the
+    # leftmost start: "api key" in "newsapi key"), and ACCESS/PRIVATE as key names.
+    flag("keyword-context", "newsapi KEY {S}\n", fake("kc10", 32, HEX), "word-after-glued-api"),
+    flag("keyword-context", "mailboxlayer ACCESS {S}\n", fake("kc11", 32, HEX), "upper-access"),
+    flag("keyword-context", "nimble PRIVATE {S}\n", fake("kc12", 30), "upper-private"),
+    flag("keyword-context", "logzPrivateAccess={S}\n", fake("kc13", 36), "glued-private-access"),
+    # In code an unquoted random word is a literal, not a variable: underscores, and a
+    # lower-case token whose digits sit inside its parts.
+    flag("generic-keyword", "chatbot_token = {S}\n", "Z1VuI6jJ_fwA4MxLF4sFz7drsDOEW05p",
+         "code-unquoted-random-with-underscore", CODE),
+    flag("keyword-context", "uplead_key={S}\n", "f6ameo8gaperc4j4g4tg9lbsqwbnak3c",
+         "code-unquoted-lowercase-token", CODE),
+    # hashes.py
+    flag("password-hash", "admin:{S}:19000:0:99999:7:::\n",
+         "$6$" + fake("sha512salt", 16, CRYPT) + "$" + fake("sha512", 86, CRYPT), "shadow-sha512"),
+    flag("password-hash", 'hashed = b"{S}"\n',
+         "$2b$12$" + fake("bcrypt", 53, CRYPT), "bcrypt-in-code", CODE),
+    flag("password-hash", "runner:{S}\n", "$1$" + fake("md5s", 8, CRYPT) + "$" + fake("md5", 22, CRYPT),
+         "htpasswd-md5-crypt"),
+    flag("password-hash", "c.ServerApp.password = 'argon2:{S}'\n",
+         "$argon2id$v=19$m=10240,t=10,p=8$" + fake("a2s", 22, B64) + "$" + fake("a2h", 43, B64),
+         "jupyter-argon2-password", CODE),
+    flag("kerberos-hash", "{S}\n",
+         "$krb5asrep$23$svc@QLAB.ORG:" + fake("asrep1", 32, HEX) + "$" + fake("asrep2", 220, HEX),
+         "asrep-roast-output"),
+    flag("kerberos-hash", "{S}\n",
+         "$krb5tgs$23$*svc$QLAB.ORG$http/web*$" + fake("tgs1", 32, HEX) + "$" + fake("tgs2", 400, HEX),
+         "kerberoast-output"),
     flag(
         "private-key-base64",
         "data:\n  tls.key: {S}\n",
@@ -1247,6 +1276,17 @@ CLEAN = [
     # A word that ends in a credential word is not one; a public key is public.
     clean("keyword-context", "monkey: a8Fk29dj3kdlQ0xZ7pLm\n", "word-ending-in-key"),
     clean("keyword-context", "hotkey: Xk29aQ7LmP0vB3nR5tY8\n", "glued-lower-case-hotkey"),
+    # A minified script's keyword table lists names and numbers, not a credential.
+    clean(
+        "keyword-context",
+        "{public:152,private:152,protected:152,virtual:154,extern:160,static:162}\n",
+        "minified-keyword-table",
+    ),
+    clean("keyword-context", "w={key:!0,ref:!0,__self:!0,__source:!0};\n", "minified-props"),
+    clean("keyword-context", "token = conv1_bn1_relu2_pool3_fc4\n", "code-layer-name", CODE),
+    clean("password-hash", "cost $2 per $1000 of shots, $5 minimum\n", "dollar-amounts"),
+    clean("password-hash", "$6$rounds=5000$short$tooshort\n", "truncated-sha512-crypt"),
+    clean("kerberos-hash", "hashcat -m 18200 '$krb5asrep$23$...' wordlist.txt\n", "elided-hash"),
     # Keys that are data: a table's partition or row key, a cache key, an object key.
     clean(
         "keyword-context",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..detector import Detector
-from . import cloud, generic, keys, named, platforms, quantum, vendors
+from . import cloud, generic, hashes, keys, named, platforms, quantum, vendors
 
 ALL: tuple[Detector, ...] = (
     *keys.DETECTORS,
     *cloud.DETECTORS,
     *platforms.DETECTORS,
     *vendors.DETECTORS,
+    *hashes.DETECTORS,
     *quantum.DETECTORS,
     *named.DETECTORS,
     *generic.DETECTORS,

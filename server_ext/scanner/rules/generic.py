@@ -83,7 +83,7 @@ def _entropy_gate(minimum: float, hex_only: bool) -> Callable[[Candidate], bool]
 # "token: X", "Bearer X", "your API key is X", and a tracebacks' "bad secret key X".
 _CONTEXT_WORDS = (
     r"credentials?|tokens?|(?:api|access|secret|private|auth|account|service)[ _-]?keys?|"
-    r"keys?|secrets?|pass(?:words?|wd|phrase)|pwd|bearer|apikey"
+    r"keys?|secrets?|pass(?:words?|wd|phrase)|pwd|bearer|apikey|access|private"
 )
 # Between the word and the value: blanks, quotes, ``:``/``=``/``->``, a table's ``|``, the
 # padding of a pandas Series or an aligned listing (``api_key                  X``), and
@@ -149,6 +149,11 @@ def _looks_random(s: bytes, minimum: float) -> bool:
 _PINNED_ARTIFACT = re.compile(rb"\.(?:tgz|tar\.gz|tar\.bz2|whl|zip|jar|gem|nupkg|crate)[#@]")
 
 
+#: Pairs of a name and a value in a list (a minified script's keyword table,
+#: ``private:152,protected:152,virtual:154``): a listing, not one credential.
+_LISTED_PAIRS = re.compile(rb"[,;][ \t]*[A-Za-z_][A-Za-z0-9_]{2,}[:=]")
+
+
 def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
     """Prose is a weak context, so the value must read as a random token (see
     ``_looks_random``), not a name made of words (``model_state_dict_v2``,
@@ -161,6 +166,7 @@ def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
             not _looks_random(s, minimum)
             or _PINNED_ARTIFACT.search(s)
             or _PUBLIC_KEY_VALUE.match(s)
+            or _LISTED_PAIRS.search(s)
         ):
             return False
         # Only near the value: a minified line may be megabytes long.
@@ -214,6 +220,7 @@ def detectors(
             caseless=True,
             window=600,
             validate=_context_gate(CONTEXT_ENTROPY),
+            restart=_CONTEXT_WORD,
         ),
         Detector(
             id="quoted-line",

@@ -59,8 +59,8 @@ DETECTORS = (
     _token(
         "stripe-key",
         "Stripe secret or restricted key",
-        rb"\b[sr]k_(?:live|test)_[0-9a-zA-Z]{24}",
-        r"[sr]k_(?:live|test)_[0-9a-zA-Z]{24,247}",
+        rb"\b[sr]k_(?:live_[0-9a-zA-Z]{12}|test_[0-9a-zA-Z]{24})",
+        r"[sr]k_(?:live_[0-9a-zA-Z]{12,247}|test_[0-9a-zA-Z]{24,247})",
         8,
     ),
     _token(
@@ -137,8 +137,8 @@ DETECTORS = (
     _token(
         "telegram-bot-token",
         "Telegram bot token",
-        rb"\b[0-9]{8,10}:[A-Za-z0-9_-]{35}",
-        r"[0-9]{8,10}:[A-Za-z0-9_-]{35}",
+        rb"\b[0-9]{8,10}:[A-Za-z0-9_-]{34}",
+        r"[0-9]{8,10}:[A-Za-z0-9_-]{34,35}",
         0,
         in_binary=False,
     ),

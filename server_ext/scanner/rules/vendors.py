@@ -8,12 +8,13 @@ classes the way a generated token does, so identifiers and words pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 
 from ..detector import Detector, rx
 from ..entropy import shannon
-from ..filters import Candidate, is_placeholder
+from ..filters import Candidate, is_code_expression, is_label_or_reference, is_placeholder
 from ._common import format_token, literal_gate, vendor
 
 
@@ -48,7 +49,44 @@ _password_gate = literal_gate(2.5, 3.0)
 
 
 def _typed_password(c: Candidate) -> bool:
-    return _password_gate(c) and not is_placeholder(replace(c, assigned=True))
+    """A password typed where one belongs, unless it is a placeholder, a label or a path
+    (``--password smtp_password``, ``$(cat ~/.pw)`` is never read this far)."""
+    assigned = replace(c, assigned=True)
+    return (
+        _password_gate(c)
+        and not is_placeholder(assigned)
+        and not is_label_or_reference(assigned)
+    )
+
+
+#: An environment variable's assignment of a password, up to the value: an upper-case
+#: name (after ``export``, ``%env``, ``set`` or a comment's ``#``) that starts a line, a
+#: shell word, a table cell or a string (``\\n`` too: a printed string's ``repr``); not a
+#: call's keyword argument (``run(ADMIN_PASSWORD=pw)``).
+_ENV_PASSWORD_NAME = re.compile(
+    rb"(?:^|(?<=[\s\"'>|`])|(?<=\\n))(?P<shell>#[ \t]*|!?(?:export|%env|set)[ \t]+)?"
+    rb"(?P<name>[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|_PASS|_PWD))=$"
+)
+
+
+def _env_password(c: Candidate) -> bool:
+    """``DB_PASSWORD=whiteduke`` in a ``.env`` line is a password whatever it reads as,
+    so only the keyword gate's lower limit applies; a value that repeats the name
+    (``POSTGRES_PASSWORD=postgres``, a default), a placeholder or a label is not one."""
+    at = c.line.find(b"=" + c.secret)
+    m = _ENV_PASSWORD_NAME.search(c.line, max(0, at - 120), at + 1) if at >= 0 else None
+    if m is None or c.secret.lower() in m.group("name").lower():
+        return False
+    if not m.group("name").endswith(b"_PASS") and _password_gate(c):
+        return False  # generic-keyword (or a vendor's rule) reports a random-looking one
+    assigned = replace(c, assigned=True)
+    if c.in_code and m.group("shell") is None and is_code_expression(assigned):
+        return False  # Python's DB_PASSWORD=get_password(), not a shell's %env line
+    return (
+        shannon(c.secret) >= 2.5
+        and not is_placeholder(assigned)
+        and not is_label_or_reference(assigned)
+    )
 
 
 def _gated(det: Detector, gate: Callable[[Candidate], bool], in_binary: bool = False) -> Detector:
@@ -175,13 +213,21 @@ DETECTORS: tuple[Detector, ...] = (
         7,
     ),
     format_token(
-        "buildkite-token", "Buildkite API token", rb"\bbkua_[a-f0-9]{40}", r"bkua_[a-f0-9]{40}", 5
+        "buildkite-token", "Buildkite API token", rb"\bbkua_[a-z0-9]{40}", r"bkua_[a-z0-9]{40}", 5
     ),
     format_token(
         "sourcegraph-token",
         "Sourcegraph access token",
-        rb"\bsgp_[a-fA-F0-9]{16}",
-        r"sgp_(?:[a-fA-F0-9]{16}_)?[a-fA-F0-9]{40}",
+        # The middle part is the issuing instance's id, or "local" (sgp_local_...).
+        rb"\bsgp_(?:[a-fA-F0-9]{16}|local_[a-fA-F0-9]{10})",
+        r"sgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40}",
+        4,
+    ),
+    format_token(
+        "segment-api-token",
+        "Segment public API token",
+        rb"\bsgp_[A-Za-z0-9]{64}",
+        r"sgp_[A-Za-z0-9]{64}",
         4,
     ),
     format_token(
@@ -390,9 +436,18 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     _behind(
         "azure-devops-pat",
-        "Azure DevOps personal access token (84 characters)",
-        rb"AZDO[A-Za-z0-9]{24}",
-        r"(?<![A-Za-z0-9])(?P<secret>[A-Za-z0-9]{52}AZDO[A-Za-z0-9]{24})(?![A-Za-z0-9])",
+        "Azure DevOps personal access token (84 characters, AZDO at 76)",
+        rb"AZDO[A-Za-z0-9]{4}",
+        r"(?<![A-Za-z0-9])(?P<secret>[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4})(?![A-Za-z0-9])",
+        80,
+    ),
+    _behind(
+        # Microsoft's identifiable keys (DevOps, AI services, Cosmos DB ...): 52 random
+        # characters, the signature JQQJ, then the version, date and service tag.
+        "azure-identifiable-key",
+        "Azure identifiable key (84 characters, JQQJ at 52)",
+        rb"JQQJ[A-Za-z0-9]{4}",
+        r"(?<![A-Za-z0-9])(?P<secret>[A-Za-z0-9]{52}JQQJ[A-Za-z0-9]{28})(?![A-Za-z0-9])",
         56,
     ),
     _secret_in(
@@ -459,8 +514,8 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "cloudflare-origin-ca-key",
         "Cloudflare Origin CA key",
-        rb"\bv1\.0-[a-f0-9]{24}-",
-        r"v1\.0-[a-f0-9]{24}-[a-f0-9]{146}",
+        rb"\bv1\.0-[a-f0-9]{24}",
+        r"v1\.0-[a-f0-9]{24,64}-[a-f0-9]{64,200}(?:-[a-f0-9]{16,128})?",
         5,
     ),
     format_token(
@@ -691,8 +746,8 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "slack-config-token",
         "Slack configuration (refresh) token",
-        rb"\bxoxe(?:\.xox[bp])?-[0-9]-[A-Z0-9]{20}",
-        r"xoxe(?:\.xox[bp])?-[0-9]-[A-Z0-9]{140,170}",
+        rb"\bxoxe(?:\.xox[bp])?-[0-9]-[A-Za-z0-9]{20}",
+        r"xoxe(?:\.xox[bp])?-[0-9]-[A-Za-z0-9]{140,170}",
         5,
     ),
     _secret_in(
@@ -794,8 +849,9 @@ DETECTORS: tuple[Detector, ...] = (
     _behind(
         "newrelic-license-key",
         "New Relic ingest license key",
+        # A region prefix (eu01xx) may start it.
         rb"[a-f0-9]{8}NRAL",
-        r"(?<![A-Za-z0-9])(?P<secret>[a-f0-9]{36}NRAL)(?![A-Za-z0-9])",
+        r"(?<![A-Za-z0-9])(?P<secret>[a-z0-9]{36}NRAL)(?![A-Za-z0-9])",
         44,
     ),
     format_token(
@@ -865,6 +921,13 @@ DETECTORS: tuple[Detector, ...] = (
         6,
     ),
     format_token(
+        "teamwork-token",
+        "Teamwork (Projects, Desk, CRM, Spaces) API token",
+        rb"\btkn\.v1_[A-Za-z0-9]{20}",
+        r"tkn\.v1_[A-Za-z0-9+/]{60,90}={0,2}",
+        7,
+    ),
+    format_token(
         "frameio-token",
         "Frame.io API token",
         rb"\bfio-u-[A-Za-z0-9_=-]{64}",
@@ -873,9 +936,9 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     format_token(
         "mapbox-secret-token",
-        "Mapbox secret access token",
-        rb"\bsk\.eyJ[A-Za-z0-9_-]{20}",
-        r"sk\.eyJ[A-Za-z0-9_-]{20,100}\.[A-Za-z0-9_-]{22}",
+        "Mapbox secret or temporary access token",
+        rb"\b[st]k\.eyJ[A-Za-z0-9_-]{20}",
+        r"[st]k\.eyJ[A-Za-z0-9_-]{20,100}\.[A-Za-z0-9_-]{22}",
         6,
     ),
     format_token(
@@ -941,6 +1004,43 @@ DETECTORS: tuple[Detector, ...] = (
             r"(?P<secret>[^\s\"']{4,128})"
         ),
         validate=_typed_password,
+    ),
+    Detector(
+        id="cli-password-flag",
+        title="Password given as a command-line option (--password X, -Password X)",
+        # The option's own dash; a name ending in it is no option (reset-password X).
+        anchor=rb"-(?:password|passwd|pwd)[ \t=]",
+        caseless=True,
+        value=rx(
+            r"(?i)(?<![A-Za-z0-9_./])-(?:password|passwd|pwd)[ \t]*(?:=|[ \t])[ \t]*"
+            # Not a variable, a template, a command substitution or an option after it.
+            r"[\"']?(?P<secret>[^\s\"'`$%<>(){}\[\]|;&-][^\s\"'`;|&]{5,127})"
+        ),
+        validate=_typed_password,
+    ),
+    Detector(
+        id="credential-pair",
+        title="Password given with a user name to code (auth=('user', 'X'), "
+        "HTTPBasicAuth('user', 'X'), server.login('user', 'X'), NetworkCredential('user', 'X'))",
+        anchor=rb"(?:auth[ \t]*=[ \t]*[(\[]|(?:BasicAuth|DigestAuth|NetworkCredential|\.login)\()",
+        value=rx(
+            r"(?:auth[ \t]*=[ \t]*[(\[]|(?:BasicAuth|DigestAuth|NetworkCredential|\.login)\()"
+            r"[ \t]*(?:[\"'][^\"'\n]{1,128}[\"']|[A-Za-z_][\w.]{0,64})[ \t]*,[ \t]*"
+            r"(?P<q>[\"'])(?P<secret>[^\"'\n]{4,128})(?P=q)"
+        ),
+        validate=_typed_password,
+    ),
+    Detector(
+        id="env-file-password",
+        title="Password set in an environment file or shell line (DB_PASSWORD=X)",
+        anchor=rb"(?:PASSWORD|PASSWD|_PASS|_PWD)=[^\s\"'`$]",
+        # Not into a call's brackets or its next argument (f(ADMIN_PASSWORD=pw, x=1)), nor
+        # a repr's escaped line break.
+        value=rx(
+            r"(?:PASSWORD|PASSWD|_PASS|_PWD)="
+            r"(?P<secret>[^\s\"'`$#(){}\[\],;\\][^\s\"'`#(){}\[\],;\\]{5,127})"
+        ),
+        validate=_env_password,
     ),
     Detector(
         id="netrc-password",
