@@ -10,7 +10,8 @@ text (a code cell, a Markdown cell, a stdout stream, an ``execute_result`` repr)
 saved through ``SaveGuard.check``:
 
 - an example is protected when the save is refused or its secret (the rule's last
-  capture group, else the whole example) is no longer in what would be written;
+  capture group that is not a host name, else the whole example) is no longer in what
+  would be written;
 - a negative example is flagged when the save is refused or anything is redacted.
 
 Many documented examples are placeholders on purpose (``abcdef1234567890...``,
@@ -45,6 +46,10 @@ _PLACEHOLDER = re.compile(
 )
 
 
+#: A host name with its port (``localhost``, ``db.example.com:5432``): never the secret.
+_HOST = re.compile(r"^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::[0-9]+)?$")
+
+
 def compile_rust(pattern: str) -> re.Pattern[str] | None:
     """A Rust-regex rule pattern as Python ``re``: its inline flag groups (``(?x)`` then
     ``(?i)`` on the next line) become compile flags; None when ``re`` cannot read it."""
@@ -68,9 +73,11 @@ def examples(rules_dir: Path) -> Iterator[tuple[str, str, str | None, bool]]:
                 secret = None
                 m = rx.search(text) if rx is not None else None
                 if m is not None:
-                    # The secret comes last (``user:password``, an id then its secret).
+                    # The secret comes last (``user:password``, an id then its secret),
+                    # but a URL rule may capture the host after the password.
                     groups = [g for g in m.groups() if g]
-                    secret = groups[-1] if groups else m.group(0)
+                    secrets = [g for g in groups if not _HOST.match(g)] or groups
+                    secret = secrets[-1] if secrets else m.group(0)
                 yield rule["id"], text, secret, False
             for text in rule.get("negative_examples") or []:
                 yield rule["id"], text, None, True

@@ -109,8 +109,10 @@ _CONTEXT_WORD = re.compile(rf"(?i){_WORD_START}(?:{_CONTEXT_WORDS})".encode())
 # Names of keys that are data, not credentials: a table's row or partition key, a cache or
 # object key, a public key (``partitionKey``, ``cache_key``, ``s3_key``, ``hostKey``).
 _DATA_KEY = re.compile(
-    rb"(?i)(?:partition|row|sort|primary|foreign|cache|hash|range|routing|object|s3|bucket|"
-    rb"dedup|idempotency|start|evaluated|lookup|host|pub|public|verify|verifying)[ _-]?keys?\b"
+    # Where a name part starts: ``bitbucket_key`` is no bucket's key.
+    _WORD_START.encode()
+    + rb"(?i:(?:partition|row|sort|primary|foreign|cache|hash|range|routing|object|s3|bucket|"
+    rb"dedup|idempotency|start|evaluated|lookup|host|pub|public|verify|verifying)[ _-]?keys?\b)"
 )
 # An SSH public key (``AAAAC3NzaC1lZDI1NTE5...``) or a DER public key (``MCowBQYDK2Vw...``).
 _PUBLIC_KEY_VALUE = re.compile(rb"^(?:AAAA[BC][0-9A-Za-z]Nza|MCowBQYDK2Vw|MFkwEwYH|MIIBIjAN)")

@@ -73,8 +73,8 @@ DETECTORS = (
     _token(
         "anthropic-api-key",
         "Anthropic API key",
-        rb"\bsk-ant-(?:api|admin)[0-9]{2}-[A-Za-z0-9_-]{40}",
-        r"sk-ant-(?:api|admin)[0-9]{2}-[A-Za-z0-9_-]{40,200}",
+        rb"\bsk-ant-(?:api|admin)[0-9]{2,3}-[A-Za-z0-9_-]{40}",
+        r"sk-ant-(?:api|admin)[0-9]{2,3}-[A-Za-z0-9_-]{40,200}",
         13,
     ),
     _token(

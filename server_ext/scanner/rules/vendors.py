@@ -224,6 +224,13 @@ DETECTORS: tuple[Detector, ...] = (
         4,
     ),
     format_token(
+        "sourcegraph-license-key",
+        "Sourcegraph license key",
+        rb"\bslk_[a-f0-9]{64}",
+        r"slk_[a-f0-9]{64}",
+        4,
+    ),
+    format_token(
         "segment-api-token",
         "Segment public API token",
         rb"\bsgp_[A-Za-z0-9]{64}",
@@ -627,8 +634,8 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "square-access-token",
         "Square access token",
-        rb"\bEAAA[A-Za-z0-9_-]{60}",
-        r"EAAA[A-Za-z0-9_-]{60}",
+        rb"\bEAAA[A-Za-z0-9_-]{59}",
+        r"EAAA[A-Za-z0-9_-]{59,64}",
         4,
     ),
     format_token(
@@ -919,6 +926,20 @@ DETECTORS: tuple[Detector, ...] = (
         rb"\bCFPAT-[A-Za-z0-9_-]{43}",
         r"CFPAT-[A-Za-z0-9_-]{43}",
         6,
+    ),
+    format_token(
+        "ubidots-token",
+        "Ubidots API token",
+        rb"\bBBFF-[A-Za-z0-9]{30}",
+        r"BBFF-[A-Za-z0-9]{30}",
+        5,
+    ),
+    format_token(
+        "pagarme-api-key",
+        "Pagar.me API key",
+        rb"\bak_(?:live|test)_[A-Za-z0-9]{30}",
+        r"ak_(?:live|test)_[A-Za-z0-9]{30,40}",
+        8,
     ),
     format_token(
         "teamwork-token",
