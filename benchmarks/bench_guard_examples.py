@@ -1,6 +1,7 @@
 """The save guard on another scanner's documented examples (a held-out corpus).
 
     python benchmarks/bench_guard_examples.py --rules DIR [--misses]
+    python benchmarks/bench_guard_examples.py --gitleaks FILE [--per-rule N] [--misses]
 
 ``DIR`` is a directory of rule files in the YAML layout Kingfisher and Nosey Parker use
 (``rules: [{id, name, pattern, examples, negative_examples}]``), from a checkout of
@@ -14,6 +15,17 @@ saved through ``SaveGuard.check``:
   would be written;
 - a negative example is flagged when the save is refused or anything is redacted.
 
+``--gitleaks FILE`` reads gitleaks' default configuration (``config/gitleaks.toml`` from a
+checkout), whose rules document no examples: for each rule it draws ``--per-rule``
+strings that the rule's regex matches (``rstr``, seeded), with a secret of at least the
+rule's entropy and outside its allowlists, the way issue 13's first held-out corpus put
+"every rule of gitleaks' default set" in notebooks. The secret is the rule's
+``secretGroup`` (else its first non-empty group), written as code assigns it to a name
+made of the rule's id (``ADAFRUIT_API_KEY = "..."``) where the rule matches that; else
+the drawn string itself, its odd blanks (vertical tab, form feed) made spaces. A rule's
+regex is looser than its format (any character where a ``.`` stands, any ``ey...`` for a
+JWT), so some drawn secrets are not the credential they stand for.
+
 Many documented examples are placeholders on purpose (``abcdef1234567890...``,
 ``123e4567-e89b-...``), which the guard leaves alone by design (issue 13: documentation
 values are not credentials), so the figures are printed for all examples and for those
@@ -25,18 +37,24 @@ from __future__ import annotations
 
 import argparse
 import copy
+import random
 import re
+import string
 import sys
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import rstr
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner.entropy import shannon
 
 _FLAG_GROUP = re.compile(r"\(\?([imsx]+)\)")
 _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -81,6 +99,76 @@ def examples(rules_dir: Path) -> Iterator[tuple[str, str, str | None, bool]]:
                 yield rule["id"], text, secret, False
             for text in rule.get("negative_examples") or []:
                 yield rule["id"], text, None, True
+
+
+def gitleaks_examples(
+    config: Path, per_rule: int, seed: int = 13
+) -> Iterator[tuple[str, str, str | None, bool]]:
+    """(rule id, generated text, its secret, False) for every rule of a gitleaks config
+    that Python's ``re`` reads; a rule whose matches all fall under its entropy floor or
+    allowlists in 40 tries per example gives fewer."""
+    rules = tomllib.loads(config.read_text(encoding="utf-8")).get("rules", [])
+    draw = _SortedRstr(random.Random(seed))
+    for rule in rules:
+        rx = compile_rust(rule.get("regex", ""))
+        if rx is None:
+            continue
+        allow = _allowlist(rule)
+        made = 0
+        for _ in range(per_rule * 40):
+            if made == per_rule:
+                break
+            try:
+                text = draw.xeger(rx.pattern)
+            except (ValueError, IndexError, OverflowError):
+                break  # a construct rstr cannot draw from
+            m = rx.search(text)
+            if m is None:
+                continue
+            group = rule.get("secretGroup")
+            if group is None:
+                group = next((i for i, g in enumerate(m.groups(), 1) if g), 0)
+            secret = m.group(group)
+            if not secret or shannon(secret.encode()) < rule.get("entropy", 0) or allow(secret):
+                continue
+            name = re.sub(r"\W", "_", rule["id"]).upper()
+            assigned = f'{name} = "{secret}"'
+            again = rx.search(assigned)
+            if again is not None and secret in again.group(0):
+                text = assigned
+            else:
+                text = text.translate(_ODD_BLANKS)
+            made += 1
+            yield rule["id"], text, secret, False
+
+
+class _SortedRstr(rstr.Rstr):  # type: ignore[misc]
+    """rstr draws a negated class (``[^"']``) from a set's order, which changes with
+    Python's hash seed; sorted, the same seed draws the same corpus in every run."""
+
+    def _handle_in(self, value: Any) -> Any:
+        candidates = list(chain(*(self._handle_state(i) for i in value)))
+        if candidates[0] is False:
+            candidates = sorted(set(string.printable).difference(candidates[1:]))
+        return self._random.choice(candidates)
+
+
+_ODD_BLANKS = str.maketrans("\x0b\x0c\r", "   ")
+
+
+def _allowlist(rule: dict[str, Any]) -> Any:
+    """Whether a rule's own allowlists (regexes on the secret, stopwords) let a value go."""
+    regexes, words = [], []
+    for entry in rule.get("allowlists", []):
+        if entry.get("regexTarget", "secret") == "secret":
+            regexes += [r for r in map(compile_rust, entry.get("regexes", [])) if r]
+        words += [w.lower() for w in entry.get("stopwords", [])]
+
+    def allowed(secret: str) -> bool:
+        low = secret.lower()
+        return any(r.search(secret) for r in regexes) or any(w in low for w in words)
+
+    return allowed
 
 
 def cells(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -133,7 +221,10 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--rules", type=Path, required=True, help="directory of YAML rule files")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rules", type=Path, help="directory of YAML rule files")
+    source.add_argument("--gitleaks", type=Path, help="gitleaks.toml (rules without examples)")
+    p.add_argument("--per-rule", type=int, default=5, help="strings drawn per gitleaks rule")
     p.add_argument("--misses", action="store_true", help="list what each placement misses")
     args = p.parse_args()
     guard = SaveGuard()
@@ -143,9 +234,14 @@ def main() -> None:
     negatives = 0
     uncaptured = 0  # examples the rule's own pattern does not match in Python's re
     misses: list[tuple[str, str, str]] = []
-    found = list(examples(args.rules))
+    if args.rules is not None:
+        found = list(examples(args.rules))
+        origin = str(args.rules)
+    else:
+        found = list(gitleaks_examples(args.gitleaks, args.per_rule))
+        origin = f"the rules of {args.gitleaks} ({args.per_rule} drawn per rule)"
     if not found:
-        raise SystemExit(f"no rule examples under {args.rules}")
+        raise SystemExit(f"no rule examples in {args.rules or args.gitleaks}")
     for rule, text, secret, negative in found:
         negatives += negative
         uncaptured += not negative and secret is None
@@ -163,7 +259,7 @@ def main() -> None:
             if not ok:
                 misses.append((place, rule, text))
     print(f"{len(found) - negatives} examples and {negatives} negative examples "
-          f"from {args.rules}; {uncaptured} examples whose rule Python's re cannot run "
+          f"from {origin}; {uncaptured} examples whose rule Python's re cannot run "
           "are checked for their whole text")
     print(f"{'placement':16} {'all':>18} {'not placeholders':>22} {'negatives flagged':>19}")
     for place, _ in cells(""):

@@ -505,6 +505,14 @@ T("mapbox-token", "productivity", "Mapbox", "MAPBOX_ACCESS_TOKEN", "sk.eyJ1Ijoi{
 T("mapbox-temporary-token", "productivity", "Mapbox", "MAPBOX_TOKEN", "tk.eyJ1Ijoi{a40}.{u22}")
 T("teamwork-token", "productivity", "Teamwork", "TEAMWORK_API_TOKEN", "tkn.v1_{a71}=")
 T("ubidots-token", "productivity", "Ubidots", "UBIDOTS_TOKEN", "BBFF-{a30}")
+
+
+@S("sidekiq-credentials", "packages", "Sidekiq", "BUNDLER_CONFIG")
+def _sidekiq(rng: random.Random) -> Sample:
+    pair = expand("{h8}:{h8}", rng)
+    return Sample(f"BUNDLE_ENTERPRISE__CONTRIBSYS__COM={pair}", (pair,))
+
+
 T("pagarme-api-key", "payments", "Pagar.me", "PAGARME_API_KEY", "ak_live_{a30}")
 T("dropbox-short-lived", "productivity", "Dropbox", "DROPBOX_TOKEN", "sl.{u135}")
 T("dropbox-long-lived", "productivity", "Dropbox", "DROPBOX_TOKEN", "{l11}AAAAAAAAAA{u43}")

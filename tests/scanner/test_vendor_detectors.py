@@ -58,6 +58,12 @@ TOKENS: list[tuple[str, str, str]] = [
     ("segment-api-token", "sgp_" + fake("seg", 64), ""),
     ("sourcegraph-license-key", "slk_" + fake("slk", 64, HEX), ""),
     ("ubidots-token", "BBFF-" + fake("ubi", 30), ""),
+    ("sonarqube-token", "sqa_" + fake("sqa", 40, LOWER), ""),
+    (
+        "sidekiq-credentials",
+        fake("skq1", 8, HEX) + ":" + fake("skq2", 8, HEX),
+        "BUNDLE_ENTERPRISE__CONTRIBSYS__COM={S}",
+    ),
     ("pagarme-api-key", "ak_live_" + fake("pgm", 30), ""),
     ("teamwork-token", "tkn.v1_" + fake("tw", 71) + "=", ""),
     ("sonarqube-token", "squ_" + fake("sq", 40, HEX), ""),

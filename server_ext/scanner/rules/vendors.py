@@ -116,6 +116,7 @@ def _secret_in(id: str, title: str, anchor: bytes, value: str, in_binary: bool =
 
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUIDISH = r"[0-9a-z]{8}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{12}"
 
 DETECTORS: tuple[Detector, ...] = (
     # --- source hosting, CI, packages -------------------------------------------------------
@@ -240,8 +241,9 @@ DETECTORS: tuple[Detector, ...] = (
     format_token(
         "sonarqube-token",
         "SonarQube / SonarCloud token",
-        rb"\bsq[upa]_[a-f0-9]{40}",
-        r"sq[upa]_[a-f0-9]{40}",
+        # Hexadecimal as SonarQube issues them; other scanners' rules allow any letter.
+        rb"\bsq[upa]_[a-z0-9]{40}",
+        r"sq[upa]_[a-z0-9]{40}",
         4,
     ),
     format_token(
@@ -774,10 +776,18 @@ DETECTORS: tuple[Detector, ...] = (
         "Microsoft Teams incoming webhook URL",
         # The current host (<tenant>.webhook.office.com/webhookb2/), the retired one
         # (outlook.office.com/webhook/), and the signature newer URLs end with.
-        rb"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/[a-f0-9-]{8}",
-        rf"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/(?P<secret>{_UUID}@{_UUID}"
-        r"/IncomingWebhook/[A-Za-z0-9]{32}/"
-        rf"{_UUID}(?:/[A-Za-z0-9_-]{{20,200}})?)",
+        # The ids are UUIDs; read as any letters and digits in their shape, as other
+        # scanners' rules do, since the host and path already tell.
+        rb"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/[a-z0-9-]{8}",
+        rf"(?:webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/(?P<secret>{_UUIDISH}@"
+        rf"{_UUIDISH}/IncomingWebhook/[A-Za-z0-9]{{32}}/{_UUIDISH}(?:/[A-Za-z0-9_-]{{20,200}})?)",
+    ),
+    _secret_in(
+        "sidekiq-credentials",
+        "Sidekiq Enterprise/Pro credentials (BUNDLE_ENTERPRISE__CONTRIBSYS__COM=id:secret)",
+        rb"BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM",
+        r"BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
+        r"(?P<secret>[a-f0-9]{8}:[a-f0-9]{8})(?![A-Za-z0-9])",
     ),
     _secret_in(
         "zapier-webhook",
