@@ -131,6 +131,8 @@ def gitleaks_examples(
             secret = m.group(group)
             if not secret or shannon(secret.encode()) < rule.get("entropy", 0) or allow(secret):
                 continue
+            if secret != secret.translate(_ODD_BLANKS):
+                continue  # the text's odd blanks are made spaces below; the secret's too
             name = re.sub(r"\W", "_", rule["id"]).upper()
             assigned = f'{name} = "{secret}"'
             again = rx.search(assigned)

@@ -107,11 +107,16 @@ def _random_name(s: bytes) -> bool:
     """A bare word no one names a variable: letters and digits mixed at random, as in a
     ``.pypirc`` kept in a triple-quoted string (``password = bMgOhM9s1voFoufU3D0W``,
     ``token = Z1VuI6jJ_fwA4MxLF4sFz7d``). A lower-case token's letters form long
-    pronounceable runs, so there the digits inside its parts tell (``f6ameo8gaperc4j4g``)."""
+    pronounceable runs, so there the digits inside its parts tell (``f6ameo8gaperc4j4g``,
+    not ``layer4`` or ``conv1_bn1``)."""
     if len(s) < 16 or not s.replace(b"_", b"").isalnum() or not has_digit_and_letter(s):
         return False
     if shannon(s) < 3.5:
         return False
+    if b"_" in s:
+        # Names join parts with "_" (resnet50_fp16_bs64_lr3e4); a token that has one
+        # changes case at random around it.
+        return s.lower() != s and s.upper() != s and word_share(s) < 0.3
     inner = len(_INNER_DIGITS.findall(s))
     return word_share(s) < 0.3 or (inner >= 4 and inner * 12 >= len(s))
 

@@ -814,7 +814,7 @@ FLAGS = [
     flag("keyword-context", "deepgramKEY {S}\n", fake("kc8", 48), "glued-upper-key-no-sign"),
     flag(
         "keyword-context",
-        '<add key="SmtpPassword" value="{S}" />\n',
+        '<setting name="SmtpPassword" value="{S}" />\n',
         fake("kc9", 24),
         "xml-config-key-value",
     ),
@@ -824,6 +824,10 @@ FLAGS = [
     flag("keyword-context", "mailboxlayer ACCESS {S}\n", fake("kc11", 32, HEX), "upper-access"),
     flag("keyword-context", "nimble PRIVATE {S}\n", fake("kc12", 30), "upper-private"),
     flag("keyword-context", "logzPrivateAccess={S}\n", fake("kc13", 36), "glued-private-access"),
+    # A credential that leads a listing of settings is still one.
+    # (the listing after it goes with it)
+    flag("keyword-context", "api key: {S}\n", "Xy9aB3cD5eF7gH1jKq2,region:us-east-1",
+         "credential-before-listing"),
     # In code an unquoted random word is a literal, not a variable: underscores, and a
     # lower-case token whose digits sit inside its parts.
     flag("generic-keyword", "chatbot_token = {S}\n", "Z1VuI6jJ_fwA4MxLF4sFz7drsDOEW05p",
@@ -846,6 +850,9 @@ FLAGS = [
     flag("kerberos-hash", "{S}\n",
          "$krb5tgs$23$*svc$QLAB.ORG$http/web*$" + fake("tgs1", 32, HEX) + "$" + fake("tgs2", 400, HEX),
          "kerberoast-output"),
+    flag("kerberos-hash", "{S}\n",
+         "$krb5asrep$18$svc$QLAB.ORG$" + fake("aes1", 24, "0123456789ABCDEF") + "$"
+         + fake("aes2", 160, "0123456789ABCDEF"), "rubeus-aes-asrep"),
     flag(
         "private-key-base64",
         "data:\n  tls.key: {S}\n",
@@ -1283,6 +1290,16 @@ CLEAN = [
         "minified-keyword-table",
     ),
     clean("keyword-context", "w={key:!0,ref:!0,__self:!0,__source:!0};\n", "minified-props"),
+    # access/private are key names only as names (upper case, glued), never in prose.
+    clean("keyword-context", "Grant access to 3fa85f64-5717-4562-b3fc-2c963f66afa6 now\n",
+          "prose-grant-access"),
+    clean("keyword-context", "private   i-0abc123def4567890\n", "listing-private-instance"),
+    clean("keyword-context", "access is private to AcmeCorp2024-internal-only\n",
+          "prose-private-to"),
+    # ML run names join their parts with "_": names, not literals.
+    clean("generic-keyword", "token = xgb_lr0_1_md6_ne500\n", "code-run-name", CODE),
+    clean("keyword-context", "ckpt_key = resnet50_fp16_bs64_lr3e4\n", "code-ckpt-name", CODE),
+    clean("password-hash", "$1$$1$$1$$1$$1$$1$$1$$1$$1$$1$$1$$1$\n", "dollar-ones"),
     clean("keyword-context", "token = conv1_bn1_relu2_pool3_fc4\n", "code-layer-name", CODE),
     clean("password-hash", "cost $2 per $1000 of shots, $5 minimum\n", "dollar-amounts"),
     clean("password-hash", "$6$rounds=5000$short$tooshort\n", "truncated-sha512-crypt"),

@@ -156,6 +156,39 @@ _PINNED_ARTIFACT = re.compile(rb"\.(?:tgz|tar\.gz|tar\.bz2|whl|zip|jar|gem|nupkg
 _LISTED_PAIRS = re.compile(rb"[,;][ \t]*[A-Za-z_][A-Za-z0-9_]{2,}[:=]")
 
 
+#: Words that name a credential only as a key's name: in prose they are common
+#: ("grant access to <id>", "private   i-0abc..." in a listing).
+_KEY_NAME_ONLY = (b"access", b"private")
+
+
+def _names_a_key(line: bytes, at: int) -> bool:
+    """The credential word nearest before the value, if it is ``access`` or ``private``,
+    is written as a key's name: upper case (``ACCESS X``) or glued into a longer name
+    (``logzPrivateAccess=X``, ``weatherbitACCESS``), and only blanks or signs lead to the
+    value (no linking word)."""
+    words = list(_CONTEXT_WORD.finditer(line, max(0, at - 80), at))
+    if not words:
+        return True
+    word = words[-1]
+    text = word.group()
+    if text.lower() not in _KEY_NAME_ONLY:
+        return True
+    glued = word.start() > 0 and line[word.start() - 1 : word.start()].isalnum()
+    if not (text.isupper() or glued):
+        return False
+    return not any(65 <= (b & 0xDF) <= 90 for b in line[word.end() : at])
+
+
+def _leads_listing(s: bytes, minimum: float) -> bool:
+    """No listing in ``s``, or a credential before it (``Xy9aB3cD5eF7gH1jKq2,region:us``:
+    the whole value is redacted); ``152,protected:152,...`` has none."""
+    listed = _LISTED_PAIRS.search(s)
+    if listed is None:
+        return True
+    head = s[: listed.start()]
+    return len(head) >= 15 and _looks_random(head, minimum)
+
+
 def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
     """Prose is a weak context, so the value must read as a random token (see
     ``_looks_random``), not a name made of words (``model_state_dict_v2``,
@@ -168,13 +201,13 @@ def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
             not _looks_random(s, minimum)
             or _PINNED_ARTIFACT.search(s)
             or _PUBLIC_KEY_VALUE.match(s)
-            or _LISTED_PAIRS.search(s)
+            or not _leads_listing(s, minimum)
         ):
             return False
         # Only near the value: a minified line may be megabytes long.
         at = max(0, c.line.find(s))
         name = _name_around(c.line, at, at + len(s))
-        if _names_an_id(name) or _DATA_KEY.search(name):
+        if _names_an_id(name) or _DATA_KEY.search(name) or not _names_a_key(c.line, at):
             return False
         digits = sum(48 <= b <= 57 for b in s) / len(s)
         return word_share(s) < 0.5 or digits >= 0.15

@@ -16,7 +16,8 @@ DETECTORS: tuple[Detector, ...] = (
         id="password-hash",
         title="Password hash in crypt(3) form (bcrypt, md5-crypt, sha256/512-crypt, "
         "yescrypt, Cisco type 8/9, argon2)",
-        anchor=rb"\$(?:1|2[abxy]?|[5689y]|argon2(?:id|i|d))\$[./A-Za-z0-9=,$]{6}",
+        # The salt or cost after the id, so that a run of "$1$" anchors nothing.
+        anchor=rb"\$(?:(?:1|2[abxy]?|[5689y])\$[./A-Za-z0-9]{2}|argon2(?:id|i|d)\$[vm]=)",
         value=rx(
             r"(?P<secret>"
             rf"\$1\${_B64}{{1,8}}\${_B64}{{22}}"
@@ -32,11 +33,13 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         id="kerberos-hash",
         title="Kerberos AS-REP or TGS hash ($krb5asrep$, $krb5tgs$), as roasting prints it",
-        anchor=rb"\$krb5(?:asrep|tgs)\$[0-9]{2}\$",
+        anchor=rb"\$krb5(?:asrep|tgs)\$",
         value=rx(
-            # The account (user@realm: or *user$realm$spn*$) is optional in AS-REP hashes.
-            r"(?P<secret>\$krb5(?:asrep|tgs)\$[0-9]{2}\$(?:\S{0,256}?[$:])?"
-            r"[0-9a-f]{32}\$[0-9a-f]{64,8192})"
+            # The etype (23 for RC4, 17/18 for AES, absent in John's format) and the
+            # account (user@realm: or *user$realm$spn*$) are optional; the checksum is 32
+            # hex digits for RC4 and 24 for AES; Rubeus prints upper-case hex.
+            r"(?P<secret>\$krb5(?:asrep|tgs)\$(?:[0-9]{2}\$)?(?:\S{0,256}?[$:])?"
+            r"(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{24})\$[0-9a-fA-F]{64,8192})"
         ),
         window=9000,
     ),

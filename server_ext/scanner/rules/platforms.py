@@ -17,6 +17,20 @@ def _public_ip(c: Candidate) -> bool:
         return False
 
 
+def _stripe_generated(c: Candidate) -> bool:
+    """A live key shorter than Stripe's 24 characters (older keys, other scanners'
+    examples) must mix digits and both cases: ``sk_live_YourSecretKeyHere`` is a
+    placeholder."""
+    tail = c.secret[8:]
+    if len(tail) >= 24:
+        return True
+    return (
+        any(48 <= b <= 57 for b in tail)
+        and any(65 <= b <= 90 for b in tail)
+        and any(97 <= b <= 122 for b in tail)
+    )
+
+
 DETECTORS = (
     _token(
         "github-token",
@@ -56,12 +70,15 @@ DETECTORS = (
         ),
         in_binary=True,
     ),
-    _token(
-        "stripe-key",
-        "Stripe secret or restricted key",
-        rb"\b[sr]k_(?:live_[0-9a-zA-Z]{12}|test_[0-9a-zA-Z]{24})",
-        r"[sr]k_(?:live_[0-9a-zA-Z]{12,247}|test_[0-9a-zA-Z]{24,247})",
-        8,
+    replace(
+        _token(
+            "stripe-key",
+            "Stripe secret or restricted key",
+            rb"\b[sr]k_(?:live_[0-9a-zA-Z]{12}|test_[0-9a-zA-Z]{24})",
+            r"[sr]k_(?:live_[0-9a-zA-Z]{12,247}|test_[0-9a-zA-Z]{24,247})",
+            8,
+        ),
+        validate=_stripe_generated,
     ),
     _token(
         "openai-api-key",

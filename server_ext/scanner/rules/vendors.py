@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..detector import Detector, rx
-from ..entropy import shannon
+from ..entropy import shannon, word_share
 from ..filters import Candidate, is_code_expression, is_label_or_reference, is_placeholder
 from ._common import format_token, literal_gate, vendor
 
@@ -64,8 +64,25 @@ def _typed_password(c: Candidate) -> bool:
 #: shell word, a table cell or a string (``\\n`` too: a printed string's ``repr``); not a
 #: call's keyword argument (``run(ADMIN_PASSWORD=pw)``).
 _ENV_PASSWORD_NAME = re.compile(
-    rb"(?:^|(?<=[\s\"'>|`])|(?<=\\n))(?P<shell>#[ \t]*|!?(?:export|%env|set)[ \t]+)?"
-    rb"(?P<name>[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|_PASS|_PWD))=$"
+    rb"(?:^|(?<=[\s\"'>|`!])|(?<=\\n))(?P<shell>#[ \t]*|!?(?:export|%env|set)[ \t]+)?"
+    rb"(?P<name>[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|_PASS))=$"
+)
+
+
+#: FTP's anonymous login takes any address as its password (``anonymous@``).
+_ANONYMOUS = re.compile(rb"""[(,]\s*[rbuRBU]?["'](?:anonymous|ftp|guest)["']\s*,""", re.IGNORECASE)
+
+
+def _paired_password(c: Candidate) -> bool:
+    return _typed_password(c) and not _ANONYMOUS.search(c.line)
+
+
+#: A line a code cell hands to the shell (``!docker run -e ...``, ``%env``, ``%set_env``).
+_SHELL_LINE = re.compile(rb"^[ \t]*(?:!|%(?:env|set_env)\b)")
+#: Values that switch a setting, not passwords (``FIRST_PASS=enabled``).
+_SETTING_WORD = re.compile(
+    rb"(?i)^(?:true|false|yes|no|on|off|enabled?|disabled?|none|null|auto|default|required|"
+    rb"optional|unset|empty|skip)$"
 )
 
 
@@ -77,10 +94,18 @@ def _env_password(c: Candidate) -> bool:
     m = _ENV_PASSWORD_NAME.search(c.line, max(0, at - 120), at + 1) if at >= 0 else None
     if m is None or c.secret.lower() in m.group("name").lower():
         return False
-    if not m.group("name").endswith(b"_PASS") and _password_gate(c):
+    if _SETTING_WORD.match(c.secret) or (b"/" in c.secret and word_share(c.secret) >= 0.5):
+        return False  # MULTI_PASS=disabled, BUILD_PASS=src/main: a setting or a path
+    shell = (
+        m.group("shell") is not None
+        or _SHELL_LINE.match(c.line) is not None
+        or c.previous_line.startswith(b"%%")  # the first line under %%bash, %%writefile
+    )
+    plain_line = not (c.in_code or shell) and not m.group("name").endswith(b"_PASS")
+    if plain_line and len(c.secret) >= 8 and _password_gate(c):
         return False  # generic-keyword (or a vendor's rule) reports a random-looking one
     assigned = replace(c, assigned=True)
-    if c.in_code and m.group("shell") is None and is_code_expression(assigned):
+    if c.in_code and not shell and is_code_expression(assigned):
         return False  # Python's DB_PASSWORD=get_password(), not a shell's %env line
     return (
         shannon(c.secret) >= 2.5
@@ -784,9 +809,12 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     _secret_in(
         "sidekiq-credentials",
-        "Sidekiq Enterprise/Pro credentials (BUNDLE_ENTERPRISE__CONTRIBSYS__COM=id:secret)",
-        rb"BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM",
-        r"BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
+        "Sidekiq Enterprise/Pro credentials (BUNDLE_ENTERPRISE__CONTRIBSYS__COM=id:secret, "
+        "bundle config enterprise.contribsys.com id:secret)",
+        rb"(?:BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM"
+        rb"|(?:enterprise|gems)\.contribsys\.com[ \t])",
+        r"(?:BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
+        r"|(?:enterprise|gems)\.contribsys\.com[ \t]+)"
         r"(?P<secret>[a-f0-9]{8}:[a-f0-9]{8})(?![A-Za-z0-9])",
     ),
     _secret_in(
@@ -1040,12 +1068,16 @@ DETECTORS: tuple[Detector, ...] = (
         id="cli-password-flag",
         title="Password given as a command-line option (--password X, -Password X)",
         # The option's own dash; a name ending in it is no option (reset-password X).
-        anchor=rb"-(?:password|passwd|pwd)[ \t=]",
+        anchor=rb"-(?:password|passwd|pwd)(?:[ \t=]|[\"'][ \t]*,)",
         caseless=True,
         value=rx(
-            r"(?i)(?<![A-Za-z0-9_./])-(?:password|passwd|pwd)[ \t]*(?:=|[ \t])[ \t]*"
-            # Not a variable, a template, a command substitution or an option after it.
-            r"[\"']?(?P<secret>[^\s\"'`$%<>(){}\[\]|;&-][^\s\"'`;|&]{5,127})"
+            r"(?i)(?<![A-Za-z0-9_./])-(?:password|passwd|pwd)(?:"
+            # --password "two words&more": the whole quoted value
+            r"[ \t]*(?:=|[ \t])[ \t]*(?P<q>[\"'])(?P<secret>[^\"'\n$`]{6,127})(?P=q)"
+            # --password=value (not a variable, template, substitution or next option)
+            r"|[ \t]*(?:=|[ \t])[ \t]*(?P<secret2>[^\s\"'`$%<>(){}\[\]|;&-][^\s\"'`;|&]{5,127})"
+            # a subprocess argument list: "--password", "value"
+            r"|[\"'][ \t]*,[ \t]*[\"'](?P<secret3>[^\"'\n$`-][^\"'\n$`]{5,127})[\"'])"
         ),
         validate=_typed_password,
     ),
@@ -1053,22 +1085,36 @@ DETECTORS: tuple[Detector, ...] = (
         id="credential-pair",
         title="Password given with a user name to code (auth=('user', 'X'), "
         "HTTPBasicAuth('user', 'X'), server.login('user', 'X'), NetworkCredential('user', 'X'))",
-        anchor=rb"(?:auth[ \t]*=[ \t]*[(\[]|(?:BasicAuth|DigestAuth|NetworkCredential|\.login)\()",
+        # A tuple, never a list: ``allowed_auth = ["basic", "kerberos"]`` names methods.
+        anchor=rb"(?:\bauth[ \t]*=[ \t]*\(|(?:BasicAuth|DigestAuth|NetworkCredential|\.login)\()",
         value=rx(
-            r"(?:auth[ \t]*=[ \t]*[(\[]|(?:BasicAuth|DigestAuth|NetworkCredential|\.login)\()"
-            r"[ \t]*(?:[\"'][^\"'\n]{1,128}[\"']|[A-Za-z_][\w.]{0,64})[ \t]*,[ \t]*"
-            r"(?P<q>[\"'])(?P<secret>[^\"'\n]{4,128})(?P=q)"
+            r"(?:(?<![\w.])auth[ \t]*=[ \t]*\("
+            r"|(?:BasicAuth|DigestAuth|NetworkCredential|\.login)\()"
+            r"\s{0,40}(?P<user>[rbuRBU]?[\"'][^\"'\n]{1,128}[\"']"
+            r"|[A-Za-z_][\w.]{0,64}(?:\[[^\]\n]{1,40}\])?)\s{0,40},\s{0,40}"
+            r"[rbuRBU]?(?P<q>[\"'])(?P<secret>[^\"'\n]{4,128})(?P=q)"
+        ),
+        validate=_paired_password,
+    ),
+    Detector(
+        id="xml-config-password",
+        title="Password in an XML setting (<add key=\"ClearTextPassword\" value=\"X\"/>, "
+        "NuGet.config, app.config)",
+        anchor=rb"<add[ \t]+key=\"",
+        value=rx(
+            r"(?i)<add\s+key=\"[^\"\n]{0,60}?(?:password|passwd|pwd|secret|token|api_?key)"
+            r"[^\"\n]{0,20}\"\s+value=\"(?P<secret>[^\"\n]{4,128})\""
         ),
         validate=_typed_password,
     ),
     Detector(
         id="env-file-password",
         title="Password set in an environment file or shell line (DB_PASSWORD=X)",
-        anchor=rb"(?:PASSWORD|PASSWD|_PASS|_PWD)=[^\s\"'`$]",
+        anchor=rb"(?:PASSWORD|PASSWD|_PASS)=[^\s\"'`$]",
         # Not into a call's brackets or its next argument (f(ADMIN_PASSWORD=pw, x=1)), nor
         # a repr's escaped line break.
         value=rx(
-            r"(?:PASSWORD|PASSWD|_PASS|_PWD)="
+            r"(?:PASSWORD|PASSWD|_PASS)="
             r"(?P<secret>[^\s\"'`$#(){}\[\],;\\][^\s\"'`#(){}\[\],;\\]{5,127})"
         ),
         validate=_env_password,
