@@ -8,6 +8,7 @@ kernel may print a secret in two chunks with other outputs between them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -172,10 +173,29 @@ def walk(
     return out
 
 
+#: Cell magics whose body is not Python (a shell script, a file being written that is
+#: not a Python module, markup): there ``DB_PASSWORD=word`` is a literal, as in a .env
+#: file, not a name. ``%%time``, ``%%capture`` and ``%%writefile x.py`` hold Python.
+_NOT_PYTHON = re.compile(
+    r"\s*%%(?:bash|sh|script|html|javascript|js|latex|markdown|svg|perl|ruby|"
+    r"writefile(?![^\n]*\.pyw?[ \t]*(?:\n|$)))\b"
+)
+
+
+def _kind_of(cell: dict[str, Any]) -> SegmentKind:
+    if cell.get("cell_type") != "code":
+        return SegmentKind.TEXT
+    source = cell.get("source")
+    first = source[0] if isinstance(source, list) and source else source
+    if isinstance(first, str) and first.lstrip()[:2] == "%%" and _NOT_PYTHON.match(first):
+        return SegmentKind.TEXT
+    return SegmentKind.CODE
+
+
 def _cell(out: list[Segment], cell: dict[str, Any], index: int, base: Path, max_depth: int) -> None:
     cell_id = cell.get("id")
     cell_id = cell_id if isinstance(cell_id, str) else None
-    kind = SegmentKind.CODE if cell.get("cell_type") == "code" else SegmentKind.TEXT
+    kind = _kind_of(cell)
     first = len(out)
     for key, value in cell.items():
         # Nothing below an empty value, a short string or a scalar can hold a finding.

@@ -461,3 +461,29 @@ def test_references_around_non_secrets_are_left_alone() -> None:
     saved, report = check(notebook(code("show()", result("text/html", html))))
     assert saved is not None and not report.redacted
     assert saved["cells"][0]["outputs"][0]["data"]["text/html"] == html
+
+
+@pytest.mark.parametrize(
+    ("magic", "refused"),
+    [
+        ("%%writefile .env", True),
+        ("%%bash", True),
+        ("%%script sh", True),
+        # Python bodies: a bare word after "=" is a name there.
+        ("%%writefile settings.py", False),
+        ("%%time", False),
+    ],
+)
+def test_a_cell_magic_that_is_not_python_reads_bare_values_as_literals(
+    magic: str, refused: bool
+) -> None:
+    """Below ``%%writefile .env`` or ``%%bash``, ``DB_PASSWORD=whiteduke`` is a password
+    typed in a file or a shell; below ``%%time`` it assigns a Python name."""
+    nb = notebook(code(f"{magic}\nQLAB_REGION=eu_de\nQLAB_DB_PASSWORD=whiteduke\n"))
+    model = {"type": "notebook", "content": nb}
+    if refused:
+        with pytest.raises(SaveRefused) as info:
+            SaveGuard().check(model, "magic.ipynb")
+        assert [loc.finding.detector for loc in info.value.findings] == ["env-file-password"]
+    else:
+        SaveGuard().check(model, "magic.ipynb")
