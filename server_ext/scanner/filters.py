@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .entropy import has_digit_and_letter, shannon, word_share
+from .entropy import has_digit_and_letter, is_hex, shannon, word_share
 
 INLINE_PRAGMAS = (b"pragma: allowlist secret", b"gitleaks:allow")
 NEXTLINE_PRAGMA = b"pragma: allowlist nextline secret"
@@ -109,16 +109,21 @@ def _random_name(s: bytes) -> bool:
     ``token = Z1VuI6jJ_fwA4MxLF4sFz7d``). A lower-case token's letters form long
     pronounceable runs, so there the digits inside its parts tell (``f6ameo8gaperc4j4g``,
     not ``layer4`` or ``conv1_bn1``)."""
+    if b"." in s:  # a token with a dot in it (``rh83qVzJ...Y8.LdWOFn1s...``)
+        return any(_random_name(part) for part in s.split(b"."))
     if len(s) < 16 or not s.replace(b"_", b"").isalnum() or not has_digit_and_letter(s):
         return False
-    if shannon(s) < 3.5:
+    # Hex has 16 symbols, so its entropy tops out lower (the hex gate elsewhere: 3.0).
+    if shannon(s) < (3.0 if is_hex(s) else 3.5):
         return False
+    inner = len(_INNER_DIGITS.findall(s))
+    if inner >= 4 and inner * 12 >= len(s):
+        return True
     if b"_" in s:
         # Names join parts with "_" (resnet50_fp16_bs64_lr3e4); a token that has one
         # changes case at random around it.
         return s.lower() != s and s.upper() != s and word_share(s) < 0.3
-    inner = len(_INNER_DIGITS.findall(s))
-    return word_share(s) < 0.3 or (inner >= 4 and inner * 12 >= len(s))
+    return word_share(s) < 0.3
 
 
 def is_code_expression(c: Candidate) -> bool:

@@ -834,6 +834,13 @@ FLAGS = [
          "code-unquoted-random-with-underscore", CODE),
     flag("keyword-context", "uplead_key={S}\n", "f6ameo8gaperc4j4g4tg9lbsqwbnak3c",
          "code-unquoted-lowercase-token", CODE),
+    flag("keyword-context", "mailsac TOKEN {S}\n", "k_za123xr456yc789bg0mfq8su9krty0pq1342b5dn76ji",
+         "code-unquoted-lowercase-token-with-underscore", CODE),
+    flag("generic-keyword", "openweatherapikey={S}\n", "cd2b1d12d01ae2deffecfebafcc3c31d",
+         "code-unquoted-hex-token", CODE),
+    flag("generic-keyword", "edenai_token = {S}\n",
+         "rh83qVzJzCOvCOhriyaTA2VPQeiloqUCgpY8.LdWOFn1swiWcakqgLrUSDhRhZgLuzl5pBJXHwzqyjvK4oF8B",
+         "code-unquoted-dotted-token", CODE),
     # hashes.py
     flag("password-hash", "admin:{S}:19000:0:99999:7:::\n",
          "$6$" + fake("sha512salt", 16, CRYPT) + "$" + fake("sha512", 86, CRYPT), "shadow-sha512"),
@@ -1299,6 +1306,7 @@ CLEAN = [
     # ML run names join their parts with "_": names, not literals.
     clean("generic-keyword", "token = xgb_lr0_1_md6_ne500\n", "code-run-name", CODE),
     clean("keyword-context", "ckpt_key = resnet50_fp16_bs64_lr3e4\n", "code-ckpt-name", CODE),
+    clean("keyword-context", "token = model.layer4_bottleneck3_conv2d\n", "code-attribute", CODE),
     clean("password-hash", "$1$$1$$1$$1$$1$$1$$1$$1$$1$$1$$1$$1$\n", "dollar-ones"),
     clean("keyword-context", "token = conv1_bn1_relu2_pool3_fc4\n", "code-layer-name", CODE),
     clean("password-hash", "cost $2 per $1000 of shots, $5 minimum\n", "dollar-amounts"),
