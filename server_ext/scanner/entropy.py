@@ -25,6 +25,15 @@ def has_digit_and_letter(data: bytes) -> bool:
     return any(48 <= b <= 57 for b in data) and any(65 <= (b & 0xDF) <= 90 for b in data)
 
 
+def has_digit_lower_upper(data: bytes, upper: bool = True) -> bool:
+    """Digits, small letters and (with ``upper``) capitals: a generated token's mix."""
+    return (
+        any(48 <= b <= 57 for b in data)
+        and any(97 <= b <= 122 for b in data)
+        and (not upper or any(65 <= b <= 90 for b in data))
+    )
+
+
 # A word inside an identifier: "Password" in "addPassword", "layer" in "layer1.weight".
 _WORD = re.compile(rb"[A-Z]?[a-z]{3,}|[A-Z]{4,}(?![a-z])")
 

@@ -187,7 +187,7 @@ def _kind_of(cell: dict[str, Any]) -> SegmentKind:
         return SegmentKind.TEXT
     source = cell.get("source")
     first = source[0] if isinstance(source, list) and source else source
-    if isinstance(first, str) and first.lstrip()[:2] == "%%" and _NOT_PYTHON.match(first):
+    if isinstance(first, str) and _NOT_PYTHON.match(first):
         return SegmentKind.TEXT
     return SegmentKind.CODE
 

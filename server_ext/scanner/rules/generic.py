@@ -120,14 +120,19 @@ _UPPER_ALNUM = re.compile(rb"^[A-Z0-9-]+$")
 _UPPER, _LOWER = re.compile(rb"[A-Z]"), re.compile(rb"[a-z]")
 
 
-def _name_around(line: bytes, at: int, end: int) -> bytes:
-    """The words that name a value in prose: the credential word before it with the two
-    words before that (``commit token``, ``fingerprint of key``), the link up to the value
-    (``key id:``), and the word after it. The rest of the line is other clauses:
-    ``user_id=42 connecting with credential X`` names X a credential, not an id."""
+def _nearest_word(line: bytes, at: int) -> re.Match[bytes] | None:
+    """The credential word nearest before the value at ``at`` (within 80 bytes)."""
+    words = list(_CONTEXT_WORD.finditer(line, max(0, at - 80), at))
+    return words[-1] if words else None
+
+
+def _name_around(line: bytes, at: int, end: int, word: re.Match[bytes] | None) -> bytes:
+    """The words that name a value in prose: the credential word before it (``word``)
+    with the two words before that (``commit token``, ``fingerprint of key``), the link
+    up to the value (``key id:``), and the word after it. The rest of the line is other
+    clauses: ``user_id=42 connecting with credential X`` names X a credential, not an id."""
     lo = max(0, at - 80)
-    words = list(_CONTEXT_WORD.finditer(line, lo, at))
-    start = words[-1].start() if words else lo
+    start = word.start() if word is not None else lo
     for _ in range(2):
         blank = line.rfind(b" ", lo, max(lo, start - 1))
         start = blank + 1 if blank >= 0 else lo
@@ -161,15 +166,13 @@ _LISTED_PAIRS = re.compile(rb"[,;][ \t]*[A-Za-z_][A-Za-z0-9_]{2,}[:=]")
 _KEY_NAME_ONLY = (b"access", b"private")
 
 
-def _names_a_key(line: bytes, at: int) -> bool:
-    """The credential word nearest before the value, if it is ``access`` or ``private``,
-    is written as a key's name: upper case (``ACCESS X``) or glued into a longer name
-    (``logzPrivateAccess=X``, ``weatherbitACCESS``), and only blanks or signs lead to the
-    value (no linking word)."""
-    words = list(_CONTEXT_WORD.finditer(line, max(0, at - 80), at))
-    if not words:
+def _names_a_key(line: bytes, at: int, word: re.Match[bytes] | None) -> bool:
+    """The credential word nearest before the value (``word``), if it is ``access`` or
+    ``private``, is written as a key's name: upper case (``ACCESS X``) or glued into a
+    longer name (``logzPrivateAccess=X``, ``weatherbitACCESS``), and only blanks or signs
+    lead to the value (no linking word)."""
+    if word is None:
         return True
-    word = words[-1]
     text = word.group()
     if text.lower() not in _KEY_NAME_ONLY:
         return True
@@ -206,8 +209,9 @@ def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
             return False
         # Only near the value: a minified line may be megabytes long.
         at = max(0, c.line.find(s))
-        name = _name_around(c.line, at, at + len(s))
-        if _names_an_id(name) or _DATA_KEY.search(name) or not _names_a_key(c.line, at):
+        word = _nearest_word(c.line, at)
+        name = _name_around(c.line, at, at + len(s), word)
+        if _names_an_id(name) or _DATA_KEY.search(name) or not _names_a_key(c.line, at, word):
             return False
         digits = sum(48 <= b <= 57 for b in s) / len(s)
         return word_share(s) < 0.5 or digits >= 0.15

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import replace
 
 from ..detector import Detector, Kind, rx
+from ..entropy import has_digit_lower_upper
 from ..filters import Candidate
 from ._common import format_token as _token
 
@@ -22,13 +23,7 @@ def _stripe_generated(c: Candidate) -> bool:
     examples) must mix digits and both cases: ``sk_live_YourSecretKeyHere`` is a
     placeholder."""
     tail = c.secret[8:]
-    if len(tail) >= 24:
-        return True
-    return (
-        any(48 <= b <= 57 for b in tail)
-        and any(65 <= b <= 90 for b in tail)
-        and any(97 <= b <= 122 for b in tail)
-    )
+    return len(tail) >= 24 or has_digit_lower_upper(tail)
 
 
 DETECTORS = (

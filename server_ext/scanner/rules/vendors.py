@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..detector import Detector, rx
-from ..entropy import shannon, word_share
+from ..entropy import has_digit_lower_upper, shannon, word_share
 from ..filters import Candidate, is_code_expression, is_label_or_reference, is_placeholder
 from ._common import format_token, literal_gate, vendor
 
@@ -23,13 +23,7 @@ def _random_looking(min_entropy: float, upper: bool = True) -> Callable[[Candida
     generated token: ``test_model_fits_2d_arrays`` and ``s.getElementsByTagName`` do not."""
 
     def gate(c: Candidate) -> bool:
-        s = c.secret
-        return (
-            any(48 <= b <= 57 for b in s)
-            and any(97 <= b <= 122 for b in s)
-            and (not upper or any(65 <= b <= 90 for b in s))
-            and shannon(s) >= min_entropy
-        )
+        return has_digit_lower_upper(c.secret, upper) and shannon(c.secret) >= min_entropy
 
     return gate
 
@@ -96,11 +90,8 @@ def _env_password(c: Candidate) -> bool:
         return False
     if _SETTING_WORD.match(c.secret) or (b"/" in c.secret and word_share(c.secret) >= 0.5):
         return False  # MULTI_PASS=disabled, BUILD_PASS=src/main: a setting or a path
-    shell = (
-        m.group("shell") is not None
-        or _SHELL_LINE.match(c.line) is not None
-        or c.previous_line.startswith(b"%%")  # the first line under %%bash, %%writefile
-    )
+    # (A %%bash or %%writefile .env cell is text, not code: notebook.py reads it so.)
+    shell = m.group("shell") is not None or _SHELL_LINE.match(c.line) is not None
     plain_line = not (c.in_code or shell) and not m.group("name").endswith(b"_PASS")
     if plain_line and len(c.secret) >= 8 and _password_gate(c):
         return False  # generic-keyword (or a vendor's rule) reports a random-looking one
