@@ -44,14 +44,17 @@ request_size: ContextVar[int] = ContextVar("qustody_request_size", default=-1)
 opening: ContextVar[list[str] | None] = ContextVar("qustody_opening", default=None)
 
 #: A request body up to this size (a notebook or a file) is checked on the event loop:
-#: handing the check to a worker thread and back costs about 0.25 ms, 3% of a plain save
-#: of a 0.3-1 MB notebook, more than the loop gains. The check of a real notebook of 1 MiB
-#: takes about 1-5 ms; one crafted to be slow (a credential in each of 14,000 table rows)
-#: holds its owner's server for 2.3 s, with no kernel messages meanwhile. A larger body, a
-#: model the manager built (a copy, a chunked upload's last chunk), or a check that would
-#: wait for the engine to compile (at start-up, after a secret is delivered) runs in a
-#: thread, so the loop serves the other requests meanwhile.
-INLINE_CHECK_BYTES = 1024 * 1024
+#: handing the check to a worker thread and back costs more than the check of a real
+#: notebook of this size (about 1-10 ms): the thread runs on the other core, away from
+#: the objects the request's parse has just built, and the save that follows finds them
+#: gone from its own core's cache. Measured on the 13 real notebooks of 1-6 MB of the
+#: guard corpus, checking in a thread added 3-6% to the median save over checking inline
+#: (``benchmarks/bench_save.py --real``). One crafted to be slow (a credential in each of
+#: 28,000 table rows) holds its owner's server for about 4.6 s, with no kernel messages
+#: meanwhile. A larger body, a model the manager built (a copy, a chunked upload's last
+#: chunk), or a check that would wait for the engine to compile (at start-up, after a
+#: secret is delivered) runs in a thread, so the loop serves the other requests meanwhile.
+INLINE_CHECK_BYTES = 2 * 1024 * 1024
 
 #: Opened notebooks are scanned one at a time, in a thread of their own: JupyterLab
 #: restoring a workspace opens several at once, and their scans must not queue ahead of

@@ -67,6 +67,11 @@ class Detector:
     #: Safe to run over base64 payloads of images: the format has a character or
     #: structure that random base64 cannot produce by chance.
     in_binary: bool = False
+    #: Run over SVG drawings (``SegmentKind.MARKUP``) too. Off where a drawing makes the
+    #: anchor costly and the value implausible: an anchor with no literal of its own, or
+    #: one that path data holds everywhere, runs hyperscan's automata at most of its bytes
+    #: (an SVG is megabytes of them); a quoted string there is an attribute value.
+    in_markup: bool = True
     #: A shorter anchor for text segments, when ``anchor`` is costly for hyperscan (one
     #: with few literal bytes) and the shorter one fires rarely in text. Binary payloads
     #: keep ``anchor``: random base64 would fire the shorter one thousands of times.

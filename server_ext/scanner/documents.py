@@ -20,6 +20,7 @@ from typing import Any
 
 import hyperscan
 
+from .drawing import drawing_text
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
 from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
@@ -192,15 +193,18 @@ def _scan_notebook(
     # HTML tables are also read as "column: value" lines (see html.py), and HTML with
     # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
+    # An SVG drawing's text (titles, labels, comments) is read as text (see drawing.py).
     views: list[int] = []
-    output, text = Zone.OUTPUT, SegmentKind.TEXT
+    output, text, markup = Zone.OUTPUT, SegmentKind.TEXT, SegmentKind.MARKUP
     for i, s in enumerate(segments):
-        if s.zone is not output or s.kind is not text:
+        if s.kind is markup:
+            shown = drawing_text(data[i])
+            more: tuple[bytes, ...] = (shown, _entity_decoded(shown)) if shown else ()
+        elif s.zone is not output or s.kind is not text:
             continue
-        key = s.key
-        if key == "text/html":
-            more: tuple[bytes, ...] = (table_view(data[i]), _entity_decoded(data[i]))
-        elif key in _TEXT_KEYS:
+        elif s.key == "text/html":
+            more = (table_view(data[i]), _entity_decoded(data[i]))
+        elif s.key in _TEXT_KEYS:
             more = (text_table_view(data[i]),)
         else:
             continue

@@ -36,6 +36,9 @@ class SegmentKind(Enum):
     CODE = "code"  # program source: a bare ``token = value`` is an expression
     TEXT = "text"  # prose, outputs, config files: a bare value is a literal
     BINARY = "binary"  # base64 of an image or other binary payload: binary-safe formats only
+    #: an SVG drawing: text, but megabytes of path data, where quoted strings are attribute
+    #: values; detectors marked ``in_markup`` only (see Detector.in_markup)
+    MARKUP = "markup"
 
 
 @dataclass(frozen=True)
@@ -159,12 +162,19 @@ class Engine:
         self.fingerprint = fingerprinter or Fingerprinter()
         self._text = _Database(self.detectors)
         self._binary = _Database([d for d in self.detectors if d.in_binary], binary=True)
+        self._markup = _Database([d for d in self.detectors if d.in_markup])
+        self._database_of = {
+            SegmentKind.CODE: self._text,
+            SegmentKind.TEXT: self._text,
+            SegmentKind.BINARY: self._binary,
+            SegmentKind.MARKUP: self._markup,
+        }
 
     def store_databases(self, directory: Path) -> list[Path]:
         """Write this engine's compiled databases where ``compiled.database`` finds them."""
         return [
             compiled.store(db.expressions, db.flags, directory)
-            for db in (self._text, self._binary)
+            for db in (self._text, self._binary, self._markup)
             if db.expressions
         ]
 
@@ -188,24 +198,19 @@ class Engine:
                 result[i] = list(result[first])
             return result
         result = [[] for _ in segments]
-        code, binary = SegmentKind.CODE, SegmentKind.BINARY
-        picked = [i for i, k in enumerate(kinds) if k is binary]
-        if picked:
+        code = SegmentKind.CODE
+        picked: dict[_Database, list[int]] = {}  # each database: its segments, in order
+        for i, kind in enumerate(kinds):
+            picked.setdefault(self._database_of[kind], []).append(i)
+        for db, indices in picked.items():
+            if len(indices) == len(segments):  # the common case: all text
+                self._scan_joined(db, segments, [k is code for k in kinds], result)
+                continue
             self._scan_joined(
-                self._binary,
-                [segments[i] for i in picked],
-                [False] * len(picked),
-                [result[i] for i in picked],
-            )
-        if not picked:
-            self._scan_joined(self._text, segments, [k is code for k in kinds], result)
-        elif len(picked) < len(segments):
-            picked = [i for i, k in enumerate(kinds) if k is not binary]
-            self._scan_joined(
-                self._text,
-                [segments[i] for i in picked],
-                [kinds[i] is code for i in picked],
-                [result[i] for i in picked],
+                db,
+                [segments[i] for i in indices],
+                [kinds[i] is code for i in indices],
+                [result[i] for i in indices],
             )
         return result
 

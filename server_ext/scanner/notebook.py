@@ -130,6 +130,26 @@ _MULTILINE_LEAVES = frozenset({"source", "text", "traceback"})
 #: stream names, short ids) are not worth a segment. Stream text is always kept:
 #: a secret may arrive one character per chunk.
 MIN_FINDING_LENGTH = 8
+#: Strings nbformat and Jupyter write that cannot hold a credential: enumerated values
+#: (``cell_type``, ``output_type``), common mime types (``raw_mimetype``, mime-bundle
+#: keys) and long metadata keys. They are most of a notebook's strings but never worth a
+#: segment: each costs the walk and the engine as much as a source line.
+KNOWN_STRINGS = frozenset(
+    {
+        "markdown", "display_data", "execute_result", "needs_background",
+        "text/plain", "text/html", "text/markdown", "text/latex", "text/x-python",
+        "text/restructuredtext", "text/x-rst", "text/javascript", "text/vnd.plotly.v1+html",
+        "image/svg+xml", "application/json", "application/javascript",
+        "application/pdf", "application/x-latex",
+        "application/vnd.jupyter.widget-view+json",
+        "application/vnd.jupyter.widget-state+json",
+        "application/vnd.plotly.v1+json", "application/vnd.bokehjs_load.v0+json",
+        "application/vnd.bokehjs_exec.v0+json", "application/vnd.holoviews_load.v0+json",
+        "application/vnd.holoviews_exec.v0+json",
+    }
+)
+#: What a generated cell id is made of (nbformat's and JupyterLab's: hex, or a UUID).
+_GENERATED_ID = "0123456789abcdef-"
 
 
 def _escape(part: object) -> str:
@@ -198,9 +218,14 @@ def _cell(out: list[Segment], cell: dict[str, Any], index: int, base: Path, max_
     kind = _kind_of(cell)
     first = len(out)
     for key, value in cell.items():
-        # Nothing below an empty value, a short string or a scalar can hold a finding.
+        # Nothing below an empty value, a short or known string (a generated id) or a
+        # scalar can hold a finding.
         if isinstance(value, str):
-            if len(value) < MIN_FINDING_LENGTH:
+            if (
+                len(value) < MIN_FINDING_LENGTH
+                or value in KNOWN_STRINGS
+                or (key == "id" and not value.strip(_GENERATED_ID))
+            ):
                 continue
         elif not value or not isinstance(value, _CONTAINERS):
             continue
@@ -301,9 +326,8 @@ def _strings(
     while stack:
         parent, k, v, p, d = pop()
         if isinstance(v, str):
-            if len(v) >= MIN_FINDING_LENGTH:
-                knd = SegmentKind.BINARY if _binary_leaf(k, p) else kind
-                add(Segment(p, v, zone, knd, parent))
+            if len(v) >= MIN_FINDING_LENGTH and v not in KNOWN_STRINGS:
+                add(Segment(p, v, zone, _leaf_kind(k, p, kind), parent))
         elif isinstance(v, dict):
             if not v:
                 continue
@@ -313,7 +337,11 @@ def _strings(
             holder = refs_to if v is value and refs_to is not None else v
             d += 1
             for ck, cv in v.items():
-                if isinstance(ck, str) and len(ck) >= MIN_FINDING_LENGTH * 2:
+                if (
+                    isinstance(ck, str)
+                    and len(ck) >= MIN_FINDING_LENGTH * 2
+                    and ck not in KNOWN_STRINGS
+                ):
                     # Long keys are data (e.g. a dict of tokens), so they are scanned too.
                     add(Segment((p, ck), ck, zone, SegmentKind.TEXT, holder, is_key=True))
                 if isinstance(cv, str):
@@ -332,8 +360,7 @@ def _strings(
                 except TypeError:
                     pass  # not all strings: walked item by item
                 else:
-                    knd = SegmentKind.BINARY if _binary_leaf(k, p) else kind
-                    add(Segment(p, text, zone, knd, parent, True, joiner))
+                    add(Segment(p, text, zone, _leaf_kind(k, p, kind), parent, True, joiner))
                     continue
             if d >= max_depth:
                 raise _too_deep((p, len(v) - 1), max_depth)
@@ -368,10 +395,18 @@ def _under_attachments(path: Path) -> bool:
     return False
 
 
-def _binary_leaf(key: Any, path: Path) -> bool:
-    if not (isinstance(key, str) and is_binary_mimetype(key)):
-        return False
-    return _lines_of_data(path)
+#: Mime types of drawings: scanned as ``SegmentKind.MARKUP``.
+MARKUP_MIMETYPES = frozenset({"image/svg+xml"})
+
+
+def _leaf_kind(key: Any, path: Path, kind: SegmentKind) -> SegmentKind:
+    """A mime bundle's binary payload is BINARY and its SVG drawing MARKUP; anything else
+    is of the walked part's ``kind``."""
+    if not isinstance(key, str) or not (is_binary_mimetype(key) or key in MARKUP_MIMETYPES):
+        return kind
+    if not _lines_of_data(path):
+        return kind
+    return SegmentKind.MARKUP if key in MARKUP_MIMETYPES else SegmentKind.BINARY
 
 
 def write_back(seg: Segment, new_text: str, spans: list[tuple[int, int, str]]) -> None:

@@ -195,13 +195,14 @@ def test_a_cell_holding_much_that_is_not_text_is_not_kept(
 
 def test_the_cache_keeps_at_most_its_number_of_paths() -> None:
     guard = SaveGuard()
-    empty = notebook(markdown_cell("", cell_id="e"))
+    small = notebook(markdown_cell("# Results", cell_id="e"))
     for i in range(MAX_PATHS + 5):
-        guard.check({"type": "notebook", "content": copy.deepcopy(empty)}, f"{i}.ipynb",
+        guard.check({"type": "notebook", "content": copy.deepcopy(small)}, f"{i}.ipynb",
                     remember=True)
     assert len(guard._clean._paths) == MAX_PATHS
-    # each kept cell counts its objects and its text ("markdown", its cell_type)
-    assert guard._clean._chars == MAX_PATHS * (CELL_OVERHEAD + len("markdown"))
+    # each kept cell counts its objects and the text the walk read (its source; its
+    # cell_type is a word nbformat writes, not read)
+    assert guard._clean._chars == MAX_PATHS * (CELL_OVERHEAD + len("# Results"))
 
 
 def test_only_a_check_asked_to_remember_keeps_cells_and_settings_changes_forget(

@@ -273,6 +273,7 @@ def detectors(
             kind=Kind.KEYWORD,
             window=600,
             validate=_context_gate(CONTEXT_ENTROPY),
+            in_markup=False,  # a drawing has no printed lines
         ),
         Detector(
             id="base64-high-entropy",
@@ -282,6 +283,7 @@ def detectors(
             value=rx(r"(?P<q>[\"'`])(?P<secret>[A-Za-z0-9+/=_-]{20,512})(?P=q)"),
             kind=Kind.ENTROPY,
             validate=_entropy_gate(base64_entropy, hex_only=False),
+            in_markup=False,  # a quoted string in a drawing is an attribute value
         ),
         Detector(
             id="hex-high-entropy",
@@ -291,6 +293,7 @@ def detectors(
             value=rx(r"(?P<q>[\"'`])(?P<secret>[0-9a-fA-F]{20,512})(?P=q)"),
             kind=Kind.ENTROPY,
             validate=_entropy_gate(hex_entropy, hex_only=True),
+            in_markup=False,
         ),
     )
 

@@ -39,6 +39,7 @@ DETECTORS = (
         value=rx(r"(?!SHA-)(?P<secret>[A-Z]{2,4}-[0-9a-f]{40})(?![0-9A-Za-z])"),
         public_prefix=4,
         min_entropy=3.0,
+        in_markup=False,  # no literal: hyperscan would run it over all of a drawing
     ),
     vendor("ionq-api-key", "IonQ API key", r"ionq", r"api[_-]?key|key|token", r"[A-Za-z0-9]", 20),
     vendor(

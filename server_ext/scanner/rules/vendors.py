@@ -918,12 +918,15 @@ DETECTORS: tuple[Detector, ...] = (
         rf"(?:sdk|mob|api)-{_UUID}",
         4,
     ),
-    format_token(
-        "airtable-pat",
-        "Airtable personal access token",
-        rb"\bpat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
-        r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
-        3,
+    replace(
+        format_token(
+            "airtable-pat",
+            "Airtable personal access token",
+            rb"\bpat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
+            r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
+            3,
+        ),
+        in_markup=False,  # "pat" begins every <path of a drawing
     ),
     format_token(
         "figma-token",
@@ -1177,15 +1180,18 @@ DETECTORS: tuple[Detector, ...] = (
         r"s-s4t2(?:ud|af)-[a-f0-9]{64}",
         9,
     ),
-    _gated(
-        format_token(
-            "vault-legacy-token",
-            "HashiCorp Vault / OpenBao token in the legacy s. format",
-            rb"\bs\.[A-Za-z0-9]{24}",
-            r"s\.[A-Za-z0-9]{24}(?![.])",
-            2,
+    replace(
+        _gated(
+            format_token(
+                "vault-legacy-token",
+                "HashiCorp Vault / OpenBao token in the legacy s. format",
+                rb"\bs\.[A-Za-z0-9]{24}",
+                r"s\.[A-Za-z0-9]{24}(?![.])",
+                2,
+            ),
+            _random_looking(3.8),
         ),
-        _random_looking(3.8),
+        in_markup=False,  # a two-byte literal: drawings are full of it
     ),
     format_token(
         "infisical-token",

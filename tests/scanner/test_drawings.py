@@ -1,0 +1,144 @@
+"""SVG drawings in outputs are read with the drawing database, their text with every
+detector; strings nbformat writes itself are not segments.
+
+A notebook's SVG outputs are megabytes of path data: the guard scans them without the
+anchors that run hyperscan's automata over every byte of it (and without the quoted-string
+detectors: quotes there open attribute values), and scans the drawing's text (titles,
+labels, comments) as text. Each test below fails if that shortcut loses a credential a
+reader could see, or if it stops saving what it is there to save.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from server_ext.guard import SaveGuard, SaveRefused
+from server_ext.scanner import rules
+from server_ext.scanner.drawing import drawing_text
+from server_ext.scanner.engine import Engine, SegmentKind
+from server_ext.scanner.notebook import walk
+
+GUARD = SaveGuard()
+#: A D-Wave Leap token (our own fake): its anchor has no literal, so it is one of the
+#: detectors the drawing database leaves out.
+LEAP = "DEV-0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
+GITHUB = "ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
+#: What matplotlib writes: glyphs as path data, each label's text in a comment.
+PATHS = '<path d="m3853-1259v-250h-3853v250h3853z" id="DejaVuSans-2212"/>\n' * 200
+
+
+def drawing_nb(svg: str) -> dict[str, Any]:
+    output = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"image/svg+xml": svg.splitlines(keepends=True), "text/plain": ["<Figure>"]},
+    }
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "plot()",
+            "execution_count": 1, "outputs": [output]}
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+
+
+def saved_drawing(svg: str) -> tuple[str, list[str]]:
+    """The drawing as the guard would write it, and the detectors that found something."""
+    nb = drawing_nb(svg)
+    report = GUARD.check({"type": "notebook", "content": nb}, "plot.ipynb")
+    assert report is not None
+    saved = "".join(nb["cells"][0]["outputs"][0]["data"]["image/svg+xml"])
+    return saved, sorted({loc.finding.detector for loc in report.findings})
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "<!-- {} -->\n",  # a label matplotlib drew as glyphs
+        '<text x="1" y="2">run {}</text>\n',
+        '<text x="1"><tspan>{}</tspan></text>\n',
+        "<title>{}</title>\n",
+        "<desc>{}</desc>\n",
+    ],
+)
+def test_a_token_a_drawing_shows_or_notes_is_found_whatever_its_format(where: str) -> None:
+    svg = "<svg>\n" + PATHS + where.format(LEAP) + PATHS + "</svg>\n"
+    saved, found = saved_drawing(svg)
+    assert LEAP not in saved and found == ["dwave-leap-token"]
+    # everything else of the drawing is written as it was
+    assert saved == svg.replace(LEAP, "[REDACTED:dwave-leap-token]")
+
+
+def test_a_token_with_a_prefix_is_found_anywhere_in_a_drawing() -> None:
+    svg = f'<svg>\n{PATHS}<a href="https://x.test/?t={GITHUB}"><path d="M 1 2"/></a>\n</svg>\n'
+    saved, found = saved_drawing(svg)
+    assert GITHUB not in saved and found == ["github-token"]
+
+
+def test_a_quoted_attribute_value_of_a_drawing_is_not_taken_for_a_credential() -> None:
+    """A clip-path id or a glyph id is random-looking and quoted; as a quoted string in
+    code it would be refused, in a drawing it is an attribute value."""
+    ident = "a3f9c2e81b7d4605f2e9a8c1d3b7e4f6"
+    svg = f'<svg>\n<clipPath id="{ident}"><rect/></clipPath>\n{PATHS}</svg>\n'
+    saved, found = saved_drawing(svg)
+    assert saved == svg and found == []
+    with pytest.raises(SaveRefused):
+        cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": f'x = "{ident}"\n',
+                "outputs": []}
+        GUARD.check({"type": "notebook", "content": {
+            "nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}}, "a.ipynb")
+
+
+def test_the_drawing_database_leaves_out_only_the_detectors_marked_so() -> None:
+    engine = Engine(rules.catalogue())
+    left_out = {d.id for d in engine.detectors if not d.in_markup}
+    assert {"dwave-leap-token", "base64-high-entropy", "hex-high-entropy"} <= left_out
+    line = f"run {LEAP}".encode()
+    assert [f.detector for f in engine.scan_one(line, SegmentKind.TEXT)] == ["dwave-leap-token"]
+    assert engine.scan_one(line, SegmentKind.MARKUP) == []
+    # segments of every kind in one scan: each keeps its own findings, in order
+    mixed = engine.scan(
+        [line, b"<path/>" + line, GITHUB.encode(), line],
+        [SegmentKind.TEXT, SegmentKind.MARKUP, SegmentKind.MARKUP, SegmentKind.CODE],
+    )
+    assert [[f.detector for f in found] for found in mixed] == [
+        ["dwave-leap-token"], [], ["github-token"], ["dwave-leap-token"]]
+
+
+def test_only_an_svg_of_a_mime_bundle_is_a_drawing() -> None:
+    nb = drawing_nb("<svg>" + PATHS + "</svg>")
+    nb["cells"][0]["outputs"][0]["metadata"] = {"image/svg+xml": {"note": "x" * 20}}
+    kinds = {str(s.key): s.kind for s in walk(nb)}
+    assert kinds["image/svg+xml"] is SegmentKind.MARKUP
+    assert kinds["note"] is SegmentKind.TEXT  # metadata about the drawing is text
+    # an svg a code cell prints is text like any other output
+    printed = drawing_nb("x")
+    printed["cells"][0]["outputs"] = [
+        {"output_type": "stream", "name": "stdout", "text": ["<svg>" + PATHS + "</svg>"]}]
+    assert {s.kind for s in walk(printed) if s.zone.value == "output"} == {SegmentKind.TEXT}
+
+
+def test_the_text_of_a_drawing_is_its_parts_in_order_each_read_once() -> None:
+    svg = b"<svg><text>a<!-- c --></text><path d='M 1'/><!-- d --><desc>e</desc><title>t"
+    assert drawing_text(svg) == b"<text>a<!-- c --></text>\n<!-- d -->\n<desc>e</desc>\n<title>t"
+    assert drawing_text(PATHS.encode()) == b""
+    nested = b"<!-- <text> -->" * 1000 + b"<text><!--" * 1000
+    view = drawing_text(nested)  # 1,000 comments, then one text element to the end
+    assert view.count(b"\n") == 1000 and len(view) == len(nested) + 1000
+
+
+def test_strings_nbformat_writes_are_not_segments_but_anything_else_there_is() -> None:
+    nb = drawing_nb("<svg/>")
+    cell = nb["cells"][0]
+    cell["id"] = "6982ee0e-5f67-4c34-9cda-190b47378c3d"  # JupyterLab's uuid4 cell id
+    cell["metadata"] = {"raw_mimetype": "text/restructuredtext", "needs_background": "light"}
+    markdown = {"cell_type": "markdown", "id": "1a2b3c4d", "metadata": {}, "source": "# Title"}
+    nb["cells"].append(markdown)
+    texts = {s.text for s in walk(nb)}
+    for known in ("markdown", "display_data", "text/restructuredtext", "needs_background",
+                  cell["id"], "1a2b3c4d"):
+        assert known not in texts
+    odd = copy.deepcopy(nb)
+    odd["cells"][1]["id"] = GITHUB  # not a generated id: scanned, and refused
+    with pytest.raises(SaveRefused) as refused:
+        GUARD.check({"type": "notebook", "content": odd}, "a.ipynb")
+    assert [loc.finding.detector for loc in refused.value.findings] == ["github-token"]
