@@ -1,7 +1,8 @@
 """Hyperscan databases compiled once, when the image is built, not at every server start.
 
-Compiling the guard's two databases takes about 0.3 s of CPU, which every single-user
-server paid as it started (and ten of them at once, on a class's first minute). The
+Compiling the guard's three databases (text, binary payloads, drawings) takes about 0.6 s
+of CPU, which every single-user server paid as it started (and ten of them at once, on a
+class's first minute). The
 image stores the databases of the default rules, serialized, in a read-only directory of
 its venv (``python -m server_ext.guard_db`` at build time); a server whose
 expressions are the same loads them in a few milliseconds. Anything else compiles as
@@ -55,7 +56,7 @@ def database(expressions: Sequence[bytes], flags: Sequence[int],
         except (ValueError, hyperscan.error) as e:
             # Safe (compiled below) but slow at every start: say so, once per database.
             _log.warning("Qustody guard: the stored database for these rules is not usable "
-                         "(%s: %s); compiling it (about 0.3 s of CPU at each server start). "
+                         "(%s: %s); compiling it (about 0.6 s of CPU at each server start). "
                          "Was the image built on a machine with other CPU features?",
                          type(e).__name__, e)
     return _compile(expressions, flags)

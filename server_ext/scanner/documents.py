@@ -186,7 +186,7 @@ def _scan_notebook(
     max_depth: int,
     skip: Callable[[int, dict[str, Any]], bool] | None,
 ) -> NotebookScan:
-    segments = walk(nb, max_depth=max_depth, skip=skip)
+    segments = walk(nb, max_depth=max_depth, skip=skip, generated_ids=not engine.knows_values)
     data = [s.text.encode("utf-8", "surrogatepass") for s in segments]
     data = [d if b"\x1b" not in d else scannable(d) for d in data]
     kinds = [s.kind for s in segments]

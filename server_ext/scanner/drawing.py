@@ -1,5 +1,7 @@
-"""The text of an SVG drawing: what it shows (text elements, titles, descriptions) and
-what it notes (comments; matplotlib writes each label drawn as glyph paths in one).
+"""The text of an SVG drawing: what its text elements show, what its title, description
+and metadata say, its scripts, styles and foreign objects (whatever their namespace
+prefix), its comments (matplotlib writes each label it draws as glyphs in one), its CDATA
+sections and any text before its first tag. Character data elsewhere is not drawn.
 
 A notebook's SVG outputs are megabytes of path data, scanned with the drawing database
 (``SegmentKind.MARKUP``, which leaves out the detectors that are costly or meaningless
@@ -14,44 +16,45 @@ import threading
 
 import hyperscan
 
-#: Where text sits in a drawing: each opening and the closing that ends it. ``<text`` also
-#: opens ``<textPath``; the elements inside (``<tspan>``) are kept with their text.
+#: Elements whose content is text (or holds it: metadata, a foreign object's HTML).
+_TEXT_ELEMENTS = rb"text|tspan|textPath|title|desc|metadata|script|style|foreignObject"
+#: Where text starts, and what ends it: an element above, its name with any namespace
+#: prefix (``<svg:text``), up to its closing tag; a comment; a CDATA section.
 _TEXT_PARTS = (
-    (b"<!--", b"-->"),
-    (b"<text", b"</text>"),
-    (b"<title", b"</title>"),
-    (b"<desc", b"</desc>"),
+    (rb"<(?:[A-Za-z0-9_.-]{1,32}:)?(?:" + _TEXT_ELEMENTS + rb")\b", b""),
+    (rb"<!--", b"-->"),
+    (rb"<!\[CDATA\[", b"]]>"),
 )
 
 
 class _Openings:
-    """Where the text parts open, in one native pass (four ``bytes.find`` passes cost
-    five times as much over megabytes of path data)."""
+    """Where the text parts start, in one native pass (a Python regex or a ``bytes.find``
+    per kind costs several times as much over megabytes of path data)."""
 
     def __init__(self) -> None:
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._db.compile(
-            expressions=[opening for opening, _ in _TEXT_PARTS],
+            expressions=[pattern for pattern, _ in _TEXT_PARTS],
             ids=list(range(len(_TEXT_PARTS))),
             elements=len(_TEXT_PARTS),
             flags=[0] * len(_TEXT_PARTS),
         )
         self._local = threading.local()
 
-    def __call__(self, svg: bytes) -> list[tuple[int, int]]:
-        """(start, part kind) of each opening, in order."""
+    def __call__(self, svg: bytes) -> list[tuple[int, int, int]]:
+        """(start, end of the opening, part kind) of each part, in order."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found: list[tuple[int, int]] = []
+        found: list[tuple[int, int, int]] = []
         add = found.append
         self._db.scan(
             svg,
-            match_event_handler=lambda i, _s, end, _f, _c: add(
-                (end - len(_TEXT_PARTS[i][0]), i)
-            ),
+            # every opening starts at the last "<" before its end (none is inside it)
+            match_event_handler=lambda i, _s, end, _f, _c: add((svg.rfind(b"<", 0, end), end, i)),
             scratch=scratch,
         )
+        found.sort()
         return found
 
 
@@ -59,18 +62,39 @@ _openings = _Openings()
 
 
 def drawing_text(svg: bytes) -> bytes:
-    """The text parts of ``svg`` in order, one per line; empty when it has none.
+    """The text parts of ``svg`` in order, one per line (text before its first tag, if
+    any, first); empty when it has none.
 
     An unclosed part runs to the end of the drawing (nothing is left out), and a part
-    inside another (a comment in a text element) is read with it: each byte is read once,
-    and the view is longer than the drawing by a line break per part at most."""
+    inside another (a title in a comment) is read with it: each byte is read once, and the
+    view is longer than the drawing by a line break per part at most."""
     parts: list[bytes] = []
-    covered = 0  # the end of the last part taken
-    for start, kind in _openings(svg):
+    covered = svg.find(b"<")  # text before the first tag is character data too
+    covered = len(svg) if covered < 0 else covered
+    if svg[:covered].strip():
+        parts.append(svg[:covered])
+    for start, opened, kind in _openings(svg):
         if start < covered:
             continue
-        opening, closing = _TEXT_PARTS[kind]
-        end = svg.find(closing, start + len(opening))
-        covered = len(svg) if end < 0 else end + len(closing)
+        if kind == 0:  # an element: to its closing tag, ``</name>`` with the same prefix
+            end = _closing_tag(svg, b"</" + svg[start + 1 : opened], opened)
+            covered = len(svg) if end < 0 else end
+        else:
+            closing = _TEXT_PARTS[kind][1]
+            end = svg.find(closing, opened)
+            covered = len(svg) if end < 0 else end + len(closing)
         parts.append(svg[start:covered])
     return b"\n".join(parts)
+
+
+def _closing_tag(svg: bytes, closing: bytes, at: int) -> int:
+    """Where the first ``closing`` tag after ``at`` ends (``</text>`` is not the start of
+    ``</textPath>``), or -1."""
+    pos = svg.find(closing, at)
+    while pos >= 0:
+        after = pos + len(closing)
+        if svg[after : after + 1] in (b">", b" ", b"\t", b"\r", b"\n"):
+            end = svg.find(b">", after)
+            return -1 if end < 0 else end + 1
+        pos = svg.find(closing, after)
+    return -1

@@ -158,6 +158,8 @@ class Engine:
             raise ValueError(
                 f"duplicate detector ids: {sorted(i for i in ids if ids.count(i) > 1)}"
             )
+        #: Whether it looks for delivered values (``known.py``), which may have any form.
+        self.knows_values = any(d.known for d in self.detectors)
         self.allow = allow or AllowList()
         self.fingerprint = fingerprinter or Fingerprinter()
         self._text = _Database(self.detectors)

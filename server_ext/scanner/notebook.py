@@ -158,11 +158,16 @@ def _escape(part: object) -> str:
 
 
 def walk(
-    nb: object, max_depth: int = 64, skip: Callable[[int, dict[str, Any]], bool] | None = None
+    nb: object,
+    max_depth: int = 64,
+    skip: Callable[[int, dict[str, Any]], bool] | None = None,
+    generated_ids: bool = True,
 ) -> list[Segment]:
     """All strings of ``nb`` as segments; raises NotebookError for non-notebooks.
 
-    ``skip(index, cell)`` true leaves that cell out (one the caller knows to be clean)."""
+    ``skip(index, cell)`` true leaves that cell out (one the caller knows to be clean).
+    With ``generated_ids`` false, cell ids of the generated form are walked too: a caller
+    looking for delivered values (any hexadecimal string or UUID may be one) needs them."""
     if not isinstance(nb, dict):
         raise NotebookError("the notebook content is not a JSON object")
     cells = nb.get("cells", [])
@@ -189,7 +194,7 @@ def walk(
             raise NotebookError(f"cell {index} is not a JSON object")
         if skip is not None and skip(index, cell):
             continue
-        _cell(out, cell, index, (cells_path, index), max_depth)
+        _cell(out, cell, index, (cells_path, index), max_depth, generated_ids)
     return out
 
 
@@ -212,7 +217,14 @@ def _kind_of(cell: dict[str, Any]) -> SegmentKind:
     return SegmentKind.CODE
 
 
-def _cell(out: list[Segment], cell: dict[str, Any], index: int, base: Path, max_depth: int) -> None:
+def _cell(
+    out: list[Segment],
+    cell: dict[str, Any],
+    index: int,
+    base: Path,
+    max_depth: int,
+    generated_ids: bool = True,
+) -> None:
     cell_id = cell.get("id")
     cell_id = cell_id if isinstance(cell_id, str) else None
     kind = _kind_of(cell)
@@ -224,7 +236,7 @@ def _cell(out: list[Segment], cell: dict[str, Any], index: int, base: Path, max_
             if (
                 len(value) < MIN_FINDING_LENGTH
                 or value in KNOWN_STRINGS
-                or (key == "id" and not value.strip(_GENERATED_ID))
+                or (key == "id" and generated_ids and not value.strip(_GENERATED_ID))
             ):
                 continue
         elif not value or not isinstance(value, _CONTAINERS):
@@ -327,7 +339,7 @@ def _strings(
         parent, k, v, p, d = pop()
         if isinstance(v, str):
             if len(v) >= MIN_FINDING_LENGTH and v not in KNOWN_STRINGS:
-                add(Segment(p, v, zone, _leaf_kind(k, p, kind), parent))
+                add(Segment(p, v, zone, _leaf_kind(k, p, kind, zone), parent))
         elif isinstance(v, dict):
             if not v:
                 continue
@@ -360,7 +372,7 @@ def _strings(
                 except TypeError:
                     pass  # not all strings: walked item by item
                 else:
-                    add(Segment(p, text, zone, _leaf_kind(k, p, kind), parent, True, joiner))
+                    add(Segment(p, text, zone, _leaf_kind(k, p, kind, zone), parent, True, joiner))
                     continue
             if d >= max_depth:
                 raise _too_deep((p, len(v) - 1), max_depth)
@@ -399,14 +411,30 @@ def _under_attachments(path: Path) -> bool:
 MARKUP_MIMETYPES = frozenset({"image/svg+xml"})
 
 
-def _leaf_kind(key: Any, path: Path, kind: SegmentKind) -> SegmentKind:
-    """A mime bundle's binary payload is BINARY and its SVG drawing MARKUP; anything else
-    is of the walked part's ``kind``."""
-    if not isinstance(key, str) or not (is_binary_mimetype(key) or key in MARKUP_MIMETYPES):
+def _leaf_kind(key: Any, path: Path, kind: SegmentKind, zone: Zone) -> SegmentKind:
+    """A mime bundle's binary payload is BINARY, and an output's SVG drawing MARKUP (not
+    one in metadata, an attachment or JSON data: there it is read as text, whole);
+    anything else is of the walked part's ``kind``."""
+    if not isinstance(key, str):
         return kind
-    if not _lines_of_data(path):
-        return kind
-    return SegmentKind.MARKUP if key in MARKUP_MIMETYPES else SegmentKind.BINARY
+    if is_binary_mimetype(key):
+        return SegmentKind.BINARY if _lines_of_data(path) else kind
+    if key in MARKUP_MIMETYPES and zone is Zone.OUTPUT and _in_output_bundle(path):
+        return SegmentKind.MARKUP
+    return kind
+
+
+def _in_output_bundle(path: Path) -> bool:
+    """Whether ``path`` is ``.../outputs/<j>/data/<key>``: a cell output's own mime bundle."""
+    assert path is not None
+    bundle = path[0]
+    if bundle is None or bundle[1] != "data":
+        return False
+    output = bundle[0]
+    if output is None or not isinstance(output[1], int):
+        return False
+    outputs = output[0]
+    return outputs is not None and outputs[1] == "outputs"
 
 
 def write_back(seg: Segment, new_text: str, spans: list[tuple[int, int, str]]) -> None:

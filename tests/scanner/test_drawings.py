@@ -58,6 +58,10 @@ def saved_drawing(svg: str) -> tuple[str, list[str]]:
         '<text x="1"><tspan>{}</tspan></text>\n',
         "<title>{}</title>\n",
         "<desc>{}</desc>\n",
+        '<svg:text x="1">{}</svg:text>\n',  # a namespace prefix
+        "<foreignObject><div>\n  {}\n</div></foreignObject>\n",
+        "<metadata><dc:title>{}</dc:title></metadata>\n",  # savefig(metadata=...)
+        "<script><![CDATA[ const t = '<{}>'; ]]></script>\n",
     ],
 )
 def test_a_token_a_drawing_shows_or_notes_is_found_whatever_its_format(where: str) -> None:
@@ -66,6 +70,11 @@ def test_a_token_a_drawing_shows_or_notes_is_found_whatever_its_format(where: st
     assert LEAP not in saved and found == ["dwave-leap-token"]
     # everything else of the drawing is written as it was
     assert saved == svg.replace(LEAP, "[REDACTED:dwave-leap-token]")
+
+
+def test_text_before_the_first_tag_of_a_drawing_is_read_as_text() -> None:
+    saved, found = saved_drawing(f"{LEAP}\n<svg>{PATHS}</svg>\n")
+    assert LEAP not in saved and found == ["dwave-leap-token"]
 
 
 def test_a_token_with_a_prefix_is_found_anywhere_in_a_drawing() -> None:
@@ -91,7 +100,10 @@ def test_a_quoted_attribute_value_of_a_drawing_is_not_taken_for_a_credential() -
 def test_the_drawing_database_leaves_out_only_the_detectors_marked_so() -> None:
     engine = Engine(rules.catalogue())
     left_out = {d.id for d in engine.detectors if not d.in_markup}
-    assert {"dwave-leap-token", "base64-high-entropy", "hex-high-entropy"} <= left_out
+    assert left_out == {
+        "dwave-leap-token", "discord-bot-token", "airtable-pat", "vault-legacy-token",
+        "quoted-line", "base64-high-entropy", "hex-high-entropy",
+    }
     line = f"run {LEAP}".encode()
     assert [f.detector for f in engine.scan_one(line, SegmentKind.TEXT)] == ["dwave-leap-token"]
     assert engine.scan_one(line, SegmentKind.MARKUP) == []
@@ -104,7 +116,7 @@ def test_the_drawing_database_leaves_out_only_the_detectors_marked_so() -> None:
         ["dwave-leap-token"], [], ["github-token"], ["dwave-leap-token"]]
 
 
-def test_only_an_svg_of_a_mime_bundle_is_a_drawing() -> None:
+def test_only_the_svg_of_an_outputs_mime_bundle_is_a_drawing() -> None:
     nb = drawing_nb("<svg>" + PATHS + "</svg>")
     nb["cells"][0]["outputs"][0]["metadata"] = {"image/svg+xml": {"note": "x" * 20}}
     kinds = {str(s.key): s.kind for s in walk(nb)}
@@ -117,11 +129,52 @@ def test_only_an_svg_of_a_mime_bundle_is_a_drawing() -> None:
     assert {s.kind for s in walk(printed) if s.zone.value == "output"} == {SegmentKind.TEXT}
 
 
+def svg_elsewhere() -> list[dict[str, Any]]:
+    """Notebooks holding an SVG bundle where no figure is: all of it is read as text."""
+    svg = f'<svg><a href="?t={LEAP}"/></svg>'
+    bundle = {"data": {"image/svg+xml": svg}}
+
+    def figureless() -> dict[str, Any]:
+        nb = drawing_nb("x")
+        nb["cells"][0]["outputs"] = []
+        return nb
+
+    attached = figureless()
+    attached["cells"][0] = {"cell_type": "markdown", "id": "m", "metadata": {},
+                            "source": "![p](attachment:p.svg)",
+                            "attachments": {"p.svg": {"image/svg+xml": [svg]}}}
+    in_metadata = figureless()
+    in_metadata["metadata"] = copy.deepcopy(bundle)
+    in_cell_metadata = figureless()
+    in_cell_metadata["cells"][0]["metadata"] = copy.deepcopy(bundle)
+    in_json = drawing_nb("x")
+    in_json["cells"][0]["outputs"][0]["data"] = {"application/json": copy.deepcopy(bundle)}
+    in_widgets = figureless()
+    in_widgets["metadata"] = {"widgets": {"state": copy.deepcopy(bundle)}}
+    return [attached, in_metadata, in_cell_metadata, in_json, in_widgets]
+
+
+@pytest.mark.parametrize("nb", svg_elsewhere())
+def test_an_svg_bundle_outside_an_outputs_data_is_read_as_text(nb: dict[str, Any]) -> None:
+    assert SegmentKind.MARKUP not in {s.kind for s in walk(nb)}
+    found: list[str] = []
+    try:
+        report = GUARD.check({"type": "notebook", "content": nb}, "a.ipynb")
+        found = [loc.finding.detector for loc in report.findings] if report else []
+    except SaveRefused as refused:
+        found = [loc.finding.detector for loc in refused.findings]
+    assert "dwave-leap-token" in found
+
+
 def test_the_text_of_a_drawing_is_its_parts_in_order_each_read_once() -> None:
-    svg = b"<svg><text>a<!-- c --></text><path d='M 1'/><!-- d --><desc>e</desc><title>t"
-    assert drawing_text(svg) == b"<text>a<!-- c --></text>\n<!-- d -->\n<desc>e</desc>\n<title>t"
+    svg = b"<svg><text>a<!-- c --></text><path d='M 1'/><!-- > --><desc>\n e</desc><title>t"
+    assert drawing_text(svg) == b"<text>a<!-- c --></text>\n<!-- > -->\n<desc>\n e</desc>\n<title>t"
     assert drawing_text(PATHS.encode()) == b""
-    nested = b"<!-- <text> -->" * 1000 + b"<text><!--" * 1000
+    assert drawing_text(b"lead<svg>") == b"lead" and drawing_text(b"no tags") == b"no tags"
+    # </text> is not </textPath>: the text after a text path is in the part
+    assert drawing_text(b"<text><textPath>a</textPath> b </text ><path/>") == (
+        b"<text><textPath>a</textPath> b </text >")
+    nested = b"<!-- <text>a</text> -->" * 1000 + b"<text><!--" * 1000
     view = drawing_text(nested)  # 1,000 comments, then one text element to the end
     assert view.count(b"\n") == 1000 and len(view) == len(nested) + 1000
 
@@ -142,3 +195,17 @@ def test_strings_nbformat_writes_are_not_segments_but_anything_else_there_is() -
     with pytest.raises(SaveRefused) as refused:
         GUARD.check({"type": "notebook", "content": odd}, "a.ipynb")
     assert [loc.finding.detector for loc in refused.value.findings] == ["github-token"]
+
+
+def test_a_guard_with_delivered_values_reads_generated_ids_too() -> None:
+    """A delivered value may be any hexadecimal string or UUID: where it is looked for,
+    a cell id of that form is read like any other string."""
+    delivered = "6982ee0e-5f67-4c34-9cda-190b47378c3d"
+    nb = drawing_nb("<svg/>")
+    nb["cells"][0]["id"] = delivered
+    guard = SaveGuard()
+    guard.set_known_values([delivered])
+    with pytest.raises(SaveRefused) as refused:
+        guard.check({"type": "notebook", "content": nb}, "a.ipynb")
+    assert [loc.finding.detector for loc in refused.value.findings] == ["known-secret"]
+    assert SaveGuard().check({"type": "notebook", "content": nb}, "a.ipynb") is not None
