@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,3 +102,31 @@ def _compile(expressions: Sequence[bytes], flags: Sequence[int]) -> hyperscan.Da
         flags=list(flags),
     )
     return db
+
+
+class Matcher:
+    """A block-mode database with one scratch space per thread: a scratch serves one scan
+    at a time, and saves are checked on several threads."""
+
+    def __init__(self, db: hyperscan.Database) -> None:
+        self.db = db
+        self._local = threading.local()
+
+    def matches(self, data: bytes) -> list[tuple[int, int, int]]:
+        """(expression id, start, end) of each match, in hyperscan's order (by end). The
+        start is the match's leftmost one only if its expression asked for it
+        (``HS_FLAG_SOM_LEFTMOST``)."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self.db)
+        found: list[tuple[int, int, int]] = []
+        add = found.append
+        self.db.scan(
+            data, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch
+        )
+        return found
+
+
+def matcher(expressions: Sequence[bytes], flags: Sequence[int]) -> Matcher:
+    """A Matcher of ``expressions`` compiled now (their ids are their positions)."""
+    return Matcher(_compile(expressions, flags))

@@ -12,9 +12,7 @@ here is redacted wherever it occurs in the drawing.
 
 from __future__ import annotations
 
-import threading
-
-import hyperscan
+from . import compiled
 
 #: Elements whose content is text (or holds it: metadata, a foreign object's HTML).
 _TEXT_ELEMENTS = rb"text|tspan|textPath|title|desc|metadata|script|style|foreignObject"
@@ -32,28 +30,14 @@ class _Openings:
     per kind costs several times as much over megabytes of path data)."""
 
     def __init__(self) -> None:
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=[pattern for pattern, _ in _TEXT_PARTS],
-            ids=list(range(len(_TEXT_PARTS))),
-            elements=len(_TEXT_PARTS),
-            flags=[0] * len(_TEXT_PARTS),
+        self._matcher = compiled.matcher(
+            [pattern for pattern, _ in _TEXT_PARTS], [0] * len(_TEXT_PARTS)
         )
-        self._local = threading.local()
 
     def __call__(self, svg: bytes) -> list[tuple[int, int, int]]:
-        """(start, end of the opening, part kind) of each part, in order."""
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found: list[tuple[int, int, int]] = []
-        add = found.append
-        self._db.scan(
-            svg,
-            # every opening starts at the last "<" before its end (none is inside it)
-            match_event_handler=lambda i, _s, end, _f, _c: add((svg.rfind(b"<", 0, end), end, i)),
-            scratch=scratch,
-        )
+        """(start, end of the opening, part kind) of each part, in order. Every opening
+        starts at the last "<" before its end (none holds another)."""
+        found = [(svg.rfind(b"<", 0, end), end, i) for i, _s, end in self._matcher.matches(svg)]
         found.sort()
         return found
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import re
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -98,8 +97,7 @@ class _Database:
 
     def __init__(self, detectors: Sequence[Detector], binary: bool = False) -> None:
         self.detectors = list(detectors)
-        self._local = threading.local()
-        self._db: hyperscan.Database | None = None
+        self._matcher: compiled.Matcher | None = None
         self.flags: list[int] = []
         groups: dict[tuple[bytes, bool, Callable[[bytes, int], int] | None], list[int]] = {}
         for i, d in enumerate(self.detectors):
@@ -120,22 +118,14 @@ class _Database:
             | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
             for _, caseless, start in groups
         ]
-        self._db = compiled.database(self.expressions, self.flags)
+        self._matcher = compiled.Matcher(compiled.database(self.expressions, self.flags))
 
     def hits(self, buf: bytes) -> list[tuple[int, int, int]]:
         """(detector index, anchor start, anchor end) for every anchor in ``buf``."""
-        if self._db is None or not buf:
+        if self._matcher is None or not buf:
             return []
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found: list[tuple[int, int, int]] = []
-        add = found.append
-        self._db.scan(
-            buf, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch
-        )
         out: list[tuple[int, int, int]] = []
-        for i, start, end in found:
+        for i, start, end in self._matcher.matches(buf):
             start_of = self._starts[i]
             if start_of is not None:
                 start = start_of(buf, end)

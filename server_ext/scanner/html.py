@@ -10,9 +10,10 @@ it occurs in the original text.
 from __future__ import annotations
 
 import re
-import threading
 
 import hyperscan
+
+from . import compiled
 
 _TABLE = re.compile(rb"(?is)<table\b.*?(?:</table\s*>|\Z)")
 _ROW = re.compile(rb"(?is)<tr\b[^<>]{0,4096}>(.*?)(?=<tr\b|</table|\Z)")
@@ -41,30 +42,16 @@ class _Probe:
     it mentions a credential word, so that tables of numbers cost no Python regex."""
 
     def __init__(self) -> None:
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=[
-                rb">\s{0,64}[^<>\s]{16}",
-                rb"credential|token|key|secret|pass|pwd|bearer",
-            ],
-            ids=[_LONG_TEXT, _CREDENTIAL_WORD],
-            elements=2,
-            flags=[
+        self._matcher = compiled.matcher(
+            [rb">\s{0,64}[^<>\s]{16}", rb"credential|token|key|secret|pass|pwd|bearer"],
+            [
                 hyperscan.HS_FLAG_SINGLEMATCH,
                 hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS,
             ],
         )
-        self._local = threading.local()
 
     def __call__(self, html: bytes) -> set[int]:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found: set[int] = set()
-        self._db.scan(
-            html, match_event_handler=lambda i, _s, _e, _f, _c: found.add(i), scratch=scratch
-        )
-        return found
+        return {i for i, _start, _end in self._matcher.matches(html)}
 
 
 _probe = _Probe()
