@@ -108,25 +108,46 @@ class Matcher:
     """A block-mode database with one scratch space per thread: a scratch serves one scan
     at a time, and saves are checked on several threads."""
 
-    def __init__(self, db: hyperscan.Database) -> None:
-        self.db = db
+    def __init__(self, db: hyperscan.Database | None) -> None:
+        self._db = db
         self._local = threading.local()
+
+    def _database(self) -> hyperscan.Database:
+        assert self._db is not None
+        return self._db
 
     def matches(self, data: bytes) -> list[tuple[int, int, int]]:
         """(expression id, start, end) of each match, in hyperscan's order (by end). The
         start is the match's leftmost one only if its expression asked for it
         (``HS_FLAG_SOM_LEFTMOST``)."""
+        db = self._database()
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self.db)
+            scratch = self._local.scratch = hyperscan.Scratch(db)
         found: list[tuple[int, int, int]] = []
         add = found.append
-        self.db.scan(
-            data, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch
-        )
+        db.scan(data, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch)
         return found
 
 
+class _CompiledOnUse(Matcher):
+    """A few fixed expressions, compiled at the first scan (about 7 ms) rather than when
+    their module is imported: a server's start does not wait for them."""
+
+    def __init__(self, expressions: Sequence[bytes], flags: Sequence[int]) -> None:
+        super().__init__(None)
+        self._source = (list(expressions), list(flags))
+        self._lock = threading.Lock()
+
+    def _database(self) -> hyperscan.Database:
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    self._db = _compile(*self._source)
+        return self._db
+
+
 def matcher(expressions: Sequence[bytes], flags: Sequence[int]) -> Matcher:
-    """A Matcher of ``expressions`` compiled now (their ids are their positions)."""
-    return Matcher(_compile(expressions, flags))
+    """A Matcher of ``expressions`` (their ids are their positions), compiled when first
+    used."""
+    return _CompiledOnUse(expressions, flags)

@@ -92,7 +92,7 @@ def test_lab_extension_and_locked_down_lab_settings_in_image(singleuser_image):
 def test_a_server_starts_from_compiled_code_and_the_guards_stored_databases(singleuser_image):
     """What a server imports at start is all read from bytecode, none compiled again (stale
     bytecode of the base's standard library cost every start ~0.4 s of CPU), and the guard
-    loads the databases the build stored instead of compiling them (~0.3 s)."""
+    loads the databases the build stored instead of compiling them (~0.6 s)."""
     script = (
         "python -v -c 'import jupyterhub.singleuser, jupyter_server.serverapp, jupyterlab, "
         "server_ext.app' > /tmp/imports 2>&1; echo $?; "

@@ -114,3 +114,13 @@ def test_a_database_hyperscan_refuses_is_compiled_again_and_said_so(
     db = compiled.database(EXPRESSIONS, FLAGS, tmp_path)
     assert compiles == [2] and matches(db) == [(0, 42), (1, 65)]
     assert "not usable (InvalidError" in caplog.text
+
+
+def test_a_small_fixed_database_is_compiled_at_its_first_scan_only(compiles: list[int]):
+    """The drawing-text openings and the HTML table probe are compiled when first used,
+    not when their module is imported (a server's start would wait for them)."""
+    fixed = compiled.matcher([b"abc", b"de"], [0, 0])
+    assert compiles == []
+    assert fixed.matches(b"xabcde") == [(0, 0, 4), (1, 0, 6)]
+    assert fixed.matches(b"de") == [(1, 0, 2)]
+    assert compiles == [2]
