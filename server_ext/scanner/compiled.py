@@ -2,12 +2,11 @@
 
 Compiling the guard's three databases (text, binary payloads, drawings) takes about 0.6 s
 of CPU, which every single-user server paid as it started (and ten of them at once, on a
-class's first minute). The
-image stores the databases of the default rules, serialized, in a read-only directory of
-its venv (``python -m server_ext.guard_db`` at build time); a server whose
-expressions are the same loads them in a few milliseconds. Anything else compiles as
-before: other rules or settings, known values, a CPU the stored database was not built
-for, a damaged or missing file (a file that is there but unusable is logged).
+class's first minute). The image stores the databases of the default rules, serialized,
+in a read-only directory of its venv (``python -m server_ext.guard_db`` at build time);
+a server whose expressions are the same loads them in a few milliseconds. Anything else
+compiles as before: other rules or settings, known values, a CPU the stored database was
+not built for, a damaged or missing file (a file that is there but unusable is logged).
 
 A file's name is a hash of everything that goes into the compile (``FORMAT``, hyperscan's
 version, the mode, each expression and its flags, in order), so a stored database is only ever

@@ -20,6 +20,7 @@ from typing import Any
 
 import hyperscan
 
+from . import compiled
 from .drawing import drawing_text
 from .engine import Engine, Finding, SegmentKind
 from .html import table_view
@@ -440,7 +441,7 @@ class _Places:
     values (a cell's findings, looked for in each of its outputs) is compiled once."""
 
     def __init__(self) -> None:
-        self._compiled: dict[frozenset[bytes], tuple[hyperscan.Database, list[bytes]]] = {}
+        self._compiled: dict[frozenset[bytes], tuple[compiled.Matcher, list[bytes]]] = {}
 
     def of(self, text: bytes, forms: list[bytes]) -> list[tuple[int, int, bytes]]:
         """(start, end, form) of every occurrence of each form in ``text``, by start (ties
@@ -464,11 +465,8 @@ class _Places:
         return found
 
     def _scanned(self, text: bytes, forms: list[bytes]) -> list[tuple[int, int, bytes]]:
-        db, ordered = self._database(forms)
-        found: list[tuple[int, int, bytes]] = []
-        add = found.append
-        db.scan(text, match_event_handler=lambda i, _s, end, _f, _c: add(
-            (end - len(ordered[i]), end, ordered[i])))
+        matcher, ordered = self._database(forms)
+        found = [(end - len(ordered[i]), end, ordered[i]) for i, _s, end in matcher.matches(text)]
         found.sort()
         reached: dict[bytes, int] = {}
         kept = []
@@ -478,14 +476,14 @@ class _Places:
                 reached[form] = end
         return kept
 
-    def _database(self, forms: list[bytes]) -> tuple[hyperscan.Database, list[bytes]]:
+    def _database(self, forms: list[bytes]) -> tuple[compiled.Matcher, list[bytes]]:
         key = frozenset(forms)
         if key not in self._compiled:
             ordered = sorted(key)
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(expressions=ordered, ids=list(range(len(ordered))),
                        elements=len(ordered), flags=0, literal=True)
-            self._compiled[key] = (db, ordered)
+            self._compiled[key] = (compiled.Matcher(db), ordered)
         return self._compiled[key]
 
 

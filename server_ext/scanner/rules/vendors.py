@@ -106,15 +106,9 @@ def _env_password(c: Candidate) -> bool:
 
 
 def _gated(det: Detector, gate: Callable[[Candidate], bool], in_binary: bool = False) -> Detector:
-    return Detector(
-        id=det.id,
-        title=det.title,
-        anchor=det.anchor,
-        value=det.value,
-        public_prefix=det.public_prefix,
-        validate=gate,
-        in_binary=in_binary,
-    )
+    """``det`` confirmed by ``gate`` too, and over binary payloads only with ``in_binary``;
+    every other field as ``det`` has it."""
+    return replace(det, validate=gate, in_binary=in_binary)
 
 
 def _behind(
