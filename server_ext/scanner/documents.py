@@ -189,17 +189,26 @@ def _scan_notebook(
 ) -> NotebookScan:
     segments = walk(nb, max_depth=max_depth, skip=skip, generated_ids=not engine.knows_values)
     data = [s.text.encode("utf-8", "surrogatepass") for s in segments]
-    data = [d if b"\x1b" not in d else scannable(d) for d in data]
+    # Terminal colours are in text only: not looked for in megabytes of base64 and drawings
+    # (a drawing's text is, below).
+    opaque = (SegmentKind.BINARY, SegmentKind.MARKUP)
+    data = [
+        d if s.kind in opaque or b"\x1b" not in d else scannable(d)
+        for s, d in zip(segments, data, strict=True)
+    ]
     kinds = [s.kind for s in segments]
     # HTML tables are also read as "column: value" lines (see html.py), and HTML with
     # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
     # An SVG drawing's text (titles, labels, comments) is read as text (see drawing.py).
+    # A drawing is scanned here, in the pass that finds where its text is.
     views: list[int] = []
+    drawn: dict[int, list[Finding]] = {}
     output, text, markup = Zone.OUTPUT, SegmentKind.TEXT, SegmentKind.MARKUP
     for i, s in enumerate(segments):
         if s.kind is markup:
-            shown = drawing_text(data[i])
+            drawn[i], openings = engine.scan_drawing(data[i])
+            shown = scannable(drawing_text(data[i], openings))
             more: tuple[bytes, ...] = (shown, _entity_decoded(shown)) if shown else ()
         elif s.zone is not output or s.kind is not text:
             continue
@@ -214,7 +223,12 @@ def _scan_notebook(
                 views.append(i)
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
-    found = engine.scan(data, kinds)
+    if drawn:  # the rest: the drawings are left out as empty segments (no finding)
+        found = engine.scan([b"" if i in drawn else d for i, d in enumerate(data)], kinds)
+        for i, in_drawing in drawn.items():
+            found[i] = in_drawing
+    else:
+        found = engine.scan(data, kinds)
     places = _Places()
     for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}

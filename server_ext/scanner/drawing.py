@@ -12,7 +12,7 @@ here is redacted wherever it occurs in the drawing.
 
 from __future__ import annotations
 
-from . import compiled
+from collections.abc import Iterable
 
 #: Elements whose content is text (or holds it: metadata, a foreign object's HTML).
 _TEXT_ELEMENTS = rb"text|tspan|textPath|title|desc|metadata|script|style|foreignObject"
@@ -23,31 +23,15 @@ _TEXT_PARTS = (
     (rb"<!--", b"-->"),
     (rb"<!\[CDATA\[", b"]]>"),
 )
+#: The expressions of the openings, found by the engine in its scan of the drawing (a
+#: pass of their own over megabytes of path data would cost half as much as that scan).
+TEXT_OPENINGS = tuple(pattern for pattern, _ in _TEXT_PARTS)
 
 
-class _Openings:
-    """Where the text parts start, in one native pass (a Python regex or a ``bytes.find``
-    per kind costs several times as much over megabytes of path data)."""
-
-    def __init__(self) -> None:
-        self._matcher = compiled.matcher(
-            [pattern for pattern, _ in _TEXT_PARTS], [0] * len(_TEXT_PARTS)
-        )
-
-    def __call__(self, svg: bytes) -> list[tuple[int, int, int]]:
-        """(start, end of the opening, part kind) of each part, in order. Every opening
-        starts at the last "<" before its end (none holds another)."""
-        found = [(svg.rfind(b"<", 0, end), end, i) for i, _s, end in self._matcher.matches(svg)]
-        found.sort()
-        return found
-
-
-_openings = _Openings()
-
-
-def drawing_text(svg: bytes) -> bytes:
+def drawing_text(svg: bytes, openings: Iterable[tuple[int, int]]) -> bytes:
     """The text parts of ``svg`` in order, one per line (text before its first tag, if
-    any, first); empty when it has none.
+    any, first); empty when it has none. ``openings``: (``TEXT_OPENINGS`` index, end) of
+    each match of those expressions in ``svg`` (``Engine.scan_drawing``).
 
     An unclosed part runs to the end of the drawing (nothing is left out), and a part
     inside another (a title in a comment) is read with it: each byte is read once, and the
@@ -57,7 +41,8 @@ def drawing_text(svg: bytes) -> bytes:
     covered = len(svg) if covered < 0 else covered
     if svg[:covered].strip():
         parts.append(svg[:covered])
-    for start, opened, kind in _openings(svg):
+    # Every opening starts at the last "<" before its end (none holds another).
+    for start, opened, kind in sorted((svg.rfind(b"<", 0, end), end, i) for i, end in openings):
         if start < covered:
             continue
         if kind == 0:  # an element: to its closing tag, ``</name>`` with the same prefix

@@ -21,6 +21,7 @@ import hyperscan
 
 from . import compiled
 from .detector import Detector, Kind
+from .drawing import TEXT_OPENINGS
 from .entropy import shannon
 from .filters import Candidate, filtered_by
 from .fingerprint import Fingerprinter, public_part
@@ -38,6 +39,10 @@ class SegmentKind(Enum):
     #: an SVG drawing: text, but megabytes of path data, where quoted strings are attribute
     #: values; detectors marked ``in_markup`` only (see Detector.in_markup)
     MARKUP = "markup"
+
+    # Members are singletons: hashed by identity, in C (Enum's own hash is a Python call,
+    # paid at every lookup of a segment's kind).
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,9 @@ class _Database:
     candidate once, and every detector of the group confirms it.
     """
 
-    def __init__(self, detectors: Sequence[Detector], binary: bool = False) -> None:
+    def __init__(
+        self, detectors: Sequence[Detector], binary: bool = False, extras: Sequence[bytes] = ()
+    ) -> None:
         self.detectors = list(detectors)
         self._matcher: compiled.Matcher | None = None
         self.flags: list[int] = []
@@ -108,8 +115,9 @@ class _Database:
         self._groups = [tuple(members) for members in groups.values()]
         self.rank = {d.id: d.kind.value for d in self.detectors}
         #: per expression id, what the database is compiled from (compiled.py stores it
-        #: under their hash)
-        self.expressions = [key[0] for key in groups]
+        #: under their hash): the detectors' anchors, then ``extras`` (expressions that
+        #: are no detector's, whose ends ``scan`` reports apart)
+        self.expressions = [key[0] for key in groups] + list(extras)
         self._starts = [key[2] for key in groups]
         if not self.detectors:
             return
@@ -117,20 +125,29 @@ class _Database:
             (0 if start else hyperscan.HS_FLAG_SOM_LEFTMOST)
             | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
             for _, caseless, start in groups
-        ]
+        ] + [0] * len(extras)
         self._matcher = compiled.Matcher(compiled.database(self.expressions, self.flags))
 
     def hits(self, buf: bytes) -> list[tuple[int, int, int]]:
         """(detector index, anchor start, anchor end) for every anchor in ``buf``."""
+        return self.scan(buf)[0]
+
+    def scan(self, buf: bytes) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+        """``hits``, and (extra expression index, end) for every match of the extras."""
         if self._matcher is None or not buf:
-            return []
+            return [], []
         out: list[tuple[int, int, int]] = []
+        extra: list[tuple[int, int]] = []
+        detectors = len(self._groups)
         for i, start, end in self._matcher.matches(buf):
+            if i >= detectors:
+                extra.append((i - detectors, end))
+                continue
             start_of = self._starts[i]
             if start_of is not None:
                 start = start_of(buf, end)
             out.extend((member, start, end) for member in self._groups[i])
-        return out
+        return out, extra
 
 
 class Engine:
@@ -154,7 +171,9 @@ class Engine:
         self.fingerprint = fingerprinter or Fingerprinter()
         self._text = _Database(self.detectors)
         self._binary = _Database([d for d in self.detectors if d.in_binary], binary=True)
-        self._markup = _Database([d for d in self.detectors if d.in_markup])
+        # A drawing's scan also finds where its text parts open (drawing.py), in one pass.
+        self._markup = _Database([d for d in self.detectors if d.in_markup],
+                                 extras=TEXT_OPENINGS)
         self._database_of = {
             SegmentKind.CODE: self._text,
             SegmentKind.TEXT: self._text,
@@ -192,8 +211,15 @@ class Engine:
         result = [[] for _ in segments]
         code = SegmentKind.CODE
         picked: dict[_Database, list[int]] = {}  # each database: its segments, in order
+        database_of = self._database_of
         for i, kind in enumerate(kinds):
-            picked.setdefault(self._database_of[kind], []).append(i)
+            db = database_of[kind]
+            if len(segments[i]) >= _ALONE_FROM:
+                # Scanned on its own: joining it would copy it, and each part's findings
+                # are those it has alone anyway (see _hidden_hits).
+                self._scan_joined(db, [segments[i]], [kind is code], [result[i]])
+            else:
+                picked.setdefault(db, []).append(i)
         for db, indices in picked.items():
             if len(indices) == len(segments):  # the common case: all text
                 self._scan_joined(db, segments, [k is code for k in kinds], result)
@@ -209,15 +235,25 @@ class Engine:
     def scan_one(self, data: bytes, kind: SegmentKind = SegmentKind.TEXT) -> list[Finding]:
         return self.scan([data], [kind])[0]
 
+    def scan_drawing(self, svg: bytes) -> tuple[list[Finding], list[tuple[int, int]]]:
+        """The findings of a drawing (as ``scan`` gives those of a MARKUP segment) and
+        where its text parts open (``drawing.TEXT_OPENINGS`` index, end of the opening),
+        from one native pass."""
+        found: list[list[Finding]] = [[]]
+        openings = self._scan_joined(self._markup, [svg], [False], found)
+        return found[0], openings
+
     def _scan_joined(
         self, db: _Database, parts: Sequence[bytes], code: list[bool], out: list[list[Finding]]
-    ) -> None:
+    ) -> list[tuple[int, int]]:
+        """Scan ``parts`` in one buffer; returns the matches of ``db``'s extras in it."""
+        # One part is its own buffer (bytes.join returns it): no copy of a large one.
         buf = SEPARATOR.join(parts)
         # Where each part starts: the lengths before it plus one separator byte each, in C.
         starts = list(map(add, accumulate(map(len, parts), initial=0), range(len(parts))))
-        hits = db.hits(buf)
+        hits, extras = db.scan(buf)
         if not hits:
-            return
+            return extras
         hits += _hidden_hits(db, parts, starts, hits)
         hits.sort(key=lambda h: (h[1], h[0]))
         consumed = [-1] * len(db.detectors)  # per detector: end of its last confirmed match
@@ -265,6 +301,7 @@ class Engine:
             )
         for seg, found in per_segment.items():
             out[seg].extend(_without_overlaps(found, db.rank))
+        return extras
 
     def _passes(
         self, det: Detector, buf: bytes, span: tuple[int, int], lo: int, hi: int, in_code: bool
@@ -328,6 +365,9 @@ def _hidden_hits(
     ]
 
 
+#: A segment this long is scanned in a buffer of its own (see ``Engine.scan``): copying it
+#: into the joined buffer would cost more than a scan call (about a microsecond).
+_ALONE_FROM = 64 * 1024
 #: Segments shorter than this are not compared with earlier ones (see ``Engine.scan``).
 _REPEAT_FROM = 4096
 

@@ -166,16 +166,36 @@ def test_an_svg_bundle_outside_an_outputs_data_is_read_as_text(nb: dict[str, Any
     assert "dwave-leap-token" in found
 
 
+def text_of(svg: bytes) -> bytes:
+    """The drawing's text, from the openings the guard's engine finds in its scan."""
+    return drawing_text(svg, GUARD.engine.scan_drawing(svg)[1])
+
+
+@pytest.mark.parametrize("size", [100, 200_000])  # joined with the others, and alone
+def test_a_drawing_scanned_for_its_text_has_the_findings_of_any_scan_of_it(size: int) -> None:
+    svg = (f'<svg><a href="https://x.test/?t={GITHUB}"><text>{LEAP}</text></a>'
+           + "<path d='M 1 2'/>" * (size // 17) + "</svg>").encode()
+    found, openings = GUARD.engine.scan_drawing(svg)
+    among_others = GUARD.engine.scan(
+        [b"x = 1", svg, b"y = 2"], [SegmentKind.CODE, SegmentKind.MARKUP, SegmentKind.TEXT]
+    )
+    assert [f.detector for f in found] == ["github-token"]  # the Leap token: in the text
+    assert [(f.start, f.end, f.line) for f in found] == [
+        (f.start, f.end, f.line) for f in among_others[1]
+    ] and among_others[0] == among_others[2] == []
+    assert drawing_text(svg, openings) == f"<text>{LEAP}</text>".encode()
+
+
 def test_the_text_of_a_drawing_is_its_parts_in_order_each_read_once() -> None:
     svg = b"<svg><text>a<!-- c --></text><path d='M 1'/><!-- > --><desc>\n e</desc><title>t"
-    assert drawing_text(svg) == b"<text>a<!-- c --></text>\n<!-- > -->\n<desc>\n e</desc>\n<title>t"
-    assert drawing_text(PATHS.encode()) == b""
-    assert drawing_text(b"lead<svg>") == b"lead" and drawing_text(b"no tags") == b"no tags"
+    assert text_of(svg) == b"<text>a<!-- c --></text>\n<!-- > -->\n<desc>\n e</desc>\n<title>t"
+    assert text_of(PATHS.encode()) == b""
+    assert text_of(b"lead<svg>") == b"lead" and text_of(b"no tags") == b"no tags"
     # </text> is not </textPath>: the text after a text path is in the part
-    assert drawing_text(b"<text><textPath>a</textPath> b </text ><path/>") == (
+    assert text_of(b"<text><textPath>a</textPath> b </text ><path/>") == (
         b"<text><textPath>a</textPath> b </text >")
     nested = b"<!-- <text>a</text> -->" * 1000 + b"<text><!--" * 1000
-    view = drawing_text(nested)  # 1,000 comments, then one text element to the end
+    view = text_of(nested)  # 1,000 comments, then one text element to the end
     assert view.count(b"\n") == 1000 and len(view) == len(nested) + 1000
 
 

@@ -213,6 +213,23 @@ def test_a_segments_findings_do_not_depend_on_the_segment_before(word: str) -> N
         assert after == alone, tail
 
 
+def test_a_large_segment_scanned_in_a_buffer_of_its_own_has_its_findings_and_lines() -> None:
+    """A segment of 64 KiB or more is scanned alone (not copied into the joined buffer):
+    its findings, and those of the small segments around it, are what each has alone."""
+    token = b"ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuW"
+    big = b"token = '" + token + b"'\n" + SCRIPT[:70_000] + b"\nkey: " + token
+    small = b"# ask for the password\nx = 'ghp_Zq8kP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuX'"
+    kinds = [SegmentKind.CODE, SegmentKind.TEXT, SegmentKind.CODE]
+    found = GUARD.engine.scan([small, big, small], kinds)
+    for segment, kind, got in zip([small, big, small], kinds, found, strict=True):
+        alone = GUARD.engine.scan([segment], [kind])[0]
+        assert [(f.detector, f.start, f.end, f.line) for f in got] == [
+            (f.detector, f.start, f.end, f.line) for f in alone
+        ]
+    assert [(f.start, f.line) for f in found[1]] == [(9, 1), (len(big) - 40, big.count(b"\n") + 1)]
+    assert len(found[0]) == len(found[2]) == 1
+
+
 def test_a_table_with_a_credential_in_every_row_is_redacted_as_value_by_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
