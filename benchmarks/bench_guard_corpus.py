@@ -268,8 +268,8 @@ def speed(docs: list[tuple[str, int, dict[str, Any]]], size: int) -> None:
 
 def stages(guard: SaveGuard, docs: list[tuple[str, int, dict[str, Any]]]) -> tuple[float, float]:
     """Best-of-3 seconds of the walk alone and of the native scans alone (the buffers the
-    engine scans, built beforehand: per database, each large segment alone and the others
-    joined), over all notebooks, as scan_notebook runs them."""
+    engine scans, built beforehand: per database, each drawing and each large segment
+    alone, the others joined), over all notebooks, as scan_notebook runs them."""
     engine = guard.engine
     scans = []
     for _, _, nb in docs:
@@ -277,7 +277,7 @@ def stages(guard: SaveGuard, docs: list[tuple[str, int, dict[str, Any]]]) -> tup
         for s in walk(nb):
             data = s.text.encode("utf-8", "surrogatepass")
             db = engine._database_of[s.kind]
-            if len(data) >= _ALONE_FROM:
+            if len(data) >= _ALONE_FROM or s.kind is SegmentKind.MARKUP:  # scan_drawing
                 scans.append((db, data))
             else:
                 joined.setdefault(db, []).append(data)

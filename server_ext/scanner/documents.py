@@ -189,11 +189,10 @@ def _scan_notebook(
 ) -> NotebookScan:
     segments = walk(nb, max_depth=max_depth, skip=skip, generated_ids=not engine.knows_values)
     data = [s.text.encode("utf-8", "surrogatepass") for s in segments]
-    # Terminal colours are in text only: not looked for in megabytes of base64 and drawings
-    # (a drawing's text is, below).
-    opaque = (SegmentKind.BINARY, SegmentKind.MARKUP)
+    # Terminal colours are not looked for in megabytes of base64 (it has no escape byte).
+    binary = SegmentKind.BINARY
     data = [
-        d if s.kind in opaque or b"\x1b" not in d else scannable(d)
+        d if s.kind is binary or b"\x1b" not in d else scannable(d)
         for s, d in zip(segments, data, strict=True)
     ]
     kinds = [s.kind for s in segments]
@@ -201,14 +200,21 @@ def _scan_notebook(
     # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
     # An SVG drawing's text (titles, labels, comments) is read as text (see drawing.py).
-    # A drawing is scanned here, in the pass that finds where its text is.
+    # A drawing is scanned here, in the pass that finds where its text is (once: a bundle
+    # may hold the same drawing twice).
     views: list[int] = []
     drawn: dict[int, list[Finding]] = {}
+    first_drawn: dict[int, int] = {}  # length -> index of the first drawing of that length
+    repeats: dict[int, int] = {}  # a drawing -> the same one, earlier
     output, text, markup = Zone.OUTPUT, SegmentKind.TEXT, SegmentKind.MARKUP
     for i, s in enumerate(segments):
         if s.kind is markup:
+            same = first_drawn.setdefault(len(data[i]), i)
+            if same != i and data[same] == data[i]:
+                repeats[i] = same  # its findings are the first one's, views' included
+                continue
             drawn[i], openings = engine.scan_drawing(data[i])
-            shown = scannable(drawing_text(data[i], openings))
+            shown = drawing_text(data[i], openings)
             more: tuple[bytes, ...] = (shown, _entity_decoded(shown)) if shown else ()
         elif s.zone is not output or s.kind is not text:
             continue
@@ -224,7 +230,8 @@ def _scan_notebook(
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
-        found = engine.scan([b"" if i in drawn else d for i, d in enumerate(data)], kinds)
+        done = drawn.keys() | repeats.keys()
+        found = engine.scan([b"" if i in done else d for i, d in enumerate(data)], kinds)
         for i, in_drawing in drawn.items():
             found[i] = in_drawing
     else:
@@ -241,6 +248,8 @@ def _scan_notebook(
             if f.fingerprint not in seen:  # written with character references
                 placed += _referenced_occurrences(data[i], f)
         found[i] = _merge(found[i], placed)
+    for i, same in repeats.items():
+        found[i] = list(found[same])
     found = found[: len(segments)]
     _across_outputs(segments, data, found, places)
     return NotebookScan(segments, found)

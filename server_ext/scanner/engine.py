@@ -119,13 +119,13 @@ class _Database:
         #: are no detector's, whose ends ``scan`` reports apart)
         self.expressions = [key[0] for key in groups] + list(extras)
         self._starts = [key[2] for key in groups]
-        if not self.detectors:
-            return
         self.flags = [
             (0 if start else hyperscan.HS_FLAG_SOM_LEFTMOST)
             | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
             for _, caseless, start in groups
         ] + [0] * len(extras)
+        if not self.expressions:
+            return
         self._matcher = compiled.Matcher(compiled.database(self.expressions, self.flags))
 
     def hits(self, buf: bytes) -> list[tuple[int, int, int]]:

@@ -11,12 +11,14 @@ reader could see, or if it stops saving what it is there to save.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server_ext.guard import SaveGuard, SaveRefused
 from server_ext.scanner import rules
+from server_ext.scanner.documents import scan_notebook
 from server_ext.scanner.drawing import drawing_text
 from server_ext.scanner.engine import Engine, SegmentKind
 from server_ext.scanner.notebook import walk
@@ -171,19 +173,49 @@ def text_of(svg: bytes) -> bytes:
     return drawing_text(svg, GUARD.engine.scan_drawing(svg)[1])
 
 
-@pytest.mark.parametrize("size", [100, 200_000])  # joined with the others, and alone
+@pytest.mark.parametrize("size", [100, 200_000])  # in the joined buffer, and in its own
 def test_a_drawing_scanned_for_its_text_has_the_findings_of_any_scan_of_it(size: int) -> None:
     svg = (f'<svg><a href="https://x.test/?t={GITHUB}"><text>{LEAP}</text></a>'
            + "<path d='M 1 2'/>" * (size // 17) + "</svg>").encode()
     found, openings = GUARD.engine.scan_drawing(svg)
-    among_others = GUARD.engine.scan(
-        [b"x = 1", svg, b"y = 2"], [SegmentKind.CODE, SegmentKind.MARKUP, SegmentKind.TEXT]
+    among_others = GUARD.engine.scan(  # another drawing, and text, around it
+        [b"<svg><path d='M 3 4'/></svg>", svg, b"y = 2"],
+        [SegmentKind.MARKUP, SegmentKind.MARKUP, SegmentKind.TEXT],
     )
     assert [f.detector for f in found] == ["github-token"]  # the Leap token: in the text
     assert [(f.start, f.end, f.line) for f in found] == [
         (f.start, f.end, f.line) for f in among_others[1]
     ] and among_others[0] == among_others[2] == []
     assert drawing_text(svg, openings) == f"<text>{LEAP}</text>".encode()
+
+
+def test_a_drawings_text_is_read_when_no_detector_looks_at_drawings(tmp_path: Path) -> None:
+    """The openings of a drawing's text are expressions of the drawing database: they are
+    there when every detector an admin left on is one the drawing database leaves out."""
+    engine = Engine([rules.BY_ID["dwave-leap-token"]])
+    nb = drawing_nb(f"<svg>\n{PATHS}<text>{LEAP}</text></svg>\n")
+    found = [loc.finding.detector for loc in scan_notebook(engine, nb).located()]
+    assert found == ["dwave-leap-token"]
+    assert len(engine.store_databases(tmp_path)) == 2  # text, and drawings (no binary)
+
+
+def test_a_drawing_shown_twice_is_redacted_in_both_places() -> None:
+    svg = f"<svg>\n{PATHS}<text>{LEAP}</text><a href='https://x.test/?t={GITHUB}'/></svg>\n"
+    nb = drawing_nb(svg)
+    nb["cells"].append(copy.deepcopy(nb["cells"][0]) | {"id": "d"})  # in another cell
+    outputs = nb["cells"][0]["outputs"]
+    outputs.append(copy.deepcopy(outputs[0]))  # and twice in one cell
+    report = GUARD.check({"type": "notebook", "content": nb}, "plot.ipynb")
+    assert report is not None and report.redacted == 6
+    expected = svg.replace(LEAP, "[REDACTED:dwave-leap-token]").replace(
+        GITHUB, "[REDACTED:github-token]")
+    drawings = [o["data"]["image/svg+xml"] for c in nb["cells"] for o in c["outputs"]]
+    assert ["".join(d) for d in drawings] == [expected] * 3
+
+
+def test_terminal_colours_in_a_drawing_do_not_hide_a_token() -> None:
+    saved, found = saved_drawing(f'<svg><g data-t="\x1b[31m{GITHUB}\x1b[0m"/>{PATHS}</svg>')
+    assert GITHUB not in saved and found == ["github-token"]
 
 
 def test_the_text_of_a_drawing_is_its_parts_in_order_each_read_once() -> None:
