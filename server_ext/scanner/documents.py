@@ -22,7 +22,7 @@ import hyperscan
 
 from . import compiled
 from .drawing import drawing_text
-from .engine import Engine, Finding, SegmentKind
+from .engine import Engine, Finding, SegmentKind, repeats
 from .html import table_view
 from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
 from .texttable import text_table_view
@@ -200,18 +200,19 @@ def _scan_notebook(
     # character references as the text it shows ("Kx9&amp;m" is "Kx9&m"), in the same pass.
     # Plain-text tables (``print(df)``, Markdown pipes) get the same "column: value" view.
     # An SVG drawing's text (titles, labels, comments) is read as text (see drawing.py).
-    # A drawing is scanned here, in the pass that finds where its text is (once: a bundle
-    # may hold the same drawing twice).
+    # A drawing is scanned here, in the pass that finds where its text is; one a cell
+    # shows again is scanned once, as the engine does with any large repeated segment.
     views: list[int] = []
     drawn: dict[int, list[Finding]] = {}
-    first_drawn: dict[int, int] = {}  # length -> index of the first drawing of that length
-    repeats: dict[int, int] = {}  # a drawing -> the same one, earlier
     output, text, markup = Zone.OUTPUT, SegmentKind.TEXT, SegmentKind.MARKUP
+    drawings = [i for i, s in enumerate(segments) if s.kind is markup]
+    again = {  # a drawing -> the same one, earlier
+        drawings[k]: drawings[first]
+        for k, first in repeats([data[i] for i in drawings], [markup] * len(drawings)).items()
+    }
     for i, s in enumerate(segments):
         if s.kind is markup:
-            same = first_drawn.setdefault(len(data[i]), i)
-            if same != i and data[same] == data[i]:
-                repeats[i] = same  # its findings are the first one's, views' included
+            if i in again:  # its findings are the first one's, its text's included
                 continue
             drawn[i], openings = engine.scan_drawing(data[i])
             shown = drawing_text(data[i], openings)
@@ -230,7 +231,7 @@ def _scan_notebook(
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
-        done = drawn.keys() | repeats.keys()
+        done = drawn.keys() | again.keys()
         found = engine.scan([b"" if i in done else d for i, d in enumerate(data)], kinds)
         for i, in_drawing in drawn.items():
             found[i] = in_drawing
@@ -248,8 +249,8 @@ def _scan_notebook(
             if f.fingerprint not in seen:  # written with character references
                 placed += _referenced_occurrences(data[i], f)
         found[i] = _merge(found[i], placed)
-    for i, same in repeats.items():
-        found[i] = list(found[same])
+    for i, first in again.items():
+        found[i] = list(found[first])
     found = found[: len(segments)]
     _across_outputs(segments, data, found, places)
     return NotebookScan(segments, found)

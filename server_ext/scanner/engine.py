@@ -198,7 +198,7 @@ class Engine:
         mime bundle often holds one text twice (plotly's page as ``text/html`` and as its
         own type, megabytes each)."""
         kinds = kinds or [SegmentKind.TEXT] * len(segments)
-        same = _repeats(segments, kinds)
+        same = repeats(segments, kinds)
         if same:
             kept = [i for i in range(len(segments)) if i not in same]
             found = self.scan([segments[i] for i in kept], [kinds[i] for i in kept])
@@ -372,7 +372,7 @@ _ALONE_FROM = 64 * 1024
 _REPEAT_FROM = 4096
 
 
-def _repeats(segments: Sequence[bytes], kinds: Sequence[SegmentKind]) -> dict[int, int]:
+def repeats(segments: Sequence[bytes], kinds: Sequence[SegmentKind]) -> dict[int, int]:
     """Segment index -> index of an earlier segment with the same bytes and kind: each is
     compared with the first segment of its length and kind only (one memcmp), so the cost
     is nil when none repeats, and a repeat of a later one of that length is scanned again."""

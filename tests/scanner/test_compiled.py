@@ -117,8 +117,8 @@ def test_a_database_hyperscan_refuses_is_compiled_again_and_said_so(
 
 
 def test_a_small_fixed_database_is_compiled_at_its_first_scan_only(compiles: list[int]):
-    """The drawing-text openings and the HTML table probe are compiled when first used,
-    not when their module is imported (a server's start would wait for them)."""
+    """A small fixed database (the HTML table probe) is compiled when first used, not
+    when its module is imported (a server's start would wait for it)."""
     fixed = compiled.matcher([b"abc", b"de"], [0, 0])
     assert compiles == []
     assert fixed.matches(b"xabcde") == [(0, 0, 4), (1, 0, 6)]
