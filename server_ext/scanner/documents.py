@@ -230,18 +230,24 @@ def _scan_notebook(
                 views.append(i)
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
+    # A view takes what was confirmed in its cell (Engine.scan): cells stay independent
+    # of one another, as the unchanged-cells cache needs.
+    groups = [s.cell for s in segments] + [segments[i].cell for i in views]
+    is_view = [False] * len(segments) + [True] * len(views)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
         done = drawn.keys() | again.keys()
-        found = engine.scan([b"" if i in done else d for i, d in enumerate(data)], kinds)
+        found = engine.scan(
+            [b"" if i in done else d for i, d in enumerate(data)], kinds, groups, is_view
+        )
         for i, in_drawing in drawn.items():
             found[i] = in_drawing
     else:
-        found = engine.scan(data, kinds)
+        found = engine.scan(data, kinds, groups, is_view)
     places = _Places()
     for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}
         for f in found[extra]:
-            for form in _written_forms(f.secret):
+            for form in places.forms(f.secret):
                 wanted.setdefault(form, f)
         placed = _occurrences(data[i], wanted, places)
         seen = {p.fingerprint for p in placed}
@@ -413,7 +419,7 @@ def _across_outputs(
         wanted: dict[bytes, Finding] = {}
         for i in outputs:
             for f in found[i]:
-                for form in _written_forms(f.secret):
+                for form in places.forms(f.secret):
                     wanted.setdefault(form, f)
         if wanted:
             for i in outputs:
@@ -462,10 +468,19 @@ _FIND_WORK = 32 * 1024 * 1024
 
 class _Places:
     """Finds where byte strings occur; one per notebook scan, so that the same set of
-    values (a cell's findings, looked for in each of its outputs) is compiled once."""
+    values (a cell's findings, looked for in each of its outputs) is compiled once, and
+    each value's written forms are worked out once (a table repeats it in each view)."""
 
     def __init__(self) -> None:
         self._compiled: dict[frozenset[bytes], tuple[compiled.Matcher, list[bytes]]] = {}
+        self._forms: dict[bytes, set[bytes]] = {}
+
+    def forms(self, secret: bytes) -> set[bytes]:
+        """``_written_forms(secret)``, worked out once per scan."""
+        forms = self._forms.get(secret)
+        if forms is None:
+            forms = self._forms[secret] = _written_forms(secret)
+        return forms
 
     def of(self, text: bytes, forms: list[bytes]) -> list[tuple[int, int, bytes]]:
         """(start, end, form) of every occurrence of each form in ``text``, by start (ties

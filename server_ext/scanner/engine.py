@@ -190,18 +190,38 @@ class Engine:
         ]
 
     def scan(
-        self, segments: Sequence[bytes], kinds: Sequence[SegmentKind] | None = None
+        self,
+        segments: Sequence[bytes],
+        kinds: Sequence[SegmentKind] | None = None,
+        groups: Sequence[object] | None = None,
+        views: Sequence[bool] | None = None,
     ) -> list[list[Finding]]:
         """Findings for each segment, in order (TEXT unless ``kinds`` says otherwise).
 
         A large segment that repeats an earlier one of the same kind is scanned once: a
         mime bundle often holds one text twice (plotly's page as ``text/html`` and as its
-        own type, megabytes each)."""
+        own type, megabytes each).
+
+        ``groups`` (one per segment; None: none) and ``views`` (whether a segment is
+        another's view: an HTML table's "column: value" reading) let a view take what
+        was found in its group: a candidate in a view whose value was confirmed in an
+        earlier segment of its group (a notebook cell) is confirmed without its filters
+        being asked again. A table with a token in each row, read as HTML and as each of
+        its views, would otherwise have each token's line context filtered four times.
+        Only views: a segment of the cell itself keeps its own reading (a pragma on its
+        line still counts)."""
         kinds = kinds or [SegmentKind.TEXT] * len(segments)
+        groups = groups or [None] * len(segments)
+        views = views or [False] * len(segments)
         same = repeats(segments, kinds)
         if same:
             kept = [i for i in range(len(segments)) if i not in same]
-            found = self.scan([segments[i] for i in kept], [kinds[i] for i in kept])
+            found = self.scan(
+                [segments[i] for i in kept],
+                [kinds[i] for i in kept],
+                [groups[i] for i in kept],
+                [views[i] for i in kept],
+            )
             result: list[list[Finding]] = [[] for _ in segments]
             for i, findings in zip(kept, found, strict=True):
                 result[i] = findings
@@ -212,23 +232,32 @@ class Engine:
         code = SegmentKind.CODE
         picked: dict[_Database, list[int]] = {}  # each database: its segments, in order
         database_of = self._database_of
+        shared = _Shared()
         for i, kind in enumerate(kinds):
             db = database_of[kind]
             if len(segments[i]) >= _ALONE_FROM:
                 # Scanned on its own: joining it would copy it, and each part's findings
                 # are those it has alone anyway (see _hidden_hits).
-                self._scan_joined(db, [segments[i]], [kind is code], [result[i]])
+                self._scan_joined(
+                    db, [segments[i]], [kind is code], [result[i]], shared,
+                    [groups[i]], [views[i]],
+                )  # fmt: skip
             else:
                 picked.setdefault(db, []).append(i)
         for db, indices in picked.items():
             if len(indices) == len(segments):  # the common case: all text
-                self._scan_joined(db, segments, [k is code for k in kinds], result)
+                self._scan_joined(
+                    db, segments, [k is code for k in kinds], result, shared, groups, views
+                )
                 continue
             self._scan_joined(
                 db,
                 [segments[i] for i in indices],
                 [kinds[i] is code for i in indices],
                 [result[i] for i in indices],
+                shared,
+                [groups[i] for i in indices],
+                [views[i] for i in indices],
             )
         return result
 
@@ -244,9 +273,19 @@ class Engine:
         return found[0], openings
 
     def _scan_joined(
-        self, db: _Database, parts: Sequence[bytes], code: list[bool], out: list[list[Finding]]
+        self,
+        db: _Database,
+        parts: Sequence[bytes],
+        code: list[bool],
+        out: list[list[Finding]],
+        shared: _Shared | None = None,
+        groups: Sequence[object] | None = None,
+        views: Sequence[bool] | None = None,
     ) -> list[tuple[int, int]]:
-        """Scan ``parts`` in one buffer; returns the matches of ``db``'s extras in it."""
+        """Scan ``parts`` in one buffer; returns the matches of ``db``'s extras in it.
+        ``shared``: what the other buffers of the same scan found; ``groups`` and
+        ``views``: see ``scan``."""
+        shared = shared or _Shared()
         # One part is its own buffer (bytes.join returns it): no copy of a large one.
         buf = SEPARATOR.join(parts)
         # Where each part starts: the lengths before it plus one separator byte each, in C.
@@ -285,18 +324,30 @@ class Engine:
             if span is None or span[0] == span[1]:
                 continue
             secret = buf[span[0] : span[1]]
-            if not self._passes(det, buf, span, seg_start, seg_end, code[seg]):
-                continue
+            group = None if groups is None else groups[seg]
+            reads = views is not None and views[seg]
+            known = shared.confirmed.get(group) if reads and group is not None else None
+            if known is None or secret not in known:
+                if not self._passes(det, buf, span, seg_start, seg_end, code[seg]):
+                    continue
+                if group is not None:
+                    shared.confirmed.setdefault(group, set()).add(secret)
             consumed[idx] = m.end()
+            marks = shared.marks.get((secret, det.public_prefix, det.known))
+            if marks is None:
+                marks = shared.marks[(secret, det.public_prefix, det.known)] = (
+                    self.fingerprint(secret, det.public_prefix),
+                    mask(secret, det.public_prefix, show_tail=not det.known),
+                )
             per_segment.setdefault(seg, []).append(
                 Finding(
                     detector=det.id,
                     start=span[0] - seg_start,
                     end=span[1] - seg_start,
                     line=lines.line_of(span[0], seg_start),
-                    fingerprint=self.fingerprint(secret, det.public_prefix),
+                    fingerprint=marks[0],
                     secret=secret,
-                    masked=mask(secret, det.public_prefix, show_tail=not det.known),
+                    masked=marks[1],
                 )
             )
         for seg, found in per_segment.items():
@@ -333,6 +384,17 @@ class Engine:
         if det.validate is not None and not det.validate(candidate):
             return False
         return filtered_by(candidate) is None
+
+
+@dataclass
+class _Shared:
+    """What the buffers of one ``Engine.scan`` share."""
+
+    #: per group of segments (``Engine.scan``'s ``groups``): the values confirmed so far
+    confirmed: dict[object, set[bytes]] = field(default_factory=dict)
+    #: (value, public prefix, known) -> its fingerprint and mask: a value that a table
+    #: repeats in each of its views is fingerprinted once
+    marks: dict[tuple[bytes, int, bool], tuple[str, str]] = field(default_factory=dict)
 
 
 def _hidden_hits(

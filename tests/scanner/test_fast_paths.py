@@ -266,3 +266,66 @@ def test_a_table_with_a_credential_in_every_row_is_redacted_as_value_by_value(
     assert by_pass == redacted(10**18)
     assert "Vq000123" not in by_pass and by_pass.count("[REDACTED:") >= 600
     assert "Zx8fQ2mZ7ab00" not in by_pass and "Q2mZ7abQ08" not in by_pass
+
+
+#: A GitHub-format token of our own making (random letters after the format's prefix).
+TABLE_TOKEN = "ghp_Q7mZ2vK9xLp4RtY8nB3cJ6hF1sD5gA0eKuWo"
+
+
+def test_a_view_takes_a_value_its_cell_confirmed_without_asking_the_filters_again() -> None:
+    """A segment marked as a view, in the group where the value was confirmed, reports it
+    even where its own line would let it through (here a pragma); a segment of the cell
+    itself, or a view of another cell, keeps its own reading: cells stay independent, as
+    the unchanged-cells cache needs."""
+    engine = GUARD.engine
+    confirmed = f'token = "{TABLE_TOKEN}"'.encode()
+    allowed = f"{TABLE_TOKEN}  # pragma: allowlist secret".encode()
+    segments = [confirmed, allowed]
+
+    def found(groups: list[object], views: list[bool]) -> list[int]:
+        return [len(f) for f in engine.scan(segments, None, groups, views)]
+
+    assert found([0, 0], [False, True]) == [1, 1]  # the view of the same cell
+    assert found([0, 0], [False, False]) == [1, 0]  # the cell's own line: its pragma counts
+    assert found([0, 1], [False, True]) == [1, 0]  # a view of another cell
+    assert found([None, None], [False, True]) == [1, 0]  # no group: nothing shared
+    assert [len(f) for f in engine.scan(segments)] == [1, 0]
+
+
+def test_a_table_of_tokens_asks_the_filters_once_per_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each token of an HTML table is read in the HTML and in its views (the single-token
+    cell, the row, the column under its header): the filters read a token's line once,
+    where the HTML confirmed it, and every place is still redacted."""
+    import json
+    import secrets
+    import string
+
+    rows = 300
+    alphabet = string.ascii_letters + string.digits
+    tokens = ["ghp_" + "".join(secrets.choice(alphabet) for _ in range(36)) for _ in range(rows)]
+    html_table = "<table><tr><th>name</th><th>key</th></tr>" + "".join(
+        f"<tr><td>k{i}</td><td>{t}</td></tr>" for i, t in enumerate(tokens)
+    ) + "</table>"
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "df",
+            "execution_count": 1,
+            "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                         "data": {"text/html": html_table, "text/plain": "df"}}]}
+    model = {"type": "notebook",
+             "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}}
+    asked: list[bytes] = []
+    original = Engine._passes
+
+    def counting(self: Engine, det: object, buf: bytes, span: tuple[int, int],
+                 *rest: object) -> bool:
+        asked.append(buf[span[0] : span[1]])
+        return original(self, det, buf, span, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "_passes", counting)
+    report = SaveGuard(default_mode="redact").check(model, "table.ipynb")
+    assert report is not None
+    saved = json.dumps(model["content"])
+    assert not any(t in saved for t in tokens)
+    assert saved.count("[REDACTED:github-token]") == rows
+    assert sorted(asked) == sorted(t.encode() for t in tokens)

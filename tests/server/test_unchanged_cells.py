@@ -43,9 +43,9 @@ class ScanSpy:
         engine = guard.engine
         real = engine.scan
 
-        def scan(segments: Sequence[bytes], kinds: Any = None) -> Any:
+        def scan(segments: Sequence[bytes], *rest: Any) -> Any:
             self.scanned.extend(segments)
-            return real(segments, kinds)
+            return real(segments, *rest)
 
         monkeypatch.setattr(engine, "scan", scan)
 
