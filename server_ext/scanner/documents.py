@@ -23,7 +23,7 @@ import hyperscan
 from . import compiled
 from .drawing import drawing_text
 from .engine import Engine, Finding, SegmentKind, repeats
-from .html import table_view
+from .html import has_credential_word, table_view
 from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
 from .texttable import text_table_view
 
@@ -205,10 +205,22 @@ def _scan_notebook(
     views: list[int] = []
     drawn: dict[int, list[Finding]] = {}
     output, text, markup = Zone.OUTPUT, SegmentKind.TEXT, SegmentKind.MARKUP
+    # A plain-text table is read only where a credential word is (texttable.py): one
+    # probe over all the text outputs together says whether any has one (most have
+    # none), instead of one native call per output.
+    texts = [
+        i for i, s in enumerate(segments)
+        if s.zone is output and s.kind is text and s.key in _TEXT_KEYS
+    ]
+    worded = bool(texts) and has_credential_word(b"\n".join(data[i] for i in texts))
     drawings = [i for i, s in enumerate(segments) if s.kind is markup]
-    again = {  # a drawing -> the same one, earlier
+    again = {  # a drawing -> the same one, earlier in the same cell (see below)
         drawings[k]: drawings[first]
-        for k, first in repeats([data[i] for i in drawings], [markup] * len(drawings)).items()
+        for k, first in repeats(
+            [data[i] for i in drawings],
+            [markup] * len(drawings),
+            [segments[i].cell for i in drawings],
+        ).items()
     }
     for i, s in enumerate(segments):
         if s.kind is markup:
@@ -221,7 +233,7 @@ def _scan_notebook(
             continue
         elif s.key == "text/html":
             more = (table_view(data[i]), _entity_decoded(data[i]))
-        elif s.key in _TEXT_KEYS:
+        elif worded and s.key in _TEXT_KEYS:
             more = (text_table_view(data[i]),)
         else:
             continue
@@ -230,9 +242,13 @@ def _scan_notebook(
                 views.append(i)
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
-    # A view takes what was confirmed in its cell (Engine.scan): cells stay independent
-    # of one another, as the unchanged-cells cache needs.
-    groups = [s.cell for s in segments] + [segments[i].cell for i in views]
+    # A view takes the values its cell's outputs confirmed (Engine.scan): the values
+    # _across_outputs redacts in every output of the cell anyway, so this spares work
+    # and changes nothing found. Not a source's: outputs are not where a value read
+    # only in a source is redacted. Cells stay independent of one another, as the
+    # unchanged-cells cache needs.
+    groups = [s.cell if s.zone is output else None for s in segments]
+    groups += [segments[i].cell for i in views]
     is_view = [False] * len(segments) + [True] * len(views)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
         done = drawn.keys() | again.keys()

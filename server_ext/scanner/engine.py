@@ -202,18 +202,20 @@ class Engine:
         mime bundle often holds one text twice (plotly's page as ``text/html`` and as its
         own type, megabytes each).
 
-        ``groups`` (one per segment; None: none) and ``views`` (whether a segment is
-        another's view: an HTML table's "column: value" reading) let a view take what
-        was found in its group: a candidate in a view whose value was confirmed in an
-        earlier segment of its group (a notebook cell) is confirmed without its filters
-        being asked again. A table with a token in each row, read as HTML and as each of
-        its views, would otherwise have each token's line context filtered four times.
-        Only views: a segment of the cell itself keeps its own reading (a pragma on its
-        line still counts)."""
+        ``groups`` (one per segment; None: none) and ``views`` (whether a segment is a
+        view of another: an HTML table's "column: value" reading) let a view take what its
+        group found: a candidate in a view whose value a detector confirmed in a segment
+        of its group scanned before it (documents.py groups a cell's outputs and their
+        views) is that detector's finding, without the filters being asked again. A
+        table with a token in each row, read as HTML and as each of its views, would
+        otherwise have each token's line context filtered four times. A view never
+        stands in for a view of another group (``repeats``)."""
         kinds = kinds or [SegmentKind.TEXT] * len(segments)
         groups = groups or [None] * len(segments)
         views = views or [False] * len(segments)
-        same = repeats(segments, kinds)
+        # A view's findings depend on its group's: it repeats only a view of its group.
+        view_groups = [g if v else None for g, v in zip(groups, views, strict=True)]
+        same = repeats(segments, kinds, view_groups)
         if same:
             kept = [i for i in range(len(segments)) if i not in same]
             found = self.scan(
@@ -325,23 +327,28 @@ class Engine:
                 continue
             secret = buf[span[0] : span[1]]
             group = None if groups is None else groups[seg]
-            reads = views is not None and views[seg]
-            known = shared.confirmed.get(group) if reads and group is not None else None
-            if known is None or secret not in known:
+            by = None  # the detector that confirmed this value in the group, for a view
+            if group is not None and views is not None and views[seg]:
+                by = shared.confirmed.get(group, {}).get(secret)
+            if by is None:
                 if not self._passes(det, buf, span, seg_start, seg_end, code[seg]):
                     continue
-                if group is not None:
-                    shared.confirmed.setdefault(group, set()).add(secret)
+                if group is not None:  # the most specific detector names it (as on overlap)
+                    seen = shared.confirmed.setdefault(group, {})
+                    best = seen.get(secret)
+                    if best is None or det.kind.value < best.kind.value:
+                        seen[secret] = det
             consumed[idx] = m.end()
-            marks = shared.marks.get((secret, det.public_prefix, det.known))
+            finder = by or det
+            marks = shared.marks.get((secret, finder.public_prefix, finder.known))
             if marks is None:
-                marks = shared.marks[(secret, det.public_prefix, det.known)] = (
-                    self.fingerprint(secret, det.public_prefix),
-                    mask(secret, det.public_prefix, show_tail=not det.known),
+                marks = shared.marks[(secret, finder.public_prefix, finder.known)] = (
+                    self.fingerprint(secret, finder.public_prefix),
+                    mask(secret, finder.public_prefix, show_tail=not finder.known),
                 )
             per_segment.setdefault(seg, []).append(
                 Finding(
-                    detector=det.id,
+                    detector=finder.id,
                     start=span[0] - seg_start,
                     end=span[1] - seg_start,
                     line=lines.line_of(span[0], seg_start),
@@ -390,8 +397,9 @@ class Engine:
 class _Shared:
     """What the buffers of one ``Engine.scan`` share."""
 
-    #: per group of segments (``Engine.scan``'s ``groups``): the values confirmed so far
-    confirmed: dict[object, set[bytes]] = field(default_factory=dict)
+    #: per group of segments (``Engine.scan``'s ``groups``): the values confirmed so far,
+    #: and the most specific detector that confirmed each
+    confirmed: dict[object, dict[bytes, Detector]] = field(default_factory=dict)
     #: (value, public prefix, known) -> its fingerprint and mask: a value that a table
     #: repeats in each of its views is fingerprinted once
     marks: dict[tuple[bytes, int, bool], tuple[str, str]] = field(default_factory=dict)
@@ -434,16 +442,22 @@ _ALONE_FROM = 64 * 1024
 _REPEAT_FROM = 4096
 
 
-def repeats(segments: Sequence[bytes], kinds: Sequence[SegmentKind]) -> dict[int, int]:
-    """Segment index -> index of an earlier segment with the same bytes and kind: each is
-    compared with the first segment of its length and kind only (one memcmp), so the cost
-    is nil when none repeats, and a repeat of a later one of that length is scanned again."""
-    first: dict[tuple[int, SegmentKind], int] = {}
+def repeats(
+    segments: Sequence[bytes],
+    kinds: Sequence[SegmentKind],
+    groups: Sequence[object] | None = None,
+) -> dict[int, int]:
+    """Segment index -> index of an earlier segment with the same bytes, kind and group
+    (``groups``: None for all when not given): each is compared with the first segment of
+    its length, kind and group only (one memcmp), so the cost is nil when none repeats,
+    and a repeat of a later one of that length is scanned again."""
+    first: dict[tuple[int, SegmentKind, object], int] = {}
     same: dict[int, int] = {}
-    for i, (data, kind) in enumerate(zip(segments, kinds, strict=True)):
+    groups = groups or [None] * len(segments)
+    for i, (data, kind, group) in enumerate(zip(segments, kinds, groups, strict=True)):
         if len(data) < _REPEAT_FROM:
             continue
-        earlier = first.setdefault((len(data), kind), i)
+        earlier = first.setdefault((len(data), kind, group), i)
         if earlier != i and segments[earlier] == data:
             same[i] = earlier
     return same

@@ -272,24 +272,75 @@ def test_a_table_with_a_credential_in_every_row_is_redacted_as_value_by_value(
 TABLE_TOKEN = "ghp_Q7mZ2vK9xLp4RtY8nB3cJ6hF1sD5gA0eKuWo"
 
 
-def test_a_view_takes_a_value_its_cell_confirmed_without_asking_the_filters_again() -> None:
-    """A segment marked as a view, in the group where the value was confirmed, reports it
-    even where its own line would let it through (here a pragma); a segment of the cell
-    itself, or a view of another cell, keeps its own reading: cells stay independent, as
-    the unchanged-cells cache needs."""
+def test_a_view_takes_a_value_its_group_confirmed_without_asking_the_filters_again() -> None:
+    """A segment marked as a view, in the group where a detector confirmed the value,
+    reports it as that detector's finding even where its own line would let it through
+    (here a pragma); a segment that is no view, a view of another group, or a segment of
+    no group keeps its own reading."""
     engine = GUARD.engine
     confirmed = f'token = "{TABLE_TOKEN}"'.encode()
     allowed = f"{TABLE_TOKEN}  # pragma: allowlist secret".encode()
     segments = [confirmed, allowed]
 
-    def found(groups: list[object], views: list[bool]) -> list[int]:
-        return [len(f) for f in engine.scan(segments, None, groups, views)]
+    def found(groups: list[object], views: list[bool]) -> list[list[str]]:
+        return [[f.detector for f in seg] for seg in engine.scan(segments, None, groups, views)]
 
-    assert found([0, 0], [False, True]) == [1, 1]  # the view of the same cell
-    assert found([0, 0], [False, False]) == [1, 0]  # the cell's own line: its pragma counts
-    assert found([0, 1], [False, True]) == [1, 0]  # a view of another cell
-    assert found([None, None], [False, True]) == [1, 0]  # no group: nothing shared
+    assert found([0, 0], [False, True]) == [["github-token"], ["github-token"]]
+    assert found([0, 0], [False, False]) == [["github-token"], []]  # its pragma counts
+    assert found([0, 1], [False, True]) == [["github-token"], []]  # another group
+    assert found([None, None], [False, True]) == [["github-token"], []]  # no group
     assert [len(f) for f in engine.scan(segments)] == [1, 0]
+
+
+def _cell_with_table(source: str, cell_id: str, body: str) -> dict[str, object]:
+    return {"cell_type": "code", "id": cell_id, "metadata": {}, "source": source,
+            "execution_count": 1,
+            "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                         "data": {"text/html": body, "text/plain": "df"}}]}
+
+
+def _drawing_cell(source: str, cell_id: str, svg: str) -> dict[str, object]:
+    return {"cell_type": "code", "id": cell_id, "metadata": {}, "source": source,
+            "execution_count": 1,
+            "outputs": [{"output_type": "display_data", "metadata": {},
+                         "data": {"image/svg+xml": svg, "text/plain": "<Figure>"}}]}
+
+
+@pytest.mark.parametrize("rows", [120, 1400, 3000])
+@pytest.mark.parametrize("shown", ["table", "drawing"])
+def test_each_cell_finds_the_same_whether_scanned_alone_or_with_the_others(
+    rows: int, shown: str
+) -> None:
+    """The unchanged-cells cache skips a cell that was clean: so a cell's findings must
+    not depend on another cell, even where both show the same table or drawing (a view
+    repeated in another cell) and one cell's source holds the value the output shows.
+    Small and large tables (views under and over 64 KiB, scanned joined or alone)."""
+    from server_ext.scanner.documents import scan_notebook
+
+    word = "correcthorsebatterystaple"  # a password of words: found in a source only
+    if shown == "table":
+        body = "<table><thead><tr><th></th><th>user</th><th>password</th></tr></thead>" + "".join(
+            f"<tr><th>{i}</th><td>user{i}</td><td>{'n/a' if i else word}</td></tr>"
+            for i in range(rows)
+        ) + "</table>"
+        first, second = (_cell_with_table(f'password = "{word}"\ndf', "a", body),
+                         _cell_with_table("df", "b", body))
+    else:
+        svg = ('<svg xmlns="http://www.w3.org/2000/svg">' + "".join(
+            f'<path d="M {i} {i} L {i + 5} {i + 7} Z"/>' for i in range(rows)
+        ) + f"<text>password: {word}</text></svg>")
+        first, second = (_drawing_cell(f'password = "{word}"\nplot(password)', "a", svg),
+                         _drawing_cell("plot()", "b", svg))
+
+    def located(cells: list[object], skip: object = None) -> set[tuple[str, str]]:
+        nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
+        scan = scan_notebook(GUARD.engine, nb, 64, skip)  # type: ignore[arg-type]
+        return {(str(loc.cell_id), loc.finding.detector) for loc in scan.located()}
+
+    whole = located([first, second])
+    assert {f for f in whole if f[0] == "b"} == located([second])
+    assert {f for f in whole if f[0] == "b"} == located([first, second], lambda i, c: i == 0)
+    assert {f for f in whole if f[0] == "a"} == located([first])
 
 
 def test_a_table_of_tokens_asks_the_filters_once_per_token(

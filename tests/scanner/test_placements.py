@@ -488,3 +488,28 @@ def test_a_cell_magic_that_is_not_python_reads_bare_values_as_literals(
     else:
         report = SaveGuard().check(model, "magic.ipynb")
         assert report is not None and report.findings == []
+
+
+@pytest.mark.parametrize("tag", ["table", "TABLE", "Table"])
+def test_a_table_is_read_as_column_value_pairs_whatever_the_case_of_its_tags(tag: str) -> None:
+    """The "column: value" reading starts where markup has a table, its tags in any case
+    (``<Table>`` was read as plain markup, its key column's value left on disk)."""
+    html = (
+        f"<{tag}>\n<tr><th>service</th><th>api_key</th></tr>\n"
+        f"<tr><td>qlab</td><td>{LARGE_T}</td></tr>\n</{tag}>"
+    )
+    saved, _report = check(notebook(code("df", result("text/html", html))))
+    assert saved is not None
+    assert LARGE_T not in json.dumps(saved)
+
+
+def test_a_printed_table_is_read_whichever_of_the_cells_outputs_names_its_key_column() -> None:
+    """One probe over all the text outputs decides whether any is read as a table: a
+    table in the last output of a notebook of many plain outputs is still read."""
+    plain = [code(f"print({i})", {"output_type": "stream", "name": "stdout", "text": f"{i}\n"})
+             for i in range(40)]
+    table = f"   service                  api_key\n0     qlab  {LARGE_T}\n"
+    last = code("print(df)", {"output_type": "stream", "name": "stdout", "text": table})
+    saved, _report = check(notebook(*plain, last))
+    assert saved is not None
+    assert LARGE_T not in json.dumps(saved)
