@@ -278,7 +278,10 @@ def _outputs(out: list[Segment], outputs: list[Any], base: Path, max_depth: int)
     for j, output in enumerate(outputs):
         path = (base, j)
         if not (isinstance(output, dict) and output.get("output_type") == "stream"):
-            _strings(out, outputs, j, output, path, Zone.OUTPUT, max_depth, 3)
+            if type(output) is dict and max_depth >= _BUNDLE_DEPTH:
+                _bundle(out, output, path, max_depth)
+            else:
+                _strings(out, outputs, j, output, path, Zone.OUTPUT, max_depth, 3)
             continue
         for key, value in output.items():
             if key != "text" and (
@@ -312,6 +315,70 @@ def _outputs(out: list[Segment], outputs: list[Any], base: Path, max_depth: int)
             stream._refs = [ref]
             streams[name] = stream
             out.append(stream)
+
+
+#: The depth limit from which ``_bundle`` may walk an output (its mime bundle's values
+#: are at depth 5: a lower limit is for ``_strings`` to enforce).
+_BUNDLE_DEPTH = 6
+
+
+def _bundle(out: list[Segment], output: dict[Any, Any], path: Path, max_depth: int) -> None:
+    """A display or result output, as ``_strings`` walks it (the same segments in the same
+    order), without its stack for the common shape: a ``data`` bundle of strings and lists
+    of lines. Anything else below the output is handed to ``_strings``."""
+    zone, text = Zone.OUTPUT, SegmentKind.TEXT
+    add = out.append
+    children: list[tuple[Any, Any]] = []
+    for key, value in output.items():
+        if isinstance(key, str) and len(key) >= MIN_FINDING_LENGTH * 2 and key not in KNOWN_STRINGS:
+            add(Segment((path, key), key, zone, text, output, is_key=True))
+        if isinstance(value, str):
+            if len(value) >= MIN_FINDING_LENGTH:
+                children.append((key, value))
+        elif isinstance(value, _CONTAINERS) and value:
+            children.append((key, value))
+    for key, value in reversed(children):  # _strings' stack pops the last key first
+        where = (path, key)
+        if isinstance(value, str):
+            if value not in KNOWN_STRINGS:
+                add(Segment(where, value, zone, _leaf_kind(key, where, text, zone), output))
+        elif key == "data" and type(value) is dict:
+            _mime_bundle(out, value, where, max_depth)
+        else:
+            _strings(out, output, key, value, where, zone, max_depth, 4)
+
+
+def _mime_bundle(out: list[Segment], data: dict[Any, Any], path: Path, max_depth: int) -> None:
+    """An output's ``data`` (depth 4), as ``_strings`` walks it: each string, each list of
+    lines joined, and anything else handed to ``_strings``."""
+    zone, text = Zone.OUTPUT, SegmentKind.TEXT
+    add = out.append
+    children: list[tuple[Any, Any]] = []
+    for key, value in data.items():
+        if isinstance(key, str) and len(key) >= MIN_FINDING_LENGTH * 2 and key not in KNOWN_STRINGS:
+            add(Segment((path, key), key, zone, text, data, is_key=True))
+        if isinstance(value, str):
+            if len(value) >= MIN_FINDING_LENGTH:
+                children.append((key, value))
+        elif isinstance(value, _CONTAINERS) and value:
+            children.append((key, value))
+    for key, value in reversed(children):
+        where = (path, key)
+        if isinstance(value, str):
+            if value not in KNOWN_STRINGS:
+                add(Segment(where, value, zone, _leaf_kind(key, where, text, zone), data))
+            continue
+        if isinstance(value, list):  # lines of one text (_lines_of_data: under "data")
+            joiner = "\n" if key == "traceback" else ""
+            try:
+                joined = joiner.join(value)
+            except TypeError:
+                pass  # not all strings: walked item by item
+            else:
+                kind = _leaf_kind(key, where, text, zone)
+                add(Segment(where, joined, zone, kind, data, True, joiner))
+                continue
+        _strings(out, data, key, value, where, zone, max_depth, 5)
 
 
 def _strings(

@@ -380,3 +380,51 @@ def test_a_table_of_tokens_asks_the_filters_once_per_token(
     assert not any(t in saved for t in tokens)
     assert saved.count("[REDACTED:github-token]") == rows
     assert sorted(asked) == sorted(t.encode() for t in tokens)
+
+
+def _walked(nb: object, max_depth: int) -> object:
+    from server_ext.scanner.notebook import NotebookError
+
+    try:
+        segments = walk(nb, max_depth)
+    except NotebookError as e:
+        return ("refused", str(e))
+    return [(s.pointer, s.text, s.zone, s.kind, id(s._one[0]), s._one[1:], s.cell, s.cell_id)
+            for s in segments]
+
+
+@pytest.mark.parametrize("max_depth", [64, 7, 6, 5, 4])
+def test_display_outputs_walk_to_the_segments_the_generic_walk_gives(
+    monkeypatch: pytest.MonkeyPatch, max_depth: int
+) -> None:
+    """Display and result outputs skip the generic walk's stack: the same segments (text,
+    place, kind, container, order) and the same refusals at the depth limit, for the
+    common shapes and the odd ones (lines that are not all strings, JSON data, long keys,
+    a traceback under data, metadata, keys nbformat does not define)."""
+    from server_ext.scanner import notebook
+
+    outputs = [
+        {"output_type": "display_data", "metadata": {}, "data": {
+            "text/plain": ["a line of text here\n", "and another line\n"],
+            "image/png": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==",
+            "image/svg+xml": ["<svg>", "<text>hello world</text>", "</svg>"],
+            "application/json": {"token": "Xk29aQ7LmP0vB3nR5tY8Wq2Z", "n": [1, 2, 3]},
+            "text/html": ["<b>", 42, "</b> not all strings here"],
+            "traceback": ["first frame of it", "second frame of it"],
+            "application/x-a-very-long-custom-mime-type": "value of the custom type",
+            "short": "",
+        }},
+        {"output_type": "execute_result", "execution_count": 3, "data": {
+            "text/plain": "'Xk29aQ7LmP0vB3nR5tY8Wq2Z'"}, "metadata": {
+            "a_very_long_metadata_key_name": {"nested": ["deep value number one"]}}},
+        {"output_type": "error", "ename": "ValueError", "evalue": "a value went wrong here",
+         "traceback": ["\x1b[0;31mValueError\x1b[0m  Traceback", "line two of the trace"]},
+        {"output_type": "display_data", "data": [], "metadata": [], "extra_key_of_ours": "x" * 20},
+        {"output_type": "display_data", "data": {"text/plain": {"deeper": {"still": {"more": "a deep string value"}}}}},
+    ]
+    cell = {"cell_type": "code", "id": "c1", "metadata": {}, "source": "show()",
+            "execution_count": 1, "outputs": outputs}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    fast = _walked(nb, max_depth)
+    monkeypatch.setattr(notebook, "_BUNDLE_DEPTH", 10**9)  # the generic walk only
+    assert fast == _walked(nb, max_depth)
