@@ -214,13 +214,9 @@ def _scan_notebook(
     ]
     worded = bool(texts) and has_credential_word(b"\n".join(data[i] for i in texts))
     drawings = [i for i, s in enumerate(segments) if s.kind is markup]
-    again = {  # a drawing -> the same one, earlier in the same cell (see below)
+    again = {  # a drawing -> the same one, earlier
         drawings[k]: drawings[first]
-        for k, first in repeats(
-            [data[i] for i in drawings],
-            [markup] * len(drawings),
-            [segments[i].cell for i in drawings],
-        ).items()
+        for k, first in repeats([data[i] for i in drawings], [markup] * len(drawings)).items()
     }
     for i, s in enumerate(segments):
         if s.kind is markup:
@@ -242,23 +238,13 @@ def _scan_notebook(
                 views.append(i)
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
-    # A view takes the values its cell's outputs confirmed (Engine.scan): the values
-    # _across_outputs redacts in every output of the cell anyway, so this spares work
-    # and changes nothing found. Not a source's: outputs are not where a value read
-    # only in a source is redacted. Cells stay independent of one another, as the
-    # unchanged-cells cache needs.
-    groups = [s.cell if s.zone is output else None for s in segments]
-    groups += [segments[i].cell for i in views]
-    is_view = [False] * len(segments) + [True] * len(views)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
         done = drawn.keys() | again.keys()
-        found = engine.scan(
-            [b"" if i in done else d for i, d in enumerate(data)], kinds, groups, is_view
-        )
+        found = engine.scan([b"" if i in done else d for i, d in enumerate(data)], kinds)
         for i, in_drawing in drawn.items():
             found[i] = in_drawing
     else:
-        found = engine.scan(data, kinds, groups, is_view)
+        found = engine.scan(data, kinds)
     places = _Places()
     for extra, i in enumerate(views, start=len(segments)):
         wanted: dict[bytes, Finding] = {}

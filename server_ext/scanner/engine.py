@@ -190,40 +190,18 @@ class Engine:
         ]
 
     def scan(
-        self,
-        segments: Sequence[bytes],
-        kinds: Sequence[SegmentKind] | None = None,
-        groups: Sequence[object] | None = None,
-        views: Sequence[bool] | None = None,
+        self, segments: Sequence[bytes], kinds: Sequence[SegmentKind] | None = None
     ) -> list[list[Finding]]:
         """Findings for each segment, in order (TEXT unless ``kinds`` says otherwise).
 
         A large segment that repeats an earlier one of the same kind is scanned once: a
         mime bundle often holds one text twice (plotly's page as ``text/html`` and as its
-        own type, megabytes each).
-
-        ``groups`` (one per segment; None: none) and ``views`` (whether a segment is a
-        view of another: an HTML table's "column: value" reading) let a view take what its
-        group found: a candidate in a view whose value a detector confirmed in a segment
-        of its group scanned before it (documents.py groups a cell's outputs and their
-        views) is that detector's finding, without the filters being asked again. A
-        table with a token in each row, read as HTML and as each of its views, would
-        otherwise have each token's line context filtered four times. A view never
-        stands in for a view of another group (``repeats``)."""
+        own type, megabytes each)."""
         kinds = kinds or [SegmentKind.TEXT] * len(segments)
-        groups = groups or [None] * len(segments)
-        views = views or [False] * len(segments)
-        # A view's findings depend on its group's: it repeats only a view of its group.
-        view_groups = [g if v else None for g, v in zip(groups, views, strict=True)]
-        same = repeats(segments, kinds, view_groups)
+        same = repeats(segments, kinds)
         if same:
             kept = [i for i in range(len(segments)) if i not in same]
-            found = self.scan(
-                [segments[i] for i in kept],
-                [kinds[i] for i in kept],
-                [groups[i] for i in kept],
-                [views[i] for i in kept],
-            )
+            found = self.scan([segments[i] for i in kept], [kinds[i] for i in kept])
             result: list[list[Finding]] = [[] for _ in segments]
             for i, findings in zip(kept, found, strict=True):
                 result[i] = findings
@@ -234,32 +212,25 @@ class Engine:
         code = SegmentKind.CODE
         picked: dict[_Database, list[int]] = {}  # each database: its segments, in order
         database_of = self._database_of
-        shared = _Shared()
+        marks: _Marks = {}
         for i, kind in enumerate(kinds):
             db = database_of[kind]
             if len(segments[i]) >= _ALONE_FROM:
                 # Scanned on its own: joining it would copy it, and each part's findings
                 # are those it has alone anyway (see _hidden_hits).
-                self._scan_joined(
-                    db, [segments[i]], [kind is code], [result[i]], shared,
-                    [groups[i]], [views[i]],
-                )  # fmt: skip
+                self._scan_joined(db, [segments[i]], [kind is code], [result[i]], marks)
             else:
                 picked.setdefault(db, []).append(i)
         for db, indices in picked.items():
             if len(indices) == len(segments):  # the common case: all text
-                self._scan_joined(
-                    db, segments, [k is code for k in kinds], result, shared, groups, views
-                )
+                self._scan_joined(db, segments, [k is code for k in kinds], result, marks)
                 continue
             self._scan_joined(
                 db,
                 [segments[i] for i in indices],
                 [kinds[i] is code for i in indices],
                 [result[i] for i in indices],
-                shared,
-                [groups[i] for i in indices],
-                [views[i] for i in indices],
+                marks,
             )
         return result
 
@@ -280,14 +251,11 @@ class Engine:
         parts: Sequence[bytes],
         code: list[bool],
         out: list[list[Finding]],
-        shared: _Shared | None = None,
-        groups: Sequence[object] | None = None,
-        views: Sequence[bool] | None = None,
+        marks: _Marks | None = None,
     ) -> list[tuple[int, int]]:
         """Scan ``parts`` in one buffer; returns the matches of ``db``'s extras in it.
-        ``shared``: what the other buffers of the same scan found; ``groups`` and
-        ``views``: see ``scan``."""
-        shared = shared or _Shared()
+        ``marks``: the fingerprints and masks the scan has worked out so far."""
+        marks = {} if marks is None else marks
         # One part is its own buffer (bytes.join returns it): no copy of a large one.
         buf = SEPARATOR.join(parts)
         # Where each part starts: the lengths before it plus one separator byte each, in C.
@@ -326,35 +294,25 @@ class Engine:
             if span is None or span[0] == span[1]:
                 continue
             secret = buf[span[0] : span[1]]
-            group = None if groups is None else groups[seg]
-            by = None  # the detector that confirmed this value in the group, for a view
-            if group is not None and views is not None and views[seg]:
-                by = shared.confirmed.get(group, {}).get(secret)
-            if by is None:
-                if not self._passes(det, buf, span, seg_start, seg_end, code[seg]):
-                    continue
-                if group is not None:  # the most specific detector names it (as on overlap)
-                    seen = shared.confirmed.setdefault(group, {})
-                    best = seen.get(secret)
-                    if best is None or det.kind.value < best.kind.value:
-                        seen[secret] = det
+            if not self._passes(det, buf, span, seg_start, seg_end, code[seg]):
+                continue
             consumed[idx] = m.end()
-            finder = by or det
-            marks = shared.marks.get((secret, finder.public_prefix, finder.known))
-            if marks is None:
-                marks = shared.marks[(secret, finder.public_prefix, finder.known)] = (
-                    self.fingerprint(secret, finder.public_prefix),
-                    mask(secret, finder.public_prefix, show_tail=not finder.known),
+            # A value a table repeats in each of its views is fingerprinted and masked once.
+            mark = marks.get((secret, det.public_prefix, det.known))
+            if mark is None:
+                mark = marks[(secret, det.public_prefix, det.known)] = (
+                    self.fingerprint(secret, det.public_prefix),
+                    mask(secret, det.public_prefix, show_tail=not det.known),
                 )
             per_segment.setdefault(seg, []).append(
                 Finding(
-                    detector=finder.id,
+                    detector=det.id,
                     start=span[0] - seg_start,
                     end=span[1] - seg_start,
                     line=lines.line_of(span[0], seg_start),
-                    fingerprint=marks[0],
+                    fingerprint=mark[0],
                     secret=secret,
-                    masked=marks[1],
+                    masked=mark[1],
                 )
             )
         for seg, found in per_segment.items():
@@ -393,16 +351,9 @@ class Engine:
         return filtered_by(candidate) is None
 
 
-@dataclass
-class _Shared:
-    """What the buffers of one ``Engine.scan`` share."""
-
-    #: per group of segments (``Engine.scan``'s ``groups``): the values confirmed so far,
-    #: and the most specific detector that confirmed each
-    confirmed: dict[object, dict[bytes, Detector]] = field(default_factory=dict)
-    #: (value, public prefix, known) -> its fingerprint and mask: a value that a table
-    #: repeats in each of its views is fingerprinted once
-    marks: dict[tuple[bytes, int, bool], tuple[str, str]] = field(default_factory=dict)
+#: (value, public prefix, known) -> the value's fingerprint and mask (both depend on these
+#: alone), for one scan
+_Marks = dict[tuple[bytes, int, bool], tuple[str, str]]
 
 
 def _hidden_hits(
@@ -442,22 +393,16 @@ _ALONE_FROM = 64 * 1024
 _REPEAT_FROM = 4096
 
 
-def repeats(
-    segments: Sequence[bytes],
-    kinds: Sequence[SegmentKind],
-    groups: Sequence[object] | None = None,
-) -> dict[int, int]:
-    """Segment index -> index of an earlier segment with the same bytes, kind and group
-    (``groups``: None for all when not given): each is compared with the first segment of
-    its length, kind and group only (one memcmp), so the cost is nil when none repeats,
-    and a repeat of a later one of that length is scanned again."""
-    first: dict[tuple[int, SegmentKind, object], int] = {}
+def repeats(segments: Sequence[bytes], kinds: Sequence[SegmentKind]) -> dict[int, int]:
+    """Segment index -> index of an earlier segment with the same bytes and kind: each is
+    compared with the first segment of its length and kind only (one memcmp), so the cost
+    is nil when none repeats, and a repeat of a later one of that length is scanned again."""
+    first: dict[tuple[int, SegmentKind], int] = {}
     same: dict[int, int] = {}
-    groups = groups or [None] * len(segments)
-    for i, (data, kind, group) in enumerate(zip(segments, kinds, groups, strict=True)):
+    for i, (data, kind) in enumerate(zip(segments, kinds, strict=True)):
         if len(data) < _REPEAT_FROM:
             continue
-        earlier = first.setdefault((len(data), kind, group), i)
+        earlier = first.setdefault((len(data), kind), i)
         if earlier != i and segments[earlier] == data:
             same[i] = earlier
     return same

@@ -268,30 +268,6 @@ def test_a_table_with_a_credential_in_every_row_is_redacted_as_value_by_value(
     assert "Zx8fQ2mZ7ab00" not in by_pass and "Q2mZ7abQ08" not in by_pass
 
 
-#: A GitHub-format token of our own making (random letters after the format's prefix).
-TABLE_TOKEN = "ghp_Q7mZ2vK9xLp4RtY8nB3cJ6hF1sD5gA0eKuWo"
-
-
-def test_a_view_takes_a_value_its_group_confirmed_without_asking_the_filters_again() -> None:
-    """A segment marked as a view, in the group where a detector confirmed the value,
-    reports it as that detector's finding even where its own line would let it through
-    (here a pragma); a segment that is no view, a view of another group, or a segment of
-    no group keeps its own reading."""
-    engine = GUARD.engine
-    confirmed = f'token = "{TABLE_TOKEN}"'.encode()
-    allowed = f"{TABLE_TOKEN}  # pragma: allowlist secret".encode()
-    segments = [confirmed, allowed]
-
-    def found(groups: list[object], views: list[bool]) -> list[list[str]]:
-        return [[f.detector for f in seg] for seg in engine.scan(segments, None, groups, views)]
-
-    assert found([0, 0], [False, True]) == [["github-token"], ["github-token"]]
-    assert found([0, 0], [False, False]) == [["github-token"], []]  # its pragma counts
-    assert found([0, 1], [False, True]) == [["github-token"], []]  # another group
-    assert found([None, None], [False, True]) == [["github-token"], []]  # no group
-    assert [len(f) for f in engine.scan(segments)] == [1, 0]
-
-
 def _cell_with_table(source: str, cell_id: str, body: str) -> dict[str, object]:
     return {"cell_type": "code", "id": cell_id, "metadata": {}, "source": source,
             "execution_count": 1,
@@ -312,9 +288,10 @@ def test_each_cell_finds_the_same_whether_scanned_alone_or_with_the_others(
     rows: int, shown: str
 ) -> None:
     """The unchanged-cells cache skips a cell that was clean: so a cell's findings must
-    not depend on another cell, even where both show the same table or drawing (a view
-    repeated in another cell) and one cell's source holds the value the output shows.
-    Small and large tables (views under and over 64 KiB, scanned joined or alone)."""
+    not depend on another cell, even where both show the same table or drawing (its
+    views repeated in another cell, scanned once) and one cell's source holds the value
+    the output shows. Small and large tables (views under and over 64 KiB, scanned
+    joined or alone)."""
     from server_ext.scanner.documents import scan_notebook
 
     word = "correcthorsebatterystaple"  # a password of words: found in a source only
@@ -343,12 +320,12 @@ def test_each_cell_finds_the_same_whether_scanned_alone_or_with_the_others(
     assert {f for f in whole if f[0] == "a"} == located([first])
 
 
-def test_a_table_of_tokens_asks_the_filters_once_per_token(
+def test_a_table_of_tokens_fingerprints_each_token_once_and_redacts_every_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each token of an HTML table is read in the HTML and in its views (the single-token
-    cell, the row, the column under its header): the filters read a token's line once,
-    where the HTML confirmed it, and every place is still redacted."""
+    cell, the row, the column under its header): it is fingerprinted and masked once a
+    scan, and every place is still redacted with the same fingerprint."""
     import json
     import secrets
     import string
@@ -365,21 +342,23 @@ def test_a_table_of_tokens_asks_the_filters_once_per_token(
                          "data": {"text/html": html_table, "text/plain": "df"}}]}
     model = {"type": "notebook",
              "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}}
-    asked: list[bytes] = []
-    original = Engine._passes
+    guard = SaveGuard(default_mode="redact")
+    fingerprinted: list[tuple[bytes, int]] = []
+    real = guard.engine.fingerprint
 
-    def counting(self: Engine, det: object, buf: bytes, span: tuple[int, int],
-                 *rest: object) -> bool:
-        asked.append(buf[span[0] : span[1]])
-        return original(self, det, buf, span, *rest)  # type: ignore[arg-type]
+    def counting(secret: bytes, public_prefix: int = 0) -> str:
+        fingerprinted.append((secret, public_prefix))
+        return real(secret, public_prefix)
 
-    monkeypatch.setattr(Engine, "_passes", counting)
-    report = SaveGuard(default_mode="redact").check(model, "table.ipynb")
+    monkeypatch.setattr(guard.engine, "fingerprint", counting)
+    report = guard.check(model, "table.ipynb")
     assert report is not None
     saved = json.dumps(model["content"])
     assert not any(t in saved for t in tokens)
     assert saved.count("[REDACTED:github-token]") == rows
-    assert sorted(asked) == sorted(t.encode() for t in tokens)
+    assert len(fingerprinted) == len(set(fingerprinted))
+    assert {s for s, _ in fingerprinted} >= {t.encode() for t in tokens}
+    assert len({loc.finding.fingerprint for loc in report.findings}) == rows
 
 
 def _walked(nb: object, max_depth: int) -> object:
