@@ -326,59 +326,59 @@ def _bundle(out: list[Segment], output: dict[Any, Any], path: Path, max_depth: i
     """A display or result output, as ``_strings`` walks it (the same segments in the same
     order), without its stack for the common shape: a ``data`` bundle of strings and lists
     of lines. Anything else below the output is handed to ``_strings``."""
-    zone, text = Zone.OUTPUT, SegmentKind.TEXT
-    add = out.append
-    children: list[tuple[Any, Any]] = []
-    for key, value in output.items():
-        if isinstance(key, str) and len(key) >= MIN_FINDING_LENGTH * 2 and key not in KNOWN_STRINGS:
-            add(Segment((path, key), key, zone, text, output, is_key=True))
-        if isinstance(value, str):
-            if len(value) >= MIN_FINDING_LENGTH:
-                children.append((key, value))
-        elif isinstance(value, _CONTAINERS) and value:
-            children.append((key, value))
-    for key, value in reversed(children):  # _strings' stack pops the last key first
+    for key, value in _children(out, output, path):
         where = (path, key)
         if isinstance(value, str):
-            if value not in KNOWN_STRINGS:
-                add(Segment(where, value, zone, _leaf_kind(key, where, text, zone), output))
+            _leaf(out, output, key, value, where)
         elif key == "data" and type(value) is dict:
             _mime_bundle(out, value, where, max_depth)
         else:
-            _strings(out, output, key, value, where, zone, max_depth, 4)
+            _strings(out, output, key, value, where, Zone.OUTPUT, max_depth, 4)
 
 
 def _mime_bundle(out: list[Segment], data: dict[Any, Any], path: Path, max_depth: int) -> None:
     """An output's ``data`` (depth 4), as ``_strings`` walks it: each string, each list of
     lines joined, and anything else handed to ``_strings``."""
-    zone, text = Zone.OUTPUT, SegmentKind.TEXT
-    add = out.append
+    for key, value in _children(out, data, path):
+        where = (path, key)
+        if isinstance(value, str):
+            _leaf(out, data, key, value, where)
+            continue
+        if isinstance(value, list):  # lines of one text (_lines_of_data: under "data")
+            lines = _joined(key, value)
+            if lines is not None:
+                _leaf(out, data, key, lines[0], where, lines[1])
+                continue
+        _strings(out, data, key, value, where, Zone.OUTPUT, max_depth, 5)
+
+
+def _leaf(out: list[Segment], holder: Any, key: Any, text: str, where: Path,
+          joiner: str | None = None) -> None:
+    """An output-zone string (``joiner``: a list of lines joined with it), as ``_strings``
+    adds it."""
+    kind = _leaf_kind(key, where, SegmentKind.TEXT, Zone.OUTPUT)
+    if joiner is not None:
+        out.append(Segment(where, text, Zone.OUTPUT, kind, holder, True, joiner))
+    elif text not in KNOWN_STRINGS:
+        out.append(Segment(where, text, Zone.OUTPUT, kind, holder))
+
+
+def _children(out: list[Segment], mapping: dict[Any, Any], path: Path) -> list[tuple[Any, Any]]:
+    """What ``_strings`` does with an output-zone object it pops: each long key is a
+    segment of its own, now; the values it would push (strings long enough to hold a
+    finding, non-empty containers) are returned in the order its stack pops them."""
     children: list[tuple[Any, Any]] = []
-    for key, value in data.items():
+    for key, value in mapping.items():
         if isinstance(key, str) and len(key) >= MIN_FINDING_LENGTH * 2 and key not in KNOWN_STRINGS:
-            add(Segment((path, key), key, zone, text, data, is_key=True))
+            out.append(Segment((path, key), key, Zone.OUTPUT, SegmentKind.TEXT, mapping,
+                               is_key=True))
         if isinstance(value, str):
             if len(value) >= MIN_FINDING_LENGTH:
                 children.append((key, value))
         elif isinstance(value, _CONTAINERS) and value:
             children.append((key, value))
-    for key, value in reversed(children):
-        where = (path, key)
-        if isinstance(value, str):
-            if value not in KNOWN_STRINGS:
-                add(Segment(where, value, zone, _leaf_kind(key, where, text, zone), data))
-            continue
-        if isinstance(value, list):  # lines of one text (_lines_of_data: under "data")
-            joiner = "\n" if key == "traceback" else ""
-            try:
-                joined = joiner.join(value)
-            except TypeError:
-                pass  # not all strings: walked item by item
-            else:
-                kind = _leaf_kind(key, where, text, zone)
-                add(Segment(where, joined, zone, kind, data, True, joiner))
-                continue
-        _strings(out, data, key, value, where, zone, max_depth, 5)
+    children.reverse()  # a stack pops the last key first
+    return children
 
 
 def _strings(
@@ -433,12 +433,9 @@ def _strings(
                 continue
             if k in _MULTILINE_LEAVES or _lines_of_data(p):
                 # nbformat stores these as lists of lines that read as one text
-                joiner = "\n" if k == "traceback" else ""
-                try:
-                    text = joiner.join(v)
-                except TypeError:
-                    pass  # not all strings: walked item by item
-                else:
+                lines = _joined(k, v)
+                if lines is not None:
+                    text, joiner = lines
                     add(Segment(p, text, zone, _leaf_kind(k, p, kind, zone), parent, True, joiner))
                     continue
             if d >= max_depth:
@@ -450,6 +447,16 @@ def _strings(
                         push((v, i, item, (p, i), d))
                 elif isinstance(item, _CONTAINERS):
                     push((v, i, item, (p, i), d))
+
+
+def _joined(key: Any, lines: list[Any]) -> tuple[str, str] | None:
+    """A list of lines as the one text it reads as, and what joined them (a traceback's
+    frames are lines of their own); None when not all are strings (walked item by item)."""
+    joiner = "\n" if key == "traceback" else ""
+    try:
+        return joiner.join(lines), joiner
+    except TypeError:
+        return None
 
 
 def _too_deep(path: Path, max_depth: int) -> NotebookError:
