@@ -50,7 +50,7 @@ opening: ContextVar[list[str] | None] = ContextVar("qustody_opening", default=No
 #: gone from its own core's cache. Measured on the 13 real notebooks of 1-6 MB of the
 #: guard corpus, checking in a thread added 3-6% to the median save over checking inline
 #: (``benchmarks/bench_save.py --real``). One crafted to be slow (a credential in each of
-#: 28,000 table rows) holds its owner's server for about 7.4 s, with no kernel messages
+#: 28,000 table rows) holds its owner's server for about 6.6 s, with no kernel messages
 #: meanwhile. A larger body, a model the manager built (a copy, a chunked upload's last
 #: chunk), or a check that would wait for the engine to compile (at start-up, after a
 #: secret is delivered) runs in a thread, so the loop serves the other requests meanwhile.
