@@ -315,6 +315,7 @@ def test_each_cell_finds_the_same_whether_scanned_alone_or_with_the_others(
         return {(str(loc.cell_id), loc.finding.detector) for loc in scan.located()}
 
     whole = located([first, second])
+    assert ("a", "generic-keyword") in whole  # the password in cell a's source
     assert {f for f in whole if f[0] == "b"} == located([second])
     assert {f for f in whole if f[0] == "b"} == located([first, second], lambda i, c: i == 0)
     assert {f for f in whole if f[0] == "a"} == located([first])

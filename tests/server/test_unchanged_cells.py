@@ -43,9 +43,9 @@ class ScanSpy:
         engine = guard.engine
         real = engine.scan
 
-        def scan(segments: Sequence[bytes], *rest: Any) -> Any:
+        def scan(segments: Sequence[bytes], kinds: Any = None) -> Any:
             self.scanned.extend(segments)
-            return real(segments, *rest)
+            return real(segments, kinds)
 
         monkeypatch.setattr(engine, "scan", scan)
 
