@@ -129,6 +129,27 @@ class Matcher:
         return found
 
 
+    def first_matches(self, data: bytes, limit: int) -> list[tuple[int, int, int]] | None:
+        """``matches``, or None when there are more than ``limit`` (the scan stops there:
+        a caller with a cheaper way for many matches need not pay a callback for each)."""
+        db = self._database()
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(db)
+        found: list[tuple[int, int, int]] = []
+        add = found.append
+
+        def on_match(i: int, s: int, e: int, _f: int, _c: object) -> bool:
+            add((i, s, e))
+            return len(found) > limit
+
+        try:
+            db.scan(data, match_event_handler=on_match, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return None
+        return found
+
+
 class _CompiledOnUse(Matcher):
     """A few fixed expressions, compiled at the first scan (about 7 ms) rather than when
     their module is imported: a server's start does not wait for them."""

@@ -53,6 +53,10 @@ class Detector:
     #: Extra check on the candidate (a checksum, a JSON header, an entropy gate that
     #: depends on whether the value was quoted). Returns True to keep the finding.
     validate: Callable[[Candidate], bool] | None = None
+    #: The questions of ``validate`` that the value alone answers, asked before its line
+    #: is read (a minified script gives thousands of quoted strings, most of them out on
+    #: these). False only where ``validate`` is False: the outcome is the same.
+    screen: Callable[[bytes], bool] | None = None
     #: Bytes before the anchor start where the value may begin (``search`` instead of ``match``).
     back: int = 0
     #: Where else inside the anchor's match the value may start, tried when it does not

@@ -327,6 +327,8 @@ class Engine:
             return True
         if det.min_entropy is not None and shannon(secret) < det.min_entropy:
             return False
+        if det.screen is not None and not det.screen(secret):
+            return False
         if self.allow.allows(secret):
             return False
         nl = buf.rfind(b"\n", max(lo, span[0] - _LINE_CONTEXT), span[0])

@@ -68,6 +68,18 @@ def has_credential_word(text: bytes) -> bool:
     return _CREDENTIAL_WORD in _probe(text)
 
 
+#: The credential words of ``_probe``, each occurrence reported (``credential_word_ends``).
+_WORDS = compiled.matcher([rb"credential|token|key|secret|pass|pwd|bearer"],
+                          [hyperscan.HS_FLAG_CASELESS])
+
+
+def credential_word_ends(text: bytes, limit: int) -> list[int] | None:
+    """Where each credential word in ``text`` ends, in order (one native pass); None when
+    there are more than ``limit``."""
+    found = _WORDS.first_matches(text, limit)
+    return None if found is None else [end for _i, _start, end in found]
+
+
 def table_view(html: bytes) -> bytes:
     """One line per single-token cell (``'cell'``, quoted as a repr is: the ``quoted-line``
     detector then asks whether it reads as a random token) and, for tables that mention a

@@ -15,14 +15,18 @@ occurs in the original, as for HTML tables (html.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from .html import has_credential_word
+from .html import credential_word_ends
 
 #: A header is a line of at most this many bytes; longer lines are data, not a table.
 _MAX_HEADER = 512
 #: Rows read under one header: a table printed whole is longer, but its head is where
 #: ``print(df)`` and ``df.head()`` put the first values, and the view stays linear.
 _MAX_ROWS = 200
+#: Credential words found in one native pass (the lines that hold them are the only
+#: possible headers); text with more is read line by line, at the cost it had before.
+_MAX_WORDS = 1024
 _WORD = re.compile(rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey")
 _TOKEN = re.compile(rb"[^\s|]+")
 _RULE = re.compile(rb"^[\s|:+=-]*$")
@@ -37,15 +41,15 @@ def text_table_view(text: bytes) -> bytes:
     A header is a line of two or more column names (``IBM password > ****`` is a prompt, not
     a header); the table is the rows below it with as many cells (or one more, pandas' index)
     up to the first that has not."""
-    if not has_credential_word(text):
+    ends = credential_word_ends(text, _MAX_WORDS)
+    if ends is not None and not ends:
         return b""
     lines = text.split(b"\n")
     out: list[bytes] = []
-    i = 0
-    while i < len(lines):
+    for i in _lines_of(text, ends) if ends is not None else _word_lines(lines):
         header = lines[i]
         i += 1
-        if len(header) > _MAX_HEADER or not _WORD.search(header):
+        if len(header) > _MAX_HEADER:
             continue
         piped = b"|" in header
         names = _cells(header, piped)
@@ -60,6 +64,28 @@ def text_table_view(text: bytes) -> bytes:
                 break
             out.extend(_pairs(columns, row, cells, piped))
     return b"\n".join(out)
+
+
+def _word_lines(lines: list[bytes]) -> Iterator[int]:
+    """The indices of the lines short enough for a header that hold a credential word,
+    one regex search each: for text with more words than ``_MAX_WORDS``."""
+    for i, line in enumerate(lines):
+        if len(line) <= _MAX_HEADER and _WORD.search(line):
+            yield i
+
+
+def _lines_of(text: bytes, ends: list[int]) -> list[int]:
+    """The indices of the lines of ``text`` holding the words that end at ``ends`` (in
+    order, each once): only they may be a table's header. A word holds no line break, so
+    its line is its last byte's; newlines are counted once, between successive words."""
+    found: list[int] = []
+    line, counted = 0, 0
+    for end in ends:
+        line += text.count(b"\n", counted, end - 1)
+        counted = end - 1
+        if not found or found[-1] != line:
+            found.append(line)
+    return found
 
 
 def _cells(line: bytes, piped: bool) -> list[bytes]:

@@ -18,7 +18,9 @@ from server_ext.guard import SaveGuard, SaveRefused
 from server_ext.scanner import rules
 from server_ext.scanner.documents import _entity_decoded
 from server_ext.scanner.engine import AllowList, Engine, SegmentKind
+from server_ext.scanner.html import credential_word_ends
 from server_ext.scanner.notebook import walk
+from server_ext.scanner.texttable import _MAX_WORDS, _lines_of, _word_lines, text_table_view
 
 GUARD = SaveGuard()
 #: A random-looking base64 string that only the entropy detector knows (our own fake).
@@ -408,3 +410,50 @@ def test_display_outputs_walk_to_the_segments_the_generic_walk_gives(
     fast = _walked(nb, max_depth)
     monkeypatch.setattr(notebook, "_BUNDLE_DEPTH", 10**9)  # the generic walk only
     assert fast == _walked(nb, max_depth)
+
+
+def test_the_native_pass_finds_the_lines_a_regex_search_of_each_line_finds() -> None:
+    """A printed table's header is looked for only on the lines the credential-word pass
+    reports: the same lines, in the same order, as a regex search of every line (words in
+    any case, several on a line, at a line's start or end, inside other words)."""
+    rng = random.Random(13)
+    pieces = ["token", "API_KEY", "Password", "passphrase", "bearer", "monkey", "pwd",
+              "keys", "secret", "Credential", "x", "  ", "|", "0.5", "\n", "\n", "\n\n",
+              "tok", "ke", "y", "passw", "x" * 300]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))).encode()
+        lines = text.split(b"\n")
+        ends = credential_word_ends(text, 10_000)
+        assert ends is not None
+        short = [i for i in _lines_of(text, ends) if len(lines[i]) <= 512]
+        assert short == list(_word_lines(lines)), text
+
+
+@pytest.mark.parametrize("noise", [3, 2000])
+def test_a_printed_table_is_read_below_many_lines_that_name_credentials(noise: int) -> None:
+    """Log lines that name tokens before a printed table: the table is still read, both
+    when the words are few (one native pass) and when they are too many for it (2,000
+    lines, read line by line)."""
+    table = f"   service                  api_key\n0     qlab  {BLOB}\n"
+    text = "".join(f"token {i} refreshed\n" for i in range(noise)) + table
+    assert (noise > _MAX_WORDS) == (noise == 2000)
+    assert f"api_key: {BLOB}".encode() in text_table_view(text.encode())
+    cell = {"cell_type": "code", "id": "c", "metadata": {}, "source": "print(df)",
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    model = {"type": "notebook", "content": nb}
+    GUARD.check(model, "tables.ipynb")
+    assert BLOB not in str(model)
+
+
+def test_a_quoted_token_after_thousands_of_quoted_names_is_found() -> None:
+    """A minified script: a line of thousands of quoted strings, most of them out on the
+    value alone (names, paths) before their line is read. The quoted token after them is
+    still found, and a value that reads as random but is named as an id is still let
+    through by the part of the check that reads the line."""
+    names = ",".join(f'"{w}_{i}_handlerName"' for i, w in enumerate(["onClick", "layout"] * 1500))
+    ids = 'var c={"sha256":"q8ZkP3vT9xLm2RwY7nB4cJ6hF1sD5gA0eKuWo"};'
+    assert refused_detectors(f"var t=[{names}];{ids}\nvar k=\"{BLOB}\";\n") == [
+        "base64-high-entropy"
+    ]
+    assert refused_detectors(f"var t=[{names}];{ids}\n") == []

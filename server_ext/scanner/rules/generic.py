@@ -65,16 +65,22 @@ def _named_as_id(c: Candidate) -> bool:
     return _names_an_id(c.line[lo:hi])
 
 
-def _entropy_gate(minimum: float, hex_only: bool) -> Callable[[Candidate], bool]:
-    def gate(c: Candidate) -> bool:
+def _entropy_screen(minimum: float, hex_only: bool) -> Callable[[bytes], bool]:
+    def screen(s: bytes) -> bool:
         # Cheapest questions first. A string of k distinct symbols has at most log2(k) bits
         # per symbol, so most quoted words and paths are out before entropy is computed.
-        s = c.secret
         if hex_only != is_hex(s) or math.log2(len(set(s))) + 1e-9 < minimum:
             return False
-        if shannon(s) < minimum:
-            return False
-        return not _named_as_id(c)
+        return shannon(s) >= minimum
+
+    return screen
+
+
+def _entropy_gate(minimum: float, hex_only: bool) -> Callable[[Candidate], bool]:
+    screen = _entropy_screen(minimum, hex_only)
+
+    def gate(c: Candidate) -> bool:
+        return screen(c.secret) and not _named_as_id(c)
 
     return gate
 
@@ -192,20 +198,31 @@ def _leads_listing(s: bytes, minimum: float) -> bool:
     return len(head) >= 15 and _looks_random(head, minimum)
 
 
+def _context_screen(minimum: float) -> Callable[[bytes], bool]:
+    """What ``_context_gate`` asks of the value alone."""
+
+    def screen(s: bytes) -> bool:
+        return (
+            _looks_random(s, minimum)
+            and _PINNED_ARTIFACT.search(s) is None
+            and _PUBLIC_KEY_VALUE.match(s) is None
+            and _leads_listing(s, minimum)
+        )
+
+    return screen
+
+
 def _context_gate(minimum: float) -> Callable[[Candidate], bool]:
     """Prose is a weak context, so the value must read as a random token (see
     ``_looks_random``), not a name made of words (``model_state_dict_v2``,
     ``/home/user/.cache/token``), nor an id named by a hash word (``commit``, ``sha``),
     nor a package file pinned by its digest."""
 
+    screen = _context_screen(minimum)
+
     def gate(c: Candidate) -> bool:
         s = c.secret
-        if (
-            not _looks_random(s, minimum)
-            or _PINNED_ARTIFACT.search(s)
-            or _PUBLIC_KEY_VALUE.match(s)
-            or not _leads_listing(s, minimum)
-        ):
+        if not screen(s):
             return False
         # Only near the value: a minified line may be megabytes long.
         at = max(0, c.line.find(s))
@@ -259,6 +276,7 @@ def detectors(
             caseless=True,
             window=600,
             validate=_context_gate(CONTEXT_ENTROPY),
+            screen=_context_screen(CONTEXT_ENTROPY),
             restart=_CONTEXT_WORD,
         ),
         Detector(
@@ -273,6 +291,7 @@ def detectors(
             kind=Kind.KEYWORD,
             window=600,
             validate=_context_gate(CONTEXT_ENTROPY),
+            screen=_context_screen(CONTEXT_ENTROPY),
             in_markup=False,  # a drawing has no printed lines
         ),
         Detector(
@@ -283,6 +302,7 @@ def detectors(
             value=rx(r"(?P<q>[\"'`])(?P<secret>[A-Za-z0-9+/=_-]{20,512})(?P=q)"),
             kind=Kind.ENTROPY,
             validate=_entropy_gate(base64_entropy, hex_only=False),
+            screen=_entropy_screen(base64_entropy, hex_only=False),
             in_markup=False,  # a quoted string in a drawing is an attribute value
         ),
         Detector(
@@ -293,6 +313,7 @@ def detectors(
             value=rx(r"(?P<q>[\"'`])(?P<secret>[0-9a-fA-F]{20,512})(?P=q)"),
             kind=Kind.ENTROPY,
             validate=_entropy_gate(hex_entropy, hex_only=True),
+            screen=_entropy_screen(hex_entropy, hex_only=True),
             in_markup=False,
         ),
     )
