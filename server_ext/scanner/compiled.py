@@ -119,23 +119,24 @@ class Matcher:
         """(expression id, start, end) of each match, in hyperscan's order (by end). The
         start is the match's leftmost one only if its expression asked for it
         (``HS_FLAG_SOM_LEFTMOST``)."""
-        db = self._database()
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(db)
+        db, scratch = self._prepared()
         found: list[tuple[int, int, int]] = []
         add = found.append
         db.scan(data, match_event_handler=lambda i, s, e, _f, _c: add((i, s, e)), scratch=scratch)
         return found
 
-
-    def first_matches(self, data: bytes, limit: int) -> list[tuple[int, int, int]] | None:
-        """``matches``, or None when there are more than ``limit`` (the scan stops there:
-        a caller with a cheaper way for many matches need not pay a callback for each)."""
+    def _prepared(self) -> tuple[hyperscan.Database, hyperscan.Scratch]:
+        """The database, and this thread's scratch space for it."""
         db = self._database()
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(db)
+        return db, scratch
+
+    def first_matches(self, data: bytes, limit: int) -> list[tuple[int, int, int]] | None:
+        """``matches``, or None when there are more than ``limit`` (the scan stops there:
+        a caller with a cheaper way for many matches need not pay a callback for each)."""
+        db, scratch = self._prepared()
         found: list[tuple[int, int, int]] = []
         add = found.append
 

@@ -25,7 +25,8 @@ _MAX_HEADER = 512
 #: ``print(df)`` and ``df.head()`` put the first values, and the view stays linear.
 _MAX_ROWS = 200
 #: Credential words found in one native pass (the lines that hold them are the only
-#: possible headers); text with more is read line by line, at the cost it had before.
+#: possible headers); text with more is read line by line, as before, after a native pass
+#: stopped at the first word past these.
 _MAX_WORDS = 1024
 _WORD = re.compile(rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey")
 _TOKEN = re.compile(rb"[^\s|]+")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import random
+import re
+import string
 
 import pytest
 
@@ -412,21 +414,59 @@ def test_display_outputs_walk_to_the_segments_the_generic_walk_gives(
     assert fast == _walked(nb, max_depth)
 
 
-def test_the_native_pass_finds_the_lines_a_regex_search_of_each_line_finds() -> None:
+def _header_lines_by_regex(text: bytes) -> list[int]:
+    """The lines the table reading looked at before the native pass: every line of at
+    most 512 bytes that a case-folding regex finds a credential word on."""
+    word = re.compile(rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey")
+    return [i for i, line in enumerate(text.split(b"\n"))
+            if len(line) <= 512 and word.search(line)]
+
+
+@pytest.mark.parametrize("limit", [10_000, 3])
+def test_the_native_pass_finds_the_lines_a_regex_search_of_each_line_finds(limit: int) -> None:
     """A printed table's header is looked for only on the lines the credential-word pass
     reports: the same lines, in the same order, as a regex search of every line (words in
-    any case, several on a line, at a line's start or end, inside other words)."""
+    any case, several on a line, at a line's start or end, inside other words, next to
+    non-ASCII bytes and carriage returns, lines over 512 bytes), and the same again past
+    the pass's limit, where lines are searched one by one."""
     rng = random.Random(13)
-    pieces = ["token", "API_KEY", "Password", "passphrase", "bearer", "monkey", "pwd",
-              "keys", "secret", "Credential", "x", "  ", "|", "0.5", "\n", "\n", "\n\n",
-              "tok", "ke", "y", "passw", "x" * 300]
+    pieces = [b"token", b"API_KEY", b"Password", b"passphrase", b"bearer", b"monkey", b"pwd",
+              b"keys", b"secret", b"Credential", b"x", b"  ", b"|", b"0.5", b"\n", b"\n",
+              b"\n\n", b"\r\n", b"tok", b"ke", b"y", b"passw", b"x" * 300, b"k\xc3\xa9y",
+              b"\xe2\x84\xaaey", b"\xff", b"\x00"]
     for _ in range(3000):
-        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))).encode()
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
         lines = text.split(b"\n")
-        ends = credential_word_ends(text, 10_000)
-        assert ends is not None
-        short = [i for i in _lines_of(text, ends) if len(lines[i]) <= 512]
-        assert short == list(_word_lines(lines)), text
+        ends = credential_word_ends(text, limit)
+        if ends is None:  # past the limit: the lines are searched one by one
+            assert len(credential_word_ends(text, 1 << 30) or ()) > limit
+            got = list(_word_lines(lines))
+        else:
+            got = [i for i in _lines_of(text, ends) if len(lines[i]) <= 512]
+        assert got == _header_lines_by_regex(text), text
+
+
+def test_a_screen_drops_only_what_its_gate_drops() -> None:
+    """A detector's ``screen`` (asked before the line is read) says no only where its
+    ``validate`` says no, for every detector that has one, on values of every shape."""
+    from server_ext.scanner.filters import Candidate
+
+    screened = [d for d in rules.catalogue() if d.screen is not None]
+    assert {d.id for d in screened} >= {"base64-high-entropy", "hex-high-entropy",
+                                        "keyword-context", "quoted-line"}
+    rng = random.Random(5)
+    alphabets = ["0123456789abcdef", string.ascii_letters + string.digits,
+                 string.ascii_lowercase + "_", string.ascii_uppercase + string.digits,
+                 string.ascii_letters + string.digits + "+/=-_.:@"]
+    for _ in range(4000):
+        alphabet = rng.choice(alphabets)
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(12, 64))).encode()
+        candidate = Candidate(secret=value, line=b'x = "' + value + b'"', previous_line=b"",
+                              quoted=True)
+        for d in screened:
+            assert d.validate is not None and d.screen is not None
+            if not d.screen(value):
+                assert not d.validate(candidate), (d.id, value)
 
 
 @pytest.mark.parametrize("noise", [3, 2000])

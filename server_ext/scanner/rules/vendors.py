@@ -106,9 +106,10 @@ def _env_password(c: Candidate) -> bool:
 
 
 def _gated(det: Detector, gate: Callable[[Candidate], bool], in_binary: bool = False) -> Detector:
-    """``det`` confirmed by ``gate`` too, and over binary payloads only with ``in_binary``;
-    every other field as ``det`` has it."""
-    return replace(det, validate=gate, in_binary=in_binary)
+    """``det`` confirmed by ``gate`` instead, and over binary payloads only with
+    ``in_binary``; every other field as ``det`` has it but its ``screen`` (the first half of
+    the gate it had)."""
+    return replace(det, validate=gate, screen=None, in_binary=in_binary)
 
 
 def _behind(
