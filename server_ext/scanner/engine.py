@@ -347,6 +347,7 @@ class Engine:
             quoted=quoted,
             in_code=in_code,
             assigned=det.kind in (Kind.VENDOR, Kind.KEYWORD),
+            documented=det.kind is Kind.FORMAT,
         )
         if det.validate is not None and not det.validate(candidate):
             return False

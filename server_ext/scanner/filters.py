@@ -30,6 +30,8 @@ class Candidate:
     #: The value was found on the right of an assignment (keyword and vendor detectors),
     #: so it may be code rather than a literal; format detectors never set this.
     assigned: bool = False
+    #: The value has a documented format of its own (``ghp_...``, ``AKIA...``).
+    documented: bool = False
 
 
 _TEMPLATE = re.compile(
@@ -198,7 +200,12 @@ def closes_a_string(c: Candidate) -> bool:
     """The quote before a quoted value closes a string opened earlier on the line, so the
     "value" is the code between two strings: ``{passwordLabel:"Password:",user:"x"}``.
     Outside program source an apostrophe is mostly prose ("don't"), so it opens nothing."""
-    if not c.quoted:
+    if not c.quoted or c.documented:
+        # A value of a documented format is the literal it reads as. Its quotes cannot
+        # tell otherwise anyway where the line is long: the filters read a window of it,
+        # whose quotes pair the right way about half the time (a key in a minified page's
+        # config was left on disk as often as not), and a script's regex literals hold
+        # quotes too.
         return False
     quote_at = c.line.find(c.secret) - 1
     if quote_at < 0:

@@ -68,3 +68,41 @@ def test_a_token_between_escaped_quotes_is_inside_one_string(token):
 def test_a_value_between_two_strings_is_still_code():
     line = b'{passwordLabel:"Password:",usernameLabel:"Username:"}\n'
     assert ENGINE.scan_one(line, SegmentKind.CODE) == []
+
+
+def _minified(pairs: list[str], at: int, inserted: str) -> str:
+    """One line of a page's inlined config: ``"name":"value"`` pairs, megabytes in real
+    pages (plotly, folium), far longer than the window the filters read."""
+    return "var cfg={" + ",".join([*pairs[:at], inserted, *pairs[at:]]) + "};"
+
+
+_NAMES = ["color", "width", "onClick", "layout", "x"] * 120
+_VALUES = ["#ff0", "a b", "10px", "it's", "?"] * 120
+PAIRS = [f'"{n}_{i}":"{v}"' for i, (n, v) in enumerate(zip(_NAMES, _VALUES, strict=True))]
+
+
+@pytest.mark.parametrize("at", range(0, 600, 23))
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ghp_Xk29aQ7LmP0vB3nR5tY8Wq2ZXk29aQ7LmP0v",
+        "AKIAZ7Q2L9XK4VB3NM5T",
+        "AIzaSyXk29aQ7LmP0vB3nR5tY8Wq2ZXk29aQ7Lm",
+    ],
+)
+def test_a_key_quoted_in_a_long_minified_line_is_found_wherever_it_sits(at, key):
+    """The filters read a window of a long line; a key's quote is paired with the quotes
+    of the line's real start, not of the window's (which left about half of them on disk
+    as "code between two strings")."""
+    line = _minified(PAIRS, at, f'"apiKey":"{key}"')
+    assert len(line) > 2 * 4096
+    found = ENGINE.scan_one(line.encode(), SegmentKind.TEXT)
+    assert key.encode() in {f.secret for f in found}
+
+
+@pytest.mark.parametrize("at", range(0, 600, 61))
+def test_a_value_between_two_strings_of_a_long_minified_line_is_still_code(at):
+    """What the pairing is for holds in a long line too: a label between two strings."""
+    line = _minified(PAIRS, at, 'passwordLabel:"Password:",usernameLabel:"Username:"')
+    assert len(line) > 2 * 4096
+    assert ENGINE.scan_one(line.encode(), SegmentKind.CODE) == []
