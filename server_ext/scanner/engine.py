@@ -348,6 +348,7 @@ class Engine:
             in_code=in_code,
             assigned=det.kind in (Kind.VENDOR, Kind.KEYWORD),
             documented=det.kind is Kind.FORMAT,
+            cut=nl < 0 and line_start > lo,
         )
         if det.validate is not None and not det.validate(candidate):
             return False

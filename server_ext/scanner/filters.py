@@ -32,6 +32,10 @@ class Candidate:
     assigned: bool = False
     #: The value has a documented format of its own (``ghp_...``, ``AKIA...``).
     documented: bool = False
+    #: ``line`` is a window that starts inside its line (a minified page's line is
+    #: megabytes long): quotes counted from its start pair the right way about half the
+    #: time.
+    cut: bool = False
 
 
 _TEMPLATE = re.compile(
@@ -196,6 +200,21 @@ def is_fragment(c: Candidate) -> bool:
     return at >= 0 and c.line.startswith(_CUT_OFF, at + len(c.secret))
 
 
+#: What code between two strings holds and a token does not: separators, brackets, blanks.
+_CODE_BETWEEN = frozenset(b",;:(){}[] \t<>?|")
+
+
+def _one_quoted_token(line: bytes, quote_at: int, length: int) -> bool:
+    """The value is closed by the quote that opens it and holds nothing of code between
+    two strings (``"q8ZkP3vT9xLm2Rw..."``, not ``",usernameLabel:"``): where the quotes of
+    a window cannot be paired (``Candidate.cut``), such a value named as a credential is
+    the string it reads as."""
+    end = quote_at + 1 + length
+    return line[end : end + 1] == line[quote_at : quote_at + 1] and _CODE_BETWEEN.isdisjoint(
+        line[quote_at + 1 : end]
+    )
+
+
 def closes_a_string(c: Candidate) -> bool:
     """The quote before a quoted value closes a string opened earlier on the line, so the
     "value" is the code between two strings: ``{passwordLabel:"Password:",user:"x"}``.
@@ -214,6 +233,10 @@ def closes_a_string(c: Candidate) -> bool:
     # as in ``body = "{\"password\": \"X\"}"``.
     backslashes = quote_at - len(c.line[:quote_at].rstrip(b"\\"))
     if backslashes % 2:
+        return False
+    if c.cut and c.assigned and _one_quoted_token(c.line, quote_at, len(c.secret)):
+        # named as a credential (``"apiKey":"..."``); a quoted hash in a bundled script,
+        # which only its entropy marks, keeps the window's pairing
         return False
     closed = _CLOSED_STRINGS.match(c.line, 0, quote_at)
     if closed is None or closed.end() >= quote_at:

@@ -100,6 +100,21 @@ def test_a_key_quoted_in_a_long_minified_line_is_found_wherever_it_sits(at, key)
     assert key.encode() in {f.secret for f in found}
 
 
+@pytest.mark.parametrize("at", range(0, 600, 37))
+@pytest.mark.parametrize(
+    "pair",
+    ['"apiKey":"q8ZkP3vT9xLm2RwY7nB4cJ6hF1sD5gA0"', '"password":"Kx9fQ2mZ7pLwRt5Yb8Vn"'],
+)
+def test_a_random_value_named_as_a_credential_in_a_long_minified_line_is_found(at, pair):
+    """The same for a value only its name and its randomness tell: in a window whose
+    quotes cannot be paired, a quoted value that holds nothing of code between two
+    strings is the string it reads as."""
+    line = _minified(PAIRS, at, pair)
+    value = pair.split(":")[1].strip('"').encode()
+    found = ENGINE.scan_one(line.encode(), SegmentKind.TEXT)
+    assert value in {f.secret for f in found}
+
+
 @pytest.mark.parametrize("at", range(0, 600, 61))
 def test_a_value_between_two_strings_of_a_long_minified_line_is_still_code(at):
     """What the pairing is for holds in a long line too: a label between two strings."""
