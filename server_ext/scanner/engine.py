@@ -348,7 +348,8 @@ class Engine:
             in_code=in_code,
             assigned=det.kind in (Kind.VENDOR, Kind.KEYWORD),
             documented=det.kind is Kind.FORMAT,
-            cut=nl < 0 and line_start > lo,
+            # the window starts inside its line (not on a line start it just missed)
+            cut=nl < 0 and line_start > lo and buf[line_start - 1] != 0x0A,
         )
         if det.validate is not None and not det.validate(candidate):
             return False

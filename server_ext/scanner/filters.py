@@ -206,25 +206,28 @@ _CODE_BETWEEN = frozenset(b",;:(){}[] \t<>?|")
 
 def _one_quoted_token(line: bytes, quote_at: int, length: int) -> bool:
     """The value is closed by the quote that opens it and holds nothing of code between
-    two strings (``"q8ZkP3vT9xLm2Rw..."``, not ``",usernameLabel:"``): where the quotes of
-    a window cannot be paired (``Candidate.cut``), such a value named as a credential is
-    the string it reads as."""
+    two strings: no separator, bracket or blank, and no ``+`` at either end
+    (``"q8ZkP3vT9xLm2Rw..."``, not ``",usernameLabel:"`` nor ``"+n.accessToken+"``)."""
     end = quote_at + 1 + length
-    return line[end : end + 1] == line[quote_at : quote_at + 1] and _CODE_BETWEEN.isdisjoint(
-        line[quote_at + 1 : end]
+    value = line[quote_at + 1 : end]
+    return (
+        line[end : end + 1] == line[quote_at : quote_at + 1]
+        and _CODE_BETWEEN.isdisjoint(value)
+        and not (value.startswith(b"+") or value.endswith(b"+"))
     )
 
 
 def closes_a_string(c: Candidate) -> bool:
     """The quote before a quoted value closes a string opened earlier on the line, so the
     "value" is the code between two strings: ``{passwordLabel:"Password:",user:"x"}``.
-    Outside program source an apostrophe is mostly prose ("don't"), so it opens nothing."""
-    if not c.quoted or c.documented:
-        # A value of a documented format is the literal it reads as. Its quotes cannot
-        # tell otherwise anyway where the line is long: the filters read a window of it,
-        # whose quotes pair the right way about half the time (a key in a minified page's
-        # config was left on disk as often as not), and a script's regex literals hold
-        # quotes too.
+    Outside program source an apostrophe is mostly prose ("don't"), so it opens nothing.
+
+    A quoted token of a documented format, or one named as a credential in a window of a
+    long line (``Candidate.cut``), is the string it reads as: there the window's quotes
+    pair the right way about half the time (a key in a minified page's config was left
+    on disk as often as not), and a script's regex literals hold quotes too. A value
+    only its entropy marks keeps the pairing (quoted hashes in bundled scripts)."""
+    if not c.quoted:
         return False
     quote_at = c.line.find(c.secret) - 1
     if quote_at < 0:
@@ -234,9 +237,9 @@ def closes_a_string(c: Candidate) -> bool:
     backslashes = quote_at - len(c.line[:quote_at].rstrip(b"\\"))
     if backslashes % 2:
         return False
-    if c.cut and c.assigned and _one_quoted_token(c.line, quote_at, len(c.secret)):
-        # named as a credential (``"apiKey":"..."``); a quoted hash in a bundled script,
-        # which only its entropy marks, keeps the window's pairing
+    if (c.documented or (c.cut and c.assigned)) and _one_quoted_token(
+        c.line, quote_at, len(c.secret)
+    ):
         return False
     closed = _CLOSED_STRINGS.match(c.line, 0, quote_at)
     if closed is None or closed.end() >= quote_at:

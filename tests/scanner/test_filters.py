@@ -121,3 +121,30 @@ def test_a_value_between_two_strings_of_a_long_minified_line_is_still_code(at):
     line = _minified(PAIRS, at, 'passwordLabel:"Password:",usernameLabel:"Username:"')
     assert len(line) > 2 * 4096
     assert ENGINE.scan_one(line.encode(), SegmentKind.CODE) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'cmd = "mysql --password=" + password + " -u root"\n',
+        'cmd="mysql --password="+e.password+" -u root";\n',
+        "cmd = 'mysql --password=' + db_pass + ' -u root'\n",
+    ],
+)
+def test_a_password_flag_built_by_concatenation_is_code(line):
+    """A documented shape whose value is any quoted text (``--password="..."``) is still
+    paired: what sits between two strings there is code."""
+    assert ENGINE.scan_one(line.encode(), SegmentKind.CODE) == []
+
+
+@pytest.mark.parametrize("before", [4095, 4096, 4097, 9000])
+def test_concatenation_after_a_credential_name_in_a_long_line_is_code(before):
+    """``"token="+n.accessToken+"&x"`` deep in a minified line is code between two
+    strings however the window falls, also when the line starts exactly where the window
+    does (``before``: bytes of the line before the value, after a short first line)."""
+    tail = 'q="token="+n.accessToken+"&x"'
+    filler = ('a.b("x"),' * 2000)[: before - len('q="token="')]
+    text = f"x=1\n{filler}{tail}\n"
+    assert text.index("+n.access") - text.index("\n") - 1 == before
+    for kind in (SegmentKind.CODE, SegmentKind.TEXT):
+        assert ENGINE.scan_one(text.encode(), kind) == []
