@@ -204,12 +204,12 @@ def is_fragment(c: Candidate) -> bool:
 _CODE_BETWEEN = frozenset(b",;:(){}[] \t<>?|")
 
 
-def _one_quoted_token(line: bytes, quote_at: int, length: int) -> bool:
-    """The value is closed by the quote that opens it and holds nothing of code between
-    two strings: no separator, bracket or blank, and no ``+`` at either end
-    (``"q8ZkP3vT9xLm2Rw..."``, not ``",usernameLabel:"`` nor ``"+n.accessToken+"``)."""
-    end = quote_at + 1 + length
-    value = line[quote_at + 1 : end]
+def _one_quoted_token(line: bytes, quote_at: int, value: bytes) -> bool:
+    """``value``, which starts after the quote at ``quote_at``, is closed by the same quote
+    and holds nothing of code between two strings: no separator, bracket or blank, and no
+    ``+`` at either end (``"q8ZkP3vT9xLm2Rw..."``, not ``",usernameLabel:"`` nor
+    ``"+n.accessToken+"``)."""
+    end = quote_at + 1 + len(value)
     return (
         line[end : end + 1] == line[quote_at : quote_at + 1]
         and _CODE_BETWEEN.isdisjoint(value)
@@ -237,9 +237,7 @@ def closes_a_string(c: Candidate) -> bool:
     backslashes = quote_at - len(c.line[:quote_at].rstrip(b"\\"))
     if backslashes % 2:
         return False
-    if (c.documented or (c.cut and c.assigned)) and _one_quoted_token(
-        c.line, quote_at, len(c.secret)
-    ):
+    if (c.documented or (c.cut and c.assigned)) and _one_quoted_token(c.line, quote_at, c.secret):
         return False
     closed = _CLOSED_STRINGS.match(c.line, 0, quote_at)
     if closed is None or closed.end() >= quote_at:

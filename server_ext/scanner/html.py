@@ -35,6 +35,8 @@ _LONG_CELL = re.compile(_LONG_CELL_PATTERN)
 _LONG_CELL_ANY_CASE = re.compile(_LONG_CELL_PATTERN, re.IGNORECASE)
 
 _LONG_TEXT, _CREDENTIAL_WORD = 0, 1
+#: The words that name a credential, for the probes below (any case).
+_CREDENTIAL_WORDS = rb"credential|token|key|secret|pass|pwd|bearer"
 
 
 class _Probe:
@@ -43,7 +45,7 @@ class _Probe:
 
     def __init__(self) -> None:
         self._matcher = compiled.matcher(
-            [rb">\s{0,64}[^<>\s]{16}", rb"credential|token|key|secret|pass|pwd|bearer"],
+            [rb">\s{0,64}[^<>\s]{16}", _CREDENTIAL_WORDS],
             [
                 hyperscan.HS_FLAG_SINGLEMATCH,
                 hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS,
@@ -69,8 +71,7 @@ def has_credential_word(text: bytes) -> bool:
 
 
 #: The credential words of ``_probe``, each occurrence reported (``credential_word_ends``).
-_WORDS = compiled.matcher([rb"credential|token|key|secret|pass|pwd|bearer"],
-                          [hyperscan.HS_FLAG_CASELESS])
+_WORDS = compiled.matcher([_CREDENTIAL_WORDS], [hyperscan.HS_FLAG_CASELESS])
 
 
 def credential_word_ends(text: bytes, limit: int) -> list[int] | None:
