@@ -427,10 +427,11 @@ class AuditLog(LoggingConfigurable):
             raise UserEventRefused(400, e.message) from None
         return self._record([(event_type, clean, redactions)], schema.USER_SERVER)[0]
 
-    def add_known_secrets(self, values: Any, user_chosen: bool = False) -> int:
+    def add_known_secrets(self, values: Any, owner: str | None = None) -> int:
         """Exact secret values (e.g. what the broker delivered) never to be recorded;
-        ``user_chosen`` for values users stored themselves (``SecretScrubber.add_known``)."""
-        return self.scrubber.add_known(values, user_chosen)
+        ``owner`` for values a user stored themselves, looked for in that user's events
+        only (``SecretScrubber.add_known``)."""
+        return self.scrubber.add_known(values, owner)
 
     def record_verification(self, report: Any, actor: str) -> Recorded | None:
         """Record an ``audit-verified`` event for a verify.VerifyReport."""

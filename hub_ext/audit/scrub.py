@@ -21,7 +21,8 @@ from typing import Any
 from server_ext.scanner.engine import Engine
 from server_ext.scanner.filters import INLINE_PRAGMAS, NEXTLINE_PRAGMA
 
-from .errors import SecretInEvent
+from . import schema
+from .errors import SecretInEvent, UnknownEventType
 from .schema import IDENTITY_FIELDS
 
 KNOWN = "known-secret"
@@ -39,10 +40,12 @@ class SecretScrubber:
         self.refuse = refuse
         self._known: set[str] = set()
         self._known_re: re.Pattern[str] | None = None
-        # Values users chose themselves: redacted too, but never in a field the hub stamps
-        # or in a schema's property name (see _stamped).
-        self._own: set[str] = set()
-        self._own_re: re.Pattern[str] | None = None
+        # Values users chose themselves, by user: cut out of that user's own events only,
+        # and never out of a field the hub stamps, a schema's property name or a field of
+        # fixed form (see _own_applies). Anyone may store any string as a secret of their
+        # own: a detector id, a secret's name, a class; those are other users' records.
+        self._own: dict[str, set[str]] = {}
+        self._own_re: dict[str, re.Pattern[str]] = {}
         self._lock = threading.Lock()
         # Exact strings the scanner and the known values found nothing in. Cleared when a
         # known value is added; only ever holds strings that are safe to record.
@@ -51,14 +54,16 @@ class SecretScrubber:
         # finding (matches never cross strings), so the scanner is not asked about it.
         self._shortest = shortest_match(engine)
 
-    def add_known(self, values: Iterable[str | bytes], user_chosen: bool = False) -> int:
+    def add_known(self, values: Iterable[str | bytes], owner: str | None = None) -> int:
         """Add exact secret values to redact (and their base64, hex, URL and JSON forms).
 
         Returns how many new values were added. Values shorter than 8 characters are
-        refused: redacting them would shred unrelated text. ``user_chosen`` values (a
-        user's own secrets) are not looked for in the fields the hub stamps (user, server,
-        actor, ip) nor in property names: a user storing another's name as a secret must
-        not cut that name out of their records.
+        refused: redacting them would shred unrelated text. An ``owner``'s values (secrets
+        a user stored themselves) are looked for only in events whose ``user`` or
+        ``actor`` is that owner, and there not in the fields the hub stamps (user, server,
+        actor, ip), property names or fields of fixed form (an enum, a pattern): a user
+        storing another's name, a detector id or a secret's name as a secret must not cut
+        it out of records, theirs or anyone's.
         """
         fresh: set[str] = set()
         for i, raw in enumerate(values):
@@ -69,18 +74,30 @@ class SecretScrubber:
                 )
             fresh.update(_encodings(value))
         with self._lock:
-            known = self._own if user_chosen else self._known
+            known = self._known if owner is None else self._own.setdefault(owner, set())
             before = len(known)
             known |= fresh
             if len(known) != before:
                 pattern = re.compile("|".join(map(re.escape, sorted(known, key=len,
                                                                      reverse=True))))
-                if user_chosen:
-                    self._own_re = pattern
-                else:
+                if owner is None:
                     self._known_re = pattern
-                self._clean = set()
+                    self._clean = set()
+                else:  # the clean cache never vouches for an owner's values
+                    self._own_re[owner] = pattern
             return len(known) - before
+
+    def _owners_patterns(self, data: Any) -> list[re.Pattern[str]]:
+        """The own-value patterns of the users an event is about (its user and actor)."""
+        if not self._own_re or type(data) is not dict:
+            return []
+        found = []
+        for field_name in _OWNER_FIELDS:
+            who = data.get(field_name)
+            pattern = self._own_re.get(who) if isinstance(who, str) else None
+            if pattern is not None and pattern not in found:
+                found.append(pattern)
+        return found
 
     def scrub(self, type_name: str, data: Any) -> tuple[Any, list[dict[str, str]]]:
         """``data`` with every credential redacted, and where; or raise SecretInEvent."""
@@ -88,9 +105,10 @@ class SecretScrubber:
         _strings(data, texts)
         clean = self._clean
         fresh = [text for text in texts if text not in clean]
-        if not fresh:
+        own = self._owners_patterns(data)
+        if not fresh and not own:
             return data, []
-        known, own = self._known_re, self._own_re
+        known = self._known_re
         shortest = self._shortest
         scan = [t for t in fresh if len(t) >= shortest or not t.isascii()]
         findings = (
@@ -98,18 +116,19 @@ class SecretScrubber:
             if scan
             else ()
         )
-        joined = "\x00".join(fresh) if known is not None or own is not None else ""
-        if not any(findings) and not any(
-                p is not None and p.search(joined) for p in (known, own)):
+        joined = "\x00".join(fresh) if known is not None else ""
+        if not any(findings) and not (known is not None and known.search(joined)):
             if len(clean) + len(fresh) > CLEAN_CACHE:
                 clean.clear()
             clean.update(fresh)
-            return data, []
+            everything = "\x00".join(texts) if own else ""
+            if not any(p.search(everything) for p in own):
+                return data, []
         return self._redact(type_name, data, known, own)
 
     def _redact(
         self, type_name: str, data: Any, known: re.Pattern[str] | None,
-        own: re.Pattern[str] | None = None,
+        own: list[re.Pattern[str]],
     ) -> tuple[Any, list[dict[str, str]]]:
         """The slow path, once something was found: locate and replace each hit."""
         leaves: list[tuple[Path, bool, str]] = []
@@ -125,7 +144,8 @@ class SecretScrubber:
                 for f in sorted(found, key=lambda f: f.start, reverse=True):
                     out[f.start : f.end] = f"[REDACTED:{f.detector}]".encode()
                 cleaned = out.decode("utf-8", "surrogatepass")
-            for pattern in (known, None if _stamped(path, is_key) else own):
+            mine = own if own and _own_applies(type_name, path, is_key) else []
+            for pattern in (known, *mine):
                 if pattern is not None and pattern.search(cleaned):
                     cleaned = pattern.sub(f"[REDACTED:{KNOWN}]", cleaned)
                     if KNOWN not in detectors:
@@ -149,11 +169,37 @@ class SecretScrubber:
 #: user chose (their own secret) is not looked for there, so storing a name or an address
 #: as a secret does not cut it out of other records. Admins' values and the scanner are.
 _STAMPED = frozenset({*IDENTITY_FIELDS, "ip"})
+#: Whose own values apply to an event: the user it is about and the user who acted.
+_OWNER_FIELDS = ("user", "actor")
+#: Schema keywords that fix a string's form: such a field holds the hub's vocabulary
+#: (detector ids, secret names, classes, states), which a redaction would only break.
+_FIXED_FORM = ("enum", "const", "pattern", "format")
 
 
 def _stamped(path: Path, is_key: bool) -> bool:
     """A schema's own property name, or a field the hub stamps."""
     return len(path) == 1 and (is_key or path[0] in _STAMPED)
+
+
+def _own_applies(type_name: str, path: Path, is_key: bool) -> bool:
+    """Whether a user's own values are looked for at ``path`` of an event of ``type_name``:
+    not in a stamped field or property name, nor in a field whose schema fixes its form."""
+    return not _stamped(path, is_key) and (is_key or not _fixed_form(type_name, path))
+
+
+def _fixed_form(type_name: str, path: Path) -> bool:
+    try:
+        node: Any = schema.get(type_name).schema
+    except UnknownEventType:
+        return False
+    for part in path:
+        if not isinstance(node, dict):
+            return False
+        if isinstance(part, int):
+            node = node.get("items")
+        else:
+            node = (node.get("properties") or {}).get(part, node.get("additionalProperties"))
+    return isinstance(node, dict) and any(word in node for word in _FIXED_FORM)
 
 
 def shortest_match(engine: Engine) -> int:

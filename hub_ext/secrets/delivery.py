@@ -218,8 +218,9 @@ class SecretDelivery:
     def known_values(self, secrets: Iterable[Secret]) -> tuple[list[str], list[str]]:
         """The values of ``secrets`` the audit log must never record: (those an admin
         provisioned, those users chose: the self-service class). A user's own value counts
-        only when it looks like a secret (``model.secret_like``): a user must not be able
-        to cut common strings out of other users' events by storing them."""
+        only when it looks like a secret (``model.secret_like``), and only in that user's
+        own events (``SecretScrubber.add_known``): storing a common string must not shred
+        records."""
         own = self.settings.self_service_class
         provisioned = [s.value for s in secrets if not own or s.cls != own]
         chosen = [s.value for s in secrets if own and s.cls == own and secret_like(s.value)]

@@ -41,14 +41,15 @@ _STOPPING_SERVERS: set[tuple[str, str]] = set()
 _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 
-def _never_record(delivery: SecretDelivery, secrets: list[Secret]) -> None:
-    """Put the values of ``secrets`` on the audit log's never-record list, a user's own
-    ones apart (``SecretDelivery.known_values``)."""
+def _never_record(delivery: SecretDelivery, secrets: list[Secret], user: str) -> None:
+    """Put the values of ``secrets`` (delivered to or stored by ``user``) on the audit
+    log's never-record list: the ones ``user`` chose, for ``user``'s events only
+    (``SecretDelivery.known_values``)."""
     provisioned, chosen = delivery.known_values(secrets)
     if provisioned:
         hub_audit().add_known_secrets(provisioned)
     if chosen:
-        hub_audit().add_known_secrets(chosen, user_chosen=True)
+        hub_audit().add_known_secrets(chosen, owner=user)
 
 
 class _SecretsHandler(ServiceHandler):
@@ -188,7 +189,7 @@ class _SecretsHandler(ServiceHandler):
         self, user: str, server: str, ticket_id: str, secrets: list[Secret]
     ) -> None:
         """Record the delivery (in a write thread; an AuditError means nothing is sent)."""
-        _never_record(self._delivery(), secrets)
+        _never_record(self._delivery(), secrets, user)
         hub_emit(
             "secret-delivered",
             {
@@ -375,7 +376,7 @@ class StoreHandler(_SecretsHandler):
         def store_and_record() -> Secret:
             secret = delivery.store_own(user, server, session, roles, auth_state, name, value)
             try:
-                _never_record(delivery, [secret])
+                _never_record(delivery, [secret], user)
                 hub_emit(
                     "secret-stored",
                     {

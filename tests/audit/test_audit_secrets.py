@@ -197,9 +197,10 @@ def test_the_shortest_credentials_skip_no_scan(audit, records, value):
 def test_a_users_own_value_never_cuts_a_stamped_field_or_a_schema_key(audit, records):
     """A value a user stored that equals a user's name, an address or a schema's property
     name ("credential") leaves the hub's own fields and the event's shape alone: the
-    record is written, whole. An admin's value is still cut out of every field."""
+    record is written, whole. It is cut out of that user's free text; an admin's value is
+    still cut out of every field."""
     audit.add_known_secrets(["credential", "alice-the-researcher", "10.0.0.77"],
-                            user_chosen=True)
+                            owner="alice-the-researcher")
     audit.emit("server-spawn-requested", {**example("server-spawn-requested"),
                                           "user": "alice-the-researcher", "ip": "10.0.0.77",
                                           "credential": {"kind": "api-token"}})
@@ -207,9 +208,48 @@ def test_a_users_own_value_never_cuts_a_stamped_field_or_a_schema_key(audit, rec
     assert data["user"] == "alice-the-researcher" and data["ip"] == "10.0.0.77"
     assert data["credential"] == {"kind": "api-token"}
     assert "redacted" not in records()[-1]
-    audit.emit("login", {"user": "bob", "user_agent": "curl alice-the-researcher"})
+    audit.emit("login", {"user": "alice-the-researcher", "user_agent": "curl 10.0.0.77"})
     assert records()[-1]["data"]["user_agent"] == "curl [REDACTED:known-secret]"
     audit.add_known_secrets([BROKER_SECRET])
     with contextlib.suppress(AuditError):  # redacted, or refused for its pattern
         audit.emit("login", {"user": BROKER_SECRET, "user_agent": "x"})
     assert BROKER_SECRET not in json.dumps(records())
+
+
+def test_a_users_own_value_is_cut_out_of_their_events_only(audit, records):
+    """What one user stores as a secret of their own never touches another user's
+    records: storing a phrase another user's agent string holds changes nothing there."""
+    audit.add_known_secrets(["curl/8.5.0 build-7781"], owner="mallory")
+    audit.emit("login", {"user": "bob", "user_agent": "curl/8.5.0 build-7781"})
+    assert records()[-1]["data"]["user_agent"] == "curl/8.5.0 build-7781"
+    assert "redacted" not in records()[-1]
+    audit.emit("login", {"user": "mallory", "user_agent": "curl/8.5.0 build-7781"})
+    assert records()[-1]["data"]["user_agent"] == "[REDACTED:known-secret]"
+    # an event's users are the one it is about and the one who acted
+    audit.emit("token-issued", {**example("token-issued"), "user": "bob", "actor": "mallory",
+                                "note": "for curl/8.5.0 build-7781"})
+    assert records()[-1]["data"]["note"] == "for [REDACTED:known-secret]"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["aws-secret-access-key", "QISKIT_IBM_TOKEN", "qpu-provider-token", "user:sam-the-student"],
+)
+def test_storing_the_hubs_vocabulary_as_a_secret_loses_no_record(audit, records, stored):
+    """A detector id, a secret's name, a class or a namespace stored as one's own secret:
+    other users' save-refused and secret-delivered records are written whole, and so are
+    the storing user's own (their fields of fixed form are the hub's words, not free text)."""
+    audit.add_known_secrets([stored], owner="sam-the-student")
+    delivered_secrets = [{"name": "QISKIT_IBM_TOKEN", "class": "qpu-provider-token",
+                          "namespace": "user:sam-the-student"}]
+    for user in ("rita", "sam-the-student"):
+        done = audit.record_user_event(user, "", {"type": "save-refused", "data": {
+            "path": "keys.ipynb", "detectors": ["aws-secret-access-key"], "findings": 1}})
+        assert done is not None
+        assert records()[-1]["data"]["detectors"] == ["aws-secret-access-key"]
+        delivered = {**example("secret-delivered"), "user": user, "secrets": delivered_secrets}
+        assert audit.emit("secret-delivered", delivered) is not None
+        recorded = records()[-1]["data"]
+        assert recorded["secrets"][0]["class"] == "qpu-provider-token"
+        if user == "rita":
+            assert recorded == delivered

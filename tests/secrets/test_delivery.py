@@ -314,9 +314,8 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
     ("Summer2024!Summer", True),
 ])
 def test_a_users_own_value_joins_the_never_record_list_only_when_secret_like(value, kept):
-    """What a user stores is cut out of every hub event only when it looks like a secret:
-    a common string would be cut out of other users' events too (and their schemas then
-    refuse them: no spawn, no login). An admin's value always joins."""
+    """What a user stores is cut out of their own events only when it looks like a
+    secret: a common string would shred their records. An admin's value always joins."""
     from types import SimpleNamespace
 
     from hub_ext.secrets.model import Secret, parse_namespace
