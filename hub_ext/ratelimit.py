@@ -96,6 +96,16 @@ class Buckets:
                 return 0.0
             return (1.0 - bucket[0]) / self.rate
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has a token (0: it has one now, or has no bucket yet);
+        nothing is taken."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            tokens = min(self.burst, bucket[0] + (self.now() - bucket[1]) * self.rate)
+            return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def ensure(self, key: str) -> None:
         """Give ``key`` a full bucket unless it has one (nothing taken)."""
         with self._lock:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -28,6 +29,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default, validate
 from traitlets import Callable as CallableTrait
 from traitlets.config import Application, catch_config_error
 
+from ..ratelimit import Buckets
 from . import __version__, metrics
 from .audit import AuditBridge
 from .auth import SCOPES, HubResolver, Identity, Resolver
@@ -346,6 +348,29 @@ class QpuGateway(Application):
             raise ValueError(f"QpuGateway.{name} must be between {low} and {high}")
         return value
 
+    refusals_per_minute = Float(
+        10.0, config=True,
+        help="""Refused submissions one user may make a minute, sustained, once
+        ``refusal_burst`` is used up. Each refusal is a ``qpu-job-rejected`` audit record,
+        a type written even when the audit disk runs low (``AuditLog.low_space_types``);
+        a user over the limit gets 429 ``TOO_MANY_REFUSED`` with ``Retry-After`` for any
+        submission, and nothing is recorded, until the limit allows one more. This bounds
+        how fast one user can fill the audit disk with refusals.""",
+    )
+    refusal_burst = Int(
+        30, config=True,
+        help="Refused submissions one user may make at once before ``refusals_per_minute`` "
+             "applies.",
+    )
+
+    @validate("refusals_per_minute", "refusal_burst")
+    def _valid_refusals(self, proposal: Any) -> Any:
+        name, value = proposal["trait"].name, proposal["value"]
+        if not 0 < value <= 100_000:
+            raise ValueError(f"QpuGateway.{name} = {value}: give a number above 0 (at most "
+                             "100000)")
+        return value
+
     idempotency_seconds = Float(
         KEY_SECONDS, config=True,
         help="""How long a submission's ``Idempotency-Key`` is remembered (seconds; 24 h by
@@ -485,6 +510,7 @@ class QpuGateway(Application):
         self._parsing: dict[str, int] = {}
         self._parsing_total = 0
         self._last_of: dict[str, asyncio.Future[None]] = {}
+        self._refusals = Buckets(self.refusals_per_minute / 60, self.refusal_burst, 100_000)
 
     def _audit_bridge(self) -> AuditBridge:
         from hub_ext.audit import AuditLog
@@ -579,6 +605,14 @@ class QpuGateway(Application):
         with the same key (and the same request) gets that one's answer as it stands now
         (``Admitted.replayed``) and admits, counts and records nothing; the same key with
         another request is refused (422 ``IDEMPOTENCY_KEY_REUSED``)."""
+        wait = self._refusals.wait(identity.name)
+        if wait > 0:
+            raise GatewayError(
+                429, "TOO_MANY_REFUSED",
+                f"too many of your submissions were refused lately; submit again in "
+                f"{math.ceil(wait)} s (QpuGateway.refusals_per_minute)",
+                retry_after=math.ceil(wait),
+            )
         loop = asyncio.get_running_loop()
         policy = self.policies.policy
         before = self._last_of.get(identity.name)
@@ -613,6 +647,7 @@ class QpuGateway(Application):
             raise GatewayError(503, "DATABASE",
                                     f"{outcome}; the job was not stored, submit it again")
         if isinstance(outcome, Refused):
+            self._refusals.take(identity.name)
             self.emit("qpu.job.rejected", {"user": identity.name, "code": outcome.code,
                                            "message": outcome.message,
                                            "project": ticket.project,
@@ -624,6 +659,7 @@ class QpuGateway(Application):
         if outcome.replayed:
             self._replayed(identity, outcome)
         elif outcome.refused is not None:
+            self._refusals.take(identity.name)
             self.emit("qpu.job.rejected", {"job_id": outcome.job_id, "user": identity.name,
                                            "code": outcome.refused.code,
                                            "message": outcome.refused.message,
@@ -667,6 +703,7 @@ class QpuGateway(Application):
             raise prepared.invalid
         refused = prepared.refused
         assert refused is not None
+        self._refusals.take(identity.name)
         self.emit("qpu.job.rejected", {"user": identity.name, "code": refused.code,
                                        "message": refused.message,
                                        "backend": _name(prepared.backend),

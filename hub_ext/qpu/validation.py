@@ -29,6 +29,10 @@ from .errors import Invalid
 # Keys the gateway sets itself; a client sending them is ignored (and told so).
 RESERVED_TAGS = frozenset({"owner", "user", "server", "time", "submitted_at", "circuit_hashes"})
 TAG_KEYS = frozenset({"project", "purpose", "sensitivity", "labels", "priority"})
+#: Longest project, purpose, sensitivity or priority name a submission may give: the
+#: policy's names are short, and a refusal quotes what was sent back to the user and
+#: into its audit record.
+MAX_TAG_LENGTH = 128
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 BODY_KEYS = frozenset({"backend", "circuits", "shots", "options", "tags", "client", "context"})
@@ -325,8 +329,12 @@ def parse_submission(body: Mapping[str, Any], limits: Limits, backend_shots: int
                 raise _bad("BAD_TAG", "tags.labels must be an object of strings", 400)
             tags["labels"] = dict(value)
         else:
-            if not isinstance(value, str) or not value:
-                raise _bad("BAD_TAG", f"tags.{key} must be a non-empty string", 400)
+            if not isinstance(value, str) or not value or len(value) > MAX_TAG_LENGTH:
+                raise _bad("BAD_TAG", f"tags.{key} must be a non-empty string of at most "
+                           f"{MAX_TAG_LENGTH} characters", 400)
+            if _CONTROL.search(value):  # they reach messages, audit records and pages
+                raise _bad("BAD_TAG", f"tags.{key} must not hold control characters "
+                           "(newlines, tabs, escapes)", 400)
             tags[key] = value
 
     return Submission(

@@ -17,9 +17,10 @@ day = { jobs = 20 }
 def test_200_concurrent_submits_against_a_quota_of_20_admit_exactly_20(
     db_url, start_gateway, hub, tmp_path
 ):
-    # Two replicas on one database: admission must hold across processes.
-    first = start_gateway(db_url, policy=QUOTA_20)
-    second = start_gateway(db_url, policy=QUOTA_20)
+    # Two replicas on one database: admission must hold across processes. (Each user
+    # gets about 90 quota refusals here: more than the refusal limit, which is not tested.)
+    first = start_gateway(db_url, policy=QUOTA_20, refusal_burst=1000)
+    second = start_gateway(db_url, policy=QUOTA_20, refusal_burst=1000)
     payload = [{"qpy": qpy_b64(bell())}]
 
     def submit(i: int) -> tuple[int, dict]:

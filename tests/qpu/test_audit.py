@@ -272,3 +272,34 @@ def test_a_quota_refusal_says_which_period_ran_out_and_how_much_of_it_is_left(
     [rejected] = of(records, "qpu-job-rejected", user="alice")
     assert rejected["reason"] == "quota-exceeded" and rejected["period"] == "month"
     assert abs(rejected["period_left"] - period_left("month", time.time())) < 0.01
+
+
+def test_a_user_flooding_refused_submissions_is_slowed_before_the_audit_log_fills(
+    start_gateway, tmp_path
+):
+    """Each refused submission is a qpu-job-rejected record, a type written even when the
+    audit disk runs low: past ``refusal_burst`` refusals a user's submissions get 429
+    until ``refusals_per_minute`` allows another, and nothing more is recorded. Other
+    users are not slowed; an oversized or multi-line tag is refused unrecorded (400)."""
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}",
+                       refusal_burst=3, refusals_per_minute=1)
+    for _ in range(3):
+        status, body = gw.submit("carol", tags={"project": "qchem", "purpose": "testing"})
+        assert (status, body["error"]) == (403, "NOT_A_MEMBER")
+    status, body = gw.submit("carol", tags={"project": "qchem", "purpose": "testing"})
+    assert (status, body["error"]) == (429, "TOO_MANY_REFUSED"), body
+    assert "submit again in" in body["message"]
+    status, body = gw.submit("carol")  # her own project: slowed all the same
+    assert (status, body["error"]) == (429, "TOO_MANY_REFUSED"), body
+    status, body = gw.submit("bob")
+    assert status == 201, body
+    for tag in ("q" * 129, "qchem\nforged line"):
+        status, body = gw.submit("bob", tags={"project": tag, "purpose": "testing"})
+        assert (status, body["error"]) == (400, "BAD_TAG"), body
+        assert tag not in body["message"]
+    records = wait_records(gw, lambda rs: len(of(rs, "qpu-job-rejected", user="carol")) >= 3
+                           and of(rs, "qpu-job-admitted"))
+    time.sleep(1.0)  # anything queued behind them is written by now
+    records = gw.audit_records()
+    assert len(of(records, "qpu-job-rejected", user="carol")) == 3
+    assert of(records, "qpu-job-rejected", user="bob") == []

@@ -48,7 +48,7 @@ def instances(gw: Gateway, n: int = 40) -> set[str]:
 
 
 def test_two_workers_serve_one_port_and_hold_one_quota(db_url, start_gateway):
-    gw = start_gateway(db_url, policy=QUOTA_20, workers=2)
+    gw = start_gateway(db_url, policy=QUOTA_20, workers=2, refusal_burst=1000)
     assert gw.process is not None and len(children(gw.process.pid)) == 2
     seen = instances(gw)
     assert len(seen) == 2 and {i.rsplit("/", 1)[1] for i in seen} == {"w0", "w1"}
