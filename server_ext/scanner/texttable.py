@@ -28,6 +28,11 @@ _MAX_ROWS = 200
 #: possible headers); text with more is read line by line, as before, after a native pass
 #: stopped at the first word past these.
 _MAX_WORDS = 1024
+#: The view is at most this many times its text's size, plus ``_BUDGET_EXTRA`` bytes: a
+#: row under a header of many credential columns repeats its cells once per column, and
+#: lines of words (``print("token", word)`` in a loop) are each a header and a row.
+_BUDGET_FACTOR = 2
+_BUDGET_EXTRA = 64 * 1024
 _WORD = re.compile(rb"(?i)credential|token|key|secret|pass(?:word|wd|phrase)?|pwd|bearer|apikey")
 _TOKEN = re.compile(rb"[^\s|]+")
 _RULE = re.compile(rb"^[\s|:+=-]*$")
@@ -47,7 +52,11 @@ def text_table_view(text: bytes) -> bytes:
         return b""
     lines = text.split(b"\n")
     out: list[bytes] = []
+    size, budget = 0, _BUDGET_FACTOR * len(text) + _BUDGET_EXTRA
+    read_to = 0  # lines before it were read as rows of a table already: rows, not headers
     for i in _lines_of(text, ends) if ends is not None else _word_lines(lines):
+        if i < read_to:
+            continue
         header = lines[i]
         i += 1
         if len(header) > _MAX_HEADER:
@@ -59,11 +68,18 @@ def text_table_view(text: bytes) -> bytes:
         columns = _columns(header, names, piped)
         for row in lines[i : i + _MAX_ROWS]:
             if _RULE.match(row) and row.strip():
+                i += 1
                 continue  # |---|---| or ====
             cells = _cells(row, piped)
             if not len(names) <= len(cells) <= len(names) + (0 if piped else 1):
                 break
-            out.extend(_pairs(columns, row, cells, piped))
+            pairs = _pairs(columns, row, cells, piped)
+            size += sum(map(len, pairs)) + len(pairs)
+            if size > budget:  # a crafted table: what was read so far is the view
+                return b"\n".join(out)
+            out.extend(pairs)
+            i += 1
+        read_to = i
     return b"\n".join(out)
 
 
