@@ -359,6 +359,38 @@ class GuardedContents:
                 rewrites.append((dst, {k: model[k] for k in ("type", "format", "content")}, report))
         return rewrites
 
+    def _restore_plan(self, checkpoint_id: str, path: str) -> dict[str, Any] | None:
+        """Check a checkpoint as if it were saved at ``path``, which restoring it writes
+        (SaveRefused stops it): a checkpoint taken in a ``warn`` path moves with its file
+        when the file is renamed, and was never checked where it now lies. Returns the
+        redacted content to write over the restored file, or None."""
+        guard = self._guard()
+        if not guard.enabled:
+            return None
+        where = getattr(self.checkpoints, "checkpoint_path", None)  # type: ignore[attr-defined]
+        if where is None:
+            raise SaveRefused(
+                422,
+                f"{path} was not restored: this server's checkpoints are not files, so the "
+                "credential guard cannot check what restoring would write.",
+            )
+        try:
+            with open(where(checkpoint_id, path), "rb") as f:
+                data = f.read(guard.max_file_size + 1)  # one byte over: refused as too big
+        except FileNotFoundError:
+            return None  # jupyter-server answers that there is no such checkpoint
+        model = {"type": "file", "format": "base64",
+                 "content": base64.b64encode(data).decode("ascii")}
+        try:
+            report = self._check(model, path)
+        except SaveRefused as e:
+            raise SaveRefused(e.status, f"{path} was not restored from its checkpoint "
+                              f"(the guard checks what restoring writes): {e.message}",
+                              e.findings) from None
+        if report is not None and report.redacted:
+            return {k: model[k] for k in ("type", "format", "content")}
+        return None
+
     def _renamed_files(self, old: str, new: str) -> list[tuple[str, str]]:
         """(old path, new path) of every file a rename of ``old`` to ``new`` moves,
         hidden ones included."""
@@ -462,6 +494,18 @@ class AsyncGuardedContents(GuardedContents):
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
 
 
+    async def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
+        try:
+            rewrite = await asyncio.to_thread(self._restore_plan, checkpoint_id, path.strip("/"))
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            raise self._refusal(e, path.strip("/")) from None
+        await super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
+        if rewrite is not None:
+            await super().save(rewrite, path.strip("/"))  # type: ignore[misc]
+
+
 class SyncGuardedContents(GuardedContents):
     def get(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         model: dict[str, Any] = super().get(path, *args, **kwargs)  # type: ignore[misc]
@@ -495,6 +539,16 @@ class SyncGuardedContents(GuardedContents):
         for path, model, report in rewrites:
             super().save(model, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+
+
+    def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
+        try:
+            rewrite = self._restore_plan(checkpoint_id, path.strip("/"))
+        except Exception as e:
+            raise self._refusal(e, path.strip("/")) from None
+        super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
+        if rewrite is not None:
+            super().save(rewrite, path.strip("/"))  # type: ignore[misc]
 
 
 def _log_checked(manager: Any, path: str, report: GuardReport | None) -> None:

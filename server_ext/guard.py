@@ -9,6 +9,7 @@ import base64
 import binascii
 import fnmatch
 import json
+import posixpath
 import re
 import threading
 from collections.abc import Callable
@@ -26,16 +27,16 @@ from .scanner.clean_cells import CleanCells
 from .scanner.documents import (
     Located,
     kind_for,
-    redact_segment,
+    redact_segments,
     redact_text,
     scan_file,
     scan_notebook,
 )
-from .scanner.engine import AllowList, Engine, SegmentKind
+from .scanner.engine import AllowList, Engine, Finding, SegmentKind
 from .scanner.fingerprint import Fingerprinter
 from .scanner.known import DETECTOR_ID as KNOWN_ID
 from .scanner.known import known_detectors
-from .scanner.notebook import NotebookError, Zone
+from .scanner.notebook import NotebookError, Segment, Zone
 
 MODES = ("block", "redact", "warn")
 
@@ -280,6 +281,8 @@ class SaveGuard(LoggingConfigurable):
         return detectors, allow, Fingerprinter(key)
 
     def mode_for(self, path: str) -> str:
+        # As jupyter-server reads the path: "scratch/../work/a.py" is work/a.py.
+        path = posixpath.normpath("/" + path).lstrip("/")
         for glob, mode in self.path_modes.items():
             if fnmatch.fnmatchcase(path, glob):
                 return str(mode)
@@ -351,6 +354,7 @@ class SaveGuard(LoggingConfigurable):
             else:
                 keep()
         blocking: list[Located] = []
+        to_redact: list[tuple[Segment, list[Finding]]] = []
         for segment, found in zip(scan.segments, scan.findings, strict=True):
             if not found:
                 continue
@@ -361,10 +365,11 @@ class SaveGuard(LoggingConfigurable):
             elif seg_mode == "block" and segment.zone is not Zone.OUTPUT:
                 blocking.extend(located)
             else:
-                report.redacted += redact_segment(segment, found)
+                to_redact.append((segment, found))
                 report.findings.extend(located)
         if blocking:
             raise SaveRefused(422, refusal_message(path, blocking), blocking)
+        report.redacted += redact_segments(to_redact)
         return report
 
     def _check_file(self, model: dict[str, Any], path: str, mode: str) -> GuardReport:
@@ -437,11 +442,23 @@ def _check_mode(mode: str, name: str) -> str:
 
 
 def _notebook_in(data: bytes) -> dict[str, Any] | None:
+    """The notebook a file's text holds (nbformat 4's ``cells`` or 3's ``worksheets``), or
+    None: then its text is scanned as it is. A key given twice is None too: the scan would
+    see only the last value, while the text written holds both."""
     try:
-        nb = json.loads(data)
+        nb = json.loads(data, object_pairs_hook=_no_repeated_keys)
     except (ValueError, RecursionError):
         return None
-    return nb if isinstance(nb, dict) and isinstance(nb.get("cells"), list) else None
+    if isinstance(nb, dict) and (isinstance(nb.get("cells"), list) or "worksheets" in nb):
+        return nb
+    return None
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key is repeated")
+    return found
 
 
 def refusal_message(path: str, found: list[Located], binary: bool = False) -> str:

@@ -34,7 +34,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import audit_report
 from .guard import SaveGuard
-from .scanner.documents import Located, redact_segment, scan_file, scan_notebook
+from .scanner.documents import Located, redact_segments, scan_file, scan_notebook
 from .scanner.notebook import NotebookError, Zone
 
 
@@ -265,9 +265,11 @@ class FileWatcher(LoggingConfigurable):
             return None
         redacted = 0
         if self.guard.mode_for(api_path) != "warn":
-            for segment, found in zip(scan.segments, scan.findings, strict=True):
-                if found and segment.zone is Zone.OUTPUT:
-                    redacted += redact_segment(segment, found)
+            redacted = redact_segments([
+                (segment, found)
+                for segment, found in zip(scan.segments, scan.findings, strict=True)
+                if found and segment.zone is Zone.OUTPUT
+            ])
         if redacted and not self._replace(path, st, nb):
             redacted = 0  # the file changed meanwhile: its own change event rescans it
         action = "outputs-redacted" if redacted else "reported"

@@ -238,6 +238,13 @@ def _scan_notebook(
                 views.append(i)
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
+    # A value in JSON data (metadata, a JSON output, widget state) is a string of its own:
+    # the key that names it a credential is read with it, as the file has them.
+    for i, s in enumerate(segments):
+        if s.label is not None:
+            views.append(i)
+            data.append(b'"%s": "%s"' % (s.label.encode("utf-8", "surrogatepass"), data[i]))
+            kinds.append(SegmentKind.TEXT)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
         done = drawn.keys() | again.keys()
         found = engine.scan([b"" if i in done else d for i, d in enumerate(data)], kinds)
@@ -629,9 +636,19 @@ def redact_text(text: str, findings: Sequence[Finding]) -> tuple[str, list[tuple
 
 
 def redact_segment(segment: Segment, findings: Sequence[Finding]) -> int:
-    """Redact in place through the segment's refs; returns how many values were replaced."""
+    """Redact in place through the segment's refs; returns how many values were replaced.
+    A dict key is renamed: redact its values first (``redact_segments``)."""
     if not findings:
         return 0
     new_text, spans = redact_text(segment.text, findings)
     write_back(segment, new_text, spans)
     return len(spans)
+
+
+def redact_segments(found: Sequence[tuple[Segment, Sequence[Finding]]]) -> int:
+    """``redact_segment`` for each, dict keys last: a value's ref names its dict and key,
+    so a key renamed first would leave the value's redaction writing under the old key
+    (both the key and the value back on disk)."""
+    keys = [(s, f) for s, f in found if s.refs[0].is_key]
+    values = [(s, f) for s, f in found if not s.refs[0].is_key]
+    return sum(redact_segment(s, f) for s, f in (*values, *keys))

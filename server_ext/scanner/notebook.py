@@ -78,7 +78,7 @@ def pointer_of(path: Path) -> str:
 class Segment:
     """One string (or the joined lines of one) with where it came from."""
 
-    __slots__ = ("_one", "_refs", "cell", "cell_id", "kind", "path", "text", "zone")
+    __slots__ = ("_one", "_refs", "cell", "cell_id", "kind", "label", "path", "text", "zone")
 
     def __init__(
         self,
@@ -97,6 +97,9 @@ class Segment:
         self.kind = kind
         self.cell: int | None = None
         self.cell_id: str | None = None
+        #: The key that names this value in JSON data, when it names a credential
+        #: (``{"access_token": "..."}`` in metadata, a JSON output, widget state).
+        self.label: str | None = None
         self._refs: list[Ref] | None = None
         # The one ref of a plain string, built only if the segment is redacted.
         self._one = (container, lines, joiner, is_key)
@@ -123,6 +126,8 @@ class Segment:
         return f"Segment({where}, {len(self.text)} chars)"
 
 
+#: A JSON key that names a credential: its value is also read as ``"key": "value"``.
+_NAMES_A_CREDENTIAL = re.compile(r"(?i)credential|token|key|secret|pass|pwd|bearer|auth")
 #: A tuple, not ``dict | list``: the union would be built anew at every isinstance call.
 _CONTAINERS = (dict, list)
 _MULTILINE_LEAVES = frozenset({"source", "text", "traceback"})
@@ -406,7 +411,10 @@ def _strings(
         parent, k, v, p, d = pop()
         if isinstance(v, str):
             if len(v) >= MIN_FINDING_LENGTH and v not in KNOWN_STRINGS:
-                add(Segment(p, v, zone, _leaf_kind(k, p, kind, zone), parent))
+                segment = Segment(p, v, zone, _leaf_kind(k, p, kind, zone), parent)
+                if type(k) is str and _NAMES_A_CREDENTIAL.search(k):
+                    segment.label = k
+                add(segment)
         elif isinstance(v, dict):
             if not v:
                 continue
@@ -543,7 +551,12 @@ def write_back(seg: Segment, new_text: str, spans: list[tuple[int, int, str]]) -
 def _store(ref: Ref, text: str) -> None:
     if ref.is_key:
         container = ref.container
-        items = [(text if k == ref.key else k, v) for k, v in container.items()]
+        # Two keys redacted alike must stay two entries: one would silently drop the other.
+        new_key, n = text, 1
+        while new_key in container and new_key != ref.key:
+            n += 1
+            new_key = f"{text} #{n}"
+        items = [(new_key if k == ref.key else k, v) for k, v in container.items()]
         container.clear()
         container.update(items)
     elif ref.lines:

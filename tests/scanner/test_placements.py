@@ -513,3 +513,78 @@ def test_a_printed_table_is_read_whichever_of_the_cells_outputs_names_its_key_co
     saved, _report = check(notebook(*plain, last))
     assert saved is not None
     assert LARGE_T not in json.dumps(saved)
+
+
+IBM_HEX = CREDENTIALS["ibm-quantum-hex-128"]
+TOKEN_40 = fake("oauth", 40)
+
+
+@pytest.mark.parametrize("metadata", [
+    {"password": "*Ke6-cEJ!iUH%qHm"},
+    {"ibm_quantum_token": IBM_HEX},
+    {"connection": {"auth": {"access_token": TOKEN_40}}},
+])
+def test_a_credential_named_by_its_json_key_in_metadata_refuses_the_save(
+    metadata: dict[str, Any],
+) -> None:
+    """In JSON data each value is a string of its own; the key that names it a credential
+    is read with it, as the file has them (``"password": "..."``)."""
+    cell = code("x = 1")
+    cell["metadata"] = metadata
+    with pytest.raises(SaveRefused):
+        GUARD.check({"type": "notebook", "content": notebook(cell)}, "meta.ipynb")
+
+
+def test_an_oauth_response_shown_as_json_is_redacted_and_its_public_fields_kept() -> None:
+    response = {"access_token": TOKEN_40, "refresh_token": TOKEN_40[::-1],
+                "token_type": "Bearer", "expires_in": 3600, "scope": "read write"}
+    out = {"output_type": "display_data", "metadata": {},
+           "data": {"application/json": response, "text/plain": "<IPython.core.display.JSON>"}}
+    model = {"type": "notebook", "content": notebook(code("JSON(r.json())", out))}
+    GUARD.check(model, "oauth.ipynb")
+    shown = model["content"]["cells"][0]["outputs"][0]["data"]["application/json"]
+    assert TOKEN_40 not in json.dumps(shown) and TOKEN_40[::-1] not in json.dumps(shown)
+    assert (shown["token_type"], shown["expires_in"], shown["scope"]) == ("Bearer", 3600,
+                                                                          "read write")
+
+
+def test_a_credential_key_with_a_credential_value_leaves_neither_on_disk() -> None:
+    """A long key is scanned too: redacting it renames the key, after its value is
+    redacted (the other way round wrote the value back under the old key), and two keys
+    redacted alike stay two entries."""
+    a, b, c = ("ghp_" + fake(x, 36) for x in "abc")
+    data = {a: "token " + b, "ghp_" + fake("d", 36): c, "plain": "kept"}
+    out = {"output_type": "display_data", "metadata": {}, "data": {"application/json": data}}
+    model = {"type": "notebook", "content": notebook(code("x", out))}
+    GUARD.check(model, "keys.ipynb")
+    shown = model["content"]["cells"][0]["outputs"][0]["data"]["application/json"]
+    assert not any(t in json.dumps(shown) for t in (a, b, c))
+    assert len(shown) == 3 and shown["plain"] == "kept"
+
+
+def test_a_notebook_file_with_a_repeated_key_is_read_as_its_text() -> None:
+    """JSON with a key given twice: a parser keeps the last value, the file both."""
+    token = "ghp_" + fake("dup", 36)
+    text = ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": '
+            '"code", "id": "a", "metadata": {}, "execution_count": null, "outputs": [], '
+            f'"source": "tok = \'{token}\'", "source": "x = 1"}}]}}')
+    with pytest.raises(SaveRefused):
+        GUARD.check({"type": "file", "format": "text", "content": text}, "dup.ipynb")
+
+
+def test_an_nbformat_3_notebook_file_is_read_as_a_notebook() -> None:
+    """Its strings are JSON-decoded before they are scanned: ``\\u0067hp_`` is ghp_."""
+    token = "ghp_" + fake("v3", 36)
+    nb = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [
+        {"cells": [{"cell_type": "code", "input": f"t = '{token}'", "outputs": []}]}]}
+    text = json.dumps(nb).replace("ghp_", "\\u0067hp_")
+    with pytest.raises(SaveRefused):
+        GUARD.check({"type": "file", "format": "text", "content": text}, "old.ipynb")
+
+
+@pytest.mark.parametrize("path", ["scratch/../work/a.py", "scratch/x/../../work/a.py",
+                                  "./work/a.py", "scratch/.././work/a.py"])
+def test_a_path_is_given_its_mode_as_the_server_reads_it(path: str) -> None:
+    guard = SaveGuard(path_modes={"scratch/*": "warn"}, default_mode="block")
+    assert guard.mode_for(path) == "block"
+    assert guard.mode_for("scratch/a.py") == "warn"

@@ -112,3 +112,34 @@ async def test_too_big_to_check_is_refused_not_moved_unchecked(api, scratch, jp_
     assert code == 413, body
     assert "larger than the 4,096 bytes" in body["message"]
     assert (scratch / "big.txt").exists() and not (jp_root_dir / "work" / "big.txt").exists()
+
+
+async def test_a_checkpoint_taken_in_a_warn_path_is_checked_before_it_is_restored(
+    api, scratch, jp_root_dir
+):
+    """A checkpoint moves with its file: taken while a scratch notebook held a token, it
+    must not bring the token back once the cleaned file was renamed into a block path.
+    A clean checkpoint restores as before."""
+    dirty = notebook(code_cell(f"t = '{GITHUB_TOKEN}'"))
+    code, _ = await api.save_notebook("scratch/n.ipynb", dirty)
+    assert code in SAVED
+    code, checkpoint = await api.call("POST", "api", "contents", "scratch/n.ipynb", "checkpoints")
+    assert code == 201, checkpoint
+    code, _ = await api.save_notebook("scratch/n.ipynb", notebook(code_cell("t = 1")))
+    assert code in SAVED
+    code, _ = await rename(api, "scratch/n.ipynb", "work/n.ipynb")
+    assert code == 200
+    code, body = await api.call("POST", "api", "contents", "work/n.ipynb", "checkpoints",
+                                checkpoint["id"])
+    assert code == 422, body
+    assert "was not restored from its checkpoint" in body["message"]
+    assert GITHUB_TOKEN not in json.dumps(body)
+    assert GITHUB_TOKEN not in (jp_root_dir / "work" / "n.ipynb").read_text()
+
+    code, clean = await api.call("POST", "api", "contents", "work/n.ipynb", "checkpoints")
+    assert code == 201
+    code, _ = await api.save_notebook("work/n.ipynb", notebook(code_cell("t = 2")))
+    code, _ = await api.call("POST", "api", "contents", "work/n.ipynb", "checkpoints",
+                             clean["id"])
+    assert code == 204
+    assert "t = 1" in (jp_root_dir / "work" / "n.ipynb").read_text()
