@@ -26,6 +26,7 @@ from .scanner import rules
 from .scanner.clean_cells import CleanCells
 from .scanner.documents import (
     Located,
+    is_utf8,
     kind_for,
     redact_segments,
     redact_text,
@@ -408,7 +409,8 @@ class SaveGuard(LoggingConfigurable):
             raise SaveRefused(422, refusal_message(path, located), located)
         report.findings = located
         if mode == "redact":
-            if kind_for(path, data) is SegmentKind.BINARY:
+            if kind_for(path, data) is SegmentKind.BINARY or not is_utf8(data):
+                # not text that can be rewritten as it was written: refused, not redacted
                 raise SaveRefused(422, refusal_message(path, located, binary=True), located)
             text, spans = redact_text(data.decode("utf-8"), [loc.finding for loc in located])
             report.redacted = len(spans)
@@ -470,7 +472,8 @@ def refusal_message(path: str, found: list[Located], binary: bool = False) -> st
         "or mark a false positive with '# pragma: allowlist secret' on its line.",
     ]
     if binary:
-        lines.append("The file is binary, so it cannot be redacted.")
+        lines.append("The file is binary (or text that is not UTF-8), so it cannot be "
+                     "redacted.")
     lines.extend(f"- {loc.describe()}" for loc in found[:50])
     if count > 50:
         lines.append(f"- ... and {count - 50} more")

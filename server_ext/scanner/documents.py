@@ -262,6 +262,7 @@ def _scan_notebook(
         seen = {p.fingerprint for p in placed}
         for f in found[extra]:
             if f.fingerprint not in seen:  # written with character references
+                seen.add(f.fingerprint)  # each value once, however often the view has it
                 placed += _referenced_occurrences(data[i], f)
         found[i] = _merge(found[i], placed)
     for i, first in again.items():
@@ -562,8 +563,10 @@ def _referenced_occurrences(text: bytes, f: Finding) -> list[Finding]:
         parts.append(b"(?:" + b"|".join(alternatives) + b")")
     pattern = re.compile(b"".join(parts))
     out = []
+    line, counted = 1, 0  # lines counted on from the last match, not from the start
     for m in pattern.finditer(text):
-        line = text.count(b"\n", 0, m.start()) + 1
+        line += text.count(b"\n", counted, m.start())
+        counted = m.start()
         out.append(Finding(f.detector, m.start(), m.end(), line, f.fingerprint, m.group(),
                            f.masked))
     return out
@@ -584,12 +587,12 @@ def _merge(own: list[Finding], more: list[Finding]) -> list[Finding]:
 
 
 def kind_for(path: str, data: bytes) -> SegmentKind:
-    """CODE for program sources, TEXT for other text, BINARY for anything that is not text."""
+    """CODE for program sources, TEXT for other text, BINARY for anything that is not text.
+
+    Text in a legacy single-byte encoding (a Latin-1 ``.env`` with "Configuración" in a
+    comment) is text: its credentials are ASCII like any other's. Binary data holds a NUL
+    byte within its first 8 KiB (random bytes do every 256 on average)."""
     if b"\x00" in data[:8192]:
-        return SegmentKind.BINARY
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
         return SegmentKind.BINARY
     return (
         SegmentKind.CODE
@@ -598,8 +601,26 @@ def kind_for(path: str, data: bytes) -> SegmentKind:
     )
 
 
+#: Byte order marks of UTF-16 text (Windows Notepad, PowerShell 5's ``>``): NUL bytes
+#: between the letters, so it reads as binary until it is decoded.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def scan_file(engine: Engine, path: str, data: bytes) -> list[Located]:
+    """Findings in a file's bytes; UTF-16 text (with its byte order mark) is decoded
+    first, and its findings' offsets are those of the decoded text (UTF-8)."""
+    if data.startswith(_UTF16_BOMS):
+        with contextlib.suppress(UnicodeDecodeError):  # else: scanned as it is
+            data = data.decode("utf-16").encode("utf-8", "surrogatepass")
     return [Located(f, Zone.SOURCE) for f in engine.scan_one(scannable(data), kind_for(path, data))]
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def marker(detector: str) -> str:
@@ -611,6 +632,7 @@ def redact_text(text: str, findings: Sequence[Finding]) -> tuple[str, list[tuple
     encoded = text.encode("utf-8", "surrogatepass")
     ascii_only = len(encoded) == len(text)
     spans: list[tuple[int, int, str]] = []
+    byte_at = char_at = 0  # characters before byte byte_at: counted on, not from 0 each time
     for f in sorted(findings, key=lambda f: f.start):
         start, end = f.start, f.end
         if not ascii_only:
@@ -620,7 +642,9 @@ def redact_text(text: str, findings: Sequence[Finding]) -> tuple[str, list[tuple
             while end < len(encoded) and encoded[end] & 0xC0 == 0x80:
                 end += 1
             chars = len(encoded[start:end].decode("utf-8", "surrogatepass"))
-            start = len(encoded[:start].decode("utf-8", "surrogatepass"))
+            char_at += len(encoded[byte_at:start].decode("utf-8", "surrogatepass"))
+            byte_at = start
+            start = char_at
             end = start + chars
         if spans and start < spans[-1][1]:
             continue

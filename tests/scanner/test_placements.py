@@ -588,3 +588,26 @@ def test_a_path_is_given_its_mode_as_the_server_reads_it(path: str) -> None:
     guard = SaveGuard(path_modes={"scratch/*": "warn"}, default_mode="block")
     assert guard.mode_for(path) == "block"
     assert guard.mode_for("scratch/a.py") == "warn"
+
+
+def test_a_token_written_with_references_on_thousands_of_lines_is_redacted_on_each() -> None:
+    """Each value the decoded view found is looked for once however often it recurs, and
+    lines are counted on from one place to the next (8,000 lines took 53 s before)."""
+    token = fake("refs", 36)
+    html_text = "<pre>" + "".join(f"line {i} ghp&#95;{token}\n" for i in range(8000)) + "</pre>"
+    out = {"output_type": "display_data", "metadata": {}, "data": {"text/html": html_text}}
+    model = {"type": "notebook", "content": notebook(code("show()", out))}
+    report = GUARD.check(model, "refs.ipynb")
+    assert report is not None and report.redacted == 8000
+    assert token not in json.dumps(model)
+
+
+def test_a_token_in_each_of_thousands_of_stream_chunks_is_redacted_in_its_chunk() -> None:
+    tokens = ["ghp_" + fake(f"chunk{i}", 36) for i in range(16000)]
+    outs = [{"output_type": "stream", "name": "stdout", "text": f"t {t}\n"} for t in tokens]
+    model = {"type": "notebook", "content": notebook(code("run()", *outs))}
+    report = GUARD.check(model, "chunks.ipynb")
+    assert report is not None and report.redacted == len(tokens)
+    written = model["content"]["cells"][0]["outputs"]
+    assert len(written) == len(tokens)
+    assert all(o["text"] == "t [REDACTED:github-token]\n" for o in written)
