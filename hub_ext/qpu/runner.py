@@ -191,7 +191,10 @@ class Runner:
                 self.emit("qpu.job.finished", {"job_id": claimed.job_id,
                                                "state": recorded["state"],
                                                "backend": driver.name,
-                                               "backend_seconds": seconds})
+                                               # what was charged: a run its owner
+                                               # stopped has no outcome seconds
+                                               "backend_seconds": recorded["used_seconds"]
+                                               or seconds})
             entry = self.finished.get(claimed.job_id)
             if entry is not None:
                 # Waiting requests answer from this, without reading the database again.
@@ -264,7 +267,7 @@ class Runner:
         if timed_out.is_set():
             return Outcome("FAILED", "TIME_LIMIT", error=(
                 f"FAILED:TIME_LIMIT: the run took longer than the {seconds:g} s the policy "
-                f"allows on {driver.name!r} and was cancelled (quota refunded)"))
+                f"allows on {driver.name!r} and was cancelled (the time it ran is charged)"))
         assert execution is not None
         execution.result["job_id"] = claimed.job_id
         body = result_json(execution.result)

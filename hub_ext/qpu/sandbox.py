@@ -18,7 +18,8 @@ Workers are reused: a fork from a ``forkserver`` that has imported Qiskit and Ae
 costs milliseconds, not the second a fresh interpreter needs, and an idle worker answers
 a small job with two pipe messages. A worker that was killed, crashed or kept more than
 ``RECYCLE_MB`` after a job is replaced by a fresh one. Over-limit jobs fail with
-``MEMORY_LIMIT``, ``TIME_LIMIT`` or ``SANDBOX_CRASHED`` and the store refunds their quota.
+``MEMORY_LIMIT``, ``TIME_LIMIT`` or ``SANDBOX_CRASHED`` and the store refunds the job
+(charging the time a run that overran its limits took).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def _memory_failure(task: Task, detail: str = "") -> Outcome:
         "FAILED", "MEMORY_LIMIT",
         error=f"FAILED:MEMORY_LIMIT: the simulation needs more than the {task.memory_mb} MiB "
         f"the policy allows on {task.backend!r}{detail}; use fewer qubits or a "
-        "matrix-product-state backend (quota refunded)",
+        "matrix-product-state backend (the time it ran is charged)",
     )
 
 
@@ -323,7 +324,8 @@ class SandboxPool:
                     return Outcome("FAILED", "TIME_LIMIT", error=(
                         f"FAILED:TIME_LIMIT: the run took longer than the {seconds:g} s the "
                         f"policy allows on {task.backend!r} and was stopped; use fewer shots, "
-                        "qubits or gates (quota refunded)"), elapsed=time.monotonic() - started)
+                        "qubits or gates (the time it ran is charged)"),
+                        elapsed=time.monotonic() - started)
                 if worker.conn.poll(min(left, 0.1)):
                     _, outcome, recycle = worker.conn.recv()
                     break

@@ -72,6 +72,10 @@ WAITING = tuple(m.WAITING_STATES)
 KEY_SECONDS = 24 * 3600.0
 
 
+#: Failures whose run time is charged like a cancelled run's: the job overran the limits
+#: the policy sets for it (its own doing). Other failures are refunded whole.
+CHARGED_FAILURES = frozenset({"TIME_LIMIT", "MEMORY_LIMIT"})
+
 class StoreError(Exception):
     """The database could not complete the operation; nothing was changed."""
 
@@ -683,14 +687,24 @@ class Store:
             if job is None or job.state != "RUNNING" or job.lease_owner != instance:
                 return None  # recovered by another replica meanwhile: its outcome wins
             final = "CANCELLED" if job.cancel_requested and state != "DONE" else state
+            charged = seconds
+            if final != "DONE":
+                # A run its owner stopped, or one that overran the policy's limits, used
+                # the backend all the same: that time is charged (quota and fair share),
+                # or cancelling near the end would make backend time free. A failure of
+                # the backend or the service, or a cancel by a lead or an operator (a
+                # drain), is not the owner's doing: refunded whole.
+                ran = (reason in CHARGED_FAILURES if final == "FAILED"
+                       else final == "CANCELLED" and self._cancelled_by(conn, job_id) == job.owner)
+                charged = max(0.0, now - job.started_at) if ran and job.started_at else None
             values = {
-                **self._settle(conn, job, final, seconds, now),
+                **self._settle(conn, job, final, charged, now),
                 "state": final,
                 "reason": (reason if final == "FAILED" and reason else
                            {"DONE": "COMPLETED", "FAILED": "EXECUTION_ERROR",
                             "CANCELLED": "CANCELLED"}[final]),
                 "finished_at": now,
-                "used_seconds": seconds if final == "DONE" else 0.0,
+                "used_seconds": charged or 0.0,
                 "lease_owner": None,
                 "lease_until": None,
                 "error": error,
@@ -700,9 +714,9 @@ class Store:
                 conn.execute(
                     update(m.job_data).where(m.job_data.c.job_id == job_id).values(result=result)
                 )
-            if final == "DONE" and seconds and policy is not None:
-                self._add_fair_share(conn, job.project, seconds, now, policy)
-            detail: dict[str, Any] = {"backend_seconds": seconds} if final == "DONE" else {}
+            if charged and policy is not None:
+                self._add_fair_share(conn, job.project, charged, now, policy)
+            detail: dict[str, Any] = {"backend_seconds": charged} if charged is not None else {}
             if error:
                 detail["error"] = error
             self._decide(conn, job_id, now, [(final, detail)])
@@ -711,18 +725,29 @@ class Store:
         done: dict[str, Any] | None = self.transaction(run)
         return done
 
+    def _cancelled_by(self, conn: Connection, job_id: str) -> str | None:
+        """Who asked last to cancel a running job (its CANCEL_REQUESTED decision)."""
+        detail = conn.execute(
+            select(m.decisions.c.detail)
+            .where(m.decisions.c.job_id == job_id, m.decisions.c.code == "CANCEL_REQUESTED")
+            .order_by(m.decisions.c.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        by = detail.get("by") if isinstance(detail, dict) else None
+        return by if isinstance(by, str) else None
+
     def _settle(
         self, conn: Connection, job: Any, final: str, seconds: float | None, now: float
     ) -> dict[str, Any]:
-        """Reconcile held amounts: charge real seconds on success, refund all otherwise.
-        Returns the job's column values to write with the caller's update of the job."""
+        """Reconcile held amounts: charge real seconds on success; otherwise refund the job
+        and its shots, and charge the ``seconds`` it ran (None: refund all). Returns the
+        job's column values to write with the caller's update of the job."""
         if job.settled:
             return {}
         if final == "DONE":
             delta = {"jobs": 0, "shots": 0, "seconds": (seconds or 0.0) - job.held_seconds}
         else:
             delta = {"jobs": -job.held_jobs, "shots": -job.held_shots,
-                     "seconds": -job.held_seconds}
+                     "seconds": (seconds or 0.0) - job.held_seconds}
         if job.usage_keys:
             conn.execute(_USAGE_ADD, [{"k": key, "d_jobs": delta["jobs"], "d_shots": delta["shots"],
                                        "d_seconds": delta["seconds"]}
@@ -730,6 +755,8 @@ class Store:
         if final != "DONE":
             self._decide(conn, job.id, now, [("REFUNDED", {
                 "jobs": job.held_jobs, "shots": job.held_shots, "seconds": job.held_seconds})])
+            if seconds:
+                self._decide(conn, job.id, now, [("CHARGED", {"backend_seconds": seconds})])
         return {"settled": True}
 
     def _add_fair_share(

@@ -124,6 +124,40 @@ def test_priority_and_fair_share_order(db_url, start_gateway):
     assert order == [urgent, c1, c2, a, low]
 
 
+def test_a_run_its_owner_cancels_is_charged_the_time_it_ran_and_a_drained_one_is_not(
+    db_url, start_gateway
+):
+    """Cancelling a run just before it ends would make backend time free: the time it ran
+    is charged (quota seconds and fair share; the job and its shots are refunded). A run
+    an operator stops (a drain) is not the owner's doing: refunded whole."""
+    gw = start_gateway(db_url, backends=SLOW_HW)
+
+    def used(user: str, project: str) -> dict:
+        return gw.call(user, "GET", "api/quota", project=project, backend_class="hardware")[
+            1]["projects"][project]["quota"]["hardware"]["day"]
+
+    mine = submit_hw(gw, "carol")[1]["job_id"]
+    wait_state(gw, "carol", mine, "RUNNING")
+    time.sleep(1.5)
+    assert gw.call("carol", "DELETE", f"api/jobs/{mine}")[0] == 200
+    done = gw.wait_final("carol", mine)
+    assert done["state"] == "CANCELLED"
+    quota = used("carol", "astro")
+    assert (quota["jobs"]["used"], quota["shots"]["used"]) == (0, 0)
+    assert 1.0 <= quota["seconds"]["used"] < 30.0
+    codes = [d["code"] for d in job(gw, "carol", mine, include="decisions")["decisions"]]
+    assert "REFUNDED" in codes and "CHARGED" in codes
+
+    theirs = submit_hw(gw, "alice")[1]["job_id"]
+    wait_state(gw, "alice", theirs, "RUNNING")
+    time.sleep(1.5)
+    op(gw, "backends/fake_hw/drain", "maintenance")
+    assert gw.wait_final("alice", theirs)["state"] == "CANCELLED"
+    quota = used("alice", "qchem")
+    assert (quota["jobs"]["used"], quota["shots"]["used"]) == (0, 0)
+    assert quota["seconds"]["used"] == pytest.approx(0.0)
+
+
 def test_reasons_while_waiting(db_url, start_gateway):
     gw = start_gateway(db_url, backends=SLOW_HW)
     first = submit_hw(gw, "carol")[1]["job_id"]
