@@ -412,8 +412,12 @@ def _strings(
         if isinstance(v, str):
             if len(v) >= MIN_FINDING_LENGTH and v not in KNOWN_STRINGS:
                 segment = Segment(p, v, zone, _leaf_kind(k, p, kind, zone), parent)
-                if type(k) is str and _NAMES_A_CREDENTIAL.search(k):
-                    segment.label = k
+                if type(k) is str:
+                    if _NAMES_A_CREDENTIAL.search(k):
+                        segment.label = k
+                    elif k == "value" and type(parent) is dict and parent.get(
+                            "_model_name") == "PasswordModel":  # an ipywidgets Password
+                        segment.label = "password"
                 add(segment)
         elif isinstance(v, dict):
             if not v:

@@ -611,3 +611,25 @@ def test_a_token_in_each_of_thousands_of_stream_chunks_is_redacted_in_its_chunk(
     written = model["content"]["cells"][0]["outputs"]
     assert len(written) == len(tokens)
     assert all(o["text"] == "t [REDACTED:github-token]\n" for o in written)
+
+
+def test_a_password_widgets_saved_value_is_redacted() -> None:
+    """Saved widget state: an ipywidgets Password holds what was typed in its ``value``."""
+    typed = "*Ke6-cEJ!iUH%qHmZht"
+    widget = {"model_name": "PasswordModel", "model_module": "@jupyter-widgets/controls",
+              "model_module_version": "2.0.0",
+              "state": {"_model_name": "PasswordModel", "description": "Password:",
+                        "value": typed, "placeholder": "your password"}}
+    plain = {"model_name": "TextModel", "model_module": "@jupyter-widgets/controls",
+             "model_module_version": "2.0.0",
+             "state": {"_model_name": "TextModel", "description": "Name:",
+                       "value": "q8ZkP3vT9xLm2RwY7nB4"}}
+    nb = notebook(code("w"))
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "version_major": 2, "version_minor": 0, "state": {"a1": widget, "b2": plain}}}
+    model = {"type": "notebook", "content": nb}
+    report = GUARD.check(model, "widgets.ipynb")
+    assert report is not None and report.redacted == 1
+    state = model["content"]["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]
+    assert typed not in json.dumps(state)
+    assert state["state"]["b2"]["state"]["value"] == "q8ZkP3vT9xLm2RwY7nB4"
