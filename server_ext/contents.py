@@ -501,8 +501,9 @@ class AsyncGuardedContents(GuardedContents):
             if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             raise self._refusal(e, path.strip("/")) from None
-        await super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
-        if rewrite is not None:
+        if rewrite is None:
+            await super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
+        else:  # what restoring writes, redacted: the credential never reaches the file
             await super().save(rewrite, path.strip("/"))  # type: ignore[misc]
 
 
@@ -546,8 +547,9 @@ class SyncGuardedContents(GuardedContents):
             rewrite = self._restore_plan(checkpoint_id, path.strip("/"))
         except Exception as e:
             raise self._refusal(e, path.strip("/")) from None
-        super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
-        if rewrite is not None:
+        if rewrite is None:
+            super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
+        else:
             super().save(rewrite, path.strip("/"))  # type: ignore[misc]
 
 

@@ -28,6 +28,7 @@ from .scanner.documents import (
     Located,
     is_utf8,
     kind_for,
+    notebook_json,
     redact_segments,
     redact_text,
     scan_file,
@@ -448,19 +449,12 @@ def _notebook_in(data: bytes) -> dict[str, Any] | None:
     None: then its text is scanned as it is. A key given twice is None too: the scan would
     see only the last value, while the text written holds both."""
     try:
-        nb = json.loads(data, object_pairs_hook=_no_repeated_keys)
+        nb = notebook_json(data)
     except (ValueError, RecursionError):
         return None
     if isinstance(nb, dict) and (isinstance(nb.get("cells"), list) or "worksheets" in nb):
         return nb
     return None
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        raise ValueError("a key is repeated")
-    return found
 
 
 def refusal_message(path: str, found: list[Located], binary: bool = False) -> str:

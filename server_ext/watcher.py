@@ -34,7 +34,13 @@ from traitlets.config import LoggingConfigurable
 
 from . import audit_report
 from .guard import SaveGuard
-from .scanner.documents import Located, redact_segments, scan_file, scan_notebook
+from .scanner.documents import (
+    Located,
+    notebook_json,
+    redact_segments,
+    scan_file,
+    scan_notebook,
+)
 from .scanner.notebook import NotebookError, Zone
 
 
@@ -246,7 +252,7 @@ class FileWatcher(LoggingConfigurable):
         engine = self.guard.engine
         if path.suffix == ".ipynb":
             try:
-                nb = json.loads(data)
+                nb = notebook_json(data)  # a repeated key: read as text below
                 scan = scan_notebook(engine, nb, self.guard.max_nesting_depth)
             except (ValueError, RecursionError, NotebookError):
                 scan = None  # not a notebook (yet): read as text below

@@ -213,3 +213,14 @@ def qustody_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         env={**os.environ, **env},
         timeout=120,
     )
+
+
+def test_a_notebook_that_repeats_a_key_is_scanned_as_its_text(tmp_path):
+    """A parser keeps the last of two ``source`` keys; the file (and git) keeps both."""
+    text = ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": '
+            '"code", "id": "a", "metadata": {}, "execution_count": null, "outputs": [], '
+            f'"source": "tok = \'{GITHUB_TOKEN}\'", "source": "x = 1"}}]}}')
+    (tmp_path / "dup.ipynb").write_text(text)
+    result = qustody("scan", str(tmp_path / "dup.ipynb"))
+    assert result.returncode == 1, result.stdout
+    assert "dup.ipynb: line 1: github-token" in result.stdout

@@ -355,7 +355,8 @@ class QpuGateway(Application):
         a type written even when the audit disk runs low (``AuditLog.low_space_types``);
         a user over the limit gets 429 ``TOO_MANY_REFUSED`` with ``Retry-After`` for any
         submission, and nothing is recorded, until the limit allows one more. This bounds
-        how fast one user can fill the audit disk with refusals.""",
+        how fast one user can fill the audit disk with refusals. Counted per gateway
+        process: ``workers`` and replicas each keep their own.""",
     )
     refusal_burst = Int(
         30, config=True,

@@ -104,18 +104,17 @@ def check_value(value: bytes) -> str:
     return text
 
 
-#: A value a user chose joins the audit log's never-record list only when it looks like a
-#: secret: this long, at most this long (each known value is matched in every hub event),
-#: and with this much variety (bits per byte).
+#: A value a user chose joins the audit log's never-record list (for that user's own
+#: events) only when it looks like a secret: this long, at most this long (each is
+#: matched in every event of the user's), and with this much variety (bits per byte).
 OWN_KNOWN_LENGTH = (16, 4096)
 OWN_KNOWN_ENTROPY = 3.0
 
 
 def secret_like(value: str) -> bool:
-    """Whether a user-chosen value may be cut out of every hub event as a known secret.
-    A common string ("credential", a profile name, an address) would otherwise be cut out
-    of other users' events too, which their schemas then refuse: a user could stop every
-    spawn, or erase their own name from the log, by storing one."""
+    """Whether a user-chosen value may be cut out of the user's own events as a known
+    secret. A common string ("credential", a profile name, an address) would otherwise
+    shred their records (other users' events never hold a user's own values)."""
     low, high = OWN_KNOWN_LENGTH
     return low <= len(value) <= high and shannon(value.encode()) >= OWN_KNOWN_ENTROPY
 

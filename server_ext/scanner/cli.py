@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from .._version import __version__
 from . import baseline, rules
-from .documents import Located, scan_file, scan_notebook
+from .documents import Located, RepeatedKey, notebook_json, scan_file, scan_notebook
 from .engine import Engine
 from .fingerprint import Fingerprinter
 from .notebook import NotebookError
@@ -97,7 +97,9 @@ def scan_path(engine: Engine, path: Path, max_size: int) -> list[Located]:
     data = path.read_bytes()
     if path.suffix == ".ipynb":
         try:
-            nb = json.loads(data)
+            nb = notebook_json(data)
+        except RepeatedKey:
+            return scan_file(engine, str(path), data)  # its text, every value of the key
         except (ValueError, RecursionError) as e:
             raise ValueError(f"not a valid notebook: {type(e).__name__}") from None
         try:

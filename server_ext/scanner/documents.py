@@ -586,6 +586,24 @@ def _merge(own: list[Finding], more: list[Finding]) -> list[Finding]:
     return merged
 
 
+class RepeatedKey(ValueError):
+    """A JSON object gives one key twice: a parser keeps one value, the file holds both."""
+
+
+def notebook_json(data: bytes | str) -> Any:
+    """A notebook file's JSON, parsed for scanning; RepeatedKey (a ValueError) when an
+    object repeats a key: its text is then what must be scanned, since a parsed view
+    would hide every value but the last (``"source": "<token>", "source": "x = 1"``)."""
+    return json.loads(data, object_pairs_hook=_no_repeated_keys)
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise RepeatedKey("a key is repeated in a JSON object")
+    return found
+
+
 def kind_for(path: str, data: bytes) -> SegmentKind:
     """CODE for program sources, TEXT for other text, BINARY for anything that is not text.
 
@@ -607,12 +625,19 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def scan_file(engine: Engine, path: str, data: bytes) -> list[Located]:
-    """Findings in a file's bytes; UTF-16 text (with its byte order mark) is decoded
-    first, and its findings' offsets are those of the decoded text (UTF-8)."""
+    """Findings in a file's bytes. A file that starts with a UTF-16 byte order mark is
+    also read decoded (binary data may start with those two bytes too): its findings
+    there have the offsets of the decoded text (UTF-8)."""
+    found = engine.scan_one(scannable(data), kind_for(path, data))
     if data.startswith(_UTF16_BOMS):
-        with contextlib.suppress(UnicodeDecodeError):  # else: scanned as it is
-            data = data.decode("utf-16").encode("utf-8", "surrogatepass")
-    return [Located(f, Zone.SOURCE) for f in engine.scan_one(scannable(data), kind_for(path, data))]
+        try:
+            text = data.decode("utf-16").encode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            text = b""
+        seen = {f.fingerprint for f in found}
+        found += [f for f in engine.scan_one(scannable(text), kind_for(path, text))
+                  if f.fingerprint not in seen]
+    return [Located(f, Zone.SOURCE) for f in found]
 
 
 def is_utf8(data: bytes) -> bool:

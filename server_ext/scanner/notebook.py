@@ -126,8 +126,31 @@ class Segment:
         return f"Segment({where}, {len(self.text)} chars)"
 
 
-#: A JSON key that names a credential: its value is also read as ``"key": "value"``.
-_NAMES_A_CREDENTIAL = re.compile(r"(?i)credential|token|key|secret|pass|pwd|bearer|auth")
+#: The words of a JSON key (``access_token``, ``apiKey``, ``IBMQ-TOKEN``, ``x.auth``).
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+#: Key words that name a credential: then the value is also read as ``"key": "value"``.
+#: Whole words only: ``authorship_tag`` (Colab's random tag), ``keywords``, ``tokenizer``.
+_CREDENTIAL_KEY_WORDS = frozenset({
+    "credential", "credentials", "token", "tokens", "secret", "secrets", "password",
+    "passwords", "passwd", "passphrase", "pass", "pwd", "bearer", "apikey", "auth",
+})
+#: ``key`` names a credential only after one of these (``api_key``, ``secretKey``), not
+#: a data key's (``cache_key``, ``primaryKey``, ``idempotency_key``).
+_KEY_QUALIFIERS = frozenset({
+    "api", "access", "secret", "private", "auth", "client", "signing", "encryption",
+    "master", "subscription", "license", "app", "service", "account",
+})
+
+
+def names_a_credential(key: str) -> bool:
+    """Whether a JSON key names its value a credential (``"password"``, ``"api_key"``)."""
+    words = [w.lower() for w in _KEY_WORDS.findall(key)]
+    return any(
+        w in _CREDENTIAL_KEY_WORDS
+        or (w in ("key", "keys") and i and words[i - 1] in _KEY_QUALIFIERS)
+        for i, w in enumerate(words)
+    )
+
 #: A tuple, not ``dict | list``: the union would be built anew at every isinstance call.
 _CONTAINERS = (dict, list)
 _MULTILINE_LEAVES = frozenset({"source", "text", "traceback"})
@@ -413,7 +436,7 @@ def _strings(
             if len(v) >= MIN_FINDING_LENGTH and v not in KNOWN_STRINGS:
                 segment = Segment(p, v, zone, _leaf_kind(k, p, kind, zone), parent)
                 if type(k) is str:
-                    if _NAMES_A_CREDENTIAL.search(k):
+                    if names_a_credential(k):
                         segment.label = k
                     elif k == "value" and type(parent) is dict and parent.get(
                             "_model_name") == "PasswordModel":  # an ipywidgets Password

@@ -66,6 +66,7 @@ def text_table_view(text: bytes) -> bytes:
         if len(names) < 2 or not all(_NAME.match(n) for n in names):
             continue
         columns = _columns(header, names, piped)
+        indexed: bool | None = None  # rows with pandas' index: a line without is a header
         for row in lines[i : i + _MAX_ROWS]:
             if _RULE.match(row) and row.strip():
                 i += 1
@@ -73,6 +74,10 @@ def text_table_view(text: bytes) -> bytes:
             cells = _cells(row, piped)
             if not len(names) <= len(cells) <= len(names) + (0 if piped else 1):
                 break
+            if indexed is None:
+                indexed = len(cells) > len(names)
+            elif indexed and len(cells) == len(names):
+                break  # the next DataFrame printed right below: its header
             pairs = _pairs(columns, row, cells, piped)
             size += sum(map(len, pairs)) + len(pairs)
             if size > budget:  # a crafted table: what was read so far is the view

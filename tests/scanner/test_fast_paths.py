@@ -489,15 +489,23 @@ def test_a_printed_table_is_read_below_many_lines_that_name_credentials(noise: i
 @pytest.mark.parametrize("line", ["token w{i}", "key ab", "token | w{i}"])
 def test_lines_that_each_read_as_a_header_keep_the_table_view_linear(line: str) -> None:
     """``print("token", word)`` in a loop: every line names a credential and could head a
-    table of the lines below it (20,000 lines read as 20,000 tables of 200 rows took 25 s
-    and 1.7 GB). A line read as a row is not read as a header again, and the view stays
-    within twice its text: a printed table after them is still read."""
+    table of the lines below it (20,000 tables of 200 rows: a view 200 times the text). A
+    line read as a row is not read as a header again, and the view stays within twice its
+    text: a printed table after them is still read."""
     noise = "".join(line.format(i=i) + "\n" for i in range(20_000))
     table = f"\n   service                  api_key\n0     qlab  {BLOB}\n"
     text = (noise + table).encode()
     view = text_table_view(text)
     assert len(view) <= 2 * len(text) + 64 * 1024
     assert f"api_key: {BLOB}".encode() in view
+
+
+def test_a_dataframe_printed_right_below_another_is_read_with_its_own_header() -> None:
+    """Two ``print(df)`` with nothing between them: the second header has no index, its
+    rows do, so it ends the first table instead of being read as one of its rows."""
+    text = (b"  user  token\n0  ann  t0k3n\n  service                  secret\n"
+            b"0    qlab  " + BLOB.encode() + b"\n")
+    assert b"secret: " + BLOB.encode() in text_table_view(text)
 
 
 def test_a_header_of_many_credential_columns_over_a_huge_row_is_cut_short() -> None:
@@ -522,8 +530,7 @@ def test_a_quoted_token_after_thousands_of_quoted_names_is_found() -> None:
 
 def test_redacting_text_with_other_scripts_counts_characters_once_and_as_before() -> None:
     """Byte offsets become character offsets, widened to whole characters, counted on from
-    one finding to the next (recounting from the start was quadratic: 40,000 findings in
-    non-ASCII text took 9 s); the result is that of counting from the start."""
+    one finding to the next: the result is that of counting from the start for each."""
     from server_ext.scanner.documents import redact_text
     from server_ext.scanner.engine import Finding
 

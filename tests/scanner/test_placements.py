@@ -591,8 +591,8 @@ def test_a_path_is_given_its_mode_as_the_server_reads_it(path: str) -> None:
 
 
 def test_a_token_written_with_references_on_thousands_of_lines_is_redacted_on_each() -> None:
-    """Each value the decoded view found is looked for once however often it recurs, and
-    lines are counted on from one place to the next (8,000 lines took 53 s before)."""
+    """Each value the decoded view found is looked for once however often it recurs: every
+    occurrence is still redacted (its time: ``bench_scanner.py --crafted``)."""
     token = fake("refs", 36)
     html_text = "<pre>" + "".join(f"line {i} ghp&#95;{token}\n" for i in range(8000)) + "</pre>"
     out = {"output_type": "display_data", "metadata": {}, "data": {"text/html": html_text}}
@@ -603,6 +603,8 @@ def test_a_token_written_with_references_on_thousands_of_lines_is_redacted_on_ea
 
 
 def test_a_token_in_each_of_thousands_of_stream_chunks_is_redacted_in_its_chunk() -> None:
+    """Spans and chunks are walked together in one pass: each marker lands in its own
+    chunk, none is lost or doubled (its time: ``bench_scanner.py --crafted``)."""
     tokens = ["ghp_" + fake(f"chunk{i}", 36) for i in range(16000)]
     outs = [{"output_type": "stream", "name": "stdout", "text": f"t {t}\n"} for t in tokens]
     model = {"type": "notebook", "content": notebook(code("run()", *outs))}
@@ -633,3 +635,22 @@ def test_a_password_widgets_saved_value_is_redacted() -> None:
     state = model["content"]["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]
     assert typed not in json.dumps(state)
     assert state["state"]["b2"]["state"]["value"] == "q8ZkP3vT9xLm2RwY7nB4"
+
+
+@pytest.mark.parametrize("metadata", [
+    # Colab's random tag on nearly every cell it saved
+    {"colab": {"authorship_tag": "ABX9TyPqt3zbrFFkhAdrmU1xKRuY"}},
+    {"colab": {"authorship_tag": "ABX9TyNuaUqV5ND+iCjmd4vWKRpw"}},
+    {"cache_key": "9e107d9d372bb6826bd81d3542a419d6"},
+    {"idempotency_key": "a8Kq2LmP0zX7cV9bN4tR6wY1"},
+    {"keywords": "q8ZkP3vT9xLm2RwY7nB4cJ6h"},
+    {"tokenizer": "bert-base-uncased-whole-word-masking"},
+])
+def test_metadata_keys_that_only_contain_a_credential_word_are_not_read_as_one(
+    metadata: dict[str, Any],
+) -> None:
+    """Only whole words of a key name a credential (``authorship`` is not ``auth``), and
+    ``key`` only after api, access, secret, private and the like."""
+    cell = code("x = 1")
+    cell["metadata"] = metadata
+    GUARD.check({"type": "notebook", "content": notebook(cell)}, "meta.ipynb")

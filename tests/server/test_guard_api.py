@@ -188,6 +188,24 @@ async def test_non_utf8_file_is_still_scanned_for_formats(api, jp_root_dir):
     assert listing(jp_root_dir) == []
 
 
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16", "utf-16-be-with-bom"])
+async def test_text_in_another_encoding_is_scanned_as_text(api, jp_root_dir, encoding):
+    """A Latin-1 ``.env`` ("Configuración") and UTF-16 from Notepad or PowerShell 5's
+    ``>``: read as text, so the detectors of bare secrets and keywords run (a binary read
+    ran only those of formats with a prefix)."""
+    aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8Rk2Tv4L"
+    text = (f"# Configuración\nAWS_SECRET_ACCESS_KEY={aws_secret}\n"
+            "DB_PASSWORD=Xk9#mP2vL7qR4tQz\n")
+    data = (b"\xfe\xff" + text.encode("utf-16-be") if encoding == "utf-16-be-with-bom"
+            else text.encode(encoding))
+    code, body = await api.save(
+        "conf.env", {"type": "file", "format": "base64", "content": base64.b64encode(data).decode()}
+    )
+    assert code == 422, body
+    assert "aws-secret-access-key" in body["message"] and "generic-keyword" in body["message"]
+    assert listing(jp_root_dir) == []
+
+
 # -- redacting outputs -----------------------------------------------------------------
 
 

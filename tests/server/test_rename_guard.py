@@ -143,3 +143,24 @@ async def test_a_checkpoint_taken_in_a_warn_path_is_checked_before_it_is_restore
                              clean["id"])
     assert code == 204
     assert "t = 1" in (jp_root_dir / "work" / "n.ipynb").read_text()
+
+
+async def test_restoring_a_checkpoint_into_a_redact_path_writes_it_redacted(
+    api, scratch, jp_root_dir
+):
+    """The checkpoint's outputs are redacted in what restoring writes: the credential
+    never reaches the file, not even for a moment before a redacted save."""
+    printed = notebook(code_cell("print(token)", [stream(f"{GITHUB_TOKEN}\n")]))
+    code, _ = await api.save_notebook("scratch/out.ipynb", printed)
+    assert code in SAVED
+    code, checkpoint = await api.call("POST", "api", "contents", "scratch/out.ipynb",
+                                      "checkpoints")
+    assert code == 201
+    code, _ = await api.save_notebook("scratch/out.ipynb", notebook(code_cell("x = 1")))
+    code, _ = await rename(api, "scratch/out.ipynb", "redacted/out.ipynb")
+    assert code == 200
+    code, _ = await api.call("POST", "api", "contents", "redacted/out.ipynb", "checkpoints",
+                             checkpoint["id"])
+    assert code == 204
+    text = (jp_root_dir / "redacted" / "out.ipynb").read_text()
+    assert GITHUB_TOKEN not in text and "[REDACTED:github-token]" in text

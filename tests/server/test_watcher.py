@@ -228,3 +228,17 @@ def test_a_server_whose_watcher_is_busy_exits_on_the_spawners_signal(
             server.kill()
             server.wait()
         log.close()
+
+
+async def test_a_notebook_written_with_a_repeated_key_is_reported_from_its_text(
+    api, jp_root_dir, watching, jp_serverapp
+):
+    await start_watching(jp_serverapp)
+    text = ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": '
+            '"code", "id": "a", "metadata": {}, "execution_count": null, "outputs": [], '
+            f'"source": "tok = \'{GITHUB_TOKEN}\'", "source": "x = 1"}}]}}')
+    (jp_root_dir / "dup.ipynb").write_text(text)
+    [report] = await reports_for(api, "dup.ipynb")
+    assert report["action"] == "reported"
+    assert [f["detector"] for f in report["findings"]] == ["github-token"]
+    assert (jp_root_dir / "dup.ipynb").read_text() == text  # reported, never rewritten
