@@ -26,6 +26,7 @@ from .scanner import rules
 from .scanner.clean_cells import CleanCells
 from .scanner.documents import (
     Located,
+    RepeatedKey,
     is_utf8,
     kind_for,
     notebook_json,
@@ -33,6 +34,7 @@ from .scanner.documents import (
     redact_text,
     scan_file,
     scan_notebook,
+    scan_repeated,
 )
 from .scanner.engine import AllowList, Engine, Finding, SegmentKind
 from .scanner.fingerprint import Fingerprinter
@@ -391,8 +393,12 @@ class SaveGuard(LoggingConfigurable):
         else:
             raise SaveRefused(400, f"{path} was not saved: unknown format {fmt!r}.")
         self._check_size(len(data), path)
+        repeated = False
         if PurePosixPath(path).suffix == ".ipynb":
-            as_notebook = _notebook_in(data)
+            try:
+                as_notebook = _notebook_in(data)
+            except RepeatedKey:
+                as_notebook, repeated = None, True
             if as_notebook is not None:
                 # An uploaded notebook gets the notebook policy (outputs redacted, not refused).
                 nb_model = {"type": "notebook", "content": as_notebook}
@@ -401,7 +407,8 @@ class SaveGuard(LoggingConfigurable):
                     text = json.dumps(nb_model["content"], indent=1, ensure_ascii=False) + "\n"
                     model["content"], model["format"] = text, "text"
                 return report
-        located = scan_file(self.engine, path, data)
+        located = (scan_repeated(self.engine, path, data, self.max_nesting_depth) if repeated
+                   else scan_file(self.engine, path, data))
         report = GuardReport(mode)
         if not located:
             return report
@@ -410,7 +417,7 @@ class SaveGuard(LoggingConfigurable):
             raise SaveRefused(422, refusal_message(path, located), located)
         report.findings = located
         if mode == "redact":
-            if kind_for(path, data) is SegmentKind.BINARY or not is_utf8(data):
+            if kind_for(path, data) is SegmentKind.BINARY or not is_utf8(data) or repeated:
                 # not text that can be rewritten as it was written: refused, not redacted
                 raise SaveRefused(422, refusal_message(path, located, binary=True), located)
             text, spans = redact_text(data.decode("utf-8"), [loc.finding for loc in located])
@@ -446,10 +453,12 @@ def _check_mode(mode: str, name: str) -> str:
 
 def _notebook_in(data: bytes) -> dict[str, Any] | None:
     """The notebook a file's text holds (nbformat 4's ``cells`` or 3's ``worksheets``), or
-    None: then its text is scanned as it is. A key given twice is None too: the scan would
-    see only the last value, while the text written holds both."""
+    None: then its text is scanned as it is. RepeatedKey for a key given twice: a parsed
+    view sees only the last value, while the text written holds both."""
     try:
         nb = notebook_json(data)
+    except RepeatedKey:
+        raise
     except (ValueError, RecursionError):
         return None
     if isinstance(nb, dict) and (isinstance(nb.get("cells"), list) or "worksheets" in nb):

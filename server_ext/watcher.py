@@ -36,10 +36,12 @@ from . import audit_report
 from .guard import SaveGuard
 from .scanner.documents import (
     Located,
+    RepeatedKey,
     notebook_json,
     redact_segments,
     scan_file,
     scan_notebook,
+    scan_repeated,
 )
 from .scanner.notebook import NotebookError, Zone
 
@@ -250,15 +252,19 @@ class FileWatcher(LoggingConfigurable):
             return None
         self.scanned += 1
         engine = self.guard.engine
+        repeated = False
         if path.suffix == ".ipynb":
             try:
-                nb = notebook_json(data)  # a repeated key: read as text below
+                nb = notebook_json(data)
                 scan = scan_notebook(engine, nb, self.guard.max_nesting_depth)
+            except RepeatedKey:  # reported from its text and its parsed form, not rewritten
+                scan, repeated = None, True
             except (ValueError, RecursionError, NotebookError):
                 scan = None  # not a notebook (yet): read as text below
             if scan is not None:
                 return self._notebook(path, st, api_path, nb, scan)
-        located = scan_file(engine, api_path, data)
+        located = (scan_repeated(engine, api_path, data, self.guard.max_nesting_depth)
+                   if repeated else scan_file(engine, api_path, data))
         if not located:
             return None
         return self._report(api_path, "reported", located)

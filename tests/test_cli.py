@@ -224,3 +224,16 @@ def test_a_notebook_that_repeats_a_key_is_scanned_as_its_text(tmp_path):
     result = qustody("scan", str(tmp_path / "dup.ipynb"))
     assert result.returncode == 1, result.stdout
     assert "dup.ipynb: line 1: github-token" in result.stdout
+
+
+def test_a_notebook_that_repeats_a_harmless_key_is_still_read_as_a_notebook(tmp_path):
+    """A repeated key elsewhere (kernelspec) does not cost the notebook's own views: a
+    printed DataFrame's key column is found from the parsed form, besides the text."""
+    nb = notebook(code_cell("print(df)", [stream(
+        f"   service                  api_key\n0     qlab  {GITHUB_TOKEN[4:28]}\n")]))
+    text = json.dumps(nb).replace('"metadata": {}', '"metadata": {"language": "python", '
+                                  '"language": "python"}', 1)
+    (tmp_path / "twice.ipynb").write_text(text)
+    result = qustody("scan", str(tmp_path / "twice.ipynb"))
+    assert result.returncode == 1, result.stdout
+    assert "generic-keyword" in result.stdout

@@ -292,12 +292,21 @@ def _engine() -> Any:
 
 def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
     """The credential guard's findings in one collected file: detector and line only."""
-    from server_ext.scanner.documents import notebook_json, scan_file, scan_notebook
+    from server_ext.scanner.documents import (
+        RepeatedKey,
+        notebook_json,
+        scan_file,
+        scan_notebook,
+        scan_repeated,
+    )
 
     engine = _engine()
     try:
         if path.endswith(".ipynb"):
-            located = scan_notebook(engine, notebook_json(data), max_depth=256).located()
+            try:
+                located = scan_notebook(engine, notebook_json(data), max_depth=256).located()
+            except RepeatedKey:
+                located = scan_repeated(engine, path, data, 256)
         else:
             located = scan_file(engine, path, data)
     except Exception:  # not a notebook after all: scan it as text

@@ -689,16 +689,16 @@ class Store:
             final = "CANCELLED" if job.cancel_requested and state != "DONE" else state
             charged = seconds
             if final != "DONE":
-                # A run its owner stopped, or one that overran the policy's limits, used
-                # the backend all the same: the time it ran is charged (quota and fair
-                # share), at most the seconds admission held for it (a provider's own
-                # queue counts as running here), or cancelling near the end would make
-                # backend time free. A failure of the backend or the service, or a cancel
-                # by a lead or an operator (a drain), is not the owner's: refunded whole.
+                # A run its owner stopped, or one that overran the policy's limits, held
+                # the backend's lane all the same: that time is charged (quota and fair
+                # share; a provider's own queue counts, as it does for the policy's time
+                # limit), or cancelling near the end, or running into the limit of an
+                # underestimated job, would make backend time free. A failure of the
+                # backend or the service, or a cancel by a lead or an operator (a drain),
+                # is not the owner's doing: refunded whole.
                 ran = (reason in CHARGED_FAILURES if final == "FAILED"
                        else final == "CANCELLED" and self._cancelled_by(conn, job_id) == job.owner)
-                charged = (min(max(0.0, now - job.started_at), job.held_seconds)
-                           if ran and job.started_at else None)
+                charged = max(0.0, now - job.started_at) if ran and job.started_at else None
             values = {
                 **self._settle(conn, job, final, charged, now),
                 "state": final,

@@ -16,7 +16,14 @@ from typing import Any, TextIO
 
 from .._version import __version__
 from . import baseline, rules
-from .documents import Located, RepeatedKey, notebook_json, scan_file, scan_notebook
+from .documents import (
+    Located,
+    RepeatedKey,
+    notebook_json,
+    scan_file,
+    scan_notebook,
+    scan_repeated,
+)
 from .engine import Engine
 from .fingerprint import Fingerprinter
 from .notebook import NotebookError
@@ -99,7 +106,7 @@ def scan_path(engine: Engine, path: Path, max_size: int) -> list[Located]:
         try:
             nb = notebook_json(data)
         except RepeatedKey:
-            return scan_file(engine, str(path), data)  # its text, every value of the key
+            return scan_repeated(engine, str(path), data, 256)
         except (ValueError, RecursionError) as e:
             raise ValueError(f"not a valid notebook: {type(e).__name__}") from None
         try:

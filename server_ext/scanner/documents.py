@@ -24,7 +24,7 @@ from . import compiled
 from .drawing import drawing_text
 from .engine import Engine, Finding, SegmentKind, repeats
 from .html import has_credential_word, table_view
-from .notebook import MIN_FINDING_LENGTH, Segment, Zone, walk, write_back
+from .notebook import MIN_FINDING_LENGTH, NotebookError, Segment, Zone, walk, write_back
 from .texttable import text_table_view
 
 #: Source files whose bare assignments are expressions rather than literals.
@@ -602,6 +602,20 @@ def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(found) != len(pairs):
         raise RepeatedKey("a key is repeated in a JSON object")
     return found
+
+
+def scan_repeated(engine: Engine, path: str, data: bytes, max_depth: int) -> list[Located]:
+    """Findings in a notebook file whose JSON repeats a key (``RepeatedKey``): its text, as
+    written (every value of the key), and its parsed form (the last value of each, with
+    the notebook's views: HTML and printed tables, named JSON values) when it is one."""
+    found = scan_file(engine, path, data)
+    try:
+        nb = json.loads(data)
+        parsed = scan_notebook(engine, nb, max_depth=max_depth).located()
+    except (ValueError, RecursionError, NotebookError):
+        return found
+    seen = {loc.finding.fingerprint for loc in found}
+    return found + [loc for loc in parsed if loc.finding.fingerprint not in seen]
 
 
 def kind_for(path: str, data: bytes) -> SegmentKind:

@@ -127,29 +127,38 @@ class Segment:
 
 
 #: The words of a JSON key (``access_token``, ``apiKey``, ``IBMQ-TOKEN``, ``x.auth``).
-_KEY_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 #: Key words that name a credential: then the value is also read as ``"key": "value"``.
-#: Whole words only: ``authorship_tag`` (Colab's random tag), ``keywords``, ``tokenizer``.
+#: Whole words only: ``authorship_tag`` (Colab's random tag), ``keywords``, ``tokenizer``;
+#: a word run together ends with one (``PGPASSWORD``, ``accesstoken``, ``clientsecret``).
 _CREDENTIAL_KEY_WORDS = frozenset({
     "credential", "credentials", "token", "tokens", "secret", "secrets", "password",
     "passwords", "passwd", "passphrase", "pass", "pwd", "bearer", "apikey", "auth",
+    "authorization", "key", "keys",
 })
-#: ``key`` names a credential only after one of these (``api_key``, ``secretKey``), not
-#: a data key's (``cache_key``, ``primaryKey``, ``idempotency_key``).
-_KEY_QUALIFIERS = frozenset({
-    "api", "access", "secret", "private", "auth", "client", "signing", "encryption",
-    "master", "subscription", "license", "app", "service", "account",
+_CREDENTIAL_ENDINGS = ("password", "passwd", "passphrase", "token", "secret", "apikey",
+                       "credential", "credentials")
+#: ``key`` names a data key after these (``cache_key``, ``primaryKey``, ``public_key``).
+_DATA_KEY_WORDS = frozenset({
+    "cache", "primary", "foreign", "partition", "row", "sort", "s3", "object", "idempotency",
+    "unique", "composite", "index", "column", "table", "range", "hash", "lookup", "group",
+    "shard", "public", "host", "dict", "map", "natural", "surrogate", "routing", "message",
+    "event", "entity", "item", "record", "node", "file", "blob", "dedup", "dedupe", "join",
+    "cluster", "order", "react", "list", "page", "cursor", "lock", "redis",
 })
 
 
 def names_a_credential(key: str) -> bool:
-    """Whether a JSON key names its value a credential (``"password"``, ``"api_key"``)."""
+    """Whether a JSON key names its value a credential (``"password"``, ``"api_key"``,
+    ``"PGPASSWORD"``, ``"OPENAI_KEY"``), not a data key (``"cache_key"``)."""
     words = [w.lower() for w in _KEY_WORDS.findall(key)]
-    return any(
-        w in _CREDENTIAL_KEY_WORDS
-        or (w in ("key", "keys") and i and words[i - 1] in _KEY_QUALIFIERS)
-        for i, w in enumerate(words)
-    )
+    for i, w in enumerate(words):
+        if w in ("key", "keys"):
+            if not (i and words[i - 1] in _DATA_KEY_WORDS):
+                return True
+        elif w in _CREDENTIAL_KEY_WORDS or w.endswith(_CREDENTIAL_ENDINGS):
+            return True
+    return False
 
 #: A tuple, not ``dict | list``: the union would be built anew at every isinstance call.
 _CONTAINERS = (dict, list)

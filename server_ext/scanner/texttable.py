@@ -76,7 +76,7 @@ def text_table_view(text: bytes) -> bytes:
                 break
             if indexed is None:
                 indexed = len(cells) > len(names)
-            elif indexed and len(cells) == len(names):
+            elif indexed and len(cells) == len(names) and _a_header(cells):
                 break  # the next DataFrame printed right below: its header
             pairs = _pairs(columns, row, cells, piped)
             size += sum(map(len, pairs)) + len(pairs)
@@ -86,6 +86,12 @@ def text_table_view(text: bytes) -> bytes:
             i += 1
         read_to = i
     return b"\n".join(out)
+
+
+def _a_header(cells: list[bytes]) -> bool:
+    """Cells that read as column names, one naming a credential (a row with an empty cell
+    has one cell fewer too, but its index is a number)."""
+    return all(_NAME.match(c) for c in cells) and any(_WORD.search(c) for c in cells)
 
 
 def _word_lines(lines: list[bytes]) -> Iterator[int]:

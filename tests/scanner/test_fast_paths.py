@@ -508,6 +508,15 @@ def test_a_dataframe_printed_right_below_another_is_read_with_its_own_header() -
     assert b"secret: " + BLOB.encode() in text_table_view(text)
 
 
+def test_a_row_with_an_empty_cell_does_not_end_the_printed_table() -> None:
+    """pandas prints "" as blank: that row has one cell fewer, like a header, but its
+    first cell is the index, not a column name."""
+    text = (b"  user  token\n0  ann  t0k3n\n1        " + BLOB.encode() + b"\n"
+            b"2  bob  " + BLOB[::-1].encode() + b"\n")
+    view = text_table_view(text)
+    assert b"token: " + BLOB.encode() in view and b"token: " + BLOB[::-1].encode() in view
+
+
 def test_a_header_of_many_credential_columns_over_a_huge_row_is_cut_short() -> None:
     """A row's cells are repeated once per credential column that spans them: 85 columns
     over a 1 MB cell would be an 85 MB view; the view stops at its budget instead."""

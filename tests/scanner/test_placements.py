@@ -523,6 +523,10 @@ TOKEN_40 = fake("oauth", 40)
     {"password": "*Ke6-cEJ!iUH%qHm"},
     {"ibm_quantum_token": IBM_HEX},
     {"connection": {"auth": {"access_token": TOKEN_40}}},
+    {"headers": {"Authorization": f"Basic {TOKEN_40}"}},
+    {"env": {"PGPASSWORD": "*Ke6-cEJ!iUH%qHm"}},
+    {"env": {"OPENAI_KEY": TOKEN_40}},
+    {"clientsecret": TOKEN_40},
 ])
 def test_a_credential_named_by_its_json_key_in_metadata_refuses_the_save(
     metadata: dict[str, Any],
