@@ -8,6 +8,7 @@ kernel may print a secret in two chunks with other outputs between them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ _DATA_KEY_WORDS = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys in every notebook's metadata
 def names_a_credential(key: str) -> bool:
     """Whether a JSON key names its value a credential (``"password"``, ``"api_key"``,
     ``"PGPASSWORD"``, ``"OPENAI_KEY"``), not a data key (``"cache_key"``)."""
