@@ -493,7 +493,6 @@ class AsyncGuardedContents(GuardedContents):
             await super().save(model, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
 
-
     async def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
         try:
             rewrite = await asyncio.to_thread(self._restore_plan, checkpoint_id, path.strip("/"))
@@ -540,7 +539,6 @@ class SyncGuardedContents(GuardedContents):
         for path, model, report in rewrites:
             super().save(model, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
-
 
     def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
         try:

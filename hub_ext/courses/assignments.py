@@ -292,21 +292,12 @@ def _engine() -> Any:
 
 def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
     """The credential guard's findings in one collected file: detector and line only."""
-    from server_ext.scanner.documents import (
-        RepeatedKey,
-        notebook_json,
-        scan_file,
-        scan_notebook,
-        scan_repeated,
-    )
+    from server_ext.scanner.documents import scan_file, scan_notebook_file
 
     engine = _engine()
     try:
         if path.endswith(".ipynb"):
-            try:
-                located = scan_notebook(engine, notebook_json(data), max_depth=256).located()
-            except RepeatedKey:
-                located = scan_repeated(engine, path, data, 256)
+            located = scan_notebook_file(engine, path, data, 256)
         else:
             located = scan_file(engine, path, data)
     except Exception:  # not a notebook after all: scan it as text

@@ -648,11 +648,8 @@ class QpuGateway(Application):
             raise GatewayError(503, "DATABASE",
                                     f"{outcome}; the job was not stored, submit it again")
         if isinstance(outcome, Refused):
-            self._refusals.take(identity.name)
-            self.emit("qpu.job.rejected", {"user": identity.name, "code": outcome.code,
-                                           "message": outcome.message,
-                                           "project": ticket.project,
-                                           "backend": ticket.backend})
+            self._rejected(identity.name, {"code": outcome.code, "message": outcome.message,
+                                           "project": ticket.project, "backend": ticket.backend})
             return Admitted("", "REJECTED", outcome.code, [], outcome)
         if isinstance(outcome, Exception):
             raise outcome
@@ -660,8 +657,7 @@ class QpuGateway(Application):
         if outcome.replayed:
             self._replayed(identity, outcome)
         elif outcome.refused is not None:
-            self._refusals.take(identity.name)
-            self.emit("qpu.job.rejected", {"job_id": outcome.job_id, "user": identity.name,
+            self._rejected(identity.name, {"job_id": outcome.job_id,
                                            "code": outcome.refused.code,
                                            "message": outcome.refused.message,
                                            "project": ticket.project,
@@ -704,12 +700,15 @@ class QpuGateway(Application):
             raise prepared.invalid
         refused = prepared.refused
         assert refused is not None
-        self._refusals.take(identity.name)
-        self.emit("qpu.job.rejected", {"user": identity.name, "code": refused.code,
-                                       "message": refused.message,
+        self._rejected(identity.name, {"code": refused.code, "message": refused.message,
                                        "backend": _name(prepared.backend),
                                        "project": _name(prepared.project)})
         return Admitted("", "REJECTED", refused.code, [], refused)
+
+    def _rejected(self, user: str, fields: dict[str, Any]) -> None:
+        """A refused submission: counted against ``refusals_per_minute``, and recorded."""
+        self._refusals.take(user)
+        self.emit("qpu.job.rejected", {"user": user, **fields})
 
     def _replayed(self, identity: Identity, outcome: Admitted) -> None:
         """A repeated Idempotency-Key: for the hooks only. The audit log has the job's

@@ -76,6 +76,7 @@ KEY_SECONDS = 24 * 3600.0
 #: the policy sets for it (its own doing). Other failures are refunded whole.
 CHARGED_FAILURES = frozenset({"TIME_LIMIT", "MEMORY_LIMIT"})
 
+
 class StoreError(Exception):
     """The database could not complete the operation; nothing was changed."""
 

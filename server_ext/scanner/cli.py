@@ -16,14 +16,7 @@ from typing import Any, TextIO
 
 from .._version import __version__
 from . import baseline, rules
-from .documents import (
-    Located,
-    RepeatedKey,
-    notebook_json,
-    scan_file,
-    scan_notebook,
-    scan_repeated,
-)
+from .documents import Located, scan_file, scan_notebook_file
 from .engine import Engine
 from .fingerprint import Fingerprinter
 from .notebook import NotebookError
@@ -104,15 +97,11 @@ def scan_path(engine: Engine, path: Path, max_size: int) -> list[Located]:
     data = path.read_bytes()
     if path.suffix == ".ipynb":
         try:
-            nb = notebook_json(data)
-        except RepeatedKey:
-            return scan_repeated(engine, str(path), data, 256)
-        except (ValueError, RecursionError) as e:
-            raise ValueError(f"not a valid notebook: {type(e).__name__}") from None
-        try:
-            return scan_notebook(engine, nb, max_depth=256).located()
+            return scan_notebook_file(engine, str(path), data, 256)
         except NotebookError as e:
             raise ValueError(f"not a valid notebook: {e}") from None
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"not a valid notebook: {type(e).__name__}") from None
     return scan_file(engine, str(path), data)
 
 

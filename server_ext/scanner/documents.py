@@ -218,13 +218,18 @@ def _scan_notebook(
         drawings[k]: drawings[first]
         for k, first in repeats([data[i] for i in drawings], [markup] * len(drawings)).items()
     }
+    more: tuple[bytes, ...]
     for i, s in enumerate(segments):
-        if s.kind is markup:
+        if s.label is not None:
+            # A value in JSON data (metadata, a JSON output, widget state) is a string of
+            # its own: the key that names it a credential is read with it, as in the file.
+            more = (b'"%s": "%s"' % (s.label.encode("utf-8", "surrogatepass"), data[i]),)
+        elif s.kind is markup:
             if i in again:  # its findings are the first one's, its text's included
                 continue
             drawn[i], openings = engine.scan_drawing(data[i])
             shown = drawing_text(data[i], openings)
-            more: tuple[bytes, ...] = (shown, _entity_decoded(shown)) if shown else ()
+            more = (shown, _entity_decoded(shown)) if shown else ()
         elif s.zone is not output or s.kind is not text:
             continue
         elif s.key == "text/html":
@@ -238,13 +243,6 @@ def _scan_notebook(
                 views.append(i)
                 data.append(view)
                 kinds.append(SegmentKind.TEXT)
-    # A value in JSON data (metadata, a JSON output, widget state) is a string of its own:
-    # the key that names it a credential is read with it, as the file has them.
-    for i, s in enumerate(segments):
-        if s.label is not None:
-            views.append(i)
-            data.append(b'"%s": "%s"' % (s.label.encode("utf-8", "surrogatepass"), data[i]))
-            kinds.append(SegmentKind.TEXT)
     if drawn:  # the rest: the drawings are left out as empty segments (no finding)
         done = drawn.keys() | again.keys()
         found = engine.scan([b"" if i in done else d for i, d in enumerate(data)], kinds)
@@ -616,6 +614,17 @@ def scan_repeated(engine: Engine, path: str, data: bytes, max_depth: int) -> lis
         return found
     seen = {loc.finding.fingerprint for loc in found}
     return found + [loc for loc in parsed if loc.finding.fingerprint not in seen]
+
+
+def scan_notebook_file(engine: Engine, path: str, data: bytes, max_depth: int) -> list[Located]:
+    """Findings in a notebook file's bytes (``qustody scan``, assignment collection): its
+    parsed JSON, or ``scan_repeated`` when that repeats a key. ValueError (NotebookError)
+    or RecursionError when it is no notebook."""
+    try:
+        nb = notebook_json(data)
+    except RepeatedKey:
+        return scan_repeated(engine, path, data, max_depth)
+    return scan_notebook(engine, nb, max_depth=max_depth).located()
 
 
 def kind_for(path: str, data: bytes) -> SegmentKind:

@@ -162,6 +162,7 @@ def names_a_credential(key: str) -> bool:
             return True
     return False
 
+
 #: A tuple, not ``dict | list``: the union would be built anew at every isinstance call.
 _CONTAINERS = (dict, list)
 _MULTILINE_LEAVES = frozenset({"source", "text", "traceback"})
