@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from jupyter_server.services.contents.manager import copy_pat
 from jupyter_server.utils import ensure_async
 from tornado.web import HTTPError
 
@@ -311,10 +312,12 @@ class GuardedContents:
                 type(e).__name__,
             )
 
-    def _rename_plan(self, old: str, new: str) -> list[tuple[str, dict[str, Any], GuardReport]]:
-        """Check what a rename moves into a stricter path (``warn`` -> ``redact``/``block``)
-        as if it were saved there; SaveRefused stops the rename. Returns the files whose
-        content the check changed (redactions), to be written at their new paths.
+    def _rename_plan(self, old: str, new: str, action: str = "renamed"
+                     ) -> list[tuple[str, dict[str, Any], GuardReport]]:
+        """Check what a rename (or a directory copy: ``action`` "copied") brings into a
+        stricter path (``warn`` -> ``redact``/``block``) as if it were saved there;
+        SaveRefused stops it. Returns the files whose content the check changed
+        (redactions), to be written at their new paths.
 
         A file in a ``warn`` path may hold a credential the guard reported and let through;
         renaming must not turn it into a file that a ``block`` path holds unchecked.
@@ -324,7 +327,7 @@ class GuardedContents:
             return []
         moves = [
             (src, dst)
-            for src, dst in self._renamed_files(old, new)
+            for src, dst in self._renamed_files(old, new, follow=action == "copied")
             if _STRICTNESS[guard.mode_for(dst)] > _STRICTNESS[guard.mode_for(src)]
         ]
         if not moves:
@@ -333,9 +336,9 @@ class GuardedContents:
         if root is None:
             raise SaveRefused(
                 422,
-                f"{old} was not renamed to {new}: {new} is checked more strictly than {old}, "
-                "and this contents manager is not file-backed, so the credential guard cannot "
-                "check what the rename would move. Save a copy there instead.",
+                f"{old} was not {action} to {new}: {new} is checked more strictly than "
+                f"{old}, and this contents manager is not file-backed, so the credential "
+                "guard cannot check what would move. Save a copy there instead.",
             )
         rewrites = []
         for src, dst in moves:
@@ -351,7 +354,7 @@ class GuardedContents:
             except SaveRefused as e:
                 raise SaveRefused(
                     e.status,
-                    f"{old} was not renamed to {new} ({dst} is a '{guard.mode_for(dst)}' "
+                    f"{old} was not {action} to {new} ({dst} is a '{guard.mode_for(dst)}' "
                     f"path; the guard checks what moves there): {e.message}",
                     e.findings,
                 ) from None
@@ -359,11 +362,13 @@ class GuardedContents:
                 rewrites.append((dst, {k: model[k] for k in ("type", "format", "content")}, report))
         return rewrites
 
-    def _restore_plan(self, checkpoint_id: str, path: str) -> dict[str, Any] | None:
+    def _restore_plan(
+        self, checkpoint_id: str, path: str
+    ) -> tuple[dict[str, Any], GuardReport] | None:
         """Check a checkpoint as if it were saved at ``path``, which restoring it writes
         (SaveRefused stops it): a checkpoint taken in a ``warn`` path moves with its file
         when the file is renamed, and was never checked where it now lies. Returns the
-        redacted content to write over the restored file, or None."""
+        redacted content to write over the restored file, and the check's report, or None."""
         guard = self._guard()
         if not guard.enabled:
             return None
@@ -388,12 +393,32 @@ class GuardedContents:
                               f"(the guard checks what restoring writes): {e.message}",
                               e.findings) from None
         if report is not None and report.redacted:
-            return {k: model[k] for k in ("type", "format", "content")}
+            return {k: model[k] for k in ("type", "format", "content")}, report
         return None
 
-    def _renamed_files(self, old: str, new: str) -> list[tuple[str, str]]:
+    def _checked_elsewhere(
+        self, src: str, copied: str, expected: str
+    ) -> list[tuple[str, dict[str, Any], GuardReport]]:
+        """A directory copy that jupyter-server put at ``copied``, not where ``copy``
+        checked it (a newer jupyter-server names copies otherwise, or a name was taken
+        meanwhile): checked where it is; what may not be there is removed again."""
+        self.log.warning(  # type: ignore[attr-defined]
+            "Qustody: a copy of %s was written to %s, not %s; checking it there", src,
+            copied, expected,
+        )
+        try:
+            return self._rename_plan(src, copied, "copied")
+        except BaseException:
+            os_copied = self._get_os_path(copied)  # type: ignore[attr-defined]
+            if copied and copied != src and os.path.isdir(os_copied):
+                shutil.rmtree(os_copied, ignore_errors=True)
+            raise
+
+    def _renamed_files(self, old: str, new: str, follow: bool = False) -> list[tuple[str, str]]:
         """(old path, new path) of every file a rename of ``old`` to ``new`` moves,
-        hidden ones included."""
+        hidden ones included. With ``follow``, what a copy writes: jupyter-server copies a
+        directory with ``shutil.copytree``, which copies what a link to a directory holds
+        (each directory once here, so a link to a parent ends the walk)."""
         root = getattr(self, "_get_os_path", None)
         if root is None:
             return [(old, new)]
@@ -401,7 +426,14 @@ class GuardedContents:
         if not os.path.isdir(os_old):
             return [(old, new)]
         pairs = []
-        for dirpath, _dirs, files in os.walk(os_old):
+        seen: set[tuple[int, int]] = set()
+        for dirpath, dirs, files in os.walk(os_old, followlinks=follow):
+            if follow:
+                st = os.stat(dirpath)
+                if (st.st_dev, st.st_ino) in seen:
+                    dirs[:] = []
+                    continue
+                seen.add((st.st_dev, st.st_ino))
             rel = os.path.relpath(dirpath, os_old)
             for name in files:
                 tail = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
@@ -493,6 +525,39 @@ class AsyncGuardedContents(GuardedContents):
             await super().save(model, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
 
+    async def copy(self, from_path: str, to_path: str | None = None) -> dict[str, Any]:
+        """A file's copy is saved through the guard (``new``); a directory's is
+        ``shutil.copytree``, so what it brings into a stricter path is checked first, as
+        a rename's is (``_rename_plan``)."""
+        src = from_path.strip("/")
+        if not await ensure_async(self.dir_exists(src)):  # type: ignore[attr-defined]
+            return await super().copy(from_path, to_path)  # type: ignore[misc,no-any-return]
+        folder, name = _copy_target(src, to_path)
+        dest = src
+        try:
+            if await ensure_async(self.dir_exists(folder)):  # type: ignore[attr-defined]
+                taken = self.increment_filename  # type: ignore[attr-defined]
+                name = await ensure_async(taken(name, folder, insert="-Copy"))
+            dest = f"{folder}/{name}".strip("/")
+            rewrites = await asyncio.to_thread(self._rename_plan, src, dest, "copied")
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            raise self._refusal(e, dest) from None
+        model: dict[str, Any] = await super().copy(from_path, to_path)  # type: ignore[misc]
+        copied = str(model.get("path", "")).strip("/")
+        if copied != dest:  # not where it was checked: check where it is, or undo it
+            try:
+                rewrites = await asyncio.to_thread(self._checked_elsewhere, src, copied, dest)
+            except BaseException as e:
+                if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                    raise
+                raise self._refusal(e, copied) from None
+        for path, rewrite, report in rewrites:  # already checked: written as redacted
+            await super().save(rewrite, path)  # type: ignore[misc]
+            audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+        return model
+
     async def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
         try:
             rewrite = await asyncio.to_thread(self._restore_plan, checkpoint_id, path.strip("/"))
@@ -503,7 +568,9 @@ class AsyncGuardedContents(GuardedContents):
         if rewrite is None:
             await super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
         else:  # what restoring writes, redacted: the credential never reaches the file
-            await super().save(rewrite, path.strip("/"))  # type: ignore[misc]
+            await super().save(rewrite[0], path.strip("/"))  # type: ignore[misc]
+            log = self.log  # type: ignore[attr-defined]
+            audit_report.outputs_redacted(log, path.strip("/"), rewrite[1])
 
 
 class SyncGuardedContents(GuardedContents):
@@ -540,15 +607,50 @@ class SyncGuardedContents(GuardedContents):
             super().save(model, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
 
-    def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
+    def copy(self, from_path: str, to_path: str | None = None) -> dict[str, Any]:
+        src = from_path.strip("/")
+        if not self.dir_exists(src):  # type: ignore[attr-defined]
+            return super().copy(from_path, to_path)  # type: ignore[misc,no-any-return]
+        folder, name = _copy_target(src, to_path)
+        dest = src
         try:
-            rewrite = self._restore_plan(checkpoint_id, path.strip("/"))
+            if self.dir_exists(folder):  # type: ignore[attr-defined]
+                name = self.increment_filename(name, folder, insert="-Copy")  # type: ignore[attr-defined]
+            dest = f"{folder}/{name}".strip("/")
+            rewrites = self._rename_plan(src, dest, "copied")
         except Exception as e:
-            raise self._refusal(e, path.strip("/")) from None
+            raise self._refusal(e, dest) from None
+        model: dict[str, Any] = super().copy(from_path, to_path)  # type: ignore[misc]
+        copied = str(model.get("path", "")).strip("/")
+        if copied != dest:
+            try:
+                rewrites = self._checked_elsewhere(src, copied, dest)
+            except Exception as e:
+                raise self._refusal(e, copied) from None
+        for path, rewrite, report in rewrites:
+            super().save(rewrite, path)  # type: ignore[misc]
+            audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
+        return model
+
+    def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
+        path = path.strip("/")
+        try:
+            rewrite = self._restore_plan(checkpoint_id, path)
+        except Exception as e:
+            raise self._refusal(e, path) from None
         if rewrite is None:
             super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
         else:
-            super().save(rewrite, path.strip("/"))  # type: ignore[misc]
+            super().save(rewrite[0], path)  # type: ignore[misc]
+            audit_report.outputs_redacted(self.log, path, rewrite[1])  # type: ignore[attr-defined]
+
+
+def _copy_target(src: str, to_path: str | None) -> tuple[str, str]:
+    """Where jupyter-server's ``copy`` puts a copy of directory ``src``: (folder, name
+    before ``increment_filename``). Checked against where it did put it (``copy``)."""
+    from_dir, _, from_name = src.rpartition("/")
+    folder = from_dir if to_path is None else to_path.strip("/")
+    return folder, copy_pat.sub(".", from_name)
 
 
 def _log_checked(manager: Any, path: str, report: GuardReport | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from qtest import code_cell, notebook
+from qtest import GITHUB_TOKEN, code_cell, notebook
 
 SAVED = (200, 201)
 
@@ -24,7 +24,10 @@ SYNC_DEPRECATED = pytest.mark.filterwarnings(
     ]
 )
 def jp_server_config(request):
-    config = {"ServerApp": {"jpserver_extensions": {"server_ext": True}}}
+    config = {
+        "ServerApp": {"jpserver_extensions": {"server_ext": True}},
+        "SaveGuard": {"path_modes": {"scratch/*": "warn"}},
+    }
     if request.param == "configured-class":
         config["ServerApp"]["contents_manager_class"] = "server_ext.contents.GuardedContentsManager"
     elif request.param == "sync-manager":
@@ -66,6 +69,20 @@ async def test_get_rename_copy_delete(api, jp_root_dir):
     code, _ = await api.call("DELETE", "api", "contents", "b-Copy1.ipynb")
     assert code == 204
     assert not (jp_root_dir / "b-Copy1.ipynb").exists()
+
+
+async def test_directory_copy_is_checked_by_every_manager(api, jp_root_dir):
+    """A directory copy is ``shutil.copytree`` in the async and the sync manager alike:
+    both check what it brings into a stricter path."""
+    (jp_root_dir / "scratch" / "d").mkdir(parents=True)
+    (jp_root_dir / "scratch" / "d" / "a.py").write_text("x = 1\n")
+    code, model = await api.call("POST", "api", "contents", "", body={"copy_from": "scratch/d"})
+    assert code == 201 and model["path"] == "d", model
+    (jp_root_dir / "scratch" / "d" / "k.env").write_text(f"T={GITHUB_TOKEN}\n")
+    code, body = await api.call("POST", "api", "contents", "", body={"copy_from": "scratch/d"})
+    assert code == 422, body
+    assert "scratch/d was not copied to d-Copy1" in body["message"]
+    assert not (jp_root_dir / "d-Copy1").exists()
 
 
 async def test_checkpoints_create_list_restore_delete(api, jp_root_dir):

@@ -164,3 +164,121 @@ async def test_restoring_a_checkpoint_into_a_redact_path_writes_it_redacted(
     assert code == 204
     text = (jp_root_dir / "redacted" / "out.ipynb").read_text()
     assert GITHUB_TOKEN not in text and "[REDACTED:github-token]" in text
+
+
+def record_redactions(monkeypatch):
+    """The redactions reported to the audit log (path, detectors), as they are reported."""
+    from server_ext import contents
+
+    reported: list[tuple[str, list[str]]] = []
+
+    def outputs_redacted(_log, path, report):
+        if report is not None and report.redacted:  # as the audit report's own test
+            reported.append((path, sorted({loc.finding.detector for loc in report.findings})))
+
+    monkeypatch.setattr(contents.audit_report, "outputs_redacted", outputs_redacted)
+    return reported
+
+
+async def test_restoring_into_a_redact_path_is_audited(api, scratch, jp_root_dir, monkeypatch):
+    reported = record_redactions(monkeypatch)
+    printed = notebook(code_cell("print(token)", [stream(f"{GITHUB_TOKEN}\n")]))
+    await api.save_notebook("scratch/out.ipynb", printed)
+    _, checkpoint = await api.call("POST", "api", "contents", "scratch/out.ipynb", "checkpoints")
+    await api.save_notebook("scratch/out.ipynb", notebook(code_cell("x = 1")))
+    await rename(api, "scratch/out.ipynb", "redacted/out.ipynb")
+    code, _ = await api.call("POST", "api", "contents", "redacted/out.ipynb", "checkpoints",
+                             checkpoint["id"])
+    assert code == 204
+    assert reported == [("redacted/out.ipynb", ["github-token"])]
+
+
+async def copy(api, src: str, into: str):
+    """JupyterLab's copy: POST to the folder, naming what to copy."""
+    return await api.call("POST", "api", "contents", into, body={"copy_from": src})
+
+
+@pytest.fixture
+def no_other_destination(monkeypatch):
+    """A copy checked where jupyter-server did not put it is checked again where it is; in
+    these tests it never is: this fails if jupyter-server starts naming copies otherwise."""
+    from server_ext.contents import GuardedContents
+
+    def elsewhere(self, src, copied, expected):
+        raise AssertionError(f"copy of {src} written to {copied}, checked at {expected}")
+
+    monkeypatch.setattr(GuardedContents, "_checked_elsewhere", elsewhere)
+
+
+async def test_a_directory_copy_into_a_block_path_is_checked_first(
+    api, scratch, jp_root_dir, no_other_destination
+):
+    (scratch / "proj" / "deep").mkdir(parents=True)
+    (scratch / "proj" / "clean.py").write_text("x = 1\n")
+    (scratch / "proj" / "deep" / ".env").write_text(f"GITHUB_TOKEN={GITHUB_TOKEN}\n")
+    code, body = await copy(api, "scratch/proj", "work")
+    assert code == 422, body
+    assert "scratch/proj was not copied to work/proj" in body["message"]
+    assert "work/proj/deep/.env" in body["message"] and GITHUB_TOKEN not in json.dumps(body)
+    assert not (jp_root_dir / "work" / "proj").exists()
+    assert (scratch / "proj" / "deep" / ".env").exists()  # the source is left as it was
+
+    (scratch / "proj" / "deep" / ".env").write_text("DEBUG=1\n")
+    for name in ("proj", "proj-Copy1"):  # the second copy is named as jupyter-server names it
+        code, body = await copy(api, "scratch/proj", "work")
+        assert code == 201, body
+        assert body["path"] == f"work/{name}"
+        assert (jp_root_dir / "work" / name / "deep" / ".env").read_text() == "DEBUG=1\n"
+    # a copy that does not tighten the mode is not checked (a copy next to it, in scratch)
+    (scratch / "proj" / "deep" / ".env").write_text(f"GITHUB_TOKEN={GITHUB_TOKEN}\n")
+    code, body = await copy(api, "scratch/proj", "scratch")
+    assert code == 201 and body["path"] == "scratch/proj-Copy1", body
+
+
+async def test_a_directory_copy_follows_links_as_the_copy_does(
+    api, scratch, jp_root_dir, no_other_destination
+):
+    """shutil.copytree copies what a link to a directory holds: that is checked too, and a
+    link back to a parent does not make the check walk for ever."""
+    (scratch / "keys").mkdir()
+    (scratch / "keys" / "gh.txt").write_text(f"{GITHUB_TOKEN}\n")
+    (scratch / "proj").mkdir()
+    (scratch / "proj" / "x.py").write_text("x = 1\n")
+    (scratch / "proj" / "linked").symlink_to(scratch / "keys")
+    (scratch / "proj" / "loop").symlink_to(scratch / "proj")
+    code, body = await copy(api, "scratch/proj", "work")
+    assert code == 422, body
+    assert "work/proj/linked/gh.txt" in body["message"]
+    assert not (jp_root_dir / "work" / "proj").exists()
+
+
+async def test_a_directory_copy_into_a_redact_path_writes_redacted_files(
+    api, scratch, jp_root_dir, monkeypatch, no_other_destination
+):
+    reported = record_redactions(monkeypatch)
+    (scratch / "proj").mkdir()
+    printed = notebook(code_cell("print(token)", [stream(f"{GITHUB_TOKEN}\n")]))
+    (scratch / "proj" / "out.ipynb").write_text(json.dumps(printed))
+    code, body = await copy(api, "scratch/proj", "redacted")
+    assert code == 201, body
+    copied = (jp_root_dir / "redacted" / "proj" / "out.ipynb").read_text()
+    assert GITHUB_TOKEN not in copied and "[REDACTED:github-token]" in copied
+    assert GITHUB_TOKEN in (scratch / "proj" / "out.ipynb").read_text()
+    assert reported == [("redacted/proj/out.ipynb", ["github-token"])]
+
+
+async def test_a_copy_written_elsewhere_than_checked_is_checked_there_or_removed(
+    api, scratch, jp_root_dir, monkeypatch
+):
+    """Should jupyter-server put a directory's copy elsewhere than ``copy`` works out, the
+    copy is checked where it is, and removed when it may not be there."""
+    from server_ext import contents
+
+    (scratch / "proj").mkdir()
+    (scratch / "proj" / "k.txt").write_text(f"{GITHUB_TOKEN}\n")
+    monkeypatch.setattr(contents, "_copy_target", lambda src, to: ("scratch", "elsewhere"))
+    code, body = await copy(api, "scratch/proj", "work")
+    assert code == 422, body
+    assert "was not copied to work/proj" in body["message"]
+    assert not (jp_root_dir / "work" / "proj").exists()
+    assert (scratch / "proj" / "k.txt").exists()
