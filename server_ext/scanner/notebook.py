@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 from .engine import SegmentKind
+from .rules.generic import NOT_A_PASS, NOT_A_PASS_BEFORE
 
 
 class Zone(Enum):
@@ -138,7 +139,7 @@ _CREDENTIAL_KEY_WORDS = frozenset({
     "authorization", "key", "keys",
 })
 _CREDENTIAL_ENDINGS = ("password", "passwd", "passphrase", "token", "secret", "apikey",
-                       "credential", "credentials")
+                       "credential", "credentials", "pass")
 #: ``key`` names a data key after these (``cache_key``, ``primaryKey``, ``public_key``).
 _DATA_KEY_WORDS = frozenset({
     "cache", "primary", "foreign", "partition", "row", "sort", "s3", "object", "idempotency",
@@ -158,7 +159,11 @@ def names_a_credential(key: str) -> bool:
         if w in ("key", "keys"):
             if not (i and words[i - 1] in _DATA_KEY_WORDS):
                 return True
-        elif w in _CREDENTIAL_KEY_WORDS or w.endswith(_CREDENTIAL_ENDINGS):
+        elif w in _CREDENTIAL_KEY_WORDS or (
+            w.endswith(_CREDENTIAL_ENDINGS) and w not in NOT_A_PASS
+        ):
+            if w == "pass" and i and words[i - 1] in NOT_A_PASS_BEFORE:
+                continue  # forward_pass, low-pass
             return True
     return False
 

@@ -749,6 +749,10 @@ FLAGS = [
     ),
     # A credential that contains a credential word, or starts like a CSS selector, is no label.
     flag("generic-keyword", 'password = "{S}"\n', "SuperSecret!2024x", "generic-password-has-secret", CODE),
+    # a password named by a bare "pass" ending the name
+    flag("generic-keyword", 'DB_PASS = "{S}"\n', "*Ke6-cEJ!iUH%qHm", "generic-db-pass", CODE),
+    flag("generic-keyword", 'smtppass = "{S}"\n', "Xk9pQ2mZ7abcQ", "generic-run-together-pass", CODE),
+    flag("generic-keyword", "DBPASS={S}\n", "Xk9pQ2mZ7abcQ", "generic-pass-env-file"),
     flag("generic-keyword", 'api_key = "{S}"\n', "tokenA8fK2mQ9xZ3pL7wR", "generic-key-has-token", CODE),
     flag("generic-keyword", 'password = "{S}"\n', "#Kx9fQ2mZ7pLw", "generic-password-hash-sign", CODE),
     # A .pypirc in a triple-quoted string: the line alone looks like code, the value does not.
@@ -1344,6 +1348,12 @@ CLEAN = [
     clean("keyword-context", "using token ModelCheckpointCallbackHandler\n", "context-camel-case-name"),
     clean("keyword-context", "secret key: SECRETKEYBASEVALUE\n", "context-upper-words-no-digits"),
     clean("generic-keyword", 'password = "changeme"\n', "generic-password-changeme", CODE),
+    # words that end in "pass" and name no password
+    clean("generic-keyword", 'bypass = "cache_layer_v2"\n', "generic-bypass", CODE),
+    clean("generic-keyword", 'lowpass = "butterworth"\n', "generic-lowpass", CODE),
+    clean("generic-keyword", 'FORWARD_PASS = "fused_kernel_v3"\n', "generic-forward-pass", CODE),
+    clean("generic-keyword", 'compass = "NNW"\nencompass = "Xk9pQ2mZ7abcQ"\n', "generic-compass",
+          CODE),
     clean("generic-keyword", 'password = "abc12"\n', "generic-password-too-short", CODE),
     clean(
         "generic-keyword",

@@ -525,6 +525,8 @@ TOKEN_40 = fake("oauth", 40)
     {"connection": {"auth": {"access_token": TOKEN_40}}},
     {"headers": {"Authorization": f"Basic {TOKEN_40}"}},
     {"env": {"PGPASSWORD": "*Ke6-cEJ!iUH%qHm"}},
+    {"env": {"DBPASS": "*Ke6-cEJ!iUH%qHm"}},  # run together, ending with "pass"
+    {"smtppass": TOKEN_40},
     {"env": {"OPENAI_KEY": TOKEN_40}},
     {"clientsecret": TOKEN_40},
 ])
@@ -649,6 +651,8 @@ def test_a_password_widgets_saved_value_is_redacted() -> None:
     {"idempotency_key": "a8Kq2LmP0zX7cV9bN4tR6wY1"},
     {"keywords": "q8ZkP3vT9xLm2RwY7nB4cJ6h"},
     {"tokenizer": "bert-base-uncased-whole-word-masking"},
+    {"filter": {"bandpass": "q8ZkP3vT9xLm2RwY7nB4cJ6h"}},  # English words ending in "pass"
+    {"cache_bypass": "q8ZkP3vT9xLm2RwY7nB4cJ6h"},
 ])
 def test_metadata_keys_that_only_contain_a_credential_word_are_not_read_as_one(
     metadata: dict[str, Any],

@@ -15,10 +15,29 @@ from ..entropy import has_digit_and_letter, is_hex, shannon, word_share
 from ..filters import Candidate
 from ._common import ASSIGN, assignment, literal_gate
 
-_KEYWORDS = (
-    r"pass(?:word|wd|phrase)|pwd|secret(?:_?key)?|token|api_?key|apikey|access_?key|auth_?key|"
+#: What ends in ``pass`` without naming a password, run together or with ``_``
+#: (``bypass``, ``lowpass``, ``forward_pass``); ``db_pass``, ``DBPASS`` and
+#: ``smtp_pass`` do name one. (JSON keys too: ``notebook.names_a_credential``.)
+NOT_A_PASS_BEFORE = (
+    "by", "com", "encom", "sur", "over", "under", "tres", "im", "low", "high", "band",
+    "all", "hi", "multi", "one", "two", "single", "first", "second", "third", "final",
+    "last", "next", "sub", "render", "re", "forward", "backward", "back", "each", "per",
+    "skip", "full", "half", "double", "fast", "slow", "mountain", "boarding",
+)
+NOT_A_PASS = frozenset(w + "pass" for w in NOT_A_PASS_BEFORE)
+_OTHER_KEYWORDS = (
+    r"pwd|secret(?:_?key)?|token|api_?key|apikey|access_?key|auth_?key|"
     # Patterns are bytes: "ñ" is two UTF-8 bytes, so it is an alternative, never in a [class].
     r"private_?key|client_?secret|credentials?|contrase(?:ñ|n)a"
+)
+#: What hyperscan looks for (it has no lookbehind) ...
+_KEYWORD_ANCHORS = r"pass(?:word|wd|phrase)?|" + _OTHER_KEYWORDS
+#: ... and what confirms it: a bare ``pass`` that does not end one of those words.
+_KEYWORDS = (
+    r"pass(?:word|wd|phrase|"
+    + "".join(f"(?<!{w}pass)(?<!{w}_pass)" for w in NOT_A_PASS_BEFORE)
+    + ")|"
+    + _OTHER_KEYWORDS
 )
 # Identifiers that are hashes or ids, not secrets; their long hex/base64 values are not flagged.
 # Searched for in lower case, as plain substrings where they are words of their own: a
@@ -251,7 +270,7 @@ def detectors(
         Detector(
             id="generic-keyword",
             title="Secret-named variable assigned a literal (password=, token:, api_key ...)",
-            anchor=rf"(?:{_KEYWORDS})s?{ASSIGN}".encode(),
+            anchor=rf"(?:{_KEYWORD_ANCHORS})s?{ASSIGN}".encode(),
             value=assignment(_KEYWORDS + r")s?(?:", 8),
             kind=Kind.KEYWORD,
             caseless=True,
