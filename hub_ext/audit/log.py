@@ -421,10 +421,16 @@ class AuditLog(LoggingConfigurable):
             )
         data = {**data, "user": user, "server": server}
         try:
+            # Checked before anything is redacted: whether an event is refused depends on
+            # what its sender wrote, never on whose secret a value may be.
+            event_type.validate(data)
             clean, redactions = self.scrubber.scrub(type_name, data)
-            event_type.validate(clean)
         except (SchemaViolation, SecretInEvent) as e:
             raise UserEventRefused(400, e.message) from None
+        try:
+            event_type.validate(clean)  # redactions fit their fields (scrub._fitted)
+        except SchemaViolation as e:
+            raise AuditError(f"a redaction broke the {type_name} record ({e.message})") from None
         return self._record([(event_type, clean, redactions)], schema.USER_SERVER)[0]
 
     def add_known_secrets(self, values: Any, owner: str | None = None) -> int:

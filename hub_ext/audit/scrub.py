@@ -151,12 +151,17 @@ class SecretScrubber:
                     if KNOWN not in detectors:
                         detectors.append(KNOWN)
             if detectors:
-                hits[(path, is_key)] = (cleaned, detectors)
+                node = None if is_key else _schema_node(type_name, path)
+                if node is not None and _vocabulary(node, text):
+                    continue  # one of the schema's own words, public in every record
+                hits[(path, is_key)] = (_fitted(cleaned, node), detectors)
         if not hits:
             return data, []
         redactions: list[dict[str, str]] = []
         cleaned_data = _rebuild(data, (), hits, "", redactions)
-        if self.refuse:
+        # A value the hub knows is always redacted, never refused: an event refused for
+        # holding one would tell its sender that the value is someone's secret.
+        if self.refuse and any(r["detector"] != KNOWN for r in redactions):
             where = ", ".join(f"{r['field']} ({r['detector']})" for r in redactions[:10])
             raise SecretInEvent(
                 f"{type_name} event holds a credential in {where}; it was not recorded. "
@@ -188,18 +193,58 @@ def _own_applies(type_name: str, path: Path, is_key: bool) -> bool:
 
 
 def _fixed_form(type_name: str, path: Path) -> bool:
+    node = _schema_node(type_name, path)
+    return node is not None and any(word in node for word in _FIXED_FORM)
+
+
+def _schema_node(type_name: str, path: Path) -> dict[str, Any] | None:
+    """The schema of the value at ``path`` of an event of ``type_name``, if it has one."""
     try:
         node: Any = schema.get(type_name).schema
     except UnknownEventType:
-        return False
+        return None
     for part in path:
         if not isinstance(node, dict):
-            return False
+            return None
         if isinstance(part, int):
             node = node.get("items")
         else:
             node = (node.get("properties") or {}).get(part, node.get("additionalProperties"))
-    return isinstance(node, dict) and any(word in node for word in _FIXED_FORM)
+    return node if isinstance(node, dict) else None
+
+
+def _vocabulary(node: dict[str, Any], text: str) -> bool:
+    """``text`` is one of the values the schema lists for the field (its enum or const):
+    a word every record of the type may hold, so no one's secret to hide."""
+    return text in (node.get("enum") or ()) or ("const" in node and text == node["const"])
+
+
+#: What a redacted value becomes in a field whose schema fixes its form (a pattern, a
+#: format), the first that fits: ``[REDACTED:...]`` would break the record, and a sender
+#: whose event is then refused would learn that its value is someone's secret. The
+#: record's ``redacted`` list says the field was redacted.
+_FITTING = (
+    "redacted", "REDACTED", "user:redacted", "release:redacted", "0" * 12, "0" * 64,
+    "sha256:" + "0" * 64, "::", "1970-01-01T00:00:00Z",
+)
+_FORMATS = {"date-time": "1970-01-01T00:00:00Z"}
+
+
+def _fitted(cleaned: str, node: dict[str, Any] | None) -> str:
+    """The redacted text as the field's schema allows it: a fitting placeholder for a
+    field of fixed form, and no longer than its ``maxLength`` (a short value redacted
+    grows)."""
+    if node is None:
+        return cleaned
+    pattern = node.get("pattern")
+    if "format" in node:
+        cleaned = _FORMATS.get(str(node["format"]), cleaned)
+    elif isinstance(pattern, str):
+        cleaned = next((m for m in _FITTING if re.search(pattern, m)), cleaned)
+    limit = node.get("maxLength")
+    if isinstance(limit, int) and len(cleaned) > limit:
+        cleaned = cleaned[:limit]
+    return cleaned
 
 
 def shortest_match(engine: Engine) -> int:

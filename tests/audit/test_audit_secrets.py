@@ -86,6 +86,7 @@ def test_secrets_in_any_field_of_any_event_never_reach_the_store(
     audit.add_known_secrets([BROKER_SECRET])
     audit.emit("login", {"user": "before"})
     outcomes = {"recorded": 0, "refused": 0}
+    recorded_values: set[str] = set()
     errors: list[str] = []
     for name, event, path, value in CASES:
         tainted = put(event, path, value)
@@ -101,12 +102,15 @@ def test_secrets_in_any_field_of_any_event_never_reach_the_store(
         else:
             assert done is not None and done.redacted >= 1
             outcomes["recorded"] += 1
+            recorded_values.add(value.split()[1] if value.startswith("note ") else value)
     assert len(CASES) > 400
     if policy == "refuse":
-        assert outcomes["recorded"] == 0
-        assert [r["data"] for r in records()] == [{"user": "before"}]
-    else:  # free-text fields keep the event, redacted; pattern-bound fields refuse it
-        assert outcomes["recorded"] > 100 and outcomes["refused"] > 0
+        # a value only the hub knows is redacted, never refused (a refusal would tell the
+        # sender that it is someone's secret); what the scanner finds is refused
+        assert recorded_values == {BROKER_SECRET}
+    else:  # the event is kept, redacted (a field of fixed form gets a placeholder that
+        # fits it); a user server's event that breaks its schema as sent is refused
+        assert outcomes["recorded"] > 400 and outcomes["refused"] > 0
     assert_nowhere(log_path, caplog.text, *errors)
     assert verify(log_path, [key]).ok
 
@@ -253,3 +257,63 @@ def test_storing_the_hubs_vocabulary_as_a_secret_loses_no_record(audit, records,
         assert recorded["secrets"][0]["class"] == "qpu-provider-token"
         if user == "rita":
             assert recorded == delivered
+
+
+def test_a_guess_at_someone_elses_secret_is_answered_as_any_value(audit, records):
+    """A user's server reports events: one holding a value the hub delivered to another
+    user (a guess) is recorded, redacted, as one holding any other value would be, never
+    refused for it (the refusal would confirm the guess), whatever field it is put in."""
+    audit.add_known_secrets(["bobs-course-pass-2024"])  # delivered to bob by the broker
+    for guess in ("bobs-course-pass-2024", "bobs-course-pass-2025"):
+        done = audit.record_user_event("alice", "", {"type": "outputs-redacted", "data": {
+            "path": ("x " + guess).ljust(1024, "y"), "detectors": [guess, "github-token"],
+            "redacted": 1}})
+        assert done is not None  # both recorded; nothing in the answer tells them apart
+        data = records()[-1]["data"]
+        assert len(data["path"]) <= 1024
+        assert data["detectors"][1] == "github-token"
+    right, wrong = records()[-2], records()[-1]
+    assert right["data"]["detectors"][0] == "redacted"  # fits the detector id pattern
+    assert {r["field"] for r in right["redacted"]} == {"/path", "/detectors/0"}
+    assert wrong["data"]["detectors"][0] == "bobs-course-pass-2025" and "redacted" not in wrong
+    assert "bobs-course-pass-2024" not in json.dumps(records())
+
+
+def test_a_known_value_in_a_hub_field_of_fixed_form_loses_no_record(audit, records):
+    """Delivering a secret whose class, name or namespace equals a value the hub knows as
+    someone's secret is recorded with a placeholder there, not refused: a refusal fails the
+    delivery (redeem answers 503) for everyone with such a secret."""
+    audit.add_known_secrets(["hardware", "QISKIT_IBM_TOKEN"])
+    delivered = {**example("secret-delivered"), "user": "rita", "secrets": [
+        {"name": "QISKIT_IBM_TOKEN", "class": "hardware", "namespace": "user:rita"}]}
+    assert audit.emit("secret-delivered", delivered) is not None
+    recorded = records()[-1]["data"]["secrets"][0]
+    assert recorded["class"] == "redacted" and "QISKIT_IBM_TOKEN" not in recorded["name"]
+    assert recorded["namespace"] == "user:rita"
+
+
+def fixed_form_fields(node, path=()):
+    """(path, schema) of every string field whose schema fixes its form."""
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and ("pattern" in node or "format" in node):
+        yield path, node
+    for name, child in (node.get("properties") or {}).items():
+        yield from fixed_form_fields(child, (*path, name))
+    if isinstance(node.get("items"), dict):
+        yield from fixed_form_fields(node["items"], (*path, 0))
+
+
+@pytest.mark.parametrize("name", schema.names())
+def test_every_field_of_fixed_form_has_a_placeholder_that_fits_it(name):
+    """What a redaction writes into a field with a pattern or format matches it: a new
+    schema whose pattern none of the placeholders fits fails here, not at redaction."""
+    import fastjsonschema
+
+    from hub_ext.audit.scrub import _fitted
+
+    for path, node in fixed_form_fields(schema.get(name).schema):
+        placeholder = _fitted("[REDACTED:known-secret]", node)
+        check = fastjsonschema.compile({**node, "type": "string"})
+        check(placeholder)  # raises if it does not fit
+        assert "[REDACTED" not in placeholder, (name, path)
