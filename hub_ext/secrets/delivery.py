@@ -18,7 +18,15 @@ from typing import Any
 from traitlets.config import Config
 
 from .broker import Broker, SecretBroker
-from .model import MIN_VALUE_BYTES, NAME, Secret, SecretError, SecretExists, secret_like
+from .model import (
+    MIN_VALUE_BYTES,
+    NAME,
+    Namespace,
+    Secret,
+    SecretError,
+    SecretExists,
+    secret_like,
+)
 from .policy import SecretClassPolicy
 from .tickets import Ticket, TicketBook, token_hash
 
@@ -215,16 +223,24 @@ class SecretDelivery:
 
     # -- self-service ----------------------------------------------------------------
 
-    def known_values(self, secrets: Iterable[Secret]) -> tuple[list[str], list[str]]:
-        """The values of ``secrets`` the audit log must never record: (those an admin
-        provisioned, those users chose: the self-service class). A user's own value counts
-        only when it looks like a secret (``model.secret_like``), and only in that user's
-        own events (``SecretScrubber.add_known``): storing a common string must not shred
-        records."""
+    def known_values(self, secrets: Iterable[Secret], user: str) -> tuple[list[str], list[str]]:
+        """The values of ``secrets`` (delivered to or stored by ``user``) the audit log must
+        never record: (those looked for in every event, those in ``user``'s own events
+        only: ``SecretScrubber.add_known``). A value in ``user``'s own namespace is
+        ``user``'s, whoever wrote it: in Vault a user may write their own path, and its
+        class with it, so the class cannot say who chose the value. One of the
+        self-service class counts only when it looks like a secret
+        (``model.secret_like``): storing a common string must not shred records."""
         own = self.settings.self_service_class
-        provisioned = [s.value for s in secrets if not own or s.cls != own]
-        chosen = [s.value for s in secrets if own and s.cls == own and secret_like(s.value)]
-        return provisioned, chosen
+        theirs = Namespace("user", user)
+        everyone: list[str] = []
+        users: list[str] = []
+        for s in secrets:
+            if s.namespace != theirs:
+                everyone.append(s.value)
+            elif not (own and s.cls == own) or secret_like(s.value):
+                users.append(s.value)
+        return everyone, users
 
     def own_class(self, session: Session, roles: tuple[str, ...]) -> str | None:
         """The class a user may store secrets of from this server, or None: self-service

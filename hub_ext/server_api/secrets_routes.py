@@ -43,9 +43,9 @@ _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 def _never_record(delivery: SecretDelivery, secrets: list[Secret], user: str) -> None:
     """Put the values of ``secrets`` (delivered to or stored by ``user``) on the audit
-    log's never-record list: the ones ``user`` chose, for ``user``'s events only
+    log's never-record list: those of ``user``'s own namespace for ``user``'s events only
     (``SecretDelivery.known_values``)."""
-    provisioned, chosen = delivery.known_values(secrets)
+    provisioned, chosen = delivery.known_values(secrets, user)
     if provisioned:
         hub_audit().add_known_secrets(provisioned)
     if chosen:

@@ -315,14 +315,18 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
 ])
 def test_a_users_own_value_joins_the_never_record_list_only_when_secret_like(value, kept):
     """What a user stores is cut out of their own events only when it looks like a
-    secret: a common string would shred their records. An admin's value always joins."""
+    secret: a common string would shred their records. Any value of their namespace is
+    theirs (in Vault they may write it, and its class); a project's joins for everyone."""
     from types import SimpleNamespace
 
     from hub_ext.secrets.model import Secret, parse_namespace
 
     own = Secret(parse_namespace("user:alice"), "MINE", "personal", 1, value)
     admin = Secret(parse_namespace("user:alice"), "PROVISIONED", "sandbox", 1, value)
+    shared = Secret(parse_namespace("project:qaoa"), "SHARED", "sandbox", 1, value)
     delivery = SimpleNamespace(settings=SimpleNamespace(self_service_class="personal"))
-    provisioned, chosen = SecretDelivery.known_values(delivery, [own, admin])  # type: ignore[arg-type]
-    assert provisioned == [value]
-    assert chosen == ([value] if kept else [])
+    everyone, users = SecretDelivery.known_values(delivery, [own, admin, shared], "alice")  # type: ignore[arg-type]
+    assert everyone == [value]  # the project's
+    assert users == ([value, value] if kept else [value])
+    everyone, users = SecretDelivery.known_values(delivery, [own], "bob")  # type: ignore[arg-type]
+    assert (everyone, users) == ([value], [])  # not bob's namespace: everyone's events
