@@ -11,6 +11,7 @@ import argparse
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -349,9 +350,10 @@ def _table(out: TextIO, hits: Any) -> None:
         if record.get("redacted"):
             details += " [redacted]"
         out.write(
-            f"{str(record.get('ts', ''))[:19]:<20} {record.get('seq', ''):>8}  "
-            f"{record.get('type', '')!s:<22} {data.get('user', '-')!s:<16} "
-            f"{data.get('actor', '-')!s:<14} {details[:160]}\n"
+            f"{_printable(str(record.get('ts', '')))[:19]:<20} {record.get('seq', ''):>8}  "
+            f"{_printable(str(record.get('type', ''))):<22} "
+            f"{_printable(str(data.get('user', '-'))):<16} "
+            f"{_printable(str(data.get('actor', '-'))):<14} {details[:160]}\n"
         )
         count += 1
     out.write(f"({count} record(s))\n")
@@ -359,7 +361,19 @@ def _table(out: TextIO, hits: Any) -> None:
 
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    text = _printable(text)
     return text if len(text) <= 48 else text[:45] + "..."
+
+
+#: C0 and C1 control characters (and DEL): a user's server reports paths, and an escape
+#: sequence in one would move the auditor's cursor, erase the lines above it, or set
+#: their clipboard (OSC 52) when the table is printed to a terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with each control character written as its escape (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _export(args: argparse.Namespace) -> int:

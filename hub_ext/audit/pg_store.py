@@ -239,6 +239,9 @@ def query_db(url: str, flt: Filter, *, limit: int | None = None) -> Iterator[Hit
     if flt.seqs:
         where.append("seq = ANY(:seqs)")
         params["seqs"] = sorted(flt.seqs)
+    if flt.refs:  # no column of its own: the reference a refused save's user was shown
+        where.append("(line::jsonb -> 'data' ->> 'ref') = ANY(:refs)")
+        params["refs"] = sorted(flt.refs)
     sql = "SELECT line FROM qustody_audit_records"
     if where:  # constant fragments; every value is a bound parameter
         sql += " WHERE " + " AND ".join(where)
@@ -253,6 +256,8 @@ def query_db(url: str, flt: Filter, *, limit: int | None = None) -> Iterator[Hit
                 text(sql), params
             )
             for (line,) in result:
-                yield Hit(json.loads(line), line.encode("ascii", "replace"))
+                record = json.loads(line)
+                if flt.matches(record):  # as the file store does: a filter SQL missed is kept
+                    yield Hit(record, line.encode("ascii", "replace"))
     finally:
         engine.dispose()

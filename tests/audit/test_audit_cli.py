@@ -204,3 +204,19 @@ def test_types_and_help():
         timeout=60,
     )
     assert "audit" in top.stdout
+
+
+def test_a_path_a_user_reported_cannot_drive_the_auditors_terminal(make_log, log_path):
+    """A user's server reports its paths: escape sequences in one (erase the lines above,
+    set the clipboard) are printed as text in the table, never sent to the terminal."""
+    audit = make_log()
+    audit.record_user_event("u0", "", {"type": "save-refused", "data": {
+        "path": "a.ipynb", "detectors": ["github-token"], "findings": 1}})
+    sneaky = "\x1b[1A\x1b[2K" * 5 + "\x1b]52;c;aGk=\x07\x9b2J"
+    audit.record_user_event("u0", "", {"type": "save-refused", "data": {
+        "path": sneaky, "detectors": ["github-token"], "findings": 1}})
+    audit.close()
+    table = qustody("query", "--log", str(log_path))
+    assert table.returncode == 0, table.stderr
+    assert not any(c in table.stdout for c in "\x1b\x07\x9b")
+    assert "path=\\x1b[1A\\x1b[2K" in table.stdout and "(2 record(s))" in table.stdout

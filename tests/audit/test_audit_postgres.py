@@ -163,6 +163,12 @@ def test_query_uses_the_same_filters(db_log, pg_url):  # noqa: F811
     assert [h.record["seq"] for h in hits] == [*range(1, 30, 3), 30]  # as user, then as actor
     assert [h.record["seq"] for h in query_db(pg_url, Filter(jobs=frozenset({"j-4"})))] == [4]
     assert len(list(query_db(pg_url, Filter(after_seq=25), limit=2))) == 2
+    # a refused save's reference (what its user was shown), in no column of its own
+    for ref in ("3f9a0c12b7e4", "0123456789ab"):
+        db_log.record_user_event("rita", "", {"type": "save-refused", "data": {
+            "path": "k.ipynb", "detectors": ["github-token"], "findings": 1, "ref": ref}})
+    hits = list(query_db(pg_url, Filter(refs=frozenset({"3f9a0c12b7e4"})), limit=10))
+    assert [h.record["data"]["ref"] for h in hits] == ["3f9a0c12b7e4"]
 
 
 def limited_log(make_log, pg_url, sql, grants, **config):  # noqa: F811
