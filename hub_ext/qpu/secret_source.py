@@ -152,6 +152,13 @@ class SecretStoreCredentials(LoggingConfigurable):
     def _valid_vault_path(self, proposal: Any) -> str:
         return _checked_path(str(proposal["value"]), proposal["trait"].name)
 
+    @validate("vault_url")
+    def _valid_vault_url(self, proposal: Any) -> str:
+        from hub_ext.secrets.vault import valid_url
+
+        value = str(proposal["value"])
+        return valid_url(value, "SecretStoreCredentials.vault_url") if value else ""
+
     @validate("store")
     def _valid_store(self, proposal: Any) -> str:
         if proposal["value"] not in STORES:

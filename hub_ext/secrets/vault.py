@@ -22,10 +22,12 @@ restarted hub still revokes them when those servers stop.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import tempfile
 import threading
+import urllib.parse
 from typing import Any
 
 import hvac
@@ -129,6 +131,10 @@ class VaultBroker(LoggingConfigurable):
         ``auth/token/revoke-accessor`` in the hub's policy. Empty: ``vault-release.json``
         in ``$QUSTODY_STATE_DIR``.""",
     )
+
+    @validate("url")
+    def _valid_vault_url(self, proposal: Any) -> str:
+        return valid_url(str(proposal["value"])) if proposal["value"] else ""
 
     @validate("namespaces")
     def _valid_namespaces(self, proposal: Any) -> list[str]:
@@ -451,7 +457,7 @@ def approle_login(
 ) -> None:
     """Log ``client`` in with AppRole; the secret id is read from ``secret_id_file``
     (``what`` names the setting in errors), unwrapped first when ``wrapped``."""
-    secret_id = _read(secret_id_file, what)
+    secret_id = _read(secret_id_file, what, private=True)
     if wrapped:
         # The wrapping token authenticates its own unwrap (X-Vault-Token); passing it in
         # the body instead needs a caller that is already logged in, which we are not.
@@ -464,11 +470,40 @@ def approle_login(
     client.auth.approle.login(role_id=role_id, secret_id=secret_id)
 
 
-def _read(path: str, what: str) -> str:
+def _read(path: str, what: str, private: bool = False) -> str:
+    """The stripped text of ``path``; with ``private``, refused when others may read it
+    (an AppRole secret id logs in as the hub, as the master key file decrypts secrets).
+    A Kubernetes service-account token (``hub_jwt_file``) is mounted readable: not
+    checked."""
     if not path:
         raise SecretError(f"{what} is not set")
     try:
         with open(path) as f:
+            if private and os.fstat(f.fileno()).st_mode & 0o077:
+                raise SecretError(f"{what} ({path}) may be read by others: chmod 600 it")
             return f.read().strip()
     except OSError as e:
         raise SecretError(f"cannot read {what} ({path}): {e.strerror}") from None
+
+
+def valid_url(url: str, what: str = "VaultBroker.url") -> str:
+    """Vault's address: ``https://``, or ``http://`` to this machine only (a dev server):
+    users' ID tokens and secret values travel on it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and _loopback(parts.hostname or ""):
+        return url
+    raise ValueError(
+        f"{what} must be https://<host>[:port] ({url[:80]!r}): users' ID tokens "
+        "and secrets travel on it (plain http:// only to 127.0.0.1, ::1 or localhost)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -124,6 +124,10 @@ def test_configuration_errors_stop_start_up(vault: Vault) -> None:
         broker(vault, namespaces=["team:{username}"])
     with pytest.raises(SecretError, match="approle_secret_id_file is not set"):
         broker(vault, hub_auth="approle")
+    # users' ID tokens and secrets travel to Vault: TLS, or this machine's dev server
+    for url in ("http://vault.example.org:8200", "ftp://127.0.0.1", "https://"):
+        with pytest.raises(Exception, match=r"VaultBroker\.url must be https://"):
+            broker(vault, url=url)
 
 
 def test_hub_delivery_from_vault_applies_the_class_policy(stocked: Vault) -> None:
@@ -158,6 +162,7 @@ def test_release_revokes_leases_with_the_hubs_own_token(stocked: Vault, tmp_path
     role_id = root.auth.approle.read_role_id("qustody-hub")["data"]["role_id"]
     path = tmp_path / "secret-id"
     path.write_text(root.auth.approle.generate_secret_id("qustody-hub")["data"]["secret_id"])
+    path.chmod(0o600)
     proxy = LeasingProxy(stocked.url).start()
     try:
         b = broker(

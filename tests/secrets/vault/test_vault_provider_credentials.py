@@ -74,6 +74,8 @@ def test_missing_denied_unreachable_and_malformed_name_the_place_not_a_value(
         other("ibm_brisbane")
     assert "secret/qustody/service/qpu/ibm_brisbane" in str(denied.value)
     closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(Exception, match=r"SecretStoreCredentials\.vault_url must be https"):
+        source(vault, tmp_path, "x", "x", vault_url="http://vault.example.org:8200")
     with pytest.raises(CredentialError, match="cannot be reached") as unreachable:
         source(vault, tmp_path, "x", "x", vault_url=closed, vault_timeout=2)("ibm_brisbane")
     put(vault, PATH, {"token": TOKEN, "region": "eu"})
@@ -108,10 +110,14 @@ def test_the_gateway_logs_in_with_approle(vault: Vault, tmp_path: Path) -> None:
     role_id = root.auth.approle.read_role_id("qustody-qpu")["data"]["role_id"]
     secret_id = tmp_path / "secret-id"
     secret_id.write_text(root.auth.approle.generate_secret_id("qustody-qpu")["data"]["secret_id"])
+    secret_id.chmod(0o644)
     creds = SecretStoreCredentials(
         store="vault", vault_url=vault.url, vault_approle_role_id=role_id,
         vault_approle_secret_id_file=str(secret_id),
     )
+    with pytest.raises(CredentialError, match="may be read by others: chmod 600"):
+        creds("ibm_brisbane")  # it logs in as the gateway
+    secret_id.chmod(0o600)
     assert creds("ibm_brisbane")["token"] == TOKEN
     assert creds("ibm_brisbane")["token"] == TOKEN  # the login is kept between calls
 
