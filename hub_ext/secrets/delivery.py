@@ -259,11 +259,13 @@ class SecretDelivery:
         auth_state: dict[str, Any] | None,
         name: str,
         value: str,
+        groups: Iterable[str] = (),
     ) -> Secret:
         """Store ``value`` as the user's own secret ``name`` (SecretError says why not).
 
-        A value the user already receives as a secret is refused: a copy in their own
-        namespace would outlive the grant it came from."""
+        A value the user already receives as a secret is refused, a course's shared one
+        (``groups``: their hub groups) too: a copy in their own namespace would outlive
+        the grant or the term it came from."""
         cls = self.own_class(session, roles)
         if cls is None:
             raise SecretError("storing secrets from a server is not allowed here")
@@ -274,7 +276,7 @@ class SecretDelivery:
             )
         if len(name) >= MIN_VALUE_BYTES and name in value:
             raise SecretError("the name is part of the value: choose a name, not the key")
-        for secret in self.broker.secrets_for_spawn(user, server, auth_state):
+        for secret in self._receivable(user, server, auth_state, groups):
             # only what this server receives is named; other secrets are just "taken"
             delivered = self.policy.allows(secret.cls, session.profile, roles)
             if delivered and hmac.compare_digest(
@@ -296,6 +298,25 @@ class SecretDelivery:
         return self.broker.add_own(
             user, server, auth_state, name, cls, value, self.settings.self_service_limit
         )
+
+    def _receivable(
+        self, user: str, server: str, auth_state: dict[str, Any] | None, groups: Iterable[str]
+    ) -> list[Secret]:
+        """Every secret ``user`` may receive: their namespaces' and their courses' shared
+        ones. A course whose secrets cannot be read refuses (what is stored is checked
+        against them)."""
+        found = list(self.broker.secrets_for_spawn(user, server, auth_state))
+        for course, wanted in self._shared(groups):
+            try:
+                found += self.broker.course_secrets(user, server, auth_state, course, wanted)
+            except Exception as e:
+                self.log.error("secrets: %s's shared secrets of %s unreadable: %s", user,
+                               course, type(e).__name__)
+                raise SecretError(
+                    "your course's shared secrets cannot be read now, so what you store "
+                    "cannot be checked against them; try again later"
+                ) from None
+        return found
 
     def _load(
         self,

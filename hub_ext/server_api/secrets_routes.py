@@ -372,9 +372,11 @@ class StoreHandler(_SecretsHandler):
         self._still_running(model, caller.server)
         auth_state = model.get("auth_state")
         user, server = caller.user, caller.server
+        groups = [str(g) for g in model.get("groups") or []]  # their courses' shared secrets
 
         def store_and_record() -> Secret:
-            secret = delivery.store_own(user, server, session, roles, auth_state, name, value)
+            secret = delivery.store_own(user, server, session, roles, auth_state, name, value,
+                                        groups)
             try:
                 _never_record(delivery, [secret], user)
                 hub_emit(

@@ -303,6 +303,34 @@ def test_a_courses_shared_secrets_reach_its_members_without_a_grant(tmp_path: Pa
     assert result is not None and [s.name for s in result[1]] == ["SHARED"]
 
 
+def test_a_courses_shared_secret_cannot_be_stored_as_ones_own(tmp_path: Path) -> None:
+    """A student storing the course's value (or its name) as their own would keep it past
+    the term; it is refused, as a copy of any secret they receive is."""
+    from hub_ext.courses.hub import shared_secrets
+    from hub_ext.courses.model import parse_course, stamp
+
+    now = __import__("time").time()
+    text = (f'id = "course-101"\ntitle = "Intro"\n[term]\nstart = {stamp(now - 86400)}\n'
+            f'end = {stamp(now + 86400)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
+            '[secrets]\nnames = ["IBM_QUANTUM_TOKEN"]\nto = ["students"]\n')
+    courses = {"course-101": parse_course(text.encode(), "course-101.toml")}
+    c = config(tmp_path, self_service_class="personal")
+    c.SecretClassPolicy.profile_classes = {"student": ["sandbox", "personal"]}
+    c.SecretClassPolicy.role_classes = {"student": ["sandbox", "personal"]}
+    d = SecretDelivery(c, ["student"], ticket_key=KEY)
+    d.course_secrets = shared_secrets(lambda: courses)
+    d.broker.put("course:course-101", "IBM_QUANTUM_TOKEN", "sandbox", b"course-value-001")  # type: ignore[attr-defined]
+    roles = ("student",)
+    session = _redeemed(d, "sam", "student", roles)
+    groups = ["course-101", "course-101:students"]
+    with pytest.raises(SecretExists, match=r"already your secret IBM_QUANTUM_TOKEN"):
+        d.store_own("sam", "", session, roles, None, "MINE", "course-value-001", groups)
+    with pytest.raises(SecretExists, match=r"IBM_QUANTUM_TOKEN already reaches this server"):
+        d.store_own("sam", "", session, roles, None, "IBM_QUANTUM_TOKEN", "other-value-0001",
+                    groups)
+    assert d.store_own("sam", "", session, roles, None, "MINE", "other-value-0001", groups)
+
+
 @pytest.mark.parametrize(("value", "kept"), [
     ("credential", False),  # a schema's property name: 10 characters
     ("researcher", False),  # a profile name
