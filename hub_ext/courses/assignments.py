@@ -15,6 +15,10 @@ the image the hub allows.
   plus ``manifest.json`` (each file's SHA-256, size and time, whether it changed after the
   due time, whether it is still the released template; the credential guard's findings,
   never their values). The manifest's SHA-256 goes into the audit log.
+
+Both read a folder's files, never its links: a symlink is not followed, and a hard link's
+file is taken once, under the first of its names in the folder (its other names are left
+out). A folder past ``MAX_SUBMISSION_BYTES`` or ``MAX_ENTRIES`` is not read at all.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import secrets
 import tarfile
@@ -38,7 +43,14 @@ from .model import Assignment, Course, CourseError, materials_ok, stamp
 
 #: A student's assignment larger than this is not collected (said in the manifest).
 MAX_SUBMISSION_BYTES = 64 * 1024 * 1024
+#: Nor one with more files, folders and links than this (each is parsed, hashed, scanned).
+MAX_ENTRIES = 10_000
 LABEL = "io.qustody.course-helper"
+log = logging.getLogger("qustody.courses.assignments")
+
+
+class FolderTooLarge(ValueError):
+    """A folder past one of the limits: not read (the message says which, to staff)."""
 
 
 @dataclass
@@ -108,7 +120,7 @@ def read_tree(container: Any, path: str, limit: int = MAX_SUBMISSION_BYTES) -> b
     for chunk in stream:
         out.write(chunk)
         if out.tell() > limit + 1024 * 1024:  # tar headers and padding on top
-            raise ValueError(f"more than {limit // (1024 * 1024)} MiB")
+            raise FolderTooLarge(f"more than {limit // (1024 * 1024)} MiB")
     return out.getvalue()
 
 
@@ -131,14 +143,24 @@ def path_kind(container: Any, path: str) -> str | None:
 
 
 def _members(data: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
-    """Files (hard links as the file they name) and directories of a tar; symlinks,
-    devices and the like are left out. Sorted by path."""
+    """Files and directories of a tar, sorted by path; symlinks, devices and the like are
+    left out, and so are hard links: the archive API sends a file's later names as ~512-byte
+    headers, so reading the file again for each would turn a small stream into gigabytes
+    (and tarfile finds each link's file by a linear search). FolderTooLarge past
+    ``MAX_ENTRIES`` entries or ``MAX_SUBMISSION_BYTES`` of files."""
     out: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    size = 0
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for m in tar.getmembers():
+        for count, m in enumerate(tar, start=1):  # one at a time: stop at the limit
+            if count > MAX_ENTRIES:
+                raise FolderTooLarge(f"more than {MAX_ENTRIES:,} files, folders and links")
             if m.isdir():
                 out.append((m, None))
-            elif m.isreg() or m.islnk():
+            elif m.isreg():
+                size += m.size  # what extracting it makes (a sparse file: all of it)
+                if size > MAX_SUBMISSION_BYTES:
+                    raise FolderTooLarge(f"more than {MAX_SUBMISSION_BYTES // (1024 * 1024)} "
+                                         "MiB of files")
                 f = tar.extractfile(m)
                 out.append((m, f.read() if f else b""))
     return sorted(out, key=lambda item: item[0].name)
@@ -174,8 +196,10 @@ class ReleaseReport:
                 "kept": sum(self.kept.values()), "problems": len(self.problems)}
 
 
-def template(volumes: Volumes, course: Course, assignment: Assignment) -> bytes:
-    """The assignment's files from the materials (a tar rooted at ``<name>/``)."""
+def template(volumes: Volumes, course: Course,
+             assignment: Assignment) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """The assignment's files and folders from the materials (``_members`` of a tar rooted
+    at ``<name>/``)."""
     if course.materials and not materials_ok(volumes.materials_prefix, course.materials):
         raise CourseError(f"{course.id}: {course.materials!r} is not a materials volume (its "
                           f"name must start with {volumes.materials_prefix!r}); nothing "
@@ -183,16 +207,16 @@ def template(volumes: Volumes, course: Course, assignment: Assignment) -> bytes:
     if not course.materials or not volumes.has_volume(course.materials):
         raise CourseError(f"{course.id}: the materials volume {course.materials or '(none)'} "
                           "does not exist; create and fill it first")
-    with volumes.mounted({course.materials: ("/src", "ro")}) as c:
-        try:
+    try:
+        with volumes.mounted({course.materials: ("/src", "ro")}) as c:
             tree = read_tree(c, f"/src/assignments/{assignment.name}")
-        except ValueError as e:
-            raise CourseError(f"{course.id}: assignments/{assignment.name}/ in the materials "
-                              f"is too large to release ({e})") from None
-    if tree is None:
-        raise CourseError(f"{course.id}: the materials volume {course.materials} has no "
-                          f"assignments/{assignment.name}/ to release")
-    return tree
+        if tree is None:
+            raise CourseError(f"{course.id}: the materials volume {course.materials} has no "
+                              f"assignments/{assignment.name}/ to release")
+        return _members(tree)
+    except FolderTooLarge as e:
+        raise CourseError(f"{course.id}: assignments/{assignment.name}/ in the materials "
+                          f"is too large to release ({e})") from None
 
 
 #: ``progress(done, of)``: called after each student (the instructor page's progress).
@@ -201,7 +225,7 @@ Progress = Callable[[int, int], None]
 
 def release(volumes: Volumes, course: Course, assignment: Assignment,
             students: Iterable[str], progress: Progress | None = None) -> ReleaseReport:
-    files = _members(template(volumes, course, assignment))
+    files = template(volumes, course, assignment)
     report = ReleaseReport(course.id, assignment.name)
     everyone = sorted(set(students))
     for i, student in enumerate(everyone):
@@ -209,10 +233,11 @@ def release(volumes: Volumes, course: Course, assignment: Assignment,
             progress(i, len(everyone))
         try:
             _release_one(volumes, course, assignment, files, student, report)
-        except (ValueError, OSError) as e:
-            report.problems[student] = str(e)
+        except FolderTooLarge as e:
+            report.problems[student] = f"~/{course.id}/{assignment.name} has {e}"
         except Exception as e:  # the engine refused: the others still get theirs
-            report.problems[student] = f"{type(e).__name__}: {e}"
+            report.problems[student] = (f"{logged(e, f'release to {student}')}, details in "
+                                        "the log")
     if progress is not None:
         progress(len(everyone), len(everyone))
     return report
@@ -315,7 +340,7 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
     now = time.time() if now is None else now
     released: dict[str, str] = {}  # path in the assignment -> the template's SHA-256
     with contextlib.suppress(CourseError):
-        for member, data in _members(template(volumes, course, assignment)):
+        for member, data in template(volumes, course, assignment):
             if data is not None:
                 released[member.name.split("/", 1)[-1]] = hashlib.sha256(data).hexdigest()
     return _snapshot(volumes, course, students, folder=f"{course.id}/{assignment.name}",
@@ -403,38 +428,67 @@ def _remove_orphans(directory: Path, name: str) -> None:
 
 def _collect_one(volumes: Volumes, folder: str, due: float, student: str,
                  released: dict[str, str], tar: tarfile.TarFile) -> dict[str, Any]:
-    entry: dict[str, Any] = {"status": "missing", "files": [], "late": False, "findings": []}
-    home = volumes.home_volume(student)
+    """A student's folder into ``tar``, and their manifest entry. Their folder's trouble (too
+    large, the engine's refusal, the guard's scan) is said in the entry, nothing of theirs
+    goes into the archive, and the other students are still collected."""
+    missing: dict[str, Any] = {"status": "missing", "files": [], "late": False, "findings": []}
     try:
-        if not volumes.has_volume(home):
-            return entry
-        with volumes.mounted({home: (volumes.home_mount, "ro")}) as c:
-            tree = read_tree(c, f"{volumes.home_mount}/{folder}")
-    except ValueError as e:
-        entry["status"] = f"not collected: {e}"
-        return entry
-    except Exception as e:  # the engine refused this one: the others are still collected
-        entry["status"] = f"not collected: {type(e).__name__}"
-        return entry
-    if tree is None:
-        return entry
-    changed = False
-    for member, data in _members(tree):
+        files = _submission(volumes, folder, student)
+        if files is None:
+            return missing
+        entry = _entry(files, due, released)
+    except FolderTooLarge as e:
+        return {**missing, "status": f"not collected: {e}"}
+    except Exception as e:
+        return {**missing, "status": f"not collected: {logged(e, f'collect from {student}')}"}
+    for member, data in files:  # only once the whole entry is known
+        if data is not None:
+            info = tarfile.TarInfo(f"{student}/{_relative(member)}")
+            info.size, info.mtime, info.mode = len(data), int(member.mtime), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return entry
+
+
+def _submission(volumes: Volumes, folder: str,
+                student: str) -> list[tuple[tarfile.TarInfo, bytes | None]] | None:
+    """The files and folders of a student's ``<home>/<folder>``; None if there is none."""
+    home = volumes.home_volume(student)
+    if not volumes.has_volume(home):
+        return None
+    with volumes.mounted({home: (volumes.home_mount, "ro")}) as c:
+        tree = read_tree(c, f"{volumes.home_mount}/{folder}")
+    return None if tree is None else _members(tree)
+
+
+def _relative(member: tarfile.TarInfo) -> str:
+    """A path in the collected folder (the archive's names start with the folder's)."""
+    return member.name.split("/", 1)[1] if "/" in member.name else member.name
+
+
+def _entry(files: list[tuple[tarfile.TarInfo, bytes | None]], due: float,
+           released: dict[str, str]) -> dict[str, Any]:
+    """A submission's manifest entry: each file's hash, size and time, the guard's findings."""
+    entry: dict[str, Any] = {"status": "untouched", "files": [], "late": False, "findings": []}
+    for member, data in files:
         if data is None:
             continue
-        rel = member.name.split("/", 1)[1] if "/" in member.name else member.name
+        rel = _relative(member)
         digest = hashlib.sha256(data).hexdigest()
         template = released.get(rel) == digest
         late = member.mtime > due and not template
-        changed = changed or not template
+        if not template:
+            entry["status"] = "submitted"
         entry["files"].append({
             "path": rel, "sha256": digest, "size": len(data),
             "modified": stamp(member.mtime), "late": late, "as_released": template,
         })
         entry["late"] = entry["late"] or late
         entry["findings"] += findings_in(rel, data)
-        info = tarfile.TarInfo(f"{student}/{rel}")
-        info.size, info.mtime, info.mode = len(data), int(member.mtime), 0o644
-        tar.addfile(info, io.BytesIO(data))
-    entry["status"] = "submitted" if changed else "untouched"
     return entry
+
+
+def logged(e: Exception, what: str) -> str:
+    """What staff are told of an unexpected error: its kind. Its words (the engine's, the
+    hub's, the disk's) name host paths, volumes and API URLs: they go to the log only."""
+    log.warning("courses: %s failed: %s: %s", what, type(e).__name__, e)
+    return type(e).__name__

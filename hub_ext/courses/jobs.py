@@ -11,8 +11,9 @@ import threading
 import time
 from typing import Any
 
+from .assignments import logged
 from .catalog import Catalog
-from .model import stamp
+from .model import CourseError, stamp
 
 ACTIONS = ("release", "collect")
 
@@ -89,8 +90,12 @@ class AssignmentJobs:
         try:
             with self.actions.moving(course.id, assignment.name):
                 message = self._move(course, assignment, action, actor, key)
-        except Exception as e:  # said on the page; the next press tries again
-            self._finish(key, "failed", f"{action} failed: {type(e).__name__}: {e}"[:500])
+        except CourseError as e:  # written for staff (what to fix); the next press tries again
+            self._finish(key, "failed", f"{action} failed: {e}"[:500])
+            return
+        except Exception as e:  # the page says its kind only: its words stay in the log
+            why = logged(e, f"{action} of {course.id} {assignment.name}")
+            self._finish(key, "failed", f"{action} failed: {why}, details in the log")
             return
         self._finish(key, "done", message)
 

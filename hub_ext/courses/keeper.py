@@ -107,8 +107,11 @@ class TermActions:
         return lock is not None and lock.locked()
 
     def students(self, course: Course) -> list[str]:
-        listed = {u for u, role in course.members.items() if role == "student"}
-        return sorted(set(self.hub.group_members(students_group(course.id))) | listed)
+        """Whom the steps release to, collect, stop and archive: the hub group of the
+        course's reachable students, not the CSV roster's list (a listed student whose IdP
+        roles go beyond student is a member, not a reachable student; one who has not signed
+        in yet joins the group at sign-in)."""
+        return self.hub.group_members(students_group(course.id))
 
     @property
     def has_files(self) -> bool:

@@ -29,9 +29,9 @@ This module knows nothing of the hub or the gateway; each reads what it enforces
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,9 +248,9 @@ class _Checker:
     def number(self, value: Any, key: str, *, integer: bool = False,
                maximum: float = 1e12) -> float:
         ok = isinstance(value, int) if integer else isinstance(value, int | float)
-        if not ok or isinstance(value, bool) or not math.isfinite(value) or not (
-            0 <= value <= maximum
-        ):
+        # the range test alone: it refuses NaN and infinities, and never turns a huge
+        # integer into a float (math.isfinite(10**400) raises OverflowError)
+        if not ok or isinstance(value, bool) or not 0 <= value <= maximum:
             kind = "a whole number" if integer else "a number"
             raise self.fail(key, f"must be {kind} from 0 to {maximum:g}, got {_shown(value)}")
         return float(value) if not integer else int(value)
@@ -295,6 +295,9 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
         doc = tomllib.loads(data)
     except tomllib.TOMLDecodeError as e:
         raise CourseError(f"{source}: not valid TOML: {e}") from None
+    except ValueError:  # tomllib's int() of a number past Python's digit limit
+        raise CourseError(f"{source}: not valid TOML: a number of more than "
+                          f"{sys.get_int_max_str_digits():,} digits") from None
     c = _Checker(source)
     c.keys(doc, KEYS, "(top level)")
     for required in ("id", "title", "term", "roster"):

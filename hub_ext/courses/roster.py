@@ -20,7 +20,7 @@ import csv
 import io
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,7 +43,7 @@ def parse_roster(data: bytes, source: str) -> dict[str, str]:
             from None
     members: dict[str, str] = {}
     header_seen = False
-    for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+    for number, row in enumerate(_rows(text, source), start=1):
         cells = [cell.strip() for cell in row]
         if not cells or cells == [""] or cells[0].startswith("#"):
             continue
@@ -73,6 +73,17 @@ def parse_roster(data: bytes, source: str) -> dict[str, str]:
     if not header_seen:
         raise CourseError(f"{source}: empty; the first line must be the header 'username,role'")
     return members
+
+
+def _rows(text: str, source: str) -> Iterator[list[str]]:
+    """The CSV's rows; CourseError naming a line csv cannot read (a field over csv's
+    128 KiB limit)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise CourseError(f"{source}: line {reader.line_num}: not a CSV line ({e}); each "
+                          "line is 'username,role'") from None
 
 
 def read_roster_bytes(path: Path) -> bytes:

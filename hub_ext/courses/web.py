@@ -44,12 +44,16 @@ from tornado import ioloop, web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..service_page import ServicePage
-from .admin_api import CourseApplyHandler, CourseListHandler
+from .admin_api import MAX_BODY, CourseApplyHandler, CourseListHandler
 from .catalog import Catalog
 from .live import LiveCatalog
 from .model import ASSIGNMENT, USER_NAME, stamp
 
 TEMPLATES = Path(__file__).with_name("web_templates")
+#: A request body past this is not read (tornado answers 400 and closes, before any handler
+#: or authentication; its default buffers 100 MB). The courses API's own limit is lower,
+#: so a body just past that gets its 413 that says why.
+MAX_REQUEST_BODY = MAX_BODY + 1024 * 1024
 #: The scope an instructor's course role holds for each course (COURSE_SCOPES).
 COURSE_SCOPE = re.compile(r"servers!group=(?P<course>[a-z0-9][a-z0-9\-_.]{0,60}):students")
 USER = USER_NAME
@@ -502,7 +506,8 @@ def main() -> None:
     jobs = AssignmentJobs(actions, audit, catalog) if actions is not None else None
     app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits,
                    archive, audit, jobs)
-    app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True)
+    app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True,
+               max_body_size=MAX_REQUEST_BODY)
     print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
     if actions is not None:
         start_keeper(catalog, actions, audit)

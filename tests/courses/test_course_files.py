@@ -76,6 +76,12 @@ def test_a_good_file_reads_as_written():
          "term.start: must be a TOML date-time"),
         (lambda s: s.replace("grace_days = 7", "grace_days = -1"),
          "term.grace_days: must be a number from 0 to 365, got -1"),
+        (lambda s: s.replace("grace_days = 7", "grace_days = 1" + "0" * 400),
+         "term.grace_days: must be a number from 0 to 365, got 1000"),
+        (lambda s: s.replace("jobs = 3,", "jobs = 1" + "0" * 400 + ","),
+         "qpu.per_student.day.jobs: must be a whole number from 0 to 1e+12"),
+        (lambda s: s.replace("grace_days = 7", "grace_days = 1" + "0" * 5000),
+         "not valid TOML: a number of more than 4,300 digits"),
         (lambda s: s.replace('group = "course-101"', 'group = "course-202"'),
          "roster.group: 'course-202' is not the course id 'course-101'"),
         (lambda s: s.replace('group = "course-101"', 'csv = "roster.csv"'),
@@ -450,6 +456,14 @@ def test_a_bad_roster_names_the_line_and_the_fix(tmp_path, roster, words):
     out = qustody("course", "apply", "--dir", str(courses), str(src))
     assert out.returncode == 1 and words in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and not list(courses.iterdir())
+
+
+def test_a_roster_line_csv_cannot_read_is_named():
+    from hub_ext.courses.roster import parse_roster
+
+    long_field = b"username,role\ncara,student\n" + b"x" * 200_000 + b",student\n"
+    with pytest.raises(CourseError, match=r"^r\.csv: line 3: not a CSV line \(field larger "):
+        parse_roster(long_field, "r.csv")
 
 
 def test_roster_files_that_are_missing_misnamed_huge_or_not_utf8_are_refused(tmp_path):

@@ -2,21 +2,35 @@
 assignment at a time (shared with the term keeper), none for a closed course or without
 an audit log, and the reasons said. The hub API here is a stand-in that blocks on demand
 (a real hub cannot be made to hold a request open at a chosen moment); the real path is
-tests/hub/test_course_page_jobs.py."""
+tests/hub/test_course_page_jobs.py.
+
+Then what a collect takes from each student's folder (hub_ext.courses.assignments), whom
+it takes it from, and what the page says when the engine refuses: the volumes here are
+tar streams built as Docker's archive API sends them (a hard link as a header naming its
+file); the real engine is tests/hub/test_course_assignments.py."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
+import secrets
+import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hub_ext.courses.assignments import MAX_ENTRIES, Collection, collect
 from hub_ext.courses.jobs import AssignmentJobs, JobRefused
 from hub_ext.courses.keeper import TermActions
 from hub_ext.courses.live import LiveCatalog
-from hub_ext.courses.model import DAY, stamp
+from hub_ext.courses.model import DAY, Course, stamp
+from hub_ext.courses.term import plan
 
 
 class BlockingHub:
@@ -40,13 +54,16 @@ class Audit:
         self.records.append((kind, data))
 
 
-def write_course(directory: Path, end: float) -> None:
+def write_course(directory: Path, end: float, roster: str = "") -> None:
+    csv = 'csv = "course-101.roster.csv"\n' if roster else ""
     (directory / "course-101.toml").write_text(
         f'id = "course-101"\ntitle = "Intro"\n[term]\nstart = {stamp(end - 30 * DAY)}\n'
-        f'end = {stamp(end)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n'
+        f'end = {stamp(end)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n{csv}'
         '[materials]\nvolume = "qustody-materials-c101"\n'
         f'[[assignments]]\nname = "hw1"\nrelease = {stamp(end - 20 * DAY)}\n'
         f"due = {stamp(end - 10 * DAY)}\n")
+    if roster:
+        (directory / "course-101.roster.csv").write_text("username,role\n" + roster)
 
 
 @pytest.fixture
@@ -79,7 +96,7 @@ def test_a_second_press_while_one_runs_is_refused_and_a_failure_is_said(setup) -
     # the keeper holds the same lock: a press during its collect is refused too
     hub.go.set()
     job = wait_state(jobs, "failed")
-    assert job["message"] == "collect failed: RuntimeError: hub API GET /groups: HTTP 503"
+    assert job["message"] == "collect failed: RuntimeError, details in the log"
     assert audit.records == []  # nothing moved, nothing recorded
     with jobs.actions.moving("course-101", "hw1"), pytest.raises(JobRefused,
                                                                  match="already running"):
@@ -114,3 +131,175 @@ def test_nothing_runs_for_a_closed_course_without_volumes_or_without_an_audit_lo
     with pytest.raises(JobRefused, match="do not keep their homes on Docker volumes"):
         jobs.start("course-101", "hw1", "collect", "ivan")
     assert jobs.state("course-101", "hw1") is None
+
+
+# -- what a collect takes, and from whom (hub_ext.courses.assignments) -----------------------
+
+def folder(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """``hw1/`` as Docker's archive API streams it: the folder, its files, then each hard
+    link as a bare header naming the file it is another name of."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        top = tarfile.TarInfo("hw1")
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.LNKTYPE, target
+            tar.addfile(info)
+    return out.getvalue()
+
+
+class Container:
+    def __init__(self, tree: bytes) -> None:
+        self.tree = tree
+
+    def get_archive(self, path: str) -> tuple[Iterator[bytes], dict[str, Any]]:
+        return iter([self.tree[i:i + 65536] for i in range(0, len(self.tree), 65536)]), {}
+
+
+class ArchiveVolumes:
+    """Stand-in for assignments.Volumes: a volume is the stream its folder reads as;
+    ``refuse`` maps a volume to the error the engine answers for it."""
+
+    home_mount = "/home/jovyan"
+    materials_prefix = "qustody-materials-"
+
+    def __init__(self, trees: dict[str, bytes], refuse: dict[str, Exception] | None = None):
+        self.trees = trees
+        self.refuse = refuse or {}
+
+    def home_volume(self, student: str) -> str:
+        return f"home-{student}"
+
+    def has_volume(self, name: str) -> bool:
+        if name in self.refuse:
+            raise self.refuse[name]
+        return name in self.trees
+
+    @contextlib.contextmanager
+    def mounted(self, mounts: dict[str, tuple[str, str]]) -> Iterator[Container]:
+        (name,) = mounts
+        yield Container(self.trees[name])
+
+
+def course_101(directory: Path, roster: str = "") -> Course:
+    write_course(directory, time.time() + 30 * DAY, roster)
+    return LiveCatalog(directory, logging.getLogger("test"), recheck_seconds=0).current() \
+        .courses["course-101"]
+
+
+def archived(done: Collection) -> dict[str, bytes]:
+    with tarfile.open(done.archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def test_a_hard_linked_file_is_read_and_kept_once_under_its_first_name(tmp_path) -> None:
+    """Each link is a ~512-byte header in the stream; read again per link, 60,000 links
+    to a 30 MB file were gigabytes (and tarfile's link lookup is quadratic)."""
+    course = course_101(tmp_path)
+    data = secrets.token_bytes(32 * 1024)
+    links = {f"hw1/copy{i:04}.bin": "hw1/data.bin" for i in range(2000)}
+    volumes = ArchiveVolumes({"home-sam": folder({"hw1/data.bin": data}, links)})
+    done = collect(volumes, course, course.assignments[0], ["sam"], tmp_path / "archive")  # type: ignore[arg-type]
+    sam = done.manifest["students"]["sam"]
+    assert sam["status"] == "submitted"
+    assert [(f["path"], f["size"]) for f in sam["files"]] == [("data.bin", len(data))]
+    assert archived(done).keys() == {"sam/data.bin", "manifest.json"}
+    assert done.archive.stat().st_size < 100 * 1024
+
+
+def test_a_folder_past_the_limits_or_the_scan_is_said_and_the_others_are_collected(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """tom has more entries than a collect reads, una's file breaks the guard's scan, the
+    engine refuses rex's home: each is said in their manifest entry (the engine's words
+    only in the log), nothing of theirs is archived, and sue is collected all the same."""
+    import docker.errors
+
+    import hub_ext.courses.assignments as assignments
+
+    course = course_101(tmp_path)
+    scan = assignments.findings_in
+
+    def findings_in(path: str, data: bytes) -> list[dict[str, Any]]:
+        if path == "breaks-the-scan.py":
+            raise RuntimeError("the scanner gave up")
+        return scan(path, data)
+
+    monkeypatch.setattr(assignments, "findings_in", findings_in)
+    engine = docker.errors.APIError("500 Server Error for http+docker://localhost/v1.43/"
+                                    "volumes/home-rex: /var/lib/docker/volumes/home-rex")
+    volumes = ArchiveVolumes({
+        "home-sue": folder({"hw1/answer.py": b"print('mine')\n"}),
+        "home-tom": folder({f"hw1/f{i:05}.txt": b"" for i in range(MAX_ENTRIES)}),
+        "home-una": folder({"hw1/answer.py": b"x = 1\n", "hw1/breaks-the-scan.py": b"y\n"}),
+    }, refuse={"home-rex": engine})
+    with caplog.at_level(logging.WARNING):
+        done = collect(volumes, course, course.assignments[0], ["rex", "sue", "tom", "una"],  # type: ignore[arg-type]
+                       tmp_path / "archive")
+    students = done.manifest["students"]
+    assert {s: e["status"] for s, e in students.items()} == {
+        "rex": "not collected: APIError",
+        "sue": "submitted",
+        "tom": f"not collected: more than {MAX_ENTRIES:,} files, folders and links",
+        "una": "not collected: RuntimeError",
+    }
+    assert students["una"]["files"] == [] and students["tom"]["files"] == []
+    assert archived(done).keys() == {"sue/answer.py", "manifest.json"}
+    assert "/var/lib/docker" not in json.dumps(done.manifest)
+    assert "/var/lib/docker/volumes/home-rex" in caplog.text  # said to the admin
+
+
+def test_release_and_collect_reach_only_the_courses_reachable_students(tmp_path) -> None:
+    """A roster's student whose IdP roles go beyond student (rhea, a researcher) is a member,
+    not a reachable student: the groups of her login (roles.hub_groups) leave her out of
+    course-101:students, and the steps leave her home alone."""
+    from hub_ext.identity.roles import hub_groups
+
+    course = course_101(tmp_path, roster="cara,student\nrhea,student\n")
+    logins = {"sam": hub_groups(["student"], ["course-101"]),
+              "cara": hub_groups(["student"], [], members=["course-101"]),
+              "rhea": hub_groups(["researcher", "student"], [], members=["course-101"])}
+
+    class GroupsHub:
+        def group_members(self, group: str) -> list[str]:
+            return sorted(user for user, groups in logins.items() if group in groups)
+
+    work = folder({"hw1/answer.py": b"print('mine')\n"})
+    actions = TermActions(GroupsHub(), lambda: None, tmp_path / "archive",  # type: ignore[arg-type]
+                          volumes=ArchiveVolumes({f"home-{u}": work for u in logins}))
+    assert actions.students(course) == ["cara", "sam"]
+    step = next(s for s in plan(course) if s.name == "collect:hw1")
+    assert actions.collect(step, course, time.time())["students"] == 2
+    (archive,) = (tmp_path / "archive" / "course-101" / "hw1").glob("hw1-*.tar")
+    with tarfile.open(archive) as tar:
+        names = sorted(m.name for m in tar.getmembers())
+    assert names == ["cara/answer.py", "manifest.json", "sam/answer.py"]
+
+
+def test_a_docker_error_reaches_the_page_by_its_kind_only(setup, caplog) -> None:
+    """The engine's words name host paths, volumes and its API's URLs: the job's message
+    (shown to the course's TAs) says the kind, the service's log the rest."""
+    import docker.errors
+
+    jobs, hub, _, _ = setup
+    hub.group_members = lambda group: ["sam"]  # type: ignore[method-assign]
+    words = ("500 Server Error for http+docker://localhost/v1.43/volumes/qustody-home-sam: "
+             "/var/lib/docker/volumes/qustody-home-sam/_data: read-only file system")
+    jobs.actions.volumes = ArchiveVolumes({"qustody-materials-c101": folder({"hw1/a.py": b"1\n"})},
+                                          refuse={"home-sam": docker.errors.APIError(words)})
+    with caplog.at_level(logging.WARNING):
+        jobs.start("course-101", "hw1", "release", "ivan")
+        released = wait_state(jobs, "done")
+        jobs.actions.volumes.refuse["qustody-materials-c101"] = docker.errors.APIError(words)
+        jobs.start("course-101", "hw1", "release", "ivan")
+        failed = wait_state(jobs, "failed")
+    assert released["message"].endswith("; not released to sam (APIError, details in the log)")
+    assert failed["message"] == "release failed: APIError, details in the log"
+    assert "/var/lib/docker" not in released["message"] + failed["message"]
+    assert caplog.text.count("/var/lib/docker/volumes/qustody-home-sam") == 2

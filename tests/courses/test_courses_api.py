@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -21,6 +23,7 @@ from hubtest import Hub, failed, launch_hub
 from hub_ext.courses.admin_api import MAX_BODY
 from hub_ext.courses.apply import Change, plan, undo, write
 from hub_ext.courses.model import parse_course
+from hub_ext.courses.web import MAX_REQUEST_BODY
 
 COURSE = """\
 id = "{id}"
@@ -148,6 +151,23 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(
     assert words in r.json()["message"], r.json()
     assert str(hub.dir) not in r.text  # no server path in the answer
     assert sorted(p.name for p in courses_dir(hub).iterdir()) == before
+
+
+def test_a_body_past_the_services_limit_is_refused_before_any_handler_runs(hub: Hub) -> None:
+    """tornado's default would buffer 100 MB of each request before the handler (and its
+    authentication) runs: past MAX_REQUEST_BODY the service answers at the headers, with
+    no token and not a byte of the body sent."""
+    code, service = hub.api("GET", "/services/courses")
+    assert code == 200, service
+    url = urlparse(service["url"])
+    head = (f"PUT {service['prefix']}api/admin/courses/course-808 HTTP/1.1\r\n"
+            f"Host: {url.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {MAX_REQUEST_BODY + 1}\r\n\r\n")
+    with socket.create_connection((url.hostname, url.port), timeout=20) as conn:
+        conn.sendall(head.encode())
+        reply = conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+    assert not (courses_dir(hub) / "course-808.toml").exists()
 
 
 def test_only_a_token_with_the_admin_scope_changes_courses(hub: Hub) -> None:

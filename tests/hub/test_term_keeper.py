@@ -182,6 +182,13 @@ def test_a_whole_term_on_docker_volumes_survives_a_crash_in_the_term_end_archive
         spec = {"image": image, "home_volume_template": template, "home_mount": HOME,
                 "run_as": "1000:1000"}
         keeper, audit = _keeper(hub.api_url, hub.token, courses, spec, paths)
+        # the steps reach the course's reachable students: its students' group, which
+        # sign-in fills from the roster (roles.hub_groups), not the roster alone
+        for user in ("sam", "sue"):
+            assert hub.api("POST", f"/users/{user}")[0] in (201, 409)
+        assert hub.api("POST", "/groups/course-505:students")[0] in (201, 409)
+        assert hub.api("POST", "/groups/course-505:students/users",
+                       {"users": ["sam", "sue"]})[0] == 200
 
         assert keeper.tick(T0) == []
         assert keeper.tick(T0 + DAY + 1) == [("course-505", "release:hw1", "done")]
