@@ -55,6 +55,11 @@ def home_prefix(template: str) -> str:
     return template.split("{username}", 1)[0]
 
 
+#: The label of a home volume that names its owner: the spawner creates homes with it and
+#: refuses one labelled for another user (course releases write it too).
+HOME_OWNER = "io.qustody.user"
+
+
 def home_volume_name(template: str, username: str) -> str:
     """``template`` with ``{username}`` as the name reduced to ``[a-z0-9-]`` plus a short
     hash of the whole name, so two users never share a volume."""

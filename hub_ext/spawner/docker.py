@@ -26,6 +26,7 @@ from traitlets import Instance, Int, default
 from .. import firewall, network
 from ..audit.lifecycle import audited
 from ..secrets.spawn import TICKET_ENV
+from ..volumes import HOME_OWNER
 from .launch import PolicyLaunch, options_from_form, profile_form
 from .policy import SpawnPolicy
 from .profiles import TOKEN_KEYS, SpawnRefused, now
@@ -158,6 +159,7 @@ class HardenedDockerSpawner(PolicyLaunch, DockerSpawner):  # type: ignore[misc]
         self.mem_limit = profile.mem_limit
         self.cpu_limit = profile.cpu_limit
         volume = self.policy.volume_name(self.user.name)
+        await self._own_home(volume)
         self.volumes = {volume: {"bind": self.policy.home_mount, "mode": "rw"}}
         self._materials = await self._existing_materials()
         for name, target in self._materials.items():
@@ -202,6 +204,28 @@ class HardenedDockerSpawner(PolicyLaunch, DockerSpawner):  # type: ignore[misc]
 
     _volume = ""
     _materials: dict[str, str] = {}  # noqa: RUF012 - replaced per start, never mutated
+
+    async def _own_home(self, volume: str) -> None:
+        """Create the home volume labelled with its owner, or refuse one labelled for
+        another user. A home's name holds 32 bits of a hash of the user name: someone
+        who may choose their name at the IdP could find one that names another user's
+        home. A volume without the label (made before the hub labelled homes) is used."""
+        import docker.errors
+
+        try:
+            info = await self.docker("inspect_volume", volume)
+        except docker.errors.NotFound:
+            await self.docker("create_volume", volume, labels={HOME_OWNER: self.user.name})
+            return
+        owner = ((info or {}).get("Labels") or {}).get(HOME_OWNER)
+        if owner is not None and owner != self.user.name:
+            self.log.error("%s: home volume %s belongs to %r, not %r; not started",
+                           self._log_name, volume, owner, self.user.name)
+            raise SpawnRefused(
+                500, "Your server cannot start: its home volume belongs to another account. "
+                "An admin must look at the hub's log (rename this account at the identity "
+                "provider, or move the volume)."
+            )
 
     async def _existing_materials(self) -> dict[str, str]:
         """The owner's courses' materials volumes that exist on the engine. A missing one

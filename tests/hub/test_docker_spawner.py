@@ -289,6 +289,26 @@ def test_refusals_leave_no_container(hub, shared_prefix, user, options, status, 
     assert not model["servers"].get("", {}).get("ready")
 
 
+def test_a_home_volume_is_labelled_with_its_owner_and_anothers_is_refused(hub, shared_prefix):
+    """A home's name holds 32 bits of a hash of the user name: one labelled for another
+    user (a name chosen to collide) is never mounted; a new home is labelled."""
+    policy = SpawnPolicy(home_volume_template=f"{shared_prefix}-home-{{username}}")
+    home = policy.volume_name("gina")
+    docker("volume", "create", "--label", "io.qustody.user=alice", home)
+    try:
+        code, body = spawn(hub, "gina", wait=False)
+        assert code == 500, body
+        assert "home volume belongs to another account" in body["message"]
+        assert "alice" not in body["message"]  # other accounts are not named to the user
+        assert not containers(shared_prefix)
+    finally:
+        docker("volume", "rm", "-f", home, check=False)
+    status, body = spawn(hub, "gina")
+    assert status in (201, 202), body
+    labels = json.loads(docker("volume", "inspect", home))[0]["Labels"]
+    assert labels["io.qustody.user"] == "gina"
+
+
 def test_missing_image_is_reported(hub, shared_prefix):
     code, body = spawn(hub, "frank", {"profile": "broken-image"}, wait=False)
     assert code == 500, body
