@@ -28,6 +28,8 @@ import os
 import tempfile
 import threading
 import urllib.parse
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import hvac
@@ -278,7 +280,16 @@ class VaultBroker(LoggingConfigurable):
             token = self._tokens.pop((user, server), None)
             entry = self._obtained.pop((user, server), None)
         entry = entry or {"accessor": "", "leases": []}
-        self._revoke(user, server, token, entry)
+        try:
+            self._revoke(user, server, token, entry)
+        except Exception as e:
+            # Kept (in the release file too): the next start of this server, a release, or
+            # a restarted hub revokes it. Until then it lives out its TTL.
+            self.log.error("Vault: %s's token or leases (server %r) could not be revoked "
+                           "(%s); kept to revoke later", user, server, type(e).__name__)
+            with self._lock:
+                if (user, server) not in self._obtained and (entry["accessor"] or entry["leases"]):
+                    self._obtained[(user, server)] = entry
         # forgotten only after revoking: a failed write must not skip the revocation
         with self._lock:
             try:
@@ -299,11 +310,23 @@ class VaultBroker(LoggingConfigurable):
                 )
             else:
                 # an accessor that no longer exists (token expired) is a 400: nothing to do
-                with contextlib.suppress(vault_errors.InvalidRequest, vault_errors.Forbidden):
-                    self._hub.auth.token.revoke_accessor(entry["accessor"])
+                with contextlib.suppress(vault_errors.InvalidRequest):
+                    self._as_hub(lambda hub: hub.auth.token.revoke_accessor(entry["accessor"]))
+                entry["accessor"] = ""
         if entry["leases"] and self._hub is not None:
-            for lease in entry["leases"]:
-                self._hub.sys.revoke_lease(lease_id=lease)
+            for lease in list(entry["leases"]):
+                self._as_hub(partial(_revoke_lease, lease))
+                entry["leases"].remove(lease)
+
+    def _as_hub(self, call: Callable[[hvac.Client], Any]) -> Any:
+        """``call`` with the hub's own Vault client, logged in again once if Vault refuses
+        it (its token's TTL ran out: it is never renewed). A refusal after that raises."""
+        assert self._hub is not None
+        try:
+            return call(self._hub)
+        except vault_errors.Forbidden:
+            self._hub = self._hub_login()
+            return call(self._hub)
 
     def add_own(
         self,
@@ -406,8 +429,12 @@ class VaultBroker(LoggingConfigurable):
             self._save_release()
         if stale and stale != entry["accessor"] and self._hub is not None:
             # a token from before a hub restart that no stop released: revoke it now
-            with contextlib.suppress(vault_errors.InvalidRequest, vault_errors.Forbidden):
-                self._hub.auth.token.revoke_accessor(stale)
+            try:
+                with contextlib.suppress(vault_errors.InvalidRequest):
+                    self._as_hub(lambda hub: hub.auth.token.revoke_accessor(stale))
+            except Exception as e:  # the new token is good; the old one lives out its TTL
+                self.log.error("Vault: %s's earlier token (server %r) could not be revoked "
+                               "(%s)", user, server, type(e).__name__)
         return token
 
     def _read_namespace(
@@ -468,6 +495,10 @@ def approle_login(
             client.token = None
         secret_id = str(unwrapped["data"]["secret_id"])
     client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+
+
+def _revoke_lease(lease: str, hub: hvac.Client) -> None:
+    hub.sys.revoke_lease(lease_id=lease)
 
 
 def _read(path: str, what: str, private: bool = False) -> str:

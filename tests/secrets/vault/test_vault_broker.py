@@ -10,6 +10,7 @@ from typing import Any
 
 import hvac
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hvac import exceptions as vault_errors
 from localjwt import Vault
@@ -177,6 +178,47 @@ def test_release_revokes_leases_with_the_hubs_own_token(stocked: Vault, tmp_path
         assert {(r.token, r.status) for r in proxy.revoked} == {(b._hub.token, 204)}
         b.release("alice", "")  # nothing left: a second release revokes nothing
         assert len(proxy.revoked) == 2
+    finally:
+        proxy.stop()
+
+
+def test_revocation_logs_the_hub_in_again_and_keeps_what_it_could_not_revoke(
+    stocked: Vault, tmp_path: Path
+) -> None:
+    """The hub's own Vault token is never renewed: once Vault refuses it, the hub logs in
+    again and revokes. Leases Vault could not be asked to revoke (it is down) stay in the
+    release file, and a later release revokes them."""
+    root = stocked.root_client()
+    role_id = root.auth.approle.read_role_id("qustody-hub")["data"]["role_id"]
+    path = tmp_path / "secret-id"
+    path.write_text(root.auth.approle.generate_secret_id("qustody-hub")["data"]["secret_id"])
+    path.chmod(0o600)
+    proxy = LeasingProxy(stocked.url).start()
+    try:
+        b = broker(stocked, url=proxy.url, hub_auth="approle", approle_role_id=role_id,
+                   approle_secret_id_file=str(path))
+        assert b._hub is not None
+        b.secrets_for_spawn("alice", "", {"id_token": stocked.id_token("alice")})
+        root.auth.token.revoke(b._hub.token)  # as if its TTL had run out
+        b.release("alice", "")
+        assert sorted(r.lease_id for r in proxy.revoked if r.status == 204) == sorted(
+            proxy.issued)
+
+        b.secrets_for_spawn("alice", "r", {"id_token": stocked.id_token("alice")})
+        leased = proxy.issued[2:]
+        assert leased
+        real = b._hub.sys.revoke_lease
+
+        def down(**_: Any) -> None:
+            raise requests.ConnectionError("Vault is not answering")
+
+        b._hub.sys.revoke_lease = down  # type: ignore[method-assign]
+        b.release("alice", "r")  # Vault is down: nothing revoked, nothing forgotten
+        kept = json.loads(Path(b._release_path).read_text())
+        assert any(set(leased) <= set(e.get("leases", [])) for e in kept.values()), kept
+        b._hub.sys.revoke_lease = real  # type: ignore[method-assign]
+        b.release("alice", "r")
+        assert {r.lease_id for r in proxy.revoked if r.status == 204} >= set(leased)
     finally:
         proxy.stop()
 
