@@ -41,6 +41,21 @@ _STOPPING_SERVERS: set[tuple[str, str]] = set()
 _IP = re.compile(r"[0-9A-Fa-f:.]{1,64}")
 
 
+def roles_fresh(model: dict[str, Any], max_age: float, now: float) -> bool:
+    """Whether the user's roles were re-checked with the IdP within ``max_age`` seconds
+    (the ``qustody`` record the authenticator keeps in auth state). No record (a login
+    from before it was kept, an auth state another authenticator wrote) is roles never
+    re-checked: as stale as an old record."""
+    record = (model.get("auth_state") or {}).get("qustody")
+    if not isinstance(record, dict):
+        return False
+    try:
+        checked = float(record.get("refreshed_at", 0))
+    except (TypeError, ValueError):
+        return False
+    return checked >= now - max_age - 5
+
+
 def _never_record(delivery: SecretDelivery, secrets: list[Secret], user: str) -> None:
     """Put the values of ``secrets`` (delivered to or stored by ``user``) on the audit
     log's never-record list: those of ``user``'s own namespace for ``user``'s events only
@@ -108,19 +123,13 @@ class _SecretsHandler(ServiceHandler):
             self.log.error("qustody service: the hub gives no auth state (admin:auth_state)")
             raise web.HTTPError(503, "Your roles cannot be checked (this service cannot read "
                                 "auth state); ask an admin. Nothing is delivered.")
-        record = (model.get("auth_state") or {}).get("qustody")
-        if isinstance(record, dict) and max_age:
-            try:
-                checked = float(record.get("refreshed_at", 0))
-            except (TypeError, ValueError):
-                checked = 0.0
-            if checked < time.time() - max_age - 5:
-                raise web.HTTPError(
-                    503,
-                    "Your roles could not be re-checked with the identity provider just now, "
-                    "so no secrets are delivered; the server retries. If this persists, sign "
-                    "in again.",
-                )
+        if max_age and not roles_fresh(model, max_age, time.time()):
+            raise web.HTTPError(
+                503,
+                "Your roles could not be re-checked with the identity provider just now, "
+                "so no secrets are delivered; the server retries. If this persists, sign "
+                "in again.",
+            )
         return roles, model
 
     @staticmethod
