@@ -5,7 +5,8 @@ the volumes it needs mounted, and moves files through Docker's archive API
 (``get_archive``/``put_archive``). The container has no network, a read-only root and
 the image the hub allows.
 
-- **release** copies ``assignments/<name>/`` from the course's materials volume into each
+- **release** copies ``assignments/<name>/`` from the course's assignments volume
+  (``Course.assignments_from``: its staff's volume, else its materials) into each
   student's home (``<home>/<course>/<name>/``), owned by the servers' user. Whatever the
   student already has at a path (a file, a folder, a link), and everything under it, is
   left alone: releasing twice never overwrites or removes work.
@@ -198,24 +199,25 @@ class ReleaseReport:
 
 def template(volumes: Volumes, course: Course,
              assignment: Assignment) -> list[tuple[tarfile.TarInfo, bytes | None]]:
-    """The assignment's files and folders from the materials (``_members`` of a tar rooted
-    at ``<name>/``)."""
-    if course.materials and not materials_ok(volumes.materials_prefix, course.materials):
-        raise CourseError(f"{course.id}: {course.materials!r} is not a materials volume (its "
+    """The assignment's files and folders from the course's assignments volume
+    (``_members`` of a tar rooted at ``<name>/``)."""
+    source = course.assignments_from
+    if source and not materials_ok(volumes.materials_prefix, source):
+        raise CourseError(f"{course.id}: {source!r} is not a materials volume (its "
                           f"name must start with {volumes.materials_prefix!r}); nothing "
                           "is read from it")
-    if not course.materials or not volumes.has_volume(course.materials):
-        raise CourseError(f"{course.id}: the materials volume {course.materials or '(none)'} "
+    if not source or not volumes.has_volume(source):
+        raise CourseError(f"{course.id}: the assignments volume {source or '(none)'} "
                           "does not exist; create and fill it first")
     try:
-        with volumes.mounted({course.materials: ("/src", "ro")}) as c:
+        with volumes.mounted({source: ("/src", "ro")}) as c:
             tree = read_tree(c, f"/src/assignments/{assignment.name}")
         if tree is None:
-            raise CourseError(f"{course.id}: the materials volume {course.materials} has no "
+            raise CourseError(f"{course.id}: the assignments volume {source} has no "
                               f"assignments/{assignment.name}/ to release")
         return _members(tree)
     except FolderTooLarge as e:
-        raise CourseError(f"{course.id}: assignments/{assignment.name}/ in the materials "
+        raise CourseError(f"{course.id}: assignments/{assignment.name}/ in {source} "
                           f"is too large to release ({e})") from None
 
 
@@ -343,11 +345,61 @@ def collect(volumes: Volumes, course: Course, assignment: Assignment, students: 
         for member, data in template(volumes, course, assignment):
             if data is not None:
                 released[member.name.split("/", 1)[-1]] = hashlib.sha256(data).hexdigest()
-    return _snapshot(volumes, course, students, folder=f"{course.id}/{assignment.name}",
-                     directory=archive_root / course.id / assignment.name,
-                     name=assignment.name, now=now,
-                     about={"assignment": assignment.name, "due": stamp(assignment.due)},
-                     released=released, due=assignment.due, progress=progress)
+    directory = archive_root / course.id / assignment.name
+    baseline, at_due = _at_due(directory, assignment.name, assignment.due)
+    about = {"assignment": assignment.name, "due": stamp(assignment.due),
+             "late_by": f"the due-time collection {baseline}" if baseline else "file times"}
+    done = _snapshot(volumes, course, students, folder=f"{course.id}/{assignment.name}",
+                     directory=directory, name=assignment.name, now=now, about=about,
+                     released=released, due=assignment.due, progress=progress, at_due=at_due)
+    _prune(directory, assignment.name, keep={baseline} if baseline else set())
+    return done
+
+
+#: Collections of one assignment kept besides the first one at or after its due time
+#: (each "Collect now" writes one: pressing it in a loop must not fill the hub's disk).
+KEEP_COLLECTIONS = 10
+
+
+def _collections(directory: Path, name: str) -> list[Path]:
+    """An assignment's collected archives, oldest first (their names hold the time)."""
+    try:
+        return sorted(p for p in directory.glob(f"{name}-*.tar") if p.is_file())
+    except OSError:
+        return []
+
+
+def _at_due(directory: Path, name: str,
+            due: float) -> tuple[str | None, dict[str, dict[str, str]]]:
+    """The first collection at or after the due time (the keeper's, normally), and what
+    each student's folder held then (path -> SHA-256). A file that differs from it is late,
+    whatever its time says: a student sets file times (``touch -d``) as they like. A
+    student it could not collect is left out (their file times decide)."""
+    for path in _collections(directory, name):
+        try:
+            with tarfile.open(path) as tar:
+                member = tar.getmember("manifest.json")
+                f = tar.extractfile(member)
+                manifest = json.loads(f.read()) if f else {}
+        except (OSError, KeyError, ValueError, tarfile.TarError):
+            continue
+        if str(manifest.get("collected_at", "")) < stamp(due):
+            continue
+        held = {
+            student: {str(f["path"]): str(f["sha256"]) for f in entry.get("files", [])}
+            for student, entry in (manifest.get("students") or {}).items()
+            if entry.get("status") in ("submitted", "untouched", "missing")
+        }
+        return path.name, held
+    return None, {}
+
+
+def _prune(directory: Path, name: str, keep: set[str]) -> None:
+    """The newest ``KEEP_COLLECTIONS`` collections and those in ``keep``; older ones go."""
+    found = _collections(directory, name)
+    for path in found[: max(0, len(found) - KEEP_COLLECTIONS)]:
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 #: Where the term-end archives go, under ``<archive root>/<course>/`` (no assignment can
@@ -369,7 +421,8 @@ def archive_homes(volumes: Volumes, course: Course, students: Iterable[str],
 def _snapshot(volumes: Volumes, course: Course, students: Iterable[str], *, folder: str,
               directory: Path, name: str, now: float, about: dict[str, Any],
               released: dict[str, str], due: float,
-              progress: Progress | None = None) -> Collection:
+              progress: Progress | None = None,
+              at_due: dict[str, dict[str, str]] | None = None) -> Collection:
     """Each student's ``<home>/<folder>`` into ``<directory>/<name>-<time>.tar`` with a
     ``manifest.json`` (files, hashes, late ones, the guard's findings)."""
     manifest: dict[str, Any] = {"course": course.id, **about, "collected_at": stamp(now),
@@ -391,7 +444,8 @@ def _snapshot(volumes: Volumes, course: Course, students: Iterable[str], *, fold
                     if progress is not None:
                         progress(i, len(everyone))
                     manifest["students"][student] = _collect_one(
-                        volumes, folder, due, student, released, tar)
+                        volumes, folder, due, student, released, tar,
+                        (at_due or {}).get(student))
                 body = json.dumps(manifest, indent=1, sort_keys=True).encode()
                 info = tarfile.TarInfo("manifest.json")
                 info.size, info.mtime, info.mode = len(body), int(now), 0o644
@@ -427,7 +481,8 @@ def _remove_orphans(directory: Path, name: str) -> None:
 
 
 def _collect_one(volumes: Volumes, folder: str, due: float, student: str,
-                 released: dict[str, str], tar: tarfile.TarFile) -> dict[str, Any]:
+                 released: dict[str, str], tar: tarfile.TarFile,
+                 at_due: dict[str, str] | None = None) -> dict[str, Any]:
     """A student's folder into ``tar``, and their manifest entry. Their folder's trouble (too
     large, the engine's refusal, the guard's scan) is said in the entry, nothing of theirs
     goes into the archive, and the other students are still collected."""
@@ -436,7 +491,7 @@ def _collect_one(volumes: Volumes, folder: str, due: float, student: str,
         files = _submission(volumes, folder, student)
         if files is None:
             return missing
-        entry = _entry(files, due, released)
+        entry = _entry(files, due, released, at_due)
     except FolderTooLarge as e:
         return {**missing, "status": f"not collected: {e}"}
     except Exception as e:
@@ -466,8 +521,10 @@ def _relative(member: tarfile.TarInfo) -> str:
 
 
 def _entry(files: list[tuple[tarfile.TarInfo, bytes | None]], due: float,
-           released: dict[str, str]) -> dict[str, Any]:
-    """A submission's manifest entry: each file's hash, size and time, the guard's findings."""
+           released: dict[str, str], at_due: dict[str, str] | None = None) -> dict[str, Any]:
+    """A submission's manifest entry: each file's hash, size and time, the guard's findings.
+    A file is late when it differs from what the folder held at the due-time collection
+    (``at_due``), or, without one, when its time is after the due time."""
     entry: dict[str, Any] = {"status": "untouched", "files": [], "late": False, "findings": []}
     for member, data in files:
         if data is None:
@@ -475,7 +532,8 @@ def _entry(files: list[tuple[tarfile.TarInfo, bytes | None]], due: float,
         rel = _relative(member)
         digest = hashlib.sha256(data).hexdigest()
         template = released.get(rel) == digest
-        late = member.mtime > due and not template
+        changed = at_due.get(rel) != digest if at_due is not None else member.mtime > due
+        late = changed and not template
         if not template:
             entry["status"] = "submitted"
         entry["files"].append({

@@ -205,29 +205,37 @@ class TermActions:
         return {"staff_removed": removed}
 
     def delete_files(self, step: Step, course: Course, now: float) -> dict[str, Any]:
-        # the volume first: if the engine refuses it (in use, or not answering), nothing
-        # is gone yet and the step is tried again
-        volume = False
-        if course.materials:
+        # the volumes first: if the engine refuses one (in use, or not answering), the
+        # archive is still there and the step is tried again (a volume already gone is fine)
+        detail: dict[str, Any] = {}
+        named = [(course.materials, "materials_volume_deleted"),
+                 (course.assignments_volume, "assignments_volume_deleted")]
+        if any(volume for volume, _ in named):
             try:
                 volumes = self.files()
             except StepSkipped:
-                volumes = None  # no Docker homes here: no materials volume either
-            others = [c.id for c in self.catalog().courses.values()
-                      if c.materials == course.materials and c.id != course.id]
-            if volumes is None:
-                pass
-            elif not materials_ok(self.materials_prefix, course.materials) or others:
-                log.warning("courses: %s: materials volume %s kept (%s)", course.id,
-                            course.materials, f"also {others[0]}'s" if others
-                            else "not a materials volume")
-            else:
-                volume = volumes.remove_volume(course.materials)
+                volumes = None  # no Docker homes here: no course volumes either
+            for volume, key in named:
+                if volume:
+                    detail[key] = volumes is not None and self._delete_volume(
+                        volumes, course, volume)
+        detail.setdefault("materials_volume_deleted", False)
         target = self.archive_root / course.id
         files = sum(1 for p in target.rglob("*") if p.is_file()) if target.is_dir() else 0
         if target.exists():
             shutil.rmtree(target)
-        return {"archive_files_deleted": files, "materials_volume_deleted": volume}
+        return {"archive_files_deleted": files, **detail}
+
+    def _delete_volume(self, volumes: Any, course: Course, volume: str) -> bool:
+        """Delete one of the course's volumes, unless it lacks the materials prefix or
+        another course names it (as its materials or its assignments volume)."""
+        others = [c.id for c in self.catalog().courses.values()
+                  if c.id != course.id and volume in (c.materials, c.assignments_volume)]
+        if not materials_ok(self.materials_prefix, volume) or others:
+            log.warning("courses: %s: volume %s kept (%s)", course.id, volume,
+                        f"also {others[0]}'s" if others else "not a materials volume")
+            return False
+        return bool(volumes.remove_volume(volume))
 
 
 class TermKeeper:

@@ -13,9 +13,11 @@ Every error names the file, the key and the fix. What a file may hold (docs/cour
 - ``[profile]``: ``name``, the hub profile (``SpawnPolicy.profiles``) the course's
   instructors may start their students' servers with;
 - ``[materials]``: ``volume``, a Docker volume mounted read-only into the servers of the
-  course's students and instructors (at ``<home>/<id>-materials``);
-- ``[[assignments]]``: ``name``, ``release`` and ``due``; the files are the materials'
-  ``assignments/<name>/`` (hub_ext.courses.assignments releases and collects them);
+  course's students, instructors and TAs; optionally ``assignments_volume``, the staff's
+  own volume (never mounted for students) that assignments are released from;
+- ``[[assignments]]``: ``name``, ``release`` and ``due``; the files are
+  ``assignments/<name>/`` in ``assignments_volume``, else in ``volume`` (where students
+  can read them before their release; hub_ext.courses.assignments releases them);
 - ``[secrets]``: ``names`` of the course's shared secrets (namespace ``course:<id>``,
   values stored with ``qustody secrets put``), delivered to the members ``to`` names
   (students, instructors, assistants) while the term is open;
@@ -143,6 +145,8 @@ class Course:
     budget: Budget | None = None
     source: str = ""
     materials: str = ""  # a Docker volume, mounted read-only
+    #: the staff's volume assignments are released from (students never see it), or none
+    assignments_volume: str = ""
     assignments: tuple[Assignment, ...] = ()
     roster_csv: str = ""  # ``<id>.roster.csv`` beside the course file, or none
     #: names of the ``course:<id>`` secrets its members receive while the term is open
@@ -153,6 +157,11 @@ class Course:
 
     def assignment(self, name: str) -> Assignment | None:
         return next((a for a in self.assignments if a.name == name), None)
+
+    @property
+    def assignments_from(self) -> str:
+        """The volume whose ``assignments/<name>/`` is released."""
+        return self.assignments_volume or self.materials
 
     def settings(self) -> dict[str, Any]:
         """Flat ``key: value`` view (what ``qustody course apply --dry-run`` compares)."""
@@ -166,6 +175,7 @@ class Course:
             "roster.csv": self.roster_csv,
             "profile.name": self.profile,
             "materials.volume": self.materials,
+            "materials.assignments_volume": self.assignments_volume,
             "secrets.names": list(self.secrets),
             "secrets.to": list(self.secrets_to) if self.secrets else [],
         }
@@ -347,20 +357,35 @@ def parse_course(data: bytes | str, source: str = "course") -> Course:
             raise c.fail("profile.name", "missing: a hub profile name, e.g. 'student'")
         profile = c.text(p["name"], "profile.name", limit=64, example="student")
 
-    materials = ""
-    if "materials" in doc:
-        m = c.table(doc["materials"], "materials")
-        c.keys(m, ("volume",), "materials")
-        if "volume" not in m:
-            raise c.fail("materials.volume", "missing: the Docker volume that holds them")
-        materials = c.text(m["volume"], "materials.volume", pattern=VOLUME, limit=128,
-                           example=f"qustody-materials-{course_id}")
-
+    materials, staff = _materials(c, doc["materials"], course_id) \
+        if "materials" in doc else ("", "")
     assignments = _assignments(c, doc.get("assignments", []), materials)
     budget = _budget(c, doc["qpu"]) if "qpu" in doc else None
     names, to = _secrets(c, doc["secrets"]) if "secrets" in doc else ((), SECRET_MEMBERS)
     return Course(course_id, title, term, group, profile, budget, source, materials,
-                  assignments, roster_csv, secrets=names, secrets_to=to)
+                  assignments_volume=staff, assignments=assignments, roster_csv=roster_csv,
+                  secrets=names, secrets_to=to)
+
+
+def _materials(c: _Checker, value: Any, course_id: str) -> tuple[str, str]:
+    """``[materials]``: ``volume`` (students, instructors and TAs see it) and, optionally,
+    ``assignments_volume`` (staff only: unreleased assignments and solutions)."""
+    m = c.table(value, "materials")
+    c.keys(m, ("volume", "assignments_volume"), "materials")
+    if "volume" not in m:
+        raise c.fail("materials.volume", "missing: the Docker volume that holds them")
+    volume = c.text(m["volume"], "materials.volume", pattern=VOLUME, limit=128,
+                    example=f"qustody-materials-{course_id}")
+    if "assignments_volume" not in m:
+        return volume, ""
+    example = f"qustody-materials-{course_id}-staff"
+    staff = c.text(m["assignments_volume"], "materials.assignments_volume", pattern=VOLUME,
+                   limit=128, example=example)
+    if staff == volume:
+        # the point of it is that students never see it
+        raise c.fail("materials.assignments_volume", f"{staff!r} is materials.volume, which "
+                     f"students can read; name a volume of its own, e.g. {example!r}")
+    return volume, staff
 
 
 def _secrets(c: _Checker, value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -9,7 +9,8 @@ A course's steps, each due at a time its file gives:
   archive with a manifest recorded in the audit log), ``revoke-access`` (the course's staff
   leave its instructor and TA groups; hub_ext.identity grants no staff role of a closed
   course at the next login or refresh);
-- when retention ends: ``delete-files`` (the course's archives and its materials volume).
+- when retention ends: ``delete-files`` (the course's archives and its materials and
+  assignments volumes).
 
 The journal (``<courses dir>/.term/<id>@<term start>.json``, written atomically) records
 each step as ``started``, ``done``, ``skipped`` or ``failed``. A failed step, or one left

@@ -47,6 +47,10 @@ from .profiles import (
     parse_profile,
 )
 
+#: Where a course's assignments volume is mounted for its staff: beside the materials,
+#: on the read-only root, and no course id can make a path that is one of them.
+STAFF_MATERIALS_ROOT = MATERIALS_ROOT + "-staff"
+
 
 class SpawnPolicy(LoggingConfigurable):
     """What a user's notebook container may be. Deny by default: with no allowed images
@@ -371,9 +375,10 @@ class SpawnPolicy(LoggingConfigurable):
             self.log.warning("SpawnPolicy.profiles is empty: no server can start")
         if self.courses_dir:
             try:
-                self.courses().load_now()
+                catalog = self.courses().load_now()
             except CourseError as e:
                 raise ValueError(f"SpawnPolicy.courses_dir: {e}") from None
+            self._warn_open_assignments(catalog)
         for course, name in self.course_profiles.items():
             where = f"SpawnPolicy.course_profiles[{course!r}]"
             if name not in profiles:
@@ -401,12 +406,23 @@ class SpawnPolicy(LoggingConfigurable):
 
     def _check_course_profiles(self, catalog: Catalog) -> None:
         profiles = self.parsed_profiles()
+        staff = _staff_volumes(catalog)
         for course in catalog.courses.values():
-            if course.materials and not self._materials_ok(course.materials):
+            for key, volume in (("volume", course.materials),
+                                ("assignments_volume", course.assignments_volume)):
+                if volume and not self._materials_ok(volume):
+                    raise CourseError(
+                        f"{course.source}: materials.{key}: {volume!r} does not start "
+                        f"with {self.materials_volume_prefix!r} "
+                        "(SpawnPolicy.materials_volume_prefix); name the course's "
+                        f"{'materials' if key == 'volume' else 'assignments'} volume with "
+                        "that prefix"
+                    )
+            if course.materials in staff:
                 raise CourseError(
-                    f"{course.source}: materials.volume: {course.materials!r} does not start "
-                    f"with {self.materials_volume_prefix!r} (SpawnPolicy.materials_volume_prefix)"
-                    "; name the course's materials volume with that prefix"
+                    f"{course.source}: materials.volume: {course.materials!r} is the "
+                    f"assignments_volume of {staff[course.materials]}, which students must "
+                    "not read; name another volume"
                 )
             name = course.profile
             if name and (name not in profiles or "student" not in profiles[name].roles):
@@ -416,23 +432,40 @@ class SpawnPolicy(LoggingConfigurable):
                     f"{', '.join(p for p, v in profiles.items() if 'student' in v.roles)}"
                 )
 
+    def _warn_open_assignments(self, catalog: Catalog) -> None:
+        for course in catalog.courses.values():
+            if course.assignments and not course.assignments_volume:
+                self.log.warning(
+                    "courses: %s: its assignments are released from its materials volume "
+                    "%s, which its students can read before each release time; set "
+                    "[materials] assignments_volume (docs/courses.md)", course.id,
+                    course.materials)
+
     def _materials_ok(self, volume: str) -> bool:
         return materials_ok(self.materials_volume_prefix, volume)
 
     def materials_mounts(self, owner_groups: Iterable[str]) -> dict[str, str]:
-        """Materials volume -> where it is mounted (read-only) for a user: the courses
-        they take as a student, teach or assist (hub groups ``<course>:students``,
-        ``<course>:instructors`` and ``<course>:assistants``). Never inside the home: the
-        engine follows symlinks in a mount's target, and the home is the user's to fill
-        with them."""
+        """Volume -> where it is mounted (read-only) for a user: the materials of the
+        courses they take as a student, teach or assist (hub groups ``<course>:students``,
+        ``<course>:instructors`` and ``<course>:assistants``), and, for instructors and
+        TAs only, the course's assignments volume. Never inside the home: the engine
+        follows symlinks in a mount's target, and the home is the user's to fill with
+        them. A volume that is not allowed (a reload the check refused) is left out."""
         catalog = self.course_catalog()
+        staff_only = _staff_volumes(catalog)
         mounts = {}
         for group in sorted(owner_groups):
             course_id, _, kind = group.rpartition(":")
             staff_or_student = kind in ("students", "instructors", "assistants")
             course = catalog.get(course_id) if staff_or_student else None
-            if course is not None and course.materials and self._materials_ok(course.materials):
-                mounts[course.materials] = f"{MATERIALS_ROOT}/{course.id}"
+            if course is None:
+                continue
+            shared = course.materials
+            if shared and self._materials_ok(shared) and shared not in staff_only:
+                mounts[shared] = f"{MATERIALS_ROOT}/{course.id}"
+            own = course.assignments_volume
+            if kind != "students" and own and self._materials_ok(own):
+                mounts[own] = f"{STAFF_MATERIALS_ROOT}/{course.id}"
         return mounts
 
     def course_catalog(self) -> Catalog:
@@ -702,3 +735,8 @@ class SpawnPolicy(LoggingConfigurable):
             expect(not env_keys & set(TOKEN_KEYS), "the API token is in the environment")
         return problems
 
+
+def _staff_volumes(catalog: Catalog) -> dict[str, str]:
+    """Assignments volume -> its course: never mounted as any course's materials."""
+    return {c.assignments_volume: c.id for c in catalog.courses.values()
+            if c.assignments_volume}

@@ -117,6 +117,15 @@ def test_a_good_file_reads_as_written():
         (lambda s: s + '[materials]\nvolume = "qustody-materials-101"\n[[assignments]]\n'
          'name = "../hw1"\nrelease = 2026-09-15T00:00:00Z\ndue = 2026-09-29T00:00:00Z\n',
          "assignments[0].name: '../hw1' is not a valid name"),
+        (lambda s: s + '[materials]\nvolume = "qustody-materials-101"\n'
+         'assignments_volume = "qustody-materials-101"\n',
+         "materials.assignments_volume: 'qustody-materials-101' is materials.volume, which "
+         "students can read; name a volume of its own, e.g. 'qustody-materials-course-101-staff'"),
+        (lambda s: s + '[materials]\nvolume = "qustody-materials-101"\n'
+         'assignments_volume = "../staff"\n',
+         "materials.assignments_volume: '../staff' is not a valid name"),
+        (lambda s: s + '[materials]\nvolume = "qustody-materials-101"\nstaff_volume = "x"\n',
+         "materials: unknown key(s) staff_volume; allowed: volume, assignments_volume"),
         (lambda s: s.replace("title =", "titel ="),
          "(top level): unknown key(s) titel"),
         (lambda s: s.replace('[profile]\nname = "student"', "").replace("title =", "profile = 3\ntitle ="),
@@ -128,6 +137,19 @@ def test_bad_files_name_the_key_and_the_fix(change, words):
     with pytest.raises(CourseError) as e:
         parse_course(change(GOOD), "course-101.toml")
     assert str(e.value).startswith("course-101.toml: ") and words in str(e.value), str(e.value)
+
+
+def test_assignments_come_from_the_staff_volume_when_the_file_names_one():
+    shared = GOOD + '[materials]\nvolume = "qustody-materials-101"\n'
+    staff = shared + 'assignments_volume = "qustody-materials-101-staff"\n'
+    c = parse_course(staff, "course-101.toml")
+    assert (c.materials, c.assignments_volume) == ("qustody-materials-101",
+                                                   "qustody-materials-101-staff")
+    assert c.assignments_from == "qustody-materials-101-staff"
+    assert c.settings()["materials.assignments_volume"] == "qustody-materials-101-staff"
+    # without one, as before: from the materials students read
+    old = parse_course(shared, "course-101.toml")
+    assert (old.assignments_volume, old.assignments_from) == ("", "qustody-materials-101")
 
 
 def test_not_utf8_and_huge_files_are_refused_cleanly(tmp_path):

@@ -7,7 +7,8 @@ tests/hub/test_course_page_jobs.py.
 Then what a collect takes from each student's folder (hub_ext.courses.assignments), whom
 it takes it from, and what the page says when the engine refuses: the volumes here are
 tar streams built as Docker's archive API sends them (a hard link as a header naming its
-file); the real engine is tests/hub/test_course_assignments.py."""
+file); the real engine is tests/hub/test_course_assignments.py. Last, which volume a
+release reads and which volumes the end of retention deletes."""
 
 from __future__ import annotations
 
@@ -54,12 +55,13 @@ class Audit:
         self.records.append((kind, data))
 
 
-def write_course(directory: Path, end: float, roster: str = "") -> None:
+def write_course(directory: Path, end: float, roster: str = "", staff: str = "") -> None:
     csv = 'csv = "course-101.roster.csv"\n' if roster else ""
+    own = f'assignments_volume = "{staff}"\n' if staff else ""
     (directory / "course-101.toml").write_text(
         f'id = "course-101"\ntitle = "Intro"\n[term]\nstart = {stamp(end - 30 * DAY)}\n'
         f'end = {stamp(end)}\ngrace_days = 0\n[roster]\ngroup = "course-101"\n{csv}'
-        '[materials]\nvolume = "qustody-materials-c101"\n'
+        f'[materials]\nvolume = "qustody-materials-c101"\n{own}'
         f'[[assignments]]\nname = "hw1"\nrelease = {stamp(end - 20 * DAY)}\n'
         f"due = {stamp(end - 10 * DAY)}\n")
     if roster:
@@ -187,8 +189,8 @@ class ArchiveVolumes:
         yield Container(self.trees[name])
 
 
-def course_101(directory: Path, roster: str = "") -> Course:
-    write_course(directory, time.time() + 30 * DAY, roster)
+def course_101(directory: Path, roster: str = "", staff: str = "") -> Course:
+    write_course(directory, time.time() + 30 * DAY, roster, staff)
     return LiveCatalog(directory, logging.getLogger("test"), recheck_seconds=0).current() \
         .courses["course-101"]
 
@@ -303,3 +305,164 @@ def test_a_docker_error_reaches_the_page_by_its_kind_only(setup, caplog) -> None
     assert failed["message"] == "release failed: APIError, details in the log"
     assert "/var/lib/docker" not in released["message"] + failed["message"]
     assert caplog.text.count("/var/lib/docker/volumes/qustody-home-sam") == 2
+
+
+# -- the staff's assignments volume ------------------------------------------------------------
+
+STAFF = "qustody-materials-c101-staff"
+
+
+class EmptyHome:
+    """A new home as the archive API sees it: nothing there; what is put is kept."""
+
+    def __init__(self) -> None:
+        self.put: list[bytes] = []
+
+    def get_archive(self, path: str) -> Any:
+        import docker.errors
+
+        raise docker.errors.NotFound(f"no {path}")
+
+    def put_archive(self, path: str, data: bytes) -> None:
+        self.put.append(data)
+
+
+class ReleaseVolumes(ArchiveVolumes):
+    """ArchiveVolumes whose homes (``home-*``) exist, empty unless given; records each
+    mount."""
+
+    uid = gid = 1000
+
+    def __init__(self, trees: dict[str, bytes]) -> None:
+        super().__init__(trees)
+        self.homes: dict[str, EmptyHome] = {}
+        self.mounts: list[str] = []
+
+    def has_volume(self, name: str) -> bool:
+        return name.startswith("home-") or super().has_volume(name)
+
+    @contextlib.contextmanager
+    def mounted(self, mounts: dict[str, tuple[str, str]]) -> Iterator[Any]:
+        (name,) = mounts
+        self.mounts.append(name)
+        if name not in self.trees:
+            yield self.homes.setdefault(name, EmptyHome())
+        else:
+            yield Container(self.trees[name])
+
+
+def test_release_and_collect_read_the_staff_volume_when_the_course_names_one(tmp_path) -> None:
+    """The students' materials may hold anything (here: last year's answer); the released
+    files, and the template a collection compares with, are the staff volume's."""
+    from hub_ext.courses.assignments import release
+
+    course = course_101(tmp_path, staff=STAFF)
+    volumes = ReleaseVolumes({
+        "qustody-materials-c101": folder({"hw1/answer.py": b"print('answer')\n"}),
+        STAFF: folder({"hw1/answer.py": b"# your answer here\n"}),
+    })
+    report = release(volumes, course, course.assignments[0], ["sam"])  # type: ignore[arg-type]
+    assert report.written == {"sam": 1} and not report.problems
+    assert "qustody-materials-c101" not in volumes.mounts
+    (put,) = volumes.homes["home-sam"].put
+    with tarfile.open(fileobj=io.BytesIO(put)) as tar:
+        got = tar.extractfile("course-101/hw1/answer.py").read()  # type: ignore[union-attr]
+    assert got == b"# your answer here\n"
+
+    volumes.trees["home-sam"] = folder({"hw1/answer.py": b"# your answer here\n"})
+    done = collect(volumes, course, course.assignments[0], ["sam"], tmp_path / "archive")  # type: ignore[arg-type]
+    assert done.manifest["students"]["sam"]["files"][0]["as_released"] is True
+
+
+class DeletingVolumes:
+    """Stand-in for assignments.Volumes at the end of retention."""
+
+    def __init__(self, present: set[str], refuse: dict[str, Exception] | None = None) -> None:
+        self.present = present
+        self.refuse = refuse or {}
+        self.removed: list[str] = []
+
+    def remove_volume(self, name: str) -> bool:
+        if name in self.refuse:
+            raise self.refuse[name]
+        if name not in self.present:
+            return False
+        self.present.discard(name)
+        self.removed.append(name)
+        return True
+
+
+def test_the_end_of_retention_deletes_the_staff_volume_under_the_same_rules(tmp_path) -> None:
+    """The staff volume goes with the materials: only with the materials prefix, never one
+    another course names, and a refusal by the engine fails the step (retried) with the
+    archive kept."""
+    import docker.errors
+
+    from hub_ext.courses.catalog import Catalog
+    from hub_ext.courses.model import parse_course
+    from hub_ext.courses.term import Step
+
+    def course(course_id: str, staff: str) -> Course:
+        return parse_course(
+            f'id = "{course_id}"\ntitle = "T"\n[term]\nstart = {stamp(DAY)}\n'
+            f'end = {stamp(2 * DAY)}\n[roster]\ngroup = "{course_id}"\n'
+            f'[materials]\nvolume = "qustody-materials-{course_id}"\n'
+            f'assignments_volume = "{staff}"\n', f"{course_id}.toml")
+
+    courses = {c.id: c for c in (course("c1", "qustody-materials-c1-staff"),
+                                 course("c2", "qustody-materials-shared-staff"),
+                                 course("c3", "qustody-materials-shared-staff"),
+                                 course("c4", "qustody-home-sam"))}
+    volumes = DeletingVolumes({"qustody-materials-c1", "qustody-materials-c1-staff",
+                               "qustody-materials-shared-staff", "qustody-home-sam"})
+    archive = tmp_path / "archive"
+    for c in courses:
+        (archive / c).mkdir(parents=True)
+        (archive / c / "x.tar").write_bytes(b"work")
+    actions = TermActions(None, lambda: Catalog(courses), archive, volumes=volumes)  # type: ignore[arg-type]
+
+    def delete(c: str) -> dict[str, Any]:
+        return actions.delete_files(Step(c, "delete-files", 0), courses[c], 0)
+
+    assert delete("c1") == {"archive_files_deleted": 1, "materials_volume_deleted": True,
+                            "assignments_volume_deleted": True}
+    for c in ("c2", "c4"):  # c3 names c2's staff volume too; c4 names a home
+        assert delete(c)["assignments_volume_deleted"] is False
+    assert volumes.present == {"qustody-materials-shared-staff", "qustody-home-sam"}
+    volumes.refuse["qustody-materials-shared-staff"] = docker.errors.APIError("volume in use")
+    courses.pop("c2")  # now c3's own, but a TA's server still holds it
+    with pytest.raises(docker.errors.APIError):
+        delete("c3")
+    assert (archive / "c3" / "x.tar").exists()
+
+
+
+def test_a_file_changed_after_the_due_time_is_late_whatever_its_time_says(tmp_path) -> None:
+    """A student sets file times as they like (``touch -d``): once a collection at the due
+    time exists, lateness is what differs from it. Pressing Collect now in a loop keeps
+    the newest collections and the due-time one, not all."""
+    from hub_ext.courses.assignments import KEEP_COLLECTIONS
+
+    course = course_101(tmp_path)
+    hw1 = course.assignments[0]
+    root = tmp_path / "archive"
+
+    def collected(answer: bytes, at: float) -> dict[str, Any]:
+        volumes = ArchiveVolumes({"home-sam": folder({"hw1/answer.py": answer})})  # mtime 1970
+        done = collect(volumes, course, hw1, ["sam"], root, now=at)  # type: ignore[arg-type]
+        return done.manifest
+
+    first = collected(b"v = 1\n", hw1.due + 60)  # the keeper's, at the due time
+    assert first["late_by"] == "file times" and first["students"]["sam"]["late"] is False
+    later = collected(b"v = 2\n", hw1.due + 3600)  # edited after, its time set back
+    assert later["late_by"].startswith("the due-time collection hw1-")
+    assert later["students"]["sam"]["late"] is True
+    assert later["students"]["sam"]["files"][0]["late"] is True
+    same = collected(b"v = 1\n", hw1.due + 7200)  # as it was at the due time
+    assert same["students"]["sam"]["late"] is False
+
+    for i in range(KEEP_COLLECTIONS + 3):
+        collected(b"v = 3\n", hw1.due + 10_000 + i * 60)
+    kept = sorted(p.name for p in (root / "course-101" / "hw1").glob("hw1-*.tar"))
+    assert len(kept) == KEEP_COLLECTIONS + 1
+    assert kept[0] == later["late_by"].rsplit(" ", 1)[-1]  # the due-time one stays

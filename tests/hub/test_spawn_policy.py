@@ -4,6 +4,7 @@ and start-up validation (Kubernetes: test_kube_spawner.py). No Docker needed."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 from traitlets import TraitError
@@ -393,6 +394,86 @@ def test_materials_go_to_the_courses_students_and_instructors_only(tmp_path):
         f.write('[materials]\nvolume = "qustody-home-bob-1a2b"\n')
     with pytest.raises(ValueError, match=r"materials\.volume: 'qustody-home-bob-1a2b' does not "):
         policy(profiles=LAB, courses_dir=bad).check()
+
+
+def with_materials(d: str, course_id: str = "course-101", staff: str = "",
+                   assignment: bool = True) -> str:
+    """Give ``course_id``'s file in ``d`` its materials (and an assignment), and
+    ``staff`` as its assignments volume."""
+    import time
+
+    from hub_ext.courses.model import stamp
+
+    extra = f'assignments_volume = "{staff}"\n' if staff else ""
+    if assignment:
+        extra += (f'[[assignments]]\nname = "hw1"\nrelease = {stamp(time.time() + 86400)}\n'
+                  f"due = {stamp(time.time() + 2 * 86400)}\n")
+    with open(f"{d}/{course_id}.toml", "a") as f:
+        f.write(f'[materials]\nvolume = "qustody-materials-{course_id}"\n{extra}')
+    return d
+
+
+def test_the_assignments_volume_is_mounted_for_the_courses_staff_only(tmp_path, caplog):
+    """Unreleased assignments (and their solutions) live in the staff's volume: students
+    get the shared materials only, instructors and TAs both; and the hub starts without
+    warning that students can read them."""
+    staff = "qustody-materials-course-101-staff"
+    p = policy(profiles=LAB, courses_dir=with_materials(course_dir(tmp_path), staff=staff))
+    with caplog.at_level("WARNING"):
+        p.check()
+    assert "readable" not in caplog.text and "can read" not in caplog.text, caplog.text
+    shared = {"qustody-materials-course-101": "/srv/qustody/materials/course-101"}
+    both = {**shared, staff: "/srv/qustody/materials-staff/course-101"}
+    assert p.materials_mounts(STUDENT_OF_101) == shared
+    assert p.materials_mounts({"course-101", "course-101:instructors"}) == both
+    assert p.materials_mounts({"course-101", "course-101:assistants"}) == both  # a TA
+    assert p.materials_mounts(MEMBER_OF_101) == {}  # a researcher who sits in
+    assert p.materials_mounts({"course-101:observers"}) == {}
+
+
+def test_an_assignments_volume_is_named_like_materials_and_never_a_students_volume(tmp_path):
+    bad = with_materials(course_dir(tmp_path, "student"), staff="qustody-home-bob-1a2b")
+    with pytest.raises(ValueError, match=r"materials\.assignments_volume: 'qustody-home-bob-1a2b' "
+                       r"does not start with 'qustody-materials-' \(SpawnPolicy\."
+                       r"materials_volume_prefix\); name the course's assignments volume"):
+        policy(profiles=LAB, courses_dir=bad).check()
+    # course-202's students would read course-101's unreleased assignments
+    d = course_dir(tmp_path)
+    text = Path(d, "course-101.toml").read_text()
+    Path(d, "course-202.toml").write_text(text.replace("course-101", "course-202"))
+    with_materials(d, staff="qustody-materials-course-202")
+    with_materials(d, "course-202", assignment=False)
+    with pytest.raises(ValueError, match=r"course-202\.toml: materials\.volume: "
+                       r"'qustody-materials-course-202' is the assignments_volume of course-101"):
+        policy(profiles=LAB, courses_dir=d).check()
+    # the same edit made while the hub runs: logged, and that volume reaches no student
+    Path(d, "course-101.toml").write_text(text)
+    with_materials(d, staff="qustody-materials-course-101-staff")
+    p = policy(profiles=LAB, courses_dir=d)
+    p.courses().recheck_seconds = 0
+    p.courses().load_now()
+    assert p.materials_mounts({"course-202:students"}) == {
+        "qustody-materials-course-202": "/srv/qustody/materials/course-202"}
+    Path(d, "course-101.toml").write_text(text)
+    with_materials(d, staff="qustody-materials-course-202")
+    assert p.materials_mounts({"course-202:students"}) == {}
+    assert p.materials_mounts({"course-101:assistants"}) == {
+        "qustody-materials-course-101": "/srv/qustody/materials/course-101",
+        "qustody-materials-course-202": "/srv/qustody/materials-staff/course-101"}
+
+
+def test_a_course_that_releases_from_its_materials_is_warned_about_at_start_up(tmp_path,
+                                                                              caplog):
+    p = policy(profiles=LAB, courses_dir=with_materials(course_dir(tmp_path)))
+    with caplog.at_level("WARNING"):
+        p.check()
+    assert caplog.text.count("course-101: its assignments are released from its materials "
+                             "volume qustody-materials-course-101, which its students can "
+                             "read before each release time") == 1, caplog.text
+    assert "assignments_volume" in caplog.text
+    # without a staff volume, staff and students see the same materials (as before)
+    shared = {"qustody-materials-course-101": "/srv/qustody/materials/course-101"}
+    assert p.materials_mounts({"course-101:instructors"}) == shared
 
 
 def test_a_course_file_that_names_a_non_student_profile_stops_the_hub(tmp_path):
