@@ -6,6 +6,7 @@ import gc
 import os
 
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool
 
 from .contents import GuardedContents, guard_manager
 from .guard import SaveGuard
@@ -28,6 +29,15 @@ class QustodyApp(ExtensionApp):
     description = "Qustody: keep credentials out of saved notebooks and files."
     load_other_extensions = True
 
+    trust_notebooks = Bool(
+        False,
+        config=True,
+        help="""Whether notebooks may be trusted (their outputs' scripts run when opened).
+        Off: every user's server is served from the hub's origin, and staff and admins open
+        other users' servers, so a notebook its owner trusted would run the owner's script
+        in their browser (server_ext/trust.py).""",
+    )
+
     def initialize_settings(self) -> None:
         serverapp = self.serverapp
         assert serverapp is not None  # set by jupyter-server before settings are initialised
@@ -36,6 +46,7 @@ class QustodyApp(ExtensionApp):
         manager = serverapp.contents_manager
         guard_manager(manager)
         assert isinstance(manager, GuardedContents)
+        manager.qustody_trust = bool(self.trust_notebooks)
         # Refuse saves until the guard is ready, and for good if it cannot start.
         manager.qustody_install(None, "the Qustody credential guard is starting")
         try:

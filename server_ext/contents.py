@@ -28,6 +28,7 @@ from tornado.web import HTTPError
 
 from . import audit_report, metrics
 from .guard import GuardReport, SaveGuard, SaveRefused
+from .trust import UntrustedNotebooks
 
 _STALE_UPLOAD_SECONDS = 3600
 #: The model the contents handler parsed from the request being served: a save of that
@@ -172,8 +173,9 @@ def _progress_model(path: str, size: int) -> dict[str, Any]:
     }
 
 
-class GuardedContents:
-    """Mixin overriding ``save``; works for sync and async managers alike."""
+class GuardedContents(UntrustedNotebooks):
+    """Mixin overriding ``save``; works for sync and async managers alike. Notebooks are
+    never trusted unless configured (``trust.py``)."""
 
     _qustody_guard: SaveGuard | None = None
     _qustody_error: str | None = None
