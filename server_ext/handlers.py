@@ -56,7 +56,8 @@ class ScanHandler(_GuardHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.get_json_body()
+        # what is scanned is credentials: never the default parser, which logs a bad body
+        body = parse_json_body(self.request.body)
         if not isinstance(body, dict) or "path" not in body or "content" not in body:
             raise web.HTTPError(400, "Send a contents model: {path, type, content[, format]}.")
         path = str(body["path"]).strip("/")

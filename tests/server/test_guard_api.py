@@ -420,6 +420,16 @@ async def test_scan_endpoint_is_a_dry_run(api, jp_root_dir):
     assert listing(jp_root_dir) == []
 
 
+async def test_a_bad_scan_body_is_a_400_that_quotes_nothing(api, server_logs):
+    """The scan endpoint's bodies carry credentials: a malformed one is refused with the
+    contents API's own parser, never logged (jupyter-server's logs it at debug level) and
+    never a 500 (non-UTF-8)."""
+    for raw in (f'{{"path": "x.py", "content": "{GITHUB_TOKEN}"'.encode(), b"\xff\xfe{}"):
+        code, body = await api.call("POST", "qustody", "api", "scan", raw=raw)
+        assert code == 400, body
+    assert GITHUB_TOKEN not in server_logs.text
+
+
 async def test_large_saves_are_checked_off_the_event_loop(api, jp_serverapp, monkeypatch):
     """A notebook up to INLINE_CHECK_BYTES is checked on the loop (a thread hop would cost
     more than the check); a larger one, a copy, and any check that would wait for the
