@@ -49,6 +49,7 @@ from hub_ext.identity.policy import (
     COURSE_NAME,
     Decision,
     MfaRule,
+    assured_staff,
     claim_list,
     decide,
     validate_group_roles,
@@ -715,8 +716,13 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         login_at: float,
     ) -> dict[str, Any]:
         now = time.time()
-        rostered, staff = self._rostered(self._username(claims))
-        members = sorted(set(rostered) - set(staff))
+        rostered, listed = self._rostered(self._username(claims))
+        staff = assured_staff(self.mfa_rule, listed, claims)
+        if staff != listed:
+            self.log.warning("identity: %s signed in below role_min_acr for the course staff "
+                             "roles of %s; those are left out", self._username(claims),
+                             sorted(set(listed) - set(staff)))
+        members = sorted(set(rostered) - set(listed))
         closed = self._closed(set(decision.courses) | set(staff))
         staff = {c: k for c, k in staff.items() if c not in closed}
         staff_courses = [c for c in decision.courses if c not in closed]

@@ -110,6 +110,19 @@ def decide(
     return Decision(True, roles, courses)
 
 
+def assured_staff(
+    mfa: MfaRule, staff: Mapping[str, str], claims: Mapping[str, Any]
+) -> dict[str, str]:
+    """The course staff kinds a course roster (CSV) gives (course -> ``instructor``,
+    ``assistant``, ...) that this sign-in's ``acr`` is strong enough for
+    (``role_min_acr``), as it must be for the same role from the IdP's groups: a roster
+    line must not grant a TA's reach over a course on a weaker sign-in."""
+    acr = claims.get("acr")
+    have = mfa.rank(acr if isinstance(acr, str) else "")
+    return {course: kind for course, kind in staff.items()
+            if not mfa.role_min_acr.get(kind) or have >= mfa.rank(mfa.role_min_acr[kind])}
+
+
 @dataclass(frozen=True)
 class Assurance:
     """How a user's current session was authenticated."""

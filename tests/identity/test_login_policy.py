@@ -287,3 +287,16 @@ def test_a_closed_course_keeps_its_members_but_has_no_staff_any_more() -> None:
                       ["course-303"]) == ["course-101", "course-303", "course-101:assistants"]
     assert hub_groups(("student",), ("course-101",), {}, [], ["course-101"]) == [
         "course-101", "course-101:students"]
+
+
+def test_a_roster_gives_a_staff_role_only_on_a_sign_in_strong_enough_for_it() -> None:
+    """role_min_acr asks a stronger sign-in of TAs: a course roster listing someone as a
+    TA does not give that reach on a weaker one (the IdP's groups could not either)."""
+    from hub_ext.identity.policy import assured_staff
+
+    rule = MfaRule(acr_levels=LEVELS, role_min_acr={"assistant": "urn:acr:phr"})
+    staff = {"course-101": "assistant", "course-202": "instructor"}
+    assert assured_staff(rule, staff, {"acr": "urn:acr:mfa"}) == {"course-202": "instructor"}
+    assert assured_staff(rule, staff, {}) == {"course-202": "instructor"}
+    assert assured_staff(rule, staff, {"acr": "urn:acr:phr"}) == staff
+    assert assured_staff(MfaRule(), staff, {}) == staff
