@@ -130,6 +130,8 @@ class EmbeddedStore:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # deleted rows are overwritten, not left in free pages (revoke wipes versions)
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT v FROM meta WHERE k='key_id'").fetchone()
         if row is None:
@@ -379,6 +381,9 @@ class EmbeddedStore:
                 (ns.kind, ns.name, name),
             )
             self._sign_row(db, ns, name)
+        # the write-ahead log still holds the deleted pages until a checkpoint empties it
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def grant(self, namespace: str, users: Iterable[str], revoke: bool = False) -> None:
         """Give users (or take from them) the secrets of a project or course namespace."""

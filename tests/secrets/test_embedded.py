@@ -83,6 +83,22 @@ def test_revocation_stops_serving_and_wipes_values(store: EmbeddedStore, tmp_pat
     assert {s.name for s in store.secrets_for("alice")} == {"A_TOKEN", "B_TOKEN"}
 
 
+def test_revocation_leaves_no_ciphertext_in_the_files(store: EmbeddedStore,
+                                                      tmp_path: Path) -> None:
+    """The doc says revoke wipes the stored versions: no ciphertext of them stays in the
+    database's free pages or its write-ahead log (which still open with the master key)."""
+    store.put("user:alice", "T", "sandbox", b"value-to-be-wiped-0001")
+    store.rotate("user:alice", "T", b"value-to-be-wiped-0002")
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    blobs = [bytes(r[0]) for r in db.execute("SELECT sealed FROM versions")]
+    db.close()
+    assert len(blobs) == 2 and all(len(b) >= 24 for b in blobs)
+    store.revoke("user:alice", "T")
+    stored = raw_bytes(tmp_path / "s.sqlite")
+    for blob in blobs:
+        assert blob[-24:] not in stored
+
+
 def test_namespaces_and_grants(store: EmbeddedStore) -> None:
     store.put("user:alice", "OWN", "dev", b"alice-own-value")
     store.put("user:bob", "OWN", "dev", b"bobs-own-value!")
