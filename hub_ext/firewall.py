@@ -10,12 +10,15 @@ transaction, two tables named after the bridge:
 - ``inet qustody_<bridge>``: what arrives on the bridge for the host is dropped unless it
   belongs to a connection already allowed (replies to the proxy's connections into the
   servers) or opens a TCP connection to the network proxy (bridge address, port
-  ``SpawnPolicy.network_proxy_port``). IPv6 and ICMP from the bridge are dropped.
-- ``bridge qustody_<bridge>``: IPv4 and ARP frames between two addresses of the subnet
-  that the bridge would forward from one port to another (container to container) are
-  dropped. This kernel has no bridge-name match (``meta ibrname``), so the subnet is the
-  match; containers hold no capability to forge frames (``cap_drop=ALL``) and have IPv6
-  disabled (the network has none).
+  ``SpawnPolicy.network_proxy_port``). IPv6 and ICMP from the bridge are dropped. Nothing
+  is routed into or out of the bridge either, whatever ``forwarding`` says (a change of
+  ``net.ipv4.ip_forward`` resets it on every interface).
+- ``bridge qustody_<bridge>``: IPv4 frames from an address of the subnet that the bridge
+  would forward from one port to another (container to container, broadcast and
+  multicast too) are dropped, and ARP between two of its addresses. This kernel has no
+  bridge-name match (``meta ibrname``), so the subnet is the match; containers hold no
+  capability to forge frames (``cap_drop=ALL``), and the spawner starts them with IPv6
+  disabled (``policy.NO_IPV6``; checked on each created container).
 
 The hub checks with the proxy (every few seconds) that both tables are still there and
 installs them again when something removed them. It never removes them itself: while it
@@ -66,13 +69,18 @@ table inet {table} {{
 ct state new accept
         iifname "{bridge}" drop
     }}
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname "{bridge}" drop
+        oifname "{bridge}" drop
+    }}
 }}
 table bridge {table}
 delete table bridge {table}
 table bridge {table} {{
     chain forward {{
         type filter hook forward priority filter - 10; policy accept;
-        ether type ip ip saddr {net} ip daddr {net} drop
+        ether type ip ip saddr {net} drop
         ether type arp arp saddr ip {net} drop
         ether type arp arp daddr ip {net} drop
     }}
@@ -130,12 +138,14 @@ def present(bridge: str) -> bool:
         listed[family] = _rules(done.stdout)
     inet, bridged = listed["inet"], listed["bridge"]
     return (
-        len(inet) == 3
+        len(inet) == 5
         and inet[0] == f'iifname "{bridge}" ct state established,related accept'
         and inet[1].startswith(f'iifname "{bridge}" ')
         and inet[1].endswith(" ct state new accept") and " tcp dport " in inet[1]
         and inet[2] == f'iifname "{bridge}" drop'
+        and inet[3:] == [f'iifname "{bridge}" drop', f'oifname "{bridge}" drop']
         and len(bridged) == 3 and all(r.endswith(" drop") for r in bridged)
+        and " daddr " not in bridged[0]
     )
 
 

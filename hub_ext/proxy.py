@@ -36,6 +36,10 @@ from . import firewall
 from .network import NetworkRefused, ensure_network, host_address
 from .spawner import FIREWALL_OFF, HardenedDockerSpawner, SpawnPolicy
 
+#: The hub's environment variables the network proxy (node) is started with.
+_PROXY_ENV = frozenset({"PATH", "HOME", "LANG", "TZ", "NODE_PATH", "NODE_OPTIONS",
+                        "NODE_EXTRA_CA_CERTS"})
+
 
 class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
     """configurable-http-proxy, and its forwarder on the user network's host address."""
@@ -122,7 +126,10 @@ class QustodyProxy(ConfigurableHTTPProxy):  # type: ignore[misc]
             "--log-level", "warn",
             "--pid-file", str(pid_file),
         ]
-        env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)}
+        # Only what node needs: every container talks to this process, and the hub's own
+        # environment may hold its secrets (a master key, client secrets, Vault tokens).
+        env = {k: v for k, v in os.environ.items() if k in _PROXY_ENV or k.startswith("LC_")}
+        env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(32)
         self._network_process = subprocess.Popen(  # noqa: S603 - the configured proxy command
             argv, env=env, start_new_session=True
         )

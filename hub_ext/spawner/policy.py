@@ -47,6 +47,11 @@ from .profiles import (
     parse_profile,
 )
 
+#: Kernel settings of a container on the user network: no IPv6 at all. The host firewall
+#: drops IPv4 between containers; before Docker 26 every container has an IPv6 link-local
+#: address its neighbours can compute, which would reach them past it.
+NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+
 #: Where a course's assignments volume is mounted for its staff: beside the materials,
 #: on the read-only root, and no course id can make a path that is one of them.
 STAFF_MATERIALS_ROOT = MATERIALS_ROOT + "-staff"
@@ -601,7 +606,9 @@ class SpawnPolicy(LoggingConfigurable):
         if self.seccomp_profile:
             with open(self.seccomp_profile) as f:
                 security_opt.append(f"seccomp={f.read()}")
+        extra: dict[str, Any] = {} if self.host_network else {"sysctls": dict(NO_IPV6)}
         return {
+            **extra,
             "read_only": True,
             "cap_drop": ["ALL"],
             "cap_add": [],
@@ -709,6 +716,7 @@ class SpawnPolicy(LoggingConfigurable):
         if not self.host_network:
             attached = set(((container.get("NetworkSettings") or {}).get("Networks")) or {})
             expect(attached == {self.network_mode}, f"attached to networks {sorted(attached)}")
+            expect(dict(hc.get("Sysctls") or {}) == NO_IPV6, "IPv6 is not disabled")
         expect(not hc.get("PortBindings"), "ports published on the host")
         expect(not hc.get("VolumesFrom"), "volumes from another container")
         expect(set((hc.get("Tmpfs") or {}).keys()) == set(self.tmpfs), "tmpfs mounts differ")

@@ -12,11 +12,13 @@ properties, and a silent fallback to local processes.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import re
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +96,34 @@ def _answers(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(3)
         return s.connect_ex((host, port)) == 0
+
+
+#: Listens for UDP on a port, appending what arrives to a file (run in the background).
+UDP_LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(512)
+    with open(sys.argv[2], "ab") as f:
+        f.write(data + b"\\n")
+"""
+#: Sends a datagram to each address (broadcast allowed); then what the container's IPv6 is.
+UDP_SENDER = """
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+sent = {}
+for host in sys.argv[2:]:
+    try:
+        s.sendto(b"from-alice " + host.encode(), (host, int(sys.argv[1])))
+        sent[host] = "sent"
+    except OSError as e:
+        sent[host] = type(e).__name__
+sent["disable_ipv6"] = open("/proc/sys/net/ipv6/conf/all/disable_ipv6").read().strip()
+sent["ipv6_addresses"] = open("/proc/net/if_inet6").read().strip()
+print(json.dumps(sent))
+"""
 
 
 def in_container(cid: str, script: str, *args: str) -> dict:
@@ -400,10 +430,15 @@ def test_the_host_firewall_lets_containers_reach_only_the_network_proxy(
         extra=user_network.config() + f'c.HardenedDockerSpawner.prefix = "{prefix}"\n'
         + f'c.SpawnPolicy.home_volume_template = "{prefix}-home-{{username}}"\n'
         + f'c.SpawnPolicy.host_firewall = "{setting}"\n',
-        env={"QUSTODY_IMAGE_DIGEST": singleuser_image},
+        env={"QUSTODY_IMAGE_DIGEST": singleuser_image, "QUSTODY_TEST_HUB_ONLY": "s3cr3t"},
         timeout=180,
     )
     bridge = user_network.host_ip
+    # the network proxy every container talks to runs without the hub's environment
+    pid = int((hub.dir / "qustody-network-proxy.pid").read_text().strip())
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not any(e.startswith(b"QUSTODY_TEST_HUB_ONLY=") for e in environ)
+    assert any(e.startswith(b"CONFIGPROXY_AUTH_TOKEN=") for e in environ)
     # host services the way a careless admin runs them: on every address, on the bridge
     anywhere, on_bridge = _listener("0.0.0.0"), _listener(bridge)
     try:
@@ -427,6 +462,18 @@ def test_the_host_firewall_lets_containers_reach_only_the_network_proxy(
             assert "SECURITY: SpawnPolicy.host_firewall = 'off'" in hub.log()
             return
         assert "open" not in seen.values(), seen
+        # nor by broadcast, multicast or IPv6: bob listens for UDP; alice's datagrams to
+        # him, to the subnet's broadcast, to everyone and to a multicast group never arrive
+        docker("exec", "-d", bob, PYTHON, "-c", UDP_LISTENER, "9001", "/tmp/udp-got")
+        time.sleep(1)
+        subnet = ipaddress.ip_network(user_network.subnet)
+        sent = in_container(alice, UDP_SENDER, "9001", bob_ip, str(subnet.broadcast_address),
+                            "255.255.255.255", "224.0.0.1")
+        assert sent.pop("disable_ipv6") == "1" and sent.pop("ipv6_addresses") == "", sent
+        assert set(sent.values()) == {"sent"}, sent  # they left alice's container
+        time.sleep(2)
+        got = docker("exec", bob, "sh", "-c", "cat /tmp/udp-got 2>/dev/null || true")
+        assert got.strip() == "", got
         # and the network proxy still serves the hub API
         proxy = f"http://{bridge}:8000/hub/api/"
         status, body = in_container(alice, FETCH, proxy)[proxy]
@@ -581,7 +628,19 @@ def test_a_student_container_reaches_nothing_on_the_host_but_the_network_proxy(
     finally:
         other.remove()
     bridge_name = f"br-{info['Id'][:12]}"
-    assert Path(f"/proc/sys/net/ipv4/conf/{bridge_name}/forwarding").read_text().strip() == "0"
+    forwarding = Path(f"/proc/sys/net/ipv4/conf/{bridge_name}/forwarding")
+    assert forwarding.read_text().strip() == "0"
+    # should something turn forwarding on again (a change of net.ipv4.ip_forward resets it
+    # on every interface), the firewall's forward chain still routes nothing
+    other = _OtherNetwork.start(module_user_network, shared_prefix, singleuser_image)
+    try:
+        hub.wait_for(lambda: _answers(other.ip, 9000), timeout=60, what="the other listener")
+        forwarding.write_text("1")
+        seen = in_container(cid, PROBE, json.dumps([[other.ip, 9000]]))
+        assert seen[f"{other.ip}:9000"] != "open", seen
+    finally:
+        forwarding.write_text("0")
+        other.remove()
 
     # the server got hub URLs on the network proxy, and they work
     env = dict(e.split("=", 1) for e in json.loads(docker("inspect", cid))[0]["Config"]["Env"])
