@@ -574,7 +574,7 @@ def serve(where: Where, settings: dict[str, str], name: str, prefix: str, rules:
         audit.record_verification(report, actor)
 
     app = make_app(where, record, prefix, name, cookie_secret, frozenset(rules.user_rules))
-    server = HTTPServer(app, xheaders=True)
+    server = HTTPServer(app, xheaders=False)
     server.add_sockets(sockets)
     courses = os.environ.get(COURSES_ENV)
     watcher = AlertWatcher(where, lambda datas: audit.emit_many([(ALERT, d) for d in datas]),

@@ -26,11 +26,17 @@ from typing import Any
 from tornado import web
 
 from ..audit.errors import AuditError
+from ..ratelimit import RequestLimits
 from ..service_page import ServicePage
 from .apply import Change, apply_audited, course_from_bytes, plan, policy_record
 from .catalog import course_files
 from .model import MAX_BYTES, CourseError, load_course, stamp
 from .roster import MAX_BYTES as MAX_ROSTER_BYTES
+
+#: The caller's address for audit records: the connection's, or, through the hub's proxy
+#: on loopback, the entry it added to X-Forwarded-For (never X-Real-Ip, which any caller
+#: sets).
+_CLIENT = RequestLimits()
 
 ADMIN_SCOPE = "custom:courses:admin"
 COURSE_ID = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,60}")
@@ -159,7 +165,7 @@ class CourseApplyHandler(CourseAdminHandler):
             raise web.HTTPError(503, "This service has no audit log, so it changes no course "
                                 "(course changes are audited or not made).")
         record = policy_record(change, self.current_user["name"], "the courses API",
-                               self.request.remote_ip)
+                               _CLIENT.client_ip(self.request))
         try:
             await asyncio.to_thread(apply_audited, directory, change, audit, record)
         except CourseError as e:

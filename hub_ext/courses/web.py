@@ -506,7 +506,9 @@ def main() -> None:
     jobs = AssignmentJobs(actions, audit, catalog) if actions is not None else None
     app = make_app(prefix, name, catalog, os.environ.get("QUSTODY_QPU_URL", ""), limits,
                    archive, audit, jobs)
-    app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=True,
+    # xheaders off: tornado would take X-Real-Ip from any caller (admin_api reads the
+    # client's address through the hub's proxy, as the hub does)
+    app.listen(url.port or 8083, url.hostname or "127.0.0.1", xheaders=False,
                max_body_size=MAX_REQUEST_BODY)
     print(f"instructor page on {url.geturl()} (prefix {prefix})", file=sys.stderr, flush=True)
     if actions is not None:

@@ -116,6 +116,19 @@ def test_an_admin_applies_a_course_and_the_change_is_audited(hub: Hub) -> None:
     assert entry["term"]["start"].startswith("2026-09-01")
 
 
+def test_the_audited_address_is_not_the_one_a_caller_claims(hub: Hub) -> None:
+    """X-Real-Ip is anyone's to write (the hub's proxy passes it on): the record keeps the
+    address the proxy saw."""
+    text = COURSE.format(id="course-212", csv="")
+    r = requests.put(f"{hub.url}services/courses/api/admin/courses/course-212",
+                     data=json.dumps({"course": text}), timeout=60,
+                     headers={"Content-Type": "application/json", "X-Real-Ip": "203.0.113.9",
+                              "Authorization": f"token {hub.admin_token}"})  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    (record,) = policy_records(hub, "course-212")
+    assert record["data"]["ip"] == "127.0.0.1"
+
+
 def test_a_course_with_a_csv_roster_needs_it_and_gets_both_files(hub: Hub) -> None:
     text = COURSE.format(id="course-303", csv='csv = "course-303.roster.csv"')
     missing = put(hub, "course-303", {"course": text})
