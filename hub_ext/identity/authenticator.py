@@ -38,6 +38,7 @@ from hub_ext.identity.bindings import BindingStore
 from hub_ext.identity.demotion import stop_servers_beyond
 from hub_ext.identity.login_limits import LoginLimited
 from hub_ext.identity.login_state import LoginStates, Outcome
+from hub_ext.identity.logout import QustodyLogoutHandler
 from hub_ext.identity.oauth_state import (
     decode_state,
     encode_state,
@@ -177,6 +178,7 @@ class QustodyAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     """OpenID Connect with PKCE; see docs/identity.md."""
 
     login_handler = QustodyLoginHandler
+    logout_handler = QustodyLogoutHandler  # no sign-out (and server stop) cross-site
 
     support_contact = Unicode(
         "your hub administrator",

@@ -10,6 +10,7 @@ users of its own, made at the provider for it.
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -193,7 +194,18 @@ def test_logout_stops_servers_and_no_token_reaches_logs(
     assert whoami(hub, session).status_code == 200  # one refresh, with rotated tokens
     start_server(hub, rita)
     state = auth_state(hub, rita)
-    session.get(f"{hub.url}hub/logout", timeout=60)
+    # a link on another site asks first: nothing stops, the session goes on
+    asked = session.get(f"{hub.url}hub/logout", timeout=60,
+                        headers={"Sec-Fetch-Site": "cross-site"})
+    assert asked.status_code == 200 and "Sign out of the hub?" in asked.text, asked.text
+    assert hub.api("GET", f"/users/{rita}")[1]["servers"]
+    assert whoami(hub, session).status_code == 200
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', asked.text)
+    assert xsrf, asked.text
+    no_token = session.post(f"{hub.url}hub/logout", data={}, timeout=60)
+    assert no_token.status_code == 403 and hub.api("GET", f"/users/{rita}")[1]["servers"]
+    # the page's own form (or the hub's own link) signs out
+    session.post(f"{hub.url}hub/logout", data={"_xsrf": xsrf.group(1)}, timeout=60)
     hub.wait_for(
         lambda: not hub.api("GET", f"/users/{rita}")[1]["servers"],
         timeout=60,
