@@ -327,11 +327,22 @@ class GuardedContents(UntrustedNotebooks):
         guard = self._guard()  # a guard that could not start refuses renames too
         if not guard.enabled:
             return []
+        linked: list[str] = []
         moves = [
             (src, dst)
-            for src, dst in self._renamed_files(old, new, follow=action == "copied")
+            for src, dst in self._renamed_files(old, new, linked)
             if _STRICTNESS[guard.mode_for(dst)] > _STRICTNESS[guard.mode_for(src)]
         ]
+        stricter = moves or _STRICTNESS[guard.mode_for(new)] > _STRICTNESS[guard.mode_for(old)]
+        if action == "copied" and linked and stricter:
+            # copytree copies what such a link holds, once per path that reaches it (a link
+            # to a parent: until the path is too long): refused, not worked out
+            raise SaveRefused(
+                422,
+                f"{old} was not copied to {new}: {linked[0]} is a link to a folder, and a "
+                f"copy would bring what it holds into a more strictly checked path. Copy "
+                "that folder itself, or remove the link first.",
+            )
         if not moves:
             return []
         root = getattr(self, "_get_os_path", None)
@@ -398,6 +409,28 @@ class GuardedContents(UntrustedNotebooks):
             return {k: model[k] for k in ("type", "format", "content")}, report
         return None
 
+    async def _undone_on_failure(self, dest: str, copy: Any) -> Any:
+        """``copy()``'s result; a failed copy leaves no partial tree at ``dest`` (copytree
+        copies what it can, then raises: the redactions would never be written)."""
+        existed = self._exists_on_disk(dest)
+        try:
+            return await copy()
+        except BaseException:
+            self._remove_partial_copy(dest, existed)
+            raise
+
+    def _exists_on_disk(self, path: str) -> bool:
+        root = getattr(self, "_get_os_path", None)
+        return root is None or os.path.lexists(root(path))
+
+    def _remove_partial_copy(self, dest: str, existed: bool) -> None:
+        root = getattr(self, "_get_os_path", None)
+        if existed or root is None or not dest:
+            return
+        os_dest = root(dest)
+        if os.path.isdir(os_dest) and not os.path.islink(os_dest):
+            shutil.rmtree(os_dest, ignore_errors=True)
+
     def _checked_elsewhere(
         self, src: str, copied: str, expected: str
     ) -> list[tuple[str, dict[str, Any], GuardReport]]:
@@ -416,11 +449,11 @@ class GuardedContents(UntrustedNotebooks):
                 shutil.rmtree(os_copied, ignore_errors=True)
             raise
 
-    def _renamed_files(self, old: str, new: str, follow: bool = False) -> list[tuple[str, str]]:
+    def _renamed_files(self, old: str, new: str,
+                       linked: list[str] | None = None) -> list[tuple[str, str]]:
         """(old path, new path) of every file a rename of ``old`` to ``new`` moves,
-        hidden ones included. With ``follow``, what a copy writes: jupyter-server copies a
-        directory with ``shutil.copytree``, which copies what a link to a directory holds
-        (each directory once here, so a link to a parent ends the walk)."""
+        hidden ones included; links to directories (not followed) are added to
+        ``linked`` (a copy would copy what they hold)."""
         root = getattr(self, "_get_os_path", None)
         if root is None:
             return [(old, new)]
@@ -428,18 +461,14 @@ class GuardedContents(UntrustedNotebooks):
         if not os.path.isdir(os_old):
             return [(old, new)]
         pairs = []
-        seen: set[tuple[int, int]] = set()
-        for dirpath, dirs, files in os.walk(os_old, followlinks=follow):
-            if follow:
-                st = os.stat(dirpath)
-                if (st.st_dev, st.st_ino) in seen:
-                    dirs[:] = []
-                    continue
-                seen.add((st.st_dev, st.st_ino))
+        for dirpath, dirs, files in os.walk(os_old):
             rel = os.path.relpath(dirpath, os_old)
             for name in files:
                 tail = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
                 pairs.append((f"{old}/{tail}", f"{new}/{tail}"))
+            if linked is not None:
+                linked += [f"{old}/{name}" if rel == "." else f"{old}/{rel}/{name}"
+                           for name in dirs if os.path.islink(os.path.join(dirpath, name))]
         return pairs
 
     def _refusal(self, error: BaseException, path: str) -> HTTPError:
@@ -546,7 +575,8 @@ class AsyncGuardedContents(GuardedContents):
             if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             raise self._refusal(e, dest) from None
-        model: dict[str, Any] = await super().copy(from_path, to_path)  # type: ignore[misc]
+        model: dict[str, Any] = await self._undone_on_failure(
+            dest, lambda: super(AsyncGuardedContents, self).copy(from_path, to_path))  # type: ignore[misc]
         copied = str(model.get("path", "")).strip("/")
         if copied != dest:  # not where it was checked: check where it is, or undo it
             try:
@@ -622,7 +652,12 @@ class SyncGuardedContents(GuardedContents):
             rewrites = self._rename_plan(src, dest, "copied")
         except Exception as e:
             raise self._refusal(e, dest) from None
-        model: dict[str, Any] = super().copy(from_path, to_path)  # type: ignore[misc]
+        existed = self._exists_on_disk(dest)
+        try:
+            model: dict[str, Any] = super().copy(from_path, to_path)  # type: ignore[misc]
+        except BaseException:
+            self._remove_partial_copy(dest, existed)
+            raise
         copied = str(model.get("path", "")).strip("/")
         if copied != dest:
             try:

@@ -235,21 +235,39 @@ async def test_a_directory_copy_into_a_block_path_is_checked_first(
     assert code == 201 and body["path"] == "scratch/proj-Copy1", body
 
 
-async def test_a_directory_copy_follows_links_as_the_copy_does(
+async def test_a_directory_copy_with_a_link_to_a_folder_is_refused_into_a_stricter_path(
     api, scratch, jp_root_dir, no_other_destination
 ):
-    """shutil.copytree copies what a link to a directory holds: that is checked too, and a
-    link back to a parent does not make the check walk for ever."""
+    """shutil.copytree copies what a link to a folder holds, once per path that reaches
+    it (a link to a parent: until the path is too long): such a copy into a stricter path
+    is refused, not worked out. Next to itself, it is upstream's copy as ever."""
     (scratch / "keys").mkdir()
     (scratch / "keys" / "gh.txt").write_text(f"{GITHUB_TOKEN}\n")
     (scratch / "proj").mkdir()
     (scratch / "proj" / "x.py").write_text("x = 1\n")
     (scratch / "proj" / "linked").symlink_to(scratch / "keys")
-    (scratch / "proj" / "loop").symlink_to(scratch / "proj")
     code, body = await copy(api, "scratch/proj", "work")
     assert code == 422, body
-    assert "work/proj/linked/gh.txt" in body["message"]
+    assert "scratch/proj/linked is a link to a folder" in body["message"]
     assert not (jp_root_dir / "work" / "proj").exists()
+    (scratch / "proj" / "linked").unlink()
+    (scratch / "proj" / "loop").symlink_to(scratch / "proj")
+    code, body = await copy(api, "scratch/proj", "redacted")
+    assert code == 422 and "scratch/proj/loop is a link to a folder" in body["message"]
+
+
+async def test_a_failed_directory_copy_leaves_nothing_behind(
+    api, scratch, jp_root_dir, no_other_destination
+):
+    """copytree copies what it can and raises at the end (a dangling link): the copy, with
+    the credential its redaction never reached, is removed."""
+    (scratch / "proj").mkdir()
+    printed = notebook(code_cell("print(token)", [stream(f"{GITHUB_TOKEN}\n")]))
+    (scratch / "proj" / "out.ipynb").write_text(json.dumps(printed))
+    (scratch / "proj" / "gone.txt").symlink_to(scratch / "nowhere.txt")
+    code, body = await copy(api, "scratch/proj", "redacted")
+    assert code >= 400, body
+    assert not (jp_root_dir / "redacted" / "proj").exists()
 
 
 async def test_a_directory_copy_into_a_redact_path_writes_redacted_files(
