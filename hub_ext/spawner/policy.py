@@ -8,6 +8,7 @@ created in ``verify``).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -51,6 +52,7 @@ from .profiles import (
 #: drops IPv4 between containers; before Docker 26 every container has an IPv6 link-local
 #: address its neighbours can compute, which would reach them past it.
 NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+IPV6_SYSCTLS = "/proc/sys/net/ipv6"
 
 #: Where a course's assignments volume is mounted for its staff: beside the materials,
 #: on the read-only root, and no course id can make a path that is one of them.
@@ -606,7 +608,7 @@ class SpawnPolicy(LoggingConfigurable):
         if self.seccomp_profile:
             with open(self.seccomp_profile) as f:
                 security_opt.append(f"seccomp={f.read()}")
-        extra: dict[str, Any] = {} if self.host_network else {"sysctls": dict(NO_IPV6)}
+        extra: dict[str, Any] = {"sysctls": dict(NO_IPV6)} if self._ipv6_to_disable() else {}
         return {
             **extra,
             "read_only": True,
@@ -629,6 +631,12 @@ class SpawnPolicy(LoggingConfigurable):
                 "config": {"max-size": self.log_max_size, "max-file": "2"},
             },
         }
+
+    def _ipv6_to_disable(self) -> bool:
+        """Whether containers get IPv6 switched off: on the user network of a host that
+        has IPv6 (booted with ``ipv6.disable=1``, it has none to switch off, and the
+        engine could not write the setting)."""
+        return not self.host_network and os.path.isdir(IPV6_SYSCTLS)
 
     def tmpfs_sizes(self) -> dict[str, int]:
         """Each tmpfs path's size in bytes (from its ``size=`` option)."""
@@ -716,7 +724,8 @@ class SpawnPolicy(LoggingConfigurable):
         if not self.host_network:
             attached = set(((container.get("NetworkSettings") or {}).get("Networks")) or {})
             expect(attached == {self.network_mode}, f"attached to networks {sorted(attached)}")
-            expect(dict(hc.get("Sysctls") or {}) == NO_IPV6, "IPv6 is not disabled")
+            if self._ipv6_to_disable():
+                expect(dict(hc.get("Sysctls") or {}) == NO_IPV6, "IPv6 is not disabled")
         expect(not hc.get("PortBindings"), "ports published on the host")
         expect(not hc.get("VolumesFrom"), "volumes from another container")
         expect(set((hc.get("Tmpfs") or {}).keys()) == set(self.tmpfs), "tmpfs mounts differ")

@@ -620,3 +620,19 @@ def test_homes_and_course_materials_never_share_a_prefix(homes):
     policy(home_volume_template="h" * 78 + "-{username}").check()  # 128 characters at most
     # no materials prefix: no course may have materials, so nothing can overlap
     policy(home_volume_template=homes, materials_volume_prefix="").check()
+
+
+def test_a_host_without_ipv6_gets_no_ipv6_setting(monkeypatch, tmp_path):
+    """A host booted with ipv6.disable=1 has no /proc/sys/net/ipv6: the engine could not
+    write the setting (every start would fail), and there is no IPv6 to switch off."""
+    import hub_ext.spawner.policy as policy_module
+
+    p = policy()
+    decision = p.decide({"student"}, {})
+    assert p.host_config(decision.profile)["sysctls"] == policy_module.NO_IPV6
+    monkeypatch.setattr(policy_module, "IPV6_SYSCTLS", str(tmp_path / "none"))
+    assert "sysctls" not in p.host_config(decision.profile)
+    volume = p.volume_name("alice")
+    info = _inspected(p, decision, volume)
+    info["HostConfig"]["Sysctls"] = None
+    assert p.verify(info, decision, IMG, volume) == []
