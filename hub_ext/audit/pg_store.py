@@ -239,9 +239,14 @@ def query_db(url: str, flt: Filter, *, limit: int | None = None) -> Iterator[Hit
     if flt.seqs:
         where.append("seq = ANY(:seqs)")
         params["seqs"] = sorted(flt.seqs)
-    if flt.refs:  # no column of its own: the reference a refused save's user was shown
-        where.append("(line::jsonb -> 'data' ->> 'ref') = ANY(:refs)")
-        params["refs"] = sorted(flt.refs)
+    if flt.refs:  # no column of its own: the reference a refused save's user was shown;
+        # the line as text (a record holding \u0000 is no jsonb), then matched exactly below
+        likes = []
+        for i, ref in enumerate(sorted(flt.refs)):
+            likes.append(f"line LIKE :ref{i} ESCAPE '!'")
+            escaped = json.dumps(ref).replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            params[f"ref{i}"] = f'%"ref":{escaped}%'
+        where.append("(" + " OR ".join(likes) + ")")
     sql = "SELECT line FROM qustody_audit_records"
     if where:  # constant fragments; every value is a bound parameter
         sql += " WHERE " + " AND ".join(where)

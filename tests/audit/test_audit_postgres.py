@@ -166,7 +166,7 @@ def test_query_uses_the_same_filters(db_log, pg_url):  # noqa: F811
     # a refused save's reference (what its user was shown), in no column of its own
     for ref in ("3f9a0c12b7e4", "0123456789ab"):
         db_log.record_user_event("rita", "", {"type": "save-refused", "data": {
-            "path": "k.ipynb", "detectors": ["github-token"], "findings": 1, "ref": ref}})
+            "path": "k\u0000.ipynb", "detectors": ["github-token"], "findings": 1, "ref": ref}})
     hits = list(query_db(pg_url, Filter(refs=frozenset({"3f9a0c12b7e4"})), limit=10))
     assert [h.record["data"]["ref"] for h in hits] == ["3f9a0c12b7e4"]
 
