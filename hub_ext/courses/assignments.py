@@ -385,8 +385,11 @@ def _at_due(directory: Path, name: str,
             continue
         if str(manifest.get("collected_at", "")) < stamp(due):
             continue
+        # a file that was already late then (the collection ran after the due time) keeps
+        # a mark no hash can match: it stays late
         held = {
-            student: {str(f["path"]): str(f["sha256"]) for f in entry.get("files", [])}
+            student: {str(f["path"]): "late" if f.get("late") else str(f["sha256"])
+                      for f in entry.get("files", [])}
             for student, entry in (manifest.get("students") or {}).items()
             if entry.get("status") in ("submitted", "untouched", "missing")
         }

@@ -461,6 +461,24 @@ def test_a_file_changed_after_the_due_time_is_late_whatever_its_time_says(tmp_pa
     same = collected(b"v = 1\n", hw1.due + 7200)  # as it was at the due time
     assert same["students"]["sam"]["late"] is False
 
+    # the due-time collection ran late (the hub was down) and found a late file: later
+    # collections keep it late, even unchanged
+    late_root = tmp_path / "late-archive"
+    volumes = ArchiveVolumes({"home-sam": folder({"hw1/answer.py": b"v = 9\n"})})
+    first_late = collect(volumes, course, hw1, ["sam"], late_root, now=hw1.due + 86400)  # type: ignore[arg-type]
+    first_late.manifest["students"]["sam"]["files"][0]["late"] = True  # as its times said
+    redo = first_late.archive.with_name(first_late.archive.name)
+    with tarfile.open(first_late.archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    members["manifest.json"] = json.dumps(first_late.manifest).encode()
+    with tarfile.open(redo, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    again = collect(volumes, course, hw1, ["sam"], late_root, now=hw1.due + 90000)  # type: ignore[arg-type]
+    assert again.manifest["students"]["sam"]["late"] is True
+
     for i in range(KEEP_COLLECTIONS + 3):
         collected(b"v = 3\n", hw1.due + 10_000 + i * 60)
     kept = sorted(p.name for p in (root / "course-101" / "hw1").glob("hw1-*.tar"))
