@@ -152,6 +152,8 @@ class VaultBroker(LoggingConfigurable):
                 )
         return list(proposal["value"])
 
+    _secret_id = ""  # the hub's AppRole secret id once unwrapped, for logging in again
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not self.url:
@@ -218,8 +220,11 @@ class VaultBroker(LoggingConfigurable):
     def _hub_login(self) -> hvac.Client:
         client = self._client()
         try:
-            if self.hub_auth == "approle":
-                approle_login(
+            if self.hub_auth == "approle" and self._secret_id:  # logging in again
+                client.auth.approle.login(role_id=self.approle_role_id,
+                                          secret_id=self._secret_id)
+            elif self.hub_auth == "approle":
+                self._secret_id = approle_login(
                     client,
                     self.approle_role_id,
                     self.approle_secret_id_file,
@@ -325,8 +330,12 @@ class VaultBroker(LoggingConfigurable):
         try:
             return call(self._hub)
         except vault_errors.Forbidden:
-            self._hub = self._hub_login()
-            return call(self._hub)
+            try:
+                self._hub.auth.token.lookup_self()
+            except vault_errors.Forbidden:  # the token is gone: log in again
+                self._hub = self._hub_login()
+                return call(self._hub)
+            raise  # a live token Vault's policy refuses this: logging in again changes nothing
 
     def add_own(
         self,
@@ -481,9 +490,10 @@ def vault_client(url: str, ca_file: str, timeout: float, token: str | None = Non
 
 def approle_login(
     client: hvac.Client, role_id: str, secret_id_file: str, wrapped: bool, what: str
-) -> None:
+) -> str:
     """Log ``client`` in with AppRole; the secret id is read from ``secret_id_file``
-    (``what`` names the setting in errors), unwrapped first when ``wrapped``."""
+    (``what`` names the setting in errors), unwrapped first when ``wrapped``. Returns the
+    secret id used, for a later login (a wrapping token unwraps once)."""
     secret_id = _read(secret_id_file, what, private=True)
     if wrapped:
         # The wrapping token authenticates its own unwrap (X-Vault-Token); passing it in
@@ -495,6 +505,7 @@ def approle_login(
             client.token = None
         secret_id = str(unwrapped["data"]["secret_id"])
     client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    return secret_id
 
 
 def _revoke_lease(lease: str, hub: hvac.Client) -> None:
@@ -503,15 +514,18 @@ def _revoke_lease(lease: str, hub: hvac.Client) -> None:
 
 def _read(path: str, what: str, private: bool = False) -> str:
     """The stripped text of ``path``; with ``private``, refused when others may read it
-    (an AppRole secret id logs in as the hub, as the master key file decrypts secrets).
+    by every user of the machine (an AppRole secret id logs in as the hub).
     A Kubernetes service-account token (``hub_jwt_file``) is mounted readable: not
     checked."""
     if not path:
         raise SecretError(f"{what} is not set")
     try:
         with open(path) as f:
-            if private and os.fstat(f.fileno()).st_mode & 0o077:
-                raise SecretError(f"{what} ({path}) may be read by others: chmod 600 it")
+            # group-readable is how Docker and Kubernetes secrets are mounted (0440, 0444
+            # with fsGroup); world-readable on a shared host is refused
+            if private and os.fstat(f.fileno()).st_mode & 0o007:
+                raise SecretError(f"{what} ({path}) may be read by every user of this "
+                                  "machine: chmod 600 it")
             return f.read().strip()
     except OSError as e:
         raise SecretError(f"cannot read {what} ({path}): {e.strerror}") from None

@@ -186,17 +186,19 @@ def test_revocation_logs_the_hub_in_again_and_keeps_what_it_could_not_revoke(
     stocked: Vault, tmp_path: Path
 ) -> None:
     """The hub's own Vault token is never renewed: once Vault refuses it, the hub logs in
-    again and revokes. Leases Vault could not be asked to revoke (it is down) stay in the
-    release file, and a later release revokes them."""
+    again (with the secret id it unwrapped at start: a wrapping token unwraps once) and
+    revokes. Leases Vault could not be asked to revoke (it is down) stay in the release
+    file, and a later release revokes them."""
     root = stocked.root_client()
     role_id = root.auth.approle.read_role_id("qustody-hub")["data"]["role_id"]
     path = tmp_path / "secret-id"
-    path.write_text(root.auth.approle.generate_secret_id("qustody-hub")["data"]["secret_id"])
+    wrapped = root.auth.approle.generate_secret_id("qustody-hub", wrap_ttl="60s")
+    path.write_text(wrapped["wrap_info"]["token"])
     path.chmod(0o600)
     proxy = LeasingProxy(stocked.url).start()
     try:
         b = broker(stocked, url=proxy.url, hub_auth="approle", approle_role_id=role_id,
-                   approle_secret_id_file=str(path))
+                   approle_secret_id_file=str(path), approle_secret_id_wrapped=True)
         assert b._hub is not None
         b.secrets_for_spawn("alice", "", {"id_token": stocked.id_token("alice")})
         root.auth.token.revoke(b._hub.token)  # as if its TTL had run out

@@ -115,7 +115,7 @@ def test_the_gateway_logs_in_with_approle(vault: Vault, tmp_path: Path) -> None:
         store="vault", vault_url=vault.url, vault_approle_role_id=role_id,
         vault_approle_secret_id_file=str(secret_id),
     )
-    with pytest.raises(CredentialError, match="may be read by others: chmod 600"):
+    with pytest.raises(CredentialError, match="may be read by every user of this machine"):
         creds("ibm_brisbane")  # it logs in as the gateway
     secret_id.chmod(0o600)
     assert creds("ibm_brisbane")["token"] == TOKEN
