@@ -306,7 +306,16 @@ class SecretDelivery:
         ones. A course whose secrets cannot be read refuses (what is stored is checked
         against them)."""
         found = list(self.broker.secrets_for_spawn(user, server, auth_state))
-        for course, wanted in self._shared(groups):
+        lookup = self.course_secrets
+        try:
+            shared = lookup(list(groups)) if lookup is not None else []
+        except Exception as e:  # _shared would deliver none; here nothing can be checked
+            self.log.error("secrets: courses unreadable (%s); storing refused",
+                           type(e).__name__)
+            raise SecretError("the course files cannot be read now, so what you store "
+                              "cannot be checked against your courses' shared secrets; "
+                              "try again later") from None
+        for course, wanted in shared:
             try:
                 found += self.broker.course_secrets(user, server, auth_state, course, wanted)
             except Exception as e:

@@ -513,8 +513,8 @@ def _revoke_lease(lease: str, hub: hvac.Client) -> None:
 
 
 def _read(path: str, what: str, private: bool = False) -> str:
-    """The stripped text of ``path``; with ``private``, refused when others may read it
-    by every user of the machine (an AppRole secret id logs in as the hub).
+    """The stripped text of ``path``; with ``private``, refused when every user of the
+    machine may read it (an AppRole secret id logs in as the hub).
     A Kubernetes service-account token (``hub_jwt_file``) is mounted readable: not
     checked."""
     if not path:

@@ -358,3 +358,22 @@ def test_a_users_own_value_joins_the_never_record_list_only_when_secret_like(val
     assert users == ([value, value] if kept else [value])
     everyone, users = SecretDelivery.known_values(delivery, [own], "bob")  # type: ignore[arg-type]
     assert (everyone, users) == ([value], [])  # not bob's namespace: everyone's events
+
+
+def test_storing_is_refused_while_the_course_files_cannot_be_read(tmp_path: Path) -> None:
+    """What a student stores is checked against their courses' shared secrets: when the
+    course files cannot be read, it cannot be, and storing waits (it is not let through)."""
+    c = config(tmp_path, self_service_class="personal")
+    c.SecretClassPolicy.profile_classes = {"student": ["sandbox", "personal"]}
+    c.SecretClassPolicy.role_classes = {"student": ["sandbox", "personal"]}
+    d = SecretDelivery(c, ["student"], ticket_key=KEY)
+
+    def unreadable(groups):
+        raise OSError("the courses directory is gone")
+
+    d.course_secrets = unreadable
+    roles = ("student",)
+    session = _redeemed(d, "sam", "student", roles)
+    with pytest.raises(SecretError, match="course files cannot be read now"):
+        d.store_own("sam", "", session, roles, None, "MINE", "other-value-0001",
+                    ["course-101:students"])
