@@ -108,10 +108,13 @@ class TermActions:
 
     def students(self, course: Course) -> list[str]:
         """Whom the steps release to, collect, stop and archive: the hub group of the
-        course's reachable students, not the CSV roster's list (a listed student whose IdP
-        roles go beyond student is a member, not a reachable student; one who has not signed
-        in yet joins the group at sign-in)."""
-        return self.hub.group_members(students_group(course.id))
+        course's reachable students, which sign-in fills, and the CSV roster's students who
+        have not signed in yet (no hub user: their home gets the release before their first
+        sign-in). A listed student who has signed in but is not in the group (their IdP
+        roles go beyond student) is a member, not a reachable student: left out."""
+        group = set(self.hub.group_members(students_group(course.id)))
+        listed = {u for u, role in course.members.items() if role == "student"}
+        return sorted(group | {u for u in listed - group if self.hub.user(u) is None})
 
     @property
     def has_files(self) -> bool:

@@ -263,7 +263,7 @@ def test_release_and_collect_reach_only_the_courses_reachable_students(tmp_path)
     course-101:students, and the steps leave her home alone."""
     from hub_ext.identity.roles import hub_groups
 
-    course = course_101(tmp_path, roster="cara,student\nrhea,student\n")
+    course = course_101(tmp_path, roster="cara,student\nrhea,student\nnell,student\n")
     logins = {"sam": hub_groups(["student"], ["course-101"]),
               "cara": hub_groups(["student"], [], members=["course-101"]),
               "rhea": hub_groups(["researcher", "student"], [], members=["course-101"])}
@@ -272,16 +272,20 @@ def test_release_and_collect_reach_only_the_courses_reachable_students(tmp_path)
         def group_members(self, group: str) -> list[str]:
             return sorted(user for user, groups in logins.items() if group in groups)
 
+        def user(self, name: str) -> dict[str, Any] | None:
+            return {"name": name} if name in logins else None  # nell has not signed in
+
     work = folder({"hw1/answer.py": b"print('mine')\n"})
     actions = TermActions(GroupsHub(), lambda: None, tmp_path / "archive",  # type: ignore[arg-type]
                           volumes=ArchiveVolumes({f"home-{u}": work for u in logins}))
-    assert actions.students(course) == ["cara", "sam"]
+    # nell is listed and has not signed in yet: her home gets the release before she does
+    assert actions.students(course) == ["cara", "nell", "sam"]
     step = next(s for s in plan(course) if s.name == "collect:hw1")
-    assert actions.collect(step, course, time.time())["students"] == 2
+    assert actions.collect(step, course, time.time())["students"] == 3
     (archive,) = (tmp_path / "archive" / "course-101" / "hw1").glob("hw1-*.tar")
     with tarfile.open(archive) as tar:
         names = sorted(m.name for m in tar.getmembers())
-    assert names == ["cara/answer.py", "manifest.json", "sam/answer.py"]
+    assert names == ["cara/answer.py", "manifest.json", "sam/answer.py"]  # nell: missing
 
 
 def test_a_docker_error_reaches_the_page_by_its_kind_only(setup, caplog) -> None:
