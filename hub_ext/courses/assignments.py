@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..volumes import HOME_OWNER
 from .model import Assignment, Course, CourseError, materials_ok, stamp
 
 #: A student's assignment larger than this is not collected (said in the manifest).
@@ -50,7 +51,11 @@ LABEL = "io.qustody.course-helper"
 log = logging.getLogger("qustody.courses.assignments")
 
 
-class FolderTooLarge(ValueError):
+class NotRead(ValueError):
+    """A student's folder that is not read; the message says why, to staff."""
+
+
+class FolderTooLarge(NotRead):
     """A folder past one of the limits: not read (the message says which, to staff)."""
 
 
@@ -107,6 +112,13 @@ class Volumes:
         except docker.errors.NotFound:
             return False
         return True
+
+    def owner_of(self, name: str) -> str | None:
+        """The user a home volume is labelled for (``HOME_OWNER``); None without a label
+        (a home made before homes were labelled)."""
+        labels = self.client.volumes.get(name).attrs.get("Labels") or {}
+        owner = labels.get(HOME_OWNER)
+        return str(owner) if owner is not None else None
 
 
 def read_tree(container: Any, path: str, limit: int = MAX_SUBMISSION_BYTES) -> bytes | None:
@@ -250,7 +262,10 @@ def _release_one(volumes: Volumes, course: Course, assignment: Assignment,
                  report: ReleaseReport) -> None:
     home = volumes.home_volume(student)
     if not volumes.has_volume(home):
-        volumes.client.volumes.create(home, labels={"io.qustody.user": student})
+        volumes.client.volumes.create(home, labels={HOME_OWNER: student})
+    elif volumes.owner_of(home) not in (None, student):
+        report.problems[student] = "their home volume belongs to another account: left alone"
+        return
     with volumes.mounted({home: (volumes.home_mount, "rw")}) as c:
         top = path_kind(c, f"{volumes.home_mount}/{course.id}")
         if top not in (None, "dir"):
@@ -495,7 +510,7 @@ def _collect_one(volumes: Volumes, folder: str, due: float, student: str,
         if files is None:
             return missing
         entry = _entry(files, due, released, at_due)
-    except FolderTooLarge as e:
+    except NotRead as e:
         return {**missing, "status": f"not collected: {e}"}
     except Exception as e:
         return {**missing, "status": f"not collected: {logged(e, f'collect from {student}')}"}
@@ -513,6 +528,8 @@ def _submission(volumes: Volumes, folder: str,
     home = volumes.home_volume(student)
     if not volumes.has_volume(home):
         return None
+    if volumes.owner_of(home) not in (None, student):
+        raise NotRead("their home volume belongs to another account")
     with volumes.mounted({home: (volumes.home_mount, "ro")}) as c:
         tree = read_tree(c, f"{volumes.home_mount}/{folder}")
     return None if tree is None else _members(tree)

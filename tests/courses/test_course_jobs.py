@@ -171,9 +171,14 @@ class ArchiveVolumes:
     home_mount = "/home/jovyan"
     materials_prefix = "qustody-materials-"
 
-    def __init__(self, trees: dict[str, bytes], refuse: dict[str, Exception] | None = None):
+    def __init__(self, trees: dict[str, bytes], refuse: dict[str, Exception] | None = None,
+                 owners: dict[str, str] | None = None):
         self.trees = trees
         self.refuse = refuse or {}
+        self.owners = owners or {}
+
+    def owner_of(self, name: str) -> str | None:
+        return self.owners.get(name)
 
     def home_volume(self, student: str) -> str:
         return f"home-{student}"
@@ -488,3 +493,32 @@ def test_a_file_changed_after_the_due_time_is_late_whatever_its_time_says(tmp_pa
     kept = sorted(p.name for p in (root / "course-101" / "hw1").glob("hw1-*.tar"))
     assert len(kept) == KEEP_COLLECTIONS + 1
     assert kept[0] == later["late_by"].rsplit(" ", 1)[-1]  # the due-time one stays
+
+
+def test_a_home_labelled_for_another_account_is_neither_collected_nor_released_to(
+    tmp_path,
+) -> None:
+    """A home's name holds 32 bits of a hash of the user name: one labelled for another
+    user (a chosen name that collides) is not read as the student's, nor written."""
+    course = course_101(tmp_path)
+    work = folder({"hw1/answer.py": b"alice's work\n"})
+    volumes = ArchiveVolumes({"home-sam": work, "home-sue": work},
+                             owners={"home-sam": "alice", "home-sue": "sue"})
+    done = collect(volumes, course, course.assignments[0], ["sam", "sue"],  # type: ignore[arg-type]
+                   tmp_path / "archive")
+    students = done.manifest["students"]
+    assert students["sam"]["status"] == ("not collected: their home volume belongs to "
+                                         "another account")
+    assert students["sue"]["status"] == "submitted"
+    assert archived(done).keys() == {"sue/answer.py", "manifest.json"}
+
+
+def test_a_release_leaves_a_home_labelled_for_another_account_alone(tmp_path) -> None:
+    from hub_ext.courses.assignments import release
+
+    course = course_101(tmp_path, staff=STAFF)
+    volumes = ReleaseVolumes({STAFF: folder({"hw1/answer.py": b"# your answer here\n"})})
+    volumes.owners = {"home-sam": "alice"}
+    report = release(volumes, course, course.assignments[0], ["sam", "sue"])  # type: ignore[arg-type]
+    assert report.problems == {"sam": "their home volume belongs to another account: left alone"}
+    assert "home-sam" not in volumes.mounts and report.written == {"sue": 1}
