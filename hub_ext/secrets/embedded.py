@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import sqlite3
 import threading
@@ -69,6 +70,8 @@ CREATE TABLE IF NOT EXISTS grants (
 """
 #: Most recent versions kept per secret (older ones are wiped at rotation).
 KEEP_VERSIONS = 5
+
+log = logging.getLogger("qustody.secrets")
 
 
 def _aad(ns: Namespace, name: str, version: int, cls: str) -> bytes:
@@ -383,7 +386,10 @@ class EmbeddedStore:
             self._sign_row(db, ns, name)
         # the write-ahead log still holds the deleted pages until a checkpoint empties it
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:  # a reader held it: the next revoke's checkpoint (or a restart) empties it
+            log.warning("secrets: the store's write-ahead log could not be emptied after a "
+                        "revoke (a reader was busy); the old version stays there until then")
 
     def grant(self, namespace: str, users: Iterable[str], revoke: bool = False) -> None:
         """Give users (or take from them) the secrets of a project or course namespace."""
