@@ -15,11 +15,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from jupyter_server.services.contents.manager import copy_pat
@@ -31,6 +32,7 @@ from .guard import GuardReport, SaveGuard, SaveRefused
 from .trust import UntrustedNotebooks
 
 _STALE_UPLOAD_SECONDS = 3600
+_T = TypeVar("_T")
 #: The model the contents handler parsed from the request being served: a save of that
 #: very object may keep its clean cells (SaveGuard.check's ``remember``), since no other
 #: code holds it (unless pre-save hooks run); a model built by the manager (a copy, an
@@ -409,21 +411,13 @@ class GuardedContents(UntrustedNotebooks):
             return {k: model[k] for k in ("type", "format", "content")}, report
         return None
 
-    async def _undone_on_failure(self, dest: str, copy: Any) -> Any:
-        """``copy()``'s result; a failed copy leaves no partial tree at ``dest`` (copytree
-        copies what it can, then raises: the redactions would never be written)."""
-        existed = self._exists_on_disk(dest)
-        try:
-            return await copy()
-        except BaseException:
-            self._remove_partial_copy(dest, existed)
-            raise
-
     def _exists_on_disk(self, path: str) -> bool:
         root = getattr(self, "_get_os_path", None)
         return root is None or os.path.lexists(root(path))
 
     def _remove_partial_copy(self, dest: str, existed: bool) -> None:
+        """Remove the tree a failed (or refused) directory copy wrote at ``dest``, unless
+        something was there before it."""
         root = getattr(self, "_get_os_path", None)
         if existed or root is None or not dest:
             return
@@ -444,9 +438,7 @@ class GuardedContents(UntrustedNotebooks):
         try:
             return self._rename_plan(src, copied, "copied")
         except BaseException:
-            os_copied = self._get_os_path(copied)  # type: ignore[attr-defined]
-            if copied and copied != src and os.path.isdir(os_copied):
-                shutil.rmtree(os_copied, ignore_errors=True)
+            self._remove_partial_copy(copied, existed=copied == src)
             raise
 
     def _renamed_files(self, old: str, new: str,
@@ -543,14 +535,19 @@ class AsyncGuardedContents(GuardedContents):
         return _annotate(saved, report)
 
 
-    async def rename(self, old_path: str, new_path: str) -> None:
-        old, new = old_path.strip("/"), new_path.strip("/")
+    async def _planned(self, path: str, plan: Callable[..., _T], *args: Any) -> _T:
+        """``plan(*args)`` (a rename's, copy's or restore's check) in a thread; what it
+        raises becomes the refusal of ``path`` (a cancellation passes)."""
         try:
-            rewrites = await asyncio.to_thread(self._rename_plan, old, new)
+            return await asyncio.to_thread(plan, *args)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
-            raise self._refusal(e, new) from None
+            raise self._refusal(e, path) from None
+
+    async def rename(self, old_path: str, new_path: str) -> None:
+        old, new = old_path.strip("/"), new_path.strip("/")
+        rewrites = await self._planned(new, self._rename_plan, old, new)
         await super().rename(old_path, new_path)  # type: ignore[misc]
         for path, model, report in rewrites:  # already checked: written as redacted
             await super().save(model, path)  # type: ignore[misc]
@@ -564,39 +561,28 @@ class AsyncGuardedContents(GuardedContents):
         if not await ensure_async(self.dir_exists(src)):  # type: ignore[attr-defined]
             return await super().copy(from_path, to_path)  # type: ignore[misc,no-any-return]
         folder, name = _copy_target(src, to_path)
-        dest = src
+        if await ensure_async(self.dir_exists(folder)):  # type: ignore[attr-defined]
+            taken = self.increment_filename  # type: ignore[attr-defined]
+            name = await ensure_async(taken(name, folder, insert="-Copy"))
+        dest = f"{folder}/{name}".strip("/")
+        rewrites = await self._planned(dest, self._rename_plan, src, dest, "copied")
+        existed = self._exists_on_disk(dest)
         try:
-            if await ensure_async(self.dir_exists(folder)):  # type: ignore[attr-defined]
-                taken = self.increment_filename  # type: ignore[attr-defined]
-                name = await ensure_async(taken(name, folder, insert="-Copy"))
-            dest = f"{folder}/{name}".strip("/")
-            rewrites = await asyncio.to_thread(self._rename_plan, src, dest, "copied")
-        except BaseException as e:
-            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                raise
-            raise self._refusal(e, dest) from None
-        model: dict[str, Any] = await self._undone_on_failure(
-            dest, lambda: super(AsyncGuardedContents, self).copy(from_path, to_path))  # type: ignore[misc]
+            model: dict[str, Any] = await super().copy(from_path, to_path)  # type: ignore[misc]
+        except BaseException:
+            self._remove_partial_copy(dest, existed)
+            raise
         copied = str(model.get("path", "")).strip("/")
         if copied != dest:  # not where it was checked: check where it is, or undo it
-            try:
-                rewrites = await asyncio.to_thread(self._checked_elsewhere, src, copied, dest)
-            except BaseException as e:
-                if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                    raise
-                raise self._refusal(e, copied) from None
+            rewrites = await self._planned(copied, self._checked_elsewhere, src, copied, dest)
         for path, rewrite, report in rewrites:  # already checked: written as redacted
             await super().save(rewrite, path)  # type: ignore[misc]
             audit_report.outputs_redacted(self.log, path, report)  # type: ignore[attr-defined]
         return model
 
     async def restore_checkpoint(self, checkpoint_id: str, path: str) -> None:
-        try:
-            rewrite = await asyncio.to_thread(self._restore_plan, checkpoint_id, path.strip("/"))
-        except BaseException as e:
-            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                raise
-            raise self._refusal(e, path.strip("/")) from None
+        rewrite = await self._planned(path.strip("/"), self._restore_plan, checkpoint_id,
+                                      path.strip("/"))
         if rewrite is None:
             await super().restore_checkpoint(checkpoint_id, path)  # type: ignore[misc]
         else:  # what restoring writes, redacted: the credential never reaches the file
