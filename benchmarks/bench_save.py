@@ -1,7 +1,7 @@
 """Save latency through a real jupyter-server with the guard on and off.
 
     .venv/bin/python benchmarks/bench_save.py [--size-mb 2] [--runs 40]
-    .venv/bin/python benchmarks/bench_save.py --real 30 [--runs 9]
+    .venv/bin/python benchmarks/bench_save.py --real 30 [--runs 9] [--guard-share]
 
 Starts two servers on 127.0.0.1 (the guard installed as on any Qustody server,
 and plain jupyter-server with the extension disabled) and PUTs the same notebook to
@@ -20,7 +20,10 @@ It prints median and p95 latency and the on/off ratio of each. With ``--real N``
 saves the N largest real notebooks of the guard corpus (``python
 benchmarks/real_notebooks.py`` builds it) instead, each ``--runs`` times per way, and
 prints each notebook's on/off ratio of medians and their median: the figure issue 13
-states for "held-out large notebooks".
+states for "held-out large notebooks". With ``--guard-share`` it also times a third
+server, Qustody's own with ``SaveGuard.enabled = False``, and prints what the check alone
+adds: the rest of Qustody's server (its body parser, watcher, contents manager) is not
+the guard's cost, nor its saving.
 """
 
 from __future__ import annotations
@@ -58,8 +61,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Qustody's server with the check switched off: the same parser, watcher and contents
+#: manager, so that "on" against it is what the guard's check alone costs.
+GUARD_OFF = {"SaveGuard": {"enabled": False}}
+
+
 class Server:
-    def __init__(self, name: str, guard: bool, workdir: Path) -> None:
+    def __init__(self, name: str, guard: bool, workdir: Path,
+                 config: dict[str, Any] | None = None) -> None:
         self.name = name
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -78,10 +87,10 @@ class Server:
         ]
         if os.geteuid() == 0:
             args.append("--allow-root")
-        if not guard:
-            config = workdir / f"{name}.json"
-            config.write_text(json.dumps(PLAIN))
-            args.append(f"--config={config}")
+        if not guard or config:
+            path = workdir / f"{name}.json"
+            path.write_text(json.dumps(config or PLAIN))
+            args.append(f"--config={path}")
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(workdir / f"{name}-config")}
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -177,11 +186,15 @@ def saves(nb: dict[str, Any], way: str, runs: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def in_turn(on: Server, off: Server, k: int) -> list[tuple[str, Server]]:
-    """Both servers, the first of them alternating from one save to the next: a save that
-    follows the other server's save (its client, its disk writes) is not always the same one."""
-    pair = [("on", on), ("off", off)]
-    return pair if k % 2 == 0 else pair[::-1]
+Servers = dict[str, Server]  # "on", "off" and maybe "check-off"
+
+
+def in_turn(servers: Servers, k: int) -> list[tuple[str, Server]]:
+    """Every server, the first of them changing from one save to the next: a save that
+    follows another server's save (its client, its disk writes) is not always the same one."""
+    order = list(servers.items())
+    k %= len(order)
+    return order[k:] + order[:k]
 
 
 def edited(nb: dict[str, Any], k: int) -> bytes:
@@ -197,51 +210,58 @@ def edited(nb: dict[str, Any], k: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def timed_opened(on: Server, off: Server, nb: dict[str, Any], runs: int
-                 ) -> dict[str, list[float]]:
+def timed_opened(servers: Servers, nb: dict[str, Any], runs: int) -> dict[str, list[float]]:
     """The first save after opening: the file is on disk, each server serves it (GET),
     and 50 ms later (more for a large notebook) its save with one cell edited is timed. The files are written first,
     and the guarded server's watcher has checked them before the first GET."""
-    times: dict[str, list[float]] = {"on": [], "off": []}
+    times: dict[str, list[float]] = {key: [] for key in servers}
     text = json.dumps(nb, indent=1)
     names = [f"opened-{next(_FRESH)}.ipynb" for _ in range(runs)]
     for name in names:
-        for server in (on, off):
+        for server in servers.values():
             (server.root / name).write_text(text)
     # FileWatcher.debounce_ms is 0.8 s, and it reads each new file at 50 MB/s or more
     time.sleep(1.0 + runs * len(text) / 50e6)
     for k, name in enumerate(names):
-        served = {key: server.open(name) for key, server in (("on", on), ("off", off))}
+        served = {key: server.open(name) for key, server in servers.items()}
         time.sleep(0.05 + len(text) / 100e6)  # the guard scans what it served meanwhile
-        for key, server in in_turn(on, off, k):
+        for key, server in in_turn(servers, k):
             times[key].append(server.save(edited(served[key], k), name))
     return times
 
 
-def timed(on: Server, off: Server, nb: dict[str, Any], way: str, runs: int
-          ) -> dict[str, list[float]]:
+def timed(servers: Servers, nb: dict[str, Any], way: str, runs: int) -> dict[str, list[float]]:
     """Save times of each server, interleaved, after one untimed save of ``nb``."""
     if way == "open":
-        return timed_opened(on, off, nb, runs)
+        return timed_opened(servers, nb, runs)
     plan = saves(nb, way, runs)
-    times: dict[str, list[float]] = {"on": [], "off": []}
-    for server in (on, off):
+    times: dict[str, list[float]] = {key: [] for key in servers}
+    for server in servers.values():
         server.save(saves(nb, "same", 1)[0][1])  # bench.ipynb exists, and was checked
     for k, (name, body) in enumerate(plan):
-        for key, server in in_turn(on, off, k):
+        for key, server in in_turn(servers, k):
             times[key].append(server.save(body, name))
     return times
 
 
-def real(n: int, runs: int) -> None:
+def start_servers(workdir: Path, guard_share: bool) -> Servers:
+    servers = {"on": Server("guard-on", True, workdir), "off": Server("guard-off", False, workdir)}
+    if guard_share:
+        servers["check-off"] = Server("qustody-check-off", True, workdir, GUARD_OFF)
+    assert servers["on"].guarded() and not servers["off"].guarded(), (
+        "server configuration is not what the benchmark assumes"
+    )
+    return servers
+
+
+def real(n: int, runs: int, guard_share: bool = False) -> None:
     bodies = largest_real(n)
     ratios: dict[str, list[float]] = {way: [] for way in WAYS}
+    shares: dict[str, list[float]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory() as tmp:
-        on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
+        servers = start_servers(Path(tmp), guard_share)
+        on = servers["on"]
         try:
-            assert on.guarded() and not off.guarded(), (
-                "server configuration is not what the benchmark assumes"
-            )
             print(f"{len(bodies)} largest real notebooks, {runs} saves each to each server, "
                   "per way; on/off ratio of medians")
             print(f"  {'notebook':44} {'size':>8}  {'off first':>9}  "
@@ -254,22 +274,29 @@ def real(n: int, runs: int) -> None:
                 row = []
                 plain_first = 0.0
                 for way in WAYS:
-                    times = timed(on, off, nb, way, runs)
-                    plain, guarded = statistics.median(times["off"]), statistics.median(times["on"])
-                    ratios[way].append(guarded / plain)
-                    row.append(f"{100 * (guarded / plain - 1):+5.1f}%")
+                    times = timed(servers, nb, way, runs)
+                    median = {key: statistics.median(values) for key, values in times.items()}
+                    ratios[way].append(median["on"] / median["off"])
+                    if guard_share:
+                        shares[way].append(median["on"] / median["check-off"])
+                    row.append(f"{100 * (median['on'] / median['off'] - 1):+5.1f}%")
                     if way == "first":
-                        plain_first = plain
+                        plain_first = median["off"]
                 print(f"  {name[:44]:44} {len(body) / 1e6:5.2f} MB  {plain_first * 1000:6.1f} ms  "
                       + "  ".join(f"{r:>6}" for r in row), flush=True)
         finally:
-            on.stop()
-            off.stop()
+            for server in servers.values():
+                server.stop()
     for way in WAYS:
         ratio = statistics.median(ratios[way])
         print(f"  {way:>5}: guard adds {100 * (ratio - 1):+.1f}% to the median notebook's "
               f"median save (ratio {ratio:.3f}; per notebook {100 * (min(ratios[way]) - 1):+.1f}%"
               f" to {100 * (max(ratios[way]) - 1):+.1f}%)")
+    if guard_share:
+        print("  The check alone: Qustody's server against itself with SaveGuard.enabled = False")
+        for way in WAYS:
+            share = statistics.median(shares[way])
+            print(f"  {way:>5}: the check adds {100 * (share - 1):+.1f}% (ratio {share:.3f})")
 
 
 def main() -> None:
@@ -280,25 +307,26 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=40)
     p.add_argument("--real", type=int, metavar="N",
                    help="save the N largest real notebooks instead of a generated one")
+    p.add_argument("--guard-share", action="store_true",
+                   help="also time Qustody's server with the check off (SaveGuard.enabled = "
+                   "False): what the check alone adds, apart from the rest of the server "
+                   "(its body parser, watcher, contents manager)")
     args = p.parse_args()
     if args.real:
-        real(args.real, args.runs)
+        real(args.real, args.runs, args.guard_share)
         return
     nb = generate(int(args.size_mb * 1_000_000), image_share=0.3)
     size = len(json.dumps({"type": "notebook", "format": "json", "content": nb}))
     with tempfile.TemporaryDirectory() as tmp:
-        on, off = Server("guard-on", True, Path(tmp)), Server("guard-off", False, Path(tmp))
+        servers = start_servers(Path(tmp), guard_share=False)
         try:
-            assert on.guarded() and not off.guarded(), (
-                "server configuration is not what the benchmark assumes"
-            )
-            for server in (on, off):
+            for server in servers.values():
                 for _ in range(3):
                     server.save(saves(nb, "same", 1)[0][1])
-            results = {way: timed(on, off, nb, way, args.runs) for way in WAYS}
+            results = {way: timed(servers, nb, way, args.runs) for way in WAYS}
         finally:
-            on.stop()
-            off.stop()
+            for server in servers.values():
+                server.stop()
     print(f"notebook: {size / 1e6:.2f} MB request body, {args.runs} saves each per way, "
           "interleaved")
     for way, times in results.items():
