@@ -111,6 +111,12 @@ class Server:
     def guarded(self) -> bool:
         return self.session.get(f"http://127.0.0.1:{self.port}/qustody/api/guard", timeout=5).ok
 
+    def checking(self) -> bool:
+        """Whether Qustody's guard on this server checks saves (``SaveGuard.enabled``)."""
+        response = self.session.get(f"http://127.0.0.1:{self.port}/qustody/api/guard", timeout=5)
+        response.raise_for_status()
+        return bool(response.json()["enabled"])
+
     def accepts(self, body: bytes) -> bool:
         """Whether this server saves ``body`` (the guard refuses a notebook holding a key)."""
         response = self.session.put(self.url, data=body, timeout=120)
@@ -248,9 +254,11 @@ def start_servers(workdir: Path, guard_share: bool) -> Servers:
     servers = {"on": Server("guard-on", True, workdir), "off": Server("guard-off", False, workdir)}
     if guard_share:
         servers["check-off"] = Server("qustody-check-off", True, workdir, GUARD_OFF)
-    assert servers["on"].guarded() and not servers["off"].guarded(), (
+    assert servers["on"].checking() and not servers["off"].guarded(), (
         "server configuration is not what the benchmark assumes"
     )
+    if guard_share:
+        assert not servers["check-off"].checking(), "the check-off server checks saves"
     return servers
 
 
@@ -312,6 +320,8 @@ def main() -> None:
                    "False): what the check alone adds, apart from the rest of the server "
                    "(its body parser, watcher, contents manager)")
     args = p.parse_args()
+    if args.guard_share and not args.real:
+        p.error("--guard-share goes with --real N")
     if args.real:
         real(args.real, args.runs, args.guard_share)
         return

