@@ -323,4 +323,5 @@ class TermKeeper:
 #: Detail fields the ``course-term-step`` record carries (its schema lists them).
 TERM_STEP_FIELDS = ("students", "files", "submitted", "late", "findings", "problems",
                     "manifest_sha256", "stopped", "kept_open_elsewhere", "staff_removed",
-                    "archive_files_deleted", "materials_volume_deleted", "reason", "error")
+                    "archive_files_deleted", "materials_volume_deleted",
+                    "assignments_volume_deleted", "reason", "error")

@@ -433,8 +433,11 @@ def test_the_end_of_retention_deletes_the_staff_volume_under_the_same_rules(tmp_
     def delete(c: str) -> dict[str, Any]:
         return actions.delete_files(Step(c, "delete-files", 0), courses[c], 0)
 
-    assert delete("c1") == {"archive_files_deleted": 1, "materials_volume_deleted": True,
-                            "assignments_volume_deleted": True}
+    deleted = delete("c1")
+    assert deleted == {"archive_files_deleted": 1, "materials_volume_deleted": True,
+                       "assignments_volume_deleted": True}
+    from hub_ext.courses.keeper import TERM_STEP_FIELDS
+    assert set(deleted) <= set(TERM_STEP_FIELDS)  # the audit record carries all of it
     for c in ("c2", "c4"):  # c3 names c2's staff volume too; c4 names a home
         assert delete(c)["assignments_volume_deleted"] is False
     assert volumes.present == {"qustody-materials-shared-staff", "qustody-home-sam"}
