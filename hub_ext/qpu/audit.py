@@ -194,7 +194,8 @@ class AuditBridge:
                                                        or {}).items())]
         out = [
             ("qpu-job-submitted", _clean({**base, "shots": f.get("shots"),
-                                          "circuits": f.get("circuits"), "tags": tags[:64]})),
+                                          "circuits": f.get("circuits"),
+                                          "tags": [t[:256] for t in tags[:64]]})),
             ("qpu-job-admitted", _clean({**base, "priority": f.get("priority")})),
         ]
         waiting = QUEUED_REASONS.get(str(f.get("reason", "")))

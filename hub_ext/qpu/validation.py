@@ -153,11 +153,14 @@ def load_qpy(data: bytes, limits: Limits) -> QuantumCircuit:
 
 #: Comments, which may sit anywhere between tokens (``qubit/**/[9]``).
 _QASM_COMMENT = re.compile(r"//[^\n]*|/\*.*?(?:\*/|\Z)", re.S)
-#: Register declarations: ``qubit[N] q``, ``bit[N] c`` (designator first) and the
-#: OpenQASM 2 forms ``qreg q[N]``, ``creg c[N]``; a plain ``qubit q`` is one qubit.
+#: Every ``qubit``/``bit`` type (``qubit[N] q``, ``bit[N] c = "…"``, ``input bit[N] c``;
+#: a plain ``qubit q`` is one qubit) and the OpenQASM 2 ``qreg q[N]``/``creg c[N]``,
+#: whatever follows and whatever the letters of its name (Greek ones too) are:
+#: counting a keyword the program uses otherwise (a subroutine's ``qubit`` parameter)
+#: only over-counts by one.
 _QASM_REGISTER = re.compile(
-    r"\b(?:(qubit|bit)\s*(?:\[([^\]]*)\])?\s*[A-Za-z_]\w*"
-    r"|(qreg|creg)\s+[A-Za-z_]\w*\s*(?:\[([^\]]*)\])?)\s*;"
+    r"\b(?:(qubit|bit)\b\s*(?:\[([^\]]*)\])?"
+    r"|(qreg|creg)\s+[^\W\d]\w*\s*(?:\[([^\]]*)\])?)"
 )
 _DECIMAL = re.compile(r"[0-9][0-9_]*")
 

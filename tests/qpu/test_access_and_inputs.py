@@ -110,6 +110,13 @@ GOOD = {"project": "qchem", "purpose": "testing"}
          "1000000000 qubits; the limit is 127"),
         ({"circuits": [{"qasm3": "OPENQASM 3.0; qubit[2] q; h q[0]; nonsense;"}]}, 422,
          "MALFORMED_QASM3", "OpenQASM 3"),
+        # a register whatever its name's letters, its initialiser or its direction
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\nqubit[100000000] \u03b1;\n"}]}, 422,
+         "TOO_MANY_QUBITS", "declares more than 127 qubits"),
+        ({"circuits": [{"qasm3": 'OPENQASM 3.0;\nbit[100000000] c = "0";\n'}]}, 422,
+         "TOO_MANY_INSTRUCTIONS", "bits"),
+        ({"circuits": [{"qasm3": "OPENQASM 3.0;\ninput bit[100000000] c;\n"}]}, 422,
+         "TOO_MANY_INSTRUCTIONS", "bits"),
         # 30 bytes that would make the importer allocate 10^8 qubits (gigabytes) before
         # the circuit's qubit limit is checked; the same behind a comment, as OpenQASM 2
         ({"circuits": [{"qasm3": "OPENQASM 3.0;\nqubit[100000000] q;\n"}]}, 422,

@@ -303,3 +303,25 @@ def test_a_user_flooding_refused_submissions_is_slowed_before_the_audit_log_fill
     records = gw.audit_records()
     assert len(of(records, "qpu-job-rejected", user="carol")) == 3
     assert of(records, "qpu-job-rejected", user="bob") == []
+
+
+def test_a_personal_sandbox_job_with_a_long_label_is_audited(tmp_path):
+    """A job in a personal sandbox (project ``personal:<user>``) and one whose label is as
+    long as a submission allows: both are recorded, submitted to finished (their records
+    used to break their schemas and were dropped)."""
+    bridge, log_path = bridge_log(tmp_path)
+    bridge("qpu.job.submitted", {"job_id": "j-own", "user": "alice",
+                                 "project": "personal:alice", "backend": "aer_simulator",
+                                 "shots": 100, "state": "QUEUED", "reason": ""})
+    bridge("qpu.job.finished", {"job_id": "j-own", "state": "DONE", "shots": 100})
+    bridge("qpu.job.submitted", {"job_id": "j-label", "user": "alice", "project": "qchem",
+                                 "backend": "aer_simulator", "shots": 100,
+                                 "tags": {"labels": {"k" * 64: "x" * 256}}})
+    bridge.close()
+    records = audit_records(log_path, tmp_path / "audit.key")
+    assert of(records, "qpu-job-submitted", job_id="j-own", project="personal:alice")
+    assert of(records, "qpu-job-admitted", job_id="j-own")
+    assert of(records, "qpu-job-finished", job_id="j-own")
+    [labelled] = of(records, "qpu-job-submitted", job_id="j-label")
+    assert all(len(tag) <= 256 for tag in labelled["tags"])
+    assert bridge.failures == 0
