@@ -56,6 +56,11 @@ def _no_credentials(backend: str) -> dict[str, str]:
     return {}
 
 
+
+#: Small submissions decoded in the parse pool (those holding QPY) count against this many
+#: times ``max_parse_queue`` and ``max_parse_per_user``, apart from large ones.
+SMALL_IN_POOL = 64
+
 class QpuGateway(Application):
     name = "qustody-qpu-gateway"
     version = __version__
@@ -309,6 +314,16 @@ class QpuGateway(Application):
         help="""Processes that decode large submissions (1-16); each holds a copy of
         Qiskit (about 150 MB).""",
     )
+    small_parse_memory_mb = Int(
+        256, config=True,
+        help="""Memory (MiB, on top of its start-up size) of the parse process that decodes
+        small submissions holding QPY (up to ``inline_parse_bytes``): Qiskit's reader
+        builds the circuits nested in a payload before anything can check them, so even
+        a few hundred bytes may claim millions of qubits. It has a process of its own
+        (about 150 MB more per gateway process), so that small jobs never wait for a
+        large payload's decoding, and a low cap, so that such a payload is refused within
+        a second (64-65536).""",
+    )
     parse_memory_mb = Int(
         2048, config=True,
         help="""Memory (MiB, on top of its own start-up size) a parse process may use for
@@ -337,12 +352,13 @@ class QpuGateway(Application):
         that user gets 503 PARSE_BUSY, so one user cannot fill the parse pool.""",
     )
 
-    @validate("inline_parse_bytes", "parse_processes", "parse_memory_mb", "max_parse_queue",
+    @validate("inline_parse_bytes", "parse_processes", "parse_memory_mb",
+              "small_parse_memory_mb", "max_parse_queue",
               "max_parse_per_user")
     def _valid_parse(self, proposal: Any) -> int:
         name, value = proposal["trait"].name, int(proposal["value"])
         low, high = {"inline_parse_bytes": (0, 1024**2), "parse_processes": (1, 16),
-                     "parse_memory_mb": (64, 65536),
+                     "parse_memory_mb": (64, 65536), "small_parse_memory_mb": (64, 65536),
                      "max_parse_queue": (1, 10_000), "max_parse_per_user": (1, 10_000)}[name]
         if not low <= value <= high:
             raise ValueError(f"QpuGateway.{name} must be between {low} and {high}")
@@ -506,10 +522,15 @@ class QpuGateway(Application):
             self.hooks.append(self.on_event)
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
+        standins = stand_ins(self.drivers)
         self.parse_pool = ParsePool(self.parse_processes, self.backends, self.limits,
-                                    self.parse_memory_mb, self.log, stand_ins(self.drivers))
+                                    self.parse_memory_mb, self.log, standins)
+        self.small_parse_pool = ParsePool(1, self.backends, self.limits,
+                                          self.small_parse_memory_mb, self.log, standins)
         self._parsing: dict[str, int] = {}
         self._parsing_total = 0
+        self._parsing_small: dict[str, int] = {}
+        self._parsing_small_total = 0
         self._last_of: dict[str, asyncio.Future[None]] = {}
         self._refusals = Buckets(self.refusals_per_minute / 60, self.refusal_burst, 100_000)
 
@@ -553,33 +574,47 @@ class QpuGateway(Application):
         return self._parsing_total
 
     async def _prepare_large(self, identity: Identity, data: bytes, policy: Any) -> Prepared:
-        """A large body in the bounded parse pool (processes: see parsing.py)."""
-        mine = self._parsing.get(identity.name, 0)
-        if self._parsing_total >= self.max_parse_queue or mine >= self.max_parse_per_user:
-            who = "yours" if mine >= self.max_parse_per_user else "all users'"
+        """A body in the bounded parse pool (processes: see parsing.py): a large one, or a
+        small one holding QPY (``parsing.DecodeInPool``). Small ones are counted apart,
+        against ``SMALL_IN_POOL`` times the bounds: a client sending many small jobs at
+        once is not refused for what large payloads are bounded for (held memory)."""
+        small = len(data) <= self.inline_parse_bytes
+        counts, total = (self._parsing_small, self._parsing_small_total) if small else (
+            self._parsing, self._parsing_total)
+        factor = SMALL_IN_POOL if small else 1
+        mine = counts.get(identity.name, 0)
+        if total >= factor * self.max_parse_queue or mine >= factor * self.max_parse_per_user:
+            who = "yours" if mine >= factor * self.max_parse_per_user else "all users'"
             raise GatewayError(
                 503, "PARSE_BUSY",
-                f"too many large submissions ({who}) are being decoded; submit again in a "
+                f"too many submissions ({who}) are being decoded; submit again in a "
                 "moment (QpuGateway.max_parse_queue / max_parse_per_user)",
                 retry_after=1,
             )
-        self._parsing[identity.name] = mine + 1
-        self._parsing_total += 1
+        counts[identity.name] = mine + 1
+        self._count_parsing(small, 1)
         try:
             try:
-                return await self.parse_pool.prepare(identity, data, policy)
+                pool = self.small_parse_pool if small else self.parse_pool
+                return await pool.prepare(identity, data, policy)
             except Unavailable:  # a provider backend the workers cannot build: decode here
-                self.log.warning("QPU parse pool: a large submission was decoded on the "
-                                 "event loop (its backend's driver has no stand-in in the "
-                                 "parse workers; see docs/qpu.md)")
+                self.log.warning("QPU parse pool: a submission was decoded on the event loop "
+                                 "(its backend's driver has no stand-in in the parse "
+                                 "workers; see docs/qpu.md)")
                 return prepare(self, identity, data, policy)
         finally:
-            self._parsing_total -= 1
-            left = self._parsing[identity.name] - 1
+            self._count_parsing(small, -1)
+            left = counts[identity.name] - 1
             if left:
-                self._parsing[identity.name] = left
+                counts[identity.name] = left
             else:
-                del self._parsing[identity.name]
+                del counts[identity.name]
+
+    def _count_parsing(self, small: bool, step: int) -> None:
+        if small:
+            self._parsing_small_total += step
+        else:
+            self._parsing_total += step
 
     def _end_turn(self, user: str, turn: asyncio.Future[None],
                   before: asyncio.Future[None] | None) -> None:
@@ -620,7 +655,7 @@ class QpuGateway(Application):
         turn: asyncio.Future[None] | None = None
         prepared: Prepared | None = None
         if len(data) <= self.inline_parse_bytes:
-            with contextlib.suppress(DecodeInPool):  # long OpenQASM 3: decoded in the pool
+            with contextlib.suppress(DecodeInPool):  # QPY, long OpenQASM 3: in the pool
                 prepared = prepare(self, identity, data, policy, inline=True)
         if prepared is None or before is not None:
             turn = loop.create_future()
@@ -843,11 +878,13 @@ class QpuGateway(Application):
         if self.runner.sandbox is not None:
             self.runner.sandbox.start()
         self.parse_pool.warm()
+        self.small_parse_pool.warm()
 
     async def close(self) -> None:
         """Stop running jobs' lanes and close what must reach disk (store, audit log)."""
         await self.runner.stop()
         self.parse_pool.close()
+        self.small_parse_pool.close()
         self.db_executor.shutdown(wait=True)
         if self.audit_log:
             self.audit_bridge.close()

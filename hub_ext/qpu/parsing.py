@@ -24,6 +24,7 @@ credentials during the check does the gateway decode the body itself (``Unavaila
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import ctypes
@@ -47,7 +48,7 @@ from .errors import Invalid, Refused
 from .policyfile import Policy
 from .sandbox import FORKSERVER_PRELOAD
 from .submission import build_ticket, fingerprint, parse
-from .validation import Limits
+from .validation import Limits, load_qpy
 
 _MB = 1024 * 1024
 
@@ -143,28 +144,35 @@ INLINE_QASM3_CHARS = 4096
 
 
 class DecodeInPool(Exception):
-    """A small body whose decoding still belongs in the parse pool (long OpenQASM 3)."""
+    """A small body whose decoding still belongs in the parse pool (QPY, long OpenQASM 3)."""
 
 
-def _long_qasm3(body: dict[str, Any]) -> bool:
+def _decode_in_pool(body: dict[str, Any]) -> bool:
+    """Whether a small body's circuits must still be decoded in a parse process, under its
+    memory cap: any QPY payload, since only its outer circuit's header can be read before
+    Qiskit's reader (Rust, holding the GIL) runs, and a circuit nested in it (a custom
+    gate's definition, a control-flow block) may claim any number of qubits: 713 bytes
+    claiming 50,000,000 took the reader 51 s and 10 GB; and OpenQASM 3 text over
+    ``INLINE_QASM3_CHARS``."""
     circuits = body.get("circuits")
     return isinstance(circuits, list) and any(
-        isinstance(c, dict) and isinstance(c.get("qasm3"), str)
-        and len(c["qasm3"]) > INLINE_QASM3_CHARS for c in circuits)
+        isinstance(c, dict) and ("qpy" in c or (
+            isinstance(c.get("qasm3"), str) and len(c["qasm3"]) > INLINE_QASM3_CHARS))
+        for c in circuits)
 
 
 def prepare(ctx: Any, identity: Identity, data: bytes, policy: Policy,
             inline: bool = False) -> Prepared:
     """Decode, validate and decide what needs no database. ``Invalid`` for a body
     that is not a valid submission; ``DecodeInPool`` when ``inline`` (on the gateway's
-    event loop) and the body holds long OpenQASM 3 text."""
+    event loop) and the body holds QPY or long OpenQASM 3 text."""
     try:
         body = json.loads(data or b"null")
     except (ValueError, UnicodeDecodeError):
         raise Invalid(400, "BAD_JSON", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Invalid(400, "BAD_JSON", "the body must be a JSON object")
-    if inline and _long_qasm3(body):
+    if inline and _decode_in_pool(body):
         raise DecodeInPool
     tags = body.get("tags")
     project = tags.get("project") if isinstance(tags, dict) else None
@@ -214,6 +222,31 @@ def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int,
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
+_TOO_COMPLEX = ("bad", 413, "PAYLOAD_TOO_COMPLEX",
+                "decoding this submission needs more memory than the gateway allows "
+                "(QpuGateway.parse_memory_mb): split the job")
+
+
+def _fallback(ctx: Context, data: bytes) -> tuple[Any, ...]:
+    """The gateway decodes this body itself (a backend this worker cannot build): its QPY
+    circuits are loaded here first, under this process's memory cap, so that what the
+    gateway loads on its event loop is known to fit the limits (a circuit nested in one
+    is checked by nothing else)."""
+    try:
+        body = json.loads(data)
+        circuits = body.get("circuits") if isinstance(body, dict) else None
+        for item in circuits if isinstance(circuits, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("qpy"), str):
+                load_qpy(base64.b64decode(item["qpy"], validate=True), ctx.limits)
+    except MemoryError:
+        return _TOO_COMPLEX
+    except Invalid as e:
+        return ("bad", e.status, e.code, e.message)
+    except Exception:  # noqa: S110 - not decodable here: the gateway's parse words it
+        pass
+    return ("fallback",)
+
+
 def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple[Any, ...]:
     """Exceptions with keyword-only state do not pickle: answer with plain tuples."""
     ctx: Context = _worker["ctx"]
@@ -221,16 +254,14 @@ def _prepare_in_worker(identity: Identity, data: bytes, policy: Policy) -> tuple
         p = prepare(ctx, identity, data, policy)
     except KeyError:  # routed to a backend this worker could not build
         if ctx.unbuilt:
-            return ("fallback",)
+            return _fallback(ctx, data)
         raise
     except Invalid as e:
         if e.code == "UNKNOWN_BACKEND" and ctx.unbuilt:
-            return ("fallback",)
+            return _fallback(ctx, data)
         return ("bad", e.status, e.code, e.message)
     except MemoryError:
-        return ("bad", 413, "PAYLOAD_TOO_COMPLEX",
-                "decoding this submission needs more memory than the gateway allows "
-                "(QpuGateway.parse_memory_mb): split the job")
+        return _TOO_COMPLEX
     except (CredentialError, AttributeError):
         # a stand-in's check asked for credentials, or for state it does not carry: the
         # gateway's own driver decides. Any other error is the submission's (a 422 from

@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import struct
+from typing import Any
 
 import pytest
 from conftest import bell, qpy_b64
@@ -93,6 +94,29 @@ def header_claiming(qubits: int) -> str:
     fields[3] = qubits
     struct.pack_into(formats.CIRCUIT_HEADER_V12_PACK, data, offset, *fields)
     return base64.b64encode(bytes(data)).decode()
+
+
+def nested_claiming(qubits: int) -> str:
+    """A QPY payload of a 3-qubit circuit whose custom gate's definition (a circuit nested
+    in it, which no header check before Qiskit's reader sees) claims ``qubits`` qubits:
+    713 bytes that took the reader 51 s and 10 GB on the gateway's event loop."""
+    from qiskit import QuantumCircuit
+    from qiskit.qpy import formats
+
+    inner = QuantumCircuit(3, name="nestedgate")
+    inner.h(0)
+    inner.cx(0, 1)
+    outer = QuantumCircuit(3, name="outer")
+    outer.append(inner.to_gate(), [0, 1, 2])
+    data = bytearray(base64.b64decode(qpy_b64(outer)))
+    size = struct.calcsize(formats.CIRCUIT_HEADER_V12_PACK)
+    for offset in range(len(data) - size):
+        fields = list(struct.unpack_from(formats.CIRCUIT_HEADER_V12_PACK, data, offset))
+        if fields[3] == 3 and data[offset + size: offset + size + fields[0]] == b"nestedgate":
+            fields[3] = qubits
+            struct.pack_into(formats.CIRCUIT_HEADER_V12_PACK, data, offset, *fields)
+            return base64.b64encode(bytes(data)).decode()
+    raise AssertionError("no nested circuit header found")
 
 
 GOOD = {"project": "qchem", "purpose": "testing"}
@@ -299,3 +323,28 @@ def test_a_chunked_body_growing_past_the_limit_gets_413_with_the_limit(gateway):
     assert data.startswith(b"HTTP/1.1 413 ")
     assert b"exceeds the limit of 8388608 bytes" in data
     assert stats(gateway) == before
+
+
+def test_a_circuit_nested_in_a_small_qpy_payload_is_decoded_under_the_memory_cap(
+        start_gateway, tmp_path):
+    """Every QPY payload, however small, is decoded in a parse process with its memory
+    cap: a nested circuit claiming 50,000,000 qubits is refused there (Qiskit's reader
+    aborts the process when an allocation fails: the pool starts a new one), and the
+    gateway goes on answering meanwhile and afterwards."""
+    import threading
+    import time
+
+    gw = start_gateway(f"sqlite:///{tmp_path / 'qpu.sqlite'}")  # small_parse_memory_mb 256
+    assert gw.submit("alice")[0] == 201  # the parse pool is up
+    answer: list[tuple[int, Any]] = []
+    bomb = threading.Thread(target=lambda: answer.append(gw.submit(
+        "alice", circuits=[{"qpy": nested_claiming(50_000_000)}], tags=GOOD)))
+    started = time.monotonic()
+    bomb.start()
+    status, _ = gw.call("bob", "GET", "api/backends")  # the event loop is free
+    assert status == 200 and time.monotonic() - started < 5
+    bomb.join(120)
+    [(status, body)] = answer
+    assert (status, body["error"]) in ((413, "PAYLOAD_TOO_COMPLEX"), (422, "MALFORMED_QPY"))
+    status, body = gw.submit("alice", tags=GOOD)
+    assert status == 201, body

@@ -342,8 +342,9 @@ def ancestors(pid: int) -> list[int]:
 
 def test_a_large_submission_to_a_credentialed_backend_is_decoded_in_a_parse_worker(hub):
     """keyed_target's driver needs its key to build, so parse workers (no credentials)
-    cannot build it: they get the gateway's credential-free stand-in of it, and a large
-    body is decoded and checked there, not on the gateway's event loop."""
+    cannot build it: they get the gateway's credential-free stand-in of it, and a body
+    holding QPY, small or large, is decoded and checked there, not on the gateway's event
+    loop (a small one in the small bodies' own parse process)."""
     from qiskit import QuantumCircuit
 
     gateway, seen = gateway_pid(hub), Seen(hub)
@@ -351,7 +352,9 @@ def test_a_large_submission_to_a_credentialed_backend_is_decoded_in_a_parse_work
     status, body = seen.qpu("alice", "POST", "api/jobs", small)
     assert status == 201, body
     pids = [int(x) for x in hub.decoded_by.read_text().split()]
-    assert pids[-1] == gateway  # a small body: decoded inline by the gateway's driver
+    small_worker = pids[-1]
+    assert small_worker != gateway, "a small QPY body was decoded on the gateway's event loop"
+    assert gateway in ancestors(small_worker)
 
     qc = QuantumCircuit(2)
     for i in range(4000):
@@ -364,6 +367,7 @@ def test_a_large_submission_to_a_credentialed_backend_is_decoded_in_a_parse_work
     worker = int(hub.decoded_by.read_text().split()[-1])
     assert worker != gateway, "the large body was decoded on the gateway's event loop"
     assert gateway in ancestors(worker)  # one of the gateway's parse workers
+    assert worker != small_worker  # large bodies have their own pool
     assert "decoded on the event loop" not in hub.log()
 
     wide = QuantumCircuit(40)  # the stand-in's Target refuses what the driver refuses
