@@ -85,13 +85,17 @@ def test_a_killed_gateway_worker_refuses_nothing_and_loses_no_job(hub_one: Hub) 
     os.kill(workers[0], signal.SIGKILL)
     hub.wait_for(lambda: gone(workers[0]), timeout=10, what="the killed worker's exit")
     # The proxy keeps connections to the workers open between requests; the first
-    # request after the crash may go out on one the dead worker held (the proxy's 503,
-    # "read ECONNRESET"). Every request after it must be accepted: the other worker serves
-    # while the supervisor replaces the dead one.
+    # requests after the crash may go out on ones the dead worker held (the proxy's own
+    # 503 page, "read ECONNRESET": one per connection it held, a few at most). Every
+    # request after them must be accepted: the other worker serves while the supervisor
+    # replaces the dead one.
     statuses = [(r.status_code, r.json() if r.status_code == 201 else r.text[:200])
                 for r in (submit() for _ in range(20))]
-    first, *rest = statuses
-    assert first[0] in (201, 503), first
+    held = 0
+    while held < len(statuses) and statuses[held][0] == 503 and "<html" in statuses[held][1]:
+        held += 1
+    assert held <= 3, statuses[:held]
+    rest = statuses[held:]
     assert [code for code, _ in rest] == [201] * len(rest), rest
     accepted = [body["job_id"] for code, body in statuses if code == 201]
     hub.wait_for(lambda: len(children(supervisor)) == 2, timeout=30, what="a new worker")
