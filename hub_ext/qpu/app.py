@@ -56,10 +56,18 @@ def _no_credentials(backend: str) -> dict[str, str]:
     return {}
 
 
-
 #: Small submissions decoded in the parse pool (those holding QPY) count against this many
 #: times ``max_parse_queue`` and ``max_parse_per_user``, apart from large ones.
 SMALL_IN_POOL = 64
+
+
+class _InFlight:
+    """Submissions of one size class in a parse pool (decoding or waiting), per user."""
+
+    def __init__(self) -> None:
+        self.per_user: dict[str, int] = {}
+        self.total = 0
+
 
 class QpuGateway(Application):
     name = "qustody-qpu-gateway"
@@ -527,10 +535,8 @@ class QpuGateway(Application):
                                     self.parse_memory_mb, self.log, standins)
         self.small_parse_pool = ParsePool(1, self.backends, self.limits,
                                           self.small_parse_memory_mb, self.log, standins)
-        self._parsing: dict[str, int] = {}
-        self._parsing_total = 0
-        self._parsing_small: dict[str, int] = {}
-        self._parsing_small_total = 0
+        self._large_in_pool = _InFlight()
+        self._small_in_pool = _InFlight()
         self._last_of: dict[str, asyncio.Future[None]] = {}
         self._refusals = Buckets(self.refusals_per_minute / 60, self.refusal_burst, 100_000)
 
@@ -571,19 +577,19 @@ class QpuGateway(Application):
     @property
     def decoding(self) -> int:
         """Large submissions in the parse pool now (decoding or waiting)."""
-        return self._parsing_total
+        return self._large_in_pool.total
 
-    async def _prepare_large(self, identity: Identity, data: bytes, policy: Any) -> Prepared:
+    async def _prepare_in_pool(self, identity: Identity, data: bytes, policy: Any) -> Prepared:
         """A body in the bounded parse pool (processes: see parsing.py): a large one, or a
         small one holding QPY (``parsing.DecodeInPool``). Small ones are counted apart,
         against ``SMALL_IN_POOL`` times the bounds: a client sending many small jobs at
         once is not refused for what large payloads are bounded for (held memory)."""
         small = len(data) <= self.inline_parse_bytes
-        counts, total = (self._parsing_small, self._parsing_small_total) if small else (
-            self._parsing, self._parsing_total)
+        flight = self._small_in_pool if small else self._large_in_pool
         factor = SMALL_IN_POOL if small else 1
-        mine = counts.get(identity.name, 0)
-        if total >= factor * self.max_parse_queue or mine >= factor * self.max_parse_per_user:
+        mine = flight.per_user.get(identity.name, 0)
+        if (flight.total >= factor * self.max_parse_queue
+                or mine >= factor * self.max_parse_per_user):
             who = "yours" if mine >= factor * self.max_parse_per_user else "all users'"
             raise GatewayError(
                 503, "PARSE_BUSY",
@@ -591,8 +597,8 @@ class QpuGateway(Application):
                 "moment (QpuGateway.max_parse_queue / max_parse_per_user)",
                 retry_after=1,
             )
-        counts[identity.name] = mine + 1
-        self._count_parsing(small, 1)
+        flight.per_user[identity.name] = mine + 1
+        flight.total += 1
         try:
             try:
                 pool = self.small_parse_pool if small else self.parse_pool
@@ -603,18 +609,12 @@ class QpuGateway(Application):
                                  "workers; see docs/qpu.md)")
                 return prepare(self, identity, data, policy)
         finally:
-            self._count_parsing(small, -1)
-            left = counts[identity.name] - 1
+            flight.total -= 1
+            left = flight.per_user[identity.name] - 1
             if left:
-                counts[identity.name] = left
+                flight.per_user[identity.name] = left
             else:
-                del counts[identity.name]
-
-    def _count_parsing(self, small: bool, step: int) -> None:
-        if small:
-            self._parsing_small_total += step
-        else:
-            self._parsing_total += step
+                del flight.per_user[identity.name]
 
     def _end_turn(self, user: str, turn: asyncio.Future[None],
                   before: asyncio.Future[None] | None) -> None:
@@ -654,7 +654,9 @@ class QpuGateway(Application):
         before = self._last_of.get(identity.name)
         turn: asyncio.Future[None] | None = None
         prepared: Prepared | None = None
-        if len(data) <= self.inline_parse_bytes:
+        # A body naming "qpy" is decoded in the pool without parsing it here first; one
+        # that spells the key otherwise (an escape) is found by prepare's own check.
+        if len(data) <= self.inline_parse_bytes and b'"qpy"' not in data:
             with contextlib.suppress(DecodeInPool):  # QPY, long OpenQASM 3: in the pool
                 prepared = prepare(self, identity, data, policy, inline=True)
         if prepared is None or before is not None:
@@ -662,7 +664,7 @@ class QpuGateway(Application):
             self._last_of[identity.name] = turn
         try:
             if prepared is None:
-                prepared = await self._prepare_large(identity, data, policy)
+                prepared = await self._prepare_in_pool(identity, data, policy)
             if before is not None and not before.done():
                 await asyncio.shield(before)  # the user's earlier submission goes first
             ticket, ignored = prepared.ticket, prepared.ignored

@@ -224,7 +224,8 @@ def _init_worker(specs: Mapping[str, Any], limits: Limits, memory_mb: int,
 
 _TOO_COMPLEX = ("bad", 413, "PAYLOAD_TOO_COMPLEX",
                 "decoding this submission needs more memory than the gateway allows "
-                "(QpuGateway.parse_memory_mb): split the job")
+                "(QpuGateway.parse_memory_mb, or small_parse_memory_mb for a small one): "
+                "split the job")
 
 
 def _fallback(ctx: Context, data: bytes) -> tuple[Any, ...]:

@@ -271,6 +271,17 @@ def test_long_openqasm3_is_decoded_off_the_event_loop_and_runs(gateway):
     assert result["results"][0]["data"]["counts"] == {"0x0": 50}  # 2,000 flips of each qubit
 
 
+def test_a_qpy_body_is_never_decoded_on_the_event_loop_however_its_key_is_spelled():
+    # the gateway sends a body naming "qpy" to the pool unparsed; one that writes the key
+    # with an escape is parsed inline, and prepare's own check sends it on
+    circuit = json.dumps(qpy_b64(bell()))
+    escaped = ('{"backend": "aer_simulator", "circuits": [{"\\u0071py": ' + circuit
+               + "}]}").encode()
+    assert b'"qpy"' not in escaped and json.loads(escaped)["circuits"][0].keys() == {"qpy"}
+    with pytest.raises(DecodeInPool):
+        prepare(None, None, escaped, None, inline=True)  # type: ignore[arg-type]
+
+
 def test_a_good_job_still_runs_after_all_that(gateway):
     status, body = gateway.submit("alice", circuits=[{"qasm3": (
         'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; '
